@@ -1,0 +1,86 @@
+"""Regenerate the Python code for every .proto under protos/ (the only way it is made).
+
+    python scripts/gen_protos.py          # write the generated files
+    python scripts/gen_protos.py --check  # fail if the committed files are stale
+
+The generated modules sit beside their .proto files in the `cmk` package, whose import
+path equals the proto package (`cmk.identity.v1`), so no import rewriting is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+MARK = '"""Generated from the .proto files beside it by scripts/gen_protos.py. Do not edit."""\n'
+
+
+def generate(out: Path) -> None:
+    import grpc_tools  # the proto include path that ships with grpcio-tools
+
+    protos = sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto"))
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this Python
+    cmd = [
+        sys.executable, "-m", "grpc_tools.protoc",
+        f"-I{PROTOS}", f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out}", f"--grpc_python_out={out}",
+        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        *protos,
+    ]
+    subprocess.run(cmd, check=True, cwd=PROTOS)
+    # Every directory on the way to a generated module is a package.
+    for module in list(out.rglob("*_pb2.py")):
+        for parent in module.relative_to(out).parents:
+            if parent != Path("."):
+                (out / parent / "__init__.py").write_text(MARK)
+
+
+def generated_files(root: Path) -> set[Path]:
+    found = {p.relative_to(root) for p in root.rglob("*") if p.name.endswith(GENERATED_SUFFIXES)}
+    return found | {p.relative_to(root) for p in (root / "cmk").rglob("__init__.py")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if generated code is stale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate(out)
+        fresh = generated_files(out)
+        if args.check:
+            committed = generated_files(PROTOS)
+            stale = sorted(
+                str(p) for p in fresh | committed
+                if p not in fresh or p not in committed
+                or not filecmp.cmp(out / p, PROTOS / p, shallow=False)
+            )
+            if stale:
+                print("generated code is stale; run: python scripts/gen_protos.py", file=sys.stderr)
+                for p in stale:
+                    print(f"  {p}", file=sys.stderr)
+                return 1
+            print(f"generated code is fresh ({len(fresh)} files)")
+            return 0
+        for p in generated_files(PROTOS) - fresh:
+            (PROTOS / p).unlink()
+        for p in fresh:
+            (PROTOS / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / p, PROTOS / p)
+        print(f"wrote {len(fresh)} generated files under {PROTOS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

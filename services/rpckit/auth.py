@@ -1,0 +1,102 @@
+"""Bearer-token authentication for servers: the interceptor validates the token of every
+call (but the public ones) and leaves the caller in a contextvar for the servicer."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any
+
+import grpc
+
+from services.rpckit.errors import Unauthenticated
+from services.rpckit.reasons import Reason
+from services.rpckit.tokens import TokenValidator, VerifiedToken
+
+_caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
+
+
+def current_caller() -> VerifiedToken:
+    """The verified token of the call being served. Raises if the call was not authenticated,
+    so a servicer that forgets its method is public fails closed."""
+    caller = _caller.get()
+    if caller is None:
+        raise Unauthenticated(Reason.TOKEN_MISSING, "this call needs a bearer token")
+    return caller
+
+
+def bearer_token(metadata: Any) -> str:
+    """The token of an "authorization: Bearer <token>" metadata entry."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            if isinstance(value, bytes):
+                value = value.decode("ascii", "replace")
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated(
+        Reason.TOKEN_MISSING,
+        'this call needs "authorization: Bearer <token>" metadata',
+    )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Validates the caller's token for `audience` on every method not in `public_methods`.
+
+    Must sit inside the ErrorInterceptor, so that its refusals are mapped like any other.
+    """
+
+    def __init__(self, validator: TokenValidator, audience: str, public_methods: Collection[str]) -> None:
+        self._validator = validator
+        self._audience = audience
+        self._public = frozenset(public_methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method in self._public:
+            return handler
+        if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = await self._authenticate(context)
+                reset = _caller.set(token)
+                try:
+                    return await inner(request, context)
+                finally:
+                    _caller.reset(reset)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                token = await self._authenticate(context)
+                reset = _caller.set(token)
+                try:
+                    async for response in inner_stream(request, context):
+                        yield response
+                finally:
+                    _caller.reset(reset)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> VerifiedToken:
+        token = bearer_token(context.invocation_metadata())
+        return await self._validator.validate(token, audience=self._audience)

@@ -1,0 +1,85 @@
+"""Following a resumable event stream: apply events in order, reconnect with the cursor
+after a failure, and start over (dropping every cache) after a gap in the sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+
+
+class EventFollower(Generic[E]):
+    """Reads a stream that `open_stream(after_sequence)` opens, forever.
+
+    `apply(event)` is called for each event in sequence order. If an event's sequence is not
+    the cursor plus one, events were missed: `reset()` is called (the consumer drops all it
+    cached) and the stream is read again from the start, so that state derived from events
+    (such as a revocation set) is rebuilt whole.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[int], AsyncIterator[E]],
+        apply: Callable[[E], Awaitable[None]],
+        reset: Callable[[], Awaitable[None]],
+        *,
+        sequence_of: Callable[[E], int] = lambda e: e.sequence,  # type: ignore[attr-defined]
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 5.0,
+    ) -> None:
+        self._open = open_stream
+        self._apply = apply
+        self._reset = reset
+        self._sequence_of = sequence_of
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self.cursor = 0
+        self.resets = 0
+        self.connected = asyncio.Event()
+        self._advanced = asyncio.Condition()
+
+    async def run(self) -> None:
+        """Follow the stream until cancelled."""
+        delay = self._retry_delay
+        while True:
+            try:
+                stream = self._open(self.cursor)
+                self.connected.set()
+                async for event in stream:
+                    sequence = self._sequence_of(event)
+                    if sequence != self.cursor + 1:
+                        log.warning("event stream gap", extra={"cursor": self.cursor, "got": sequence})
+                        await self._start_over()
+                        break
+                    await self._apply(event)
+                    self.cursor = sequence
+                    delay = self._retry_delay
+                    async with self._advanced:
+                        self._advanced.notify_all()
+                else:
+                    # The server ended the stream (shutting down): reconnect with the cursor.
+                    self.connected.clear()
+                    await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.info("event stream interrupted; reconnecting", extra={"error": type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_retry_delay)
+
+    async def _start_over(self) -> None:
+        self.resets += 1
+        await self._reset()
+        self.cursor = 0
+
+    async def wait_for(self, sequence: int, timeout: float = 5.0) -> None:
+        """Wait until the event with `sequence` has been applied (for tests and read-your-writes)."""
+        async with asyncio.timeout(timeout):
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self.cursor >= sequence)

@@ -1,0 +1,80 @@
+"""The one catalogue of error reasons, for every service.
+
+A reason is a stable UPPER_SNAKE string carried in `google.rpc.ErrorInfo.reason`. Clients
+branch on it, so a reason is never renamed or reused for something else; add new ones.
+Each member's value is the wire string; the comment says when it is used.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Every error reason any service may return."""
+
+    # --- bad input (INVALID_ARGUMENT) ---
+    FIELD_REQUIRED = "FIELD_REQUIRED"  # a required field is empty
+    FIELD_TOO_LONG = "FIELD_TOO_LONG"  # a string or list exceeds its limit
+    FIELD_INVALID = "FIELD_INVALID"  # a value is of the wrong shape (characters, range)
+    UUID_MALFORMED = "UUID_MALFORMED"  # an id that must be a UUID is not one
+    ENUM_UNKNOWN = "ENUM_UNKNOWN"  # an enum is unspecified or a number the API does not know
+    NAME_MALFORMED = "NAME_MALFORMED"  # a resource name does not match its pattern
+    SCOPE_MALFORMED = "SCOPE_MALFORMED"  # a role scope is not a subscription or a path under one
+    PAGE_SIZE_INVALID = "PAGE_SIZE_INVALID"  # page_size below 0
+    PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"  # page_token not one this service issued
+    UPDATE_MASK_INVALID = "UPDATE_MASK_INVALID"  # empty mask or a field that cannot be updated
+    AUDIENCE_UNKNOWN = "AUDIENCE_UNKNOWN"  # a token was asked for an audience nobody serves
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"  # the message exceeds the server's size limit
+
+    # --- authentication (UNAUTHENTICATED) ---
+    TOKEN_MISSING = "TOKEN_MISSING"  # no "authorization: Bearer" metadata
+    TOKEN_MALFORMED = "TOKEN_MALFORMED"  # not a compact JWS with JSON header and claims
+    TOKEN_UNSIGNED = "TOKEN_UNSIGNED"  # alg "none"
+    TOKEN_ALGORITHM_NOT_ALLOWED = "TOKEN_ALGORITHM_NOT_ALLOWED"  # alg other than the key's
+    TOKEN_HEADER_KEY_REFERENCE = "TOKEN_HEADER_KEY_REFERENCE"  # jwk/jku/x5u/x5c in the header
+    TOKEN_KID_INVALID = "TOKEN_KID_INVALID"  # kid missing or not a plain key id
+    TOKEN_KEY_UNKNOWN = "TOKEN_KEY_UNKNOWN"  # kid not among the issuer's keys, even after refresh
+    TOKEN_SIGNATURE_MISSING = "TOKEN_SIGNATURE_MISSING"  # the signature part is empty
+    TOKEN_SIGNATURE_INVALID = "TOKEN_SIGNATURE_INVALID"  # the signature does not verify
+    TOKEN_CLAIMS_INVALID = "TOKEN_CLAIMS_INVALID"  # a required claim is missing or mistyped
+    TOKEN_ISSUER_INVALID = "TOKEN_ISSUER_INVALID"  # iss is not the issuer of the token's tid
+    TOKEN_AUDIENCE_INVALID = "TOKEN_AUDIENCE_INVALID"  # aud is not this service
+    TOKEN_AUDIENCE_AMBIGUOUS = "TOKEN_AUDIENCE_AMBIGUOUS"  # aud names several audiences
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"  # exp is past (beyond the skew)
+    TOKEN_NOT_YET_VALID = "TOKEN_NOT_YET_VALID"  # nbf or iat is in the future (beyond the skew)
+    TOKEN_TENANT_MISMATCH = "TOKEN_TENANT_MISMATCH"  # the token's tenant is not the target's
+    TOKEN_REVOKED = "TOKEN_REVOKED"  # its principal was disabled or deleted
+    INVALID_CLIENT_CREDENTIALS = "INVALID_CLIENT_CREDENTIALS"  # unknown client or wrong secret
+    CLIENT_SECRET_EXPIRED = "CLIENT_SECRET_EXPIRED"  # the secret's lifetime is over
+
+    # --- authorization (PERMISSION_DENIED) ---
+    OPERATOR_REQUIRED = "OPERATOR_REQUIRED"  # only the platform operator may do this
+    TENANT_ADMIN_REQUIRED = "TENANT_ADMIN_REQUIRED"  # needs a tenant administrator (or operator)
+    PLATFORM_PRINCIPAL_REQUIRED = "PLATFORM_PRINCIPAL_REQUIRED"  # needs a platform service
+    CROSS_TENANT_ACCESS_DENIED = "CROSS_TENANT_ACCESS_DENIED"  # the target is in another tenant
+    ROLE_REQUIRED = "ROLE_REQUIRED"  # no role assignment grants the action on the scope
+    MANAGED_IDENTITY_NOT_OWNED = "MANAGED_IDENTITY_NOT_OWNED"  # caller is not the owning platform
+    PRINCIPAL_DISABLED = "PRINCIPAL_DISABLED"  # a disabled principal asked for a token
+
+    # --- not found (NOT_FOUND) ---
+    TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
+    SUBSCRIPTION_NOT_FOUND = "SUBSCRIPTION_NOT_FOUND"
+    PRINCIPAL_NOT_FOUND = "PRINCIPAL_NOT_FOUND"
+    CLIENT_SECRET_NOT_FOUND = "CLIENT_SECRET_NOT_FOUND"
+    ROLE_ASSIGNMENT_NOT_FOUND = "ROLE_ASSIGNMENT_NOT_FOUND"
+
+    # --- already exists (ALREADY_EXISTS) ---
+    ROLE_ASSIGNMENT_EXISTS = "ROLE_ASSIGNMENT_EXISTS"  # same principal, role and scope
+    MANAGED_IDENTITY_EXISTS = "MANAGED_IDENTITY_EXISTS"  # the resource already has one
+
+    # --- rule violations (FAILED_PRECONDITION) ---
+    PRINCIPAL_KIND_NOT_ALLOWED = "PRINCIPAL_KIND_NOT_ALLOWED"  # e.g. a secret for a managed identity
+    OPERATOR_PROTECTED = "OPERATOR_PROTECTED"  # the operator cannot be disabled or deleted
+    SUBSCRIPTION_ALREADY_IN_TENANT = "SUBSCRIPTION_ALREADY_IN_TENANT"  # transfer to its own tenant
+    RESOURCE_NOT_IN_TENANT = "RESOURCE_NOT_IN_TENANT"  # resource's subscription is elsewhere
+    EVENT_CURSOR_AHEAD = "EVENT_CURSOR_AHEAD"  # a watch cursor beyond the newest event
+
+    # --- dependencies and everything else ---
+    DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
+    INTERNAL = "INTERNAL"  # INTERNAL: a bug; the details are in the server's log only

@@ -1,0 +1,149 @@
+"""SQLite storage on aiosqlite: WAL, versioned schema migrations, one writer at a time.
+
+Each service declares its schema as an ordered tuple of migrations; `open_database` applies
+the ones a file has not seen, each in its own transaction, and records the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from services.rpckit.errors import invalid_field
+from services.rpckit.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of a schema: its version (1, 2, ...) and the SQL statements that make it."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+class Database:
+    """An open SQLite file. Reads run concurrently; writes go through `transaction()`, which
+    serialises them (SQLite allows one writer) and commits or rolls back as a unit."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """All rows of a query, in one hop to the database thread."""
+        return list(await self.conn.execute_fetchall(sql, params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        """The first row of a query, or None."""
+        rows = await self.conn.execute_fetchall(sql, params)
+        for row in rows:
+            return row
+        return None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: committed if the block returns, rolled back if it raises."""
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                await self.conn.rollback()
+                raise
+            await self.conn.commit()
+
+    async def schema_version(self) -> int:
+        row = await self.fetch_one("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0] or 0) if row else 0
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def open_database(path: Path, migrations: Iterable[Migration]) -> Database:
+    """Open (creating if needed) a SQLite file with WAL and apply pending migrations.
+
+    The file and its WAL sidecars are made readable by the owner only.
+    """
+    steps = sorted(migrations, key=lambda m: m.version)
+    if [m.version for m in steps] != list(range(1, len(steps) + 1)):
+        raise ValueError("migrations must be numbered 1, 2, 3, ... without gaps")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_umask = os.umask(0o077)
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+    finally:
+        os.umask(old_umask)
+    db = Database(conn, path)
+    current = await db.schema_version()
+    if current > len(steps):
+        await conn.close()
+        raise RuntimeError(
+            f"{path} has schema version {current}, newer than this program knows ({len(steps)}); "
+            "upgrade the program"
+        )
+    for step in steps[current:]:
+        async with db.transaction() as tx:
+            for statement in step.statements:
+                await tx.execute(statement)
+            await tx.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at)"
+                " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                (step.version, step.description),
+            )
+    return db
+
+
+# --- pagination ----------------------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size_of(requested: int) -> int:
+    """The page size to use for a request's page_size (0 means the default)."""
+    if requested < 0:
+        raise invalid_field("page_size", Reason.PAGE_SIZE_INVALID, "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(kind: str, after: str) -> str:
+    """An opaque token that resumes a listing of `kind` after the key `after`."""
+    raw = json.dumps({"k": kind, "a": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(kind: str, token: str) -> str | None:
+    """The key to resume after, or None for the first page."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("a"), str):
+            raise ValueError
+        return str(data["a"])
+    except (ValueError, UnicodeError):
+        raise invalid_field(
+            "page_token", Reason.PAGE_TOKEN_INVALID, "not a page token of this listing; start again without one"
+        ) from None
