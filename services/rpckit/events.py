@@ -83,3 +83,30 @@ class EventFollower(Generic[E]):
         async with asyncio.timeout(timeout):
             async with self._advanced:
                 await self._advanced.wait_for(lambda: self.cursor >= sequence)
+
+
+class ChangeNotifier:
+    """Wakes the servers' stream handlers when new events were committed."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._version = 0
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        """Wait until something changed after version `seen` (or the timeout); returns the
+        current version, to pass as `seen` next time."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._version != seen), timeout)
+            except TimeoutError:
+                pass
+            return self._version
+
+    @property
+    def version(self) -> int:
+        return self._version

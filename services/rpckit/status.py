@@ -107,13 +107,13 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     if info is None:
         reason = Reason.DEPENDENCY_UNAVAILABLE if cls is errors.Unavailable else Reason.INTERNAL
         return cls(reason, message)
+    metadata = dict(info.metadata)
+    metadata.setdefault("domain", info.domain)
     try:
         reason = Reason(info.reason)
-    except ValueError:
+    except ValueError:  # a newer server's reason: keep it for the person reading
         reason = Reason.INTERNAL
-    metadata = dict(info.metadata)
-    metadata.setdefault("wire_reason", info.reason)
-    metadata.setdefault("domain", info.domain)
+        metadata.setdefault("wire_reason", info.reason)
     return cls(reason, message, metadata=metadata)
 
 

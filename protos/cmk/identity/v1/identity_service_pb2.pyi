@@ -295,18 +295,12 @@ class CreatePrincipalRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
-    WITH_SECRET_FIELD_NUMBER: _builtins.int
-    SECRET_LIFETIME_DAYS_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """"tenants/{tenant_id}": where to create it."""
-    with_secret: _builtins.bool
-    """If true, a first client secret is added and returned in the response's secret."""
-    secret_lifetime_days: _builtins.int
-    """Lifetime of that first secret in days; 0 means the default (365); at most 730."""
     @_builtins.property
     def principal(self) -> _resources_pb2.Principal:
         """The principal; kind (USER or SERVICE_PRINCIPAL), display_name, tenant_admin and
-        platform_service are read.
+        platform_service are read. It has no credential until AddClientSecret gives it one.
         """
 
     def __init__(
@@ -314,12 +308,10 @@ class CreatePrincipalRequest(_message.Message):
         *,
         parent: _builtins.str = ...,
         principal: _resources_pb2.Principal | None = ...,
-        with_secret: _builtins.bool = ...,
-        secret_lifetime_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "principal", b"principal", "secret_lifetime_days", b"secret_lifetime_days", "with_secret", b"with_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "principal", b"principal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

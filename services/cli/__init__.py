@@ -1,0 +1,1 @@
+"""The `cmk` command, built on services.client."""

@@ -1,0 +1,683 @@
+"""`cmk`: run the services and drive them from a shell.
+
+\b
+    cmk serve identity --data-dir DIR --port N     start one service (N=0: a free port)
+    cmk up                                         start the trio in ./.cmk
+    cmk login --endpoint H:P --operator-file F     sign in (token kept in a 0600 profile)
+    cmk tenant|subscription|principal|secret|role|token|signing-key|events ...
+    cmk health --endpoint H:P                      the standard gRPC health check
+
+Every command takes `--output json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cmk.identity.v1 import resources_pb2 as res
+from services.cli.output import emit, emit_messages, to_dict
+from services.cli.profile import Profile, profile_path
+from services.client.channel import open_channel
+from services.client.identity import ClientCredentials, IdentityClient
+from services.rpckit import audiences
+from services.rpckit.errors import ServiceError
+from services.rpckit.status import status_code_of
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PRINCIPAL_COLUMNS = ("object_id", "kind", "display_name", "client_id", "enabled", "tenant_admin")
+ROLE_COLUMNS = ("role_assignment_id", "principal_id", "role", "scope")
+KINDS = {"user": res.USER, "service-principal": res.SERVICE_PRINCIPAL, "managed-identity": res.MANAGED_IDENTITY}
+ROLES = {"reader": res.READER, "contributor": res.CONTRIBUTOR, "owner": res.OWNER}
+ACTIONS = {"read": res.READ, "write": res.WRITE, "manage-access": res.MANAGE_ACCESS}
+AUDIENCES = {
+    "directory": audiences.DIRECTORY,
+    "management": audiences.MANAGEMENT,
+    "vault": audiences.VAULT,
+    "speech": audiences.SPEECH,
+}
+
+
+class State:
+    """What the group options leave for the commands."""
+
+    def __init__(self, output: str, profile: str | None, endpoint: str | None) -> None:
+        self.output = output
+        self.profile_path = profile_path(profile)
+        self.endpoint = endpoint
+
+
+def output_option(f: F) -> F:
+    """`--output` on every command too, so it can follow the command name."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(State).output = value
+
+    return click.option(
+        "--output", "-o", type=click.Choice(["table", "json"]), default=None, expose_value=False,
+        callback=remember, help="table for people, json for scripts",
+    )(f)
+
+
+def run_async(f: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run an async command body; a service error becomes a clear message and exit code 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        try:
+            return asyncio.run(f(*args, **kwargs))
+        except ServiceError as exc:
+            code = status_code_of(exc).name
+            if state is not None and state.output == "json":
+                click.echo(json.dumps({"error": {"code": code, "reason": exc.reason.value,
+                                                 "message": exc.message, "metadata": exc.metadata}}, indent=2))
+            else:
+                click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(help=__doc__)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
+@click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")
+@click.pass_context
+def cli(ctx: click.Context, output: str, profile: str | None, endpoint: str | None) -> None:
+    ctx.obj = State(output, profile, endpoint)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def read_operator_file(path: Path) -> ClientCredentials:
+    data = json.loads(path.read_text())
+    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+
+
+@asynccontextmanager
+async def session(state: State) -> AsyncIterator[IdentityClient]:
+    """A client signed in with the profile's token, renewed from its operator file if needed."""
+    profile = Profile.load(state.profile_path)
+    if profile is None:
+        raise click.ClickException(f"not signed in (no profile at {state.profile_path}); run: cmk login")
+    endpoint = state.endpoint or profile.identity_endpoint
+    channel = open_channel(endpoint)
+    try:
+        if time.time() > profile.token_expires_at - 30:
+            if not profile.operator_file:
+                raise click.ClickException("the signed-in token has expired; run: cmk login")
+            creds = read_operator_file(Path(profile.operator_file))
+            issued = await IdentityClient(channel).issue_token(creds, audiences.DIRECTORY)
+            profile.token, profile.token_expires_at = issued.access_token, issued.expire_time.seconds
+            profile.save(state.profile_path)
+        yield IdentityClient(channel, token=profile.token)
+    finally:
+        await channel.close()
+
+
+@asynccontextmanager
+async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[IdentityClient]:
+    """A client without a token, for signing in."""
+    target = endpoint or state.endpoint
+    if target is None:
+        profile = Profile.load(state.profile_path)
+        if profile is None:
+            raise click.ClickException("give --endpoint host:port (or sign in first)")
+        target = profile.identity_endpoint
+    channel = open_channel(target)
+    try:
+        yield IdentityClient(channel)
+    finally:
+        await channel.close()
+
+
+# --- serving -----------------------------------------------------------------------------
+
+
+@cli.group()
+def serve() -> None:
+    """Start one service in the foreground."""
+
+
+@serve.command("identity")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True)
+@click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
+@click.option("--port", type=int, envvar="CMK_IDENTITY_PORT", default=None, help="port; 0 picks a free one [50051]")
+@click.option("--issuer-base", envvar="CMK_ISSUER_BASE", default=None)
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
+@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA",
+              help="require client certificates from this CA (mutual TLS)")
+@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+def serve_identity(data_dir: Path, host: str | None, port: int | None, issuer_base: str | None,
+                   tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
+                   log_level: str | None) -> None:
+    """The identity service (directory, tokens, signing keys, events)."""
+    import os
+
+    from services.identity.config import IdentityConfig
+    from services.rpckit.config import ConfigError, TlsConfig
+
+    try:
+        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
+        config = IdentityConfig.from_env(
+            os.environ, data_dir=data_dir, host=host, port=port, issuer_base=issuer_base, tls=tls, log_level=log_level
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    from services.rpckit.server import run
+
+    run(lambda: _serve_identity(config))
+
+
+async def _serve_identity(config: Any) -> None:
+    from services.identity.server import build_server
+    from services.rpckit.logs import configure_logging
+    from services.rpckit.server import wait_for_signal
+
+    configure_logging("identity", config.log_level)
+    server = await build_server(config)
+    _announce("identity", server.endpoint, server)
+    await wait_for_signal()
+    click.echo("identity: stopping", err=True)
+    await server.stop()
+
+
+def _announce(name: str, endpoint: str, server: Any) -> None:
+    # To stdout, not the log: this is the one time the operator secret is shown.
+    click.echo(f"{name} listening on {endpoint}")
+    if server.new_operator_secret is not None:
+        secret = server.new_operator_secret
+        click.echo("platform operator created (shown once; also in the file below):")
+        click.echo(f"  tenant id:     {server.operator.tenant_id}")
+        click.echo(f"  client id:     {secret.client_id}")
+        click.echo(f"  client secret: {secret.value}")
+        click.echo(f"  file:          {server.config.operator_file}")
+    click.echo(f"sign in with: cmk login --endpoint {endpoint} --operator-file {server.config.operator_file}")
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True)
+@click.option("--port-base", type=int, default=50050, show_default=True, help="identity listens on port-base+1")
+def up(data_dir: Path, port_base: int) -> None:
+    """Start the services in one process, with their data in --data-dir.
+
+    Today that is the identity service; the key vault and speech services join as they land.
+    """
+    import os
+
+    from services.identity.config import IdentityConfig
+    from services.rpckit.server import run
+
+    config = IdentityConfig.from_env(os.environ, data_dir=data_dir, port=port_base + 1)
+    run(lambda: _serve_identity(config))
+
+
+@cli.command()
+@click.option("--endpoint", required=True, help="host:port")
+@click.option("--service", default="", help="service name; empty means the whole server")
+@output_option
+@pass_state
+@run_async
+async def health(state: State, endpoint: str, service: str) -> None:
+    """Ask a server the standard gRPC health question; exit 0 only if SERVING."""
+    import grpc
+
+    channel = open_channel(endpoint)
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.aio.AioRpcError as exc:
+        status = f"UNREACHABLE ({exc.code().name})"
+    finally:
+        await channel.close()
+    emit(state.output, {"endpoint": endpoint, "service": service, "status": status})
+    if status != "SERVING":
+        sys.exit(1)
+
+
+# --- signing in ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--endpoint", required=True, help="identity endpoint host:port")
+@click.option("--operator-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="sign in as the operator from its credential file")
+@click.option("--tenant", "tenant_id", help="tenant id (with --client-id)")
+@click.option("--client-id")
+@click.option("--client-secret", envvar="CMK_CLIENT_SECRET", help="prompted for if not given")
+@output_option
+@pass_state
+@run_async
+async def login(state: State, endpoint: str, operator_file: Path | None, tenant_id: str | None,
+                client_id: str | None, client_secret: str | None) -> None:
+    """Sign in and keep the token in the profile file (mode 0600)."""
+    if operator_file is not None:
+        creds = read_operator_file(operator_file)
+    else:
+        if not tenant_id or not client_id:
+            raise click.ClickException("give --operator-file, or --tenant and --client-id")
+        secret = client_secret or click.prompt("client secret", hide_input=True)
+        creds = ClientCredentials(tenant_id, client_id, secret)
+    async with anonymous(state, endpoint) as client:
+        issued = await client.issue_token(creds, audiences.DIRECTORY)
+    profile = Profile(
+        identity_endpoint=endpoint, tenant_id=creds.tenant_id, client_id=creds.client_id,
+        token=issued.access_token, token_expires_at=issued.expire_time.seconds,
+        operator_file=str(operator_file.resolve()) if operator_file else "",
+    )
+    profile.save(state.profile_path)
+    emit(state.output, {"signed_in": True, "tenant_id": creds.tenant_id, "client_id": creds.client_id,
+                        "endpoint": endpoint, "profile": str(state.profile_path),
+                        "expire_time": issued.expire_time.ToJsonString()})
+
+
+# --- tenants -------------------------------------------------------------------------------
+
+
+@cli.group()
+def tenant() -> None:
+    """Tenants (directories)."""
+
+
+@tenant.command("create")
+@click.argument("display_name")
+@output_option
+@pass_state
+@run_async
+async def tenant_create(state: State, display_name: str) -> None:
+    """Create a tenant (operator only)."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.create_tenant(display_name)))
+
+
+@tenant.command("get")
+@click.argument("tenant_id")
+@output_option
+@pass_state
+@run_async
+async def tenant_get(state: State, tenant_id: str) -> None:
+    """Show a tenant."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.get_tenant(tenant_id)))
+
+
+@tenant.command("list")
+@click.option("--page-size", type=int, default=0)
+@click.option("--page-token", default="")
+@output_option
+@pass_state
+@run_async
+async def tenant_list(state: State, page_size: int, page_token: str) -> None:
+    """List tenants."""
+    async with session(state) as c:
+        page = await c.list_tenants(page_size, page_token)
+    emit_messages(state.output, page.tenants, ("tenant_id", "display_name", "platform"),
+                  {"next_page_token": page.next_page_token})
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+@cli.group()
+def subscription() -> None:
+    """Subscriptions."""
+
+
+@subscription.command("create")
+@click.option("--tenant", "tenant_id", required=True)
+@click.argument("display_name")
+@output_option
+@pass_state
+@run_async
+async def subscription_create(state: State, tenant_id: str, display_name: str) -> None:
+    """Create a subscription in a tenant (operator only)."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.create_subscription(tenant_id, display_name)))
+
+
+@subscription.command("get")
+@click.argument("subscription_id")
+@output_option
+@pass_state
+@run_async
+async def subscription_get(state: State, subscription_id: str) -> None:
+    """Show a subscription."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.get_subscription(subscription_id)))
+
+
+@subscription.command("list")
+@click.option("--tenant", "tenant_id", default="")
+@click.option("--page-size", type=int, default=0)
+@click.option("--page-token", default="")
+@output_option
+@pass_state
+@run_async
+async def subscription_list(state: State, tenant_id: str, page_size: int, page_token: str) -> None:
+    """List subscriptions."""
+    async with session(state) as c:
+        page = await c.list_subscriptions(tenant_id, page_size, page_token)
+    emit_messages(state.output, page.subscriptions, ("subscription_id", "tenant_id", "display_name"),
+                  {"next_page_token": page.next_page_token})
+
+
+@subscription.command("transfer")
+@click.argument("subscription_id")
+@click.option("--to", "target_tenant_id", required=True, help="the tenant to move it to")
+@output_option
+@pass_state
+@run_async
+async def subscription_transfer(state: State, subscription_id: str, target_tenant_id: str) -> None:
+    """Move a subscription to another tenant (its role assignments are removed)."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.transfer_subscription(subscription_id, target_tenant_id)))
+
+
+# --- principals ------------------------------------------------------------------------------
+
+
+@cli.group()
+def principal() -> None:
+    """Users, service principals and managed identities."""
+
+
+@principal.command("create")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--kind", type=click.Choice(["user", "service-principal"]), required=True)
+@click.option("--admin", is_flag=True, help="make it a tenant administrator")
+@click.option("--platform-service", default="", help="act as this platform service (operator only)")
+@click.option("--with-secret", is_flag=True, help="also add a client secret and show it once")
+@click.argument("display_name")
+@output_option
+@pass_state
+@run_async
+async def principal_create(state: State, tenant_id: str, kind: str, admin: bool, platform_service: str,
+                           with_secret: bool, display_name: str) -> None:
+    """Create a user or service principal."""
+    async with session(state) as c:
+        created = await c.create_principal(tenant_id, KINDS[kind], display_name, tenant_admin=admin,
+                                           platform_service=platform_service)
+        result = to_dict(created)
+        if with_secret:
+            added = await c.add_client_secret(tenant_id, created.object_id, "initial")
+            result["client_secret"] = added.secret_value
+            result["secret_id"] = added.secret.secret_id
+    emit(state.output, result)
+
+
+def _principal_command(name: str, help_text: str, action: Callable[[IdentityClient, str, str], Awaitable[Any]]) -> None:
+    @principal.command(name, help=help_text)
+    @click.argument("tenant_id")
+    @click.argument("object_id")
+    @output_option
+    @pass_state
+    @run_async
+    async def command(state: State, tenant_id: str, object_id: str) -> None:
+        async with session(state) as c:
+            result = await action(c, tenant_id, object_id)
+        emit(state.output, to_dict(result) if result is not None else {"deleted": f"tenants/{tenant_id}/principals/{object_id}"})
+
+
+_principal_command("get", "Show a principal.", lambda c, t, o: c.get_principal(t, o))
+_principal_command("enable", "Enable a principal.", lambda c, t, o: c.enable_principal(t, o))
+_principal_command("disable", "Disable a principal: no new tokens, and its tokens are refused.",
+                   lambda c, t, o: c.disable_principal(t, o))
+_principal_command("delete", "Delete a user or service principal.", lambda c, t, o: c.delete_principal(t, o))
+
+
+@principal.command("list")
+@click.argument("tenant_id")
+@click.option("--kind", type=click.Choice(sorted(KINDS)), default=None)
+@click.option("--page-size", type=int, default=0)
+@click.option("--page-token", default="")
+@output_option
+@pass_state
+@run_async
+async def principal_list(state: State, tenant_id: str, kind: str | None, page_size: int, page_token: str) -> None:
+    """List the principals of a tenant."""
+    async with session(state) as c:
+        page = await c.list_principals(tenant_id, KINDS[kind] if kind else 0, page_size, page_token)
+    emit_messages(state.output, page.principals, PRINCIPAL_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@principal.command("rename")
+@click.argument("tenant_id")
+@click.argument("object_id")
+@click.argument("display_name")
+@output_option
+@pass_state
+@run_async
+async def principal_rename(state: State, tenant_id: str, object_id: str, display_name: str) -> None:
+    """Change a principal's display name."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.rename_principal(tenant_id, object_id, display_name)))
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def secret() -> None:
+    """Client secrets (values are shown once, when added)."""
+
+
+@secret.command("add")
+@click.argument("tenant_id")
+@click.argument("object_id")
+@click.option("--name", "display_name", default="")
+@click.option("--days", type=int, default=0, help="lifetime in days (default 365, at most 730)")
+@output_option
+@pass_state
+@run_async
+async def secret_add(state: State, tenant_id: str, object_id: str, display_name: str, days: int) -> None:
+    """Add a client secret; its value is printed this once."""
+    async with session(state) as c:
+        added = await c.add_client_secret(tenant_id, object_id, display_name, days)
+    emit(state.output, {**to_dict(added.secret), "client_id": added.client_id, "client_secret": added.secret_value})
+
+
+@secret.command("list")
+@click.argument("tenant_id")
+@click.argument("object_id")
+@output_option
+@pass_state
+@run_async
+async def secret_list(state: State, tenant_id: str, object_id: str) -> None:
+    """List a principal's client secrets (without values)."""
+    async with session(state) as c:
+        page = await c.list_client_secrets(tenant_id, object_id)
+    emit_messages(state.output, page.secrets, ("secret_id", "display_name", "create_time", "expire_time"),
+                  {"next_page_token": page.next_page_token})
+
+
+@secret.command("delete")
+@click.argument("tenant_id")
+@click.argument("object_id")
+@click.argument("secret_id")
+@output_option
+@pass_state
+@run_async
+async def secret_delete(state: State, tenant_id: str, object_id: str, secret_id: str) -> None:
+    """Remove a client secret; it stops working at once."""
+    async with session(state) as c:
+        await c.delete_client_secret(tenant_id, object_id, secret_id)
+    emit(state.output, {"deleted": secret_id})
+
+
+# --- role assignments ----------------------------------------------------------------------------
+
+
+@cli.group()
+def role() -> None:
+    """Role assignments (Owner, Contributor, Reader on a scope)."""
+
+
+@role.command("assign")
+@click.option("--principal", "principal_id", required=True, help="object id")
+@click.option("--role", "role_name", type=click.Choice(sorted(ROLES)), required=True)
+@click.option("--scope", required=True, help="/subscriptions/{id}[/resourceGroups/{rg}[/providers/...]]")
+@output_option
+@pass_state
+@run_async
+async def role_assign(state: State, principal_id: str, role_name: str, scope: str) -> None:
+    """Grant a role on a scope."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.create_role_assignment(principal_id, ROLES[role_name], scope)))
+
+
+@role.command("list")
+@click.option("--principal", "principal_id", default="")
+@click.option("--scope", default="")
+@click.option("--page-size", type=int, default=0)
+@click.option("--page-token", default="")
+@output_option
+@pass_state
+@run_async
+async def role_list(state: State, principal_id: str, scope: str, page_size: int, page_token: str) -> None:
+    """List role assignments."""
+    async with session(state) as c:
+        page = await c.list_role_assignments(principal_id, scope, page_size, page_token)
+    emit_messages(state.output, page.role_assignments, ROLE_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@role.command("get")
+@click.argument("role_assignment_id")
+@output_option
+@pass_state
+@run_async
+async def role_get(state: State, role_assignment_id: str) -> None:
+    """Show a role assignment."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.get_role_assignment(role_assignment_id)))
+
+
+@role.command("delete")
+@click.argument("role_assignment_id")
+@output_option
+@pass_state
+@run_async
+async def role_delete(state: State, role_assignment_id: str) -> None:
+    """Remove a role assignment."""
+    async with session(state) as c:
+        await c.delete_role_assignment(role_assignment_id)
+    emit(state.output, {"deleted": role_assignment_id})
+
+
+@role.command("check")
+@click.option("--scope", required=True)
+@click.option("--action", type=click.Choice(sorted(ACTIONS)), required=True)
+@click.option("--principal", "principal_id", default="", help="object id (default: yourself)")
+@output_option
+@pass_state
+@run_async
+async def role_check(state: State, scope: str, action: str, principal_id: str) -> None:
+    """Say whether a principal may do an action on a scope."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.check_access(scope, ACTIONS[action], principal_id)))
+
+
+# --- tokens and signing keys ---------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Access tokens."""
+
+
+@token.command("get")
+@click.option("--audience", type=click.Choice(sorted(AUDIENCES)), default="directory", show_default=True)
+@click.option("--operator-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--tenant", "tenant_id")
+@click.option("--client-id")
+@click.option("--client-secret", envvar="CMK_CLIENT_SECRET")
+@output_option
+@pass_state
+@run_async
+async def token_get(state: State, audience: str, operator_file: Path | None, tenant_id: str | None,
+                    client_id: str | None, client_secret: str | None) -> None:
+    """Obtain a token with client credentials (or the operator file) and print it."""
+    if operator_file is not None:
+        creds = read_operator_file(operator_file)
+    elif tenant_id and client_id:
+        creds = ClientCredentials(tenant_id, client_id, client_secret or click.prompt("client secret", hide_input=True))
+    else:
+        raise click.ClickException("give --operator-file, or --tenant, --client-id and --client-secret")
+    async with anonymous(state) as c:
+        issued = await c.issue_token(creds, AUDIENCES[audience])
+    emit(state.output, to_dict(issued))
+
+
+@cli.group("signing-key")
+def signing_key() -> None:
+    """The directory's token signing keys."""
+
+
+@signing_key.command("list")
+@output_option
+@pass_state
+@run_async
+async def signing_key_list(state: State) -> None:
+    """List the published signing keys."""
+    async with anonymous(state) as c:
+        keys = await c.list_signing_keys()
+    emit_messages(state.output, keys, ("kid", "algorithm", "state", "create_time", "retire_time"), {})
+
+
+@signing_key.command("rotate")
+@output_option
+@pass_state
+@run_async
+async def signing_key_rotate(state: State) -> None:
+    """Make a new signing key active (operator only)."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.rotate_signing_key()))
+
+
+@cli.group()
+def events() -> None:
+    """The directory's event stream."""
+
+
+@events.command("list")
+@click.option("--after", type=int, default=0, help="start after this sequence number")
+@click.option("--wait", type=float, default=0.5, show_default=True, help="seconds to wait for more")
+@output_option
+@pass_state
+@run_async
+async def events_list(state: State, after: int, wait: float) -> None:
+    """Print the events after a sequence number (waiting --wait seconds for new ones)."""
+    found: list[res.Event] = []
+    async with session(state) as c:
+        async def read() -> None:
+            async for event in c.watch_events(after):
+                found.append(event)
+
+        try:
+            await asyncio.wait_for(read(), wait)
+        except TimeoutError:
+            pass
+    emit_messages(state.output, found, ("sequence", "type", "time", "tenant_id", "principal_id", "subscription_id"), {})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `cmk` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="cmk")

@@ -1,0 +1,1 @@
+"""Typed clients of the three services, for users and for service-to-service calls."""

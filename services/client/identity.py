@@ -1,0 +1,344 @@
+"""Client of the identity service: sign in with client credentials, call the directory, and
+follow its event stream to keep a token validator's revocations and keys current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from cmk.identity.v1 import identity_service_pb2 as pb
+from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk.identity.v1 import resources_pb2 as res
+from services.rpckit import audiences
+from services.rpckit.clock import Clock, SystemClock
+from services.rpckit.errors import FailedPrecondition
+from services.rpckit.events import EventFollower
+from services.rpckit.reasons import Reason
+from services.rpckit.status import error_from_rpc
+from services.rpckit.token_cache import AccessToken, TokenCache
+from services.rpckit.tokens import PublicSigningKey, TokenValidator
+
+R = TypeVar("R")
+DEFAULT_DEADLINE = 10.0
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """A principal's sign-in: tenant, client id and a client secret."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+async def call(method: Callable[..., Awaitable[R]], request: Any, *, token: str | None = None,
+               deadline: float = DEFAULT_DEADLINE) -> R:
+    """One unary call; a failed call becomes the typed error of its ErrorInfo reason."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    try:
+        return await method(request, metadata=metadata, timeout=deadline)
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from exc
+
+
+class IdentityClient:
+    """The identity service's API, with a token for the directory audience obtained and
+    renewed from `credentials` (or a fixed `token`)."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        credentials: ClientCredentials | None = None,
+        *,
+        token: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.channel = channel
+        self.directory = pb_grpc.IdentityServiceStub(channel)
+        self.tokens = pb_grpc.TokenServiceStub(channel)
+        self._credentials = credentials
+        self._fixed_token = token
+        self._clock = clock or SystemClock()
+        self.token_cache = TokenCache(self._fetch, self._clock)
+
+    async def _fetch(self, audience: str) -> AccessToken:
+        if self._credentials is None:
+            raise RuntimeError("this client has no credentials to obtain tokens with")
+        issued = await self.issue_token(self._credentials, audience)
+        return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
+
+    async def token_for(self, audience: str) -> str:
+        """A valid token for `audience`: the fixed one, or a cached one renewed in time."""
+        if self._fixed_token is not None:
+            return self._fixed_token
+        return await self.token_cache.get(audience)
+
+    async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(method, request, token=await self.token_for(audiences.DIRECTORY))
+
+    # --- tokens -----------------------------------------------------------------------
+
+    async def issue_token(self, credentials: ClientCredentials, audience: str) -> pb.IssueTokenResponse:
+        return await call(
+            self.tokens.IssueToken,
+            pb.IssueTokenRequest(
+                tenant_id=credentials.tenant_id, client_id=credentials.client_id,
+                client_secret=credentials.client_secret, audience=audience,
+            ),
+        )
+
+    async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
+        return await self._call(
+            self.tokens.IssueManagedIdentityToken, pb.IssueManagedIdentityTokenRequest(name=name, audience=audience)
+        )
+
+    async def list_signing_keys(self) -> list[res.SigningKey]:
+        keys: list[res.SigningKey] = []
+        page_token = ""
+        while True:
+            page = await call(self.tokens.ListSigningKeys, pb.ListSigningKeysRequest(page_token=page_token))
+            keys += page.signing_keys
+            page_token = page.next_page_token
+            if not page_token:
+                return keys
+
+    async def rotate_signing_key(self) -> res.SigningKey:
+        return await self._call(self.tokens.RotateSigningKey, pb.RotateSigningKeyRequest())
+
+    # --- tenants and subscriptions ----------------------------------------------------
+
+    async def create_tenant(self, display_name: str) -> res.Tenant:
+        return await self._call(
+            self.directory.CreateTenant, pb.CreateTenantRequest(tenant=res.Tenant(display_name=display_name))
+        )
+
+    async def get_tenant(self, tenant_id: str) -> res.Tenant:
+        return await self._call(self.directory.GetTenant, pb.GetTenantRequest(name=f"tenants/{tenant_id}"))
+
+    async def list_tenants(self, page_size: int = 0, page_token: str = "") -> pb.ListTenantsResponse:
+        return await self._call(
+            self.directory.ListTenants, pb.ListTenantsRequest(page_size=page_size, page_token=page_token)
+        )
+
+    async def create_subscription(self, tenant_id: str, display_name: str) -> res.Subscription:
+        return await self._call(
+            self.directory.CreateSubscription,
+            pb.CreateSubscriptionRequest(subscription=res.Subscription(tenant_id=tenant_id, display_name=display_name)),
+        )
+
+    async def get_subscription(self, subscription_id: str) -> res.Subscription:
+        return await self._call(
+            self.directory.GetSubscription, pb.GetSubscriptionRequest(name=f"subscriptions/{subscription_id}")
+        )
+
+    async def list_subscriptions(self, tenant_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListSubscriptionsResponse:
+        return await self._call(
+            self.directory.ListSubscriptions,
+            pb.ListSubscriptionsRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token),
+        )
+
+    async def transfer_subscription(self, subscription_id: str, target_tenant_id: str) -> res.Subscription:
+        return await self._call(
+            self.directory.TransferSubscription,
+            pb.TransferSubscriptionRequest(name=f"subscriptions/{subscription_id}", target_tenant_id=target_tenant_id),
+        )
+
+    # --- principals -------------------------------------------------------------------
+
+    async def create_principal(
+        self, tenant_id: str, kind: int, display_name: str, *, tenant_admin: bool = False, platform_service: str = ""
+    ) -> res.Principal:
+        principal = res.Principal(
+            kind=kind, display_name=display_name,  # type: ignore[arg-type]
+            tenant_admin=tenant_admin, platform_service=platform_service,
+        )
+        return await self._call(
+            self.directory.CreatePrincipal, pb.CreatePrincipalRequest(parent=f"tenants/{tenant_id}", principal=principal)
+        )
+
+    async def get_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.GetPrincipal, pb.GetPrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def list_principals(self, tenant_id: str, kind: int = 0, page_size: int = 0, page_token: str = "") -> pb.ListPrincipalsResponse:
+        return await self._call(
+            self.directory.ListPrincipals,
+            pb.ListPrincipalsRequest(parent=f"tenants/{tenant_id}", kind=kind, page_size=page_size, page_token=page_token),  # type: ignore[arg-type]
+        )
+
+    async def rename_principal(self, tenant_id: str, object_id: str, display_name: str) -> res.Principal:
+        return await self._call(
+            self.directory.UpdatePrincipal,
+            pb.UpdatePrincipalRequest(
+                principal=res.Principal(name=principal_name(tenant_id, object_id), display_name=display_name),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+        )
+
+    async def enable_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.EnablePrincipal, pb.EnablePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def disable_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.DisablePrincipal, pb.DisablePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def delete_principal(self, tenant_id: str, object_id: str) -> None:
+        await self._call(self.directory.DeletePrincipal, pb.DeletePrincipalRequest(name=principal_name(tenant_id, object_id)))
+
+    async def create_managed_identity(self, tenant_id: str, resource_id: str, display_name: str = "") -> res.Principal:
+        return await self._call(
+            self.directory.CreateManagedIdentity,
+            pb.CreateManagedIdentityRequest(parent=f"tenants/{tenant_id}", resource_id=resource_id, display_name=display_name),
+        )
+
+    async def delete_managed_identity(self, tenant_id: str, object_id: str) -> None:
+        await self._call(
+            self.directory.DeleteManagedIdentity, pb.DeleteManagedIdentityRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    # --- client secrets ---------------------------------------------------------------
+
+    async def add_client_secret(
+        self, tenant_id: str, object_id: str, display_name: str = "", lifetime_days: int = 0
+    ) -> pb.AddClientSecretResponse:
+        return await self._call(
+            self.directory.AddClientSecret,
+            pb.AddClientSecretRequest(
+                parent=principal_name(tenant_id, object_id), display_name=display_name, lifetime_days=lifetime_days
+            ),
+        )
+
+    async def list_client_secrets(self, tenant_id: str, object_id: str) -> pb.ListClientSecretsResponse:
+        return await self._call(
+            self.directory.ListClientSecrets, pb.ListClientSecretsRequest(parent=principal_name(tenant_id, object_id))
+        )
+
+    async def delete_client_secret(self, tenant_id: str, object_id: str, secret_id: str) -> None:
+        await self._call(
+            self.directory.DeleteClientSecret,
+            pb.DeleteClientSecretRequest(name=f"{principal_name(tenant_id, object_id)}/secrets/{secret_id}"),
+        )
+
+    # --- role assignments -------------------------------------------------------------
+
+    async def create_role_assignment(self, principal_id: str, role: int, scope: str) -> res.RoleAssignment:
+        return await self._call(
+            self.directory.CreateRoleAssignment,
+            pb.CreateRoleAssignmentRequest(
+                role_assignment=res.RoleAssignment(principal_id=principal_id, role=role, scope=scope)  # type: ignore[arg-type]
+            ),
+        )
+
+    async def get_role_assignment(self, role_assignment_id: str) -> res.RoleAssignment:
+        return await self._call(
+            self.directory.GetRoleAssignment, pb.GetRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}")
+        )
+
+    async def list_role_assignments(
+        self, principal_id: str = "", scope: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListRoleAssignmentsResponse:
+        return await self._call(
+            self.directory.ListRoleAssignments,
+            pb.ListRoleAssignmentsRequest(principal_id=principal_id, scope=scope, page_size=page_size, page_token=page_token),
+        )
+
+    async def delete_role_assignment(self, role_assignment_id: str) -> None:
+        await self._call(
+            self.directory.DeleteRoleAssignment, pb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}")
+        )
+
+    async def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
+        return await self._call(
+            self.directory.CheckAccess,
+            pb.CheckAccessRequest(principal_id=principal_id, scope=scope, action=action),  # type: ignore[arg-type]
+        )
+
+    # --- events -----------------------------------------------------------------------
+
+    async def watch_events(self, after_sequence: int = 0) -> AsyncIterator[res.Event]:
+        """The event stream from `after_sequence`; errors arrive typed."""
+        token = await self.token_for(audiences.DIRECTORY)
+        stream = self.directory.WatchEvents(
+            pb.WatchEventsRequest(after_sequence=after_sequence), metadata=(("authorization", f"Bearer {token}"),)
+        )
+        try:
+            async for event in stream:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            stream.cancel()
+
+
+def principal_name(tenant_id: str, object_id: str) -> str:
+    return f"tenants/{tenant_id}/principals/{object_id}"
+
+
+class GrpcSigningKeySource:
+    """A validator's key source that asks the identity service over gRPC."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
+
+    async def fetch_signing_keys(self) -> list[PublicSigningKey]:
+        return [
+            PublicSigningKey(k.kid, k.algorithm, k.public_jwk) for k in await self._client.list_signing_keys()
+        ]
+
+
+class RevocationFeed:
+    """Keeps a token validator current from the directory's event stream: disabled and
+    deleted principals are refused, a rotated signing key is fetched at once, and after
+    missed events every cached token is dropped and the revocations are rebuilt."""
+
+    def __init__(self, client: IdentityClient, validator: TokenValidator) -> None:
+        self._validator = validator
+        self.follower: EventFollower[res.Event] = EventFollower(self._open, self._apply, self._reset)
+        self._client = client
+        self._task: asyncio.Task[None] | None = None
+
+    async def _open(self, after: int) -> AsyncIterator[res.Event]:
+        try:
+            async for event in self._client.watch_events(after):
+                yield event
+        except FailedPrecondition as exc:
+            if exc.reason is not Reason.EVENT_CURSOR_AHEAD:
+                raise
+            # The directory is younger than our cursor: start over as after a gap.
+            yield res.Event(sequence=-1)
+
+    async def _apply(self, event: res.Event) -> None:
+        revocations = self._validator.revocations
+        if event.type == res.PRINCIPAL_DISABLED:
+            revocations.revoke(event.principal_id, "disabled")
+        elif event.type == res.PRINCIPAL_DELETED:
+            revocations.revoke(event.principal_id, "deleted")
+        elif event.type == res.PRINCIPAL_ENABLED:
+            revocations.restore(event.principal_id)
+        elif event.type == res.SIGNING_KEY_ROTATED:
+            await self._validator.refresh_keys(force=True)
+
+    async def _reset(self) -> None:
+        self._validator.forget_verified()
+        self._validator.revocations.clear()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.follower.run(), name="identity-revocation-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+

@@ -1,0 +1,90 @@
+"""Configuration of the identity service: a frozen dataclass, checked on construction,
+built from a mapping (the environment) and overridden by command-line flags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from services.rpckit import audiences
+from services.rpckit.config import ConfigError, TlsConfig, env_int, env_path, env_str
+
+DEFAULT_PORT = 50051
+DEFAULT_ISSUER_BASE = "https://login.microsoftonline.com"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Everything the identity service needs to start.
+
+    `operator_client_id`/`operator_client_secret`, when both are set, make the bootstrap
+    operator with those credentials instead of generating and writing them.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    issuer_base: str = DEFAULT_ISSUER_BASE
+    audiences: frozenset[str] = audiences.ALL
+    token_lifetime: timedelta = timedelta(minutes=15)
+    clock_skew: timedelta = timedelta(seconds=30)
+    master_key_file: Path | None = None
+    operator_client_id: str | None = None
+    operator_client_secret: str | None = field(default=None, repr=False)
+    secret_hash_cost: int = 14
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, not {self.port}")
+        if not self.issuer_base.startswith(("https://", "http://")):
+            raise ConfigError("the issuer base must be an http(s) URL")
+        if not timedelta(minutes=1) <= self.token_lifetime <= timedelta(hours=24):
+            raise ConfigError("the token lifetime must be between 1 minute and 24 hours")
+        if not timedelta(0) <= self.clock_skew <= timedelta(minutes=5):
+            raise ConfigError("the clock skew must be between 0 and 5 minutes")
+        if not 10 <= self.secret_hash_cost <= 20:
+            raise ConfigError("the secret hash cost (log2 of scrypt's N) must be between 10 and 20")
+        if (self.operator_client_id is None) != (self.operator_client_secret is None):
+            raise ConfigError("set both the operator client id and secret, or neither")
+        if self.operator_client_secret is not None and len(self.operator_client_secret) < 16:
+            raise ConfigError("a configured operator secret must have at least 16 characters")
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.master_key_file or self.data_dir / "identity-master.key"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "identity.db"
+
+    @property
+    def operator_file(self) -> Path:
+        return self.data_dir / "operator.json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> IdentityConfig:
+        """Build from CMK_* variables; keyword overrides (from flags) win when not None."""
+        secret = env.get("CMK_OPERATOR_CLIENT_SECRET")
+        secret_file = env_path(env, "CMK_OPERATOR_CLIENT_SECRET_FILE", None)
+        if secret is None and secret_file is not None:
+            secret = secret_file.read_text().strip()
+        values: dict[str, object] = {
+            "data_dir": env_path(env, "CMK_DATA_DIR", Path(".cmk")),
+            "host": env_str(env, "CMK_IDENTITY_HOST", "127.0.0.1"),
+            "port": env_int(env, "CMK_IDENTITY_PORT", DEFAULT_PORT),
+            "issuer_base": env_str(env, "CMK_ISSUER_BASE", DEFAULT_ISSUER_BASE),
+            "token_lifetime": timedelta(seconds=env_int(env, "CMK_TOKEN_LIFETIME_SECONDS", 900)),
+            "clock_skew": timedelta(seconds=env_int(env, "CMK_CLOCK_SKEW_SECONDS", 30)),
+            "master_key_file": env_path(env, "CMK_IDENTITY_MASTER_KEY_FILE", None),
+            "operator_client_id": env.get("CMK_OPERATOR_CLIENT_ID"),
+            "operator_client_secret": secret,
+            "secret_hash_cost": env_int(env, "CMK_SECRET_HASH_COST", 14),
+            "tls": TlsConfig.from_env(env),
+            "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
