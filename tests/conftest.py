@@ -1,0 +1,60 @@
+"""Fixtures shared by every test: a fake clock, and a real identity service on an
+ephemeral loopback port with its data in the test's own directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.client.channel import open_channel
+from services.client.identity import ClientCredentials, IdentityClient
+from services.identity.config import IdentityConfig
+from services.identity.server import IdentityServer, build_server
+from services.rpckit.clock import FakeClock
+
+# Low scrypt cost keeps the suite fast; the production default is tested in test_crypto.
+TEST_HASH_COST = 10
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+def identity_config(data_dir: Path, **overrides: object) -> IdentityConfig:
+    values: dict[str, object] = {"data_dir": data_dir, "port": 0, "secret_hash_cost": TEST_HASH_COST}
+    values.update(overrides)
+    return IdentityConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def identity(tmp_path: Path, clock: FakeClock) -> AsyncIterator[IdentityServer]:
+    server = await build_server(identity_config(tmp_path / "identity"), clock=clock)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+@pytest.fixture
+async def channel(identity: IdentityServer) -> AsyncIterator[grpc.aio.Channel]:
+    ch = open_channel(identity.endpoint)
+    try:
+        yield ch
+    finally:
+        await ch.close()
+
+
+def operator_credentials(server: IdentityServer) -> ClientCredentials:
+    data = json.loads(server.config.operator_file.read_text())
+    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+
+
+@pytest.fixture
+def operator(identity: IdentityServer, channel: grpc.aio.Channel, clock: FakeClock) -> IdentityClient:
+    return IdentityClient(channel, operator_credentials(identity), clock=clock)
