@@ -24,7 +24,7 @@ from services.rpckit.storage import decode_page_token, encode_page_token, page_s
 from services.rpckit.tokens import issuer_for
 from services.rpckit.validation import enum_value, name_parts, require_uuid
 
-_UUID = r"([0-9A-Fa-f-]{1,36})"
+_UUID = r"([^/]{1,64})"  # any segment; require_uuid then says what is wrong with it
 TENANT_NAME = re.compile(rf"tenants/{_UUID}")
 SUBSCRIPTION_NAME = re.compile(rf"subscriptions/{_UUID}")
 PRINCIPAL_NAME = re.compile(rf"tenants/{_UUID}/principals/{_UUID}")

@@ -11,11 +11,13 @@ from services.rpckit.validation import require_uuid
 _SCOPE = re.compile(
     r"/subscriptions/(?P<sub>[0-9A-Fa-f-]{36})"
     r"(?:/resourceGroups/[A-Za-z0-9._()-]{1,90}"
-    r"(?:/providers/[A-Za-z][A-Za-z0-9.]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99})+)?)?"
+    r"(?:/providers/[A-Za-z][A-Za-z0-9.]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99})+)?)?",
+    re.IGNORECASE,  # Azure resource ids compare case-insensitively
 )
 _RESOURCE = re.compile(
     r"/subscriptions/(?P<sub>[0-9A-Fa-f-]{36})/resourceGroups/[A-Za-z0-9._()-]{1,90}"
-    r"/providers/[A-Za-z][A-Za-z0-9.]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99})+"
+    r"/providers/[A-Za-z][A-Za-z0-9.]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99})+",
+    re.IGNORECASE,
 )
 MAX_SCOPE = 1024
 

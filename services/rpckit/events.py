@@ -55,6 +55,8 @@ class EventFollower(Generic[E]):
                     if sequence != self.cursor + 1:
                         log.warning("event stream gap", extra={"cursor": self.cursor, "got": sequence})
                         await self._start_over()
+                        await asyncio.sleep(delay)  # a stream that keeps skipping must not spin us
+                        delay = min(delay * 2, self._max_retry_delay)
                         break
                     await self._apply(event)
                     self.cursor = sequence

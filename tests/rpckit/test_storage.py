@@ -1,0 +1,66 @@
+"""SQLite storage: WAL, migrations applied once and in order, page tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.rpckit.errors import InvalidArgument
+from services.rpckit.reasons import Reason
+from services.rpckit.storage import Migration, decode_page_token, encode_page_token, open_database, page_size_of
+
+V1 = Migration(1, "things", ("CREATE TABLE things (id TEXT PRIMARY KEY)",))
+V2 = Migration(2, "labels", ("ALTER TABLE things ADD COLUMN label TEXT NOT NULL DEFAULT ''",))
+
+
+async def test_migrations_apply_once_and_in_order(tmp_path):
+    path = tmp_path / "db.sqlite"
+    db = await open_database(path, [V1])
+    assert await db.schema_version() == 1
+    assert (await db.fetch_one("PRAGMA journal_mode"))[0] == "wal"
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO things (id) VALUES ('a')")
+    await db.close()
+    db = await open_database(path, [V2, V1])
+    assert await db.schema_version() == 2
+    assert [tuple(r) for r in await db.fetch_all("SELECT id, label FROM things")] == [("a", "")]
+    await db.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "db.sqlite"
+    await (await open_database(path, [V1, V2])).close()
+    with pytest.raises(RuntimeError, match="newer"):
+        await open_database(path, [V1])
+
+
+async def test_migrations_must_be_dense(tmp_path):
+    with pytest.raises(ValueError, match="without gaps"):
+        await open_database(tmp_path / "x.sqlite", [V2])
+
+
+async def test_a_failed_transaction_changes_nothing(tmp_path):
+    db = await open_database(tmp_path / "db.sqlite", [V1])
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id) VALUES ('a')")
+            raise RuntimeError("boom")
+    assert await db.fetch_all("SELECT * FROM things") == []
+    await db.close()
+
+
+def test_page_tokens_round_trip_and_refuse_others():
+    token = encode_page_token("tenants", "abc")
+    assert decode_page_token("tenants", token) == "abc"
+    assert decode_page_token("tenants", "") is None
+    for bad in ("x", "!!!", encode_page_token("principals", "abc")):
+        with pytest.raises(InvalidArgument) as caught:
+            decode_page_token("tenants", bad)
+        assert caught.value.reason is Reason.PAGE_TOKEN_INVALID
+
+
+def test_page_sizes():
+    assert page_size_of(0) == 50
+    assert page_size_of(5000) == 1000
+    with pytest.raises(InvalidArgument):
+        page_size_of(-1)
