@@ -30,12 +30,17 @@ def generate(out: Path) -> None:
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this Python
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTOS}", f"-I{well_known}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{well_known}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTOS)
@@ -62,9 +67,9 @@ def main() -> int:
         if args.check:
             committed = generated_files(PROTOS)
             stale = sorted(
-                str(p) for p in fresh | committed
-                if p not in fresh or p not in committed
-                or not filecmp.cmp(out / p, PROTOS / p, shallow=False)
+                str(p)
+                for p in fresh | committed
+                if p not in fresh or p not in committed or not filecmp.cmp(out / p, PROTOS / p, shallow=False)
             )
             if stale:
                 print("generated code is stale; run: python scripts/gen_protos.py", file=sys.stderr)

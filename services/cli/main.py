@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from cmk.identity.v1 import resources_pb2 as res
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cmk.identity.v1 import resources_pb2 as res
 from services.cli.output import emit, emit_messages, to_dict
 from services.cli.profile import Profile, profile_path
 from services.client.channel import open_channel
@@ -66,8 +66,13 @@ def output_option(f: F) -> F:
             ctx.ensure_object(State).output = value
 
     return click.option(
-        "--output", "-o", type=click.Choice(["table", "json"]), default=None, expose_value=False,
-        callback=remember, help="table for people, json for scripts",
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        default=None,
+        expose_value=False,
+        callback=remember,
+        help="table for people, json for scripts",
     )(f)
 
 
@@ -82,8 +87,19 @@ def run_async(f: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         except ServiceError as exc:
             code = status_code_of(exc).name
             if state is not None and state.output == "json":
-                click.echo(json.dumps({"error": {"code": code, "reason": exc.reason.value,
-                                                 "message": exc.message, "metadata": exc.metadata}}, indent=2))
+                click.echo(
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": code,
+                                "reason": exc.reason.value,
+                                "message": exc.message,
+                                "metadata": exc.metadata,
+                            }
+                        },
+                        indent=2,
+                    )
+                )
             else:
                 click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
             sys.exit(1)
@@ -157,18 +173,31 @@ def serve() -> None:
 
 
 @serve.command("identity")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+)
 @click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_IDENTITY_PORT", default=None, help="port; 0 picks a free one [50051]")
 @click.option("--issuer-base", envvar="CMK_ISSUER_BASE", default=None)
 @click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
-@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA",
-              help="require client certificates from this CA (mutual TLS)")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, exists=True),
+    envvar="CMK_TLS_CLIENT_CA",
+    help="require client certificates from this CA (mutual TLS)",
+)
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
-def serve_identity(data_dir: Path, host: str | None, port: int | None, issuer_base: str | None,
-                   tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
-                   log_level: str | None) -> None:
+def serve_identity(
+    data_dir: Path,
+    host: str | None,
+    port: int | None,
+    issuer_base: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    log_level: str | None,
+) -> None:
     """The identity service (directory, tokens, signing keys, events)."""
     import os
 
@@ -215,7 +244,9 @@ def _announce(name: str, endpoint: str, server: Any) -> None:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+)
 @click.option("--port-base", type=int, default=50050, show_default=True, help="identity listens on port-base+1")
 def up(data_dir: Path, port_base: int) -> None:
     """Start the services in one process, with their data in --data-dir.
@@ -243,7 +274,9 @@ async def health(state: State, endpoint: str, service: str) -> None:
 
     channel = open_channel(endpoint)
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     except grpc.aio.AioRpcError as exc:
         status = f"UNREACHABLE ({exc.code().name})"
@@ -259,16 +292,25 @@ async def health(state: State, endpoint: str, service: str) -> None:
 
 @cli.command()
 @click.option("--endpoint", required=True, help="identity endpoint host:port")
-@click.option("--operator-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="sign in as the operator from its credential file")
+@click.option(
+    "--operator-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False, resolve_path=True),
+    help="sign in as the operator from its credential file",
+)
 @click.option("--tenant", "tenant_id", help="tenant id (with --client-id)")
 @click.option("--client-id")
 @click.option("--client-secret", envvar="CMK_CLIENT_SECRET", help="prompted for if not given")
 @output_option
 @pass_state
 @run_async
-async def login(state: State, endpoint: str, operator_file: Path | None, tenant_id: str | None,
-                client_id: str | None, client_secret: str | None) -> None:
+async def login(
+    state: State,
+    endpoint: str,
+    operator_file: Path | None,
+    tenant_id: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+) -> None:
     """Sign in and keep the token in the profile file (mode 0600)."""
     if operator_file is not None:
         creds = read_operator_file(operator_file)
@@ -280,14 +322,25 @@ async def login(state: State, endpoint: str, operator_file: Path | None, tenant_
     async with anonymous(state, endpoint) as client:
         issued = await client.issue_token(creds, audiences.DIRECTORY)
     profile = Profile(
-        identity_endpoint=endpoint, tenant_id=creds.tenant_id, client_id=creds.client_id,
-        token=issued.access_token, token_expires_at=issued.expire_time.seconds,
-        operator_file=str(operator_file.resolve()) if operator_file else "",
+        identity_endpoint=endpoint,
+        tenant_id=creds.tenant_id,
+        client_id=creds.client_id,
+        token=issued.access_token,
+        token_expires_at=issued.expire_time.seconds,
+        operator_file=str(operator_file) if operator_file else "",
     )
     profile.save(state.profile_path)
-    emit(state.output, {"signed_in": True, "tenant_id": creds.tenant_id, "client_id": creds.client_id,
-                        "endpoint": endpoint, "profile": str(state.profile_path),
-                        "expire_time": issued.expire_time.ToJsonString()})
+    emit(
+        state.output,
+        {
+            "signed_in": True,
+            "tenant_id": creds.tenant_id,
+            "client_id": creds.client_id,
+            "endpoint": endpoint,
+            "profile": str(state.profile_path),
+            "expire_time": issued.expire_time.ToJsonString(),
+        },
+    )
 
 
 # --- tenants -------------------------------------------------------------------------------
@@ -330,8 +383,9 @@ async def tenant_list(state: State, page_size: int, page_token: str) -> None:
     """List tenants."""
     async with session(state) as c:
         page = await c.list_tenants(page_size, page_token)
-    emit_messages(state.output, page.tenants, ("tenant_id", "display_name", "platform"),
-                  {"next_page_token": page.next_page_token})
+    emit_messages(
+        state.output, page.tenants, ("tenant_id", "display_name", "platform"), {"next_page_token": page.next_page_token}
+    )
 
 
 # --- subscriptions ---------------------------------------------------------------------------
@@ -376,8 +430,12 @@ async def subscription_list(state: State, tenant_id: str, page_size: int, page_t
     """List subscriptions."""
     async with session(state) as c:
         page = await c.list_subscriptions(tenant_id, page_size, page_token)
-    emit_messages(state.output, page.subscriptions, ("subscription_id", "tenant_id", "display_name"),
-                  {"next_page_token": page.next_page_token})
+    emit_messages(
+        state.output,
+        page.subscriptions,
+        ("subscription_id", "tenant_id", "display_name"),
+        {"next_page_token": page.next_page_token},
+    )
 
 
 @subscription.command("transfer")
@@ -410,12 +468,14 @@ def principal() -> None:
 @output_option
 @pass_state
 @run_async
-async def principal_create(state: State, tenant_id: str, kind: str, admin: bool, platform_service: str,
-                           with_secret: bool, display_name: str) -> None:
+async def principal_create(
+    state: State, tenant_id: str, kind: str, admin: bool, platform_service: str, with_secret: bool, display_name: str
+) -> None:
     """Create a user or service principal."""
     async with session(state) as c:
-        created = await c.create_principal(tenant_id, KINDS[kind], display_name, tenant_admin=admin,
-                                           platform_service=platform_service)
+        created = await c.create_principal(
+            tenant_id, KINDS[kind], display_name, tenant_admin=admin, platform_service=platform_service
+        )
         result = to_dict(created)
         if with_secret:
             added = await c.add_client_secret(tenant_id, created.object_id, "initial")
@@ -434,13 +494,19 @@ def _principal_command(name: str, help_text: str, action: Callable[[IdentityClie
     async def command(state: State, tenant_id: str, object_id: str) -> None:
         async with session(state) as c:
             result = await action(c, tenant_id, object_id)
-        emit(state.output, to_dict(result) if result is not None else {"deleted": f"tenants/{tenant_id}/principals/{object_id}"})
+        emit(
+            state.output,
+            to_dict(result) if result is not None else {"deleted": f"tenants/{tenant_id}/principals/{object_id}"},
+        )
 
 
 _principal_command("get", "Show a principal.", lambda c, t, o: c.get_principal(t, o))
 _principal_command("enable", "Enable a principal.", lambda c, t, o: c.enable_principal(t, o))
-_principal_command("disable", "Disable a principal: no new tokens, and its tokens are refused.",
-                   lambda c, t, o: c.disable_principal(t, o))
+_principal_command(
+    "disable",
+    "Disable a principal: no new tokens, and its tokens are refused.",
+    lambda c, t, o: c.disable_principal(t, o),
+)
 _principal_command("delete", "Delete a user or service principal.", lambda c, t, o: c.delete_principal(t, o))
 
 
@@ -505,8 +571,12 @@ async def secret_list(state: State, tenant_id: str, object_id: str) -> None:
     """List a principal's client secrets (without values)."""
     async with session(state) as c:
         page = await c.list_client_secrets(tenant_id, object_id)
-    emit_messages(state.output, page.secrets, ("secret_id", "display_name", "create_time", "expire_time"),
-                  {"next_page_token": page.next_page_token})
+    emit_messages(
+        state.output,
+        page.secrets,
+        ("secret_id", "display_name", "create_time", "expire_time"),
+        {"next_page_token": page.next_page_token},
+    )
 
 
 @secret.command("delete")
@@ -612,8 +682,14 @@ def token() -> None:
 @output_option
 @pass_state
 @run_async
-async def token_get(state: State, audience: str, operator_file: Path | None, tenant_id: str | None,
-                    client_id: str | None, client_secret: str | None) -> None:
+async def token_get(
+    state: State,
+    audience: str,
+    operator_file: Path | None,
+    tenant_id: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+) -> None:
     """Obtain a token with client credentials (or the operator file) and print it."""
     if operator_file is not None:
         creds = read_operator_file(operator_file)
@@ -667,6 +743,7 @@ async def events_list(state: State, after: int, wait: float) -> None:
     """Print the events after a sequence number (waiting --wait seconds for new ones)."""
     found: list[res.Event] = []
     async with session(state) as c:
+
         async def read() -> None:
             async for event in c.watch_events(after):
                 found.append(event)

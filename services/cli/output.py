@@ -46,7 +46,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit_messages(output: str, messages: Iterable[Message], columns: Sequence[str], extra: dict[str, Any] | None = None) -> None:
+def emit_messages(
+    output: str, messages: Iterable[Message], columns: Sequence[str], extra: dict[str, Any] | None = None
+) -> None:
     """Print a list of messages; in JSON with `extra` keys (such as next_page_token) beside them."""
     items = [to_dict(m) for m in messages]
     if output == "json" and extra is not None:

@@ -11,11 +11,11 @@ from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import field_mask_pb2
-
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
+from google.protobuf import field_mask_pb2
+
 from services.rpckit import audiences
 from services.rpckit.clock import Clock, SystemClock
 from services.rpckit.errors import FailedPrecondition
@@ -38,8 +38,9 @@ class ClientCredentials:
     client_secret: str = field(repr=False)
 
 
-async def call(method: Callable[..., Awaitable[R]], request: Any, *, token: str | None = None,
-               deadline: float = DEFAULT_DEADLINE) -> R:
+async def call(
+    method: Callable[..., Awaitable[R]], request: Any, *, token: str | None = None, deadline: float = DEFAULT_DEADLINE
+) -> R:
     """One unary call; a failed call becomes the typed error of its ErrorInfo reason."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     try:
@@ -89,8 +90,10 @@ class IdentityClient:
         return await call(
             self.tokens.IssueToken,
             pb.IssueTokenRequest(
-                tenant_id=credentials.tenant_id, client_id=credentials.client_id,
-                client_secret=credentials.client_secret, audience=audience,
+                tenant_id=credentials.tenant_id,
+                client_id=credentials.client_id,
+                client_secret=credentials.client_secret,
+                audience=audience,
             ),
         )
 
@@ -138,7 +141,9 @@ class IdentityClient:
             self.directory.GetSubscription, pb.GetSubscriptionRequest(name=f"subscriptions/{subscription_id}")
         )
 
-    async def list_subscriptions(self, tenant_id: str = "", page_size: int = 0, page_token: str = "") -> pb.ListSubscriptionsResponse:
+    async def list_subscriptions(
+        self, tenant_id: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListSubscriptionsResponse:
         return await self._call(
             self.directory.ListSubscriptions,
             pb.ListSubscriptionsRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token),
@@ -156,11 +161,14 @@ class IdentityClient:
         self, tenant_id: str, kind: int, display_name: str, *, tenant_admin: bool = False, platform_service: str = ""
     ) -> res.Principal:
         principal = res.Principal(
-            kind=kind, display_name=display_name,  # type: ignore[arg-type]
-            tenant_admin=tenant_admin, platform_service=platform_service,
+            kind=kind,
+            display_name=display_name,  # type: ignore[arg-type]
+            tenant_admin=tenant_admin,
+            platform_service=platform_service,
         )
         return await self._call(
-            self.directory.CreatePrincipal, pb.CreatePrincipalRequest(parent=f"tenants/{tenant_id}", principal=principal)
+            self.directory.CreatePrincipal,
+            pb.CreatePrincipalRequest(parent=f"tenants/{tenant_id}", principal=principal),
         )
 
     async def get_principal(self, tenant_id: str, object_id: str) -> res.Principal:
@@ -168,10 +176,14 @@ class IdentityClient:
             self.directory.GetPrincipal, pb.GetPrincipalRequest(name=principal_name(tenant_id, object_id))
         )
 
-    async def list_principals(self, tenant_id: str, kind: int = 0, page_size: int = 0, page_token: str = "") -> pb.ListPrincipalsResponse:
+    async def list_principals(
+        self, tenant_id: str, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListPrincipalsResponse:
         return await self._call(
             self.directory.ListPrincipals,
-            pb.ListPrincipalsRequest(parent=f"tenants/{tenant_id}", kind=kind, page_size=page_size, page_token=page_token),  # type: ignore[arg-type]
+            pb.ListPrincipalsRequest(
+                parent=f"tenants/{tenant_id}", kind=kind, page_size=page_size, page_token=page_token
+            ),  # type: ignore[arg-type]
         )
 
     async def rename_principal(self, tenant_id: str, object_id: str, display_name: str) -> res.Principal:
@@ -194,17 +206,22 @@ class IdentityClient:
         )
 
     async def delete_principal(self, tenant_id: str, object_id: str) -> None:
-        await self._call(self.directory.DeletePrincipal, pb.DeletePrincipalRequest(name=principal_name(tenant_id, object_id)))
+        await self._call(
+            self.directory.DeletePrincipal, pb.DeletePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
 
     async def create_managed_identity(self, tenant_id: str, resource_id: str, display_name: str = "") -> res.Principal:
         return await self._call(
             self.directory.CreateManagedIdentity,
-            pb.CreateManagedIdentityRequest(parent=f"tenants/{tenant_id}", resource_id=resource_id, display_name=display_name),
+            pb.CreateManagedIdentityRequest(
+                parent=f"tenants/{tenant_id}", resource_id=resource_id, display_name=display_name
+            ),
         )
 
     async def delete_managed_identity(self, tenant_id: str, object_id: str) -> None:
         await self._call(
-            self.directory.DeleteManagedIdentity, pb.DeleteManagedIdentityRequest(name=principal_name(tenant_id, object_id))
+            self.directory.DeleteManagedIdentity,
+            pb.DeleteManagedIdentityRequest(name=principal_name(tenant_id, object_id)),
         )
 
     # --- client secrets ---------------------------------------------------------------
@@ -250,12 +267,15 @@ class IdentityClient:
     ) -> pb.ListRoleAssignmentsResponse:
         return await self._call(
             self.directory.ListRoleAssignments,
-            pb.ListRoleAssignmentsRequest(principal_id=principal_id, scope=scope, page_size=page_size, page_token=page_token),
+            pb.ListRoleAssignmentsRequest(
+                principal_id=principal_id, scope=scope, page_size=page_size, page_token=page_token
+            ),
         )
 
     async def delete_role_assignment(self, role_assignment_id: str) -> None:
         await self._call(
-            self.directory.DeleteRoleAssignment, pb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}")
+            self.directory.DeleteRoleAssignment,
+            pb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}"),
         )
 
     async def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
@@ -292,9 +312,7 @@ class GrpcSigningKeySource:
         self._client = client
 
     async def fetch_signing_keys(self) -> list[PublicSigningKey]:
-        return [
-            PublicSigningKey(k.kid, k.algorithm, k.public_jwk) for k in await self._client.list_signing_keys()
-        ]
+        return [PublicSigningKey(k.kid, k.algorithm, k.public_jwk) for k in await self._client.list_signing_keys()]
 
 
 class RevocationFeed:
@@ -341,4 +359,3 @@ class RevocationFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
-
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
+from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
+
 from services.identity import model
 from services.identity.directory import Directory
 from services.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
@@ -57,60 +57,100 @@ def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def tenant_pb(t: model.Tenant, issuer_base: str) -> res.Tenant:
     return res.Tenant(
-        name=f"tenants/{t.tenant_id}", tenant_id=t.tenant_id, display_name=t.display_name,
-        issuer=issuer_for(issuer_base, t.tenant_id), platform=t.platform, create_time=_ts(t.create_time),
+        name=f"tenants/{t.tenant_id}",
+        tenant_id=t.tenant_id,
+        display_name=t.display_name,
+        issuer=issuer_for(issuer_base, t.tenant_id),
+        platform=t.platform,
+        create_time=_ts(t.create_time),
     )
 
 
 def subscription_pb(s: model.Subscription) -> res.Subscription:
     return res.Subscription(
-        name=f"subscriptions/{s.subscription_id}", subscription_id=s.subscription_id, tenant_id=s.tenant_id,
-        display_name=s.display_name, create_time=_ts(s.create_time), transfer_time=_ts(s.transfer_time),
+        name=f"subscriptions/{s.subscription_id}",
+        subscription_id=s.subscription_id,
+        tenant_id=s.tenant_id,
+        display_name=s.display_name,
+        create_time=_ts(s.create_time),
+        transfer_time=_ts(s.transfer_time),
     )
 
 
 def principal_pb(p: model.Principal) -> res.Principal:
     return res.Principal(
-        name=f"tenants/{p.tenant_id}/principals/{p.object_id}", object_id=p.object_id, tenant_id=p.tenant_id,
-        kind=int(p.kind), display_name=p.display_name, client_id=p.client_id, enabled=p.enabled,  # type: ignore[arg-type]
-        resource_id=p.resource_id, owner_object_id=p.owner_object_id, platform_service=p.platform_service,
-        tenant_admin=p.tenant_admin, operator=p.operator, create_time=_ts(p.create_time), update_time=_ts(p.update_time),
+        name=f"tenants/{p.tenant_id}/principals/{p.object_id}",
+        object_id=p.object_id,
+        tenant_id=p.tenant_id,
+        kind=int(p.kind),
+        display_name=p.display_name,
+        client_id=p.client_id,
+        enabled=p.enabled,  # type: ignore[arg-type]
+        resource_id=p.resource_id,
+        owner_object_id=p.owner_object_id,
+        platform_service=p.platform_service,
+        tenant_admin=p.tenant_admin,
+        operator=p.operator,
+        create_time=_ts(p.create_time),
+        update_time=_ts(p.update_time),
     )
 
 
 def secret_pb(tenant_id: str, s: model.ClientSecret) -> res.ClientSecret:
     return res.ClientSecret(
-        name=f"tenants/{tenant_id}/principals/{s.object_id}/secrets/{s.secret_id}", secret_id=s.secret_id,
-        display_name=s.display_name, create_time=_ts(s.create_time), expire_time=_ts(s.expire_time),
+        name=f"tenants/{tenant_id}/principals/{s.object_id}/secrets/{s.secret_id}",
+        secret_id=s.secret_id,
+        display_name=s.display_name,
+        create_time=_ts(s.create_time),
+        expire_time=_ts(s.expire_time),
     )
 
 
 def role_assignment_pb(a: model.RoleAssignment) -> res.RoleAssignment:
     return res.RoleAssignment(
-        name=f"roleAssignments/{a.role_assignment_id}", role_assignment_id=a.role_assignment_id,
-        principal_id=a.principal_id, role=int(a.role), scope=a.scope, tenant_id=a.tenant_id,  # type: ignore[arg-type]
-        create_time=_ts(a.create_time), created_by=a.created_by,
+        name=f"roleAssignments/{a.role_assignment_id}",
+        role_assignment_id=a.role_assignment_id,
+        principal_id=a.principal_id,
+        role=int(a.role),
+        scope=a.scope,
+        tenant_id=a.tenant_id,  # type: ignore[arg-type]
+        create_time=_ts(a.create_time),
+        created_by=a.created_by,
     )
 
 
 def signing_key_pb(k: model.SigningKey) -> res.SigningKey:
     return res.SigningKey(
-        name=f"signingKeys/{k.kid}", kid=k.kid, algorithm="RS256", public_jwk=k.public_jwk,
-        state=res.ACTIVE if k.active else res.RETIRING, create_time=_ts(k.create_time), retire_time=_ts(k.retire_time),
+        name=f"signingKeys/{k.kid}",
+        kid=k.kid,
+        algorithm="RS256",
+        public_jwk=k.public_jwk,
+        state=res.ACTIVE if k.active else res.RETIRING,
+        create_time=_ts(k.create_time),
+        retire_time=_ts(k.retire_time),
     )
 
 
 def event_pb(e: model.Event) -> res.Event:
     return res.Event(
-        sequence=e.sequence, type=int(e.type), time=_ts(e.time), tenant_id=e.tenant_id,  # type: ignore[arg-type]
-        principal_id=e.principal_id, subscription_id=e.subscription_id, new_tenant_id=e.new_tenant_id,
-        kid=e.kid, scope=e.scope,
+        sequence=e.sequence,
+        type=int(e.type),
+        time=_ts(e.time),
+        tenant_id=e.tenant_id,  # type: ignore[arg-type]
+        principal_id=e.principal_id,
+        subscription_id=e.subscription_id,
+        new_tenant_id=e.new_tenant_id,
+        kid=e.kid,
+        scope=e.scope,
     )
 
 
 def token_pb(t: model.IssuedToken) -> pb.IssueTokenResponse:
     return pb.IssueTokenResponse(
-        access_token=t.token, token_type="Bearer", expire_time=_ts(t.expire_time), expires_in=t.expires_in
+        access_token=t.token,
+        token_type="Bearer",  # noqa: S106 (the OAuth token type, not a password)
+        expire_time=_ts(t.expire_time),
+        expires_in=t.expires_in,
     )
 
 
@@ -128,11 +168,14 @@ def _next_token(kind: str, items: Sequence[T], limit: int, key: Callable[[T], st
 def _mask(mask: field_mask_pb2.FieldMask, allowed: set[str]) -> set[str]:
     paths = set(mask.paths)
     if not paths:
-        raise invalid_field("update_mask", Reason.UPDATE_MASK_INVALID, f"name the fields to change: {', '.join(sorted(allowed))}")
+        raise invalid_field(
+            "update_mask", Reason.UPDATE_MASK_INVALID, f"name the fields to change: {', '.join(sorted(allowed))}"
+        )
     unknown = paths - allowed
     if unknown:
         raise invalid_field(
-            "update_mask", Reason.UPDATE_MASK_INVALID,
+            "update_mask",
+            Reason.UPDATE_MASK_INVALID,
             f"cannot update {', '.join(sorted(unknown))}; updatable: {', '.join(sorted(allowed))}",
         )
     return paths
@@ -163,7 +206,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         (tenant_id,) = name_parts("name", request.name, TENANT_NAME, "tenants/{tenant_id}")
         return tenant_pb(await self._d.get_tenant(await self._actor(), tenant_id), self._issuer_base)
 
-    async def ListTenants(self, request: pb.ListTenantsRequest, context: grpc.aio.ServicerContext) -> pb.ListTenantsResponse:
+    async def ListTenants(
+        self, request: pb.ListTenantsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTenantsResponse:
         after, limit = _page("tenants", request.page_size, request.page_token)
         found = await self._d.list_tenants(await self._actor(), after=after, limit=limit)
         return pb.ListTenantsResponse(
@@ -186,7 +231,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         sub = await self._d.create_subscription(await self._actor(), tenant_id, request.subscription.display_name)
         return subscription_pb(sub)
 
-    async def GetSubscription(self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext) -> res.Subscription:
+    async def GetSubscription(
+        self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> res.Subscription:
         (sub_id,) = name_parts("name", request.name, SUBSCRIPTION_NAME, "subscriptions/{subscription_id}")
         return subscription_pb(await self._d.get_subscription(await self._actor(), sub_id))
 
@@ -210,21 +257,30 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # principals
 
-    async def CreatePrincipal(self, request: pb.CreatePrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
+    async def CreatePrincipal(
+        self, request: pb.CreatePrincipalRequest, context: grpc.aio.ServicerContext
+    ) -> res.Principal:
         (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
         kind = enum_value("principal.kind", request.principal.kind, res.PrincipalKind.values())
         principal = await self._d.create_principal(
-            await self._actor(), tenant_id,
-            kind=model.PrincipalKind(kind), name=request.principal.display_name,
-            tenant_admin=request.principal.tenant_admin, platform_service=request.principal.platform_service,
+            await self._actor(),
+            tenant_id,
+            kind=model.PrincipalKind(kind),
+            name=request.principal.display_name,
+            tenant_admin=request.principal.tenant_admin,
+            platform_service=request.principal.platform_service,
         )
         return principal_pb(principal)
 
     async def GetPrincipal(self, request: pb.GetPrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
-        tenant_id, object_id = name_parts("name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = name_parts(
+            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         return principal_pb(await self._d.get_principal(await self._actor(), tenant_id, object_id))
 
-    async def ListPrincipals(self, request: pb.ListPrincipalsRequest, context: grpc.aio.ServicerContext) -> pb.ListPrincipalsResponse:
+    async def ListPrincipals(
+        self, request: pb.ListPrincipalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPrincipalsResponse:
         (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
         kind = None
         if request.kind:
@@ -236,13 +292,17 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("principals", found, limit, lambda p: p.object_id),
         )
 
-    async def UpdatePrincipal(self, request: pb.UpdatePrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
+    async def UpdatePrincipal(
+        self, request: pb.UpdatePrincipalRequest, context: grpc.aio.ServicerContext
+    ) -> res.Principal:
         tenant_id, object_id = name_parts(
             "principal.name", request.principal.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
         )
         paths = _mask(request.update_mask, {"display_name", "enabled"})
         principal = await self._d.update_principal(
-            await self._actor(), tenant_id, object_id,
+            await self._actor(),
+            tenant_id,
+            object_id,
             name=request.principal.display_name if "display_name" in paths else None,
             enabled=request.principal.enabled if "enabled" in paths else None,
         )
@@ -252,14 +312,22 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         tenant_id, object_id = name_parts("name", name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
         return principal_pb(await self._d.update_principal(await self._actor(), tenant_id, object_id, enabled=enabled))
 
-    async def EnablePrincipal(self, request: pb.EnablePrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
+    async def EnablePrincipal(
+        self, request: pb.EnablePrincipalRequest, context: grpc.aio.ServicerContext
+    ) -> res.Principal:
         return await self._set_enabled(request.name, True)
 
-    async def DisablePrincipal(self, request: pb.DisablePrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
+    async def DisablePrincipal(
+        self, request: pb.DisablePrincipalRequest, context: grpc.aio.ServicerContext
+    ) -> res.Principal:
         return await self._set_enabled(request.name, False)
 
-    async def DeletePrincipal(self, request: pb.DeletePrincipalRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
-        tenant_id, object_id = name_parts("name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+    async def DeletePrincipal(
+        self, request: pb.DeletePrincipalRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        tenant_id, object_id = name_parts(
+            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         await self._d.delete_principal(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
@@ -277,7 +345,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def DeleteManagedIdentity(
         self, request: pb.DeleteManagedIdentityRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        tenant_id, object_id = name_parts("name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = name_parts(
+            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         await self._d.delete_managed_identity(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
@@ -286,7 +356,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def AddClientSecret(
         self, request: pb.AddClientSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.AddClientSecretResponse:
-        tenant_id, object_id = name_parts("parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = name_parts(
+            "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         new = await self._d.add_client_secret(
             await self._actor(), tenant_id, object_id, request.display_name, request.lifetime_days
         )
@@ -297,7 +369,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def ListClientSecrets(
         self, request: pb.ListClientSecretsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListClientSecretsResponse:
-        tenant_id, object_id = name_parts("parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = name_parts(
+            "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         after, limit = _page("secrets", request.page_size, request.page_token)
         found = await self._d.list_client_secrets(await self._actor(), tenant_id, object_id, after=after, limit=limit)
         return pb.ListClientSecretsResponse(
@@ -351,7 +425,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         await self._d.delete_role_assignment(await self._actor(), ra_id)
         return empty_pb2.Empty()
 
-    async def CheckAccess(self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext) -> pb.CheckAccessResponse:
+    async def CheckAccess(
+        self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckAccessResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
         action = model.Action(enum_value("action", request.action, res.Action.values()))
         granted = await self._d.check_access(await self._actor(), principal_id, request.scope, action)
@@ -361,7 +437,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # events
 
-    async def WatchEvents(self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[res.Event]:
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[res.Event]:
         actor = await self._actor()
         self._d.require_event_reader(actor)
         await self._d.check_cursor(request.after_sequence)
@@ -385,7 +463,9 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         self._issuer = issuer
         self._keys = keys
 
-    async def IssueToken(self, request: pb.IssueTokenRequest, context: grpc.aio.ServicerContext) -> pb.IssueTokenResponse:
+    async def IssueToken(
+        self, request: pb.IssueTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IssueTokenResponse:
         issued = await self._issuer.client_credentials(
             request.tenant_id, request.client_id, request.client_secret, request.audience
         )
@@ -394,7 +474,9 @@ class TokenApi(pb_grpc.TokenServiceServicer):
     async def IssueManagedIdentityToken(
         self, request: pb.IssueManagedIdentityTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.IssueTokenResponse:
-        tenant_id, object_id = name_parts("name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = name_parts(
+            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
+        )
         caller = current_caller()
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         return token_pb(await self._issuer.managed_identity_token(actor, tenant_id, object_id, request.audience))
@@ -408,10 +490,14 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         page = keys[start : start + limit]
         return pb.ListSigningKeysResponse(
             signing_keys=[signing_key_pb(k) for k in page],
-            next_page_token=_next_token("signingKeys", page, limit, lambda k: k.kid) if start + limit < len(keys) else "",
+            next_page_token=_next_token("signingKeys", page, limit, lambda k: k.kid)
+            if start + limit < len(keys)
+            else "",
         )
 
-    async def RotateSigningKey(self, request: pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext) -> res.SigningKey:
+    async def RotateSigningKey(
+        self, request: pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
+    ) -> res.SigningKey:
         caller = current_caller()
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         self._d.require_operator(actor, "rotate signing keys")

@@ -27,7 +27,7 @@ RandomBytes = Callable[[int], bytes]
 
 MASTER_KEY_BYTES = 32
 SIGNING_KEY_BITS = 2048
-SECRET_PREFIX = "cmk~"  # makes a leaked secret easy to spot (and to redact from logs)
+SECRET_PREFIX = "cmk~"  # noqa: S105 (a prefix, not a secret)  # makes a leaked secret easy to spot (and to redact from logs)
 
 
 class CannotDecrypt(Exception):
@@ -199,5 +199,3 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
-
-

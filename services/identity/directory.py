@@ -164,7 +164,9 @@ class Directory:
             tenant_id = actor.tenant_id
         return await self.store.list_subscriptions(tenant_id=tenant_id, after=after, limit=limit)
 
-    async def transfer_subscription(self, actor: Principal, subscription_id: str, target_tenant_id: str) -> Subscription:
+    async def transfer_subscription(
+        self, actor: Principal, subscription_id: str, target_tenant_id: str
+    ) -> Subscription:
         """Move a subscription to another tenant. As in Azure, its role assignments are
         removed and managed identities of its resources stay behind in the old tenant."""
         self.require_operator(actor, "transfer subscriptions")
@@ -179,8 +181,12 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.transfer_subscription(tx, subscription_id, target_tenant_id, now)
             await self.store.append_event(
-                tx, EventType.SUBSCRIPTION_TRANSFERRED, now,
-                tenant_id=sub.tenant_id, subscription_id=subscription_id, new_tenant_id=target_tenant_id,
+                tx,
+                EventType.SUBSCRIPTION_TRANSFERRED,
+                now,
+                tenant_id=sub.tenant_id,
+                subscription_id=subscription_id,
+                new_tenant_id=target_tenant_id,
             )
         await self._notify()
         return replace(sub, tenant_id=target_tenant_id, transfer_time=now)
@@ -220,8 +226,11 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.insert_principal(tx, principal)
             await self.store.append_event(
-                tx, EventType.PRINCIPAL_CREATED, principal.create_time,
-                tenant_id=tenant_id, principal_id=principal.object_id,
+                tx,
+                EventType.PRINCIPAL_CREATED,
+                principal.create_time,
+                tenant_id=tenant_id,
+                principal_id=principal.object_id,
             )
         await self._notify()
         return principal
@@ -259,7 +268,9 @@ class Directory:
     async def _principal(self, tenant_id: str, object_id: str) -> Principal:
         principal = await self.store.get_principal(object_id)
         if principal is None or principal.tenant_id != tenant_id:
-            raise errors.not_found(Reason.PRINCIPAL_NOT_FOUND, "principal", f"tenants/{tenant_id}/principals/{object_id}")
+            raise errors.not_found(
+                Reason.PRINCIPAL_NOT_FOUND, "principal", f"tenants/{tenant_id}/principals/{object_id}"
+            )
         return principal
 
     async def get_principal(self, actor: Principal, tenant_id: str, object_id: str) -> Principal:
@@ -319,16 +330,17 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.delete_principal(tx, principal.object_id)
             await self.store.append_event(
-                tx, EventType.PRINCIPAL_DELETED, self.clock.now(),
-                tenant_id=principal.tenant_id, principal_id=principal.object_id,
+                tx,
+                EventType.PRINCIPAL_DELETED,
+                self.clock.now(),
+                tenant_id=principal.tenant_id,
+                principal_id=principal.object_id,
             )
         await self._notify()
 
     # --- managed identities -----------------------------------------------------------
 
-    async def create_managed_identity(
-        self, actor: Principal, tenant_id: str, resource_id: str, name: str
-    ) -> Principal:
+    async def create_managed_identity(self, actor: Principal, tenant_id: str, resource_id: str, name: str) -> Principal:
         """A system-assigned identity for a resource, owned by the calling platform service."""
         if not actor.platform_service:
             raise errors.PermissionDenied(
@@ -357,8 +369,11 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.insert_principal(tx, principal)
             await self.store.append_event(
-                tx, EventType.PRINCIPAL_CREATED, principal.create_time,
-                tenant_id=tenant_id, principal_id=principal.object_id,
+                tx,
+                EventType.PRINCIPAL_CREATED,
+                principal.create_time,
+                tenant_id=tenant_id,
+                principal_id=principal.object_id,
             )
         await self._notify()
         return principal
@@ -406,7 +421,8 @@ class Directory:
             self._require_admin(actor, tenant_id, action)
         if principal.kind is PrincipalKind.MANAGED_IDENTITY:
             raise errors.FailedPrecondition(
-                Reason.PRINCIPAL_KIND_NOT_ALLOWED, "managed identities have no client secrets; the platform obtains their tokens"
+                Reason.PRINCIPAL_KIND_NOT_ALLOWED,
+                "managed identities have no client secrets; the platform obtains their tokens",
             )
         return principal
 
@@ -434,7 +450,8 @@ class Directory:
         self.memo.forget(secret_id)
         if not deleted:
             raise errors.not_found(
-                Reason.CLIENT_SECRET_NOT_FOUND, "client secret",
+                Reason.CLIENT_SECRET_NOT_FOUND,
+                "client secret",
                 f"tenants/{tenant_id}/principals/{object_id}/secrets/{secret_id}",
             )
 
@@ -451,7 +468,9 @@ class Directory:
                 metadata={"scope": scope, "role": "OWNER"},
             )
 
-    async def create_role_assignment(self, actor: Principal, principal_id: str, role: Role, scope: str) -> RoleAssignment:
+    async def create_role_assignment(
+        self, actor: Principal, principal_id: str, role: Role, scope: str
+    ) -> RoleAssignment:
         scope, subscription_id = parse_scope("role_assignment.scope", scope)
         sub = await self._subscription(subscription_id)
         await self._may_manage_access(actor, sub.tenant_id, scope)
@@ -467,8 +486,13 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.insert_role_assignment(tx, assignment, subscription_id)
             await self.store.append_event(
-                tx, EventType.ROLE_ASSIGNMENTS_CHANGED, assignment.create_time,
-                tenant_id=sub.tenant_id, principal_id=principal_id, subscription_id=subscription_id, scope=scope,
+                tx,
+                EventType.ROLE_ASSIGNMENTS_CHANGED,
+                assignment.create_time,
+                tenant_id=sub.tenant_id,
+                principal_id=principal_id,
+                subscription_id=subscription_id,
+                scope=scope,
             )
         await self._notify()
         return assignment
@@ -476,7 +500,9 @@ class Directory:
     async def _role_assignment(self, role_assignment_id: str) -> RoleAssignment:
         found = await self.store.get_role_assignment(role_assignment_id)
         if found is None:
-            raise errors.not_found(Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}")
+            raise errors.not_found(
+                Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
+            )
         return found
 
     async def get_role_assignment(self, actor: Principal, role_assignment_id: str) -> RoleAssignment:
@@ -510,9 +536,13 @@ class Directory:
         async with self.store.db.transaction() as tx:
             await self.store.delete_role_assignment(tx, role_assignment_id)
             await self.store.append_event(
-                tx, EventType.ROLE_ASSIGNMENTS_CHANGED, self.clock.now(),
-                tenant_id=found.tenant_id, principal_id=found.principal_id,
-                subscription_id=subscription_id, scope=found.scope,
+                tx,
+                EventType.ROLE_ASSIGNMENTS_CHANGED,
+                self.clock.now(),
+                tenant_id=found.tenant_id,
+                principal_id=found.principal_id,
+                subscription_id=subscription_id,
+                scope=found.scope,
             )
         await self._notify()
 
@@ -584,8 +614,11 @@ class Directory:
             return existing, None
         tenant = Tenant(self._new_id(), "Platform", True, self.clock.now())
         operator = self._new_principal(
-            tenant.tenant_id, PrincipalKind.SERVICE_PRINCIPAL, "Platform operator",
-            operator=True, client_id=client_id,
+            tenant.tenant_id,
+            PrincipalKind.SERVICE_PRINCIPAL,
+            "Platform operator",
+            operator=True,
+            client_id=client_id,
         )
         if client_secret is not None:
             salt = self._random(16)

@@ -162,7 +162,9 @@ class TokenIssuer:
         if not secret:
             raise invalid_field("client_secret", Reason.FIELD_REQUIRED, "is required")
         if len(secret) > MAX_SECRET_LENGTH:
-            raise invalid_field("client_secret", Reason.FIELD_TOO_LONG, f"must be at most {MAX_SECRET_LENGTH} characters")
+            raise invalid_field(
+                "client_secret", Reason.FIELD_TOO_LONG, f"must be at most {MAX_SECRET_LENGTH} characters"
+            )
         audience = self._audience(audience)
         if await self._store.get_tenant(tenant_id) is None:
             raise errors.not_found(Reason.TENANT_NOT_FOUND, "tenant", tenant_id)
@@ -236,5 +238,3 @@ class TokenIssuer:
 
 def _whole_seconds(when: datetime) -> datetime:
     return when.replace(microsecond=0)
-
-

@@ -45,7 +45,7 @@ def _parse(field: str, value: str, pattern: re.Pattern[str], example: str) -> tu
     if match is None:
         raise invalid_field(field, Reason.SCOPE_MALFORMED, f"must look like {example}")
     subscription_id = require_uuid(field, match.group("sub").lower())
-    canonical = f"/subscriptions/{subscription_id}{trimmed[len('/subscriptions/') + 36:]}"
+    canonical = f"/subscriptions/{subscription_id}{trimmed[len('/subscriptions/') + 36 :]}"
     return canonical, subscription_id
 
 

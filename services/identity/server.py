@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 
 import grpc
-
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
+
 from services.identity.api import PUBLIC_METHODS, IdentityApi, TokenApi
 from services.identity.config import IdentityConfig
 from services.identity.crypto import RandomBytes, SecretHasher, VerifiedSecretMemo, load_or_create_master_key
@@ -91,9 +91,7 @@ async def build_server(
         if shown is not None:
             write_operator_file(config, operator, shown)
         issuer = TokenIssuer(store, directory, keys, clock, policy, hasher=hasher, memo=memo, random=random)
-        validator = TokenValidator(
-            key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew
-        )
+        validator = TokenValidator(key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(IdentityApi(directory, policy), server)

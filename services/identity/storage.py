@@ -196,9 +196,20 @@ class IdentityStore:
             " resource_id, resource_key, owner_object_id, platform_service, tenant_admin, operator,"
             " create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                p.object_id, p.tenant_id, int(p.kind), p.display_name, p.client_id, int(p.enabled),
-                p.resource_id, scope_key(p.resource_id) if p.resource_id else None, p.owner_object_id,
-                p.platform_service, int(p.tenant_admin), int(p.operator), _t(p.create_time), _t(p.update_time),
+                p.object_id,
+                p.tenant_id,
+                int(p.kind),
+                p.display_name,
+                p.client_id,
+                int(p.enabled),
+                p.resource_id,
+                scope_key(p.resource_id) if p.resource_id else None,
+                p.owner_object_id,
+                p.platform_service,
+                int(p.tenant_admin),
+                int(p.operator),
+                _t(p.create_time),
+                _t(p.update_time),
             ),
         )
 
@@ -265,15 +276,20 @@ class IdentityStore:
 
     # --- role assignments -------------------------------------------------------------
 
-    async def insert_role_assignment(
-        self, tx: aiosqlite.Connection, ra: RoleAssignment, subscription_id: str
-    ) -> None:
+    async def insert_role_assignment(self, tx: aiosqlite.Connection, ra: RoleAssignment, subscription_id: str) -> None:
         await tx.execute(
             "INSERT INTO role_assignments (role_assignment_id, principal_id, role, scope, scope_key,"
             " subscription_id, tenant_id, create_time, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                ra.role_assignment_id, ra.principal_id, int(ra.role), ra.scope, scope_key(ra.scope),
-                subscription_id, ra.tenant_id, _t(ra.create_time), ra.created_by,
+                ra.role_assignment_id,
+                ra.principal_id,
+                int(ra.role),
+                ra.scope,
+                scope_key(ra.scope),
+                subscription_id,
+                ra.tenant_id,
+                _t(ra.create_time),
+                ra.created_by,
             ),
         )
 
@@ -316,8 +332,14 @@ class IdentityStore:
         await tx.execute(
             "INSERT INTO signing_keys (kid, public_jwk, sealed_private_key, active, create_time, retire_time)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (key.kid, key.public_jwk, key.sealed_private_key, int(key.active), _t(key.create_time),
-             _t(key.retire_time) if key.retire_time else None),
+            (
+                key.kid,
+                key.public_jwk,
+                key.sealed_private_key,
+                int(key.active),
+                _t(key.create_time),
+                _t(key.retire_time) if key.retire_time else None,
+            ),
         )
 
     async def retire_active_keys(self, tx: aiosqlite.Connection, retire_time: datetime) -> None:
@@ -340,7 +362,9 @@ class IdentityStore:
 
     # --- events -----------------------------------------------------------------------
 
-    async def append_event(self, tx: aiosqlite.Connection, event_type: EventType, when: datetime, **fields: str) -> None:
+    async def append_event(
+        self, tx: aiosqlite.Connection, event_type: EventType, when: datetime, **fields: str
+    ) -> None:
         """Append an event; its sequence is the next number, without gaps (the write lock
         serialises writers, so MAX()+1 is safe)."""
         columns = ["type", "time", *fields]
@@ -396,28 +420,47 @@ def _principal(r: Any) -> Principal:
 
 def _secret(r: Any) -> ClientSecret:
     return ClientSecret(
-        r["secret_id"], r["object_id"], r["display_name"], _need_dt(r["create_time"]),
-        _need_dt(r["expire_time"]), r["hash"],
+        r["secret_id"],
+        r["object_id"],
+        r["display_name"],
+        _need_dt(r["create_time"]),
+        _need_dt(r["expire_time"]),
+        r["hash"],
     )
 
 
 def _role_assignment(r: Any) -> RoleAssignment:
     return RoleAssignment(
-        r["role_assignment_id"], r["principal_id"], Role(r["role"]), r["scope"], r["tenant_id"],
-        _need_dt(r["create_time"]), r["created_by"],
+        r["role_assignment_id"],
+        r["principal_id"],
+        Role(r["role"]),
+        r["scope"],
+        r["tenant_id"],
+        _need_dt(r["create_time"]),
+        r["created_by"],
     )
 
 
 def _signing_key(r: Any) -> SigningKey:
     return SigningKey(
-        r["kid"], r["public_jwk"], bool(r["active"]), _need_dt(r["create_time"]), _dt(r["retire_time"]),
+        r["kid"],
+        r["public_jwk"],
+        bool(r["active"]),
+        _need_dt(r["create_time"]),
+        _dt(r["retire_time"]),
         bytes(r["sealed_private_key"]),
     )
 
 
 def _event(r: Any) -> Event:
     return Event(
-        sequence=r["sequence"], type=EventType(r["type"]), time=_need_dt(r["time"]), tenant_id=r["tenant_id"],
-        principal_id=r["principal_id"], subscription_id=r["subscription_id"], new_tenant_id=r["new_tenant_id"],
-        kid=r["kid"], scope=r["scope"],
+        sequence=r["sequence"],
+        type=EventType(r["type"]),
+        time=_need_dt(r["time"]),
+        tenant_id=r["tenant_id"],
+        principal_id=r["principal_id"],
+        subscription_id=r["subscription_id"],
+        new_tenant_id=r["new_tenant_id"],
+        kid=r["kid"],
+        scope=r["scope"],
     )

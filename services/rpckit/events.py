@@ -80,7 +80,7 @@ class EventFollower(Generic[E]):
         await self._reset()
         self.cursor = 0
 
-    async def wait_for(self, sequence: int, timeout: float = 5.0) -> None:
+    async def wait_for(self, sequence: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (a bounded wait is the point)
         """Wait until the event with `sequence` has been applied (for tests and read-your-writes)."""
         async with asyncio.timeout(timeout):
             async with self._advanced:
@@ -99,7 +99,7 @@ class ChangeNotifier:
             self._version += 1
             self._changed.notify_all()
 
-    async def wait(self, seen: int, timeout: float) -> int:
+    async def wait(self, seen: int, timeout: float) -> int:  # noqa: ASYNC109 (the heartbeat interval)
         """Wait until something changed after version `seen` (or the timeout); returns the
         current version, to pass as `seen` next time."""
         async with self._changed:

@@ -39,7 +39,8 @@ class RunningServer:
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     """Credentials for TLS, or mutual TLS when a client CA is configured."""
-    assert tls.cert_file is not None and tls.key_file is not None  # noqa: S101 (TlsConfig checked it)
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("TLS needs a certificate file and a key file")
     key_pair = [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
     if tls.client_ca_file is None:
         return grpc.ssl_server_credentials(key_pair)

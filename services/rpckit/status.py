@@ -185,4 +185,3 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort(context, exc, method)
 
         return wrapped
-

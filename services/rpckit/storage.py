@@ -99,8 +99,7 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
     if current > len(steps):
         await conn.close()
         raise RuntimeError(
-            f"{path} has schema version {current}, newer than this program knows ({len(steps)}); "
-            "upgrade the program"
+            f"{path} has schema version {current}, newer than this program knows ({len(steps)}); upgrade the program"
         )
     for step in steps[current:]:
         async with db.transaction() as tx:

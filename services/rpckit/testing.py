@@ -19,6 +19,8 @@ async def expect_rpc_error(call: Awaitable[Any], code: grpc.StatusCode, reason: 
         info = error_info_of(exc)
         got = (exc.code(), info.reason if info else None)
         if got != (code, reason.value):
-            raise AssertionError(f"expected {code.name}/{reason.value}, got {got[0].name}/{got[1]}: {exc.details()}") from exc
+            raise AssertionError(
+                f"expected {code.name}/{reason.value}, got {got[0].name}/{got[1]}: {exc.details()}"
+            ) from exc
         return exc
     raise AssertionError(f"expected {code.name}/{reason.value}, but the call succeeded")

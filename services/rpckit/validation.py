@@ -22,7 +22,9 @@ def require_uuid(field: str, value: str) -> str:
     try:
         parsed = uuid.UUID(value)
     except ValueError:
-        raise invalid_field(field, Reason.UUID_MALFORMED, "must be a UUID such as 00000000-0000-0000-0000-000000000000") from None
+        raise invalid_field(
+            field, Reason.UUID_MALFORMED, "must be a UUID such as 00000000-0000-0000-0000-000000000000"
+        ) from None
     canonical = str(parsed)
     if canonical != value.lower():
         raise invalid_field(field, Reason.UUID_MALFORMED, "must be a UUID in its hyphenated form")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-
 from cmk.identity.v1 import resources_pb2 as res
+
 from services.client.identity import ClientCredentials, IdentityClient
 from services.rpckit.clock import Clock
 
@@ -22,10 +22,19 @@ class TenantFixture:
 
 
 async def make_principal(
-    operator: IdentityClient, channel: grpc.aio.Channel, clock: Clock, tenant_id: str, name: str, *,
-    kind: int = res.SERVICE_PRINCIPAL, admin: bool = False, platform_service: str = "",
+    operator: IdentityClient,
+    channel: grpc.aio.Channel,
+    clock: Clock,
+    tenant_id: str,
+    name: str,
+    *,
+    kind: int = res.SERVICE_PRINCIPAL,
+    admin: bool = False,
+    platform_service: str = "",
 ) -> tuple[res.Principal, ClientCredentials, IdentityClient]:
-    principal = await operator.create_principal(tenant_id, kind, name, tenant_admin=admin, platform_service=platform_service)
+    principal = await operator.create_principal(
+        tenant_id, kind, name, tenant_admin=admin, platform_service=platform_service
+    )
     added = await operator.add_client_secret(tenant_id, principal.object_id, "test")
     creds = ClientCredentials(tenant_id, added.client_id, added.secret_value)
     return principal, creds, IdentityClient(channel, creds, clock=clock)
@@ -41,7 +50,4 @@ async def make_tenant(operator: IdentityClient, channel: grpc.aio.Channel, clock
 
 
 def resource_id(subscription_id: str, name: str = "speech1") -> str:
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/rg1/providers/"
-        f"Microsoft.CognitiveServices/accounts/{name}"
-    )
+    return f"/subscriptions/{subscription_id}/resourceGroups/rg1/providers/Microsoft.CognitiveServices/accounts/{name}"

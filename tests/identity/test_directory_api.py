@@ -8,11 +8,11 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
-
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
+from google.protobuf import field_mask_pb2
+
 from services.rpckit import audiences
 from services.rpckit.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from services.rpckit.reasons import Reason
@@ -66,7 +66,9 @@ async def test_role_assignments_grant_by_scope_and_role(operator, channel, clock
     resource = resource_id(t.subscription_id)
     await t.admin_client.create_role_assignment(bob.object_id, res.CONTRIBUTOR, rg_scope)
     with pytest.raises(AlreadyExists):
-        await t.admin_client.create_role_assignment(bob.object_id, res.CONTRIBUTOR, rg_scope.upper().replace("SUBSCRIPTIONS", "subscriptions"))
+        await t.admin_client.create_role_assignment(
+            bob.object_id, res.CONTRIBUTOR, rg_scope.upper().replace("SUBSCRIPTIONS", "subscriptions")
+        )
 
     async def allowed(scope: str, action: int) -> bool:
         return (await bob_client.check_access(scope, action)).allowed
@@ -135,7 +137,9 @@ async def test_one_managed_identity_per_resource_in_its_subscriptions_tenant(ope
     _, _, speech = await make_principal(operator, channel, clock, platform_tid, "speech", platform_service="speech")
     await speech.create_managed_identity(a.tenant_id, resource_id(a.subscription_id))
     with pytest.raises(AlreadyExists):
-        await speech.create_managed_identity(a.tenant_id, resource_id(a.subscription_id).upper().replace("SUBSCRIPTIONS", "subscriptions"))
+        await speech.create_managed_identity(
+            a.tenant_id, resource_id(a.subscription_id).upper().replace("SUBSCRIPTIONS", "subscriptions")
+        )
     with pytest.raises(FailedPrecondition) as caught:
         await speech.create_managed_identity(b.tenant_id, resource_id(a.subscription_id, "other"))
     assert caught.value.reason is Reason.RESOURCE_NOT_IN_TENANT
@@ -167,35 +171,79 @@ def _bad_requests() -> list[tuple[str, object, Reason]]:
     p = res.Principal
     return [
         ("CreateTenant", lambda t: pb.CreateTenantRequest(tenant=res.Tenant(display_name="")), Reason.FIELD_REQUIRED),
-        ("CreateTenant", lambda t: pb.CreateTenantRequest(tenant=res.Tenant(display_name="x" * 257)), Reason.FIELD_TOO_LONG),
-        ("CreateTenant", lambda t: pb.CreateTenantRequest(tenant=res.Tenant(display_name="a\x00b")), Reason.FIELD_INVALID),
+        (
+            "CreateTenant",
+            lambda t: pb.CreateTenantRequest(tenant=res.Tenant(display_name="x" * 257)),
+            Reason.FIELD_TOO_LONG,
+        ),
+        (
+            "CreateTenant",
+            lambda t: pb.CreateTenantRequest(tenant=res.Tenant(display_name="a\x00b")),
+            Reason.FIELD_INVALID,
+        ),
         ("GetTenant", lambda t: pb.GetTenantRequest(name="tenants/not-a-uuid"), Reason.UUID_MALFORMED),
         ("GetTenant", lambda t: pb.GetTenantRequest(name="tenant/" + t), Reason.NAME_MALFORMED),
         ("GetTenant", lambda t: pb.GetTenantRequest(name=""), Reason.FIELD_REQUIRED),
         ("GetTenant", lambda t: pb.GetTenantRequest(name="tenants/" + "1" * 600), Reason.FIELD_TOO_LONG),
-        ("CreateSubscription", lambda t: pb.CreateSubscriptionRequest(
-            subscription=res.Subscription(tenant_id="1234", display_name="s")), Reason.UUID_MALFORMED),
-        ("CreatePrincipal", lambda t: pb.CreatePrincipalRequest(
-            parent=f"tenants/{t}", principal=p(display_name="p")), Reason.ENUM_UNKNOWN),
-        ("CreatePrincipal", lambda t: pb.CreatePrincipalRequest(
-            parent=f"tenants/{t}", principal=p(kind=42, display_name="p")), Reason.ENUM_UNKNOWN),
-        ("CreateRoleAssignment", lambda t: pb.CreateRoleAssignmentRequest(role_assignment=ra(
-            principal_id=str(uuid.uuid4()), role=99, scope="/subscriptions/x")), Reason.ENUM_UNKNOWN),
-        ("CreateRoleAssignment", lambda t: pb.CreateRoleAssignmentRequest(role_assignment=ra(
-            principal_id=str(uuid.uuid4()), role=res.OWNER, scope="/subscriptions/../../etc")), Reason.SCOPE_MALFORMED),
-        ("ListPrincipals", lambda t: pb.ListPrincipalsRequest(parent=f"tenants/{t}", page_size=-1), Reason.PAGE_SIZE_INVALID),
-        ("ListPrincipals", lambda t: pb.ListPrincipalsRequest(parent=f"tenants/{t}", page_token="garbage!"),
-         Reason.PAGE_TOKEN_INVALID),
-        ("UpdatePrincipal", lambda t: pb.UpdatePrincipalRequest(
-            principal=p(name=f"tenants/{t}/principals/{uuid.uuid4()}"),
-            update_mask=field_mask_pb2.FieldMask(paths=["kind"])), Reason.UPDATE_MASK_INVALID),
-        ("AddClientSecret", lambda t: pb.AddClientSecretRequest(
-            parent=f"tenants/{t}/principals/{uuid.uuid4()}", lifetime_days=10_000), Reason.FIELD_INVALID),
+        (
+            "CreateSubscription",
+            lambda t: pb.CreateSubscriptionRequest(subscription=res.Subscription(tenant_id="1234", display_name="s")),
+            Reason.UUID_MALFORMED,
+        ),
+        (
+            "CreatePrincipal",
+            lambda t: pb.CreatePrincipalRequest(parent=f"tenants/{t}", principal=p(display_name="p")),
+            Reason.ENUM_UNKNOWN,
+        ),
+        (
+            "CreatePrincipal",
+            lambda t: pb.CreatePrincipalRequest(parent=f"tenants/{t}", principal=p(kind=42, display_name="p")),
+            Reason.ENUM_UNKNOWN,
+        ),
+        (
+            "CreateRoleAssignment",
+            lambda t: pb.CreateRoleAssignmentRequest(
+                role_assignment=ra(principal_id=str(uuid.uuid4()), role=99, scope="/subscriptions/x")
+            ),
+            Reason.ENUM_UNKNOWN,
+        ),
+        (
+            "CreateRoleAssignment",
+            lambda t: pb.CreateRoleAssignmentRequest(
+                role_assignment=ra(principal_id=str(uuid.uuid4()), role=res.OWNER, scope="/subscriptions/../../etc")
+            ),
+            Reason.SCOPE_MALFORMED,
+        ),
+        (
+            "ListPrincipals",
+            lambda t: pb.ListPrincipalsRequest(parent=f"tenants/{t}", page_size=-1),
+            Reason.PAGE_SIZE_INVALID,
+        ),
+        (
+            "ListPrincipals",
+            lambda t: pb.ListPrincipalsRequest(parent=f"tenants/{t}", page_token="garbage!"),
+            Reason.PAGE_TOKEN_INVALID,
+        ),
+        (
+            "UpdatePrincipal",
+            lambda t: pb.UpdatePrincipalRequest(
+                principal=p(name=f"tenants/{t}/principals/{uuid.uuid4()}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["kind"]),
+            ),
+            Reason.UPDATE_MASK_INVALID,
+        ),
+        (
+            "AddClientSecret",
+            lambda t: pb.AddClientSecretRequest(parent=f"tenants/{t}/principals/{uuid.uuid4()}", lifetime_days=10_000),
+            Reason.FIELD_INVALID,
+        ),
     ]
 
 
 @pytest.mark.parametrize(("method", "make_request", "reason"), _bad_requests())
-async def test_bad_input_is_invalid_argument_and_stores_nothing(identity, operator, channel, method, make_request, reason):
+async def test_bad_input_is_invalid_argument_and_stores_nothing(
+    identity, operator, channel, method, make_request, reason
+):
     tenant = (await operator.list_tenants()).tenants[0].tenant_id
     before = row_counts(identity.config.database_path)
     request = make_request(tenant)

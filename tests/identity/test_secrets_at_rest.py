@@ -7,9 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+from cmk.identity.v1 import resources_pb2 as res
 from cryptography.hazmat.primitives import serialization
 
-from cmk.identity.v1 import resources_pb2 as res
 from services.identity.crypto import CannotDecrypt
 from services.rpckit import audiences
 from services.rpckit.logs import JsonFormatter
@@ -23,7 +23,7 @@ def raw_files(data_dir: Path) -> bytes:
 async def test_no_secret_reaches_the_database_or_the_log(identity, operator, channel, clock, caplog):
     caplog.set_level(logging.DEBUG)
     t = await make_tenant(operator, channel, clock, "Secretive")
-    app, creds, app_client = await make_principal(operator, channel, clock, t.tenant_id, "app")
+    _, creds, app_client = await make_principal(operator, channel, clock, t.tenant_id, "app")
     token = (await operator.issue_token(creds, audiences.VAULT)).access_token
     await app_client.get_tenant(t.tenant_id)
     await operator.rotate_signing_key()
@@ -120,7 +120,9 @@ async def test_configured_operator_credentials_are_used_and_not_written(tmp_path
         client = IdentityClient(channel, ClientCredentials(server.operator.tenant_id, client_id, "s" * 32), clock=clock)
         tenants = await client.list_tenants()
         assert [t.platform for t in tenants.tenants] == [True]
-        assert (await client.get_principal(server.operator.tenant_id, server.operator.object_id)).kind == res.SERVICE_PRINCIPAL
+        assert (
+            await client.get_principal(server.operator.tenant_id, server.operator.object_id)
+        ).kind == res.SERVICE_PRINCIPAL
     finally:
         await channel.close()
         await server.stop(0)

@@ -12,15 +12,15 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from services.client.identity import ClientCredentials, GrpcSigningKeySource, IdentityClient, RevocationFeed
 from services.rpckit import audiences
 from services.rpckit.clock import to_epoch
-from services.rpckit.errors import PermissionDenied, Unauthenticated
+from services.rpckit.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from services.rpckit.reasons import Reason
 from services.rpckit.testing import expect_rpc_error
 from services.rpckit.tokens import TokenValidator, issuer_for
@@ -35,7 +35,9 @@ def b64(data: bytes) -> str:
 
 async def get_tenant(channel: grpc.aio.Channel, tenant_id: str, token: str) -> Any:
     stub = pb_grpc.IdentityServiceStub(channel)
-    return stub.GetTenant(pb.GetTenantRequest(name=f"tenants/{tenant_id}"), metadata=(("authorization", f"Bearer {token}"),))
+    return stub.GetTenant(
+        pb.GetTenantRequest(name=f"tenants/{tenant_id}"), metadata=(("authorization", f"Bearer {token}"),)
+    )
 
 
 async def test_a_token_carries_entra_claims_and_verifies(identity, operator, channel, clock):
@@ -47,6 +49,8 @@ async def test_a_token_carries_entra_claims_and_verifies(identity, operator, cha
     assert claims["aud"] == audiences.VAULT
     assert claims["iss"] == issuer_for(identity.config.issuer_base, t.tenant_id)
     assert claims["exp"] - claims["iat"] == 900
+    assert (issued.expires_in, issued.token_type) == (900, "Bearer")
+    assert issued.expire_time.seconds == claims["exp"]
     assert jwt.get_unverified_header(issued.access_token)["alg"] == "RS256"
 
 
@@ -55,7 +59,9 @@ async def test_a_token_of_tenant_a_is_refused_on_tenant_b(operator, channel, clo
     b = await make_tenant(operator, channel, clock, "B")
     token = await a.admin_client.token_for(audiences.DIRECTORY)
     await expect_rpc_error(
-        await get_tenant(channel, b.tenant_id, token), grpc.StatusCode.PERMISSION_DENIED, Reason.CROSS_TENANT_ACCESS_DENIED
+        await get_tenant(channel, b.tenant_id, token),
+        grpc.StatusCode.PERMISSION_DENIED,
+        Reason.CROSS_TENANT_ACCESS_DENIED,
     )
     assert (await a.admin_client.get_tenant(a.tenant_id)).tenant_id == a.tenant_id
 
@@ -63,7 +69,9 @@ async def test_a_token_of_tenant_a_is_refused_on_tenant_b(operator, channel, clo
 async def test_a_vault_token_is_refused_by_the_directory(operator, channel, clock):
     t = await make_tenant(operator, channel, clock, "C")
     issued = await operator.issue_token(t.admin_credentials, audiences.VAULT)
-    await expect_rpc_error(await get_tenant(channel, t.tenant_id, issued.access_token), UNAUTH, Reason.TOKEN_AUDIENCE_INVALID)
+    await expect_rpc_error(
+        await get_tenant(channel, t.tenant_id, issued.access_token), UNAUTH, Reason.TOKEN_AUDIENCE_INVALID
+    )
 
 
 def _forge(good: str, identity: Any, mutation: str) -> str:
@@ -86,7 +94,9 @@ def _forge(good: str, identity: Any, mutation: str) -> str:
         return f"{injected}.{body}.{sig}"
     if mutation == "jku header":
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return jwt.encode(claims, other, algorithm="RS256", headers={"kid": header["kid"], "jku": "http://127.0.0.1:1/k"})
+        return jwt.encode(
+            claims, other, algorithm="RS256", headers={"kid": header["kid"], "jku": "http://127.0.0.1:1/k"}
+        )
     raise AssertionError(mutation)
 
 
@@ -116,9 +126,15 @@ async def test_time_and_audience_claims_are_checked_on_the_wire(identity, operat
     t = await make_tenant(operator, channel, clock, "E")
     now = to_epoch(clock.now())
     base = {
-        "iss": issuer_for(identity.config.issuer_base, t.tenant_id), "aud": audiences.DIRECTORY,
-        "sub": t.admin.object_id, "oid": t.admin.object_id, "tid": t.tenant_id,
-        "iat": now, "nbf": now, "exp": now + 300, "jti": uuid.uuid4().hex,
+        "iss": issuer_for(identity.config.issuer_base, t.tenant_id),
+        "aud": audiences.DIRECTORY,
+        "sub": t.admin.object_id,
+        "oid": t.admin.object_id,
+        "tid": t.tenant_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
     }
     cases = [
         ({"nbf": now + 600, "iat": now + 600}, Reason.TOKEN_NOT_YET_VALID),
@@ -140,10 +156,18 @@ async def test_a_missing_token_is_refused(channel, identity):
 async def test_a_wrong_secret_and_an_unknown_client_look_the_same(operator, channel, clock):
     t = await make_tenant(operator, channel, clock, "F")
     stub = pb_grpc.TokenServiceStub(channel)
-    wrong = pb.IssueTokenRequest(tenant_id=t.tenant_id, client_id=t.admin_credentials.client_id,
-                                 client_secret="cmk~" + "x" * 40, audience=audiences.DIRECTORY)
-    unknown = pb.IssueTokenRequest(tenant_id=t.tenant_id, client_id=str(uuid.uuid4()),
-                                   client_secret="cmk~" + "x" * 40, audience=audiences.DIRECTORY)
+    wrong = pb.IssueTokenRequest(
+        tenant_id=t.tenant_id,
+        client_id=t.admin_credentials.client_id,
+        client_secret="cmk~" + "x" * 40,
+        audience=audiences.DIRECTORY,
+    )
+    unknown = pb.IssueTokenRequest(
+        tenant_id=t.tenant_id,
+        client_id=str(uuid.uuid4()),
+        client_secret="cmk~" + "x" * 40,
+        audience=audiences.DIRECTORY,
+    )
     e1 = await expect_rpc_error(stub.IssueToken(wrong), UNAUTH, Reason.INVALID_CLIENT_CREDENTIALS)
     e2 = await expect_rpc_error(stub.IssueToken(unknown), UNAUTH, Reason.INVALID_CLIENT_CREDENTIALS)
     assert e1.details() == e2.details()
@@ -152,8 +176,12 @@ async def test_a_wrong_secret_and_an_unknown_client_look_the_same(operator, chan
 async def test_an_unknown_audience_is_refused(operator, channel, clock):
     t = await make_tenant(operator, channel, clock, "G")
     stub = pb_grpc.TokenServiceStub(channel)
-    request = pb.IssueTokenRequest(tenant_id=t.tenant_id, client_id=t.admin_credentials.client_id,
-                                   client_secret=t.admin_credentials.client_secret, audience="https://evil.example")
+    request = pb.IssueTokenRequest(
+        tenant_id=t.tenant_id,
+        client_id=t.admin_credentials.client_id,
+        client_secret=t.admin_credentials.client_secret,
+        audience="https://evil.example",
+    )
     await expect_rpc_error(stub.IssueToken(request), grpc.StatusCode.INVALID_ARGUMENT, Reason.AUDIENCE_UNKNOWN)
 
 
@@ -199,7 +227,9 @@ async def test_a_consumer_that_reconnects_with_its_cursor_misses_nothing(operato
 async def test_a_cursor_beyond_the_stream_is_refused(operator):
     stub = pb_grpc.IdentityServiceStub(operator.channel)
     token = await operator.token_for(audiences.DIRECTORY)
-    stream = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=10_000), metadata=(("authorization", f"Bearer {token}"),))
+    stream = stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=10_000), metadata=(("authorization", f"Bearer {token}"),)
+    )
     await expect_rpc_error(stream.read(), grpc.StatusCode.FAILED_PRECONDITION, Reason.EVENT_CURSOR_AHEAD)
 
 
@@ -215,12 +245,18 @@ async def test_signing_key_rotation_keeps_old_tokens_and_validators_follow(ident
     t = await make_tenant(operator, channel, clock, "K")
     platform_tenant = (await operator.list_tenants()).tenants
     _, _, platform = await make_principal(
-        operator, channel, clock, next(x.tenant_id for x in platform_tenant if x.platform), "keyvault",
+        operator,
+        channel,
+        clock,
+        next(x.tenant_id for x in platform_tenant if x.platform),
+        "keyvault",
         platform_service="keyvault",
     )
     validator = TokenValidator(
-        key_source=GrpcSigningKeySource(IdentityClient(channel)), clock=clock,
-        issuer_base=identity.config.issuer_base, min_refresh_interval=timedelta(hours=1),
+        key_source=GrpcSigningKeySource(IdentityClient(channel)),
+        clock=clock,
+        issuer_base=identity.config.issuer_base,
+        min_refresh_interval=timedelta(hours=1),
     )
     feed = RevocationFeed(platform, validator)
     feed.start()
@@ -247,8 +283,9 @@ async def test_the_revocation_feed_refuses_a_disabled_principals_tokens(identity
     t = await make_tenant(operator, channel, clock, "L")
     platform_tid = next(x.tenant_id for x in (await operator.list_tenants()).tenants if x.platform)
     _, _, platform = await make_principal(operator, channel, clock, platform_tid, "speech", platform_service="speech")
-    validator = TokenValidator(key_source=GrpcSigningKeySource(IdentityClient(channel)), clock=clock,
-                               issuer_base=identity.config.issuer_base)
+    validator = TokenValidator(
+        key_source=GrpcSigningKeySource(IdentityClient(channel)), clock=clock, issuer_base=identity.config.issuer_base
+    )
     feed = RevocationFeed(platform, validator)
     feed.start()
     try:
@@ -280,9 +317,9 @@ async def test_a_managed_identity_token_goes_only_to_its_owning_platform(operato
     # Nobody can sign in as it with a secret, nor give it one.
     with pytest.raises(Unauthenticated):
         await operator.issue_token(ClientCredentials(t.tenant_id, mi.client_id, "cmk~" + "y" * 40), audiences.VAULT)
-    with pytest.raises(Exception) as caught_secret:
+    with pytest.raises(FailedPrecondition) as caught_secret:
         await operator.add_client_secret(t.tenant_id, mi.object_id)
-    assert caught_secret.value.reason is Reason.PRINCIPAL_KIND_NOT_ALLOWED  # type: ignore[attr-defined]
+    assert caught_secret.value.reason is Reason.PRINCIPAL_KIND_NOT_ALLOWED
 
 
 async def test_a_client_secret_expires_and_rotates(operator, channel, clock):
@@ -291,8 +328,11 @@ async def test_a_client_secret_expires_and_rotates(operator, channel, clock):
     second = await operator.add_client_secret(t.tenant_id, app.object_id, "next", lifetime_days=30)
     new_creds = ClientCredentials(t.tenant_id, creds.client_id, second.secret_value)
     assert (await operator.issue_token(new_creds, audiences.VAULT)).access_token
-    first_id = next(s.secret_id for s in (await operator.list_client_secrets(t.tenant_id, app.object_id)).secrets
-                    if s.display_name == "test")
+    first_id = next(
+        s.secret_id
+        for s in (await operator.list_client_secrets(t.tenant_id, app.object_id)).secrets
+        if s.display_name == "test"
+    )
     await operator.delete_client_secret(t.tenant_id, app.object_id, first_id)
     with pytest.raises(Unauthenticated):
         await operator.issue_token(creds, audiences.VAULT)

@@ -55,7 +55,9 @@ async def faulty() -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
     def register(server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
-    running = await start_server(register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("test.cmk.dev")])
+    running = await start_server(
+        register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("test.cmk.dev")]
+    )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield running, channel

@@ -41,10 +41,14 @@ async def test_migrations_must_be_dense(tmp_path):
 
 async def test_a_failed_transaction_changes_nothing(tmp_path):
     db = await open_database(tmp_path / "db.sqlite", [V1])
-    with pytest.raises(RuntimeError):
+
+    async def insert_then_fail() -> None:
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO things (id) VALUES ('a')")
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await insert_then_fail()
     assert await db.fetch_all("SELECT * FROM things") == []
     await db.close()
 

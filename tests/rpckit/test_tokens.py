@@ -68,8 +68,16 @@ def claims(clock: FakeClock, tenant: str = TENANT_A, **overrides: Any) -> dict[s
     now = to_epoch(clock.now())
     oid = str(uuid.uuid4())
     values: dict[str, Any] = {
-        "iss": issuer_for(ISSUER_BASE, tenant), "aud": AUDIENCE, "sub": oid, "oid": oid, "tid": tenant,
-        "appid": str(uuid.uuid4()), "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex,
+        "iss": issuer_for(ISSUER_BASE, tenant),
+        "aud": AUDIENCE,
+        "sub": oid,
+        "oid": oid,
+        "tid": tenant,
+        "appid": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
     }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
@@ -151,8 +159,10 @@ async def test_alg_none_is_refused(validator, keys, clock):
 
 
 async def test_hs256_signed_with_the_public_key_is_refused_without_a_fetch(validator, keys, clock):
-    public_pem = keys.keys["key-1"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        keys.keys["key-1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     header = {"alg": "HS256", "kid": "key-1", "typ": "JWT"}
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims(clock)).encode())}"

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Set-up and everyday commands, needing nothing but python3 (3.11 or newer).
+
+    python3 dev.py up       start the trio (data in ./.cmk)
+    python3 dev.py test     run the test suite (extra arguments go to pytest)
+    python3 dev.py check    generated code fresh, ruff clean
+    python3 dev.py protos   regenerate the code from protos/
+    python3 dev.py cmk ...  any cmk command
+
+The first run makes ./.venv and installs the project into it; later runs reinstall only
+when pyproject.toml has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("CMK_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+STAMP = VENV / ".cmk-installed"
+
+
+def ensure_venv() -> None:
+    """Make the virtual environment and install the project with its dev extras, once per
+    version of pyproject.toml."""
+    if sys.version_info < (3, 11):  # noqa: UP036 (this script may be started by an older python3)
+        sys.exit(f"cmk-trio needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing cmk-trio and its development tools", file=sys.stderr)
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}[dev]"],
+        check=True,
+    )
+    STAMP.write_text(wanted)
+
+
+def run(*args: str) -> int:
+    return subprocess.run(list(args), cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    ensure_venv()
+    if command == "up":
+        return run(str(BIN / "cmk"), "up", *rest)
+    if command == "test":
+        return run(str(PYTHON), "-m", "pytest", *rest)
+    if command == "check":
+        return run(str(PYTHON), "scripts/gen_protos.py", "--check") or run(
+            str(BIN / "ruff"), "check", "services", "tests", "scripts", "dev.py"
+        )
+    if command == "protos":
+        return run(str(PYTHON), "scripts/gen_protos.py")
+    if command == "cmk":
+        return run(str(BIN / "cmk"), *rest)
+    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,191 @@
+"""The `cmk` command against a real `cmk serve identity` process: health, reflection, and
+the tenant, subscription, principal, secret, role and token commands with --output json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+CMK = [sys.executable, "-m", "services.cli"]
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    endpoint: str
+    data_dir: Path
+    banner: str
+    env: dict[str, str]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}
+    env.update({"CMK_SECRET_HASH_COST": "10", "CMK_PROFILE": str(tmp_path / "profile.json")})
+    return env
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    env = _env(tmp_path)
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [*CMK, "serve", "identity", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("identity listening on "), first + process.stderr.read()  # type: ignore[union-attr]
+        banner = first
+        for _ in range(6):
+            banner += process.stdout.readline()  # type: ignore[union-attr]
+        yield Served(process, first.split()[-1], data_dir, banner, env)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+
+
+def cmk(served: Served, *args: str, ok: bool = True) -> Any:
+    result = subprocess.run(
+        [*CMK, "--output", "json", *args], capture_output=True, text=True, env=served.env, timeout=30
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr + result.stdout
+    else:
+        assert result.returncode != 0, result.stdout
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def test_health_reflection_and_graceful_shutdown(served):
+    assert cmk(served, "health", "--endpoint", served.endpoint)["status"] == "SERVING"
+    with grpc.insecure_channel(served.endpoint) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"cmk.identity.v1.IdentityService", "cmk.identity.v1.TokenService", "grpc.health.v1.Health"} <= names
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=15) == 0
+
+
+def test_the_operator_secret_is_shown_once_and_kept_in_a_private_file(served):
+    operator = json.loads((served.data_dir / "operator.json").read_text())
+    assert operator["client_secret"] in served.banner
+    assert (served.data_dir / "operator.json").stat().st_mode & 0o777 == 0o600
+    log = ""
+    served.process.send_signal(signal.SIGTERM)
+    served.process.wait(timeout=15)
+    log = served.process.stderr.read()  # type: ignore[union-attr]
+    assert operator["client_secret"] not in log and '"identity service started"' in log
+
+
+def test_the_directory_end_to_end_with_json_output(served, tmp_path):
+    operator_file = str(served.data_dir / "operator.json")
+    login = cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", operator_file)
+    assert login["signed_in"] is True
+    profile = tmp_path / "profile.json"
+    assert profile.stat().st_mode & 0o777 == 0o600
+    assert json.loads(operator_file and Path(operator_file).read_text())["client_secret"] not in profile.read_text()
+
+    tenant = cmk(served, "tenant", "create", "Contoso")
+    tid = tenant["tenant_id"]
+    assert tenant["issuer"].endswith(f"/{tid}/v2.0")
+    other = cmk(served, "tenant", "create", "Fabrikam")["tenant_id"]
+    sub = cmk(served, "subscription", "create", "--tenant", tid, "Production")
+    assert cmk(served, "subscription", "get", sub["subscription_id"])["tenant_id"] == tid
+    admin = cmk(served, "principal", "create", "--tenant", tid, "--kind", "user", "--admin", "--with-secret", "Alice")
+    assert admin["client_secret"].startswith("cmk~") and admin["tenant_admin"] is True
+    app = cmk(served, "principal", "create", "--tenant", tid, "--kind", "service-principal", "Build agent")
+    listed = cmk(served, "principal", "list", tid)
+    assert {p["display_name"] for p in listed["items"]} == {"Alice", "Build agent"}
+    secret = cmk(served, "secret", "add", tid, app["object_id"], "--name", "ci", "--days", "30")
+    assert cmk(served, "secret", "list", tid, app["object_id"])["items"][0]["secret_id"] == secret["secret_id"]
+
+    scope = f"/subscriptions/{sub['subscription_id']}/resourceGroups/speech"
+    assignment = cmk(
+        served, "role", "assign", "--principal", app["object_id"], "--role", "contributor", "--scope", scope
+    )
+    assert assignment["role"] == "CONTRIBUTOR"
+    check = cmk(
+        served,
+        "role",
+        "check",
+        "--scope",
+        scope + "/providers/Microsoft.CognitiveServices/accounts/s1",
+        "--action",
+        "write",
+        "--principal",
+        app["object_id"],
+    )
+    assert check["allowed"] is True
+    assert cmk(served, "role", "list", "--principal", app["object_id"])["items"][0]["scope"] == scope
+
+    token = cmk(
+        served,
+        "token",
+        "get",
+        "--audience",
+        "vault",
+        "--tenant",
+        tid,
+        "--client-id",
+        secret["client_id"],
+        "--client-secret",
+        secret["client_secret"],
+    )
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 900
+
+    cmk(served, "principal", "disable", tid, app["object_id"])
+    refused = cmk(
+        served,
+        "token",
+        "get",
+        "--audience",
+        "vault",
+        "--tenant",
+        tid,
+        "--client-id",
+        secret["client_id"],
+        "--client-secret",
+        secret["client_secret"],
+        ok=False,
+    )
+    assert refused["error"]["reason"] == "PRINCIPAL_DISABLED"
+    events = cmk(served, "events", "list", "--wait", "0.5")
+    assert "PRINCIPAL_DISABLED" in [e["type"] for e in events["items"]]
+
+    moved = cmk(served, "subscription", "transfer", sub["subscription_id"], "--to", other)
+    assert moved["tenant_id"] == other
+    assert cmk(served, "role", "list", "--principal", app["object_id"])["items"] == []
+
+    rotated = cmk(served, "signing-key", "rotate")
+    keys = cmk(served, "signing-key", "list")["items"]
+    assert [k["state"] for k in keys] == ["ACTIVE", "RETIRING"] and keys[0]["kid"] == rotated["kid"]
+
+    bad = cmk(served, "tenant", "get", "not-a-uuid", ok=False)
+    assert bad["error"] == {
+        "code": "INVALID_ARGUMENT",
+        "reason": "UUID_MALFORMED",
+        "message": bad["error"]["message"],
+        "metadata": bad["error"]["metadata"],
+    }
+
+
+def test_tables_for_people(served):
+    cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
+    result = subprocess.run([*CMK, "tenant", "list"], capture_output=True, text=True, env=served.env, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].split() == ["TENANT_ID", "DISPLAY_NAME", "PLATFORM"]
