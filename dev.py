@@ -56,8 +56,12 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     ensure_venv()
-    if command == "up":
-        return run(str(BIN / "cmk"), "up", *rest)
+    if command in {"up", "cmk"}:
+        # Become the service process, so that Ctrl-C and SIGTERM reach it directly.
+        args = [str(BIN / "cmk"), *([command] if command == "up" else []), *rest]
+        if command == "up":
+            os.chdir(ROOT)  # the data directory ./.cmk is the repository's
+        os.execv(args[0], args)  # noqa: S606 (our own console script)
     if command == "test":
         return run(str(PYTHON), "-m", "pytest", *rest)
     if command == "check":
@@ -66,8 +70,6 @@ def main(argv: list[str]) -> int:
         )
     if command == "protos":
         return run(str(PYTHON), "scripts/gen_protos.py")
-    if command == "cmk":
-        return run(str(BIN / "cmk"), *rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
