@@ -3,7 +3,7 @@
 
     python3 dev.py up       start the trio (data in ./.cmk)
     python3 dev.py test     run the test suite (extra arguments go to pytest)
-    python3 dev.py check    generated code fresh, ruff clean
+    python3 dev.py check    generated code fresh, ruff and mypy clean
     python3 dev.py protos   regenerate the code from protos/
     python3 dev.py cmk ...  any cmk command
 
@@ -65,8 +65,12 @@ def main(argv: list[str]) -> int:
     if command == "test":
         return run(str(PYTHON), "-m", "pytest", *rest)
     if command == "check":
-        return run(str(PYTHON), "scripts/gen_protos.py", "--check") or run(
-            str(BIN / "ruff"), "check", "services", "tests", "scripts", "dev.py"
+        sources = ("services", "tests", "scripts", "dev.py")
+        return (
+            run(str(PYTHON), "scripts/gen_protos.py", "--check")
+            or run(str(BIN / "ruff"), "check", *sources)
+            or run(str(BIN / "ruff"), "format", "--check", *sources)
+            or run(str(BIN / "mypy"))
         )
     if command == "protos":
         return run(str(PYTHON), "scripts/gen_protos.py")

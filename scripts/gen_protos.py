@@ -43,7 +43,10 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTOS)
+    done = subprocess.run(cmd, cwd=PROTOS, capture_output=True, text=True)
+    if done.returncode != 0:  # the plugins chatter on stderr; show it only when it matters
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"protoc failed with exit code {done.returncode}")
     # Every directory on the way to a generated module is a package.
     for module in list(out.rglob("*_pb2.py")):
         for parent in module.relative_to(out).parents:
@@ -78,11 +81,11 @@ def main() -> int:
                 return 1
             print(f"generated code is fresh ({len(fresh)} files)")
             return 0
-        for p in generated_files(PROTOS) - fresh:
-            (PROTOS / p).unlink()
-        for p in fresh:
-            (PROTOS / p).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / p, PROTOS / p)
+        for gone in generated_files(PROTOS) - fresh:
+            (PROTOS / gone).unlink()
+        for made in fresh:
+            (PROTOS / made).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / made, PROTOS / made)
         print(f"wrote {len(fresh)} generated files under {PROTOS.relative_to(ROOT)}")
     return 0
 

@@ -17,7 +17,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,7 +76,7 @@ def output_option(f: F) -> F:
     )(f)
 
 
-def run_async(f: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """Run an async command body; a service error becomes a clear message and exit code 1."""
 
     @functools.wraps(f)
@@ -274,9 +274,8 @@ async def health(state: State, endpoint: str, service: str) -> None:
 
     channel = open_channel(endpoint)
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5
-        )
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     except grpc.aio.AioRpcError as exc:
         status = f"UNREACHABLE ({exc.code().name})"

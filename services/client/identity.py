@@ -161,8 +161,8 @@ class IdentityClient:
         self, tenant_id: str, kind: int, display_name: str, *, tenant_admin: bool = False, platform_service: str = ""
     ) -> res.Principal:
         principal = res.Principal(
-            kind=kind,
-            display_name=display_name,  # type: ignore[arg-type]
+            kind=res.PrincipalKind.ValueType(kind),
+            display_name=display_name,
             tenant_admin=tenant_admin,
             platform_service=platform_service,
         )
@@ -182,8 +182,11 @@ class IdentityClient:
         return await self._call(
             self.directory.ListPrincipals,
             pb.ListPrincipalsRequest(
-                parent=f"tenants/{tenant_id}", kind=kind, page_size=page_size, page_token=page_token
-            ),  # type: ignore[arg-type]
+                parent=f"tenants/{tenant_id}",
+                kind=res.PrincipalKind.ValueType(kind),
+                page_size=page_size,
+                page_token=page_token,
+            ),
         )
 
     async def rename_principal(self, tenant_id: str, object_id: str, display_name: str) -> res.Principal:
@@ -253,7 +256,9 @@ class IdentityClient:
         return await self._call(
             self.directory.CreateRoleAssignment,
             pb.CreateRoleAssignmentRequest(
-                role_assignment=res.RoleAssignment(principal_id=principal_id, role=role, scope=scope)  # type: ignore[arg-type]
+                role_assignment=res.RoleAssignment(
+                    principal_id=principal_id, role=res.Role.ValueType(role), scope=scope
+                )
             ),
         )
 
@@ -281,7 +286,7 @@ class IdentityClient:
     async def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
         return await self._call(
             self.directory.CheckAccess,
-            pb.CheckAccessRequest(principal_id=principal_id, scope=scope, action=action),  # type: ignore[arg-type]
+            pb.CheckAccessRequest(principal_id=principal_id, scope=scope, action=res.Action.ValueType(action)),
         )
 
     # --- events -----------------------------------------------------------------------

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-import grpc
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
@@ -22,6 +21,7 @@ from services.rpckit.errors import invalid_field
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from services.rpckit.tokens import issuer_for
+from services.rpckit.types import Context
 from services.rpckit.validation import enum_value, name_parts, require_uuid
 
 _UUID = r"([^/]{1,64})"  # any segment; require_uuid then says what is wrong with it
@@ -82,10 +82,10 @@ def principal_pb(p: model.Principal) -> res.Principal:
         name=f"tenants/{p.tenant_id}/principals/{p.object_id}",
         object_id=p.object_id,
         tenant_id=p.tenant_id,
-        kind=int(p.kind),
+        kind=res.PrincipalKind.ValueType(p.kind),
         display_name=p.display_name,
         client_id=p.client_id,
-        enabled=p.enabled,  # type: ignore[arg-type]
+        enabled=p.enabled,
         resource_id=p.resource_id,
         owner_object_id=p.owner_object_id,
         platform_service=p.platform_service,
@@ -111,9 +111,9 @@ def role_assignment_pb(a: model.RoleAssignment) -> res.RoleAssignment:
         name=f"roleAssignments/{a.role_assignment_id}",
         role_assignment_id=a.role_assignment_id,
         principal_id=a.principal_id,
-        role=int(a.role),
+        role=res.Role.ValueType(a.role),
         scope=a.scope,
-        tenant_id=a.tenant_id,  # type: ignore[arg-type]
+        tenant_id=a.tenant_id,
         create_time=_ts(a.create_time),
         created_by=a.created_by,
     )
@@ -134,9 +134,9 @@ def signing_key_pb(k: model.SigningKey) -> res.SigningKey:
 def event_pb(e: model.Event) -> res.Event:
     return res.Event(
         sequence=e.sequence,
-        type=int(e.type),
+        type=res.EventType.ValueType(e.type),
         time=_ts(e.time),
-        tenant_id=e.tenant_id,  # type: ignore[arg-type]
+        tenant_id=e.tenant_id,
         principal_id=e.principal_id,
         subscription_id=e.subscription_id,
         new_tenant_id=e.new_tenant_id,
@@ -198,17 +198,15 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # tenants
 
-    async def CreateTenant(self, request: pb.CreateTenantRequest, context: grpc.aio.ServicerContext) -> res.Tenant:
+    async def CreateTenant(self, request: pb.CreateTenantRequest, context: Context) -> res.Tenant:
         tenant = await self._d.create_tenant(await self._actor(), request.tenant.display_name)
         return tenant_pb(tenant, self._issuer_base)
 
-    async def GetTenant(self, request: pb.GetTenantRequest, context: grpc.aio.ServicerContext) -> res.Tenant:
+    async def GetTenant(self, request: pb.GetTenantRequest, context: Context) -> res.Tenant:
         (tenant_id,) = name_parts("name", request.name, TENANT_NAME, "tenants/{tenant_id}")
         return tenant_pb(await self._d.get_tenant(await self._actor(), tenant_id), self._issuer_base)
 
-    async def ListTenants(
-        self, request: pb.ListTenantsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListTenantsResponse:
+    async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:
         after, limit = _page("tenants", request.page_size, request.page_token)
         found = await self._d.list_tenants(await self._actor(), after=after, limit=limit)
         return pb.ListTenantsResponse(
@@ -216,7 +214,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("tenants", found, limit, lambda t: t.tenant_id),
         )
 
-    async def UpdateTenant(self, request: pb.UpdateTenantRequest, context: grpc.aio.ServicerContext) -> res.Tenant:
+    async def UpdateTenant(self, request: pb.UpdateTenantRequest, context: Context) -> res.Tenant:
         (tenant_id,) = name_parts("tenant.name", request.tenant.name, TENANT_NAME, "tenants/{tenant_id}")
         _mask(request.update_mask, {"display_name"})
         tenant = await self._d.rename_tenant(await self._actor(), tenant_id, request.tenant.display_name)
@@ -224,21 +222,17 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # subscriptions
 
-    async def CreateSubscription(
-        self, request: pb.CreateSubscriptionRequest, context: grpc.aio.ServicerContext
-    ) -> res.Subscription:
+    async def CreateSubscription(self, request: pb.CreateSubscriptionRequest, context: Context) -> res.Subscription:
         tenant_id = require_uuid("subscription.tenant_id", request.subscription.tenant_id)
         sub = await self._d.create_subscription(await self._actor(), tenant_id, request.subscription.display_name)
         return subscription_pb(sub)
 
-    async def GetSubscription(
-        self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
-    ) -> res.Subscription:
+    async def GetSubscription(self, request: pb.GetSubscriptionRequest, context: Context) -> res.Subscription:
         (sub_id,) = name_parts("name", request.name, SUBSCRIPTION_NAME, "subscriptions/{subscription_id}")
         return subscription_pb(await self._d.get_subscription(await self._actor(), sub_id))
 
     async def ListSubscriptions(
-        self, request: pb.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListSubscriptionsRequest, context: Context
     ) -> pb.ListSubscriptionsResponse:
         tenant_id = _optional_uuid("tenant_id", request.tenant_id)
         after, limit = _page("subscriptions", request.page_size, request.page_token)
@@ -248,18 +242,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("subscriptions", found, limit, lambda s: s.subscription_id),
         )
 
-    async def TransferSubscription(
-        self, request: pb.TransferSubscriptionRequest, context: grpc.aio.ServicerContext
-    ) -> res.Subscription:
+    async def TransferSubscription(self, request: pb.TransferSubscriptionRequest, context: Context) -> res.Subscription:
         (sub_id,) = name_parts("name", request.name, SUBSCRIPTION_NAME, "subscriptions/{subscription_id}")
         target = require_uuid("target_tenant_id", request.target_tenant_id)
         return subscription_pb(await self._d.transfer_subscription(await self._actor(), sub_id, target))
 
     # principals
 
-    async def CreatePrincipal(
-        self, request: pb.CreatePrincipalRequest, context: grpc.aio.ServicerContext
-    ) -> res.Principal:
+    async def CreatePrincipal(self, request: pb.CreatePrincipalRequest, context: Context) -> res.Principal:
         (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
         kind = enum_value("principal.kind", request.principal.kind, res.PrincipalKind.values())
         principal = await self._d.create_principal(
@@ -272,15 +262,13 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
         return principal_pb(principal)
 
-    async def GetPrincipal(self, request: pb.GetPrincipalRequest, context: grpc.aio.ServicerContext) -> res.Principal:
+    async def GetPrincipal(self, request: pb.GetPrincipalRequest, context: Context) -> res.Principal:
         tenant_id, object_id = name_parts(
             "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
         )
         return principal_pb(await self._d.get_principal(await self._actor(), tenant_id, object_id))
 
-    async def ListPrincipals(
-        self, request: pb.ListPrincipalsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListPrincipalsResponse:
+    async def ListPrincipals(self, request: pb.ListPrincipalsRequest, context: Context) -> pb.ListPrincipalsResponse:
         (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
         kind = None
         if request.kind:
@@ -292,9 +280,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("principals", found, limit, lambda p: p.object_id),
         )
 
-    async def UpdatePrincipal(
-        self, request: pb.UpdatePrincipalRequest, context: grpc.aio.ServicerContext
-    ) -> res.Principal:
+    async def UpdatePrincipal(self, request: pb.UpdatePrincipalRequest, context: Context) -> res.Principal:
         tenant_id, object_id = name_parts(
             "principal.name", request.principal.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
         )
@@ -312,19 +298,13 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         tenant_id, object_id = name_parts("name", name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
         return principal_pb(await self._d.update_principal(await self._actor(), tenant_id, object_id, enabled=enabled))
 
-    async def EnablePrincipal(
-        self, request: pb.EnablePrincipalRequest, context: grpc.aio.ServicerContext
-    ) -> res.Principal:
+    async def EnablePrincipal(self, request: pb.EnablePrincipalRequest, context: Context) -> res.Principal:
         return await self._set_enabled(request.name, True)
 
-    async def DisablePrincipal(
-        self, request: pb.DisablePrincipalRequest, context: grpc.aio.ServicerContext
-    ) -> res.Principal:
+    async def DisablePrincipal(self, request: pb.DisablePrincipalRequest, context: Context) -> res.Principal:
         return await self._set_enabled(request.name, False)
 
-    async def DeletePrincipal(
-        self, request: pb.DeletePrincipalRequest, context: grpc.aio.ServicerContext
-    ) -> empty_pb2.Empty:
+    async def DeletePrincipal(self, request: pb.DeletePrincipalRequest, context: Context) -> empty_pb2.Empty:
         tenant_id, object_id = name_parts(
             "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
         )
@@ -333,9 +313,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # managed identities
 
-    async def CreateManagedIdentity(
-        self, request: pb.CreateManagedIdentityRequest, context: grpc.aio.ServicerContext
-    ) -> res.Principal:
+    async def CreateManagedIdentity(self, request: pb.CreateManagedIdentityRequest, context: Context) -> res.Principal:
         (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
         principal = await self._d.create_managed_identity(
             await self._actor(), tenant_id, request.resource_id, request.display_name
@@ -343,7 +321,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return principal_pb(principal)
 
     async def DeleteManagedIdentity(
-        self, request: pb.DeleteManagedIdentityRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteManagedIdentityRequest, context: Context
     ) -> empty_pb2.Empty:
         tenant_id, object_id = name_parts(
             "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
@@ -353,9 +331,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # client secrets
 
-    async def AddClientSecret(
-        self, request: pb.AddClientSecretRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AddClientSecretResponse:
+    async def AddClientSecret(self, request: pb.AddClientSecretRequest, context: Context) -> pb.AddClientSecretResponse:
         tenant_id, object_id = name_parts(
             "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
         )
@@ -367,7 +343,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def ListClientSecrets(
-        self, request: pb.ListClientSecretsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListClientSecretsRequest, context: Context
     ) -> pb.ListClientSecretsResponse:
         tenant_id, object_id = name_parts(
             "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
@@ -379,9 +355,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("secrets", found, limit, lambda s: s.secret_id),
         )
 
-    async def DeleteClientSecret(
-        self, request: pb.DeleteClientSecretRequest, context: grpc.aio.ServicerContext
-    ) -> empty_pb2.Empty:
+    async def DeleteClientSecret(self, request: pb.DeleteClientSecretRequest, context: Context) -> empty_pb2.Empty:
         tenant_id, object_id, secret_id = name_parts(
             "name", request.name, SECRET_NAME, "tenants/{tenant_id}/principals/{object_id}/secrets/{secret_id}"
         )
@@ -391,7 +365,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     # role assignments
 
     async def CreateRoleAssignment(
-        self, request: pb.CreateRoleAssignmentRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateRoleAssignmentRequest, context: Context
     ) -> res.RoleAssignment:
         ra = request.role_assignment
         principal_id = require_uuid("role_assignment.principal_id", ra.principal_id)
@@ -399,14 +373,12 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         created = await self._d.create_role_assignment(await self._actor(), principal_id, role, ra.scope)
         return role_assignment_pb(created)
 
-    async def GetRoleAssignment(
-        self, request: pb.GetRoleAssignmentRequest, context: grpc.aio.ServicerContext
-    ) -> res.RoleAssignment:
+    async def GetRoleAssignment(self, request: pb.GetRoleAssignmentRequest, context: Context) -> res.RoleAssignment:
         (ra_id,) = name_parts("name", request.name, ROLE_ASSIGNMENT_NAME, "roleAssignments/{role_assignment_id}")
         return role_assignment_pb(await self._d.get_role_assignment(await self._actor(), ra_id))
 
     async def ListRoleAssignments(
-        self, request: pb.ListRoleAssignmentsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListRoleAssignmentsRequest, context: Context
     ) -> pb.ListRoleAssignmentsResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
         after, limit = _page("roleAssignments", request.page_size, request.page_token)
@@ -418,16 +390,12 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
             next_page_token=_next_token("roleAssignments", found, limit, lambda a: a.role_assignment_id),
         )
 
-    async def DeleteRoleAssignment(
-        self, request: pb.DeleteRoleAssignmentRequest, context: grpc.aio.ServicerContext
-    ) -> empty_pb2.Empty:
+    async def DeleteRoleAssignment(self, request: pb.DeleteRoleAssignmentRequest, context: Context) -> empty_pb2.Empty:
         (ra_id,) = name_parts("name", request.name, ROLE_ASSIGNMENT_NAME, "roleAssignments/{role_assignment_id}")
         await self._d.delete_role_assignment(await self._actor(), ra_id)
         return empty_pb2.Empty()
 
-    async def CheckAccess(
-        self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CheckAccessResponse:
+    async def CheckAccess(self, request: pb.CheckAccessRequest, context: Context) -> pb.CheckAccessResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
         action = model.Action(enum_value("action", request.action, res.Action.values()))
         granted = await self._d.check_access(await self._actor(), principal_id, request.scope, action)
@@ -437,9 +405,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     # events
 
-    async def WatchEvents(
-        self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[res.Event]:
+    async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[res.Event]:
         actor = await self._actor()
         self._d.require_event_reader(actor)
         await self._d.check_cursor(request.after_sequence)
@@ -463,16 +429,14 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         self._issuer = issuer
         self._keys = keys
 
-    async def IssueToken(
-        self, request: pb.IssueTokenRequest, context: grpc.aio.ServicerContext
-    ) -> pb.IssueTokenResponse:
+    async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
         issued = await self._issuer.client_credentials(
             request.tenant_id, request.client_id, request.client_secret, request.audience
         )
         return token_pb(issued)
 
     async def IssueManagedIdentityToken(
-        self, request: pb.IssueManagedIdentityTokenRequest, context: grpc.aio.ServicerContext
+        self, request: pb.IssueManagedIdentityTokenRequest, context: Context
     ) -> pb.IssueTokenResponse:
         tenant_id, object_id = name_parts(
             "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
@@ -481,9 +445,7 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         return token_pb(await self._issuer.managed_identity_token(actor, tenant_id, object_id, request.audience))
 
-    async def ListSigningKeys(
-        self, request: pb.ListSigningKeysRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListSigningKeysResponse:
+    async def ListSigningKeys(self, request: pb.ListSigningKeysRequest, context: Context) -> pb.ListSigningKeysResponse:
         after, limit = _page("signingKeys", request.page_size, request.page_token)
         keys = await self._keys.published()
         start = 0 if after is None else next((i + 1 for i, k in enumerate(keys) if k.kid == after), len(keys))
@@ -495,9 +457,7 @@ class TokenApi(pb_grpc.TokenServiceServicer):
             else "",
         )
 
-    async def RotateSigningKey(
-        self, request: pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
-    ) -> res.SigningKey:
+    async def RotateSigningKey(self, request: pb.RotateSigningKeyRequest, context: Context) -> res.SigningKey:
         caller = current_caller()
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         self._d.require_operator(actor, "rotate signing keys")

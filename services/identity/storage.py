@@ -245,7 +245,8 @@ class IdentityStore:
     async def list_principals(
         self, *, tenant_id: str, kind: PrincipalKind | None, after: str | None, limit: int
     ) -> list[Principal]:
-        sql, params = "SELECT * FROM principals WHERE tenant_id = ? AND object_id > ?", [tenant_id, after or ""]
+        sql = "SELECT * FROM principals WHERE tenant_id = ? AND object_id > ?"
+        params: list[object] = [tenant_id, after or ""]
         if kind is not None:
             sql += " AND kind = ?"
             params.append(int(kind))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from services.rpckit.errors import Unauthenticated
 from services.rpckit.reasons import Reason
 from services.rpckit.tokens import TokenValidator, VerifiedToken
+from services.rpckit.types import Context
+
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
 _caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
 
@@ -29,9 +33,8 @@ def bearer_token(metadata: Any) -> str:
     """The token of an "authorization: Bearer <token>" metadata entry."""
     for key, value in metadata or ():
         if key == "authorization":
-            if isinstance(value, bytes):
-                value = value.decode("ascii", "replace")
-            scheme, _, token = value.partition(" ")
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
@@ -54,18 +57,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method in self._public:
             return handler
         if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         if handler.unary_unary is not None:
-            inner = handler.unary_unary
+            inner = cast(UnaryBehavior, handler.unary_unary)
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: Context) -> Any:
                 token = await self._authenticate(context)
                 reset = _caller.set(token)
                 try:
@@ -79,9 +82,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+            inner_stream = cast(StreamBehavior, handler.unary_stream)
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 token = await self._authenticate(context)
                 reset = _caller.set(token)
                 try:
@@ -97,6 +100,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> VerifiedToken:
+    async def _authenticate(self, context: Context) -> VerifiedToken:
         token = bearer_token(context.invocation_metadata())
         return await self._validator.validate(token, audience=self._audience)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from services.rpckit import errors
 from services.rpckit.reasons import Reason
+from services.rpckit.types import Context
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     return cls(reason, message, metadata=metadata)
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+Handler = Callable[[Any, Context], Awaitable[Any]]
+StreamHandler = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -132,28 +133,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
+                self._wrap_unary(cast(Handler, handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(cast(StreamHandler, handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
         if isinstance(exc, errors.ServiceError):
             log.info(
                 "call refused",
@@ -164,7 +165,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         await context.abort_with_status(internal_status(self._domain))
 
     def _wrap_unary(self, behavior: Handler, method: str) -> Handler:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -175,7 +176,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behavior: StreamHandler, method: str) -> StreamHandler:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
                     yield response
