@@ -188,7 +188,10 @@ def serve() -> None:
     help="require client certificates from this CA (mutual TLS)",
 )
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+@output_option
+@pass_state
 def serve_identity(
+    state: State,
     data_dir: Path,
     host: str | None,
     port: int | None,
@@ -213,24 +216,37 @@ def serve_identity(
         raise click.ClickException(str(exc)) from exc
     from services.rpckit.server import run
 
-    run(lambda: _serve_identity(config))
+    run(lambda: _serve_identity(config, state.output))
 
 
-async def _serve_identity(config: Any) -> None:
+async def _serve_identity(config: Any, output: str) -> None:
     from services.identity.server import build_server
     from services.rpckit.logs import configure_logging
     from services.rpckit.server import wait_for_signal
 
     configure_logging("identity", config.log_level)
     server = await build_server(config)
-    _announce("identity", server.endpoint, server)
+    _announce("identity", server.endpoint, server, output)
     await wait_for_signal()
     click.echo("identity: stopping", err=True)
     await server.stop()
 
 
-def _announce(name: str, endpoint: str, server: Any) -> None:
+def _announce(name: str, endpoint: str, server: Any, output: str) -> None:
     # To stdout, not the log: this is the one time the operator secret is shown.
+    login = f"cmk login --endpoint {endpoint} --operator-file {server.config.operator_file}"
+    if output == "json":
+        operator = None
+        if server.new_operator_secret is not None:
+            operator = {
+                "tenant_id": server.operator.tenant_id,
+                "client_id": server.new_operator_secret.client_id,
+                "client_secret": server.new_operator_secret.value,
+                "file": str(server.config.operator_file),
+            }
+        click.echo(json.dumps({"service": name, "endpoint": endpoint, "created_operator": operator, "login": login}))
+        sys.stdout.flush()
+        return
     click.echo(f"{name} listening on {endpoint}")
     if server.new_operator_secret is not None:
         secret = server.new_operator_secret
@@ -239,7 +255,7 @@ def _announce(name: str, endpoint: str, server: Any) -> None:
         click.echo(f"  client id:     {secret.client_id}")
         click.echo(f"  client secret: {secret.value}")
         click.echo(f"  file:          {server.config.operator_file}")
-    click.echo(f"sign in with: cmk login --endpoint {endpoint} --operator-file {server.config.operator_file}")
+    click.echo(f"sign in with: {login}")
     sys.stdout.flush()
 
 
@@ -248,7 +264,9 @@ def _announce(name: str, endpoint: str, server: Any) -> None:
     "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
 )
 @click.option("--port-base", type=int, default=50050, show_default=True, help="identity listens on port-base+1")
-def up(data_dir: Path, port_base: int) -> None:
+@output_option
+@pass_state
+def up(state: State, data_dir: Path, port_base: int) -> None:
     """Start the services in one process, with their data in --data-dir.
 
     Today that is the identity service; the key vault and speech services join as they land.
@@ -259,7 +277,7 @@ def up(data_dir: Path, port_base: int) -> None:
     from services.rpckit.server import run
 
     config = IdentityConfig.from_env(os.environ, data_dir=data_dir, port=port_base + 1)
-    run(lambda: _serve_identity(config))
+    run(lambda: _serve_identity(config, state.output))
 
 
 @cli.command()

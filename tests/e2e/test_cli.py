@@ -184,6 +184,25 @@ def test_the_directory_end_to_end_with_json_output(served, tmp_path):
     }
 
 
+def test_serve_announces_itself_in_json_too(tmp_path):
+    env = _env(tmp_path)
+    process = subprocess.Popen(
+        [*CMK, "serve", "identity", "--data-dir", str(tmp_path / "d"), "--port", "0", "--output", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        banner = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        operator = json.loads((tmp_path / "d" / "operator.json").read_text())
+        assert banner["service"] == "identity" and banner["endpoint"].startswith("127.0.0.1:")
+        assert banner["created_operator"]["client_secret"] == operator["client_secret"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
 def test_tables_for_people(served):
     cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
     result = subprocess.run([*CMK, "tenant", "list"], capture_output=True, text=True, env=served.env, timeout=30)

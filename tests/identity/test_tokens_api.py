@@ -3,6 +3,7 @@ with its own reason, disabled principals, signing key rotation, managed identiti
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -340,3 +341,24 @@ async def test_a_client_secret_expires_and_rotates(operator, channel, clock):
     with pytest.raises(Unauthenticated) as caught:
         await operator.issue_token(new_creds, audiences.VAULT)
     assert caught.value.reason is Reason.CLIENT_SECRET_EXPIRED
+
+
+async def test_a_feed_whose_cursor_is_ahead_of_a_reset_directory_starts_over(identity, operator, channel, clock):
+    platform_tid = next(x.tenant_id for x in (await operator.list_tenants()).tenants if x.platform)
+    _, _, platform = await make_principal(operator, channel, clock, platform_tid, "vault", platform_service="keyvault")
+    validator = TokenValidator(
+        key_source=GrpcSigningKeySource(IdentityClient(channel)), clock=clock, issuer_base=identity.config.issuer_base
+    )
+    validator.revocations.revoke("stale-object-id", "disabled")  # state from the directory's former life
+    feed = RevocationFeed(platform, validator)
+    feed.follower.cursor = 10_000
+    feed.start()
+    try:
+        async with asyncio.timeout(5):
+            while not feed.follower.resets:  # noqa: ASYNC110 (a test polling a counter)
+                await asyncio.sleep(0.01)
+        await feed.follower.wait_for(await identity.store.last_sequence())
+        assert feed.follower.resets == 1
+        assert validator.revocations.why_revoked("stale-object-id") is None
+    finally:
+        await feed.stop()
