@@ -222,14 +222,15 @@ def serve_identity(
 async def _serve_identity(config: Any, output: str) -> None:
     from services.identity.server import build_server
     from services.rpckit.logs import configure_logging
-    from services.rpckit.server import wait_for_signal
+    from services.rpckit.server import stop_signals
 
     configure_logging("identity", config.log_level)
-    server = await build_server(config)
-    _announce("identity", server.endpoint, server, output)
-    await wait_for_signal()
-    click.echo("identity: stopping", err=True)
-    await server.stop()
+    with stop_signals() as stopped:
+        server = await build_server(config)
+        _announce("identity", server.endpoint, server, output)
+        await stopped.wait()
+        click.echo("identity: stopping", err=True)
+        await server.stop()
 
 
 def _announce(name: str, endpoint: str, server: Any, output: str) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -88,16 +89,21 @@ async def start_server(
     return RunningServer(server=server, port=bound, health=health_servicer, service_names=tuple(service_names))
 
 
-async def wait_for_signal(stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
-    """Return when the process receives one of `stop_signals`."""
+@contextmanager
+def stop_signals(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[asyncio.Event]:
+    """An event set when the process receives one of `signals`.
+
+    Enter it before starting to serve, so that a signal arriving at any moment after the
+    server announced itself stops it gracefully instead of killing it.
+    """
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
-    for sig in stop_signals:
+    for sig in signals:
         loop.add_signal_handler(sig, stopped.set)
     try:
-        await stopped.wait()
+        yield stopped
     finally:
-        for sig in stop_signals:
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
 
