@@ -24,43 +24,54 @@ _sym_db = _symbol_database.Default()
 
 from cmk.keyvault.v1 import resources_pb2 as cmk_dot_keyvault_dot_v1_dot_resources__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cmk/keyvault/v1/keyvault_service.proto\x12\x0f\x63mk.keyvault.v1\x1a\x1f\x63mk/keyvault/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\";\n\x12\x43reateVaultRequest\x12%\n\x05vault\x18\x01 \x01(\x0b\x32\x16.cmk.keyvault.v1.Vault\"\x1f\n\x0fGetVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x11ListVaultsRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x12ListVaultsResponse\x12&\n\x06vaults\x18\x01 \x03(\x0b\x32\x16.cmk.keyvault.v1.Vault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x16SetAccessPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\raccess_policy\x18\x02 \x01(\x0b\x32\x1d.cmk.keyvault.v1.AccessPolicy\"<\n\x19RemoveAccessPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\"^\n\x10\x43reateKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12(\n\x03key\x18\x03 \x01(\x0b\x32\x1b.cmk.keyvault.v1.KeyVersion\"\x1c\n\rGetKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"i\n\x0eWrapKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\talgorithm\x18\x02 \x01(\x0e\x32$.cmk.keyvault.v1.EncryptionAlgorithm\x12\x11\n\tplaintext\x18\x03 \x01(\x0c\"5\n\x0fWrapKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"l\n\x10UnwrapKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\talgorithm\x18\x02 \x01(\x0e\x32$.cmk.keyvault.v1.EncryptionAlgorithm\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"6\n\x11UnwrapKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x32\xf1\x03\n\x0cVaultService\x12J\n\x0b\x43reateVault\x12#.cmk.keyvault.v1.CreateVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12\x44\n\x08GetVault\x12 .cmk.keyvault.v1.GetVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12U\n\nListVaults\x12\".cmk.keyvault.v1.ListVaultsRequest\x1a#.cmk.keyvault.v1.ListVaultsResponse\x12J\n\x0b\x44\x65leteVault\x12#.cmk.keyvault.v1.DeleteVaultRequest\x1a\x16.google.protobuf.Empty\x12R\n\x0fSetAccessPolicy\x12\'.cmk.keyvault.v1.SetAccessPolicyRequest\x1a\x16.cmk.keyvault.v1.Vault\x12X\n\x12RemoveAccessPolicy\x12*.cmk.keyvault.v1.RemoveAccessPolicyRequest\x1a\x16.cmk.keyvault.v1.Vault2\xc2\x02\n\nKeyService\x12K\n\tCreateKey\x12!.cmk.keyvault.v1.CreateKeyRequest\x1a\x1b.cmk.keyvault.v1.KeyVersion\x12\x45\n\x06GetKey\x12\x1e.cmk.keyvault.v1.GetKeyRequest\x1a\x1b.cmk.keyvault.v1.KeyVersion\x12L\n\x07WrapKey\x12\x1f.cmk.keyvault.v1.WrapKeyRequest\x1a .cmk.keyvault.v1.WrapKeyResponse\x12R\n\tUnwrapKey\x12!.cmk.keyvault.v1.UnwrapKeyRequest\x1a\".cmk.keyvault.v1.UnwrapKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cmk/keyvault/v1/keyvault_service.proto\x12\x0f\x63mk.keyvault.v1\x1a\x1f\x63mk/keyvault/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\";\n\x12\x43reateVaultRequest\x12%\n\x05vault\x18\x01 \x01(\x0b\x32\x16.cmk.keyvault.v1.Vault\"\x1f\n\x0fGetVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x11ListVaultsRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x12ListVaultsResponse\x12&\n\x06vaults\x18\x01 \x03(\x0b\x32\x16.cmk.keyvault.v1.Vault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x12UpdateVaultRequest\x12%\n\x05vault\x18\x01 \x01(\x0b\x32\x16.cmk.keyvault.v1.Vault\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Z\n\x18ListDeletedVaultsRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"#\n\x13RecoverVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11PurgeVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x84\x01\n\x19UpdateAccessPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x64\x64_permissions\x18\x04 \x03(\t\x12\x1a\n\x12remove_permissions\x18\x05 \x03(\t\"\"\n\x12\x44\x65leteVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x16SetAccessPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\raccess_policy\x18\x02 \x01(\x0b\x32\x1d.cmk.keyvault.v1.AccessPolicy\"<\n\x19RemoveAccessPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\"^\n\x10\x43reateKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12(\n\x03key\x18\x03 \x01(\x0b\x32\x1b.cmk.keyvault.v1.KeyVersion\"\x1c\n\rGetKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"i\n\x0eWrapKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\talgorithm\x18\x02 \x01(\x0e\x32$.cmk.keyvault.v1.EncryptionAlgorithm\x12\x11\n\tplaintext\x18\x03 \x01(\x0c\"5\n\x0fWrapKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"l\n\x10UnwrapKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\talgorithm\x18\x02 \x01(\x0e\x32$.cmk.keyvault.v1.EncryptionAlgorithm\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"6\n\x11UnwrapKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x32\x94\x07\n\x0cVaultService\x12J\n\x0b\x43reateVault\x12#.cmk.keyvault.v1.CreateVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12\x44\n\x08GetVault\x12 .cmk.keyvault.v1.GetVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12U\n\nListVaults\x12\".cmk.keyvault.v1.ListVaultsRequest\x1a#.cmk.keyvault.v1.ListVaultsResponse\x12J\n\x0bUpdateVault\x12#.cmk.keyvault.v1.UpdateVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12J\n\x0b\x44\x65leteVault\x12#.cmk.keyvault.v1.DeleteVaultRequest\x1a\x16.google.protobuf.Empty\x12\x63\n\x11ListDeletedVaults\x12).cmk.keyvault.v1.ListDeletedVaultsRequest\x1a#.cmk.keyvault.v1.ListVaultsResponse\x12L\n\x0cRecoverVault\x12$.cmk.keyvault.v1.RecoverVaultRequest\x1a\x16.cmk.keyvault.v1.Vault\x12H\n\nPurgeVault\x12\".cmk.keyvault.v1.PurgeVaultRequest\x1a\x16.google.protobuf.Empty\x12R\n\x0fSetAccessPolicy\x12\'.cmk.keyvault.v1.SetAccessPolicyRequest\x1a\x16.cmk.keyvault.v1.Vault\x12X\n\x12UpdateAccessPolicy\x12*.cmk.keyvault.v1.UpdateAccessPolicyRequest\x1a\x16.cmk.keyvault.v1.Vault\x12X\n\x12RemoveAccessPolicy\x12*.cmk.keyvault.v1.RemoveAccessPolicyRequest\x1a\x16.cmk.keyvault.v1.Vault2\xc2\x02\n\nKeyService\x12K\n\tCreateKey\x12!.cmk.keyvault.v1.CreateKeyRequest\x1a\x1b.cmk.keyvault.v1.KeyVersion\x12\x45\n\x06GetKey\x12\x1e.cmk.keyvault.v1.GetKeyRequest\x1a\x1b.cmk.keyvault.v1.KeyVersion\x12L\n\x07WrapKey\x12\x1f.cmk.keyvault.v1.WrapKeyRequest\x1a .cmk.keyvault.v1.WrapKeyResponse\x12R\n\tUnwrapKey\x12!.cmk.keyvault.v1.UnwrapKeyRequest\x1a\".cmk.keyvault.v1.UnwrapKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cmk.keyvault.v1.keyvault_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEVAULTREQUEST']._serialized_start=121
-  _globals['_CREATEVAULTREQUEST']._serialized_end=180
-  _globals['_GETVAULTREQUEST']._serialized_start=182
-  _globals['_GETVAULTREQUEST']._serialized_end=213
-  _globals['_LISTVAULTSREQUEST']._serialized_start=215
-  _globals['_LISTVAULTSREQUEST']._serialized_end=298
-  _globals['_LISTVAULTSRESPONSE']._serialized_start=300
-  _globals['_LISTVAULTSRESPONSE']._serialized_end=385
-  _globals['_DELETEVAULTREQUEST']._serialized_start=387
-  _globals['_DELETEVAULTREQUEST']._serialized_end=421
-  _globals['_SETACCESSPOLICYREQUEST']._serialized_start=423
-  _globals['_SETACCESSPOLICYREQUEST']._serialized_end=515
-  _globals['_REMOVEACCESSPOLICYREQUEST']._serialized_start=517
-  _globals['_REMOVEACCESSPOLICYREQUEST']._serialized_end=577
-  _globals['_CREATEKEYREQUEST']._serialized_start=579
-  _globals['_CREATEKEYREQUEST']._serialized_end=673
-  _globals['_GETKEYREQUEST']._serialized_start=675
-  _globals['_GETKEYREQUEST']._serialized_end=703
-  _globals['_WRAPKEYREQUEST']._serialized_start=705
-  _globals['_WRAPKEYREQUEST']._serialized_end=810
-  _globals['_WRAPKEYRESPONSE']._serialized_start=812
-  _globals['_WRAPKEYRESPONSE']._serialized_end=865
-  _globals['_UNWRAPKEYREQUEST']._serialized_start=867
-  _globals['_UNWRAPKEYREQUEST']._serialized_end=975
-  _globals['_UNWRAPKEYRESPONSE']._serialized_start=977
-  _globals['_UNWRAPKEYRESPONSE']._serialized_end=1031
-  _globals['_VAULTSERVICE']._serialized_start=1034
-  _globals['_VAULTSERVICE']._serialized_end=1531
-  _globals['_KEYSERVICE']._serialized_start=1534
-  _globals['_KEYSERVICE']._serialized_end=1856
+  _globals['_CREATEVAULTREQUEST']._serialized_start=155
+  _globals['_CREATEVAULTREQUEST']._serialized_end=214
+  _globals['_GETVAULTREQUEST']._serialized_start=216
+  _globals['_GETVAULTREQUEST']._serialized_end=247
+  _globals['_LISTVAULTSREQUEST']._serialized_start=249
+  _globals['_LISTVAULTSREQUEST']._serialized_end=332
+  _globals['_LISTVAULTSRESPONSE']._serialized_start=334
+  _globals['_LISTVAULTSRESPONSE']._serialized_end=419
+  _globals['_UPDATEVAULTREQUEST']._serialized_start=421
+  _globals['_UPDATEVAULTREQUEST']._serialized_end=529
+  _globals['_LISTDELETEDVAULTSREQUEST']._serialized_start=531
+  _globals['_LISTDELETEDVAULTSREQUEST']._serialized_end=621
+  _globals['_RECOVERVAULTREQUEST']._serialized_start=623
+  _globals['_RECOVERVAULTREQUEST']._serialized_end=658
+  _globals['_PURGEVAULTREQUEST']._serialized_start=660
+  _globals['_PURGEVAULTREQUEST']._serialized_end=693
+  _globals['_UPDATEACCESSPOLICYREQUEST']._serialized_start=696
+  _globals['_UPDATEACCESSPOLICYREQUEST']._serialized_end=828
+  _globals['_DELETEVAULTREQUEST']._serialized_start=830
+  _globals['_DELETEVAULTREQUEST']._serialized_end=864
+  _globals['_SETACCESSPOLICYREQUEST']._serialized_start=866
+  _globals['_SETACCESSPOLICYREQUEST']._serialized_end=958
+  _globals['_REMOVEACCESSPOLICYREQUEST']._serialized_start=960
+  _globals['_REMOVEACCESSPOLICYREQUEST']._serialized_end=1020
+  _globals['_CREATEKEYREQUEST']._serialized_start=1022
+  _globals['_CREATEKEYREQUEST']._serialized_end=1116
+  _globals['_GETKEYREQUEST']._serialized_start=1118
+  _globals['_GETKEYREQUEST']._serialized_end=1146
+  _globals['_WRAPKEYREQUEST']._serialized_start=1148
+  _globals['_WRAPKEYREQUEST']._serialized_end=1253
+  _globals['_WRAPKEYRESPONSE']._serialized_start=1255
+  _globals['_WRAPKEYRESPONSE']._serialized_end=1308
+  _globals['_UNWRAPKEYREQUEST']._serialized_start=1310
+  _globals['_UNWRAPKEYREQUEST']._serialized_end=1418
+  _globals['_UNWRAPKEYRESPONSE']._serialized_start=1420
+  _globals['_UNWRAPKEYRESPONSE']._serialized_end=1474
+  _globals['_VAULTSERVICE']._serialized_start=1477
+  _globals['_VAULTSERVICE']._serialized_end=2393
+  _globals['_KEYSERVICE']._serialized_start=2396
+  _globals['_KEYSERVICE']._serialized_end=2718
 # @@protoc_insertion_point(module_scope)

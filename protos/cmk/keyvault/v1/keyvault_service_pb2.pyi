@@ -10,6 +10,7 @@ policy that grants the permission.
 from cmk.keyvault.v1 import resources_pb2 as _resources_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -128,6 +129,152 @@ class ListVaultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListVaultsResponse: _TypeAlias = ListVaultsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateVaultRequest(_message.Message):
+    """Request of UpdateVault."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAULT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vault(self) -> _resources_pb2.Vault:
+        """The vault, with its name set; fields named in update_mask are changed."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: "purge_protection_enabled", "soft_delete_enabled" (both only to true)."""
+
+    def __init__(
+        self,
+        *,
+        vault: _resources_pb2.Vault | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "vault", b"vault"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "vault", b"vault"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVaultRequest: _TypeAlias = UpdateVaultRequest  # noqa: Y015
+
+@_typing.final
+class ListDeletedVaultsRequest(_message.Message):
+    """Request of ListDeletedVaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """The subscription whose deleted vaults to list."""
+    page_size: _builtins.int
+    """At most this many results; 0 means the default (50); at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletedVaultsRequest: _TypeAlias = ListDeletedVaultsRequest  # noqa: Y015
+
+@_typing.final
+class RecoverVaultRequest(_message.Message):
+    """Request of RecoverVault."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vaults/{vault_name}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverVaultRequest: _TypeAlias = RecoverVaultRequest  # noqa: Y015
+
+@_typing.final
+class PurgeVaultRequest(_message.Message):
+    """Request of PurgeVault."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vaults/{vault_name}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeVaultRequest: _TypeAlias = PurgeVaultRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAccessPolicyRequest(_message.Message):
+    """Request of UpdateAccessPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    ADD_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    REMOVE_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vaults/{vault_name}"."""
+    tenant_id: _builtins.str
+    """The tenant of the principal (must be the vault's)."""
+    object_id: _builtins.str
+    """The object id whose entry to change."""
+    @_builtins.property
+    def add_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Permissions to add."""
+
+    @_builtins.property
+    def remove_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Permissions to remove (an entry left with none is removed)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        object_id: _builtins.str = ...,
+        add_permissions: _abc.Iterable[_builtins.str] | None = ...,
+        remove_permissions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_permissions", b"add_permissions", "name", b"name", "object_id", b"object_id", "remove_permissions", b"remove_permissions", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccessPolicyRequest: _TypeAlias = UpdateAccessPolicyRequest  # noqa: Y015
 
 @_typing.final
 class DeleteVaultRequest(_message.Message):

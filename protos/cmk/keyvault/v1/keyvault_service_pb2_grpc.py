@@ -28,7 +28,9 @@ if _version_not_supported:
 
 
 class VaultServiceStub:
-    """Vaults and their access policies (the control plane).
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
     """
 
     def __init__(self, channel):
@@ -52,14 +54,39 @@ class VaultServiceStub:
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.FromString,
                 _registered_method=True)
+        self.UpdateVault = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/UpdateVault',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateVaultRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+                _registered_method=True)
         self.DeleteVault = channel.unary_unary(
                 '/cmk.keyvault.v1.VaultService/DeleteVault',
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteVaultRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ListDeletedVaults = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/ListDeletedVaults',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.FromString,
+                _registered_method=True)
+        self.RecoverVault = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/RecoverVault',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverVaultRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+                _registered_method=True)
+        self.PurgeVault = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/PurgeVault',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeVaultRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.SetAccessPolicy = channel.unary_unary(
                 '/cmk.keyvault.v1.VaultService/SetAccessPolicy',
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetAccessPolicyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+                _registered_method=True)
+        self.UpdateAccessPolicy = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/UpdateAccessPolicy',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateAccessPolicyRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
                 _registered_method=True)
         self.RemoveAccessPolicy = channel.unary_unary(
@@ -70,7 +97,9 @@ class VaultServiceStub:
 
 
 class VaultServiceServicer:
-    """Vaults and their access policies (the control plane).
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
     """
 
     def CreateVault(self, request, context):
@@ -88,21 +117,57 @@ class VaultServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListVaults(self, request, context):
-        """Lists the vaults of a subscription.
+        """Lists the vaults of a subscription (not the deleted ones).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateVault(self, request, context):
+        """Turns purge protection (or soft-delete) on; neither can be turned off.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteVault(self, request, context):
-        """Deletes a vault (soft-deleted when soft-delete is on).
+        """Deletes a vault: soft-deleted (its name stays reserved) when soft-delete is on, gone
+        with its keys otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeletedVaults(self, request, context):
+        """Lists the soft-deleted vaults of a subscription.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverVault(self, request, context):
+        """Recovers a soft-deleted vault with its keys and policies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeVault(self, request, context):
+        """Purges a soft-deleted vault; refused under purge protection before its purge date.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetAccessPolicy(self, request, context):
-        """Adds to or replaces the access policy entry of a principal.
+        """Sets the access policy entry of a principal, replacing its permissions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccessPolicy(self, request, context):
+        """Adds permissions to, or removes them from, a principal's entry (made if missing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,14 +198,39 @@ def add_VaultServiceServicer_to_server(servicer, server):
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.SerializeToString,
             ),
+            'UpdateVault': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVault,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateVaultRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
+            ),
             'DeleteVault': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVault,
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteVaultRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
+            'ListDeletedVaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletedVaults,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.SerializeToString,
+            ),
+            'RecoverVault': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverVault,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverVaultRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
+            ),
+            'PurgeVault': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeVault,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeVaultRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'SetAccessPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAccessPolicy,
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetAccessPolicyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
+            ),
+            'UpdateAccessPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccessPolicy,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateAccessPolicyRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
             ),
             'RemoveAccessPolicy': grpc.unary_unary_rpc_method_handler(
@@ -157,7 +247,9 @@ def add_VaultServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VaultService:
-    """Vaults and their access policies (the control plane).
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
     """
 
     @staticmethod
@@ -242,6 +334,33 @@ class VaultService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateVault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/UpdateVault',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateVaultRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteVault(request,
             target,
             options=(),
@@ -269,6 +388,87 @@ class VaultService:
             _registered_method=True)
 
     @staticmethod
+    def ListDeletedVaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/ListDeletedVaults',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverVault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/RecoverVault',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverVaultRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeVault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/PurgeVault',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeVaultRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SetAccessPolicy(request,
             target,
             options=(),
@@ -284,6 +484,33 @@ class VaultService:
             target,
             '/cmk.keyvault.v1.VaultService/SetAccessPolicy',
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetAccessPolicyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccessPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/UpdateAccessPolicy',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateAccessPolicyRequest.SerializeToString,
             cmk_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
             options,
             channel_credentials,

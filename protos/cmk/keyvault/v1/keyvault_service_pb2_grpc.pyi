@@ -33,7 +33,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class VaultServiceStub:
-    """Vaults and their access policies (the control plane)."""
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -44,17 +47,32 @@ class VaultServiceStub:
     GetVault: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetVaultRequest, _resources_pb2.Vault]
     """Gets a vault."""
     ListVaults: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListVaultsRequest, _keyvault_service_pb2.ListVaultsResponse]
-    """Lists the vaults of a subscription."""
+    """Lists the vaults of a subscription (not the deleted ones)."""
+    UpdateVault: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateVaultRequest, _resources_pb2.Vault]
+    """Turns purge protection (or soft-delete) on; neither can be turned off."""
     DeleteVault: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteVaultRequest, _empty_pb2.Empty]
-    """Deletes a vault (soft-deleted when soft-delete is on)."""
+    """Deletes a vault: soft-deleted (its name stays reserved) when soft-delete is on, gone
+    with its keys otherwise.
+    """
+    ListDeletedVaults: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListDeletedVaultsRequest, _keyvault_service_pb2.ListVaultsResponse]
+    """Lists the soft-deleted vaults of a subscription."""
+    RecoverVault: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverVaultRequest, _resources_pb2.Vault]
+    """Recovers a soft-deleted vault with its keys and policies."""
+    PurgeVault: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeVaultRequest, _empty_pb2.Empty]
+    """Purges a soft-deleted vault; refused under purge protection before its purge date."""
     SetAccessPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.SetAccessPolicyRequest, _resources_pb2.Vault]
-    """Adds to or replaces the access policy entry of a principal."""
+    """Sets the access policy entry of a principal, replacing its permissions."""
+    UpdateAccessPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateAccessPolicyRequest, _resources_pb2.Vault]
+    """Adds permissions to, or removes them from, a principal's entry (made if missing)."""
     RemoveAccessPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RemoveAccessPolicyRequest, _resources_pb2.Vault]
     """Removes the access policy entry of a principal."""
 
 @_typing.type_check_only
 class VaultServiceAsyncStub(VaultServiceStub):
-    """Vaults and their access policies (the control plane)."""
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateVaultRequest, _resources_pb2.Vault]  # type: ignore[assignment]
@@ -62,16 +80,31 @@ class VaultServiceAsyncStub(VaultServiceStub):
     GetVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetVaultRequest, _resources_pb2.Vault]  # type: ignore[assignment]
     """Gets a vault."""
     ListVaults: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListVaultsRequest, _keyvault_service_pb2.ListVaultsResponse]  # type: ignore[assignment]
-    """Lists the vaults of a subscription."""
+    """Lists the vaults of a subscription (not the deleted ones)."""
+    UpdateVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateVaultRequest, _resources_pb2.Vault]  # type: ignore[assignment]
+    """Turns purge protection (or soft-delete) on; neither can be turned off."""
     DeleteVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteVaultRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes a vault (soft-deleted when soft-delete is on)."""
+    """Deletes a vault: soft-deleted (its name stays reserved) when soft-delete is on, gone
+    with its keys otherwise.
+    """
+    ListDeletedVaults: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListDeletedVaultsRequest, _keyvault_service_pb2.ListVaultsResponse]  # type: ignore[assignment]
+    """Lists the soft-deleted vaults of a subscription."""
+    RecoverVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverVaultRequest, _resources_pb2.Vault]  # type: ignore[assignment]
+    """Recovers a soft-deleted vault with its keys and policies."""
+    PurgeVault: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeVaultRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Purges a soft-deleted vault; refused under purge protection before its purge date."""
     SetAccessPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.SetAccessPolicyRequest, _resources_pb2.Vault]  # type: ignore[assignment]
-    """Adds to or replaces the access policy entry of a principal."""
+    """Sets the access policy entry of a principal, replacing its permissions."""
+    UpdateAccessPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateAccessPolicyRequest, _resources_pb2.Vault]  # type: ignore[assignment]
+    """Adds permissions to, or removes them from, a principal's entry (made if missing)."""
     RemoveAccessPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RemoveAccessPolicyRequest, _resources_pb2.Vault]  # type: ignore[assignment]
     """Removes the access policy entry of a principal."""
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Vaults and their access policies (the control plane)."""
+    """Vaults and their access policies (the control plane). Needs a management-audience token
+    and a role on the vault's scope: Reader to read, Contributor to change (as in Azure,
+    where Contributor may write access policies).
+    """
 
     @_abc_1.abstractmethod
     def CreateVault(
@@ -95,7 +128,15 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.ListVaultsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keyvault_service_pb2.ListVaultsResponse, _abc.Awaitable[_keyvault_service_pb2.ListVaultsResponse]]:
-        """Lists the vaults of a subscription."""
+        """Lists the vaults of a subscription (not the deleted ones)."""
+
+    @_abc_1.abstractmethod
+    def UpdateVault(
+        self,
+        request: _keyvault_service_pb2.UpdateVaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
+        """Turns purge protection (or soft-delete) on; neither can be turned off."""
 
     @_abc_1.abstractmethod
     def DeleteVault(
@@ -103,7 +144,33 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.DeleteVaultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes a vault (soft-deleted when soft-delete is on)."""
+        """Deletes a vault: soft-deleted (its name stays reserved) when soft-delete is on, gone
+        with its keys otherwise.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeletedVaults(
+        self,
+        request: _keyvault_service_pb2.ListDeletedVaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListVaultsResponse, _abc.Awaitable[_keyvault_service_pb2.ListVaultsResponse]]:
+        """Lists the soft-deleted vaults of a subscription."""
+
+    @_abc_1.abstractmethod
+    def RecoverVault(
+        self,
+        request: _keyvault_service_pb2.RecoverVaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
+        """Recovers a soft-deleted vault with its keys and policies."""
+
+    @_abc_1.abstractmethod
+    def PurgeVault(
+        self,
+        request: _keyvault_service_pb2.PurgeVaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Purges a soft-deleted vault; refused under purge protection before its purge date."""
 
     @_abc_1.abstractmethod
     def SetAccessPolicy(
@@ -111,7 +178,15 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.SetAccessPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
-        """Adds to or replaces the access policy entry of a principal."""
+        """Sets the access policy entry of a principal, replacing its permissions."""
+
+    @_abc_1.abstractmethod
+    def UpdateAccessPolicy(
+        self,
+        request: _keyvault_service_pb2.UpdateAccessPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
+        """Adds permissions to, or removes them from, a principal's entry (made if missing)."""
 
     @_abc_1.abstractmethod
     def RemoveAccessPolicy(

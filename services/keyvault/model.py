@@ -1,0 +1,160 @@
+"""The key vault's domain objects, free of gRPC and SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+
+class KeyPermission(StrEnum):
+    """Key permissions of an access policy, by their real names."""
+
+    ALL = "all"
+    GET = "get"
+    LIST = "list"
+    CREATE = "create"
+    UPDATE = "update"
+    IMPORT = "import"
+    DELETE = "delete"
+    RECOVER = "recover"
+    BACKUP = "backup"
+    RESTORE = "restore"
+    PURGE = "purge"
+    ENCRYPT = "encrypt"
+    DECRYPT = "decrypt"
+    WRAP_KEY = "wrapKey"
+    UNWRAP_KEY = "unwrapKey"
+    SIGN = "sign"
+    VERIFY = "verify"
+    ROTATE = "rotate"
+    RELEASE = "release"
+    GET_ROTATION_POLICY = "getrotationpolicy"
+    SET_ROTATION_POLICY = "setrotationpolicy"
+
+
+class KeyOperation(StrEnum):
+    """What a key version may be used for, by the JWK key_ops names."""
+
+    ENCRYPT = "encrypt"
+    DECRYPT = "decrypt"
+    WRAP_KEY = "wrapKey"
+    UNWRAP_KEY = "unwrapKey"
+    SIGN = "sign"
+    VERIFY = "verify"
+
+
+ALL_KEY_OPERATIONS = tuple(KeyOperation)
+
+
+class RecoveryLevel(StrEnum):
+    """As the real service reports a key's recoverability."""
+
+    PURGEABLE = "Purgeable"
+    RECOVERABLE_PURGEABLE = "Recoverable+Purgeable"
+    RECOVERABLE = "Recoverable"
+
+
+class EventType(IntEnum):
+    """Kinds of key vault events (numbers match the proto enum)."""
+
+    ACCESS_POLICY_CHANGED = 1
+    KEY_CREATED = 2
+    KEY_ROTATED = 3
+    KEY_UPDATED = 4
+    KEY_DELETED = 5
+    KEY_RECOVERED = 6
+    KEY_PURGED = 7
+    VAULT_DELETED = 8
+    VAULT_RECOVERED = 9
+    VAULT_PURGED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    tenant_id: str
+    object_id: str
+    permissions: frozenset[KeyPermission]
+
+    def grants(self, permission: KeyPermission) -> bool:
+        return KeyPermission.ALL in self.permissions or permission in self.permissions
+
+
+@dataclass(frozen=True, slots=True)
+class Vault:
+    vault_name: str
+    tenant_id: str
+    subscription_id: str
+    resource_group: str
+    location: str
+    soft_delete: bool
+    retention_days: int
+    purge_protection: bool
+    create_time: datetime
+    update_time: datetime
+    delete_time: datetime | None = None
+    purge_time: datetime | None = None
+    access_policies: tuple[AccessPolicy, ...] = ()
+
+    @property
+    def deleted(self) -> bool:
+        return self.delete_time is not None
+
+    @property
+    def recovery_level(self) -> RecoveryLevel:
+        if not self.soft_delete:
+            return RecoveryLevel.PURGEABLE
+        return RecoveryLevel.RECOVERABLE if self.purge_protection else RecoveryLevel.RECOVERABLE_PURGEABLE
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{self.vault_name}"
+        )
+
+    def policy_of(self, object_id: str) -> AccessPolicy | None:
+        return next((p for p in self.access_policies if p.object_id == object_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    vault_name: str
+    key_name: str
+    version: str
+    key_size: int
+    key_ops: tuple[KeyOperation, ...]
+    enabled: bool
+    not_before: datetime | None
+    expires: datetime | None
+    tags: dict[str, str]
+    create_time: datetime
+    update_time: datetime
+    public_jwk: str
+    sealed_private_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A key: its name and, when soft-deleted, when it was deleted and will be purged."""
+
+    vault_name: str
+    key_name: str
+    create_time: datetime
+    delete_time: datetime | None = None
+    purge_time: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.delete_time is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    sequence: int
+    type: EventType
+    time: datetime
+    vault_name: str = ""
+    key_name: str = ""
+    version: str = ""
+    object_id: str = ""
