@@ -75,6 +75,49 @@ class Reason(StrEnum):
     RESOURCE_NOT_IN_TENANT = "RESOURCE_NOT_IN_TENANT"  # resource's subscription is elsewhere
     EVENT_CURSOR_AHEAD = "EVENT_CURSOR_AHEAD"  # a watch cursor beyond the newest event
 
+    # --- key vault: bad input (INVALID_ARGUMENT) ---
+    VAULT_NAME_INVALID = "VAULT_NAME_INVALID"  # not 3-24 letters/digits/hyphens, starting with a letter
+    KEY_NAME_INVALID = "KEY_NAME_INVALID"  # not 1-127 letters, digits and hyphens
+    KEY_URI_MALFORMED = "KEY_URI_MALFORMED"  # not https://{vault}.{suffix}/keys/{name}[/{version}]
+    PERMISSION_UNKNOWN = "PERMISSION_UNKNOWN"  # not one of the real key permission names
+    RETENTION_DAYS_INVALID = "RETENTION_DAYS_INVALID"  # soft-delete retention outside 7-90 days
+    KEY_SIZE_INVALID = "KEY_SIZE_INVALID"  # RSA size other than 2048, 3072, 4096
+    KEY_OPERATION_UNKNOWN = "KEY_OPERATION_UNKNOWN"  # not a JWK key operation name
+    KEY_MATERIAL_INVALID = "KEY_MATERIAL_INVALID"  # an imported JWK that is not a usable RSA private key
+    ALGORITHM_UNKNOWN = "ALGORITHM_UNKNOWN"  # not RSA-OAEP-256, RSA-OAEP or RSA1_5
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # more plaintext than the key and padding can take
+    CANNOT_DECRYPT = "CANNOT_DECRYPT"  # unwrap/decrypt failed: wrong key, padding or altered blob
+    TAGS_INVALID = "TAGS_INVALID"  # more than 15 tags, or a name or value too long
+
+    # --- key vault: authorization (PERMISSION_DENIED) ---
+    FORBIDDEN_BY_POLICY = "FORBIDDEN_BY_POLICY"  # no access policy grants the permission (ForbiddenByPolicy)
+
+    # --- key vault: not found / already exists ---
+    VAULT_NOT_FOUND = "VAULT_NOT_FOUND"
+    DELETED_VAULT_NOT_FOUND = "DELETED_VAULT_NOT_FOUND"  # recover/purge of a vault that is not deleted
+    VAULT_NAME_TAKEN = "VAULT_NAME_TAKEN"  # the name is used, possibly by a soft-deleted vault
+    ACCESS_POLICY_NOT_FOUND = "ACCESS_POLICY_NOT_FOUND"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"  # KeyNotFound
+    KEY_VERSION_NOT_FOUND = "KEY_VERSION_NOT_FOUND"
+    DELETED_KEY_NOT_FOUND = "DELETED_KEY_NOT_FOUND"  # recover/purge of a key that is not deleted
+    KEY_DELETED = "KEY_DELETED"  # the key is soft-deleted: recover it to use it
+    KEY_NAME_TAKEN = "KEY_NAME_TAKEN"  # ALREADY_EXISTS: a key of that name exists
+    KEY_DELETED_BUT_RECOVERABLE = "KEY_DELETED_BUT_RECOVERABLE"  # ObjectIsDeletedButRecoverable
+
+    # --- key vault: rule violations (FAILED_PRECONDITION) ---
+    SOFT_DELETE_IRREVERSIBLE = "SOFT_DELETE_IRREVERSIBLE"  # soft-delete cannot be turned off
+    PURGE_PROTECTION_IRREVERSIBLE = "PURGE_PROTECTION_IRREVERSIBLE"  # purge protection cannot be turned off
+    PURGE_PROTECTION_NEEDS_SOFT_DELETE = "PURGE_PROTECTION_NEEDS_SOFT_DELETE"
+    ACCESS_POLICY_LIMIT = "ACCESS_POLICY_LIMIT"  # a vault holds at most 1024 entries
+    ACCESS_POLICY_TENANT_MISMATCH = "ACCESS_POLICY_TENANT_MISMATCH"  # an entry for another tenant
+    PURGE_PROTECTED = "PURGE_PROTECTED"  # purge refused before the retention period has passed
+    VAULT_NOT_SOFT_DELETE = "VAULT_NOT_SOFT_DELETE"  # recover asked of a vault without soft-delete
+    KEY_DISABLED = "KEY_DISABLED"  # KeyDisabled: the version refuses every operation
+    KEY_EXPIRED = "KEY_EXPIRED"  # after exp: wrap, encrypt and sign refused
+    KEY_NOT_YET_VALID = "KEY_NOT_YET_VALID"  # before nbf: wrap, encrypt and sign refused
+    KEY_OPERATION_NOT_ALLOWED = "KEY_OPERATION_NOT_ALLOWED"  # not in the version's key_ops
+
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written
     INTERNAL = "INTERNAL"  # INTERNAL: a bug; the details are in the server's log only

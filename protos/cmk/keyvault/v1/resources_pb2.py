@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63mk/keyvault/v1/resources.proto\x12\x0f\x63mk.keyvault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x03\n\x05Vault\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvault_name\x18\x02 \x01(\t\x12\x11\n\tvault_uri\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\x12\x16\n\x0eresource_group\x18\x06 \x01(\t\x12\x10\n\x08location\x18\x07 \x01(\t\x12\x1b\n\x13soft_delete_enabled\x18\x08 \x01(\x08\x12\"\n\x1asoft_delete_retention_days\x18\t \x01(\x05\x12 \n\x18purge_protection_enabled\x18\n \x01(\x08\x12\x36\n\x0f\x61\x63\x63\x65ss_policies\x18\x0b \x03(\x0b\x32\x1d.cmk.keyvault.v1.AccessPolicy\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x0f \x01(\t\"M\n\x0c\x41\x63\x63\x65ssPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x17\n\x0fkey_permissions\x18\x03 \x03(\t\"\xc8\x04\n\nKeyVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x08key_type\x18\x04 \x01(\x0e\x32\x18.cmk.keyvault.v1.KeyType\x12\x10\n\x08key_size\x18\x05 \x01(\x05\x12\x35\n\x0ekey_operations\x18\x06 \x03(\x0e\x32\x1d.cmk.keyvault.v1.KeyOperation\x12\x12\n\npublic_jwk\x18\x07 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x08 \x01(\x08\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0erecovery_level\x18\r \x01(\x0e\x32\x1e.cmk.keyvault.v1.RecoveryLevel\x12\x18\n\x10recoverable_days\x18\x0e \x01(\x05\x12\x33\n\x04tags\x18\x0f \x03(\x0b\x32%.cmk.keyvault.v1.KeyVersion.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*,\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03RSA\x10\x01*{\n\x0cKeyOperation\x12\x1d\n\x19KEY_OPERATION_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45NCRYPT\x10\x01\x12\x0b\n\x07\x44\x45\x43RYPT\x10\x02\x12\x0c\n\x08WRAP_KEY\x10\x03\x12\x0e\n\nUNWRAP_KEY\x10\x04\x12\x08\n\x04SIGN\x10\x05\x12\n\n\x06VERIFY\x10\x06*j\n\rRecoveryLevel\x12\x1e\n\x1aRECOVERY_LEVEL_UNSPECIFIED\x10\x00\x12\r\n\tPURGEABLE\x10\x01\x12\x19\n\x15RECOVERABLE_PURGEABLE\x10\x02\x12\x0f\n\x0bRECOVERABLE\x10\x03*g\n\x13\x45ncryptionAlgorithm\x12$\n ENCRYPTION_ALGORITHM_UNSPECIFIED\x10\x00\x12\x10\n\x0cRSA_OAEP_256\x10\x01\x12\x0c\n\x08RSA_OAEP\x10\x02\x12\n\n\x06RSA1_5\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63mk/keyvault/v1/resources.proto\x12\x0f\x63mk.keyvault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x03\n\x05Vault\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvault_name\x18\x02 \x01(\t\x12\x11\n\tvault_uri\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\x12\x16\n\x0eresource_group\x18\x06 \x01(\t\x12\x10\n\x08location\x18\x07 \x01(\t\x12 \n\x13soft_delete_enabled\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\"\n\x1asoft_delete_retention_days\x18\t \x01(\x05\x12 \n\x18purge_protection_enabled\x18\n \x01(\x08\x12\x36\n\x0f\x61\x63\x63\x65ss_policies\x18\x0b \x03(\x0b\x32\x1d.cmk.keyvault.v1.AccessPolicy\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x0f \x01(\tB\x16\n\x14_soft_delete_enabled\"M\n\x0c\x41\x63\x63\x65ssPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x17\n\x0fkey_permissions\x18\x03 \x03(\t\"\xc8\x04\n\nKeyVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x08key_type\x18\x04 \x01(\x0e\x32\x18.cmk.keyvault.v1.KeyType\x12\x10\n\x08key_size\x18\x05 \x01(\x05\x12\x35\n\x0ekey_operations\x18\x06 \x03(\x0e\x32\x1d.cmk.keyvault.v1.KeyOperation\x12\x12\n\npublic_jwk\x18\x07 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x08 \x01(\x08\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0erecovery_level\x18\r \x01(\x0e\x32\x1e.cmk.keyvault.v1.RecoveryLevel\x12\x18\n\x10recoverable_days\x18\x0e \x01(\x05\x12\x33\n\x04tags\x18\x0f \x03(\x0b\x32%.cmk.keyvault.v1.KeyVersion.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*,\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03RSA\x10\x01*{\n\x0cKeyOperation\x12\x1d\n\x19KEY_OPERATION_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45NCRYPT\x10\x01\x12\x0b\n\x07\x44\x45\x43RYPT\x10\x02\x12\x0c\n\x08WRAP_KEY\x10\x03\x12\x0e\n\nUNWRAP_KEY\x10\x04\x12\x08\n\x04SIGN\x10\x05\x12\n\n\x06VERIFY\x10\x06*j\n\rRecoveryLevel\x12\x1e\n\x1aRECOVERY_LEVEL_UNSPECIFIED\x10\x00\x12\r\n\tPURGEABLE\x10\x01\x12\x19\n\x15RECOVERABLE_PURGEABLE\x10\x02\x12\x0f\n\x0bRECOVERABLE\x10\x03*g\n\x13\x45ncryptionAlgorithm\x12$\n ENCRYPTION_ALGORITHM_UNSPECIFIED\x10\x00\x12\x10\n\x0cRSA_OAEP_256\x10\x01\x12\x0c\n\x08RSA_OAEP\x10\x02\x12\n\n\x06RSA1_5\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_KEYVERSION_TAGSENTRY']._loaded_options = None
   _globals['_KEYVERSION_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_KEYTYPE']._serialized_start=1222
-  _globals['_KEYTYPE']._serialized_end=1266
-  _globals['_KEYOPERATION']._serialized_start=1268
-  _globals['_KEYOPERATION']._serialized_end=1391
-  _globals['_RECOVERYLEVEL']._serialized_start=1393
-  _globals['_RECOVERYLEVEL']._serialized_end=1499
-  _globals['_ENCRYPTIONALGORITHM']._serialized_start=1501
-  _globals['_ENCRYPTIONALGORITHM']._serialized_end=1604
+  _globals['_KEYTYPE']._serialized_start=1251
+  _globals['_KEYTYPE']._serialized_end=1295
+  _globals['_KEYOPERATION']._serialized_start=1297
+  _globals['_KEYOPERATION']._serialized_end=1420
+  _globals['_RECOVERYLEVEL']._serialized_start=1422
+  _globals['_RECOVERYLEVEL']._serialized_end=1528
+  _globals['_ENCRYPTIONALGORITHM']._serialized_start=1530
+  _globals['_ENCRYPTIONALGORITHM']._serialized_end=1633
   _globals['_VAULT']._serialized_start=86
-  _globals['_VAULT']._serialized_end=554
-  _globals['_ACCESSPOLICY']._serialized_start=556
-  _globals['_ACCESSPOLICY']._serialized_end=633
-  _globals['_KEYVERSION']._serialized_start=636
-  _globals['_KEYVERSION']._serialized_end=1220
-  _globals['_KEYVERSION_TAGSENTRY']._serialized_start=1177
-  _globals['_KEYVERSION_TAGSENTRY']._serialized_end=1220
+  _globals['_VAULT']._serialized_end=583
+  _globals['_ACCESSPOLICY']._serialized_start=585
+  _globals['_ACCESSPOLICY']._serialized_end=662
+  _globals['_KEYVERSION']._serialized_start=665
+  _globals['_KEYVERSION']._serialized_end=1249
+  _globals['_KEYVERSION_TAGSENTRY']._serialized_start=1206
+  _globals['_KEYVERSION_TAGSENTRY']._serialized_end=1249
 # @@protoc_insertion_point(module_scope)

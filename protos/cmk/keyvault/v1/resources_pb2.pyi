@@ -178,9 +178,9 @@ class Vault(_message.Message):
     location: _builtins.str
     """The region, such as "westeurope". Immutable."""
     soft_delete_enabled: _builtins.bool
-    """Soft-delete: once on, never off (and on by default, as in the real service)."""
+    """Soft-delete: once on, never off. On when not given at creation, as in the real service."""
     soft_delete_retention_days: _builtins.int
-    """Days a deleted key or vault stays recoverable: 7-90, fixed at creation."""
+    """Days a deleted key or vault stays recoverable: 7-90, fixed at creation; 0 means 90."""
     purge_protection_enabled: _builtins.bool
     """Purge protection: once on, never off. Deleted items cannot be purged before their
     retention period has passed.
@@ -215,7 +215,7 @@ class Vault(_message.Message):
         subscription_id: _builtins.str = ...,
         resource_group: _builtins.str = ...,
         location: _builtins.str = ...,
-        soft_delete_enabled: _builtins.bool = ...,
+        soft_delete_enabled: _builtins.bool | None = ...,
         soft_delete_retention_days: _builtins.int = ...,
         purge_protection_enabled: _builtins.bool = ...,
         access_policies: _abc.Iterable[Global___AccessPolicy] | None = ...,
@@ -224,11 +224,13 @@ class Vault(_message.Message):
         purge_time: _timestamp_pb2.Timestamp | None = ...,
         resource_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "purge_time", b"purge_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled", "create_time", b"create_time", "delete_time", b"delete_time", "purge_time", b"purge_time", "soft_delete_enabled", b"soft_delete_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_policies", b"access_policies", "create_time", b"create_time", "delete_time", b"delete_time", "location", b"location", "name", b"name", "purge_protection_enabled", b"purge_protection_enabled", "purge_time", b"purge_time", "resource_group", b"resource_group", "resource_id", b"resource_id", "soft_delete_enabled", b"soft_delete_enabled", "soft_delete_retention_days", b"soft_delete_retention_days", "subscription_id", b"subscription_id", "tenant_id", b"tenant_id", "vault_name", b"vault_name", "vault_uri", b"vault_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled", "access_policies", b"access_policies", "create_time", b"create_time", "delete_time", b"delete_time", "location", b"location", "name", b"name", "purge_protection_enabled", b"purge_protection_enabled", "purge_time", b"purge_time", "resource_group", b"resource_group", "resource_id", b"resource_id", "soft_delete_enabled", b"soft_delete_enabled", "soft_delete_retention_days", b"soft_delete_retention_days", "subscription_id", b"subscription_id", "tenant_id", b"tenant_id", "vault_name", b"vault_name", "vault_uri", b"vault_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__soft_delete_enabled: _TypeAlias = _typing.Literal["soft_delete_enabled"]  # noqa: Y015
+    _WhichOneofArgType__soft_delete_enabled: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__soft_delete_enabled) -> _WhichOneofReturnType__soft_delete_enabled | None: ...
 
 Global___Vault: _TypeAlias = Vault  # noqa: Y015
 
