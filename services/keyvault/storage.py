@@ -27,7 +27,7 @@ from services.rpckit.storage import Database, Migration, open_database
 MIGRATIONS = (
     Migration(
         1,
-        "vaults, access policies, keys, key versions, events",
+        "vaults, access policies, keys, key versions, audit log, events",
         (
             """CREATE TABLE vaults (
                 vault_name TEXT PRIMARY KEY,
@@ -73,6 +73,31 @@ MIGRATIONS = (
                 PRIMARY KEY (vault_name, key_name, version),
                 FOREIGN KEY (vault_name, key_name) REFERENCES keys(vault_name, key_name) ON DELETE CASCADE)""",
             "CREATE INDEX key_versions_by_time ON key_versions(vault_name, key_name, create_time)",
+            """CREATE TABLE audit_log (
+                sequence INTEGER PRIMARY KEY,
+                time TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                caller_object_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                client_id TEXT NOT NULL,
+                resource_id TEXT NOT NULL,
+                operation TEXT NOT NULL,
+                vault_name TEXT NOT NULL,
+                key_name TEXT NOT NULL,
+                key_version TEXT NOT NULL,
+                result TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                mac BLOB NOT NULL)""",
+            "CREATE INDEX audit_by_vault ON audit_log(vault_name, sequence)",
+            """CREATE TABLE audit_checkpoints (
+                count INTEGER PRIMARY KEY,
+                head_mac BLOB NOT NULL,
+                time TEXT NOT NULL,
+                signature BLOB NOT NULL)""",
+            """CREATE TABLE service_keys (
+                name TEXT PRIMARY KEY,
+                public_key BLOB NOT NULL,
+                sealed_private_key BLOB NOT NULL)""",
             """CREATE TABLE events (
                 sequence INTEGER PRIMARY KEY,
                 type INTEGER NOT NULL,
