@@ -101,7 +101,6 @@ class Reason(StrEnum):
     KEY_VERSION_NOT_FOUND = "KEY_VERSION_NOT_FOUND"
     DELETED_KEY_NOT_FOUND = "DELETED_KEY_NOT_FOUND"  # recover/purge of a key that is not deleted
     KEY_DELETED = "KEY_DELETED"  # the key is soft-deleted: recover it to use it
-    KEY_NAME_TAKEN = "KEY_NAME_TAKEN"  # ALREADY_EXISTS: a key of that name exists
     KEY_DELETED_BUT_RECOVERABLE = "KEY_DELETED_BUT_RECOVERABLE"  # ObjectIsDeletedButRecoverable
 
     # --- key vault: rule violations (FAILED_PRECONDITION) ---

@@ -551,7 +551,9 @@ class VaultService:
 
 
 class KeyServiceStub:
-    """Keys and key operations (the data plane).
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
     """
 
     def __init__(self, channel):
@@ -565,9 +567,34 @@ class KeyServiceStub:
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateKeyRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
                 _registered_method=True)
+        self.ImportKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/ImportKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ImportKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+                _registered_method=True)
         self.GetKey = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/GetKey',
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/ListKeys',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.ListKeyVersions = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/ListKeyVersions',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/UpdateKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/RotateKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
                 _registered_method=True)
         self.WrapKey = channel.unary_unary(
@@ -580,35 +607,160 @@ class KeyServiceStub:
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
                 _registered_method=True)
+        self.Encrypt = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/Encrypt',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.FromString,
+                _registered_method=True)
+        self.Decrypt = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/Decrypt',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
+                _registered_method=True)
+        self.DeleteKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/DeleteKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.FromString,
+                _registered_method=True)
+        self.GetDeletedKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/GetDeletedKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.FromString,
+                _registered_method=True)
+        self.ListDeletedKeys = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/ListDeletedKeys',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.FromString,
+                _registered_method=True)
+        self.RecoverDeletedKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/RecoverDeletedKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+                _registered_method=True)
+        self.PurgeDeletedKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/PurgeDeletedKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
-    """Keys and key operations (the data plane).
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
     """
 
     def CreateKey(self, request, context):
-        """Creates a key (its first version).
+        """Creates a key, or a new version of an existing one (as the real service does).
+        Permission: create.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportKey(self, request, context):
+        """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetKey(self, request, context):
-        """Gets a key version; without a version, the newest.
+        """Gets a key version (public JWK and attributes); without a version, the newest.
+        Permission: get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Lists a vault's keys, each with its newest version. Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeyVersions(self, request, context):
+        """Lists the versions of a key. Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKey(self, request, context):
+        """Changes a version's attributes: enabled, nbf, exp, key operations, tags.
+        Permission: update.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """Makes a new version with the newest version's size and operations. Permission: rotate.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WrapKey(self, request, context):
-        """Wraps a key with a key version.
+        """Wraps a key. Permission: wrapKey.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnwrapKey(self, request, context):
-        """Unwraps a key with a key version.
+        """Unwraps a key. Permission: unwrapKey.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Encrypt(self, request, context):
+        """Encrypts a small value. Permission: encrypt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Decrypt(self, request, context):
+        """Decrypts a small value. Permission: decrypt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKey(self, request, context):
+        """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletedKey(self, request, context):
+        """Gets a soft-deleted key. Permission: get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeletedKeys(self, request, context):
+        """Lists a vault's soft-deleted keys. Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverDeletedKey(self, request, context):
+        """Recovers a soft-deleted key. Permission: recover.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeletedKey(self, request, context):
+        """Purges a soft-deleted key; refused under purge protection before its scheduled purge
+        date. Permission: purge.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -622,9 +774,34 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateKeyRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
             ),
+            'ImportKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ImportKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
+            ),
             'GetKey': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKey,
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'ListKeyVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeyVersions,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsResponse.SerializeToString,
+            ),
+            'UpdateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
             ),
             'WrapKey': grpc.unary_unary_rpc_method_handler(
@@ -637,6 +814,41 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.SerializeToString,
             ),
+            'Encrypt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Encrypt,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.SerializeToString,
+            ),
+            'Decrypt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decrypt,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.SerializeToString,
+            ),
+            'DeleteKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.SerializeToString,
+            ),
+            'GetDeletedKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletedKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.SerializeToString,
+            ),
+            'ListDeletedKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletedKeys,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.SerializeToString,
+            ),
+            'RecoverDeletedKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverDeletedKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
+            ),
+            'PurgeDeletedKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeletedKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cmk.keyvault.v1.KeyService', rpc_method_handlers)
@@ -646,7 +858,9 @@ def add_KeyServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyService:
-    """Keys and key operations (the data plane).
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
     """
 
     @staticmethod
@@ -677,6 +891,33 @@ class KeyService:
             _registered_method=True)
 
     @staticmethod
+    def ImportKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/ImportKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ImportKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetKey(request,
             target,
             options=(),
@@ -692,6 +933,114 @@ class KeyService:
             target,
             '/cmk.keyvault.v1.KeyService/GetKey',
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/ListKeys',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeyVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/ListKeyVersions',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeyVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/UpdateKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/RotateKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.SerializeToString,
             cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
             options,
             channel_credentials,
@@ -747,6 +1096,451 @@ class KeyService:
             '/cmk.keyvault.v1.KeyService/UnwrapKey',
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Encrypt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/Encrypt',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decrypt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/Decrypt',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/DeleteKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletedKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/GetDeletedKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.DeletedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeletedKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/ListDeletedKeys',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverDeletedKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/RecoverDeletedKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeletedKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/PurgeDeletedKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuditServiceStub:
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAuditRecords = channel.unary_unary(
+                '/cmk.keyvault.v1.AuditService/ListAuditRecords',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
+        self.CreateAuditCheckpoint = channel.unary_unary(
+                '/cmk.keyvault.v1.AuditService/CreateAuditCheckpoint',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateAuditCheckpointRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditCheckpoint.FromString,
+                _registered_method=True)
+        self.VerifyAuditLog = channel.unary_unary(
+                '/cmk.keyvault.v1.AuditService/VerifyAuditLog',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogResponse.FromString,
+                _registered_method=True)
+        self.GetAuditPublicKey = channel.unary_unary(
+                '/cmk.keyvault.v1.AuditService/GetAuditPublicKey',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/cmk.keyvault.v1.AuditService/WatchEvents',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Event.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    def ListAuditRecords(self, request, context):
+        """Lists audit records, filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAuditCheckpoint(self, request, context):
+        """Signs and stores a checkpoint of the current log; save it to verify against later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAuditLog(self, request, context):
+        """Checks the whole chain (and a checkpoint, if given). Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditPublicKey(self, request, context):
+        """The Ed25519 public key that signs checkpoints (raw, base64). Needs no role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Streams key vault events after a cursor, then new ones. Platform principals and the
+        operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'CreateAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAuditCheckpoint,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateAuditCheckpointRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditCheckpoint.SerializeToString,
+            ),
+            'VerifyAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditLog,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogResponse.SerializeToString,
+            ),
+            'GetAuditPublicKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditPublicKey,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.Event.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cmk.keyvault.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cmk.keyvault.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/ListAuditRecords',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/CreateAuditCheckpoint',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateAuditCheckpointRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/VerifyAuditLog',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditPublicKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/GetAuditPublicKey',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/WatchEvents',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -199,37 +199,110 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class KeyServiceStub:
-    """Keys and key operations (the data plane)."""
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> KeyServiceAsyncStub: ...
     CreateKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateKeyRequest, _resources_pb2.KeyVersion]
-    """Creates a key (its first version)."""
+    """Creates a key, or a new version of an existing one (as the real service does).
+    Permission: create.
+    """
+    ImportKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ImportKeyRequest, _resources_pb2.KeyVersion]
+    """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
     GetKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRequest, _resources_pb2.KeyVersion]
-    """Gets a key version; without a version, the newest."""
+    """Gets a key version (public JWK and attributes); without a version, the newest.
+    Permission: get.
+    """
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeysRequest, _keyvault_service_pb2.ListKeysResponse]
+    """Lists a vault's keys, each with its newest version. Permission: list."""
+    ListKeyVersions: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeyVersionsRequest, _keyvault_service_pb2.ListKeyVersionsResponse]
+    """Lists the versions of a key. Permission: list."""
+    UpdateKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateKeyRequest, _resources_pb2.KeyVersion]
+    """Changes a version's attributes: enabled, nbf, exp, key operations, tags.
+    Permission: update.
+    """
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RotateKeyRequest, _resources_pb2.KeyVersion]
+    """Makes a new version with the newest version's size and operations. Permission: rotate."""
     WrapKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]
-    """Wraps a key with a key version."""
+    """Wraps a key. Permission: wrapKey."""
     UnwrapKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]
-    """Unwraps a key with a key version."""
+    """Unwraps a key. Permission: unwrapKey."""
+    Encrypt: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]
+    """Encrypts a small value. Permission: encrypt."""
+    Decrypt: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]
+    """Decrypts a small value. Permission: decrypt."""
+    DeleteKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteKeyRequest, _resources_pb2.DeletedKey]
+    """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete."""
+    GetDeletedKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedKeyRequest, _resources_pb2.DeletedKey]
+    """Gets a soft-deleted key. Permission: get."""
+    ListDeletedKeys: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeysRequest, _keyvault_service_pb2.ListDeletedKeysResponse]
+    """Lists a vault's soft-deleted keys. Permission: list."""
+    RecoverDeletedKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverDeletedKeyRequest, _resources_pb2.KeyVersion]
+    """Recovers a soft-deleted key. Permission: recover."""
+    PurgeDeletedKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeDeletedKeyRequest, _empty_pb2.Empty]
+    """Purges a soft-deleted key; refused under purge protection before its scheduled purge
+    date. Permission: purge.
+    """
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
-    """Keys and key operations (the data plane)."""
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
-    """Creates a key (its first version)."""
+    """Creates a key, or a new version of an existing one (as the real service does).
+    Permission: create.
+    """
+    ImportKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ImportKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
+    """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
     GetKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
-    """Gets a key version; without a version, the newest."""
+    """Gets a key version (public JWK and attributes); without a version, the newest.
+    Permission: get.
+    """
+    ListKeys: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeysRequest, _keyvault_service_pb2.ListKeysResponse]  # type: ignore[assignment]
+    """Lists a vault's keys, each with its newest version. Permission: list."""
+    ListKeyVersions: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeyVersionsRequest, _keyvault_service_pb2.ListKeyVersionsResponse]  # type: ignore[assignment]
+    """Lists the versions of a key. Permission: list."""
+    UpdateKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
+    """Changes a version's attributes: enabled, nbf, exp, key operations, tags.
+    Permission: update.
+    """
+    RotateKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RotateKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
+    """Makes a new version with the newest version's size and operations. Permission: rotate."""
     WrapKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]  # type: ignore[assignment]
-    """Wraps a key with a key version."""
+    """Wraps a key. Permission: wrapKey."""
     UnwrapKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]  # type: ignore[assignment]
-    """Unwraps a key with a key version."""
+    """Unwraps a key. Permission: unwrapKey."""
+    Encrypt: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]  # type: ignore[assignment]
+    """Encrypts a small value. Permission: encrypt."""
+    Decrypt: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]  # type: ignore[assignment]
+    """Decrypts a small value. Permission: decrypt."""
+    DeleteKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteKeyRequest, _resources_pb2.DeletedKey]  # type: ignore[assignment]
+    """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete."""
+    GetDeletedKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedKeyRequest, _resources_pb2.DeletedKey]  # type: ignore[assignment]
+    """Gets a soft-deleted key. Permission: get."""
+    ListDeletedKeys: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListKeysRequest, _keyvault_service_pb2.ListDeletedKeysResponse]  # type: ignore[assignment]
+    """Lists a vault's soft-deleted keys. Permission: list."""
+    RecoverDeletedKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverDeletedKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
+    """Recovers a soft-deleted key. Permission: recover."""
+    PurgeDeletedKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeDeletedKeyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Purges a soft-deleted key; refused under purge protection before its scheduled purge
+    date. Permission: purge.
+    """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Keys and key operations (the data plane)."""
+    """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
+    tenant and an access policy granting the permission named on each call. Every call that
+    takes a key accepts a key identifier URI or a resource name.
+    """
 
     @_abc_1.abstractmethod
     def CreateKey(
@@ -237,7 +310,17 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.CreateKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
-        """Creates a key (its first version)."""
+        """Creates a key, or a new version of an existing one (as the real service does).
+        Permission: create.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportKey(
+        self,
+        request: _keyvault_service_pb2.ImportKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
+        """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
 
     @_abc_1.abstractmethod
     def GetKey(
@@ -245,7 +328,43 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.GetKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
-        """Gets a key version; without a version, the newest."""
+        """Gets a key version (public JWK and attributes); without a version, the newest.
+        Permission: get.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _keyvault_service_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListKeysResponse, _abc.Awaitable[_keyvault_service_pb2.ListKeysResponse]]:
+        """Lists a vault's keys, each with its newest version. Permission: list."""
+
+    @_abc_1.abstractmethod
+    def ListKeyVersions(
+        self,
+        request: _keyvault_service_pb2.ListKeyVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListKeyVersionsResponse, _abc.Awaitable[_keyvault_service_pb2.ListKeyVersionsResponse]]:
+        """Lists the versions of a key. Permission: list."""
+
+    @_abc_1.abstractmethod
+    def UpdateKey(
+        self,
+        request: _keyvault_service_pb2.UpdateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
+        """Changes a version's attributes: enabled, nbf, exp, key operations, tags.
+        Permission: update.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _keyvault_service_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
+        """Makes a new version with the newest version's size and operations. Permission: rotate."""
 
     @_abc_1.abstractmethod
     def WrapKey(
@@ -253,7 +372,7 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.WrapKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keyvault_service_pb2.WrapKeyResponse, _abc.Awaitable[_keyvault_service_pb2.WrapKeyResponse]]:
-        """Wraps a key with a key version."""
+        """Wraps a key. Permission: wrapKey."""
 
     @_abc_1.abstractmethod
     def UnwrapKey(
@@ -261,6 +380,155 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.UnwrapKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keyvault_service_pb2.UnwrapKeyResponse, _abc.Awaitable[_keyvault_service_pb2.UnwrapKeyResponse]]:
-        """Unwraps a key with a key version."""
+        """Unwraps a key. Permission: unwrapKey."""
+
+    @_abc_1.abstractmethod
+    def Encrypt(
+        self,
+        request: _keyvault_service_pb2.WrapKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.WrapKeyResponse, _abc.Awaitable[_keyvault_service_pb2.WrapKeyResponse]]:
+        """Encrypts a small value. Permission: encrypt."""
+
+    @_abc_1.abstractmethod
+    def Decrypt(
+        self,
+        request: _keyvault_service_pb2.UnwrapKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.UnwrapKeyResponse, _abc.Awaitable[_keyvault_service_pb2.UnwrapKeyResponse]]:
+        """Decrypts a small value. Permission: decrypt."""
+
+    @_abc_1.abstractmethod
+    def DeleteKey(
+        self,
+        request: _keyvault_service_pb2.DeleteKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.DeletedKey, _abc.Awaitable[_resources_pb2.DeletedKey]]:
+        """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete."""
+
+    @_abc_1.abstractmethod
+    def GetDeletedKey(
+        self,
+        request: _keyvault_service_pb2.GetDeletedKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.DeletedKey, _abc.Awaitable[_resources_pb2.DeletedKey]]:
+        """Gets a soft-deleted key. Permission: get."""
+
+    @_abc_1.abstractmethod
+    def ListDeletedKeys(
+        self,
+        request: _keyvault_service_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListDeletedKeysResponse, _abc.Awaitable[_keyvault_service_pb2.ListDeletedKeysResponse]]:
+        """Lists a vault's soft-deleted keys. Permission: list."""
+
+    @_abc_1.abstractmethod
+    def RecoverDeletedKey(
+        self,
+        request: _keyvault_service_pb2.RecoverDeletedKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
+        """Recovers a soft-deleted key. Permission: recover."""
+
+    @_abc_1.abstractmethod
+    def PurgeDeletedKey(
+        self,
+        request: _keyvault_service_pb2.PurgeDeletedKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Purges a soft-deleted key; refused under purge protection before its scheduled purge
+        date. Permission: purge.
+        """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AuditServiceStub:
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListAuditRecordsRequest, _keyvault_service_pb2.ListAuditRecordsResponse]
+    """Lists audit records, filtered."""
+    CreateAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateAuditCheckpointRequest, _resources_pb2.AuditCheckpoint]
+    """Signs and stores a checkpoint of the current log; save it to verify against later."""
+    VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyAuditLogRequest, _keyvault_service_pb2.VerifyAuditLogResponse]
+    """Checks the whole chain (and a checkpoint, if given). Operator only."""
+    GetAuditPublicKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetAuditPublicKeyRequest, _keyvault_service_pb2.GetAuditPublicKeyResponse]
+    """The Ed25519 public key that signs checkpoints (raw, base64). Needs no role."""
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_keyvault_service_pb2.WatchEventsRequest, _resources_pb2.Event]
+    """Streams key vault events after a cursor, then new ones. Platform principals and the
+    operator only.
+    """
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListAuditRecordsRequest, _keyvault_service_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """Lists audit records, filtered."""
+    CreateAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateAuditCheckpointRequest, _resources_pb2.AuditCheckpoint]  # type: ignore[assignment]
+    """Signs and stores a checkpoint of the current log; save it to verify against later."""
+    VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyAuditLogRequest, _keyvault_service_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
+    """Checks the whole chain (and a checkpoint, if given). Operator only."""
+    GetAuditPublicKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetAuditPublicKeyRequest, _keyvault_service_pb2.GetAuditPublicKeyResponse]  # type: ignore[assignment]
+    """The Ed25519 public key that signs checkpoints (raw, base64). Needs no role."""
+    WatchEvents: _aio.UnaryStreamMultiCallable[_keyvault_service_pb2.WatchEventsRequest, _resources_pb2.Event]  # type: ignore[assignment]
+    """Streams key vault events after a cursor, then new ones. Platform principals and the
+    operator only.
+    """
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The audit log and the event stream. Audit calls need a management-audience token and
+    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _keyvault_service_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListAuditRecordsResponse, _abc.Awaitable[_keyvault_service_pb2.ListAuditRecordsResponse]]:
+        """Lists audit records, filtered."""
+
+    @_abc_1.abstractmethod
+    def CreateAuditCheckpoint(
+        self,
+        request: _keyvault_service_pb2.CreateAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.AuditCheckpoint, _abc.Awaitable[_resources_pb2.AuditCheckpoint]]:
+        """Signs and stores a checkpoint of the current log; save it to verify against later."""
+
+    @_abc_1.abstractmethod
+    def VerifyAuditLog(
+        self,
+        request: _keyvault_service_pb2.VerifyAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.VerifyAuditLogResponse, _abc.Awaitable[_keyvault_service_pb2.VerifyAuditLogResponse]]:
+        """Checks the whole chain (and a checkpoint, if given). Operator only."""
+
+    @_abc_1.abstractmethod
+    def GetAuditPublicKey(
+        self,
+        request: _keyvault_service_pb2.GetAuditPublicKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.GetAuditPublicKeyResponse, _abc.Awaitable[_keyvault_service_pb2.GetAuditPublicKeyResponse]]:
+        """The Ed25519 public key that signs checkpoints (raw, base64). Needs no role."""
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _keyvault_service_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.Event], _abc.AsyncIterator[_resources_pb2.Event]]:
+        """Streams key vault events after a cursor, then new ones. Platform principals and the
+        operator only.
+        """
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -138,6 +138,62 @@ RSA1_5: EncryptionAlgorithm.ValueType  # 3
 """RSA PKCS#1 v1.5 (accepted, reported as not recommended)."""
 Global___EncryptionAlgorithm: _TypeAlias = EncryptionAlgorithm  # noqa: Y015
 
+class _EventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    """Not set."""
+    ACCESS_POLICY_CHANGED: _EventType.ValueType  # 1
+    """An access policy entry was set, changed or removed."""
+    KEY_CREATED: _EventType.ValueType  # 2
+    """A key was created."""
+    KEY_ROTATED: _EventType.ValueType  # 3
+    """A key got a new version."""
+    KEY_UPDATED: _EventType.ValueType  # 4
+    """A key version's attributes changed (enabled, nbf, exp, operations, tags)."""
+    KEY_DELETED: _EventType.ValueType  # 5
+    """A key was soft-deleted."""
+    KEY_RECOVERED: _EventType.ValueType  # 6
+    """A deleted key was recovered."""
+    KEY_PURGED: _EventType.ValueType  # 7
+    """A key was purged: its material is gone for good."""
+    VAULT_DELETED: _EventType.ValueType  # 8
+    """A vault was soft-deleted."""
+    VAULT_RECOVERED: _EventType.ValueType  # 9
+    """A deleted vault was recovered."""
+    VAULT_PURGED: _EventType.ValueType  # 10
+    """A vault was purged."""
+
+class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
+    """The kind of a key vault event."""
+
+EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+"""Not set."""
+ACCESS_POLICY_CHANGED: EventType.ValueType  # 1
+"""An access policy entry was set, changed or removed."""
+KEY_CREATED: EventType.ValueType  # 2
+"""A key was created."""
+KEY_ROTATED: EventType.ValueType  # 3
+"""A key got a new version."""
+KEY_UPDATED: EventType.ValueType  # 4
+"""A key version's attributes changed (enabled, nbf, exp, operations, tags)."""
+KEY_DELETED: EventType.ValueType  # 5
+"""A key was soft-deleted."""
+KEY_RECOVERED: EventType.ValueType  # 6
+"""A deleted key was recovered."""
+KEY_PURGED: EventType.ValueType  # 7
+"""A key was purged: its material is gone for good."""
+VAULT_DELETED: EventType.ValueType  # 8
+"""A vault was soft-deleted."""
+VAULT_RECOVERED: EventType.ValueType  # 9
+"""A deleted vault was recovered."""
+VAULT_PURGED: EventType.ValueType  # 10
+"""A vault was purged."""
+Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
 @_typing.final
 class Vault(_message.Message):
     """A key vault. Its name is globally unique and its URI is
@@ -384,3 +440,201 @@ class KeyVersion(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeyVersion: _TypeAlias = KeyVersion  # noqa: Y015
+
+@_typing.final
+class DeletedKey(_message.Message):
+    """A soft-deleted key: recoverable until its scheduled purge date."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RECOVERY_ID_FIELD_NUMBER: _builtins.int
+    DELETED_DATE_FIELD_NUMBER: _builtins.int
+    SCHEDULED_PURGE_DATE_FIELD_NUMBER: _builtins.int
+    recovery_id: _builtins.str
+    """The identifier to recover or purge it by: "https://{vault}.{suffix}/deletedkeys/{key}"."""
+    @_builtins.property
+    def key(self) -> Global___KeyVersion:
+        """The newest version of the key, as it was when deleted."""
+
+    @_builtins.property
+    def deleted_date(self) -> _timestamp_pb2.Timestamp:
+        """When the key was deleted."""
+
+    @_builtins.property
+    def scheduled_purge_date(self) -> _timestamp_pb2.Timestamp:
+        """When the service will purge it."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___KeyVersion | None = ...,
+        recovery_id: _builtins.str = ...,
+        deleted_date: _timestamp_pb2.Timestamp | None = ...,
+        scheduled_purge_date: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_date", b"deleted_date", "key", b"key", "scheduled_purge_date", b"scheduled_purge_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_date", b"deleted_date", "key", b"key", "recovery_id", b"recovery_id", "scheduled_purge_date", b"scheduled_purge_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletedKey: _TypeAlias = DeletedKey  # noqa: Y015
+
+@_typing.final
+class AuditRecord(_message.Message):
+    """One record of the audit log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CALLER_OBJECT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    VAULT_NAME_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Position in the log, from 1, without gaps."""
+    request_id: _builtins.str
+    """The request id of the call."""
+    caller_object_id: _builtins.str
+    """The caller's object id (empty if the token could not be read)."""
+    tenant_id: _builtins.str
+    """The caller's tenant."""
+    client_id: _builtins.str
+    """The caller's client (application) id."""
+    resource_id: _builtins.str
+    """For a managed identity: the resource it belongs to."""
+    operation: _builtins.str
+    """The RPC, such as "UnwrapKey"."""
+    vault_name: _builtins.str
+    """The vault named by the call."""
+    key_name: _builtins.str
+    """The key named by the call."""
+    key_version: _builtins.str
+    """The key version used."""
+    result: _builtins.str
+    """"allowed" or "denied"."""
+    reason: _builtins.str
+    """For a denial: its stable reason."""
+    mac: _builtins.str
+    """The MAC that chains this record to the previous one (hex)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the call was made."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+        caller_object_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        vault_name: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        key_version: _builtins.str = ...,
+        result: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        mac: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_object_id", b"caller_object_id", "client_id", b"client_id", "key_name", b"key_name", "key_version", b"key_version", "mac", b"mac", "operation", b"operation", "reason", b"reason", "request_id", b"request_id", "resource_id", b"resource_id", "result", b"result", "sequence", b"sequence", "tenant_id", b"tenant_id", "time", b"time", "vault_name", b"vault_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """A signed statement of the audit log's length and head."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """The number of records."""
+    head: _builtins.str
+    """The MAC of the last record (hex)."""
+    time: _builtins.str
+    """When the checkpoint was made."""
+    signature: _builtins.str
+    """The Ed25519 signature (base64) over the checkpoint, by the key GetAuditPublicKey returns."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        head: _builtins.str = ...,
+        time: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "head", b"head", "signature", b"signature", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """One entry of the key vault's event stream; sequence numbers are dense."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    VAULT_NAME_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Position in the stream, from 1, without gaps."""
+    type: Global___EventType.ValueType
+    """What happened."""
+    vault_name: _builtins.str
+    """The vault concerned."""
+    key_name: _builtins.str
+    """The key concerned, if any."""
+    version: _builtins.str
+    """The key version concerned, if any."""
+    object_id: _builtins.str
+    """The principal whose access policy changed, if any."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        type: Global___EventType.ValueType = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        vault_name: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        object_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_name", b"key_name", "object_id", b"object_id", "sequence", b"sequence", "time", b"time", "type", b"type", "vault_name", b"vault_name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
