@@ -18,7 +18,7 @@ from google.protobuf import field_mask_pb2
 
 from services.rpckit import audiences
 from services.rpckit.clock import Clock, SystemClock
-from services.rpckit.errors import FailedPrecondition
+from services.rpckit.errors import FailedPrecondition, NotFound
 from services.rpckit.events import EventFollower
 from services.rpckit.reasons import Reason
 from services.rpckit.status import error_from_rpc
@@ -364,3 +364,18 @@ class RevocationFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class RoleChecker:
+    """Answers "may this principal do this on this scope?" through the identity service's
+    CheckAccess, as a platform service (the key vault's and speech's control planes)."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
+
+    async def allowed(self, principal_id: str, scope: str, access: int) -> bool:
+        try:
+            reply = await self._client.check_access(scope, access, principal_id)
+        except NotFound:
+            return False  # a principal that no longer exists may do nothing
+        return reply.allowed

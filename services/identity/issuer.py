@@ -29,7 +29,7 @@ from services.identity.storage import IdentityStore
 from services.rpckit.clock import Clock, to_epoch
 from services.rpckit.errors import invalid_field
 from services.rpckit.reasons import Reason
-from services.rpckit.tokens import PublicSigningKey, issuer_for
+from services.rpckit.tokens import OPERATOR_ROLE, PLATFORM_ROLE, PublicSigningKey, issuer_for
 from services.rpckit.validation import require_uuid
 
 MAX_SECRET_LENGTH = 256
@@ -232,6 +232,14 @@ class TokenIssuer:
         }
         if principal.resource_id:
             claims["xms_mirid"] = principal.resource_id
+        roles = [
+            name
+            for name, held in ((OPERATOR_ROLE, principal.operator), (PLATFORM_ROLE, bool(principal.platform_service)))
+            if held
+        ]
+        if roles:
+            # App roles, as Entra carries them: other services trust these without a lookup.
+            claims["roles"] = roles
         token = signer.sign(claims)
         return IssuedToken(token, _whole_seconds(expires), int(self._policy.lifetime.total_seconds()))
 

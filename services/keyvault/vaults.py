@@ -81,7 +81,7 @@ class Vaults:
         self.authorizer = authorizer
         self.notifier = notifier
 
-    async def _require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
+    async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
         if not await self.authorizer.allowed(caller.object_id, scope, access):
             role = {Access.READ: "Reader", Access.WRITE: "Contributor", Access.MANAGE_ACCESS: "Owner"}[access]
             raise errors.PermissionDenied(
@@ -135,7 +135,7 @@ class Vaults:
                 Reason.PURGE_PROTECTION_NEEDS_SOFT_DELETE, "purge protection needs soft-delete to be on"
             )
         scope = f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-        await self._require(caller, scope, Access.WRITE)
+        await self.require(caller, scope, Access.WRITE)
         existing = await self.store.get_vault(name)
         if existing is not None:
             hint = (
@@ -167,21 +167,21 @@ class Vaults:
 
     async def get(self, caller: VerifiedToken, name: str) -> Vault:
         vault = await self._live(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.READ)
+        await self.require(caller, vault.resource_id, Access.READ)
         return vault
 
     async def list_vaults(
         self, caller: VerifiedToken, subscription_id: str, *, deleted: bool, after: str | None, limit: int
     ) -> list[Vault]:
         subscription_id = require_uuid("subscription_id", subscription_id)
-        await self._require(caller, f"/subscriptions/{subscription_id}", Access.READ)
+        await self.require(caller, f"/subscriptions/{subscription_id}", Access.READ)
         return await self.store.list_vaults(subscription_id=subscription_id, deleted=deleted, after=after, limit=limit)
 
     async def update(
         self, caller: VerifiedToken, name: str, *, soft_delete: bool | None, purge_protection: bool | None
     ) -> Vault:
         vault = await self._live(vault_name("vault.name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         soft = vault.soft_delete if soft_delete is None else soft_delete
         purge = vault.purge_protection if purge_protection is None else purge_protection
         if vault.soft_delete and not soft:
@@ -205,7 +205,7 @@ class Vaults:
 
     async def delete(self, caller: VerifiedToken, name: str) -> None:
         vault = await self._live(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         now = self.clock.now()
         async with self.store.db.transaction() as tx:
             if vault.soft_delete:
@@ -219,7 +219,7 @@ class Vaults:
 
     async def recover(self, caller: VerifiedToken, name: str) -> Vault:
         vault = await self._deleted(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         now = self.clock.now()
         async with self.store.db.transaction() as tx:
             await self.store.mark_vault_deleted(tx, vault.vault_name, None, None)
@@ -229,7 +229,7 @@ class Vaults:
 
     async def purge(self, caller: VerifiedToken, name: str) -> None:
         vault = await self._deleted(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         now = self.clock.now()
         if vault.purge_protection and vault.purge_time is not None and now < vault.purge_time:
             raise errors.with_akv(
@@ -279,7 +279,7 @@ class Vaults:
     async def remove_policy(self, caller: VerifiedToken, name: str, object_id: str) -> Vault:
         object_id = require_uuid("object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         if vault.policy_of(object_id) is None:
             raise errors.NotFound(
                 Reason.ACCESS_POLICY_NOT_FOUND, f"vault {vault.vault_name} has no access policy entry for {object_id}"
@@ -304,7 +304,7 @@ class Vaults:
         tenant_id = require_uuid("access_policy.tenant_id", tenant_id)
         object_id = require_uuid("access_policy.object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self._require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.WRITE)
         if tenant_id != vault.tenant_id:
             raise errors.FailedPrecondition(
                 Reason.ACCESS_POLICY_TENANT_MISMATCH,

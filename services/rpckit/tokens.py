@@ -41,6 +41,10 @@ ALGORITHM = "RS256"
 KEY_REFERENCE_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c"})
 KID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "oid", "tid", "iat", "nbf", "exp", "jti")
+OPERATOR_ROLE = "Platform.Operator"
+"""The app role in the platform operator's tokens."""
+PLATFORM_ROLE = "Platform.Service"
+"""The app role in the tokens of the platform services' own principals."""
 
 
 def issuer_for(issuer_base: str, tenant_id: str) -> str:
@@ -62,6 +66,7 @@ class VerifiedToken:
     expires_at: datetime
     token_id: str
     resource_id: str
+    roles: frozenset[str]
     claims: Mapping[str, Any] = field(repr=False)
     raw: str = field(repr=False)
 
@@ -282,6 +287,9 @@ class TokenValidator:
             expires_at=from_epoch(claims["exp"]),
             token_id=claims["jti"],
             resource_id=str(claims.get("xms_mirid", "")),
+            roles=frozenset(r for r in claims.get("roles", ()) if isinstance(r, str))
+            if isinstance(claims.get("roles"), list)
+            else frozenset(),
             claims=claims,
             raw=token,
         )

@@ -53,6 +53,9 @@ async def test_a_token_carries_entra_claims_and_verifies(identity, operator, cha
     assert (issued.expires_in, issued.token_type) == (900, "Bearer")
     assert issued.expire_time.seconds == claims["exp"]
     assert jwt.get_unverified_header(issued.access_token)["alg"] == "RS256"
+    assert "roles" not in claims
+    operator_claims = jwt.decode(await operator.token_for(audiences.VAULT), options={"verify_signature": False})
+    assert operator_claims["roles"] == ["Platform.Operator"]
 
 
 async def test_a_token_of_tenant_a_is_refused_on_tenant_b(operator, channel, clock):

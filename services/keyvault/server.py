@@ -1,0 +1,146 @@
+"""The composition root of the key vault service: builds every part and starts serving.
+It only wires; the rules live in the domain modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import grpc
+from cmk.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+
+from services.client.channel import open_channel
+from services.client.identity import (
+    ClientCredentials,
+    GrpcSigningKeySource,
+    IdentityClient,
+    RevocationFeed,
+    RoleChecker,
+)
+from services.keyvault.api import AuditApi, Converter, Guard, KeyApi, VaultApi
+from services.keyvault.audit import AuditLog
+from services.keyvault.config import KeyVaultConfig
+from services.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_key
+from services.keyvault.errors import DOMAIN
+from services.keyvault.keys import Keys
+from services.keyvault.storage import KeyVaultStore
+from services.keyvault.vaults import Vaults
+from services.rpckit.clock import Clock, SystemClock
+from services.rpckit.events import ChangeNotifier
+from services.rpckit.server import RunningServer, start_server
+from services.rpckit.status import ErrorInterceptor
+from services.rpckit.tokens import TokenValidator
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+
+
+@dataclass
+class KeyVaultServer:
+    """A running key vault service and its parts (tests reach into them)."""
+
+    config: KeyVaultConfig
+    running: RunningServer
+    store: KeyVaultStore
+    vaults: Vaults
+    keys: Keys
+    audit: AuditLog
+    validator: TokenValidator
+    feed: RevocationFeed
+    identity_channel: grpc.aio.Channel
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.running.port}"
+
+    async def purge_due(self) -> None:
+        """One pass of the purger: deleted keys and vaults whose purge date has come."""
+        await self.keys.purge_due()
+        await self.vaults.purge_due()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.feed.stop()
+        await self.running.stop(grace)
+        await self.identity_channel.close()
+        await self.store.close()
+
+
+async def _purge_forever(server: KeyVaultServer) -> None:
+    while True:
+        await asyncio.sleep(server.config.purge_interval.total_seconds())
+        try:
+            await server.purge_due()
+        except Exception:
+            log.exception("purge pass failed; retrying at the next interval")
+
+
+async def build_server(
+    config: KeyVaultConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+) -> KeyVaultServer:
+    """Open storage and the master key, connect to identity, and start serving."""
+    clock = clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await KeyVaultStore.open(config.database_path)
+    channel = open_channel(config.identity_endpoint)
+    try:
+        row = await store.db.fetch_one(
+            "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM service_keys)"
+        )
+        first_start = row is None or int(row[0]) == 0
+        master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+        sealer = Sealer(master, random)
+        audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+        notifier = ChangeNotifier()
+        creds = config.credentials
+        identity = IdentityClient(
+            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
+        )
+        validator = TokenValidator(
+            key_source=GrpcSigningKeySource(identity),
+            clock=clock,
+            issuer_base=config.issuer_base,
+            skew=config.clock_skew,
+        )
+        feed = RevocationFeed(identity, validator)
+        vaults = Vaults(store, clock, RoleChecker(identity), notifier)
+        keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
+        guard = Guard(validator, audit, clock)
+        convert = Converter(keys)
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, guard), server)
+            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, convert, guard), server)
+            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, guard, notifier), server)
+
+        running = await start_server(
+            register=register,
+            service_names=SERVICE_NAMES,
+            interceptors=[ErrorInterceptor(DOMAIN)],
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+        )
+    except BaseException:
+        await channel.close()
+        await store.close()
+        raise
+    feed.start()
+    server = KeyVaultServer(config, running, store, vaults, keys, audit, validator, feed, channel)
+    server.tasks.append(asyncio.create_task(_purge_forever(server), name="keyvault-purger"))
+    log.info("key vault service started", extra={"port": running.port})
+    return server
