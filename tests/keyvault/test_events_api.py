@@ -1,0 +1,53 @@
+"""The key vault's event stream: what consumers (the speech service) follow to drop caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from cmk.keyvault.v1 import resources_pb2 as res
+from services.client.keyvault import KeyVaultClient
+from services.rpckit.errors import FailedPrecondition, PermissionDenied
+from services.rpckit.reasons import Reason
+from tests.identity.helpers import make_principal
+
+
+async def _until(client: KeyVaultClient, after: int, last_type: int) -> list[res.Event]:
+    seen = []
+    async for event in client.watch_events(after):
+        seen.append(event)
+        if event.type == last_type:
+            return seen
+    return seen
+
+
+async def test_key_and_policy_changes_are_streamed_in_order_and_resumable(customer, operator, channel, clock, kv_channel):
+    platform = KeyVaultClient(kv_channel, operator.token_for)
+    await customer.vaults.create_vault("events", customer.subscription_id, "rg1", "westeurope")
+    key = await customer.vaults.create_key("events", "cmk")
+    app, _, _ = await make_principal(operator, channel, clock, customer.tenant_id, "app")
+    await customer.vaults.set_access_policy("events", customer.tenant_id, app.object_id, ["unwrapKey"])
+    rotated = await customer.vaults.rotate_key(key.key_id)
+    first = await _until(platform, 0, res.KEY_ROTATED)
+    assert [e.type for e in first] == [res.KEY_CREATED, res.ACCESS_POLICY_CHANGED, res.KEY_ROTATED]
+    assert first[1].object_id == app.object_id and first[2].version == rotated.version
+    cursor = first[-1].sequence
+    await customer.vaults.update_key(rotated.key_id, res.KeyVersion(enabled=False), ["enabled"])
+    await customer.vaults.delete_key(key.key_id)
+    await customer.vaults.recover_key(key.key_id)
+    resumed = await _until(platform, cursor, res.KEY_RECOVERED)
+    assert [e.type for e in resumed] == [res.KEY_UPDATED, res.KEY_DELETED, res.KEY_RECOVERED]
+    assert [e.sequence for e in resumed] == [cursor + 1, cursor + 2, cursor + 3]
+
+
+async def test_only_platform_principals_and_the_operator_watch(customer):
+    with pytest.raises(PermissionDenied) as caught:
+        async for _ in customer.vaults.watch_events(0):
+            pass
+    assert caught.value.reason is Reason.PLATFORM_PRINCIPAL_REQUIRED
+
+
+async def test_a_cursor_beyond_the_stream_is_refused(keyvault, operator, kv_channel):
+    with pytest.raises(FailedPrecondition) as caught:
+        async for _ in KeyVaultClient(kv_channel, operator.token_for).watch_events(99):
+            pass
+    assert caught.value.reason is Reason.EVENT_CURSOR_AHEAD
