@@ -23,6 +23,7 @@ from services.keyvault.audit import AuditEntry, AuditLog, AuditRecord, Checkpoin
 from services.keyvault.crypto import Padding
 from services.keyvault.keys import CryptoResult, KeyAttributes, KeyRef, Keys, key_operations
 from services.keyvault.model import Event, Key, KeyVersion, Vault
+from services.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation, RotationPolicy
 from services.keyvault.vaults import Access, Vaults, vault_name
 from services.rpckit import audiences
 from services.rpckit.auth import bearer_token
@@ -219,6 +220,21 @@ def checkpoint_pb(c: Checkpoint) -> res.AuditCheckpoint:
     )
 
 
+def rotation_policy_pb(ref: KeyRef, p: RotationPolicy) -> res.KeyRotationPolicy:
+    kinds = {ROTATE: res.ROTATE, NOTIFY: res.NOTIFY}
+    return res.KeyRotationPolicy(
+        name=f"vaults/{ref.vault_name}/keys/{ref.key_name}/rotationPolicy",
+        lifetime_actions=[
+            res.LifetimeAction(
+                action=kinds[a.action], time_after_create=a.time_after_create, time_before_expiry=a.time_before_expiry
+            )
+            for a in p.actions
+        ],
+        expiry_time=p.expiry_time,
+        update_time=_ts(p.update_time),
+    )
+
+
 def event_pb(e: Event) -> res.Event:
     return res.Event(
         sequence=e.sequence, type=res.EventType.ValueType(e.type), time=_ts(e.time), vault_name=e.vault_name,
@@ -383,8 +399,9 @@ class VaultApi(pb_grpc.VaultServiceServicer):
 class KeyApi(pb_grpc.KeyServiceServicer):
     """cmk.keyvault.v1.KeyService."""
 
-    def __init__(self, keys: Keys, convert: Converter, guard: Guard) -> None:
+    def __init__(self, keys: Keys, rotation: Rotation, convert: Converter, guard: Guard) -> None:
         self._k = keys
+        self._rotation = rotation
         self._c = convert
         self._guard = guard
 
@@ -475,6 +492,27 @@ class KeyApi(pb_grpc.KeyServiceServicer):
     async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> res.KeyVersion:
         async with self._call(context, "RotateKey") as scope:
             return await self._version_pb(scope, await self._k.rotate(_caller(scope), self._ref(scope, request.key)))
+
+    async def GetKeyRotationPolicy(
+        self, request: pb.GetKeyRotationPolicyRequest, context: Context
+    ) -> res.KeyRotationPolicy:
+        async with self._call(context, "GetKeyRotationPolicy") as scope:
+            ref = self._ref(scope, request.key)
+            return rotation_policy_pb(ref, await self._rotation.get(_caller(scope), ref))
+
+    async def UpdateKeyRotationPolicy(
+        self, request: pb.UpdateKeyRotationPolicyRequest, context: Context
+    ) -> res.KeyRotationPolicy:
+        async with self._call(context, "UpdateKeyRotationPolicy") as scope:
+            ref = self._ref(scope, request.key)
+            names = {res.ROTATE: ROTATE, res.NOTIFY: NOTIFY}
+            actions = []
+            for i, a in enumerate(request.policy.lifetime_actions):
+                if a.action not in names:
+                    raise invalid_field(f"policy.lifetime_actions[{i}].action", Reason.ENUM_UNKNOWN, "ROTATE or NOTIFY")
+                actions.append(LifetimeAction(names[a.action], a.time_after_create, a.time_before_expiry))
+            policy = RotationPolicy(tuple(actions), request.policy.expiry_time)
+            return rotation_policy_pb(ref, await self._rotation.set(_caller(scope), ref, policy))
 
     def _crypto_reply(self, scope: CallScope, result: CryptoResult) -> tuple[str, bool]:
         scope.key_version = result.version.version

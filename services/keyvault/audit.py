@@ -184,6 +184,10 @@ class AuditLog:
         rows = await self._store.db.fetch_all(sql + " ORDER BY sequence LIMIT ?", (*params, limit))
         return [_record(r) for r in rows]
 
+    async def count(self) -> int:
+        row = await self._store.db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM audit_log")
+        return int(row[0]) if row else 0
+
     async def checkpoint(self) -> Checkpoint:
         """Sign the current head, store the checkpoint, and return it (to be saved elsewhere)."""
         row = await self._store.db.fetch_one("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")

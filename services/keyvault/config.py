@@ -43,6 +43,8 @@ class KeyVaultConfig:
     clock_skew: timedelta = timedelta(seconds=30)
     master_key_file: Path | None = None
     purge_interval: timedelta = timedelta(minutes=1)
+    """How often the service purges what is due, applies rotation policies and signs an
+    audit checkpoint."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
 

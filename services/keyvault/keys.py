@@ -384,6 +384,11 @@ class Keys:
         attributes = KeyAttributes(key_ops=latest.key_ops, tags=latest.tags)
         return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
 
+    async def rotate_as_service(self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes) -> KeyVersion:
+        """A new version made by the service itself (a rotation policy), not by a caller."""
+        material = await _in_thread(generate_rsa, latest.key_size)
+        return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
+
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> KeyVersion:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.GET)
         return await self._version(vault, ref)

@@ -68,6 +68,7 @@ class EventType(IntEnum):
     VAULT_DELETED = 8
     VAULT_RECOVERED = 9
     VAULT_PURGED = 10
+    KEY_NEAR_EXPIRY = 11
 
 
 @dataclass(frozen=True, slots=True)

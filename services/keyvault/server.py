@@ -27,6 +27,7 @@ from services.keyvault.config import KeyVaultConfig
 from services.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_key
 from services.keyvault.errors import DOMAIN
 from services.keyvault.keys import Keys
+from services.keyvault.rotation import Rotation
 from services.keyvault.storage import KeyVaultStore
 from services.keyvault.vaults import Vaults
 from services.rpckit.clock import Clock, SystemClock
@@ -49,6 +50,7 @@ class KeyVaultServer:
     store: KeyVaultStore
     vaults: Vaults
     keys: Keys
+    rotation: Rotation
     audit: AuditLog
     validator: TokenValidator
     feed: RevocationFeed
@@ -68,6 +70,16 @@ class KeyVaultServer:
         await self.keys.purge_due()
         await self.vaults.purge_due()
 
+    async def housekeeping(self) -> None:
+        """One pass of the service's own work on its clock: purge what is due, apply
+        rotation policies, and sign an audit checkpoint if records were added."""
+        await self.purge_due()
+        await self.rotation.run_due()
+        latest = await self.audit.latest_checkpoint()
+        count = await self.audit.count()
+        if latest is None or latest.count != count:
+            await self.audit.checkpoint()
+
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:
             task.cancel()
@@ -80,13 +92,13 @@ class KeyVaultServer:
         await self.store.close()
 
 
-async def _purge_forever(server: KeyVaultServer) -> None:
+async def _housekeeping(server: KeyVaultServer) -> None:
     while True:
         await asyncio.sleep(server.config.purge_interval.total_seconds())
         try:
-            await server.purge_due()
+            await server.housekeeping()
         except Exception:
-            log.exception("purge pass failed; retrying at the next interval")
+            log.exception("housekeeping pass failed; retrying at the next interval")
 
 
 async def build_server(
@@ -119,12 +131,13 @@ async def build_server(
         feed = RevocationFeed(identity, validator)
         vaults = Vaults(store, clock, RoleChecker(identity), notifier)
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
+        rotation = Rotation(keys, audit)
         guard = Guard(validator, audit, clock)
         convert = Converter(keys)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, guard), server)
-            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, convert, guard), server)
+            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, guard), server)
             pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, guard, notifier), server)
 
         running = await start_server(
@@ -140,7 +153,7 @@ async def build_server(
         await store.close()
         raise
     feed.start()
-    server = KeyVaultServer(config, running, store, vaults, keys, audit, validator, feed, channel)
-    server.tasks.append(asyncio.create_task(_purge_forever(server), name="keyvault-purger"))
+    server = KeyVaultServer(config, running, store, vaults, keys, rotation, audit, validator, feed, channel)
+    server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})
     return server

@@ -73,6 +73,14 @@ MIGRATIONS = (
                 PRIMARY KEY (vault_name, key_name, version),
                 FOREIGN KEY (vault_name, key_name) REFERENCES keys(vault_name, key_name) ON DELETE CASCADE)""",
             "CREATE INDEX key_versions_by_time ON key_versions(vault_name, key_name, create_time)",
+            """CREATE TABLE rotation_policies (
+                vault_name TEXT NOT NULL,
+                key_name TEXT NOT NULL COLLATE NOCASE,
+                policy TEXT NOT NULL,
+                update_time TEXT NOT NULL,
+                notified_version TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (vault_name, key_name),
+                FOREIGN KEY (vault_name, key_name) REFERENCES keys(vault_name, key_name) ON DELETE CASCADE)""",
             """CREATE TABLE audit_log (
                 sequence INTEGER PRIMARY KEY,
                 time TEXT NOT NULL,

@@ -88,6 +88,7 @@ class Reason(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # more plaintext than the key and padding can take
     CANNOT_DECRYPT = "CANNOT_DECRYPT"  # unwrap/decrypt failed: wrong key, padding or altered blob
     TAGS_INVALID = "TAGS_INVALID"  # more than 15 tags, or a name or value too long
+    ROTATION_POLICY_INVALID = "ROTATION_POLICY_INVALID"  # bad action, trigger or duration (minimum P7D)
 
     # --- key vault: authorization (PERMISSION_DENIED) ---
     FORBIDDEN_BY_POLICY = "FORBIDDEN_BY_POLICY"  # no access policy grants the permission (ForbiddenByPolicy)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from cmk.keyvault.v1 import resources_pb2 as res
+
 from services.client.keyvault import KeyVaultClient
 from services.rpckit.errors import FailedPrecondition, PermissionDenied
 from services.rpckit.reasons import Reason
@@ -20,7 +20,9 @@ async def _until(client: KeyVaultClient, after: int, last_type: int) -> list[res
     return seen
 
 
-async def test_key_and_policy_changes_are_streamed_in_order_and_resumable(customer, operator, channel, clock, kv_channel):
+async def test_key_and_policy_changes_are_streamed_in_order_and_resumable(
+    customer, operator, channel, clock, kv_channel
+):
     platform = KeyVaultClient(kv_channel, operator.token_for)
     await customer.vaults.create_vault("events", customer.subscription_id, "rg1", "westeurope")
     key = await customer.vaults.create_key("events", "cmk")

@@ -1070,3 +1070,53 @@ class WatchEventsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class GetKeyRotationPolicyRequest(_message.Message):
+    """Request of GetKeyRotationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key identifier or "vaults/{vault}/keys/{key}"."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyRotationPolicyRequest: _TypeAlias = GetKeyRotationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateKeyRotationPolicyRequest(_message.Message):
+    """Request of UpdateKeyRotationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key identifier or "vaults/{vault}/keys/{key}"."""
+    @_builtins.property
+    def policy(self) -> _resources_pb2.KeyRotationPolicy:
+        """The whole policy (it replaces the previous one)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        policy: _resources_pb2.KeyRotationPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateKeyRotationPolicyRequest: _TypeAlias = UpdateKeyRotationPolicyRequest  # noqa: Y015

@@ -597,6 +597,16 @@ class KeyServiceStub:
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
                 _registered_method=True)
+        self.GetKeyRotationPolicy = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/GetKeyRotationPolicy',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRotationPolicyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.FromString,
+                _registered_method=True)
+        self.UpdateKeyRotationPolicy = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/UpdateKeyRotationPolicy',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRotationPolicyRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.FromString,
+                _registered_method=True)
         self.WrapKey = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/WrapKey',
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.SerializeToString,
@@ -697,6 +707,20 @@ class KeyServiceServicer:
 
     def RotateKey(self, request, context):
         """Makes a new version with the newest version's size and operations. Permission: rotate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyRotationPolicy(self, request, context):
+        """Gets a key's rotation policy. Permission: getrotationpolicy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKeyRotationPolicy(self, request, context):
+        """Sets a key's rotation policy. Permission: setrotationpolicy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -803,6 +827,16 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.RotateKey,
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
+            ),
+            'GetKeyRotationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyRotationPolicy,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRotationPolicyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.SerializeToString,
+            ),
+            'UpdateKeyRotationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKeyRotationPolicy,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRotationPolicyRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.SerializeToString,
             ),
             'WrapKey': grpc.unary_unary_rpc_method_handler(
                     servicer.WrapKey,
@@ -1042,6 +1076,60 @@ class KeyService:
             '/cmk.keyvault.v1.KeyService/RotateKey',
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RotateKeyRequest.SerializeToString,
             cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyRotationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/GetKeyRotationPolicy',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetKeyRotationPolicyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKeyRotationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/UpdateKeyRotationPolicy',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateKeyRotationPolicyRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.KeyRotationPolicy.FromString,
             options,
             channel_credentials,
             insecure,

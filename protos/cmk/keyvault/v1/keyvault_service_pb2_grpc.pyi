@@ -228,6 +228,10 @@ class KeyServiceStub:
     """
     RotateKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RotateKeyRequest, _resources_pb2.KeyVersion]
     """Makes a new version with the newest version's size and operations. Permission: rotate."""
+    GetKeyRotationPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRotationPolicyRequest, _resources_pb2.KeyRotationPolicy]
+    """Gets a key's rotation policy. Permission: getrotationpolicy."""
+    UpdateKeyRotationPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateKeyRotationPolicyRequest, _resources_pb2.KeyRotationPolicy]
+    """Sets a key's rotation policy. Permission: setrotationpolicy."""
     WrapKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]
     """Wraps a key. Permission: wrapKey."""
     UnwrapKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]
@@ -277,6 +281,10 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """
     RotateKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RotateKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
     """Makes a new version with the newest version's size and operations. Permission: rotate."""
+    GetKeyRotationPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRotationPolicyRequest, _resources_pb2.KeyRotationPolicy]  # type: ignore[assignment]
+    """Gets a key's rotation policy. Permission: getrotationpolicy."""
+    UpdateKeyRotationPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateKeyRotationPolicyRequest, _resources_pb2.KeyRotationPolicy]  # type: ignore[assignment]
+    """Sets a key's rotation policy. Permission: setrotationpolicy."""
     WrapKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.WrapKeyRequest, _keyvault_service_pb2.WrapKeyResponse]  # type: ignore[assignment]
     """Wraps a key. Permission: wrapKey."""
     UnwrapKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UnwrapKeyRequest, _keyvault_service_pb2.UnwrapKeyResponse]  # type: ignore[assignment]
@@ -365,6 +373,22 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
         """Makes a new version with the newest version's size and operations. Permission: rotate."""
+
+    @_abc_1.abstractmethod
+    def GetKeyRotationPolicy(
+        self,
+        request: _keyvault_service_pb2.GetKeyRotationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyRotationPolicy, _abc.Awaitable[_resources_pb2.KeyRotationPolicy]]:
+        """Gets a key's rotation policy. Permission: getrotationpolicy."""
+
+    @_abc_1.abstractmethod
+    def UpdateKeyRotationPolicy(
+        self,
+        request: _keyvault_service_pb2.UpdateKeyRotationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyRotationPolicy, _abc.Awaitable[_resources_pb2.KeyRotationPolicy]]:
+        """Sets a key's rotation policy. Permission: setrotationpolicy."""
 
     @_abc_1.abstractmethod
     def WrapKey(

@@ -166,6 +166,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A deleted vault was recovered."""
     VAULT_PURGED: _EventType.ValueType  # 10
     """A vault was purged."""
+    KEY_NEAR_EXPIRY: _EventType.ValueType  # 11
+    """A rotation policy's Notify action fired: the key's newest version nears its expiry."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """The kind of a key vault event."""
@@ -192,7 +194,33 @@ VAULT_RECOVERED: EventType.ValueType  # 9
 """A deleted vault was recovered."""
 VAULT_PURGED: EventType.ValueType  # 10
 """A vault was purged."""
+KEY_NEAR_EXPIRY: EventType.ValueType  # 11
+"""A rotation policy's Notify action fired: the key's newest version nears its expiry."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _LifetimeActionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifetimeActionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifetimeActionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFETIME_ACTION_TYPE_UNSPECIFIED: _LifetimeActionType.ValueType  # 0
+    """Not set."""
+    ROTATE: _LifetimeActionType.ValueType  # 1
+    """Make a new key version."""
+    NOTIFY: _LifetimeActionType.ValueType  # 2
+    """Send a KEY_NEAR_EXPIRY event."""
+
+class LifetimeActionType(_LifetimeActionType, metaclass=_LifetimeActionTypeEnumTypeWrapper):
+    """What a rotation policy does when its trigger fires."""
+
+LIFETIME_ACTION_TYPE_UNSPECIFIED: LifetimeActionType.ValueType  # 0
+"""Not set."""
+ROTATE: LifetimeActionType.ValueType  # 1
+"""Make a new key version."""
+NOTIFY: LifetimeActionType.ValueType  # 2
+"""Send a KEY_NEAR_EXPIRY event."""
+Global___LifetimeActionType: _TypeAlias = LifetimeActionType  # noqa: Y015
 
 @_typing.final
 class Vault(_message.Message):
@@ -638,3 +666,75 @@ class Event(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class LifetimeAction(_message.Message):
+    """One action of a rotation policy, and when it fires. Exactly one trigger is set; both are
+    ISO 8601 durations in days, months or years ("P90D", "P3M", "P1Y"), at least 7 days.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    TIME_AFTER_CREATE_FIELD_NUMBER: _builtins.int
+    TIME_BEFORE_EXPIRY_FIELD_NUMBER: _builtins.int
+    action: Global___LifetimeActionType.ValueType
+    """What to do."""
+    time_after_create: _builtins.str
+    """Fire this long after the newest version was created."""
+    time_before_expiry: _builtins.str
+    """Fire this long before the newest version expires."""
+    def __init__(
+        self,
+        *,
+        action: Global___LifetimeActionType.ValueType = ...,
+        time_after_create: _builtins.str = ...,
+        time_before_expiry: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "time_after_create", b"time_after_create", "time_before_expiry", b"time_before_expiry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifetimeAction: _TypeAlias = LifetimeAction  # noqa: Y015
+
+@_typing.final
+class KeyRotationPolicy(_message.Message):
+    """A key's rotation policy, carried out by the service on its own clock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIFETIME_ACTIONS_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vaults/{vault}/keys/{key}/rotationPolicy". Output only."""
+    expiry_time: _builtins.str
+    """Expiry of versions made by rotation, as an ISO 8601 duration from their creation; empty
+    means they do not expire.
+    """
+    @_builtins.property
+    def lifetime_actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LifetimeAction]:
+        """The actions, at most one ROTATE and one NOTIFY."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the policy last changed. Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        lifetime_actions: _abc.Iterable[Global___LifetimeAction] | None = ...,
+        expiry_time: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time", "lifetime_actions", b"lifetime_actions", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRotationPolicy: _TypeAlias = KeyRotationPolicy  # noqa: Y015

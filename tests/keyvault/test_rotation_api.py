@@ -1,0 +1,94 @@
+"""Rotation policies, carried out by the service on its (fake) clock, reported on the stream."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cmk.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk.keyvault.v1 import resources_pb2 as res
+
+from services.client.identity import call
+from services.client.keyvault import KeyVaultClient
+from services.rpckit import audiences
+from services.rpckit.errors import InvalidArgument
+from services.rpckit.reasons import Reason
+
+
+async def set_policy(customer, key_id: str, actions, expiry: str = "") -> res.KeyRotationPolicy:
+    policy = res.KeyRotationPolicy(lifetime_actions=actions, expiry_time=expiry)
+    return await call(
+        customer.vaults.keys.UpdateKeyRotationPolicy,
+        pb.UpdateKeyRotationPolicyRequest(key=key_id, policy=policy),
+        token=await customer.tenant.admin_client.token_for(audiences.VAULT),
+    )
+
+
+async def test_a_rotation_policy_rotates_on_the_service_clock_and_is_streamed(
+    customer, keyvault, clock, operator, kv_channel
+):
+    await customer.vaults.create_vault("rot", customer.subscription_id, "rg1", "westeurope")
+    key = await customer.vaults.create_key("rot", "cmk")
+    versionless = key.key_id.rsplit("/", 1)[0]
+    saved = await set_policy(
+        customer, versionless, [res.LifetimeAction(action=res.ROTATE, time_after_create="P30D")], expiry="P90D"
+    )
+    assert saved.lifetime_actions[0].time_after_create == "P30D" and saved.HasField("update_time")
+    await keyvault.housekeeping()
+    assert (await customer.vaults.get_key(versionless)).version == key.version  # not due yet
+    clock.advance(timedelta(days=30, seconds=1))
+    await keyvault.housekeeping()
+    newest = await customer.vaults.get_key(versionless)
+    assert newest.version != key.version
+    assert newest.expires.ToDatetime().date() == (clock.now() + timedelta(days=90)).date()
+    events = []
+    async for event in KeyVaultClient(kv_channel, operator.token_for).watch_events(0):
+        events.append(event)
+        if event.type == res.KEY_ROTATED:
+            break
+    assert events[-1].version == newest.version
+    audit = (await customer.vaults.list_audit("rot", page_size=200)).records
+    assert any(r.operation == "AutoRotateKey" and r.key_version == newest.version for r in audit)
+    await keyvault.housekeeping()  # a second pass does not rotate again
+    assert (await customer.vaults.get_key(versionless)).version == newest.version
+
+
+async def test_a_notify_action_announces_the_expiry_once(customer, keyvault, clock, operator, kv_channel):
+    await customer.vaults.create_vault("rot", customer.subscription_id, "rg1", "westeurope")
+    expires = clock.now() + timedelta(days=60)
+    from google.protobuf import timestamp_pb2
+
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(expires)
+    key = await customer.vaults.create_key("rot", "cmk", attributes=res.KeyVersion(expires=stamp))
+    await set_policy(customer, key.key_id, [res.LifetimeAction(action=res.NOTIFY, time_before_expiry="P30D")])
+    clock.advance(timedelta(days=31))
+    await keyvault.housekeeping()
+    await keyvault.housekeeping()
+    near = []
+    platform = KeyVaultClient(kv_channel, operator.token_for)
+    last = await keyvault.store.last_sequence()
+    async for event in platform.watch_events(0):
+        if event.type == res.KEY_NEAR_EXPIRY:
+            near.append(event)
+        if event.sequence == last:
+            break
+    assert [e.version for e in near] == [key.version]
+
+
+@pytest.mark.parametrize(
+    ("actions", "expiry"),
+    [
+        ([res.LifetimeAction(action=res.ROTATE, time_after_create="P6D")], ""),
+        ([res.LifetimeAction(action=res.ROTATE, time_after_create="30 days")], ""),
+        ([res.LifetimeAction(action=res.ROTATE, time_after_create="P30D", time_before_expiry="P7D")], "P1Y"),
+        ([res.LifetimeAction(action=res.ROTATE, time_before_expiry="P30D")], ""),
+        ([res.LifetimeAction(action=res.ROTATE, time_after_create="P30D")] * 2, ""),
+    ],
+)
+async def test_bad_policies_are_refused(customer, actions, expiry):
+    await customer.vaults.create_vault("rot", customer.subscription_id, "rg1", "westeurope")
+    key = await customer.vaults.create_key("rot", "cmk")
+    with pytest.raises(InvalidArgument) as caught:
+        await set_policy(customer, key.key_id, actions, expiry)
+    assert caught.value.reason is Reason.ROTATION_POLICY_INVALID
