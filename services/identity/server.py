@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 
 import grpc
+from cmk.common.v1 import dev_service_pb2 as dev_pb
+from cmk.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
@@ -21,18 +23,21 @@ from services.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from services.identity.model import NewSecret, Principal
 from services.identity.storage import IdentityStore
 from services.rpckit import audiences
-from services.rpckit.auth import AuthInterceptor
-from services.rpckit.clock import Clock, SystemClock
+from services.rpckit.auth import AuthInterceptor, current_caller
+from services.rpckit.clock import Clock, ShiftableClock, SystemClock
+from services.rpckit.devclock import DevApi
 from services.rpckit.events import ChangeNotifier
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
+from services.rpckit.types import Context
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["IdentityService"].full_name,
     pb.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
 )
 
 
@@ -67,7 +72,8 @@ async def build_server(
     config: IdentityConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
 ) -> IdentityServer:
     """Open storage, load the master key, bootstrap on first start, and start serving."""
-    clock = clock or SystemClock()
+    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
+    clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await IdentityStore.open(config.database_path)
     try:
@@ -96,6 +102,11 @@ async def build_server(
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(IdentityApi(directory, policy), server)
             pb_grpc.add_TokenServiceServicer_to_server(TokenApi(directory, issuer, keys), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, require_operator), server)
+
+        async def require_operator(context: Context) -> None:
+            caller = current_caller()
+            directory.require_operator(await directory.actor(caller.object_id, caller.tenant_id), "move the clock")
 
         running = await start_server(
             register=register,

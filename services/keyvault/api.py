@@ -101,6 +101,12 @@ class Guard:
             raise
         await self._audit.append(self._entry(scope, "allowed", ""))
 
+    async def require_operator(self, context: Context) -> None:
+        """Authenticate a management call and require the platform operator (audited)."""
+        async with self.call(context, "AdvanceClock", audiences.MANAGEMENT) as scope:
+            if OPERATOR_ROLE not in _caller(scope).roles:
+                raise errors.PermissionDenied(Reason.OPERATOR_REQUIRED, "only the platform operator may do this")
+
     def _entry(self, scope: CallScope, result: str, reason: str) -> AuditEntry:
         caller = scope.caller
         return AuditEntry(

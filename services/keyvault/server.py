@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 
 import grpc
+from cmk.common.v1 import dev_service_pb2 as dev_pb
+from cmk.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 
@@ -30,7 +32,8 @@ from services.keyvault.keys import Keys
 from services.keyvault.rotation import Rotation
 from services.keyvault.storage import KeyVaultStore
 from services.keyvault.vaults import Vaults
-from services.rpckit.clock import Clock, SystemClock
+from services.rpckit.clock import Clock, ShiftableClock, SystemClock
+from services.rpckit.devclock import DevApi
 from services.rpckit.events import ChangeNotifier
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
@@ -38,7 +41,10 @@ from services.rpckit.tokens import TokenValidator
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+SERVICE_NAMES = (
+    *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
+    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
+)
 
 
 @dataclass
@@ -105,7 +111,8 @@ async def build_server(
     config: KeyVaultConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
 ) -> KeyVaultServer:
     """Open storage and the master key, connect to identity, and start serving."""
-    clock = clock or SystemClock()
+    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
+    clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await KeyVaultStore.open(config.database_path)
     channel = open_channel(config.identity_endpoint)
@@ -139,6 +146,7 @@ async def build_server(
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, guard), server)
             pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, guard), server)
             pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, guard, notifier), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, guard.require_operator), server)
 
         running = await start_server(
             register=register,

@@ -42,6 +42,23 @@ class FakeClock:
         self._now = when
 
 
+class ShiftableClock:
+    """A clock running with its base but moved forward on request, for a service started
+    with the development time control (never in production: the flag is off by default)."""
+
+    def __init__(self, base: Clock) -> None:
+        self._base = base
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return self._base.now() + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        if delta <= timedelta(0):
+            raise ValueError("time only moves forward")
+        self.offset += delta
+
+
 def to_epoch(when: datetime) -> int:
     """Whole seconds since the epoch, as JWT claims carry them."""
     return int(when.timestamp())

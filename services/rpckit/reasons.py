@@ -74,6 +74,7 @@ class Reason(StrEnum):
     SUBSCRIPTION_ALREADY_IN_TENANT = "SUBSCRIPTION_ALREADY_IN_TENANT"  # transfer to its own tenant
     RESOURCE_NOT_IN_TENANT = "RESOURCE_NOT_IN_TENANT"  # resource's subscription is elsewhere
     EVENT_CURSOR_AHEAD = "EVENT_CURSOR_AHEAD"  # a watch cursor beyond the newest event
+    CLOCK_CONTROL_DISABLED = "CLOCK_CONTROL_DISABLED"  # the service was not started with --dev-time-control
 
     # --- key vault: bad input (INVALID_ARGUMENT) ---
     VAULT_NAME_INVALID = "VAULT_NAME_INVALID"  # not 3-24 letters/digits/hyphens, starting with a letter
