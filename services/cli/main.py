@@ -16,13 +16,13 @@ import asyncio
 import functools
 import json
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import grpc
 from cmk.identity.v1 import resources_pb2 as res
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -127,23 +127,38 @@ def read_operator_file(path: Path) -> ClientCredentials:
     return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
 
 
-@asynccontextmanager
-async def session(state: State) -> AsyncIterator[IdentityClient]:
-    """A client signed in with the profile's token, renewed from its operator file if needed."""
+def load_profile(state: State) -> Profile:
     profile = Profile.load(state.profile_path)
     if profile is None:
         raise click.ClickException(f"not signed in (no profile at {state.profile_path}); run: cmk login")
-    endpoint = state.endpoint or profile.identity_endpoint
-    channel = open_channel(endpoint)
+    return profile
+
+
+def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) -> Callable[[str], Awaitable[str]]:
+    """Tokens from the profile, renewed from its operator file when they run out."""
+
+    async def token_for(audience: str) -> str:
+        token = profile.token(audience)
+        if token is not None:
+            return token
+        if not profile.operator_file:
+            raise click.ClickException("the signed-in token has expired; run: cmk login")
+        creds = read_operator_file(Path(profile.operator_file))
+        issued = await IdentityClient(channel).issue_token(creds, audience)
+        profile.keep(audience, issued.access_token, issued.expire_time.seconds)
+        profile.save(state.profile_path)
+        return issued.access_token
+
+    return token_for
+
+
+@asynccontextmanager
+async def session(state: State) -> AsyncIterator[IdentityClient]:
+    """A client signed in with the profile's tokens."""
+    profile = load_profile(state)
+    channel = open_channel(state.endpoint or profile.identity_endpoint)
     try:
-        if time.time() > profile.token_expires_at - 30:
-            if not profile.operator_file:
-                raise click.ClickException("the signed-in token has expired; run: cmk login")
-            creds = read_operator_file(Path(profile.operator_file))
-            issued = await IdentityClient(channel).issue_token(creds, audiences.DIRECTORY)
-            profile.token, profile.token_expires_at = issued.access_token, issued.expire_time.seconds
-            profile.save(state.profile_path)
-        yield IdentityClient(channel, token=profile.token)
+        yield IdentityClient(channel, token_source=profile_tokens(state, profile, channel))
     finally:
         await channel.close()
 
@@ -318,6 +333,7 @@ async def health(state: State, endpoint: str, service: str) -> None:
 @click.option("--tenant", "tenant_id", help="tenant id (with --client-id)")
 @click.option("--client-id")
 @click.option("--client-secret", envvar="CMK_CLIENT_SECRET", help="prompted for if not given")
+@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint host:port")
 @output_option
 @pass_state
 @run_async
@@ -328,8 +344,9 @@ async def login(
     tenant_id: str | None,
     client_id: str | None,
     client_secret: str | None,
+    keyvault_endpoint: str | None,
 ) -> None:
-    """Sign in and keep the token in the profile file (mode 0600)."""
+    """Sign in and keep the tokens in the profile file (mode 0600)."""
     if operator_file is not None:
         creds = read_operator_file(operator_file)
     else:
@@ -337,16 +354,18 @@ async def login(
             raise click.ClickException("give --operator-file, or --tenant and --client-id")
         secret = client_secret or click.prompt("client secret", hide_input=True)
         creds = ClientCredentials(tenant_id, client_id, secret)
-    async with anonymous(state, endpoint) as client:
-        issued = await client.issue_token(creds, audiences.DIRECTORY)
     profile = Profile(
         identity_endpoint=endpoint,
         tenant_id=creds.tenant_id,
         client_id=creds.client_id,
-        token=issued.access_token,
-        token_expires_at=issued.expire_time.seconds,
+        keyvault_endpoint=keyvault_endpoint or "",
         operator_file=str(operator_file) if operator_file else "",
     )
+    async with anonymous(state, endpoint) as client:
+        # One token per audience, as a CLI keeps them: the secret itself is not kept.
+        for audience in sorted(audiences.ALL):
+            issued = await client.issue_token(creds, audience)
+            profile.keep(audience, issued.access_token, issued.expire_time.seconds)
     profile.save(state.profile_path)
     emit(
         state.output,
@@ -356,7 +375,7 @@ async def login(
             "client_id": creds.client_id,
             "endpoint": endpoint,
             "profile": str(state.profile_path),
-            "expire_time": issued.expire_time.ToJsonString(),
+            "keyvault_endpoint": profile.keyvault_endpoint,
         },
     )
 

@@ -1,17 +1,20 @@
-"""The CLI's profile file: the endpoint it talks to and the token it signed in with.
+"""The CLI's profile file: the endpoints it talks to and the tokens it signed in with.
 
-Mode 0600. It holds a token (which expires in minutes), never a client secret; a profile
-made from an operator file remembers the file's path and signs in again from it.
+Mode 0600. It holds tokens (which expire in minutes), one per audience, never a client
+secret; a profile made from an operator file remembers the file's path and signs in again
+from it when a token runs out.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_PROFILE = Path.home() / ".config" / "cmk" / "profile.json"
+RENEW_MARGIN_SECONDS = 30
 
 
 @dataclass
@@ -19,9 +22,19 @@ class Profile:
     identity_endpoint: str
     tenant_id: str
     client_id: str
-    token: str = field(default="", repr=False)
-    token_expires_at: float = 0.0
+    keyvault_endpoint: str = ""
+    tokens: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
     operator_file: str = ""
+
+    def token(self, audience: str) -> str | None:
+        """A stored token for `audience` that is not about to expire."""
+        entry = self.tokens.get(audience)
+        if not entry or float(str(entry.get("expires_at", 0))) - RENEW_MARGIN_SECONDS < time.time():
+            return None
+        return str(entry["token"])
+
+    def keep(self, audience: str, token: str, expires_at: float) -> None:
+        self.tokens[audience] = {"token": token, "expires_at": expires_at}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -59,6 +59,7 @@ class IdentityClient:
         credentials: ClientCredentials | None = None,
         *,
         token: str | None = None,
+        token_source: Callable[[str], Awaitable[str]] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.channel = channel
@@ -66,6 +67,7 @@ class IdentityClient:
         self.tokens = pb_grpc.TokenServiceStub(channel)
         self._credentials = credentials
         self._fixed_token = token
+        self._token_source = token_source
         self._clock = clock or SystemClock()
         self.token_cache = TokenCache(self._fetch, self._clock)
 
@@ -79,6 +81,8 @@ class IdentityClient:
         """A valid token for `audience`: the fixed one, or a cached one renewed in time."""
         if self._fixed_token is not None:
             return self._fixed_token
+        if self._token_source is not None:
+            return await self._token_source(audience)
         return await self.token_cache.get(audience)
 
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
