@@ -13,11 +13,9 @@ Every command takes `--output json`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,13 +24,20 @@ import grpc
 from cmk.identity.v1 import resources_pb2 as res
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli.common import (
+    State,
+    anonymous,
+    output_option,
+    pass_state,
+    read_operator_file,
+    run_async,
+    session,
+)
 from services.cli.output import emit, emit_messages, to_dict
-from services.cli.profile import Profile, profile_path
+from services.cli.profile import Profile
 from services.client.channel import open_channel
 from services.client.identity import ClientCredentials, IdentityClient
 from services.rpckit import audiences
-from services.rpckit.errors import ServiceError
-from services.rpckit.status import status_code_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,64 +54,6 @@ AUDIENCES = {
 }
 
 
-class State:
-    """What the group options leave for the commands."""
-
-    def __init__(self, output: str, profile: str | None, endpoint: str | None) -> None:
-        self.output = output
-        self.profile_path = profile_path(profile)
-        self.endpoint = endpoint
-
-
-def output_option(f: F) -> F:
-    """`--output` on every command too, so it can follow the command name."""
-
-    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            ctx.ensure_object(State).output = value
-
-    return click.option(
-        "--output",
-        "-o",
-        type=click.Choice(["table", "json"]),
-        default=None,
-        expose_value=False,
-        callback=remember,
-        help="table for people, json for scripts",
-    )(f)
-
-
-def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    """Run an async command body; a service error becomes a clear message and exit code 1."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        state = click.get_current_context().find_object(State)
-        try:
-            return asyncio.run(f(*args, **kwargs))
-        except ServiceError as exc:
-            code = status_code_of(exc).name
-            if state is not None and state.output == "json":
-                click.echo(
-                    json.dumps(
-                        {
-                            "error": {
-                                "code": code,
-                                "reason": exc.reason.value,
-                                "message": exc.message,
-                                "metadata": exc.metadata,
-                            }
-                        },
-                        indent=2,
-                    )
-                )
-            else:
-                click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
 @click.group(help=__doc__)
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
@@ -114,69 +61,6 @@ def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
 @click.pass_context
 def cli(ctx: click.Context, output: str, profile: str | None, endpoint: str | None) -> None:
     ctx.obj = State(output, profile, endpoint)
-
-
-pass_state = click.make_pass_decorator(State)
-
-
-# --- sessions ----------------------------------------------------------------------------
-
-
-def read_operator_file(path: Path) -> ClientCredentials:
-    data = json.loads(path.read_text())
-    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
-
-
-def load_profile(state: State) -> Profile:
-    profile = Profile.load(state.profile_path)
-    if profile is None:
-        raise click.ClickException(f"not signed in (no profile at {state.profile_path}); run: cmk login")
-    return profile
-
-
-def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) -> Callable[[str], Awaitable[str]]:
-    """Tokens from the profile, renewed from its operator file when they run out."""
-
-    async def token_for(audience: str) -> str:
-        token = profile.token(audience)
-        if token is not None:
-            return token
-        if not profile.operator_file:
-            raise click.ClickException("the signed-in token has expired; run: cmk login")
-        creds = read_operator_file(Path(profile.operator_file))
-        issued = await IdentityClient(channel).issue_token(creds, audience)
-        profile.keep(audience, issued.access_token, issued.expire_time.seconds)
-        profile.save(state.profile_path)
-        return issued.access_token
-
-    return token_for
-
-
-@asynccontextmanager
-async def session(state: State) -> AsyncIterator[IdentityClient]:
-    """A client signed in with the profile's tokens."""
-    profile = load_profile(state)
-    channel = open_channel(state.endpoint or profile.identity_endpoint)
-    try:
-        yield IdentityClient(channel, token_source=profile_tokens(state, profile, channel))
-    finally:
-        await channel.close()
-
-
-@asynccontextmanager
-async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[IdentityClient]:
-    """A client without a token, for signing in."""
-    target = endpoint or state.endpoint
-    if target is None:
-        profile = Profile.load(state.profile_path)
-        if profile is None:
-            raise click.ClickException("give --endpoint host:port (or sign in first)")
-        target = profile.identity_endpoint
-    channel = open_channel(target)
-    try:
-        yield IdentityClient(channel)
-    finally:
-        await channel.close()
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -304,7 +188,6 @@ def up(state: State, data_dir: Path, port_base: int) -> None:
 @run_async
 async def health(state: State, endpoint: str, service: str) -> None:
     """Ask a server the standard gRPC health question; exit 0 only if SERVING."""
-    import grpc
 
     channel = open_channel(endpoint)
     try:
