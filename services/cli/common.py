@@ -27,10 +27,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     """What the group options leave for the commands."""
 
-    def __init__(self, output: str, profile: str | None, endpoint: str | None) -> None:
+    def __init__(
+        self, output: str, profile: str | None, endpoint: str | None, keyvault_endpoint: str | None = None
+    ) -> None:
         self.output = output
         self.profile_path = profile_path(profile)
         self.endpoint = endpoint
+        self.keyvault_endpoint = keyvault_endpoint
 
 
 def output_option(f: F) -> F:
@@ -143,3 +146,21 @@ async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[
         yield IdentityClient(channel)
     finally:
         await channel.close()
+
+
+@asynccontextmanager
+async def keyvault_session(state: State) -> AsyncIterator[Any]:
+    """A key vault client signed in with the profile's tokens."""
+    from services.client.keyvault import KeyVaultClient
+
+    profile = load_profile(state)
+    endpoint = state.keyvault_endpoint or profile.keyvault_endpoint
+    if not endpoint:
+        raise click.ClickException("no key vault endpoint: give --keyvault-endpoint, or cmk login --keyvault-endpoint")
+    identity = open_channel(state.endpoint or profile.identity_endpoint)
+    channel = open_channel(endpoint)
+    try:
+        yield KeyVaultClient(channel, profile_tokens(state, profile, identity))
+    finally:
+        await channel.close()
+        await identity.close()

@@ -24,6 +24,7 @@ import grpc
 from cmk.identity.v1 import resources_pb2 as res
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli import keyvault_commands
 from services.cli.common import (
     State,
     anonymous,
@@ -35,6 +36,7 @@ from services.cli.common import (
 )
 from services.cli.output import emit, emit_messages, to_dict
 from services.cli.profile import Profile
+from services.cli.trio import announce
 from services.client.channel import open_channel
 from services.client.identity import ClientCredentials, IdentityClient
 from services.rpckit import audiences
@@ -58,9 +60,12 @@ AUDIENCES = {
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
 @click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")
+@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint (overrides the profile)")
 @click.pass_context
-def cli(ctx: click.Context, output: str, profile: str | None, endpoint: str | None) -> None:
-    ctx.obj = State(output, profile, endpoint)
+def cli(
+    ctx: click.Context, output: str, profile: str | None, endpoint: str | None, keyvault_endpoint: str | None
+) -> None:
+    ctx.obj = State(output, profile, endpoint, keyvault_endpoint)
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -87,6 +92,7 @@ def serve() -> None:
     help="require client certificates from this CA (mutual TLS)",
 )
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 @output_option
 @pass_state
 def serve_identity(
@@ -99,6 +105,7 @@ def serve_identity(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     log_level: str | None,
+    dev_time_control: bool,
 ) -> None:
     """The identity service (directory, tokens, signing keys, events)."""
     import os
@@ -109,7 +116,14 @@ def serve_identity(
     try:
         tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
         config = IdentityConfig.from_env(
-            os.environ, data_dir=data_dir, host=host, port=port, issuer_base=issuer_base, tls=tls, log_level=log_level
+            os.environ,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            issuer_base=issuer_base,
+            tls=tls,
+            log_level=log_level,
+            dev_time_control=dev_time_control or None,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -126,58 +140,113 @@ async def _serve_identity(config: Any, output: str) -> None:
     configure_logging("identity", config.log_level)
     with stop_signals() as stopped:
         server = await build_server(config)
-        _announce("identity", server.endpoint, server, output)
+        announce(server, None, output)
         await stopped.wait()
         click.echo("identity: stopping", err=True)
         await server.stop()
-
-
-def _announce(name: str, endpoint: str, server: Any, output: str) -> None:
-    # To stdout, not the log: this is the one time the operator secret is shown.
-    login = f"cmk login --endpoint {endpoint} --operator-file {server.config.operator_file}"
-    if output == "json":
-        operator = None
-        if server.new_operator_secret is not None:
-            operator = {
-                "tenant_id": server.operator.tenant_id,
-                "client_id": server.new_operator_secret.client_id,
-                "client_secret": server.new_operator_secret.value,
-                "file": str(server.config.operator_file),
-            }
-        click.echo(json.dumps({"service": name, "endpoint": endpoint, "created_operator": operator, "login": login}))
-        sys.stdout.flush()
-        return
-    click.echo(f"{name} listening on {endpoint}")
-    if server.new_operator_secret is not None:
-        secret = server.new_operator_secret
-        click.echo("platform operator created (shown once; also in the file below):")
-        click.echo(f"  tenant id:     {server.operator.tenant_id}")
-        click.echo(f"  client id:     {secret.client_id}")
-        click.echo(f"  client secret: {secret.value}")
-        click.echo(f"  file:          {server.config.operator_file}")
-    click.echo(f"sign in with: {login}")
-    sys.stdout.flush()
 
 
 @cli.command()
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
 )
-@click.option("--port-base", type=int, default=50050, show_default=True, help="identity listens on port-base+1")
+@click.option(
+    "--port-base", type=int, default=50050, show_default=True, help="identity on port-base+1, key vault on +2"
+)
+@click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
 @output_option
 @pass_state
-def up(state: State, data_dir: Path, port_base: int) -> None:
-    """Start the services in one process, with their data in --data-dir.
+def up(state: State, data_dir: Path, port_base: int, dev_time_control: bool) -> None:
+    """Start the services in one process, wired to each other, with their data in --data-dir.
 
-    Today that is the identity service; the key vault and speech services join as they land.
+    Today that is identity and the key vault; the speech service joins when it lands. A
+    second `cmk up` on the same directory resumes with all data intact.
     """
-    import os
-
-    from services.identity.config import IdentityConfig
+    from services.cli.trio import run_trio
     from services.rpckit.server import run
 
-    config = IdentityConfig.from_env(os.environ, data_dir=data_dir, port=port_base + 1)
-    run(lambda: _serve_identity(config, state.output))
+    run(lambda: run_trio(data_dir, port_base, state.output, dev_time_control=dev_time_control))
+
+
+@serve.command("keyvault")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+)
+@click.option("--host", envvar="CMK_KEYVAULT_HOST", default=None, help="address to listen on [127.0.0.1]")
+@click.option("--port", type=int, envvar="CMK_KEYVAULT_PORT", default=None, help="port; 0 picks a free one [50052]")
+@click.option(
+    "--identity-endpoint", envvar="CMK_IDENTITY_ENDPOINT", default=None, help="the identity service host:port"
+)
+@click.option(
+    "--credentials-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="CMK_KEYVAULT_CREDENTIALS_FILE",
+    help="JSON with tenant_id, client_id, client_secret of the key vault's platform principal",
+)
+@click.option("--vault-dns-suffix", envvar="CMK_VAULT_DNS_SUFFIX", default=None, help="[vault.azure.net]")
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
+@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
+@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
+@output_option
+@pass_state
+def serve_keyvault(
+    state: State,
+    data_dir: Path,
+    host: str | None,
+    port: int | None,
+    identity_endpoint: str | None,
+    credentials_file: Path | None,
+    vault_dns_suffix: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    log_level: str | None,
+    dev_time_control: bool,
+) -> None:
+    """The key vault service (vaults, keys, wrap/unwrap, audit), trusting an identity service."""
+    import os
+
+    from services.keyvault.config import KeyVaultConfig, PlatformCredentials
+    from services.rpckit.config import ConfigError, TlsConfig
+    from services.rpckit.server import run
+
+    try:
+        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
+        config = KeyVaultConfig.from_env(
+            os.environ,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            identity_endpoint=identity_endpoint,
+            credentials=PlatformCredentials.from_file(credentials_file) if credentials_file else None,
+            vault_dns_suffix=vault_dns_suffix,
+            tls=tls,
+            log_level=log_level,
+            dev_time_control=dev_time_control or None,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run(lambda: _serve_keyvault(config, state.output))
+
+
+async def _serve_keyvault(config: Any, output: str) -> None:
+    from services.keyvault.server import build_server
+    from services.rpckit.logs import configure_logging
+    from services.rpckit.server import stop_signals
+
+    configure_logging("keyvault", config.log_level)
+    with stop_signals() as stopped:
+        server = await build_server(config)
+        if output == "json":
+            click.echo(json.dumps({"service": "keyvault", "endpoint": server.endpoint}))
+        else:
+            click.echo(f"keyvault listening on {server.endpoint}")
+        sys.stdout.flush()
+        await stopped.wait()
+        click.echo("keyvault: stopping", err=True)
+        await server.stop()
 
 
 @cli.command()
@@ -673,6 +742,9 @@ async def events_list(state: State, after: int, wait: float) -> None:
         except TimeoutError:
             pass
     emit_messages(state.output, found, ("sequence", "type", "time", "tenant_id", "principal_id", "subscription_id"), {})
+
+
+keyvault_commands.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -196,7 +196,7 @@ def test_serve_announces_itself_in_json_too(tmp_path):
     try:
         banner = json.loads(process.stdout.readline())  # type: ignore[union-attr]
         operator = json.loads((tmp_path / "d" / "operator.json").read_text())
-        assert banner["service"] == "identity" and banner["endpoint"].startswith("127.0.0.1:")
+        assert banner["services"]["identity"] == banner["endpoint"] and banner["endpoint"].startswith("127.0.0.1:")
         assert banner["created_operator"]["client_secret"] == operator["client_secret"]
     finally:
         process.send_signal(signal.SIGTERM)

@@ -1,0 +1,104 @@
+"""Starting the services together in one process (`cmk up`), wired to each other."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.identity.model import PrincipalKind
+from services.identity.server import IdentityServer
+from services.keyvault.config import PlatformCredentials
+
+
+async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> PlatformCredentials:
+    """The credentials of a platform service's principal: read from `path`, or, on the first
+    start, made by the operator in the platform tenant and written there (mode 0600)."""
+    if path.exists():
+        return PlatformCredentials.from_file(path)
+    operator = identity.operator
+    principal = await identity.directory.create_principal(
+        operator, operator.tenant_id, kind=PrincipalKind.SERVICE_PRINCIPAL,
+        name=f"{service} service", platform_service=service,
+    )  # fmt: skip
+    secret = await identity.directory.add_client_secret(
+        operator, operator.tenant_id, principal.object_id, "platform", 730
+    )
+    credentials = PlatformCredentials(operator.tenant_id, secret.client_id, secret.value)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"tenant_id": credentials.tenant_id, "client_id": credentials.client_id,
+                   "client_secret": credentials.client_secret}, f, indent=2)  # fmt: skip
+    return credentials
+
+
+async def run_trio(data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False) -> None:
+    """Identity on port_base+1 and the key vault on port_base+2 (port_base 0: free ports),
+    until SIGTERM or SIGINT."""
+    from services.identity.config import IdentityConfig
+    from services.identity.server import build_server as build_identity
+    from services.keyvault.config import KeyVaultConfig
+    from services.keyvault.server import build_server as build_keyvault
+    from services.rpckit.logs import configure_logging
+    from services.rpckit.server import stop_signals
+
+    configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
+    identity_config = IdentityConfig.from_env(
+        os.environ, data_dir=data_dir, port=port_base and port_base + 1, dev_time_control=dev_time_control or None
+    )
+    with stop_signals() as stopped:
+        identity = await build_identity(identity_config)
+        try:
+            credentials = await ensure_platform_credentials(
+                identity, "keyvault", data_dir / "keyvault-credentials.json"
+            )
+            keyvault_config = KeyVaultConfig.from_env(
+                os.environ, data_dir=data_dir, port=port_base and port_base + 2, identity_endpoint=identity.endpoint,
+                credentials=credentials, dev_time_control=dev_time_control or None,
+            )  # fmt: skip
+            keyvault = await build_keyvault(keyvault_config)
+            try:
+                announce(identity, keyvault.endpoint, output)
+                await stopped.wait()
+                click.echo("stopping", err=True)
+            finally:
+                await keyvault.stop()
+        finally:
+            await identity.stop()
+
+
+def announce(identity: Any, keyvault_endpoint: str | None, output: str) -> None:
+    """Print where the services listen and how to sign in; on the first start, the operator
+    credential (to stdout, once: never to the log)."""
+    login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
+    if keyvault_endpoint:
+        login += f" --keyvault-endpoint {keyvault_endpoint}"
+    created = None
+    if identity.new_operator_secret is not None:
+        created = {
+            "tenant_id": identity.operator.tenant_id,
+            "client_id": identity.new_operator_secret.client_id,
+            "client_secret": identity.new_operator_secret.value,
+            "file": str(identity.config.operator_file),
+        }
+    if output == "json":
+        services = {"identity": identity.endpoint, **({"keyvault": keyvault_endpoint} if keyvault_endpoint else {})}
+        click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
+                               "login": login}))  # fmt: skip
+    else:
+        click.echo(f"identity listening on {identity.endpoint}")
+        if keyvault_endpoint:
+            click.echo(f"keyvault listening on {keyvault_endpoint}")
+        if created is not None:
+            click.echo("platform operator created (shown once; also in the file below):")
+            click.echo(f"  tenant id:     {created['tenant_id']}")
+            click.echo(f"  client id:     {created['client_id']}")
+            click.echo(f"  client secret: {created['client_secret']}")
+            click.echo(f"  file:          {created['file']}")
+        click.echo(f"sign in with: {login}")
+    import sys
+
+    sys.stdout.flush()
