@@ -1,0 +1,197 @@
+"""`cmk up` and the key vault commands, end to end with --output json: the flows of the key
+vault issue through the CLI against real processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.keyvault.test_crypto import private_jwk
+
+CMK = [sys.executable, "-m", "services.cli"]
+
+
+@dataclass
+class Trio:
+    process: subprocess.Popen[str]
+    banner: dict[str, Any]
+    data_dir: Path
+    env: dict[str, str]
+
+
+def start(data_dir: Path, env: dict[str, str]) -> Trio:
+    process = subprocess.Popen(
+        [*CMK, "up", "--data-dir", str(data_dir), "--port-base", "0", "--output", "json", "--dev-time-control"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    line = process.stdout.readline()  # type: ignore[union-attr]
+    assert line, process.stderr.read()  # type: ignore[union-attr]
+    return Trio(process, json.loads(line), data_dir, env)
+
+
+def stop(trio: Trio) -> str:
+    trio.process.send_signal(signal.SIGTERM)
+    assert trio.process.wait(timeout=20) == 0
+    return trio.process.stderr.read()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    values = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}
+    values.update({"CMK_SECRET_HASH_COST": "10", "CMK_PROFILE": str(tmp_path / "profile.json")})
+    return values
+
+
+@pytest.fixture
+def trio(tmp_path: Path, env: dict[str, str]) -> Iterator[Trio]:
+    running = start(tmp_path / "data", env)
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGTERM)
+            running.process.wait(timeout=20)
+
+
+def cmk(trio: Trio, *args: str, ok: bool = True) -> Any:
+    result = subprocess.run([*CMK, "--output", "json", *args], capture_output=True, text=True, env=trio.env, timeout=60)
+    assert (result.returncode == 0) is ok, result.stderr + result.stdout
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def login_operator(trio: Trio) -> None:
+    services = trio.banner["services"]
+    cmk(trio, "login", "--endpoint", services["identity"], "--operator-file", str(trio.data_dir / "operator.json"),
+        "--keyvault-endpoint", services["keyvault"])  # fmt: skip
+
+
+def test_the_key_vault_flows_through_the_cli(trio, tmp_path):
+    login_operator(trio)
+    tenant = cmk(trio, "tenant", "create", "Contoso")["tenant_id"]
+    sub = cmk(trio, "subscription", "create", "--tenant", tenant, "Production")["subscription_id"]
+    admin = cmk(trio, "principal", "create", "--tenant", tenant, "--kind", "user", "--admin", "--with-secret", "Alice")
+    cmk(
+        trio, "role", "assign", "--principal", admin["object_id"], "--role", "owner", "--scope", f"/subscriptions/{sub}"
+    )
+    services = trio.banner["services"]
+    cmk(trio, "login", "--endpoint", services["identity"], "--tenant", tenant, "--client-id", admin["client_id"],
+        "--client-secret", admin["client_secret"], "--keyvault-endpoint", services["keyvault"])  # fmt: skip
+
+    vault = cmk(trio, "vault", "create", "contoso-cmk", "--subscription", sub, "--resource-group", "rg",
+                "--location", "westeurope", "--retention-days", "7", "--purge-protection")  # fmt: skip
+    assert vault["vault_uri"] == "https://contoso-cmk.vault.azure.net/" and vault["purge_protection_enabled"]
+    key = cmk(trio, "key", "create", "contoso-cmk", "cmk", "--size", "2048")
+    assert key["key_id"].startswith("https://contoso-cmk.vault.azure.net/keys/cmk/")
+    table = subprocess.run(
+        [*CMK, "key", "show", key["key_id"]], capture_output=True, text=True, env=trio.env, timeout=60
+    )
+    assert table.stdout.splitlines()[0] == f"Key Identifier: {key['key_id']}"
+
+    data_key = base64.b64encode(os.urandom(32)).decode()
+    wrapped = cmk(trio, "key", "wrap", key["key_id"], "--value", data_key)
+    assert cmk(trio, "key", "unwrap", key["key_id"], "--value", wrapped["value"])["value"] == data_key
+    rotated = cmk(trio, "key", "rotate", key["key_id"])
+    assert len(cmk(trio, "key", "versions", key["key_id"].rsplit("/", 1)[0])["items"]) == 2
+    assert rotated["version"] != key["version"]
+    cmk(trio, "key", "update", key["key_id"], "--disabled")
+    refused = cmk(trio, "key", "unwrap", key["key_id"], "--value", wrapped["value"], ok=False)
+    assert refused["error"]["reason"] == "KEY_DISABLED" and refused["error"]["metadata"]["akv_error"] == "KeyDisabled"
+    cmk(trio, "key", "update", key["key_id"], "--enabled")
+
+    app = cmk(trio, "principal", "create", "--tenant", tenant, "--kind", "service-principal", "--with-secret", "App")
+    policies = cmk(trio, "vault", "policy", "set", "contoso-cmk", "--object-id", app["object_id"], "--tenant", tenant,
+                   "--permissions", "get,unwrapKey")  # fmt: skip
+    assert {p["object_id"] for p in policies["items"]} == {admin["object_id"], app["object_id"]}
+    bad = cmk(trio, "vault", "policy", "set", "contoso-cmk", "--object-id", app["object_id"], "--tenant", tenant,
+              "--permissions", "get,exportKey", ok=False)  # fmt: skip
+    assert bad["error"]["reason"] == "PERMISSION_UNKNOWN"
+
+    cmk(trio, "key", "delete", key["key_id"])
+    assert (
+        cmk(trio, "key", "unwrap", key["key_id"], "--value", wrapped["value"], ok=False)["error"]["reason"]
+        == "KEY_DELETED"
+    )
+    cmk(trio, "key", "recover", key["key_id"])
+    assert cmk(trio, "key", "unwrap", key["key_id"], "--value", wrapped["value"])["value"] == data_key
+    cmk(trio, "key", "delete", key["key_id"])
+    assert cmk(trio, "key", "purge", key["key_id"], ok=False)["error"]["reason"] == "PURGE_PROTECTED"
+
+    records = cmk(trio, "audit", "list", "--vault", "contoso-cmk", "--page-size", "500")["items"]
+    assert {"CreateVault", "CreateKey", "WrapKey", "UnwrapKey", "DeleteKey", "PurgeDeletedKey"} <= {
+        r["operation"] for r in records
+    }
+    assert any(r["result"] == "denied" and r["reason"] == "KEY_DISABLED" for r in records)
+
+    # The operator checks the log against a saved checkpoint.
+    login_operator(trio)
+    checkpoint = tmp_path / "checkpoint.json"
+    cmk(trio, "audit", "checkpoint", "--out", str(checkpoint))
+    verdict = cmk(trio, "audit", "verify", "--checkpoint", str(checkpoint))
+    assert verdict["ok"] is True and int(verdict["records"]) >= int(json.loads(checkpoint.read_text())["count"])
+
+
+def test_import_and_a_second_up_resumes_with_everything(trio, tmp_path, env):
+    login_operator(trio)
+    tenant = cmk(trio, "tenant", "create", "Contoso")["tenant_id"]
+    sub = cmk(trio, "subscription", "create", "--tenant", tenant, "Production")["subscription_id"]
+    operator = json.loads((trio.data_dir / "operator.json").read_text())
+    # The operator owns nothing in a customer tenant: its vault calls are refused by role.
+    refused = cmk(trio, "vault", "create", "opvault", "--subscription", sub, "--resource-group", "rg",
+                  "--location", "westeurope", ok=False)  # fmt: skip
+    assert refused["error"]["reason"] == "ROLE_REQUIRED"
+    assert operator["client_secret"] not in stop(trio)
+
+    again = start(trio.data_dir, env)
+    try:
+        assert again.banner["created_operator"] is None
+        login_operator(again)
+        assert tenant in {t["tenant_id"] for t in cmk(again, "tenant", "list")["items"]}
+        admin = cmk(again, "principal", "create", "--tenant", tenant, "--kind", "user", "--admin", "--with-secret", "A")
+        cmk(
+            again,
+            "role",
+            "assign",
+            "--principal",
+            admin["object_id"],
+            "--role",
+            "owner",
+            "--scope",
+            f"/subscriptions/{sub}",
+        )
+        services = again.banner["services"]
+        cmk(again, "login", "--endpoint", services["identity"], "--tenant", tenant, "--client-id", admin["client_id"],
+            "--client-secret", admin["client_secret"], "--keyvault-endpoint", services["keyvault"])  # fmt: skip
+        cmk(
+            again,
+            "vault",
+            "create",
+            "byok",
+            "--subscription",
+            sub,
+            "--resource-group",
+            "rg",
+            "--location",
+            "westeurope",
+        )
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk_file = tmp_path / "key.jwk"
+        jwk_file.write_text(json.dumps(private_jwk(private)))
+        imported = cmk(again, "key", "import", "byok", "mine", "--jwk-file", str(jwk_file))
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        wrapped = base64.b64encode(private.public_key().encrypt(b"k" * 32, oaep)).decode()
+        unwrapped = cmk(again, "key", "unwrap", imported["key_id"], "--value", wrapped)
+        assert base64.b64decode(unwrapped["value"]) == b"k" * 32
+    finally:
+        stop(again)
