@@ -744,6 +744,45 @@ async def events_list(state: State, after: int, wait: float) -> None:
     emit_messages(state.output, found, ("sequence", "type", "time", "tenant_id", "principal_id", "subscription_id"), {})
 
 
+@cli.group()
+def clock() -> None:
+    """Development time control (services started with --dev-time-control; operator only)."""
+
+
+@clock.command("advance")
+@click.option("--service", type=click.Choice(["identity", "keyvault"]), required=True)
+@click.option("--seconds", type=int, default=0)
+@click.option("--days", type=int, default=0)
+@output_option
+@pass_state
+@run_async
+async def clock_advance(state: State, service: str, seconds: int, days: int) -> None:
+    """Move a service's clock forward, so retention, purge dates, rotation policies and token
+    expiry can be exercised without waiting."""
+    from cmk.common.v1 import dev_service_pb2 as dev_pb
+    from cmk.common.v1 import dev_service_pb2_grpc as dev_grpc
+
+    from services.cli.common import load_profile, profile_tokens
+    from services.client.identity import call
+
+    profile = load_profile(state)
+    identity = open_channel(state.endpoint or profile.identity_endpoint)
+    target = identity if service == "identity" else open_channel(state.keyvault_endpoint or profile.keyvault_endpoint)
+    try:
+        tokens = profile_tokens(state, profile, identity)
+        audience = audiences.DIRECTORY if service == "identity" else audiences.MANAGEMENT
+        reply = await call(
+            dev_grpc.DevServiceStub(target).AdvanceClock,
+            dev_pb.AdvanceClockRequest(seconds=seconds + days * 86400),
+            token=await tokens(audience),
+        )
+    finally:
+        if target is not identity:
+            await target.close()
+        await identity.close()
+    emit(state.output, {"service": service, "now": reply.now.ToJsonString(), "offset_seconds": reply.offset_seconds})
+
+
 keyvault_commands.register(cli)
 
 

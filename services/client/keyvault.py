@@ -193,13 +193,20 @@ class KeyVaultClient:
         return await self._mgmt(self.audit.VerifyAuditLog, request)
 
     async def watch_events(self, after_sequence: int = 0) -> AsyncIterator[res.Event]:
+        async for event in self._stream(self.audit.WatchEvents, pb.WatchEventsRequest(after_sequence=after_sequence)):
+            yield event
+
+    async def stream_audit(self, after_sequence: int = 0) -> AsyncIterator[res.AuditRecord]:
+        request = pb.StreamAuditRecordsRequest(after_sequence=after_sequence)
+        async for record in self._stream(self.audit.StreamAuditRecords, request):
+            yield record
+
+    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
         token = await self._tokens(audiences.MANAGEMENT)
-        stream = self.audit.WatchEvents(
-            pb.WatchEventsRequest(after_sequence=after_sequence), metadata=(("authorization", f"Bearer {token}"),)
-        )
+        stream = method(request, metadata=(("authorization", f"Bearer {token}"),))
         try:
-            async for event in stream:
-                yield event
+            async for item in stream:
+                yield item
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
         finally:

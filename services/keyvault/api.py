@@ -627,6 +627,23 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                 next_page_token=encode_page_token("audit", str(found[-1].sequence)) if len(found) == limit else "",
             )
 
+    async def StreamAuditRecords(
+        self, request: pb.StreamAuditRecordsRequest, context: Context
+    ) -> AsyncIterator[res.AuditRecord]:
+        async with self._call(context, "StreamAuditRecords") as scope:
+            self._require_operator(_caller(scope))
+            if request.after_sequence < 0:
+                raise invalid_field("after_sequence", Reason.FIELD_INVALID, "must not be negative")
+        cursor = request.after_sequence
+        while True:
+            seen = self._audit.appended.version
+            records = await self._audit.query(after=cursor, limit=EVENT_BATCH)
+            for record in records:
+                yield audit_record_pb(record)
+                cursor = record.sequence
+            if len(records) < EVENT_BATCH:
+                await self._audit.appended.wait(seen, EVENT_HEARTBEAT_SECONDS)
+
     async def CreateAuditCheckpoint(
         self, request: pb.CreateAuditCheckpointRequest, context: Context
     ) -> res.AuditCheckpoint:

@@ -23,6 +23,7 @@ from services.keyvault.crypto import CheckpointSigner, Sealer, audit_mac, macs_e
 from services.keyvault.storage import KeyVaultStore
 from services.rpckit.clock import Clock
 from services.rpckit.errors import Unavailable
+from services.rpckit.events import ChangeNotifier
 from services.rpckit.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class AuditLog:
         self._clock = clock
         self._mac_key = mac_key
         self.signer = signer
+        self.appended = ChangeNotifier()
 
     @classmethod
     async def open(cls, store: KeyVaultStore, clock: Clock, mac_key: bytes, sealer: Sealer) -> AuditLog:
@@ -150,6 +152,7 @@ class AuditLog:
             raise Unavailable(
                 Reason.AUDIT_UNAVAILABLE, "the audit record could not be written, so the call was refused; retry"
             ) from None
+        await self.appended.notify()
         return sequence
 
     async def query(

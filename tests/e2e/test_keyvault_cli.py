@@ -134,6 +134,15 @@ def test_the_key_vault_flows_through_the_cli(trio, tmp_path):
     }
     assert any(r["result"] == "denied" and r["reason"] == "KEY_DISABLED" for r in records)
 
+    # The operator moves both clocks past the retention date; then the purge goes through.
+    login_operator(trio)
+    assert cmk(trio, "clock", "advance", "--service", "identity", "--days", "8")["offset_seconds"] == 8 * 86400
+    cmk(trio, "clock", "advance", "--service", "keyvault", "--days", "8")
+    cmk(trio, "login", "--endpoint", services["identity"], "--tenant", tenant, "--client-id", admin["client_id"],
+        "--client-secret", admin["client_secret"], "--keyvault-endpoint", services["keyvault"])  # fmt: skip
+    cmk(trio, "key", "purge", key["key_id"])
+    assert cmk(trio, "key", "create", "contoso-cmk", "cmk")["version"] not in (key["version"], rotated["version"])
+
     # The operator checks the log against a saved checkpoint.
     login_operator(trio)
     checkpoint = tmp_path / "checkpoint.json"

@@ -53,3 +53,30 @@ async def test_a_cursor_beyond_the_stream_is_refused(keyvault, operator, kv_chan
         async for _ in KeyVaultClient(kv_channel, operator.token_for).watch_events(99):
             pass
     assert caught.value.reason is Reason.EVENT_CURSOR_AHEAD
+
+
+async def test_audit_records_stream_to_the_operator_as_they_are_written(customer, operator, kv_channel):
+    import asyncio
+
+    platform = KeyVaultClient(kv_channel, operator.token_for)
+    await customer.vaults.create_vault("streamed", customer.subscription_id, "rg1", "westeurope")
+    received: list[res.AuditRecord] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        async for record in platform.stream_audit(0):
+            received.append(record)
+            if record.operation == "CreateKey":
+                done.set()
+                return
+
+    follower = asyncio.create_task(follow())
+    await customer.vaults.create_key("streamed", "cmk")  # most likely written while the stream is open
+    async with asyncio.timeout(5):
+        await done.wait()
+    await follower
+    assert [r.sequence for r in received] == list(range(1, len(received) + 1))
+    assert received[0].operation == "CreateVault" and received[-1].result == "allowed"
+    with pytest.raises(PermissionDenied):
+        async for _ in customer.vaults.stream_audit(0):
+            pass

@@ -1120,3 +1120,25 @@ class UpdateKeyRotationPolicyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateKeyRotationPolicyRequest: _TypeAlias = UpdateKeyRotationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class StreamAuditRecordsRequest(_message.Message):
+    """Request of StreamAuditRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    after_sequence: _builtins.int
+    """Send records with a sequence greater than this; 0 means from the start."""
+    def __init__(
+        self,
+        *,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamAuditRecordsRequest: _TypeAlias = StreamAuditRecordsRequest  # noqa: Y015

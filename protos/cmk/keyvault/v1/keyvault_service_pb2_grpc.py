@@ -1400,6 +1400,11 @@ class AuditServiceStub:
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.StreamAuditRecords = channel.unary_stream(
+                '/cmk.keyvault.v1.AuditService/StreamAuditRecords',
+                request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.StreamAuditRecordsRequest.SerializeToString,
+                response_deserializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditRecord.FromString,
+                _registered_method=True)
         self.CreateAuditCheckpoint = channel.unary_unary(
                 '/cmk.keyvault.v1.AuditService/CreateAuditCheckpoint',
                 request_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CreateAuditCheckpointRequest.SerializeToString,
@@ -1429,6 +1434,14 @@ class AuditServiceServicer:
 
     def ListAuditRecords(self, request, context):
         """Lists audit records, filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamAuditRecords(self, request, context):
+        """Streams audit records after a sequence number, then new ones as they are written.
+        Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1470,6 +1483,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'StreamAuditRecords': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamAuditRecords,
+                    request_deserializer=cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.StreamAuditRecordsRequest.FromString,
+                    response_serializer=cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditRecord.SerializeToString,
             ),
             'CreateAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAuditCheckpoint,
@@ -1521,6 +1539,33 @@ class AuditService:
             '/cmk.keyvault.v1.AuditService/ListAuditRecords',
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsRequest.SerializeToString,
             cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cmk.keyvault.v1.AuditService/StreamAuditRecords',
+            cmk_dot_keyvault_dot_v1_dot_keyvault__service__pb2.StreamAuditRecordsRequest.SerializeToString,
+            cmk_dot_keyvault_dot_v1_dot_resources__pb2.AuditRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -477,6 +477,10 @@ class AuditServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListAuditRecordsRequest, _keyvault_service_pb2.ListAuditRecordsResponse]
     """Lists audit records, filtered."""
+    StreamAuditRecords: _grpc.UnaryStreamMultiCallable[_keyvault_service_pb2.StreamAuditRecordsRequest, _resources_pb2.AuditRecord]
+    """Streams audit records after a sequence number, then new ones as they are written.
+    Operator only.
+    """
     CreateAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateAuditCheckpointRequest, _resources_pb2.AuditCheckpoint]
     """Signs and stores a checkpoint of the current log; save it to verify against later."""
     VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyAuditLogRequest, _keyvault_service_pb2.VerifyAuditLogResponse]
@@ -497,6 +501,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListAuditRecordsRequest, _keyvault_service_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
     """Lists audit records, filtered."""
+    StreamAuditRecords: _aio.UnaryStreamMultiCallable[_keyvault_service_pb2.StreamAuditRecordsRequest, _resources_pb2.AuditRecord]  # type: ignore[assignment]
+    """Streams audit records after a sequence number, then new ones as they are written.
+    Operator only.
+    """
     CreateAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateAuditCheckpointRequest, _resources_pb2.AuditCheckpoint]  # type: ignore[assignment]
     """Signs and stores a checkpoint of the current log; save it to verify against later."""
     VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyAuditLogRequest, _keyvault_service_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
@@ -520,6 +528,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_keyvault_service_pb2.ListAuditRecordsResponse, _abc.Awaitable[_keyvault_service_pb2.ListAuditRecordsResponse]]:
         """Lists audit records, filtered."""
+
+    @_abc_1.abstractmethod
+    def StreamAuditRecords(
+        self,
+        request: _keyvault_service_pb2.StreamAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.AuditRecord], _abc.AsyncIterator[_resources_pb2.AuditRecord]]:
+        """Streams audit records after a sequence number, then new ones as they are written.
+        Operator only.
+        """
 
     @_abc_1.abstractmethod
     def CreateAuditCheckpoint(
