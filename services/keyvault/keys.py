@@ -208,7 +208,7 @@ class Keys:
             raise errors.forbidden_by_policy(caller.object_id, permission.value, vault)
         return found
 
-    async def _live_key(self, vault: Vault, name: str) -> Key:
+    async def live_key(self, vault: Vault, name: str) -> Key:
         key = await self.store.get_key(vault.vault_name, name)
         if key is None:
             raise errors.with_akv(
@@ -231,7 +231,7 @@ class Keys:
         return key
 
     async def _version(self, vault: Vault, ref: KeyRef) -> KeyVersion:
-        await self._live_key(vault, ref.key_name)
+        await self.live_key(vault, ref.key_name)
         if ref.version is None:
             found = await self.store.latest_version(vault.vault_name, ref.key_name)
         else:
@@ -404,7 +404,7 @@ class Keys:
         self, caller: VerifiedToken, ref: KeyRef, *, after: str | None, limit: int
     ) -> list[KeyVersion]:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.LIST)
-        await self._live_key(vault, ref.key_name)
+        await self.live_key(vault, ref.key_name)
         return await self.store.list_versions(vault.vault_name, ref.key_name, after=after, limit=limit)
 
     async def update(self, caller: VerifiedToken, ref: KeyRef, attributes: KeyAttributes) -> KeyVersion:
@@ -489,7 +489,7 @@ class Keys:
 
     async def delete(self, caller: VerifiedToken, ref: KeyRef) -> Key:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.DELETE)
-        key = await self._live_key(vault, ref.key_name)
+        key = await self.live_key(vault, ref.key_name)
         now = self.clock.now()
         async with self.store.db.transaction() as tx:
             if vault.soft_delete:
@@ -563,9 +563,13 @@ class Keys:
         self._forget(vault, name)
         await self.notifier.notify()
 
-    def _forget(self, vault: str, name: str) -> None:
-        for cache_key in [k for k in self._materials if k[0] == vault and k[1] == name.lower()]:
+    def _forget(self, vault: str, name: str | None = None) -> None:
+        """Drop cached key material of one key, or of a whole (purged) vault."""
+        for cache_key in [k for k in self._materials if k[0] == vault and (name is None or k[1] == name.lower())]:
             del self._materials[cache_key]
+
+    def forget_vault(self, vault: str) -> None:
+        self._forget(vault)
 
     async def purge_due(self) -> list[tuple[str, str]]:
         """Purge every deleted key whose purge date has come."""

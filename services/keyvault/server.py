@@ -136,8 +136,8 @@ async def build_server(
             skew=config.clock_skew,
         )
         feed = RevocationFeed(identity, validator)
-        vaults = Vaults(store, clock, RoleChecker(identity), notifier)
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
+        vaults = Vaults(store, clock, RoleChecker(identity), notifier, on_purge=keys.forget_vault)
         rotation = Rotation(keys, audit)
         guard = Guard(validator, audit, clock)
         convert = Converter(keys)

@@ -75,11 +75,19 @@ def permissions_of(field: str, names: Iterable[str]) -> frozenset[KeyPermission]
 class Vaults:
     """Vault lifecycle and access policies."""
 
-    def __init__(self, store: KeyVaultStore, clock: Clock, authorizer: Authorizer, notifier: ChangeNotifier) -> None:
+    def __init__(
+        self,
+        store: KeyVaultStore,
+        clock: Clock,
+        authorizer: Authorizer,
+        notifier: ChangeNotifier,
+        on_purge: Callable[[str], None] = lambda _name: None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.authorizer = authorizer
         self.notifier = notifier
+        self._on_purge = on_purge  # drops what other parts cached about a purged vault
 
     async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
         if not await self.authorizer.allowed(caller.object_id, scope, access):
@@ -215,6 +223,8 @@ class Vaults:
             else:
                 await self.store.delete_vault(tx, vault.vault_name)
                 await self.store.append_event(tx, EventType.VAULT_PURGED, now, vault_name=vault.vault_name)
+        if not vault.soft_delete:
+            self._on_purge(vault.vault_name)
         await self.notifier.notify()
 
     async def recover(self, caller: VerifiedToken, name: str) -> Vault:
@@ -247,6 +257,7 @@ class Vaults:
         async with self.store.db.transaction() as tx:
             await self.store.delete_vault(tx, name)
             await self.store.append_event(tx, EventType.VAULT_PURGED, self.clock.now(), vault_name=name)
+        self._on_purge(name)
         await self.notifier.notify()
 
     # --- access policies --------------------------------------------------------------
