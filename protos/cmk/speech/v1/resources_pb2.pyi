@@ -96,6 +96,36 @@ KEY_PURGED: KeyStatus.ValueType  # 3
 """The customer key was purged: the data is permanently unrecoverable."""
 Global___KeyStatus: _TypeAlias = KeyStatus  # noqa: Y015
 
+class _ApprovalState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApprovalStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApprovalState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPROVAL_STATE_UNSPECIFIED: _ApprovalState.ValueType  # 0
+    """Not set."""
+    REQUESTED: _ApprovalState.ValueType  # 1
+    """Asked, not yet decided."""
+    APPROVED: _ApprovalState.ValueType  # 2
+    """Approved: speech resources created from now on in this subscription may use CMK."""
+    REJECTED: _ApprovalState.ValueType  # 3
+    """Rejected."""
+
+class ApprovalState(_ApprovalState, metaclass=_ApprovalStateEnumTypeWrapper):
+    """The state of a subscription's request to use customer-managed keys (the seed's request
+    form): a subscription owner asks, the platform operator approves or rejects.
+    """
+
+APPROVAL_STATE_UNSPECIFIED: ApprovalState.ValueType  # 0
+"""Not set."""
+REQUESTED: ApprovalState.ValueType  # 1
+"""Asked, not yet decided."""
+APPROVED: ApprovalState.ValueType  # 2
+"""Approved: speech resources created from now on in this subscription may use CMK."""
+REJECTED: ApprovalState.ValueType  # 3
+"""Rejected."""
+Global___ApprovalState: _TypeAlias = ApprovalState  # noqa: Y015
+
 @_typing.final
 class ResourceIdentity(_message.Message):
     """The system-assigned managed identity of a resource."""
@@ -331,3 +361,53 @@ class LuisKeys(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LuisKeys: _TypeAlias = LuisKeys  # noqa: Y015
+
+@_typing.final
+class CmkApproval(_message.Message):
+    """A subscription's CMK approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    DECISION_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"subscriptions/{subscription_id}/cmkApproval". Output only."""
+    subscription_id: _builtins.str
+    """The subscription."""
+    state: Global___ApprovalState.ValueType
+    """Where the request stands."""
+    requested_by: _builtins.str
+    """Who requested it (object id)."""
+    note: _builtins.str
+    """A note from the requester or the operator."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was requested."""
+
+    @_builtins.property
+    def decision_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was approved or rejected."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        state: Global___ApprovalState.ValueType = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        decision_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time", "request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_time", b"decision_time", "name", b"name", "note", b"note", "request_time", b"request_time", "requested_by", b"requested_by", "state", b"state", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CmkApproval: _TypeAlias = CmkApproval  # noqa: Y015
