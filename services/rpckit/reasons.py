@@ -118,6 +118,25 @@ class Reason(StrEnum):
     KEY_NOT_YET_VALID = "KEY_NOT_YET_VALID"  # before nbf: wrap, encrypt and sign refused
     KEY_OPERATION_NOT_ALLOWED = "KEY_OPERATION_NOT_ALLOWED"  # not in the version's key_ops
 
+    # --- speech ---
+    RESOURCE_ID_MALFORMED = "RESOURCE_ID_MALFORMED"  # INVALID_ARGUMENT: not a CognitiveServices account id
+    ACCOUNT_NAME_INVALID = "ACCOUNT_NAME_INVALID"  # INVALID_ARGUMENT: not 2-64 letters, digits, hyphens
+    CONFIGURATION_NOT_JSON = "CONFIGURATION_NOT_JSON"  # INVALID_ARGUMENT: the application configuration
+    CONFIGURATION_TOO_LARGE = "CONFIGURATION_TOO_LARGE"  # INVALID_ARGUMENT: over the size limit
+    CMK_AT_CREATION = "CMK_AT_CREATION"  # INVALID_ARGUMENT: CMK cannot be chosen when creating a resource
+    SPEECH_RESOURCE_NOT_FOUND = "SPEECH_RESOURCE_NOT_FOUND"  # NOT_FOUND
+    SPEECH_RESOURCE_EXISTS = "SPEECH_RESOURCE_EXISTS"  # ALREADY_EXISTS
+    APPLICATION_NOT_FOUND = "APPLICATION_NOT_FOUND"  # NOT_FOUND
+    LUIS_KEYS_NOT_SET = "LUIS_KEYS_NOT_SET"  # NOT_FOUND: the resource has no LUIS keys yet
+    ETAG_MISMATCH = "ETAG_MISMATCH"  # ABORTED: the record changed since it was read
+    APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"  # NOT_FOUND: the subscription never asked for CMK
+    APPROVAL_ALREADY_DECIDED = "APPROVAL_ALREADY_DECIDED"  # FAILED_PRECONDITION
+    CMK_RESOURCE_TOO_OLD = "CMK_RESOURCE_TOO_OLD"  # FAILED_PRECONDITION: created before 2020-06-27
+    CMK_TIER_NOT_SUPPORTED = "CMK_TIER_NOT_SUPPORTED"  # FAILED_PRECONDITION: not the S0 tier
+    CMK_NOT_APPROVED = "CMK_NOT_APPROVED"  # FAILED_PRECONDITION: the subscription is not approved for CMK
+    CMK_APPROVED_AFTER_CREATION = "CMK_APPROVED_AFTER_CREATION"  # FAILED_PRECONDITION: approval came later
+    DATA_UNREADABLE = "DATA_UNREADABLE"  # FAILED_PRECONDITION: a record does not open with the data key
+
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written

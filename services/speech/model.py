@@ -1,0 +1,82 @@
+"""The speech service's domain objects, free of gRPC and SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+CMK_EARLIEST_CREATION = datetime(2020, 6, 27, tzinfo=UTC)
+"""The seed: customer-managed keys are only available to resources created after 27 June 2020."""
+
+
+class Tier(StrEnum):
+    F0 = "F0"
+    S0 = "S0"
+
+
+class KeySource(StrEnum):
+    MICROSOFT = "Microsoft.CognitiveServices"
+    CUSTOMER = "Microsoft.KeyVault"
+
+
+class ApprovalState(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResource:
+    """A speech resource and its encryption settings. `wrapped_data_key` is the data key
+    wrapped by `wrapping_key` (a ring version for Microsoft-managed keys, a key identifier
+    for customer-managed ones)."""
+
+    resource_id: str
+    subscription_id: str
+    resource_group: str
+    account_name: str
+    location: str
+    tier: Tier
+    create_time: datetime
+    tenant_id: str
+    key_source: KeySource
+    wrapping_key: str
+    wrapped_data_key: bytes = field(repr=False)
+    identity_principal_id: str = ""
+    identity_tenant_id: str = ""
+    key_uri: str = ""
+    follow_latest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    resource_id: str
+    application_id: str
+    display_name: str
+    version: int
+    sealed_configuration: bytes = field(repr=False)
+    create_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    update_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class SealedLuisKeys:
+    resource_id: str
+    version: int
+    sealed: bytes = field(repr=False)
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CmkApproval:
+    subscription_id: str
+    state: ApprovalState
+    request_time: datetime
+    requested_by: str
+    decision_time: datetime | None = None
+    note: str = ""
