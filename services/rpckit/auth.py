@@ -4,7 +4,7 @@ call (but the public ones) and leaves the caller in a contextvar for the service
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 import grpc
@@ -50,9 +50,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     Must sit inside the ErrorInterceptor, so that its refusals are mapped like any other.
     """
 
-    def __init__(self, validator: TokenValidator, audience: str, public_methods: Collection[str]) -> None:
+    def __init__(
+        self, validator: TokenValidator, audience: str | Mapping[str, str], public_methods: Collection[str]
+    ) -> None:
+        """`audience` is one audience for every method, or a map from service name
+        ("cmk.speech.v1.ApplicationService") to the audience its methods need."""
         self._validator = validator
-        self._audience = audience
+        self._audiences = {"": audience} if isinstance(audience, str) else dict(audience)
         self._public = frozenset(public_methods)
 
     async def intercept_service(
@@ -65,11 +69,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
+        audience = self._audience_of(handler_call_details.method)
         if handler.unary_unary is not None:
             inner = cast(UnaryBehavior, handler.unary_unary)
 
             async def unary(request: Any, context: Context) -> Any:
-                token = await self._authenticate(context)
+                token = await self._authenticate(context, audience)
                 reset = _caller.set(token)
                 try:
                     return await inner(request, context)
@@ -85,7 +90,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = cast(StreamBehavior, handler.unary_stream)
 
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                token = await self._authenticate(context)
+                token = await self._authenticate(context, audience)
                 reset = _caller.set(token)
                 try:
                     async for response in inner_stream(request, context):
@@ -100,6 +105,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    async def _authenticate(self, context: Context) -> VerifiedToken:
+    def _audience_of(self, method: str) -> str:
+        service = method.lstrip("/").split("/", 1)[0]
+        audience = self._audiences.get(service) or self._audiences.get("")
+        if audience is None:  # a service nobody mapped: no token can be right for it
+            raise RuntimeError(f"no audience configured for {service}")
+        return audience
+
+    async def _authenticate(self, context: Context, audience: str) -> VerifiedToken:
         token = bearer_token(context.invocation_metadata())
-        return await self._validator.validate(token, audience=self._audience)
+        return await self._validator.validate(token, audience=audience)

@@ -1,0 +1,115 @@
+"""Client of the speech service: resources and approvals with a management token,
+applications and LUIS keys with a speech token."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from cmk.speech.v1 import resources_pb2 as res
+from cmk.speech.v1 import speech_service_pb2 as pb
+from cmk.speech.v1 import speech_service_pb2_grpc as pb_grpc
+from google.protobuf import timestamp_pb2
+
+from services.client.identity import call
+from services.rpckit import audiences
+
+R = TypeVar("R")
+TokenSource = Callable[[str], Awaitable[str]]
+
+
+class SpeechClient:
+    """The speech service's API; `tokens(audience)` gives bearer tokens."""
+
+    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource) -> None:
+        self.channel = channel
+        self.resources = pb_grpc.SpeechResourceServiceStub(channel)
+        self.apps = pb_grpc.ApplicationServiceStub(channel)
+        self._tokens = tokens
+
+    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(method, request, token=await self._tokens(audiences.MANAGEMENT))
+
+    async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(method, request, token=await self._tokens(audiences.SPEECH))
+
+    # --- resources and approvals ------------------------------------------------------
+
+    async def create_resource(
+        self, subscription_id: str, resource_group: str, account_name: str, location: str, *,
+        tier: int = res.S0, customer_managed: bool = False, backdate: datetime | None = None,
+    ) -> res.SpeechResource:  # fmt: skip
+        resource = res.SpeechResource(
+            subscription_id=subscription_id, resource_group=resource_group, account_name=account_name,
+            location=location, pricing_tier=res.PricingTier.ValueType(tier),
+        )  # fmt: skip
+        if customer_managed:
+            resource.encryption.key_source = res.CUSTOMER_MANAGED
+        request = pb.CreateSpeechResourceRequest(resource=resource)
+        if backdate is not None:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(backdate)
+            request.backdate_create_time.CopyFrom(stamp)
+        return await self._mgmt(self.resources.CreateSpeechResource, request)
+
+    async def get_resource(self, resource_id: str) -> res.SpeechResource:
+        return await self._mgmt(self.resources.GetSpeechResource, pb.GetSpeechResourceRequest(name=resource_id))
+
+    async def list_resources(self, subscription_id: str, page_token: str = "") -> pb.ListSpeechResourcesResponse:
+        request = pb.ListSpeechResourcesRequest(subscription_id=subscription_id, page_token=page_token)
+        return await self._mgmt(self.resources.ListSpeechResources, request)
+
+    async def delete_resource(self, resource_id: str) -> None:
+        await self._mgmt(self.resources.DeleteSpeechResource, pb.DeleteSpeechResourceRequest(name=resource_id))
+
+    async def request_approval(self, subscription_id: str, note: str = "") -> res.CmkApproval:
+        request = pb.RequestCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        return await self._mgmt(self.resources.RequestCmkApproval, request)
+
+    async def approve(self, subscription_id: str, note: str = "") -> res.CmkApproval:
+        request = pb.DecideCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        return await self._mgmt(self.resources.ApproveCmkApproval, request)
+
+    async def reject(self, subscription_id: str, note: str = "") -> res.CmkApproval:
+        request = pb.DecideCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        return await self._mgmt(self.resources.RejectCmkApproval, request)
+
+    async def get_approval(self, subscription_id: str) -> res.CmkApproval:
+        return await self._mgmt(
+            self.resources.GetCmkApproval, pb.GetCmkApprovalRequest(subscription_id=subscription_id)
+        )
+
+    # --- applications and LUIS keys ---------------------------------------------------
+
+    async def create_application(self, resource_id: str, display_name: str, configuration_json: str) -> res.Application:
+        app = res.Application(display_name=display_name, configuration_json=configuration_json)
+        return await self._data(
+            self.apps.CreateApplication, pb.CreateApplicationRequest(parent=resource_id, application=app)
+        )
+
+    async def get_application(self, name: str) -> res.Application:
+        return await self._data(self.apps.GetApplication, pb.GetApplicationRequest(name=name))
+
+    async def list_applications(
+        self, resource_id: str, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListApplicationsResponse:
+        request = pb.ListApplicationsRequest(parent=resource_id, page_size=page_size, page_token=page_token)
+        return await self._data(self.apps.ListApplications, request)
+
+    async def update_application(
+        self, name: str, etag: str, display_name: str, configuration_json: str
+    ) -> res.Application:
+        app = res.Application(name=name, etag=etag, display_name=display_name, configuration_json=configuration_json)
+        return await self._data(self.apps.UpdateApplication, pb.UpdateApplicationRequest(application=app))
+
+    async def delete_application(self, name: str, etag: str = "") -> None:
+        await self._data(self.apps.DeleteApplication, pb.DeleteApplicationRequest(name=name, etag=etag))
+
+    async def set_luis_keys(self, resource_id: str, authoring: str, prediction: str) -> res.LuisKeys:
+        keys = res.LuisKeys(authoring_key=authoring, prediction_key=prediction)
+        return await self._data(self.apps.SetLuisKeys, pb.SetLuisKeysRequest(parent=resource_id, luis_keys=keys))
+
+    async def get_luis_keys(self, resource_id: str) -> res.LuisKeys:
+        return await self._data(self.apps.GetLuisKeys, pb.GetLuisKeysRequest(parent=resource_id))

@@ -1,0 +1,132 @@
+"""The composition root of the speech service: builds every part and starts serving."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+from cmk.speech.v1 import speech_service_pb2 as pb
+from cmk.speech.v1 import speech_service_pb2_grpc as pb_grpc
+
+from services.client.channel import open_channel
+from services.client.identity import (
+    ClientCredentials,
+    GrpcSigningKeySource,
+    IdentityClient,
+    RevocationFeed,
+    RoleChecker,
+)
+from services.rpckit import audiences
+from services.rpckit.auth import AuthInterceptor
+from services.rpckit.clock import Clock, SystemClock
+from services.rpckit.errors import NotFound
+from services.rpckit.server import RunningServer, start_server
+from services.rpckit.status import ErrorInterceptor
+from services.rpckit.tokens import TokenValidator
+from services.speech.api import ApplicationApi, SpeechResourceApi
+from services.speech.config import SpeechConfig
+from services.speech.data import Data, DataKeys
+from services.speech.envelope import RandomBytes, load_or_create_ring
+from services.speech.resources import Resources
+from services.speech.storage import SpeechStore
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "speech.cmk.dev"
+SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+AUDIENCES = {
+    "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
+    "cmk.speech.v1.ApplicationService": audiences.SPEECH,
+}
+
+
+class IdentitySubscriptions:
+    """The tenant a subscription belongs to, asked of the identity service."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
+
+    async def tenant_of(self, subscription_id: str) -> str | None:
+        try:
+            return (await self._client.get_subscription(subscription_id)).tenant_id
+        except NotFound:
+            return None
+
+
+@dataclass
+class SpeechServer:
+    """A running speech service and its parts."""
+
+    config: SpeechConfig
+    running: RunningServer
+    store: SpeechStore
+    resources: Resources
+    data: Data
+    data_keys: DataKeys
+    feed: RevocationFeed
+    identity_channel: grpc.aio.Channel
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.running.port}"
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.feed.stop()
+        await self.running.stop(grace)
+        await self.identity_channel.close()
+        await self.store.close()
+
+
+async def build_server(
+    config: SpeechConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+) -> SpeechServer:
+    clock = clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await SpeechStore.open(config.database_path)
+    channel = open_channel(config.identity_endpoint)
+    try:
+        row = await store.db.fetch_one("SELECT COUNT(*) FROM resources")
+        ring = load_or_create_ring(config.ring_path, create=row is None or int(row[0]) == 0, random=random)
+        creds = config.credentials
+        identity = IdentityClient(
+            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
+        )
+        validator = TokenValidator(
+            key_source=GrpcSigningKeySource(identity),
+            clock=clock,
+            issuer_base=config.issuer_base,
+            skew=config.clock_skew,
+        )
+        feed = RevocationFeed(identity, validator)
+        resources = Resources(
+            store, clock, RoleChecker(identity), IdentitySubscriptions(identity), ring,
+            auto_approve=config.auto_approve_cmk, random=random,
+        )  # fmt: skip
+        data_keys = DataKeys(ring)
+        data = Data(resources, data_keys, clock, random)
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_SpeechResourceServiceServicer_to_server(SpeechResourceApi(resources, data_keys), server)
+            pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
+
+        running = await start_server(
+            register=register,
+            service_names=SERVICE_NAMES,
+            interceptors=[ErrorInterceptor(DOMAIN), AuthInterceptor(validator, AUDIENCES, ())],
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+        )
+    except BaseException:
+        await channel.close()
+        await store.close()
+        raise
+    feed.start()
+    log.info("speech service started", extra={"port": running.port})
+    return SpeechServer(config, running, store, resources, data, data_keys, feed, channel)
