@@ -169,7 +169,9 @@ class Resources:
             raise invalid_field("resource.pricing_tier", Reason.ENUM_UNKNOWN, "must be F0 or S0")
         if backdate is not None and OPERATOR_ROLE not in caller.roles:
             raise PermissionDenied(Reason.OPERATOR_REQUIRED, "only the platform operator may backdate a resource")
-        await self.require(caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE)
+        if backdate is None:
+            await self.require(caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE)
+        # else: the operator, acting for the platform, may place a backdated resource anywhere.
         tenant_id = await self.subscriptions.tenant_of(subscription_id)
         if tenant_id is None:
             raise NotFound(Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id} does not exist")

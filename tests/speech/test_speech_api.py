@@ -1,0 +1,205 @@
+"""Speech resources, applications and LUIS keys with Microsoft-managed keys, over the wire
+against real identity and speech servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+from cmk.identity.v1 import resources_pb2 as idres
+from cmk.speech.v1 import resources_pb2 as res
+
+from services.client.speech import SpeechClient
+from services.rpckit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.rpckit.reasons import Reason
+from services.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
+from services.speech.resources import check_eligibility
+from tests.identity.helpers import make_principal
+
+CONFIG = json.dumps({"commands": [{"name": "TurnOnLight", "example": "turn on the light"}], "secret": "s3cr3t-value"})
+
+
+async def test_a_resource_is_created_with_microsoft_managed_keys_and_cmk_at_creation_is_refused(speech_customer):
+    created = await speech_customer.speech.create_resource(
+        speech_customer.subscription_id, "rg1", "speech1", "westeurope"
+    )
+    assert created.name.endswith("/providers/Microsoft.CognitiveServices/accounts/speech1")
+    assert created.encryption.key_source == res.MICROSOFT_MANAGED and created.encryption.status == res.HEALTHY
+    assert created.tenant_id == speech_customer.tenant.tenant_id and not created.identity.system_assigned
+    with pytest.raises(InvalidArgument) as caught:
+        await speech_customer.speech.create_resource(
+            speech_customer.subscription_id, "rg1", "speech2", "westeurope", customer_managed=True
+        )
+    assert caught.value.reason is Reason.CMK_AT_CREATION
+    listed = await speech_customer.speech.list_resources(speech_customer.subscription_id)
+    assert [r.name for r in listed.resources] == [created.name]
+
+
+async def test_applications_and_luis_keys_round_trip_transparently(speech_customer):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    assert app.etag == '"1"' and app.configuration_json == CONFIG
+    read = await speech_customer.speech.get_application(app.name)
+    assert (read.configuration_json, read.display_name) == (CONFIG, "Lights")
+    await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
+    keys = await speech_customer.speech.get_luis_keys(resource.name)
+    assert (keys.authoring_key, keys.prediction_key) == ("authoring-key-123", "prediction-key-456")
+
+
+async def test_an_update_needs_the_current_etag_and_exactly_one_of_two_concurrent_wins(speech_customer):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    results = await asyncio.gather(
+        *(
+            speech_customer.speech.update_application(app.name, app.etag, f"v{i}", json.dumps({"i": i}))
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, res.Application)]
+    losers = [r for r in results if isinstance(r, Aborted)]
+    assert len(winners) == 1 and len(losers) == 4
+    assert all(e.reason is Reason.ETAG_MISMATCH for e in losers)
+    current = await speech_customer.speech.get_application(app.name)
+    assert current.etag == '"2"' and current.configuration_json == winners[0].configuration_json
+    with pytest.raises(Aborted):
+        await speech_customer.speech.delete_application(app.name, app.etag)
+    await speech_customer.speech.delete_application(app.name, current.etag)
+    with pytest.raises(NotFound):
+        await speech_customer.speech.get_application(app.name)
+
+
+async def test_listing_pages_through_every_application_once(speech_customer):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    for i in range(7):
+        await speech_customer.speech.create_application(resource.name, f"app{i}", json.dumps({"n": i}))
+    seen, token = [], ""
+    while True:
+        page = await speech_customer.speech.list_applications(resource.name, page_size=3, page_token=token)
+        seen += [json.loads(a.configuration_json)["n"] for a in page.applications]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(range(7))
+
+
+async def test_no_plaintext_reaches_the_database(speech_customer, speech):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
+    stored = b"".join(p.read_bytes() for p in speech.config.data_dir.glob("speech.db*"))
+    for secret in (b"s3cr3t-value", b"TurnOnLight", b"authoring-key-123", b"prediction-key-456"):
+        assert secret not in stored
+
+
+async def test_a_ciphertext_copied_onto_another_record_does_not_decrypt(speech_customer, speech):
+    s = speech_customer.speech
+    first = await s.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    second = await s.create_resource(speech_customer.subscription_id, "rg1", "s2", "westeurope")
+    a = await s.create_application(first.name, "a", json.dumps({"a": 1}))
+    b = await s.create_application(first.name, "b", json.dumps({"b": 2}))
+    c = await s.create_application(second.name, "c", json.dumps({"c": 3}))
+    with sqlite3.connect(speech.config.database_path) as db:
+        sealed = db.execute("SELECT sealed_configuration FROM applications WHERE application_id = ?",
+                            (a.application_id,)).fetchone()[0]  # fmt: skip
+        for target in (b.application_id, c.application_id):
+            db.execute("UPDATE applications SET sealed_configuration = ? WHERE application_id = ?", (sealed, target))
+    for name in (b.name, c.name):
+        with pytest.raises(FailedPrecondition) as caught:
+            await s.get_application(name)
+        assert caught.value.reason is Reason.DATA_UNREADABLE
+    assert json.loads((await s.get_application(a.name)).configuration_json) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [("not json", Reason.CONFIGURATION_NOT_JSON), ("[1, 2]", Reason.CONFIGURATION_NOT_JSON),
+     (json.dumps({"x": "y" * 300_000}), Reason.CONFIGURATION_TOO_LARGE), ("", Reason.FIELD_REQUIRED)],
+)  # fmt: skip
+async def test_bad_configuration_is_refused_and_nothing_is_stored(speech_customer, config, reason):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    with pytest.raises(InvalidArgument) as caught:
+        await speech_customer.speech.create_application(resource.name, "bad", config)
+    assert caught.value.reason is reason
+    assert not (await speech_customer.speech.list_applications(resource.name)).applications
+
+
+async def test_data_needs_a_role_on_the_resource(speech_customer, operator, channel, clock, sp_channel):
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    bob, _, bob_client = await make_principal(operator, channel, clock, speech_customer.tenant.tenant_id, "bob",
+                                              kind=idres.USER)  # fmt: skip
+    bob_speech = SpeechClient(sp_channel, bob_client.token_for)
+    with pytest.raises(PermissionDenied) as caught:
+        await bob_speech.get_application(app.name)
+    assert caught.value.reason is Reason.ROLE_REQUIRED
+    await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.READER, resource.name)
+    assert (await bob_speech.get_application(app.name)).configuration_json == CONFIG
+    with pytest.raises(PermissionDenied):
+        await bob_speech.update_application(app.name, app.etag, "x", "{}")
+
+
+async def test_cmk_approval_is_requested_by_an_owner_and_decided_by_the_operator(speech_customer, operator, sp_channel):
+    s = speech_customer.speech
+    requested = await s.request_approval(speech_customer.subscription_id, "we need BYOK")
+    assert requested.state == res.REQUESTED
+    with pytest.raises(PermissionDenied) as caught:
+        await s.approve(speech_customer.subscription_id)
+    assert caught.value.reason is Reason.OPERATOR_REQUIRED
+    platform = SpeechClient(sp_channel, operator.token_for)
+    approved = await platform.approve(speech_customer.subscription_id, "ok")
+    assert approved.state == res.APPROVED and approved.HasField("decision_time")
+    with pytest.raises(FailedPrecondition) as caught:
+        await platform.reject(speech_customer.subscription_id)
+    assert caught.value.reason is Reason.APPROVAL_ALREADY_DECIDED
+    assert (await s.get_approval(speech_customer.subscription_id)).state == res.APPROVED
+
+
+async def test_only_the_operator_backdates_a_resource(speech_customer, operator, sp_channel):
+    old = datetime(2019, 1, 1, tzinfo=UTC)
+    with pytest.raises(PermissionDenied) as caught:
+        await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "old", "westeurope",
+                                                     backdate=old)  # fmt: skip
+    assert caught.value.reason is Reason.OPERATOR_REQUIRED
+    platform = SpeechClient(sp_channel, operator.token_for)
+    created = await platform.create_resource(speech_customer.subscription_id, "rg1", "old", "westeurope", backdate=old)
+    assert created.create_time.ToDatetime(tzinfo=UTC) == old
+    assert (await speech_customer.speech.get_resource(created.name)).tenant_id == speech_customer.tenant.tenant_id
+
+
+def _resource(created: datetime, tier: Tier = Tier.S0):
+    from services.speech.model import KeySource, SpeechResource
+
+    return SpeechResource("/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/a", "s",
+                          "rg", "a", "westeurope", tier, created, "t", KeySource.MICROSOFT, "v1", b"")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("created", "tier", "approved", "reason"),
+    [
+        (datetime(2020, 6, 26, tzinfo=UTC), Tier.S0, datetime(2020, 1, 1, tzinfo=UTC), Reason.CMK_RESOURCE_TOO_OLD),
+        (datetime(2024, 1, 1, tzinfo=UTC), Tier.F0, datetime(2023, 1, 1, tzinfo=UTC), Reason.CMK_TIER_NOT_SUPPORTED),
+        (datetime(2024, 1, 1, tzinfo=UTC), Tier.S0, None, Reason.CMK_NOT_APPROVED),
+        (
+            datetime(2024, 1, 1, tzinfo=UTC),
+            Tier.S0,
+            datetime(2024, 2, 1, tzinfo=UTC),
+            Reason.CMK_APPROVED_AFTER_CREATION,
+        ),
+        (CMK_EARLIEST_CREATION, Tier.S0, datetime(2020, 6, 1, tzinfo=UTC), None),
+    ],
+)
+def test_the_seeds_eligibility_rules(created, tier, approved, reason):
+    approval = None
+    if approved is not None:
+        approval = CmkApproval("s", ApprovalState.APPROVED, approved, "o", approved)
+    if reason is None:
+        check_eligibility(_resource(created, tier), approval)
+        return
+    with pytest.raises(FailedPrecondition) as caught:
+        check_eligibility(_resource(created, tier), approval)
+    assert caught.value.reason is reason
+    assert "create a new" in caught.value.message or "request approval" in caught.value.message
