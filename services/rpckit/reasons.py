@@ -136,6 +136,22 @@ class Reason(StrEnum):
     CMK_NOT_APPROVED = "CMK_NOT_APPROVED"  # FAILED_PRECONDITION: the subscription is not approved for CMK
     CMK_APPROVED_AFTER_CREATION = "CMK_APPROVED_AFTER_CREATION"  # FAILED_PRECONDITION: approval came later
     DATA_UNREADABLE = "DATA_UNREADABLE"  # FAILED_PRECONDITION: a record does not open with the data key
+    KEYVAULT_NOT_CONFIGURED = "KEYVAULT_NOT_CONFIGURED"  # FAILED_PRECONDITION: no key vault endpoint
+    IDENTITY_REMOVAL_UNCONFIRMED = "IDENTITY_REMOVAL_UNCONFIRMED"  # FAILED_PRECONDITION: CMK on, no confirmation
+    ENCRYPTION_KEY_REQUIRED = "ENCRYPTION_KEY_REQUIRED"  # INVALID_ARGUMENT: neither key URI nor vault + key
+    VAULT_OTHER_TENANT = "VAULT_OTHER_TENANT"  # FAILED_PRECONDITION: vault not in the resource's tenant
+    VAULT_OTHER_REGION = "VAULT_OTHER_REGION"  # FAILED_PRECONDITION: vault not in the resource's region
+    VAULT_NOT_RECOVERABLE = "VAULT_NOT_RECOVERABLE"  # FAILED_PRECONDITION: soft-delete or purge protection off
+    KEY_NOT_SUPPORTED = "KEY_NOT_SUPPORTED"  # FAILED_PRECONDITION: not an enabled RSA 2048 key with wrap/unwrap
+    GRANT_REFUSED = "GRANT_REFUSED"  # PERMISSION_DENIED: the caller may not change the vault's access policies
+    # Why a customer key is inaccessible (FAILED_PRECONDITION on reads, and the resource's status):
+    CUSTOMER_KEY_ACCESS_REVOKED = "CUSTOMER_KEY_ACCESS_REVOKED"  # the identity's access policy is gone
+    CUSTOMER_KEY_DISABLED = "CUSTOMER_KEY_DISABLED"  # the key version is disabled
+    CUSTOMER_KEY_DELETED = "CUSTOMER_KEY_DELETED"  # the key is soft-deleted: recover it
+    CUSTOMER_KEY_PURGED = "CUSTOMER_KEY_PURGED"  # the key is purged: the data is permanently unrecoverable
+    CUSTOMER_KEY_IDENTITY_MISSING = "CUSTOMER_KEY_IDENTITY_MISSING"  # the managed identity is gone or disabled
+    CUSTOMER_KEY_TENANT_MISMATCH = "CUSTOMER_KEY_TENANT_MISMATCH"  # resource or subscription moved tenants
+    CUSTOMER_KEY_VAULT_UNREACHABLE = "CUSTOMER_KEY_VAULT_UNREACHABLE"  # UNAVAILABLE: the vault did not answer
 
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down

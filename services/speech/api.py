@@ -16,6 +16,7 @@ from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from services.rpckit.types import Context
 from services.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
+from services.speech.encryption import Encryption, choose_key
 from services.speech.model import ApprovalState, CmkApproval, KeySource, SpeechResource
 from services.speech.resources import Resources
 
@@ -100,9 +101,10 @@ def _application_name(name: str) -> tuple[str, str]:
 class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
     """cmk.speech.v1.SpeechResourceService."""
 
-    def __init__(self, resources: Resources, keys: DataKeySource) -> None:
+    def __init__(self, resources: Resources, keys: DataKeySource, encryption: Encryption) -> None:
         self._r = resources
         self._keys = keys
+        self._e = encryption
 
     async def _pb(self, resource: SpeechResource) -> res.SpeechResource:
         try:
@@ -149,6 +151,27 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
     async def DeleteSpeechResource(self, request: pb.DeleteSpeechResourceRequest, context: Context) -> empty_pb2.Empty:
         await self._r.delete(current_caller(), request.name)
         return empty_pb2.Empty()
+
+    async def AssignIdentity(self, request: pb.AssignIdentityRequest, context: Context) -> res.SpeechResource:
+        return await self._pb(await self._e.assign_identity(current_caller(), request.name))
+
+    async def RemoveIdentity(self, request: pb.RemoveIdentityRequest, context: Context) -> res.SpeechResource:
+        removed = await self._e.remove_identity(current_caller(), request.name, request.confirm_data_inaccessible)
+        return await self._pb(removed)
+
+    async def SetEncryption(self, request: pb.SetEncryptionRequest, context: Context) -> res.SpeechResource:
+        choice = choose_key(
+            self._e.dns_suffix, key_uri=request.key_uri, key_subscription_id=request.key_subscription_id,
+            vault=request.vault_name, key=request.key_name, version=request.key_version,
+            follow=request.follow_latest_version,
+        )  # fmt: skip
+        updated = await self._e.set_customer_managed(
+            current_caller(), request.name, choice, skip_grant=request.skip_grant
+        )
+        return await self._pb(updated)
+
+    async def DisableEncryption(self, request: pb.DisableEncryptionRequest, context: Context) -> res.SpeechResource:
+        return await self._pb(await self._e.set_microsoft_managed(current_caller(), request.name))
 
     async def RequestCmkApproval(self, request: pb.RequestCmkApprovalRequest, context: Context) -> res.CmkApproval:
         return approval_pb(await self._r.request_approval(current_caller(), request.subscription_id, request.note))

@@ -28,6 +28,11 @@ class SpeechConfig:
     master_key_ring_file: Path | None = None
     auto_approve_cmk: bool = False
     """A development option: CMK requests are approved at once."""
+    keyvault_endpoint: str = ""
+    """The key vault service; without it, customer-managed keys cannot be used."""
+    vault_dns_suffix: str = "vault.azure.net"
+    data_key_max_age: timedelta = timedelta(minutes=5)
+    """The longest an unwrapped data key stays cached, even when no event ever comes."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
 
@@ -64,6 +69,9 @@ class SpeechConfig:
             "clock_skew": timedelta(seconds=env_int(env, "CMK_CLOCK_SKEW_SECONDS", 30)),
             "master_key_ring_file": env_path(env, "CMK_SPEECH_MASTER_KEY_RING_FILE", None),
             "auto_approve_cmk": env_bool(env, "CMK_AUTO_APPROVE_CMK", False),
+            "keyvault_endpoint": env_str(env, "CMK_KEYVAULT_ENDPOINT", ""),
+            "vault_dns_suffix": env_str(env, "CMK_VAULT_DNS_SUFFIX", "vault.azure.net"),
+            "data_key_max_age": timedelta(seconds=env_int(env, "CMK_DATA_KEY_MAX_AGE_SECONDS", 300)),
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
         }

@@ -18,13 +18,12 @@ from services.rpckit.validation import display_name, require_uuid
 from services.speech.envelope import (
     CannotDecrypt,
     DataKey,
-    MasterKeyRing,
     RandomBytes,
     open_sealed,
     record_binding,
     seal,
 )
-from services.speech.model import Application, KeySource, SealedLuisKeys, SpeechResource
+from services.speech.model import Application, SealedLuisKeys, SpeechResource
 from services.speech.resources import READ, WRITE, Resources, parse_resource_id
 
 MAX_CONFIGURATION_BYTES = 256 * 1024
@@ -34,38 +33,6 @@ LUIS_RECORD = "luisKeys"
 
 class DataKeySource(Protocol):
     async def data_key(self, resource: SpeechResource) -> DataKey: ...
-
-
-class DataKeys:
-    """Unwraps a resource's data key and keeps it in memory, keyed by the wrapped blob so a
-    rewrap (key change) is picked up by itself."""
-
-    def __init__(self, ring: MasterKeyRing) -> None:
-        self._ring = ring
-        self._cache: dict[str, tuple[bytes, DataKey]] = {}
-
-    async def data_key(self, resource: SpeechResource) -> DataKey:
-        cached = self._cache.get(resource.resource_id.lower())
-        if cached is not None and cached[0] == resource.wrapped_data_key:
-            return cached[1]
-        if resource.key_source is not KeySource.MICROSOFT:
-            raise FailedPrecondition(
-                Reason.DATA_UNREADABLE, "this resource's data key is wrapped by a key this service cannot use"
-            )
-        try:
-            key = self._ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.resource_id)
-        except CannotDecrypt:
-            raise FailedPrecondition(
-                Reason.DATA_UNREADABLE, "the resource's data key does not unwrap with the service's master key ring"
-            ) from None
-        self._cache[resource.resource_id.lower()] = (resource.wrapped_data_key, key)
-        return key
-
-    def drop(self, resource_id: str | None = None) -> None:
-        if resource_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(resource_id.lower(), None)
 
 
 @dataclass(frozen=True, slots=True)

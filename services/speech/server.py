@@ -18,17 +18,22 @@ from services.client.identity import (
     RevocationFeed,
     RoleChecker,
 )
+from services.client.keyvault import KeyVaultClient
 from services.rpckit import audiences
 from services.rpckit.auth import AuthInterceptor
 from services.rpckit.clock import Clock, SystemClock
-from services.rpckit.errors import NotFound
+from services.rpckit.events import EventFollower
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
 from services.speech.api import ApplicationApi, SpeechResourceApi
 from services.speech.config import SpeechConfig
-from services.speech.data import Data, DataKeys
+from services.speech.customer_keys import DataKeys
+from services.speech.data import Data
+from services.speech.encryption import Encryption
 from services.speech.envelope import RandomBytes, load_or_create_ring
+from services.speech.followers import CacheGuard, Followers, dropping_on_failure
+from services.speech.gateways import GrpcIdentityGateway, GrpcVaultGateway
 from services.speech.resources import Resources
 from services.speech.storage import SpeechStore
 
@@ -42,19 +47,6 @@ AUDIENCES = {
 }
 
 
-class IdentitySubscriptions:
-    """The tenant a subscription belongs to, asked of the identity service."""
-
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
-
-    async def tenant_of(self, subscription_id: str) -> str | None:
-        try:
-            return (await self._client.get_subscription(subscription_id)).tenant_id
-        except NotFound:
-            return None
-
-
 @dataclass
 class SpeechServer:
     """A running speech service and its parts."""
@@ -65,8 +57,12 @@ class SpeechServer:
     resources: Resources
     data: Data
     data_keys: DataKeys
+    encryption: Encryption
+    guard: CacheGuard
     feed: RevocationFeed
+    followers: Followers
     identity_channel: grpc.aio.Channel
+    keyvault_channel: grpc.aio.Channel | None
 
     @property
     def port(self) -> int:
@@ -77,9 +73,12 @@ class SpeechServer:
         return f"{self.config.host}:{self.running.port}"
 
     async def stop(self, grace: float = 2.0) -> None:
+        await self.followers.stop()
         await self.feed.stop()
         await self.running.stop(grace)
         await self.identity_channel.close()
+        if self.keyvault_channel is not None:
+            await self.keyvault_channel.close()
         await self.store.close()
 
 
@@ -90,6 +89,7 @@ async def build_server(
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await SpeechStore.open(config.database_path)
     channel = open_channel(config.identity_endpoint)
+    kv_channel = open_channel(config.keyvault_endpoint) if config.keyvault_endpoint else None
     try:
         row = await store.db.fetch_one("SELECT COUNT(*) FROM resources")
         ring = load_or_create_ring(config.ring_path, create=row is None or int(row[0]) == 0, random=random)
@@ -104,15 +104,38 @@ async def build_server(
             skew=config.clock_skew,
         )
         feed = RevocationFeed(identity, validator)
+        identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
-            store, clock, RoleChecker(identity), IdentitySubscriptions(identity), ring,
+            store, clock, RoleChecker(identity), identity_gateway, ring,
             auto_approve=config.auto_approve_cmk, random=random,
         )  # fmt: skip
-        data_keys = DataKeys(ring)
+        vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None
+        data_keys = DataKeys(
+            ring, clock, vault=vault_gateway, identity=identity_gateway, max_age=config.data_key_max_age
+        )
         data = Data(resources, data_keys, clock, random)
+        encryption = Encryption(
+            resources, data_keys, vault=vault_gateway, identity=identity_gateway,
+            dns_suffix=config.vault_dns_suffix, random=random,
+        )  # fmt: skip
+        guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix)
+        followers = [
+            EventFollower(
+                dropping_on_failure(identity.watch_events, guard), guard.on_identity_event, guard.drop_everything
+            )
+        ]
+        if kv_channel is not None:
+            vault_events = KeyVaultClient(kv_channel, identity.token_for)
+            followers.append(
+                EventFollower(
+                    dropping_on_failure(vault_events.watch_events, guard), guard.on_vault_event, guard.drop_everything
+                )
+            )
 
         def register(server: grpc.aio.Server) -> None:
-            pb_grpc.add_SpeechResourceServiceServicer_to_server(SpeechResourceApi(resources, data_keys), server)
+            pb_grpc.add_SpeechResourceServiceServicer_to_server(
+                SpeechResourceApi(resources, data_keys, encryption), server
+            )
             pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
 
         running = await start_server(
@@ -125,8 +148,14 @@ async def build_server(
         )
     except BaseException:
         await channel.close()
+        if kv_channel is not None:
+            await kv_channel.close()
         await store.close()
         raise
     feed.start()
+    follow = Followers(*followers)
+    follow.start()
     log.info("speech service started", extra={"port": running.port})
-    return SpeechServer(config, running, store, resources, data, data_keys, feed, channel)
+    return SpeechServer(
+        config, running, store, resources, data, data_keys, encryption, guard, feed, follow, channel, kv_channel
+    )

@@ -110,6 +110,33 @@ class SpeechStore:
             ),
         )  # fmt: skip
 
+    async def update_resource(self, tx: aiosqlite.Connection, r: SpeechResource) -> None:
+        """Write a resource's identity and encryption settings (its data key rewrapped)."""
+        await tx.execute(
+            "UPDATE resources SET key_source = ?, wrapping_key = ?, wrapped_data_key = ?, identity_principal_id = ?,"
+            " identity_tenant_id = ?, key_uri = ?, follow_latest = ? WHERE resource_key = ?",
+            (r.key_source.value, r.wrapping_key, r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id,
+             r.key_uri, int(r.follow_latest), resource_key(r.resource_id)),
+        )  # fmt: skip
+
+    async def resources_using(self, *, key_prefix: str) -> list[SpeechResource]:
+        """Resources whose data key is wrapped by a key identifier starting with `key_prefix`
+        (a vault URI, or a key URI without version)."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM resources WHERE key_source = 'Microsoft.KeyVault'"
+            " AND lower(wrapping_key) LIKE ? ESCAPE '\\'",
+            (key_prefix.lower().replace("%", "\\%").replace("_", "\\_") + "%",),
+        )
+        return [_resource(r) for r in rows]
+
+    async def resources_with_identity(self, object_id: str) -> list[SpeechResource]:
+        rows = await self.db.fetch_all("SELECT * FROM resources WHERE identity_principal_id = ?", (object_id,))
+        return [_resource(r) for r in rows]
+
+    async def resources_in_subscription(self, subscription_id: str) -> list[SpeechResource]:
+        rows = await self.db.fetch_all("SELECT * FROM resources WHERE subscription_id = ?", (subscription_id,))
+        return [_resource(r) for r in rows]
+
     async def get_resource(self, resource_id: str) -> SpeechResource | None:
         row = await self.db.fetch_one("SELECT * FROM resources WHERE resource_key = ?", (resource_key(resource_id),))
         return _resource(row) if row else None

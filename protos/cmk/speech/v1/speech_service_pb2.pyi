@@ -442,3 +442,127 @@ class GetLuisKeysRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLuisKeysRequest: _TypeAlias = GetLuisKeysRequest  # noqa: Y015
+
+@_typing.final
+class AssignIdentityRequest(_message.Message):
+    """Request of AssignIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignIdentityRequest: _TypeAlias = AssignIdentityRequest  # noqa: Y015
+
+@_typing.final
+class RemoveIdentityRequest(_message.Message):
+    """Request of RemoveIdentity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONFIRM_DATA_INACCESSIBLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource id."""
+    confirm_data_inaccessible: _builtins.bool
+    """Required when customer-managed keys are on: the data becomes unreadable."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        confirm_data_inaccessible: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_data_inaccessible", b"confirm_data_inaccessible", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveIdentityRequest: _TypeAlias = RemoveIdentityRequest  # noqa: Y015
+
+@_typing.final
+class SetEncryptionRequest(_message.Message):
+    """Request of SetEncryption. Give key_uri (with key_subscription_id), or vault_name and
+    key_name (optionally key_version).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_URI_FIELD_NUMBER: _builtins.int
+    KEY_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    VAULT_NAME_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    FOLLOW_LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    SKIP_GRANT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource id."""
+    key_uri: _builtins.str
+    """"https://{vault}.{suffix}/keys/{key}[/{version}]". Without a version, the newest version
+    is used; with follow_latest_version also set, the resource follows later rotations.
+    """
+    key_subscription_id: _builtins.str
+    """The subscription of the vault (may differ from the resource's)."""
+    vault_name: _builtins.str
+    """Or: the vault's name."""
+    key_name: _builtins.str
+    """And the key's name."""
+    key_version: _builtins.str
+    """And, optionally, the version (32 hex characters); empty means the newest."""
+    follow_latest_version: _builtins.bool
+    """Follow the key's newest version: on a rotation the data key is rewrapped by itself."""
+    skip_grant: _builtins.bool
+    """Do not grant the identity access on the vault (it already has it)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key_uri: _builtins.str = ...,
+        key_subscription_id: _builtins.str = ...,
+        vault_name: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        key_version: _builtins.str = ...,
+        follow_latest_version: _builtins.bool = ...,
+        skip_grant: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_latest_version", b"follow_latest_version", "key_name", b"key_name", "key_subscription_id", b"key_subscription_id", "key_uri", b"key_uri", "key_version", b"key_version", "name", b"name", "skip_grant", b"skip_grant", "vault_name", b"vault_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetEncryptionRequest: _TypeAlias = SetEncryptionRequest  # noqa: Y015
+
+@_typing.final
+class DisableEncryptionRequest(_message.Message):
+    """Request of DisableEncryption."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableEncryptionRequest: _TypeAlias = DisableEncryptionRequest  # noqa: Y015

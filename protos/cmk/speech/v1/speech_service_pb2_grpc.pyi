@@ -49,6 +49,23 @@ class SpeechResourceServiceStub:
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]
     """Deletes a resource and its data. Contributor on it."""
+    AssignIdentity: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.AssignIdentityRequest, _resources_pb2.SpeechResource]
+    """Gives the resource a system-assigned managed identity (a new object id each time).
+    Contributor on the resource.
+    """
+    RemoveIdentity: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.RemoveIdentityRequest, _resources_pb2.SpeechResource]
+    """Removes the system-assigned identity. With customer-managed keys on, this makes the data
+    unreadable (the seed's warning), so it needs confirm_data_inaccessible. Contributor.
+    """
+    SetEncryption: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.SetEncryptionRequest, _resources_pb2.SpeechResource]
+    """Sets encryption to customer-managed: by key URI (plus the vault's subscription) or by
+    vault and key name. Creates the identity if missing, grants it get, wrapKey and unwrapKey
+    on the vault with the caller's own authority, checks the vault and key, and rewraps the
+    data key; the data itself is never re-encrypted. Any failure changes nothing.
+    Contributor on the resource.
+    """
+    DisableEncryption: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DisableEncryptionRequest, _resources_pb2.SpeechResource]
+    """Goes back to the Microsoft-managed key (the data key is rewrapped). Contributor."""
     RequestCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.RequestCmkApprovalRequest, _resources_pb2.CmkApproval]
     """Asks for CMK on a subscription. Owner of the subscription."""
     ApproveCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]
@@ -73,6 +90,23 @@ class SpeechResourceServiceAsyncStub(SpeechResourceServiceStub):
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a resource and its data. Contributor on it."""
+    AssignIdentity: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.AssignIdentityRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Gives the resource a system-assigned managed identity (a new object id each time).
+    Contributor on the resource.
+    """
+    RemoveIdentity: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.RemoveIdentityRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Removes the system-assigned identity. With customer-managed keys on, this makes the data
+    unreadable (the seed's warning), so it needs confirm_data_inaccessible. Contributor.
+    """
+    SetEncryption: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.SetEncryptionRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Sets encryption to customer-managed: by key URI (plus the vault's subscription) or by
+    vault and key name. Creates the identity if missing, grants it get, wrapKey and unwrapKey
+    on the vault with the caller's own authority, checks the vault and key, and rewraps the
+    data key; the data itself is never re-encrypted. Any failure changes nothing.
+    Contributor on the resource.
+    """
+    DisableEncryption: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DisableEncryptionRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Goes back to the Microsoft-managed key (the data key is rewrapped). Contributor."""
     RequestCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.RequestCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
     """Asks for CMK on a subscription. Owner of the subscription."""
     ApproveCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
@@ -118,6 +152,47 @@ class SpeechResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a resource and its data. Contributor on it."""
+
+    @_abc_1.abstractmethod
+    def AssignIdentity(
+        self,
+        request: _speech_service_pb2.AssignIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Gives the resource a system-assigned managed identity (a new object id each time).
+        Contributor on the resource.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveIdentity(
+        self,
+        request: _speech_service_pb2.RemoveIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Removes the system-assigned identity. With customer-managed keys on, this makes the data
+        unreadable (the seed's warning), so it needs confirm_data_inaccessible. Contributor.
+        """
+
+    @_abc_1.abstractmethod
+    def SetEncryption(
+        self,
+        request: _speech_service_pb2.SetEncryptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Sets encryption to customer-managed: by key URI (plus the vault's subscription) or by
+        vault and key name. Creates the identity if missing, grants it get, wrapKey and unwrapKey
+        on the vault with the caller's own authority, checks the vault and key, and rewraps the
+        data key; the data itself is never re-encrypted. Any failure changes nothing.
+        Contributor on the resource.
+        """
+
+    @_abc_1.abstractmethod
+    def DisableEncryption(
+        self,
+        request: _speech_service_pb2.DisableEncryptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Goes back to the Microsoft-managed key (the data key is rewrapped). Contributor."""
 
     @_abc_1.abstractmethod
     def RequestCmkApproval(

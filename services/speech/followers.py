@@ -1,0 +1,113 @@
+"""What keeps the speech service's caches safe: it follows the key vault's and identity's
+event streams and drops exactly what an event invalidates. Missed events (a gap) or a
+stream it cannot reach drop every cached data key at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from cmk.identity.v1 import resources_pb2 as idres
+from cmk.keyvault.v1 import resources_pb2 as kvres
+
+from services.rpckit.events import EventFollower
+from services.speech.customer_keys import DataKeys, IdentityGateway
+from services.speech.encryption import Encryption
+from services.speech.storage import SpeechStore
+
+log = logging.getLogger(__name__)
+
+KEY_EVENTS = {kvres.KEY_UPDATED, kvres.KEY_DELETED, kvres.KEY_RECOVERED, kvres.KEY_PURGED}
+VAULT_EVENTS = {kvres.VAULT_DELETED, kvres.VAULT_RECOVERED, kvres.VAULT_PURGED}
+
+
+class CacheGuard:
+    """Applies key vault and identity events to the data key cache."""
+
+    def __init__(
+        self, store: SpeechStore, keys: DataKeys, identity: IdentityGateway, encryption: Encryption, dns_suffix: str
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._identity = identity
+        self._encryption = encryption
+        self._suffix = dns_suffix
+        self.rewraps: list[str] = []
+
+    def _vault_uri(self, vault: str) -> str:
+        return f"https://{vault}.{self._suffix}/"
+
+    async def on_vault_event(self, event: kvres.Event) -> None:
+        if event.type == kvres.ACCESS_POLICY_CHANGED:
+            for resource in await self._store.resources_with_identity(event.object_id):
+                self._keys.drop(resource.resource_id)
+        elif event.type in KEY_EVENTS or event.type == kvres.KEY_ROTATED:
+            prefix = f"{self._vault_uri(event.vault_name)}keys/{event.key_name}/"
+            for resource in await self._store.resources_using(key_prefix=prefix):
+                if event.type == kvres.KEY_ROTATED:
+                    await self._follow(resource)
+                else:
+                    self._keys.drop(resource.resource_id)
+        elif event.type in VAULT_EVENTS:
+            for resource in await self._store.resources_using(key_prefix=self._vault_uri(event.vault_name)):
+                self._keys.drop(resource.resource_id)
+
+    async def _follow(self, resource: Any) -> None:
+        try:
+            if await self._encryption.rewrap_to_latest(resource) is not None:
+                self.rewraps.append(resource.resource_id)
+        except Exception:
+            # The resource keeps its current version, which still works; the next rotation
+            # event (or a restart) tries again.
+            log.exception("cannot follow a key rotation", extra={"resource_id": resource.resource_id})
+
+    async def on_identity_event(self, event: idres.Event) -> None:
+        if event.type in (idres.PRINCIPAL_DISABLED, idres.PRINCIPAL_DELETED):
+            self._identity.forget_token(event.principal_id)
+            for resource in await self._store.resources_with_identity(event.principal_id):
+                self._keys.drop(resource.resource_id)
+        elif event.type == idres.SUBSCRIPTION_TRANSFERRED:
+            for resource in await self._store.resources_in_subscription(event.subscription_id):
+                self._keys.drop(resource.resource_id)
+
+    async def drop_everything(self) -> None:
+        self._keys.drop_all()
+        self._identity.forget_token()
+
+
+def dropping_on_failure(
+    open_stream: Callable[[int], AsyncIterator[Any]], guard: CacheGuard
+) -> Callable[[int], AsyncIterator[Any]]:
+    """A stream opener that drops every cached key when the stream breaks: while it is down,
+    events may be missed."""
+
+    async def opened(after: int) -> AsyncIterator[Any]:
+        try:
+            async for event in open_stream(after):
+                yield event
+        except Exception:
+            await guard.drop_everything()
+            raise
+
+    return opened
+
+
+class Followers:
+    """The two followers of the speech service, started and stopped together."""
+
+    def __init__(self, *followers: EventFollower[Any]) -> None:
+        self.followers = followers
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(f.run(), name="speech-event-follower") for f in self.followers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
