@@ -15,6 +15,9 @@ from services.client.channel import open_channel
 from services.client.identity import ClientCredentials, IdentityClient
 from services.identity.config import IdentityConfig
 from services.identity.server import IdentityServer, build_server
+from services.keyvault.config import KeyVaultConfig, PlatformCredentials
+from services.keyvault.server import KeyVaultServer
+from services.keyvault.server import build_server as build_keyvault
 from services.rpckit.clock import FakeClock
 
 # Low scrypt cost keeps the suite fast; the production default is tested in test_crypto.
@@ -58,3 +61,32 @@ def operator_credentials(server: IdentityServer) -> ClientCredentials:
 @pytest.fixture
 def operator(identity: IdentityServer, channel: grpc.aio.Channel, clock: FakeClock) -> IdentityClient:
     return IdentityClient(channel, operator_credentials(identity), clock=clock)
+
+
+async def platform_credentials(
+    operator: IdentityClient, channel: grpc.aio.Channel, clock: FakeClock, name: str
+) -> PlatformCredentials:
+    """A platform service principal (keyvault, speech) made by the operator, with a secret."""
+    from tests.identity.helpers import make_principal
+
+    platform_tid = next(t.tenant_id for t in (await operator.list_tenants()).tenants if t.platform)
+    _, creds, _ = await make_principal(operator, channel, clock, platform_tid, name, platform_service=name)
+    return PlatformCredentials(creds.tenant_id, creds.client_id, creds.client_secret)
+
+
+@pytest.fixture
+async def keyvault(
+    tmp_path: Path, identity: IdentityServer, operator: IdentityClient, channel: grpc.aio.Channel, clock: FakeClock
+) -> AsyncIterator[KeyVaultServer]:
+    """A real key vault service wired to the identity fixture."""
+    config = KeyVaultConfig(
+        data_dir=tmp_path / "keyvault",
+        identity_endpoint=identity.endpoint,
+        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
+        port=0,
+    )
+    server = await build_keyvault(config, clock=clock)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)

@@ -17,8 +17,8 @@ from services.rpckit import audiences
 from services.rpckit.errors import FailedPrecondition, Unauthenticated
 from services.rpckit.reasons import Reason
 from services.rpckit.testing import expect_rpc_error
-from tests.conftest import identity_config
-from tests.keyvault.conftest import make_customer, platform_credentials
+from tests.conftest import identity_config, platform_credentials
+from tests.keyvault.conftest import make_customer
 
 
 async def advance(channel: grpc.aio.Channel, token: str, seconds: int):

@@ -14,8 +14,8 @@ from services.client.channel import open_channel
 from services.client.speech import SpeechClient
 from services.speech.config import SpeechConfig
 from services.speech.server import SpeechServer, build_server
+from tests.conftest import platform_credentials
 from tests.identity.helpers import TenantFixture, make_tenant
-from tests.keyvault.conftest import platform_credentials
 
 
 @pytest.fixture

@@ -1,0 +1,391 @@
+"""The customer-managed key flows of DESIGN.md §4, with all three services running as real
+servers: enable, checks that change nothing when they fail, rotation without re-encryption,
+revocation and restore, identity removal, tenant moves, back to Microsoft-managed keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cmk.identity.v1 import resources_pb2 as idres
+from cmk.keyvault.v1 import resources_pb2 as kvres
+from cmk.speech.v1 import resources_pb2 as res
+from cmk.speech.v1 import speech_service_pb2 as pb
+
+from services.client.channel import open_channel
+from services.client.identity import call
+from services.client.keyvault import KeyVaultClient
+from services.client.speech import SpeechClient
+from services.rpckit import audiences
+from services.rpckit.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
+from services.rpckit.reasons import Reason
+from services.speech.config import SpeechConfig
+from services.speech.server import SpeechServer, build_server
+from tests.conftest import platform_credentials
+from tests.identity.helpers import make_principal, make_tenant
+
+CONFIG = json.dumps({"commands": ["TurnOn"], "secret": "cmk-protected-config"})
+
+
+@pytest.fixture
+async def speech_cmk(tmp_path, identity, keyvault, operator, channel, clock) -> AsyncIterator[SpeechServer]:
+    config = SpeechConfig(
+        data_dir=tmp_path / "speech", identity_endpoint=identity.endpoint, keyvault_endpoint=keyvault.endpoint,
+        credentials=await platform_credentials(operator, channel, clock, "speech"), port=0,
+        data_key_max_age=timedelta(minutes=5),
+    )  # fmt: skip
+    server = await build_server(config, clock=clock)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+@dataclass
+class World:
+    tenant_id: str
+    subscription_id: str
+    speech: SpeechClient
+    vaults: KeyVaultClient
+    operator_speech: SpeechClient
+    resource: res.SpeechResource
+    key: kvres.KeyVersion
+    server: SpeechServer
+
+    async def read_all(self) -> tuple[list[str], tuple[str, str]]:
+        apps = await self.speech.list_applications(self.resource.name)
+        keys = await self.speech.get_luis_keys(self.resource.name)
+        return [a.configuration_json for a in apps.applications], (keys.authoring_key, keys.prediction_key)
+
+    async def set_encryption(self, **fields) -> res.SpeechResource:
+        request = pb.SetEncryptionRequest(name=self.resource.name, **fields)
+        return await call(self.speech.resources.SetEncryption, request, token=await self._mgmt())
+
+    async def disable_encryption(self) -> res.SpeechResource:
+        request = pb.DisableEncryptionRequest(name=self.resource.name)
+        return await call(self.speech.resources.DisableEncryption, request, token=await self._mgmt())
+
+    async def identity(self, assign: bool, confirm: bool = False) -> res.SpeechResource:
+        if assign:
+            method, request = self.speech.resources.AssignIdentity, pb.AssignIdentityRequest(name=self.resource.name)
+        else:
+            method = self.speech.resources.RemoveIdentity
+            request = pb.RemoveIdentityRequest(name=self.resource.name, confirm_data_inaccessible=confirm)
+        return await call(method, request, token=await self._mgmt())
+
+    async def _mgmt(self) -> str:
+        return await self.speech._tokens(audiences.MANAGEMENT)
+
+    def ciphertexts(self) -> list[bytes]:
+        with sqlite3.connect(self.server.config.database_path) as db:
+            rows = db.execute("SELECT sealed_configuration FROM applications ORDER BY seq").fetchall()
+            rows += db.execute("SELECT sealed FROM luis_keys").fetchall()
+        return [bytes(r[0]) for r in rows]
+
+
+@pytest.fixture
+async def kv_channel_for(keyvault) -> AsyncIterator[object]:
+    channel = open_channel(keyvault.endpoint)
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+@pytest.fixture
+async def world(speech_cmk, keyvault, operator, channel, clock) -> AsyncIterator[World]:
+    tenant = await make_tenant(operator, channel, clock, "Contoso")
+    await operator.create_role_assignment(
+        tenant.admin.object_id, idres.OWNER, f"/subscriptions/{tenant.subscription_id}"
+    )
+    sp = open_channel(speech_cmk.endpoint)
+    kv = open_channel(keyvault.endpoint)
+    try:
+        speech = SpeechClient(sp, tenant.admin_client.token_for)
+        operator_speech = SpeechClient(sp, operator.token_for)
+        await speech.request_approval(tenant.subscription_id, "BYOK please")
+        await operator_speech.approve(tenant.subscription_id)
+        clock.advance(1)
+        resource = await speech.create_resource(tenant.subscription_id, "rg1", "speech1", "westeurope")
+        for i in range(3):
+            await speech.create_application(resource.name, f"app{i}", CONFIG)
+        await speech.set_luis_keys(resource.name, "luis-authoring-secret", "luis-prediction-secret")
+        vaults = KeyVaultClient(kv, tenant.admin_client.token_for)
+        await vaults.create_vault("contoso-cmk", tenant.subscription_id, "rg1", "westeurope", purge_protection=True,
+                                  retention_days=7)  # fmt: skip
+        key = await vaults.create_key("contoso-cmk", "cmk")
+        yield World(
+            tenant.tenant_id, tenant.subscription_id, speech, vaults, operator_speech, resource, key, speech_cmk
+        )
+    finally:
+        await sp.close()
+        await kv.close()
+
+
+async def refusal(attempt) -> Reason | None:
+    try:
+        await attempt()
+    except ServiceError as refused:
+        return refused.reason
+    return None
+
+
+async def until_refused(world: World, reason: Reason, within: float = 1.0) -> None:
+    started = time.monotonic()
+    while (got := await refusal(world.read_all)) is None:
+        assert time.monotonic() - started < within, f"not refused with {reason.value} within {within}s"
+        await asyncio.sleep(0.01)
+    assert got is reason
+
+
+# --- enable -----------------------------------------------------------------------------------
+
+
+async def test_enable_by_key_uri_grants_the_identity_and_never_rewrites_data(world):
+    before = await world.read_all()
+    ciphertexts = world.ciphertexts()
+    updated = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    enc = updated.encryption
+    assert (enc.key_source, enc.key_version, enc.status) == (res.CUSTOMER_MANAGED, world.key.version, res.HEALTHY)
+    assert updated.identity.system_assigned and updated.identity.tenant_id == world.tenant_id
+    vault = await world.vaults.get_vault("contoso-cmk")
+    policy = next(p for p in vault.access_policies if p.object_id == updated.identity.principal_id)
+    assert sorted(policy.key_permissions) == ["get", "unwrapKey", "wrapKey"]
+    assert await world.read_all() == before
+    assert world.ciphertexts() == ciphertexts
+    stored = b"".join(p.read_bytes() for p in world.server.config.data_dir.glob("speech.db*"))
+    assert b"cmk-protected-config" not in stored and b"luis-authoring-secret" not in stored
+
+
+async def test_enable_by_vault_and_key_takes_the_newest_version(world):
+    newer = await world.vaults.rotate_key(world.key.key_id)
+    updated = await world.set_encryption(vault_name="contoso-cmk", key_name="cmk")
+    assert updated.encryption.key_version == newer.version and not updated.encryption.follow_latest_version
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("other-region", Reason.VAULT_OTHER_REGION),
+        ("no-purge-protection", Reason.VAULT_NOT_RECOVERABLE),
+        ("rsa-3072", Reason.KEY_NOT_SUPPORTED),
+        ("disabled-key", Reason.KEY_NOT_SUPPORTED),
+    ],
+)
+async def test_a_failed_enable_leaves_everything_as_it_was(world, setup, reason):
+    vault, key = "contoso-cmk", "cmk"
+    if setup == "other-region":
+        vault = "contoso-east"
+        await world.vaults.create_vault(vault, world.subscription_id, "rg1", "eastus", purge_protection=True)
+        await world.vaults.create_key(vault, key)
+    elif setup == "no-purge-protection":
+        vault = "contoso-soft"
+        await world.vaults.create_vault(vault, world.subscription_id, "rg1", "westeurope")
+        await world.vaults.create_key(vault, key)
+    elif setup == "rsa-3072":
+        key = "big"
+        await world.vaults.create_key(vault, key, size=3072)
+    else:
+        await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
+    policies_before = (await world.vaults.get_vault(vault)).access_policies
+    ciphertexts = world.ciphertexts()
+    with pytest.raises(FailedPrecondition) as caught:
+        await world.set_encryption(vault_name=vault, key_name=key)
+    assert caught.value.reason is reason
+    after = await world.speech.get_resource(world.resource.name)
+    assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
+    assert (await world.vaults.get_vault(vault)).access_policies == policies_before
+    assert world.ciphertexts() == ciphertexts
+    await world.read_all()
+
+
+async def test_a_vault_of_another_tenant_is_refused(world, operator, channel, kv_channel_for, clock):
+    other = await make_tenant(operator, channel, clock, "Fabrikam")
+    await operator.create_role_assignment(other.admin.object_id, idres.OWNER, f"/subscriptions/{other.subscription_id}")
+    theirs = KeyVaultClient(kv_channel_for, other.admin_client.token_for)
+    await theirs.create_vault("fabrikam-cmk", other.subscription_id, "rg1", "westeurope", purge_protection=True)
+    await theirs.create_key("fabrikam-cmk", "cmk")
+    with pytest.raises(PermissionDenied) as caught:  # Contoso's admin cannot even read Fabrikam's vault
+        await world.set_encryption(vault_name="fabrikam-cmk", key_name="cmk")
+    assert caught.value.reason is Reason.ROLE_REQUIRED
+    after = await world.speech.get_resource(world.resource.name)
+    assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
+
+
+async def test_a_caller_who_may_not_change_the_vaults_policies_is_refused(world, operator, channel, clock):
+    # Carol may change the resource and read the vault, but not change the vault's policies.
+    carol, _, carol_client = await make_principal(operator, channel, clock, world.tenant_id, "carol", kind=idres.USER)
+    await operator.create_role_assignment(carol.object_id, idres.CONTRIBUTOR, world.resource.name)
+    await operator.create_role_assignment(carol.object_id, idres.READER, f"/subscriptions/{world.subscription_id}")
+    carol_speech = SpeechClient(world.speech.channel, carol_client.token_for)
+    request = pb.SetEncryptionRequest(name=world.resource.name, vault_name="contoso-cmk", key_name="cmk")
+    policies_before = (await world.vaults.get_vault("contoso-cmk")).access_policies
+    token = await carol_client.token_for(audiences.MANAGEMENT)
+    with pytest.raises(PermissionDenied) as caught:
+        await call(carol_speech.resources.SetEncryption, request, token=token)
+    assert caught.value.reason is Reason.GRANT_REFUSED
+    after = await world.speech.get_resource(world.resource.name)
+    assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
+    assert (await world.vaults.get_vault("contoso-cmk")).access_policies == policies_before
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["https://contoso-cmk.vault.azure.net/secrets/cmk", "https://contoso-cmk.evil.example/keys/cmk", "not a uri",
+     "https://contoso-cmk.vault.azure.net/keys/cmk/xyz"],
+)  # fmt: skip
+async def test_malformed_key_uris_are_refused(world, uri):
+    with pytest.raises(InvalidArgument) as caught:
+        await world.set_encryption(key_uri=uri, key_subscription_id=world.subscription_id)
+    assert caught.value.reason is Reason.KEY_URI_MALFORMED
+
+
+async def test_eligibility_is_checked_before_anything_changes(world, clock):
+    f0 = await world.speech.create_resource(world.subscription_id, "rg1", "free", "westeurope", tier=res.F0)
+    old = await world.operator_speech.create_resource(
+        world.subscription_id, "rg1", "old", "westeurope", backdate=datetime(2020, 6, 1, tzinfo=UTC)
+    )
+    for resource, reason in ((f0, Reason.CMK_TIER_NOT_SUPPORTED), (old, Reason.CMK_RESOURCE_TOO_OLD)):
+        request = pb.SetEncryptionRequest(name=resource.name, vault_name="contoso-cmk", key_name="cmk")
+        with pytest.raises(FailedPrecondition) as caught:
+            await call(world.speech.resources.SetEncryption, request, token=await world._mgmt())
+        assert caught.value.reason is reason and "create a new" in caught.value.message
+
+
+# --- rotate and change keys -------------------------------------------------------------------
+
+
+async def test_rotation_rewraps_only_the_data_key_and_the_old_version_can_be_disabled(world):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    ciphertexts, before = world.ciphertexts(), await world.read_all()
+    newer = await world.vaults.rotate_key(world.key.key_id)
+    updated = await world.set_encryption(
+        key_uri=newer.key_id, key_subscription_id=world.subscription_id, skip_grant=True
+    )
+    assert updated.encryption.key_version == newer.version
+    await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
+    world.server.data_keys.drop_all()
+    assert await world.read_all() == before
+    assert world.ciphertexts() == ciphertexts
+
+
+async def test_a_different_key_and_back_to_microsoft_managed(world):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    other = await world.vaults.create_key("contoso-cmk", "other")
+    ciphertexts, before = world.ciphertexts(), await world.read_all()
+    moved = await world.set_encryption(vault_name="contoso-cmk", key_name="other", skip_grant=True)
+    assert moved.encryption.key_version == other.version
+    back = await world.disable_encryption()
+    assert back.encryption.key_source == res.MICROSOFT_MANAGED
+    # Revoking the vault now changes nothing: the data no longer depends on it.
+    await world.vaults.remove_access_policy("contoso-cmk", back.identity.principal_id)
+    world.server.data_keys.drop_all()
+    assert await world.read_all() == before and world.ciphertexts() == ciphertexts
+
+
+async def test_a_versionless_key_follows_rotations_within_a_second(world):
+    versionless = world.key.key_id.rsplit("/", 1)[0]
+    updated = await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id,
+                                         follow_latest_version=True)  # fmt: skip
+    assert updated.encryption.follow_latest_version and updated.encryption.key_version == world.key.version
+    newer = await world.vaults.rotate_key(versionless)
+    started = time.monotonic()
+    while (await world.speech.get_resource(world.resource.name)).encryption.key_version != newer.version:
+        assert time.monotonic() - started < 1.0, "the resource did not follow the rotation within a second"
+        await asyncio.sleep(0.01)
+    await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
+    world.server.data_keys.drop_all()
+    await world.read_all()
+
+
+# --- revoke and restore -----------------------------------------------------------------------
+
+
+async def test_revoking_the_identitys_access_makes_data_unreadable_within_a_second_and_restoring_brings_it_back(world):
+    enabled = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before = await world.read_all()
+    identity = enabled.identity.principal_id
+    await world.vaults.remove_access_policy("contoso-cmk", identity)
+    await until_refused(world, Reason.CUSTOMER_KEY_ACCESS_REVOKED)
+    status = (await world.speech.get_resource(world.resource.name)).encryption
+    assert (status.status, status.inaccessible_reason) == (res.KEY_INACCESSIBLE, "CUSTOMER_KEY_ACCESS_REVOKED")
+    await world.vaults.set_access_policy("contoso-cmk", world.tenant_id, identity, ["get", "wrapKey", "unwrapKey"])
+    assert await world.read_all() == before
+
+
+async def test_disabling_or_deleting_the_key_is_a_cause_of_its_own(world):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before = await world.read_all()
+    await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
+    await until_refused(world, Reason.CUSTOMER_KEY_DISABLED)
+    await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=True), ["enabled"])
+    assert await world.read_all() == before
+    await world.vaults.delete_key(world.key.key_id)
+    await until_refused(world, Reason.CUSTOMER_KEY_DELETED)
+    await world.vaults.recover_key(world.key.key_id)
+    assert await world.read_all() == before
+
+
+async def test_a_purged_key_is_reported_as_permanently_unrecoverable(world, clock):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    await world.vaults.delete_key(world.key.key_id)
+    with pytest.raises(FailedPrecondition):
+        await world.vaults.purge_key(world.key.key_id)
+    clock.advance(timedelta(days=8))
+    world.server.data_keys.drop_all()
+    await world.vaults.purge_key(world.key.key_id)
+    await until_refused(world, Reason.CUSTOMER_KEY_PURGED)
+
+
+async def test_with_the_streams_cut_a_cached_key_still_expires_by_its_maximum_age(world, clock):
+    enabled = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    await world.read_all()  # the data key is cached now
+    await world.server.followers.stop()  # no event will arrive any more
+    await world.vaults.remove_access_policy("contoso-cmk", enabled.identity.principal_id)
+    await world.read_all()  # still cached: no event told the service
+    clock.advance(timedelta(minutes=5, seconds=1))
+    with pytest.raises(FailedPrecondition) as caught:
+        await world.read_all()
+    assert caught.value.reason is Reason.CUSTOMER_KEY_ACCESS_REVOKED
+
+
+# --- the identity -------------------------------------------------------------------------------
+
+
+async def test_removing_the_identity_needs_confirmation_and_a_new_one_must_be_granted_again(world):
+    enabled = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before = await world.read_all()
+    with pytest.raises(FailedPrecondition) as caught:
+        await world.identity(assign=False)
+    assert caught.value.reason is Reason.IDENTITY_REMOVAL_UNCONFIRMED
+    await world.read_all()
+    removed = await world.identity(assign=False, confirm=True)
+    assert not removed.identity.system_assigned
+    await until_refused(world, Reason.CUSTOMER_KEY_IDENTITY_MISSING)
+    again = await world.identity(assign=True)
+    assert again.identity.principal_id not in ("", enabled.identity.principal_id)
+    await until_refused(world, Reason.CUSTOMER_KEY_ACCESS_REVOKED)
+    await world.vaults.set_access_policy("contoso-cmk", world.tenant_id, again.identity.principal_id,
+                                         ["get", "wrapKey", "unwrapKey"])  # fmt: skip
+    assert await world.read_all() == before
+
+
+async def test_a_subscription_transfer_stops_cmk_with_a_reason_that_says_so(world, operator):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    await world.read_all()
+    elsewhere = await operator.create_tenant("Elsewhere")
+    await operator.transfer_subscription(world.subscription_id, elsewhere.tenant_id)
+    # Nobody of the old tenant can call the resource any more (its roles went with the
+    # transfer), so the service's own view of the data key is what is checked.
+    stored = await world.server.resources.store.get_resource(world.resource.name)
+    started = time.monotonic()
+    while (got := await refusal(lambda: world.server.data_keys.data_key(stored))) is None:
+        assert time.monotonic() - started < 1.0
+        await asyncio.sleep(0.01)
+    assert got is Reason.CUSTOMER_KEY_TENANT_MISMATCH
