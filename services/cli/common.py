@@ -28,12 +28,18 @@ class State:
     """What the group options leave for the commands."""
 
     def __init__(
-        self, output: str, profile: str | None, endpoint: str | None, keyvault_endpoint: str | None = None
+        self,
+        output: str,
+        profile: str | None,
+        endpoint: str | None,
+        keyvault_endpoint: str | None = None,
+        speech_endpoint: str | None = None,
     ) -> None:
         self.output = output
         self.profile_path = profile_path(profile)
         self.endpoint = endpoint
         self.keyvault_endpoint = keyvault_endpoint
+        self.speech_endpoint = speech_endpoint
 
 
 def output_option(f: F) -> F:
@@ -161,6 +167,24 @@ async def keyvault_session(state: State) -> AsyncIterator[Any]:
     channel = open_channel(endpoint)
     try:
         yield KeyVaultClient(channel, profile_tokens(state, profile, identity))
+    finally:
+        await channel.close()
+        await identity.close()
+
+
+@asynccontextmanager
+async def speech_session(state: State) -> AsyncIterator[Any]:
+    """A speech client signed in with the profile's tokens."""
+    from services.client.speech import SpeechClient
+
+    profile = load_profile(state)
+    endpoint = state.speech_endpoint or profile.speech_endpoint
+    if not endpoint:
+        raise click.ClickException("no speech endpoint: give --speech-endpoint, or cmk login --speech-endpoint")
+    identity = open_channel(state.endpoint or profile.identity_endpoint)
+    channel = open_channel(endpoint)
+    try:
+        yield SpeechClient(channel, profile_tokens(state, profile, identity))
     finally:
         await channel.close()
         await identity.close()

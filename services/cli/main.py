@@ -24,7 +24,7 @@ import grpc
 from cmk.identity.v1 import resources_pb2 as res
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli import keyvault_commands
+from services.cli import keyvault_commands, speech_commands
 from services.cli.common import (
     State,
     anonymous,
@@ -61,11 +61,17 @@ AUDIENCES = {
 @click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
 @click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")
 @click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint (overrides the profile)")
+@click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint (overrides the profile)")
 @click.pass_context
 def cli(
-    ctx: click.Context, output: str, profile: str | None, endpoint: str | None, keyvault_endpoint: str | None
+    ctx: click.Context,
+    output: str,
+    profile: str | None,
+    endpoint: str | None,
+    keyvault_endpoint: str | None,
+    speech_endpoint: str | None,
 ) -> None:
-    ctx.obj = State(output, profile, endpoint, keyvault_endpoint)
+    ctx.obj = State(output, profile, endpoint, keyvault_endpoint, speech_endpoint)
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -150,22 +156,25 @@ async def _serve_identity(config: Any, output: str) -> None:
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
 )
-@click.option(
-    "--port-base", type=int, default=50050, show_default=True, help="identity on port-base+1, key vault on +2"
-)
+@click.option("--port-base", type=int, default=50050, show_default=True, help="identity on +1, key vault +2, speech +3")
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
+@click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
 @output_option
 @pass_state
-def up(state: State, data_dir: Path, port_base: int, dev_time_control: bool) -> None:
+def up(state: State, data_dir: Path, port_base: int, dev_time_control: bool, auto_approve_cmk: bool) -> None:
     """Start the services in one process, wired to each other, with their data in --data-dir.
 
-    Today that is identity and the key vault; the speech service joins when it lands. A
-    second `cmk up` on the same directory resumes with all data intact.
+    Identity, the key vault and speech; a second `cmk up` on the same directory resumes with
+    all data intact.
     """
     from services.cli.trio import run_trio
     from services.rpckit.server import run
 
-    run(lambda: run_trio(data_dir, port_base, state.output, dev_time_control=dev_time_control))
+    run(
+        lambda: run_trio(
+            data_dir, port_base, state.output, dev_time_control=dev_time_control, auto_approve=auto_approve_cmk
+        )
+    )
 
 
 @serve.command("keyvault")
@@ -249,6 +258,86 @@ async def _serve_keyvault(config: Any, output: str) -> None:
         await server.stop()
 
 
+@serve.command("speech")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+)
+@click.option("--host", envvar="CMK_SPEECH_HOST", default=None, help="address to listen on [127.0.0.1]")
+@click.option("--port", type=int, envvar="CMK_SPEECH_PORT", default=None, help="port; 0 picks a free one [50053]")
+@click.option("--identity-endpoint", envvar="CMK_IDENTITY_ENDPOINT", default=None, help="the identity service")
+@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", default=None, help="the key vault service")
+@click.option(
+    "--credentials-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="CMK_SPEECH_CREDENTIALS_FILE",
+    help="JSON with tenant_id, client_id, client_secret of the speech platform principal",
+)
+@click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
+@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
+@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+@output_option
+@pass_state
+def serve_speech(
+    state: State,
+    data_dir: Path,
+    host: str | None,
+    port: int | None,
+    identity_endpoint: str | None,
+    keyvault_endpoint: str | None,
+    credentials_file: Path | None,
+    auto_approve_cmk: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    log_level: str | None,
+) -> None:
+    """The speech resource store (applications and LUIS keys under envelope encryption)."""
+    import os
+
+    from services.keyvault.config import PlatformCredentials
+    from services.rpckit.config import ConfigError, TlsConfig
+    from services.rpckit.server import run
+    from services.speech.config import SpeechConfig
+
+    try:
+        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
+        config = SpeechConfig.from_env(
+            os.environ,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            identity_endpoint=identity_endpoint,
+            keyvault_endpoint=keyvault_endpoint,
+            credentials=PlatformCredentials.from_file(credentials_file) if credentials_file else None,
+            auto_approve_cmk=auto_approve_cmk or None,
+            tls=tls,
+            log_level=log_level,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run(lambda: _serve_one("speech", config, state.output))
+
+
+async def _serve_one(name: str, config: Any, output: str) -> None:
+    from services.rpckit.logs import configure_logging
+    from services.rpckit.server import stop_signals
+    from services.speech.server import build_server
+
+    configure_logging(name, config.log_level)
+    with stop_signals() as stopped:
+        server = await build_server(config)
+        if output == "json":
+            click.echo(json.dumps({"service": name, "endpoint": server.endpoint}))
+        else:
+            click.echo(f"{name} listening on {server.endpoint}")
+        sys.stdout.flush()
+        await stopped.wait()
+        click.echo(f"{name}: stopping", err=True)
+        await server.stop()
+
+
 @cli.command()
 @click.option("--endpoint", required=True, help="host:port")
 @click.option("--service", default="", help="service name; empty means the whole server")
@@ -286,6 +375,7 @@ async def health(state: State, endpoint: str, service: str) -> None:
 @click.option("--client-id")
 @click.option("--client-secret", envvar="CMK_CLIENT_SECRET", help="prompted for if not given")
 @click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint host:port")
+@click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint host:port")
 @output_option
 @pass_state
 @run_async
@@ -297,6 +387,7 @@ async def login(
     client_id: str | None,
     client_secret: str | None,
     keyvault_endpoint: str | None,
+    speech_endpoint: str | None,
 ) -> None:
     """Sign in and keep the tokens in the profile file (mode 0600)."""
     if operator_file is not None:
@@ -311,6 +402,7 @@ async def login(
         tenant_id=creds.tenant_id,
         client_id=creds.client_id,
         keyvault_endpoint=keyvault_endpoint or "",
+        speech_endpoint=speech_endpoint or "",
         operator_file=str(operator_file) if operator_file else "",
     )
     async with anonymous(state, endpoint) as client:
@@ -328,6 +420,7 @@ async def login(
             "endpoint": endpoint,
             "profile": str(state.profile_path),
             "keyvault_endpoint": profile.keyvault_endpoint,
+            "speech_endpoint": profile.speech_endpoint,
         },
     )
 
@@ -784,6 +877,7 @@ async def clock_advance(state: State, service: str, seconds: int, days: int) -> 
 
 
 keyvault_commands.register(cli)
+speech_commands.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

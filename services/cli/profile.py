@@ -23,6 +23,7 @@ class Profile:
     tenant_id: str
     client_id: str
     keyvault_endpoint: str = ""
+    speech_endpoint: str = ""
     tokens: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
     operator_file: str = ""
 

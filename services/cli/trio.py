@@ -35,15 +35,19 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
     return credentials
 
 
-async def run_trio(data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False) -> None:
-    """Identity on port_base+1 and the key vault on port_base+2 (port_base 0: free ports),
-    until SIGTERM or SIGINT."""
+async def run_trio(
+    data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False, auto_approve: bool = False
+) -> None:
+    """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
+    ports), until SIGTERM or SIGINT."""
     from services.identity.config import IdentityConfig
     from services.identity.server import build_server as build_identity
     from services.keyvault.config import KeyVaultConfig
     from services.keyvault.server import build_server as build_keyvault
     from services.rpckit.logs import configure_logging
     from services.rpckit.server import stop_signals
+    from services.speech.config import SpeechConfig
+    from services.speech.server import build_server as build_speech
 
     configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
     identity_config = IdentityConfig.from_env(
@@ -61,21 +65,39 @@ async def run_trio(data_dir: Path, port_base: int, output: str, *, dev_time_cont
             )  # fmt: skip
             keyvault = await build_keyvault(keyvault_config)
             try:
-                announce(identity, keyvault.endpoint, output)
-                await stopped.wait()
-                click.echo("stopping", err=True)
+                speech_credentials = await ensure_platform_credentials(
+                    identity, "speech", data_dir / "speech-credentials.json"
+                )
+                speech_config = SpeechConfig.from_env(
+                    os.environ,
+                    data_dir=data_dir,
+                    port=port_base and port_base + 3,
+                    identity_endpoint=identity.endpoint,
+                    keyvault_endpoint=keyvault.endpoint,
+                    credentials=speech_credentials,
+                    auto_approve_cmk=auto_approve or None,
+                )
+                speech = await build_speech(speech_config)
+                try:
+                    announce(identity, keyvault.endpoint, output, speech.endpoint)
+                    await stopped.wait()
+                    click.echo("stopping", err=True)
+                finally:
+                    await speech.stop()
             finally:
                 await keyvault.stop()
         finally:
             await identity.stop()
 
 
-def announce(identity: Any, keyvault_endpoint: str | None, output: str) -> None:
+def announce(identity: Any, keyvault_endpoint: str | None, output: str, speech_endpoint: str | None = None) -> None:
     """Print where the services listen and how to sign in; on the first start, the operator
     credential (to stdout, once: never to the log)."""
     login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
     if keyvault_endpoint:
         login += f" --keyvault-endpoint {keyvault_endpoint}"
+    if speech_endpoint:
+        login += f" --speech-endpoint {speech_endpoint}"
     created = None
     if identity.new_operator_secret is not None:
         created = {
@@ -85,13 +107,19 @@ def announce(identity: Any, keyvault_endpoint: str | None, output: str) -> None:
             "file": str(identity.config.operator_file),
         }
     if output == "json":
-        services = {"identity": identity.endpoint, **({"keyvault": keyvault_endpoint} if keyvault_endpoint else {})}
+        services = {"identity": identity.endpoint}
+        if keyvault_endpoint:
+            services["keyvault"] = keyvault_endpoint
+        if speech_endpoint:
+            services["speech"] = speech_endpoint
         click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
                                "login": login}))  # fmt: skip
     else:
         click.echo(f"identity listening on {identity.endpoint}")
         if keyvault_endpoint:
             click.echo(f"keyvault listening on {keyvault_endpoint}")
+        if speech_endpoint:
+            click.echo(f"speech listening on {speech_endpoint}")
         if created is not None:
             click.echo("platform operator created (shown once; also in the file below):")
             click.echo(f"  tenant id:     {created['tenant_id']}")

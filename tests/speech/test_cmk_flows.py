@@ -16,13 +16,10 @@ import pytest
 from cmk.identity.v1 import resources_pb2 as idres
 from cmk.keyvault.v1 import resources_pb2 as kvres
 from cmk.speech.v1 import resources_pb2 as res
-from cmk.speech.v1 import speech_service_pb2 as pb
 
 from services.client.channel import open_channel
-from services.client.identity import call
 from services.client.keyvault import KeyVaultClient
 from services.client.speech import SpeechClient
-from services.rpckit import audiences
 from services.rpckit.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
 from services.rpckit.reasons import Reason
 from services.speech.config import SpeechConfig
@@ -64,23 +61,15 @@ class World:
         return [a.configuration_json for a in apps.applications], (keys.authoring_key, keys.prediction_key)
 
     async def set_encryption(self, **fields) -> res.SpeechResource:
-        request = pb.SetEncryptionRequest(name=self.resource.name, **fields)
-        return await call(self.speech.resources.SetEncryption, request, token=await self._mgmt())
+        return await self.speech.set_encryption(self.resource.name, **fields)
 
     async def disable_encryption(self) -> res.SpeechResource:
-        request = pb.DisableEncryptionRequest(name=self.resource.name)
-        return await call(self.speech.resources.DisableEncryption, request, token=await self._mgmt())
+        return await self.speech.disable_encryption(self.resource.name)
 
     async def identity(self, assign: bool, confirm: bool = False) -> res.SpeechResource:
         if assign:
-            method, request = self.speech.resources.AssignIdentity, pb.AssignIdentityRequest(name=self.resource.name)
-        else:
-            method = self.speech.resources.RemoveIdentity
-            request = pb.RemoveIdentityRequest(name=self.resource.name, confirm_data_inaccessible=confirm)
-        return await call(method, request, token=await self._mgmt())
-
-    async def _mgmt(self) -> str:
-        return await self.speech._tokens(audiences.MANAGEMENT)
+            return await self.speech.assign_identity(self.resource.name)
+        return await self.speech.remove_identity(self.resource.name, confirm=confirm)
 
     def ciphertexts(self) -> list[bytes]:
         with sqlite3.connect(self.server.config.database_path) as db:
@@ -224,11 +213,9 @@ async def test_a_caller_who_may_not_change_the_vaults_policies_is_refused(world,
     await operator.create_role_assignment(carol.object_id, idres.CONTRIBUTOR, world.resource.name)
     await operator.create_role_assignment(carol.object_id, idres.READER, f"/subscriptions/{world.subscription_id}")
     carol_speech = SpeechClient(world.speech.channel, carol_client.token_for)
-    request = pb.SetEncryptionRequest(name=world.resource.name, vault_name="contoso-cmk", key_name="cmk")
     policies_before = (await world.vaults.get_vault("contoso-cmk")).access_policies
-    token = await carol_client.token_for(audiences.MANAGEMENT)
     with pytest.raises(PermissionDenied) as caught:
-        await call(carol_speech.resources.SetEncryption, request, token=token)
+        await carol_speech.set_encryption(world.resource.name, vault_name="contoso-cmk", key_name="cmk")
     assert caught.value.reason is Reason.GRANT_REFUSED
     after = await world.speech.get_resource(world.resource.name)
     assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
@@ -252,9 +239,8 @@ async def test_eligibility_is_checked_before_anything_changes(world, clock):
         world.subscription_id, "rg1", "old", "westeurope", backdate=datetime(2020, 6, 1, tzinfo=UTC)
     )
     for resource, reason in ((f0, Reason.CMK_TIER_NOT_SUPPORTED), (old, Reason.CMK_RESOURCE_TOO_OLD)):
-        request = pb.SetEncryptionRequest(name=resource.name, vault_name="contoso-cmk", key_name="cmk")
         with pytest.raises(FailedPrecondition) as caught:
-            await call(world.speech.resources.SetEncryption, request, token=await world._mgmt())
+            await world.speech.set_encryption(resource.name, vault_name="contoso-cmk", key_name="cmk")
         assert caught.value.reason is reason and "create a new" in caught.value.message
 
 
