@@ -171,7 +171,8 @@ class Directory:
         self, actor: Principal, subscription_id: str, target_tenant_id: str
     ) -> Subscription:
         """Move a subscription to another tenant. As in Azure, its role assignments are
-        removed and managed identities of its resources stay behind in the old tenant."""
+        removed, and the system-assigned managed identities of its resources are not
+        transferred: they are deleted in the old tenant (each with a PRINCIPAL_DELETED event)."""
         self.require_operator(actor, "transfer subscriptions")
         sub = await self._subscription(subscription_id)
         await self._tenant(target_tenant_id)
@@ -181,8 +182,14 @@ class Directory:
                 f"subscription {subscription_id} already belongs to tenant {target_tenant_id}",
             )
         now = self.clock.now()
+        identities = await self.store.managed_identities_under(f"/subscriptions/{subscription_id}/")
         async with self.store.db.transaction() as tx:
             await self.store.transfer_subscription(tx, subscription_id, target_tenant_id, now)
+            for identity in identities:
+                await self.store.delete_principal(tx, identity.object_id)
+                await self.store.append_event(
+                    tx, EventType.PRINCIPAL_DELETED, now, tenant_id=identity.tenant_id, principal_id=identity.object_id
+                )
             await self.store.append_event(
                 tx,
                 EventType.SUBSCRIPTION_TRANSFERRED,

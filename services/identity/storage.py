@@ -238,6 +238,14 @@ class IdentityStore:
         row = await self.db.fetch_one("SELECT * FROM principals WHERE resource_key = ?", (scope_key(resource_id),))
         return _principal(row) if row else None
 
+    async def managed_identities_under(self, prefix: str) -> list[Principal]:
+        """Managed identities of resources whose id starts with `prefix` (case-insensitive)."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM principals WHERE kind = ? AND substr(resource_key, 1, ?) = ?",
+            (int(PrincipalKind.MANAGED_IDENTITY), len(prefix), prefix.lower()),
+        )
+        return [_principal(r) for r in rows]
+
     async def operator(self) -> Principal | None:
         row = await self.db.fetch_one("SELECT * FROM principals WHERE operator = 1")
         return _principal(row) if row else None

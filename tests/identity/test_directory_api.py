@@ -14,7 +14,7 @@ from cmk.identity.v1 import resources_pb2 as res
 from google.protobuf import field_mask_pb2
 
 from services.rpckit import audiences
-from services.rpckit.errors import AlreadyExists, FailedPrecondition, PermissionDenied
+from services.rpckit.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from services.rpckit.reasons import Reason
 from services.rpckit.testing import expect_rpc_error
 from tests.identity.helpers import make_principal, make_tenant, resource_id
@@ -114,11 +114,12 @@ async def test_a_transfer_removes_role_assignments_and_leaves_managed_identities
     assert moved.tenant_id == b.tenant_id and moved.HasField("transfer_time")
     assert not (await a.admin_client.check_access(scope, res.READ)).allowed
     assert not (await operator.list_role_assignments(scope=scope)).role_assignments
-    # The managed identity stayed in tenant A: it cannot act on the moved subscription.
-    assert (await operator.get_principal(a.tenant_id, mi.object_id)).tenant_id == a.tenant_id
-    assert not (await operator.check_access(mi.resource_id, res.READ, mi.object_id)).allowed
+    # The managed identity was not transferred: it is gone from tenant A, and said so.
+    with pytest.raises(NotFound):
+        await operator.get_principal(a.tenant_id, mi.object_id)
     events = [e async for e in _until(operator, res.SUBSCRIPTION_TRANSFERRED)]
     assert (events[-1].tenant_id, events[-1].new_tenant_id) == (a.tenant_id, b.tenant_id)
+    assert (events[-2].type, events[-2].principal_id) == (res.PRINCIPAL_DELETED, mi.object_id)
     with pytest.raises(FailedPrecondition):
         await operator.transfer_subscription(a.subscription_id, b.tenant_id)
 
