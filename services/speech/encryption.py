@@ -96,7 +96,7 @@ class Encryption:
         self._store = resources.store
         self._keys = data_keys
         self._vault = vault
-        self._identity = identity
+        self.identity = identity
         self.dns_suffix = dns_suffix
         self._random = random
 
@@ -117,8 +117,8 @@ class Encryption:
         resource = await self._writable(caller, resource_id)
         if resource.identity_principal_id:
             return resource
-        tenant = await self._identity.tenant_of(resource.subscription_id) or resource.tenant_id
-        object_id = await self._identity.create_identity(tenant, resource.resource_id)
+        tenant = await self.identity.tenant_of(resource.subscription_id) or resource.tenant_id
+        object_id = await self.identity.create_identity(tenant, resource.resource_id)
         return await self._save(replace(resource, identity_principal_id=object_id, identity_tenant_id=tenant))
 
     async def remove_identity(self, caller: VerifiedToken, resource_id: str, confirmed: bool) -> SpeechResource:
@@ -131,7 +131,7 @@ class Encryption:
                 "customer-managed keys are on: without the identity the key vault cannot be reached and all data of "
                 "this resource becomes unreadable; confirm to go ahead, or disable customer-managed keys first",
             )
-        await self._identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
         return await self._save(replace(resource, identity_principal_id="", identity_tenant_id=""))
 
     # --- customer-managed keys --------------------------------------------------------
@@ -145,7 +145,7 @@ class Encryption:
             raise FailedPrecondition(Reason.KEYVAULT_NOT_CONFIGURED, "this speech service has no key vault configured")
         resource = await self._writable(caller, resource_id)
         check_eligibility(resource, await self._store.get_approval(resource.subscription_id))
-        tenant = await self._identity.tenant_of(resource.subscription_id)
+        tenant = await self.identity.tenant_of(resource.subscription_id)
         vault = await self._vault.get_vault(caller.raw, choice.vault_name)
         if choice.key_subscription_id and vault.subscription_id != choice.key_subscription_id:
             raise invalid_field(
@@ -176,7 +176,7 @@ class Encryption:
         working = resource
         try:
             if not working.identity_principal_id:
-                created_identity = await self._identity.create_identity(tenant, resource.resource_id)
+                created_identity = await self.identity.create_identity(tenant, resource.resource_id)
                 working = replace(working, identity_principal_id=created_identity, identity_tenant_id=tenant)
             object_id = working.identity_principal_id
             if not skip_grant:
@@ -191,7 +191,7 @@ class Encryption:
                         metadata={"vault": vault.name, "cause": exc.reason.value},
                     ) from None
                 granted = True
-            token = await self._identity.identity_token(tenant, object_id)
+            token = await self.identity.identity_token(tenant, object_id)
             key = await self._vault.get_key(token, choice.as_given)
             if key.size != 2048 or not key.enabled or not {"wrapKey", "unwrapKey"} <= key.operations:
                 raise FailedPrecondition(
@@ -216,7 +216,7 @@ class Encryption:
                     self._vault.restore(caller.raw, vault.name, tenant, working.identity_principal_id, before)
                 )
             if created_identity:
-                await self._best_effort(self._identity.delete_identity(tenant, created_identity))
+                await self._best_effort(self.identity.delete_identity(tenant, created_identity))
             raise
 
     @staticmethod
@@ -230,7 +230,7 @@ class Encryption:
         """For a resource that follows its key's newest version: rewrap if a newer one exists."""
         if self._vault is None or resource.key_source is not KeySource.CUSTOMER or not resource.follow_latest:
             return None
-        token = await self._identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
+        token = await self.identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
         latest = await self._vault.get_key(token, resource.key_uri)
         if latest.key_id == resource.wrapping_key:
             return None

@@ -375,3 +375,23 @@ async def test_a_subscription_transfer_stops_cmk_with_a_reason_that_says_so(worl
         assert time.monotonic() - started < 1.0
         await asyncio.sleep(0.01)
     assert got is Reason.CUSTOMER_KEY_TENANT_MISMATCH
+
+
+async def test_an_unreachable_vault_is_unavailable_not_a_broken_key(world, clock):
+    from services.rpckit.errors import Unavailable
+    from services.speech.customer_keys import DataKeys
+    from services.speech.gateways import GrpcVaultGateway
+
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    stored = await world.server.resources.store.get_resource(world.resource.name)
+    nowhere = open_channel("127.0.0.1:1")  # nothing listens on port 1
+    try:
+        keys = DataKeys(
+            world.server.resources.ring, clock, vault=GrpcVaultGateway(nowhere),
+            identity=world.server.encryption.identity,
+        )  # fmt: skip
+        with pytest.raises(Unavailable) as caught:
+            await keys.data_key(stored)
+        assert caught.value.reason is Reason.CUSTOMER_KEY_VAULT_UNREACHABLE
+    finally:
+        await nowhere.close()
