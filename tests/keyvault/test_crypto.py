@@ -123,4 +123,6 @@ def test_checkpoint_signatures_verify_only_the_signed_message():
     signature = again.sign(b"count=3;head=ab")
     assert verify_checkpoint_signature(signer.public_raw(), b"count=3;head=ab", signature)
     assert not verify_checkpoint_signature(signer.public_raw(), b"count=2;head=ab", signature)
-    assert not verify_checkpoint_signature(signer.public_raw(), b"count=3;head=ab", signature[:-1] + bytes([signature[-1] ^ 1]))
+    assert not verify_checkpoint_signature(
+        signer.public_raw(), b"count=3;head=ab", signature[:-1] + bytes([signature[-1] ^ 1])
+    )

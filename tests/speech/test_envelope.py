@@ -65,7 +65,7 @@ def test_the_ring_wraps_with_the_current_version_and_unwraps_older_ones():
     assert rotated.unwrap(version, wrapped, RESOURCE).key == KEY.key
     assert rotated.wrap(KEY, RESOURCE)[0] == "v2"
     cases = [("v2", wrapped, RESOURCE), ("v9", wrapped, RESOURCE), ("v1", wrapped, RESOURCE + "x"),
-             ("v1", wrapped[:-1] + b"\x00", RESOURCE)]  # fmt: skip
+             ("v1", wrapped[:-1] + bytes([wrapped[-1] ^ 1]), RESOURCE)]  # fmt: skip
     for bad_version, blob, resource in cases:
         with pytest.raises(CannotDecrypt):
             rotated.unwrap(bad_version, blob, resource)
