@@ -237,25 +237,9 @@ def serve_keyvault(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    run(lambda: _serve_keyvault(config, state.output))
-
-
-async def _serve_keyvault(config: Any, output: str) -> None:
     from services.keyvault.server import build_server
-    from services.rpckit.logs import configure_logging
-    from services.rpckit.server import stop_signals
 
-    configure_logging("keyvault", config.log_level)
-    with stop_signals() as stopped:
-        server = await build_server(config)
-        if output == "json":
-            click.echo(json.dumps({"service": "keyvault", "endpoint": server.endpoint}))
-        else:
-            click.echo(f"keyvault listening on {server.endpoint}")
-        sys.stdout.flush()
-        await stopped.wait()
-        click.echo("keyvault: stopping", err=True)
-        await server.stop()
+    run(lambda: _serve_one("keyvault", build_server, config, state.output))
 
 
 @serve.command("speech")
@@ -317,17 +301,19 @@ def serve_speech(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    run(lambda: _serve_one("speech", config, state.output))
+    from services.speech.server import build_server
+
+    run(lambda: _serve_one("speech", build_server, config, state.output))
 
 
-async def _serve_one(name: str, config: Any, output: str) -> None:
+async def _serve_one(name: str, build: Callable[[Any], Awaitable[Any]], config: Any, output: str) -> None:
+    """Run one service until SIGTERM/SIGINT, announcing where it listens."""
     from services.rpckit.logs import configure_logging
     from services.rpckit.server import stop_signals
-    from services.speech.server import build_server
 
     configure_logging(name, config.log_level)
     with stop_signals() as stopped:
-        server = await build_server(config)
+        server = await build(config)
         if output == "json":
             click.echo(json.dumps({"service": name, "endpoint": server.endpoint}))
         else:

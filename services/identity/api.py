@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
 from typing import TypeVar
 
 from cmk.identity.v1 import identity_service_pb2 as pb
 from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk.identity.v1 import resources_pb2 as res
-from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from services.identity import model
 from services.identity.directory import Directory
@@ -20,6 +19,7 @@ from services.rpckit.auth import current_caller
 from services.rpckit.errors import invalid_field
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from services.rpckit.timestamps import to_timestamp
 from services.rpckit.tokens import issuer_for
 from services.rpckit.types import Context
 from services.rpckit.validation import enum_value, name_parts, require_uuid
@@ -47,14 +47,6 @@ PUBLIC_METHODS = frozenset(
 # --- domain to proto -----------------------------------------------------------------
 
 
-def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if when is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
 def tenant_pb(t: model.Tenant, issuer_base: str) -> res.Tenant:
     return res.Tenant(
         name=f"tenants/{t.tenant_id}",
@@ -62,7 +54,7 @@ def tenant_pb(t: model.Tenant, issuer_base: str) -> res.Tenant:
         display_name=t.display_name,
         issuer=issuer_for(issuer_base, t.tenant_id),
         platform=t.platform,
-        create_time=_ts(t.create_time),
+        create_time=to_timestamp(t.create_time),
     )
 
 
@@ -72,8 +64,8 @@ def subscription_pb(s: model.Subscription) -> res.Subscription:
         subscription_id=s.subscription_id,
         tenant_id=s.tenant_id,
         display_name=s.display_name,
-        create_time=_ts(s.create_time),
-        transfer_time=_ts(s.transfer_time),
+        create_time=to_timestamp(s.create_time),
+        transfer_time=to_timestamp(s.transfer_time),
     )
 
 
@@ -91,8 +83,8 @@ def principal_pb(p: model.Principal) -> res.Principal:
         platform_service=p.platform_service,
         tenant_admin=p.tenant_admin,
         operator=p.operator,
-        create_time=_ts(p.create_time),
-        update_time=_ts(p.update_time),
+        create_time=to_timestamp(p.create_time),
+        update_time=to_timestamp(p.update_time),
     )
 
 
@@ -101,8 +93,8 @@ def secret_pb(tenant_id: str, s: model.ClientSecret) -> res.ClientSecret:
         name=f"tenants/{tenant_id}/principals/{s.object_id}/secrets/{s.secret_id}",
         secret_id=s.secret_id,
         display_name=s.display_name,
-        create_time=_ts(s.create_time),
-        expire_time=_ts(s.expire_time),
+        create_time=to_timestamp(s.create_time),
+        expire_time=to_timestamp(s.expire_time),
     )
 
 
@@ -114,7 +106,7 @@ def role_assignment_pb(a: model.RoleAssignment) -> res.RoleAssignment:
         role=res.Role.ValueType(a.role),
         scope=a.scope,
         tenant_id=a.tenant_id,
-        create_time=_ts(a.create_time),
+        create_time=to_timestamp(a.create_time),
         created_by=a.created_by,
     )
 
@@ -126,8 +118,8 @@ def signing_key_pb(k: model.SigningKey) -> res.SigningKey:
         algorithm="RS256",
         public_jwk=k.public_jwk,
         state=res.ACTIVE if k.active else res.RETIRING,
-        create_time=_ts(k.create_time),
-        retire_time=_ts(k.retire_time),
+        create_time=to_timestamp(k.create_time),
+        retire_time=to_timestamp(k.retire_time),
     )
 
 
@@ -135,7 +127,7 @@ def event_pb(e: model.Event) -> res.Event:
     return res.Event(
         sequence=e.sequence,
         type=res.EventType.ValueType(e.type),
-        time=_ts(e.time),
+        time=to_timestamp(e.time),
         tenant_id=e.tenant_id,
         principal_id=e.principal_id,
         subscription_id=e.subscription_id,
@@ -149,7 +141,7 @@ def token_pb(t: model.IssuedToken) -> pb.IssueTokenResponse:
     return pb.IssueTokenResponse(
         access_token=t.token,
         token_type="Bearer",  # noqa: S106 (the OAuth token type, not a password)
-        expire_time=_ts(t.expire_time),
+        expire_time=to_timestamp(t.expire_time),
         expires_in=t.expires_in,
     )
 

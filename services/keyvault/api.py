@@ -10,13 +10,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from cmk.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk.keyvault.v1 import resources_pb2 as res
-from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from services.keyvault import errors
 from services.keyvault.audit import AuditEntry, AuditLog, AuditRecord, Checkpoint
@@ -32,6 +32,7 @@ from services.rpckit.errors import ServiceError, invalid_field
 from services.rpckit.events import ChangeNotifier
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from services.rpckit.timestamps import from_timestamp, to_timestamp
 from services.rpckit.tokens import OPERATOR_ROLE, PLATFORM_ROLE, TokenValidator, VerifiedToken
 from services.rpckit.types import Context
 
@@ -141,18 +142,6 @@ def _caller(scope: CallScope) -> VerifiedToken:
 # --- domain to proto ---------------------------------------------------------------------
 
 
-def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if when is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
-def _dt(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
 class Converter:
     """Domain objects to messages; knows the vault DNS suffix for URIs."""
 
@@ -175,9 +164,9 @@ class Converter:
                 res.AccessPolicy(tenant_id=p.tenant_id, object_id=p.object_id, key_permissions=sorted(p.permissions))
                 for p in v.access_policies
             ],
-            create_time=_ts(v.create_time),
-            delete_time=_ts(v.delete_time),
-            purge_time=_ts(v.purge_time),
+            create_time=to_timestamp(v.create_time),
+            delete_time=to_timestamp(v.delete_time),
+            purge_time=to_timestamp(v.purge_time),
             resource_id=v.resource_id,
         )
 
@@ -192,10 +181,10 @@ class Converter:
             key_operations=[OPERATIONS_PB[o.value] for o in k.key_ops],
             public_jwk=k.public_jwk,
             enabled=k.enabled,
-            not_before=_ts(k.not_before),
-            expires=_ts(k.expires),
-            create_time=_ts(k.create_time),
-            update_time=_ts(k.update_time),
+            not_before=to_timestamp(k.not_before),
+            expires=to_timestamp(k.expires),
+            create_time=to_timestamp(k.create_time),
+            update_time=to_timestamp(k.update_time),
             recovery_level=RECOVERY_LEVELS.get(level, res.RECOVERY_LEVEL_UNSPECIFIED),
             recoverable_days=vault.retention_days if vault and vault.soft_delete else 0,
             tags=k.tags,
@@ -205,15 +194,15 @@ class Converter:
         return res.DeletedKey(
             key=self.version(latest, vault) if latest else None,
             recovery_id=f"https://{key.vault_name}.{self._keys.dns_suffix}/deletedkeys/{key.key_name}",
-            deleted_date=_ts(key.delete_time),
-            scheduled_purge_date=_ts(key.purge_time),
+            deleted_date=to_timestamp(key.delete_time),
+            scheduled_purge_date=to_timestamp(key.purge_time),
         )
 
 
 def audit_record_pb(r: AuditRecord) -> res.AuditRecord:
     e = r.entry
     return res.AuditRecord(
-        sequence=r.sequence, time=_ts(e.time), request_id=e.request_id, caller_object_id=e.caller_object_id,
+        sequence=r.sequence, time=to_timestamp(e.time), request_id=e.request_id, caller_object_id=e.caller_object_id,
         tenant_id=e.tenant_id, client_id=e.client_id, resource_id=e.resource_id, operation=e.operation,
         vault_name=e.vault_name, key_name=e.key_name, key_version=e.key_version, result=e.result,
         reason=e.reason, mac=r.mac.hex(),
@@ -237,13 +226,13 @@ def rotation_policy_pb(ref: KeyRef, p: RotationPolicy) -> res.KeyRotationPolicy:
             for a in p.actions
         ],
         expiry_time=p.expiry_time,
-        update_time=_ts(p.update_time),
+        update_time=to_timestamp(p.update_time),
     )
 
 
 def event_pb(e: Event) -> res.Event:
     return res.Event(
-        sequence=e.sequence, type=res.EventType.ValueType(e.type), time=_ts(e.time), vault_name=e.vault_name,
+        sequence=e.sequence, type=res.EventType.ValueType(e.type), time=to_timestamp(e.time), vault_name=e.vault_name,
         key_name=e.key_name, version=e.version, object_id=e.object_id,
     )  # fmt: skip
 
@@ -267,10 +256,14 @@ def _attributes(message: res.KeyVersion, paths: set[str] | None) -> KeyAttribute
     return KeyAttributes(
         key_ops=ops,
         enabled=message.enabled if paths is not None and "enabled" in paths else None,
-        not_before=_dt(message.not_before) if wanted("not_before") and message.HasField("not_before") else None,
-        expires=_dt(message.expires) if wanted("expires") and message.HasField("expires") else None,
+        not_before=_time_field(message, "not_before") if wanted("not_before") else None,
+        expires=_time_field(message, "expires") if wanted("expires") else None,
         tags=dict(message.tags) if wanted("tags") and (paths is not None or message.tags) else None,
     )
+
+
+def _time_field(message: res.KeyVersion, name: Literal["not_before", "expires"]) -> datetime | None:
+    return from_timestamp(getattr(message, name)) if message.HasField(name) else None
 
 
 def _algorithm(value: int) -> Padding:
@@ -617,8 +610,8 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                 key_name=request.key_name or None,
                 caller_object_id=request.caller_object_id or None,
                 result=request.result or None,
-                since=_dt(request.start_time) if request.HasField("start_time") else None,
-                until=_dt(request.end_time) if request.HasField("end_time") else None,
+                since=from_timestamp(request.start_time) if request.HasField("start_time") else None,
+                until=from_timestamp(request.end_time) if request.HasField("end_time") else None,
                 after=int(token) if token and token.isdigit() else 0,
                 limit=limit,
             )

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from cmk.speech.v1 import resources_pb2 as res
 from cmk.speech.v1 import speech_service_pb2 as pb
 from cmk.speech.v1 import speech_service_pb2_grpc as pb_grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from services.rpckit.auth import current_caller
 from services.rpckit.errors import ServiceError, invalid_field
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from services.rpckit.timestamps import to_timestamp
 from services.rpckit.types import Context
 from services.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
 from services.speech.encryption import Encryption, choose_key
@@ -29,14 +30,6 @@ APPROVAL_PB = {ApprovalState.REQUESTED: res.REQUESTED, ApprovalState.APPROVED: r
                ApprovalState.REJECTED: res.REJECTED}  # fmt: skip
 
 
-def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if when is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
 def resource_pb(r: SpeechResource, problem: ServiceError | None) -> res.SpeechResource:
     """The resource, with its encryption status: healthy if its data key can be had now,
     otherwise inaccessible with the reason why."""
@@ -48,7 +41,7 @@ def resource_pb(r: SpeechResource, problem: ServiceError | None) -> res.SpeechRe
         account_name=r.account_name,
         location=r.location,
         pricing_tier=TIER_PB[r.tier.value],
-        create_time=_ts(r.create_time),
+        create_time=to_timestamp(r.create_time),
         identity=res.ResourceIdentity(
             system_assigned=bool(r.identity_principal_id),
             principal_id=r.identity_principal_id,
@@ -69,8 +62,8 @@ def resource_pb(r: SpeechResource, problem: ServiceError | None) -> res.SpeechRe
 def approval_pb(a: CmkApproval) -> res.CmkApproval:
     return res.CmkApproval(
         name=f"subscriptions/{a.subscription_id}/cmkApproval", subscription_id=a.subscription_id,
-        state=APPROVAL_PB[a.state], request_time=_ts(a.request_time), decision_time=_ts(a.decision_time),
-        requested_by=a.requested_by, note=a.note,
+        state=APPROVAL_PB[a.state], request_time=to_timestamp(a.request_time),
+        decision_time=to_timestamp(a.decision_time), requested_by=a.requested_by, note=a.note,
     )  # fmt: skip
 
 
@@ -79,7 +72,7 @@ def application_pb(a: OpenedApplication) -> res.Application:
     return res.Application(
         name=f"{r.resource_id}/applications/{r.application_id}", application_id=r.application_id,
         display_name=r.display_name, configuration_json=a.configuration_json, etag=r.etag,
-        create_time=_ts(r.create_time), update_time=_ts(r.update_time),
+        create_time=to_timestamp(r.create_time), update_time=to_timestamp(r.update_time),
     )  # fmt: skip
 
 
@@ -87,7 +80,7 @@ def luis_pb(resource_id: str, keys: LuisKeys) -> res.LuisKeys:
     when = keys.update_time if isinstance(keys.update_time, datetime) else None
     return res.LuisKeys(
         name=f"{resource_id}/luisKeys", authoring_key=keys.authoring_key, prediction_key=keys.prediction_key,
-        update_time=_ts(when),
+        update_time=to_timestamp(when),
     )  # fmt: skip
 
 
