@@ -12,6 +12,7 @@ import click
 from services.identity.model import PrincipalKind
 from services.identity.server import IdentityServer
 from services.keyvault.config import PlatformCredentials
+from services.rpckit.keyfiles import write_private_file
 
 
 async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> PlatformCredentials:
@@ -28,10 +29,9 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
         operator, operator.tenant_id, principal.object_id, "platform", 730
     )
     credentials = PlatformCredentials(operator.tenant_id, secret.client_id, secret.value)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"tenant_id": credentials.tenant_id, "client_id": credentials.client_id,
-                   "client_secret": credentials.client_secret}, f, indent=2)  # fmt: skip
+    content = {"tenant_id": credentials.tenant_id, "client_id": credentials.client_id,
+               "client_secret": credentials.client_secret}  # fmt: skip
+    write_private_file(path, json.dumps(content, indent=2) + "\n")
     return credentials
 
 

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.rpckit.keyfiles import read_or_create_key
+
 RandomBytes = Callable[[int], bytes]
 
 MASTER_KEY_BYTES = 32
@@ -68,23 +70,7 @@ class MasterKey:
 
 def load_or_create_master_key(path: Path, *, create: bool, random: RandomBytes = os.urandom) -> MasterKey:
     """Read the master key file (base64 of 32 bytes), or create it (mode 0600) if allowed."""
-    if path.exists():
-        try:
-            raw = base64.b64decode(path.read_text().strip(), validate=True)
-        except ValueError:
-            raise ValueError(f"{path} does not hold a base64 master key") from None
-        return MasterKey(raw)
-    if not create:
-        raise FileNotFoundError(
-            f"the master key file {path} is missing, but the database already holds keys sealed "
-            "with it; restore the file (a new key could not open them)"
-        )
-    key = random(MASTER_KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(key).decode() + "\n")
-    return MasterKey(key)
+    return MasterKey(read_or_create_key(path, create=create, size=MASTER_KEY_BYTES, random=random))
 
 
 # --- signing keys -----------------------------------------------------------------------

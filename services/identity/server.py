@@ -27,6 +27,7 @@ from services.rpckit.auth import AuthInterceptor, current_caller
 from services.rpckit.clock import Clock, ShiftableClock, SystemClock
 from services.rpckit.devclock import DevApi
 from services.rpckit.events import ChangeNotifier
+from services.rpckit.keyfiles import write_private_file
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
@@ -134,7 +135,4 @@ def write_operator_file(config: IdentityConfig, operator: Principal, secret: New
         "client_id": secret.client_id,
         "client_secret": secret.value,
     }
-    fd = os.open(config.operator_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
+    write_private_file(config.operator_file, json.dumps(content, indent=2) + "\n")

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from services.rpckit.keyfiles import read_or_create_key
+
 RandomBytes = Callable[[int], bytes]
 MASTER_KEY_BYTES = 32
 RSA_SIZES = (2048, 3072, 4096)
@@ -112,22 +114,7 @@ class Sealer:
 
 def load_or_create_master_key(path: Path, *, create: bool, random: RandomBytes = os.urandom) -> VaultMasterKey:
     """Read the master key file (base64 of 32 bytes), or create it with mode 0600 if allowed."""
-    if path.exists():
-        try:
-            return VaultMasterKey(base64.b64decode(path.read_text().strip(), validate=True))
-        except ValueError:
-            raise ValueError(f"{path} does not hold a base64 32-byte master key") from None
-    if not create:
-        raise FileNotFoundError(
-            f"the master key file {path} is missing, but the database holds keys sealed with it; "
-            "restore the file (a new key could not open them)"
-        )
-    key = random(MASTER_KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(key).decode() + "\n")
-    return VaultMasterKey(key)
+    return VaultMasterKey(read_or_create_key(path, create=create, size=MASTER_KEY_BYTES, random=random))
 
 
 # --- RSA keys -----------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.rpckit.keyfiles import write_private_file
+
 RandomBytes = Callable[[int], bytes]
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -132,8 +134,5 @@ def load_or_create_ring(path: Path, *, create: bool, random: RandomBytes = os.ur
             f"the master key ring {path} is missing, but the database holds data keys wrapped with it; restore it"
         )
     ring = MasterKeyRing({"v1": random(32)}, "v1")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(ring.to_json() + "\n")
+    write_private_file(path, ring.to_json() + "\n")
     return ring

@@ -1,0 +1,42 @@
+"""Files that hold secrets: master keys, the operator's credential, platform credentials.
+Created once, readable by the owner only, never overwritten."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Create `path` with mode 0600 and write `text`; refuse if it exists (never overwrite a
+    secret another process may already rely on)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def read_or_create_key(path: Path, *, create: bool, size: int, random: Callable[[int], bytes] = os.urandom) -> bytes:
+    """The key in a file of base64 text, or a new random one written there if `create`.
+
+    Without `create`, a missing file is an error: data sealed with the lost key exists, and
+    a new key could not open it.
+    """
+    if path.exists():
+        try:
+            key = base64.b64decode(path.read_text().strip(), validate=True)
+        except ValueError:
+            raise ValueError(f"{path} does not hold a base64 key") from None
+        if len(key) != size:
+            raise ValueError(f"{path} holds a {len(key)}-byte key; {size} bytes are needed")
+        return key
+    if not create:
+        raise FileNotFoundError(
+            f"the master key file {path} is missing, but the database holds data sealed with it; "
+            "restore the file (a new key could not open that data)"
+        )
+    key = random(size)
+    write_private_file(path, base64.b64encode(key).decode() + "\n")
+    return key
