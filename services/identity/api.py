@@ -17,6 +17,7 @@ from services.identity.directory import Directory
 from services.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from services.rpckit.auth import current_caller
 from services.rpckit.errors import invalid_field
+from services.rpckit.events import tail
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from services.rpckit.timestamps import to_timestamp
@@ -30,8 +31,6 @@ SUBSCRIPTION_NAME = re.compile(rf"subscriptions/{_UUID}")
 PRINCIPAL_NAME = re.compile(rf"tenants/{_UUID}/principals/{_UUID}")
 SECRET_NAME = re.compile(rf"tenants/{_UUID}/principals/{_UUID}/secrets/{_UUID}")
 ROLE_ASSIGNMENT_NAME = re.compile(rf"roleAssignments/{_UUID}")
-EVENT_BATCH = 500
-EVENT_HEARTBEAT_SECONDS = 15.0
 
 T = TypeVar("T")
 
@@ -401,16 +400,8 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         actor = await self._actor()
         self._d.require_event_reader(actor)
         await self._d.check_cursor(request.after_sequence)
-        cursor = request.after_sequence
-        notifier = self._d.notifier
-        while True:
-            seen = notifier.version  # read before the query, so no commit slips between
-            events = await self._d.events_after(cursor, EVENT_BATCH)
-            for event in events:
-                yield event_pb(event)
-                cursor = event.sequence
-            if len(events) < EVENT_BATCH:
-                await notifier.wait(seen, EVENT_HEARTBEAT_SECONDS)
+        async for event in tail(self._d.events_after, lambda e: e.sequence, self._d.notifier, request.after_sequence):
+            yield event_pb(event)
 
 
 class TokenApi(pb_grpc.TokenServiceServicer):

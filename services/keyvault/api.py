@@ -29,7 +29,7 @@ from services.rpckit import audiences
 from services.rpckit.auth import bearer_token
 from services.rpckit.clock import Clock
 from services.rpckit.errors import ServiceError, invalid_field
-from services.rpckit.events import ChangeNotifier
+from services.rpckit.events import ChangeNotifier, tail
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from services.rpckit.timestamps import from_timestamp, to_timestamp
@@ -55,8 +55,6 @@ RECOVERY_LEVELS = {
     "Recoverable+Purgeable": res.RECOVERABLE_PURGEABLE,
     "Recoverable": res.RECOVERABLE,
 }
-EVENT_BATCH = 500
-EVENT_HEARTBEAT_SECONDS = 15.0
 
 
 # --- the guard -----------------------------------------------------------------------------
@@ -627,15 +625,12 @@ class AuditApi(pb_grpc.AuditServiceServicer):
             self._require_operator(_caller(scope))
             if request.after_sequence < 0:
                 raise invalid_field("after_sequence", Reason.FIELD_INVALID, "must not be negative")
-        cursor = request.after_sequence
-        while True:
-            seen = self._audit.appended.version
-            records = await self._audit.query(after=cursor, limit=EVENT_BATCH)
-            for record in records:
-                yield audit_record_pb(record)
-                cursor = record.sequence
-            if len(records) < EVENT_BATCH:
-                await self._audit.appended.wait(seen, EVENT_HEARTBEAT_SECONDS)
+
+        async def fetch(after: int, limit: int) -> list[AuditRecord]:
+            return await self._audit.query(after=after, limit=limit)
+
+        async for record in tail(fetch, lambda r: r.sequence, self._audit.appended, request.after_sequence):
+            yield audit_record_pb(record)
 
     async def CreateAuditCheckpoint(
         self, request: pb.CreateAuditCheckpointRequest, context: Context
@@ -688,12 +683,6 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                     f"the cursor {request.after_sequence} is not within 0-{last}; start from 0",
                     metadata={"last_sequence": str(last)},
                 )
-        cursor = request.after_sequence
-        while True:
-            seen = self._notifier.version
-            events = await self._vaults.store.events_after(cursor, EVENT_BATCH)
-            for event in events:
-                yield event_pb(event)
-                cursor = event.sequence
-            if len(events) < EVENT_BATCH:
-                await self._notifier.wait(seen, EVENT_HEARTBEAT_SECONDS)
+        events = tail(self._vaults.store.events_after, lambda e: e.sequence, self._notifier, request.after_sequence)
+        async for event in events:
+            yield event_pb(event)

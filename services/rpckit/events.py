@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -112,3 +112,28 @@ class ChangeNotifier:
     @property
     def version(self) -> int:
         return self._version
+
+
+Item = TypeVar("Item")
+
+
+async def tail(
+    fetch: Callable[[int, int], Awaitable[Sequence[Item]]],
+    sequence_of: Callable[[Item], int],
+    notifier: ChangeNotifier,
+    after: int,
+    *,
+    batch: int = 500,
+    heartbeat: float = 15.0,
+) -> AsyncIterator[Item]:
+    """Every item after `after` from `fetch(cursor, limit)`, then new ones as `notifier`
+    announces them: the server side of a resumable stream."""
+    cursor = after
+    while True:
+        seen = notifier.version  # read before the query, so that no commit slips between
+        items = await fetch(cursor, batch)
+        for item in items:
+            yield item
+            cursor = sequence_of(item)
+        if len(items) < batch:
+            await notifier.wait(seen, heartbeat)
