@@ -137,7 +137,7 @@ class DataKeys:
         self.unwraps = 0
 
     async def data_key(self, resource: SpeechResource) -> DataKey:
-        key = resource.resource_id.lower()
+        key = resource.uid
         cached = self._cache.get(key)
         now = self._clock.now()
         if cached is not None and cached[0] == resource.wrapped_data_key and now - cached[2] < self._max_age:
@@ -149,7 +149,7 @@ class DataKeys:
     async def _unwrap(self, resource: SpeechResource) -> DataKey:
         if resource.key_source is KeySource.MICROSOFT:
             try:
-                return self._ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.resource_id)
+                return self._ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
             except CannotDecrypt:
                 raise FailedPrecondition(
                     Reason.DATA_UNREADABLE, "the resource's data key does not unwrap with the service's master key ring"
@@ -188,11 +188,11 @@ class DataKeys:
 
     # --- what the event streams drop ----------------------------------------------------
 
-    def drop(self, resource_id: str) -> None:
-        self._cache.pop(resource_id.lower(), None)
+    def drop(self, resource: SpeechResource) -> None:
+        self._cache.pop(resource.uid, None)
 
     def drop_all(self) -> None:
         self._cache.clear()
 
-    def cached(self, resource_id: str) -> bool:
-        return resource_id.lower() in self._cache
+    def cached(self, resource: SpeechResource) -> bool:
+        return resource.uid in self._cache

@@ -94,7 +94,7 @@ class Data:
     async def _open(self, resource: SpeechResource, sealed: bytes, record_id: str, version: int) -> bytes:
         key = await self._keys.data_key(resource)
         try:
-            return open_sealed(key, sealed, record_binding(resource.resource_id, record_id, version))
+            return open_sealed(key, sealed, record_binding(resource.uid, record_id, version))
         except CannotDecrypt:
             raise FailedPrecondition(
                 Reason.DATA_UNREADABLE,
@@ -104,7 +104,7 @@ class Data:
 
     async def _seal(self, resource: SpeechResource, plaintext: bytes, record_id: str, version: int) -> bytes:
         key = await self._keys.data_key(resource)
-        return seal(key, plaintext, record_binding(resource.resource_id, record_id, version), self._random)
+        return seal(key, plaintext, record_binding(resource.uid, record_id, version), self._random)
 
     # --- applications -----------------------------------------------------------------
 
@@ -119,11 +119,11 @@ class Data:
         sealed = await self._seal(resource, raw, app_id, 1)
         record = Application(resource.resource_id, app_id, name, 1, sealed, now, now)
         async with self._store.db.transaction() as tx:
-            await self._store.insert_application(tx, record)
+            await self._store.insert_application(tx, resource.uid, record)
         return OpenedApplication(record, config_json)
 
     async def _application(self, resource: SpeechResource, app_id: str) -> Application:
-        found = await self._store.get_application(resource.resource_id, require_uuid("application_id", app_id))
+        found = await self._store.get_application(resource.uid, require_uuid("application_id", app_id))
         if found is None:
             raise NotFound(
                 Reason.APPLICATION_NOT_FOUND, f"application {app_id} does not exist in {resource.resource_id}"
@@ -141,7 +141,7 @@ class Data:
     ) -> list[tuple[int, OpenedApplication]]:
         resource = await self._resource(caller, resource_id, READ)
         found = []
-        for seq, record in await self._store.list_applications(resource.resource_id, after=after, limit=limit):
+        for seq, record in await self._store.list_applications(resource.uid, after=after, limit=limit):
             plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
             found.append((seq, OpenedApplication(record, plain.decode())))
         return found
@@ -163,7 +163,7 @@ class Data:
         updated = replace(current, display_name=name, version=version, sealed_configuration=sealed,
                           update_time=self._clock.now())  # fmt: skip
         async with self._store.db.transaction() as tx:
-            if not await self._store.update_application(tx, updated, expected):
+            if not await self._store.update_application(tx, resource.uid, updated, expected):
                 raise self._stale(current)
         return OpenedApplication(updated, config_json)
 
@@ -180,7 +180,7 @@ class Data:
         resource = await self._resource(caller, resource_id, WRITE)
         current = await self._application(resource, app_id)
         async with self._store.db.transaction() as tx:
-            if not await self._store.delete_application(tx, resource.resource_id, current.application_id, expected):
+            if not await self._store.delete_application(tx, resource.uid, current.application_id, expected):
                 raise self._stale(current)
 
     # --- LUIS keys --------------------------------------------------------------------
@@ -189,18 +189,20 @@ class Data:
         for name, value in (("luis_keys.authoring_key", authoring), ("luis_keys.prediction_key", prediction)):
             display_name(name, value, limit=MAX_LUIS_KEY)
         resource = await self._resource(caller, resource_id, WRITE)
-        existing = await self._store.get_luis_keys(resource.resource_id)
+        existing = await self._store.get_luis_keys(resource.uid)
         version = existing.version + 1 if existing else 1
         plain = json.dumps({"authoring": authoring, "prediction": prediction}).encode()
         sealed = await self._seal(resource, plain, LUIS_RECORD, version)
         now = self._clock.now()
         async with self._store.db.transaction() as tx:
-            await self._store.put_luis_keys(tx, SealedLuisKeys(resource.resource_id, version, sealed, now))
+            await self._store.put_luis_keys(
+                tx, resource.uid, SealedLuisKeys(resource.resource_id, version, sealed, now)
+            )
         return LuisKeys(authoring, prediction, now)
 
     async def get_luis_keys(self, caller: VerifiedToken, resource_id: str) -> LuisKeys:
         resource = await self._resource(caller, resource_id, READ)
-        stored = await self._store.get_luis_keys(resource.resource_id)
+        stored = await self._store.get_luis_keys(resource.uid)
         if stored is None:
             raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")
         data = json.loads(await self._open(resource, stored.sealed, LUIS_RECORD, stored.version))

@@ -108,7 +108,7 @@ class Encryption:
     async def _save(self, resource: SpeechResource) -> SpeechResource:
         async with self._store.db.transaction() as tx:
             await self._store.update_resource(tx, resource)
-        self._keys.drop(resource.resource_id)
+        self._keys.drop(resource)
         return resource
 
     # --- the managed identity ---------------------------------------------------------
@@ -245,7 +245,7 @@ class Encryption:
         if resource.key_source is KeySource.MICROSOFT:
             return resource
         data_key = await self._keys.data_key(resource)
-        version, wrapped = self._resources.ring.wrap(data_key, resource.resource_id, self._random)
+        version, wrapped = self._resources.ring.wrap(data_key, resource.uid, self._random)
         updated = replace(
             resource, key_source=KeySource.MICROSOFT, wrapping_key=version, wrapped_data_key=wrapped,
             key_uri="", follow_latest=False,

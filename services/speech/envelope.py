@@ -88,19 +88,19 @@ class MasterKeyRing:
         if self.current not in self.keys or any(len(k) != 32 for k in self.keys.values()):
             raise ValueError("the master key ring needs 32-byte keys and a current version among them")
 
-    def wrap(self, data_key: DataKey, resource_id: str, random: RandomBytes = os.urandom) -> tuple[str, bytes]:
+    def wrap(self, data_key: DataKey, resource_uid: str, random: RandomBytes = os.urandom) -> tuple[str, bytes]:
         """(ring version, wrapped data key), bound to the resource."""
         nonce = random(NONCE_BYTES)
-        blob = nonce + AESGCM(self.keys[self.current]).encrypt(nonce, data_key.key, _wrap_binding(resource_id))
+        blob = nonce + AESGCM(self.keys[self.current]).encrypt(nonce, data_key.key, _wrap_binding(resource_uid))
         return self.current, blob
 
-    def unwrap(self, version: str, wrapped: bytes, resource_id: str) -> DataKey:
+    def unwrap(self, version: str, wrapped: bytes, resource_uid: str) -> DataKey:
         key = self.keys.get(version)
         if key is None or len(wrapped) < NONCE_BYTES + 16:
             raise CannotDecrypt("cannot decrypt")
         try:
             return DataKey(
-                AESGCM(key).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_binding(resource_id))
+                AESGCM(key).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_binding(resource_uid))
             )
         except (InvalidTag, ValueError):
             raise CannotDecrypt("cannot decrypt") from None
@@ -118,8 +118,8 @@ class MasterKeyRing:
         return cls({v: base64.b64decode(k, validate=True) for v, k in data["keys"].items()}, data["current"])
 
 
-def _wrap_binding(resource_id: str) -> bytes:
-    return b"cmk-speech-data-key/v1\x00" + resource_id.lower().encode()
+def _wrap_binding(resource_uid: str) -> bytes:
+    return b"cmk-speech-data-key/v1\x00" + resource_uid.lower().encode()
 
 
 def load_or_create_ring(path: Path, *, create: bool, random: RandomBytes = os.urandom) -> MasterKeyRing:

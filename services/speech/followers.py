@@ -43,17 +43,17 @@ class CacheGuard:
     async def on_vault_event(self, event: kvres.Event) -> None:
         if event.type == kvres.ACCESS_POLICY_CHANGED:
             for resource in await self._store.resources_with_identity(event.object_id):
-                self._keys.drop(resource.resource_id)
+                self._keys.drop(resource)
         elif event.type in KEY_EVENTS or event.type == kvres.KEY_ROTATED:
             prefix = f"{self._vault_uri(event.vault_name)}keys/{event.key_name}/"
             for resource in await self._store.resources_using(key_prefix=prefix):
                 if event.type == kvres.KEY_ROTATED:
                     await self._follow(resource)
                 else:
-                    self._keys.drop(resource.resource_id)
+                    self._keys.drop(resource)
         elif event.type in VAULT_EVENTS:
             for resource in await self._store.resources_using(key_prefix=self._vault_uri(event.vault_name)):
-                self._keys.drop(resource.resource_id)
+                self._keys.drop(resource)
 
     async def _follow(self, resource: Any) -> None:
         try:
@@ -68,10 +68,10 @@ class CacheGuard:
         if event.type in (idres.PRINCIPAL_DISABLED, idres.PRINCIPAL_DELETED):
             self._identity.forget_token(event.principal_id)
             for resource in await self._store.resources_with_identity(event.principal_id):
-                self._keys.drop(resource.resource_id)
+                self._keys.drop(resource)
         elif event.type == idres.SUBSCRIPTION_TRANSFERRED:
             for resource in await self._store.resources_in_subscription(event.subscription_id):
-                self._keys.drop(resource.resource_id)
+                self._keys.drop(resource)
 
     async def drop_everything(self) -> None:
         self._keys.drop_all()

@@ -33,6 +33,8 @@ class SpeechResource:
     for customer-managed ones)."""
 
     resource_id: str
+    uid: str
+    """Immutable, unlike the resource id (which a move changes): what ciphertexts are bound to."""
     subscription_id: str
     resource_group: str
     account_name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from datetime import datetime
 from typing import Protocol
 
@@ -182,9 +183,11 @@ class Resources:
                 metadata={"resource_id": resource_id},
             )  # fmt: skip
         data_key = DataKey.generate(self._random)
-        version, wrapped = self.ring.wrap(data_key, resource_id, self._random)
+        uid = str(uuid.UUID(bytes=self._random(16), version=4))
+        version, wrapped = self.ring.wrap(data_key, uid, self._random)
         resource = SpeechResource(
             resource_id=resource_id,
+            uid=uid,
             subscription_id=subscription_id,
             resource_group=resource_group,
             account_name=account_name,
@@ -216,7 +219,7 @@ class Resources:
         resource = await self.get_resource(parse_resource_id("name", resource_id))
         await self.require(caller, resource.resource_id, WRITE)
         async with self.store.db.transaction() as tx:
-            await self.store.delete_resource(tx, resource.resource_id)
+            await self.store.delete_resource(tx, resource.uid)
 
     # --- CMK approvals ----------------------------------------------------------------
 

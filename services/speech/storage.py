@@ -26,7 +26,8 @@ MIGRATIONS = (
         "resources, CMK approvals, applications, LUIS keys",
         (
             """CREATE TABLE resources (
-                resource_key TEXT PRIMARY KEY,
+                uid TEXT PRIMARY KEY,
+                resource_key TEXT NOT NULL UNIQUE,
                 resource_id TEXT NOT NULL,
                 subscription_id TEXT NOT NULL,
                 resource_group TEXT NOT NULL,
@@ -52,16 +53,16 @@ MIGRATIONS = (
                 note TEXT NOT NULL DEFAULT '')""",
             """CREATE TABLE applications (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                resource_key TEXT NOT NULL REFERENCES resources(resource_key) ON DELETE CASCADE,
+                resource_uid TEXT NOT NULL REFERENCES resources(uid) ON DELETE CASCADE,
                 application_id TEXT NOT NULL,
                 display_name TEXT NOT NULL,
                 version INTEGER NOT NULL,
                 sealed_configuration BLOB NOT NULL,
                 create_time TEXT NOT NULL,
                 update_time TEXT NOT NULL,
-                UNIQUE (resource_key, application_id))""",
+                UNIQUE (resource_uid, application_id))""",
             """CREATE TABLE luis_keys (
-                resource_key TEXT PRIMARY KEY REFERENCES resources(resource_key) ON DELETE CASCADE,
+                resource_uid TEXT PRIMARY KEY REFERENCES resources(uid) ON DELETE CASCADE,
                 version INTEGER NOT NULL,
                 sealed BLOB NOT NULL,
                 update_time TEXT NOT NULL)""",
@@ -100,11 +101,12 @@ class SpeechStore:
 
     async def insert_resource(self, tx: aiosqlite.Connection, r: SpeechResource) -> None:
         await tx.execute(
-            "INSERT INTO resources (resource_key, resource_id, subscription_id, resource_group, account_name, location,"
-            " tier, create_time, tenant_id, key_source, wrapping_key, wrapped_data_key, identity_principal_id,"
-            " identity_tenant_id, key_uri, follow_latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO resources (uid, resource_key, resource_id, subscription_id, resource_group, account_name,"
+            " location, tier, create_time, tenant_id, key_source, wrapping_key, wrapped_data_key,"
+            " identity_principal_id, identity_tenant_id, key_uri, follow_latest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                resource_key(r.resource_id), r.resource_id, r.subscription_id, r.resource_group, r.account_name,
+                r.uid, resource_key(r.resource_id), r.resource_id, r.subscription_id, r.resource_group, r.account_name,
                 r.location, r.tier.value, _t(r.create_time), r.tenant_id, r.key_source.value, r.wrapping_key,
                 r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id, r.key_uri, int(r.follow_latest),
             ),
@@ -113,10 +115,12 @@ class SpeechStore:
     async def update_resource(self, tx: aiosqlite.Connection, r: SpeechResource) -> None:
         """Write a resource's identity and encryption settings (its data key rewrapped)."""
         await tx.execute(
-            "UPDATE resources SET key_source = ?, wrapping_key = ?, wrapped_data_key = ?, identity_principal_id = ?,"
-            " identity_tenant_id = ?, key_uri = ?, follow_latest = ? WHERE resource_key = ?",
-            (r.key_source.value, r.wrapping_key, r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id,
-             r.key_uri, int(r.follow_latest), resource_key(r.resource_id)),
+            "UPDATE resources SET resource_key = ?, resource_id = ?, subscription_id = ?, resource_group = ?,"
+            " tenant_id = ?, key_source = ?, wrapping_key = ?, wrapped_data_key = ?, identity_principal_id = ?,"
+            " identity_tenant_id = ?, key_uri = ?, follow_latest = ? WHERE uid = ?",
+            (resource_key(r.resource_id), r.resource_id, r.subscription_id, r.resource_group, r.tenant_id,
+             r.key_source.value, r.wrapping_key, r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id,
+             r.key_uri, int(r.follow_latest), r.uid),
         )  # fmt: skip
 
     async def resources_using(self, *, key_prefix: str) -> list[SpeechResource]:
@@ -148,8 +152,8 @@ class SpeechStore:
         )
         return [_resource(r) for r in rows]
 
-    async def delete_resource(self, tx: aiosqlite.Connection, resource_id: str) -> None:
-        await tx.execute("DELETE FROM resources WHERE resource_key = ?", (resource_key(resource_id),))
+    async def delete_resource(self, tx: aiosqlite.Connection, uid: str) -> None:
+        await tx.execute("DELETE FROM resources WHERE uid = ?", (uid,))
 
     # --- approvals --------------------------------------------------------------------
 
@@ -173,66 +177,69 @@ class SpeechStore:
 
     # --- applications -----------------------------------------------------------------
 
-    async def insert_application(self, tx: aiosqlite.Connection, a: Application) -> None:
+    async def insert_application(self, tx: aiosqlite.Connection, resource_uid: str, a: Application) -> None:
         await tx.execute(
-            "INSERT INTO applications (resource_key, application_id, display_name, version, sealed_configuration,"
+            "INSERT INTO applications (resource_uid, application_id, display_name, version, sealed_configuration,"
             " create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (resource_key(a.resource_id), a.application_id, a.display_name, a.version, a.sealed_configuration,
+            (resource_uid, a.application_id, a.display_name, a.version, a.sealed_configuration,
              _t(a.create_time), _t(a.update_time)),
         )  # fmt: skip
 
-    async def update_application(self, tx: aiosqlite.Connection, a: Application, expected_version: int) -> bool:
+    async def update_application(
+        self, tx: aiosqlite.Connection, resource_uid: str, a: Application, expected_version: int
+    ) -> bool:
         """Write a new version only if the stored one is still `expected_version` (the etag check,
         done in the same statement so that of two concurrent updates exactly one wins)."""
         cursor = await tx.execute(
             "UPDATE applications SET display_name = ?, version = ?, sealed_configuration = ?, update_time = ?"
-            " WHERE resource_key = ? AND application_id = ? AND version = ?",
-            (a.display_name, a.version, a.sealed_configuration, _t(a.update_time), resource_key(a.resource_id),
+            " WHERE resource_uid = ? AND application_id = ? AND version = ?",
+            (a.display_name, a.version, a.sealed_configuration, _t(a.update_time), resource_uid,
              a.application_id, expected_version),
         )  # fmt: skip
         return cursor.rowcount == 1
 
     async def delete_application(
-        self, tx: aiosqlite.Connection, resource_id: str, application_id: str, expected_version: int | None
+        self, tx: aiosqlite.Connection, resource_uid: str, application_id: str, expected_version: int | None
     ) -> bool:
-        sql = "DELETE FROM applications WHERE resource_key = ? AND application_id = ?"
-        params: list[object] = [resource_key(resource_id), application_id]
+        sql = "DELETE FROM applications WHERE resource_uid = ? AND application_id = ?"
+        params: list[object] = [resource_uid, application_id]
         if expected_version is not None:
             sql += " AND version = ?"
             params.append(expected_version)
         cursor = await tx.execute(sql, params)
         return cursor.rowcount == 1
 
-    async def get_application(self, resource_id: str, application_id: str) -> Application | None:
+    async def get_application(self, resource_uid: str, application_id: str) -> Application | None:
         row = await self.db.fetch_one(
-            "SELECT a.*, r.resource_id FROM applications a JOIN resources r USING (resource_key)"
-            " WHERE a.resource_key = ? AND a.application_id = ?",
-            (resource_key(resource_id), application_id),
+            "SELECT a.*, r.resource_id FROM applications a JOIN resources r ON r.uid = a.resource_uid"
+            " WHERE a.resource_uid = ? AND a.application_id = ?",
+            (resource_uid, application_id),
         )
         return _application(row) if row else None
 
-    async def list_applications(self, resource_id: str, *, after: int, limit: int) -> list[tuple[int, Application]]:
+    async def list_applications(self, resource_uid: str, *, after: int, limit: int) -> list[tuple[int, Application]]:
         rows = await self.db.fetch_all(
-            "SELECT a.*, r.resource_id FROM applications a JOIN resources r USING (resource_key)"
-            " WHERE a.resource_key = ? AND a.seq > ? ORDER BY a.seq LIMIT ?",
-            (resource_key(resource_id), after, limit),
+            "SELECT a.*, r.resource_id FROM applications a JOIN resources r ON r.uid = a.resource_uid"
+            " WHERE a.resource_uid = ? AND a.seq > ? ORDER BY a.seq LIMIT ?",
+            (resource_uid, after, limit),
         )
         return [(int(r["seq"]), _application(r)) for r in rows]
 
     # --- LUIS keys --------------------------------------------------------------------
 
-    async def put_luis_keys(self, tx: aiosqlite.Connection, keys: SealedLuisKeys) -> None:
+    async def put_luis_keys(self, tx: aiosqlite.Connection, resource_uid: str, keys: SealedLuisKeys) -> None:
         await tx.execute(
-            "INSERT INTO luis_keys (resource_key, version, sealed, update_time) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (resource_key) DO UPDATE SET version = excluded.version, sealed = excluded.sealed,"
+            "INSERT INTO luis_keys (resource_uid, version, sealed, update_time) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (resource_uid) DO UPDATE SET version = excluded.version, sealed = excluded.sealed,"
             " update_time = excluded.update_time",
-            (resource_key(keys.resource_id), keys.version, keys.sealed, _t(keys.update_time)),
+            (resource_uid, keys.version, keys.sealed, _t(keys.update_time)),
         )
 
-    async def get_luis_keys(self, resource_id: str) -> SealedLuisKeys | None:
+    async def get_luis_keys(self, resource_uid: str) -> SealedLuisKeys | None:
         row = await self.db.fetch_one(
-            "SELECT l.*, r.resource_id FROM luis_keys l JOIN resources r USING (resource_key) WHERE l.resource_key = ?",
-            (resource_key(resource_id),),
+            "SELECT l.*, r.resource_id FROM luis_keys l JOIN resources r ON r.uid = l.resource_uid"
+            " WHERE l.resource_uid = ?",
+            (resource_uid,),
         )
         if row is None:
             return None
@@ -243,6 +250,7 @@ class SpeechStore:
 def _resource(r: Any) -> SpeechResource:
     return SpeechResource(
         resource_id=r["resource_id"],
+        uid=r["uid"],
         subscription_id=r["subscription_id"],
         resource_group=r["resource_group"],
         account_name=r["account_name"],

@@ -173,8 +173,9 @@ async def test_only_the_operator_backdates_a_resource(speech_customer, operator,
 def _resource(created: datetime, tier: Tier = Tier.S0):
     from services.speech.model import KeySource, SpeechResource
 
-    return SpeechResource("/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/a", "s",
-                          "rg", "a", "westeurope", tier, created, "t", KeySource.MICROSOFT, "v1", b"")  # fmt: skip
+    resource_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/a"
+    return SpeechResource(resource_id, "uid", "s", "rg", "a", "westeurope", tier, created, "t",
+                          KeySource.MICROSOFT, "v1", b"")  # fmt: skip
 
 
 @pytest.mark.parametrize(
