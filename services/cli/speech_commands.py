@@ -82,6 +82,19 @@ async def speech_delete(state: State, resource_id: str) -> None:
     emit(state.output, {"deleted": resource_id})
 
 
+@speech.command("move")
+@click.argument("resource_id")
+@click.option("--to-subscription", "subscription_id", required=True)
+@click.option("--to-resource-group", "resource_group", required=True)
+@output_option
+@pass_state
+@run_async
+async def speech_move(state: State, resource_id: str, subscription_id: str, resource_group: str) -> None:
+    """Move a resource (to another tenant's subscription: operator only; its identity is lost)."""
+    async with speech_session(state) as s:
+        emit(state.output, to_dict(await s.move_resource(resource_id, subscription_id, resource_group)))
+
+
 # --- identity and encryption -------------------------------------------------------------
 
 

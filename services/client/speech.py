@@ -64,6 +64,12 @@ class SpeechClient:
     async def delete_resource(self, resource_id: str) -> None:
         await self._mgmt(self.resources.DeleteSpeechResource, pb.DeleteSpeechResourceRequest(name=resource_id))
 
+    async def move_resource(self, resource_id: str, subscription_id: str, resource_group: str) -> res.SpeechResource:
+        request = pb.MoveSpeechResourceRequest(
+            name=resource_id, target_subscription_id=subscription_id, target_resource_group=resource_group
+        )
+        return await self._mgmt(self.resources.MoveSpeechResource, request)
+
     async def assign_identity(self, resource_id: str) -> res.SpeechResource:
         return await self._mgmt(self.resources.AssignIdentity, pb.AssignIdentityRequest(name=resource_id))
 

@@ -145,6 +145,12 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         await self._r.delete(current_caller(), request.name)
         return empty_pb2.Empty()
 
+    async def MoveSpeechResource(self, request: pb.MoveSpeechResourceRequest, context: Context) -> res.SpeechResource:
+        moved = await self._e.move(
+            current_caller(), request.name, request.target_subscription_id, request.target_resource_group
+        )
+        return await self._pb(moved)
+
     async def AssignIdentity(self, request: pb.AssignIdentityRequest, context: Context) -> res.SpeechResource:
         return await self._pb(await self._e.assign_identity(current_caller(), request.name))
 

@@ -10,19 +10,28 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from services.rpckit.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     ServiceError,
     invalid_field,
 )
 from services.rpckit.reasons import Reason
-from services.rpckit.tokens import VerifiedToken
+from services.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from services.rpckit.validation import require_uuid
 from services.speech.customer_keys import DataKeys, IdentityGateway, VaultGateway
 from services.speech.envelope import RandomBytes
 from services.speech.model import KeySource, SpeechResource
-from services.speech.resources import WRITE, Resources, check_eligibility, parse_resource_id
+from services.speech.resources import (
+    RESOURCE_GROUP,
+    WRITE,
+    Resources,
+    check_eligibility,
+    make_resource_id,
+    parse_resource_id,
+)
 
 VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
@@ -133,6 +142,49 @@ class Encryption:
             )
         await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
         return await self._save(replace(resource, identity_principal_id="", identity_tenant_id=""))
+
+    # --- moving --------------------------------------------------------------------------
+
+    async def move(
+        self, caller: VerifiedToken, resource_id: str, subscription_id: str, resource_group: str
+    ) -> SpeechResource:
+        """Move to another resource group or subscription. The data stays readable (it is
+        bound to the resource's immutable uid); a move to another tenant deletes the managed
+        identity in the old one, so customer-managed keys stop until they are set again."""
+        operator = OPERATOR_ROLE in caller.roles
+        resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
+        if not operator:
+            await self._resources.require(caller, resource.resource_id, WRITE)
+        subscription_id = require_uuid("target_subscription_id", subscription_id)
+        if not RESOURCE_GROUP.fullmatch(resource_group):
+            raise invalid_field("target_resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
+        target_id = make_resource_id(subscription_id, resource_group, resource.account_name)
+        if target_id.lower() == resource.resource_id.lower():
+            raise FailedPrecondition(Reason.MOVE_TO_SAME_PLACE, "the resource is already there")
+        target_tenant = await self.identity.tenant_of(subscription_id)
+        if target_tenant is None:
+            raise NotFound(Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id} does not exist")
+        if target_tenant != resource.tenant_id and not operator:
+            raise PermissionDenied(
+                Reason.OPERATOR_REQUIRED,
+                "moving a resource to a subscription of another tenant is done by the platform operator "
+                "(or by transferring the whole subscription)",
+            )
+        if not operator:
+            await self._resources.require(
+                caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE
+            )
+        if await self._store.get_resource(target_id) is not None:
+            raise AlreadyExists(Reason.SPEECH_RESOURCE_EXISTS, f"speech resource {target_id} exists already")
+        if target_tenant != resource.tenant_id and resource.identity_principal_id:
+            # Managed identities do not cross tenants: the old one goes. The resource keeps
+            # naming it, so that a read says why the customer key no longer works.
+            await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        moved = replace(
+            resource, resource_id=target_id, subscription_id=subscription_id, resource_group=resource_group,
+            tenant_id=target_tenant,
+        )  # fmt: skip
+        return await self._save(moved)
 
     # --- customer-managed keys --------------------------------------------------------
 

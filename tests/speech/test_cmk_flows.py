@@ -20,7 +20,7 @@ from cmk.speech.v1 import resources_pb2 as res
 from services.client.channel import open_channel
 from services.client.keyvault import KeyVaultClient
 from services.client.speech import SpeechClient
-from services.rpckit.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
+from services.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ServiceError
 from services.rpckit.reasons import Reason
 from services.speech.config import SpeechConfig
 from services.speech.server import SpeechServer, build_server
@@ -395,3 +395,28 @@ async def test_an_unreachable_vault_is_unavailable_not_a_broken_key(world, clock
         assert caught.value.reason is Reason.CUSTOMER_KEY_VAULT_UNREACHABLE
     finally:
         await nowhere.close()
+
+
+async def test_a_move_within_the_tenant_keeps_data_and_cmk(world, operator):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before, ciphertexts = await world.read_all(), world.ciphertexts()
+    moved = await world.speech.move_resource(world.resource.name, world.subscription_id, "rg2")
+    assert moved.name.endswith("/resourceGroups/rg2/providers/Microsoft.CognitiveServices/accounts/speech1")
+    world.resource = moved
+    world.server.data_keys.drop_all()
+    assert await world.read_all() == before and world.ciphertexts() == ciphertexts
+    assert (await world.speech.get_resource(moved.name)).encryption.status == res.HEALTHY
+
+
+async def test_a_move_to_another_tenant_loses_the_identity_and_says_why(world, operator, channel, clock):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    other = await make_tenant(operator, channel, clock, "Fabrikam")
+    with pytest.raises(PermissionDenied) as caught:  # the customer cannot take it across tenants
+        await world.speech.move_resource(world.resource.name, other.subscription_id, "rg1")
+    assert caught.value.reason in (Reason.OPERATOR_REQUIRED, Reason.ROLE_REQUIRED)
+    moved = await world.operator_speech.move_resource(world.resource.name, other.subscription_id, "rg1")
+    assert moved.tenant_id == other.tenant_id
+    assert moved.encryption.status == res.KEY_INACCESSIBLE
+    assert moved.encryption.inaccessible_reason == "CUSTOMER_KEY_TENANT_MISMATCH"
+    with pytest.raises(NotFound):  # the identity was deleted in the old tenant
+        await operator.get_principal(world.tenant_id, moved.identity.principal_id)

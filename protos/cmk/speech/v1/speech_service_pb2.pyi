@@ -566,3 +566,33 @@ class DisableEncryptionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisableEncryptionRequest: _TypeAlias = DisableEncryptionRequest  # noqa: Y015
+
+@_typing.final
+class MoveSpeechResourceRequest(_message.Message):
+    """Request of MoveSpeechResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    TARGET_RESOURCE_GROUP_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource id."""
+    target_subscription_id: _builtins.str
+    """The subscription to move to (may be the same)."""
+    target_resource_group: _builtins.str
+    """The resource group to move to."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        target_subscription_id: _builtins.str = ...,
+        target_resource_group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "target_resource_group", b"target_resource_group", "target_subscription_id", b"target_subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveSpeechResourceRequest: _TypeAlias = MoveSpeechResourceRequest  # noqa: Y015

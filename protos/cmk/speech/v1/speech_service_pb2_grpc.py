@@ -57,6 +57,11 @@ class SpeechResourceServiceStub:
                 request_serializer=cmk_dot_speech_dot_v1_dot_speech__service__pb2.DeleteSpeechResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.MoveSpeechResource = channel.unary_unary(
+                '/cmk.speech.v1.SpeechResourceService/MoveSpeechResource',
+                request_serializer=cmk_dot_speech_dot_v1_dot_speech__service__pb2.MoveSpeechResourceRequest.SerializeToString,
+                response_deserializer=cmk_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
+                _registered_method=True)
         self.AssignIdentity = channel.unary_unary(
                 '/cmk.speech.v1.SpeechResourceService/AssignIdentity',
                 request_serializer=cmk_dot_speech_dot_v1_dot_speech__service__pb2.AssignIdentityRequest.SerializeToString,
@@ -127,6 +132,16 @@ class SpeechResourceServiceServicer:
 
     def DeleteSpeechResource(self, request, context):
         """Deletes a resource and its data. Contributor on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveSpeechResource(self, request, context):
+        """Moves a resource to another resource group or subscription (its id changes; its data
+        stays readable). Contributor on the resource and on the target resource group; to a
+        subscription of another tenant only the operator may, and then the managed identity is
+        not transferred: it is deleted, and customer-managed keys stop working until set again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +231,11 @@ def add_SpeechResourceServiceServicer_to_server(servicer, server):
                     servicer.DeleteSpeechResource,
                     request_deserializer=cmk_dot_speech_dot_v1_dot_speech__service__pb2.DeleteSpeechResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'MoveSpeechResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveSpeechResource,
+                    request_deserializer=cmk_dot_speech_dot_v1_dot_speech__service__pb2.MoveSpeechResourceRequest.FromString,
+                    response_serializer=cmk_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.SerializeToString,
             ),
             'AssignIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.AssignIdentity,
@@ -367,6 +387,33 @@ class SpeechResourceService:
             '/cmk.speech.v1.SpeechResourceService/DeleteSpeechResource',
             cmk_dot_speech_dot_v1_dot_speech__service__pb2.DeleteSpeechResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveSpeechResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.speech.v1.SpeechResourceService/MoveSpeechResource',
+            cmk_dot_speech_dot_v1_dot_speech__service__pb2.MoveSpeechResourceRequest.SerializeToString,
+            cmk_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
             options,
             channel_credentials,
             insecure,

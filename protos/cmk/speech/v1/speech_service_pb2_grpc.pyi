@@ -49,6 +49,12 @@ class SpeechResourceServiceStub:
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]
     """Deletes a resource and its data. Contributor on it."""
+    MoveSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.MoveSpeechResourceRequest, _resources_pb2.SpeechResource]
+    """Moves a resource to another resource group or subscription (its id changes; its data
+    stays readable). Contributor on the resource and on the target resource group; to a
+    subscription of another tenant only the operator may, and then the managed identity is
+    not transferred: it is deleted, and customer-managed keys stop working until set again.
+    """
     AssignIdentity: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.AssignIdentityRequest, _resources_pb2.SpeechResource]
     """Gives the resource a system-assigned managed identity (a new object id each time).
     Contributor on the resource.
@@ -90,6 +96,12 @@ class SpeechResourceServiceAsyncStub(SpeechResourceServiceStub):
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a resource and its data. Contributor on it."""
+    MoveSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.MoveSpeechResourceRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Moves a resource to another resource group or subscription (its id changes; its data
+    stays readable). Contributor on the resource and on the target resource group; to a
+    subscription of another tenant only the operator may, and then the managed identity is
+    not transferred: it is deleted, and customer-managed keys stop working until set again.
+    """
     AssignIdentity: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.AssignIdentityRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
     """Gives the resource a system-assigned managed identity (a new object id each time).
     Contributor on the resource.
@@ -152,6 +164,18 @@ class SpeechResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a resource and its data. Contributor on it."""
+
+    @_abc_1.abstractmethod
+    def MoveSpeechResource(
+        self,
+        request: _speech_service_pb2.MoveSpeechResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Moves a resource to another resource group or subscription (its id changes; its data
+        stays readable). Contributor on the resource and on the target resource group; to a
+        subscription of another tenant only the operator may, and then the managed identity is
+        not transferred: it is deleted, and customer-managed keys stop working until set again.
+        """
 
     @_abc_1.abstractmethod
     def AssignIdentity(
