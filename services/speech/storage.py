@@ -137,6 +137,9 @@ class SpeechStore:
         rows = await self.db.fetch_all("SELECT * FROM resources WHERE identity_principal_id = ?", (object_id,))
         return [_resource(r) for r in rows]
 
+    async def set_subscription_tenant(self, tx: aiosqlite.Connection, subscription_id: str, tenant_id: str) -> None:
+        await tx.execute("UPDATE resources SET tenant_id = ? WHERE subscription_id = ?", (tenant_id, subscription_id))
+
     async def resources_in_subscription(self, subscription_id: str) -> list[SpeechResource]:
         rows = await self.db.fetch_all("SELECT * FROM resources WHERE subscription_id = ?", (subscription_id,))
         return [_resource(r) for r in rows]

@@ -375,6 +375,8 @@ async def test_a_subscription_transfer_stops_cmk_with_a_reason_that_says_so(worl
         assert time.monotonic() - started < 1.0
         await asyncio.sleep(0.01)
     assert got is Reason.CUSTOMER_KEY_TENANT_MISMATCH
+    stored = await world.server.resources.store.get_resource(world.resource.name)
+    assert stored.tenant_id == elsewhere.tenant_id
 
 
 async def test_an_unreachable_vault_is_unavailable_not_a_broken_key(world, clock):
