@@ -82,6 +82,20 @@ async def speech_delete(state: State, resource_id: str) -> None:
     emit(state.output, {"deleted": resource_id})
 
 
+@speech.command("rotate-master-key")
+@click.option("--ring-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="the ring file, by default <data-dir>/speech-master-keys.json")  # fmt: skip
+@output_option
+@pass_state
+def rotate_master_key(state: State, ring_file: Path) -> None:
+    """Add a new current version to the Microsoft-managed master key ring (offline); the
+    service rewraps its data keys to it at the next start."""
+    from services.speech.envelope import rotate_ring_file
+
+    ring = rotate_ring_file(ring_file)
+    emit(state.output, {"ring_file": str(ring_file), "current": ring.current, "versions": sorted(ring.keys)})
+
+
 @speech.command("move")
 @click.argument("resource_id")
 @click.option("--to-subscription", "subscription_id", required=True)

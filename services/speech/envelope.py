@@ -105,6 +105,12 @@ class MasterKeyRing:
         except (InvalidTag, ValueError):
             raise CannotDecrypt("cannot decrypt") from None
 
+    def rotated(self, random: RandomBytes = os.urandom) -> MasterKeyRing:
+        """A ring with a new current version; the old versions stay, to unwrap what they wrapped."""
+        number = 1 + max(int(v[1:]) for v in self.keys if v[1:].isdigit())
+        version = f"v{number}"
+        return MasterKeyRing({**self.keys, version: random(32)}, version)
+
     def to_json(self) -> str:
         return json.dumps(
             {"current": self.current, "keys": {v: base64.b64encode(k).decode() for v, k in self.keys.items()}},
@@ -120,6 +126,16 @@ class MasterKeyRing:
 
 def _wrap_binding(resource_uid: str) -> bytes:
     return b"cmk-speech-data-key/v1\x00" + resource_uid.lower().encode()
+
+
+def rotate_ring_file(path: Path, random: RandomBytes = os.urandom) -> MasterKeyRing:
+    """Add a new current version to the ring file (atomically, keeping mode 0600). The
+    service picks it up at its next start and rewraps Microsoft-managed data keys to it."""
+    ring = MasterKeyRing.from_json(path.read_text()).rotated(random)
+    tmp = path.with_suffix(".rotating")
+    write_private_file(tmp, ring.to_json() + "\n")
+    tmp.replace(path)
+    return ring
 
 
 def load_or_create_ring(path: Path, *, create: bool, random: RandomBytes = os.urandom) -> MasterKeyRing:

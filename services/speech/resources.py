@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -220,6 +221,24 @@ class Resources:
         await self.require(caller, resource.resource_id, WRITE)
         async with self.store.db.transaction() as tx:
             await self.store.delete_resource(tx, resource.uid)
+
+    async def rewrap_to_current_ring(self) -> int:
+        """Rewrap every Microsoft-managed data key still wrapped by an older ring version to
+        the current one (after a ring rotation); the data itself is untouched. Returns how
+        many were rewrapped."""
+        rows = await self.store.db.fetch_all(
+            "SELECT resource_id FROM resources WHERE key_source = ? AND wrapping_key != ?",
+            (KeySource.MICROSOFT.value, self.ring.current),
+        )
+        done = 0
+        for row in rows:
+            resource = await self.get_resource(row["resource_id"])
+            data_key = self.ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
+            version, wrapped = self.ring.wrap(data_key, resource.uid, self._random)
+            async with self.store.db.transaction() as tx:
+                await self.store.update_resource(tx, replace(resource, wrapping_key=version, wrapped_data_key=wrapped))
+            done += 1
+        return done
 
     # --- CMK approvals ----------------------------------------------------------------
 

@@ -152,6 +152,9 @@ async def build_server(
             await kv_channel.close()
         await store.close()
         raise
+    rewrapped = await resources.rewrap_to_current_ring()
+    if rewrapped:
+        log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
     feed.start()
     follow = Followers(*followers)
     follow.start()

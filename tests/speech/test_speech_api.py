@@ -204,3 +204,36 @@ def test_the_seeds_eligibility_rules(created, tier, approved, reason):
         check_eligibility(_resource(created, tier), approval)
     assert caught.value.reason is reason
     assert "create a new" in caught.value.message or "request approval" in caught.value.message
+
+
+async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_untouched(
+    speech_customer, speech, tmp_path, identity, operator, channel, clock
+):
+    from services.speech.envelope import rotate_ring_file
+    from services.speech.server import build_server
+
+    s = speech_customer.speech
+    resource = await s.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    app = await s.create_application(resource.name, "Lights", CONFIG)
+    with sqlite3.connect(speech.config.database_path) as db:
+        sealed_before = db.execute("SELECT sealed_configuration FROM applications").fetchall()
+    await speech.stop(grace=0)
+    ring = rotate_ring_file(speech.config.ring_path)
+    assert ring.current == "v2" and set(ring.keys) == {"v1", "v2"}
+    assert speech.config.ring_path.stat().st_mode & 0o777 == 0o600
+    restarted = await build_server(speech.config, clock=clock)
+    try:
+        stored = await restarted.store.get_resource(resource.name)
+        assert stored.wrapping_key == "v2"
+        from services.client.channel import open_channel
+
+        ch = open_channel(restarted.endpoint)
+        try:
+            again = SpeechClient(ch, speech_customer.tenant.admin_client.token_for)
+            assert (await again.get_application(app.name)).configuration_json == CONFIG
+        finally:
+            await ch.close()
+        with sqlite3.connect(speech.config.database_path) as db:
+            assert db.execute("SELECT sealed_configuration FROM applications").fetchall() == sealed_before
+    finally:
+        await restarted.stop(grace=0)
