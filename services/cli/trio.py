@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,59 +37,100 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
     return credentials
 
 
-async def run_trio(
-    data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False, auto_approve: bool = False
-) -> None:
+@dataclass
+class RunningTrio:
+    """The three services running in this process, wired to each other."""
+
+    identity: Any
+    keyvault: Any
+    speech: Any
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"identity": self.identity.endpoint, "keyvault": self.keyvault.endpoint, "speech": self.speech.endpoint}
+
+    async def stop(self) -> None:
+        for server in (self.speech, self.keyvault, self.identity):
+            await server.stop()
+
+
+async def start_trio(
+    data_dir: Path,
+    port_base: int = 0,
+    *,
+    dev_time_control: bool = False,
+    auto_approve: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> RunningTrio:
     """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
-    ports), until SIGTERM or SIGINT."""
+    ports). On the first start in `data_dir`, the platform principals of the key vault and
+    speech are made and their credentials kept there (mode 0600)."""
     from services.identity.config import IdentityConfig
     from services.identity.server import build_server as build_identity
     from services.keyvault.config import KeyVaultConfig
     from services.keyvault.server import build_server as build_keyvault
-    from services.rpckit.logs import configure_logging
-    from services.rpckit.server import stop_signals
     from services.speech.config import SpeechConfig
     from services.speech.server import build_server as build_speech
 
-    configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
-    identity_config = IdentityConfig.from_env(
-        os.environ, data_dir=data_dir, port=port_base and port_base + 1, dev_time_control=dev_time_control or None
+    environ = os.environ if env is None else env
+    identity = await build_identity(
+        IdentityConfig.from_env(
+            environ, data_dir=data_dir, port=port_base and port_base + 1, dev_time_control=dev_time_control or None
+        )
     )
-    with stop_signals() as stopped:
-        identity = await build_identity(identity_config)
-        try:
-            credentials = await ensure_platform_credentials(
-                identity, "keyvault", data_dir / "keyvault-credentials.json"
+    started: list[Any] = [identity]
+    try:
+        keyvault_credentials = await ensure_platform_credentials(
+            identity, "keyvault", data_dir / "keyvault-credentials.json"
+        )
+        speech_credentials = await ensure_platform_credentials(identity, "speech", data_dir / "speech-credentials.json")
+        keyvault = await build_keyvault(
+            KeyVaultConfig.from_env(
+                environ,
+                data_dir=data_dir,
+                port=port_base and port_base + 2,
+                identity_endpoint=identity.endpoint,
+                credentials=await ensure_platform_credentials(
+                    identity, "keyvault", data_dir / "keyvault-credentials.json"
+                ),
+                dev_time_control=dev_time_control or None,
             )
-            keyvault_config = KeyVaultConfig.from_env(
-                os.environ, data_dir=data_dir, port=port_base and port_base + 2, identity_endpoint=identity.endpoint,
-                credentials=credentials, dev_time_control=dev_time_control or None,
-            )  # fmt: skip
-            keyvault = await build_keyvault(keyvault_config)
-            try:
-                speech_credentials = await ensure_platform_credentials(
-                    identity, "speech", data_dir / "speech-credentials.json"
-                )
-                speech_config = SpeechConfig.from_env(
-                    os.environ,
-                    data_dir=data_dir,
-                    port=port_base and port_base + 3,
-                    identity_endpoint=identity.endpoint,
-                    keyvault_endpoint=keyvault.endpoint,
-                    credentials=speech_credentials,
-                    auto_approve_cmk=auto_approve or None,
-                )
-                speech = await build_speech(speech_config)
-                try:
-                    announce(identity, keyvault.endpoint, output, speech.endpoint)
-                    await stopped.wait()
-                    click.echo("stopping", err=True)
-                finally:
-                    await speech.stop()
-            finally:
-                await keyvault.stop()
+        )
+        started.append(keyvault)
+        speech = await build_speech(
+            SpeechConfig.from_env(
+                environ,
+                data_dir=data_dir,
+                port=port_base and port_base + 3,
+                identity_endpoint=identity.endpoint,
+                keyvault_endpoint=keyvault.endpoint,
+                credentials=speech_credentials,
+                auto_approve_cmk=auto_approve or None,
+            )
+        )
+    except BaseException:
+        for server in reversed(started):
+            await server.stop()
+        raise
+    return RunningTrio(identity, keyvault, speech)
+
+
+async def run_trio(
+    data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False, auto_approve: bool = False
+) -> None:
+    """Start the trio and serve until SIGTERM or SIGINT."""
+    from services.rpckit.logs import configure_logging
+    from services.rpckit.server import stop_signals
+
+    configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
+    with stop_signals() as stopped:
+        trio = await start_trio(data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve)
+        try:
+            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint)
+            await stopped.wait()
+            click.echo("stopping", err=True)
         finally:
-            await identity.stop()
+            await trio.stop()
 
 
 def announce(identity: Any, keyvault_endpoint: str | None, output: str, speech_endpoint: str | None = None) -> None:
