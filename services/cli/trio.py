@@ -90,9 +90,7 @@ async def start_trio(
                 data_dir=data_dir,
                 port=port_base and port_base + 2,
                 identity_endpoint=identity.endpoint,
-                credentials=await ensure_platform_credentials(
-                    identity, "keyvault", data_dir / "keyvault-credentials.json"
-                ),
+                credentials=keyvault_credentials,
                 dev_time_control=dev_time_control or None,
             )
         )
