@@ -823,6 +823,78 @@ async def events_list(state: State, after: int, wait: float) -> None:
     emit_messages(state.output, found, ("sequence", "type", "time", "tenant_id", "principal_id", "subscription_id"), {})
 
 
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CMK_DATA_DIR",
+    default=Path(".cmk"),
+    show_default=True,
+    help="where the running trio keeps its data (operator.json, speech.db)",
+)
+@click.option("--port-base", type=int, default=50050, show_default=True)
+@click.option("--private", is_flag=True, help="start a private trio in a temporary directory")
+@output_option
+@pass_state
+def demo(state: State, data_dir: Path, port_base: int, private: bool) -> None:
+    """Walk the seed document against a running trio (or a private one); exit 0 only if every
+    step behaved as the seed says."""
+    from services.rpckit.server import run
+
+    run(lambda: _demo(state, data_dir, port_base, private))
+
+
+async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> None:
+    import tempfile
+
+    from services.cli.demo import run_demo
+    from services.cli.trio import start_trio
+
+    def say(text: str) -> None:
+        if state.output != "json":
+            click.echo(text)
+
+    endpoints = {
+        name: f"127.0.0.1:{port_base + offset}" for name, offset in (("identity", 1), ("keyvault", 2), ("speech", 3))
+    }
+    # The group's --endpoint, --keyvault-endpoint and --speech-endpoint win over the port base.
+    given = {"identity": state.endpoint, "keyvault": state.keyvault_endpoint, "speech": state.speech_endpoint}
+    endpoints.update({name: endpoint for name, endpoint in given.items() if endpoint})
+    if not private and not (await _serving(endpoints["identity"]) and (data_dir / "operator.json").exists()):
+        say(f"no trio answers at {endpoints['identity']} with its data in {data_dir}: starting a private one")
+        private = True
+    trio = None
+    with tempfile.TemporaryDirectory(prefix="cmk-demo-") as tmp:
+        if private:
+            data_dir = Path(tmp)
+            trio = await start_trio(data_dir)
+            endpoints = trio.endpoints
+        try:
+            report = await run_demo(endpoints, read_operator_file(data_dir / "operator.json"), data_dir, say)
+        finally:
+            if trio is not None:
+                await trio.stop()
+    ok = all(s["ok"] for s in report.steps) and bool(report.steps)
+    if state.output == "json":
+        click.echo(json.dumps({"ok": ok, "steps": report.steps}, indent=2))
+    else:
+        click.echo("the seed behaved as written" if ok else "the seed did NOT behave as written")
+    if not ok:
+        sys.exit(1)
+
+
+async def _serving(endpoint: str) -> bool:
+    channel = open_channel(endpoint)
+    try:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+    finally:
+        await channel.close()
+
+
 @cli.group()
 def clock() -> None:
     """Development time control (services started with --dev-time-control; operator only)."""

@@ -60,7 +60,9 @@ def trio(tmp_path: Path, env: dict[str, str]) -> Iterator[Trio]:
 
 
 def cmk(trio: Trio, *args: str, ok: bool = True) -> Any:
-    result = subprocess.run([*CMK, "--output", "json", *args], capture_output=True, text=True, env=trio.env, timeout=60)
+    result = subprocess.run(
+        [*CMK, "--output", "json", *args], capture_output=True, text=True, env=trio.env, timeout=120
+    )
     assert (result.returncode == 0) is ok, result.stderr + result.stdout
     return json.loads(result.stdout) if result.stdout.strip() else None
 

@@ -131,3 +131,12 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
     assert any(r["caller_object_id"] == identity and r["reason"] == "FORBIDDEN_BY_POLICY" for r in unwraps)
     login_operator(trio)
     assert cmk(trio, "audit", "verify")["ok"] is True
+
+
+def test_cmk_demo_passes_against_a_running_trio(trio):
+    s = trio.banner["services"]
+    demo = cmk(trio, "--endpoint", s["identity"], "--keyvault-endpoint", s["keyvault"], "--speech-endpoint",
+               s["speech"], "demo", "--data-dir", str(trio.data_dir))  # fmt: skip
+    assert demo["ok"] is True and len(demo["steps"]) == 13
+    assert all(step["ok"] for step in demo["steps"])
+    assert "byte-for-byte the same" in next(st["detail"] for st in demo["steps"] if "ciphertext" in st["step"])
