@@ -38,15 +38,45 @@ class ClientCredentials:
     client_secret: str = field(repr=False)
 
 
+RETRY_DELAYS = (0.05, 0.2, 0.5)
+"""Backoff before each retry of an idempotent call that met UNAVAILABLE."""
+SAFE_PREFIXES = ("Get", "List", "Check", "Issue")
+SAFE_METHODS = frozenset({"WrapKey", "UnwrapKey", "Encrypt", "Decrypt"})
+
+
+def is_idempotent(method_name: str) -> bool:
+    """Reads, token issuance and key operations change nothing when repeated, so they are
+    safe to retry; creates, updates and deletes are not."""
+    return method_name.startswith(SAFE_PREFIXES) or method_name in SAFE_METHODS
+
+
+def safe_methods(*stubs: Any) -> frozenset[int]:
+    """The ids of a stub's idempotent methods (a client retries those on UNAVAILABLE)."""
+    return frozenset(id(getattr(s, n)) for s in stubs for n in dir(s) if is_idempotent(n) and not n.startswith("_"))
+
+
 async def call(
-    method: Callable[..., Awaitable[R]], request: Any, *, token: str | None = None, deadline: float = DEFAULT_DEADLINE
+    method: Callable[..., Awaitable[R]],
+    request: Any,
+    *,
+    token: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+    idempotent: bool = False,
 ) -> R:
-    """One unary call; a failed call becomes the typed error of its ErrorInfo reason."""
+    """One unary call; a failed call becomes the typed error of its ErrorInfo reason. An
+    idempotent call that meets UNAVAILABLE (a dependency or the server restarting) is
+    retried a few times with backoff; nothing else is ever retried."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    try:
-        return await method(request, metadata=metadata, timeout=deadline)
-    except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc) from exc
+    delays = RETRY_DELAYS if idempotent else ()
+    for attempt in range(len(delays) + 1):
+        try:
+            return await method(request, metadata=metadata, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            if attempt < len(delays) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await asyncio.sleep(delays[attempt])
+                continue
+            raise error_from_rpc(exc) from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class IdentityClient:
@@ -65,6 +95,7 @@ class IdentityClient:
         self.channel = channel
         self.directory = pb_grpc.IdentityServiceStub(channel)
         self.tokens = pb_grpc.TokenServiceStub(channel)
+        self._safe = safe_methods(self.directory, self.tokens)
         self._credentials = credentials
         self._fixed_token = token
         self._token_source = token_source
@@ -86,20 +117,20 @@ class IdentityClient:
         return await self.token_cache.get(audience)
 
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(method, request, token=await self.token_for(audiences.DIRECTORY))
+        return await call(
+            method, request, token=await self.token_for(audiences.DIRECTORY), idempotent=id(method) in self._safe
+        )
 
     # --- tokens -----------------------------------------------------------------------
 
     async def issue_token(self, credentials: ClientCredentials, audience: str) -> pb.IssueTokenResponse:
-        return await call(
-            self.tokens.IssueToken,
-            pb.IssueTokenRequest(
-                tenant_id=credentials.tenant_id,
-                client_id=credentials.client_id,
-                client_secret=credentials.client_secret,
-                audience=audience,
-            ),
+        request = pb.IssueTokenRequest(
+            tenant_id=credentials.tenant_id,
+            client_id=credentials.client_id,
+            client_secret=credentials.client_secret,
+            audience=audience,
         )
+        return await call(self.tokens.IssueToken, request, idempotent=True)
 
     async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
         return await self._call(

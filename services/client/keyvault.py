@@ -12,7 +12,7 @@ from cmk.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk.keyvault.v1 import resources_pb2 as res
 from google.protobuf import field_mask_pb2
 
-from services.client.identity import call
+from services.client.identity import call, safe_methods
 from services.rpckit import audiences
 from services.rpckit.status import error_from_rpc
 
@@ -30,12 +30,17 @@ class KeyVaultClient:
         self.keys = pb_grpc.KeyServiceStub(channel)
         self.audit = pb_grpc.AuditServiceStub(channel)
         self._tokens = tokens
+        self._safe = safe_methods(self.vaults, self.keys, self.audit)
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(method, request, token=await self._tokens(audiences.MANAGEMENT))
+        return await call(
+            method, request, token=await self._tokens(audiences.MANAGEMENT), idempotent=id(method) in self._safe
+        )
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(method, request, token=await self._tokens(audiences.VAULT))
+        return await call(
+            method, request, token=await self._tokens(audiences.VAULT), idempotent=id(method) in self._safe
+        )
 
     # --- vaults -----------------------------------------------------------------------
 

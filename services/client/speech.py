@@ -13,7 +13,7 @@ from cmk.speech.v1 import speech_service_pb2 as pb
 from cmk.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from google.protobuf import timestamp_pb2
 
-from services.client.identity import call
+from services.client.identity import call, safe_methods
 from services.rpckit import audiences
 
 R = TypeVar("R")
@@ -28,12 +28,17 @@ class SpeechClient:
         self.resources = pb_grpc.SpeechResourceServiceStub(channel)
         self.apps = pb_grpc.ApplicationServiceStub(channel)
         self._tokens = tokens
+        self._safe = safe_methods(self.resources, self.apps)
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(method, request, token=await self._tokens(audiences.MANAGEMENT))
+        return await call(
+            method, request, token=await self._tokens(audiences.MANAGEMENT), idempotent=id(method) in self._safe
+        )
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(method, request, token=await self._tokens(audiences.SPEECH))
+        return await call(
+            method, request, token=await self._tokens(audiences.SPEECH), idempotent=id(method) in self._safe
+        )
 
     # --- resources and approvals ------------------------------------------------------
 
