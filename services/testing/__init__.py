@@ -1,0 +1,1 @@
+"""Test support for other projects: a running trio as a pytest fixture."""
