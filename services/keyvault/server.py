@@ -115,7 +115,7 @@ async def build_server(
     clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await KeyVaultStore.open(config.database_path)
-    channel = open_channel(config.identity_endpoint)
+    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
     try:
         row = await store.db.fetch_one(
             "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM service_keys)"

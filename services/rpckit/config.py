@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.rpckit.channels import ChannelTls
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -63,6 +65,13 @@ class TlsConfig:
     @property
     def enabled(self) -> bool:
         return self.cert_file is not None
+
+    def for_peers(self) -> ChannelTls | None:
+        """How this service calls the others: with mutual TLS on, its own certificate as
+        client certificate and the same CA as trust anchor; otherwise plain TCP."""
+        if self.cert_file is None or self.key_file is None or self.client_ca_file is None:
+            return None
+        return ChannelTls(self.client_ca_file, self.cert_file, self.key_file)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str = "CMK_") -> TlsConfig:

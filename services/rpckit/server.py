@@ -15,12 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.rpckit.channels import MAX_MESSAGE_BYTES
 from services.rpckit.config import TlsConfig
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Largest request or response, on every service; a larger request is refused by gRPC itself."""
 
 
 @dataclass

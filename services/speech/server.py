@@ -88,8 +88,8 @@ async def build_server(
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await SpeechStore.open(config.database_path)
-    channel = open_channel(config.identity_endpoint)
-    kv_channel = open_channel(config.keyvault_endpoint) if config.keyvault_endpoint else None
+    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
+    kv_channel = open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
     try:
         row = await store.db.fetch_one("SELECT COUNT(*) FROM resources")
         ring = load_or_create_ring(config.ring_path, create=row is None or int(row[0]) == 0, random=random)

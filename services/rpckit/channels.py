@@ -1,0 +1,40 @@
+"""Opening channels to a service: plain TCP on loopback, TLS, or mutual TLS. (Plumbing the
+services share for calling each other, so it lives in rpckit; the client re-exports it.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Largest request or response, on every service and client; larger is refused by gRPC itself."""
+
+
+@dataclass(frozen=True)
+class ChannelTls:
+    """TLS for a client: the CA to trust, and for mutual TLS a client certificate and key."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+
+def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Channel:
+    """A grpc.aio channel to `host:port`."""
+    options: list[tuple[str, object]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(endpoint, options=options)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_file.read_bytes(),
+        private_key=tls.key_file.read_bytes() if tls.key_file else None,
+        certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+    )
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(endpoint, creds, options=options)
