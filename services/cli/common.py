@@ -16,8 +16,9 @@ import click
 import grpc
 
 from services.cli.profile import Profile, profile_path
-from services.client.channel import open_channel
+from services.client.channel import ChannelTls, open_channel
 from services.client.identity import ClientCredentials, IdentityClient
+from services.rpckit.devca import DevPki
 from services.rpckit.errors import ServiceError
 from services.rpckit.status import status_code_of
 
@@ -34,12 +35,24 @@ class State:
         endpoint: str | None,
         keyvault_endpoint: str | None = None,
         speech_endpoint: str | None = None,
+        tls_dir: str | None = None,
     ) -> None:
         self.output = output
         self.profile_path = profile_path(profile)
         self.endpoint = endpoint
         self.keyvault_endpoint = keyvault_endpoint
         self.speech_endpoint = speech_endpoint
+        self.tls_dir = tls_dir
+
+    def dial(self, endpoint: str, profile: Profile | None = None) -> grpc.aio.Channel:
+        """A channel to a service: mutual TLS with the CLI's certificate when a PKI directory
+        is given (by --tls-dir or the profile), plain TCP otherwise."""
+        directory = self.tls_dir or (profile.tls_dir if profile else "")
+        if not directory:
+            return open_channel(endpoint)
+        pki = DevPki(Path(directory))
+        cli = pki.identity("cli")
+        return open_channel(endpoint, ChannelTls(pki.ca_file, cli.cert_file, cli.key_file))
 
 
 def output_option(f: F) -> F:
@@ -131,7 +144,7 @@ def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) ->
 async def session(state: State) -> AsyncIterator[IdentityClient]:
     """A client signed in with the profile's tokens."""
     profile = load_profile(state)
-    channel = open_channel(state.endpoint or profile.identity_endpoint)
+    channel = state.dial(state.endpoint or profile.identity_endpoint, profile)
     try:
         yield IdentityClient(channel, token_source=profile_tokens(state, profile, channel))
     finally:
@@ -147,7 +160,7 @@ async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[
         if profile is None:
             raise click.ClickException("give --endpoint host:port (or sign in first)")
         target = profile.identity_endpoint
-    channel = open_channel(target)
+    channel = state.dial(target, Profile.load(state.profile_path))
     try:
         yield IdentityClient(channel)
     finally:
@@ -163,8 +176,8 @@ async def keyvault_session(state: State) -> AsyncIterator[Any]:
     endpoint = state.keyvault_endpoint or profile.keyvault_endpoint
     if not endpoint:
         raise click.ClickException("no key vault endpoint: give --keyvault-endpoint, or cmk login --keyvault-endpoint")
-    identity = open_channel(state.endpoint or profile.identity_endpoint)
-    channel = open_channel(endpoint)
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    channel = state.dial(endpoint, profile)
     try:
         yield KeyVaultClient(channel, profile_tokens(state, profile, identity))
     finally:
@@ -181,8 +194,8 @@ async def speech_session(state: State) -> AsyncIterator[Any]:
     endpoint = state.speech_endpoint or profile.speech_endpoint
     if not endpoint:
         raise click.ClickException("no speech endpoint: give --speech-endpoint, or cmk login --speech-endpoint")
-    identity = open_channel(state.endpoint or profile.identity_endpoint)
-    channel = open_channel(endpoint)
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    channel = state.dial(endpoint, profile)
     try:
         yield SpeechClient(channel, profile_tokens(state, profile, identity))
     finally:

@@ -68,11 +68,15 @@ def stored_ciphertexts(data_dir: Path | None) -> list[bytes] | None:
 
 
 async def run_demo(
-    endpoints: dict[str, str], operator: ClientCredentials, data_dir: Path | None, say: Callable[[str], None]
+    endpoints: dict[str, str],
+    operator: ClientCredentials,
+    data_dir: Path | None,
+    say: Callable[[str], None],
+    dial: Callable[[str], Any] = open_channel,
 ) -> Report:
     """Walk the seed; the report says which steps behaved."""
     report = Report(say)
-    channels = {name: open_channel(endpoint) for name, endpoint in endpoints.items()}
+    channels = {name: dial(endpoint) for name, endpoint in endpoints.items()}
     title = "start"
     try:
         op = IdentityClient(channels["identity"], operator)

@@ -37,7 +37,6 @@ from services.cli.common import (
 from services.cli.output import emit, emit_messages, to_dict
 from services.cli.profile import Profile
 from services.cli.trio import announce
-from services.client.channel import open_channel
 from services.client.identity import ClientCredentials, IdentityClient
 from services.rpckit import audiences
 
@@ -62,6 +61,7 @@ AUDIENCES = {
 @click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")
 @click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint (overrides the profile)")
 @click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint (overrides the profile)")
+@click.option("--tls-dir", envvar="CMK_TLS_DIR", help="PKI directory for mutual TLS (ca.crt, cli.crt, cli.key)")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -70,8 +70,9 @@ def cli(
     endpoint: str | None,
     keyvault_endpoint: str | None,
     speech_endpoint: str | None,
+    tls_dir: str | None,
 ) -> None:
-    ctx.obj = State(output, profile, endpoint, keyvault_endpoint, speech_endpoint)
+    ctx.obj = State(output, profile, endpoint, keyvault_endpoint, speech_endpoint, tls_dir)
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -159,9 +160,12 @@ async def _serve_identity(config: Any, output: str) -> None:
 @click.option("--port-base", type=int, default=50050, show_default=True, help="identity on +1, key vault +2, speech +3")
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
 @click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
+@click.option("--insecure", is_flag=True, help="plain TCP instead of mutual TLS (loopback only)")
 @output_option
 @pass_state
-def up(state: State, data_dir: Path, port_base: int, dev_time_control: bool, auto_approve_cmk: bool) -> None:
+def up(
+    state: State, data_dir: Path, port_base: int, dev_time_control: bool, auto_approve_cmk: bool, insecure: bool
+) -> None:
     """Start the services in one process, wired to each other, with their data in --data-dir.
 
     Identity, the key vault and speech; a second `cmk up` on the same directory resumes with
@@ -170,9 +174,16 @@ def up(state: State, data_dir: Path, port_base: int, dev_time_control: bool, aut
     from services.cli.trio import run_trio
     from services.rpckit.server import run
 
+    if insecure:
+        click.echo("warning: --insecure: the services talk plain TCP on loopback, without TLS", err=True)
     run(
         lambda: run_trio(
-            data_dir, port_base, state.output, dev_time_control=dev_time_control, auto_approve=auto_approve_cmk
+            data_dir,
+            port_base,
+            state.output,
+            dev_time_control=dev_time_control,
+            auto_approve=auto_approve_cmk,
+            mutual_tls=not insecure,
         )
     )
 
@@ -333,7 +344,7 @@ async def _serve_one(name: str, build: Callable[[Any], Awaitable[Any]], config: 
 async def health(state: State, endpoint: str, service: str) -> None:
     """Ask a server the standard gRPC health question; exit 0 only if SERVING."""
 
-    channel = open_channel(endpoint)
+    channel = state.dial(endpoint)
     try:
         stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -389,6 +400,7 @@ async def login(
         client_id=creds.client_id,
         keyvault_endpoint=keyvault_endpoint or "",
         speech_endpoint=speech_endpoint or "",
+        tls_dir=str(Path(state.tls_dir).absolute()) if state.tls_dir else "",
         operator_file=str(operator_file) if operator_file else "",
     )
     async with anonymous(state, endpoint) as client:
@@ -860,17 +872,22 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> 
     # The group's --endpoint, --keyvault-endpoint and --speech-endpoint win over the port base.
     given = {"identity": state.endpoint, "keyvault": state.keyvault_endpoint, "speech": state.speech_endpoint}
     endpoints.update({name: endpoint for name, endpoint in given.items() if endpoint})
-    if not private and not (await _serving(endpoints["identity"]) and (data_dir / "operator.json").exists()):
+    if state.tls_dir is None and (data_dir / "tls" / "ca.crt").exists():
+        state.tls_dir = str(data_dir / "tls")  # the running trio's own development PKI
+    if not private and not (await _serving(state, endpoints["identity"]) and (data_dir / "operator.json").exists()):
         say(f"no trio answers at {endpoints['identity']} with its data in {data_dir}: starting a private one")
         private = True
     trio = None
     with tempfile.TemporaryDirectory(prefix="cmk-demo-") as tmp:
         if private:
             data_dir = Path(tmp)
-            trio = await start_trio(data_dir)
+            trio = await start_trio(data_dir, mutual_tls=True)
             endpoints = trio.endpoints
+            state.tls_dir = str(trio.tls_dir)
         try:
-            report = await run_demo(endpoints, read_operator_file(data_dir / "operator.json"), data_dir, say)
+            report = await run_demo(
+                endpoints, read_operator_file(data_dir / "operator.json"), data_dir, say, dial=state.dial
+            )
         finally:
             if trio is not None:
                 await trio.stop()
@@ -883,8 +900,8 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> 
         sys.exit(1)
 
 
-async def _serving(endpoint: str) -> bool:
-    channel = open_channel(endpoint)
+async def _serving(state: State, endpoint: str) -> bool:
+    channel = state.dial(endpoint)
     try:
         stub: Any = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
@@ -893,6 +910,22 @@ async def _serving(endpoint: str) -> bool:
         return False
     finally:
         await channel.close()
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--host", "hosts", multiple=True, default=("localhost",), show_default=True,
+              help="a DNS name the services are reached by (repeatable; each service's own name is added)")  # fmt: skip
+@output_option
+@pass_state
+def certs(state: State, directory: Path, hosts: tuple[str, ...]) -> None:
+    """Create a development CA and certificates for identity, keyvault, speech and the CLI
+    (existing ones are kept)."""
+    from services.rpckit.devca import SERVICES, ensure_dev_pki
+
+    pki = ensure_dev_pki(directory, hosts=hosts)
+    files = {name: str(pki.identity(name).cert_file) for name in (*SERVICES, "cli")}
+    emit(state.output, {"ca": str(pki.ca_file), **files})
 
 
 @cli.group()
@@ -917,8 +950,10 @@ async def clock_advance(state: State, service: str, seconds: int, days: int) -> 
     from services.client.identity import call
 
     profile = load_profile(state)
-    identity = open_channel(state.endpoint or profile.identity_endpoint)
-    target = identity if service == "identity" else open_channel(state.keyvault_endpoint or profile.keyvault_endpoint)
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    target = (
+        identity if service == "identity" else state.dial(state.keyvault_endpoint or profile.keyvault_endpoint, profile)
+    )
     try:
         tokens = profile_tokens(state, profile, identity)
         audience = audiences.DIRECTORY if service == "identity" else audiences.MANAGEMENT

@@ -24,6 +24,8 @@ class Profile:
     client_id: str
     keyvault_endpoint: str = ""
     speech_endpoint: str = ""
+    tls_dir: str = ""
+    """A development PKI directory (ca.crt, cli.crt, cli.key) when the services want mutual TLS."""
     tokens: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
     operator_file: str = ""
 

@@ -14,6 +14,8 @@ import click
 from services.identity.model import PrincipalKind
 from services.identity.server import IdentityServer
 from services.keyvault.config import PlatformCredentials
+from services.rpckit.config import TlsConfig
+from services.rpckit.devca import SERVICES, ensure_dev_pki
 from services.rpckit.keyfiles import write_private_file
 
 
@@ -44,6 +46,8 @@ class RunningTrio:
     identity: Any
     keyvault: Any
     speech: Any
+    tls_dir: Path | None = None
+    """Where the development CA and certificates are, when the services talk mutual TLS."""
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -61,10 +65,13 @@ async def start_trio(
     dev_time_control: bool = False,
     auto_approve: bool = False,
     env: Mapping[str, str] | None = None,
+    mutual_tls: bool = False,
 ) -> RunningTrio:
     """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
     ports). On the first start in `data_dir`, the platform principals of the key vault and
-    speech are made and their credentials kept there (mode 0600)."""
+    speech are made and their credentials kept there (mode 0600). With `mutual_tls`, a
+    development CA in `data_dir/tls` signs a certificate per service, and every service
+    accepts only peers and clients with a certificate from it."""
     from services.identity.config import IdentityConfig
     from services.identity.server import build_server as build_identity
     from services.keyvault.config import KeyVaultConfig
@@ -73,9 +80,21 @@ async def start_trio(
     from services.speech.server import build_server as build_speech
 
     environ = os.environ if env is None else env
+    tls: dict[str, TlsConfig] = {}
+    tls_dir = None
+    if mutual_tls:
+        tls_dir = data_dir / "tls"
+        pki = ensure_dev_pki(tls_dir)
+        for name in SERVICES:
+            files = pki.identity(name)
+            tls[name] = TlsConfig(files.cert_file, files.key_file, pki.ca_file)
     identity = await build_identity(
         IdentityConfig.from_env(
-            environ, data_dir=data_dir, port=port_base and port_base + 1, dev_time_control=dev_time_control or None
+            environ,
+            data_dir=data_dir,
+            port=port_base and port_base + 1,
+            dev_time_control=dev_time_control or None,
+            tls=tls.get("identity"),
         )
     )
     started: list[Any] = [identity]
@@ -92,6 +111,7 @@ async def start_trio(
                 identity_endpoint=identity.endpoint,
                 credentials=keyvault_credentials,
                 dev_time_control=dev_time_control or None,
+                tls=tls.get("keyvault"),
             )
         )
         started.append(keyvault)
@@ -104,17 +124,24 @@ async def start_trio(
                 keyvault_endpoint=keyvault.endpoint,
                 credentials=speech_credentials,
                 auto_approve_cmk=auto_approve or None,
+                tls=tls.get("speech"),
             )
         )
     except BaseException:
         for server in reversed(started):
             await server.stop()
         raise
-    return RunningTrio(identity, keyvault, speech)
+    return RunningTrio(identity, keyvault, speech, tls_dir)
 
 
 async def run_trio(
-    data_dir: Path, port_base: int, output: str, *, dev_time_control: bool = False, auto_approve: bool = False
+    data_dir: Path,
+    port_base: int,
+    output: str,
+    *,
+    dev_time_control: bool = False,
+    auto_approve: bool = False,
+    mutual_tls: bool = True,
 ) -> None:
     """Start the trio and serve until SIGTERM or SIGINT."""
     from services.rpckit.logs import configure_logging
@@ -122,16 +149,24 @@ async def run_trio(
 
     configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
     with stop_signals() as stopped:
-        trio = await start_trio(data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve)
+        trio = await start_trio(
+            data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve, mutual_tls=mutual_tls
+        )
         try:
-            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint)
+            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint, trio.tls_dir)
             await stopped.wait()
             click.echo("stopping", err=True)
         finally:
             await trio.stop()
 
 
-def announce(identity: Any, keyvault_endpoint: str | None, output: str, speech_endpoint: str | None = None) -> None:
+def announce(
+    identity: Any,
+    keyvault_endpoint: str | None,
+    output: str,
+    speech_endpoint: str | None = None,
+    tls_dir: Path | None = None,
+) -> None:
     """Print where the services listen and how to sign in; on the first start, the operator
     credential (to stdout, once: never to the log)."""
     login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
@@ -139,6 +174,8 @@ def announce(identity: Any, keyvault_endpoint: str | None, output: str, speech_e
         login += f" --keyvault-endpoint {keyvault_endpoint}"
     if speech_endpoint:
         login += f" --speech-endpoint {speech_endpoint}"
+    if tls_dir is not None:
+        login = login.replace("cmk login", f"cmk --tls-dir {tls_dir} login", 1)
     created = None
     if identity.new_operator_secret is not None:
         created = {
@@ -154,7 +191,7 @@ def announce(identity: Any, keyvault_endpoint: str | None, output: str, speech_e
         if speech_endpoint:
             services["speech"] = speech_endpoint
         click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
-                               "login": login}))  # fmt: skip
+                               "login": login, "tls_dir": str(tls_dir) if tls_dir else None}))  # fmt: skip
     else:
         click.echo(f"identity listening on {identity.endpoint}")
         if keyvault_endpoint:

@@ -60,8 +60,9 @@ def trio(tmp_path: Path, env: dict[str, str]) -> Iterator[Trio]:
 
 
 def cmk(trio: Trio, *args: str, ok: bool = True) -> Any:
+    tls = ["--tls-dir", trio.banner["tls_dir"]] if trio.banner.get("tls_dir") else []
     result = subprocess.run(
-        [*CMK, "--output", "json", *args], capture_output=True, text=True, env=trio.env, timeout=120
+        [*CMK, "--output", "json", *tls, *args], capture_output=True, text=True, env=trio.env, timeout=120
     )
     assert (result.returncode == 0) is ok, result.stderr + result.stdout
     return json.loads(result.stdout) if result.stdout.strip() else None

@@ -1,0 +1,63 @@
+"""Mutual TLS between the services of `cmk up`: certificates of the development CA are
+accepted, a certificate of another CA and no certificate at all are refused."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.cli.trio import start_trio
+from services.client.identity import IdentityClient
+from services.client.keyvault import KeyVaultClient
+from services.rpckit.channels import ChannelTls, open_channel
+from services.rpckit.devca import DevPki, ensure_dev_pki
+from services.rpckit.errors import PermissionDenied
+from services.rpckit.reasons import Reason
+from tests.conftest import operator_credentials
+
+
+async def _check(endpoint: str, tls: ChannelTls | None) -> int:
+    channel = open_channel(endpoint, tls)
+    try:
+        return (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)).status
+    finally:
+        await channel.close()
+
+
+async def test_the_trio_accepts_only_certificates_of_its_own_ca(tmp_path):
+    trio = await start_trio(tmp_path / "data", mutual_tls=True, env={"CMK_SECRET_HASH_COST": "10"})
+    try:
+        pki = DevPki(trio.tls_dir)
+        cli = pki.identity("cli")
+        stranger = ensure_dev_pki(tmp_path / "stranger")
+        rogue = stranger.identity("cli")
+        for name, endpoint in trio.endpoints.items():
+            assert await _check(endpoint, ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)) == 1, name
+            for refused in (
+                ChannelTls(pki.ca_file, rogue.cert_file, rogue.key_file),  # a certificate of another CA
+                ChannelTls(pki.ca_file),  # no certificate at all
+                None,  # not even TLS
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _check(endpoint, refused)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The services reach each other over mutual TLS: the vault checks the operator's token
+        # against identity's keys and asks identity for the operator's role, and says no
+        # (the operator has no role on a made-up subscription): a refusal, not UNAVAILABLE.
+        ok_tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+        identity_channel = open_channel(trio.endpoints["identity"], ok_tls)
+        vault_channel = open_channel(trio.endpoints["keyvault"], ok_tls)
+        try:
+            operator = IdentityClient(identity_channel, operator_credentials(trio.identity))
+            vaults = KeyVaultClient(vault_channel, operator.token_for)
+            with pytest.raises(PermissionDenied) as refused:
+                await vaults.list_vaults(str(uuid.uuid4()))
+            assert refused.value.reason is Reason.ROLE_REQUIRED
+        finally:
+            await identity_channel.close()
+            await vault_channel.close()
+    finally:
+        await trio.stop()
