@@ -928,6 +928,33 @@ def certs(state: State, directory: Path, hosts: tuple[str, ...]) -> None:
     emit(state.output, {"ca": str(pki.ca_file), **files})
 
 
+@cli.command("platform-credentials")
+@click.option("--service", type=click.Choice(["keyvault", "speech"]), required=True)
+@click.option("--operator-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="credentials file to write")
+@output_option
+@pass_state
+@run_async
+async def platform_credentials(state: State, service: str, operator_file: Path, out: Path) -> None:
+    """Make the platform principal a service runs as, and write its credentials (mode 0600).
+    Does nothing if the file exists (so an init container can run it on every start)."""
+    from services.rpckit.keyfiles import write_private_file
+
+    if out.exists():
+        emit(state.output, {"service": service, "file": str(out), "created": False})
+        return
+    creds = read_operator_file(operator_file)
+    async with anonymous(state) as anon:
+        client = IdentityClient(anon.channel, creds)
+        created = await client.create_principal(
+            creds.tenant_id, res.SERVICE_PRINCIPAL, f"{service} service", platform_service=service
+        )
+        secret = await client.add_client_secret(creds.tenant_id, created.object_id, "platform", 730)
+    content = {"tenant_id": creds.tenant_id, "client_id": secret.client_id, "client_secret": secret.secret_value}
+    write_private_file(out, json.dumps(content, indent=2) + "\n")
+    emit(state.output, {"service": service, "file": str(out), "created": True, "object_id": created.object_id})
+
+
 @cli.group()
 def clock() -> None:
     """Development time control (services started with --dev-time-control; operator only)."""
