@@ -208,3 +208,16 @@ def test_tables_for_people(served):
     result = subprocess.run([*CMK, "tenant", "list"], capture_output=True, text=True, env=served.env, timeout=30)
     assert result.returncode == 0
     assert result.stdout.splitlines()[0].split() == ["TENANT_ID", "DISPLAY_NAME", "PLATFORM"]
+
+
+def test_platform_credentials_are_made_once(served, tmp_path):
+    out = tmp_path / "keyvault.json"
+    args = ["--endpoint", served.endpoint, "platform-credentials", "--service", "keyvault",
+            "--operator-file", str(served.data_dir / "operator.json"), "--out", str(out)]  # fmt: skip
+    first = cmk(served, *args)
+    assert first["created"] is True and out.stat().st_mode & 0o777 == 0o600
+    made = json.loads(out.read_text())
+    assert cmk(served, *args)["created"] is False and json.loads(out.read_text()) == made
+    cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
+    principal = cmk(served, "principal", "get", made["tenant_id"], first["object_id"])
+    assert principal["platform_service"] == "keyvault"
