@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -20,6 +21,7 @@ from services.rpckit import audiences
 from services.rpckit.clock import Clock, SystemClock
 from services.rpckit.errors import FailedPrecondition, NotFound
 from services.rpckit.events import EventFollower
+from services.rpckit.observe import REQUEST_ID_HEADER, Metrics, current_request_id
 from services.rpckit.reasons import Reason
 from services.rpckit.status import error_from_rpc
 from services.rpckit.token_cache import AccessToken, TokenCache
@@ -66,7 +68,11 @@ async def call(
     """One unary call; a failed call becomes the typed error of its ErrorInfo reason. An
     idempotent call that meets UNAVAILABLE (a dependency or the server restarting) is
     retried a few times with backoff; nothing else is ever retried."""
-    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    pairs = [("authorization", f"Bearer {token}")] if token else []
+    request_id = current_request_id()
+    if request_id is not None:  # carry the caller's request id to the callee (and its audit log)
+        pairs.append((REQUEST_ID_HEADER, request_id))
+    metadata = tuple(pairs) or None
     delays = RETRY_DELAYS if idempotent else ()
     for attempt in range(len(delays) + 1):
         try:
@@ -360,8 +366,9 @@ class RevocationFeed:
     deleted principals are refused, a rotated signing key is fetched at once, and after
     missed events every cached token is dropped and the revocations are rebuilt."""
 
-    def __init__(self, client: IdentityClient, validator: TokenValidator) -> None:
+    def __init__(self, client: IdentityClient, validator: TokenValidator, *, metrics: Metrics | None = None) -> None:
         self._validator = validator
+        self._metrics = metrics
         self.follower: EventFollower[res.Event] = EventFollower(self._open, self._apply, self._reset)
         self._client = client
         self._task: asyncio.Task[None] | None = None
@@ -377,6 +384,8 @@ class RevocationFeed:
             yield res.Event(sequence=-1)
 
     async def _apply(self, event: res.Event) -> None:
+        if self._metrics is not None:
+            self._metrics.lag("identity", time.time() - event.time.ToDatetime(tzinfo=UTC).timestamp())
         revocations = self._validator.revocations
         if event.type == res.PRINCIPAL_DISABLED:
             revocations.revoke(event.principal_id, "disabled")

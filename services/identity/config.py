@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from services.rpckit import audiences
-from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_path, env_str
+from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
 
 DEFAULT_PORT = 50051
 DEFAULT_ISSUER_BASE = "https://login.microsoftonline.com"
@@ -36,6 +36,8 @@ class IdentityConfig:
     secret_hash_cost: int = 14
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
+    metrics_port: int | None = None
+    """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
 
@@ -87,6 +89,7 @@ class IdentityConfig:
             "secret_hash_cost": env_int(env, "CMK_SECRET_HASH_COST", 14),
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
+            "metrics_port": env_optional_int(env, "CMK_IDENTITY_METRICS_PORT"),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

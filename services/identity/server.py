@@ -28,6 +28,7 @@ from services.rpckit.clock import Clock, ShiftableClock, SystemClock
 from services.rpckit.devclock import DevApi
 from services.rpckit.events import ChangeNotifier
 from services.rpckit.keyfiles import write_private_file
+from services.rpckit.observe import Metrics
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
@@ -55,6 +56,8 @@ class IdentityServer:
     operator: Principal
     new_operator_secret: NewSecret | None
     """Set only on the first start with a generated operator secret: show it once."""
+    metrics: Metrics
+    metrics_port: int | None
 
     @property
     def port(self) -> int:
@@ -66,6 +69,7 @@ class IdentityServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.running.stop(grace)
+        self.metrics.close()
         await self.store.close()
 
 
@@ -98,7 +102,10 @@ async def build_server(
         if shown is not None:
             write_operator_file(config, operator, shown)
         issuer = TokenIssuer(store, directory, keys, clock, policy, hasher=hasher, memo=memo, random=random)
-        validator = TokenValidator(key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew)
+        metrics = Metrics.create("identity")
+        validator = TokenValidator(
+            key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
+        )
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(IdentityApi(directory, policy), server)
@@ -119,12 +126,14 @@ async def build_server(
             host=config.host,
             port=config.port,
             tls=config.tls,
+            metrics=metrics,
         )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
         await store.close()
         raise
     log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
-    return IdentityServer(config, running, store, directory, keys, issuer, operator, shown)
+    return IdentityServer(config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port)
 
 
 def write_operator_file(config: IdentityConfig, operator: Principal, secret: NewSecret) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,13 +28,13 @@ from services.rpckit.auth import bearer_token
 from services.rpckit.clock import Clock
 from services.rpckit.errors import ServiceError, invalid_field
 from services.rpckit.events import ChangeNotifier, tail
+from services.rpckit.observe import current_request_id, request_id_from
 from services.rpckit.reasons import Reason
 from services.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from services.rpckit.timestamps import from_timestamp, to_timestamp
 from services.rpckit.tokens import OPERATOR_ROLE, PLATFORM_ROLE, TokenValidator, VerifiedToken
 from services.rpckit.types import Context
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ALGORITHMS: dict[int, Padding] = {
     res.RSA_OAEP_256: Padding.RSA_OAEP_256,
     res.RSA_OAEP: Padding.RSA_OAEP,
@@ -88,7 +86,7 @@ class Guard:
     @asynccontextmanager
     async def call(self, context: Context, operation: str, audience: str) -> AsyncIterator[CallScope]:
         metadata = context.invocation_metadata() or ()
-        scope = CallScope(request_id=_request_id(metadata), operation=operation)
+        scope = CallScope(request_id=current_request_id() or request_id_from(metadata), operation=operation)
         try:
             scope.caller = await self._validator.validate(bearer_token(metadata), audience=audience)
             yield scope
@@ -122,13 +120,6 @@ class Guard:
             result=result,
             reason=reason,
         )
-
-
-def _request_id(metadata: Any) -> str:
-    for key, value in metadata:
-        if key == "x-request-id" and isinstance(value, str) and REQUEST_ID.fullmatch(value):
-            return value
-    return uuid.uuid4().hex
 
 
 def _caller(scope: CallScope) -> VerifiedToken:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_path, env_str
+from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
 
 DEFAULT_PORT = 50052
 DEFAULT_DNS_SUFFIX = "vault.azure.net"
@@ -47,6 +47,8 @@ class KeyVaultConfig:
     audit checkpoint."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
+    metrics_port: int | None = None
+    """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
 
@@ -99,6 +101,7 @@ class KeyVaultConfig:
             "purge_interval": timedelta(seconds=env_int(env, "CMK_PURGE_INTERVAL_SECONDS", 60)),
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
+            "metrics_port": env_optional_int(env, "CMK_KEYVAULT_METRICS_PORT"),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

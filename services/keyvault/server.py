@@ -35,6 +35,7 @@ from services.keyvault.vaults import Vaults
 from services.rpckit.clock import Clock, ShiftableClock, SystemClock
 from services.rpckit.devclock import DevApi
 from services.rpckit.events import ChangeNotifier
+from services.rpckit.observe import Metrics
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
@@ -61,6 +62,8 @@ class KeyVaultServer:
     validator: TokenValidator
     feed: RevocationFeed
     identity_channel: grpc.aio.Channel
+    metrics: Metrics
+    metrics_port: int | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -95,6 +98,7 @@ class KeyVaultServer:
         await self.feed.stop()
         await self.running.stop(grace)
         await self.identity_channel.close()
+        self.metrics.close()
         await self.store.close()
 
 
@@ -129,13 +133,15 @@ async def build_server(
         identity = IdentityClient(
             channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
         )
+        metrics = Metrics.create("keyvault")
         validator = TokenValidator(
             key_source=GrpcSigningKeySource(identity),
             clock=clock,
             issuer_base=config.issuer_base,
             skew=config.clock_skew,
+            metrics=metrics,
         )
-        feed = RevocationFeed(identity, validator)
+        feed = RevocationFeed(identity, validator, metrics=metrics)
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
         vaults = Vaults(store, clock, RoleChecker(identity), notifier, on_purge=keys.forget_vault)
         rotation = Rotation(keys, audit)
@@ -155,13 +161,17 @@ async def build_server(
             host=config.host,
             port=config.port,
             tls=config.tls,
+            metrics=metrics,
         )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
         await channel.close()
         await store.close()
         raise
     feed.start()
-    server = KeyVaultServer(config, running, store, vaults, keys, rotation, audit, validator, feed, channel)
+    server = KeyVaultServer(
+        config, running, store, vaults, keys, rotation, audit, validator, feed, channel, metrics, metrics_port
+    )
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})
     return server

@@ -31,6 +31,11 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def env_optional_int(env: Mapping[str, str], name: str) -> int | None:
+    """An integer variable, or None when it is not set."""
+    return env_int(env, name, 0) if env.get(name) else None
+
+
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":

@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from services.rpckit.observe import current_request_id
+
 _SECRET_FIELD = re.compile(r"(secret|password|token|credential|private|authorization|key_material)", re.I)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _CLIENT_SECRET = re.compile(r"cmk~[A-Za-z0-9_-]{20,}")
@@ -57,10 +59,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redact(entry), default=str)
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request id of the call it was logged in (if any)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Send every log record of the process as JSON lines to `stream` (stderr by default)."""
+    """Send every log record of the process as JSON lines to `stream` (stderr by default),
+    each with the request id of the call it belongs to."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

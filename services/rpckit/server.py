@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.rpckit.channels import MAX_MESSAGE_BYTES
 from services.rpckit.config import TlsConfig
+from services.rpckit.observe import Metrics, ObserveInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,15 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     tls: TlsConfig | None = None,
+    metrics: Metrics | None = None,
 ) -> RunningServer:
     """Start a server with the servicers that `register` adds, plus health and reflection.
 
-    `port=0` picks a free port; the bound one is in the result.
+    `port=0` picks a free port; the bound one is in the result. Every call gets a request
+    id and, with `metrics`, is counted and timed.
     """
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[ObserveInterceptor(metrics), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

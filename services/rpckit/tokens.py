@@ -29,6 +29,7 @@ import jwt
 
 from services.rpckit.clock import Clock, from_epoch
 from services.rpckit.errors import Unauthenticated, Unavailable
+from services.rpckit.observe import Metrics
 from services.rpckit.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class TokenValidator:
         skew: timedelta = timedelta(seconds=30),
         min_refresh_interval: timedelta = timedelta(seconds=5),
         cache_size: int = 10_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._source = key_source
         self._clock = clock
@@ -135,6 +137,7 @@ class TokenValidator:
         self._refresh_lock = asyncio.Lock()
         self._verified: OrderedDict[str, VerifiedToken] = OrderedDict()
         self.key_fetches = 0
+        self._metrics = metrics
 
     # --- keys -------------------------------------------------------------------------
 
@@ -182,6 +185,8 @@ class TokenValidator:
         other tenant is refused.
         """
         verified = self._verified.get(token)
+        if self._metrics is not None:
+            self._metrics.hit("verified_tokens", verified is not None)
         if verified is None:
             verified = await self._verify(token)
             self._remember(token, verified)

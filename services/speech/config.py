@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from services.keyvault.config import PlatformCredentials
-from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_path, env_str
+from services.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
 
 DEFAULT_PORT = 50053
 
@@ -35,6 +35,8 @@ class SpeechConfig:
     """The longest an unwrapped data key stays cached, even when no event ever comes."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
+    metrics_port: int | None = None
+    """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -74,6 +76,7 @@ class SpeechConfig:
             "data_key_max_age": timedelta(seconds=env_int(env, "CMK_DATA_KEY_MAX_AGE_SECONDS", 300)),
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
+            "metrics_port": env_optional_int(env, "CMK_SPEECH_METRICS_PORT"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from services.rpckit.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.rpckit.observe import Metrics
 from services.rpckit.reasons import Reason
 from services.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
 from services.speech.model import KeySource, SpeechResource
@@ -127,6 +128,7 @@ class DataKeys:
         vault: VaultGateway | None,
         identity: IdentityGateway | None,
         max_age: timedelta = timedelta(minutes=5),
+        metrics: Metrics | None = None,
     ) -> None:
         self._ring = ring
         self._clock = clock
@@ -135,12 +137,16 @@ class DataKeys:
         self._max_age = max_age
         self._cache: dict[str, tuple[bytes, DataKey, datetime]] = {}
         self.unwraps = 0
+        self._metrics = metrics
 
     async def data_key(self, resource: SpeechResource) -> DataKey:
         key = resource.uid
         cached = self._cache.get(key)
         now = self._clock.now()
-        if cached is not None and cached[0] == resource.wrapped_data_key and now - cached[2] < self._max_age:
+        fresh = cached is not None and cached[0] == resource.wrapped_data_key and now - cached[2] < self._max_age
+        if self._metrics is not None:
+            self._metrics.hit("data_keys", fresh)
+        if cached is not None and fresh:
             return cached[1]
         data_key = await self._unwrap(resource)
         self._cache[key] = (resource.wrapped_data_key, data_key, now)

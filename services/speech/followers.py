@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 from typing import Any
 
 from cmk.identity.v1 import resources_pb2 as idres
 from cmk.keyvault.v1 import resources_pb2 as kvres
 
+from services.rpckit.clock import Clock
 from services.rpckit.events import EventFollower
+from services.rpckit.observe import Metrics
 from services.speech.customer_keys import DataKeys, IdentityGateway
 from services.speech.encryption import Encryption
 from services.speech.storage import SpeechStore
@@ -28,7 +31,14 @@ class CacheGuard:
     """Applies key vault and identity events to the data key cache."""
 
     def __init__(
-        self, store: SpeechStore, keys: DataKeys, identity: IdentityGateway, encryption: Encryption, dns_suffix: str
+        self,
+        store: SpeechStore,
+        keys: DataKeys,
+        identity: IdentityGateway,
+        encryption: Encryption,
+        dns_suffix: str,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -36,11 +46,19 @@ class CacheGuard:
         self._encryption = encryption
         self._suffix = dns_suffix
         self.rewraps: list[str] = []
+        self._clock = clock
+        self._metrics = metrics
+
+    def _lag(self, stream: str, event: Any) -> None:
+        if self._metrics is not None:
+            sent = event.time.ToDatetime(tzinfo=UTC)
+            self._metrics.lag(stream, (self._clock.now() - sent).total_seconds())
 
     def _vault_uri(self, vault: str) -> str:
         return f"https://{vault}.{self._suffix}/"
 
     async def on_vault_event(self, event: kvres.Event) -> None:
+        self._lag("keyvault", event)
         if event.type == kvres.ACCESS_POLICY_CHANGED:
             for resource in await self._store.resources_with_identity(event.object_id):
                 self._keys.drop(resource)
@@ -65,6 +83,7 @@ class CacheGuard:
             log.exception("cannot follow a key rotation", extra={"resource_id": resource.resource_id})
 
     async def on_identity_event(self, event: idres.Event) -> None:
+        self._lag("identity", event)
         if event.type in (idres.PRINCIPAL_DISABLED, idres.PRINCIPAL_DELETED):
             self._identity.forget_token(event.principal_id)
             for resource in await self._store.resources_with_identity(event.principal_id):

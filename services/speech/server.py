@@ -23,6 +23,7 @@ from services.rpckit import audiences
 from services.rpckit.auth import AuthInterceptor
 from services.rpckit.clock import Clock, SystemClock
 from services.rpckit.events import EventFollower
+from services.rpckit.observe import Metrics
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
 from services.rpckit.tokens import TokenValidator
@@ -63,6 +64,8 @@ class SpeechServer:
     followers: Followers
     identity_channel: grpc.aio.Channel
     keyvault_channel: grpc.aio.Channel | None
+    metrics: Metrics
+    metrics_port: int | None
 
     @property
     def port(self) -> int:
@@ -79,6 +82,7 @@ class SpeechServer:
         await self.identity_channel.close()
         if self.keyvault_channel is not None:
             await self.keyvault_channel.close()
+        self.metrics.close()
         await self.store.close()
 
 
@@ -97,13 +101,15 @@ async def build_server(
         identity = IdentityClient(
             channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
         )
+        metrics = Metrics.create("speech")
         validator = TokenValidator(
             key_source=GrpcSigningKeySource(identity),
             clock=clock,
             issuer_base=config.issuer_base,
             skew=config.clock_skew,
+            metrics=metrics,
         )
-        feed = RevocationFeed(identity, validator)
+        feed = RevocationFeed(identity, validator, metrics=metrics)
         identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
             store, clock, RoleChecker(identity), identity_gateway, ring,
@@ -111,14 +117,19 @@ async def build_server(
         )  # fmt: skip
         vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None
         data_keys = DataKeys(
-            ring, clock, vault=vault_gateway, identity=identity_gateway, max_age=config.data_key_max_age
+            ring,
+            clock,
+            vault=vault_gateway,
+            identity=identity_gateway,
+            max_age=config.data_key_max_age,
+            metrics=metrics,
         )
         data = Data(resources, data_keys, clock, random)
         encryption = Encryption(
             resources, data_keys, vault=vault_gateway, identity=identity_gateway,
             dns_suffix=config.vault_dns_suffix, random=random,
         )  # fmt: skip
-        guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix)
+        guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix, clock, metrics)
         followers = [
             EventFollower(
                 dropping_on_failure(identity.watch_events, guard), guard.on_identity_event, guard.drop_everything
@@ -145,7 +156,9 @@ async def build_server(
             host=config.host,
             port=config.port,
             tls=config.tls,
+            metrics=metrics,
         )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
         await channel.close()
         if kv_channel is not None:
@@ -160,5 +173,18 @@ async def build_server(
     follow.start()
     log.info("speech service started", extra={"port": running.port})
     return SpeechServer(
-        config, running, store, resources, data, data_keys, encryption, guard, feed, follow, channel, kv_channel
+        config,
+        running,
+        store,
+        resources,
+        data,
+        data_keys,
+        encryption,
+        guard,
+        feed,
+        follow,
+        channel,
+        kv_channel,
+        metrics,
+        metrics_port,
     )

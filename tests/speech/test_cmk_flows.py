@@ -422,3 +422,19 @@ async def test_a_move_to_another_tenant_loses_the_identity_and_says_why(world, o
     assert moved.encryption.inaccessible_reason == "CUSTOMER_KEY_TENANT_MISMATCH"
     with pytest.raises(NotFound):  # the identity was deleted in the old tenant
         await operator.get_principal(world.tenant_id, moved.identity.principal_id)
+
+
+async def test_a_request_id_travels_from_the_caller_to_the_vaults_audit_log(world):
+    from cmk.speech.v1 import speech_service_pb2 as pb
+    from cmk.speech.v1 import speech_service_pb2_grpc as sp_grpc
+
+    from services.rpckit import audiences
+
+    token = await world.speech._tokens(audiences.MANAGEMENT)
+    stub = sp_grpc.SpeechResourceServiceStub(world.speech.channel)
+    request = pb.SetEncryptionRequest(name=world.resource.name, key_uri=world.key.key_id,
+                                      key_subscription_id=world.subscription_id)  # fmt: skip
+    await stub.SetEncryption(request, metadata=(("authorization", f"Bearer {token}"), ("x-request-id", "trace-cmk-7")))
+    records = (await world.vaults.list_audit("contoso-cmk", page_size=1000)).records
+    traced = {r.operation for r in records if r.request_id == "trace-cmk-7"}
+    assert {"GetVault", "UpdateAccessPolicy", "GetKey", "WrapKey", "UnwrapKey"} <= traced

@@ -1,0 +1,75 @@
+"""Request ids and Prometheus metrics, on a real identity server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import urllib.request
+
+from cmk.identity.v1 import identity_service_pb2 as pb
+from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
+
+from services.identity.server import build_server
+from services.rpckit import audiences
+from services.rpckit.logs import configure_logging
+from tests.conftest import identity_config, operator_credentials
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 (a loopback URL the test made)
+        return str(reply.read().decode())
+
+
+async def test_metrics_count_calls_by_method_and_status(tmp_path, clock):
+    server = await build_server(identity_config(tmp_path / "id", metrics_port=0), clock=clock)
+    try:
+        from services.client.channel import open_channel
+        from services.client.identity import IdentityClient
+
+        channel = open_channel(server.endpoint)
+        try:
+            client = IdentityClient(channel, operator_credentials(server), clock=clock)
+            await client.list_tenants()
+            await client.list_tenants()
+        finally:
+            await channel.close()
+        assert server.metrics_port is not None
+        text = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.metrics_port}/metrics")
+        assert (
+            'cmk_requests_total{code="OK",method="/cmk.identity.v1.IdentityService/ListTenants",service="identity"} 2.0'
+            in text
+        )
+        assert 'method="/cmk.identity.v1.TokenService/IssueToken"' in text
+        assert 'cmk_cache_lookups_total{cache="verified_tokens",result="hit",service="identity"} 1.0' in text
+        assert "cmk_request_seconds_bucket" in text
+    finally:
+        await server.stop(0)
+
+
+async def test_a_request_id_is_kept_returned_and_logged(identity, operator, channel):
+    lines = io.StringIO()
+    configure_logging("identity", "INFO", lines)
+    token = await operator.token_for(audiences.DIRECTORY)
+    stub = pb_grpc.IdentityServiceStub(channel)
+    call = stub.CreateTenant(
+        pb.CreateTenantRequest(),  # invalid on purpose: the refusal is logged
+        metadata=(("authorization", f"Bearer {token}"), ("x-request-id", "trace-me-42")),
+    )
+    try:
+        await call
+    except Exception:  # noqa: S110 (the refusal is the point)
+        pass
+    assert ("x-request-id", "trace-me-42") in tuple(await call.initial_metadata())
+    logging.getLogger().handlers.clear()
+    refused = [json.loads(line) for line in lines.getvalue().splitlines() if '"call refused"' in line]
+    assert refused and refused[-1]["request_id"] == "trace-me-42"
+
+
+async def test_a_bad_request_id_is_replaced(identity, channel):
+    stub = pb_grpc.TokenServiceStub(channel)
+    call = stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=(("x-request-id", "bad id with spaces"),))
+    await call
+    sent = dict(tuple(await call.initial_metadata()))["x-request-id"]
+    assert sent != "bad id with spaces" and len(sent) == 32
