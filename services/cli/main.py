@@ -98,6 +98,8 @@ def serve() -> None:
     envvar="CMK_TLS_CLIENT_CA",
     help="require client certificates from this CA (mutual TLS)",
 )
+@click.option("--metrics-port", type=int, envvar="CMK_IDENTITY_METRICS_PORT", default=None,
+              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 @output_option
@@ -111,6 +113,7 @@ def serve_identity(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    metrics_port: int | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -131,6 +134,7 @@ def serve_identity(
             tls=tls,
             log_level=log_level,
             dev_time_control=dev_time_control or None,
+            metrics_port=metrics_port,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -207,6 +211,8 @@ def up(
 @click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
 @click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
+@click.option("--metrics-port", type=int, envvar="CMK_KEYVAULT_METRICS_PORT", default=None,
+              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 @output_option
@@ -222,6 +228,7 @@ def serve_keyvault(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    metrics_port: int | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -245,6 +252,7 @@ def serve_keyvault(
             tls=tls,
             log_level=log_level,
             dev_time_control=dev_time_control or None,
+            metrics_port=metrics_port,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -271,6 +279,8 @@ def serve_keyvault(
 @click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
 @click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
+@click.option("--metrics-port", type=int, envvar="CMK_SPEECH_METRICS_PORT", default=None,
+              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @output_option
 @pass_state
@@ -286,6 +296,7 @@ def serve_speech(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    metrics_port: int | None,
     log_level: str | None,
 ) -> None:
     """The speech resource store (applications and LUIS keys under envelope encryption)."""
@@ -309,6 +320,7 @@ def serve_speech(
             auto_approve_cmk=auto_approve_cmk or None,
             tls=tls,
             log_level=log_level,
+            metrics_port=metrics_port,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -53,6 +53,16 @@ class RunningTrio:
     def endpoints(self) -> dict[str, str]:
         return {"identity": self.identity.endpoint, "keyvault": self.keyvault.endpoint, "speech": self.speech.endpoint}
 
+    @property
+    def metrics(self) -> dict[str, str]:
+        """The Prometheus endpoints, for the services that serve them."""
+        servers = {"identity": self.identity, "keyvault": self.keyvault, "speech": self.speech}
+        return {
+            name: f"http://{s.config.host}:{s.metrics_port}/metrics"
+            for name, s in servers.items()
+            if s.metrics_port is not None
+        }
+
     async def stop(self) -> None:
         for server in (self.speech, self.keyvault, self.identity):
             await server.stop()
@@ -66,6 +76,7 @@ async def start_trio(
     auto_approve: bool = False,
     env: Mapping[str, str] | None = None,
     mutual_tls: bool = False,
+    metrics: bool = False,
 ) -> RunningTrio:
     """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
     ports). On the first start in `data_dir`, the platform principals of the key vault and
@@ -80,6 +91,11 @@ async def start_trio(
     from services.speech.server import build_server as build_speech
 
     environ = os.environ if env is None else env
+
+    def metrics_port(offset: int) -> int | None:
+        # Prometheus endpoints at port_base+11, +12, +13 (free ports when port_base is 0).
+        return (port_base and port_base + 10 + offset) if metrics else None
+
     tls: dict[str, TlsConfig] = {}
     tls_dir = None
     if mutual_tls:
@@ -95,6 +111,7 @@ async def start_trio(
             port=port_base and port_base + 1,
             dev_time_control=dev_time_control or None,
             tls=tls.get("identity"),
+            metrics_port=metrics_port(1),
         )
     )
     started: list[Any] = [identity]
@@ -112,6 +129,7 @@ async def start_trio(
                 credentials=keyvault_credentials,
                 dev_time_control=dev_time_control or None,
                 tls=tls.get("keyvault"),
+                metrics_port=metrics_port(2),
             )
         )
         started.append(keyvault)
@@ -125,6 +143,7 @@ async def start_trio(
                 credentials=speech_credentials,
                 auto_approve_cmk=auto_approve or None,
                 tls=tls.get("speech"),
+                metrics_port=metrics_port(3),
             )
         )
     except BaseException:
@@ -142,6 +161,7 @@ async def run_trio(
     dev_time_control: bool = False,
     auto_approve: bool = False,
     mutual_tls: bool = True,
+    metrics: bool = True,
 ) -> None:
     """Start the trio and serve until SIGTERM or SIGINT."""
     from services.rpckit.logs import configure_logging
@@ -150,10 +170,15 @@ async def run_trio(
     configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
     with stop_signals() as stopped:
         trio = await start_trio(
-            data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve, mutual_tls=mutual_tls
+            data_dir,
+            port_base,
+            dev_time_control=dev_time_control,
+            auto_approve=auto_approve,
+            mutual_tls=mutual_tls,
+            metrics=metrics,
         )
         try:
-            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint, trio.tls_dir)
+            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint, trio.tls_dir, trio.metrics)
             await stopped.wait()
             click.echo("stopping", err=True)
         finally:
@@ -166,6 +191,7 @@ def announce(
     output: str,
     speech_endpoint: str | None = None,
     tls_dir: Path | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> None:
     """Print where the services listen and how to sign in; on the first start, the operator
     credential (to stdout, once: never to the log)."""
@@ -191,13 +217,16 @@ def announce(
         if speech_endpoint:
             services["speech"] = speech_endpoint
         click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
-                               "login": login, "tls_dir": str(tls_dir) if tls_dir else None}))  # fmt: skip
+                               "login": login, "tls_dir": str(tls_dir) if tls_dir else None,
+                               "metrics": metrics or {}}))  # fmt: skip
     else:
         click.echo(f"identity listening on {identity.endpoint}")
         if keyvault_endpoint:
             click.echo(f"keyvault listening on {keyvault_endpoint}")
         if speech_endpoint:
             click.echo(f"speech listening on {speech_endpoint}")
+        for name, url in (metrics or {}).items():
+            click.echo(f"{name} metrics at {url}")
         if created is not None:
             click.echo("platform operator created (shown once; also in the file below):")
             click.echo(f"  tenant id:     {created['tenant_id']}")

@@ -140,3 +140,14 @@ def test_cmk_demo_passes_against_a_running_trio(trio):
     assert demo["ok"] is True and len(demo["steps"]) == 13
     assert all(step["ok"] for step in demo["steps"])
     assert "byte-for-byte the same" in next(st["detail"] for st in demo["steps"] if "ciphertext" in st["step"])
+
+
+def test_cmk_up_serves_metrics_for_each_service(trio):
+    import urllib.request
+
+    metrics = trio.banner["metrics"]
+    assert set(metrics) == {"identity", "keyvault", "speech"}
+    login_operator(trio)  # makes calls on identity
+    with urllib.request.urlopen(metrics["identity"], timeout=5) as reply:  # noqa: S310 (loopback)
+        text = reply.read().decode()
+    assert 'method="/cmk.identity.v1.TokenService/IssueToken"' in text and "cmk_event_lag_seconds" in text
