@@ -4,7 +4,7 @@
     python3 dev.py up       start the trio (data in ./.cmk)
     python3 dev.py test     run the test suite (extra arguments go to pytest)
     python3 dev.py check    generated code fresh, ruff and mypy clean
-    python3 dev.py protos   regenerate the code from protos/
+    python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
 The first run makes ./.venv and installs the project into it; later runs reinstall only
@@ -68,12 +68,13 @@ def main(argv: list[str]) -> int:
         sources = ("services", "tests", "scripts", "dev.py")
         return (
             run(str(PYTHON), "scripts/gen_protos.py", "--check")
+            or run(str(PYTHON), "scripts/gen_docs.py", "--check")
             or run(str(BIN / "ruff"), "check", *sources)
             or run(str(BIN / "ruff"), "format", "--check", *sources)
             or run(str(BIN / "mypy"))
         )
     if command == "protos":
-        return run(str(PYTHON), "scripts/gen_protos.py")
+        return run(str(PYTHON), "scripts/gen_protos.py") or run(str(PYTHON), "scripts/gen_docs.py")
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -85,7 +85,12 @@ def serve() -> None:
 
 @serve.command("identity")
 @click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CMK_DATA_DIR",
+    default=Path(".cmk"),
+    show_default=True,
+    help="where the database, key files and credentials are kept",
 )
 @click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_IDENTITY_PORT", default=None, help="port; 0 picks a free one [50051]")
@@ -159,7 +164,12 @@ async def _serve_identity(config: Any, output: str) -> None:
 
 @cli.command()
 @click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CMK_DATA_DIR",
+    default=Path(".cmk"),
+    show_default=True,
+    help="where the database, key files and credentials are kept",
 )
 @click.option("--port-base", type=int, default=50050, show_default=True, help="identity on +1, key vault +2, speech +3")
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
@@ -194,7 +204,12 @@ def up(
 
 @serve.command("keyvault")
 @click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CMK_DATA_DIR",
+    default=Path(".cmk"),
+    show_default=True,
+    help="where the database, key files and credentials are kept",
 )
 @click.option("--host", envvar="CMK_KEYVAULT_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_KEYVAULT_PORT", default=None, help="port; 0 picks a free one [50052]")
@@ -263,7 +278,12 @@ def serve_keyvault(
 
 @serve.command("speech")
 @click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="CMK_DATA_DIR", default=Path(".cmk"), show_default=True
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CMK_DATA_DIR",
+    default=Path(".cmk"),
+    show_default=True,
+    help="where the database, key files and credentials are kept",
 )
 @click.option("--host", envvar="CMK_SPEECH_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_SPEECH_PORT", default=None, help="port; 0 picks a free one [50053]")
