@@ -29,12 +29,25 @@ STAMP = VENV / ".cmk-installed"
 
 def ensure_venv() -> None:
     """Make the virtual environment and install the project with its dev extras, once per
-    version of pyproject.toml."""
+    version of pyproject.toml. A second dev.py started meanwhile (`up` in one shell, `cmk`
+    in another) waits for the first to finish instead of installing alongside it."""
     if sys.version_info < (3, 11):  # noqa: UP036 (this script may be started by an older python3)
         sys.exit(f"cmk-trio needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
         return
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.parent / f".{VENV.name}.lock", "w") as lock:
+        if os.name != "nt":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _install(wanted)
+
+
+def _install(wanted: str) -> None:
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return  # another dev.py installed it while this one waited
     if not PYTHON.exists():
         print(f"creating {VENV}", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
