@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 
 from cmk.speech.v1 import resources_pb2 as res
 from cmk.speech.v1 import speech_service_pb2 as pb
@@ -77,7 +77,7 @@ def application_pb(a: OpenedApplication) -> res.Application:
 
 
 def luis_pb(resource_id: str, keys: LuisKeys) -> res.LuisKeys:
-    when = keys.update_time if isinstance(keys.update_time, datetime) else None
+    when = keys.update_time
     return res.LuisKeys(
         name=f"{resource_id}/luisKeys", authoring_key=keys.authoring_key, prediction_key=keys.prediction_key,
         update_time=to_timestamp(when),

@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
 from services.rpckit.clock import Clock
@@ -47,7 +48,7 @@ class OpenedApplication:
 class LuisKeys:
     authoring_key: str = field(repr=False)
     prediction_key: str = field(repr=False)
-    update_time: object = None
+    update_time: datetime | None = None
 
 
 def configuration(field_name: str, text: str) -> bytes:
