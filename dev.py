@@ -4,6 +4,7 @@
     python3 dev.py up       start the trio (data in ./.cmk)
     python3 dev.py test     run the test suite (extra arguments go to pytest)
     python3 dev.py check    generated code fresh, ruff and mypy clean
+    python3 dev.py bench    the benchmark suite (--smoke: a seconds-long run)
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> int:
     if command == "test":
         return run(str(PYTHON), "-m", "pytest", *rest)
     if command == "check":
-        sources = ("services", "tests", "scripts", "dev.py")
+        sources = ("services", "tests", "scripts", "bench", "dev.py")
         return (
             run(str(PYTHON), "scripts/gen_protos.py", "--check")
             or run(str(PYTHON), "scripts/gen_docs.py", "--check")
@@ -86,6 +87,8 @@ def main(argv: list[str]) -> int:
             or run(str(BIN / "ruff"), "format", "--check", *sources)
             or run(str(BIN / "mypy"))
         )
+    if command == "bench":
+        return run(str(PYTHON), "bench/run.py", *rest)
     if command == "protos":
         return run(str(PYTHON), "scripts/gen_protos.py") or run(str(PYTHON), "scripts/gen_docs.py")
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
