@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -366,9 +366,17 @@ class RevocationFeed:
     deleted principals are refused, a rotated signing key is fetched at once, and after
     missed events every cached token is dropped and the revocations are rebuilt."""
 
-    def __init__(self, client: IdentityClient, validator: TokenValidator, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        client: IdentityClient,
+        validator: TokenValidator,
+        *,
+        metrics: Metrics | None = None,
+        roles: RoleChecker | None = None,
+    ) -> None:
         self._validator = validator
         self._metrics = metrics
+        self._roles = roles
         self.follower: EventFollower[res.Event] = EventFollower(self._open, self._apply, self._reset)
         self._client = client
         self._task: asyncio.Task[None] | None = None
@@ -384,6 +392,8 @@ class RevocationFeed:
             yield res.Event(sequence=-1)
 
     async def _apply(self, event: res.Event) -> None:
+        if self._roles is not None:
+            await self._roles.on_event(event)
         if self._metrics is not None:
             self._metrics.lag("identity", time.time() - event.time.ToDatetime(tzinfo=UTC).timestamp())
         revocations = self._validator.revocations
@@ -397,6 +407,8 @@ class RevocationFeed:
             await self._validator.refresh_keys(force=True)
 
     async def _reset(self) -> None:
+        if self._roles is not None:
+            await self._roles.forget_all()
         self._validator.forget_verified()
         self._validator.revocations.clear()
 
@@ -412,14 +424,56 @@ class RevocationFeed:
 
 class RoleChecker:
     """Answers "may this principal do this on this scope?" through the identity service's
-    CheckAccess, as a platform service (the key vault's and speech's control planes)."""
+    CheckAccess, as a platform service (the key vault's and speech's control planes and the
+    speech data plane).
 
-    def __init__(self, client: IdentityClient) -> None:
+    Yes-answers are remembered, so a busy caller costs one CheckAccess, not one per call
+    (no-answers are not: a role just granted works at once). They are all forgotten on any
+    directory event that can take one back (a role assignment made or removed, a principal
+    disabled or deleted, a subscription transferred) and after missed events, and none is
+    kept longer than `max_age`.
+    """
+
+    INVALIDATING = frozenset(
+        {res.ROLE_ASSIGNMENTS_CHANGED, res.PRINCIPAL_DISABLED, res.PRINCIPAL_DELETED, res.SUBSCRIPTION_TRANSFERRED}
+    )
+
+    def __init__(
+        self,
+        client: IdentityClient,
+        clock: Clock | None = None,
+        *,
+        max_age: timedelta = timedelta(seconds=60),
+        metrics: Metrics | None = None,
+    ) -> None:
         self._client = client
+        self._clock = clock or SystemClock()
+        self._max_age = max_age
+        self._metrics = metrics
+        self._allowed: dict[tuple[str, str, int], datetime] = {}
 
     async def allowed(self, principal_id: str, scope: str, access: int) -> bool:
+        key = (principal_id, scope.lower(), access)
+        now = self._clock.now()
+        since = self._allowed.get(key)
+        fresh = since is not None and now - since < self._max_age
+        if self._metrics is not None:
+            self._metrics.hit("role_decisions", fresh)
+        if fresh:
+            return True
         try:
-            reply = await self._client.check_access(scope, access, principal_id)
+            answer = (await self._client.check_access(scope, access, principal_id)).allowed
         except NotFound:
-            return False  # a principal that no longer exists may do nothing
-        return reply.allowed
+            answer = False  # a principal that no longer exists may do nothing
+        if answer:
+            self._allowed[key] = now
+        else:
+            self._allowed.pop(key, None)
+        return answer
+
+    async def on_event(self, event: res.Event) -> None:
+        if event.type in self.INVALIDATING:
+            self._allowed.clear()
+
+    async def forget_all(self) -> None:
+        self._allowed.clear()

@@ -141,9 +141,10 @@ async def build_server(
             skew=config.clock_skew,
             metrics=metrics,
         )
-        feed = RevocationFeed(identity, validator, metrics=metrics)
+        roles = RoleChecker(identity, clock, metrics=metrics)
+        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
-        vaults = Vaults(store, clock, RoleChecker(identity), notifier, on_purge=keys.forget_vault)
+        vaults = Vaults(store, clock, roles, notifier, on_purge=keys.forget_vault)
         rotation = Rotation(keys, audit)
         guard = Guard(validator, audit, clock)
         convert = Converter(keys)

@@ -109,10 +109,11 @@ async def build_server(
             skew=config.clock_skew,
             metrics=metrics,
         )
-        feed = RevocationFeed(identity, validator, metrics=metrics)
+        roles = RoleChecker(identity, clock, metrics=metrics)
+        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
         identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
-            store, clock, RoleChecker(identity), identity_gateway, ring,
+            store, clock, roles, identity_gateway, ring,
             auto_approve=config.auto_approve_cmk, random=random,
         )  # fmt: skip
         vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None

@@ -237,3 +237,27 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
             assert db.execute("SELECT sealed_configuration FROM applications").fetchall() == sealed_before
     finally:
         await restarted.stop(grace=0)
+
+
+async def test_a_removed_role_stops_working_within_a_second_despite_the_decision_cache(
+    speech_customer, operator, channel, clock, sp_channel
+):
+    import time
+
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    bob, _, bob_client = await make_principal(operator, channel, clock, speech_customer.tenant.tenant_id, "bob",
+                                              kind=idres.USER)  # fmt: skip
+    grant = await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.READER, resource.name)
+    bob_speech = SpeechClient(sp_channel, bob_client.token_for)
+    for _ in range(3):  # the yes-answer is cached now
+        await bob_speech.get_application(app.name)
+    await speech_customer.tenant.admin_client.delete_role_assignment(grant.role_assignment_id)
+    started = time.monotonic()
+    while True:
+        try:
+            await bob_speech.get_application(app.name)
+        except PermissionDenied:
+            break
+        assert time.monotonic() - started < 1.0, "the removed role still worked after a second"
+        await asyncio.sleep(0.01)
