@@ -11,6 +11,7 @@ call fails closed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -112,6 +113,8 @@ class AuditLog:
         self._mac_key = mac_key
         self.signer = signer
         self.appended = ChangeNotifier()
+        self._pending: list[tuple[AuditEntry, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, store: KeyVaultStore, clock: Clock, mac_key: bytes, sealer: Sealer) -> AuditLog:
@@ -133,13 +136,50 @@ class AuditLog:
         return self.signer.public_raw()
 
     async def append(self, entry: AuditEntry) -> int:
-        """Write one record after the current head; fails closed with AUDIT_UNAVAILABLE."""
-        try:
-            async with self._store.db.transaction() as tx:
-                cursor = await tx.execute("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
-                head = await cursor.fetchone()
-                sequence = (head[0] + 1) if head else 1
-                previous = bytes(head[1]) if head else GENESIS
+        """Write one record after the current head and return its sequence number, once it
+        is committed; fails closed with AUDIT_UNAVAILABLE.
+
+        Records of concurrent calls are committed together (group commit): whoever finds no
+        write in progress starts one that takes every record waiting, so a busy vault pays
+        one commit per batch, not per call, and every call still answers only after its
+        own record is durable.
+        """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="audit-group-commit")
+        return await done
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                sequences = await self._write([entry for entry, _ in batch])
+            except Exception as exc:
+                log.error("cannot write the audit records", exc_info=exc)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(
+                            Unavailable(
+                                Reason.AUDIT_UNAVAILABLE,
+                                "the audit record could not be written, so the call was refused; retry",
+                            )
+                        )
+                continue
+            for (_, done), sequence in zip(batch, sequences, strict=True):
+                if not done.done():  # a caller that gave up still has its record written
+                    done.set_result(sequence)
+            await self.appended.notify()
+
+    async def _write(self, entries: list[AuditEntry]) -> list[int]:
+        async with self._store.db.transaction() as tx:
+            cursor = await tx.execute("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
+            head = await cursor.fetchone()
+            sequence = head[0] if head else 0
+            previous = bytes(head[1]) if head else GENESIS
+            written = []
+            for entry in entries:
+                sequence += 1
                 mac = audit_mac(self._mac_key, previous, {"sequence": sequence, **entry.canonical()})
                 await tx.execute(
                     "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
@@ -147,13 +187,9 @@ class AuditLog:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (sequence, *entry.canonical().values(), mac),
                 )
-        except Exception as exc:
-            log.error("cannot write the audit record", exc_info=exc)
-            raise Unavailable(
-                Reason.AUDIT_UNAVAILABLE, "the audit record could not be written, so the call was refused; retry"
-            ) from None
-        await self.appended.notify()
-        return sequence
+                previous = mac
+                written.append(sequence)
+        return written
 
     async def query(
         self,

@@ -17,10 +17,10 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from services.keyvault import errors
 from services.keyvault.crypto import (
@@ -51,6 +51,7 @@ from services.rpckit.events import ChangeNotifier
 from services.rpckit.reasons import Reason
 from services.rpckit.tokens import VerifiedToken
 
+T = TypeVar("T")
 KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 VERSION = re.compile(r"[0-9a-f]{32}")
 MAX_TAGS, MAX_TAG_NAME, MAX_TAG_VALUE = 15, 512, 256
@@ -174,6 +175,7 @@ class Keys:
         self.dns_suffix = dns_suffix
         self._random = random
         self._materials: dict[tuple[str, str, str], RsaKeyMaterial] = {}
+        self._reads: dict[tuple[str, ...], tuple[int, Any]] = {}
 
     # --- identifiers ------------------------------------------------------------------
 
@@ -186,11 +188,28 @@ class Keys:
     def parse(self, field: str, value: str) -> KeyRef:
         return parse_key_ref(field, value, self.dns_suffix)
 
+    # --- cached reads -------------------------------------------------------------------
+
+    async def _read(self, key: tuple[str, ...], load: Callable[[], Awaitable[T | None]]) -> T | None:
+        """A vault, key or key version, read from the database once per change: every write
+        of this service announces itself on the notifier (before its call answers), and an
+        entry read under an older announcement is not used. Absent things are not cached."""
+        version = self.notifier.version
+        hit = self._reads.get(key)
+        if hit is not None and hit[0] == version:
+            return cast(T, hit[1])
+        value = await load()
+        if value is not None and self.notifier.version == version:
+            if len(self._reads) > 10_000:
+                self._reads.clear()
+            self._reads[key] = (version, value)
+        return value
+
     # --- authorization ----------------------------------------------------------------
 
     async def authorize(self, caller: VerifiedToken, vault: str, permission: KeyPermission) -> Vault:
         """The vault, if the caller is of its tenant and an access policy grants `permission`."""
-        found = await self.store.get_vault(vault)
+        found = await self._read(("vault", vault), lambda: self.store.get_vault(vault))
         if found is None or found.deleted:
             raise errors.vault_not_found(vault)
         if caller.tenant_id != found.tenant_id:
@@ -209,7 +228,9 @@ class Keys:
         return found
 
     async def live_key(self, vault: Vault, name: str) -> Key:
-        key = await self.store.get_key(vault.vault_name, name)
+        key = await self._read(
+            ("key", vault.vault_name, name.lower()), lambda: self.store.get_key(vault.vault_name, name)
+        )
         if key is None:
             raise errors.with_akv(
                 errors.NotFound(
@@ -232,10 +253,16 @@ class Keys:
 
     async def _version(self, vault: Vault, ref: KeyRef) -> KeyVersion:
         await self.live_key(vault, ref.key_name)
-        if ref.version is None:
-            found = await self.store.latest_version(vault.vault_name, ref.key_name)
+        name, version = ref.key_name, ref.version
+        if version is None:
+            found = await self._read(
+                ("latest", vault.vault_name, name.lower()), lambda: self.store.latest_version(vault.vault_name, name)
+            )
         else:
-            found = await self.store.get_version(vault.vault_name, ref.key_name, ref.version)
+            found = await self._read(
+                ("version", vault.vault_name, name.lower(), version),
+                lambda: self.store.get_version(vault.vault_name, name, version),
+            )
         if found is None:
             raise errors.with_akv(
                 errors.NotFound(

@@ -171,6 +171,7 @@ class Vaults:
         )
         async with self.store.db.transaction() as tx:
             await self.store.insert_vault(tx, vault)
+        await self.notifier.notify()  # every write announces itself: readers cache by it
         return vault
 
     async def get(self, caller: VerifiedToken, name: str) -> Vault:
@@ -209,6 +210,7 @@ class Vaults:
             await self.store.update_vault_flags(
                 tx, vault.vault_name, soft_delete=soft, purge_protection=purge, when=now
             )
+        await self.notifier.notify()
         return replace(vault, soft_delete=soft, purge_protection=purge, update_time=now)
 
     async def delete(self, caller: VerifiedToken, name: str) -> None:

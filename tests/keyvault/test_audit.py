@@ -121,3 +121,12 @@ async def test_the_checkpoint_key_survives_a_restart(tmp_path, clock):
     assert again.public_key == first.public_key
     assert (await again.verify([checkpoint])).ok
     await store.close()
+
+
+async def test_concurrent_records_are_committed_together_and_chain_in_order(log, clock):
+    import asyncio
+
+    sequences = await asyncio.gather(*(log.append(entry(clock, i)) for i in range(1, 51)))
+    assert sorted(sequences) == list(range(1, 51))
+    assert (await log.verify()).ok
+    assert [r.entry.request_id for r in await log.query(limit=100)] == [f"req-{i}" for i in range(1, 51)]
