@@ -170,6 +170,9 @@ def render(results: dict[str, Any]) -> str:
     ]  # fmt: skip
     lines += [f"| {r['name']} | {r['value']} | {r['target']} | {'pass' if r['ok'] else 'FAIL'} |" for r in rows]
     lines += ["", "Raw figures: `bench/results.json`.", ""]
+    learned = ROOT / "bench" / "LEARNED.md"
+    if learned.exists():
+        lines += [learned.read_text()]
     return "\n".join(lines)
 
 
