@@ -168,36 +168,34 @@ async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[
 
 
 @asynccontextmanager
-async def keyvault_session(state: State) -> AsyncIterator[Any]:
+async def _service_session(
+    state: State, service: str, make: Callable[[grpc.aio.Channel, Any], Any]
+) -> AsyncIterator[Any]:
+    """A client of the key vault or speech service, signed in with the profile's tokens."""
+    profile = load_profile(state)
+    endpoint = getattr(state, f"{service}_endpoint") or getattr(profile, f"{service}_endpoint")
+    if not endpoint:
+        raise click.ClickException(
+            f"no {service} endpoint: give --{service}-endpoint, or cmk login --{service}-endpoint"
+        )
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    channel = state.dial(endpoint, profile)
+    try:
+        yield make(channel, profile_tokens(state, profile, identity))
+    finally:
+        await channel.close()
+        await identity.close()
+
+
+def keyvault_session(state: State) -> Any:
     """A key vault client signed in with the profile's tokens."""
     from services.client.keyvault import KeyVaultClient
 
-    profile = load_profile(state)
-    endpoint = state.keyvault_endpoint or profile.keyvault_endpoint
-    if not endpoint:
-        raise click.ClickException("no key vault endpoint: give --keyvault-endpoint, or cmk login --keyvault-endpoint")
-    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
-    channel = state.dial(endpoint, profile)
-    try:
-        yield KeyVaultClient(channel, profile_tokens(state, profile, identity))
-    finally:
-        await channel.close()
-        await identity.close()
+    return _service_session(state, "keyvault", KeyVaultClient)
 
 
-@asynccontextmanager
-async def speech_session(state: State) -> AsyncIterator[Any]:
+def speech_session(state: State) -> Any:
     """A speech client signed in with the profile's tokens."""
     from services.client.speech import SpeechClient
 
-    profile = load_profile(state)
-    endpoint = state.speech_endpoint or profile.speech_endpoint
-    if not endpoint:
-        raise click.ClickException("no speech endpoint: give --speech-endpoint, or cmk login --speech-endpoint")
-    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
-    channel = state.dial(endpoint, profile)
-    try:
-        yield SpeechClient(channel, profile_tokens(state, profile, identity))
-    finally:
-        await channel.close()
-        await identity.close()
+    return _service_session(state, "speech", SpeechClient)
