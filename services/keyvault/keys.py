@@ -17,10 +17,10 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from services.keyvault import errors
 from services.keyvault.crypto import (
@@ -49,6 +49,7 @@ from services.rpckit.clock import Clock
 from services.rpckit.errors import invalid_field
 from services.rpckit.events import ChangeNotifier
 from services.rpckit.reasons import Reason
+from services.rpckit.storage import ReadCache
 from services.rpckit.tokens import VerifiedToken
 
 T = TypeVar("T")
@@ -175,7 +176,10 @@ class Keys:
         self.dns_suffix = dns_suffix
         self._random = random
         self._materials: dict[tuple[str, str, str], RsaKeyMaterial] = {}
-        self._reads: dict[tuple[str, ...], tuple[int, Any]] = {}
+        # Vaults, keys and versions read once per change: every write of this service
+        # announces itself on the notifier before its call answers (audit appends do not,
+        # so they leave the cache alone).
+        self._reads = ReadCache(lambda: self.notifier.version)
 
     # --- identifiers ------------------------------------------------------------------
 
@@ -188,28 +192,11 @@ class Keys:
     def parse(self, field: str, value: str) -> KeyRef:
         return parse_key_ref(field, value, self.dns_suffix)
 
-    # --- cached reads -------------------------------------------------------------------
-
-    async def _read(self, key: tuple[str, ...], load: Callable[[], Awaitable[T | None]]) -> T | None:
-        """A vault, key or key version, read from the database once per change: every write
-        of this service announces itself on the notifier (before its call answers), and an
-        entry read under an older announcement is not used. Absent things are not cached."""
-        version = self.notifier.version
-        hit = self._reads.get(key)
-        if hit is not None and hit[0] == version:
-            return cast(T, hit[1])
-        value = await load()
-        if value is not None and self.notifier.version == version:
-            if len(self._reads) > 10_000:
-                self._reads.clear()
-            self._reads[key] = (version, value)
-        return value
-
     # --- authorization ----------------------------------------------------------------
 
     async def authorize(self, caller: VerifiedToken, vault: str, permission: KeyPermission) -> Vault:
         """The vault, if the caller is of its tenant and an access policy grants `permission`."""
-        found = await self._read(("vault", vault), lambda: self.store.get_vault(vault))
+        found = await self._reads.get(("vault", vault), lambda: self.store.get_vault(vault))
         if found is None or found.deleted:
             raise errors.vault_not_found(vault)
         if caller.tenant_id != found.tenant_id:
@@ -228,7 +215,7 @@ class Keys:
         return found
 
     async def live_key(self, vault: Vault, name: str) -> Key:
-        key = await self._read(
+        key = await self._reads.get(
             ("key", vault.vault_name, name.lower()), lambda: self.store.get_key(vault.vault_name, name)
         )
         if key is None:
@@ -255,11 +242,11 @@ class Keys:
         await self.live_key(vault, ref.key_name)
         name, version = ref.key_name, ref.version
         if version is None:
-            found = await self._read(
+            found = await self._reads.get(
                 ("latest", vault.vault_name, name.lower()), lambda: self.store.latest_version(vault.vault_name, name)
             )
         else:
-            found = await self._read(
+            found = await self._reads.get(
                 ("version", vault.vault_name, name.lower(), version),
                 lambda: self.store.get_version(vault.vault_name, name, version),
             )

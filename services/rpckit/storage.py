@@ -10,16 +10,18 @@ import asyncio
 import base64
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
 from services.rpckit.errors import invalid_field
 from services.rpckit.reasons import Reason
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,9 @@ class Database:
         self.conn = conn
         self.path = path
         self._write_lock = asyncio.Lock()
+        self.generation = 0
+        """Counts committed transactions: a read cache keyed by it never serves what a later
+        commit changed."""
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """All rows of a query, in one hop to the database thread."""
@@ -62,6 +67,7 @@ class Database:
                 await self.conn.rollback()
                 raise
             await self.conn.commit()
+            self.generation += 1  # no await between the commit and this: readers see both or neither
 
     async def schema_version(self) -> int:
         row = await self.fetch_one("SELECT MAX(version) FROM schema_migrations")
@@ -111,6 +117,31 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
                 (step.version, step.description),
             )
     return db
+
+
+class ReadCache:
+    """Rows read once per change: an entry is used only while `version()` still returns what
+    it returned before the row was read (a commit counter, or a service's change notifier).
+    Absent rows are not cached."""
+
+    def __init__(self, version: Callable[[], int], limit: int = 10_000) -> None:
+        self._version = version
+        self._limit = limit
+        self._entries: dict[tuple[str, ...], tuple[int, Any]] = {}
+        self.hits = 0
+
+    async def get(self, key: tuple[str, ...], load: Callable[[], Awaitable[T | None]]) -> T | None:
+        version = self._version()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == version:
+            self.hits += 1
+            return cast(T, entry[1])
+        value = await load()
+        if value is not None and self._version() == version:
+            if len(self._entries) >= self._limit:
+                self._entries.clear()
+            self._entries[key] = (version, value)
+        return value
 
 
 # --- pagination ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Protocol
 from services.rpckit.clock import Clock
 from services.rpckit.errors import Aborted, FailedPrecondition, NotFound, invalid_field
 from services.rpckit.reasons import Reason
+from services.rpckit.storage import ReadCache
 from services.rpckit.tokens import VerifiedToken
 from services.rpckit.validation import display_name, require_uuid
 from services.speech.envelope import (
@@ -86,6 +87,7 @@ class Data:
         self._keys = keys
         self._clock = clock
         self._random = random
+        self._reads = ReadCache(lambda: self._store.db.generation)
 
     async def _resource(self, caller: VerifiedToken, resource_id: str, access: int) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("parent", resource_id))
@@ -124,7 +126,10 @@ class Data:
         return OpenedApplication(record, config_json)
 
     async def _application(self, resource: SpeechResource, app_id: str) -> Application:
-        found = await self._store.get_application(resource.uid, require_uuid("application_id", app_id))
+        app_id = require_uuid("application_id", app_id)
+        found = await self._reads.get(
+            ("application", resource.uid, app_id), lambda: self._store.get_application(resource.uid, app_id)
+        )
         if found is None:
             raise NotFound(
                 Reason.APPLICATION_NOT_FOUND, f"application {app_id} does not exist in {resource.resource_id}"

@@ -20,11 +20,12 @@ from services.rpckit.errors import (
     invalid_field,
 )
 from services.rpckit.reasons import Reason
+from services.rpckit.storage import ReadCache
 from services.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from services.rpckit.validation import display_name, require_uuid
 from services.speech.envelope import DataKey, MasterKeyRing, RandomBytes
 from services.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, KeySource, SpeechResource, Tier
-from services.speech.storage import SpeechStore
+from services.speech.storage import SpeechStore, resource_key
 
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]")
 RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
@@ -120,6 +121,9 @@ class Resources:
         self.ring = ring
         self.auto_approve = auto_approve
         self._random = random
+        # Resources read once per commit of this service's database (every write of it goes
+        # through a transaction there), so a hot path does not pay a database hop per call.
+        self._reads = ReadCache(lambda: store.db.generation)
 
     async def require(self, caller: VerifiedToken, scope: str, access: int) -> None:
         if not await self.authorizer.allowed(caller.object_id, scope, access):
@@ -130,7 +134,9 @@ class Resources:
             )  # fmt: skip
 
     async def get_resource(self, resource_id: str) -> SpeechResource:
-        found = await self.store.get_resource(resource_id)
+        found = await self._reads.get(
+            ("resource", resource_key(resource_id)), lambda: self.store.get_resource(resource_id)
+        )
         if found is None:
             raise NotFound(
                 Reason.SPEECH_RESOURCE_NOT_FOUND, f"speech resource {resource_id} does not exist",

@@ -6,7 +6,14 @@ import pytest
 
 from services.rpckit.errors import InvalidArgument
 from services.rpckit.reasons import Reason
-from services.rpckit.storage import Migration, decode_page_token, encode_page_token, open_database, page_size_of
+from services.rpckit.storage import (
+    Migration,
+    ReadCache,
+    decode_page_token,
+    encode_page_token,
+    open_database,
+    page_size_of,
+)
 
 V1 = Migration(1, "things", ("CREATE TABLE things (id TEXT PRIMARY KEY)",))
 V2 = Migration(2, "labels", ("ALTER TABLE things ADD COLUMN label TEXT NOT NULL DEFAULT ''",))
@@ -50,6 +57,52 @@ async def test_a_failed_transaction_changes_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         await insert_then_fail()
     assert await db.fetch_all("SELECT * FROM things") == []
+    await db.close()
+
+
+async def test_a_read_cache_never_serves_what_a_later_commit_changed(tmp_path):
+    db = await open_database(tmp_path / "db.sqlite", [V2, V1])
+    reads = ReadCache(lambda: db.generation)
+    loads = 0
+
+    async def label(thing: str) -> str | None:
+        nonlocal loads
+        loads += 1
+        row = await db.fetch_one("SELECT label FROM things WHERE id = ?", (thing,))
+        return None if row is None else str(row[0])
+
+    async def write(sql: str) -> None:
+        async with db.transaction() as tx:
+            await tx.execute(sql)
+
+    assert await reads.get(("thing", "a"), lambda: label("a")) is None
+    assert await reads.get(("thing", "a"), lambda: label("a")) is None
+    assert loads == 2  # absent rows are looked up every time
+    await write("INSERT INTO things (id, label) VALUES ('a', 'one')")
+    assert await reads.get(("thing", "a"), lambda: label("a")) == "one"
+    assert await reads.get(("thing", "a"), lambda: label("a")) == "one"
+    assert (loads, reads.hits) == (3, 1)
+    await write("UPDATE things SET label = 'two' WHERE id = 'a'")
+    assert await reads.get(("thing", "a"), lambda: label("a")) == "two"
+
+    async def label_while_someone_commits(thing: str) -> str | None:
+        found = await label(thing)  # read before the commit below: must not be kept
+        await write("UPDATE things SET label = 'three' WHERE id = 'a'")
+        return found
+
+    assert await reads.get(("racing", "a"), lambda: label_while_someone_commits("a")) == "two"
+    assert await reads.get(("racing", "a"), lambda: label("a")) == "three"
+
+    async def fail() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE things SET label = 'four' WHERE id = 'a'")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await fail()
+    hits = reads.hits
+    assert await reads.get(("racing", "a"), lambda: label("a")) == "three"
+    assert reads.hits == hits + 1  # a rolled-back transaction changes nothing, so keeps the entry
     await db.close()
 
 
