@@ -60,8 +60,14 @@ async def test_a_failed_transaction_changes_nothing(tmp_path):
     await db.close()
 
 
-async def test_a_read_cache_never_serves_what_a_later_commit_changed(tmp_path):
-    db = await open_database(tmp_path / "db.sqlite", [V2, V1])
+@pytest.fixture
+async def db(tmp_path):
+    opened = await open_database(tmp_path / "db.sqlite", [V2, V1])
+    yield opened
+    await opened.close()  # also when the test fails: an open connection keeps the process alive
+
+
+async def test_a_read_cache_never_serves_what_a_later_commit_changed(db):
     reads = ReadCache(lambda: db.generation)
     loads = 0
 
@@ -103,7 +109,6 @@ async def test_a_read_cache_never_serves_what_a_later_commit_changed(tmp_path):
     hits = reads.hits
     assert await reads.get(("racing", "a"), lambda: label("a")) == "three"
     assert reads.hits == hits + 1  # a rolled-back transaction changes nothing, so keeps the entry
-    await db.close()
 
 
 def test_page_tokens_round_trip_and_refuse_others():
