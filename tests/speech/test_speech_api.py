@@ -52,6 +52,7 @@ async def test_applications_and_luis_keys_round_trip_transparently(speech_custom
 async def test_an_update_needs_the_current_etag_and_exactly_one_of_two_concurrent_wins(speech_customer):
     resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
     app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
+    assert (await speech_customer.speech.get_application(app.name)).etag == app.etag  # now in the read cache
     results = await asyncio.gather(
         *(
             speech_customer.speech.update_application(app.name, app.etag, f"v{i}", json.dumps({"i": i}))
@@ -67,6 +68,7 @@ async def test_an_update_needs_the_current_etag_and_exactly_one_of_two_concurren
     assert current.etag == '"2"' and current.configuration_json == winners[0].configuration_json
     with pytest.raises(Aborted):
         await speech_customer.speech.delete_application(app.name, app.etag)
+    assert (await speech_customer.speech.get_application(app.name)).etag == '"2"'
     await speech_customer.speech.delete_application(app.name, current.etag)
     with pytest.raises(NotFound):
         await speech_customer.speech.get_application(app.name)
