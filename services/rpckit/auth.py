@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from services.rpckit.errors import Unauthenticated
 from services.rpckit.reasons import Reason
 from services.rpckit.tokens import TokenValidator, VerifiedToken
-from services.rpckit.types import Context
-
-UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+from services.rpckit.types import Context, Stream, Unary, rewrap
 
 _caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
 
@@ -70,10 +67,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         audience = self._audience_of(handler_call_details.method)
-        if handler.unary_unary is not None:
-            inner = cast(UnaryBehavior, handler.unary_unary)
 
-            async def unary(request: Any, context: Context) -> Any:
+        def unary(inner: Unary) -> Unary:
+            async def authenticated(request: Any, context: Context) -> Any:
                 token = await self._authenticate(context, audience)
                 reset = _caller.set(token)
                 try:
@@ -81,29 +77,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     _caller.reset(reset)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_stream = cast(StreamBehavior, handler.unary_stream)
+            return authenticated
 
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        def stream(inner: Stream) -> Stream:
+            async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
                 token = await self._authenticate(context, audience)
                 reset = _caller.set(token)
                 try:
-                    async for response in inner_stream(request, context):
+                    async for response in inner(request, context):
                         yield response
                 finally:
                     _caller.reset(reset)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return authenticated
+
+        return rewrap(handler, unary, stream)
 
     def _audience_of(self, method: str) -> str:
         service = method.lstrip("/").split("/", 1)[0]

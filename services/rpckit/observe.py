@@ -10,19 +10,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from services.rpckit.types import Context
+from services.rpckit.types import Context, Stream, Unary, rewrap
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cmk_request_id", default=None)
-
-Unary = Callable[[Any, Context], Awaitable[Any]]
-Stream = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 def current_request_id() -> str | None:
@@ -108,38 +105,29 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner = cast(Unary, handler.unary_unary)
 
-            async def unary(request: Any, context: Context) -> Any:
+        def unary(inner: Unary) -> Unary:
+            async def observed(request: Any, context: Context) -> Any:
                 token, started = await self._begin(context)
                 try:
                     return await inner(request, context)
                 finally:
                     self._end(method, context, started, token)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_stream = cast(Stream, handler.unary_stream)
+            return observed
 
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        def stream(inner: Stream) -> Stream:
+            async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
                 token, started = await self._begin(context)
                 try:
-                    async for item in inner_stream(request, context):
+                    async for item in inner(request, context):
                         yield item
                 finally:
                     self._end(method, context, started, token)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return observed
+
+        return rewrap(handler, unary, stream)
 
     async def _begin(self, context: Context) -> tuple[contextvars.Token[str | None], float]:
         request_id = request_id_from(context.invocation_metadata())

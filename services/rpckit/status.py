@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from services.rpckit import errors
 from services.rpckit.reasons import Reason
-from services.rpckit.types import Context
+from services.rpckit.types import Context, Stream, Unary, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,6 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     return cls(reason, message, metadata=metadata)
 
 
-Handler = Callable[[Any, Context], Awaitable[Any]]
-StreamHandler = Callable[[Any, Context], AsyncIterator[Any]]
-
-
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Applies the error mapping to every unary and server-streaming handler.
 
@@ -140,19 +136,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(cast(Handler, handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(cast(StreamHandler, handler.unary_stream), method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(
+            handler, lambda inner: self._wrap_unary(inner, method), lambda inner: self._wrap_stream(inner, method)
+        )
 
     async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
         if isinstance(exc, errors.ServiceError):
@@ -164,7 +150,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         log.error("unexpected error in %s", method, exc_info=exc)
         await context.abort_with_status(internal_status(self._domain))
 
-    def _wrap_unary(self, behavior: Handler, method: str) -> Handler:
+    def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
         async def wrapped(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
@@ -175,7 +161,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behavior: StreamHandler, method: str) -> StreamHandler:
+    def _wrap_stream(self, behavior: Stream, method: str) -> Stream:
         async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
