@@ -16,7 +16,7 @@ import base64
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -52,9 +52,22 @@ class AuditEntry:
     reason: str
 
     def canonical(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["time"] = self.time.isoformat(timespec="microseconds")
-        return data
+        """The fields in declaration order (the columns' order), the time as ISO 8601.
+        Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
+        return {
+            "time": self.time.isoformat(timespec="microseconds"),
+            "request_id": self.request_id,
+            "caller_object_id": self.caller_object_id,
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "resource_id": self.resource_id,
+            "operation": self.operation,
+            "vault_name": self.vault_name,
+            "key_name": self.key_name,
+            "key_version": self.key_version,
+            "result": self.result,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,19 +190,19 @@ class AuditLog:
             head = await cursor.fetchone()
             sequence = head[0] if head else 0
             previous = bytes(head[1]) if head else GENESIS
-            written = []
+            rows = []
             for entry in entries:
                 sequence += 1
-                mac = audit_mac(self._mac_key, previous, {"sequence": sequence, **entry.canonical()})
-                await tx.execute(
-                    "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
-                    " resource_id, operation, vault_name, key_name, key_version, result, reason, mac)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sequence, *entry.canonical().values(), mac),
-                )
-                previous = mac
-                written.append(sequence)
-        return written
+                fields = entry.canonical()
+                previous = audit_mac(self._mac_key, previous, {"sequence": sequence, **fields})
+                rows.append((sequence, *fields.values(), previous))
+            await tx.executemany(  # one hop to the database thread for the whole batch
+                "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
+                " resource_id, operation, vault_name, key_name, key_version, result, reason, mac)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return [row[0] for row in rows]
 
     async def query(
         self,

@@ -13,6 +13,7 @@ before, by the shared validator.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -96,9 +97,11 @@ def key_name(field: str, value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_key_ref(field: str, value: str, dns_suffix: str) -> KeyRef:
     """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or a resource
-    name (vaults/{vault}/keys/{name}[/versions/{version}])."""
+    name (vaults/{vault}/keys/{name}[/versions/{version}]). Remembered (a busy client names
+    the same few keys on every call); refusals are not, as they raise."""
     if not value:
         raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
     if len(value) > 512:

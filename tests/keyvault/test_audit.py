@@ -130,3 +130,15 @@ async def test_concurrent_records_are_committed_together_and_chain_in_order(log,
     assert sorted(sequences) == list(range(1, 51))
     assert (await log.verify()).ok
     assert [r.entry.request_id for r in await log.query(limit=100)] == [f"req-{i}" for i in range(1, 51)]
+
+
+def test_the_canonical_form_covers_every_field_in_column_order(clock):
+    from dataclasses import fields
+
+    one = entry(clock, 1, "denied")
+    canonical = one.canonical()
+    assert list(canonical) == [f.name for f in fields(AuditEntry)]
+    assert canonical["time"] == one.time.isoformat(timespec="microseconds")
+    assert [canonical[f.name] for f in fields(AuditEntry) if f.name != "time"] == [
+        getattr(one, f.name) for f in fields(AuditEntry) if f.name != "time"
+    ]
