@@ -120,7 +120,8 @@ async def ours(endpoints: dict[str, str], operator: ClientCredentials, seconds: 
 
 async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     """Milliseconds from a revoking change to the first refused read, for each way a customer
-    revokes: removing the identity's access policy, and disabling the key."""
+    revokes: removing the identity's access policy, disabling the key, and disabling the
+    resource's managed identity."""
     resource = prepared.app_cmk.split("/applications/")[0]
     identity = (await prepared.speech.get_resource(resource)).identity.principal_id
     vault = prepared.key_id.split("//")[1].split(".")[0]
@@ -135,6 +136,10 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
             lambda: prepared.vaults.set_access_policy(vault, tenant, identity, ["get", "wrapKey", "unwrapKey"]),
         ),
         "key_disabled": (lambda: enabled(False), lambda: enabled(True)),
+        "identity_disabled": (
+            lambda: prepared.identity.disable_principal(tenant, identity),
+            lambda: prepared.identity.enable_principal(tenant, identity),
+        ),
     }
     results = {}
     for way, (revoke, restore) in ways.items():
