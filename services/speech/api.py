@@ -142,7 +142,7 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         )
 
     async def DeleteSpeechResource(self, request: pb.DeleteSpeechResourceRequest, context: Context) -> empty_pb2.Empty:
-        await self._r.delete(current_caller(), request.name)
+        await self._e.delete(current_caller(), request.name)
         return empty_pb2.Empty()
 
     async def MoveSpeechResource(self, request: pb.MoveSpeechResourceRequest, context: Context) -> res.SpeechResource:

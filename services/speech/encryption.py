@@ -143,6 +143,16 @@ class Encryption:
         await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
         return await self._save(replace(resource, identity_principal_id="", identity_tenant_id=""))
 
+    async def delete(self, caller: VerifiedToken, resource_id: str) -> None:
+        """Delete the resource with its data, and its system-assigned identity with it, as
+        the real platform does: the identity lives and dies with its resource. The identity
+        goes first, so a failure leaves the resource as it was, and a retry finishes."""
+        resource = await self._writable(caller, resource_id)
+        if resource.identity_principal_id:
+            await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        await self._resources.delete(resource)
+        self._keys.drop(resource)
+
     # --- moving --------------------------------------------------------------------------
 
     async def move(

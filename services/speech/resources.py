@@ -222,9 +222,8 @@ class Resources:
         await self.require(caller, f"/subscriptions/{subscription_id}", READ)
         return await self.store.list_resources(subscription_id, after=after, limit=limit)
 
-    async def delete(self, caller: VerifiedToken, resource_id: str) -> None:
-        resource = await self.get_resource(parse_resource_id("name", resource_id))
-        await self.require(caller, resource.resource_id, WRITE)
+    async def delete(self, resource: SpeechResource) -> None:
+        """Delete a resource row and its data (the caller has checked the right to)."""
         async with self.store.db.transaction() as tx:
             await self.store.delete_resource(tx, resource.uid)
 

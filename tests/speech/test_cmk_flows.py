@@ -424,6 +424,22 @@ async def test_a_move_to_another_tenant_loses_the_identity_and_says_why(world, o
         await operator.get_principal(world.tenant_id, moved.identity.principal_id)
 
 
+async def test_deleting_a_resource_deletes_its_identity_and_its_data(world, operator):
+    with_cmk = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    identity = with_cmk.identity.principal_id
+    assert (await operator.get_principal(world.tenant_id, identity)).object_id == identity
+    await world.speech.delete_resource(world.resource.name)
+    with pytest.raises(NotFound):
+        await operator.get_principal(world.tenant_id, identity)
+    with pytest.raises(NotFound):
+        await world.speech.get_resource(world.resource.name)
+    assert world.ciphertexts() == []
+    with pytest.raises(NotFound):  # and the name can be used again, with no identity
+        await world.speech.delete_resource(world.resource.name)
+    again = await world.speech.create_resource(world.subscription_id, "rg1", "speech1", "westeurope")
+    assert not again.identity.principal_id
+
+
 async def test_a_request_id_travels_from_the_caller_to_the_vaults_audit_log(world):
     from cmk.speech.v1 import speech_service_pb2 as pb
     from cmk.speech.v1 import speech_service_pb2_grpc as sp_grpc

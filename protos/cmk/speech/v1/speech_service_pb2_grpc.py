@@ -131,7 +131,7 @@ class SpeechResourceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSpeechResource(self, request, context):
-        """Deletes a resource and its data. Contributor on it.
+        """Deletes a resource, its data and its system-assigned managed identity. Contributor on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,7 +48,7 @@ class SpeechResourceServiceStub:
     ListSpeechResources: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.ListSpeechResourcesRequest, _speech_service_pb2.ListSpeechResourcesResponse]
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]
-    """Deletes a resource and its data. Contributor on it."""
+    """Deletes a resource, its data and its system-assigned managed identity. Contributor on it."""
     MoveSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.MoveSpeechResourceRequest, _resources_pb2.SpeechResource]
     """Moves a resource to another resource group or subscription (its id changes; its data
     stays readable). Contributor on the resource and on the target resource group; to a
@@ -95,7 +95,7 @@ class SpeechResourceServiceAsyncStub(SpeechResourceServiceStub):
     ListSpeechResources: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.ListSpeechResourcesRequest, _speech_service_pb2.ListSpeechResourcesResponse]  # type: ignore[assignment]
     """Lists a subscription's resources. Reader on the subscription."""
     DeleteSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DeleteSpeechResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes a resource and its data. Contributor on it."""
+    """Deletes a resource, its data and its system-assigned managed identity. Contributor on it."""
     MoveSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.MoveSpeechResourceRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
     """Moves a resource to another resource group or subscription (its id changes; its data
     stays readable). Contributor on the resource and on the target resource group; to a
@@ -163,7 +163,7 @@ class SpeechResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _speech_service_pb2.DeleteSpeechResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes a resource and its data. Contributor on it."""
+        """Deletes a resource, its data and its system-assigned managed identity. Contributor on it."""
 
     @_abc_1.abstractmethod
     def MoveSpeechResource(
