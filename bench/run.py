@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,34 @@ sys.path.insert(0, str(ROOT))
 
 from cmk.keyvault.v1 import resources_pb2 as kvres  # noqa: E402
 
+from bench import scale  # noqa: E402
 from services.cli.common import State  # noqa: E402
-from services.client.identity import ClientCredentials  # noqa: E402
+from services.client.identity import ClientCredentials, IdentityClient  # noqa: E402
+from services.client.keyvault import KeyVaultClient  # noqa: E402
+from services.client.speech import SpeechClient  # noqa: E402
 from services.loadgen.runner import run_closed  # noqa: E402
-from services.loadgen.scenarios import prepare, scenario  # noqa: E402
+from services.loadgen.scenarios import Prepared, prepare, scenario  # noqa: E402
 from services.rpckit.channels import open_channel  # noqa: E402
 from services.rpckit.errors import ServiceError  # noqa: E402
 
 CMK = [sys.executable, "-m", "services.cli"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how big: the full suite takes minutes, the smoke run (CI) seconds."""
+
+    seconds: float = 10.0
+    concurrency: int = 32
+    trials: int = 50
+    soak_seconds: float = 300.0
+    scale_resources: int = 1000
+    scale_applications: int = 100
+    crypto_seconds: float = 2.0
+
+
+SMOKE = Plan(seconds=1.0, concurrency=8, trials=3, soak_seconds=3.0, scale_resources=12, scale_applications=5,
+             crypto_seconds=0.3)  # fmt: skip
 
 
 def crypto_ceilings(seconds: float) -> dict[str, float]:
@@ -101,21 +122,104 @@ def start_trio(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return process, json.loads(process.stdout.readline())  # type: ignore[union-attr]
 
 
-async def ours(endpoints: dict[str, str], operator: ClientCredentials, seconds: float, concurrency: int,
-               trials: int) -> dict[str, Any]:  # fmt: skip
-    state = State("json", None, None)
-    prepared = await prepare(endpoints, operator, state.dial)
+def read_operator(data_dir: Path) -> ClientCredentials:
+    data = json.loads((data_dir / "operator.json").read_text())
+    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+
+
+async def ours(endpoints: dict[str, str], operator: ClientCredentials, pid: int, plan: Plan) -> dict[str, Any]:
+    prepared = await prepare(endpoints, operator, State("json", None, None).dial)
     results: dict[str, Any] = {}
     try:
         for name in ("read", "read-mm", "unwrap", "token", "write"):
-            run = await run_closed(scenario(name, prepared), scenario=name, concurrency=concurrency,
-                                   duration=seconds, requests=None, warmup=1)  # fmt: skip
+            run = await run_closed(scenario(name, prepared), scenario=name, concurrency=plan.concurrency,
+                                   duration=plan.seconds, requests=None, warmup=1)  # fmt: skip
             results[name] = run.summary()
-        results["revocation"] = await revocation(prepared, trials)
-        results["rotation_under_load"] = await rotation_under_load(prepared, seconds, concurrency)
+        results["revocation"] = await revocation(prepared, plan.trials)
+        results["rotation_under_load"] = await rotation_under_load(prepared, plan.seconds, plan.concurrency)
+        results["memory_under_mixed_load"] = await memory_under_load(prepared, pid, plan.soak_seconds, plan.concurrency)
     finally:
         await prepared.close()
     return results
+
+
+async def memory_under_load(prepared: Prepared, pid: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """The trio's RSS sampled through a long mixed run. Caches fill during the first fifth;
+    the growth reported is from there to the end, which stays flat unless something grows
+    without bound."""
+    samples: list[tuple[float, float]] = []
+    started = time.perf_counter()
+
+    async def sample() -> None:
+        while True:
+            samples.append((round(time.perf_counter() - started, 1), round(scale.rss_mib(pid), 1)))
+            await asyncio.sleep(seconds / 60)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        run = await run_closed(scenario("mixed", prepared), scenario="mixed", concurrency=concurrency,
+                               duration=seconds, requests=None, warmup=0)  # fmt: skip
+    finally:
+        sampler.cancel()
+    samples.append((round(time.perf_counter() - started, 1), round(scale.rss_mib(pid), 1)))
+    settled = next(rss for at, rss in samples if at >= seconds / 5)
+    return {
+        "seconds": seconds, "requests": run.requests, "errors": sum(run.errors.values()),
+        "rss_first_mib": samples[0][1], "rss_settled_mib": settled, "rss_end_mib": samples[-1][1],
+        "growth_after_settling_pct": round((samples[-1][1] - settled) / settled * 100, 1),
+        "samples": samples,
+    }  # fmt: skip
+
+
+async def scale_step(plan: Plan) -> dict[str, Any]:
+    """A trio of its own, filled with plan.scale_resources resources of
+    plan.scale_applications applications each, then measured, restarted and measured again."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        process, banner = start_trio(data_dir)
+        try:
+            operator = read_operator(data_dir)
+            prepared = await prepare(banner["services"], operator, State("json", None, None).dial)
+            try:
+                filled = await scale.fill(prepared, plan.scale_resources, plan.scale_applications)
+                names = filled.pop("names")
+                listed = await scale.paginate(prepared, names)
+                before = {"rss_mib": round(scale.rss_mib(process.pid), 1),
+                          "databases_mib": scale.database_mib(data_dir)}  # fmt: skip
+            finally:
+                await prepared.close()
+
+            async def ready(banner: dict[str, Any]) -> None:
+                nonlocal prepared
+                prepared = await reconnect(prepared, banner["services"], operator)
+                await prepared.speech.get_application(prepared.app_cmk)
+
+            process, banner, startup = await scale.restart(process, lambda: start_trio(data_dir), ready)
+            try:
+                rss_started = round(scale.rss_mib(process.pid), 1)
+                relisted = await scale.paginate(prepared, names)
+                rss_listed = round(scale.rss_mib(process.pid), 1)
+            finally:
+                await prepared.close()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    return {
+        **filled, "first_run": {**listed, **before},
+        "restart": {**startup, "rss_started_mib": rss_started, "rss_after_listing_mib": rss_listed, **relisted},
+    }  # fmt: skip
+
+
+async def reconnect(prepared: Prepared, endpoints: dict[str, str], operator: ClientCredentials) -> Prepared:
+    """The same prepared objects on new channels (a restarted trio listens on new ports)."""
+    await prepared.close()
+    dial = State("json", None, None).dial
+    channels = [dial(endpoints[n]) for n in ("identity", "keyvault", "speech")]
+    owner = IdentityClient(channels[0], prepared.owner)
+    return replace(
+        prepared, channels=channels, identity=IdentityClient(channels[0], operator),
+        speech=SpeechClient(channels[2], owner.token_for), vaults=KeyVaultClient(channels[1], owner.token_for),
+    )  # fmt: skip
 
 
 async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
@@ -198,37 +302,94 @@ async def rotation_under_load(prepared: Any, seconds: float, concurrency: int) -
 
 
 def render(results: dict[str, Any]) -> str:
-    rows = results["targets"]
+    ours, crypto, plan = results["ours"], results["crypto_ceilings"], results["plan"]
     lines = [
         "# Benchmarks", "",
         f"Run on {results['date']} on {results['machine']}; `python3 dev.py bench` (numbers below are written by it).",
-        "", "| measure | value | target | result |", "| --- | --- | --- | --- |",
+        "", "## Targets", "", "| measure | value | target | result |", "| --- | --- | --- | --- |",
     ]  # fmt: skip
-    lines += [f"| {r['name']} | {r['value']} | {r['target']} | {'pass' if r['ok'] else 'FAIL'} |" for r in rows]
-    lines += ["", "Raw figures: `bench/results.json`.", ""]
+    lines += [f"| {r['name']} | {r['value']} | {r['target']} | {'pass' if r['ok'] else 'FAIL'} |"
+              for r in results["targets"]]  # fmt: skip
+    lines += [
+        "", f"## Paths (closed loop, {plan['concurrency']} in flight, {plan['seconds']:g} s each)",
+        "", "| path | per second | p50 ms | p99 ms | p99.9 ms | errors |", "| --- | --- | --- | --- | --- | --- |",
+        f"| ceiling A: bare echo | {results['echo_per_s']:.0f} | | | | |",
+        f"| ceiling B: RSA-2048 OAEP-SHA256 decrypt, one core | {crypto['rsa2048_oaep_decrypt_per_s']:.0f} | | | | |",
+        f"| ceiling B: AES-256-GCM decrypt of 1 KiB | {crypto['aes256gcm_1kib_decrypt_per_s']:.0f} | | | | |",
+        f"| ceiling B: RS256 token verify | {crypto['rs256_verify_per_s']:.0f} | | | | |",
+    ]  # fmt: skip
+    for name in ("read", "read-mm", "unwrap", "token", "write"):
+        r = ours[name]
+        lat = r["latency_ms"]
+        lines.append(f"| {name} | {r['throughput_per_s']:.0f} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
+                     f"{lat['p99.9']:.1f} | {sum(r['errors'].values())} |")  # fmt: skip
+    lines += ["", "## Revocation (from the change to the first refused read)", "",
+              "| way | trials | p50 ms | p99 ms |", "| --- | --- | --- | --- |"]  # fmt: skip
+    lines += [f"| {way.replace('_', ' ')} | {r['trials']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+              for way, r in ours["revocation"].items()]  # fmt: skip
+    memory = ours["memory_under_mixed_load"]
+    lines += [
+        "", "## Memory under a long mixed run", "",
+        f"{memory['requests']} requests ({memory['errors']} errors) over {memory['seconds']:g} s; the trio's RSS "
+        f"{memory['rss_first_mib']} MiB at the start, {memory['rss_settled_mib']} MiB after the first fifth, "
+        f"{memory['rss_end_mib']} MiB at the end ({memory['growth_after_settling_pct']:+.1f} % after settling).",
+        "", render_scale(ours["scale"]), "", "Raw figures: `bench/results.json`.", "",
+    ]  # fmt: skip
     learned = ROOT / "bench" / "LEARNED.md"
     if learned.exists():
         lines += [learned.read_text()]
     return "\n".join(lines)
 
 
+def render_scale(s: dict[str, Any]) -> str:
+    first, again = s["first_run"], s["restart"]
+
+    def pages(run: dict[str, Any], kind: str) -> str:
+        p = run[kind]
+        return (f"{p['pages']} pages of {p['page_size']}: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, "
+                f"max {p['max_ms']} ms")  # fmt: skip
+
+    databases = ", ".join(f"{k} {v} MiB" for k, v in first["databases_mib"].items())
+    return "\n".join([
+        "## Scale", "",
+        f"{s['resources']} resources ({s['customer_managed_resources']} with the customer-managed key) with "
+        f"{s['applications_per_resource']} applications each, made through the API at {s['resources_per_s']} "
+        f"resources/s and {s['applications_per_s']} applications/s.", "",
+        "| measure | after filling | after a restart |", "| --- | --- | --- |",
+        f"| list resources ({first['resources_listed']}) | {pages(first, 'resource_pages')} | "
+        f"{pages(again, 'resource_pages')} |",
+        f"| list applications ({first['applications_listed']}, of sampled resources) | "
+        f"{pages(first, 'application_pages')} | {pages(again, 'application_pages')} |",
+        f"| trio RSS | {first['rss_mib']} MiB | {again['rss_started_mib']} MiB started, "
+        f"{again['rss_after_listing_mib']} MiB after listing |",
+        f"| databases | {databases} | |",
+        f"| start-up | | listening in {again['listening_s']} s, first read answered in {again['first_read_s']} s |",
+    ])  # fmt: skip
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
+    parser.add_argument("--soak-seconds", type=float, help="length of the mixed run whose memory is sampled")
+    parser.add_argument("--scale-resources", type=int, help="resources in the scale step")
+    parser.add_argument("--scale-applications", type=int, help="applications per resource in the scale step")
     args = parser.parse_args()
-    seconds, concurrency, trials = (1.0, 8, 3) if args.smoke else (10.0, 32, 50)
-    crypto = crypto_ceilings(0.3 if args.smoke else 2.0)
-    echo = await echo_ceiling(seconds, concurrency)
+    plan = SMOKE if args.smoke else Plan()
+    overrides = {"soak_seconds": args.soak_seconds, "scale_resources": args.scale_resources,
+                 "scale_applications": args.scale_applications}  # fmt: skip
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    crypto = crypto_ceilings(plan.crypto_seconds)
+    echo = await echo_ceiling(plan.seconds, plan.concurrency)
     with tempfile.TemporaryDirectory() as tmp:
         process, banner = start_trio(Path(tmp))
         try:
-            data = json.loads((Path(tmp) / "operator.json").read_text())
-            operator = ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
-            measured = await ours(banner["services"], operator, seconds, concurrency, trials)
+            measured = await ours(banner["services"], read_operator(Path(tmp)), process.pid, plan)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)
+    measured["scale"] = await scale_step(plan)
     read, read_mm, unwrap = (measured[n]["throughput_per_s"] for n in ("read", "read-mm", "unwrap"))
+    memory = measured["memory_under_mixed_load"]
     targets = [
         {"name": "read / echo ceiling", "value": round(read / echo, 3), "target": ">= 0.5", "ok": read / echo >= 0.5},
         {"name": "read / read-mm", "value": round(read / read_mm, 3), "target": ">= 0.9", "ok": read / read_mm >= 0.9},
@@ -239,14 +400,19 @@ async def main() -> int:
            "target": "< 1000", "ok": r["p99_ms"] < 1000} for way, r in measured["revocation"].items()),
         {"name": "failed reads during rotation", "value": measured["rotation_under_load"]["failed_reads"],
          "target": "0", "ok": measured["rotation_under_load"]["failed_reads"] == 0},
+        {"name": f"RSS growth over a {plan.soak_seconds:g} s mixed run, after settling (%)",
+         "value": memory["growth_after_settling_pct"], "target": "< 10",
+         "ok": memory["growth_after_settling_pct"] < 10},
     ]  # fmt: skip
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "smoke": args.smoke, "crypto_ceilings": crypto, "echo_per_s": echo, "ours": measured, "targets": targets,
+        "smoke": args.smoke, "plan": plan.__dict__, "crypto_ceilings": crypto, "echo_per_s": echo,
+        "ours": measured, "targets": targets,
     }  # fmt: skip
     for row in targets:
         print(f"{'pass' if row['ok'] else 'FAIL':4}  {row['name']}: {row['value']} (target {row['target']})")
+    print(render_scale(measured["scale"]))
     if not args.smoke:
         (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (ROOT / "BENCHMARKS.md").write_text(render(results))

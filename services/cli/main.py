@@ -999,11 +999,18 @@ async def platform_credentials(state: State, service: str, operator_file: Path, 
 @click.option("--port-base", type=int, default=50050, show_default=True)
 @click.option("--private", is_flag=True, help="start a private trio in a temporary directory")
 @click.option("--allow-remote", is_flag=True, help="allow a target that is not on loopback")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="also write the latency-by-percentile plot to this PNG file (needs matplotlib)",
+)
+@click.option("--keep", is_flag=True, help="keep the tenant's resources, vault and principals after the run")
 @output_option
 @pass_state
 def load(state: State, scenario: str, concurrency: int, rate: float | None, duration: float,
          request_count: int | None, warmup: float, weights: str, data_dir: Path, port_base: int,
-         private: bool, allow_remote: bool) -> None:  # fmt: skip
+         private: bool, allow_remote: bool, plot: Path | None, keep: bool) -> None:  # fmt: skip
     """Load-test the trio with one scenario: read (a CMK resource's application, the cached
     data key path), read-mm, unwrap (the vault's cold path), token, write, or mixed."""
     from services.rpckit.server import run
@@ -1014,13 +1021,19 @@ def load(state: State, scenario: str, concurrency: int, rate: float | None, dura
             mix = {k: int(v) for k, v in (pair.split("=") for pair in weights.split(","))}
         except ValueError:
             raise click.BadParameter("use name=weight pairs: read=80,write=20", param_hint="--weights") from None
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401  (checked before the run, not after it)
+        except ImportError:
+            raise click.ClickException("--plot needs matplotlib: pip install 'cmk-trio[plot]'") from None
     run(lambda: _load(state, scenario, concurrency, rate, duration, request_count, warmup, mix, data_dir,
-                      port_base, private, allow_remote))  # fmt: skip
+                      port_base, private, allow_remote, plot, keep))  # fmt: skip
 
 
 async def _load(state: State, scenario_name: str, concurrency: int, rate: float | None, duration: float,
                 request_count: int | None, warmup: float, mix: dict[str, int] | None, data_dir: Path,
-                port_base: int, private: bool, allow_remote: bool) -> None:  # fmt: skip
+                port_base: int, private: bool, allow_remote: bool, plot: Path | None,
+                keep: bool) -> None:  # fmt: skip
     import ipaddress
     import tempfile
 
@@ -1064,18 +1077,30 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
                                               duration=None if request_count else duration, requests=request_count,
                                               warmup=warmup, progress=progress)  # fmt: skip
             finally:
-                await prepared.close()
+                try:
+                    if not keep and not private:  # a private trio goes away whole
+                        for left in await prepared.clean_up():
+                            click.echo(f"\nleft behind: {left}", err=True, nl=False)
+                finally:
+                    await prepared.close()
         finally:
             if trio is not None:
                 await trio.stop()
     click.echo("", err=True)
     summary = result.summary()
+    if plot is not None:
+        from services.loadgen.plot import write_percentile_plot
+
+        write_percentile_plot([result], plot, f"cmk load {scenario_name}")
+        summary["plot"] = str(plot)
     if state.output == "json":
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"{summary['scenario']} ({summary['mode']}): {summary['requests']} requests in {summary['seconds']} s, "
                f"{summary['throughput_per_s']}/s, errors: {summary['errors'] or 'none'}")  # fmt: skip
     emit("table", [summary["latency_ms"]], list(summary["latency_ms"]))
+    if plot is not None:
+        click.echo(f"latency plot: {plot}")
 
 
 @cli.group()

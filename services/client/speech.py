@@ -62,8 +62,12 @@ class SpeechClient:
     async def get_resource(self, resource_id: str) -> res.SpeechResource:
         return await self._mgmt(self.resources.GetSpeechResource, pb.GetSpeechResourceRequest(name=resource_id))
 
-    async def list_resources(self, subscription_id: str, page_token: str = "") -> pb.ListSpeechResourcesResponse:
-        request = pb.ListSpeechResourcesRequest(subscription_id=subscription_id, page_token=page_token)
+    async def list_resources(
+        self, subscription_id: str, page_token: str = "", page_size: int = 0
+    ) -> pb.ListSpeechResourcesResponse:
+        request = pb.ListSpeechResourcesRequest(
+            subscription_id=subscription_id, page_token=page_token, page_size=page_size
+        )
         return await self._mgmt(self.resources.ListSpeechResources, request)
 
     async def delete_resource(self, resource_id: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -38,12 +38,34 @@ class Prepared:
     key_id: str
     wrapped: bytes
     app_credentials: ClientCredentials
+    owner: ClientCredentials
+    """The tenant's admin, Owner of the subscription: what `speech` and `vaults` act as."""
     identity: IdentityClient
     channels: list[grpc.aio.Channel]
+    tenant_id: str = ""
+    vault_name: str = ""
+    resources: list[str] = field(default_factory=list)
+    principals: list[str] = field(default_factory=list)
+    """The object ids prepare made, the tenant's admin last."""
 
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
+
+    async def clean_up(self) -> list[str]:
+        """Delete what prepare made, as far as the API allows, and say what stays: the
+        resources (with their applications and managed identities), the vault (soft-deleted;
+        purge protection keeps it, name taken, for its retention days, as in the real
+        service), and the principals. The directory cannot delete a tenant or subscription."""
+        for name in self.resources:
+            await self.speech.delete_resource(name)
+        await self.vaults.delete_vault(self.vault_name)
+        for object_id in self.principals:
+            await self.identity.delete_principal(self.tenant_id, object_id)
+        return [
+            f"tenant {self.tenant_id} and its subscription (the directory has no delete)",
+            f"vault {self.vault_name}, soft-deleted, with purge protection until its retention ends",
+        ]
 
 
 async def prepare(
@@ -62,7 +84,8 @@ async def prepare(
     admin = await op.create_principal(tenant.tenant_id, idres.USER, "load admin", tenant_admin=True)
     secret = await op.add_client_secret(tenant.tenant_id, admin.object_id, "load")
     await op.create_role_assignment(admin.object_id, idres.OWNER, f"/subscriptions/{sub.subscription_id}")
-    user = IdentityClient(channels[0], ClientCredentials(tenant.tenant_id, secret.client_id, secret.secret_value))
+    owner = ClientCredentials(tenant.tenant_id, secret.client_id, secret.secret_value)
+    user = IdentityClient(channels[0], owner)
     speech = SpeechClient(channels[2], user.token_for)
     vaults = KeyVaultClient(channels[1], user.token_for)
     await speech.request_approval(sub.subscription_id)
@@ -82,8 +105,10 @@ async def prepare(
     wrapped = (await vaults.wrap(key.key_id, os.urandom(32))).ciphertext
     worker_creds = ClientCredentials(tenant.tenant_id, worker_secret.client_id, worker_secret.secret_value)
     return Prepared(
-        speech, vaults, app_cmk.name, app_mm.name, writable, key.key_id, wrapped, worker_creds, op, channels
-    )
+        speech, vaults, app_cmk.name, app_mm.name, writable, key.key_id, wrapped, worker_creds, owner, op, channels,
+        tenant_id=tenant.tenant_id, vault_name=vault, resources=[cmk.name, mm.name],
+        principals=[worker.object_id, admin.object_id],
+    )  # fmt: skip
 
 
 def scenario(name: str, prepared: Prepared, weights: dict[str, int] | None = None) -> Request:

@@ -32,3 +32,32 @@ def test_a_remote_target_needs_consent(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode != 0 and "not on loopback" in result.stderr
+
+
+def test_a_run_against_a_running_trio_cleans_up_and_can_plot(trio, tmp_path):
+    import sqlite3
+
+    from tests.e2e.conftest import cmk
+
+    services = trio.banner["services"]
+    plot = tmp_path / "latency.png"
+    summary = cmk(
+        trio, "--endpoint", services["identity"], "--keyvault-endpoint", services["keyvault"],
+        "--speech-endpoint", services["speech"], "load", "read", "--data-dir", str(trio.data_dir),
+        "--requests", "30", "--warmup", "0", "--concurrency", "3", "--plot", str(plot),
+    )  # fmt: skip
+    assert (summary["requests"], summary["errors"], summary["plot"]) == (30, {}, str(plot))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+    def rows(db: str, sql: str, *args: str) -> list[tuple]:
+        with sqlite3.connect(trio.data_dir / db) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    assert rows("speech.db", "SELECT COUNT(*) FROM resources") == [(0,)]
+    assert rows("speech.db", "SELECT COUNT(*) FROM applications") == [(0,)]
+    operator_tenant = json.loads((trio.data_dir / "operator.json").read_text())["tenant_id"]
+    # Left: the operator and the two platform principals; the load's admin, worker and the
+    # CMK resource's managed identity are gone.
+    assert rows("identity.db", "SELECT COUNT(*) FROM principals WHERE tenant_id != ?", operator_tenant) == [(0,)]
+    [(deleted,)] = rows("keyvault.db", "SELECT delete_time FROM vaults")
+    assert deleted  # soft-deleted: purge protection keeps it for its retention days

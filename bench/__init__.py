@@ -1,0 +1,1 @@
+"""The benchmark suite (`python3 dev.py bench`); not part of the installed package."""
