@@ -24,14 +24,6 @@ PAGE_SIZE = 100
 SAMPLED_RESOURCES = 50
 
 
-def rss_mib(pid: int) -> float:
-    """The resident memory of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def database_mib(data_dir: Path) -> dict[str, float]:
     """Each service's SQLite file with its WAL sidecars, in MiB."""
     sizes: dict[str, float] = {}
