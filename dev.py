@@ -5,6 +5,7 @@
     python3 dev.py test     run the test suite (extra arguments go to pytest)
     python3 dev.py check    generated code fresh, ruff and mypy clean
     python3 dev.py bench    the benchmark suite (--smoke: a seconds-long run)
+    python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
@@ -89,6 +90,8 @@ def main(argv: list[str]) -> int:
         )
     if command == "bench":
         return run(str(PYTHON), "bench/run.py", *rest)
+    if command == "profile":
+        return run(str(PYTHON), "bench/profile.py", *rest)
     if command == "protos":
         return run(str(PYTHON), "scripts/gen_protos.py") or run(str(PYTHON), "scripts/gen_docs.py")
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

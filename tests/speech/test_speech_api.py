@@ -18,6 +18,7 @@ from services.rpckit.reasons import Reason
 from services.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
 from services.speech.resources import check_eligibility
 from tests.identity.helpers import make_principal
+from tests.waiting import eventually
 
 CONFIG = json.dumps({"commands": [{"name": "TurnOnLight", "example": "turn on the light"}], "secret": "s3cr3t-value"})
 
@@ -241,11 +242,9 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
         await restarted.stop(grace=0)
 
 
-async def test_a_removed_role_stops_working_within_a_second_despite_the_decision_cache(
+async def test_a_removed_role_stops_working_by_the_directory_event_despite_the_decision_cache(
     speech_customer, operator, channel, clock, sp_channel
 ):
-    import time
-
     resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
     app = await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
     bob, _, bob_client = await make_principal(operator, channel, clock, speech_customer.tenant.tenant_id, "bob",
@@ -255,11 +254,12 @@ async def test_a_removed_role_stops_working_within_a_second_despite_the_decision
     for _ in range(3):  # the yes-answer is cached now
         await bob_speech.get_application(app.name)
     await speech_customer.tenant.admin_client.delete_role_assignment(grant.role_assignment_id)
-    started = time.monotonic()
-    while True:
+
+    async def refused() -> bool | None:
         try:
             await bob_speech.get_application(app.name)
         except PermissionDenied:
-            break
-        assert time.monotonic() - started < 1.0, "the removed role still worked after a second"
-        await asyncio.sleep(0.01)
+            return True
+        return None
+
+    await eventually(refused, "the removed role refused")
