@@ -44,8 +44,14 @@ def summarise(raw: Path, title: str) -> str:
         for frame in set(frames[1:]):
             if not frame.startswith(COMMON):
                 inclusive[frame] += n
-    out = [title, "", f"{total} samples of the thread holding the GIL (Python's one lock: a thread waiting, or in C",
-           "code that released it, such as an RSA decrypt, is not counted)", "", "by thread:"]
+    out = [
+        title,
+        "",
+        f"{total} samples of the thread holding the GIL (Python's one lock: a thread waiting, or in C",
+        "code that released it, such as an RSA decrypt, is not counted)",
+        "",
+        "by thread:",
+    ]
     out += [f"  {n:6} {100 * n / total:5.1f} %  {name}" for name, n in threads.most_common()]
     out += ["", f"top {TOP} functions including what they call:"]
     out += [f"  {n:6} {100 * n / total:5.1f} %  {name}" for name, n in inclusive.most_common(TOP)]
