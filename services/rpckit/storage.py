@@ -91,7 +91,12 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: every commit reaches the disk (an fsync of the WAL) before the call that made it
+        # answers, so an answered change (a revoked policy, an audit record) survives a power
+        # loss; NORMAL would survive only a crash of the process. Group commit (the audit log)
+        # and the database thread keep the cost off the event loop: about 0.4 ms per commit
+        # on the disks we measured.
+        await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute(

@@ -126,3 +126,14 @@ def test_page_sizes():
     assert page_size_of(5000) == 1000
     with pytest.raises(InvalidArgument):
         page_size_of(-1)
+
+
+async def test_every_commit_is_synced_to_disk(tmp_path):
+    from services.rpckit.storage import open_database
+
+    db = await open_database(tmp_path / "s.db", [])
+    try:
+        assert tuple(await db.fetch_one("PRAGMA synchronous")) == (2,)  # FULL
+        assert tuple(await db.fetch_one("PRAGMA journal_mode")) == ("wal",)
+    finally:
+        await db.close()
