@@ -4,6 +4,7 @@ unwraps through them, caches, and says exactly why a customer key is inaccessibl
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -118,6 +119,12 @@ class DataKeys:
     A cached key is dropped when an event says so (`drop_*`), when events were missed
     (`drop_all`), and in any case after `max_age`, so a revocation that no event announces
     still takes effect.
+
+    Concurrent misses for one resource share one unwrap. An unwrap that a drop overtook is
+    answered to the calls that were waiting for it (they began before the revocation) but not
+    kept, and a call that begins after the drop does not join it: it asks the vault again.
+    Without this, an unwrap in flight while a policy is removed would put the key back in the
+    cache after the event had dropped it, and the revocation would wait for `max_age`.
     """
 
     def __init__(
@@ -136,6 +143,9 @@ class DataKeys:
         self._identity = identity
         self._max_age = max_age
         self._cache: dict[str, tuple[bytes, DataKey, datetime]] = {}
+        self._drops = 0
+        """Bumped by every drop; an unwrap is kept only if none happened while it ran."""
+        self._in_flight: dict[tuple[str, bytes, int], asyncio.Task[DataKey]] = {}
         self.unwraps = 0
         self._metrics = metrics
 
@@ -148,9 +158,22 @@ class DataKeys:
             self._metrics.hit("data_keys", fresh)
         if cached is not None and fresh:
             return cached[1]
-        data_key = await self._unwrap(resource)
-        self._cache[key] = (resource.wrapped_data_key, data_key, now)
-        return data_key
+        flight = (key, resource.wrapped_data_key, self._drops)
+        task = self._in_flight.get(flight)
+        if task is None:
+            task = asyncio.create_task(self._unwrap(resource), name=f"unwrap data key {key}")
+            self._in_flight[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done, now))
+        # Shielded: a caller that gives up does not cancel the unwrap the others wait for.
+        return await asyncio.shield(task)
+
+    def _landed(self, flight: tuple[str, bytes, int], task: asyncio.Task[DataKey], started: datetime) -> None:
+        self._in_flight.pop(flight, None)
+        if task.cancelled() or task.exception() is not None:  # (retrieved: never "never retrieved")
+            return
+        uid, wrapped, drops = flight
+        if drops == self._drops:
+            self._cache[uid] = (wrapped, task.result(), started)
 
     async def _unwrap(self, resource: SpeechResource) -> DataKey:
         if resource.key_source is KeySource.MICROSOFT:
@@ -195,9 +218,11 @@ class DataKeys:
     # --- what the event streams drop ----------------------------------------------------
 
     def drop(self, resource: SpeechResource) -> None:
+        self._drops += 1
         self._cache.pop(resource.uid, None)
 
     def drop_all(self) -> None:
+        self._drops += 1
         self._cache.clear()
 
     def cached(self, resource: SpeechResource) -> bool:
