@@ -431,7 +431,8 @@ class RoleChecker:
     (no-answers are not: a role just granted works at once). They are all forgotten on any
     directory event that can take one back (a role assignment made or removed, a principal
     disabled or deleted, a subscription transferred) and after missed events, and none is
-    kept longer than `max_age`.
+    kept longer than `max_age`. A yes that was asked before such an event and answered after
+    it is used for the call that asked, but not remembered.
     """
 
     INVALIDATING = frozenset(
@@ -451,6 +452,7 @@ class RoleChecker:
         self._max_age = max_age
         self._metrics = metrics
         self._allowed: dict[tuple[str, str, int], datetime] = {}
+        self._forgets = 0
 
     async def allowed(self, principal_id: str, scope: str, access: int) -> bool:
         key = (principal_id, scope.lower(), access)
@@ -461,11 +463,12 @@ class RoleChecker:
             self._metrics.hit("role_decisions", fresh)
         if fresh:
             return True
+        forgets = self._forgets
         try:
             answer = (await self._client.check_access(scope, access, principal_id)).allowed
         except NotFound:
             answer = False  # a principal that no longer exists may do nothing
-        if answer:
+        if answer and forgets == self._forgets:
             self._allowed[key] = now
         else:
             self._allowed.pop(key, None)
@@ -473,7 +476,8 @@ class RoleChecker:
 
     async def on_event(self, event: res.Event) -> None:
         if event.type in self.INVALIDATING:
-            self._allowed.clear()
+            await self.forget_all()
 
     async def forget_all(self) -> None:
+        self._forgets += 1
         self._allowed.clear()
