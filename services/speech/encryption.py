@@ -146,7 +146,8 @@ class Encryption:
     async def delete(self, caller: VerifiedToken, resource_id: str) -> None:
         """Delete the resource with its data, and its system-assigned identity with it, as
         the real platform does: the identity lives and dies with its resource. The identity
-        goes first, so a failure leaves the resource as it was, and a retry finishes."""
+        goes first: if it cannot be deleted, the resource stays as it was; if the row then
+        cannot be deleted, a retry finishes the job (an identity already gone is fine)."""
         resource = await self._writable(caller, resource_id)
         if resource.identity_principal_id:
             await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
