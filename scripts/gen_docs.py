@@ -40,7 +40,38 @@ def configuration() -> str:
                 meaning += f" (default {param.default})"
             lines.append(f"| {flag} | {env} | {meaning.strip()} |")
         lines.append("")
+    shown = {
+        p.envvar for _, c in commands for p in c.params if isinstance(p, click.Option) and isinstance(p.envvar, str)
+    }
+    lines += ["**Environment only** (no flag; read by the services' `from_env`)", "",
+              "| environment | read by | default | meaning |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, (services, default, meaning) in sorted(environment_only(shown).items()):
+        lines.append(f"| `{name}` | {', '.join(sorted(services))} | {default} | {meaning} |")
+    lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+SETTING = re.compile(r'"(\w+)": .*?env_\w+\(env, "(CMK_[A-Z0-9_]+)"(?:, ([^)]*\)?))?\)')
+
+
+def environment_only(shown: set[str]) -> dict[str, tuple[set[str], str, str]]:
+    """Settings that only an environment variable sets: name -> (services, default, meaning),
+    the meaning taken from the docstring under the config field, where it has one."""
+    found: dict[str, tuple[set[str], str, str]] = {}
+    for config in sorted(ROOT.glob("services/*/config.py")):
+        source = config.read_text()
+        for field, name, default in SETTING.findall(source):
+            if name in shown:
+                continue
+            doc = re.search(rf"^\s+{field}: [^\n]*\n\s+\"\"\"(.*?)\"\"\"", source, re.S | re.M)
+            meaning = " ".join(doc.group(1).split()).replace("|", "\\|") if doc else ""
+            default = default.strip()
+            if default.count(")") > default.count("("):  # the pattern took a closing parenthesis of the caller
+                default = default[:-1]
+            services, _, known = found.get(name, (set(), "", ""))
+            services.add(config.parent.name)
+            found[name] = (services, f"`{default}`" if default else "", known or meaning)
+    return found
 
 
 def reasons() -> str:

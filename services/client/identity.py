@@ -332,14 +332,21 @@ class IdentityClient:
 
     # --- events -----------------------------------------------------------------------
 
-    async def watch_events(self, after_sequence: int = 0) -> AsyncIterator[res.Event]:
-        """The event stream from `after_sequence`; errors arrive typed."""
+    async def watch_events(
+        self, after_sequence: int = 0, on_heartbeat: Callable[[], None] | None = None
+    ) -> AsyncIterator[res.Event]:
+        """The event stream from `after_sequence`; errors arrive typed. Heartbeats (an idle
+        stream saying it is alive) are not yielded: `on_heartbeat` is told of them."""
         token = await self.token_for(audiences.DIRECTORY)
         stream = self.directory.WatchEvents(
             pb.WatchEventsRequest(after_sequence=after_sequence), metadata=(("authorization", f"Bearer {token}"),)
         )
         try:
             async for event in stream:
+                if event.type == res.HEARTBEAT:
+                    if on_heartbeat is not None:
+                        on_heartbeat()
+                    continue
                 yield event
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
@@ -383,7 +390,7 @@ class RevocationFeed:
 
     async def _open(self, after: int) -> AsyncIterator[res.Event]:
         try:
-            async for event in self._client.watch_events(after):
+            async for event in self._client.watch_events(after, on_heartbeat=self._validator.revocations.heard):
                 yield event
         except FailedPrecondition as exc:
             if exc.reason is not Reason.EVENT_CURSOR_AHEAD:
@@ -392,6 +399,7 @@ class RevocationFeed:
             yield res.Event(sequence=-1)
 
     async def _apply(self, event: res.Event) -> None:
+        self._validator.revocations.heard()
         if self._roles is not None:
             await self._roles.on_event(event)
         if self._metrics is not None:

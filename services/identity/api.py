@@ -179,9 +179,10 @@ def _optional_uuid(field: str, value: str) -> str | None:
 class IdentityApi(pb_grpc.IdentityServiceServicer):
     """cmk.identity.v1.IdentityService."""
 
-    def __init__(self, directory: Directory, policy: TokenPolicy) -> None:
+    def __init__(self, directory: Directory, policy: TokenPolicy, heartbeat: float = 5.0) -> None:
         self._d = directory
         self._issuer_base = policy.issuer_base
+        self._heartbeat = heartbeat
 
     async def _actor(self) -> model.Principal:
         caller = current_caller()
@@ -400,7 +401,12 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         actor = await self._actor()
         self._d.require_event_reader(actor)
         await self._d.check_cursor(request.after_sequence)
-        async for event in tail(self._d.events_after, lambda e: e.sequence, self._d.notifier, request.after_sequence):
+        events = tail(
+            self._d.events_after, lambda e: e.sequence, self._d.notifier, request.after_sequence,
+            heartbeat=self._heartbeat,
+            idle_item=lambda: model.Event(0, model.EventType.HEARTBEAT, self._d.clock.now()),
+        )  # fmt: skip
+        async for event in events:
             yield event_pb(event)
 
 

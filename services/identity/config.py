@@ -29,11 +29,18 @@ class IdentityConfig:
     issuer_base: str = DEFAULT_ISSUER_BASE
     audiences: frozenset[str] = audiences.ALL
     token_lifetime: timedelta = timedelta(minutes=15)
+    """How long an issued token is valid (1 minute to 24 hours)."""
     clock_skew: timedelta = timedelta(seconds=30)
+    """How far a token's times may be off this service's clock and still be accepted."""
     master_key_file: Path | None = None
+    """The key file that seals the signing keys' private halves (default: in the data directory)."""
     operator_client_id: str | None = None
     operator_client_secret: str | None = field(default=None, repr=False)
     secret_hash_cost: int = 14
+    """log2 of scrypt's N for client secrets (10 to 20; lower only in tests)."""
+    event_heartbeat: timedelta = timedelta(seconds=5)
+    """How often an idle event stream says it is alive (followers refuse tokens when they
+    have heard nothing for much longer: see CMK_REVOCATION_MAX_STALENESS_SECONDS)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     log_level: str = "INFO"
     metrics_port: int | None = None
@@ -50,6 +57,8 @@ class IdentityConfig:
             raise ConfigError("the token lifetime must be between 1 minute and 24 hours")
         if not timedelta(0) <= self.clock_skew <= timedelta(minutes=5):
             raise ConfigError("the clock skew must be between 0 and 5 minutes")
+        if not timedelta(milliseconds=10) <= self.event_heartbeat <= timedelta(minutes=1):
+            raise ConfigError("the event heartbeat must be between 10 ms and 1 minute")
         if not 10 <= self.secret_hash_cost <= 20:
             raise ConfigError("the secret hash cost (log2 of scrypt's N) must be between 10 and 20")
         if (self.operator_client_id is None) != (self.operator_client_secret is None):
@@ -87,6 +96,7 @@ class IdentityConfig:
             "operator_client_id": env.get("CMK_OPERATOR_CLIENT_ID"),
             "operator_client_secret": secret,
             "secret_hash_cost": env_int(env, "CMK_SECRET_HASH_COST", 14),
+            "event_heartbeat": timedelta(seconds=env_int(env, "CMK_EVENT_HEARTBEAT_SECONDS", 5)),
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_IDENTITY_METRICS_PORT"),

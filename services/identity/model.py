@@ -45,6 +45,8 @@ class EventType(IntEnum):
     SIGNING_KEY_ROTATED = 5
     PRINCIPAL_CREATED = 6
     ROLE_ASSIGNMENTS_CHANGED = 7
+    HEARTBEAT = 8
+    """Not stored: what an idle stream sends to say it is alive (sequence 0)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,12 @@ class KeyVaultConfig:
     vault_dns_suffix: str = DEFAULT_DNS_SUFFIX
     issuer_base: str = "https://login.microsoftonline.com"
     clock_skew: timedelta = timedelta(seconds=30)
+    """How far a token's times may be off this service's clock and still be accepted."""
+    revocation_max_staleness: timedelta = timedelta(seconds=60)
+    """Tokens are refused once nothing has been heard from identity's event stream (events,
+    or its heartbeats) for this long: revocations may be missed meanwhile (fail closed)."""
     master_key_file: Path | None = None
+    """The key file that seals the keys' private halves and keys the audit chain (default: in the data directory)."""
     purge_interval: timedelta = timedelta(minutes=1)
     """How often the service purges what is due, applies rotation policies and signs an
     audit checkpoint."""
@@ -53,6 +58,8 @@ class KeyVaultConfig:
     """Lets the operator move the service clock forward (tests only; off by default)."""
 
     def __post_init__(self) -> None:
+        if not timedelta(seconds=1) <= self.revocation_max_staleness <= timedelta(hours=1):
+            raise ConfigError("the revocation max staleness must be between 1 second and 1 hour")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if not self.identity_endpoint:
@@ -97,6 +104,7 @@ class KeyVaultConfig:
             "vault_dns_suffix": env_str(env, "CMK_VAULT_DNS_SUFFIX", DEFAULT_DNS_SUFFIX),
             "issuer_base": env_str(env, "CMK_ISSUER_BASE", "https://login.microsoftonline.com"),
             "clock_skew": timedelta(seconds=env_int(env, "CMK_CLOCK_SKEW_SECONDS", 30)),
+            "revocation_max_staleness": timedelta(seconds=env_int(env, "CMK_REVOCATION_MAX_STALENESS_SECONDS", 60)),
             "master_key_file": env_path(env, "CMK_KEYVAULT_MASTER_KEY_FILE", None),
             "purge_interval": timedelta(seconds=env_int(env, "CMK_PURGE_INTERVAL_SECONDS", 60)),
             "tls": TlsConfig.from_env(env),

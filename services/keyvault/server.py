@@ -38,7 +38,7 @@ from services.rpckit.events import ChangeNotifier
 from services.rpckit.observe import Metrics
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
-from services.rpckit.tokens import TokenValidator
+from services.rpckit.tokens import RevocationSet, TokenValidator
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ async def build_server(
             clock=clock,
             issuer_base=config.issuer_base,
             skew=config.clock_skew,
+            revocations=RevocationSet(config.revocation_max_staleness),
             metrics=metrics,
         )
         roles = RoleChecker(identity, clock, metrics=metrics)

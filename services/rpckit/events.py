@@ -125,9 +125,11 @@ async def tail(
     *,
     batch: int = 500,
     heartbeat: float = 15.0,
+    idle_item: Callable[[], Item] | None = None,
 ) -> AsyncIterator[Item]:
     """Every item after `after` from `fetch(cursor, limit)`, then new ones as `notifier`
-    announces them: the server side of a resumable stream."""
+    announces them: the server side of a resumable stream. With `idle_item`, a stream that
+    had nothing to send for `heartbeat` seconds sends that (so its reader knows it is alive)."""
     cursor = after
     while True:
         seen = notifier.version  # read before the query, so that no commit slips between
@@ -135,5 +137,5 @@ async def tail(
         for item in items:
             yield item
             cursor = sequence_of(item)
-        if len(items) < batch:
-            await notifier.wait(seen, heartbeat)
+        if len(items) < batch and await notifier.wait(seen, heartbeat) == seen and idle_item is not None:
+            yield idle_item()

@@ -18,9 +18,10 @@ import base64
 import json
 import logging
 import re
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -89,10 +90,35 @@ class SigningKeySource(Protocol):
 
 
 class RevocationSet:
-    """Principals whose tokens are refused, fed by the directory's event stream."""
+    """Principals whose tokens are refused, fed by the directory's event stream.
 
-    def __init__(self) -> None:
+    With `max_staleness`, the set fails closed: a follower that has heard nothing from the
+    stream (no event, no heartbeat) for that long may be missing revocations, so every token
+    is refused (`REVOCATIONS_UNKNOWN`, retryable) until it hears the directory again. The
+    time is real elapsed time (`monotonic`), not the service clock: it is about the
+    connection, and a test moving the service clock by days must not trip it.
+    """
+
+    def __init__(self, max_staleness: timedelta | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._revoked: dict[str, str] = {}
+        self.max_staleness = max_staleness
+        self._monotonic = monotonic
+        self._heard = monotonic()  # a grace period from the start, to connect the first time
+
+    def heard(self) -> None:
+        """The stream said something: an event, or a heartbeat."""
+        self._heard = self._monotonic()
+
+    def check_current(self) -> None:
+        if self.max_staleness is None:
+            return
+        silent = self._monotonic() - self._heard
+        if silent > self.max_staleness.total_seconds():
+            raise Unavailable(
+                Reason.REVOCATIONS_UNKNOWN,
+                f"nothing heard from the directory's event stream for {silent:.0f} s: revocations may be missed, so "
+                "tokens are refused until it is heard again; retry shortly",
+            )
 
     def revoke(self, object_id: str, why: str) -> None:
         self._revoked[object_id] = why
@@ -199,6 +225,7 @@ class TokenValidator:
                 "get a token from the resource's tenant",
                 metadata={"token_tenant_id": verified.tenant_id, "expected_tenant_id": tenant_id},
             )
+        self.revocations.check_current()
         why = self.revocations.why_revoked(verified.object_id)
         if why is not None:
             raise Unauthenticated(

@@ -25,7 +25,12 @@ class SpeechConfig:
     port: int = DEFAULT_PORT
     issuer_base: str = "https://login.microsoftonline.com"
     clock_skew: timedelta = timedelta(seconds=30)
+    """How far a token's times may be off this service's clock and still be accepted."""
+    revocation_max_staleness: timedelta = timedelta(seconds=60)
+    """Tokens are refused once nothing has been heard from identity's event stream (events,
+    or its heartbeats) for this long: revocations may be missed meanwhile (fail closed)."""
     master_key_ring_file: Path | None = None
+    """The versioned file of Microsoft-managed master keys (default: in the data directory)."""
     auto_approve_cmk: bool = False
     """A development option: CMK requests are approved at once."""
     keyvault_endpoint: str = ""
@@ -39,6 +44,8 @@ class SpeechConfig:
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
 
     def __post_init__(self) -> None:
+        if not timedelta(seconds=1) <= self.revocation_max_staleness <= timedelta(hours=1):
+            raise ConfigError("the revocation max staleness must be between 1 second and 1 hour")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if not self.identity_endpoint:
@@ -69,6 +76,7 @@ class SpeechConfig:
             "port": env_int(env, "CMK_SPEECH_PORT", DEFAULT_PORT),
             "issuer_base": env_str(env, "CMK_ISSUER_BASE", "https://login.microsoftonline.com"),
             "clock_skew": timedelta(seconds=env_int(env, "CMK_CLOCK_SKEW_SECONDS", 30)),
+            "revocation_max_staleness": timedelta(seconds=env_int(env, "CMK_REVOCATION_MAX_STALENESS_SECONDS", 60)),
             "master_key_ring_file": env_path(env, "CMK_SPEECH_MASTER_KEY_RING_FILE", None),
             "auto_approve_cmk": env_bool(env, "CMK_AUTO_APPROVE_CMK", False),
             "keyvault_endpoint": env_str(env, "CMK_KEYVAULT_ENDPOINT", ""),

@@ -26,7 +26,7 @@ from services.rpckit.events import EventFollower
 from services.rpckit.observe import Metrics
 from services.rpckit.server import RunningServer, start_server
 from services.rpckit.status import ErrorInterceptor
-from services.rpckit.tokens import TokenValidator
+from services.rpckit.tokens import RevocationSet, TokenValidator
 from services.speech.api import ApplicationApi, SpeechResourceApi
 from services.speech.config import SpeechConfig
 from services.speech.customer_keys import DataKeys
@@ -107,6 +107,7 @@ async def build_server(
             clock=clock,
             issuer_base=config.issuer_base,
             skew=config.clock_skew,
+            revocations=RevocationSet(config.revocation_max_staleness),
             metrics=metrics,
         )
         roles = RoleChecker(identity, clock, metrics=metrics)

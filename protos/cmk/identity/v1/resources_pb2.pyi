@@ -155,6 +155,11 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A principal was created."""
     ROLE_ASSIGNMENTS_CHANGED: _EventType.ValueType  # 7
     """A role assignment was made or removed; caches of access decisions on its scope are stale."""
+    HEARTBEAT: _EventType.ValueType  # 8
+    """Nothing happened: sent on an idle stream every few seconds, so that a follower knows
+    it still hears the directory (a follower that hears nothing for too long must assume
+    it misses revocations). Not part of the numbered sequence: its sequence is 0.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """The kind of a directory event."""
@@ -175,6 +180,11 @@ PRINCIPAL_CREATED: EventType.ValueType  # 6
 """A principal was created."""
 ROLE_ASSIGNMENTS_CHANGED: EventType.ValueType  # 7
 """A role assignment was made or removed; caches of access decisions on its scope are stale."""
+HEARTBEAT: EventType.ValueType  # 8
+"""Nothing happened: sent on an idle stream every few seconds, so that a follower knows
+it still hears the directory (a follower that hears nothing for too long must assume
+it misses revocations). Not part of the numbered sequence: its sequence is 0.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final

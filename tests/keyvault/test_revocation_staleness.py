@@ -1,0 +1,98 @@
+"""Failing closed when the directory goes quiet: a service that hears nothing from identity's
+event stream (no event, no heartbeat) for longer than its bound may be missing revocations,
+so it refuses tokens until it hears the directory again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from services.client.channel import open_channel
+from services.client.identity import IdentityClient
+from services.identity.server import build_server as build_identity
+from services.keyvault.config import KeyVaultConfig
+from services.keyvault.server import build_server as build_keyvault
+from services.rpckit.errors import Unavailable
+from services.rpckit.reasons import Reason
+from services.rpckit.tokens import RevocationSet
+from tests.conftest import identity_config, operator_credentials, platform_credentials
+from tests.identity.helpers import make_tenant
+from tests.keyvault.conftest import make_customer
+from tests.waiting import eventually
+
+
+def test_the_set_refuses_after_the_bound_and_recovers_when_heard():
+    now = [100.0]
+    revocations = RevocationSet(timedelta(seconds=60), monotonic=lambda: now[0])
+    now[0] += 59
+    revocations.check_current()  # within the bound
+    now[0] += 2
+    with pytest.raises(Unavailable) as caught:
+        revocations.check_current()
+    assert caught.value.reason is Reason.REVOCATIONS_UNKNOWN
+    revocations.heard()
+    revocations.check_current()
+    now[0] += 10_000
+    RevocationSet(None, monotonic=lambda: now[0]).check_current()  # unbounded: the directory itself
+
+
+async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path, clock):
+    identity = await build_identity(
+        identity_config(tmp_path / "identity", event_heartbeat=timedelta(milliseconds=50)), clock=clock
+    )
+    channel = open_channel(identity.endpoint)
+    operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
+    config = KeyVaultConfig(
+        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
+        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
+        revocation_max_staleness=timedelta(seconds=1),
+    )  # fmt: skip
+    vault = await build_keyvault(config, clock=clock)
+    kv_channel = open_channel(vault.endpoint)
+    try:
+        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+        await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
+        await asyncio.sleep(1.5)  # quiet for longer than the bound: the heartbeats keep the vault hearing
+        assert (await customer.vaults.get_vault("contoso-kv")).name.endswith("contoso-kv")
+
+        await identity.stop(grace=0)  # now nothing is heard
+
+        async def refused() -> Reason | None:
+            try:
+                await customer.vaults.get_vault("contoso-kv")
+            except Unavailable as exc:
+                return exc.reason if exc.reason is Reason.REVOCATIONS_UNKNOWN else None
+            return None
+
+        assert await eventually(refused, "tokens refused once the directory went quiet") is Reason.REVOCATIONS_UNKNOWN
+    finally:
+        await kv_channel.close()
+        await vault.stop(grace=0)
+        await channel.close()
+        await identity.stop(grace=0)
+
+
+async def test_an_idle_event_stream_sends_heartbeats_that_followers_do_not_see_as_events(tmp_path, clock):
+    identity = await build_identity(
+        identity_config(tmp_path / "identity", event_heartbeat=timedelta(milliseconds=20)), clock=clock
+    )
+    channel = open_channel(identity.endpoint)
+    try:
+        operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
+        await make_tenant(operator, channel, clock, "Contoso")  # something happened: events to replay
+        heartbeats = asyncio.Event()
+        seen = []
+
+        async def follow() -> None:
+            async for event in operator.watch_events(0, on_heartbeat=heartbeats.set):
+                seen.append(event)
+
+        following = asyncio.create_task(follow())
+        await asyncio.wait_for(heartbeats.wait(), 15)
+        following.cancel()
+        assert seen and all(e.sequence > 0 for e in seen)  # the directory's real events only, numbered
+    finally:
+        await channel.close()
+        await identity.stop(grace=0)
