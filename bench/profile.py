@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import read_operator, start_trio  # noqa: E402
+from bench.run import read_operator, read_speech_platform, start_trio  # noqa: E402
 from services.cli.common import State  # noqa: E402
 from services.loadgen.runner import run_closed  # noqa: E402
 from services.loadgen.scenarios import SCENARIOS, prepare, scenario  # noqa: E402
@@ -74,7 +74,10 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         process, banner = start_trio(Path(tmp))
         try:
-            prepared = await prepare(banner["services"], read_operator(Path(tmp)), State("json", None, None).dial)
+            prepared = await prepare(
+                banner["services"], read_operator(Path(tmp)), State("json", None, None).dial,
+                read_speech_platform(Path(tmp)),
+            )  # fmt: skip
             try:
                 load = asyncio.create_task(
                     run_closed(scenario(args.scenario, prepared), scenario=args.scenario,

@@ -122,13 +122,20 @@ def start_trio(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return process, json.loads(process.stdout.readline())  # type: ignore[union-attr]
 
 
-def read_operator(data_dir: Path) -> ClientCredentials:
-    data = json.loads((data_dir / "operator.json").read_text())
+def read_operator(data_dir: Path, file: str = "operator.json") -> ClientCredentials:
+    data = json.loads((data_dir / file).read_text())
     return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
 
 
-async def ours(endpoints: dict[str, str], operator: ClientCredentials, pid: int, plan: Plan) -> dict[str, Any]:
-    prepared = await prepare(endpoints, operator, State("json", None, None).dial)
+def read_speech_platform(data_dir: Path) -> ClientCredentials:
+    """The speech platform's sign-in, so that `unwrap` uses the managed identity's tokens."""
+    return read_operator(data_dir, "speech-credentials.json")
+
+
+async def ours(
+    endpoints: dict[str, str], operator: ClientCredentials, platform: ClientCredentials, pid: int, plan: Plan
+) -> dict[str, Any]:
+    prepared = await prepare(endpoints, operator, State("json", None, None).dial, platform)
     results: dict[str, Any] = {}
     try:
         for name in ("read", "read-mm", "unwrap", "token", "write"):
@@ -443,7 +450,9 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         process, banner = start_trio(Path(tmp))
         try:
-            measured = await ours(banner["services"], read_operator(Path(tmp)), process.pid, plan)
+            measured = await ours(
+                banner["services"], read_operator(Path(tmp)), read_speech_platform(Path(tmp)), process.pid, plan
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)

@@ -1066,7 +1066,10 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
             trio = await start_trio(data_dir, mutual_tls=True)
             endpoints, state.tls_dir = trio.endpoints, str(trio.tls_dir)
         try:
-            prepared = await prepare(endpoints, read_operator_file(data_dir / "operator.json"), state.dial)
+            platform = None  # the speech platform's sign-in, where the trio runs here: unwrap as speech does
+            if (data_dir / "speech-credentials.json").exists():
+                platform = read_operator_file(data_dir / "speech-credentials.json")
+            prepared = await prepare(endpoints, read_operator_file(data_dir / "operator.json"), state.dial, platform)
             try:
                 request = scenario(scenario_name, prepared, mix)
                 if rate:
@@ -1088,6 +1091,8 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
                 await trio.stop()
     click.echo("", err=True)
     summary = result.summary()
+    if scenario_name in ("unwrap", "mixed"):
+        summary["unwrap_as"] = "managed identity" if platform is not None else "application principal"
     if plot is not None:
         from services.loadgen.plot import write_percentile_plot
 

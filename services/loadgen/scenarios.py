@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from cmk.identity.v1 import resources_pb2 as idres
 
-from services.client.identity import ClientCredentials, IdentityClient
+from services.client.identity import ClientCredentials, IdentityClient, principal_name
 from services.client.keyvault import KeyVaultClient
 from services.client.speech import SpeechClient
 from services.loadgen.runner import Request
 from services.rpckit import audiences
 from services.rpckit.channels import open_channel
+from services.rpckit.clock import SystemClock
+from services.rpckit.token_cache import AccessToken, TokenCache
 
 SCENARIOS = ("read", "read-mm", "unwrap", "token", "write", "mixed")
 WRITE_POOL = 64
@@ -42,6 +45,9 @@ class Prepared:
     """The tenant's admin, Owner of the subscription: what `speech` and `vaults` act as."""
     identity: IdentityClient
     channels: list[grpc.aio.Channel]
+    unwrap_token: Callable[[str], Awaitable[str]] | None = None
+    """Tokens of the customer-managed resource's managed identity, when the speech platform's
+    credentials were given: `unwrap` then calls the vault exactly as speech does."""
     tenant_id: str = ""
     vault_name: str = ""
     resources: list[str] = field(default_factory=list)
@@ -72,10 +78,14 @@ async def prepare(
     endpoints: dict[str, str],
     operator: ClientCredentials,
     dial: Callable[[str], grpc.aio.Channel] = open_channel,
+    platform: ClientCredentials | None = None,
 ) -> Prepared:
     """A tenant with an Owner, an approved subscription, a vault with an RSA 2048 key, one
-    customer-managed and one Microsoft-managed resource with an application each, and an
-    application principal allowed to unwrap (the vault's cold path)."""
+    customer-managed and one Microsoft-managed resource with an application each, and who
+    unwraps (the vault's cold path): the customer-managed resource's managed identity, with
+    tokens issued to the speech platform (`platform`, its credentials, as on a machine that
+    runs the trio), or else an application principal given unwrapKey, which takes the same
+    path through the vault."""
     channels = [dial(endpoints[n]) for n in ("identity", "keyvault", "speech")]
     op = IdentityClient(channels[0], operator)
     tag = os.urandom(3).hex()
@@ -104,9 +114,21 @@ async def prepare(
     await vaults.set_access_policy(vault, tenant.tenant_id, worker.object_id, ["unwrapKey"])
     wrapped = (await vaults.wrap(key.key_id, os.urandom(32))).ciphertext
     worker_creds = ClientCredentials(tenant.tenant_id, worker_secret.client_id, worker_secret.secret_value)
+    unwrap_token = None
+    if platform is not None:
+        identity = (await speech.get_resource(cmk.name)).identity.principal_id
+        speech_platform = IdentityClient(channels[0], platform)
+
+        async def fetch(audience: str) -> AccessToken:
+            issued = await speech_platform.issue_managed_identity_token(
+                principal_name(tenant.tenant_id, identity), audience
+            )
+            return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), datetime.now(UTC))
+
+        unwrap_token = TokenCache(fetch, SystemClock()).get
     return Prepared(
         speech, vaults, app_cmk.name, app_mm.name, writable, key.key_id, wrapped, worker_creds, owner, op, channels,
-        tenant_id=tenant.tenant_id, vault_name=vault, resources=[cmk.name, mm.name],
+        unwrap_token=unwrap_token, tenant_id=tenant.tenant_id, vault_name=vault, resources=[cmk.name, mm.name],
         principals=[worker.object_id, admin.object_id],
     )  # fmt: skip
 
@@ -115,7 +137,7 @@ def scenario(name: str, prepared: Prepared, weights: dict[str, int] | None = Non
     """One request of a scenario, as an argument-less coroutine function."""
     p = prepared
     worker = IdentityClient(p.identity.channel, p.app_credentials)
-    unwrapper = KeyVaultClient(p.vaults.channel, worker.token_for)
+    unwrapper = KeyVaultClient(p.vaults.channel, p.unwrap_token or worker.token_for)
     etags: dict[str, str] = {}
     turn = [0]
 

@@ -24,6 +24,8 @@ def test_a_short_load_run(scenario, tmp_path):
     summary = json.loads(result.stdout)
     assert (summary["scenario"], summary["requests"], summary["errors"]) == (scenario, 40, {})
     assert summary["throughput_per_s"] > 0 and summary["latency_ms"]["max"] >= summary["latency_ms"]["p50"]
+    if scenario in ("unwrap", "mixed"):
+        assert summary["unwrap_as"] == "managed identity"  # the private trio's speech platform signs in
 
 
 def test_a_remote_target_needs_consent(tmp_path):
@@ -61,3 +63,26 @@ def test_a_run_against_a_running_trio_cleans_up_and_can_plot(trio, tmp_path):
     assert rows("identity.db", "SELECT COUNT(*) FROM principals WHERE tenant_id != ?", operator_tenant) == [(0,)]
     [(deleted,)] = rows("keyvault.db", "SELECT delete_time FROM vaults")
     assert deleted  # soft-deleted: purge protection keeps it for its retention days
+
+
+def test_unwrap_load_calls_the_vault_as_the_resources_managed_identity(trio):
+    import sqlite3
+
+    from tests.e2e.conftest import cmk
+
+    services = trio.banner["services"]
+    summary = cmk(
+        trio, "--endpoint", services["identity"], "--keyvault-endpoint", services["keyvault"],
+        "--speech-endpoint", services["speech"], "load", "unwrap", "--data-dir", str(trio.data_dir),
+        "--requests", "20", "--warmup", "0", "--concurrency", "2", "--keep",
+    )  # fmt: skip
+    assert (summary["requests"], summary["errors"], summary["unwrap_as"]) == (20, {}, "managed identity")
+    with sqlite3.connect(trio.data_dir / "speech.db") as db:
+        [(identity,)] = db.execute("SELECT identity_principal_id FROM resources WHERE identity_principal_id != ''")
+    with sqlite3.connect(trio.data_dir / "keyvault.db") as db:
+        callers = db.execute(
+            "SELECT caller_object_id, COUNT(*) FROM audit_log WHERE operation = 'UnwrapKey' AND result = 'allowed'"
+            " GROUP BY caller_object_id"
+        ).fetchall()
+    assert [caller for caller, _ in callers] == [identity]  # speech's own unwraps and the load's: one identity
+    assert sum(count for _, count in callers) >= 20
