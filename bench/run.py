@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from cmk.keyvault.v1 import resources_pb2 as kvres  # noqa: E402
 
 from bench import proc, scale  # noqa: E402
-from services.cli.common import State  # noqa: E402
+from services.cli.common import State, read_operator_file  # noqa: E402
 from services.client.identity import ClientCredentials, IdentityClient  # noqa: E402
 from services.client.keyvault import KeyVaultClient  # noqa: E402
 from services.client.speech import SpeechClient  # noqa: E402
@@ -122,14 +122,13 @@ def start_trio(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return process, json.loads(process.stdout.readline())  # type: ignore[union-attr]
 
 
-def read_operator(data_dir: Path, file: str = "operator.json") -> ClientCredentials:
-    data = json.loads((data_dir / file).read_text())
-    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+def read_operator(data_dir: Path) -> ClientCredentials:
+    return read_operator_file(data_dir / "operator.json")
 
 
 def read_speech_platform(data_dir: Path) -> ClientCredentials:
     """The speech platform's sign-in, so that `unwrap` uses the managed identity's tokens."""
-    return read_operator(data_dir, "speech-credentials.json")
+    return read_operator_file(data_dir / "speech-credentials.json")
 
 
 async def ours(
@@ -238,10 +237,7 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     """Milliseconds from a revoking change to the first refused read, for each way a customer
     revokes: removing the identity's access policy, disabling the key, and disabling the
     resource's managed identity."""
-    resource = prepared.app_cmk.split("/applications/")[0]
-    identity = (await prepared.speech.get_resource(resource)).identity.principal_id
-    vault = prepared.key_id.split("//")[1].split(".")[0]
-    tenant = prepared.app_credentials.tenant_id
+    vault, tenant, identity = await _who_unwraps(prepared)
 
     async def enabled(value: bool) -> None:
         await prepared.vaults.update_key(prepared.key_id, kvres.KeyVersion(enabled=value), ["enabled"])
@@ -249,7 +245,7 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     ways: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = {
         "policy_removed": (
             lambda: prepared.vaults.remove_access_policy(vault, identity),
-            lambda: prepared.vaults.set_access_policy(vault, tenant, identity, ["get", "wrapKey", "unwrapKey"]),
+            lambda: prepared.vaults.set_access_policy(vault, tenant, identity, GRANT),
         ),
         "key_disabled": (lambda: enabled(False), lambda: enabled(True)),
         "identity_disabled": (
@@ -267,14 +263,20 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
             await _read_until(prepared, refused=True)
             samples.append((time.perf_counter() - started) * 1000)
             await restore()
-        samples.sort()
-        results[way] = {
-            "trials": trials,
-            "p50_ms": samples[len(samples) // 2],
-            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-        }
+        results[way] = {"trials": trials, **scale.percentiles(samples)}
     await _read_until(prepared, refused=False)
     return results
+
+
+GRANT = ["get", "wrapKey", "unwrapKey"]
+"""What speech grants the resource's identity on the vault: what restoring puts back."""
+
+
+async def _who_unwraps(prepared: Any) -> tuple[str, str, str]:
+    """(vault name, tenant id, object id) of the customer-managed resource's managed identity."""
+    resource = prepared.app_cmk.split("/applications/")[0]
+    identity = (await prepared.speech.get_resource(resource)).identity.principal_id
+    return prepared.key_id.split("//")[1].split(".")[0], prepared.app_credentials.tenant_id, identity
 
 
 async def _read_until(prepared: Any, *, refused: bool) -> None:
@@ -297,10 +299,7 @@ async def revocation_under_load(prepared: Any, concurrency: int, trials: int) ->
     """The access policy removed while `concurrency` readers read back to back: milliseconds to
     the first refused read, and reads that began after that refusal and still succeeded
     (revocation must be final, not flapping: 0)."""
-    resource = prepared.app_cmk.split("/applications/")[0]
-    identity = (await prepared.speech.get_resource(resource)).identity.principal_id
-    vault = prepared.key_id.split("//")[1].split(".")[0]
-    tenant = prepared.app_credentials.tenant_id
+    vault, tenant, identity = await _who_unwraps(prepared)
     samples, flaps = [], 0
     for _ in range(trials):
         await _read_until(prepared, refused=False)
@@ -329,14 +328,10 @@ async def revocation_under_load(prepared: Any, concurrency: int, trials: int) ->
             raise RuntimeError("no read was refused within half a second of removing the access policy")
         samples.append((first - revoked) * 1000)
         flaps += sum(1 for began, _, refused in reads if began > first and not refused)
-        await prepared.vaults.set_access_policy(vault, tenant, identity, ["get", "wrapKey", "unwrapKey"])
-    samples.sort()
+        await prepared.vaults.set_access_policy(vault, tenant, identity, GRANT)
     await _read_until(prepared, refused=False)
-    return {
-        "trials": trials, "readers": concurrency,
-        "p50_ms": samples[len(samples) // 2], "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-        "reads_succeeding_after_first_refusal": flaps,
-    }  # fmt: skip
+    return {"trials": trials, "readers": concurrency, **scale.percentiles(samples),
+            "reads_succeeding_after_first_refusal": flaps}  # fmt: skip
 
 
 async def rotation_under_load(prepared: Any, seconds: float, concurrency: int) -> dict[str, Any]:

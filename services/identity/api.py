@@ -179,7 +179,7 @@ def _optional_uuid(field: str, value: str) -> str | None:
 class IdentityApi(pb_grpc.IdentityServiceServicer):
     """cmk.identity.v1.IdentityService."""
 
-    def __init__(self, directory: Directory, policy: TokenPolicy, heartbeat: float = 5.0) -> None:
+    def __init__(self, directory: Directory, policy: TokenPolicy, *, heartbeat: float) -> None:
         self._d = directory
         self._issuer_base = policy.issuer_base
         self._heartbeat = heartbeat

@@ -109,7 +109,7 @@ async def build_server(
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(
-                IdentityApi(directory, policy, config.event_heartbeat.total_seconds()), server
+                IdentityApi(directory, policy, heartbeat=config.event_heartbeat.total_seconds()), server
             )
             pb_grpc.add_TokenServiceServicer_to_server(TokenApi(directory, issuer, keys), server)
             dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, require_operator), server)
