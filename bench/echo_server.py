@@ -8,7 +8,7 @@ import sys
 
 import grpc
 
-from services.rpckit.server import start_server
+from cmk_trio.rpckit.server import start_server
 
 SERVICE = "cmk.bench.v1.Echo"
 

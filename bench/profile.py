@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import read_operator, read_speech_platform, start_trio  # noqa: E402
-from services.cli.common import State  # noqa: E402
-from services.loadgen.runner import run_closed  # noqa: E402
-from services.loadgen.scenarios import SCENARIOS, prepare, scenario  # noqa: E402
+from cmk_trio.cli.common import State  # noqa: E402
+from cmk_trio.loadgen.runner import run_closed  # noqa: E402
+from cmk_trio.loadgen.scenarios import SCENARIOS, prepare, scenario  # noqa: E402
 
 TOP = 25
 COMMON = ("<module>", "main (", "Context.invoke", "Command.", "Group.invoke", "new_func", "run (", "Runner.run",

@@ -31,19 +31,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cmk.keyvault.v1 import resources_pb2 as kvres  # noqa: E402
-
 from bench import proc, scale  # noqa: E402
-from services.cli.common import State, read_operator_file  # noqa: E402
-from services.client.identity import ClientCredentials, IdentityClient  # noqa: E402
-from services.client.keyvault import KeyVaultClient  # noqa: E402
-from services.client.speech import SpeechClient  # noqa: E402
-from services.loadgen.runner import run_closed  # noqa: E402
-from services.loadgen.scenarios import Prepared, prepare, scenario  # noqa: E402
-from services.rpckit.channels import open_channel  # noqa: E402
-from services.rpckit.errors import ServiceError  # noqa: E402
+from cmk_trio.cli.common import State, read_operator_file  # noqa: E402
+from cmk_trio.client.identity import ClientCredentials, IdentityClient  # noqa: E402
+from cmk_trio.client.keyvault import KeyVaultClient  # noqa: E402
+from cmk_trio.client.speech import SpeechClient  # noqa: E402
+from cmk_trio.loadgen.runner import run_closed  # noqa: E402
+from cmk_trio.loadgen.scenarios import Prepared, prepare, scenario  # noqa: E402
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres  # noqa: E402
+from cmk_trio.rpckit.channels import open_channel  # noqa: E402
+from cmk_trio.rpckit.errors import ServiceError  # noqa: E402
 
-CMK = [sys.executable, "-m", "services.cli"]
+CMK = [sys.executable, "-m", "cmk_trio.cli"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from services.loadgen.scenarios import CONFIG, Prepared
+from cmk_trio.loadgen.scenarios import CONFIG, Prepared
 
 CONCURRENCY = 32
 CMK_EVERY = 10

@@ -1,6 +1,6 @@
 """Regenerate the reference parts of README.md from the code, so they cannot drift:
 the configuration of every service (flags and environment variables, from the CLI) and the
-catalogue of error reasons (from services/rpckit/reasons.py).
+catalogue of error reasons (from services/rpckit/cmk_trio/rpckit/reasons.py).
 
     python scripts/gen_docs.py          # rewrite the marked sections of README.md
     python scripts/gen_docs.py --check  # fail if they are stale
@@ -17,11 +17,11 @@ import click
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-REASONS = ROOT / "services" / "rpckit" / "reasons.py"
+REASONS = ROOT / "services" / "rpckit" / "cmk_trio" / "rpckit" / "reasons.py"
 
 
 def configuration() -> str:
-    from services.cli.main import cli
+    from cmk_trio.cli.main import cli
 
     lines = []
     serve = cli.commands["serve"]
@@ -58,7 +58,7 @@ def environment_only(shown: set[str]) -> dict[str, tuple[set[str], str, str]]:
     """Settings that only an environment variable sets: name -> (services, default, meaning),
     the meaning taken from the docstring under the config field, where it has one."""
     found: dict[str, tuple[set[str], str, str]] = {}
-    for config in sorted(ROOT.glob("services/*/config.py")):
+    for config in sorted(ROOT.glob("services/*/cmk_trio/*/config.py")):
         source = config.read_text()
         for field, name, default in SETTING.findall(source):
             if name in shown:

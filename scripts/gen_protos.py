@@ -3,8 +3,12 @@
     python scripts/gen_protos.py          # write the generated files
     python scripts/gen_protos.py --check  # fail if the committed files are stale
 
-The generated modules sit beside their .proto files in the `cmk` package, whose import
-path equals the proto package (`cmk.identity.v1`), so no import rewriting is needed.
+The .proto files and the generated modules beside them live in `cmk_trio.proto`, so that
+everything we install sits under our one import package: `protos/cmk_trio/proto/identity/v1/`
+holds the proto package `cmk.identity.v1` (the names on the wire) and the Python package
+`cmk_trio.proto.identity.v1`. The .proto files import each other by that path, so protoc's
+output needs no import rewriting. `cmk_trio` itself stays a namespace package (no
+`__init__.py`): the services' folders hold the rest of it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+NAMESPACE = "cmk_trio"
 MARK = '"""Generated from the .proto files beside it by scripts/gen_protos.py. Do not edit."""\n'
 
 
@@ -47,16 +52,17 @@ def generate(out: Path) -> None:
     if done.returncode != 0:  # the plugins chatter on stderr; show it only when it matters
         sys.stderr.write(done.stderr)
         raise SystemExit(f"protoc failed with exit code {done.returncode}")
-    # Every directory on the way to a generated module is a package.
+    # Every directory on the way to a generated module is a package, but for the namespace
+    # package cmk_trio, which the services' folders share.
     for module in list(out.rglob("*_pb2.py")):
         for parent in module.relative_to(out).parents:
-            if parent != Path("."):
+            if parent not in {Path("."), Path(NAMESPACE)}:
                 (out / parent / "__init__.py").write_text(MARK)
 
 
 def generated_files(root: Path) -> set[Path]:
     found = {p.relative_to(root) for p in root.rglob("*") if p.name.endswith(GENERATED_SUFFIXES)}
-    return found | {p.relative_to(root) for p in (root / "cmk").rglob("__init__.py")}
+    return found | {p.relative_to(root) for p in (root / NAMESPACE / "proto").rglob("__init__.py")}
 
 
 def main() -> int:

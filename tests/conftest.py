@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.client.channel import open_channel
-from services.client.identity import ClientCredentials, IdentityClient
-from services.identity.config import IdentityConfig
-from services.identity.server import IdentityServer, build_server
-from services.keyvault.config import KeyVaultConfig, PlatformCredentials
-from services.keyvault.server import KeyVaultServer
-from services.keyvault.server import build_server as build_keyvault
-from services.rpckit.clock import FakeClock
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.identity.config import IdentityConfig
+from cmk_trio.identity.server import IdentityServer, build_server
+from cmk_trio.keyvault.config import KeyVaultConfig, PlatformCredentials
+from cmk_trio.keyvault.server import KeyVaultServer
+from cmk_trio.keyvault.server import build_server as build_keyvault
+from cmk_trio.rpckit.clock import FakeClock
 
 # Low scrypt cost keeps the suite fast; the production default is tested in test_crypto.
 TEST_HASH_COST = 10

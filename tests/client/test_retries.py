@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from services.client.identity import IdentityClient, call, is_idempotent
-from services.rpckit import errors
-from services.rpckit.reasons import Reason
-from services.rpckit.server import start_server
-from services.rpckit.status import ErrorInterceptor
+from cmk_trio.client.identity import IdentityClient, call, is_idempotent
+from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.server import start_server
+from cmk_trio.rpckit.status import ErrorInterceptor
 
 SERVICE = "cmk.test.v1.Flaky"
 
@@ -25,7 +25,7 @@ class Flaky:
         self.calls: dict[str, int] = {}
 
     def handler(self, name: str):
-        async def behave(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def behave(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             self.calls[name] = self.calls.get(name, 0) + 1
             if self.calls[name] <= self.failures:
                 raise errors.Unavailable(Reason.DEPENDENCY_UNAVAILABLE, "try again")

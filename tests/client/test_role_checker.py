@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from cmk.identity.v1 import resources_pb2 as res
-
-from services.client.identity import RoleChecker
+from cmk_trio.client.identity import RoleChecker
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
 
 
 class SlowDirectory:

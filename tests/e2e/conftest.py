@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-CMK = [sys.executable, "-m", "services.cli"]
+CMK = [sys.executable, "-m", "cmk_trio.cli"]
 
 
 @dataclass

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-CMK = [sys.executable, "-m", "services.cli"]
+CMK = [sys.executable, "-m", "cmk_trio.cli"]
 
 
 @dataclass
@@ -73,7 +73,7 @@ def cmk(served: Served, *args: str, ok: bool = True) -> Any:
 def test_health_reflection_and_graceful_shutdown(served):
     assert cmk(served, "health", "--endpoint", served.endpoint)["status"] == "SERVING"
     with grpc.insecure_channel(served.endpoint) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # its methods are set at run time
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"cmk.identity.v1.IdentityService", "cmk.identity.v1.TokenService", "grpc.health.v1.Health"} <= names
@@ -85,10 +85,10 @@ def test_the_operator_secret_is_shown_once_and_kept_in_a_private_file(served):
     operator = json.loads((served.data_dir / "operator.json").read_text())
     assert operator["client_secret"] in served.banner
     assert (served.data_dir / "operator.json").stat().st_mode & 0o777 == 0o600
-    log = ""
     served.process.send_signal(signal.SIGTERM)
     served.process.wait(timeout=15)
-    log = served.process.stderr.read()  # type: ignore[union-attr]
+    assert served.process.stderr is not None
+    log = served.process.stderr.read()
     assert operator["client_secret"] not in log and '"identity service started"' in log
 
 

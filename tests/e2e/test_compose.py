@@ -13,7 +13,7 @@ import click
 import pytest
 import yaml
 
-from services.cli.main import cli
+from cmk_trio.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -56,12 +56,12 @@ def test_the_file_is_well_formed():
 def test_every_command_line_is_accepted_by_the_cli(name):
     for args in cmk_invocations(SERVICES[name]):
         assert args[0] == "cmk"
-        result = subprocess.run([sys.executable, "-m", "services.cli", *args[1:], "--help"],
+        result = subprocess.run([sys.executable, "-m", "cmk_trio.cli", *args[1:], "--help"],
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode == 0, f"{name}: {args}: {result.stderr}"
     check = SERVICES[name].get("healthcheck", {}).get("test")
     if check:
-        result = subprocess.run([sys.executable, "-m", "services.cli", *check[2:], "--help"],
+        result = subprocess.run([sys.executable, "-m", "cmk_trio.cli", *check[2:], "--help"],
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode == 0, result.stderr
 

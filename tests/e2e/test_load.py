@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-CMK = [sys.executable, "-m", "services.cli"]
+CMK = [sys.executable, "-m", "cmk_trio.cli"]
 
 
 @pytest.mark.parametrize("scenario", ["read", "unwrap", "mixed"])
@@ -51,7 +51,7 @@ def test_a_run_against_a_running_trio_cleans_up_and_can_plot(trio, tmp_path):
     assert (summary["requests"], summary["errors"], summary["plot"]) == (30, {}, str(plot))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
-    def rows(db: str, sql: str, *args: str) -> list[tuple]:
+    def rows(db: str, sql: str, *args: str) -> list[tuple[object, ...]]:
         with sqlite3.connect(trio.data_dir / db) as conn:
             return conn.execute(sql, args).fetchall()
 

@@ -4,25 +4,27 @@ accepted, a certificate of another CA and no certificate at all are refused."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.trio import start_trio
-from services.client.identity import IdentityClient
-from services.client.keyvault import KeyVaultClient
-from services.rpckit.channels import ChannelTls, open_channel
-from services.rpckit.devca import DevPki, ensure_dev_pki
-from services.rpckit.errors import PermissionDenied
-from services.rpckit.reasons import Reason
+from cmk_trio.cli.trio import start_trio
+from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.rpckit.channels import ChannelTls, open_channel
+from cmk_trio.rpckit.devca import DevPki, ensure_dev_pki
+from cmk_trio.rpckit.errors import PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
 from tests.conftest import operator_credentials
 
 
 async def _check(endpoint: str, tls: ChannelTls | None) -> int:
     channel = open_channel(endpoint, tls)
     try:
-        return (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)).status
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
+        return int((await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)).status)
     finally:
         await channel.close()
 
@@ -30,6 +32,7 @@ async def _check(endpoint: str, tls: ChannelTls | None) -> int:
 async def test_the_trio_accepts_only_certificates_of_its_own_ca(tmp_path):
     trio = await start_trio(tmp_path / "data", mutual_tls=True, env={"CMK_SECRET_HASH_COST": "10"})
     try:
+        assert trio.tls_dir is not None
         pki = DevPki(trio.tls_dir)
         cli = pki.identity("cli")
         stranger = ensure_dev_pki(tmp_path / "stranger")
@@ -53,9 +56,9 @@ async def test_the_trio_accepts_only_certificates_of_its_own_ca(tmp_path):
         try:
             operator = IdentityClient(identity_channel, operator_credentials(trio.identity))
             vaults = KeyVaultClient(vault_channel, operator.token_for)
-            with pytest.raises(PermissionDenied) as refused:
+            with pytest.raises(PermissionDenied) as denied:
                 await vaults.list_vaults(str(uuid.uuid4()))
-            assert refused.value.reason is Reason.ROLE_REQUIRED
+            assert denied.value.reason is Reason.ROLE_REQUIRED
         finally:
             await identity_channel.close()
             await vault_channel.close()

@@ -21,7 +21,7 @@ def ciphertexts(data_dir: Path) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-def login_admin(trio: Trio, tenant: str, admin: dict) -> None:
+def login_admin(trio: Trio, tenant: str, admin: dict[str, str]) -> None:
     s = trio.banner["services"]
     cmk(trio, "login", "--endpoint", s["identity"], "--tenant", tenant, "--client-id", admin["client_id"],
         "--client-secret", admin["client_secret"], "--keyvault-endpoint", s["keyvault"],

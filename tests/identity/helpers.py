@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from cmk.identity.v1 import resources_pb2 as res
 
-from services.client.identity import ClientCredentials, IdentityClient
-from services.rpckit.clock import Clock
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit.clock import Clock
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.identity.crypto import (
+from cmk_trio.identity.crypto import (
     CannotDecrypt,
     MasterKey,
     SecretHasher,

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from typing import Any, cast
 
 import grpc
 import pytest
-from cmk.identity.v1 import identity_service_pb2 as pb
-from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from cmk.identity.v1 import resources_pb2 as res
 from google.protobuf import field_mask_pb2
 
-from services.rpckit import audiences
-from services.rpckit.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
-from services.rpckit.reasons import Reason
-from services.rpckit.testing import expect_rpc_error
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.testing import expect_rpc_error
 from tests.identity.helpers import make_principal, make_tenant, resource_id
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
@@ -198,13 +199,15 @@ def _bad_requests() -> list[tuple[str, object, Reason]]:
         ),
         (
             "CreatePrincipal",
-            lambda t: pb.CreatePrincipalRequest(parent=f"tenants/{t}", principal=p(kind=42, display_name="p")),
+            lambda t: pb.CreatePrincipalRequest(
+                parent=f"tenants/{t}", principal=p(kind=cast(Any, 42), display_name="p")
+            ),
             Reason.ENUM_UNKNOWN,
         ),
         (
             "CreateRoleAssignment",
             lambda t: pb.CreateRoleAssignmentRequest(
-                role_assignment=ra(principal_id=str(uuid.uuid4()), role=99, scope="/subscriptions/x")
+                role_assignment=ra(principal_id=str(uuid.uuid4()), role=cast(Any, 99), scope="/subscriptions/x")
             ),
             Reason.ENUM_UNKNOWN,
         ),

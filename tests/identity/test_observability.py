@@ -8,12 +8,15 @@ import json
 import logging
 import urllib.request
 
-from cmk.identity.v1 import identity_service_pb2 as pb
-from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
+import grpc
 
-from services.identity.server import build_server
-from services.rpckit import audiences
-from services.rpckit.logs import configure_logging
+from cmk_trio.identity.server import build_server
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.logs import configure_logging
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.testing import expect_rpc_error
 from tests.conftest import identity_config, operator_credentials
 
 
@@ -25,8 +28,8 @@ def _get(url: str) -> str:
 async def test_metrics_count_calls_by_method_and_status(tmp_path, clock):
     server = await build_server(identity_config(tmp_path / "id", metrics_port=0), clock=clock)
     try:
-        from services.client.channel import open_channel
-        from services.client.identity import IdentityClient
+        from cmk_trio.client.channel import open_channel
+        from cmk_trio.client.identity import IdentityClient
 
         channel = open_channel(server.endpoint)
         try:
@@ -57,10 +60,7 @@ async def test_a_request_id_is_kept_returned_and_logged(identity, operator, chan
         pb.CreateTenantRequest(),  # invalid on purpose: the refusal is logged
         metadata=(("authorization", f"Bearer {token}"), ("x-request-id", "trace-me-42")),
     )
-    try:
-        await call
-    except Exception:  # noqa: S110 (the refusal is the point)
-        pass
+    await expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, Reason.FIELD_REQUIRED)
     assert ("x-request-id", "trace-me-42") in tuple(await call.initial_metadata())
     logging.getLogger().handlers.clear()
     refused = [json.loads(line) for line in lines.getvalue().splitlines() if '"call refused"' in line]

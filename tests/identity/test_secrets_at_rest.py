@@ -7,12 +7,15 @@ import json
 import logging
 from pathlib import Path
 
-from cmk.identity.v1 import resources_pb2 as res
+import pytest
 from cryptography.hazmat.primitives import serialization
 
-from services.identity.crypto import CannotDecrypt
-from services.rpckit import audiences
-from services.rpckit.logs import JsonFormatter
+from cmk_trio.identity.crypto import CannotDecrypt
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import PermissionDenied
+from cmk_trio.rpckit.logs import JsonFormatter
+from cmk_trio.rpckit.reasons import Reason
 from tests.identity.helpers import make_principal, make_tenant
 
 
@@ -27,14 +30,13 @@ async def test_no_secret_reaches_the_database_or_the_log(identity, operator, cha
     token = (await operator.issue_token(creds, audiences.VAULT)).access_token
     await app_client.get_tenant(t.tenant_id)
     await operator.rotate_signing_key()
-    try:
+    with pytest.raises(PermissionDenied) as refused:
         await app_client.create_tenant("not allowed")  # a refusal is logged
-    except Exception:  # noqa: S110 (the refusal is the point)
-        pass
+    assert refused.value.reason is Reason.OPERATOR_REQUIRED
     operator_secret = json.loads(identity.config.operator_file.read_text())["client_secret"]
     secrets = [creds.client_secret, t.admin_credentials.client_secret, operator_secret, token]
     signer = await identity.keys.signer()
-    private_der = signer._key.private_bytes(  # type: ignore[attr-defined]
+    private_der = signer._key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
@@ -60,7 +62,7 @@ async def test_the_master_key_file_is_private_and_required(identity, tmp_path):
 
 
 async def test_a_restart_keeps_keys_and_does_not_bootstrap_again(tmp_path, clock):
-    from services.identity.server import build_server
+    from cmk_trio.identity.server import build_server
     from tests.conftest import identity_config
 
     config = identity_config(tmp_path / "id")
@@ -80,7 +82,7 @@ async def test_a_restart_keeps_keys_and_does_not_bootstrap_again(tmp_path, clock
 async def test_a_lost_master_key_stops_the_start_instead_of_making_a_new_one(tmp_path, clock):
     import pytest
 
-    from services.identity.server import build_server
+    from cmk_trio.identity.server import build_server
     from tests.conftest import identity_config
 
     config = identity_config(tmp_path / "id")
@@ -94,7 +96,7 @@ async def test_a_lost_master_key_stops_the_start_instead_of_making_a_new_one(tmp
 async def test_a_wrong_master_key_cannot_open_the_signing_key(tmp_path, clock):
     import pytest
 
-    from services.identity.server import build_server
+    from cmk_trio.identity.server import build_server
     from tests.conftest import identity_config
 
     config = identity_config(tmp_path / "id")
@@ -105,9 +107,9 @@ async def test_a_wrong_master_key_cannot_open_the_signing_key(tmp_path, clock):
 
 
 async def test_configured_operator_credentials_are_used_and_not_written(tmp_path, clock):
-    from services.client.channel import open_channel
-    from services.client.identity import ClientCredentials, IdentityClient
-    from services.identity.server import build_server
+    from cmk_trio.client.channel import open_channel
+    from cmk_trio.client.identity import ClientCredentials, IdentityClient
+    from cmk_trio.identity.server import build_server
     from tests.conftest import identity_config
 
     client_id = "11111111-2222-4333-8444-555555555555"

@@ -3,13 +3,15 @@ certificate from the configured CA is refused at the handshake."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.client.channel import ChannelTls, open_channel
-from services.identity.server import build_server
-from services.rpckit.config import TlsConfig
+from cmk_trio.client.channel import ChannelTls, open_channel
+from cmk_trio.identity.server import build_server
+from cmk_trio.rpckit.config import TlsConfig
 from tests.conftest import identity_config
 from tests.rpckit.certs import ScratchCa
 
@@ -17,8 +19,9 @@ from tests.rpckit.certs import ScratchCa
 async def _health(endpoint: str, tls: ChannelTls | None) -> int:
     channel = open_channel(endpoint, tls)
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-        return reply.status
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+        return int(reply.status)
     finally:
         await channel.close()
 

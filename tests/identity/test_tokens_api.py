@@ -13,18 +13,18 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from cmk.identity.v1 import identity_service_pb2 as pb
-from cmk.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from cmk.identity.v1 import resources_pb2 as res
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.client.identity import ClientCredentials, GrpcSigningKeySource, IdentityClient, RevocationFeed
-from services.rpckit import audiences
-from services.rpckit.clock import to_epoch
-from services.rpckit.errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from services.rpckit.reasons import Reason
-from services.rpckit.testing import expect_rpc_error
-from services.rpckit.tokens import TokenValidator, issuer_for
+from cmk_trio.client.identity import ClientCredentials, GrpcSigningKeySource, IdentityClient, RevocationFeed
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.clock import to_epoch
+from cmk_trio.rpckit.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.testing import expect_rpc_error
+from cmk_trio.rpckit.tokens import TokenValidator, issuer_for
 from tests.identity.helpers import make_principal, make_tenant, resource_id
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
@@ -123,13 +123,14 @@ async def test_forged_tokens_are_refused_on_the_wire(identity, operator, channel
 
 async def _signed(identity: Any, **claims: Any) -> str:
     signer = await identity.keys.signer()
-    return signer.sign(claims)
+    token: str = signer.sign(claims)
+    return token
 
 
 async def test_time_and_audience_claims_are_checked_on_the_wire(identity, operator, channel, clock):
     t = await make_tenant(operator, channel, clock, "E")
     now = to_epoch(clock.now())
-    base = {
+    base: dict[str, object] = {
         "iss": issuer_for(identity.config.issuer_base, t.tenant_id),
         "aud": audiences.DIRECTORY,
         "sub": t.admin.object_id,
@@ -140,7 +141,7 @@ async def test_time_and_audience_claims_are_checked_on_the_wire(identity, operat
         "exp": now + 300,
         "jti": uuid.uuid4().hex,
     }
-    cases = [
+    cases: list[tuple[dict[str, object], Reason]] = [
         ({"nbf": now + 600, "iat": now + 600}, Reason.TOKEN_NOT_YET_VALID),
         ({"exp": now - 600, "iat": now - 900, "nbf": now - 900}, Reason.TOKEN_EXPIRED),
         ({"aud": [audiences.DIRECTORY, audiences.VAULT]}, Reason.TOKEN_AUDIENCE_AMBIGUOUS),

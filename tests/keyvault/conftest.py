@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from cmk.identity.v1 import resources_pb2 as idres
 
-from services.client.channel import open_channel
-from services.client.identity import IdentityClient
-from services.client.keyvault import KeyVaultClient
-from services.keyvault.server import KeyVaultServer
-from services.rpckit.clock import FakeClock
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.keyvault.server import KeyVaultServer
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.rpckit.clock import FakeClock
 from tests.conftest import platform_credentials  # noqa: F401 (re-exported for older imports)
 from tests.identity.helpers import TenantFixture, make_tenant
 

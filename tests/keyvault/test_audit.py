@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from services.keyvault.audit import AuditEntry, AuditLog, Checkpoint
-from services.keyvault.crypto import Sealer, VaultMasterKey, audit_mac
-from services.keyvault.storage import KeyVaultStore
-from services.rpckit.errors import Unavailable
-from services.rpckit.reasons import Reason
+from cmk_trio.keyvault.audit import AuditEntry, AuditLog, Checkpoint
+from cmk_trio.keyvault.crypto import Sealer, VaultMasterKey, audit_mac
+from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.rpckit.errors import Unavailable
+from cmk_trio.rpckit.reasons import Reason
 
 MASTER = VaultMasterKey(b"\x05" * 32)
 

@@ -9,7 +9,7 @@ import hmac
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.keyvault.crypto import (
+from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
     CannotDecrypt,
     CheckpointSigner,

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from cmk.common.v1 import dev_service_pb2 as pb
-from cmk.common.v1 import dev_service_pb2_grpc as pb_grpc
 
-from services.client.channel import open_channel
-from services.client.keyvault import KeyVaultClient
-from services.identity.server import build_server as build_identity
-from services.keyvault.config import KeyVaultConfig
-from services.keyvault.server import build_server as build_keyvault
-from services.rpckit import audiences
-from services.rpckit.errors import FailedPrecondition, Unauthenticated
-from services.rpckit.reasons import Reason
-from services.rpckit.testing import expect_rpc_error
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.identity.server import build_server as build_identity
+from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.keyvault.server import build_server as build_keyvault
+from cmk_trio.proto.common.v1 import dev_service_pb2 as pb
+from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import FailedPrecondition, Unauthenticated
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.testing import expect_rpc_error
 from tests.conftest import identity_config, platform_credentials
 from tests.keyvault.conftest import make_customer
 
@@ -43,7 +43,7 @@ async def test_with_the_flag_the_operator_moves_time_for_purge_and_token_expiry(
     identity = await build_identity(identity_config(tmp_path / "id", dev_time_control=True), clock=clock)
     id_channel = open_channel(identity.endpoint)
     try:
-        from services.client.identity import IdentityClient
+        from cmk_trio.client.identity import IdentityClient
         from tests.conftest import operator_credentials
 
         op = IdentityClient(id_channel, operator_credentials(identity), clock=clock)

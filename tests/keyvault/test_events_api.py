@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from cmk.keyvault.v1 import resources_pb2 as res
 
-from services.client.keyvault import KeyVaultClient
-from services.rpckit.errors import FailedPrecondition, PermissionDenied
-from services.rpckit.reasons import Reason
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import FailedPrecondition, PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
 from tests.identity.helpers import make_principal
 
 

@@ -10,15 +10,15 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from cmk.keyvault.v1 import keyvault_service_pb2 as pb
-from cmk.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
-from cmk.keyvault.v1 import resources_pb2 as res
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from services.client.keyvault import KeyVaultClient
-from services.keyvault.crypto import Padding, public_key_from_jwk, wrap_with_public
-from services.rpckit import audiences
-from services.rpckit.errors import (
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.keyvault.crypto import Padding, public_key_from_jwk, wrap_with_public
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -26,9 +26,9 @@ from services.rpckit.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from services.rpckit.reasons import Reason
-from services.rpckit.status import error_info_of
-from services.rpckit.testing import expect_rpc_error
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.status import error_info_of
+from cmk_trio.rpckit.testing import expect_rpc_error
 from tests.identity.helpers import make_principal
 from tests.keyvault.conftest import make_customer
 from tests.waiting import eventually
@@ -97,7 +97,7 @@ MATRIX = [
     ("encrypt", "Encrypt", lambda kid: pb.WrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, plaintext=b"hi")),
     ("decrypt", "Decrypt", lambda kid: pb.UnwrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, ciphertext=BLOB)),
     ("update", "UpdateKey", lambda kid: pb.UpdateKeyRequest(key=kid, attributes=res.KeyVersion(enabled=True),
-                                                            update_mask={"paths": ["enabled"]})),
+                                                            update_mask=field_mask_pb2.FieldMask(paths=["enabled"]))),
     ("rotate", "RotateKey", lambda kid: pb.RotateKeyRequest(key=kid)),
     ("delete", "DeleteKey", lambda kid: pb.DeleteKeyRequest(key=kid)),
     ("create", "CreateKey", lambda kid: pb.CreateKeyRequest(parent="vaults/kv1", key_name="other")),
@@ -248,16 +248,16 @@ async def test_delete_recover_and_purge_under_purge_protection(customer, keyvaul
     with pytest.raises(NotFound) as caught:
         await customer.vaults.unwrap(key.key_id, wrapped)
     assert caught.value.reason is Reason.KEY_DELETED
-    with pytest.raises(AlreadyExists) as caught:
+    with pytest.raises(AlreadyExists) as exists:
         await customer.vaults.create_key("kv1", "cmk")
-    assert caught.value.metadata["akv_error"] == "ObjectIsDeletedButRecoverable"
+    assert exists.value.metadata["akv_error"] == "ObjectIsDeletedButRecoverable"
     await customer.vaults.recover_key(key.key_id)
     assert (await customer.vaults.unwrap(key.key_id, wrapped)).plaintext == DATA_KEY
 
     await customer.vaults.delete_key(key.key_id)
-    with pytest.raises(FailedPrecondition) as caught:
+    with pytest.raises(FailedPrecondition) as protected:
         await customer.vaults.purge_key(key.key_id)
-    assert caught.value.reason is Reason.PURGE_PROTECTED
+    assert protected.value.reason is Reason.PURGE_PROTECTED
     clock.advance(timedelta(days=7, seconds=1))
     await customer.vaults.purge_key(key.key_id)
     with pytest.raises(NotFound) as caught:

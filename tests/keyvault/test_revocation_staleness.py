@@ -9,14 +9,14 @@ from datetime import timedelta
 
 import pytest
 
-from services.client.channel import open_channel
-from services.client.identity import IdentityClient
-from services.identity.server import build_server as build_identity
-from services.keyvault.config import KeyVaultConfig
-from services.keyvault.server import build_server as build_keyvault
-from services.rpckit.errors import Unavailable
-from services.rpckit.reasons import Reason
-from services.rpckit.tokens import RevocationSet
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import IdentityClient
+from cmk_trio.identity.server import build_server as build_identity
+from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.keyvault.server import build_server as build_keyvault
+from cmk_trio.rpckit.errors import Unavailable
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import RevocationSet
 from tests.conftest import identity_config, operator_credentials, platform_credentials
 from tests.identity.helpers import make_tenant
 from tests.keyvault.conftest import make_customer

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from cmk.keyvault.v1 import keyvault_service_pb2 as pb
-from cmk.keyvault.v1 import resources_pb2 as res
 
-from services.client.identity import call
-from services.client.keyvault import KeyVaultClient
-from services.rpckit import audiences
-from services.rpckit.errors import InvalidArgument
-from services.rpckit.reasons import Reason
+from cmk_trio.client.identity import call
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import InvalidArgument
+from cmk_trio.rpckit.reasons import Reason
 
 
 async def set_policy(customer, key_id: str, actions, expiry: str = "") -> res.KeyRotationPolicy:

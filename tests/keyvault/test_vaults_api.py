@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from cmk.identity.v1 import resources_pb2 as idres
 
-from services.client.keyvault import KeyVaultClient
-from services.rpckit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from services.rpckit.reasons import Reason
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.rpckit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
 from tests.identity.helpers import make_principal
 from tests.keyvault.conftest import make_customer
 
@@ -128,9 +128,9 @@ async def test_access_policies_use_the_real_names_and_the_vaults_tenant(customer
         await customer.vaults.set_access_policy("policies", customer.tenant_id, app.object_id, ["get", "exportKey"])
     assert caught.value.reason is Reason.PERMISSION_UNKNOWN
     other_tenant = (await operator.create_tenant("Elsewhere")).tenant_id
-    with pytest.raises(FailedPrecondition) as caught:
+    with pytest.raises(FailedPrecondition) as mismatch:
         await customer.vaults.set_access_policy("policies", other_tenant, app.object_id, ["get"])
-    assert caught.value.reason is Reason.ACCESS_POLICY_TENANT_MISMATCH
+    assert mismatch.value.reason is Reason.ACCESS_POLICY_TENANT_MISMATCH
     vault = await customer.vaults.remove_access_policy("policies", app.object_id)
     assert app.object_id not in {p.object_id for p in vault.access_policies}
     with pytest.raises(NotFound):

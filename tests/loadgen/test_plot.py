@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.loadgen.plot import LAST_NINES, percentile_curve
-from services.loadgen.runner import Result
+from cmk_trio.loadgen.plot import LAST_NINES, percentile_curve
+from cmk_trio.loadgen.runner import Result
 
 
 def test_the_curve_rises_with_the_percentile_and_ends_at_the_maximum():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.loadgen.runner import run_closed, run_open
-from services.rpckit.errors import PermissionDenied
-from services.rpckit.reasons import Reason
+from cmk_trio.loadgen.runner import run_closed, run_open
+from cmk_trio.rpckit.errors import PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
 
 
 async def test_closed_loop_counts_requests_and_errors_by_reason():

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from services.rpckit.events import ChangeNotifier, EventFollower
+from cmk_trio.rpckit.events import ChangeNotifier, EventFollower
 
 
 @dataclass

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from services.rpckit.logs import REDACTED, configure_logging
+from cmk_trio.rpckit.logs import REDACTED, configure_logging
 
 
 def test_json_lines_with_extras_and_redaction():

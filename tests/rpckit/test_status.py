@@ -10,24 +10,24 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.rpckit import errors
-from services.rpckit.reasons import Reason
-from services.rpckit.server import RunningServer, start_server
-from services.rpckit.status import CODES, ErrorInterceptor, error_from_rpc, error_info_of
-from services.rpckit.testing import expect_rpc_error
+from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.status import CODES, ErrorInterceptor, error_from_rpc, error_info_of
+from cmk_trio.rpckit.testing import expect_rpc_error
 
 SERVICE = "cmk.test.v1.Faulty"
 
 
 def _raise(exc: BaseException):
-    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def unary(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         raise exc
 
     return unary
 
 
 def _stream_raise(exc: BaseException):
-    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def stream(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
         yield b"first"
         raise exc
 
@@ -39,7 +39,7 @@ SECRET_IN_EXCEPTION = "cmk~topsecretvaluethatmustnotleak0000"
 
 @pytest.fixture
 async def faulty() -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "NotFound": grpc.unary_unary_rpc_method_handler(
             _raise(errors.NotFound(Reason.TENANT_NOT_FOUND, "tenant t does not exist", metadata={"name": "t"}))
         ),
@@ -66,8 +66,9 @@ async def faulty() -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
         await running.stop(0)
 
 
-def _unary(channel: grpc.aio.Channel, method: str):
-    return channel.unary_unary(f"/{SERVICE}/{method}")(b"")
+def _unary(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryCall[bytes, bytes]:
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{SERVICE}/{method}")
+    return call(b"")
 
 
 async def test_a_domain_error_carries_its_code_reason_domain_and_metadata(faulty):
@@ -82,7 +83,7 @@ async def test_a_domain_error_carries_its_code_reason_domain_and_metadata(faulty
 async def test_field_violations_travel_as_bad_request(faulty):
     _, channel = faulty
     exc = await expect_rpc_error(_unary(channel, "Bad"), grpc.StatusCode.INVALID_ARGUMENT, Reason.FIELD_TOO_LONG)
-    status = rpc_status.from_call(exc)
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # AioRpcError is a grpc.Call at run time
     bad = error_details_pb2.BadRequest()
     assert any(d.Unpack(bad) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))
     assert bad.field_violations[0].field == "tenant.display_name"

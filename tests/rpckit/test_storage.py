@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.rpckit.errors import InvalidArgument
-from services.rpckit.reasons import Reason
-from services.rpckit.storage import (
+from cmk_trio.rpckit.errors import InvalidArgument
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import (
     Migration,
     ReadCache,
     decode_page_token,
@@ -23,7 +23,8 @@ async def test_migrations_apply_once_and_in_order(tmp_path):
     path = tmp_path / "db.sqlite"
     db = await open_database(path, [V1])
     assert await db.schema_version() == 1
-    assert (await db.fetch_one("PRAGMA journal_mode"))[0] == "wal"
+    row = await db.fetch_one("PRAGMA journal_mode")
+    assert row is not None and row[0] == "wal"
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO things (id) VALUES ('a')")
     await db.close()
@@ -129,11 +130,12 @@ def test_page_sizes():
 
 
 async def test_every_commit_is_synced_to_disk(tmp_path):
-    from services.rpckit.storage import open_database
+    from cmk_trio.rpckit.storage import open_database
 
     db = await open_database(tmp_path / "s.db", [])
     try:
-        assert tuple(await db.fetch_one("PRAGMA synchronous")) == (2,)  # FULL
-        assert tuple(await db.fetch_one("PRAGMA journal_mode")) == ("wal",)
+        synchronous, journal = await db.fetch_one("PRAGMA synchronous"), await db.fetch_one("PRAGMA journal_mode")
+        assert synchronous is not None and tuple(synchronous) == (2,)  # FULL
+        assert journal is not None and tuple(journal) == ("wal",)
     finally:
         await db.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from services.rpckit.token_cache import AccessToken, TokenCache
+from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 
 
 async def test_tokens_are_reused_then_renewed_before_they_expire(clock):

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.rpckit.clock import FakeClock, to_epoch
-from services.rpckit.errors import Unauthenticated, Unavailable
-from services.rpckit.reasons import Reason
-from services.rpckit.tokens import PublicSigningKey, TokenValidator, issuer_for
+from cmk_trio.rpckit.clock import FakeClock, to_epoch
+from cmk_trio.rpckit.errors import Unauthenticated, Unavailable
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import PublicSigningKey, TokenValidator, issuer_for
 
 ISSUER_BASE = "https://login.example.test"
 AUDIENCE = "https://vault.azure.net"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cmk.identity.v1 import resources_pb2 as idres
 
-from services.client.channel import open_channel
-from services.client.speech import SpeechClient
-from services.speech.config import SpeechConfig
-from services.speech.server import SpeechServer, build_server
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.speech import SpeechClient
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.speech.config import SpeechConfig
+from cmk_trio.speech.server import SpeechServer, build_server
 from tests.conftest import platform_credentials
 from tests.identity.helpers import TenantFixture, make_tenant
 

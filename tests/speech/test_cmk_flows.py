@@ -11,17 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cmk.identity.v1 import resources_pb2 as idres
-from cmk.keyvault.v1 import resources_pb2 as kvres
-from cmk.speech.v1 import resources_pb2 as res
 
-from services.client.channel import open_channel
-from services.client.keyvault import KeyVaultClient
-from services.client.speech import SpeechClient
-from services.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ServiceError
-from services.rpckit.reasons import Reason
-from services.speech.config import SpeechConfig
-from services.speech.server import SpeechServer, build_server
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.client.speech import SpeechClient
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
+from cmk_trio.proto.speech.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ServiceError
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.speech.config import SpeechConfig
+from cmk_trio.speech.server import SpeechServer, build_server
 from tests.conftest import platform_credentials
 from tests.identity.helpers import make_principal, make_tenant
 from tests.waiting import eventually
@@ -374,9 +374,9 @@ async def test_a_subscription_transfer_stops_cmk_with_a_reason_that_says_so(worl
 
 
 async def test_an_unreachable_vault_is_unavailable_not_a_broken_key(world, clock):
-    from services.rpckit.errors import Unavailable
-    from services.speech.customer_keys import DataKeys
-    from services.speech.gateways import GrpcVaultGateway
+    from cmk_trio.rpckit.errors import Unavailable
+    from cmk_trio.speech.customer_keys import DataKeys
+    from cmk_trio.speech.gateways import GrpcVaultGateway
 
     await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
     stored = await world.server.resources.store.get_resource(world.resource.name)
@@ -435,10 +435,9 @@ async def test_deleting_a_resource_deletes_its_identity_and_its_data(world, oper
 
 
 async def test_a_request_id_travels_from_the_caller_to_the_vaults_audit_log(world):
-    from cmk.speech.v1 import speech_service_pb2 as pb
-    from cmk.speech.v1 import speech_service_pb2_grpc as sp_grpc
-
-    from services.rpckit import audiences
+    from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
+    from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as sp_grpc
+    from cmk_trio.rpckit import audiences
 
     token = await world.speech._tokens(audiences.MANAGEMENT)
     stub = sp_grpc.SpeechResourceServiceStub(world.speech.channel)

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from services.speech.customer_keys import DataKeys
-from services.speech.envelope import MasterKeyRing
-from services.speech.model import KeySource, SpeechResource, Tier
+from cmk_trio.speech.customer_keys import DataKeys
+from cmk_trio.speech.envelope import MasterKeyRing
+from cmk_trio.speech.model import KeySource, SpeechResource, Tier
 
 
 class SlowVault:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.speech.envelope import (
+from cmk_trio.speech.envelope import (
     CannotDecrypt,
     DataKey,
     MasterKeyRing,

@@ -9,14 +9,14 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
-from cmk.identity.v1 import resources_pb2 as idres
-from cmk.speech.v1 import resources_pb2 as res
 
-from services.client.speech import SpeechClient
-from services.rpckit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from services.rpckit.reasons import Reason
-from services.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
-from services.speech.resources import check_eligibility
+from cmk_trio.client.speech import SpeechClient
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.proto.speech.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
+from cmk_trio.speech.resources import check_eligibility
 from tests.identity.helpers import make_principal
 from tests.waiting import eventually
 
@@ -155,9 +155,9 @@ async def test_cmk_approval_is_requested_by_an_owner_and_decided_by_the_operator
     platform = SpeechClient(sp_channel, operator.token_for)
     approved = await platform.approve(speech_customer.subscription_id, "ok")
     assert approved.state == res.APPROVED and approved.HasField("decision_time")
-    with pytest.raises(FailedPrecondition) as caught:
+    with pytest.raises(FailedPrecondition) as decided:
         await platform.reject(speech_customer.subscription_id)
-    assert caught.value.reason is Reason.APPROVAL_ALREADY_DECIDED
+    assert decided.value.reason is Reason.APPROVAL_ALREADY_DECIDED
     assert (await s.get_approval(speech_customer.subscription_id)).state == res.APPROVED
 
 
@@ -174,7 +174,7 @@ async def test_only_the_operator_backdates_a_resource(speech_customer, operator,
 
 
 def _resource(created: datetime, tier: Tier = Tier.S0):
-    from services.speech.model import KeySource, SpeechResource
+    from cmk_trio.speech.model import KeySource, SpeechResource
 
     resource_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/a"
     return SpeechResource(resource_id, "uid", "s", "rg", "a", "westeurope", tier, created, "t",
@@ -212,8 +212,8 @@ def test_the_seeds_eligibility_rules(created, tier, approved, reason):
 async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_untouched(
     speech_customer, speech, tmp_path, identity, operator, channel, clock
 ):
-    from services.speech.envelope import rotate_ring_file
-    from services.speech.server import build_server
+    from cmk_trio.speech.envelope import rotate_ring_file
+    from cmk_trio.speech.server import build_server
 
     s = speech_customer.speech
     resource = await s.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
@@ -227,8 +227,8 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
     restarted = await build_server(speech.config, clock=clock)
     try:
         stored = await restarted.store.get_resource(resource.name)
-        assert stored.wrapping_key == "v2"
-        from services.client.channel import open_channel
+        assert stored is not None and stored.wrapping_key == "v2"
+        from cmk_trio.client.channel import open_channel
 
         ch = open_channel(restarted.endpoint)
         try:

@@ -10,8 +10,8 @@ from pathlib import Path
 OTHER_PROJECTS_TEST = """
 import asyncio
 
-from services.client.channel import open_channel
-from services.client.identity import IdentityClient
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import IdentityClient
 
 
 def test_my_service_gets_a_token_from_the_trio(cmk_trio):

@@ -1,1 +1,0 @@
-"""The `cmk` command, built on services.client."""

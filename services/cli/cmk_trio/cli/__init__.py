@@ -1,0 +1,1 @@
+"""The `cmk` command, built on cmk_trio.client."""

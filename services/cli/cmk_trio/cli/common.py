@@ -1,0 +1,201 @@
+"""What every `cmk` command shares: the group state, --output, error printing, and
+sessions signed in from the profile."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import grpc
+
+from cmk_trio.cli.profile import Profile, profile_path
+from cmk_trio.client.channel import ChannelTls, open_channel
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.rpckit.devca import DevPki
+from cmk_trio.rpckit.errors import ServiceError
+from cmk_trio.rpckit.status import status_code_of
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """What the group options leave for the commands."""
+
+    def __init__(
+        self,
+        output: str,
+        profile: str | None,
+        endpoint: str | None,
+        keyvault_endpoint: str | None = None,
+        speech_endpoint: str | None = None,
+        tls_dir: str | None = None,
+    ) -> None:
+        self.output = output
+        self.profile_path = profile_path(profile)
+        self.endpoint = endpoint
+        self.keyvault_endpoint = keyvault_endpoint
+        self.speech_endpoint = speech_endpoint
+        self.tls_dir = tls_dir
+
+    def dial(self, endpoint: str, profile: Profile | None = None) -> grpc.aio.Channel:
+        """A channel to a service: mutual TLS with the CLI's certificate when a PKI directory
+        is given (by --tls-dir or the profile), plain TCP otherwise."""
+        directory = self.tls_dir or (profile.tls_dir if profile else "")
+        if not directory:
+            return open_channel(endpoint)
+        pki = DevPki(Path(directory))
+        cli = pki.identity("cli")
+        return open_channel(endpoint, ChannelTls(pki.ca_file, cli.cert_file, cli.key_file))
+
+
+def output_option(f: F) -> F:
+    """`--output` on every command too, so it can follow the command name."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(State).output = value
+
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        default=None,
+        expose_value=False,
+        callback=remember,
+        help="table for people, json for scripts",
+    )(f)
+
+
+def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    """Run an async command body; a service error becomes a clear message and exit code 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        try:
+            return asyncio.run(f(*args, **kwargs))
+        except ServiceError as exc:
+            code = status_code_of(exc).name
+            if state is not None and state.output == "json":
+                click.echo(
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": code,
+                                "reason": exc.reason.value,
+                                "message": exc.message,
+                                "metadata": exc.metadata,
+                            }
+                        },
+                        indent=2,
+                    )
+                )
+            else:
+                click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def read_operator_file(path: Path) -> ClientCredentials:
+    data = json.loads(path.read_text())
+    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+
+
+def load_profile(state: State) -> Profile:
+    profile = Profile.load(state.profile_path)
+    if profile is None:
+        raise click.ClickException(f"not signed in (no profile at {state.profile_path}); run: cmk login")
+    return profile
+
+
+def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) -> Callable[[str], Awaitable[str]]:
+    """Tokens from the profile, renewed from its operator file when they run out."""
+
+    async def token_for(audience: str) -> str:
+        token = profile.token(audience)
+        if token is not None:
+            return token
+        if not profile.operator_file:
+            raise click.ClickException("the signed-in token has expired; run: cmk login")
+        creds = read_operator_file(Path(profile.operator_file))
+        issued = await IdentityClient(channel).issue_token(creds, audience)
+        profile.keep(audience, issued.access_token, issued.expire_time.seconds)
+        profile.save(state.profile_path)
+        return issued.access_token
+
+    return token_for
+
+
+@asynccontextmanager
+async def session(state: State) -> AsyncIterator[IdentityClient]:
+    """A client signed in with the profile's tokens."""
+    profile = load_profile(state)
+    channel = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    try:
+        yield IdentityClient(channel, token_source=profile_tokens(state, profile, channel))
+    finally:
+        await channel.close()
+
+
+@asynccontextmanager
+async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[IdentityClient]:
+    """A client without a token, for signing in."""
+    target = endpoint or state.endpoint
+    if target is None:
+        profile = Profile.load(state.profile_path)
+        if profile is None:
+            raise click.ClickException("give --endpoint host:port (or sign in first)")
+        target = profile.identity_endpoint
+    channel = state.dial(target, Profile.load(state.profile_path))
+    try:
+        yield IdentityClient(channel)
+    finally:
+        await channel.close()
+
+
+@asynccontextmanager
+async def _service_session(
+    state: State, service: str, make: Callable[[grpc.aio.Channel, Any], Any]
+) -> AsyncIterator[Any]:
+    """A client of the key vault or speech service, signed in with the profile's tokens."""
+    profile = load_profile(state)
+    endpoint = getattr(state, f"{service}_endpoint") or getattr(profile, f"{service}_endpoint")
+    if not endpoint:
+        raise click.ClickException(
+            f"no {service} endpoint: give --{service}-endpoint, or cmk login --{service}-endpoint"
+        )
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    channel = state.dial(endpoint, profile)
+    try:
+        yield make(channel, profile_tokens(state, profile, identity))
+    finally:
+        await channel.close()
+        await identity.close()
+
+
+def keyvault_session(state: State) -> Any:
+    """A key vault client signed in with the profile's tokens."""
+    from cmk_trio.client.keyvault import KeyVaultClient
+
+    return _service_session(state, "keyvault", KeyVaultClient)
+
+
+def speech_session(state: State) -> Any:
+    """A speech client signed in with the profile's tokens."""
+    from cmk_trio.client.speech import SpeechClient
+
+    return _service_session(state, "speech", SpeechClient)

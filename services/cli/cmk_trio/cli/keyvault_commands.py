@@ -1,0 +1,424 @@
+"""`cmk vault ...`, `cmk key ...` and `cmk audit ...`: the key vault from a shell."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+from google.protobuf import timestamp_pb2
+
+from cmk_trio.cli.common import State, keyvault_session, output_option, pass_state, run_async
+from cmk_trio.cli.output import emit, emit_messages, to_dict
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+
+VAULT_COLUMNS = ("vault_name", "location", "resource_group", "soft_delete_enabled", "purge_protection_enabled")
+KEY_COLUMNS = ("key_id", "key_size", "enabled", "create_time")
+AUDIT_COLUMNS = ("sequence", "time", "operation", "vault_name", "key_name", "result", "reason", "caller_object_id")
+OPERATIONS = {"encrypt": res.ENCRYPT, "decrypt": res.DECRYPT, "wrapKey": res.WRAP_KEY, "unwrapKey": res.UNWRAP_KEY,
+              "sign": res.SIGN, "verify": res.VERIFY}  # fmt: skip
+ALGORITHMS = {"RSA-OAEP-256": res.RSA_OAEP_256, "RSA-OAEP": res.RSA_OAEP, "RSA1_5": res.RSA1_5}
+
+
+def _stamp(text: str) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromDatetime(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2027-01-31T00:00:00Z") from None
+    return stamp
+
+
+def register(cli: click.Group) -> None:
+    """Add the key vault command groups to `cmk`."""
+    cli.add_command(vault)
+    cli.add_command(key)
+    cli.add_command(audit)
+
+
+# --- vaults ------------------------------------------------------------------------------
+
+
+@click.group()
+def vault() -> None:
+    """Key vaults (control plane: management tokens, roles on the vault)."""
+
+
+@vault.command("create")
+@click.argument("name")
+@click.option("--subscription", "subscription_id", required=True)
+@click.option("--resource-group", required=True)
+@click.option("--location", required=True, help="a region such as westeurope")
+@click.option("--retention-days", type=int, default=90, show_default=True)
+@click.option("--purge-protection", is_flag=True)
+@click.option("--no-soft-delete", is_flag=True, help="make deletes final (not recommended)")
+@output_option
+@pass_state
+@run_async
+async def vault_create(state: State, name: str, subscription_id: str, resource_group: str, location: str,
+                       retention_days: int, purge_protection: bool, no_soft_delete: bool) -> None:  # fmt: skip
+    """Create a vault; you get a full access policy on it."""
+    async with keyvault_session(state) as kv:
+        created = await kv.create_vault(
+            name, subscription_id, resource_group, location,
+            soft_delete=not no_soft_delete, retention_days=retention_days, purge_protection=purge_protection,
+        )  # fmt: skip
+    emit(state.output, to_dict(created))
+
+
+@vault.command("show")
+@click.argument("name")
+@output_option
+@pass_state
+@run_async
+async def vault_show(state: State, name: str) -> None:
+    """Show a vault."""
+    async with keyvault_session(state) as kv:
+        emit(state.output, to_dict(await kv.get_vault(name)))
+
+
+@vault.command("list")
+@click.option("--subscription", "subscription_id", required=True)
+@click.option("--deleted", is_flag=True, help="list the soft-deleted vaults")
+@output_option
+@pass_state
+@run_async
+async def vault_list(state: State, subscription_id: str, deleted: bool) -> None:
+    """List the vaults of a subscription."""
+    async with keyvault_session(state) as kv:
+        page = await kv.list_vaults(subscription_id, deleted=deleted)
+    emit_messages(state.output, page.vaults, VAULT_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@vault.command("update")
+@click.argument("name")
+@click.option("--purge-protection", is_flag=True, help="turn purge protection on (it cannot be turned off)")
+@output_option
+@pass_state
+@run_async
+async def vault_update(state: State, name: str, purge_protection: bool) -> None:
+    """Turn purge protection on."""
+    if not purge_protection:
+        raise click.UsageError("nothing to change: give --purge-protection")
+    async with keyvault_session(state) as kv:
+        emit(state.output, to_dict(await kv.update_vault(name, purge_protection=True)))
+
+
+def _vault_action(name: str, help_text: str, method: str) -> None:
+    @vault.command(name, help=help_text)
+    @click.argument("vault_name")
+    @output_option
+    @pass_state
+    @run_async
+    async def command(state: State, vault_name: str) -> None:
+        async with keyvault_session(state) as kv:
+            result = await getattr(kv, method)(vault_name)
+        emit(state.output, to_dict(result) if result is not None else {"vault": vault_name, "done": name})
+
+
+_vault_action("delete", "Delete a vault (soft-deleted if it has soft-delete).", "delete_vault")
+_vault_action("recover", "Recover a soft-deleted vault.", "recover_vault")
+_vault_action("purge", "Purge a soft-deleted vault (refused under purge protection before its date).", "purge_vault")
+
+
+@vault.group("policy")
+def policy() -> None:
+    """Access policies: which principals may do what with keys."""
+
+
+@policy.command("set")
+@click.argument("vault_name")
+@click.option("--object-id", required=True)
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--permissions", required=True, help="comma-separated: get,wrapKey,unwrapKey,...")
+@output_option
+@pass_state
+@run_async
+async def policy_set(state: State, vault_name: str, object_id: str, tenant_id: str, permissions: str) -> None:
+    """Set a principal's key permissions (replacing what it had)."""
+    names = [p.strip() for p in permissions.split(",") if p.strip()]
+    async with keyvault_session(state) as kv:
+        updated = await kv.set_access_policy(vault_name, tenant_id, object_id, names)
+    emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
+
+
+@policy.command("delete")
+@click.argument("vault_name")
+@click.argument("object_id")
+@output_option
+@pass_state
+@run_async
+async def policy_delete(state: State, vault_name: str, object_id: str) -> None:
+    """Remove a principal's access policy entry."""
+    async with keyvault_session(state) as kv:
+        updated = await kv.remove_access_policy(vault_name, object_id)
+    emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
+
+
+@policy.command("list")
+@click.argument("vault_name")
+@output_option
+@pass_state
+@run_async
+async def policy_list(state: State, vault_name: str) -> None:
+    """List a vault's access policies."""
+    async with keyvault_session(state) as kv:
+        found = await kv.get_vault(vault_name)
+    emit_messages(state.output, found.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+@click.group()
+def key() -> None:
+    """Keys and key operations (data plane: vault tokens, access policies)."""
+
+
+def _key_out(state: State, version: res.KeyVersion) -> None:
+    data = to_dict(version)
+    if state.output != "json":
+        click.echo(f"Key Identifier: {version.key_id}")
+    emit(state.output, data)
+
+
+@key.command("create")
+@click.argument("vault_name")
+@click.argument("name")
+@click.option("--size", type=int, default=2048, show_default=True)
+@click.option("--ops", default="", help="comma-separated key operations (default: all)")
+@click.option("--expires", default=None, help="ISO 8601 time")
+@click.option("--not-before", default=None, help="ISO 8601 time")
+@output_option
+@pass_state
+@run_async
+async def key_create(state: State, vault_name: str, name: str, size: int, ops: str,
+                     expires: str | None, not_before: str | None) -> None:  # fmt: skip
+    """Create an RSA key (or a new version of one)."""
+    attributes = res.KeyVersion()
+    for op in (o.strip() for o in ops.split(",") if o.strip()):
+        if op not in OPERATIONS:
+            raise click.BadParameter(f"unknown operation {op}; use {', '.join(OPERATIONS)}", param_hint="--ops")
+        attributes.key_operations.append(OPERATIONS[op])
+    if expires:
+        attributes.expires.CopyFrom(_stamp(expires))
+    if not_before:
+        attributes.not_before.CopyFrom(_stamp(not_before))
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.create_key(vault_name, name, size=size, attributes=attributes))
+
+
+@key.command("import")
+@click.argument("vault_name")
+@click.argument("name")
+@click.option("--jwk-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@output_option
+@pass_state
+@run_async
+async def key_import(state: State, vault_name: str, name: str, jwk_file: Path) -> None:
+    """Import an RSA private key given as a JWK file."""
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.import_key(vault_name, name, jwk_file.read_text()))
+
+
+@key.command("show")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_show(state: State, key_id: str) -> None:
+    """Show a key version (the newest if the identifier has none), with its Key Identifier."""
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.get_key(key_id))
+
+
+@key.command("list")
+@click.argument("vault_name")
+@click.option("--deleted", is_flag=True)
+@output_option
+@pass_state
+@run_async
+async def key_list(state: State, vault_name: str, deleted: bool) -> None:
+    """List a vault's keys (or its soft-deleted keys)."""
+    async with keyvault_session(state) as kv:
+        if deleted:
+            gone = await kv.list_deleted_keys(vault_name)
+            emit_messages(state.output, gone.deleted_keys, ("recovery_id", "deleted_date", "scheduled_purge_date"), {})
+            return
+        page = await kv.list_keys(vault_name)
+    emit_messages(state.output, page.keys, KEY_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@key.command("versions")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_versions(state: State, key_id: str) -> None:
+    """List a key's versions."""
+    async with keyvault_session(state) as kv:
+        page = await kv.list_versions(key_id)
+    emit_messages(state.output, page.versions, KEY_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@key.command("update")
+@click.argument("key_id")
+@click.option("--enabled/--disabled", default=None)
+@click.option("--expires", default=None, help="ISO 8601 time")
+@click.option("--not-before", default=None, help="ISO 8601 time")
+@output_option
+@pass_state
+@run_async
+async def key_update(
+    state: State, key_id: str, enabled: bool | None, expires: str | None, not_before: str | None
+) -> None:
+    """Change a key version's attributes."""
+    attributes, paths = res.KeyVersion(), []
+    if enabled is not None:
+        attributes.enabled = enabled
+        paths.append("enabled")
+    if expires:
+        attributes.expires.CopyFrom(_stamp(expires))
+        paths.append("expires")
+    if not_before:
+        attributes.not_before.CopyFrom(_stamp(not_before))
+        paths.append("not_before")
+    if not paths:
+        raise click.UsageError("nothing to change: give --enabled/--disabled, --expires or --not-before")
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.update_key(key_id, attributes, paths))
+
+
+@key.command("rotate")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_rotate(state: State, key_id: str) -> None:
+    """Make a new version of a key."""
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.rotate_key(key_id))
+
+
+@key.command("delete")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_delete(state: State, key_id: str) -> None:
+    """Delete a key (soft-deleted if the vault has soft-delete)."""
+    async with keyvault_session(state) as kv:
+        emit(state.output, to_dict(await kv.delete_key(key_id)))
+
+
+@key.command("recover")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_recover(state: State, key_id: str) -> None:
+    """Recover a soft-deleted key."""
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.recover_key(key_id))
+
+
+@key.command("purge")
+@click.argument("key_id")
+@output_option
+@pass_state
+@run_async
+async def key_purge(state: State, key_id: str) -> None:
+    """Purge a soft-deleted key (refused under purge protection before its date)."""
+    async with keyvault_session(state) as kv:
+        await kv.purge_key(key_id)
+    emit(state.output, {"purged": key_id})
+
+
+@key.command("wrap")
+@click.argument("key_id")
+@click.option("--value", required=True, help="the key to wrap, base64")
+@click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
+@output_option
+@pass_state
+@run_async
+async def key_wrap(state: State, key_id: str, value: str, algorithm: str) -> None:
+    """Wrap a key; prints the wrapped value in base64."""
+    async with keyvault_session(state) as kv:
+        reply = await kv.wrap(key_id, base64.b64decode(value, validate=True), ALGORITHMS[algorithm])
+    emit(state.output, {"key_id": reply.key_id, "value": base64.b64encode(reply.ciphertext).decode(),
+                        "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
+
+
+@key.command("unwrap")
+@click.argument("key_id")
+@click.option("--value", required=True, help="the wrapped key, base64")
+@click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
+@output_option
+@pass_state
+@run_async
+async def key_unwrap(state: State, key_id: str, value: str, algorithm: str) -> None:
+    """Unwrap a key; prints it in base64."""
+    async with keyvault_session(state) as kv:
+        reply = await kv.unwrap(key_id, base64.b64decode(value, validate=True), ALGORITHMS[algorithm])
+    emit(state.output, {"key_id": reply.key_id, "value": base64.b64encode(reply.plaintext).decode(),
+                        "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
+
+
+# --- audit -------------------------------------------------------------------------------
+
+
+@click.group()
+def audit() -> None:
+    """The key vault's tamper-evident audit log."""
+
+
+@audit.command("list")
+@click.option("--vault", "vault_name", default="", help="one vault (needs Reader on it); all for the operator")
+@click.option("--result", type=click.Choice(["allowed", "denied", "error"]), default=None)
+@click.option("--page-size", type=int, default=0)
+@click.option("--page-token", default="")
+@output_option
+@pass_state
+@run_async
+async def audit_list(state: State, vault_name: str, result: str | None, page_size: int, page_token: str) -> None:
+    """List audit records, oldest first."""
+    async with keyvault_session(state) as kv:
+        page = await kv.list_audit(vault_name, result=result or "", page_size=page_size, page_token=page_token)
+    emit_messages(state.output, page.records, AUDIT_COLUMNS, {"next_page_token": page.next_page_token})
+
+
+@audit.command("checkpoint")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="save the signed checkpoint here")
+@output_option
+@pass_state
+@run_async
+async def audit_checkpoint(state: State, out: Path | None) -> None:
+    """Sign a checkpoint of the log now (operator only); keep it to verify against later."""
+    async with keyvault_session(state) as kv:
+        checkpoint = await kv.checkpoint()
+    data = to_dict(checkpoint)
+    if out is not None:
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    emit(state.output, data)
+
+
+@audit.command("verify")
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="a checkpoint saved earlier: also catches newest records cut off since")  # fmt: skip
+@output_option
+@pass_state
+@run_async
+async def audit_verify(state: State, checkpoint_file: Path | None) -> None:
+    """Check the whole chain (operator only); exit 1 and name the first broken record if not intact."""
+    checkpoint = None
+    if checkpoint_file is not None:
+        data = json.loads(checkpoint_file.read_text())
+        checkpoint = res.AuditCheckpoint(count=int(data["count"]), head=data["head"], time=data["time"],
+                                         signature=data["signature"])  # fmt: skip
+    async with keyvault_session(state) as kv:
+        verdict = await kv.verify_audit(checkpoint)
+    emit(state.output, to_dict(verdict))
+    if not verdict.ok:
+        raise SystemExit(1)

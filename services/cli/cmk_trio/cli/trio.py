@@ -1,0 +1,239 @@
+"""Starting the services together in one process (`cmk up`), wired to each other."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cmk_trio.identity.model import PrincipalKind
+from cmk_trio.identity.server import IdentityServer
+from cmk_trio.keyvault.config import PlatformCredentials
+from cmk_trio.rpckit.config import TlsConfig
+from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
+from cmk_trio.rpckit.keyfiles import write_private_file
+
+
+async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> PlatformCredentials:
+    """The credentials of a platform service's principal: read from `path`, or, on the first
+    start, made by the operator in the platform tenant and written there (mode 0600)."""
+    if path.exists():
+        return PlatformCredentials.from_file(path)
+    operator = identity.operator
+    principal = await identity.directory.create_principal(
+        operator, operator.tenant_id, kind=PrincipalKind.SERVICE_PRINCIPAL,
+        name=f"{service} service", platform_service=service,
+    )  # fmt: skip
+    secret = await identity.directory.add_client_secret(
+        operator, operator.tenant_id, principal.object_id, "platform", 730
+    )
+    credentials = PlatformCredentials(operator.tenant_id, secret.client_id, secret.value)
+    content = {"tenant_id": credentials.tenant_id, "client_id": credentials.client_id,
+               "client_secret": credentials.client_secret}  # fmt: skip
+    write_private_file(path, json.dumps(content, indent=2) + "\n")
+    return credentials
+
+
+@dataclass
+class RunningTrio:
+    """The three services running in this process, wired to each other."""
+
+    identity: Any
+    keyvault: Any
+    speech: Any
+    tls_dir: Path | None = None
+    """Where the development CA and certificates are, when the services talk mutual TLS."""
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"identity": self.identity.endpoint, "keyvault": self.keyvault.endpoint, "speech": self.speech.endpoint}
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        """The Prometheus endpoints, for the services that serve them."""
+        servers = {"identity": self.identity, "keyvault": self.keyvault, "speech": self.speech}
+        return {
+            name: f"http://{s.config.host}:{s.metrics_port}/metrics"
+            for name, s in servers.items()
+            if s.metrics_port is not None
+        }
+
+    async def stop(self) -> None:
+        for server in (self.speech, self.keyvault, self.identity):
+            await server.stop()
+
+
+async def start_trio(
+    data_dir: Path,
+    port_base: int = 0,
+    *,
+    dev_time_control: bool = False,
+    auto_approve: bool = False,
+    env: Mapping[str, str] | None = None,
+    mutual_tls: bool = False,
+    metrics: bool = False,
+) -> RunningTrio:
+    """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
+    ports). On the first start in `data_dir`, the platform principals of the key vault and
+    speech are made and their credentials kept there (mode 0600). With `mutual_tls`, a
+    development CA in `data_dir/tls` signs a certificate per service, and every service
+    accepts only peers and clients with a certificate from it."""
+    from cmk_trio.identity.config import IdentityConfig
+    from cmk_trio.identity.server import build_server as build_identity
+    from cmk_trio.keyvault.config import KeyVaultConfig
+    from cmk_trio.keyvault.server import build_server as build_keyvault
+    from cmk_trio.speech.config import SpeechConfig
+    from cmk_trio.speech.server import build_server as build_speech
+
+    environ = os.environ if env is None else env
+
+    def metrics_port(offset: int) -> int | None:
+        # Prometheus endpoints at port_base+11, +12, +13 (free ports when port_base is 0).
+        return (port_base and port_base + 10 + offset) if metrics else None
+
+    tls: dict[str, TlsConfig] = {}
+    tls_dir = None
+    if mutual_tls:
+        tls_dir = data_dir / "tls"
+        pki = ensure_dev_pki(tls_dir)
+        for name in SERVICES:
+            files = pki.identity(name)
+            tls[name] = TlsConfig(files.cert_file, files.key_file, pki.ca_file)
+    identity = await build_identity(
+        IdentityConfig.from_env(
+            environ,
+            data_dir=data_dir,
+            port=port_base and port_base + 1,
+            dev_time_control=dev_time_control or None,
+            tls=tls.get("identity"),
+            metrics_port=metrics_port(1),
+        )
+    )
+    started: list[Any] = [identity]
+    try:
+        keyvault_credentials = await ensure_platform_credentials(
+            identity, "keyvault", data_dir / "keyvault-credentials.json"
+        )
+        speech_credentials = await ensure_platform_credentials(identity, "speech", data_dir / "speech-credentials.json")
+        keyvault = await build_keyvault(
+            KeyVaultConfig.from_env(
+                environ,
+                data_dir=data_dir,
+                port=port_base and port_base + 2,
+                identity_endpoint=identity.endpoint,
+                credentials=keyvault_credentials,
+                dev_time_control=dev_time_control or None,
+                tls=tls.get("keyvault"),
+                metrics_port=metrics_port(2),
+            )
+        )
+        started.append(keyvault)
+        speech = await build_speech(
+            SpeechConfig.from_env(
+                environ,
+                data_dir=data_dir,
+                port=port_base and port_base + 3,
+                identity_endpoint=identity.endpoint,
+                keyvault_endpoint=keyvault.endpoint,
+                credentials=speech_credentials,
+                auto_approve_cmk=auto_approve or None,
+                tls=tls.get("speech"),
+                metrics_port=metrics_port(3),
+            )
+        )
+    except BaseException:
+        for server in reversed(started):
+            await server.stop()
+        raise
+    return RunningTrio(identity, keyvault, speech, tls_dir)
+
+
+async def run_trio(
+    data_dir: Path,
+    port_base: int,
+    output: str,
+    *,
+    dev_time_control: bool = False,
+    auto_approve: bool = False,
+    mutual_tls: bool = True,
+    metrics: bool = True,
+) -> None:
+    """Start the trio and serve until SIGTERM or SIGINT."""
+    from cmk_trio.rpckit.logs import configure_logging
+    from cmk_trio.rpckit.server import stop_signals
+
+    configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
+    with stop_signals() as stopped:
+        trio = await start_trio(
+            data_dir,
+            port_base,
+            dev_time_control=dev_time_control,
+            auto_approve=auto_approve,
+            mutual_tls=mutual_tls,
+            metrics=metrics,
+        )
+        try:
+            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint, trio.tls_dir, trio.metrics)
+            await stopped.wait()
+            click.echo("stopping", err=True)
+        finally:
+            await trio.stop()
+
+
+def announce(
+    identity: Any,
+    keyvault_endpoint: str | None,
+    output: str,
+    speech_endpoint: str | None = None,
+    tls_dir: Path | None = None,
+    metrics: dict[str, str] | None = None,
+) -> None:
+    """Print where the services listen and how to sign in; on the first start, the operator
+    credential (to stdout, once: never to the log)."""
+    login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
+    if keyvault_endpoint:
+        login += f" --keyvault-endpoint {keyvault_endpoint}"
+    if speech_endpoint:
+        login += f" --speech-endpoint {speech_endpoint}"
+    if tls_dir is not None:
+        login = login.replace("cmk login", f"cmk --tls-dir {tls_dir} login", 1)
+    created = None
+    if identity.new_operator_secret is not None:
+        created = {
+            "tenant_id": identity.operator.tenant_id,
+            "client_id": identity.new_operator_secret.client_id,
+            "client_secret": identity.new_operator_secret.value,
+            "file": str(identity.config.operator_file),
+        }
+    if output == "json":
+        services = {"identity": identity.endpoint}
+        if keyvault_endpoint:
+            services["keyvault"] = keyvault_endpoint
+        if speech_endpoint:
+            services["speech"] = speech_endpoint
+        click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
+                               "login": login, "tls_dir": str(tls_dir) if tls_dir else None,
+                               "metrics": metrics or {}}))  # fmt: skip
+    else:
+        click.echo(f"identity listening on {identity.endpoint}")
+        if keyvault_endpoint:
+            click.echo(f"keyvault listening on {keyvault_endpoint}")
+        if speech_endpoint:
+            click.echo(f"speech listening on {speech_endpoint}")
+        for name, url in (metrics or {}).items():
+            click.echo(f"{name} metrics at {url}")
+        if created is not None:
+            click.echo("platform operator created (shown once; also in the file below):")
+            click.echo(f"  tenant id:     {created['tenant_id']}")
+            click.echo(f"  client id:     {created['client_id']}")
+            click.echo(f"  client secret: {created['client_secret']}")
+            click.echo(f"  file:          {created['file']}")
+        click.echo(f"sign in with: {login}")
+    import sys
+
+    sys.stdout.flush()

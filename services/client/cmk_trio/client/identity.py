@@ -1,0 +1,491 @@
+"""Client of the identity service: sign in with client credentials, call the directory, and
+follow its event stream to keep a token validator's revocations and keys current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.clock import Clock, SystemClock
+from cmk_trio.rpckit.errors import FailedPrecondition, NotFound
+from cmk_trio.rpckit.events import EventFollower
+from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, current_request_id
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.status import error_from_rpc
+from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
+from cmk_trio.rpckit.tokens import PublicSigningKey, TokenValidator
+
+R = TypeVar("R")
+DEFAULT_DEADLINE = 10.0
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """A principal's sign-in: tenant, client id and a client secret."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+RETRY_DELAYS = (0.05, 0.2, 0.5)
+"""Backoff before each retry of an idempotent call that met UNAVAILABLE."""
+SAFE_PREFIXES = ("Get", "List", "Check", "Issue")
+SAFE_METHODS = frozenset({"WrapKey", "UnwrapKey", "Encrypt", "Decrypt"})
+
+
+def is_idempotent(method_name: str) -> bool:
+    """Reads, token issuance and key operations change nothing when repeated, so they are
+    safe to retry; creates, updates and deletes are not."""
+    return method_name.startswith(SAFE_PREFIXES) or method_name in SAFE_METHODS
+
+
+def safe_methods(*stubs: Any) -> frozenset[int]:
+    """The ids of a stub's idempotent methods (a client retries those on UNAVAILABLE)."""
+    return frozenset(id(getattr(s, n)) for s in stubs for n in dir(s) if is_idempotent(n) and not n.startswith("_"))
+
+
+async def call(
+    method: Callable[..., Awaitable[R]],
+    request: Any,
+    *,
+    token: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+    idempotent: bool = False,
+) -> R:
+    """One unary call; a failed call becomes the typed error of its ErrorInfo reason. An
+    idempotent call that meets UNAVAILABLE (a dependency or the server restarting) is
+    retried a few times with backoff; nothing else is ever retried."""
+    pairs = [("authorization", f"Bearer {token}")] if token else []
+    request_id = current_request_id()
+    if request_id is not None:  # carry the caller's request id to the callee (and its audit log)
+        pairs.append((REQUEST_ID_HEADER, request_id))
+    metadata = tuple(pairs) or None
+    delays = RETRY_DELAYS if idempotent else ()
+    for attempt in range(len(delays) + 1):
+        try:
+            return await method(request, metadata=metadata, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            if attempt < len(delays) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await asyncio.sleep(delays[attempt])
+                continue
+            raise error_from_rpc(exc) from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+class IdentityClient:
+    """The identity service's API, with a token for the directory audience obtained and
+    renewed from `credentials` (or a fixed `token`)."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        credentials: ClientCredentials | None = None,
+        *,
+        token: str | None = None,
+        token_source: Callable[[str], Awaitable[str]] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.channel = channel
+        self.directory = pb_grpc.IdentityServiceStub(channel)
+        self.tokens = pb_grpc.TokenServiceStub(channel)
+        self._safe = safe_methods(self.directory, self.tokens)
+        self._credentials = credentials
+        self._fixed_token = token
+        self._token_source = token_source
+        self._clock = clock or SystemClock()
+        self.token_cache = TokenCache(self._fetch, self._clock)
+
+    async def _fetch(self, audience: str) -> AccessToken:
+        if self._credentials is None:
+            raise RuntimeError("this client has no credentials to obtain tokens with")
+        issued = await self.issue_token(self._credentials, audience)
+        return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
+
+    async def token_for(self, audience: str) -> str:
+        """A valid token for `audience`: the fixed one, or a cached one renewed in time."""
+        if self._fixed_token is not None:
+            return self._fixed_token
+        if self._token_source is not None:
+            return await self._token_source(audience)
+        return await self.token_cache.get(audience)
+
+    async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(
+            method, request, token=await self.token_for(audiences.DIRECTORY), idempotent=id(method) in self._safe
+        )
+
+    # --- tokens -----------------------------------------------------------------------
+
+    async def issue_token(self, credentials: ClientCredentials, audience: str) -> pb.IssueTokenResponse:
+        request = pb.IssueTokenRequest(
+            tenant_id=credentials.tenant_id,
+            client_id=credentials.client_id,
+            client_secret=credentials.client_secret,
+            audience=audience,
+        )
+        return await call(self.tokens.IssueToken, request, idempotent=True)
+
+    async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
+        return await self._call(
+            self.tokens.IssueManagedIdentityToken, pb.IssueManagedIdentityTokenRequest(name=name, audience=audience)
+        )
+
+    async def list_signing_keys(self) -> list[res.SigningKey]:
+        keys: list[res.SigningKey] = []
+        page_token = ""
+        while True:
+            page = await call(self.tokens.ListSigningKeys, pb.ListSigningKeysRequest(page_token=page_token))
+            keys += page.signing_keys
+            page_token = page.next_page_token
+            if not page_token:
+                return keys
+
+    async def rotate_signing_key(self) -> res.SigningKey:
+        return await self._call(self.tokens.RotateSigningKey, pb.RotateSigningKeyRequest())
+
+    # --- tenants and subscriptions ----------------------------------------------------
+
+    async def create_tenant(self, display_name: str) -> res.Tenant:
+        return await self._call(
+            self.directory.CreateTenant, pb.CreateTenantRequest(tenant=res.Tenant(display_name=display_name))
+        )
+
+    async def get_tenant(self, tenant_id: str) -> res.Tenant:
+        return await self._call(self.directory.GetTenant, pb.GetTenantRequest(name=f"tenants/{tenant_id}"))
+
+    async def list_tenants(self, page_size: int = 0, page_token: str = "") -> pb.ListTenantsResponse:
+        return await self._call(
+            self.directory.ListTenants, pb.ListTenantsRequest(page_size=page_size, page_token=page_token)
+        )
+
+    async def create_subscription(self, tenant_id: str, display_name: str) -> res.Subscription:
+        return await self._call(
+            self.directory.CreateSubscription,
+            pb.CreateSubscriptionRequest(subscription=res.Subscription(tenant_id=tenant_id, display_name=display_name)),
+        )
+
+    async def get_subscription(self, subscription_id: str) -> res.Subscription:
+        return await self._call(
+            self.directory.GetSubscription, pb.GetSubscriptionRequest(name=f"subscriptions/{subscription_id}")
+        )
+
+    async def list_subscriptions(
+        self, tenant_id: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListSubscriptionsResponse:
+        return await self._call(
+            self.directory.ListSubscriptions,
+            pb.ListSubscriptionsRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token),
+        )
+
+    async def transfer_subscription(self, subscription_id: str, target_tenant_id: str) -> res.Subscription:
+        return await self._call(
+            self.directory.TransferSubscription,
+            pb.TransferSubscriptionRequest(name=f"subscriptions/{subscription_id}", target_tenant_id=target_tenant_id),
+        )
+
+    # --- principals -------------------------------------------------------------------
+
+    async def create_principal(
+        self, tenant_id: str, kind: int, display_name: str, *, tenant_admin: bool = False, platform_service: str = ""
+    ) -> res.Principal:
+        principal = res.Principal(
+            kind=res.PrincipalKind.ValueType(kind),
+            display_name=display_name,
+            tenant_admin=tenant_admin,
+            platform_service=platform_service,
+        )
+        return await self._call(
+            self.directory.CreatePrincipal,
+            pb.CreatePrincipalRequest(parent=f"tenants/{tenant_id}", principal=principal),
+        )
+
+    async def get_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.GetPrincipal, pb.GetPrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def list_principals(
+        self, tenant_id: str, kind: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListPrincipalsResponse:
+        return await self._call(
+            self.directory.ListPrincipals,
+            pb.ListPrincipalsRequest(
+                parent=f"tenants/{tenant_id}",
+                kind=res.PrincipalKind.ValueType(kind),
+                page_size=page_size,
+                page_token=page_token,
+            ),
+        )
+
+    async def rename_principal(self, tenant_id: str, object_id: str, display_name: str) -> res.Principal:
+        return await self._call(
+            self.directory.UpdatePrincipal,
+            pb.UpdatePrincipalRequest(
+                principal=res.Principal(name=principal_name(tenant_id, object_id), display_name=display_name),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+        )
+
+    async def enable_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.EnablePrincipal, pb.EnablePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def disable_principal(self, tenant_id: str, object_id: str) -> res.Principal:
+        return await self._call(
+            self.directory.DisablePrincipal, pb.DisablePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def delete_principal(self, tenant_id: str, object_id: str) -> None:
+        await self._call(
+            self.directory.DeletePrincipal, pb.DeletePrincipalRequest(name=principal_name(tenant_id, object_id))
+        )
+
+    async def create_managed_identity(self, tenant_id: str, resource_id: str, display_name: str = "") -> res.Principal:
+        return await self._call(
+            self.directory.CreateManagedIdentity,
+            pb.CreateManagedIdentityRequest(
+                parent=f"tenants/{tenant_id}", resource_id=resource_id, display_name=display_name
+            ),
+        )
+
+    async def delete_managed_identity(self, tenant_id: str, object_id: str) -> None:
+        await self._call(
+            self.directory.DeleteManagedIdentity,
+            pb.DeleteManagedIdentityRequest(name=principal_name(tenant_id, object_id)),
+        )
+
+    # --- client secrets ---------------------------------------------------------------
+
+    async def add_client_secret(
+        self, tenant_id: str, object_id: str, display_name: str = "", lifetime_days: int = 0
+    ) -> pb.AddClientSecretResponse:
+        return await self._call(
+            self.directory.AddClientSecret,
+            pb.AddClientSecretRequest(
+                parent=principal_name(tenant_id, object_id), display_name=display_name, lifetime_days=lifetime_days
+            ),
+        )
+
+    async def list_client_secrets(self, tenant_id: str, object_id: str) -> pb.ListClientSecretsResponse:
+        return await self._call(
+            self.directory.ListClientSecrets, pb.ListClientSecretsRequest(parent=principal_name(tenant_id, object_id))
+        )
+
+    async def delete_client_secret(self, tenant_id: str, object_id: str, secret_id: str) -> None:
+        await self._call(
+            self.directory.DeleteClientSecret,
+            pb.DeleteClientSecretRequest(name=f"{principal_name(tenant_id, object_id)}/secrets/{secret_id}"),
+        )
+
+    # --- role assignments -------------------------------------------------------------
+
+    async def create_role_assignment(self, principal_id: str, role: int, scope: str) -> res.RoleAssignment:
+        return await self._call(
+            self.directory.CreateRoleAssignment,
+            pb.CreateRoleAssignmentRequest(
+                role_assignment=res.RoleAssignment(
+                    principal_id=principal_id, role=res.Role.ValueType(role), scope=scope
+                )
+            ),
+        )
+
+    async def get_role_assignment(self, role_assignment_id: str) -> res.RoleAssignment:
+        return await self._call(
+            self.directory.GetRoleAssignment, pb.GetRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}")
+        )
+
+    async def list_role_assignments(
+        self, principal_id: str = "", scope: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListRoleAssignmentsResponse:
+        return await self._call(
+            self.directory.ListRoleAssignments,
+            pb.ListRoleAssignmentsRequest(
+                principal_id=principal_id, scope=scope, page_size=page_size, page_token=page_token
+            ),
+        )
+
+    async def delete_role_assignment(self, role_assignment_id: str) -> None:
+        await self._call(
+            self.directory.DeleteRoleAssignment,
+            pb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}"),
+        )
+
+    async def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
+        return await self._call(
+            self.directory.CheckAccess,
+            pb.CheckAccessRequest(principal_id=principal_id, scope=scope, action=res.Action.ValueType(action)),
+        )
+
+    # --- events -----------------------------------------------------------------------
+
+    async def watch_events(
+        self, after_sequence: int = 0, on_heartbeat: Callable[[], None] | None = None
+    ) -> AsyncIterator[res.Event]:
+        """The event stream from `after_sequence`; errors arrive typed. Heartbeats (an idle
+        stream saying it is alive) are not yielded: `on_heartbeat` is told of them."""
+        token = await self.token_for(audiences.DIRECTORY)
+        stream = self.directory.WatchEvents(
+            pb.WatchEventsRequest(after_sequence=after_sequence), metadata=(("authorization", f"Bearer {token}"),)
+        )
+        try:
+            async for event in stream:
+                if event.type == res.HEARTBEAT:
+                    if on_heartbeat is not None:
+                        on_heartbeat()
+                    continue
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            stream.cancel()
+
+
+def principal_name(tenant_id: str, object_id: str) -> str:
+    return f"tenants/{tenant_id}/principals/{object_id}"
+
+
+class GrpcSigningKeySource:
+    """A validator's key source that asks the identity service over gRPC."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
+
+    async def fetch_signing_keys(self) -> list[PublicSigningKey]:
+        return [PublicSigningKey(k.kid, k.algorithm, k.public_jwk) for k in await self._client.list_signing_keys()]
+
+
+class RevocationFeed:
+    """Keeps a token validator current from the directory's event stream: disabled and
+    deleted principals are refused, a rotated signing key is fetched at once, and after
+    missed events every cached token is dropped and the revocations are rebuilt."""
+
+    def __init__(
+        self,
+        client: IdentityClient,
+        validator: TokenValidator,
+        *,
+        metrics: Metrics | None = None,
+        roles: RoleChecker | None = None,
+    ) -> None:
+        self._validator = validator
+        self._metrics = metrics
+        self._roles = roles
+        self.follower: EventFollower[res.Event] = EventFollower(self._open, self._apply, self._reset)
+        self._client = client
+        self._task: asyncio.Task[None] | None = None
+
+    async def _open(self, after: int) -> AsyncIterator[res.Event]:
+        try:
+            async for event in self._client.watch_events(after, on_heartbeat=self._validator.revocations.heard):
+                yield event
+        except FailedPrecondition as exc:
+            if exc.reason is not Reason.EVENT_CURSOR_AHEAD:
+                raise
+            # The directory is younger than our cursor: start over as after a gap.
+            yield res.Event(sequence=-1)
+
+    async def _apply(self, event: res.Event) -> None:
+        self._validator.revocations.heard()
+        if self._roles is not None:
+            await self._roles.on_event(event)
+        if self._metrics is not None:
+            self._metrics.lag("identity", time.time() - event.time.ToDatetime(tzinfo=UTC).timestamp())
+        revocations = self._validator.revocations
+        if event.type == res.PRINCIPAL_DISABLED:
+            revocations.revoke(event.principal_id, "disabled")
+        elif event.type == res.PRINCIPAL_DELETED:
+            revocations.revoke(event.principal_id, "deleted")
+        elif event.type == res.PRINCIPAL_ENABLED:
+            revocations.restore(event.principal_id)
+        elif event.type == res.SIGNING_KEY_ROTATED:
+            await self._validator.refresh_keys(force=True)
+
+    async def _reset(self) -> None:
+        if self._roles is not None:
+            await self._roles.forget_all()
+        self._validator.forget_verified()
+        self._validator.revocations.clear()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.follower.run(), name="identity-revocation-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class RoleChecker:
+    """Answers "may this principal do this on this scope?" through the identity service's
+    CheckAccess, as a platform service (the key vault's and speech's control planes and the
+    speech data plane).
+
+    Yes-answers are remembered, so a busy caller costs one CheckAccess, not one per call
+    (no-answers are not: a role just granted works at once). They are all forgotten on any
+    directory event that can take one back (a role assignment made or removed, a principal
+    disabled or deleted, a subscription transferred) and after missed events, and none is
+    kept longer than `max_age`. A yes that was asked before such an event and answered after
+    it is used for the call that asked, but not remembered.
+    """
+
+    INVALIDATING = frozenset(
+        {res.ROLE_ASSIGNMENTS_CHANGED, res.PRINCIPAL_DISABLED, res.PRINCIPAL_DELETED, res.SUBSCRIPTION_TRANSFERRED}
+    )
+
+    def __init__(
+        self,
+        client: IdentityClient,
+        clock: Clock | None = None,
+        *,
+        max_age: timedelta = timedelta(seconds=60),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._client = client
+        self._clock = clock or SystemClock()
+        self._max_age = max_age
+        self._metrics = metrics
+        self._allowed: dict[tuple[str, str, int], datetime] = {}
+        self._forgets = 0
+
+    async def allowed(self, principal_id: str, scope: str, access: int) -> bool:
+        key = (principal_id, scope.lower(), access)
+        now = self._clock.now()
+        since = self._allowed.get(key)
+        fresh = since is not None and now - since < self._max_age
+        if self._metrics is not None:
+            self._metrics.hit("role_decisions", fresh)
+        if fresh:
+            return True
+        forgets = self._forgets
+        try:
+            answer = (await self._client.check_access(scope, access, principal_id)).allowed
+        except NotFound:
+            answer = False  # a principal that no longer exists may do nothing
+        if answer and forgets == self._forgets:
+            self._allowed[key] = now
+        else:
+            self._allowed.pop(key, None)
+        return answer
+
+    async def on_event(self, event: res.Event) -> None:
+        if event.type in self.INVALIDATING:
+            await self.forget_all()
+
+    async def forget_all(self) -> None:
+        self._forgets += 1
+        self._allowed.clear()

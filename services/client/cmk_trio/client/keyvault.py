@@ -1,0 +1,218 @@
+"""Client of the key vault service: vaults and policies with a management token, keys and
+key operations with a vault token, audit with a management token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from cmk_trio.client.identity import call, safe_methods
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.status import error_from_rpc
+
+R = TypeVar("R")
+TokenSource = Callable[[str], Awaitable[str]]
+
+
+class KeyVaultClient:
+    """The key vault's API. `tokens(audience)` returns a bearer token for an audience
+    (an IdentityClient's `token_for` does)."""
+
+    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource) -> None:
+        self.channel = channel
+        self.vaults = pb_grpc.VaultServiceStub(channel)
+        self.keys = pb_grpc.KeyServiceStub(channel)
+        self.audit = pb_grpc.AuditServiceStub(channel)
+        self._tokens = tokens
+        self._safe = safe_methods(self.vaults, self.keys, self.audit)
+
+    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(
+            method, request, token=await self._tokens(audiences.MANAGEMENT), idempotent=id(method) in self._safe
+        )
+
+    async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        return await call(
+            method, request, token=await self._tokens(audiences.VAULT), idempotent=id(method) in self._safe
+        )
+
+    # --- vaults -----------------------------------------------------------------------
+
+    async def create_vault(
+        self, name: str, subscription_id: str, resource_group: str, location: str, *,
+        soft_delete: bool = True, retention_days: int = 90, purge_protection: bool = False,
+    ) -> res.Vault:  # fmt: skip
+        vault = res.Vault(
+            vault_name=name, subscription_id=subscription_id, resource_group=resource_group, location=location,
+            soft_delete_enabled=soft_delete, soft_delete_retention_days=retention_days,
+            purge_protection_enabled=purge_protection,
+        )  # fmt: skip
+        return await self._mgmt(self.vaults.CreateVault, pb.CreateVaultRequest(vault=vault))
+
+    async def get_vault(self, name: str) -> res.Vault:
+        return await self._mgmt(self.vaults.GetVault, pb.GetVaultRequest(name=f"vaults/{name}"))
+
+    async def list_vaults(
+        self, subscription_id: str, *, deleted: bool = False, page_token: str = ""
+    ) -> pb.ListVaultsResponse:
+        if deleted:
+            return await self._mgmt(
+                self.vaults.ListDeletedVaults,
+                pb.ListDeletedVaultsRequest(subscription_id=subscription_id, page_token=page_token),
+            )
+        return await self._mgmt(
+            self.vaults.ListVaults, pb.ListVaultsRequest(subscription_id=subscription_id, page_token=page_token)
+        )
+
+    async def update_vault(
+        self, name: str, *, purge_protection: bool | None = None, soft_delete: bool | None = None
+    ) -> res.Vault:
+        vault = res.Vault(name=f"vaults/{name}")
+        paths = []
+        if purge_protection is not None:
+            vault.purge_protection_enabled = purge_protection
+            paths.append("purge_protection_enabled")
+        if soft_delete is not None:
+            vault.soft_delete_enabled = soft_delete
+            paths.append("soft_delete_enabled")
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        return await self._mgmt(self.vaults.UpdateVault, pb.UpdateVaultRequest(vault=vault, update_mask=mask))
+
+    async def delete_vault(self, name: str) -> None:
+        await self._mgmt(self.vaults.DeleteVault, pb.DeleteVaultRequest(name=f"vaults/{name}"))
+
+    async def recover_vault(self, name: str) -> res.Vault:
+        return await self._mgmt(self.vaults.RecoverVault, pb.RecoverVaultRequest(name=f"vaults/{name}"))
+
+    async def purge_vault(self, name: str) -> None:
+        await self._mgmt(self.vaults.PurgeVault, pb.PurgeVaultRequest(name=f"vaults/{name}"))
+
+    async def set_access_policy(
+        self, vault: str, tenant_id: str, object_id: str, permissions: Iterable[str]
+    ) -> res.Vault:
+        policy = res.AccessPolicy(tenant_id=tenant_id, object_id=object_id, key_permissions=list(permissions))
+        return await self._mgmt(
+            self.vaults.SetAccessPolicy, pb.SetAccessPolicyRequest(name=f"vaults/{vault}", access_policy=policy)
+        )
+
+    async def update_access_policy(
+        self, vault: str, tenant_id: str, object_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> res.Vault:
+        request = pb.UpdateAccessPolicyRequest(
+            name=f"vaults/{vault}", tenant_id=tenant_id, object_id=object_id,
+            add_permissions=list(add), remove_permissions=list(remove),
+        )  # fmt: skip
+        return await self._mgmt(self.vaults.UpdateAccessPolicy, request)
+
+    async def remove_access_policy(self, vault: str, object_id: str) -> res.Vault:
+        return await self._mgmt(
+            self.vaults.RemoveAccessPolicy, pb.RemoveAccessPolicyRequest(name=f"vaults/{vault}", object_id=object_id)
+        )
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def create_key(
+        self, vault: str, name: str, *, size: int = 2048, attributes: res.KeyVersion | None = None
+    ) -> res.KeyVersion:
+        key = res.KeyVersion()
+        if attributes is not None:
+            key.CopyFrom(attributes)
+        key.key_size = size
+        return await self._data(
+            self.keys.CreateKey, pb.CreateKeyRequest(parent=f"vaults/{vault}", key_name=name, key=key)
+        )
+
+    async def import_key(self, vault: str, name: str, jwk_json: str) -> res.KeyVersion:
+        return await self._data(
+            self.keys.ImportKey, pb.ImportKeyRequest(parent=f"vaults/{vault}", key_name=name, key_material=jwk_json)
+        )
+
+    async def get_key(self, key: str) -> res.KeyVersion:
+        return await self._data(self.keys.GetKey, pb.GetKeyRequest(key=key))
+
+    async def list_keys(self, vault: str, *, page_token: str = "") -> pb.ListKeysResponse:
+        return await self._data(self.keys.ListKeys, pb.ListKeysRequest(parent=f"vaults/{vault}", page_token=page_token))
+
+    async def list_versions(self, key: str, *, page_token: str = "") -> pb.ListKeyVersionsResponse:
+        return await self._data(self.keys.ListKeyVersions, pb.ListKeyVersionsRequest(key=key, page_token=page_token))
+
+    async def update_key(self, key: str, attributes: res.KeyVersion, paths: Iterable[str]) -> res.KeyVersion:
+        mask = field_mask_pb2.FieldMask(paths=list(paths))
+        return await self._data(
+            self.keys.UpdateKey, pb.UpdateKeyRequest(key=key, attributes=attributes, update_mask=mask)
+        )
+
+    async def rotate_key(self, key: str) -> res.KeyVersion:
+        return await self._data(self.keys.RotateKey, pb.RotateKeyRequest(key=key))
+
+    async def wrap(self, key: str, plaintext: bytes, algorithm: int = res.RSA_OAEP_256) -> pb.WrapKeyResponse:
+        request = pb.WrapKeyRequest(
+            key=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), plaintext=plaintext
+        )
+        return await self._data(self.keys.WrapKey, request)
+
+    async def unwrap(self, key: str, ciphertext: bytes, algorithm: int = res.RSA_OAEP_256) -> pb.UnwrapKeyResponse:
+        request = pb.UnwrapKeyRequest(
+            key=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), ciphertext=ciphertext
+        )
+        return await self._data(self.keys.UnwrapKey, request)
+
+    async def delete_key(self, key: str) -> res.DeletedKey:
+        return await self._data(self.keys.DeleteKey, pb.DeleteKeyRequest(key=key))
+
+    async def get_deleted_key(self, key: str) -> res.DeletedKey:
+        return await self._data(self.keys.GetDeletedKey, pb.GetDeletedKeyRequest(key=key))
+
+    async def list_deleted_keys(self, vault: str) -> pb.ListDeletedKeysResponse:
+        return await self._data(self.keys.ListDeletedKeys, pb.ListKeysRequest(parent=f"vaults/{vault}"))
+
+    async def recover_key(self, key: str) -> res.KeyVersion:
+        return await self._data(self.keys.RecoverDeletedKey, pb.RecoverDeletedKeyRequest(key=key))
+
+    async def purge_key(self, key: str) -> None:
+        await self._data(self.keys.PurgeDeletedKey, pb.PurgeDeletedKeyRequest(key=key))
+
+    # --- audit and events -------------------------------------------------------------
+
+    async def list_audit(
+        self, vault: str = "", *, result: str = "", page_token: str = "", page_size: int = 0
+    ) -> pb.ListAuditRecordsResponse:
+        request = pb.ListAuditRecordsRequest(
+            vault_name=vault, result=result, page_token=page_token, page_size=page_size
+        )
+        return await self._mgmt(self.audit.ListAuditRecords, request)
+
+    async def checkpoint(self) -> res.AuditCheckpoint:
+        return await self._mgmt(self.audit.CreateAuditCheckpoint, pb.CreateAuditCheckpointRequest())
+
+    async def verify_audit(self, checkpoint: res.AuditCheckpoint | None = None) -> pb.VerifyAuditLogResponse:
+        request = (
+            pb.VerifyAuditLogRequest(checkpoint=checkpoint) if checkpoint is not None else pb.VerifyAuditLogRequest()
+        )
+        return await self._mgmt(self.audit.VerifyAuditLog, request)
+
+    async def watch_events(self, after_sequence: int = 0) -> AsyncIterator[res.Event]:
+        async for event in self._stream(self.audit.WatchEvents, pb.WatchEventsRequest(after_sequence=after_sequence)):
+            yield event
+
+    async def stream_audit(self, after_sequence: int = 0) -> AsyncIterator[res.AuditRecord]:
+        request = pb.StreamAuditRecordsRequest(after_sequence=after_sequence)
+        async for record in self._stream(self.audit.StreamAuditRecords, request):
+            yield record
+
+    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        token = await self._tokens(audiences.MANAGEMENT)
+        stream = method(request, metadata=(("authorization", f"Bearer {token}"),))
+        try:
+            async for item in stream:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            stream.cancel()

@@ -1,7 +1,0 @@
-"""`python -m services.identity`: the identity service, configured by CMK_* variables.
-(`cmk serve identity` does the same with flags.)"""
-
-from services.cli.main import main
-
-if __name__ == "__main__":
-    main(["serve", "identity"])

@@ -1,0 +1,248 @@
+"""Token issuance and the signing keys behind it.
+
+Tokens are RS256 JWTs with Entra's claims (iss, aud, sub, oid, tid, appid, iat, nbf, exp,
+jti, and xms_mirid for a managed identity). One signing key is active; after a rotation the
+previous key is still published until the last token it signed has expired, so validators
+never refuse a live token because of a rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cmk_trio.identity import errors
+from cmk_trio.identity.crypto import (
+    MasterKey,
+    RandomBytes,
+    SecretHasher,
+    TokenSigner,
+    VerifiedSecretMemo,
+    new_signing_key,
+    random_token_id,
+)
+from cmk_trio.identity.directory import Directory
+from cmk_trio.identity.model import EventType, IssuedToken, Principal, PrincipalKind, SigningKey
+from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit.clock import Clock, to_epoch
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE, PLATFORM_ROLE, PublicSigningKey, issuer_for
+from cmk_trio.rpckit.validation import require_uuid
+
+MAX_SECRET_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """What tokens look like: issuer base, the audiences served, lifetime and clock skew."""
+
+    issuer_base: str
+    audiences: frozenset[str]
+    lifetime: timedelta
+    skew: timedelta
+
+
+class SigningKeyRing:
+    """The signing keys: the active one parsed once and kept in memory, the rest published."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        clock: Clock,
+        master_key: MasterKey,
+        policy: TokenPolicy,
+        *,
+        notify: Directory,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._master = master_key
+        self._policy = policy
+        self._directory = notify
+        self._random = random
+        self._signer: TokenSigner | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_active_key(self) -> None:
+        """Make the first key if there is none (first start)."""
+        if await self._store.count_signing_keys() == 0:
+            await self.rotate(announce=False)
+
+    async def signer(self) -> TokenSigner:
+        if self._signer is None:
+            async with self._lock:
+                if self._signer is None:
+                    keys = await self._store.signing_keys(now=self._clock.now())
+                    active = next((k for k in keys if k.active), None)
+                    if active is None:
+                        raise RuntimeError("no active signing key; the service did not bootstrap")
+                    pem = self._master.open(active.sealed_private_key, active.kid.encode())
+                    self._signer = TokenSigner(active.kid, pem)
+        return self._signer
+
+    async def rotate(self, *, announce: bool = True) -> SigningKey:
+        """Make a new key active; the old one is published until its tokens have expired."""
+        fresh = await asyncio.to_thread(new_signing_key, self._random)
+        now = self._clock.now()
+        key = SigningKey(
+            kid=fresh.kid,
+            public_jwk=fresh.public_jwk,
+            active=True,
+            create_time=now,
+            retire_time=None,
+            sealed_private_key=self._master.seal(fresh.private_pem, fresh.kid.encode(), self._random),
+        )
+        async with self._lock:
+            async with self._store.db.transaction() as tx:
+                await self._store.delete_retired_keys(tx, now)
+                await self._store.retire_active_keys(tx, now + self._policy.lifetime + self._policy.skew)
+                await self._store.insert_signing_key(tx, key)
+                if announce:
+                    await self._store.append_event(tx, EventType.SIGNING_KEY_ROTATED, now, kid=key.kid)
+            self._signer = TokenSigner(key.kid, fresh.private_pem)
+        if announce:
+            await self._directory.notifier.notify()
+        return key
+
+    async def published(self) -> list[SigningKey]:
+        return await self._store.signing_keys(now=self._clock.now())
+
+    async def public_keys(self) -> list[PublicSigningKey]:
+        """The published keys in the form validators take (for the service's own validator)."""
+        return [PublicSigningKey(k.kid, "RS256", k.public_jwk) for k in await self.published()]
+
+    async def fetch_signing_keys(self) -> list[PublicSigningKey]:
+        """`SigningKeySource` for the identity service's own validator: no network hop."""
+        return await self.public_keys()
+
+
+class TokenIssuer:
+    """Issues tokens for the client-credentials grant and for managed identities."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        directory: Directory,
+        keys: SigningKeyRing,
+        clock: Clock,
+        policy: TokenPolicy,
+        *,
+        hasher: SecretHasher,
+        memo: VerifiedSecretMemo,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._keys = keys
+        self._clock = clock
+        self._policy = policy
+        self._hasher = hasher
+        self._memo = memo
+        self._random = random
+
+    def _audience(self, audience: str) -> str:
+        if not audience:
+            raise invalid_field("audience", Reason.FIELD_REQUIRED, "is required")
+        if audience.rstrip("/") not in self._policy.audiences:
+            raise errors.InvalidArgument(
+                Reason.AUDIENCE_UNKNOWN,
+                f"no service accepts tokens for this audience; use one of: {', '.join(sorted(self._policy.audiences))}",
+                metadata={"known_audiences": ",".join(sorted(self._policy.audiences))},
+            )
+        return audience.rstrip("/")
+
+    async def client_credentials(self, tenant_id: str, client_id: str, secret: str, audience: str) -> IssuedToken:
+        """The OAuth 2.0 client-credentials grant for a user or service principal."""
+        tenant_id = require_uuid("tenant_id", tenant_id)
+        client_id = require_uuid("client_id", client_id)
+        if not secret:
+            raise invalid_field("client_secret", Reason.FIELD_REQUIRED, "is required")
+        if len(secret) > MAX_SECRET_LENGTH:
+            raise invalid_field(
+                "client_secret", Reason.FIELD_TOO_LONG, f"must be at most {MAX_SECRET_LENGTH} characters"
+            )
+        audience = self._audience(audience)
+        if await self._store.get_tenant(tenant_id) is None:
+            raise errors.not_found(Reason.TENANT_NOT_FOUND, "tenant", tenant_id)
+        principal = await self._store.principal_by_client_id(tenant_id, client_id)
+        if principal is None or principal.kind is PrincipalKind.MANAGED_IDENTITY:
+            raise errors.invalid_client()
+        matched_expired = False
+        now = self._clock.now()
+        for record in await self._store.secrets_of(principal.object_id):
+            if not await self._secret_matches(record.secret_id, record.hash, secret):
+                continue
+            if now >= record.expire_time:
+                matched_expired = True
+                continue
+            # Checked only after the secret matched, so that a stranger learns nothing.
+            if not principal.enabled:
+                raise errors.PermissionDenied(
+                    Reason.PRINCIPAL_DISABLED,
+                    "this principal is disabled and gets no tokens; ask a tenant administrator to enable it",
+                )
+            return await self._mint(principal, audience)
+        if matched_expired:
+            raise errors.Unauthenticated(
+                Reason.CLIENT_SECRET_EXPIRED, "this client secret has expired; add a new one and use it"
+            )
+        raise errors.invalid_client()
+
+    async def _secret_matches(self, secret_id: str, encoded: str, secret: str) -> bool:
+        if self._memo.known(secret_id, secret):
+            return True
+        if await asyncio.to_thread(self._hasher.verify, secret, encoded):
+            self._memo.remember(secret_id, secret)
+            return True
+        return False
+
+    async def managed_identity_token(
+        self, actor: Principal, tenant_id: str, object_id: str, audience: str
+    ) -> IssuedToken:
+        """A managed identity's token, for the platform principal that owns it, only."""
+        audience = self._audience(audience)
+        identity = await self._directory.owned_managed_identity(actor, tenant_id, object_id)
+        if not identity.enabled:
+            raise errors.PermissionDenied(
+                Reason.PRINCIPAL_DISABLED, "this managed identity is disabled and gets no tokens"
+            )
+        return await self._mint(identity, audience)
+
+    async def _mint(self, principal: Principal, audience: str) -> IssuedToken:
+        signer = await self._keys.signer()
+        now = self._clock.now()
+        expires = now + self._policy.lifetime
+        claims: dict[str, object] = {
+            "aud": audience,
+            "iss": issuer_for(self._policy.issuer_base, principal.tenant_id),
+            "iat": to_epoch(now),
+            "nbf": to_epoch(now),
+            "exp": to_epoch(expires),
+            "sub": principal.object_id,
+            "oid": principal.object_id,
+            "tid": principal.tenant_id,
+            "appid": principal.client_id,
+            "idtyp": "user" if principal.kind is PrincipalKind.USER else "app",
+            "ver": "2.0",
+            "jti": random_token_id(self._random),
+        }
+        if principal.resource_id:
+            claims["xms_mirid"] = principal.resource_id
+        roles = [
+            name
+            for name, held in ((OPERATOR_ROLE, principal.operator), (PLATFORM_ROLE, bool(principal.platform_service)))
+            if held
+        ]
+        if roles:
+            # App roles, as Entra carries them: other services trust these without a lookup.
+            claims["roles"] = roles
+        token = signer.sign(claims)
+        return IssuedToken(token, _whole_seconds(expires), int(self._policy.lifetime.total_seconds()))
+
+
+def _whole_seconds(when: datetime) -> datetime:
+    return when.replace(microsecond=0)

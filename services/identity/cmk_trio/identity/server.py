@@ -1,0 +1,149 @@
+"""The composition root of the identity service: builds every part from the configuration
+and starts the gRPC server. It only wires; the rules live in the domain modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+
+from cmk_trio.identity.api import PUBLIC_METHODS, IdentityApi, TokenApi
+from cmk_trio.identity.config import IdentityConfig
+from cmk_trio.identity.crypto import RandomBytes, SecretHasher, VerifiedSecretMemo, load_or_create_master_key
+from cmk_trio.identity.directory import Directory
+from cmk_trio.identity.errors import DOMAIN
+from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
+from cmk_trio.identity.model import NewSecret, Principal
+from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
+from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
+from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.devclock import DevApi
+from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.keyfiles import write_private_file
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.tokens import TokenValidator
+from cmk_trio.rpckit.types import Context
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    pb.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
+)
+
+
+@dataclass
+class IdentityServer:
+    """A running identity service and its parts (tests reach into them)."""
+
+    config: IdentityConfig
+    running: RunningServer
+    store: IdentityStore
+    directory: Directory
+    keys: SigningKeyRing
+    issuer: TokenIssuer
+    operator: Principal
+    new_operator_secret: NewSecret | None
+    """Set only on the first start with a generated operator secret: show it once."""
+    metrics: Metrics
+    metrics_port: int | None
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.running.port}"
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.running.stop(grace)
+        self.metrics.close()
+        await self.store.close()
+
+
+async def build_server(
+    config: IdentityConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+) -> IdentityServer:
+    """Open storage, load the master key, bootstrap on first start, and start serving."""
+    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
+    clock = shiftable or clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await IdentityStore.open(config.database_path)
+    try:
+        first_start = await store.count_signing_keys() == 0
+        master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+        policy = TokenPolicy(
+            issuer_base=config.issuer_base,
+            audiences=frozenset(a.rstrip("/") for a in config.audiences),
+            lifetime=config.token_lifetime,
+            skew=config.clock_skew,
+        )
+        hasher = SecretHasher(cost=config.secret_hash_cost)
+        memo = VerifiedSecretMemo(random)
+        directory = Directory(store, clock, hasher=hasher, notifier=ChangeNotifier(), memo=memo, random=random)
+        keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
+        await keys.ensure_active_key()
+        await keys.signer()  # fails now, not at the first token, if the master key is wrong
+        operator, shown = await directory.bootstrap_operator(
+            client_id=config.operator_client_id, client_secret=config.operator_client_secret
+        )
+        if shown is not None:
+            write_operator_file(config, operator, shown)
+        issuer = TokenIssuer(store, directory, keys, clock, policy, hasher=hasher, memo=memo, random=random)
+        metrics = Metrics.create("identity")
+        validator = TokenValidator(
+            key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
+        )
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_IdentityServiceServicer_to_server(
+                IdentityApi(directory, policy, heartbeat=config.event_heartbeat.total_seconds()), server
+            )
+            pb_grpc.add_TokenServiceServicer_to_server(TokenApi(directory, issuer, keys), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, require_operator), server)
+
+        async def require_operator(context: Context) -> None:
+            caller = current_caller()
+            directory.require_operator(await directory.actor(caller.object_id, caller.tenant_id), "move the clock")
+
+        running = await start_server(
+            register=register,
+            service_names=SERVICE_NAMES,
+            interceptors=[
+                ErrorInterceptor(DOMAIN),
+                AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
+            ],
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+            metrics=metrics,
+        )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except BaseException:
+        await store.close()
+        raise
+    log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
+    return IdentityServer(config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port)
+
+
+def write_operator_file(config: IdentityConfig, operator: Principal, secret: NewSecret) -> None:
+    """Write the operator credential once, readable by the owner only."""
+    content = {
+        "tenant_id": operator.tenant_id,
+        "object_id": operator.object_id,
+        "client_id": secret.client_id,
+        "client_secret": secret.value,
+    }
+    write_private_file(config.operator_file, json.dumps(content, indent=2) + "\n")

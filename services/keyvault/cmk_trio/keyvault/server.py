@@ -1,0 +1,179 @@
+"""The composition root of the key vault service: builds every part and starts serving.
+It only wires; the rules live in the domain modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import grpc
+
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import (
+    ClientCredentials,
+    GrpcSigningKeySource,
+    IdentityClient,
+    RevocationFeed,
+    RoleChecker,
+)
+from cmk_trio.keyvault.api import AuditApi, Converter, Guard, KeyApi, VaultApi
+from cmk_trio.keyvault.audit import AuditLog
+from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_key
+from cmk_trio.keyvault.errors import DOMAIN
+from cmk_trio.keyvault.keys import Keys
+from cmk_trio.keyvault.rotation import Rotation
+from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
+from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.devclock import DevApi
+from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
+    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
+)
+
+
+@dataclass
+class KeyVaultServer:
+    """A running key vault service and its parts (tests reach into them)."""
+
+    config: KeyVaultConfig
+    running: RunningServer
+    store: KeyVaultStore
+    vaults: Vaults
+    keys: Keys
+    rotation: Rotation
+    audit: AuditLog
+    validator: TokenValidator
+    feed: RevocationFeed
+    identity_channel: grpc.aio.Channel
+    metrics: Metrics
+    metrics_port: int | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.running.port}"
+
+    async def purge_due(self) -> None:
+        """One pass of the purger: deleted keys and vaults whose purge date has come."""
+        await self.keys.purge_due()
+        await self.vaults.purge_due()
+
+    async def housekeeping(self) -> None:
+        """One pass of the service's own work on its clock: purge what is due, apply
+        rotation policies, and sign an audit checkpoint if records were added."""
+        await self.purge_due()
+        await self.rotation.run_due()
+        latest = await self.audit.latest_checkpoint()
+        count = await self.audit.count()
+        if latest is None or latest.count != count:
+            await self.audit.checkpoint()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.feed.stop()
+        await self.running.stop(grace)
+        await self.identity_channel.close()
+        self.metrics.close()
+        await self.store.close()
+
+
+async def _housekeeping(server: KeyVaultServer) -> None:
+    while True:
+        await asyncio.sleep(server.config.purge_interval.total_seconds())
+        try:
+            await server.housekeeping()
+        except Exception:
+            log.exception("housekeeping pass failed; retrying at the next interval")
+
+
+async def build_server(
+    config: KeyVaultConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+) -> KeyVaultServer:
+    """Open storage and the master key, connect to identity, and start serving."""
+    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
+    clock = shiftable or clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await KeyVaultStore.open(config.database_path)
+    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
+    try:
+        row = await store.db.fetch_one(
+            "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM service_keys)"
+        )
+        first_start = row is None or int(row[0]) == 0
+        master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+        sealer = Sealer(master, random)
+        audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+        notifier = ChangeNotifier()
+        creds = config.credentials
+        identity = IdentityClient(
+            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
+        )
+        metrics = Metrics.create("keyvault")
+        validator = TokenValidator(
+            key_source=GrpcSigningKeySource(identity),
+            clock=clock,
+            issuer_base=config.issuer_base,
+            skew=config.clock_skew,
+            revocations=RevocationSet(config.revocation_max_staleness),
+            metrics=metrics,
+        )
+        roles = RoleChecker(identity, clock, metrics=metrics)
+        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
+        keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
+        vaults = Vaults(store, clock, roles, notifier, on_purge=keys.forget_vault)
+        rotation = Rotation(keys, audit)
+        guard = Guard(validator, audit, clock)
+        convert = Converter(keys)
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, guard), server)
+            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, guard), server)
+            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, guard, notifier), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, guard.require_operator), server)
+
+        running = await start_server(
+            register=register,
+            service_names=SERVICE_NAMES,
+            interceptors=[ErrorInterceptor(DOMAIN)],
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+            metrics=metrics,
+        )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except BaseException:
+        await channel.close()
+        await store.close()
+        raise
+    feed.start()
+    server = KeyVaultServer(
+        config, running, store, vaults, keys, rotation, audit, validator, feed, channel, metrics, metrics_port
+    )
+    server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
+    log.info("key vault service started", extra={"port": running.port})
+    return server

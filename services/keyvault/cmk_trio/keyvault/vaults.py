@@ -1,0 +1,353 @@
+"""The control plane: vaults and their access policies, authorised by role assignments in
+the identity service (Reader to read, Contributor to change, as in Azure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import timedelta
+from enum import IntEnum
+from typing import Protocol
+
+from cmk_trio.keyvault import errors
+from cmk_trio.keyvault.model import AccessPolicy, EventType, KeyPermission, Vault
+from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import VerifiedToken
+from cmk_trio.rpckit.validation import require_uuid
+
+VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
+RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
+LOCATION = re.compile(r"[a-z][a-z0-9]{1,63}")
+MAX_ACCESS_POLICIES = 1024
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 7, 90
+EVERY_PERMISSION = frozenset(p for p in KeyPermission if p is not KeyPermission.ALL)
+
+
+class Access(IntEnum):
+    """What a control-plane call needs on its scope (numbers match identity's Action)."""
+
+    READ = 1
+    WRITE = 2
+    MANAGE_ACCESS = 3
+
+
+class Authorizer(Protocol):
+    """Answers whether a principal holds a role allowing `access` on `scope`."""
+
+    async def allowed(self, principal_id: str, scope: str, access: Access) -> bool: ...
+
+
+def vault_name(field: str, value: str) -> str:
+    """The canonical (lower-case) vault name, by Azure's rules."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if not VAULT_NAME.fullmatch(value):
+        raise invalid_field(
+            field,
+            Reason.VAULT_NAME_INVALID,
+            "must be 3-24 letters, digits and hyphens, start with a letter, end with a letter or digit, "
+            "and have no two hyphens in a row",
+        )
+    return value.lower()
+
+
+def permissions_of(field: str, names: Iterable[str]) -> frozenset[KeyPermission]:
+    """Permission names as the real service spells them; an unknown one is refused."""
+    found: set[KeyPermission] = set()
+    by_lower = {p.value.lower(): p for p in KeyPermission}
+    for name in names:
+        permission = by_lower.get(name.lower()) if isinstance(name, str) else None
+        if permission is None:
+            raise invalid_field(
+                field,
+                Reason.PERMISSION_UNKNOWN,
+                f"unknown key permission {name[:40]!r}; use: {', '.join(p.value for p in KeyPermission)}",
+            )
+        found.add(permission)
+    return frozenset(found)
+
+
+class Vaults:
+    """Vault lifecycle and access policies."""
+
+    def __init__(
+        self,
+        store: KeyVaultStore,
+        clock: Clock,
+        authorizer: Authorizer,
+        notifier: ChangeNotifier,
+        on_purge: Callable[[str], None] = lambda _name: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.authorizer = authorizer
+        self.notifier = notifier
+        self._on_purge = on_purge  # drops what other parts cached about a purged vault
+
+    async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
+        if not await self.authorizer.allowed(caller.object_id, scope, access):
+            role = {Access.READ: "Reader", Access.WRITE: "Contributor", Access.MANAGE_ACCESS: "Owner"}[access]
+            raise errors.PermissionDenied(
+                Reason.ROLE_REQUIRED,
+                f"this needs the {role} role (or higher) on {scope}",
+                metadata={"scope": scope, "role": role.upper()},
+            )
+
+    async def _live(self, name: str) -> Vault:
+        vault = await self.store.get_vault(name)
+        if vault is None or vault.deleted:
+            raise errors.vault_not_found(name)
+        return vault
+
+    async def _deleted(self, name: str) -> Vault:
+        vault = await self.store.get_vault(name)
+        if vault is None or not vault.deleted:
+            raise errors.NotFound(
+                Reason.DELETED_VAULT_NOT_FOUND, f"there is no deleted vault named {name}", metadata={"vault": name}
+            )
+        return vault
+
+    # --- vaults -----------------------------------------------------------------------
+
+    async def create(
+        self,
+        caller: VerifiedToken,
+        *,
+        name: str,
+        subscription_id: str,
+        resource_group: str,
+        location: str,
+        soft_delete: bool | None,
+        retention_days: int,
+        purge_protection: bool,
+    ) -> Vault:
+        name = vault_name("vault.vault_name", name)
+        subscription_id = require_uuid("vault.subscription_id", subscription_id)
+        if not resource_group or not RESOURCE_GROUP.fullmatch(resource_group):
+            raise invalid_field("vault.resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
+        if not LOCATION.fullmatch(location):
+            raise invalid_field("vault.location", Reason.FIELD_INVALID, "must be a region name such as westeurope")
+        retention = retention_days or MAX_RETENTION_DAYS
+        if not MIN_RETENTION_DAYS <= retention <= MAX_RETENTION_DAYS:
+            raise invalid_field(
+                "vault.soft_delete_retention_days", Reason.RETENTION_DAYS_INVALID, "must be between 7 and 90 days"
+            )
+        soft = True if soft_delete is None else soft_delete
+        if purge_protection and not soft:
+            raise errors.FailedPrecondition(
+                Reason.PURGE_PROTECTION_NEEDS_SOFT_DELETE, "purge protection needs soft-delete to be on"
+            )
+        scope = f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        await self.require(caller, scope, Access.WRITE)
+        existing = await self.store.get_vault(name)
+        if existing is not None:
+            hint = (
+                "; a soft-deleted vault holds it: recover it, or purge it to free the name" if existing.deleted else ""
+            )
+            raise errors.AlreadyExists(
+                Reason.VAULT_NAME_TAKEN,
+                f"the vault name {name} is already in use{hint}",
+                metadata={"vault": name, "deleted": str(existing.deleted).lower()},
+            )
+        now = self.clock.now()
+        creator = AccessPolicy(caller.tenant_id, caller.object_id, EVERY_PERMISSION)
+        vault = Vault(
+            vault_name=name,
+            tenant_id=caller.tenant_id,
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            location=location,
+            soft_delete=soft,
+            retention_days=retention,
+            purge_protection=purge_protection,
+            create_time=now,
+            update_time=now,
+            access_policies=(creator,),
+        )
+        async with self.store.db.transaction() as tx:
+            await self.store.insert_vault(tx, vault)
+        await self.notifier.notify()  # every write announces itself: readers cache by it
+        return vault
+
+    async def get(self, caller: VerifiedToken, name: str) -> Vault:
+        vault = await self._live(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.READ)
+        return vault
+
+    async def list_vaults(
+        self, caller: VerifiedToken, subscription_id: str, *, deleted: bool, after: str | None, limit: int
+    ) -> list[Vault]:
+        subscription_id = require_uuid("subscription_id", subscription_id)
+        await self.require(caller, f"/subscriptions/{subscription_id}", Access.READ)
+        return await self.store.list_vaults(subscription_id=subscription_id, deleted=deleted, after=after, limit=limit)
+
+    async def update(
+        self, caller: VerifiedToken, name: str, *, soft_delete: bool | None, purge_protection: bool | None
+    ) -> Vault:
+        vault = await self._live(vault_name("vault.name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        soft = vault.soft_delete if soft_delete is None else soft_delete
+        purge = vault.purge_protection if purge_protection is None else purge_protection
+        if vault.soft_delete and not soft:
+            raise errors.FailedPrecondition(
+                Reason.SOFT_DELETE_IRREVERSIBLE, "soft-delete, once on, cannot be turned off"
+            )
+        if vault.purge_protection and not purge:
+            raise errors.FailedPrecondition(
+                Reason.PURGE_PROTECTION_IRREVERSIBLE, "purge protection, once on, cannot be turned off"
+            )
+        if purge and not soft:
+            raise errors.FailedPrecondition(
+                Reason.PURGE_PROTECTION_NEEDS_SOFT_DELETE, "purge protection needs soft-delete to be on"
+            )
+        now = self.clock.now()
+        async with self.store.db.transaction() as tx:
+            await self.store.update_vault_flags(
+                tx, vault.vault_name, soft_delete=soft, purge_protection=purge, when=now
+            )
+        await self.notifier.notify()
+        return replace(vault, soft_delete=soft, purge_protection=purge, update_time=now)
+
+    async def delete(self, caller: VerifiedToken, name: str) -> None:
+        vault = await self._live(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        now = self.clock.now()
+        async with self.store.db.transaction() as tx:
+            if vault.soft_delete:
+                purge_at = now + timedelta(days=vault.retention_days)
+                await self.store.mark_vault_deleted(tx, vault.vault_name, now, purge_at)
+                await self.store.append_event(tx, EventType.VAULT_DELETED, now, vault_name=vault.vault_name)
+            else:
+                await self.store.delete_vault(tx, vault.vault_name)
+                await self.store.append_event(tx, EventType.VAULT_PURGED, now, vault_name=vault.vault_name)
+        if not vault.soft_delete:
+            self._on_purge(vault.vault_name)
+        await self.notifier.notify()
+
+    async def recover(self, caller: VerifiedToken, name: str) -> Vault:
+        vault = await self._deleted(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        now = self.clock.now()
+        async with self.store.db.transaction() as tx:
+            await self.store.mark_vault_deleted(tx, vault.vault_name, None, None)
+            await self.store.append_event(tx, EventType.VAULT_RECOVERED, now, vault_name=vault.vault_name)
+        await self.notifier.notify()
+        return replace(vault, delete_time=None, purge_time=None)
+
+    async def purge(self, caller: VerifiedToken, name: str) -> None:
+        vault = await self._deleted(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        now = self.clock.now()
+        if vault.purge_protection and vault.purge_time is not None and now < vault.purge_time:
+            raise errors.with_akv(
+                errors.FailedPrecondition(
+                    Reason.PURGE_PROTECTED,
+                    f"purge protection is on for vault {vault.vault_name}: it cannot be purged before "
+                    f"{vault.purge_time.isoformat()}, when the service purges it by itself",
+                    metadata={"vault": vault.vault_name, "purge_time": vault.purge_time.isoformat()},
+                ),
+                "Forbidden",
+            )
+        await self._purge(vault.vault_name)
+
+    async def _purge(self, name: str) -> None:
+        async with self.store.db.transaction() as tx:
+            await self.store.delete_vault(tx, name)
+            await self.store.append_event(tx, EventType.VAULT_PURGED, self.clock.now(), vault_name=name)
+        self._on_purge(name)
+        await self.notifier.notify()
+
+    # --- access policies --------------------------------------------------------------
+
+    async def set_policy(
+        self, caller: VerifiedToken, name: str, tenant_id: str, object_id: str, permissions: Iterable[str]
+    ) -> Vault:
+        wanted = permissions_of("access_policy.key_permissions", permissions)
+        return await self._change_policy(caller, name, tenant_id, object_id, lambda _old: wanted)
+
+    async def update_policy(
+        self,
+        caller: VerifiedToken,
+        name: str,
+        tenant_id: str,
+        object_id: str,
+        add: Iterable[str],
+        remove: Iterable[str],
+    ) -> Vault:
+        adding = permissions_of("add_permissions", add)
+        removing = permissions_of("remove_permissions", remove)
+
+        def change(old: frozenset[KeyPermission]) -> frozenset[KeyPermission]:
+            current = EVERY_PERMISSION if KeyPermission.ALL in old and removing else old
+            result = (current | adding) - removing
+            return frozenset({KeyPermission.ALL}) if KeyPermission.ALL in adding else result
+
+        return await self._change_policy(caller, name, tenant_id, object_id, change)
+
+    async def remove_policy(self, caller: VerifiedToken, name: str, object_id: str) -> Vault:
+        object_id = require_uuid("object_id", object_id)
+        vault = await self._live(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        if vault.policy_of(object_id) is None:
+            raise errors.NotFound(
+                Reason.ACCESS_POLICY_NOT_FOUND, f"vault {vault.vault_name} has no access policy entry for {object_id}"
+            )
+        now = self.clock.now()
+        async with self.store.db.transaction() as tx:
+            await self.store.delete_policy(tx, vault.vault_name, object_id)
+            await self.store.append_event(
+                tx, EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
+            )
+        await self.notifier.notify()
+        return await self._live(vault.vault_name)
+
+    async def _change_policy(
+        self,
+        caller: VerifiedToken,
+        name: str,
+        tenant_id: str,
+        object_id: str,
+        change: Callable[[frozenset[KeyPermission]], frozenset[KeyPermission]],
+    ) -> Vault:
+        tenant_id = require_uuid("access_policy.tenant_id", tenant_id)
+        object_id = require_uuid("access_policy.object_id", object_id)
+        vault = await self._live(vault_name("name", name))
+        await self.require(caller, vault.resource_id, Access.WRITE)
+        if tenant_id != vault.tenant_id:
+            raise errors.FailedPrecondition(
+                Reason.ACCESS_POLICY_TENANT_MISMATCH,
+                f"access policy entries must be for principals of the vault's tenant {vault.tenant_id}",
+                metadata={"vault_tenant_id": vault.tenant_id},
+            )
+        existing = vault.policy_of(object_id)
+        if existing is None and len(vault.access_policies) >= MAX_ACCESS_POLICIES:
+            raise errors.FailedPrecondition(
+                Reason.ACCESS_POLICY_LIMIT, f"a vault holds at most {MAX_ACCESS_POLICIES} access policy entries"
+            )
+        old = existing.permissions if existing else frozenset()
+        new = change(old)
+        now = self.clock.now()
+        async with self.store.db.transaction() as tx:
+            if new:
+                await self.store.put_policy(tx, vault.vault_name, AccessPolicy(tenant_id, object_id, new))
+            else:
+                await self.store.delete_policy(tx, vault.vault_name, object_id)
+            await self.store.append_event(
+                tx, EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
+            )
+        await self.notifier.notify()
+        return await self._live(vault.vault_name)
+
+    # --- the purger -------------------------------------------------------------------
+
+    async def purge_due(self) -> list[str]:
+        """Purge every deleted vault whose purge date has come; returns their names."""
+        due = await self.store.vaults_due_for_purge(self.clock.now())
+        for name in due:
+            await self._purge(name)
+        return due

@@ -1,0 +1,105 @@
+"""Bearer-token authentication for servers: the interceptor validates the token of every
+call (but the public ones) and leaves the caller in a contextvar for the servicer."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import grpc
+
+from cmk_trio.rpckit.errors import Unauthenticated
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
+from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+
+_caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
+
+
+def current_caller() -> VerifiedToken:
+    """The verified token of the call being served. Raises if the call was not authenticated,
+    so a servicer that forgets its method is public fails closed."""
+    caller = _caller.get()
+    if caller is None:
+        raise Unauthenticated(Reason.TOKEN_MISSING, "this call needs a bearer token")
+    return caller
+
+
+def bearer_token(metadata: Any) -> str:
+    """The token of an "authorization: Bearer <token>" metadata entry."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated(
+        Reason.TOKEN_MISSING,
+        'this call needs "authorization: Bearer <token>" metadata',
+    )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Validates the caller's token for `audience` on every method not in `public_methods`.
+
+    Must sit inside the ErrorInterceptor, so that its refusals are mapped like any other.
+    """
+
+    def __init__(
+        self, validator: TokenValidator, audience: str | Mapping[str, str], public_methods: Collection[str]
+    ) -> None:
+        """`audience` is one audience for every method, or a map from service name
+        ("cmk.speech.v1.ApplicationService") to the audience its methods need."""
+        self._validator = validator
+        self._audiences = {"": audience} if isinstance(audience, str) else dict(audience)
+        self._public = frozenset(public_methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method in self._public:
+            return handler
+        if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        audience = self._audience_of(handler_call_details.method)
+
+        def unary(inner: Unary) -> Unary:
+            async def authenticated(request: Any, context: Context) -> Any:
+                token = await self._authenticate(context, audience)
+                reset = _caller.set(token)
+                try:
+                    return await inner(request, context)
+                finally:
+                    _caller.reset(reset)
+
+            return authenticated
+
+        def stream(inner: Stream) -> Stream:
+            async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
+                token = await self._authenticate(context, audience)
+                reset = _caller.set(token)
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                finally:
+                    _caller.reset(reset)
+
+            return authenticated
+
+        return rewrap(handler, unary, stream)
+
+    def _audience_of(self, method: str) -> str:
+        service = method.lstrip("/").split("/", 1)[0]
+        audience = self._audiences.get(service) or self._audiences.get("")
+        if audience is None:  # a service nobody mapped: no token can be right for it
+            raise RuntimeError(f"no audience configured for {service}")
+        return audience
+
+    async def _authenticate(self, context: Context, audience: str) -> VerifiedToken:
+        token = bearer_token(context.invocation_metadata())
+        return await self._validator.validate(token, audience=audience)

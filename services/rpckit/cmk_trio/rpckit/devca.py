@@ -1,0 +1,115 @@
+"""A development certificate authority: one CA and a certificate per service (usable as
+server and as client, for mutual TLS between the services) and one for the CLI. Made with
+`cryptography`; for development and tests, not production."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cmk_trio.rpckit.keyfiles import write_private_file
+
+SERVICES = ("identity", "keyvault", "speech")
+VALIDITY = timedelta(days=825)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The files of one certificate: the certificate and its private key."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class DevPki:
+    """Where the CA and the certificates are."""
+
+    directory: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.crt"
+
+    def identity(self, name: str) -> Identity:
+        return Identity(self.directory / f"{name}.crt", self.directory / f"{name}.key")
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def ensure_dev_pki(
+    directory: Path, *, hosts: tuple[str, ...] = ("localhost",), names: tuple[str, ...] = (*SERVICES, "cli")
+) -> DevPki:
+    """Make the CA and every certificate that is missing; keep those that exist (a second
+    `cmk up` reuses them). Private keys are written with mode 0600."""
+    pki = DevPki(directory)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_key_file = directory / "ca.key"
+    if pki.ca_file.exists():
+        loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{ca_key_file} is not the development CA's key")
+        ca_key = loaded
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cmk-trio development CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        write_private_file(ca_key_file, _key_pem(ca_key))
+        pki.ca_file.write_text(_cert_pem(ca_cert))
+    for name in names:
+        files = pki.identity(name)
+        if files.cert_file.exists() and files.key_file.exists():
+            continue
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if name == "cli" else [
+            ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
+        ]  # fmt: skip
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        )
+        if name != "cli":
+            alt: list[x509.GeneralName] = [x509.DNSName(h) for h in (*hosts, name)]
+            alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        if files.key_file.exists():
+            files.key_file.unlink()
+        write_private_file(files.key_file, _key_pem(key))
+        files.cert_file.write_text(_cert_pem(cert))
+    return pki

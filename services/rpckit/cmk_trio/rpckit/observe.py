@@ -1,0 +1,145 @@
+"""What operators watch: request ids carried from caller to callee and written in every log
+line, and Prometheus metrics per service (requests by method and status, latency, cache hits
+and misses, event-stream lag), served on their own HTTP port."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cmk_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The request id of the call being served (or made), if any."""
+    return _request_id.get()
+
+
+def request_id_from(metadata: Any) -> str:
+    """The caller's request id if it sent a well-formed one, else a new one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Metrics:
+    """The metrics of one service, in a registry of its own (several services may share a
+    process, as in `cmk up`)."""
+
+    service: str
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    cache: Counter
+    event_lag: Gauge
+
+    @classmethod
+    def create(cls, service: str) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            service=service,
+            registry=registry,
+            requests=Counter(
+                "cmk_requests", "gRPC calls served, by method and status", ["service", "method", "code"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "cmk_request_seconds", "time to answer a gRPC call", ["service", "method"], registry=registry
+            ),
+            cache=Counter(
+                "cmk_cache_lookups", "cache lookups, by cache and result", ["service", "cache", "result"],
+                registry=registry,
+            ),
+            event_lag=Gauge(
+                "cmk_event_lag_seconds", "age of the newest event applied from a stream", ["service", "stream"],
+                registry=registry,
+            ),
+        )  # fmt: skip
+
+    def hit(self, cache: str, hit: bool) -> None:
+        self.cache.labels(self.service, cache, "hit" if hit else "miss").inc()
+
+    def lag(self, stream: str, seconds: float) -> None:
+        self.event_lag.labels(self.service, stream).set(max(seconds, 0.0))
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP; returns the bound port (port 0 picks a free one)."""
+        server, _thread = start_http_server(port, host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+
+
+class ObserveInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor: sets the call's request id (the caller's, or a new one), sends
+    it back, and records the call's status and latency."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        def unary(inner: Unary) -> Unary:
+            async def observed(request: Any, context: Context) -> Any:
+                token, started = await self._begin(context)
+                try:
+                    return await inner(request, context)
+                finally:
+                    self._end(method, context, started, token)
+
+            return observed
+
+        def stream(inner: Stream) -> Stream:
+            async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+                token, started = await self._begin(context)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                finally:
+                    self._end(method, context, started, token)
+
+            return observed
+
+        return rewrap(handler, unary, stream)
+
+    async def _begin(self, context: Context) -> tuple[contextvars.Token[str | None], float]:
+        request_id = request_id_from(context.invocation_metadata())
+        # In the initial metadata: an error's status details replace the trailing metadata.
+        await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+        return _request_id.set(request_id), time.perf_counter()
+
+    def _end(self, method: str, context: Context, started: float, token: contextvars.Token[str | None]) -> None:
+        _request_id.reset(token)
+        if self._metrics is None:
+            return
+        code = context.code()
+        name = getattr(code, "name", None) or (grpc.StatusCode(code).name if code else "OK")
+        self._metrics.requests.labels(self._metrics.service, method, name).inc()
+        self._metrics.latency.labels(self._metrics.service, method).observe(time.perf_counter() - started)

@@ -1,0 +1,121 @@
+"""Server bootstrap shared by the three services: a grpc.aio server with the error and auth
+interceptors, gRPC health checking, server reflection, optional TLS or mutual TLS, and a
+graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
+from cmk_trio.rpckit.config import TlsConfig
+from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started server: the bound port and the handles to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, finish calls in flight for up to `grace` seconds, then stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """Credentials for TLS, or mutual TLS when a client CA is configured."""
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("TLS needs a certificate file and a key file")
+    key_pair = [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+    if tls.client_ca_file is None:
+        return grpc.ssl_server_credentials(key_pair)
+    return grpc.ssl_server_credentials(
+        key_pair, root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True
+    )
+
+
+async def start_server(
+    *,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Sequence[str],
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: TlsConfig | None = None,
+    metrics: Metrics | None = None,
+) -> RunningServer:
+    """Start a server with the servicers that `register` adds, plus health and reflection.
+
+    `port=0` picks a free port; the bound one is in the result. Every call gets a request
+    id and, with `metrics`, is counted and timed.
+    """
+    server = grpc.aio.server(
+        interceptors=[ObserveInterceptor(metrics), *interceptors],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    address = f"{host}:{port}"
+    if tls is not None and tls.enabled:
+        bound = server.add_secure_port(address, server_credentials(tls))
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    for name in (*service_names, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server=server, port=bound, health=health_servicer, service_names=tuple(service_names))
+
+
+@contextmanager
+def stop_signals(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[asyncio.Event]:
+    """An event set when the process receives one of `signals`.
+
+    Enter it before starting to serve, so that a signal arriving at any moment after the
+    server announced itself stops it gracefully instead of killing it.
+    """
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stopped.set)
+    try:
+        yield stopped
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def run(main: Callable[[], object], *, use_uvloop: bool = True) -> None:
+    """Run an async main function, on uvloop where it is installed (it is faster for gRPC)."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:  # not on this platform: the default loop works, only slower
+            pass
+        else:
+            uvloop.run(main())  # type: ignore[arg-type]
+            return
+    asyncio.run(main())  # type: ignore[arg-type]

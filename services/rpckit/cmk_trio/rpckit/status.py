@@ -1,0 +1,174 @@
+"""The one place that maps domain errors to gRPC status codes with rich details, and back.
+
+Server side: `ErrorInterceptor` wraps every handler; a `ServiceError` becomes its status
+code plus `google.rpc.ErrorInfo` (and `BadRequest` field violations); anything else becomes
+INTERNAL with a generic message, its traceback going only to the server's log.
+
+Client side: `error_from_rpc` turns a `grpc.aio.AioRpcError` back into the typed error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first base the exception is an instance of wins.
+CODES: tuple[tuple[type[errors.ServiceError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+_ERROR_FOR_CODE = {code: cls for cls, code in CODES}
+
+
+def status_code_of(error: errors.ServiceError) -> grpc.StatusCode:
+    """The status code a domain error is sent with."""
+    for cls, code in CODES:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
+    """A `grpc.Status` carrying the error's code, message, ErrorInfo and field violations."""
+    code = status_code_of(error)
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=error.reason.value, domain=domain)
+    info.metadata.update(error.metadata)
+    details.append(info)
+    if error.field_violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.field_violations
+            ]
+        )
+        details.append(bad)
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    proto = status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+    return rpc_status.to_status(proto)
+
+
+def internal_status(domain: str) -> grpc.Status:
+    """The status for an unexpected exception: no detail of it reaches the wire."""
+    info = error_details_pb2.ErrorInfo(reason=Reason.INTERNAL.value, domain=domain)
+    any_detail = any_pb2.Any()
+    any_detail.Pack(info)
+    proto = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message="internal error; the server logged the details",
+        details=[any_detail],
+    )
+    return rpc_status.to_status(proto)
+
+
+def error_info_of(rpc_error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo inside a failed call's status, if there is one."""
+    status = rpc_status.from_call(rpc_error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
+    """The typed error for a failed call; unknown reasons and codes become INTERNAL/Unavailable."""
+    code = rpc_error.code()
+    info = error_info_of(rpc_error)
+    message = rpc_error.details() or code.name
+    cls = _ERROR_FOR_CODE.get(code)
+    if cls is None:
+        cls = errors.Unavailable if code == grpc.StatusCode.DEADLINE_EXCEEDED else errors.ServiceError
+    if info is None:
+        reason = Reason.DEPENDENCY_UNAVAILABLE if cls is errors.Unavailable else Reason.INTERNAL
+        return cls(reason, message)
+    metadata = dict(info.metadata)
+    metadata.setdefault("domain", info.domain)
+    try:
+        reason = Reason(info.reason)
+    except ValueError:  # a newer server's reason: keep it for the person reading
+        reason = Reason.INTERNAL
+        metadata.setdefault("wire_reason", info.reason)
+    return cls(reason, message, metadata=metadata)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Applies the error mapping to every unary and server-streaming handler.
+
+    Servicers raise; they never call `context.abort` themselves.
+    """
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        return rewrap(
+            handler, lambda inner: self._wrap_unary(inner, method), lambda inner: self._wrap_stream(inner, method)
+        )
+
+    async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
+        if isinstance(exc, errors.ServiceError):
+            log.info(
+                "call refused",
+                extra={"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name},
+            )
+            await context.abort_with_status(to_status(exc, self._domain))
+        log.error("unexpected error in %s", method, exc_info=exc)
+        await context.abort_with_status(internal_status(self._domain))
+
+    def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
+        async def wrapped(request: Any, context: Context) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise  # context.abort() unwinds the handler this way; let it pass
+            except Exception as exc:
+                await self._abort(context, exc, method)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Stream, method: str) -> Stream:
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise  # context.abort() unwinds the handler this way; let it pass
+            except Exception as exc:
+                await self._abort(context, exc, method)
+
+        return wrapped

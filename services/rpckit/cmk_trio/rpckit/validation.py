@@ -1,0 +1,73 @@
+"""Checks of request fields that every service needs. Each failure is an InvalidArgument
+that names the field, with a stable reason."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.reasons import Reason
+
+MAX_DISPLAY_NAME = 256
+
+
+def require_uuid(field: str, value: str) -> str:
+    """The canonical (lower-case) form of a UUID field."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if len(value) > 36:
+        raise invalid_field(field, Reason.UUID_MALFORMED, "must be a UUID (36 characters)")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise invalid_field(
+            field, Reason.UUID_MALFORMED, "must be a UUID such as 00000000-0000-0000-0000-000000000000"
+        ) from None
+    canonical = str(parsed)
+    if canonical != value.lower():
+        raise invalid_field(field, Reason.UUID_MALFORMED, "must be a UUID in its hyphenated form")
+    return canonical
+
+
+def display_name(field: str, value: str, *, required: bool = True, limit: int = MAX_DISPLAY_NAME) -> str:
+    """A human-readable name: printable characters, no leading or trailing space."""
+    if not value:
+        if required:
+            raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+        return value
+    if len(value) > limit:
+        raise invalid_field(field, Reason.FIELD_TOO_LONG, f"must be at most {limit} characters")
+    if not value.isprintable() or value != value.strip():
+        raise invalid_field(field, Reason.FIELD_INVALID, "must be printable, without leading or trailing spaces")
+    return value
+
+
+def enum_value(field: str, value: int, known: Iterable[int]) -> int:
+    """An enum number that is set and known to this API version."""
+    allowed = set(known) - {0}
+    if value not in allowed:
+        raise invalid_field(field, Reason.ENUM_UNKNOWN, f"must be one of the known values, not {value}")
+    return value
+
+
+def name_parts(field: str, value: str, pattern: re.Pattern[str], example: str) -> tuple[str, ...]:
+    """The groups of a resource name matched against `pattern` (UUID groups canonicalised)."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if len(value) > 512:
+        raise invalid_field(field, Reason.FIELD_TOO_LONG, "is too long for a resource name")
+    match = pattern.fullmatch(value)
+    if match is None:
+        raise invalid_field(field, Reason.NAME_MALFORMED, f"must look like {example}")
+    return tuple(require_uuid(field, group) for group in match.groups())
+
+
+def int_range(field: str, value: int, low: int, high: int, default: int) -> int:
+    """An integer within [low, high]; 0 means `default`."""
+    if value == 0:
+        return default
+    if not low <= value <= high:
+        raise invalid_field(field, Reason.FIELD_INVALID, f"must be between {low} and {high}")
+    return value

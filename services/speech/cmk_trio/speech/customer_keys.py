@@ -1,0 +1,229 @@
+"""Customer-managed keys: what the speech service asks of the key vault and of identity, as
+protocols (the gRPC implementations live in `gateways`), and the data key source that
+unwraps through them, caches, and says exactly why a customer key is inaccessible."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
+from cmk_trio.speech.model import KeySource, SpeechResource
+
+KEY_PERMISSIONS = ("get", "wrapKey", "unwrapKey")
+
+
+@dataclass(frozen=True, slots=True)
+class VaultInfo:
+    name: str
+    tenant_id: str
+    subscription_id: str
+    location: str
+    soft_delete: bool
+    purge_protection: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    size: int
+    enabled: bool
+    operations: frozenset[str]
+
+
+class VaultGateway(Protocol):
+    """The key vault, called with a bearer token: the caller's (management) or the
+    resource identity's (vault)."""
+
+    async def get_vault(self, token: str, vault_name: str) -> VaultInfo: ...
+    async def grant(self, token: str, vault_name: str, tenant_id: str, object_id: str) -> frozenset[str] | None:
+        """Add get/wrapKey/unwrapKey; returns the permissions held before (None: no entry)."""
+        ...
+
+    async def restore(
+        self, token: str, vault_name: str, tenant_id: str, object_id: str, before: frozenset[str] | None
+    ) -> None: ...
+    async def get_key(self, token: str, key: str) -> KeyInfo: ...
+    async def wrap(self, token: str, key_id: str, plaintext: bytes) -> tuple[str, bytes]: ...
+    async def unwrap(self, token: str, key_id: str, wrapped: bytes) -> bytes: ...
+
+
+class IdentityGateway(Protocol):
+    """The identity service, as the platform that owns the resources' managed identities."""
+
+    async def create_identity(self, tenant_id: str, resource_id: str) -> str: ...
+    async def delete_identity(self, tenant_id: str, object_id: str) -> None: ...
+    async def identity_token(self, tenant_id: str, object_id: str) -> str: ...
+    async def tenant_of(self, subscription_id: str) -> str | None: ...
+    def forget_token(self, object_id: str | None = None) -> None: ...
+
+
+# Which vault or identity refusal means which cause, for the resource's status and reads.
+CAUSES: dict[Reason, Reason] = {
+    Reason.FORBIDDEN_BY_POLICY: Reason.CUSTOMER_KEY_ACCESS_REVOKED,
+    Reason.KEY_DISABLED: Reason.CUSTOMER_KEY_DISABLED,
+    Reason.KEY_OPERATION_NOT_ALLOWED: Reason.CUSTOMER_KEY_DISABLED,
+    Reason.KEY_DELETED: Reason.CUSTOMER_KEY_DELETED,
+    Reason.KEY_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
+    Reason.KEY_VERSION_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
+    Reason.VAULT_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
+    Reason.TOKEN_TENANT_MISMATCH: Reason.CUSTOMER_KEY_TENANT_MISMATCH,
+    Reason.TOKEN_REVOKED: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
+    Reason.PRINCIPAL_NOT_FOUND: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
+    Reason.PRINCIPAL_DISABLED: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
+    Reason.MANAGED_IDENTITY_NOT_OWNED: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
+}
+MESSAGES = {
+    Reason.CUSTOMER_KEY_ACCESS_REVOKED: "the resource's managed identity no longer has access to the key vault; "
+    "grant it get, wrapKey and unwrapKey again to make the data readable",
+    Reason.CUSTOMER_KEY_DISABLED: "the customer-managed key version is disabled; enable it to make the data readable",
+    Reason.CUSTOMER_KEY_DELETED: "the customer-managed key is deleted; recover it to make the data readable",
+    Reason.CUSTOMER_KEY_PURGED: "the customer-managed key was purged: the data encrypted with it is permanently "
+    "unrecoverable",
+    Reason.CUSTOMER_KEY_IDENTITY_MISSING: "the resource's managed identity is missing or disabled, so the key vault "
+    "cannot be reached for the key; assign an identity and grant it access again",
+    Reason.CUSTOMER_KEY_TENANT_MISMATCH: "the resource's subscription now belongs to another tenant than its managed "
+    "identity and key vault; managed identities are not transferred between tenants",
+}
+
+
+def inaccessible(cause: Reason, resource: SpeechResource, detail: str = "") -> FailedPrecondition:
+    return FailedPrecondition(
+        cause,
+        MESSAGES[cause],
+        metadata={
+            "resource_id": resource.resource_id,
+            "key_id": resource.wrapping_key,
+            **({"cause": detail} if detail else {}),
+        },
+    )
+
+
+class DataKeys:
+    """A resource's data key, unwrapped by the master key ring (Microsoft-managed) or by the
+    customer's key through the vault (customer-managed), and kept in memory.
+
+    A cached key is dropped when an event says so (`drop_*`), when events were missed
+    (`drop_all`), and in any case after `max_age`, so a revocation that no event announces
+    still takes effect.
+
+    Concurrent misses for one resource share one unwrap. An unwrap that a drop overtook is
+    answered to the calls that were waiting for it (they began before the revocation) but not
+    kept, and a call that begins after the drop does not join it: it asks the vault again.
+    Without this, an unwrap in flight while a policy is removed would put the key back in the
+    cache after the event had dropped it, and the revocation would wait for `max_age`.
+    """
+
+    def __init__(
+        self,
+        ring: MasterKeyRing,
+        clock: Clock,
+        *,
+        vault: VaultGateway | None,
+        identity: IdentityGateway | None,
+        max_age: timedelta = timedelta(minutes=5),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._ring = ring
+        self._clock = clock
+        self._vault = vault
+        self._identity = identity
+        self._max_age = max_age
+        self._cache: dict[str, tuple[bytes, DataKey, datetime]] = {}
+        self._drops = 0
+        """Bumped by every drop; an unwrap is kept only if none happened while it ran."""
+        self._in_flight: dict[tuple[str, bytes, int], asyncio.Task[DataKey]] = {}
+        self.unwraps = 0
+        self._metrics = metrics
+
+    async def data_key(self, resource: SpeechResource) -> DataKey:
+        key = resource.uid
+        cached = self._cache.get(key)
+        now = self._clock.now()
+        fresh = cached is not None and cached[0] == resource.wrapped_data_key and now - cached[2] < self._max_age
+        if self._metrics is not None:
+            self._metrics.hit("data_keys", fresh)
+        if cached is not None and fresh:
+            return cached[1]
+        flight = (key, resource.wrapped_data_key, self._drops)
+        task = self._in_flight.get(flight)
+        if task is None:
+            task = asyncio.create_task(self._unwrap(resource), name=f"unwrap data key {key}")
+            self._in_flight[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done, now))
+        # Shielded: a caller that gives up does not cancel the unwrap the others wait for.
+        return await asyncio.shield(task)
+
+    def _landed(self, flight: tuple[str, bytes, int], task: asyncio.Task[DataKey], started: datetime) -> None:
+        self._in_flight.pop(flight, None)
+        if task.cancelled() or task.exception() is not None:  # (retrieved: never "never retrieved")
+            return
+        uid, wrapped, drops = flight
+        if drops == self._drops:
+            self._cache[uid] = (wrapped, task.result(), started)
+
+    async def _unwrap(self, resource: SpeechResource) -> DataKey:
+        if resource.key_source is KeySource.MICROSOFT:
+            try:
+                return self._ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
+            except CannotDecrypt:
+                raise FailedPrecondition(
+                    Reason.DATA_UNREADABLE, "the resource's data key does not unwrap with the service's master key ring"
+                ) from None
+        if self._vault is None or self._identity is None:
+            raise FailedPrecondition(Reason.KEYVAULT_NOT_CONFIGURED, "this speech service has no key vault configured")
+        if not resource.identity_principal_id:
+            raise inaccessible(Reason.CUSTOMER_KEY_IDENTITY_MISSING, resource)
+        tenant = await self._identity.tenant_of(resource.subscription_id)
+        if tenant != resource.identity_tenant_id:
+            raise inaccessible(Reason.CUSTOMER_KEY_TENANT_MISMATCH, resource)
+        self.unwraps += 1
+        try:
+            token = await self._identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
+            plain = await self._vault.unwrap(token, resource.wrapping_key, resource.wrapped_data_key)
+        except Unavailable:
+            raise Unavailable(
+                Reason.CUSTOMER_KEY_VAULT_UNREACHABLE,
+                "the key vault holding the customer-managed key cannot be reached; retry shortly",
+                metadata={"key_id": resource.wrapping_key},
+            ) from None
+        except (FailedPrecondition, NotFound, PermissionDenied, Unauthenticated) as exc:
+            cause = CAUSES.get(exc.reason)
+            if cause is None:
+                raise
+            if exc.reason in (Reason.TOKEN_REVOKED, Reason.TOKEN_TENANT_MISMATCH):
+                self._identity.forget_token(resource.identity_principal_id)
+            raise inaccessible(cause, resource, exc.reason.value) from None
+        except ServiceError as exc:
+            if exc.reason is Reason.CANNOT_DECRYPT:
+                raise FailedPrecondition(
+                    Reason.DATA_UNREADABLE, "the wrapped data key does not unwrap with the customer key"
+                ) from None
+            raise
+        return DataKey(plain)
+
+    # --- what the event streams drop ----------------------------------------------------
+
+    def drop(self, resource: SpeechResource) -> None:
+        self._drops += 1
+        self._cache.pop(resource.uid, None)
+
+    def drop_all(self) -> None:
+        self._drops += 1
+        self._cache.clear()
+
+    def cached(self, resource: SpeechResource) -> bool:
+        return resource.uid in self._cache

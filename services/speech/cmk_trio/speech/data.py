@@ -1,0 +1,215 @@
+"""The data the seed lists: Custom Commands application configuration and LUIS keys,
+sealed with the resource's data key. Reads are transparent: the caller never sees which key
+protects the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.errors import Aborted, FailedPrecondition, NotFound, invalid_field
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import ReadCache
+from cmk_trio.rpckit.tokens import VerifiedToken
+from cmk_trio.rpckit.validation import display_name, require_uuid
+from cmk_trio.speech.envelope import (
+    CannotDecrypt,
+    DataKey,
+    RandomBytes,
+    open_sealed,
+    record_binding,
+    seal,
+)
+from cmk_trio.speech.model import Application, SealedLuisKeys, SpeechResource
+from cmk_trio.speech.resources import READ, WRITE, Resources, parse_resource_id
+
+MAX_CONFIGURATION_BYTES = 256 * 1024
+MAX_LUIS_KEY = 200
+LUIS_RECORD = "luisKeys"
+
+
+class DataKeySource(Protocol):
+    async def data_key(self, resource: SpeechResource) -> DataKey: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedApplication:
+    """An application with its configuration in clear, for the caller that may read it."""
+
+    record: Application
+    configuration_json: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LuisKeys:
+    authoring_key: str = field(repr=False)
+    prediction_key: str = field(repr=False)
+    update_time: datetime | None = None
+
+
+def configuration(field_name: str, text: str) -> bytes:
+    """Application configuration: JSON (an object), at most 256 KiB."""
+    raw = text.encode()
+    if not raw:
+        raise invalid_field(field_name, Reason.FIELD_REQUIRED, "is required")
+    if len(raw) > MAX_CONFIGURATION_BYTES:
+        raise invalid_field(
+            field_name, Reason.CONFIGURATION_TOO_LARGE, f"must be at most {MAX_CONFIGURATION_BYTES} bytes"
+        )
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        raise invalid_field(field_name, Reason.CONFIGURATION_NOT_JSON, "must be JSON") from None
+    if not isinstance(parsed, dict):
+        raise invalid_field(field_name, Reason.CONFIGURATION_NOT_JSON, "must be a JSON object")
+    return raw
+
+
+def parse_etag(text: str) -> int:
+    if len(text) > 24 or not (text.startswith('"') and text.endswith('"') and text[1:-1].isdigit()):
+        raise invalid_field("etag", Reason.FIELD_INVALID, "is not an etag this service issued")
+    return int(text[1:-1])
+
+
+class Data:
+    """Applications and LUIS keys of the resources."""
+
+    def __init__(
+        self, resources: Resources, keys: DataKeySource, clock: Clock, random: RandomBytes = os.urandom
+    ) -> None:
+        self._resources = resources
+        self._store = resources.store
+        self._keys = keys
+        self._clock = clock
+        self._random = random
+        self._reads = ReadCache(lambda: self._store.db.generation)
+
+    async def _resource(self, caller: VerifiedToken, resource_id: str, access: int) -> SpeechResource:
+        resource = await self._resources.get_resource(parse_resource_id("parent", resource_id))
+        await self._resources.require(caller, resource.resource_id, access)
+        return resource
+
+    async def _open(self, resource: SpeechResource, sealed: bytes, record_id: str, version: int) -> bytes:
+        key = await self._keys.data_key(resource)
+        try:
+            return open_sealed(key, sealed, record_binding(resource.uid, record_id, version))
+        except CannotDecrypt:
+            raise FailedPrecondition(
+                Reason.DATA_UNREADABLE,
+                f"record {record_id} of {resource.resource_id} does not decrypt with the resource's data key",
+                metadata={"record": record_id},
+            ) from None
+
+    async def _seal(self, resource: SpeechResource, plaintext: bytes, record_id: str, version: int) -> bytes:
+        key = await self._keys.data_key(resource)
+        return seal(key, plaintext, record_binding(resource.uid, record_id, version), self._random)
+
+    # --- applications -----------------------------------------------------------------
+
+    async def create_application(
+        self, caller: VerifiedToken, resource_id: str, name: str, config_json: str
+    ) -> OpenedApplication:
+        name = display_name("application.display_name", name)
+        raw = configuration("application.configuration_json", config_json)
+        resource = await self._resource(caller, resource_id, WRITE)
+        app_id = str(uuid.UUID(bytes=self._random(16), version=4))
+        now = self._clock.now()
+        sealed = await self._seal(resource, raw, app_id, 1)
+        record = Application(resource.resource_id, app_id, name, 1, sealed, now, now)
+        async with self._store.db.transaction() as tx:
+            await self._store.insert_application(tx, resource.uid, record)
+        return OpenedApplication(record, config_json)
+
+    async def _application(self, resource: SpeechResource, app_id: str) -> Application:
+        app_id = require_uuid("application_id", app_id)
+        found = await self._reads.get(
+            ("application", resource.uid, app_id), lambda: self._store.get_application(resource.uid, app_id)
+        )
+        if found is None:
+            raise NotFound(
+                Reason.APPLICATION_NOT_FOUND, f"application {app_id} does not exist in {resource.resource_id}"
+            )
+        return found
+
+    async def get_application(self, caller: VerifiedToken, resource_id: str, app_id: str) -> OpenedApplication:
+        resource = await self._resource(caller, resource_id, READ)
+        record = await self._application(resource, app_id)
+        plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
+        return OpenedApplication(record, plain.decode())
+
+    async def list_applications(
+        self, caller: VerifiedToken, resource_id: str, *, after: int, limit: int
+    ) -> list[tuple[int, OpenedApplication]]:
+        resource = await self._resource(caller, resource_id, READ)
+        found = []
+        for seq, record in await self._store.list_applications(resource.uid, after=after, limit=limit):
+            plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
+            found.append((seq, OpenedApplication(record, plain.decode())))
+        return found
+
+    async def update_application(
+        self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str, name: str, config_json: str
+    ) -> OpenedApplication:
+        expected = parse_etag(etag) if etag else None
+        if expected is None:
+            raise invalid_field("application.etag", Reason.FIELD_REQUIRED, "send the etag of the version you read")
+        name = display_name("application.display_name", name)
+        raw = configuration("application.configuration_json", config_json)
+        resource = await self._resource(caller, resource_id, WRITE)
+        current = await self._application(resource, app_id)
+        if current.version != expected:
+            raise self._stale(current)
+        version = expected + 1
+        sealed = await self._seal(resource, raw, current.application_id, version)
+        updated = replace(current, display_name=name, version=version, sealed_configuration=sealed,
+                          update_time=self._clock.now())  # fmt: skip
+        async with self._store.db.transaction() as tx:
+            if not await self._store.update_application(tx, resource.uid, updated, expected):
+                raise self._stale(current)
+        return OpenedApplication(updated, config_json)
+
+    @staticmethod
+    def _stale(current: Application) -> Aborted:
+        return Aborted(
+            Reason.ETAG_MISMATCH,
+            "the application changed since it was read; read it again and reapply the change",
+            metadata={"application_id": current.application_id},
+        )
+
+    async def delete_application(self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str) -> None:
+        expected = parse_etag(etag) if etag else None
+        resource = await self._resource(caller, resource_id, WRITE)
+        current = await self._application(resource, app_id)
+        async with self._store.db.transaction() as tx:
+            if not await self._store.delete_application(tx, resource.uid, current.application_id, expected):
+                raise self._stale(current)
+
+    # --- LUIS keys --------------------------------------------------------------------
+
+    async def set_luis_keys(self, caller: VerifiedToken, resource_id: str, authoring: str, prediction: str) -> LuisKeys:
+        for name, value in (("luis_keys.authoring_key", authoring), ("luis_keys.prediction_key", prediction)):
+            display_name(name, value, limit=MAX_LUIS_KEY)
+        resource = await self._resource(caller, resource_id, WRITE)
+        existing = await self._store.get_luis_keys(resource.uid)
+        version = existing.version + 1 if existing else 1
+        plain = json.dumps({"authoring": authoring, "prediction": prediction}).encode()
+        sealed = await self._seal(resource, plain, LUIS_RECORD, version)
+        now = self._clock.now()
+        async with self._store.db.transaction() as tx:
+            await self._store.put_luis_keys(
+                tx, resource.uid, SealedLuisKeys(resource.resource_id, version, sealed, now)
+            )
+        return LuisKeys(authoring, prediction, now)
+
+    async def get_luis_keys(self, caller: VerifiedToken, resource_id: str) -> LuisKeys:
+        resource = await self._resource(caller, resource_id, READ)
+        stored = await self._store.get_luis_keys(resource.uid)
+        if stored is None:
+            raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")
+        data = json.loads(await self._open(resource, stored.sealed, LUIS_RECORD, stored.version))
+        return LuisKeys(data["authoring"], data["prediction"], stored.update_time)

@@ -1,0 +1,316 @@
+"""A resource's managed identity and encryption settings: assign and remove the identity,
+switch to a customer-managed key (checked end to end first) and back. A key change unwraps
+the data key with the old key and wraps it with the new one; no record is re-encrypted."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+
+from cmk_trio.rpckit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    invalid_field,
+)
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
+from cmk_trio.rpckit.validation import require_uuid
+from cmk_trio.speech.customer_keys import DataKeys, IdentityGateway, VaultGateway
+from cmk_trio.speech.envelope import RandomBytes
+from cmk_trio.speech.model import KeySource, SpeechResource
+from cmk_trio.speech.resources import (
+    RESOURCE_GROUP,
+    WRITE,
+    Resources,
+    check_eligibility,
+    make_resource_id,
+    parse_resource_id,
+)
+
+VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
+KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+VERSION = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChoice:
+    """The key a caller chose: a vault, a key, maybe a version, and whether to follow."""
+
+    vault_name: str
+    key_name: str
+    version: str
+    follow_latest: bool
+    key_subscription_id: str
+    as_given: str
+
+
+def choose_key(
+    dns_suffix: str, *, key_uri: str, key_subscription_id: str, vault: str, key: str, version: str, follow: bool
+) -> KeyChoice:
+    """The seed's two ways to specify a key: a key URI plus the vault's subscription, or a
+    vault and a key from it."""
+    if key_uri:
+        subscription = require_uuid("key_subscription_id", key_subscription_id)
+        match = re.fullmatch(
+            rf"https://([^./]+)\.{re.escape(dns_suffix)}/keys/([^/]+)(?:/([^/]*))?/?", key_uri, re.IGNORECASE
+        )
+        if match is None or len(key_uri) > 512:
+            raise invalid_field(
+                "key_uri",
+                Reason.KEY_URI_MALFORMED,
+                f"must be https://{{vault}}.{dns_suffix}/keys/{{key}}[/{{version}}]",
+            )
+        vault, key, version = match.group(1), match.group(2), match.group(3) or ""
+        as_given = key_uri
+    else:
+        if not vault or not key:
+            raise InvalidArgument(
+                Reason.ENCRYPTION_KEY_REQUIRED, "give a key URI with its vault's subscription, or a vault and a key"
+            )
+        subscription = ""
+        as_given = f"https://{vault.lower()}.{dns_suffix}/keys/{key}" + (f"/{version}" if version else "")
+    if not VAULT_NAME.fullmatch(vault):
+        raise invalid_field("vault_name", Reason.VAULT_NAME_INVALID, "is not a valid vault name")
+    if not KEY_NAME.fullmatch(key):
+        raise invalid_field("key_name", Reason.KEY_NAME_INVALID, "must be 1-127 letters, digits and hyphens")
+    if version and not VERSION.fullmatch(version.lower()):
+        raise invalid_field("key_version", Reason.KEY_URI_MALFORMED, "a key version is 32 hexadecimal characters")
+    if follow and version:
+        raise invalid_field(
+            "follow_latest_version", Reason.FIELD_INVALID, "following the newest version needs a key without a version"
+        )
+    return KeyChoice(vault.lower(), key, version.lower(), follow, subscription, as_given)
+
+
+class Encryption:
+    """Identity and encryption changes of speech resources."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        data_keys: DataKeys,
+        *,
+        vault: VaultGateway | None,
+        identity: IdentityGateway,
+        dns_suffix: str,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self._resources = resources
+        self._store = resources.store
+        self._keys = data_keys
+        self._vault = vault
+        self.identity = identity
+        self.dns_suffix = dns_suffix
+        self._random = random
+
+    async def _writable(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
+        resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
+        await self._resources.require(caller, resource.resource_id, WRITE)
+        return resource
+
+    async def _save(self, resource: SpeechResource) -> SpeechResource:
+        async with self._store.db.transaction() as tx:
+            await self._store.update_resource(tx, resource)
+        self._keys.drop(resource)
+        return resource
+
+    # --- the managed identity ---------------------------------------------------------
+
+    async def assign_identity(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
+        resource = await self._writable(caller, resource_id)
+        if resource.identity_principal_id:
+            return resource
+        tenant = await self.identity.tenant_of(resource.subscription_id) or resource.tenant_id
+        object_id = await self.identity.create_identity(tenant, resource.resource_id)
+        return await self._save(replace(resource, identity_principal_id=object_id, identity_tenant_id=tenant))
+
+    async def remove_identity(self, caller: VerifiedToken, resource_id: str, confirmed: bool) -> SpeechResource:
+        resource = await self._writable(caller, resource_id)
+        if not resource.identity_principal_id:
+            return resource
+        if resource.key_source is KeySource.CUSTOMER and not confirmed:
+            raise FailedPrecondition(
+                Reason.IDENTITY_REMOVAL_UNCONFIRMED,
+                "customer-managed keys are on: without the identity the key vault cannot be reached and all data of "
+                "this resource becomes unreadable; confirm to go ahead, or disable customer-managed keys first",
+            )
+        await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        return await self._save(replace(resource, identity_principal_id="", identity_tenant_id=""))
+
+    async def delete(self, caller: VerifiedToken, resource_id: str) -> None:
+        """Delete the resource with its data, and its system-assigned identity with it, as
+        the real platform does: the identity lives and dies with its resource. The identity
+        goes first: if it cannot be deleted, the resource stays as it was; if the row then
+        cannot be deleted, a retry finishes the job (an identity already gone is fine)."""
+        resource = await self._writable(caller, resource_id)
+        if resource.identity_principal_id:
+            await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        await self._resources.delete(resource)
+        self._keys.drop(resource)
+
+    # --- moving --------------------------------------------------------------------------
+
+    async def move(
+        self, caller: VerifiedToken, resource_id: str, subscription_id: str, resource_group: str
+    ) -> SpeechResource:
+        """Move to another resource group or subscription. The data stays readable (it is
+        bound to the resource's immutable uid); a move to another tenant deletes the managed
+        identity in the old one, so customer-managed keys stop until they are set again."""
+        operator = OPERATOR_ROLE in caller.roles
+        resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
+        if not operator:
+            await self._resources.require(caller, resource.resource_id, WRITE)
+        subscription_id = require_uuid("target_subscription_id", subscription_id)
+        if not RESOURCE_GROUP.fullmatch(resource_group):
+            raise invalid_field("target_resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
+        target_id = make_resource_id(subscription_id, resource_group, resource.account_name)
+        if target_id.lower() == resource.resource_id.lower():
+            raise FailedPrecondition(Reason.MOVE_TO_SAME_PLACE, "the resource is already there")
+        target_tenant = await self.identity.tenant_of(subscription_id)
+        if target_tenant is None:
+            raise NotFound(Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id} does not exist")
+        if target_tenant != resource.tenant_id and not operator:
+            raise PermissionDenied(
+                Reason.OPERATOR_REQUIRED,
+                "moving a resource to a subscription of another tenant is done by the platform operator "
+                "(or by transferring the whole subscription)",
+            )
+        if not operator:
+            await self._resources.require(
+                caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE
+            )
+        if await self._store.get_resource(target_id) is not None:
+            raise AlreadyExists(Reason.SPEECH_RESOURCE_EXISTS, f"speech resource {target_id} exists already")
+        if target_tenant != resource.tenant_id and resource.identity_principal_id:
+            # Managed identities do not cross tenants: the old one goes. The resource keeps
+            # naming it, so that a read says why the customer key no longer works.
+            await self.identity.delete_identity(resource.identity_tenant_id, resource.identity_principal_id)
+        moved = replace(
+            resource, resource_id=target_id, subscription_id=subscription_id, resource_group=resource_group,
+            tenant_id=target_tenant,
+        )  # fmt: skip
+        return await self._save(moved)
+
+    # --- customer-managed keys --------------------------------------------------------
+
+    async def set_customer_managed(
+        self, caller: VerifiedToken, resource_id: str, choice: KeyChoice, *, skip_grant: bool
+    ) -> SpeechResource:
+        """Check everything, then rewrap the data key in one transaction. Any failure undoes
+        what this call did (a new identity, a grant) and leaves the resource as it was."""
+        if self._vault is None:
+            raise FailedPrecondition(Reason.KEYVAULT_NOT_CONFIGURED, "this speech service has no key vault configured")
+        resource = await self._writable(caller, resource_id)
+        check_eligibility(resource, await self._store.get_approval(resource.subscription_id))
+        tenant = await self.identity.tenant_of(resource.subscription_id)
+        vault = await self._vault.get_vault(caller.raw, choice.vault_name)
+        if choice.key_subscription_id and vault.subscription_id != choice.key_subscription_id:
+            raise invalid_field(
+                "key_subscription_id",
+                Reason.FIELD_INVALID,
+                f"vault {vault.name} is not in subscription {choice.key_subscription_id}",
+            )
+        if vault.tenant_id != tenant:
+            raise FailedPrecondition(
+                Reason.VAULT_OTHER_TENANT,
+                f"the key vault {vault.name} is in another tenant than the resource; they must share a tenant",
+                metadata={"vault_tenant_id": vault.tenant_id},
+            )
+        if vault.location != resource.location:
+            raise FailedPrecondition(
+                Reason.VAULT_OTHER_REGION,
+                f"the key vault is in {vault.location}, the resource in {resource.location}; they must share a region",
+            )
+        if not (vault.soft_delete and vault.purge_protection):
+            raise FailedPrecondition(
+                Reason.VAULT_NOT_RECOVERABLE,
+                f"the key vault {vault.name} needs soft-delete and purge protection on; without them a deleted key "
+                "would make the data unrecoverable",
+            )
+        created_identity = ""
+        granted = False
+        before: frozenset[str] | None = None
+        working = resource
+        try:
+            if not working.identity_principal_id:
+                created_identity = await self.identity.create_identity(tenant, resource.resource_id)
+                working = replace(working, identity_principal_id=created_identity, identity_tenant_id=tenant)
+            object_id = working.identity_principal_id
+            if not skip_grant:
+                try:
+                    before = await self._vault.grant(caller.raw, vault.name, tenant, object_id)
+                except PermissionDenied as exc:
+                    raise PermissionDenied(
+                        Reason.GRANT_REFUSED,
+                        f"you may not change the access policies of vault {vault.name}, so its key cannot be "
+                        "granted to the resource's identity; ask for Contributor on the vault, or grant "
+                        "get/wrapKey/unwrapKey yourself and use --no-grant",
+                        metadata={"vault": vault.name, "cause": exc.reason.value},
+                    ) from None
+                granted = True
+            token = await self.identity.identity_token(tenant, object_id)
+            key = await self._vault.get_key(token, choice.as_given)
+            if key.size != 2048 or not key.enabled or not {"wrapKey", "unwrapKey"} <= key.operations:
+                raise FailedPrecondition(
+                    Reason.KEY_NOT_SUPPORTED,
+                    "the key must be an enabled RSA 2048 key that allows wrapKey and unwrapKey",
+                    metadata={"key_id": key.key_id, "size": str(key.size), "enabled": str(key.enabled).lower()},
+                )
+            probe = self._random(32)
+            key_id, wrapped_probe = await self._vault.wrap(token, key.key_id, probe)
+            if await self._vault.unwrap(token, key_id, wrapped_probe) != probe:
+                raise FailedPrecondition(Reason.KEY_NOT_SUPPORTED, "the key did not give back what it wrapped")
+            data_key = await self._keys.data_key(resource)
+            key_id, wrapped = await self._vault.wrap(token, key.key_id, data_key.key)
+            updated = replace(
+                working, key_source=KeySource.CUSTOMER, wrapping_key=key_id, wrapped_data_key=wrapped,
+                key_uri=choice.as_given, follow_latest=choice.follow_latest,
+            )  # fmt: skip
+            return await self._save(updated)
+        except ServiceError:
+            if granted:
+                await self._best_effort(
+                    self._vault.restore(caller.raw, vault.name, tenant, working.identity_principal_id, before)
+                )
+            if created_identity:
+                await self._best_effort(self.identity.delete_identity(tenant, created_identity))
+            raise
+
+    @staticmethod
+    async def _best_effort(undo: Awaitable[None]) -> None:
+        try:
+            await undo
+        except ServiceError:
+            pass  # the original failure is what the caller needs to see
+
+    async def rewrap_to_latest(self, resource: SpeechResource) -> SpeechResource | None:
+        """For a resource that follows its key's newest version: rewrap if a newer one exists."""
+        if self._vault is None or resource.key_source is not KeySource.CUSTOMER or not resource.follow_latest:
+            return None
+        token = await self.identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
+        latest = await self._vault.get_key(token, resource.key_uri)
+        if latest.key_id == resource.wrapping_key:
+            return None
+        data_key = await self._keys.data_key(resource)
+        key_id, wrapped = await self._vault.wrap(token, latest.key_id, data_key.key)
+        return await self._save(replace(resource, wrapping_key=key_id, wrapped_data_key=wrapped))
+
+    async def set_microsoft_managed(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
+        """Back to the Microsoft-managed key: the data key is unwrapped with the customer key
+        (so that key must still be usable) and wrapped with the master key ring."""
+        resource = await self._writable(caller, resource_id)
+        if resource.key_source is KeySource.MICROSOFT:
+            return resource
+        data_key = await self._keys.data_key(resource)
+        version, wrapped = self._resources.ring.wrap(data_key, resource.uid, self._random)
+        updated = replace(
+            resource, key_source=KeySource.MICROSOFT, wrapping_key=version, wrapped_data_key=wrapped,
+            key_uri="", follow_latest=False,
+        )  # fmt: skip
+        return await self._save(updated)

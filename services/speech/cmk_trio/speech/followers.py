@@ -1,0 +1,135 @@
+"""What keeps the speech service's caches safe: it follows the key vault's and identity's
+event streams and drops exactly what an event invalidates. Missed events (a gap) or a
+stream it cannot reach drop every cached data key at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC
+from typing import Any
+
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.events import EventFollower
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.speech.customer_keys import DataKeys, IdentityGateway
+from cmk_trio.speech.encryption import Encryption
+from cmk_trio.speech.storage import SpeechStore
+
+log = logging.getLogger(__name__)
+
+KEY_EVENTS = {kvres.KEY_UPDATED, kvres.KEY_DELETED, kvres.KEY_RECOVERED, kvres.KEY_PURGED}
+VAULT_EVENTS = {kvres.VAULT_DELETED, kvres.VAULT_RECOVERED, kvres.VAULT_PURGED}
+
+
+class CacheGuard:
+    """Applies key vault and identity events to the data key cache."""
+
+    def __init__(
+        self,
+        store: SpeechStore,
+        keys: DataKeys,
+        identity: IdentityGateway,
+        encryption: Encryption,
+        dns_suffix: str,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._identity = identity
+        self._encryption = encryption
+        self._suffix = dns_suffix
+        self.rewraps: list[str] = []
+        self._clock = clock
+        self._metrics = metrics
+
+    def _lag(self, stream: str, event: Any) -> None:
+        if self._metrics is not None:
+            sent = event.time.ToDatetime(tzinfo=UTC)
+            self._metrics.lag(stream, (self._clock.now() - sent).total_seconds())
+
+    def _vault_uri(self, vault: str) -> str:
+        return f"https://{vault}.{self._suffix}/"
+
+    async def on_vault_event(self, event: kvres.Event) -> None:
+        self._lag("keyvault", event)
+        if event.type == kvres.ACCESS_POLICY_CHANGED:
+            for resource in await self._store.resources_with_identity(event.object_id):
+                self._keys.drop(resource)
+        elif event.type in KEY_EVENTS or event.type == kvres.KEY_ROTATED:
+            prefix = f"{self._vault_uri(event.vault_name)}keys/{event.key_name}/"
+            for resource in await self._store.resources_using(key_prefix=prefix):
+                if event.type == kvres.KEY_ROTATED:
+                    await self._follow(resource)
+                else:
+                    self._keys.drop(resource)
+        elif event.type in VAULT_EVENTS:
+            for resource in await self._store.resources_using(key_prefix=self._vault_uri(event.vault_name)):
+                self._keys.drop(resource)
+
+    async def _follow(self, resource: Any) -> None:
+        try:
+            if await self._encryption.rewrap_to_latest(resource) is not None:
+                self.rewraps.append(resource.resource_id)
+        except Exception:
+            # The resource keeps its current version, which still works; the next rotation
+            # event (or a restart) tries again.
+            log.exception("cannot follow a key rotation", extra={"resource_id": resource.resource_id})
+
+    async def on_identity_event(self, event: idres.Event) -> None:
+        self._lag("identity", event)
+        if event.type in (idres.PRINCIPAL_DISABLED, idres.PRINCIPAL_DELETED):
+            self._identity.forget_token(event.principal_id)
+            for resource in await self._store.resources_with_identity(event.principal_id):
+                self._keys.drop(resource)
+        elif event.type == idres.SUBSCRIPTION_TRANSFERRED:
+            # The resources now belong to the new tenant; their identities stayed (and were
+            # deleted) in the old one, which is what reads will now report.
+            async with self._store.db.transaction() as tx:
+                await self._store.set_subscription_tenant(tx, event.subscription_id, event.new_tenant_id)
+            for resource in await self._store.resources_in_subscription(event.subscription_id):
+                self._keys.drop(resource)
+
+    async def drop_everything(self) -> None:
+        self._keys.drop_all()
+        self._identity.forget_token()
+
+
+def dropping_on_failure(
+    open_stream: Callable[[int], AsyncIterator[Any]], guard: CacheGuard
+) -> Callable[[int], AsyncIterator[Any]]:
+    """A stream opener that drops every cached key when the stream breaks: while it is down,
+    events may be missed."""
+
+    async def opened(after: int) -> AsyncIterator[Any]:
+        try:
+            async for event in open_stream(after):
+                yield event
+        except Exception:
+            await guard.drop_everything()
+            raise
+
+    return opened
+
+
+class Followers:
+    """The two followers of the speech service, started and stopped together."""
+
+    def __init__(self, *followers: EventFollower[Any]) -> None:
+        self.followers = followers
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(f.run(), name="speech-event-follower") for f in self.followers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,110 @@
+"""The gRPC implementations of the gateways the speech domain needs: the key vault (with a
+given bearer token) and identity (as the platform that owns the managed identities)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import grpc
+
+from cmk_trio.client.identity import IdentityClient, principal_name
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.errors import NotFound
+from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
+from cmk_trio.speech.customer_keys import KEY_PERMISSIONS, KeyInfo, VaultInfo
+
+OPERATION_NAMES = {kvres.WRAP_KEY: "wrapKey", kvres.UNWRAP_KEY: "unwrapKey", kvres.ENCRYPT: "encrypt",
+                   kvres.DECRYPT: "decrypt", kvres.SIGN: "sign", kvres.VERIFY: "verify"}  # fmt: skip
+
+
+class GrpcVaultGateway:
+    """The key vault service over one channel; each call carries the token it is given."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def _client(self, token: str) -> KeyVaultClient:
+        async def fixed(_audience: str) -> str:
+            return token
+
+        return KeyVaultClient(self._channel, fixed)
+
+    async def get_vault(self, token: str, vault_name: str) -> VaultInfo:
+        v = await self._client(token).get_vault(vault_name)
+        return VaultInfo(v.vault_name, v.tenant_id, v.subscription_id, v.location, v.soft_delete_enabled,
+                         v.purge_protection_enabled)  # fmt: skip
+
+    async def grant(self, token: str, vault_name: str, tenant_id: str, object_id: str) -> frozenset[str] | None:
+        client = self._client(token)
+        before = next(
+            (p for p in (await client.get_vault(vault_name)).access_policies if p.object_id == object_id), None
+        )
+        await client.update_access_policy(vault_name, tenant_id, object_id, add=KEY_PERMISSIONS)
+        return frozenset(before.key_permissions) if before is not None else None
+
+    async def restore(
+        self, token: str, vault_name: str, tenant_id: str, object_id: str, before: frozenset[str] | None
+    ) -> None:
+        client = self._client(token)
+        if before is None:
+            await client.remove_access_policy(vault_name, object_id)
+        else:
+            await client.set_access_policy(vault_name, tenant_id, object_id, sorted(before))
+
+    async def get_key(self, token: str, key: str) -> KeyInfo:
+        k = await self._client(token).get_key(key)
+        ops = frozenset(OPERATION_NAMES[o] for o in k.key_operations if o in OPERATION_NAMES)
+        return KeyInfo(k.key_id, k.key_size if k.key_type == kvres.RSA else 0, k.enabled, ops)
+
+    async def wrap(self, token: str, key_id: str, plaintext: bytes) -> tuple[str, bytes]:
+        reply = await self._client(token).wrap(key_id, plaintext)
+        return reply.key_id, reply.ciphertext
+
+    async def unwrap(self, token: str, key_id: str, wrapped: bytes) -> bytes:
+        return (await self._client(token).unwrap(key_id, wrapped)).plaintext
+
+
+class GrpcIdentityGateway:
+    """Identity, as the speech platform principal: managed identities and their vault tokens
+    (cached per identity, renewed before they expire)."""
+
+    def __init__(self, client: IdentityClient, clock: Clock) -> None:
+        self._client = client
+        self._clock = clock
+        self._tokens: dict[str, TokenCache] = {}
+
+    async def create_identity(self, tenant_id: str, resource_id: str) -> str:
+        return (await self._client.create_managed_identity(tenant_id, resource_id)).object_id
+
+    async def delete_identity(self, tenant_id: str, object_id: str) -> None:
+        self.forget_token(object_id)
+        try:
+            await self._client.delete_managed_identity(tenant_id, object_id)
+        except NotFound:
+            pass  # already gone: the goal is reached
+
+    async def identity_token(self, tenant_id: str, object_id: str) -> str:
+        cache = self._tokens.get(object_id)
+        if cache is None:
+
+            async def fetch(audience: str) -> AccessToken:
+                issued = await self._client.issue_managed_identity_token(principal_name(tenant_id, object_id), audience)
+                return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
+
+            cache = self._tokens[object_id] = TokenCache(fetch, self._clock)
+        return await cache.get(audiences.VAULT)
+
+    def forget_token(self, object_id: str | None = None) -> None:
+        if object_id is None:
+            self._tokens.clear()
+        else:
+            self._tokens.pop(object_id, None)
+
+    async def tenant_of(self, subscription_id: str) -> str | None:
+        try:
+            return (await self._client.get_subscription(subscription_id)).tenant_id
+        except NotFound:
+            return None

@@ -1,0 +1,192 @@
+"""The composition root of the speech service: builds every part and starts serving."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import (
+    ClientCredentials,
+    GrpcSigningKeySource,
+    IdentityClient,
+    RevocationFeed,
+    RoleChecker,
+)
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
+from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.auth import AuthInterceptor
+from cmk_trio.rpckit.clock import Clock, SystemClock
+from cmk_trio.rpckit.events import EventFollower
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
+from cmk_trio.speech.api import ApplicationApi, SpeechResourceApi
+from cmk_trio.speech.config import SpeechConfig
+from cmk_trio.speech.customer_keys import DataKeys
+from cmk_trio.speech.data import Data
+from cmk_trio.speech.encryption import Encryption
+from cmk_trio.speech.envelope import RandomBytes, load_or_create_ring
+from cmk_trio.speech.followers import CacheGuard, Followers, dropping_on_failure
+from cmk_trio.speech.gateways import GrpcIdentityGateway, GrpcVaultGateway
+from cmk_trio.speech.resources import Resources
+from cmk_trio.speech.storage import SpeechStore
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "speech.cmk.dev"
+SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+AUDIENCES = {
+    "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
+    "cmk.speech.v1.ApplicationService": audiences.SPEECH,
+}
+
+
+@dataclass
+class SpeechServer:
+    """A running speech service and its parts."""
+
+    config: SpeechConfig
+    running: RunningServer
+    store: SpeechStore
+    resources: Resources
+    data: Data
+    data_keys: DataKeys
+    encryption: Encryption
+    guard: CacheGuard
+    feed: RevocationFeed
+    followers: Followers
+    identity_channel: grpc.aio.Channel
+    keyvault_channel: grpc.aio.Channel | None
+    metrics: Metrics
+    metrics_port: int | None
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.running.port}"
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.followers.stop()
+        await self.feed.stop()
+        await self.running.stop(grace)
+        await self.identity_channel.close()
+        if self.keyvault_channel is not None:
+            await self.keyvault_channel.close()
+        self.metrics.close()
+        await self.store.close()
+
+
+async def build_server(
+    config: SpeechConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+) -> SpeechServer:
+    clock = clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await SpeechStore.open(config.database_path)
+    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
+    kv_channel = open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
+    try:
+        row = await store.db.fetch_one("SELECT COUNT(*) FROM resources")
+        ring = load_or_create_ring(config.ring_path, create=row is None or int(row[0]) == 0, random=random)
+        creds = config.credentials
+        identity = IdentityClient(
+            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
+        )
+        metrics = Metrics.create("speech")
+        validator = TokenValidator(
+            key_source=GrpcSigningKeySource(identity),
+            clock=clock,
+            issuer_base=config.issuer_base,
+            skew=config.clock_skew,
+            revocations=RevocationSet(config.revocation_max_staleness),
+            metrics=metrics,
+        )
+        roles = RoleChecker(identity, clock, metrics=metrics)
+        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
+        identity_gateway = GrpcIdentityGateway(identity, clock)
+        resources = Resources(
+            store, clock, roles, identity_gateway, ring,
+            auto_approve=config.auto_approve_cmk, random=random,
+        )  # fmt: skip
+        vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None
+        data_keys = DataKeys(
+            ring,
+            clock,
+            vault=vault_gateway,
+            identity=identity_gateway,
+            max_age=config.data_key_max_age,
+            metrics=metrics,
+        )
+        data = Data(resources, data_keys, clock, random)
+        encryption = Encryption(
+            resources, data_keys, vault=vault_gateway, identity=identity_gateway,
+            dns_suffix=config.vault_dns_suffix, random=random,
+        )  # fmt: skip
+        guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix, clock, metrics)
+        followers = [
+            EventFollower(
+                dropping_on_failure(identity.watch_events, guard), guard.on_identity_event, guard.drop_everything
+            )
+        ]
+        if kv_channel is not None:
+            vault_events = KeyVaultClient(kv_channel, identity.token_for)
+            followers.append(
+                EventFollower(
+                    dropping_on_failure(vault_events.watch_events, guard), guard.on_vault_event, guard.drop_everything
+                )
+            )
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_SpeechResourceServiceServicer_to_server(
+                SpeechResourceApi(resources, data_keys, encryption), server
+            )
+            pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
+
+        running = await start_server(
+            register=register,
+            service_names=SERVICE_NAMES,
+            interceptors=[ErrorInterceptor(DOMAIN), AuthInterceptor(validator, AUDIENCES, ())],
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+            metrics=metrics,
+        )
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except BaseException:
+        await channel.close()
+        if kv_channel is not None:
+            await kv_channel.close()
+        await store.close()
+        raise
+    rewrapped = await resources.rewrap_to_current_ring()
+    if rewrapped:
+        log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
+    feed.start()
+    follow = Followers(*followers)
+    follow.start()
+    log.info("speech service started", extra={"port": running.port})
+    return SpeechServer(
+        config,
+        running,
+        store,
+        resources,
+        data,
+        data_keys,
+        encryption,
+        guard,
+        feed,
+        follow,
+        channel,
+        kv_channel,
+        metrics,
+        metrics_port,
+    )
