@@ -15,7 +15,7 @@ from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.server import IdentityServer, build_server
-from cmk_trio.keyvault.config import KeyVaultConfig, PlatformCredentials
+from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.clock import FakeClock
@@ -65,13 +65,13 @@ def operator(identity: IdentityServer, channel: grpc.aio.Channel, clock: FakeClo
 
 async def platform_credentials(
     operator: IdentityClient, channel: grpc.aio.Channel, clock: FakeClock, name: str
-) -> PlatformCredentials:
+) -> ClientCredentials:
     """A platform service principal (keyvault, speech) made by the operator, with a secret."""
     from tests.identity.helpers import make_principal
 
     platform_tid = next(t.tenant_id for t in (await operator.list_tenants()).tenants if t.platform)
     _, creds, _ = await make_principal(operator, channel, clock, platform_tid, name, platform_service=name)
-    return PlatformCredentials(creds.tenant_id, creds.client_id, creds.client_secret)
+    return ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret)
 
 
 @pytest.fixture

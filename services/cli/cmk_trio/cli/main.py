@@ -250,7 +250,8 @@ def serve_keyvault(
     """The key vault service (vaults, keys, wrap/unwrap, audit), trusting an identity service."""
     import os
 
-    from cmk_trio.keyvault.config import KeyVaultConfig, PlatformCredentials
+    from cmk_trio.client.identity import ClientCredentials
+    from cmk_trio.keyvault.config import KeyVaultConfig
     from cmk_trio.rpckit.config import ConfigError, TlsConfig
     from cmk_trio.rpckit.server import run
 
@@ -262,7 +263,7 @@ def serve_keyvault(
             host=host,
             port=port,
             identity_endpoint=identity_endpoint,
-            credentials=PlatformCredentials.from_file(credentials_file) if credentials_file else None,
+            credentials=ClientCredentials.from_file(credentials_file) if credentials_file else None,
             vault_dns_suffix=vault_dns_suffix,
             tls=tls,
             log_level=log_level,
@@ -322,7 +323,7 @@ def serve_speech(
     """The speech resource store (applications and LUIS keys under envelope encryption)."""
     import os
 
-    from cmk_trio.keyvault.config import PlatformCredentials
+    from cmk_trio.client.identity import ClientCredentials
     from cmk_trio.rpckit.config import ConfigError, TlsConfig
     from cmk_trio.rpckit.server import run
     from cmk_trio.speech.config import SpeechConfig
@@ -336,7 +337,7 @@ def serve_speech(
             port=port,
             identity_endpoint=identity_endpoint,
             keyvault_endpoint=keyvault_endpoint,
-            credentials=PlatformCredentials.from_file(credentials_file) if credentials_file else None,
+            credentials=ClientCredentials.from_file(credentials_file) if credentials_file else None,
             auto_approve_cmk=auto_approve_cmk or None,
             tls=tls,
             log_level=log_level,

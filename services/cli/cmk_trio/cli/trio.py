@@ -11,19 +11,19 @@ from typing import Any
 
 import click
 
+from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.model import PrincipalKind
 from cmk_trio.identity.server import IdentityServer
-from cmk_trio.keyvault.config import PlatformCredentials
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 
-async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> PlatformCredentials:
+async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> ClientCredentials:
     """The credentials of a platform service's principal: read from `path`, or, on the first
     start, made by the operator in the platform tenant and written there (mode 0600)."""
     if path.exists():
-        return PlatformCredentials.from_file(path)
+        return ClientCredentials.from_file(path)
     operator = identity.operator
     principal = await identity.directory.create_principal(
         operator, operator.tenant_id, kind=PrincipalKind.SERVICE_PRINCIPAL,
@@ -32,7 +32,7 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
     secret = await identity.directory.add_client_secret(
         operator, operator.tenant_id, principal.object_id, "platform", 730
     )
-    credentials = PlatformCredentials(operator.tenant_id, secret.client_id, secret.value)
+    credentials = ClientCredentials(operator.tenant_id, secret.client_id, secret.value)
     content = {"tenant_id": credentials.tenant_id, "client_id": credentials.client_id,
                "client_secret": credentials.client_secret}  # fmt: skip
     write_private_file(path, json.dumps(content, indent=2) + "\n")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -38,6 +40,13 @@ class ClientCredentials:
     tenant_id: str
     client_id: str
     client_secret: str = field(repr=False)
+
+    @classmethod
+    def from_file(cls, path: Path) -> ClientCredentials:
+        """Read a credentials file as `cmk platform-credentials` and `cmk up` write it
+        (JSON with tenant_id, client_id and client_secret)."""
+        data = json.loads(path.read_text())
+        return cls(data["tenant_id"], data["client_id"], data["client_secret"])
 
 
 RETRY_DELAYS = (0.05, 0.2, 0.5)

@@ -3,30 +3,16 @@ and overridden by command-line flags."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
 
 DEFAULT_PORT = 50052
 DEFAULT_DNS_SUFFIX = "vault.azure.net"
-
-
-@dataclass(frozen=True)
-class PlatformCredentials:
-    """The key vault's own sign-in at the identity service (a platform principal)."""
-
-    tenant_id: str
-    client_id: str
-    client_secret: str = field(repr=False)
-
-    @classmethod
-    def from_file(cls, path: Path) -> PlatformCredentials:
-        data = json.loads(path.read_text())
-        return cls(data["tenant_id"], data["client_id"], data["client_secret"])
 
 
 @dataclass(frozen=True)
@@ -35,7 +21,7 @@ class KeyVaultConfig:
 
     data_dir: Path
     identity_endpoint: str
-    credentials: PlatformCredentials
+    credentials: ClientCredentials
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     vault_dns_suffix: str = DEFAULT_DNS_SUFFIX
@@ -86,9 +72,9 @@ class KeyVaultConfig:
         if credentials is None:
             path = env_path(env, "CMK_KEYVAULT_CREDENTIALS_FILE", None)
             if path is not None:
-                credentials = PlatformCredentials.from_file(path)
+                credentials = ClientCredentials.from_file(path)
             elif env.get("CMK_KEYVAULT_CLIENT_ID"):
-                credentials = PlatformCredentials(
+                credentials = ClientCredentials(
                     env_str(env, "CMK_KEYVAULT_TENANT_ID", ""),
                     env["CMK_KEYVAULT_CLIENT_ID"],
                     env_str(env, "CMK_KEYVAULT_CLIENT_SECRET", ""),
@@ -116,4 +102,4 @@ class KeyVaultConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
-__all__ = ["KeyVaultConfig", "PlatformCredentials"]
+__all__ = ["KeyVaultConfig"]

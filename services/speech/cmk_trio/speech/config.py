@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from cmk_trio.keyvault.config import PlatformCredentials
+from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
 
 DEFAULT_PORT = 50053
@@ -20,7 +20,7 @@ class SpeechConfig:
 
     data_dir: Path
     identity_endpoint: str
-    credentials: PlatformCredentials
+    credentials: ClientCredentials
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     issuer_base: str = "https://login.microsoftonline.com"
@@ -67,7 +67,7 @@ class SpeechConfig:
             path = env_path(env, "CMK_SPEECH_CREDENTIALS_FILE", None)
             if path is None:
                 raise ConfigError("the speech service needs platform credentials (CMK_SPEECH_CREDENTIALS_FILE)")
-            credentials = PlatformCredentials.from_file(path)
+            credentials = ClientCredentials.from_file(path)
         values: dict[str, object] = {
             "data_dir": env_path(env, "CMK_DATA_DIR", Path(".cmk")),
             "identity_endpoint": env_str(env, "CMK_IDENTITY_ENDPOINT", ""),
