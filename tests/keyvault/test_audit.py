@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 
-from cmk_trio.keyvault.audit import AuditEntry, AuditLog, Checkpoint
+from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.crypto import Sealer, VaultMasterKey, audit_mac
-from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.keyvault.model import AuditEntry, Checkpoint
+from cmk_trio.keyvault.storage import KeyVaultStore, open_store
 from cmk_trio.rpckit.errors import Unavailable
 from cmk_trio.rpckit.reasons import Reason
 
@@ -17,13 +19,17 @@ MASTER = VaultMasterKey(b"\x05" * 32)
 
 
 @pytest.fixture
-async def log(tmp_path, clock):
-    store = await KeyVaultStore.open(tmp_path / "kv.db")
-    audit = await AuditLog.open(store, clock, MASTER.audit_mac_key, Sealer(MASTER))
+async def store(tmp_path) -> AsyncIterator[KeyVaultStore]:
+    opened = await open_store(tmp_path / "kv.db")
     try:
-        yield audit
+        yield opened
     finally:
-        await store.close()
+        await opened.close()
+
+
+@pytest.fixture
+async def log(store, clock):
+    return await AuditLog.open(store, clock, MASTER.audit_mac_key, Sealer(MASTER))
 
 
 def entry(clock, n: int, result: str = "allowed") -> AuditEntry:
@@ -40,8 +46,9 @@ async def fill(log: AuditLog, clock, n: int) -> None:
         await log.append(entry(clock, i, "allowed" if i % 2 else "denied"))
 
 
-def db_path(log: AuditLog):
-    return log._store.db.path
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "kv.db"
 
 
 async def test_an_intact_log_verifies_and_can_be_queried(log, clock):
@@ -52,18 +59,18 @@ async def test_an_intact_log_verifies_and_can_be_queried(log, clock):
     assert [r.sequence for r in await log.query(after=4)] == [5, 6]
 
 
-async def test_editing_one_record_breaks_verification_at_that_record(log, clock):
+async def test_editing_one_record_breaks_verification_at_that_record(log, clock, db_path):
     await fill(log, clock, 5)
-    with sqlite3.connect(db_path(log)) as db:
+    with sqlite3.connect(db_path) as db:
         db.execute("UPDATE audit_log SET result = 'allowed', reason = '' WHERE sequence = 4")
     result = await log.verify()
     assert (result.ok, result.first_broken) == (False, 4)
 
 
-async def test_a_chain_recomputed_without_the_key_is_detected(log, clock):
+async def test_a_chain_recomputed_without_the_key_is_detected(log, clock, db_path):
     await fill(log, clock, 4)
     forged_key = b"\x99" * 32
-    with sqlite3.connect(db_path(log)) as db:
+    with sqlite3.connect(db_path) as db:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM audit_log ORDER BY sequence").fetchall()
         previous = b"\x00" * 32
@@ -77,12 +84,12 @@ async def test_a_chain_recomputed_without_the_key_is_detected(log, clock):
     assert (result.ok, result.first_broken) == (False, 1)
 
 
-async def test_cutting_off_the_newest_records_is_caught_by_a_saved_checkpoint(log, clock):
+async def test_cutting_off_the_newest_records_is_caught_by_a_saved_checkpoint(log, clock, db_path):
     await fill(log, clock, 5)
     saved = Checkpoint.from_json((await log.checkpoint()).to_json())
     await fill(log, clock, 2)
     assert (await log.verify([saved])).ok
-    with sqlite3.connect(db_path(log)) as db:
+    with sqlite3.connect(db_path) as db:
         db.execute("DELETE FROM audit_log WHERE sequence >= 4")
         db.execute("DELETE FROM audit_checkpoints")
     assert (await log.verify()).ok  # without a saved checkpoint, a clean cut looks whole
@@ -98,23 +105,23 @@ async def test_a_forged_checkpoint_is_refused(log, clock):
     assert not result.ok and "signature" in result.problem
 
 
-async def test_the_stored_checkpoint_is_used_when_none_is_given(log, clock):
+async def test_the_stored_checkpoint_is_used_when_none_is_given(log, clock, db_path):
     await fill(log, clock, 3)
     await log.checkpoint()
-    with sqlite3.connect(db_path(log)) as db:
+    with sqlite3.connect(db_path) as db:
         db.execute("DELETE FROM audit_log WHERE sequence = 3")
     assert not (await log.verify()).ok
 
 
-async def test_a_record_that_cannot_be_written_fails_closed(log, clock):
-    await log._store.db.close()
+async def test_a_record_that_cannot_be_written_fails_closed(log, clock, store):
+    await store.close()
     with pytest.raises(Unavailable) as caught:
         await log.append(entry(clock, 1))
     assert caught.value.reason is Reason.AUDIT_UNAVAILABLE
 
 
 async def test_the_checkpoint_key_survives_a_restart(tmp_path, clock):
-    store = await KeyVaultStore.open(tmp_path / "kv.db")
+    store = await open_store(tmp_path / "kv.db")
     first = await AuditLog.open(store, clock, MASTER.audit_mac_key, Sealer(MASTER))
     checkpoint = await first.checkpoint()
     again = await AuditLog.open(store, clock, MASTER.audit_mac_key, Sealer(MASTER))

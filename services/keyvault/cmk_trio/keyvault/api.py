@@ -14,10 +14,10 @@ from typing import Any, Literal
 from google.protobuf import empty_pb2, field_mask_pb2
 
 from cmk_trio.keyvault import errors
-from cmk_trio.keyvault.audit import AuditEntry, AuditLog, AuditRecord, Checkpoint
+from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.crypto import Padding
 from cmk_trio.keyvault.keys import CryptoResult, KeyAttributes, KeyRef, Keys, key_operations
-from cmk_trio.keyvault.model import Event, Key, KeyVersion, Vault
+from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint, Event, Key, KeyVersion, Vault
 from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation, RotationPolicy
 from cmk_trio.keyvault.vaults import Access, Vaults, vault_name
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb

@@ -12,15 +12,13 @@ call fails closed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from cmk_trio.keyvault.crypto import CheckpointSigner, Sealer, audit_mac, macs_equal, verify_checkpoint_signature
+from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint
 from cmk_trio.keyvault.storage import KeyVaultStore
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import Unavailable
@@ -31,80 +29,6 @@ log = logging.getLogger(__name__)
 
 GENESIS = b"\x00" * 32
 CHECKPOINT_KEY = "audit-checkpoint"
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """What one call did. `result` is "allowed" or "denied"; `reason` the stable reason of
-    a refusal (empty when allowed)."""
-
-    time: datetime
-    request_id: str
-    caller_object_id: str
-    tenant_id: str
-    client_id: str
-    resource_id: str
-    operation: str
-    vault_name: str
-    key_name: str
-    key_version: str
-    result: str
-    reason: str
-
-    def canonical(self) -> dict[str, Any]:
-        """The fields in declaration order (the columns' order), the time as ISO 8601.
-        Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
-        return {
-            "time": self.time.isoformat(timespec="microseconds"),
-            "request_id": self.request_id,
-            "caller_object_id": self.caller_object_id,
-            "tenant_id": self.tenant_id,
-            "client_id": self.client_id,
-            "resource_id": self.resource_id,
-            "operation": self.operation,
-            "vault_name": self.vault_name,
-            "key_name": self.key_name,
-            "key_version": self.key_version,
-            "result": self.result,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    sequence: int
-    entry: AuditEntry
-    mac: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A signed statement: the log held `count` records, the last with MAC `head`."""
-
-    count: int
-    head: bytes
-    time: str
-    signature: bytes
-
-    def message(self) -> bytes:
-        return f"cmk-audit-checkpoint\n{self.count}\n{self.head.hex()}\n{self.time}".encode()
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "count": self.count,
-                "head": self.head.hex(),
-                "time": self.time,
-                "signature": base64.b64encode(self.signature).decode(),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Checkpoint:
-        data = json.loads(text)
-        return cls(
-            int(data["count"]), bytes.fromhex(data["head"]), str(data["time"]), base64.b64decode(data["signature"])
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +56,15 @@ class AuditLog:
     @classmethod
     async def open(cls, store: KeyVaultStore, clock: Clock, mac_key: bytes, sealer: Sealer) -> AuditLog:
         """The log, with its checkpoint key loaded (or made on first start, sealed)."""
-        row = await store.db.fetch_one("SELECT * FROM service_keys WHERE name = ?", (CHECKPOINT_KEY,))
-        if row is None:
+        stored = await store.get_service_key(CHECKPOINT_KEY)
+        if stored is None:
             signer = CheckpointSigner.generate()
-            async with store.db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO service_keys (name, public_key, sealed_private_key) VALUES (?, ?, ?)",
-                    (CHECKPOINT_KEY, signer.public_raw(), sealer.seal(signer.raw(), CHECKPOINT_KEY)),
+            async with store.unit_of_work() as uow:
+                await uow.insert_service_key(
+                    CHECKPOINT_KEY, signer.public_raw(), sealer.seal(signer.raw(), CHECKPOINT_KEY)
                 )
         else:
-            signer = CheckpointSigner.from_raw(sealer.open(bytes(row["sealed_private_key"]), CHECKPOINT_KEY))
+            signer = CheckpointSigner.from_raw(sealer.open(stored[1], CHECKPOINT_KEY))
         return cls(store, clock, mac_key, signer)
 
     @property
@@ -185,24 +108,15 @@ class AuditLog:
             await self.appended.notify()
 
     async def _write(self, entries: list[AuditEntry]) -> list[int]:
-        async with self._store.db.transaction() as tx:
-            cursor = await tx.execute("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
-            head = await cursor.fetchone()
-            sequence = head[0] if head else 0
-            previous = bytes(head[1]) if head else GENESIS
-            rows = []
+        async with self._store.unit_of_work() as uow:
+            sequence, previous = await uow.audit_head() or (0, GENESIS)
+            records = []
             for entry in entries:
                 sequence += 1
-                fields = entry.canonical()
-                previous = audit_mac(self._mac_key, previous, {"sequence": sequence, **fields})
-                rows.append((sequence, *fields.values(), previous))
-            await tx.executemany(  # one hop to the database thread for the whole batch
-                "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
-                " resource_id, operation, vault_name, key_name, key_version, result, reason, mac)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        return [row[0] for row in rows]
+                previous = audit_mac(self._mac_key, previous, {"sequence": sequence, **entry.canonical()})
+                records.append(AuditRecord(sequence, entry, previous))
+            await uow.insert_audit_records(records)
+        return [record.sequence for record in records]
 
     async def query(
         self,
@@ -216,49 +130,33 @@ class AuditLog:
         after: int = 0,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        sql = "SELECT * FROM audit_log WHERE sequence > ?"
-        params: list[object] = [after]
-        for column, value in (
-            ("vault_name", vault_name),
-            ("key_name", key_name),
-            ("caller_object_id", caller_object_id),
-            ("result", result),
-        ):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        if since is not None:
-            sql += " AND time >= ?"
-            params.append(since.isoformat(timespec="microseconds"))
-        if until is not None:
-            sql += " AND time < ?"
-            params.append(until.isoformat(timespec="microseconds"))
-        rows = await self._store.db.fetch_all(sql + " ORDER BY sequence LIMIT ?", (*params, limit))
-        return [_record(r) for r in rows]
+        return await self._store.audit_records(
+            after=after,
+            limit=limit,
+            vault_name=vault_name,
+            key_name=key_name,
+            caller_object_id=caller_object_id,
+            result=result,
+            since=since,
+            until=until,
+        )
 
     async def count(self) -> int:
-        row = await self._store.db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM audit_log")
-        return int(row[0]) if row else 0
+        head = await self._store.audit_head()
+        return head[0] if head else 0
 
     async def checkpoint(self) -> Checkpoint:
         """Sign the current head, store the checkpoint, and return it (to be saved elsewhere)."""
-        row = await self._store.db.fetch_one("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
-        count, head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+        count, head = await self._store.audit_head() or (0, GENESIS)
         when = self._clock.now().isoformat(timespec="microseconds")
         unsigned = Checkpoint(count, head, when, b"")
         signed = Checkpoint(count, head, when, self.signer.sign(unsigned.message()))
-        async with self._store.db.transaction() as tx:
-            await tx.execute(
-                "INSERT OR REPLACE INTO audit_checkpoints (count, head_mac, time, signature) VALUES (?, ?, ?, ?)",
-                (signed.count, signed.head, signed.time, signed.signature),
-            )
+        async with self._store.unit_of_work() as uow:
+            await uow.save_checkpoint(signed)
         return signed
 
     async def latest_checkpoint(self) -> Checkpoint | None:
-        row = await self._store.db.fetch_one("SELECT * FROM audit_checkpoints ORDER BY count DESC LIMIT 1")
-        if row is None:
-            return None
-        return Checkpoint(int(row["count"]), bytes(row["head_mac"]), row["time"], bytes(row["signature"]))
+        return await self._store.latest_checkpoint()
 
     async def verify(self, checkpoints: Sequence[Checkpoint] = ()) -> Verification:
         """Walk the whole chain, then hold it against the checkpoints given (a saved copy is
@@ -269,11 +167,8 @@ class AuditLog:
         wanted = {c.count for c in to_check}
         macs: dict[int, bytes] = {}
         previous, count = GENESIS, 0
-        while rows := await self._store.db.fetch_all(
-            "SELECT * FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT 1000", (count,)
-        ):
-            for row in rows:
-                record = _record(row)
+        while records := await self._store.audit_records(after=count, limit=1000):
+            for record in records:
                 if record.sequence != count + 1:
                     return Verification(False, count, count + 1, f"record {count + 1} is missing")
                 expected = audit_mac(self._mac_key, previous, {"sequence": record.sequence, **record.entry.canonical()})
@@ -298,21 +193,3 @@ class AuditLog:
                     False, count, checkpoint.count, f"record {checkpoint.count} differs from the checkpoint"
                 )
         return Verification(True, count)
-
-
-def _record(r: Any) -> AuditRecord:
-    entry = AuditEntry(
-        time=datetime.fromisoformat(r["time"]),
-        request_id=r["request_id"],
-        caller_object_id=r["caller_object_id"],
-        tenant_id=r["tenant_id"],
-        client_id=r["client_id"],
-        resource_id=r["resource_id"],
-        operation=r["operation"],
-        vault_name=r["vault_name"],
-        key_name=r["key_name"],
-        key_version=r["key_version"],
-        result=r["result"],
-        reason=r["reason"],
-    )
-    return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))

@@ -381,14 +381,12 @@ class Keys:
                 material.private_der(), self.key_id(vault.vault_name, name.lower(), version_id)
             ),
         )
-        async with self.store.db.transaction() as tx:
+        async with self.store.unit_of_work() as uow:
             if new_key:
-                await self.store.insert_key(tx, Key(vault.vault_name, name, now))
-            await self.store.insert_version(tx, version)
+                await uow.insert_key(Key(vault.vault_name, name, now))
+            await uow.insert_version(version)
             event = EventType.KEY_CREATED if new_key else EventType.KEY_ROTATED
-            await self.store.append_event(
-                tx, event, now, vault_name=vault.vault_name, key_name=name, version=version_id
-            )
+            await uow.append_event(event, now, vault_name=vault.vault_name, key_name=name, version=version_id)
         self._materials[(vault.vault_name, name.lower(), version_id)] = material
         await self.notifier.notify()
         return version
@@ -439,10 +437,9 @@ class Keys:
         )
         if changed.not_before and changed.expires and changed.expires <= changed.not_before:
             raise invalid_field("key.expires", Reason.FIELD_INVALID, "must be after not_before")
-        async with self.store.db.transaction() as tx:
-            await self.store.update_version(tx, changed)
-            await self.store.append_event(
-                tx, EventType.KEY_UPDATED, changed.update_time,
+        async with self.store.unit_of_work() as uow:
+            await uow.update_version(changed)
+            await uow.append_event(EventType.KEY_UPDATED, changed.update_time,
                 vault_name=vault.vault_name, key_name=version.key_name, version=version.version,
             )  # fmt: skip
         await self.notifier.notify()
@@ -508,20 +505,16 @@ class Keys:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.DELETE)
         key = await self.live_key(vault, ref.key_name)
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
+        async with self.store.unit_of_work() as uow:
             if vault.soft_delete:
                 purge_at = now + timedelta(days=vault.retention_days)
-                await self.store.mark_key_deleted(tx, vault.vault_name, key.key_name, now, purge_at)
+                await uow.mark_key_deleted(vault.vault_name, key.key_name, now, purge_at)
                 key = replace(key, delete_time=now, purge_time=purge_at)
-                await self.store.append_event(
-                    tx, EventType.KEY_DELETED, now, vault_name=vault.vault_name, key_name=key.key_name
-                )
+                await uow.append_event(EventType.KEY_DELETED, now, vault_name=vault.vault_name, key_name=key.key_name)
             else:
-                await self.store.delete_key(tx, vault.vault_name, key.key_name)
+                await uow.delete_key(vault.vault_name, key.key_name)
                 key = replace(key, delete_time=now)
-                await self.store.append_event(
-                    tx, EventType.KEY_PURGED, now, vault_name=vault.vault_name, key_name=key.key_name
-                )
+                await uow.append_event(EventType.KEY_PURGED, now, vault_name=vault.vault_name, key_name=key.key_name)
         if not vault.soft_delete:
             self._forget(vault.vault_name, key.key_name)
         await self.notifier.notify()
@@ -549,11 +542,9 @@ class Keys:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.RECOVER)
         key = await self._deleted_key(vault, ref.key_name)
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
-            await self.store.mark_key_deleted(tx, vault.vault_name, key.key_name, None, None)
-            await self.store.append_event(
-                tx, EventType.KEY_RECOVERED, now, vault_name=vault.vault_name, key_name=key.key_name
-            )
+        async with self.store.unit_of_work() as uow:
+            await uow.mark_key_deleted(vault.vault_name, key.key_name, None, None)
+            await uow.append_event(EventType.KEY_RECOVERED, now, vault_name=vault.vault_name, key_name=key.key_name)
         await self.notifier.notify()
         return await self._version(vault, KeyRef(vault.vault_name, key.key_name))
 
@@ -574,9 +565,9 @@ class Keys:
         await self._purge(vault.vault_name, key.key_name)
 
     async def _purge(self, vault: str, name: str) -> None:
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_key(tx, vault, name)
-            await self.store.append_event(tx, EventType.KEY_PURGED, self.clock.now(), vault_name=vault, key_name=name)
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_key(vault, name)
+            await uow.append_event(EventType.KEY_PURGED, self.clock.now(), vault_name=vault, key_name=name)
         self._forget(vault, name)
         await self.notifier.notify()
 

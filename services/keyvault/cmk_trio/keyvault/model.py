@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class KeyPermission(StrEnum):
@@ -159,3 +162,89 @@ class Event:
     key_name: str = ""
     version: str = ""
     object_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What one call did. `result` is "allowed" or "denied"; `reason` the stable reason of
+    a refusal (empty when allowed)."""
+
+    time: datetime
+    request_id: str
+    caller_object_id: str
+    tenant_id: str
+    client_id: str
+    resource_id: str
+    operation: str
+    vault_name: str
+    key_name: str
+    key_version: str
+    result: str
+    reason: str
+
+    def canonical(self) -> dict[str, Any]:
+        """The fields in declaration order (the columns' order), the time as ISO 8601.
+        Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
+        return {
+            "time": self.time.isoformat(timespec="microseconds"),
+            "request_id": self.request_id,
+            "caller_object_id": self.caller_object_id,
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "resource_id": self.resource_id,
+            "operation": self.operation,
+            "vault_name": self.vault_name,
+            "key_name": self.key_name,
+            "key_version": self.key_version,
+            "result": self.result,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    sequence: int
+    entry: AuditEntry
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement: the log held `count` records, the last with MAC `head`."""
+
+    count: int
+    head: bytes
+    time: str
+    signature: bytes
+
+    def message(self) -> bytes:
+        return f"cmk-audit-checkpoint\n{self.count}\n{self.head.hex()}\n{self.time}".encode()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "count": self.count,
+                "head": self.head.hex(),
+                "time": self.time,
+                "signature": base64.b64encode(self.signature).decode(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Checkpoint:
+        data = json.loads(text)
+        return cls(
+            int(data["count"]), bytes.fromhex(data["head"]), str(data["time"]), base64.b64decode(data["signature"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRotationPolicy:
+    """A key's rotation policy as stored: the policy's JSON (parsed by the rotation module),
+    when it was set, and the version whose near-expiry was last announced."""
+
+    vault_name: str
+    key_name: str
+    policy_json: str
+    update_time: datetime
+    notified_version: str = ""

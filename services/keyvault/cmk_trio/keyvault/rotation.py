@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cmk_trio.keyvault.audit import AuditEntry, AuditLog
+from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.keys import KeyAttributes, KeyRef, Keys
-from cmk_trio.keyvault.model import EventType, KeyPermission
+from cmk_trio.keyvault.model import AuditEntry, EventType, KeyPermission
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
@@ -122,34 +122,22 @@ class Rotation:
         vault = await self._keys.authorize(caller, ref.vault_name, KeyPermission.SET_ROTATION_POLICY)
         key = await self._keys.live_key(vault, ref.key_name)
         now = self._keys.clock.now()
-        async with self._store.db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO rotation_policies (vault_name, key_name, policy, update_time) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (vault_name, key_name) DO UPDATE SET policy = excluded.policy,"
-                " update_time = excluded.update_time",
-                (vault.vault_name, key.key_name, policy.to_json(), now.isoformat(timespec="microseconds")),
-            )
+        async with self._store.unit_of_work() as uow:
+            await uow.put_rotation_policy(vault.vault_name, key.key_name, policy.to_json(), now)
         return RotationPolicy(policy.actions, policy.expiry_time, now)
 
     async def _load(self, vault: str, key: str) -> RotationPolicy | None:
-        row = await self._store.db.fetch_one(
-            "SELECT policy, update_time FROM rotation_policies WHERE vault_name = ? AND key_name = ?", (vault, key)
-        )
-        return RotationPolicy.from_json(row["policy"], datetime.fromisoformat(row["update_time"])) if row else None
+        stored = await self._store.get_rotation_policy(vault, key)
+        return RotationPolicy.from_json(stored.policy_json, stored.update_time) if stored else None
 
     async def run_due(self) -> list[tuple[str, str, str]]:
         """Apply every policy whose trigger has fired; returns (vault, key, action) done."""
         done: list[tuple[str, str, str]] = []
         now = self._keys.clock.now()
-        rows = await self._store.db.fetch_all(
-            "SELECT r.vault_name, r.key_name, r.policy, r.update_time, r.notified_version FROM rotation_policies r"
-            " JOIN keys k USING (vault_name, key_name) JOIN vaults v USING (vault_name)"
-            " WHERE k.delete_time IS NULL AND v.delete_time IS NULL"
-        )
-        for row in rows:
-            policy = RotationPolicy.from_json(row["policy"], datetime.fromisoformat(row["update_time"]))
-            vault = await self._store.get_vault(row["vault_name"])
-            latest = await self._store.latest_version(row["vault_name"], row["key_name"])
+        for stored in await self._store.live_rotation_policies():
+            policy = RotationPolicy.from_json(stored.policy_json, stored.update_time)
+            vault = await self._store.get_vault(stored.vault_name)
+            latest = await self._store.latest_version(stored.vault_name, stored.key_name)
             if vault is None or latest is None:
                 continue
             for action in policy.actions:
@@ -164,14 +152,10 @@ class Rotation:
                     await self._record("AutoRotateKey", vault.vault_name, latest.key_name, made.version)
                     done.append((vault.vault_name, latest.key_name, ROTATE))
                     break  # the new version restarts every trigger
-                if action.action == NOTIFY and row["notified_version"] != latest.version:
-                    async with self._store.db.transaction() as tx:
-                        await tx.execute(
-                            "UPDATE rotation_policies SET notified_version = ? WHERE vault_name = ? AND key_name = ?",
-                            (latest.version, vault.vault_name, latest.key_name),
-                        )
-                        await self._store.append_event(
-                            tx, EventType.KEY_NEAR_EXPIRY, now,
+                if action.action == NOTIFY and stored.notified_version != latest.version:
+                    async with self._store.unit_of_work() as uow:
+                        await uow.mark_rotation_notified(vault.vault_name, latest.key_name, latest.version)
+                        await uow.append_event(EventType.KEY_NEAR_EXPIRY, now,
                             vault_name=vault.vault_name, key_name=latest.key_name, version=latest.version,
                         )  # fmt: skip
                     await self._keys.notifier.notify()

@@ -26,7 +26,7 @@ from cmk_trio.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_
 from cmk_trio.keyvault.errors import DOMAIN
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.rotation import Rotation
-from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.keyvault.storage import KeyVaultStore, open_store
 from cmk_trio.keyvault.vaults import Vaults
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
@@ -118,13 +118,10 @@ async def build_server(
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await KeyVaultStore.open(config.database_path)
+    store = await open_store(config.database_path)
     channel = open_channel(config.identity_endpoint, config.tls.for_peers())
     try:
-        row = await store.db.fetch_one(
-            "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM service_keys)"
-        )
-        first_start = row is None or int(row[0]) == 0
+        first_start = not await store.holds_keys()
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         sealer = Sealer(master, random)
         audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)

@@ -169,8 +169,8 @@ class Vaults:
             update_time=now,
             access_policies=(creator,),
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_vault(tx, vault)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_vault(vault)
         await self.notifier.notify()  # every write announces itself: readers cache by it
         return vault
 
@@ -206,10 +206,8 @@ class Vaults:
                 Reason.PURGE_PROTECTION_NEEDS_SOFT_DELETE, "purge protection needs soft-delete to be on"
             )
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
-            await self.store.update_vault_flags(
-                tx, vault.vault_name, soft_delete=soft, purge_protection=purge, when=now
-            )
+        async with self.store.unit_of_work() as uow:
+            await uow.update_vault_flags(vault.vault_name, soft_delete=soft, purge_protection=purge, when=now)
         await self.notifier.notify()
         return replace(vault, soft_delete=soft, purge_protection=purge, update_time=now)
 
@@ -217,14 +215,14 @@ class Vaults:
         vault = await self._live(vault_name("name", name))
         await self.require(caller, vault.resource_id, Access.WRITE)
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
+        async with self.store.unit_of_work() as uow:
             if vault.soft_delete:
                 purge_at = now + timedelta(days=vault.retention_days)
-                await self.store.mark_vault_deleted(tx, vault.vault_name, now, purge_at)
-                await self.store.append_event(tx, EventType.VAULT_DELETED, now, vault_name=vault.vault_name)
+                await uow.mark_vault_deleted(vault.vault_name, now, purge_at)
+                await uow.append_event(EventType.VAULT_DELETED, now, vault_name=vault.vault_name)
             else:
-                await self.store.delete_vault(tx, vault.vault_name)
-                await self.store.append_event(tx, EventType.VAULT_PURGED, now, vault_name=vault.vault_name)
+                await uow.delete_vault(vault.vault_name)
+                await uow.append_event(EventType.VAULT_PURGED, now, vault_name=vault.vault_name)
         if not vault.soft_delete:
             self._on_purge(vault.vault_name)
         await self.notifier.notify()
@@ -233,9 +231,9 @@ class Vaults:
         vault = await self._deleted(vault_name("name", name))
         await self.require(caller, vault.resource_id, Access.WRITE)
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
-            await self.store.mark_vault_deleted(tx, vault.vault_name, None, None)
-            await self.store.append_event(tx, EventType.VAULT_RECOVERED, now, vault_name=vault.vault_name)
+        async with self.store.unit_of_work() as uow:
+            await uow.mark_vault_deleted(vault.vault_name, None, None)
+            await uow.append_event(EventType.VAULT_RECOVERED, now, vault_name=vault.vault_name)
         await self.notifier.notify()
         return replace(vault, delete_time=None, purge_time=None)
 
@@ -256,9 +254,9 @@ class Vaults:
         await self._purge(vault.vault_name)
 
     async def _purge(self, name: str) -> None:
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_vault(tx, name)
-            await self.store.append_event(tx, EventType.VAULT_PURGED, self.clock.now(), vault_name=name)
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_vault(name)
+            await uow.append_event(EventType.VAULT_PURGED, self.clock.now(), vault_name=name)
         self._on_purge(name)
         await self.notifier.notify()
 
@@ -298,10 +296,10 @@ class Vaults:
                 Reason.ACCESS_POLICY_NOT_FOUND, f"vault {vault.vault_name} has no access policy entry for {object_id}"
             )
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_policy(tx, vault.vault_name, object_id)
-            await self.store.append_event(
-                tx, EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_policy(vault.vault_name, object_id)
+            await uow.append_event(
+                EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
             )
         await self.notifier.notify()
         return await self._live(vault.vault_name)
@@ -332,13 +330,13 @@ class Vaults:
         old = existing.permissions if existing else frozenset()
         new = change(old)
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
+        async with self.store.unit_of_work() as uow:
             if new:
-                await self.store.put_policy(tx, vault.vault_name, AccessPolicy(tenant_id, object_id, new))
+                await uow.put_policy(vault.vault_name, AccessPolicy(tenant_id, object_id, new))
             else:
-                await self.store.delete_policy(tx, vault.vault_name, object_id)
-            await self.store.append_event(
-                tx, EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
+                await uow.delete_policy(vault.vault_name, object_id)
+            await uow.append_event(
+                EventType.ACCESS_POLICY_CHANGED, now, vault_name=vault.vault_name, object_id=object_id
             )
         await self.notifier.notify()
         return await self._live(vault.vault_name)

@@ -2,6 +2,9 @@
 
 Each service declares its schema as an ordered tuple of migrations; `open_database` applies
 the ones a file has not seen, each in its own transaction, and records the version.
+`SqliteStore` and `SqliteUnitOfWork` are what the three services' SQLite stores share: open,
+migrate, close, the commit counter, and a unit of work around the writes that must commit
+together. Nothing outside the storage modules sees a connection, a cursor or SQL.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import aiosqlite
 
@@ -122,6 +125,53 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
                 (step.version, step.description),
             )
     return db
+
+
+class SqliteUnitOfWork:
+    """The writes of one transaction. A service's unit of work subclasses it with the changes
+    its domain makes; they all commit when the `unit_of_work()` block ends, or none does."""
+
+    def __init__(self, tx: aiosqlite.Connection) -> None:
+        self._tx = tx
+
+
+U = TypeVar("U", bound=SqliteUnitOfWork)
+
+
+class SqliteStore(Generic[U]):
+    """The base of a service's SQLite store: opened with the service's migrations, a counter
+    of committed changes for read caches, and `unit_of_work()` for changes."""
+
+    migrations: ClassVar[tuple[Migration, ...]] = ()
+    """The service's schema, oldest step first."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        """Open (creating if needed) the database at `path`, migrated to this program's schema."""
+        return cls(await open_database(path, cls.migrations))
+
+    def _begin(self, tx: aiosqlite.Connection) -> U:
+        """The service's unit of work over the transaction `tx`."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @property
+    def generation(self) -> int:
+        """Counts committed units of work: a read cache keyed by it never serves what a later
+        commit changed."""
+        return self._db.generation
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[U]:
+        """A transaction: every write made through the yielded unit of work commits when the
+        block returns, and none does if it raises."""
+        async with self._db.transaction() as tx:
+            yield self._begin(tx)
 
 
 class ReadCache:

@@ -1,0 +1,183 @@
+"""What the key vault needs of its storage, as Protocols: the reads, and a unit of work for
+the writes that must commit together. `open_store` opens the engine a path names (SQLite, the
+only one today); another engine implements these Protocols and passes tests/keyvault/test_storage.py.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cmk_trio.keyvault.model import (
+    AccessPolicy,
+    AuditRecord,
+    Checkpoint,
+    Event,
+    EventType,
+    Key,
+    KeyVersion,
+    StoredRotationPolicy,
+    Vault,
+)
+
+
+class KeyVaultUnitOfWork(Protocol):
+    """The writes of one transaction: all of them commit, or none."""
+
+    async def insert_vault(self, v: Vault) -> None:
+        """A new vault with its access policies."""
+        ...
+
+    async def update_vault_flags(
+        self, name: str, *, soft_delete: bool, purge_protection: bool, when: datetime
+    ) -> None: ...
+
+    async def mark_vault_deleted(self, name: str, deleted: datetime | None, purge: datetime | None) -> None:
+        """Soft-delete a vault (or, with None and None, recover it)."""
+        ...
+
+    async def delete_vault(self, name: str) -> None:
+        """Remove a vault with its policies, keys and versions for good."""
+        ...
+
+    async def put_policy(self, vault_name: str, policy: AccessPolicy) -> None:
+        """Add or replace the access policy entry of `policy.object_id`."""
+        ...
+
+    async def delete_policy(self, vault_name: str, object_id: str) -> bool:
+        """Remove an access policy entry; False if there was none."""
+        ...
+
+    async def insert_key(self, key: Key) -> None: ...
+
+    async def mark_key_deleted(
+        self, vault_name: str, key_name: str, deleted: datetime | None, purge: datetime | None
+    ) -> None:
+        """Soft-delete a key (or, with None and None, recover it)."""
+        ...
+
+    async def delete_key(self, vault_name: str, key_name: str) -> None:
+        """Remove a key and its versions for good."""
+        ...
+
+    async def insert_version(self, v: KeyVersion) -> None: ...
+
+    async def update_version(self, v: KeyVersion) -> None:
+        """Store a version's changeable attributes (operations, enabled, dates, tags)."""
+        ...
+
+    async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
+        """Append an event with the next sequence number, without gaps."""
+        ...
+
+    async def put_rotation_policy(self, vault_name: str, key_name: str, policy_json: str, when: datetime) -> None: ...
+
+    async def mark_rotation_notified(self, vault_name: str, key_name: str, version: str) -> None:
+        """Remember that the near-expiry of `version` has been announced."""
+        ...
+
+    async def audit_head(self) -> tuple[int, bytes] | None:
+        """The newest audit record's sequence number and MAC as this transaction sees it,
+        or None for an empty log."""
+        ...
+
+    async def insert_audit_records(self, records: list[AuditRecord]) -> None: ...
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    async def insert_service_key(self, name: str, public_key: bytes, sealed_private_key: bytes) -> None: ...
+
+
+class KeyVaultStore(Protocol):
+    """The key vault's reads, and `unit_of_work()` for its writes."""
+
+    @property
+    def generation(self) -> int:
+        """Counts committed units of work."""
+        ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[KeyVaultUnitOfWork]: ...
+
+    async def close(self) -> None: ...
+
+    async def get_vault(self, name: str) -> Vault | None:
+        """A vault by its (lower-case) name, live or soft-deleted, with its policies."""
+        ...
+
+    async def list_vaults(self, *, subscription_id: str, deleted: bool, after: str | None, limit: int) -> list[Vault]:
+        """The live (or soft-deleted) vaults of a subscription, by name, after `after`."""
+        ...
+
+    async def vaults_due_for_purge(self, now: datetime) -> list[str]: ...
+
+    async def count_policies(self, vault_name: str) -> int: ...
+
+    async def get_key(self, vault_name: str, key_name: str) -> Key | None:
+        """A key by name (names compare without case), live or soft-deleted."""
+        ...
+
+    async def list_keys(self, vault_name: str, *, deleted: bool, after: str | None, limit: int) -> list[Key]: ...
+
+    async def keys_due_for_purge(self, now: datetime) -> list[tuple[str, str]]: ...
+
+    async def get_version(self, vault_name: str, key_name: str, version: str) -> KeyVersion | None: ...
+
+    async def latest_version(self, vault_name: str, key_name: str) -> KeyVersion | None:
+        """The version created last (the one a versionless identifier means)."""
+        ...
+
+    async def list_versions(
+        self, vault_name: str, key_name: str, *, after: str | None, limit: int
+    ) -> list[KeyVersion]: ...
+
+    async def events_after(self, sequence: int, limit: int = 500) -> list[Event]:
+        """Events with a sequence number above `sequence`, oldest first."""
+        ...
+
+    async def last_sequence(self) -> int: ...
+
+    async def get_rotation_policy(self, vault_name: str, key_name: str) -> StoredRotationPolicy | None: ...
+
+    async def live_rotation_policies(self) -> list[StoredRotationPolicy]:
+        """The policies of keys that are neither deleted nor in a deleted vault."""
+        ...
+
+    async def audit_records(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        vault_name: str | None = None,
+        key_name: str | None = None,
+        caller_object_id: str | None = None,
+        result: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records after sequence `after`, oldest first, matching every filter given."""
+        ...
+
+    async def audit_head(self) -> tuple[int, bytes] | None:
+        """The newest audit record's sequence number and MAC, or None for an empty log."""
+        ...
+
+    async def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    async def get_service_key(self, name: str) -> tuple[bytes, bytes] | None:
+        """A key of the service itself (the audit checkpoint key): public key, sealed private key."""
+        ...
+
+    async def holds_keys(self) -> bool:
+        """Whether any key material is stored (sealed under the master key)."""
+        ...
+
+
+async def open_store(path: Path) -> KeyVaultStore:
+    """The key vault's store in the SQLite file at `path`, migrated to this program's schema."""
+    return await SqliteKeyVaultStore.open(path)
+
+
+# Imported last: the engine implements the Protocols above.
+from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultStore  # noqa: E402

@@ -1,0 +1,423 @@
+"""The key vault's store on SQLite: rows in, domain objects out.
+
+Every change and the event that announces it are written in one unit of work.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from cmk_trio.keyvault.model import (
+    AccessPolicy,
+    AuditEntry,
+    AuditRecord,
+    Checkpoint,
+    Event,
+    EventType,
+    Key,
+    KeyOperation,
+    KeyPermission,
+    KeyVersion,
+    StoredRotationPolicy,
+    Vault,
+)
+from cmk_trio.keyvault.storage.schema import MIGRATIONS
+from cmk_trio.rpckit.storage import SqliteStore, SqliteUnitOfWork
+
+
+def _t(when: datetime | None) -> str | None:
+    return when.isoformat(timespec="microseconds") if when is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _need(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
+    """The key vault's reads, and its unit of work, on one SQLite file."""
+
+    migrations = MIGRATIONS
+
+    def _begin(self, tx: aiosqlite.Connection) -> SqliteKeyVaultUnitOfWork:
+        return SqliteKeyVaultUnitOfWork(tx)
+
+    # --- vaults -----------------------------------------------------------------------
+
+    async def get_vault(self, name: str) -> Vault | None:
+        row = await self._db.fetch_one("SELECT * FROM vaults WHERE vault_name = ?", (name,))
+        if row is None:
+            return None
+        policies = await self._db.fetch_all(
+            "SELECT * FROM access_policies WHERE vault_name = ? ORDER BY object_id", (name,)
+        )
+        return _vault(row, tuple(_policy(p) for p in policies))
+
+    async def list_vaults(self, *, subscription_id: str, deleted: bool, after: str | None, limit: int) -> list[Vault]:
+        sql = (
+            "SELECT vault_name FROM vaults WHERE subscription_id = ? AND vault_name > ?"
+            " AND (delete_time IS NOT NULL) = ? ORDER BY vault_name LIMIT ?"
+        )
+        rows = await self._db.fetch_all(sql, (subscription_id, after or "", int(deleted), limit))
+        found = [await self.get_vault(r["vault_name"]) for r in rows]
+        return [v for v in found if v is not None]
+
+    async def vaults_due_for_purge(self, now: datetime) -> list[str]:
+        rows = await self._db.fetch_all(
+            "SELECT vault_name FROM vaults WHERE purge_time IS NOT NULL AND purge_time <= ?", (_t(now),)
+        )
+        return [r["vault_name"] for r in rows]
+
+    # --- access policies --------------------------------------------------------------
+
+    async def count_policies(self, vault_name: str) -> int:
+        row = await self._db.fetch_one("SELECT COUNT(*) FROM access_policies WHERE vault_name = ?", (vault_name,))
+        return int(row[0]) if row else 0
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def get_key(self, vault_name: str, key_name: str) -> Key | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM keys WHERE vault_name = ? AND key_name = ?", (vault_name, key_name)
+        )
+        return _key(row) if row else None
+
+    async def list_keys(self, vault_name: str, *, deleted: bool, after: str | None, limit: int) -> list[Key]:
+        sql = (
+            "SELECT * FROM keys WHERE vault_name = ? AND key_name > ?"
+            " AND (delete_time IS NOT NULL) = ? ORDER BY key_name LIMIT ?"
+        )
+        rows = await self._db.fetch_all(sql, (vault_name, after or "", int(deleted), limit))
+        return [_key(r) for r in rows]
+
+    async def keys_due_for_purge(self, now: datetime) -> list[tuple[str, str]]:
+        rows = await self._db.fetch_all(
+            "SELECT vault_name, key_name FROM keys WHERE purge_time IS NOT NULL AND purge_time <= ?", (_t(now),)
+        )
+        return [(r["vault_name"], r["key_name"]) for r in rows]
+
+    async def get_version(self, vault_name: str, key_name: str, version: str) -> KeyVersion | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM key_versions WHERE vault_name = ? AND key_name = ? AND version = ?",
+            (vault_name, key_name, version),
+        )
+        return _version(row) if row else None
+
+    async def latest_version(self, vault_name: str, key_name: str) -> KeyVersion | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM key_versions WHERE vault_name = ? AND key_name = ?"
+            " ORDER BY create_time DESC, rowid DESC LIMIT 1",
+            (vault_name, key_name),
+        )
+        return _version(row) if row else None
+
+    async def list_versions(self, vault_name: str, key_name: str, *, after: str | None, limit: int) -> list[KeyVersion]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM key_versions WHERE vault_name = ? AND key_name = ? AND version > ? ORDER BY version LIMIT ?",
+            (vault_name, key_name, after or "", limit),
+        )
+        return [_version(r) for r in rows]
+
+    # --- events -----------------------------------------------------------------------
+
+    async def events_after(self, sequence: int, limit: int = 500) -> list[Event]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)
+        )
+        return [
+            Event(r["sequence"], EventType(r["type"]), _need(r["time"]), r["vault_name"], r["key_name"],
+                  r["version"], r["object_id"])
+            for r in rows
+        ]  # fmt: skip
+
+    async def last_sequence(self) -> int:
+        row = await self._db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM events")
+        return int(row[0]) if row else 0
+
+    # --- rotation policies ------------------------------------------------------------
+
+    async def get_rotation_policy(self, vault_name: str, key_name: str) -> StoredRotationPolicy | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM rotation_policies WHERE vault_name = ? AND key_name = ?", (vault_name, key_name)
+        )
+        return _rotation_policy(row) if row else None
+
+    async def live_rotation_policies(self) -> list[StoredRotationPolicy]:
+        """The policies of keys that are neither deleted nor in a deleted vault."""
+        rows = await self._db.fetch_all(
+            "SELECT r.* FROM rotation_policies r"
+            " JOIN keys k USING (vault_name, key_name) JOIN vaults v USING (vault_name)"
+            " WHERE k.delete_time IS NULL AND v.delete_time IS NULL"
+        )
+        return [_rotation_policy(r) for r in rows]
+
+    # --- the audit log ----------------------------------------------------------------
+
+    async def audit_records(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        vault_name: str | None = None,
+        key_name: str | None = None,
+        caller_object_id: str | None = None,
+        result: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditRecord]:
+        """Records after sequence `after`, oldest first, that match every filter given."""
+        sql = "SELECT * FROM audit_log WHERE sequence > ?"
+        params: list[object] = [after]
+        for column, value in (
+            ("vault_name", vault_name),
+            ("key_name", key_name),
+            ("caller_object_id", caller_object_id),
+            ("result", result),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if since is not None:
+            sql += " AND time >= ?"
+            params.append(_t(since))
+        if until is not None:
+            sql += " AND time < ?"
+            params.append(_t(until))
+        rows = await self._db.fetch_all(sql + " ORDER BY sequence LIMIT ?", (*params, limit))
+        return [_audit_record(r) for r in rows]
+
+    async def audit_head(self) -> tuple[int, bytes] | None:
+        """The sequence number and MAC of the newest record, or None for an empty log."""
+        row = await self._db.fetch_one("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        row = await self._db.fetch_one("SELECT * FROM audit_checkpoints ORDER BY count DESC LIMIT 1")
+        if row is None:
+            return None
+        return Checkpoint(int(row["count"]), bytes(row["head_mac"]), row["time"], bytes(row["signature"]))
+
+    # --- the service's own keys -------------------------------------------------------
+
+    async def get_service_key(self, name: str) -> tuple[bytes, bytes] | None:
+        """A key of the service itself (the audit checkpoint key): its public key and its
+        sealed private key."""
+        row = await self._db.fetch_one("SELECT * FROM service_keys WHERE name = ?", (name,))
+        return (bytes(row["public_key"]), bytes(row["sealed_private_key"])) if row else None
+
+    async def holds_keys(self) -> bool:
+        """Whether any key material is stored (sealed under the master key)."""
+        row = await self._db.fetch_one(
+            "SELECT EXISTS (SELECT 1 FROM key_versions) OR EXISTS (SELECT 1 FROM service_keys)"
+        )
+        return bool(row and row[0])
+
+
+class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
+    """The key vault's writes inside one transaction."""
+
+    async def insert_vault(self, v: Vault) -> None:
+        await self._tx.execute(
+            "INSERT INTO vaults (vault_name, tenant_id, subscription_id, resource_group, location, soft_delete,"
+            " retention_days, purge_protection, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.vault_name, v.tenant_id, v.subscription_id, v.resource_group, v.location, int(v.soft_delete),
+                v.retention_days, int(v.purge_protection), _t(v.create_time), _t(v.update_time),
+            ),
+        )  # fmt: skip
+        for policy in v.access_policies:
+            await self.put_policy(v.vault_name, policy)
+
+    async def update_vault_flags(self, name: str, *, soft_delete: bool, purge_protection: bool, when: datetime) -> None:
+        await self._tx.execute(
+            "UPDATE vaults SET soft_delete = ?, purge_protection = ?, update_time = ? WHERE vault_name = ?",
+            (int(soft_delete), int(purge_protection), _t(when), name),
+        )
+
+    async def mark_vault_deleted(self, name: str, deleted: datetime | None, purge: datetime | None) -> None:
+        await self._tx.execute(
+            "UPDATE vaults SET delete_time = ?, purge_time = ? WHERE vault_name = ?", (_t(deleted), _t(purge), name)
+        )
+
+    async def delete_vault(self, name: str) -> None:
+        await self._tx.execute("DELETE FROM vaults WHERE vault_name = ?", (name,))
+
+    async def put_policy(self, vault_name: str, policy: AccessPolicy) -> None:
+        await self._tx.execute(
+            "INSERT INTO access_policies (vault_name, object_id, tenant_id, permissions) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (vault_name, object_id) DO UPDATE SET tenant_id = excluded.tenant_id,"
+            " permissions = excluded.permissions",
+            (vault_name, policy.object_id, policy.tenant_id, ",".join(sorted(policy.permissions))),
+        )
+
+    async def delete_policy(self, vault_name: str, object_id: str) -> bool:
+        cursor = await self._tx.execute(
+            "DELETE FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
+        )
+        return cursor.rowcount > 0
+
+    async def insert_key(self, key: Key) -> None:
+        await self._tx.execute(
+            "INSERT INTO keys (vault_name, key_name, create_time) VALUES (?, ?, ?)",
+            (key.vault_name, key.key_name, _t(key.create_time)),
+        )
+
+    async def mark_key_deleted(
+        self, vault_name: str, key_name: str, deleted: datetime | None, purge: datetime | None
+    ) -> None:
+        await self._tx.execute(
+            "UPDATE keys SET delete_time = ?, purge_time = ? WHERE vault_name = ? AND key_name = ?",
+            (_t(deleted), _t(purge), vault_name, key_name),
+        )
+
+    async def delete_key(self, vault_name: str, key_name: str) -> None:
+        await self._tx.execute("DELETE FROM keys WHERE vault_name = ? AND key_name = ?", (vault_name, key_name))
+
+    async def insert_version(self, v: KeyVersion) -> None:
+        await self._tx.execute(
+            "INSERT INTO key_versions (vault_name, key_name, version, key_size, key_ops, enabled, not_before,"
+            " expires, tags, create_time, update_time, public_jwk, sealed_private_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.vault_name, v.key_name, v.version, v.key_size, ",".join(v.key_ops), int(v.enabled),
+                _t(v.not_before), _t(v.expires), json.dumps(v.tags, sort_keys=True), _t(v.create_time),
+                _t(v.update_time), v.public_jwk, v.sealed_private_key,
+            ),
+        )  # fmt: skip
+
+    async def update_version(self, v: KeyVersion) -> None:
+        await self._tx.execute(
+            "UPDATE key_versions SET key_ops = ?, enabled = ?, not_before = ?, expires = ?, tags = ?, update_time = ?"
+            " WHERE vault_name = ? AND key_name = ? AND version = ?",
+            (
+                ",".join(v.key_ops), int(v.enabled), _t(v.not_before), _t(v.expires),
+                json.dumps(v.tags, sort_keys=True), _t(v.update_time), v.vault_name, v.key_name, v.version,
+            ),
+        )  # fmt: skip
+
+    async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
+        """Append an event with the next sequence number, without gaps (writers are serialised)."""
+        columns = ["type", "time", *fields]
+        await self._tx.execute(
+            f"INSERT INTO events (sequence, {', '.join(columns)})"  # noqa: S608 (column names are ours)
+            f" SELECT COALESCE(MAX(sequence), 0) + 1, {', '.join('?' * len(columns))} FROM events",
+            (int(event_type), _t(when), *fields.values()),
+        )
+
+    async def put_rotation_policy(self, vault_name: str, key_name: str, policy_json: str, when: datetime) -> None:
+        await self._tx.execute(
+            "INSERT INTO rotation_policies (vault_name, key_name, policy, update_time) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (vault_name, key_name) DO UPDATE SET policy = excluded.policy,"
+            " update_time = excluded.update_time",
+            (vault_name, key_name, policy_json, _t(when)),
+        )
+
+    async def mark_rotation_notified(self, vault_name: str, key_name: str, version: str) -> None:
+        await self._tx.execute(
+            "UPDATE rotation_policies SET notified_version = ? WHERE vault_name = ? AND key_name = ?",
+            (version, vault_name, key_name),
+        )
+
+    async def audit_head(self) -> tuple[int, bytes] | None:
+        """The newest record's sequence number and MAC, read inside this transaction (so that
+        the records appended after it chain to what is really the head)."""
+        cursor = await self._tx.execute("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
+        row = await cursor.fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    async def insert_audit_records(self, records: list[AuditRecord]) -> None:
+        rows = [(r.sequence, *r.entry.canonical().values(), r.mac) for r in records]
+        await self._tx.executemany(  # one hop to the database thread for the whole batch
+            "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
+            " resource_id, operation, vault_name, key_name, key_version, result, reason, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        await self._tx.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (count, head_mac, time, signature) VALUES (?, ?, ?, ?)",
+            (checkpoint.count, checkpoint.head, checkpoint.time, checkpoint.signature),
+        )
+
+    async def insert_service_key(self, name: str, public_key: bytes, sealed_private_key: bytes) -> None:
+        await self._tx.execute(
+            "INSERT INTO service_keys (name, public_key, sealed_private_key) VALUES (?, ?, ?)",
+            (name, public_key, sealed_private_key),
+        )
+
+
+def _vault(r: Any, policies: tuple[AccessPolicy, ...]) -> Vault:
+    return Vault(
+        vault_name=r["vault_name"],
+        tenant_id=r["tenant_id"],
+        subscription_id=r["subscription_id"],
+        resource_group=r["resource_group"],
+        location=r["location"],
+        soft_delete=bool(r["soft_delete"]),
+        retention_days=r["retention_days"],
+        purge_protection=bool(r["purge_protection"]),
+        create_time=_need(r["create_time"]),
+        update_time=_need(r["update_time"]),
+        delete_time=_dt(r["delete_time"]),
+        purge_time=_dt(r["purge_time"]),
+        access_policies=policies,
+    )
+
+
+def _policy(r: Any) -> AccessPolicy:
+    names = [n for n in r["permissions"].split(",") if n]
+    return AccessPolicy(r["tenant_id"], r["object_id"], frozenset(KeyPermission(n) for n in names))
+
+
+def _key(r: Any) -> Key:
+    return Key(r["vault_name"], r["key_name"], _need(r["create_time"]), _dt(r["delete_time"]), _dt(r["purge_time"]))
+
+
+def _version(r: Any) -> KeyVersion:
+    return KeyVersion(
+        vault_name=r["vault_name"],
+        key_name=r["key_name"],
+        version=r["version"],
+        key_size=r["key_size"],
+        key_ops=tuple(KeyOperation(o) for o in r["key_ops"].split(",") if o),
+        enabled=bool(r["enabled"]),
+        not_before=_dt(r["not_before"]),
+        expires=_dt(r["expires"]),
+        tags=json.loads(r["tags"]),
+        create_time=_need(r["create_time"]),
+        update_time=_need(r["update_time"]),
+        public_jwk=r["public_jwk"],
+        sealed_private_key=bytes(r["sealed_private_key"]),
+    )
+
+
+def _rotation_policy(r: Any) -> StoredRotationPolicy:
+    return StoredRotationPolicy(
+        r["vault_name"], r["key_name"], r["policy"], _need(r["update_time"]), r["notified_version"]
+    )
+
+
+def _audit_record(r: Any) -> AuditRecord:
+    entry = AuditEntry(
+        time=_need(r["time"]),
+        request_id=r["request_id"],
+        caller_object_id=r["caller_object_id"],
+        tenant_id=r["tenant_id"],
+        client_id=r["client_id"],
+        resource_id=r["resource_id"],
+        operation=r["operation"],
+        vault_name=r["vault_name"],
+        key_name=r["key_name"],
+        key_version=r["key_version"],
+        result=r["result"],
+        reason=r["reason"],
+    )
+    return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))
