@@ -107,8 +107,8 @@ class Directory:
 
     async def _create_tenant(self, name: str, *, platform: bool) -> Tenant:
         tenant = Tenant(self._new_id(), name, platform, self.clock.now())
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_tenant(tx, tenant)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_tenant(tenant)
         return tenant
 
     async def get_tenant(self, actor: Principal, tenant_id: str) -> Tenant:
@@ -129,8 +129,8 @@ class Directory:
         self._require_admin(actor, tenant_id, "rename the tenant")
         name = display_name("tenant.display_name", name)
         tenant = await self._tenant(tenant_id)
-        async with self.store.db.transaction() as tx:
-            await self.store.update_tenant_name(tx, tenant_id, name)
+        async with self.store.unit_of_work() as uow:
+            await uow.update_tenant_name(tenant_id, name)
         return replace(tenant, display_name=name)
 
     # --- subscriptions ----------------------------------------------------------------
@@ -140,8 +140,8 @@ class Directory:
         name = display_name("subscription.display_name", name)
         await self._tenant(tenant_id)
         sub = Subscription(self._new_id(), tenant_id, name, self.clock.now(), None)
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_subscription(tx, sub)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_subscription(sub)
         return sub
 
     async def _subscription(self, subscription_id: str) -> Subscription:
@@ -183,15 +183,14 @@ class Directory:
             )
         now = self.clock.now()
         identities = await self.store.managed_identities_under(f"/subscriptions/{subscription_id}/")
-        async with self.store.db.transaction() as tx:
-            await self.store.transfer_subscription(tx, subscription_id, target_tenant_id, now)
+        async with self.store.unit_of_work() as uow:
+            await uow.transfer_subscription(subscription_id, target_tenant_id, now)
             for identity in identities:
-                await self.store.delete_principal(tx, identity.object_id)
-                await self.store.append_event(
-                    tx, EventType.PRINCIPAL_DELETED, now, tenant_id=identity.tenant_id, principal_id=identity.object_id
+                await uow.delete_principal(identity.object_id)
+                await uow.append_event(
+                    EventType.PRINCIPAL_DELETED, now, tenant_id=identity.tenant_id, principal_id=identity.object_id
                 )
-            await self.store.append_event(
-                tx,
+            await uow.append_event(
                 EventType.SUBSCRIPTION_TRANSFERRED,
                 now,
                 tenant_id=sub.tenant_id,
@@ -233,10 +232,9 @@ class Directory:
         principal = self._new_principal(
             tenant_id, kind, name, tenant_admin=tenant_admin, platform_service=platform_service
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_principal(tx, principal)
-            await self.store.append_event(
-                tx,
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_principal(principal)
+            await uow.append_event(
                 EventType.PRINCIPAL_CREATED,
                 principal.create_time,
                 tenant_id=tenant_id,
@@ -315,11 +313,11 @@ class Directory:
         new_name = principal.display_name if name is None else name
         new_enabled = principal.enabled if enabled is None else enabled
         now = self.clock.now()
-        async with self.store.db.transaction() as tx:
-            await self.store.update_principal(tx, object_id, display_name=new_name, enabled=new_enabled, when=now)
+        async with self.store.unit_of_work() as uow:
+            await uow.update_principal(object_id, display_name=new_name, enabled=new_enabled, when=now)
             if new_enabled != principal.enabled:
                 event = EventType.PRINCIPAL_ENABLED if new_enabled else EventType.PRINCIPAL_DISABLED
-                await self.store.append_event(tx, event, now, tenant_id=tenant_id, principal_id=object_id)
+                await uow.append_event(event, now, tenant_id=tenant_id, principal_id=object_id)
         await self._notify()
         return replace(principal, display_name=new_name, enabled=new_enabled, update_time=now)
 
@@ -337,10 +335,9 @@ class Directory:
         await self._delete(principal)
 
     async def _delete(self, principal: Principal) -> None:
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_principal(tx, principal.object_id)
-            await self.store.append_event(
-                tx,
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_principal(principal.object_id)
+            await uow.append_event(
                 EventType.PRINCIPAL_DELETED,
                 self.clock.now(),
                 tenant_id=principal.tenant_id,
@@ -376,10 +373,9 @@ class Directory:
         principal = self._new_principal(
             tenant_id, PrincipalKind.MANAGED_IDENTITY, name, resource_id=resource_id, owner_object_id=actor.object_id
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_principal(tx, principal)
-            await self.store.append_event(
-                tx,
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_principal(principal)
+            await uow.append_event(
                 EventType.PRINCIPAL_CREATED,
                 principal.create_time,
                 tenant_id=tenant_id,
@@ -443,8 +439,8 @@ class Directory:
         days = int_range("lifetime_days", days, 1, MAX_SECRET_DAYS, DEFAULT_SECRET_DAYS)
         principal = await self._secret_holder(actor, tenant_id, object_id, "add client secrets")
         secret = await self._new_secret(principal, label, days)
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_secret(tx, secret.secret)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_secret(secret.secret)
         return secret
 
     async def list_client_secrets(
@@ -455,8 +451,8 @@ class Directory:
 
     async def delete_client_secret(self, actor: Principal, tenant_id: str, object_id: str, secret_id: str) -> None:
         await self._secret_holder(actor, tenant_id, object_id, "delete client secrets")
-        async with self.store.db.transaction() as tx:
-            deleted = await self.store.delete_secret(tx, object_id, secret_id)
+        async with self.store.unit_of_work() as uow:
+            deleted = await uow.delete_secret(object_id, secret_id)
         self.memo.forget(secret_id)
         if not deleted:
             raise errors.not_found(
@@ -493,10 +489,9 @@ class Directory:
         assignment = RoleAssignment(
             self._new_id(), principal.object_id, role, scope, sub.tenant_id, self.clock.now(), actor.object_id
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_role_assignment(tx, assignment, subscription_id)
-            await self.store.append_event(
-                tx,
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_role_assignment(assignment, subscription_id)
+            await uow.append_event(
                 EventType.ROLE_ASSIGNMENTS_CHANGED,
                 assignment.create_time,
                 tenant_id=sub.tenant_id,
@@ -543,10 +538,9 @@ class Directory:
         found = await self._role_assignment(role_assignment_id)
         await self._may_manage_access(actor, found.tenant_id, found.scope)
         _, subscription_id = parse_scope("scope", found.scope)
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_role_assignment(tx, role_assignment_id)
-            await self.store.append_event(
-                tx,
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_role_assignment(role_assignment_id)
+            await uow.append_event(
                 EventType.ROLE_ASSIGNMENTS_CHANGED,
                 self.clock.now(),
                 tenant_id=found.tenant_id,
@@ -641,10 +635,10 @@ class Directory:
         else:
             generated = await self._new_secret(operator, "bootstrap", MAX_SECRET_DAYS)
             record, shown = generated.secret, generated
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_tenant(tx, tenant)
-            await self.store.insert_principal(tx, operator)
-            await self.store.insert_secret(tx, record)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_tenant(tenant)
+            await uow.insert_principal(operator)
+            await uow.insert_secret(record)
         return operator, shown
 
     async def events_after(self, sequence: int, limit: int = 500) -> list[Event]:

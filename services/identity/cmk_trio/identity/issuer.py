@@ -97,12 +97,12 @@ class SigningKeyRing:
             sealed_private_key=self._master.seal(fresh.private_pem, fresh.kid.encode(), self._random),
         )
         async with self._lock:
-            async with self._store.db.transaction() as tx:
-                await self._store.delete_retired_keys(tx, now)
-                await self._store.retire_active_keys(tx, now + self._policy.lifetime + self._policy.skew)
-                await self._store.insert_signing_key(tx, key)
+            async with self._store.unit_of_work() as uow:
+                await uow.delete_retired_keys(now)
+                await uow.retire_active_keys(now + self._policy.lifetime + self._policy.skew)
+                await uow.insert_signing_key(key)
                 if announce:
-                    await self._store.append_event(tx, EventType.SIGNING_KEY_ROTATED, now, kid=key.kid)
+                    await uow.append_event(EventType.SIGNING_KEY_ROTATED, now, kid=key.kid)
             self._signer = TokenSigner(key.kid, fresh.private_pem)
         if announce:
             await self._directory.notifier.notify()

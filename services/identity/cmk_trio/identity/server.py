@@ -17,7 +17,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
-from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.identity.storage import IdentityStore, open_store
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
@@ -80,7 +80,7 @@ async def build_server(
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await IdentityStore.open(config.database_path)
+    store = await open_store(config.database_path)
     try:
         first_start = await store.count_signing_keys() == 0
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)

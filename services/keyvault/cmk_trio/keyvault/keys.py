@@ -13,16 +13,15 @@ before, by the shared validator.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from cmk_trio.client.key_names import KeyRef, key_name, parse_key_ref, vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
@@ -45,7 +44,6 @@ from cmk_trio.keyvault.model import (
     Vault,
 )
 from cmk_trio.keyvault.storage import KeyVaultStore
-from cmk_trio.keyvault.vaults import vault_name
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier
@@ -54,19 +52,8 @@ from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 
 T = TypeVar("T")
-KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
-VERSION = re.compile(r"[0-9a-f]{32}")
 MAX_TAGS, MAX_TAG_NAME, MAX_TAG_VALUE = 15, 512, 256
 MAX_PAYLOAD = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRef:
-    """A key, and optionally one version of it, as named in a request."""
-
-    vault_name: str
-    key_name: str
-    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,40 +74,6 @@ class CryptoResult:
     version: KeyVersion
     data: bytes
     algorithm: Padding
-
-
-def key_name(field: str, value: str) -> str:
-    if not value:
-        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
-    if not KEY_NAME.fullmatch(value):
-        raise invalid_field(field, Reason.KEY_NAME_INVALID, "must be 1-127 letters, digits and hyphens")
-    return value
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_key_ref(field: str, value: str, dns_suffix: str) -> KeyRef:
-    """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or a resource
-    name (vaults/{vault}/keys/{name}[/versions/{version}]). Remembered (a busy client names
-    the same few keys on every call); refusals are not, as they raise."""
-    if not value:
-        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
-    if len(value) > 512:
-        raise invalid_field(field, Reason.FIELD_TOO_LONG, "is too long for a key identifier")
-    suffix = re.escape(dns_suffix.lower())
-    uri = re.fullmatch(rf"https://([^./]+)\.{suffix}(?::443)?/keys/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE)
-    name = re.fullmatch(r"vaults/([^/]+)/keys/([^/]+)(?:/versions/([^/]+))?", value)
-    match = uri or name
-    if match is None:
-        raise invalid_field(
-            field,
-            Reason.KEY_URI_MALFORMED,
-            f"must be a key identifier https://{{vault}}.{dns_suffix}/keys/{{name}}[/{{version}}] "
-            "or vaults/{vault}/keys/{name}[/versions/{version}]",
-        )
-    vault, key, version = match.group(1), match.group(2), match.group(3) or None
-    if version is not None and not VERSION.fullmatch(version.lower()):
-        raise invalid_field(field, Reason.KEY_URI_MALFORMED, "a key version is 32 hexadecimal characters")
-    return KeyRef(vault_name(field, vault), key_name(field, key), version.lower() if version else None)
 
 
 def key_operations(field: str, names: Iterable[str]) -> tuple[KeyOperation, ...]:

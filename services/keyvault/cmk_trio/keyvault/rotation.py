@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.audit import AuditLog
-from cmk_trio.keyvault.keys import KeyAttributes, KeyRef, Keys
+from cmk_trio.keyvault.keys import KeyAttributes, Keys
 from cmk_trio.keyvault.model import AuditEntry, EventType, KeyPermission
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason

@@ -11,16 +11,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import (
-    ClientCredentials,
-    GrpcSigningKeySource,
-    IdentityClient,
-    RevocationFeed,
-    RoleChecker,
-)
-from cmk_trio.keyvault.api import AuditApi, Converter, Guard, KeyApi, VaultApi
+from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
+from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, KeyApi, VaultApi
 from cmk_trio.keyvault.audit import AuditLog
+from cmk_trio.keyvault.callers import require_operator
 from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_key
 from cmk_trio.keyvault.errors import DOMAIN
@@ -32,13 +26,15 @@ from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.auth import AuthInterceptor
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
-from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
+from cmk_trio.rpckit.types import Context
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +42,12 @@ SERVICE_NAMES = (
     *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
     dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
 )
+AUDIENCES = {
+    "cmk.keyvault.v1.VaultService": audiences.MANAGEMENT,
+    "cmk.keyvault.v1.KeyService": audiences.VAULT,
+    "cmk.keyvault.v1.AuditService": audiences.MANAGEMENT,
+    "cmk.common.v1.DevService": audiences.MANAGEMENT,
+}
 
 
 @dataclass
@@ -59,9 +61,7 @@ class KeyVaultServer:
     keys: Keys
     rotation: Rotation
     audit: AuditLog
-    validator: TokenValidator
-    feed: RevocationFeed
-    identity_channel: grpc.aio.Channel
+    directory: DirectoryLink
     metrics: Metrics
     metrics_port: int | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -95,9 +95,8 @@ class KeyVaultServer:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.feed.stop()
         await self.running.stop(grace)
-        await self.identity_channel.close()
+        await self.directory.stop()
         self.metrics.close()
         await self.store.close()
 
@@ -119,44 +118,41 @@ async def build_server(
     clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await open_store(config.database_path)
-    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
+    metrics = Metrics.create("keyvault")
+    directory = link_to_directory(
+        config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
+        issuer_base=config.issuer_base, skew=config.clock_skew,
+        revocation_max_staleness=config.revocation_max_staleness,
+    )  # fmt: skip
     try:
         first_start = not await store.holds_keys()
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         sealer = Sealer(master, random)
         audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
         notifier = ChangeNotifier()
-        creds = config.credentials
-        identity = IdentityClient(
-            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
-        )
-        metrics = Metrics.create("keyvault")
-        validator = TokenValidator(
-            key_source=GrpcSigningKeySource(identity),
-            clock=clock,
-            issuer_base=config.issuer_base,
-            skew=config.clock_skew,
-            revocations=RevocationSet(config.revocation_max_staleness),
-            metrics=metrics,
-        )
-        roles = RoleChecker(identity, clock, metrics=metrics)
-        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
-        vaults = Vaults(store, clock, roles, notifier, on_purge=keys.forget_vault)
+        vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
         rotation = Rotation(keys, audit)
-        guard = Guard(validator, audit, clock)
+        trail = AuditTrail(audit, clock)
         convert = Converter(keys)
 
+        async def operator_only(context: Context) -> None:
+            async with trail.call("AdvanceClock") as scope:
+                require_operator(scope.caller, "move the clock")
+
         def register(server: grpc.aio.Server) -> None:
-            pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, guard), server)
-            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, guard), server)
-            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, guard, notifier), server)
-            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, guard.require_operator), server)
+            pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)
+            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, trail), server)
+            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, trail, notifier), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 
         running = await start_server(
             register=register,
             service_names=SERVICE_NAMES,
-            interceptors=[ErrorInterceptor(DOMAIN)],
+            interceptors=[
+                ErrorInterceptor(DOMAIN),
+                AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
+            ],
             host=config.host,
             port=config.port,
             tls=config.tls,
@@ -164,13 +160,11 @@ async def build_server(
         )
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
-        await channel.close()
+        await directory.stop()
         await store.close()
         raise
-    feed.start()
-    server = KeyVaultServer(
-        config, running, store, vaults, keys, rotation, audit, validator, feed, channel, metrics, metrics_port
-    )
+    directory.start()
+    server = KeyVaultServer(config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port)
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})
     return server

@@ -7,9 +7,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
-from enum import IntEnum
-from typing import Protocol
 
+from cmk_trio.client.access import Access, Authorizer, require_role
+from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.model import AccessPolicy, EventType, KeyPermission, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore
@@ -17,43 +17,14 @@ from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.tokens import VerifiedToken
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import require_uuid
 
-VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
 LOCATION = re.compile(r"[a-z][a-z0-9]{1,63}")
 MAX_ACCESS_POLICIES = 1024
 MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 7, 90
 EVERY_PERMISSION = frozenset(p for p in KeyPermission if p is not KeyPermission.ALL)
-
-
-class Access(IntEnum):
-    """What a control-plane call needs on its scope (numbers match identity's Action)."""
-
-    READ = 1
-    WRITE = 2
-    MANAGE_ACCESS = 3
-
-
-class Authorizer(Protocol):
-    """Answers whether a principal holds a role allowing `access` on `scope`."""
-
-    async def allowed(self, principal_id: str, scope: str, access: Access) -> bool: ...
-
-
-def vault_name(field: str, value: str) -> str:
-    """The canonical (lower-case) vault name, by Azure's rules."""
-    if not value:
-        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
-    if not VAULT_NAME.fullmatch(value):
-        raise invalid_field(
-            field,
-            Reason.VAULT_NAME_INVALID,
-            "must be 3-24 letters, digits and hyphens, start with a letter, end with a letter or digit, "
-            "and have no two hyphens in a row",
-        )
-    return value.lower()
 
 
 def permissions_of(field: str, names: Iterable[str]) -> frozenset[KeyPermission]:
@@ -90,13 +61,7 @@ class Vaults:
         self._on_purge = on_purge  # drops what other parts cached about a purged vault
 
     async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
-        if not await self.authorizer.allowed(caller.object_id, scope, access):
-            role = {Access.READ: "Reader", Access.WRITE: "Contributor", Access.MANAGE_ACCESS: "Owner"}[access]
-            raise errors.PermissionDenied(
-                Reason.ROLE_REQUIRED,
-                f"this needs the {role} role (or higher) on {scope}",
-                metadata={"scope": scope, "role": role.upper()},
-            )
+        await require_role(self.authorizer, caller, scope, access)
 
     async def _live(self, name: str) -> Vault:
         vault = await self.store.get_vault(name)
@@ -340,6 +305,22 @@ class Vaults:
             )
         await self.notifier.notify()
         return await self._live(vault.vault_name)
+
+    # --- who reads the audit log ------------------------------------------------------
+
+    async def require_audit_reader(self, caller: VerifiedToken, vault: str) -> None:
+        """The operator reads every vault's records; anyone else only those of a vault
+        (`vault`, not empty) on which they hold Reader or more."""
+        if OPERATOR_ROLE in caller.roles:
+            return
+        if not vault:
+            raise errors.PermissionDenied(
+                Reason.OPERATOR_REQUIRED, "only the platform operator may read the audit records of every vault"
+            )
+        found = await self.store.get_vault(vault)
+        if found is None:
+            raise errors.vault_not_found(vault)
+        await self.require(caller, found.resource_id, Access.READ)
 
     # --- the purger -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from cmk_trio.rpckit.errors import Unauthenticated
+from cmk_trio.rpckit.errors import ServiceError, Unauthenticated
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
 from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
@@ -41,20 +41,32 @@ def bearer_token(metadata: Any) -> str:
     )
 
 
+OnRefused = Callable[[str, ServiceError], Awaitable[None]]
+"""Told of every refused authentication: the full method name and the refusal."""
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Validates the caller's token for `audience` on every method not in `public_methods`.
 
     Must sit inside the ErrorInterceptor, so that its refusals are mapped like any other.
+    A service that records refusals (the key vault's audit log) passes `on_refused`; the
+    refusal is answered only after it returns, and if it raises, that error is the answer.
     """
 
     def __init__(
-        self, validator: TokenValidator, audience: str | Mapping[str, str], public_methods: Collection[str]
+        self,
+        validator: TokenValidator,
+        audience: str | Mapping[str, str],
+        public_methods: Collection[str],
+        *,
+        on_refused: OnRefused | None = None,
     ) -> None:
         """`audience` is one audience for every method, or a map from service name
         ("cmk.speech.v1.ApplicationService") to the audience its methods need."""
         self._validator = validator
         self._audiences = {"": audience} if isinstance(audience, str) else dict(audience)
         self._public = frozenset(public_methods)
+        self._on_refused = on_refused
 
     async def intercept_service(
         self,
@@ -66,11 +78,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler_call_details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
-        audience = self._audience_of(handler_call_details.method)
+        method = handler_call_details.method
+        audience = self._audience_of(method)
 
         def unary(inner: Unary) -> Unary:
             async def authenticated(request: Any, context: Context) -> Any:
-                token = await self._authenticate(context, audience)
+                token = await self._authenticate(context, method, audience)
                 reset = _caller.set(token)
                 try:
                     return await inner(request, context)
@@ -81,7 +94,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def stream(inner: Stream) -> Stream:
             async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
-                token = await self._authenticate(context, audience)
+                token = await self._authenticate(context, method, audience)
                 reset = _caller.set(token)
                 try:
                     async for response in inner(request, context):
@@ -100,6 +113,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise RuntimeError(f"no audience configured for {service}")
         return audience
 
-    async def _authenticate(self, context: Context, audience: str) -> VerifiedToken:
-        token = bearer_token(context.invocation_metadata())
-        return await self._validator.validate(token, audience=audience)
+    async def _authenticate(self, context: Context, method: str, audience: str) -> VerifiedToken:
+        try:
+            token = bearer_token(context.invocation_metadata())
+            return await self._validator.validate(token, audience=audience)
+        except ServiceError as refusal:
+            if self._on_refused is not None:
+                await self._on_refused(method, refusal)
+            raise

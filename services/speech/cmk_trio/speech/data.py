@@ -87,7 +87,7 @@ class Data:
         self._keys = keys
         self._clock = clock
         self._random = random
-        self._reads = ReadCache(lambda: self._store.db.generation)
+        self._reads = ReadCache(lambda: self._store.generation)
 
     async def _resource(self, caller: VerifiedToken, resource_id: str, access: int) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("parent", resource_id))
@@ -121,8 +121,8 @@ class Data:
         now = self._clock.now()
         sealed = await self._seal(resource, raw, app_id, 1)
         record = Application(resource.resource_id, app_id, name, 1, sealed, now, now)
-        async with self._store.db.transaction() as tx:
-            await self._store.insert_application(tx, resource.uid, record)
+        async with self._store.unit_of_work() as uow:
+            await uow.insert_application(resource.uid, record)
         return OpenedApplication(record, config_json)
 
     async def _application(self, resource: SpeechResource, app_id: str) -> Application:
@@ -168,8 +168,8 @@ class Data:
         sealed = await self._seal(resource, raw, current.application_id, version)
         updated = replace(current, display_name=name, version=version, sealed_configuration=sealed,
                           update_time=self._clock.now())  # fmt: skip
-        async with self._store.db.transaction() as tx:
-            if not await self._store.update_application(tx, resource.uid, updated, expected):
+        async with self._store.unit_of_work() as uow:
+            if not await uow.update_application(resource.uid, updated, expected):
                 raise self._stale(current)
         return OpenedApplication(updated, config_json)
 
@@ -185,8 +185,8 @@ class Data:
         expected = parse_etag(etag) if etag else None
         resource = await self._resource(caller, resource_id, WRITE)
         current = await self._application(resource, app_id)
-        async with self._store.db.transaction() as tx:
-            if not await self._store.delete_application(tx, resource.uid, current.application_id, expected):
+        async with self._store.unit_of_work() as uow:
+            if not await uow.delete_application(resource.uid, current.application_id, expected):
                 raise self._stale(current)
 
     # --- LUIS keys --------------------------------------------------------------------
@@ -200,10 +200,8 @@ class Data:
         plain = json.dumps({"authoring": authoring, "prediction": prediction}).encode()
         sealed = await self._seal(resource, plain, LUIS_RECORD, version)
         now = self._clock.now()
-        async with self._store.db.transaction() as tx:
-            await self._store.put_luis_keys(
-                tx, resource.uid, SealedLuisKeys(resource.resource_id, version, sealed, now)
-            )
+        async with self._store.unit_of_work() as uow:
+            await uow.put_luis_keys(resource.uid, SealedLuisKeys(resource.resource_id, version, sealed, now))
         return LuisKeys(authoring, prediction, now)
 
     async def get_luis_keys(self, caller: VerifiedToken, resource_id: str) -> LuisKeys:

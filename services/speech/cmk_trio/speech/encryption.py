@@ -115,8 +115,8 @@ class Encryption:
         return resource
 
     async def _save(self, resource: SpeechResource) -> SpeechResource:
-        async with self._store.db.transaction() as tx:
-            await self._store.update_resource(tx, resource)
+        async with self._store.unit_of_work() as uow:
+            await uow.update_resource(resource)
         self._keys.drop(resource)
         return resource
 

@@ -90,8 +90,8 @@ class CacheGuard:
         elif event.type == idres.SUBSCRIPTION_TRANSFERRED:
             # The resources now belong to the new tenant; their identities stayed (and were
             # deleted) in the old one, which is what reads will now report.
-            async with self._store.db.transaction() as tx:
-                await self._store.set_subscription_tenant(tx, event.subscription_id, event.new_tenant_id)
+            async with self._store.unit_of_work() as uow:
+                await uow.set_subscription_tenant(event.subscription_id, event.new_tenant_id)
             for resource in await self._store.resources_in_subscription(event.subscription_id):
                 self._keys.drop(resource)
 

@@ -82,3 +82,8 @@ class CmkApproval:
     requested_by: str
     decision_time: datetime | None = None
     note: str = ""
+
+
+def resource_key(resource_id: str) -> str:
+    """Azure resource ids compare case-insensitively; this is the form compared and cached."""
+    return resource_id.lower()

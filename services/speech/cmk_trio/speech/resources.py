@@ -24,8 +24,16 @@ from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import display_name, require_uuid
 from cmk_trio.speech.envelope import DataKey, MasterKeyRing, RandomBytes
-from cmk_trio.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, KeySource, SpeechResource, Tier
-from cmk_trio.speech.storage import SpeechStore, resource_key
+from cmk_trio.speech.model import (
+    CMK_EARLIEST_CREATION,
+    ApprovalState,
+    CmkApproval,
+    KeySource,
+    SpeechResource,
+    Tier,
+    resource_key,
+)
+from cmk_trio.speech.storage import SpeechStore
 
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]")
 RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
@@ -123,7 +131,7 @@ class Resources:
         self._random = random
         # Resources read once per commit of this service's database (every write of it goes
         # through a transaction there), so a hot path does not pay a database hop per call.
-        self._reads = ReadCache(lambda: store.db.generation)
+        self._reads = ReadCache(lambda: store.generation)
 
     async def require(self, caller: VerifiedToken, scope: str, access: int) -> None:
         if not await self.authorizer.allowed(caller.object_id, scope, access):
@@ -206,8 +214,8 @@ class Resources:
             wrapping_key=version,
             wrapped_data_key=wrapped,
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.insert_resource(tx, resource)
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_resource(resource)
         return resource
 
     async def get(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
@@ -224,24 +232,20 @@ class Resources:
 
     async def delete(self, resource: SpeechResource) -> None:
         """Delete a resource row and its data (the caller has checked the right to)."""
-        async with self.store.db.transaction() as tx:
-            await self.store.delete_resource(tx, resource.uid)
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_resource(resource.uid)
 
     async def rewrap_to_current_ring(self) -> int:
         """Rewrap every Microsoft-managed data key still wrapped by an older ring version to
         the current one (after a ring rotation); the data itself is untouched. Returns how
         many were rewrapped."""
-        rows = await self.store.db.fetch_all(
-            "SELECT resource_id FROM resources WHERE key_source = ? AND wrapping_key != ?",
-            (KeySource.MICROSOFT.value, self.ring.current),
-        )
         done = 0
-        for row in rows:
-            resource = await self.get_resource(row["resource_id"])
+        for resource_id in await self.store.microsoft_managed_not_wrapped_by(self.ring.current):
+            resource = await self.get_resource(resource_id)
             data_key = self.ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
             version, wrapped = self.ring.wrap(data_key, resource.uid, self._random)
-            async with self.store.db.transaction() as tx:
-                await self.store.update_resource(tx, replace(resource, wrapping_key=version, wrapped_data_key=wrapped))
+            async with self.store.unit_of_work() as uow:
+                await uow.update_resource(replace(resource, wrapping_key=version, wrapped_data_key=wrapped))
             done += 1
         return done
 
@@ -258,8 +262,8 @@ class Resources:
         approval = CmkApproval(subscription_id, ApprovalState.REQUESTED, now, caller.object_id, None, note)
         if self.auto_approve:  # a development option: the operator's answer, at once
             approval = CmkApproval(subscription_id, ApprovalState.APPROVED, now, caller.object_id, now, "auto-approved")
-        async with self.store.db.transaction() as tx:
-            await self.store.put_approval(tx, approval)
+        async with self.store.unit_of_work() as uow:
+            await uow.put_approval(approval)
         return approval
 
     async def decide(self, caller: VerifiedToken, subscription_id: str, approve: bool, note: str) -> CmkApproval:
@@ -285,8 +289,8 @@ class Resources:
             self.clock.now(),
             note or existing.note,
         )
-        async with self.store.db.transaction() as tx:
-            await self.store.put_approval(tx, decided)
+        async with self.store.unit_of_work() as uow:
+            await uow.put_approval(decided)
         return decided
 
     async def get_approval(self, caller: VerifiedToken, subscription_id: str) -> CmkApproval:

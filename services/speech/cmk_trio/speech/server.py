@@ -36,7 +36,7 @@ from cmk_trio.speech.envelope import RandomBytes, load_or_create_ring
 from cmk_trio.speech.followers import CacheGuard, Followers, dropping_on_failure
 from cmk_trio.speech.gateways import GrpcIdentityGateway, GrpcVaultGateway
 from cmk_trio.speech.resources import Resources
-from cmk_trio.speech.storage import SpeechStore
+from cmk_trio.speech.storage import SpeechStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,11 @@ async def build_server(
 ) -> SpeechServer:
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await SpeechStore.open(config.database_path)
+    store = await open_store(config.database_path)
     channel = open_channel(config.identity_endpoint, config.tls.for_peers())
     kv_channel = open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
     try:
-        row = await store.db.fetch_one("SELECT COUNT(*) FROM resources")
-        ring = load_or_create_ring(config.ring_path, create=row is None or int(row[0]) == 0, random=random)
+        ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
         creds = config.credentials
         identity = IdentityClient(
             channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock

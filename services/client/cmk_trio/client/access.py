@@ -1,0 +1,42 @@
+"""Role-based access as the directory decides it, for the services that ask it: what a call
+needs on its scope (the directory's Action enum) and the one refusal when the caller lacks it."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Protocol
+
+from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import PermissionDenied
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import VerifiedToken
+
+
+class Access(IntEnum):
+    """What a control-plane call needs on its scope; the numbers are the directory's Action."""
+
+    READ = res.READ
+    WRITE = res.WRITE
+    MANAGE_ACCESS = res.MANAGE_ACCESS
+
+    @property
+    def least_role(self) -> str:
+        """The built-in role that grants it (and every role above)."""
+        return {Access.READ: "Reader", Access.WRITE: "Contributor", Access.MANAGE_ACCESS: "Owner"}[self]
+
+
+class Authorizer(Protocol):
+    """Answers whether a principal holds a role allowing `access` on `scope`."""
+
+    async def allowed(self, principal_id: str, scope: str, access: Access) -> bool: ...
+
+
+async def require_role(authorizer: Authorizer, caller: VerifiedToken, scope: str, access: Access) -> None:
+    """Refuse with ROLE_REQUIRED unless the caller holds a role allowing `access` on `scope`."""
+    if not await authorizer.allowed(caller.object_id, scope, access):
+        role = access.least_role
+        raise PermissionDenied(
+            Reason.ROLE_REQUIRED,
+            f"this needs the {role} role (or higher) on {scope}",
+            metadata={"scope": scope, "role": role.upper()},
+        )

@@ -1,0 +1,87 @@
+"""The key vault's naming rules, in one place for everyone who names a vault or a key: the
+key vault itself, speech (which stores key identifiers), the CLI and other clients. They are
+Azure Key Vault's rules, so that identifiers are byte-compatible with the real format."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.reasons import Reason
+
+VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
+KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+VERSION = re.compile(r"[0-9a-f]{32}")
+MAX_KEY_ID = 512
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """A key, and optionally one version of it, as a request names it (canonical: the vault
+    name and the version in lower case)."""
+
+    vault_name: str
+    key_name: str
+    version: str | None = None
+
+
+def vault_name(field: str, value: str) -> str:
+    """The canonical (lower-case) vault name, by Azure's rules."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if not VAULT_NAME.fullmatch(value):
+        raise invalid_field(
+            field,
+            Reason.VAULT_NAME_INVALID,
+            "must be 3-24 letters, digits and hyphens, start with a letter, end with a letter or digit, "
+            "and have no two hyphens in a row",
+        )
+    return value.lower()
+
+
+def key_name(field: str, value: str) -> str:
+    """A key name as given (key names compare without case, but keep theirs)."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if not KEY_NAME.fullmatch(value):
+        raise invalid_field(field, Reason.KEY_NAME_INVALID, "must be 1-127 letters, digits and hyphens")
+    return value
+
+
+def key_version(field: str, value: str) -> str:
+    """A key version id: 32 hexadecimal characters, canonical in lower case."""
+    if not VERSION.fullmatch(value.lower()):
+        raise invalid_field(field, Reason.KEY_URI_MALFORMED, "a key version is 32 hexadecimal characters")
+    return value.lower()
+
+
+def key_id(vault: str, key: str, version: str | None, dns_suffix: str) -> str:
+    """The key identifier URI of a key (versionless when `version` is None)."""
+    return f"https://{vault}.{dns_suffix}/keys/{key}" + (f"/{version}" if version else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_key_ref(field: str, value: str, dns_suffix: str, *, resource_names: bool = True) -> KeyRef:
+    """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or, when
+    `resource_names`, a resource name (vaults/{vault}/keys/{name}[/versions/{version}]).
+    Remembered (a busy client names the same few keys on every call); refusals are not, as
+    they raise."""
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if len(value) > MAX_KEY_ID:
+        raise invalid_field(field, Reason.FIELD_TOO_LONG, "is too long for a key identifier")
+    suffix = re.escape(dns_suffix.lower())
+    match = re.fullmatch(rf"https://([^./]+)\.{suffix}(?::443)?/keys/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE)
+    if match is None and resource_names:
+        match = re.fullmatch(r"vaults/([^/]+)/keys/([^/]+)(?:/versions/([^/]+))?", value)
+    if match is None:
+        forms = f"https://{{vault}}.{dns_suffix}/keys/{{name}}[/{{version}}]"
+        if resource_names:
+            forms += " or vaults/{vault}/keys/{name}[/versions/{version}]"
+        raise invalid_field(field, Reason.KEY_URI_MALFORMED, f"must be a key identifier {forms}")
+    vault, key, version = match.group(1), match.group(2), match.group(3) or None
+    return KeyRef(
+        vault_name(field, vault), key_name(field, key), key_version(field, version) if version is not None else None
+    )

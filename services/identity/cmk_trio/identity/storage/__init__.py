@@ -1,0 +1,151 @@
+"""What the identity service needs of its storage, as Protocols: the reads, and a unit of
+work for the writes that must commit together (a change and the event announcing it).
+`open_store` opens the engine a path names (SQLite, the only one today); another engine
+implements these Protocols and passes tests/identity/test_storage.py.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cmk_trio.identity.model import (
+    ClientSecret,
+    Event,
+    EventType,
+    Principal,
+    PrincipalKind,
+    Role,
+    RoleAssignment,
+    SigningKey,
+    Subscription,
+    Tenant,
+)
+
+
+class IdentityUnitOfWork(Protocol):
+    """The writes of one transaction: all of them commit, or none."""
+
+    async def insert_tenant(self, tenant: Tenant) -> None: ...
+
+    async def update_tenant_name(self, tenant_id: str, display_name: str) -> None: ...
+
+    async def insert_subscription(self, sub: Subscription) -> None: ...
+
+    async def transfer_subscription(self, subscription_id: str, tenant_id: str, when: datetime) -> int:
+        """Move the subscription and drop its role assignments; returns how many were dropped."""
+        ...
+
+    async def insert_principal(self, p: Principal) -> None: ...
+
+    async def update_principal(self, object_id: str, *, display_name: str, enabled: bool, when: datetime) -> None: ...
+
+    async def delete_principal(self, object_id: str) -> None:
+        """Remove a principal with its secrets and role assignments."""
+        ...
+
+    async def insert_secret(self, s: ClientSecret) -> None: ...
+
+    async def delete_secret(self, object_id: str, secret_id: str) -> bool:
+        """Remove a client secret; False if the principal has none of that id."""
+        ...
+
+    async def insert_role_assignment(self, ra: RoleAssignment, subscription_id: str) -> None: ...
+
+    async def delete_role_assignment(self, role_assignment_id: str) -> None: ...
+
+    async def insert_signing_key(self, key: SigningKey) -> None: ...
+
+    async def retire_active_keys(self, retire_time: datetime) -> None:
+        """Make the active key a retiring one, served until `retire_time`."""
+        ...
+
+    async def delete_retired_keys(self, now: datetime) -> None:
+        """Drop retiring keys whose time is over at `now`."""
+        ...
+
+    async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
+        """Append an event with the next sequence number, without gaps."""
+        ...
+
+
+class IdentityStore(Protocol):
+    """The identity service's reads, and `unit_of_work()` for its writes."""
+
+    @property
+    def generation(self) -> int:
+        """Counts committed units of work."""
+        ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[IdentityUnitOfWork]: ...
+
+    async def close(self) -> None: ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self, *, after: str | None, limit: int, only: str | None = None) -> list[Tenant]:
+        """Tenants by id after `after` (only the tenant `only`, when given)."""
+        ...
+
+    async def get_subscription(self, subscription_id: str) -> Subscription | None: ...
+
+    async def list_subscriptions(
+        self, *, tenant_id: str | None, after: str | None, limit: int
+    ) -> list[Subscription]: ...
+
+    async def get_principal(self, object_id: str) -> Principal | None: ...
+
+    async def principal_by_client_id(self, tenant_id: str, client_id: str) -> Principal | None: ...
+
+    async def managed_identity_for(self, resource_id: str) -> Principal | None:
+        """The system-assigned managed identity of a resource (ids compare without case)."""
+        ...
+
+    async def managed_identities_under(self, prefix: str) -> list[Principal]:
+        """Managed identities of resources whose id starts with `prefix` (case-insensitive)."""
+        ...
+
+    async def operator(self) -> Principal | None:
+        """The platform operator, once bootstrap has made it."""
+        ...
+
+    async def list_principals(
+        self, *, tenant_id: str, kind: PrincipalKind | None, after: str | None, limit: int
+    ) -> list[Principal]: ...
+
+    async def secrets_of(
+        self, object_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[ClientSecret]: ...
+
+    async def find_role_assignment(self, principal_id: str, role: Role, scope: str) -> RoleAssignment | None: ...
+
+    async def get_role_assignment(self, role_assignment_id: str) -> RoleAssignment | None: ...
+
+    async def role_assignments_of(self, principal_id: str) -> list[RoleAssignment]: ...
+
+    async def list_role_assignments(
+        self, *, tenant_id: str | None, principal_id: str | None, after: str | None, limit: int
+    ) -> list[RoleAssignment]: ...
+
+    async def signing_keys(self, *, now: datetime) -> list[SigningKey]:
+        """The active key first, then retiring keys still served at `now`."""
+        ...
+
+    async def count_signing_keys(self) -> int: ...
+
+    async def events_after(self, sequence: int, limit: int = 500) -> list[Event]:
+        """Events with a sequence number above `sequence`, oldest first."""
+        ...
+
+    async def last_sequence(self) -> int: ...
+
+
+async def open_store(path: Path) -> IdentityStore:
+    """The identity service's store in the SQLite file at `path`, migrated to this program's schema."""
+    return await SqliteIdentityStore.open(path)
+
+
+# Imported last: the engine implements the Protocols above.
+from cmk_trio.identity.storage.sqlite import SqliteIdentityStore  # noqa: E402

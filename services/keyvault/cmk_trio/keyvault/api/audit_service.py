@@ -1,0 +1,116 @@
+"""cmk.keyvault.v1.AuditService: the audit log and the key vault's event stream."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+from cmk_trio.keyvault.api.convert import audit_record_pb, checkpoint_pb, event_pb
+from cmk_trio.keyvault.api.trail import AuditTrail
+from cmk_trio.keyvault.audit import AuditLog
+from cmk_trio.keyvault.callers import require_event_reader, require_operator
+from cmk_trio.keyvault.model import AuditRecord, Checkpoint
+from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import FailedPrecondition, invalid_field
+from cmk_trio.rpckit.events import ChangeNotifier, tail
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from cmk_trio.rpckit.timestamps import from_timestamp
+from cmk_trio.rpckit.types import Context
+
+
+class AuditApi(pb_grpc.AuditServiceServicer):
+    """cmk.keyvault.v1.AuditService."""
+
+    def __init__(self, audit: AuditLog, vaults: Vaults, trail: AuditTrail, notifier: ChangeNotifier) -> None:
+        self._audit = audit
+        self._vaults = vaults
+        self._trail = trail
+        self._notifier = notifier
+
+    async def ListAuditRecords(
+        self, request: pb.ListAuditRecordsRequest, context: Context
+    ) -> pb.ListAuditRecordsResponse:
+        async with self._trail.call("ListAuditRecords") as scope:
+            vault = scope.vault(request.vault_name, "vault_name") if request.vault_name else ""
+            await self._vaults.require_audit_reader(scope.caller, vault)
+            if request.result and request.result not in ("allowed", "denied", "error"):
+                raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")
+            token = decode_page_token("audit", request.page_token)
+            limit = page_size_of(request.page_size)
+            found = await self._audit.query(
+                vault_name=vault or None,
+                key_name=request.key_name or None,
+                caller_object_id=request.caller_object_id or None,
+                result=request.result or None,
+                since=from_timestamp(request.start_time) if request.HasField("start_time") else None,
+                until=from_timestamp(request.end_time) if request.HasField("end_time") else None,
+                after=int(token) if token and token.isdigit() else 0,
+                limit=limit,
+            )
+            return pb.ListAuditRecordsResponse(
+                records=[audit_record_pb(r) for r in found],
+                next_page_token=encode_page_token("audit", str(found[-1].sequence)) if len(found) == limit else "",
+            )
+
+    async def StreamAuditRecords(
+        self, request: pb.StreamAuditRecordsRequest, context: Context
+    ) -> AsyncIterator[res.AuditRecord]:
+        async with self._trail.call("StreamAuditRecords") as scope:
+            require_operator(scope.caller)
+            if request.after_sequence < 0:
+                raise invalid_field("after_sequence", Reason.FIELD_INVALID, "must not be negative")
+
+        async def fetch(after: int, limit: int) -> list[AuditRecord]:
+            return await self._audit.query(after=after, limit=limit)
+
+        async for record in tail(fetch, lambda r: r.sequence, self._audit.appended, request.after_sequence):
+            yield audit_record_pb(record)
+
+    async def CreateAuditCheckpoint(
+        self, request: pb.CreateAuditCheckpointRequest, context: Context
+    ) -> res.AuditCheckpoint:
+        async with self._trail.call("CreateAuditCheckpoint") as scope:
+            require_operator(scope.caller)
+            return checkpoint_pb(await self._audit.checkpoint())
+
+    async def VerifyAuditLog(self, request: pb.VerifyAuditLogRequest, context: Context) -> pb.VerifyAuditLogResponse:
+        async with self._trail.call("VerifyAuditLog") as scope:
+            require_operator(scope.caller)
+            given: list[Checkpoint] = []
+            if request.HasField("checkpoint"):
+                c = request.checkpoint
+                try:
+                    given.append(Checkpoint(int(c.count), bytes.fromhex(c.head), c.time, base64.b64decode(c.signature)))
+                except ValueError:
+                    raise invalid_field("checkpoint", Reason.FIELD_INVALID, "is not a checkpoint of this log") from None
+            result = await self._audit.verify(given)
+            return pb.VerifyAuditLogResponse(
+                ok=result.ok,
+                records=result.records,
+                first_broken_record=result.first_broken or 0,
+                problem=result.problem,
+            )
+
+    async def GetAuditPublicKey(
+        self, request: pb.GetAuditPublicKeyRequest, context: Context
+    ) -> pb.GetAuditPublicKeyResponse:
+        async with self._trail.call("GetAuditPublicKey"):
+            return pb.GetAuditPublicKeyResponse(public_key=base64.b64encode(self._audit.public_key).decode())
+
+    async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[res.Event]:
+        async with self._trail.call("WatchEvents") as scope:
+            require_event_reader(scope.caller)
+            last = await self._vaults.store.last_sequence()
+            if not 0 <= request.after_sequence <= last:
+                raise FailedPrecondition(
+                    Reason.EVENT_CURSOR_AHEAD,
+                    f"the cursor {request.after_sequence} is not within 0-{last}; start from 0",
+                    metadata={"last_sequence": str(last)},
+                )
+        events = tail(self._vaults.store.events_after, lambda e: e.sequence, self._notifier, request.after_sequence)
+        async for event in events:
+            yield event_pb(event)

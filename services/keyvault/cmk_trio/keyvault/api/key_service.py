@@ -1,0 +1,193 @@
+"""cmk.keyvault.v1.KeyService: keys, versions and the cryptographic operations."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf import empty_pb2
+
+from cmk_trio.client.key_names import KeyRef
+from cmk_trio.keyvault.api.convert import Converter, algorithm_of, attributes_of, mask_paths, rotation_policy_pb
+from cmk_trio.keyvault.api.trail import AuditTrail, CallScope
+from cmk_trio.keyvault.keys import CryptoResult, Keys
+from cmk_trio.keyvault.model import KeyVersion, Vault
+from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation, RotationPolicy
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from cmk_trio.rpckit.types import Context
+
+
+class KeyApi(pb_grpc.KeyServiceServicer):
+    """cmk.keyvault.v1.KeyService."""
+
+    def __init__(self, keys: Keys, rotation: Rotation, convert: Converter, trail: AuditTrail) -> None:
+        self._k = keys
+        self._rotation = rotation
+        self._c = convert
+        self._trail = trail
+
+    def _ref(self, scope: CallScope, value: str, field: str = "key") -> KeyRef:
+        ref = self._k.parse(field, value)
+        scope.name(ref)
+        return ref
+
+    async def _vault(self, name: str) -> Vault | None:
+        return await self._k.store.get_vault(name)
+
+    async def _version_pb(self, scope: CallScope, version: KeyVersion) -> res.KeyVersion:
+        scope.key_version = version.version
+        return self._c.version(version, await self._vault(version.vault_name))
+
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("CreateKey") as scope:
+            vault = scope.vault(request.parent)
+            scope.key_name = request.key_name[:127]
+            created = await self._k.create(
+                scope.caller, vault, request.key_name, size=request.key.key_size or 2048,
+                attributes=attributes_of(request.key, None),
+            )  # fmt: skip
+            return await self._version_pb(scope, created)
+
+    async def ImportKey(self, request: pb.ImportKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("ImportKey") as scope:
+            vault = scope.vault(request.parent)
+            scope.key_name = request.key_name[:127]
+            try:
+                jwk = json.loads(request.key_material)
+            except ValueError:
+                raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, "must be a JWK as JSON") from None
+            if not isinstance(jwk, dict):
+                raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, "must be a JWK object")
+            created = await self._k.create(
+                scope.caller, vault, request.key_name, size=0, attributes=attributes_of(request.key, None), jwk=jwk
+            )
+            return await self._version_pb(scope, created)
+
+    async def GetKey(self, request: pb.GetKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("GetKey") as scope:
+            return await self._version_pb(scope, await self._k.get(scope.caller, self._ref(scope, request.key)))
+
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
+        async with self._trail.call("ListKeys") as scope:
+            vault = scope.vault(request.parent)
+            after, limit = decode_page_token("keys", request.page_token), page_size_of(request.page_size)
+            found = await self._k.list_keys(scope.caller, vault, deleted=False, after=after, limit=limit)
+            v = await self._vault(vault)
+            return pb.ListKeysResponse(
+                keys=[self._c.version(latest, v) for _, latest in found if latest is not None],
+                next_page_token=encode_page_token("keys", found[-1][0].key_name) if len(found) == limit else "",
+            )
+
+    async def ListDeletedKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListDeletedKeysResponse:
+        async with self._trail.call("ListDeletedKeys") as scope:
+            vault = scope.vault(request.parent)
+            after, limit = decode_page_token("deletedKeys", request.page_token), page_size_of(request.page_size)
+            found = await self._k.list_keys(scope.caller, vault, deleted=True, after=after, limit=limit)
+            v = await self._vault(vault)
+            return pb.ListDeletedKeysResponse(
+                deleted_keys=[self._c.deleted(key, latest, v) for key, latest in found],
+                next_page_token=encode_page_token("deletedKeys", found[-1][0].key_name) if len(found) == limit else "",
+            )
+
+    async def ListKeyVersions(self, request: pb.ListKeyVersionsRequest, context: Context) -> pb.ListKeyVersionsResponse:
+        async with self._trail.call("ListKeyVersions") as scope:
+            ref = self._ref(scope, request.key)
+            after, limit = decode_page_token("versions", request.page_token), page_size_of(request.page_size)
+            found = await self._k.list_versions(scope.caller, ref, after=after, limit=limit)
+            v = await self._vault(ref.vault_name)
+            return pb.ListKeyVersionsResponse(
+                versions=[self._c.version(k, v) for k in found],
+                next_page_token=encode_page_token("versions", found[-1].version) if len(found) == limit else "",
+            )
+
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("UpdateKey") as scope:
+            ref = self._ref(scope, request.key)
+            paths = mask_paths(request.update_mask, {"enabled", "not_before", "expires", "key_operations", "tags"})
+            updated = await self._k.update(scope.caller, ref, attributes_of(request.attributes, paths))
+            return await self._version_pb(scope, updated)
+
+    async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("RotateKey") as scope:
+            return await self._version_pb(scope, await self._k.rotate(scope.caller, self._ref(scope, request.key)))
+
+    async def GetKeyRotationPolicy(
+        self, request: pb.GetKeyRotationPolicyRequest, context: Context
+    ) -> res.KeyRotationPolicy:
+        async with self._trail.call("GetKeyRotationPolicy") as scope:
+            ref = self._ref(scope, request.key)
+            return rotation_policy_pb(ref, await self._rotation.get(scope.caller, ref))
+
+    async def UpdateKeyRotationPolicy(
+        self, request: pb.UpdateKeyRotationPolicyRequest, context: Context
+    ) -> res.KeyRotationPolicy:
+        async with self._trail.call("UpdateKeyRotationPolicy") as scope:
+            ref = self._ref(scope, request.key)
+            names = {res.ROTATE: ROTATE, res.NOTIFY: NOTIFY}
+            actions = []
+            for i, a in enumerate(request.policy.lifetime_actions):
+                if a.action not in names:
+                    raise invalid_field(f"policy.lifetime_actions[{i}].action", Reason.ENUM_UNKNOWN, "ROTATE or NOTIFY")
+                actions.append(LifetimeAction(names[a.action], a.time_after_create, a.time_before_expiry))
+            policy = RotationPolicy(tuple(actions), request.policy.expiry_time)
+            return rotation_policy_pb(ref, await self._rotation.set(scope.caller, ref, policy))
+
+    def _crypto_reply(self, scope: CallScope, result: CryptoResult) -> tuple[str, bool]:
+        scope.key_version = result.version.version
+        kid = self._k.key_id(result.version.vault_name, result.version.key_name, result.version.version)
+        return kid, result.algorithm.recommended
+
+    async def WrapKey(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
+        async with self._trail.call("WrapKey") as scope:
+            ref = self._ref(scope, request.key)
+            result = await self._k.wrap(scope.caller, ref, algorithm_of(request.algorithm), request.plaintext)
+            kid, recommended = self._crypto_reply(scope, result)
+            return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
+
+    async def Encrypt(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
+        async with self._trail.call("Encrypt") as scope:
+            ref = self._ref(scope, request.key)
+            result = await self._k.encrypt(scope.caller, ref, algorithm_of(request.algorithm), request.plaintext)
+            kid, recommended = self._crypto_reply(scope, result)
+            return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
+
+    async def UnwrapKey(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
+        async with self._trail.call("UnwrapKey") as scope:
+            ref = self._ref(scope, request.key)
+            result = await self._k.unwrap(scope.caller, ref, algorithm_of(request.algorithm), request.ciphertext)
+            kid, recommended = self._crypto_reply(scope, result)
+            return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
+
+    async def Decrypt(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
+        async with self._trail.call("Decrypt") as scope:
+            ref = self._ref(scope, request.key)
+            result = await self._k.decrypt(scope.caller, ref, algorithm_of(request.algorithm), request.ciphertext)
+            kid, recommended = self._crypto_reply(scope, result)
+            return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
+
+    async def DeleteKey(self, request: pb.DeleteKeyRequest, context: Context) -> res.DeletedKey:
+        async with self._trail.call("DeleteKey") as scope:
+            ref = self._ref(scope, request.key)
+            latest = await self._k.store.latest_version(ref.vault_name, ref.key_name)
+            key = await self._k.delete(scope.caller, ref)
+            return self._c.deleted(key, latest, await self._vault(ref.vault_name))
+
+    async def GetDeletedKey(self, request: pb.GetDeletedKeyRequest, context: Context) -> res.DeletedKey:
+        async with self._trail.call("GetDeletedKey") as scope:
+            ref = self._ref(scope, request.key)
+            key, latest = await self._k.get_deleted(scope.caller, ref)
+            return self._c.deleted(key, latest, await self._vault(ref.vault_name))
+
+    async def RecoverDeletedKey(self, request: pb.RecoverDeletedKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("RecoverDeletedKey") as scope:
+            ref = self._ref(scope, request.key)
+            return await self._version_pb(scope, await self._k.recover(scope.caller, ref))
+
+    async def PurgeDeletedKey(self, request: pb.PurgeDeletedKeyRequest, context: Context) -> empty_pb2.Empty:
+        async with self._trail.call("PurgeDeletedKey") as scope:
+            await self._k.purge(scope.caller, self._ref(scope, request.key))
+            return empty_pb2.Empty()

@@ -1,0 +1,111 @@
+"""cmk.keyvault.v1.VaultService: vaults and their access policies."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from cmk_trio.keyvault.api.convert import Converter, mask_paths
+from cmk_trio.keyvault.api.trail import AuditTrail
+from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from cmk_trio.rpckit.types import Context
+
+
+class VaultApi(pb_grpc.VaultServiceServicer):
+    """cmk.keyvault.v1.VaultService."""
+
+    def __init__(self, vaults: Vaults, convert: Converter, trail: AuditTrail) -> None:
+        self._v = vaults
+        self._c = convert
+        self._trail = trail
+
+    async def CreateVault(self, request: pb.CreateVaultRequest, context: Context) -> res.Vault:
+        async with self._trail.call("CreateVault") as scope:
+            v = request.vault
+            scope.vault_name = v.vault_name[:64]
+            created = await self._v.create(
+                scope.caller,
+                name=v.vault_name,
+                subscription_id=v.subscription_id,
+                resource_group=v.resource_group,
+                location=v.location,
+                soft_delete=v.soft_delete_enabled if v.HasField("soft_delete_enabled") else None,
+                retention_days=v.soft_delete_retention_days,
+                purge_protection=v.purge_protection_enabled,
+            )
+            return self._c.vault(created)
+
+    async def GetVault(self, request: pb.GetVaultRequest, context: Context) -> res.Vault:
+        async with self._trail.call("GetVault") as scope:
+            return self._c.vault(await self._v.get(scope.caller, scope.vault(request.name)))
+
+    async def _list(
+        self, context: Context, operation: str, subscription_id: str, size: int, token: str, deleted: bool
+    ) -> pb.ListVaultsResponse:
+        async with self._trail.call(operation) as scope:
+            after, limit = decode_page_token("vaults", token), page_size_of(size)
+            found = await self._v.list_vaults(scope.caller, subscription_id, deleted=deleted, after=after, limit=limit)
+            next_token = encode_page_token("vaults", found[-1].vault_name) if len(found) == limit else ""
+            return pb.ListVaultsResponse(vaults=[self._c.vault(v) for v in found], next_page_token=next_token)
+
+    async def ListVaults(self, request: pb.ListVaultsRequest, context: Context) -> pb.ListVaultsResponse:
+        return await self._list(
+            context, "ListVaults", request.subscription_id, request.page_size, request.page_token, False
+        )
+
+    async def ListDeletedVaults(self, request: pb.ListDeletedVaultsRequest, context: Context) -> pb.ListVaultsResponse:
+        return await self._list(
+            context, "ListDeletedVaults", request.subscription_id, request.page_size, request.page_token, True
+        )
+
+    async def UpdateVault(self, request: pb.UpdateVaultRequest, context: Context) -> res.Vault:
+        async with self._trail.call("UpdateVault") as scope:
+            name = scope.vault(request.vault.name)
+            paths = mask_paths(request.update_mask, {"purge_protection_enabled", "soft_delete_enabled"})
+            updated = await self._v.update(
+                scope.caller,
+                name,
+                soft_delete=request.vault.soft_delete_enabled if "soft_delete_enabled" in paths else None,
+                purge_protection=request.vault.purge_protection_enabled
+                if "purge_protection_enabled" in paths
+                else None,
+            )
+            return self._c.vault(updated)
+
+    async def DeleteVault(self, request: pb.DeleteVaultRequest, context: Context) -> empty_pb2.Empty:
+        async with self._trail.call("DeleteVault") as scope:
+            await self._v.delete(scope.caller, scope.vault(request.name))
+            return empty_pb2.Empty()
+
+    async def RecoverVault(self, request: pb.RecoverVaultRequest, context: Context) -> res.Vault:
+        async with self._trail.call("RecoverVault") as scope:
+            return self._c.vault(await self._v.recover(scope.caller, scope.vault(request.name)))
+
+    async def PurgeVault(self, request: pb.PurgeVaultRequest, context: Context) -> empty_pb2.Empty:
+        async with self._trail.call("PurgeVault") as scope:
+            await self._v.purge(scope.caller, scope.vault(request.name))
+            return empty_pb2.Empty()
+
+    async def SetAccessPolicy(self, request: pb.SetAccessPolicyRequest, context: Context) -> res.Vault:
+        async with self._trail.call("SetAccessPolicy") as scope:
+            p = request.access_policy
+            vault = await self._v.set_policy(
+                scope.caller, scope.vault(request.name), p.tenant_id, p.object_id, p.key_permissions
+            )
+            return self._c.vault(vault)
+
+    async def UpdateAccessPolicy(self, request: pb.UpdateAccessPolicyRequest, context: Context) -> res.Vault:
+        async with self._trail.call("UpdateAccessPolicy") as scope:
+            vault = await self._v.update_policy(
+                scope.caller, scope.vault(request.name), request.tenant_id, request.object_id,
+                request.add_permissions, request.remove_permissions,
+            )  # fmt: skip
+            return self._c.vault(vault)
+
+    async def RemoveAccessPolicy(self, request: pb.RemoveAccessPolicyRequest, context: Context) -> res.Vault:
+        async with self._trail.call("RemoveAccessPolicy") as scope:
+            vault = await self._v.remove_policy(scope.caller, scope.vault(request.name), request.object_id)
+            return self._c.vault(vault)

@@ -1,0 +1,100 @@
+"""What the speech service needs of its storage, as Protocols: the reads, and a unit of work
+for the writes that must commit together. Secrets reach the store only sealed and data keys
+only wrapped. `open_store` opens the engine a path names (SQLite, the only one today);
+another engine implements these Protocols and passes tests/speech/test_storage.py.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Protocol
+
+from cmk_trio.speech.model import Application, CmkApproval, SealedLuisKeys, SpeechResource
+
+
+class SpeechUnitOfWork(Protocol):
+    """The writes of one transaction: all of them commit, or none."""
+
+    async def insert_resource(self, r: SpeechResource) -> None: ...
+
+    async def update_resource(self, r: SpeechResource) -> None:
+        """Write a resource's identity and encryption settings (its data key rewrapped)."""
+        ...
+
+    async def set_subscription_tenant(self, subscription_id: str, tenant_id: str) -> None:
+        """Record the tenant a subscription now belongs to, for every resource in it."""
+        ...
+
+    async def delete_resource(self, uid: str) -> None:
+        """Remove a resource with its applications and LUIS keys."""
+        ...
+
+    async def put_approval(self, a: CmkApproval) -> None: ...
+
+    async def insert_application(self, resource_uid: str, a: Application) -> None: ...
+
+    async def update_application(self, resource_uid: str, a: Application, expected_version: int) -> bool:
+        """Write a new version only if the stored one is still `expected_version` (the etag
+        check, done so that of two concurrent updates exactly one wins); False if it was not."""
+        ...
+
+    async def delete_application(self, resource_uid: str, application_id: str, expected_version: int | None) -> bool:
+        """Remove an application (only at `expected_version`, when given); False if none was."""
+        ...
+
+    async def put_luis_keys(self, resource_uid: str, keys: SealedLuisKeys) -> None: ...
+
+
+class SpeechStore(Protocol):
+    """The speech service's reads, and `unit_of_work()` for its writes."""
+
+    @property
+    def generation(self) -> int:
+        """Counts committed units of work: a read cache keyed by it never serves what a later
+        commit changed."""
+        ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[SpeechUnitOfWork]: ...
+
+    async def close(self) -> None: ...
+
+    async def resources_using(self, *, key_prefix: str) -> list[SpeechResource]:
+        """Resources whose data key is wrapped by a key identifier starting with `key_prefix`
+        (a vault URI, or a key URI without version)."""
+        ...
+
+    async def resources_with_identity(self, object_id: str) -> list[SpeechResource]: ...
+
+    async def resources_in_subscription(self, subscription_id: str) -> list[SpeechResource]: ...
+
+    async def get_resource(self, resource_id: str) -> SpeechResource | None:
+        """A resource by id (ids compare without case)."""
+        ...
+
+    async def list_resources(self, subscription_id: str, *, after: str | None, limit: int) -> list[SpeechResource]: ...
+
+    async def get_approval(self, subscription_id: str) -> CmkApproval | None: ...
+
+    async def get_application(self, resource_uid: str, application_id: str) -> Application | None: ...
+
+    async def list_applications(self, resource_uid: str, *, after: int, limit: int) -> list[tuple[int, Application]]:
+        """Applications of a resource in creation order after position `after`, with their positions."""
+        ...
+
+    async def get_luis_keys(self, resource_uid: str) -> SealedLuisKeys | None: ...
+
+    async def resource_count(self) -> int: ...
+
+    async def microsoft_managed_not_wrapped_by(self, ring_version: str) -> list[str]:
+        """Ids of the Microsoft-managed resources whose data key another ring version wraps."""
+        ...
+
+
+async def open_store(path: Path) -> SpeechStore:
+    """The speech service's store in the SQLite file at `path`, migrated to this program's schema."""
+    return await SqliteSpeechStore.open(path)
+
+
+# Imported last: the engine implements the Protocols above.
+from cmk_trio.speech.storage.sqlite import SqliteSpeechStore  # noqa: E402

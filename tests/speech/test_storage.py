@@ -1,0 +1,162 @@
+"""The speech store, through its Protocol only: what any engine must do. Each test runs once
+per engine in ENGINES (SQLite today); a second engine joins by adding its opener."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cmk_trio.speech.model import (
+    Application,
+    ApprovalState,
+    CmkApproval,
+    KeySource,
+    SealedLuisKeys,
+    SpeechResource,
+    Tier,
+)
+from cmk_trio.speech.storage import SpeechStore, open_store
+from cmk_trio.speech.storage.sqlite import sealed_values_in_file
+
+ENGINES: dict[str, Callable[[Path], Awaitable[SpeechStore]]] = {
+    "sqlite": lambda tmp: open_store(tmp / "speech.db"),
+}
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=sorted(ENGINES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SpeechStore]:
+    opened = await ENGINES[request.param](tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def resource(subscription_id: str, name: str, **changes: object) -> SpeechResource:
+    made = SpeechResource(
+        resource_id=f"/subscriptions/{subscription_id}/resourceGroups/rg/providers/"
+        f"Microsoft.CognitiveServices/accounts/{name}",
+        uid=str(uuid.uuid4()), subscription_id=subscription_id, resource_group="rg", account_name=name,
+        location="westeurope", tier=Tier.S0, create_time=NOW, tenant_id=str(uuid.uuid4()),
+        key_source=KeySource.MICROSOFT, wrapping_key="v1", wrapped_data_key=b"wrapped",
+    )  # fmt: skip
+    return replace(made, **changes)  # type: ignore[arg-type]
+
+
+async def test_resources_round_trip_and_are_found_without_case(store: SpeechStore):
+    sub = str(uuid.uuid4())
+    first = resource(sub, "Speech1")
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(first)
+    assert await store.get_resource(first.resource_id.upper()) == first
+    cmk = replace(
+        first,
+        key_source=KeySource.CUSTOMER,
+        wrapping_key="https://kv1.vault.azure.net/keys/cmk/" + "a" * 32,
+        key_uri="https://kv1.vault.azure.net/keys/cmk",
+        identity_principal_id=str(uuid.uuid4()),
+        follow_latest=True,
+    )
+    async with store.unit_of_work() as uow:
+        await uow.update_resource(cmk)
+    assert await store.get_resource(first.resource_id) == cmk
+    assert await store.resources_using(key_prefix="https://kv1.vault.azure.net/") == [cmk]
+    assert await store.resources_with_identity(cmk.identity_principal_id) == [cmk]
+    assert await store.resources_in_subscription(sub) == [cmk]
+
+
+async def test_a_unit_of_work_commits_everything_or_nothing(store: SpeechStore):
+    made = resource(str(uuid.uuid4()), "s")
+    before = store.generation
+    with pytest.raises(RuntimeError, match="midway"):
+        async with store.unit_of_work() as uow:
+            await uow.insert_resource(made)
+            raise RuntimeError("midway")
+    assert await store.get_resource(made.resource_id) is None and store.generation == before
+    assert await store.resource_count() == 0
+
+
+async def test_of_two_updates_from_the_same_version_exactly_one_wins(store: SpeechStore):
+    made = resource(str(uuid.uuid4()), "s")
+    app = Application(made.resource_id, "app1", "Lights", 1, b"sealed-1", NOW, NOW)
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(made)
+        await uow.insert_application(made.uid, app)
+    a = replace(app, version=2, sealed_configuration=b"sealed-a")
+    b = replace(app, version=2, sealed_configuration=b"sealed-b")
+    async with store.unit_of_work() as uow:
+        assert await uow.update_application(made.uid, a, expected_version=1) is True
+        assert await uow.update_application(made.uid, b, expected_version=1) is False
+    assert await store.get_application(made.uid, "app1") == a
+    async with store.unit_of_work() as uow:
+        assert await uow.delete_application(made.uid, "app1", expected_version=1) is False
+        assert await uow.delete_application(made.uid, "app1", expected_version=2) is True
+    assert await store.get_application(made.uid, "app1") is None
+
+
+async def test_applications_list_in_creation_order_from_a_position(store: SpeechStore):
+    made = resource(str(uuid.uuid4()), "s")
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(made)
+        for name in ("c", "a", "b"):
+            await uow.insert_application(made.uid, Application(made.resource_id, name, name, 1, b"x", NOW, NOW))
+    listed = await store.list_applications(made.uid, after=0, limit=2)
+    assert [a.application_id for _, a in listed] == ["c", "a"]
+    rest = await store.list_applications(made.uid, after=listed[-1][0], limit=10)
+    assert [a.application_id for _, a in rest] == ["b"]
+
+
+async def test_deleting_a_resource_takes_its_data(store: SpeechStore):
+    made = resource(str(uuid.uuid4()), "s")
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(made)
+        await uow.insert_application(made.uid, Application(made.resource_id, "a", "a", 1, b"x", NOW, NOW))
+        await uow.put_luis_keys(made.uid, SealedLuisKeys(made.resource_id, 1, b"sealed-luis", NOW))
+    stored_keys = await store.get_luis_keys(made.uid)
+    assert stored_keys is not None and stored_keys.sealed == b"sealed-luis"
+    async with store.unit_of_work() as uow:
+        await uow.delete_resource(made.uid)
+    assert await store.get_luis_keys(made.uid) is None
+    assert await store.list_applications(made.uid, after=0, limit=10) == []
+
+
+async def test_approvals_are_replaced_and_tenants_follow_their_subscription(store: SpeechStore):
+    sub = str(uuid.uuid4())
+    requested = CmkApproval(sub, ApprovalState.REQUESTED, NOW, "someone", None, "please")
+    approved = replace(requested, state=ApprovalState.APPROVED, decision_time=NOW + timedelta(hours=1))
+    made = resource(sub, "s")
+    async with store.unit_of_work() as uow:
+        await uow.put_approval(requested)
+        await uow.put_approval(approved)
+        await uow.insert_resource(made)
+    assert await store.get_approval(sub) == approved
+    new_tenant = str(uuid.uuid4())
+    async with store.unit_of_work() as uow:
+        await uow.set_subscription_tenant(sub, new_tenant)
+    moved = await store.get_resource(made.resource_id)
+    assert moved is not None and moved.tenant_id == new_tenant
+
+
+async def test_ring_rewrap_candidates_are_the_microsoft_managed_on_other_versions(store: SpeechStore):
+    sub = str(uuid.uuid4())
+    old, current = resource(sub, "old"), resource(sub, "current", wrapping_key="v2")
+    customer = resource(sub, "cmk", key_source=KeySource.CUSTOMER, wrapping_key="https://kv/keys/k/1")
+    async with store.unit_of_work() as uow:
+        for made in (old, current, customer):
+            await uow.insert_resource(made)
+    assert await store.microsoft_managed_not_wrapped_by("v2") == [old.resource_id]
+
+
+async def test_the_file_holds_sealed_values_only(store: SpeechStore, tmp_path: Path):
+    made = resource(str(uuid.uuid4()), "s")
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(made)
+        await uow.insert_application(made.uid, Application(made.resource_id, "a", "a", 1, b"sealed-app", NOW, NOW))
+        await uow.put_luis_keys(made.uid, SealedLuisKeys(made.resource_id, 1, b"sealed-luis", NOW))
+    assert sealed_values_in_file(tmp_path / "speech.db") == [b"sealed-app", b"sealed-luis"]
