@@ -70,11 +70,15 @@ async def test_what_is_written_is_read_back_whole(store: IdentityStore):
 async def test_a_unit_of_work_commits_everything_or_nothing(store: IdentityStore):
     tenant = Tenant(_id(), "Fabrikam", False, NOW)
     before = store.generation
-    with pytest.raises(RuntimeError, match="midway"):
+
+    async def fail_midway() -> None:
         async with store.unit_of_work() as uow:
             await uow.insert_tenant(tenant)
             await uow.append_event(EventType.PRINCIPAL_CREATED, NOW, tenant_id=tenant.tenant_id)
             raise RuntimeError("midway")
+
+    with pytest.raises(RuntimeError, match="midway"):
+        await fail_midway()
     assert await store.get_tenant(tenant.tenant_id) is None
     assert await store.last_sequence() == 0
     assert store.generation == before

@@ -77,11 +77,15 @@ async def test_a_vault_with_its_policies_round_trips(store: KeyVaultStore):
 
 async def test_a_unit_of_work_commits_everything_or_nothing(store: KeyVaultStore):
     before = store.generation
-    with pytest.raises(RuntimeError, match="midway"):
+
+    async def fail_midway() -> None:
         async with store.unit_of_work() as uow:
             await uow.insert_vault(vault())
             await uow.append_event(EventType.KEY_CREATED, NOW, vault_name="kv1")
             raise RuntimeError("midway")
+
+    with pytest.raises(RuntimeError, match="midway"):
+        await fail_midway()
     assert await store.get_vault("kv1") is None and await store.last_sequence() == 0
     assert store.generation == before
 

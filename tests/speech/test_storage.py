@@ -74,10 +74,14 @@ async def test_resources_round_trip_and_are_found_without_case(store: SpeechStor
 async def test_a_unit_of_work_commits_everything_or_nothing(store: SpeechStore):
     made = resource(str(uuid.uuid4()), "s")
     before = store.generation
-    with pytest.raises(RuntimeError, match="midway"):
+
+    async def fail_midway() -> None:
         async with store.unit_of_work() as uow:
             await uow.insert_resource(made)
             raise RuntimeError("midway")
+
+    with pytest.raises(RuntimeError, match="midway"):
+        await fail_midway()
     assert await store.get_resource(made.resource_id) is None and store.generation == before
     assert await store.resource_count() == 0
 
