@@ -3,7 +3,6 @@ the identity service (Reader to read, Contributor to change, as in Azure)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
@@ -13,6 +12,7 @@ from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.model import AccessPolicy, EventType, KeyPermission, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier
@@ -20,8 +20,6 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import require_uuid
 
-RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
-LOCATION = re.compile(r"[a-z][a-z0-9]{1,63}")
 MAX_ACCESS_POLICIES = 1024
 MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 7, 90
 EVERY_PERMISSION = frozenset(p for p in KeyPermission if p is not KeyPermission.ALL)
@@ -93,10 +91,8 @@ class Vaults:
     ) -> Vault:
         name = vault_name("vault.vault_name", name)
         subscription_id = require_uuid("vault.subscription_id", subscription_id)
-        if not resource_group or not RESOURCE_GROUP.fullmatch(resource_group):
-            raise invalid_field("vault.resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
-        if not LOCATION.fullmatch(location):
-            raise invalid_field("vault.location", Reason.FIELD_INVALID, "must be a region name such as westeurope")
+        resource_group = validation.resource_group("vault.resource_group", resource_group)
+        location = validation.location("vault.location", location)
         retention = retention_days or MAX_RETENTION_DAYS
         if not MIN_RETENTION_DAYS <= retention <= MAX_RETENTION_DAYS:
             raise invalid_field(

@@ -71,3 +71,22 @@ def int_range(field: str, value: int, low: int, high: int, default: int) -> int:
     if not low <= value <= high:
         raise invalid_field(field, Reason.FIELD_INVALID, f"must be between {low} and {high}")
     return value
+
+
+# Azure Resource Manager's rules for the names every resource id carries.
+RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
+LOCATION = re.compile(r"[a-z][a-z0-9]{1,63}")
+
+
+def resource_group(field: str, value: str) -> str:
+    """A resource group name: 1-90 letters, digits, and -_.() not ending in a dot."""
+    if not value or not RESOURCE_GROUP.fullmatch(value):
+        raise invalid_field(field, Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
+    return value
+
+
+def location(field: str, value: str) -> str:
+    """A region name such as westeurope."""
+    if not LOCATION.fullmatch(value):
+        raise invalid_field(field, Reason.FIELD_INVALID, "must be a region name such as westeurope")
+    return value

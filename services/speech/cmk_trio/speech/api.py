@@ -12,13 +12,13 @@ from cmk_trio.proto.speech.v1 import resources_pb2 as res
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit.auth import current_caller
-from cmk_trio.rpckit.errors import ServiceError, invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.timestamps import to_timestamp
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
 from cmk_trio.speech.encryption import Encryption, choose_key
+from cmk_trio.speech.errors import ServiceError, invalid_field
 from cmk_trio.speech.model import ApprovalState, CmkApproval, KeySource, SpeechResource
 from cmk_trio.speech.resources import Resources
 

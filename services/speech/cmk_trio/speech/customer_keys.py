@@ -10,7 +10,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cmk_trio.rpckit.clock import Clock
-from cmk_trio.rpckit.errors import (
+from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
+from cmk_trio.speech.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
@@ -18,9 +21,6 @@ from cmk_trio.rpckit.errors import (
     Unauthenticated,
     Unavailable,
 )
-from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
 from cmk_trio.speech.model import KeySource, SpeechResource
 
 KEY_PERMISSIONS = ("get", "wrapKey", "unwrapKey")

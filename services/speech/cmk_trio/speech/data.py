@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
+from cmk_trio.client.access import Access
 from cmk_trio.rpckit.clock import Clock
-from cmk_trio.rpckit.errors import Aborted, FailedPrecondition, NotFound, invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
@@ -25,8 +25,10 @@ from cmk_trio.speech.envelope import (
     record_binding,
     seal,
 )
+from cmk_trio.speech.errors import Aborted, FailedPrecondition, NotFound, invalid_field
 from cmk_trio.speech.model import Application, SealedLuisKeys, SpeechResource
-from cmk_trio.speech.resources import READ, WRITE, Resources, parse_resource_id
+from cmk_trio.speech.names import parse_resource_id
+from cmk_trio.speech.resources import Resources
 
 MAX_CONFIGURATION_BYTES = 256 * 1024
 MAX_LUIS_KEY = 200
@@ -89,7 +91,7 @@ class Data:
         self._random = random
         self._reads = ReadCache(lambda: self._store.generation)
 
-    async def _resource(self, caller: VerifiedToken, resource_id: str, access: int) -> SpeechResource:
+    async def _resource(self, caller: VerifiedToken, resource_id: str, access: Access) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("parent", resource_id))
         await self._resources.require(caller, resource.resource_id, access)
         return resource
@@ -116,7 +118,7 @@ class Data:
     ) -> OpenedApplication:
         name = display_name("application.display_name", name)
         raw = configuration("application.configuration_json", config_json)
-        resource = await self._resource(caller, resource_id, WRITE)
+        resource = await self._resource(caller, resource_id, Access.WRITE)
         app_id = str(uuid.UUID(bytes=self._random(16), version=4))
         now = self._clock.now()
         sealed = await self._seal(resource, raw, app_id, 1)
@@ -137,7 +139,7 @@ class Data:
         return found
 
     async def get_application(self, caller: VerifiedToken, resource_id: str, app_id: str) -> OpenedApplication:
-        resource = await self._resource(caller, resource_id, READ)
+        resource = await self._resource(caller, resource_id, Access.READ)
         record = await self._application(resource, app_id)
         plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
         return OpenedApplication(record, plain.decode())
@@ -145,7 +147,7 @@ class Data:
     async def list_applications(
         self, caller: VerifiedToken, resource_id: str, *, after: int, limit: int
     ) -> list[tuple[int, OpenedApplication]]:
-        resource = await self._resource(caller, resource_id, READ)
+        resource = await self._resource(caller, resource_id, Access.READ)
         found = []
         for seq, record in await self._store.list_applications(resource.uid, after=after, limit=limit):
             plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
@@ -160,7 +162,7 @@ class Data:
             raise invalid_field("application.etag", Reason.FIELD_REQUIRED, "send the etag of the version you read")
         name = display_name("application.display_name", name)
         raw = configuration("application.configuration_json", config_json)
-        resource = await self._resource(caller, resource_id, WRITE)
+        resource = await self._resource(caller, resource_id, Access.WRITE)
         current = await self._application(resource, app_id)
         if current.version != expected:
             raise self._stale(current)
@@ -183,7 +185,7 @@ class Data:
 
     async def delete_application(self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str) -> None:
         expected = parse_etag(etag) if etag else None
-        resource = await self._resource(caller, resource_id, WRITE)
+        resource = await self._resource(caller, resource_id, Access.WRITE)
         current = await self._application(resource, app_id)
         async with self._store.unit_of_work() as uow:
             if not await uow.delete_application(resource.uid, current.application_id, expected):
@@ -194,7 +196,7 @@ class Data:
     async def set_luis_keys(self, caller: VerifiedToken, resource_id: str, authoring: str, prediction: str) -> LuisKeys:
         for name, value in (("luis_keys.authoring_key", authoring), ("luis_keys.prediction_key", prediction)):
             display_name(name, value, limit=MAX_LUIS_KEY)
-        resource = await self._resource(caller, resource_id, WRITE)
+        resource = await self._resource(caller, resource_id, Access.WRITE)
         existing = await self._store.get_luis_keys(resource.uid)
         version = existing.version + 1 if existing else 1
         plain = json.dumps({"authoring": authoring, "prediction": prediction}).encode()
@@ -205,7 +207,7 @@ class Data:
         return LuisKeys(authoring, prediction, now)
 
     async def get_luis_keys(self, caller: VerifiedToken, resource_id: str) -> LuisKeys:
-        resource = await self._resource(caller, resource_id, READ)
+        resource = await self._resource(caller, resource_id, Access.READ)
         stored = await self._store.get_luis_keys(resource.uid)
         if stored is None:
             raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")

@@ -5,37 +5,29 @@ the data key with the old key and wraps it with the new one; no record is re-enc
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
-from cmk_trio.rpckit.errors import (
+from cmk_trio.client.access import Access
+from cmk_trio.client.key_names import key_id, key_name, key_version, parse_key_ref, vault_name
+from cmk_trio.rpckit import validation
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
+from cmk_trio.rpckit.validation import require_uuid
+from cmk_trio.speech import errors
+from cmk_trio.speech.customer_keys import DataKeys, IdentityGateway, VaultGateway
+from cmk_trio.speech.envelope import RandomBytes
+from cmk_trio.speech.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
     ServiceError,
     invalid_field,
 )
-from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
-from cmk_trio.rpckit.validation import require_uuid
-from cmk_trio.speech.customer_keys import DataKeys, IdentityGateway, VaultGateway
-from cmk_trio.speech.envelope import RandomBytes
 from cmk_trio.speech.model import KeySource, SpeechResource
-from cmk_trio.speech.resources import (
-    RESOURCE_GROUP,
-    WRITE,
-    Resources,
-    check_eligibility,
-    make_resource_id,
-    parse_resource_id,
-)
-
-VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]")
-KEY_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
-VERSION = re.compile(r"[0-9a-f]{32}")
+from cmk_trio.speech.names import make_resource_id, parse_resource_id
+from cmk_trio.speech.resources import Resources, check_eligibility
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +49,8 @@ def choose_key(
     vault and a key from it."""
     if key_uri:
         subscription = require_uuid("key_subscription_id", key_subscription_id)
-        match = re.fullmatch(
-            rf"https://([^./]+)\.{re.escape(dns_suffix)}/keys/([^/]+)(?:/([^/]*))?/?", key_uri, re.IGNORECASE
-        )
-        if match is None or len(key_uri) > 512:
-            raise invalid_field(
-                "key_uri",
-                Reason.KEY_URI_MALFORMED,
-                f"must be https://{{vault}}.{dns_suffix}/keys/{{key}}[/{{version}}]",
-            )
-        vault, key, version = match.group(1), match.group(2), match.group(3) or ""
+        ref = parse_key_ref("key_uri", key_uri, dns_suffix, resource_names=False)
+        vault, key, version = ref.vault_name, ref.key_name, ref.version or ""
         as_given = key_uri
     else:
         if not vault or not key:
@@ -74,18 +58,14 @@ def choose_key(
                 Reason.ENCRYPTION_KEY_REQUIRED, "give a key URI with its vault's subscription, or a vault and a key"
             )
         subscription = ""
-        as_given = f"https://{vault.lower()}.{dns_suffix}/keys/{key}" + (f"/{version}" if version else "")
-    if not VAULT_NAME.fullmatch(vault):
-        raise invalid_field("vault_name", Reason.VAULT_NAME_INVALID, "is not a valid vault name")
-    if not KEY_NAME.fullmatch(key):
-        raise invalid_field("key_name", Reason.KEY_NAME_INVALID, "must be 1-127 letters, digits and hyphens")
-    if version and not VERSION.fullmatch(version.lower()):
-        raise invalid_field("key_version", Reason.KEY_URI_MALFORMED, "a key version is 32 hexadecimal characters")
+        vault, key = vault_name("vault_name", vault), key_name("key_name", key)
+        version = key_version("key_version", version) if version else ""
+        as_given = key_id(vault, key, version or None, dns_suffix)
     if follow and version:
         raise invalid_field(
             "follow_latest_version", Reason.FIELD_INVALID, "following the newest version needs a key without a version"
         )
-    return KeyChoice(vault.lower(), key, version.lower(), follow, subscription, as_given)
+    return KeyChoice(vault, key, version, follow, subscription, as_given)
 
 
 class Encryption:
@@ -111,7 +91,7 @@ class Encryption:
 
     async def _writable(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
-        await self._resources.require(caller, resource.resource_id, WRITE)
+        await self._resources.require(caller, resource.resource_id, Access.WRITE)
         return resource
 
     async def _save(self, resource: SpeechResource) -> SpeechResource:
@@ -165,16 +145,15 @@ class Encryption:
         operator = OPERATOR_ROLE in caller.roles
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
         if not operator:
-            await self._resources.require(caller, resource.resource_id, WRITE)
+            await self._resources.require(caller, resource.resource_id, Access.WRITE)
         subscription_id = require_uuid("target_subscription_id", subscription_id)
-        if not RESOURCE_GROUP.fullmatch(resource_group):
-            raise invalid_field("target_resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
+        resource_group = validation.resource_group("target_resource_group", resource_group)
         target_id = make_resource_id(subscription_id, resource_group, resource.account_name)
         if target_id.lower() == resource.resource_id.lower():
             raise FailedPrecondition(Reason.MOVE_TO_SAME_PLACE, "the resource is already there")
         target_tenant = await self.identity.tenant_of(subscription_id)
         if target_tenant is None:
-            raise NotFound(Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id} does not exist")
+            raise errors.subscription_not_found(subscription_id)
         if target_tenant != resource.tenant_id and not operator:
             raise PermissionDenied(
                 Reason.OPERATOR_REQUIRED,
@@ -183,7 +162,7 @@ class Encryption:
             )
         if not operator:
             await self._resources.require(
-                caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE
+                caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", Access.WRITE
             )
         if await self._store.get_resource(target_id) is not None:
             raise AlreadyExists(Reason.SPEECH_RESOURCE_EXISTS, f"speech resource {target_id} exists already")

@@ -4,26 +4,21 @@ the identity service. Creation always uses the Microsoft-managed key, as the see
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
+from cmk_trio.client.access import Access, Authorizer, require_role
+from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.clock import Clock
-from cmk_trio.rpckit.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    invalid_field,
-)
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import display_name, require_uuid
+from cmk_trio.speech import errors, names
 from cmk_trio.speech.envelope import DataKey, MasterKeyRing, RandomBytes
+from cmk_trio.speech.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, invalid_field
 from cmk_trio.speech.model import (
     CMK_EARLIEST_CREATION,
     ApprovalState,
@@ -35,46 +30,13 @@ from cmk_trio.speech.model import (
 )
 from cmk_trio.speech.storage import SpeechStore
 
-ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]")
-RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
-LOCATION = re.compile(r"[a-z][a-z0-9]{1,63}")
-RESOURCE_ID = re.compile(
-    r"/subscriptions/([0-9A-Fa-f-]{36})/resourceGroups/([-\w.()]{1,90})/providers/"
-    r"Microsoft\.CognitiveServices/accounts/([A-Za-z0-9-]{2,64})",
-    re.IGNORECASE,
-)
-READ, WRITE, MANAGE_ACCESS = 1, 2, 3
 MAX_NOTE = 1000
-
-
-class Authorizer(Protocol):
-    async def allowed(self, principal_id: str, scope: str, access: int) -> bool: ...
 
 
 class Subscriptions(Protocol):
     """Where the speech service learns which tenant a subscription belongs to now."""
 
     async def tenant_of(self, subscription_id: str) -> str | None: ...
-
-
-def make_resource_id(subscription_id: str, resource_group: str, account_name: str) -> str:
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-        f"/providers/Microsoft.CognitiveServices/accounts/{account_name}"
-    )
-
-
-def parse_resource_id(field: str, value: str) -> str:
-    """A speech resource id, with its subscription id canonicalised."""
-    if not value:
-        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
-    match = RESOURCE_ID.fullmatch(value.rstrip("/"))
-    if match is None or len(value) > 512:
-        raise invalid_field(
-            field, Reason.RESOURCE_ID_MALFORMED,
-            "must be /subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/accounts/{name}",
-        )  # fmt: skip
-    return make_resource_id(require_uuid(field, match.group(1).lower()), match.group(2), match.group(3))
 
 
 def check_eligibility(resource: SpeechResource, approval: CmkApproval | None) -> None:
@@ -133,23 +95,15 @@ class Resources:
         # through a transaction there), so a hot path does not pay a database hop per call.
         self._reads = ReadCache(lambda: store.generation)
 
-    async def require(self, caller: VerifiedToken, scope: str, access: int) -> None:
-        if not await self.authorizer.allowed(caller.object_id, scope, access):
-            role = {READ: "Reader", WRITE: "Contributor", MANAGE_ACCESS: "Owner"}[access]
-            raise PermissionDenied(
-                Reason.ROLE_REQUIRED, f"this needs the {role} role (or higher) on {scope}",
-                metadata={"scope": scope, "role": role.upper()},
-            )  # fmt: skip
+    async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
+        await require_role(self.authorizer, caller, scope, access)
 
     async def get_resource(self, resource_id: str) -> SpeechResource:
         found = await self._reads.get(
             ("resource", resource_key(resource_id)), lambda: self.store.get_resource(resource_id)
         )
         if found is None:
-            raise NotFound(
-                Reason.SPEECH_RESOURCE_NOT_FOUND, f"speech resource {resource_id} does not exist",
-                metadata={"resource_id": resource_id},
-            )  # fmt: skip
+            raise errors.resource_not_found(resource_id)
         return found
 
     # --- resources --------------------------------------------------------------------
@@ -173,25 +127,22 @@ class Resources:
                 "keys), then set its encryption to customer-managed",
             )
         subscription_id = require_uuid("resource.subscription_id", subscription_id)
-        if not RESOURCE_GROUP.fullmatch(resource_group):
-            raise invalid_field("resource.resource_group", Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.()")
-        if not ACCOUNT_NAME.fullmatch(account_name):
-            raise invalid_field(
-                "resource.account_name", Reason.ACCOUNT_NAME_INVALID, "must be 2-64 letters, digits and hyphens"
-            )
-        if not LOCATION.fullmatch(location):
-            raise invalid_field("resource.location", Reason.FIELD_INVALID, "must be a region such as westeurope")
+        resource_group = validation.resource_group("resource.resource_group", resource_group)
+        account_name = names.account_name("resource.account_name", account_name)
+        location = validation.location("resource.location", location)
         if tier not in (Tier.F0.value, Tier.S0.value):
             raise invalid_field("resource.pricing_tier", Reason.ENUM_UNKNOWN, "must be F0 or S0")
         if backdate is not None and OPERATOR_ROLE not in caller.roles:
-            raise PermissionDenied(Reason.OPERATOR_REQUIRED, "only the platform operator may backdate a resource")
+            raise errors.operator_required("may backdate a resource")
         if backdate is None:
-            await self.require(caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", WRITE)
+            await self.require(
+                caller, f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}", Access.WRITE
+            )
         # else: the operator, acting for the platform, may place a backdated resource anywhere.
         tenant_id = await self.subscriptions.tenant_of(subscription_id)
         if tenant_id is None:
-            raise NotFound(Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id} does not exist")
-        resource_id = make_resource_id(subscription_id, resource_group, account_name)
+            raise errors.subscription_not_found(subscription_id)
+        resource_id = names.make_resource_id(subscription_id, resource_group, account_name)
         if await self.store.get_resource(resource_id) is not None:
             raise AlreadyExists(
                 Reason.SPEECH_RESOURCE_EXISTS, f"speech resource {resource_id} exists already",
@@ -219,15 +170,15 @@ class Resources:
         return resource
 
     async def get(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
-        resource = await self.get_resource(parse_resource_id("name", resource_id))
-        await self.require(caller, resource.resource_id, READ)
+        resource = await self.get_resource(names.parse_resource_id("name", resource_id))
+        await self.require(caller, resource.resource_id, Access.READ)
         return resource
 
     async def list_resources(
         self, caller: VerifiedToken, subscription_id: str, *, after: str | None, limit: int
     ) -> list[SpeechResource]:
         subscription_id = require_uuid("subscription_id", subscription_id)
-        await self.require(caller, f"/subscriptions/{subscription_id}", READ)
+        await self.require(caller, f"/subscriptions/{subscription_id}", Access.READ)
         return await self.store.list_resources(subscription_id, after=after, limit=limit)
 
     async def delete(self, resource: SpeechResource) -> None:
@@ -254,7 +205,7 @@ class Resources:
     async def request_approval(self, caller: VerifiedToken, subscription_id: str, note: str) -> CmkApproval:
         subscription_id = require_uuid("subscription_id", subscription_id)
         note = display_name("note", note, required=False, limit=MAX_NOTE)
-        await self.require(caller, f"/subscriptions/{subscription_id}", MANAGE_ACCESS)
+        await self.require(caller, f"/subscriptions/{subscription_id}", Access.MANAGE_ACCESS)
         existing = await self.store.get_approval(subscription_id)
         if existing is not None and existing.state is ApprovalState.APPROVED:
             return existing
@@ -270,7 +221,7 @@ class Resources:
         subscription_id = require_uuid("subscription_id", subscription_id)
         note = display_name("note", note, required=False, limit=MAX_NOTE)
         if OPERATOR_ROLE not in caller.roles:
-            raise PermissionDenied(Reason.OPERATOR_REQUIRED, "only the platform operator decides CMK requests")
+            raise errors.operator_required("decides CMK requests")
         existing = await self.store.get_approval(subscription_id)
         if existing is None:
             raise NotFound(Reason.APPROVAL_NOT_FOUND, f"subscription {subscription_id} has not requested CMK")
@@ -296,7 +247,7 @@ class Resources:
     async def get_approval(self, caller: VerifiedToken, subscription_id: str) -> CmkApproval:
         subscription_id = require_uuid("subscription_id", subscription_id)
         if OPERATOR_ROLE not in caller.roles:
-            await self.require(caller, f"/subscriptions/{subscription_id}", READ)
+            await self.require(caller, f"/subscriptions/{subscription_id}", Access.READ)
         found = await self.store.get_approval(subscription_id)
         if found is None:
             raise NotFound(

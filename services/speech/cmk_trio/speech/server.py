@@ -9,13 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import (
-    ClientCredentials,
-    GrpcSigningKeySource,
-    IdentityClient,
-    RevocationFeed,
-    RoleChecker,
-)
+from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
@@ -26,13 +20,13 @@ from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
-from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
 from cmk_trio.speech.api import ApplicationApi, SpeechResourceApi
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.customer_keys import DataKeys
 from cmk_trio.speech.data import Data
 from cmk_trio.speech.encryption import Encryption
 from cmk_trio.speech.envelope import RandomBytes, load_or_create_ring
+from cmk_trio.speech.errors import DOMAIN
 from cmk_trio.speech.followers import CacheGuard, Followers, dropping_on_failure
 from cmk_trio.speech.gateways import GrpcIdentityGateway, GrpcVaultGateway
 from cmk_trio.speech.resources import Resources
@@ -40,7 +34,6 @@ from cmk_trio.speech.storage import SpeechStore, open_store
 
 log = logging.getLogger(__name__)
 
-DOMAIN = "speech.cmk.dev"
 SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
 AUDIENCES = {
     "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
@@ -60,9 +53,8 @@ class SpeechServer:
     data_keys: DataKeys
     encryption: Encryption
     guard: CacheGuard
-    feed: RevocationFeed
+    directory: DirectoryLink
     followers: Followers
-    identity_channel: grpc.aio.Channel
     keyvault_channel: grpc.aio.Channel | None
     metrics: Metrics
     metrics_port: int | None
@@ -77,9 +69,8 @@ class SpeechServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.followers.stop()
-        await self.feed.stop()
         await self.running.stop(grace)
-        await self.identity_channel.close()
+        await self.directory.stop()
         if self.keyvault_channel is not None:
             await self.keyvault_channel.close()
         self.metrics.close()
@@ -92,25 +83,16 @@ async def build_server(
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await open_store(config.database_path)
-    channel = open_channel(config.identity_endpoint, config.tls.for_peers())
+    metrics = Metrics.create("speech")
+    directory = link_to_directory(
+        config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
+        issuer_base=config.issuer_base, skew=config.clock_skew,
+        revocation_max_staleness=config.revocation_max_staleness,
+    )  # fmt: skip
+    identity, roles = directory.identity, directory.roles
     kv_channel = open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
     try:
         ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
-        creds = config.credentials
-        identity = IdentityClient(
-            channel, ClientCredentials(creds.tenant_id, creds.client_id, creds.client_secret), clock=clock
-        )
-        metrics = Metrics.create("speech")
-        validator = TokenValidator(
-            key_source=GrpcSigningKeySource(identity),
-            clock=clock,
-            issuer_base=config.issuer_base,
-            skew=config.clock_skew,
-            revocations=RevocationSet(config.revocation_max_staleness),
-            metrics=metrics,
-        )
-        roles = RoleChecker(identity, clock, metrics=metrics)
-        feed = RevocationFeed(identity, validator, metrics=metrics, roles=roles)
         identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
             store, clock, roles, identity_gateway, ring,
@@ -153,7 +135,7 @@ async def build_server(
         running = await start_server(
             register=register,
             service_names=SERVICE_NAMES,
-            interceptors=[ErrorInterceptor(DOMAIN), AuthInterceptor(validator, AUDIENCES, ())],
+            interceptors=[ErrorInterceptor(DOMAIN), AuthInterceptor(directory.validator, AUDIENCES, ())],
             host=config.host,
             port=config.port,
             tls=config.tls,
@@ -161,7 +143,7 @@ async def build_server(
         )
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
-        await channel.close()
+        await directory.stop()
         if kv_channel is not None:
             await kv_channel.close()
         await store.close()
@@ -169,7 +151,7 @@ async def build_server(
     rewrapped = await resources.rewrap_to_current_ring()
     if rewrapped:
         log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
-    feed.start()
+    directory.start()
     follow = Followers(*followers)
     follow.start()
     log.info("speech service started", extra={"port": running.port})
@@ -182,9 +164,8 @@ async def build_server(
         data_keys,
         encryption,
         guard,
-        feed,
+        directory,
         follow,
-        channel,
         kv_channel,
         metrics,
         metrics_port,
