@@ -1,0 +1,141 @@
+"""Role assignments and CheckAccess: who may grant a role on a scope, and whether a
+principal holds one allowing an action there."""
+
+from __future__ import annotations
+
+from cmk_trio.identity import errors
+from cmk_trio.identity.directory_base import DirectoryBase
+from cmk_trio.identity.model import (
+    Action,
+    EventType,
+    Principal,
+    Role,
+    RoleAssignment,
+)
+from cmk_trio.identity.scopes import is_under, parse_scope
+from cmk_trio.rpckit.reasons import Reason
+
+
+class RoleAssignments(DirectoryBase):
+    """Role assignments and CheckAccess: who may grant a role on a scope, and whether a"""
+
+    # --- role assignments -------------------------------------------------------------
+
+    async def _may_manage_access(self, actor: Principal, tenant_id: str, scope: str) -> None:
+        self._require_same_tenant(actor, tenant_id)
+        if actor.operator or actor.tenant_admin:
+            return
+        if await self._granting(actor, scope, Action.MANAGE_ACCESS) is None:
+            raise errors.PermissionDenied(
+                Reason.ROLE_REQUIRED,
+                f"granting roles on {scope} needs the Owner role on it (or a tenant administrator)",
+                metadata={"scope": scope, "role": "OWNER"},
+            )
+
+    async def create_role_assignment(
+        self, actor: Principal, principal_id: str, role: Role, scope: str
+    ) -> RoleAssignment:
+        scope, subscription_id = parse_scope("role_assignment.scope", scope)
+        sub = await self._subscription(subscription_id)
+        await self._may_manage_access(actor, sub.tenant_id, scope)
+        principal = await self._principal(sub.tenant_id, principal_id)
+        if await self.store.find_role_assignment(principal_id, role, scope) is not None:
+            raise errors.AlreadyExists(
+                Reason.ROLE_ASSIGNMENT_EXISTS,
+                f"{principal_id} already has the {role.name.title()} role on {scope}",
+            )
+        assignment = RoleAssignment(
+            self._new_id(), principal.object_id, role, scope, sub.tenant_id, self.clock.now(), actor.object_id
+        )
+        async with self.store.unit_of_work() as uow:
+            await uow.insert_role_assignment(assignment, subscription_id)
+            await uow.append_event(
+                EventType.ROLE_ASSIGNMENTS_CHANGED,
+                assignment.create_time,
+                tenant_id=sub.tenant_id,
+                principal_id=principal_id,
+                subscription_id=subscription_id,
+                scope=scope,
+            )
+        await self._notify()
+        return assignment
+
+    async def _role_assignment(self, role_assignment_id: str) -> RoleAssignment:
+        found = await self.store.get_role_assignment(role_assignment_id)
+        if found is None:
+            raise errors.not_found(
+                Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
+            )
+        return found
+
+    async def get_role_assignment(self, actor: Principal, role_assignment_id: str) -> RoleAssignment:
+        found = await self._role_assignment(role_assignment_id)
+        self._require_same_tenant(actor, found.tenant_id)
+        return found
+
+    async def list_role_assignments(
+        self, actor: Principal, principal_id: str | None, scope: str | None, *, after: str | None, limit: int
+    ) -> list[RoleAssignment]:
+        tenant_id = None if actor.operator else actor.tenant_id
+        if scope is not None:
+            scope, _ = parse_scope("scope", scope)
+        found: list[RoleAssignment] = []
+        cursor = after
+        # Filter by scope after reading, page by page, so a page is full unless it is the last.
+        while len(found) < limit:
+            batch = await self.store.list_role_assignments(
+                tenant_id=tenant_id, principal_id=principal_id, after=cursor, limit=limit
+            )
+            found += [a for a in batch if scope is None or is_under(scope, a.scope)]
+            if len(batch) < limit:
+                break
+            cursor = batch[-1].role_assignment_id
+        return found[:limit]
+
+    async def delete_role_assignment(self, actor: Principal, role_assignment_id: str) -> None:
+        found = await self._role_assignment(role_assignment_id)
+        await self._may_manage_access(actor, found.tenant_id, found.scope)
+        _, subscription_id = parse_scope("scope", found.scope)
+        async with self.store.unit_of_work() as uow:
+            await uow.delete_role_assignment(role_assignment_id)
+            await uow.append_event(
+                EventType.ROLE_ASSIGNMENTS_CHANGED,
+                self.clock.now(),
+                tenant_id=found.tenant_id,
+                principal_id=found.principal_id,
+                subscription_id=subscription_id,
+                scope=found.scope,
+            )
+        await self._notify()
+
+    async def _granting(self, principal: Principal, scope: str, action: Action) -> RoleAssignment | None:
+        """The strongest assignment of `principal` on `scope` or above that allows `action`."""
+        best: RoleAssignment | None = None
+        for assignment in await self.store.role_assignments_of(principal.object_id):
+            if assignment.role >= action.least_role and is_under(scope, assignment.scope):
+                if best is None or assignment.role > best.role:
+                    best = assignment
+        return best
+
+    async def check_access(
+        self, actor: Principal, principal_id: str | None, scope: str, action: Action
+    ) -> RoleAssignment | None:
+        """The assignment that lets the principal do `action` on `scope`, or None.
+
+        A disabled principal, or one whose tenant no longer owns the scope's subscription,
+        is allowed nothing.
+        """
+        scope, subscription_id = parse_scope("scope", scope)
+        target_id = principal_id or actor.object_id
+        if target_id != actor.object_id and not (actor.operator or actor.platform_service):
+            raise errors.PermissionDenied(
+                Reason.PLATFORM_PRINCIPAL_REQUIRED,
+                "only platform services and the operator may check another principal's access",
+            )
+        target = await self.store.get_principal(target_id)
+        if target is None:
+            raise errors.not_found(Reason.PRINCIPAL_NOT_FOUND, "principal", target_id)
+        sub = await self.store.get_subscription(subscription_id)
+        if not target.enabled or sub is None or sub.tenant_id != target.tenant_id:
+            return None
+        return await self._granting(target, scope, action)
