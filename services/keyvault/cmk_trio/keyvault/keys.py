@@ -16,8 +16,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,6 +32,13 @@ from cmk_trio.keyvault.crypto import (
     generate_rsa,
     import_rsa_jwk,
     load_private_der,
+)
+from cmk_trio.keyvault.key_attributes import (
+    MAX_PAYLOAD,
+    CryptoResult,
+    KeyAttributes,
+    check_tags,
+    max_plaintext,
 )
 from cmk_trio.keyvault.model import (
     ALL_KEY_OPERATIONS,
@@ -52,64 +58,6 @@ from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 
 T = TypeVar("T")
-MAX_TAGS, MAX_TAG_NAME, MAX_TAG_VALUE = 15, 512, 256
-MAX_PAYLOAD = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class KeyAttributes:
-    """What a caller may set on a key version."""
-
-    key_ops: tuple[KeyOperation, ...] | None = None
-    enabled: bool | None = None
-    not_before: datetime | None = None
-    expires: datetime | None = None
-    tags: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CryptoResult:
-    """The output of a cryptographic operation and the exact version that did it."""
-
-    version: KeyVersion
-    data: bytes
-    algorithm: Padding
-
-
-def key_operations(field: str, names: Iterable[str]) -> tuple[KeyOperation, ...]:
-    by_lower = {o.value.lower(): o for o in KeyOperation}
-    found: list[KeyOperation] = []
-    for name in names:
-        op = by_lower.get(name.lower())
-        if op is None:
-            raise invalid_field(
-                field,
-                Reason.KEY_OPERATION_UNKNOWN,
-                f"unknown key operation; use: {', '.join(o.value for o in KeyOperation)}",
-            )
-        if op not in found:
-            found.append(op)
-    return tuple(found)
-
-
-def check_tags(field: str, tags: Mapping[str, str]) -> dict[str, str]:
-    if len(tags) > MAX_TAGS:
-        raise invalid_field(field, Reason.TAGS_INVALID, f"at most {MAX_TAGS} tags")
-    for name, value in tags.items():
-        if not name or len(name) > MAX_TAG_NAME or len(value) > MAX_TAG_VALUE:
-            raise invalid_field(
-                field, Reason.TAGS_INVALID, f"tag names are 1-{MAX_TAG_NAME} characters, values at most {MAX_TAG_VALUE}"
-            )
-    return dict(tags)
-
-
-def max_plaintext(size_bits: int, algorithm: Padding) -> int:
-    k = size_bits // 8
-    if algorithm is Padding.RSA_OAEP_256:
-        return k - 2 * 32 - 2
-    if algorithm is Padding.RSA_OAEP:
-        return k - 2 * 20 - 2
-    return k - 11
 
 
 class Keys:

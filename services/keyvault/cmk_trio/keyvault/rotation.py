@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.audit import AuditLog
-from cmk_trio.keyvault.keys import KeyAttributes, Keys
+from cmk_trio.keyvault.key_attributes import KeyAttributes
+from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import AuditEntry, EventType, KeyPermission
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason

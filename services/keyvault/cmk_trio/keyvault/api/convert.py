@@ -10,7 +10,8 @@ from google.protobuf import field_mask_pb2
 
 from cmk_trio.client.key_names import KeyRef, vault_name
 from cmk_trio.keyvault.crypto import Padding
-from cmk_trio.keyvault.keys import KeyAttributes, Keys, key_operations
+from cmk_trio.keyvault.key_attributes import KeyAttributes, key_operations
+from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import AuditRecord, Checkpoint, Event, Key, KeyVersion, Vault
 from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, RotationPolicy
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
