@@ -30,6 +30,8 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    interceptors: tuple[str, ...] = ()
+    """The class names of the interceptor chain, outermost first (every service has the same)."""
 
     async def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, finish calls in flight for up to `grace` seconds, then stop."""
@@ -64,8 +66,9 @@ async def start_server(
     `port=0` picks a free port; the bound one is in the result. Every call gets a request
     id and, with `metrics`, is counted and timed.
     """
+    chain = [ObserveInterceptor(metrics), *interceptors]
     server = grpc.aio.server(
-        interceptors=[ObserveInterceptor(metrics), *interceptors],
+        interceptors=chain,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -87,7 +90,13 @@ async def start_server(
     await server.start()
     for name in (*service_names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=bound, health=health_servicer, service_names=tuple(service_names))
+    return RunningServer(
+        server=server,
+        port=bound,
+        health=health_servicer,
+        service_names=tuple(service_names),
+        interceptors=tuple(type(i).__name__ for i in chain),
+    )
 
 
 @contextmanager

@@ -1,0 +1,52 @@
+"""The shape of the house, checked on the sources: storage details stay in the storage
+modules, services do not reach into each other or into the CLI, and every module is short
+enough to hold in one's head."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SERVICES = Path(__file__).resolve().parents[1] / "services"
+MAX_LINES = 500
+
+
+def _modules() -> list[Path]:
+    return sorted(SERVICES.rglob("*.py"))
+
+
+def _is_storage(path: Path) -> bool:
+    return "storage" in path.parts or path.name == "storage.py"
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(p.relative_to(SERVICES)): n for p in _modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_only_storage_modules_touch_the_database():
+    leak = re.compile(r"aiosqlite|execute\(|fetch_all\(|fetch_one\(")
+    found = [
+        f"{p.relative_to(SERVICES)}:{n}"
+        for p in _modules()
+        if not _is_storage(p)
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if leak.search(line)
+    ]
+    assert found == []
+
+
+def _imports(path: Path) -> set[str]:
+    return set(re.findall(r"^\s*(?:from|import) (cmk_trio\.[\w.]+)", path.read_text(), re.M))
+
+
+def test_services_use_each_other_only_through_the_clients():
+    services = {"identity", "keyvault", "speech"}
+    wrong = []
+    for service in services:
+        for path in (SERVICES / service).rglob("*.py"):
+            for module in _imports(path):
+                top = module.split(".")[1]
+                if top in services - {service} or top in {"cli", "testing", "loadgen"}:
+                    wrong.append(f"{path.relative_to(SERVICES)} imports {module}")
+    assert wrong == []
