@@ -23,6 +23,7 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
+from cmk_trio.identity.storage.sqlite import SqliteIdentityStore
 
 
 class IdentityUnitOfWork(Protocol):
@@ -145,7 +146,3 @@ class IdentityStore(Protocol):
 async def open_store(path: Path) -> IdentityStore:
     """The identity service's store in the SQLite file at `path`, migrated to this program's schema."""
     return await SqliteIdentityStore.open(path)
-
-
-# Imported last: the engine implements the Protocols above.
-from cmk_trio.identity.storage.sqlite import SqliteIdentityStore  # noqa: E402

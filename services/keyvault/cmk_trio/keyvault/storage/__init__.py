@@ -21,6 +21,7 @@ from cmk_trio.keyvault.model import (
     StoredRotationPolicy,
     Vault,
 )
+from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultStore
 
 
 class KeyVaultUnitOfWork(Protocol):
@@ -177,7 +178,3 @@ class KeyVaultStore(Protocol):
 async def open_store(path: Path) -> KeyVaultStore:
     """The key vault's store in the SQLite file at `path`, migrated to this program's schema."""
     return await SqliteKeyVaultStore.open(path)
-
-
-# Imported last: the engine implements the Protocols above.
-from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultStore  # noqa: E402

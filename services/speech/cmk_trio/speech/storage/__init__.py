@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cmk_trio.speech.model import Application, CmkApproval, SealedLuisKeys, SpeechResource
+from cmk_trio.speech.storage.sqlite import SqliteSpeechStore
 
 
 class SpeechUnitOfWork(Protocol):
@@ -94,7 +95,3 @@ class SpeechStore(Protocol):
 async def open_store(path: Path) -> SpeechStore:
     """The speech service's store in the SQLite file at `path`, migrated to this program's schema."""
     return await SqliteSpeechStore.open(path)
-
-
-# Imported last: the engine implements the Protocols above.
-from cmk_trio.speech.storage.sqlite import SqliteSpeechStore  # noqa: E402
