@@ -35,7 +35,6 @@ from cmk_trio.cli.common import (
 )
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.cli.profile import Profile
-from cmk_trio.cli.trio import announce
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
@@ -149,17 +148,26 @@ def serve_identity(
 
 
 async def _serve_identity(config: Any, output: str) -> None:
-    from cmk_trio.identity.server import build_server
-    from cmk_trio.rpckit.logs import configure_logging
-    from cmk_trio.rpckit.server import stop_signals
+    from cmk_trio.identity.server import IdentityServer, build_server
+    from cmk_trio.launcher.announcement import Announcement
+    from cmk_trio.launcher.serve import serve_until_stopped
 
-    configure_logging("identity", config.log_level)
-    with stop_signals() as stopped:
-        server = await build_server(config)
-        announce(server, None, output)
-        await stopped.wait()
-        click.echo("identity: stopping", err=True)
-        await server.stop()
+    def started(server: IdentityServer) -> None:
+        announce(Announcement.of(server), output)
+
+    await serve_until_stopped("identity", config.log_level, lambda: build_server(config), started,
+                              lambda: click.echo("identity: stopping", err=True))  # fmt: skip
+
+
+def announce(announcement: Any, output: str) -> None:
+    """Print what a start announces: one JSON line (which scripts and tests wait for) or
+    lines for people, flushed at once because a pipe would otherwise hold them back."""
+    if output == "json":
+        click.echo(announcement.to_json())
+    else:
+        for line in announcement.lines():
+            click.echo(line)
+    sys.stdout.flush()
 
 
 @cli.command()
@@ -185,21 +193,25 @@ def up(
     Identity, the key vault and speech; a second `cmk up` on the same directory resumes with
     all data intact.
     """
-    from cmk_trio.cli.trio import run_trio
+    import os
+
+    from cmk_trio.launcher.announcement import Announcement
+    from cmk_trio.launcher.serve import serve_until_stopped
+    from cmk_trio.launcher.trio import RunningTrio, start_trio
     from cmk_trio.rpckit.server import run
 
     if insecure:
         click.echo("warning: --insecure: the services talk plain TCP on loopback, without TLS", err=True)
-    run(
-        lambda: run_trio(
-            data_dir,
-            port_base,
-            state.output,
-            dev_time_control=dev_time_control,
-            auto_approve=auto_approve_cmk,
-            mutual_tls=not insecure,
-        )
-    )
+
+    def start() -> Awaitable[RunningTrio]:
+        return start_trio(data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve_cmk,
+                          mutual_tls=not insecure, metrics=True)  # fmt: skip
+
+    def started(trio: RunningTrio) -> None:
+        announce(Announcement.of_trio(trio), state.output)
+
+    log_level = os.environ.get("CMK_LOG_LEVEL", "INFO")
+    run(lambda: serve_until_stopped("trio", log_level, start, started, lambda: click.echo("stopping", err=True)))
 
 
 @serve.command("keyvault")
@@ -352,20 +364,17 @@ def serve_speech(
 
 async def _serve_one(name: str, build: Callable[[Any], Awaitable[Any]], config: Any, output: str) -> None:
     """Run one service until SIGTERM/SIGINT, announcing where it listens."""
-    from cmk_trio.rpckit.logs import configure_logging
-    from cmk_trio.rpckit.server import stop_signals
+    from cmk_trio.launcher.serve import serve_until_stopped
 
-    configure_logging(name, config.log_level)
-    with stop_signals() as stopped:
-        server = await build(config)
+    def started(server: Any) -> None:
         if output == "json":
             click.echo(json.dumps({"service": name, "endpoint": server.endpoint}))
         else:
             click.echo(f"{name} listening on {server.endpoint}")
         sys.stdout.flush()
-        await stopped.wait()
-        click.echo(f"{name}: stopping", err=True)
-        await server.stop()
+
+    await serve_until_stopped(name, config.log_level, lambda: build(config), started,
+                              lambda: click.echo(f"{name}: stopping", err=True))  # fmt: skip
 
 
 @cli.command()
@@ -893,7 +902,7 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> 
     import tempfile
 
     from cmk_trio.cli.demo import run_demo
-    from cmk_trio.cli.trio import start_trio
+    from cmk_trio.launcher.trio import start_trio
 
     def say(text: str) -> None:
         if state.output != "json":
@@ -1038,7 +1047,7 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
     import ipaddress
     import tempfile
 
-    from cmk_trio.cli.trio import start_trio
+    from cmk_trio.launcher.trio import start_trio
     from cmk_trio.loadgen.runner import Result, run_closed, run_open
     from cmk_trio.loadgen.scenarios import prepare, scenario
 
