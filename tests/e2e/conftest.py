@@ -1,4 +1,6 @@
-"""The trio started by `cmk up` in a subprocess, and `cmk` run against it."""
+"""The trio started by `cmk up` in a subprocess, and `cmk` run against it in this process
+with click's test runner: the same command, options, output and exit code as a shell gets,
+without a Python start-up per command."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+from cmk_trio.cli.main import cli
 
 CMK = [sys.executable, "-m", "cmk_trio.cli"]
 
@@ -41,11 +46,17 @@ def stop(trio: Trio) -> str:
     return trio.process.stderr.read()  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def service_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a service process and of the CLI: none of the developer's CMK_*
+    variables, a cheap secret hash, and a profile of the test's own."""
     values = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}
     values.update({"CMK_SECRET_HASH_COST": "10", "CMK_PROFILE": str(tmp_path / "profile.json")})
     return values
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return service_env(tmp_path)
 
 
 @pytest.fixture
@@ -59,13 +70,26 @@ def trio(tmp_path: Path, env: dict[str, str]) -> Iterator[Trio]:
             running.process.wait(timeout=20)
 
 
-def cmk(trio: Trio, *args: str, ok: bool = True) -> Any:
-    tls = ["--tls-dir", trio.banner["tls_dir"]] if trio.banner.get("tls_dir") else []
-    result = subprocess.run(
-        [*CMK, "--output", "json", *tls, *args], capture_output=True, text=True, env=trio.env, timeout=120
-    )
-    assert (result.returncode == 0) is ok, result.stderr + result.stdout
+def invoke(env: dict[str, str], *args: str) -> Result:
+    """`cmk ARGS` in this process, with the CMK_* variables of `env` (and no others) set while
+    it runs. An exception other than an exit is not caught: the test fails with its traceback."""
+    variables: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CMK_")}
+    variables.update({k: v for k, v in env.items() if k.startswith("CMK_")})
+    return CliRunner().invoke(cli, list(args), env=variables, prog_name="cmk", catch_exceptions=False)
+
+
+def cmk_json(env: dict[str, str], *args: str, ok: bool = True) -> Any:
+    """`cmk --output json ARGS`, parsed. With ok, it must exit 0; without, it must exit 1 as a
+    refusal does (the reason is in the JSON it printed, for the caller to check)."""
+    result = invoke(env, "--output", "json", *args)
+    assert result.exit_code == (0 if ok else 1), result.stderr + result.stdout
     return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def cmk(trio: Trio, *args: str, ok: bool = True) -> Any:
+    """`cmk --output json ARGS` against the trio, with its development PKI for mutual TLS."""
+    tls = ["--tls-dir", trio.banner["tls_dir"]] if trio.banner.get("tls_dir") else []
+    return cmk_json(trio.env, *tls, *args, ok=ok)
 
 
 def login_operator(trio: Trio) -> None:

@@ -1,10 +1,11 @@
-"""The `cmk` command against a real `cmk serve identity` process: health, reflection, and
-the tenant, subscription, principal, secret, role and token commands with --output json."""
+"""The `cmk` command (in this process) against a real `cmk serve identity` process: health,
+reflection, the tenant, subscription, principal, secret, role and token commands with
+--output json; and, as a process of its own, `python -m cmk_trio.cli` and
+`python -m cmk_trio.identity`."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-CMK = [sys.executable, "-m", "cmk_trio.cli"]
+from tests.e2e.conftest import CMK, cmk_json, invoke, service_env
 
 
 @dataclass
@@ -29,15 +30,9 @@ class Served:
     env: dict[str, str]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}
-    env.update({"CMK_SECRET_HASH_COST": "10", "CMK_PROFILE": str(tmp_path / "profile.json")})
-    return env
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    env = _env(tmp_path)
+    env = service_env(tmp_path)
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
         [*CMK, "serve", "identity", "--data-dir", str(data_dir), "--port", "0"],
@@ -60,14 +55,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def cmk(served: Served, *args: str, ok: bool = True) -> Any:
-    result = subprocess.run(
-        [*CMK, "--output", "json", *args], capture_output=True, text=True, env=served.env, timeout=30
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    else:
-        assert result.returncode != 0, result.stdout
-    return json.loads(result.stdout) if result.stdout.strip() else None
+    return cmk_json(served.env, *args, ok=ok)
 
 
 def test_health_reflection_and_graceful_shutdown(served):
@@ -185,7 +173,7 @@ def test_the_directory_end_to_end_with_json_output(served, tmp_path):
 
 
 def test_serve_announces_itself_in_json_too(tmp_path):
-    env = _env(tmp_path)
+    env = service_env(tmp_path)
     process = subprocess.Popen(
         [*CMK, "serve", "identity", "--data-dir", str(tmp_path / "d"), "--port", "0", "--output", "json"],
         stdout=subprocess.PIPE,
@@ -205,8 +193,8 @@ def test_serve_announces_itself_in_json_too(tmp_path):
 
 def test_tables_for_people(served):
     cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
-    result = subprocess.run([*CMK, "tenant", "list"], capture_output=True, text=True, env=served.env, timeout=30)
-    assert result.returncode == 0
+    result = invoke(served.env, "tenant", "list")
+    assert result.exit_code == 0
     assert result.stdout.splitlines()[0].split() == ["TENANT_ID", "DISPLAY_NAME", "PLATFORM"]
 
 
@@ -221,3 +209,51 @@ def test_platform_credentials_are_made_once(served, tmp_path):
     cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
     principal = cmk(served, "principal", "get", made["tenant_id"], first["object_id"])
     assert principal["platform_service"] == "keyvault"
+
+
+# --- as processes of their own -------------------------------------------------------------
+
+
+def test_the_cli_starts_as_a_module():
+    result = subprocess.run([*CMK, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert {"serve", "up", "login", "vault", "speech", "load"} <= {
+        line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()
+    }
+
+
+def test_the_identity_service_and_the_launcher_run_without_the_cli():
+    probe = (
+        "import sys, cmk_trio.identity.__main__, cmk_trio.launcher.trio, cmk_trio.launcher.serve;"
+        "print(sorted(m for m in sys.modules if m == 'click' or m.split('.')[:2] == ['cmk_trio', 'cli']))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
+def test_python_m_identity_serves_from_the_environment(tmp_path):
+    env = service_env(tmp_path) | {"CMK_DATA_DIR": str(tmp_path / "d"), "CMK_IDENTITY_PORT": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cmk_trio.identity"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("identity listening on 127.0.0.1:"), first + process.stderr.read()  # type: ignore[union-attr]
+        operator = json.loads((tmp_path / "d" / "operator.json").read_text())
+        assert cmk_json(env, "health", "--endpoint", first.split()[-1])["status"] == "SERVING"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    banner = process.stdout.read()  # type: ignore[union-attr]
+    assert operator["client_secret"] in banner and "sign in with: cmk login --endpoint" in banner
+    assert "identity: stopping" in process.stderr.read()  # type: ignore[union-attr]
+
+
+def test_python_m_identity_refuses_a_bad_configuration(tmp_path):
+    env = service_env(tmp_path) | {"CMK_DATA_DIR": str(tmp_path / "d"), "CMK_IDENTITY_PORT": "fifty"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cmk_trio.identity"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: CMK_IDENTITY_PORT must be an integer, not 'fifty'"
+    assert not (tmp_path / "d").exists()

@@ -1,17 +1,16 @@
 """`cmk up` and the key vault commands, end to end with --output json: the flows of the key
-vault issue through the CLI against real processes."""
+vault issue through the CLI (run in this process) against the trio in a real process."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import subprocess
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.e2e.conftest import CMK, cmk, login_operator, start, stop
+from tests.e2e.conftest import cmk, invoke, login_operator, start, stop
 from tests.keyvault.test_crypto import private_jwk
 
 
@@ -32,10 +31,8 @@ def test_the_key_vault_flows_through_the_cli(trio, tmp_path):
     assert vault["vault_uri"] == "https://contoso-cmk.vault.azure.net/" and vault["purge_protection_enabled"]
     key = cmk(trio, "key", "create", "contoso-cmk", "cmk", "--size", "2048")
     assert key["key_id"].startswith("https://contoso-cmk.vault.azure.net/keys/cmk/")
-    table = subprocess.run(
-        [*CMK, "key", "show", key["key_id"]], capture_output=True, text=True, env=trio.env, timeout=60
-    )
-    assert table.stdout.splitlines()[0] == f"Key Identifier: {key['key_id']}"
+    table = invoke(trio.env, "key", "show", key["key_id"])  # a table, with the profile's PKI
+    assert table.exit_code == 0 and table.stdout.splitlines()[0] == f"Key Identifier: {key['key_id']}"
 
     data_key = base64.b64encode(os.urandom(32)).decode()
     wrapped = cmk(trio, "key", "wrap", key["key_id"], "--value", data_key)

@@ -1,45 +1,34 @@
-"""`cmk load` against a private trio: every scenario runs and reports without errors."""
+"""`cmk load` (run in this process) against a private trio and against a running one: every
+scenario runs and reports without errors."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-CMK = [sys.executable, "-m", "cmk_trio.cli"]
+from tests.e2e.conftest import cmk, cmk_json, invoke
 
 
 @pytest.mark.parametrize("scenario", ["read", "unwrap", "mixed"])
-def test_a_short_load_run(scenario, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}
-    env["CMK_SECRET_HASH_COST"] = "10"
-    result = subprocess.run(
-        [*CMK, "-o", "json", "load", scenario, "--private", "--requests", "40", "--warmup", "0", "--concurrency", "4"],
-        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+def test_a_short_load_run(scenario, env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./.cmk of a developer's trio nearby
+    summary = cmk_json(env, "load", scenario, "--private", "--requests", "40", "--warmup", "0", "--concurrency", "4")
     assert (summary["scenario"], summary["requests"], summary["errors"]) == (scenario, 40, {})
     assert summary["throughput_per_s"] > 0 and summary["latency_ms"]["max"] >= summary["latency_ms"]["p50"]
     if scenario in ("unwrap", "mixed"):
         assert summary["unwrap_as"] == "managed identity"  # the private trio's speech platform signs in
 
 
-def test_a_remote_target_needs_consent(tmp_path):
-    result = subprocess.run(
-        [*CMK, "--endpoint", "10.1.2.3:50051", "load", "read", "--requests", "1"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode != 0 and "not on loopback" in result.stderr
+def test_a_remote_target_needs_consent(env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(env, "--endpoint", "10.1.2.3:50051", "load", "read", "--requests", "1")
+    assert result.exit_code == 1
+    assert "10.1.2.3:50051 is not on loopback; give --allow-remote to load it anyway" in result.stderr
 
 
 def test_a_run_against_a_running_trio_cleans_up_and_can_plot(trio, tmp_path):
     import sqlite3
-
-    from tests.e2e.conftest import cmk
 
     services = trio.banner["services"]
     plot = tmp_path / "latency.png"
@@ -67,8 +56,6 @@ def test_a_run_against_a_running_trio_cleans_up_and_can_plot(trio, tmp_path):
 
 def test_unwrap_load_calls_the_vault_as_the_resources_managed_identity(trio):
     import sqlite3
-
-    from tests.e2e.conftest import cmk
 
     services = trio.banner["services"]
     summary = cmk(

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cmk_trio.cli.trio import start_trio
 from cmk_trio.client.identity import IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.launcher.trio import start_trio
 from cmk_trio.rpckit.channels import ChannelTls, open_channel
 from cmk_trio.rpckit.devca import DevPki, ensure_dev_pki
 from cmk_trio.rpckit.errors import PermissionDenied

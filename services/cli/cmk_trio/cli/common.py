@@ -1,16 +1,17 @@
-"""What every `cmk` command shares: the group state, --output, error printing, and
-sessions signed in from the profile."""
+"""What every `cmk` command shares: the group state, the `command` decorator (--output,
+the state, async bodies and error printing), and sessions signed in from the profile."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import grpc
@@ -21,8 +22,6 @@ from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.rpckit.devca import DevPki
 from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.status import status_code_of
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
@@ -55,22 +54,21 @@ class State:
         return open_channel(endpoint, ChannelTls(pki.ca_file, cli.cert_file, cli.key_file))
 
 
-def output_option(f: F) -> F:
+def _output_option() -> click.Option:
     """`--output` on every command too, so it can follow the command name."""
 
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
             ctx.ensure_object(State).output = value
 
-    return click.option(
-        "--output",
-        "-o",
+    return click.Option(
+        ["--output", "-o"],
         type=click.Choice(["table", "json"]),
         default=None,
         expose_value=False,
         callback=remember,
         help="table for people, json for scripts",
-    )(f)
+    )
 
 
 def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -105,6 +103,26 @@ def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def command(group: click.Group | None, name: str, **settings: Any) -> Callable[[Callable[..., Any]], click.Command]:
+    """Make a function the `cmk` command `name` in `group` (None: a command of `cmk` itself,
+    which its module's `register` adds), with what every command has: an `--output` option,
+    the group's `State` as the first argument, and, for an `async def`, the body run to
+    completion with a service error printed as its code and reason and exit code 1.
+    `settings` go to click (`help=` for commands made in a loop).
+
+    Put it above the command's own options and arguments, as click's `@group.command` goes."""
+
+    def decorate(body: Callable[..., Any]) -> click.Command:
+        callback = run_async(body) if inspect.iscoroutinefunction(body) else body
+        make = group.command if group is not None else click.command
+        made = make(name, **settings)(pass_state(callback))
+        # Last, after the command's own options: where `cmk X --help` has always listed it.
+        made.params.append(_output_option())
+        return made
+
+    return decorate
 
 
 # --- sessions ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from google.protobuf import timestamp_pb2
 
-from cmk_trio.cli.common import State, keyvault_session, output_option, pass_state, run_async
+from cmk_trio.cli.common import State, command, keyvault_session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 
@@ -46,7 +46,7 @@ def vault() -> None:
     """Key vaults (control plane: management tokens, roles on the vault)."""
 
 
-@vault.command("create")
+@command(vault, "create")
 @click.argument("name")
 @click.option("--subscription", "subscription_id", required=True)
 @click.option("--resource-group", required=True)
@@ -54,9 +54,6 @@ def vault() -> None:
 @click.option("--retention-days", type=int, default=90, show_default=True)
 @click.option("--purge-protection", is_flag=True)
 @click.option("--no-soft-delete", is_flag=True, help="make deletes final (not recommended)")
-@output_option
-@pass_state
-@run_async
 async def vault_create(state: State, name: str, subscription_id: str, resource_group: str, location: str,
                        retention_days: int, purge_protection: bool, no_soft_delete: bool) -> None:  # fmt: skip
     """Create a vault; you get a full access policy on it."""
@@ -68,23 +65,17 @@ async def vault_create(state: State, name: str, subscription_id: str, resource_g
     emit(state.output, to_dict(created))
 
 
-@vault.command("show")
+@command(vault, "show")
 @click.argument("name")
-@output_option
-@pass_state
-@run_async
 async def vault_show(state: State, name: str) -> None:
     """Show a vault."""
     async with keyvault_session(state) as kv:
         emit(state.output, to_dict(await kv.get_vault(name)))
 
 
-@vault.command("list")
+@command(vault, "list")
 @click.option("--subscription", "subscription_id", required=True)
 @click.option("--deleted", is_flag=True, help="list the soft-deleted vaults")
-@output_option
-@pass_state
-@run_async
 async def vault_list(state: State, subscription_id: str, deleted: bool) -> None:
     """List the vaults of a subscription."""
     async with keyvault_session(state) as kv:
@@ -92,12 +83,9 @@ async def vault_list(state: State, subscription_id: str, deleted: bool) -> None:
     emit_messages(state.output, page.vaults, VAULT_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@vault.command("update")
+@command(vault, "update")
 @click.argument("name")
 @click.option("--purge-protection", is_flag=True, help="turn purge protection on (it cannot be turned off)")
-@output_option
-@pass_state
-@run_async
 async def vault_update(state: State, name: str, purge_protection: bool) -> None:
     """Turn purge protection on."""
     if not purge_protection:
@@ -107,12 +95,9 @@ async def vault_update(state: State, name: str, purge_protection: bool) -> None:
 
 
 def _vault_action(name: str, help_text: str, method: str) -> None:
-    @vault.command(name, help=help_text)
+    @command(vault, name, help=help_text)
     @click.argument("vault_name")
-    @output_option
-    @pass_state
-    @run_async
-    async def command(state: State, vault_name: str) -> None:
+    async def vault_action(state: State, vault_name: str) -> None:
         async with keyvault_session(state) as kv:
             result = await getattr(kv, method)(vault_name)
         emit(state.output, to_dict(result) if result is not None else {"vault": vault_name, "done": name})
@@ -128,14 +113,11 @@ def policy() -> None:
     """Access policies: which principals may do what with keys."""
 
 
-@policy.command("set")
+@command(policy, "set")
 @click.argument("vault_name")
 @click.option("--object-id", required=True)
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--permissions", required=True, help="comma-separated: get,wrapKey,unwrapKey,...")
-@output_option
-@pass_state
-@run_async
 async def policy_set(state: State, vault_name: str, object_id: str, tenant_id: str, permissions: str) -> None:
     """Set a principal's key permissions (replacing what it had)."""
     names = [p.strip() for p in permissions.split(",") if p.strip()]
@@ -144,12 +126,9 @@ async def policy_set(state: State, vault_name: str, object_id: str, tenant_id: s
     emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
 
 
-@policy.command("delete")
+@command(policy, "delete")
 @click.argument("vault_name")
 @click.argument("object_id")
-@output_option
-@pass_state
-@run_async
 async def policy_delete(state: State, vault_name: str, object_id: str) -> None:
     """Remove a principal's access policy entry."""
     async with keyvault_session(state) as kv:
@@ -157,11 +136,8 @@ async def policy_delete(state: State, vault_name: str, object_id: str) -> None:
     emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
 
 
-@policy.command("list")
+@command(policy, "list")
 @click.argument("vault_name")
-@output_option
-@pass_state
-@run_async
 async def policy_list(state: State, vault_name: str) -> None:
     """List a vault's access policies."""
     async with keyvault_session(state) as kv:
@@ -184,16 +160,13 @@ def _key_out(state: State, version: res.KeyVersion) -> None:
     emit(state.output, data)
 
 
-@key.command("create")
+@command(key, "create")
 @click.argument("vault_name")
 @click.argument("name")
 @click.option("--size", type=int, default=2048, show_default=True)
 @click.option("--ops", default="", help="comma-separated key operations (default: all)")
 @click.option("--expires", default=None, help="ISO 8601 time")
 @click.option("--not-before", default=None, help="ISO 8601 time")
-@output_option
-@pass_state
-@run_async
 async def key_create(state: State, vault_name: str, name: str, size: int, ops: str,
                      expires: str | None, not_before: str | None) -> None:  # fmt: skip
     """Create an RSA key (or a new version of one)."""
@@ -210,36 +183,27 @@ async def key_create(state: State, vault_name: str, name: str, size: int, ops: s
         _key_out(state, await kv.create_key(vault_name, name, size=size, attributes=attributes))
 
 
-@key.command("import")
+@command(key, "import")
 @click.argument("vault_name")
 @click.argument("name")
 @click.option("--jwk-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-@output_option
-@pass_state
-@run_async
 async def key_import(state: State, vault_name: str, name: str, jwk_file: Path) -> None:
     """Import an RSA private key given as a JWK file."""
     async with keyvault_session(state) as kv:
         _key_out(state, await kv.import_key(vault_name, name, jwk_file.read_text()))
 
 
-@key.command("show")
+@command(key, "show")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_show(state: State, key_id: str) -> None:
     """Show a key version (the newest if the identifier has none), with its Key Identifier."""
     async with keyvault_session(state) as kv:
         _key_out(state, await kv.get_key(key_id))
 
 
-@key.command("list")
+@command(key, "list")
 @click.argument("vault_name")
 @click.option("--deleted", is_flag=True)
-@output_option
-@pass_state
-@run_async
 async def key_list(state: State, vault_name: str, deleted: bool) -> None:
     """List a vault's keys (or its soft-deleted keys)."""
     async with keyvault_session(state) as kv:
@@ -251,11 +215,8 @@ async def key_list(state: State, vault_name: str, deleted: bool) -> None:
     emit_messages(state.output, page.keys, KEY_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@key.command("versions")
+@command(key, "versions")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_versions(state: State, key_id: str) -> None:
     """List a key's versions."""
     async with keyvault_session(state) as kv:
@@ -263,14 +224,11 @@ async def key_versions(state: State, key_id: str) -> None:
     emit_messages(state.output, page.versions, KEY_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@key.command("update")
+@command(key, "update")
 @click.argument("key_id")
 @click.option("--enabled/--disabled", default=None)
 @click.option("--expires", default=None, help="ISO 8601 time")
 @click.option("--not-before", default=None, help="ISO 8601 time")
-@output_option
-@pass_state
-@run_async
 async def key_update(
     state: State, key_id: str, enabled: bool | None, expires: str | None, not_before: str | None
 ) -> None:
@@ -291,44 +249,32 @@ async def key_update(
         _key_out(state, await kv.update_key(key_id, attributes, paths))
 
 
-@key.command("rotate")
+@command(key, "rotate")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_rotate(state: State, key_id: str) -> None:
     """Make a new version of a key."""
     async with keyvault_session(state) as kv:
         _key_out(state, await kv.rotate_key(key_id))
 
 
-@key.command("delete")
+@command(key, "delete")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_delete(state: State, key_id: str) -> None:
     """Delete a key (soft-deleted if the vault has soft-delete)."""
     async with keyvault_session(state) as kv:
         emit(state.output, to_dict(await kv.delete_key(key_id)))
 
 
-@key.command("recover")
+@command(key, "recover")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_recover(state: State, key_id: str) -> None:
     """Recover a soft-deleted key."""
     async with keyvault_session(state) as kv:
         _key_out(state, await kv.recover_key(key_id))
 
 
-@key.command("purge")
+@command(key, "purge")
 @click.argument("key_id")
-@output_option
-@pass_state
-@run_async
 async def key_purge(state: State, key_id: str) -> None:
     """Purge a soft-deleted key (refused under purge protection before its date)."""
     async with keyvault_session(state) as kv:
@@ -336,13 +282,10 @@ async def key_purge(state: State, key_id: str) -> None:
     emit(state.output, {"purged": key_id})
 
 
-@key.command("wrap")
+@command(key, "wrap")
 @click.argument("key_id")
 @click.option("--value", required=True, help="the key to wrap, base64")
 @click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
-@output_option
-@pass_state
-@run_async
 async def key_wrap(state: State, key_id: str, value: str, algorithm: str) -> None:
     """Wrap a key; prints the wrapped value in base64."""
     async with keyvault_session(state) as kv:
@@ -351,13 +294,10 @@ async def key_wrap(state: State, key_id: str, value: str, algorithm: str) -> Non
                         "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
 
 
-@key.command("unwrap")
+@command(key, "unwrap")
 @click.argument("key_id")
 @click.option("--value", required=True, help="the wrapped key, base64")
 @click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
-@output_option
-@pass_state
-@run_async
 async def key_unwrap(state: State, key_id: str, value: str, algorithm: str) -> None:
     """Unwrap a key; prints it in base64."""
     async with keyvault_session(state) as kv:
@@ -374,14 +314,11 @@ def audit() -> None:
     """The key vault's tamper-evident audit log."""
 
 
-@audit.command("list")
+@command(audit, "list")
 @click.option("--vault", "vault_name", default="", help="one vault (needs Reader on it); all for the operator")
 @click.option("--result", type=click.Choice(["allowed", "denied", "error"]), default=None)
 @click.option("--page-size", type=int, default=0)
 @click.option("--page-token", default="")
-@output_option
-@pass_state
-@run_async
 async def audit_list(state: State, vault_name: str, result: str | None, page_size: int, page_token: str) -> None:
     """List audit records, oldest first."""
     async with keyvault_session(state) as kv:
@@ -389,11 +326,8 @@ async def audit_list(state: State, vault_name: str, result: str | None, page_siz
     emit_messages(state.output, page.records, AUDIT_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@audit.command("checkpoint")
+@command(audit, "checkpoint")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="save the signed checkpoint here")
-@output_option
-@pass_state
-@run_async
 async def audit_checkpoint(state: State, out: Path | None) -> None:
     """Sign a checkpoint of the log now (operator only); keep it to verify against later."""
     async with keyvault_session(state) as kv:
@@ -404,12 +338,9 @@ async def audit_checkpoint(state: State, out: Path | None) -> None:
     emit(state.output, data)
 
 
-@audit.command("verify")
+@command(audit, "verify")
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="a checkpoint saved earlier: also catches newest records cut off since")  # fmt: skip
-@output_option
-@pass_state
-@run_async
 async def audit_verify(state: State, checkpoint_file: Path | None) -> None:
     """Check the whole chain (operator only); exit 1 and name the first broken record if not intact."""
     checkpoint = None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cmk_trio.cli.common import State, output_option, pass_state, run_async, speech_session
+from cmk_trio.cli.common import State, command, speech_session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 
@@ -18,6 +18,7 @@ TIERS = {"F0": res.F0, "S0": res.S0}
 
 
 def register(cli: click.Group) -> None:
+    """Add the `speech` command group to `cmk`."""
     cli.add_command(speech)
 
 
@@ -26,16 +27,13 @@ def speech() -> None:
     """Speech resources and the data they keep encrypted at rest."""
 
 
-@speech.command("create")
+@command(speech, "create")
 @click.argument("name")
 @click.option("--subscription", "subscription_id", required=True)
 @click.option("--resource-group", required=True)
 @click.option("--location", required=True)
 @click.option("--tier", type=click.Choice(sorted(TIERS)), default="S0", show_default=True)
 @click.option("--created", default=None, help="operator only: a backdated creation time (ISO 8601)")
-@output_option
-@pass_state
-@run_async
 async def speech_create(state: State, name: str, subscription_id: str, resource_group: str, location: str,
                         tier: str, created: str | None) -> None:  # fmt: skip
     """Create a speech resource (always with Microsoft-managed keys)."""
@@ -47,22 +45,16 @@ async def speech_create(state: State, name: str, subscription_id: str, resource_
     emit(state.output, to_dict(made))
 
 
-@speech.command("show")
+@command(speech, "show")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def speech_show(state: State, resource_id: str) -> None:
     """Show a resource with its identity and encryption status."""
     async with speech_session(state) as s:
         emit(state.output, to_dict(await s.get_resource(resource_id)))
 
 
-@speech.command("list")
+@command(speech, "list")
 @click.option("--subscription", "subscription_id", required=True)
-@output_option
-@pass_state
-@run_async
 async def speech_list(state: State, subscription_id: str) -> None:
     """List a subscription's speech resources."""
     async with speech_session(state) as s:
@@ -70,11 +62,8 @@ async def speech_list(state: State, subscription_id: str) -> None:
     emit_messages(state.output, page.resources, RESOURCE_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@speech.command("delete")
+@command(speech, "delete")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def speech_delete(state: State, resource_id: str) -> None:
     """Delete a resource and its data."""
     async with speech_session(state) as s:
@@ -82,11 +71,9 @@ async def speech_delete(state: State, resource_id: str) -> None:
     emit(state.output, {"deleted": resource_id})
 
 
-@speech.command("rotate-master-key")
+@command(speech, "rotate-master-key")
 @click.option("--ring-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="the ring file, by default <data-dir>/speech-master-keys.json")  # fmt: skip
-@output_option
-@pass_state
 def rotate_master_key(state: State, ring_file: Path) -> None:
     """Add a new current version to the Microsoft-managed master key ring (offline); the
     service rewraps its data keys to it at the next start."""
@@ -96,13 +83,10 @@ def rotate_master_key(state: State, ring_file: Path) -> None:
     emit(state.output, {"ring_file": str(ring_file), "current": ring.current, "versions": sorted(ring.keys)})
 
 
-@speech.command("move")
+@command(speech, "move")
 @click.argument("resource_id")
 @click.option("--to-subscription", "subscription_id", required=True)
 @click.option("--to-resource-group", "resource_group", required=True)
-@output_option
-@pass_state
-@run_async
 async def speech_move(state: State, resource_id: str, subscription_id: str, resource_group: str) -> None:
     """Move a resource (to another tenant's subscription: operator only; its identity is lost)."""
     async with speech_session(state) as s:
@@ -117,11 +101,8 @@ def identity() -> None:
     """The resource's system-assigned managed identity."""
 
 
-@identity.command("assign")
+@command(identity, "assign")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def identity_assign(state: State, resource_id: str) -> None:
     """Give the resource a managed identity (a new object id each time)."""
     async with speech_session(state) as s:
@@ -129,12 +110,9 @@ async def identity_assign(state: State, resource_id: str) -> None:
     emit(state.output, to_dict(done))
 
 
-@identity.command("remove")
+@command(identity, "remove")
 @click.argument("resource_id")
 @click.option("--confirm-data-inaccessible", is_flag=True, help="needed when customer-managed keys are on")
-@output_option
-@pass_state
-@run_async
 async def identity_remove(state: State, resource_id: str, confirm_data_inaccessible: bool) -> None:
     """Remove the managed identity (with CMK on, the data becomes unreadable)."""
     async with speech_session(state) as s:
@@ -147,7 +125,7 @@ def encryption() -> None:
     """Microsoft-managed or customer-managed keys."""
 
 
-@encryption.command("set")
+@command(encryption, "set")
 @click.argument("resource_id")
 @click.option("--key-uri", default="", help="the Key Identifier (with or without version)")
 @click.option("--key-subscription", default="", help="the vault's subscription (with --key-uri)")
@@ -156,9 +134,6 @@ def encryption() -> None:
 @click.option("--version", "key_version", default="", help="and optionally its version")
 @click.option("--follow-latest", is_flag=True, help="follow the key's newest version (versionless URI)")
 @click.option("--no-grant", is_flag=True, help="the identity already has access: do not grant it")
-@output_option
-@pass_state
-@run_async
 async def encryption_set(state: State, resource_id: str, key_uri: str, key_subscription: str, vault_name: str,
                          key_name: str, key_version: str, follow_latest: bool, no_grant: bool) -> None:  # fmt: skip
     """Use a customer-managed key (checked end to end; any failure changes nothing)."""
@@ -170,11 +145,8 @@ async def encryption_set(state: State, resource_id: str, key_uri: str, key_subsc
     emit(state.output, to_dict(done.encryption) | {"identity": to_dict(done.identity)})
 
 
-@encryption.command("disable")
+@command(encryption, "disable")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def encryption_disable(state: State, resource_id: str) -> None:
     """Go back to the Microsoft-managed key."""
     async with speech_session(state) as s:
@@ -182,11 +154,8 @@ async def encryption_disable(state: State, resource_id: str) -> None:
     emit(state.output, to_dict(done.encryption))
 
 
-@encryption.command("show")
+@command(encryption, "show")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def encryption_show(state: State, resource_id: str) -> None:
     """Show the encryption settings and status."""
     async with speech_session(state) as s:
@@ -203,13 +172,10 @@ def approval() -> None:
 
 
 def _approval_command(name: str, help_text: str, method: str) -> None:
-    @approval.command(name, help=help_text)
+    @command(approval, name, help=help_text)
     @click.option("--subscription", "subscription_id", required=True)
     @click.option("--note", default="")
-    @output_option
-    @pass_state
-    @run_async
-    async def command(state: State, subscription_id: str, note: str) -> None:
+    async def approval_action(state: State, subscription_id: str, note: str) -> None:
         async with speech_session(state) as s:
             fn = getattr(s, method)
             result = await (fn(subscription_id) if method == "get_approval" else fn(subscription_id, note))
@@ -230,50 +196,38 @@ def app() -> None:
     """Custom Commands applications (their configuration JSON is kept encrypted)."""
 
 
-@app.command("create")
+@command(app, "create")
 @click.argument("resource_id")
 @click.option("--name", "display_name", required=True)
 @click.option("--config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-@output_option
-@pass_state
-@run_async
 async def app_create(state: State, resource_id: str, display_name: str, config_file: Path) -> None:
     """Create an application from a configuration JSON file."""
     async with speech_session(state) as s:
         emit(state.output, to_dict(await s.create_application(resource_id, display_name, config_file.read_text())))
 
 
-@app.command("get")
+@command(app, "get")
 @click.argument("name")
-@output_option
-@pass_state
-@run_async
 async def app_get(state: State, name: str) -> None:
     """Get an application (NAME is {resource id}/applications/{id})."""
     async with speech_session(state) as s:
         emit(state.output, to_dict(await s.get_application(name)))
 
 
-@app.command("update")
+@command(app, "update")
 @click.argument("name")
 @click.option("--etag", required=True)
 @click.option("--name", "display_name", required=True)
 @click.option("--config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-@output_option
-@pass_state
-@run_async
 async def app_update(state: State, name: str, etag: str, display_name: str, config_file: Path) -> None:
     """Replace an application (the etag must be current)."""
     async with speech_session(state) as s:
         emit(state.output, to_dict(await s.update_application(name, etag, display_name, config_file.read_text())))
 
 
-@app.command("delete")
+@command(app, "delete")
 @click.argument("name")
 @click.option("--etag", default="")
-@output_option
-@pass_state
-@run_async
 async def app_delete(state: State, name: str, etag: str) -> None:
     """Delete an application."""
     async with speech_session(state) as s:
@@ -281,13 +235,10 @@ async def app_delete(state: State, name: str, etag: str) -> None:
     emit(state.output, {"deleted": name})
 
 
-@app.command("list")
+@command(app, "list")
 @click.argument("resource_id")
 @click.option("--page-size", type=int, default=0)
 @click.option("--page-token", default="")
-@output_option
-@pass_state
-@run_async
 async def app_list(state: State, resource_id: str, page_size: int, page_token: str) -> None:
     """List a resource's applications."""
     async with speech_session(state) as s:
@@ -300,24 +251,18 @@ def luis_keys() -> None:
     """The resource's LUIS authoring and prediction keys (kept encrypted)."""
 
 
-@luis_keys.command("set")
+@command(luis_keys, "set")
 @click.argument("resource_id")
 @click.option("--authoring-key", required=True)
 @click.option("--prediction-key", required=True)
-@output_option
-@pass_state
-@run_async
 async def luis_set(state: State, resource_id: str, authoring_key: str, prediction_key: str) -> None:
     """Set the LUIS keys."""
     async with speech_session(state) as s:
         emit(state.output, to_dict(await s.set_luis_keys(resource_id, authoring_key, prediction_key)))
 
 
-@luis_keys.command("get")
+@command(luis_keys, "get")
 @click.argument("resource_id")
-@output_option
-@pass_state
-@run_async
 async def luis_get(state: State, resource_id: str) -> None:
     """Get the LUIS keys."""
     async with speech_session(state) as s:

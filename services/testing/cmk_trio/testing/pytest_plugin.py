@@ -58,7 +58,7 @@ class _Background:
 @pytest.fixture(scope="session")
 def cmk_trio() -> Iterator[TrioHandle]:
     """The identity, key vault and speech services, running for the whole session."""
-    from cmk_trio.cli.trio import start_trio
+    from cmk_trio.launcher.trio import start_trio
 
     background = _Background()
     with tempfile.TemporaryDirectory(prefix="cmk-trio-") as tmp:

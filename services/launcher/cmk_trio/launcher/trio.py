@@ -1,4 +1,5 @@
-"""Starting the services together in one process (`cmk up`), wired to each other."""
+"""The three services started together in one process, wired to each other: identity
+first, then the platform principals the key vault and speech sign in as, then those two."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.model import PrincipalKind
@@ -18,11 +17,16 @@ from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 
+if TYPE_CHECKING:
+    from cmk_trio.keyvault.server import KeyVaultServer
+    from cmk_trio.speech.server import SpeechServer
+
 
 async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> ClientCredentials:
     """The credentials of a platform service's principal: read from `path`, or, on the first
     start, made by the operator in the platform tenant and written there (mode 0600)."""
-    if path.exists():
+    # Blocking file access is harmless here: one small file, at start-up, before anything serves.
+    if path.exists():  # noqa: ASYNC240
         return ClientCredentials.from_file(path)
     operator = identity.operator
     principal = await identity.directory.create_principal(
@@ -43,20 +47,25 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
 class RunningTrio:
     """The three services running in this process, wired to each other."""
 
-    identity: Any
-    keyvault: Any
-    speech: Any
+    identity: IdentityServer
+    keyvault: KeyVaultServer
+    speech: SpeechServer
     tls_dir: Path | None = None
     """Where the development CA and certificates are, when the services talk mutual TLS."""
 
     @property
     def endpoints(self) -> dict[str, str]:
+        """Where each service listens (host:port)."""
         return {"identity": self.identity.endpoint, "keyvault": self.keyvault.endpoint, "speech": self.speech.endpoint}
 
     @property
     def metrics(self) -> dict[str, str]:
         """The Prometheus endpoints, for the services that serve them."""
-        servers = {"identity": self.identity, "keyvault": self.keyvault, "speech": self.speech}
+        servers: dict[str, IdentityServer | KeyVaultServer | SpeechServer] = {
+            "identity": self.identity,
+            "keyvault": self.keyvault,
+            "speech": self.speech,
+        }
         return {
             name: f"http://{s.config.host}:{s.metrics_port}/metrics"
             for name, s in servers.items()
@@ -64,6 +73,8 @@ class RunningTrio:
         }
 
     async def stop(self) -> None:
+        """Stop the services in the reverse order of their start: speech calls the key
+        vault, and both follow identity's event stream."""
         for server in (self.speech, self.keyvault, self.identity):
             await server.stop()
 
@@ -151,89 +162,3 @@ async def start_trio(
             await server.stop()
         raise
     return RunningTrio(identity, keyvault, speech, tls_dir)
-
-
-async def run_trio(
-    data_dir: Path,
-    port_base: int,
-    output: str,
-    *,
-    dev_time_control: bool = False,
-    auto_approve: bool = False,
-    mutual_tls: bool = True,
-    metrics: bool = True,
-) -> None:
-    """Start the trio and serve until SIGTERM or SIGINT."""
-    from cmk_trio.rpckit.logs import configure_logging
-    from cmk_trio.rpckit.server import stop_signals
-
-    configure_logging("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"))
-    with stop_signals() as stopped:
-        trio = await start_trio(
-            data_dir,
-            port_base,
-            dev_time_control=dev_time_control,
-            auto_approve=auto_approve,
-            mutual_tls=mutual_tls,
-            metrics=metrics,
-        )
-        try:
-            announce(trio.identity, trio.keyvault.endpoint, output, trio.speech.endpoint, trio.tls_dir, trio.metrics)
-            await stopped.wait()
-            click.echo("stopping", err=True)
-        finally:
-            await trio.stop()
-
-
-def announce(
-    identity: Any,
-    keyvault_endpoint: str | None,
-    output: str,
-    speech_endpoint: str | None = None,
-    tls_dir: Path | None = None,
-    metrics: dict[str, str] | None = None,
-) -> None:
-    """Print where the services listen and how to sign in; on the first start, the operator
-    credential (to stdout, once: never to the log)."""
-    login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
-    if keyvault_endpoint:
-        login += f" --keyvault-endpoint {keyvault_endpoint}"
-    if speech_endpoint:
-        login += f" --speech-endpoint {speech_endpoint}"
-    if tls_dir is not None:
-        login = login.replace("cmk login", f"cmk --tls-dir {tls_dir} login", 1)
-    created = None
-    if identity.new_operator_secret is not None:
-        created = {
-            "tenant_id": identity.operator.tenant_id,
-            "client_id": identity.new_operator_secret.client_id,
-            "client_secret": identity.new_operator_secret.value,
-            "file": str(identity.config.operator_file),
-        }
-    if output == "json":
-        services = {"identity": identity.endpoint}
-        if keyvault_endpoint:
-            services["keyvault"] = keyvault_endpoint
-        if speech_endpoint:
-            services["speech"] = speech_endpoint
-        click.echo(json.dumps({"services": services, "endpoint": identity.endpoint, "created_operator": created,
-                               "login": login, "tls_dir": str(tls_dir) if tls_dir else None,
-                               "metrics": metrics or {}}))  # fmt: skip
-    else:
-        click.echo(f"identity listening on {identity.endpoint}")
-        if keyvault_endpoint:
-            click.echo(f"keyvault listening on {keyvault_endpoint}")
-        if speech_endpoint:
-            click.echo(f"speech listening on {speech_endpoint}")
-        for name, url in (metrics or {}).items():
-            click.echo(f"{name} metrics at {url}")
-        if created is not None:
-            click.echo("platform operator created (shown once; also in the file below):")
-            click.echo(f"  tenant id:     {created['tenant_id']}")
-            click.echo(f"  client id:     {created['client_id']}")
-            click.echo(f"  client secret: {created['client_secret']}")
-            click.echo(f"  file:          {created['file']}")
-        click.echo(f"sign in with: {login}")
-    import sys
-
-    sys.stdout.flush()

@@ -1,0 +1,143 @@
+"""`cmk login`, `cmk token get` and `cmk signing-key`: signing in, tokens, and the keys
+that sign them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cmk_trio.cli.common import State, anonymous, command, read_operator_file, session
+from cmk_trio.cli.output import emit, emit_messages, to_dict
+from cmk_trio.cli.profile import Profile
+from cmk_trio.client.identity import ClientCredentials
+from cmk_trio.rpckit import audiences
+
+AUDIENCES = {
+    "directory": audiences.DIRECTORY,
+    "management": audiences.MANAGEMENT,
+    "vault": audiences.VAULT,
+    "speech": audiences.SPEECH,
+}
+
+
+def register(cli: click.Group) -> None:
+    """Add `login`, `token` and `signing-key` to `cmk`."""
+    for made in (login, token, signing_key):
+        cli.add_command(made)
+
+
+# --- signing in ----------------------------------------------------------------------------
+
+
+@command(None, "login")
+@click.option("--endpoint", required=True, help="identity endpoint host:port")
+@click.option(
+    "--operator-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False, resolve_path=True),
+    help="sign in as the operator from its credential file",
+)
+@click.option("--tenant", "tenant_id", help="tenant id (with --client-id)")
+@click.option("--client-id")
+@click.option("--client-secret", envvar="CMK_CLIENT_SECRET", help="prompted for if not given")
+@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint host:port")
+@click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint host:port")
+async def login(
+    state: State,
+    endpoint: str,
+    operator_file: Path | None,
+    tenant_id: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    keyvault_endpoint: str | None,
+    speech_endpoint: str | None,
+) -> None:
+    """Sign in and keep the tokens in the profile file (mode 0600)."""
+    if operator_file is not None:
+        creds = read_operator_file(operator_file)
+    else:
+        if not tenant_id or not client_id:
+            raise click.ClickException("give --operator-file, or --tenant and --client-id")
+        secret = client_secret or click.prompt("client secret", hide_input=True)
+        creds = ClientCredentials(tenant_id, client_id, secret)
+    profile = Profile(
+        identity_endpoint=endpoint,
+        tenant_id=creds.tenant_id,
+        client_id=creds.client_id,
+        keyvault_endpoint=keyvault_endpoint or "",
+        speech_endpoint=speech_endpoint or "",
+        tls_dir=str(Path(state.tls_dir).absolute()) if state.tls_dir else "",
+        operator_file=str(operator_file) if operator_file else "",
+    )
+    async with anonymous(state, endpoint) as client:
+        # One token per audience, as a CLI keeps them: the secret itself is not kept.
+        for audience in sorted(audiences.ALL):
+            issued = await client.issue_token(creds, audience)
+            profile.keep(audience, issued.access_token, issued.expire_time.seconds)
+    profile.save(state.profile_path)
+    emit(
+        state.output,
+        {
+            "signed_in": True,
+            "tenant_id": creds.tenant_id,
+            "client_id": creds.client_id,
+            "endpoint": endpoint,
+            "profile": str(state.profile_path),
+            "keyvault_endpoint": profile.keyvault_endpoint,
+            "speech_endpoint": profile.speech_endpoint,
+        },
+    )
+
+
+# --- tokens and signing keys ---------------------------------------------------------------------
+
+
+@click.group()
+def token() -> None:
+    """Access tokens."""
+
+
+@command(token, "get")
+@click.option("--audience", type=click.Choice(sorted(AUDIENCES)), default="directory", show_default=True)
+@click.option("--operator-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--tenant", "tenant_id")
+@click.option("--client-id")
+@click.option("--client-secret", envvar="CMK_CLIENT_SECRET")
+async def token_get(
+    state: State,
+    audience: str,
+    operator_file: Path | None,
+    tenant_id: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+) -> None:
+    """Obtain a token with client credentials (or the operator file) and print it."""
+    if operator_file is not None:
+        creds = read_operator_file(operator_file)
+    elif tenant_id and client_id:
+        creds = ClientCredentials(tenant_id, client_id, client_secret or click.prompt("client secret", hide_input=True))
+    else:
+        raise click.ClickException("give --operator-file, or --tenant, --client-id and --client-secret")
+    async with anonymous(state) as c:
+        issued = await c.issue_token(creds, AUDIENCES[audience])
+    emit(state.output, to_dict(issued))
+
+
+@click.group("signing-key")
+def signing_key() -> None:
+    """The directory's token signing keys."""
+
+
+@command(signing_key, "list")
+async def signing_key_list(state: State) -> None:
+    """List the published signing keys."""
+    async with anonymous(state) as c:
+        keys = await c.list_signing_keys()
+    emit_messages(state.output, keys, ("kid", "algorithm", "state", "create_time", "retire_time"), {})
+
+
+@command(signing_key, "rotate")
+async def signing_key_rotate(state: State) -> None:
+    """Make a new signing key active (operator only)."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.rotate_signing_key()))

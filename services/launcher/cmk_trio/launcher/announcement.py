@@ -1,0 +1,95 @@
+"""What a start tells the person who started it, as data: the front end (the `cmk` command,
+`python -m cmk_trio.identity`) decides how to print it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cmk_trio.identity.server import IdentityServer
+    from cmk_trio.launcher.trio import RunningTrio
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Where the services listen, where their metrics are, how to sign in, and, on the first
+    start only, the operator credential: shown this once on standard output (it is also in
+    the operator file, mode 0600), never written to the log."""
+
+    endpoint: str
+    """The identity service, which every sign-in starts from."""
+    services: dict[str, str]
+    """Each started service's host:port, identity first."""
+    login: str
+    """The `cmk login` command line that signs in as the operator."""
+    created_operator: dict[str, str] | None = None
+    tls_dir: Path | None = None
+    metrics: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        identity: IdentityServer,
+        keyvault_endpoint: str | None = None,
+        speech_endpoint: str | None = None,
+        tls_dir: Path | None = None,
+        metrics: dict[str, str] | None = None,
+    ) -> Announcement:
+        """The announcement of an identity service, and of the key vault and speech when
+        they were started beside it."""
+        login = f"cmk login --endpoint {identity.endpoint} --operator-file {identity.config.operator_file}"
+        services = {"identity": identity.endpoint}
+        if keyvault_endpoint:
+            login += f" --keyvault-endpoint {keyvault_endpoint}"
+            services["keyvault"] = keyvault_endpoint
+        if speech_endpoint:
+            login += f" --speech-endpoint {speech_endpoint}"
+            services["speech"] = speech_endpoint
+        if tls_dir is not None:
+            login = login.replace("cmk login", f"cmk --tls-dir {tls_dir} login", 1)
+        created = None
+        if identity.new_operator_secret is not None:
+            created = {
+                "tenant_id": identity.operator.tenant_id,
+                "client_id": identity.new_operator_secret.client_id,
+                "client_secret": identity.new_operator_secret.value,
+                "file": str(identity.config.operator_file),
+            }
+        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {})
+
+    @classmethod
+    def of_trio(cls, trio: RunningTrio) -> Announcement:
+        """The announcement of the three services started together."""
+        return cls.of(trio.identity, trio.keyvault.endpoint, trio.speech.endpoint, trio.tls_dir, trio.metrics)
+
+    def to_json(self) -> str:
+        """One line of JSON, for scripts and tests that wait for the start."""
+        return json.dumps(
+            {
+                "services": self.services,
+                "endpoint": self.endpoint,
+                "created_operator": self.created_operator,
+                "login": self.login,
+                "tls_dir": str(self.tls_dir) if self.tls_dir else None,
+                "metrics": self.metrics,
+            }
+        )
+
+    def lines(self) -> list[str]:
+        """The same for people."""
+        lines = [f"{name} listening on {endpoint}" for name, endpoint in self.services.items()]
+        lines += [f"{name} metrics at {url}" for name, url in self.metrics.items()]
+        if self.created_operator is not None:
+            created = self.created_operator
+            lines += [
+                "platform operator created (shown once; also in the file below):",
+                f"  tenant id:     {created['tenant_id']}",
+                f"  client id:     {created['client_id']}",
+                f"  client secret: {created['client_secret']}",
+                f"  file:          {created['file']}",
+            ]
+        lines.append(f"sign in with: {self.login}")
+        return lines
