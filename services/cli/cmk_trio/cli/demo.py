@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.proto.speech.v1 import resources_pb2 as spres
 from cmk_trio.rpckit.errors import ServiceError
+from cmk_trio.speech.storage.sqlite import sealed_values_in_file
 
 CONFIG = {"commands": [{"name": "TurnOnTheLight", "examples": ["turn on the light"]}], "note": "demo configuration"}
 
@@ -60,10 +60,7 @@ async def expect_refusal(call: Any, reason: str) -> ServiceError:
 def stored_ciphertexts(data_dir: Path | None) -> list[bytes] | None:
     if data_dir is None or not (data_dir / "speech.db").exists():
         return None
-    with sqlite3.connect(f"file:{data_dir / 'speech.db'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT sealed_configuration FROM applications ORDER BY seq").fetchall()
-        rows += db.execute("SELECT sealed FROM luis_keys ORDER BY resource_uid").fetchall()
-    return [bytes(r[0]) for r in rows]
+    return sealed_values_in_file(data_dir / "speech.db")
 
 
 async def run_demo(

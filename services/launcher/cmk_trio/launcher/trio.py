@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> ClientCredentials:
     """The credentials of a platform service's principal: read from `path`, or, on the first
     start, made by the operator in the platform tenant and written there (mode 0600)."""
-    # Blocking file access is harmless here: one small file, at start-up, before anything serves.
-    if path.exists():  # noqa: ASYNC240
+    if path.exists():
         return ClientCredentials.from_file(path)
     operator = identity.operator
     principal = await identity.directory.create_principal(
