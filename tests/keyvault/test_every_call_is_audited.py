@@ -75,3 +75,21 @@ async def test_a_call_without_a_token_is_audited_as_denied(keyvault: KeyVaultSer
         assert [(r.entry.operation, r.entry.result, r.entry.reason) for r in after[before:]] == [
             (method.name, "denied", Reason.TOKEN_MISSING.value)
         ], path
+
+
+async def test_a_validation_that_fails_unexpectedly_is_refused_and_audited_as_an_error(
+    keyvault: KeyVaultServer, kv_channel: grpc.aio.Channel, customer: Customer, monkeypatch: pytest.MonkeyPatch
+):
+    token = await customer.tenant.admin_client.token_for(audiences.MANAGEMENT)
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise OverflowError("a bug in validation")
+
+    monkeypatch.setattr(keyvault.directory.validator, "validate", broken)
+    path, method = next((p, m) for p, m in _methods() if m.name == "GetVault")
+    before = len(await _records(keyvault))
+    assert await _call(kv_channel, path, method, token) == grpc.StatusCode.INTERNAL
+    after = await _records(keyvault)
+    assert [(r.entry.operation, r.entry.result, r.entry.reason) for r in after[before:]] == [
+        ("GetVault", "error", Reason.INTERNAL.value)
+    ]

@@ -1,6 +1,6 @@
 """The key vault's naming rules, in one place for everyone who names a vault or a key: the
-key vault itself, speech (which stores key identifiers), the CLI and other clients. They are
-Azure Key Vault's rules, so that identifiers are byte-compatible with the real format."""
+key vault itself, speech (which stores key identifiers) and any other client. They are Azure
+Key Vault's rules, so that identifiers are byte-compatible with the real format."""
 
 from __future__ import annotations
 
@@ -62,26 +62,34 @@ def key_id(vault: str, key: str, version: str | None, dns_suffix: str) -> str:
     return f"https://{vault}.{dns_suffix}/keys/{key}" + (f"/{version}" if version else "")
 
 
+def split_key_id(value: str, dns_suffix: str) -> tuple[str, str, str | None] | None:
+    """The vault, key and version (None if absent) of a key identifier URI
+    https://{vault}.{suffix}/keys/{name}[/{version}], unchecked; None if it is not one."""
+    suffix = re.escape(dns_suffix.lower())
+    match = re.fullmatch(rf"https://([^./]+)\.{suffix}(?::443)?/keys/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE)
+    return (match.group(1), match.group(2), match.group(3) or None) if match else None
+
+
 @functools.lru_cache(maxsize=4096)
-def parse_key_ref(field: str, value: str, dns_suffix: str, *, resource_names: bool = True) -> KeyRef:
-    """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or, when
-    `resource_names`, a resource name (vaults/{vault}/keys/{name}[/versions/{version}]).
-    Remembered (a busy client names the same few keys on every call); refusals are not, as
-    they raise."""
+def parse_key_ref(field: str, value: str, dns_suffix: str) -> KeyRef:
+    """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or a resource
+    name (vaults/{vault}/keys/{name}[/versions/{version}]). Remembered (a busy client names
+    the same few keys on every call); refusals are not, as they raise."""
     if not value:
         raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
     if len(value) > MAX_KEY_ID:
         raise invalid_field(field, Reason.FIELD_TOO_LONG, "is too long for a key identifier")
-    suffix = re.escape(dns_suffix.lower())
-    match = re.fullmatch(rf"https://([^./]+)\.{suffix}(?::443)?/keys/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE)
-    if match is None and resource_names:
-        match = re.fullmatch(r"vaults/([^/]+)/keys/([^/]+)(?:/versions/([^/]+))?", value)
-    if match is None:
-        forms = f"https://{{vault}}.{dns_suffix}/keys/{{name}}[/{{version}}]"
-        if resource_names:
-            forms += " or vaults/{vault}/keys/{name}[/versions/{version}]"
-        raise invalid_field(field, Reason.KEY_URI_MALFORMED, f"must be a key identifier {forms}")
-    vault, key, version = match.group(1), match.group(2), match.group(3) or None
-    return KeyRef(
-        vault_name(field, vault), key_name(field, key), key_version(field, version) if version is not None else None
-    )
+    parts = split_key_id(value, dns_suffix)
+    if parts is None:
+        name = re.fullmatch(r"vaults/([^/]+)/keys/([^/]+)(?:/versions/([^/]+))?", value)
+        parts = (name.group(1), name.group(2), name.group(3) or None) if name else None
+    if parts is None:
+        raise invalid_field(
+            field,
+            Reason.KEY_URI_MALFORMED,
+            f"must be a key identifier https://{{vault}}.{dns_suffix}/keys/{{name}}[/{{version}}] "
+            "or vaults/{vault}/keys/{name}[/versions/{version}]",
+        )
+    vault, key, version = parts
+    version = key_version(field, version) if version is not None else None
+    return KeyRef(vault_name(field, vault), key_name(field, key), version)

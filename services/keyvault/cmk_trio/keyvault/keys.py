@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from cmk_trio.client import key_names
 from cmk_trio.client.key_names import KeyRef, key_name, parse_key_ref, vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.crypto import (
@@ -91,7 +92,7 @@ class Keys:
         return f"https://{vault}.{self.dns_suffix}/"
 
     def key_id(self, vault: str, key: str, version: str) -> str:
-        return f"https://{vault}.{self.dns_suffix}/keys/{key}/{version}"
+        return key_names.key_id(vault, key, version, self.dns_suffix)
 
     def parse(self, field: str, value: str) -> KeyRef:
         return parse_key_ref(field, value, self.dns_suffix)

@@ -117,14 +117,17 @@ async def build_server(
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await open_store(config.database_path)
-    metrics = Metrics.create("keyvault")
-    directory = link_to_directory(
-        config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
-        issuer_base=config.issuer_base, skew=config.clock_skew,
-        revocation_max_staleness=config.revocation_max_staleness,
-    )  # fmt: skip
-    try:
+    # What start-up opens is closed again if a later step fails; once serving, the server owns it.
+    async with contextlib.AsyncExitStack() as undo:
+        store = await open_store(config.database_path)
+        undo.push_async_callback(store.close)
+        metrics = Metrics.create("keyvault")
+        directory = link_to_directory(
+            config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
+            issuer_base=config.issuer_base, skew=config.clock_skew,
+            revocation_max_staleness=config.revocation_max_staleness,
+        )  # fmt: skip
+        undo.push_async_callback(directory.stop)
         first_start = not await store.holds_keys()
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         sealer = Sealer(master, random)
@@ -159,10 +162,7 @@ async def build_server(
             metrics=metrics,
         )
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
-    except BaseException:
-        await directory.stop()
-        await store.close()
-        raise
+        undo.pop_all()
     directory.start()
     server = KeyVaultServer(config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port)
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))

@@ -41,8 +41,9 @@ def bearer_token(metadata: Any) -> str:
     )
 
 
-OnRefused = Callable[[str, ServiceError], Awaitable[None]]
-"""Told of every refused authentication: the full method name and the refusal."""
+OnRefused = Callable[[str, ServiceError | None], Awaitable[None]]
+"""Told of every refused authentication: the full method name and the refusal (None when the
+validation itself failed unexpectedly, which refuses the call as INTERNAL)."""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -120,4 +121,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except ServiceError as refusal:
             if self._on_refused is not None:
                 await self._on_refused(method, refusal)
+            raise
+        except Exception:
+            if self._on_refused is not None:
+                await self._on_refused(method, None)
             raise

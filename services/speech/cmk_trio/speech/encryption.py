@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from cmk_trio.client.access import Access
-from cmk_trio.client.key_names import key_id, key_name, key_version, parse_key_ref, vault_name
+from cmk_trio.client.key_names import MAX_KEY_ID, key_id, key_name, key_version, split_key_id, vault_name
 from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
@@ -49,8 +49,14 @@ def choose_key(
     vault and a key from it."""
     if key_uri:
         subscription = require_uuid("key_subscription_id", key_subscription_id)
-        ref = parse_key_ref("key_uri", key_uri, dns_suffix, resource_names=False)
-        vault, key, version = ref.vault_name, ref.key_name, ref.version or ""
+        parts = split_key_id(key_uri, dns_suffix) if len(key_uri) <= MAX_KEY_ID else None
+        if parts is None:
+            raise invalid_field(
+                "key_uri",
+                Reason.KEY_URI_MALFORMED,
+                f"must be https://{{vault}}.{dns_suffix}/keys/{{key}}[/{{version}}]",
+            )
+        vault, key, version = parts[0], parts[1], parts[2] or ""
         as_given = key_uri
     else:
         if not vault or not key:
@@ -58,9 +64,9 @@ def choose_key(
                 Reason.ENCRYPTION_KEY_REQUIRED, "give a key URI with its vault's subscription, or a vault and a key"
             )
         subscription = ""
-        vault, key = vault_name("vault_name", vault), key_name("key_name", key)
-        version = key_version("key_version", version) if version else ""
-        as_given = key_id(vault, key, version or None, dns_suffix)
+        as_given = key_id(vault.lower(), key, version or None, dns_suffix)
+    vault, key = vault_name("vault_name", vault), key_name("key_name", key)
+    version = key_version("key_version", version) if version else ""
     if follow and version:
         raise invalid_field(
             "follow_latest_version", Reason.FIELD_INVALID, "following the newest version needs a key without a version"

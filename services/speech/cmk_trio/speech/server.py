@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -82,16 +83,23 @@ async def build_server(
 ) -> SpeechServer:
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await open_store(config.database_path)
-    metrics = Metrics.create("speech")
-    directory = link_to_directory(
-        config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
-        issuer_base=config.issuer_base, skew=config.clock_skew,
-        revocation_max_staleness=config.revocation_max_staleness,
-    )  # fmt: skip
-    identity, roles = directory.identity, directory.roles
-    kv_channel = open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
-    try:
+    # What start-up opens is closed again if a later step fails; once serving, the server owns it.
+    async with contextlib.AsyncExitStack() as undo:
+        store = await open_store(config.database_path)
+        undo.push_async_callback(store.close)
+        metrics = Metrics.create("speech")
+        directory = link_to_directory(
+            config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
+            issuer_base=config.issuer_base, skew=config.clock_skew,
+            revocation_max_staleness=config.revocation_max_staleness,
+        )  # fmt: skip
+        undo.push_async_callback(directory.stop)
+        identity, roles = directory.identity, directory.roles
+        kv_channel = (
+            open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
+        )
+        if kv_channel is not None:
+            undo.push_async_callback(kv_channel.close)
         ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
         identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
@@ -142,12 +150,7 @@ async def build_server(
             metrics=metrics,
         )
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
-    except BaseException:
-        await directory.stop()
-        if kv_channel is not None:
-            await kv_channel.close()
-        await store.close()
-        raise
+        undo.pop_all()
     rewrapped = await resources.rewrap_to_current_ring()
     if rewrapped:
         log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})

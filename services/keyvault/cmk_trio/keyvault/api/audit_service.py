@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 
+from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault.api.convert import audit_record_pb, checkpoint_pb, event_pb
 from cmk_trio.keyvault.api.trail import AuditTrail
 from cmk_trio.keyvault.audit import AuditLog
@@ -35,7 +36,8 @@ class AuditApi(pb_grpc.AuditServiceServicer):
         self, request: pb.ListAuditRecordsRequest, context: Context
     ) -> pb.ListAuditRecordsResponse:
         async with self._trail.call("ListAuditRecords") as scope:
-            vault = scope.vault(request.vault_name, "vault_name") if request.vault_name else ""
+            vault = vault_name("vault_name", request.vault_name) if request.vault_name else ""
+            scope.vault_name = vault
             await self._vaults.require_audit_reader(scope.caller, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
                 raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")

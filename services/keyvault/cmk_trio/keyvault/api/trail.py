@@ -63,9 +63,14 @@ class AuditTrail:
             raise
         await self._append(operation, scope, "allowed", "")
 
-    async def refused(self, method: str, refusal: ServiceError) -> None:
-        """The record of a call whose token was refused (the AuthInterceptor's hook)."""
-        await self._append(method.rsplit("/", 1)[-1], None, "denied", refusal.reason.value)
+    async def refused(self, method: str, refusal: ServiceError | None) -> None:
+        """The record of a call whose token was refused (the AuthInterceptor's hook); None
+        is a validation that failed unexpectedly, recorded as an error."""
+        operation = method.rsplit("/", 1)[-1]
+        if refusal is None:
+            await self._append(operation, None, "error", Reason.INTERNAL.value)
+        else:
+            await self._append(operation, None, "denied", refusal.reason.value)
 
     async def _append(self, operation: str, scope: CallScope | None, result: str, reason: str) -> None:
         caller = scope.caller if scope else None
