@@ -3,13 +3,12 @@ messages. No rules live here; they are in `directory` and `issuer`."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf import empty_pb2, field_mask_pb2
 
-from cmk_trio.identity import model
+from cmk_trio.identity import model, names
 from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
@@ -23,14 +22,7 @@ from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_s
 from cmk_trio.rpckit.timestamps import to_timestamp
 from cmk_trio.rpckit.tokens import issuer_for
 from cmk_trio.rpckit.types import Context
-from cmk_trio.rpckit.validation import enum_value, name_parts, require_uuid
-
-_UUID = r"([^/]{1,64})"  # any segment; require_uuid then says what is wrong with it
-TENANT_NAME = re.compile(rf"tenants/{_UUID}")
-SUBSCRIPTION_NAME = re.compile(rf"subscriptions/{_UUID}")
-PRINCIPAL_NAME = re.compile(rf"tenants/{_UUID}/principals/{_UUID}")
-SECRET_NAME = re.compile(rf"tenants/{_UUID}/principals/{_UUID}/secrets/{_UUID}")
-ROLE_ASSIGNMENT_NAME = re.compile(rf"roleAssignments/{_UUID}")
+from cmk_trio.rpckit.validation import enum_value, require_uuid
 
 T = TypeVar("T")
 
@@ -195,7 +187,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return tenant_pb(tenant, self._issuer_base)
 
     async def GetTenant(self, request: pb.GetTenantRequest, context: Context) -> res.Tenant:
-        (tenant_id,) = name_parts("name", request.name, TENANT_NAME, "tenants/{tenant_id}")
+        tenant_id = names.tenant_id("name", request.name)
         return tenant_pb(await self._d.get_tenant(await self._actor(), tenant_id), self._issuer_base)
 
     async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:
@@ -207,7 +199,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def UpdateTenant(self, request: pb.UpdateTenantRequest, context: Context) -> res.Tenant:
-        (tenant_id,) = name_parts("tenant.name", request.tenant.name, TENANT_NAME, "tenants/{tenant_id}")
+        tenant_id = names.tenant_id("tenant.name", request.tenant.name)
         _mask(request.update_mask, {"display_name"})
         tenant = await self._d.rename_tenant(await self._actor(), tenant_id, request.tenant.display_name)
         return tenant_pb(tenant, self._issuer_base)
@@ -220,7 +212,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return subscription_pb(sub)
 
     async def GetSubscription(self, request: pb.GetSubscriptionRequest, context: Context) -> res.Subscription:
-        (sub_id,) = name_parts("name", request.name, SUBSCRIPTION_NAME, "subscriptions/{subscription_id}")
+        sub_id = names.subscription_id("name", request.name)
         return subscription_pb(await self._d.get_subscription(await self._actor(), sub_id))
 
     async def ListSubscriptions(
@@ -235,14 +227,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def TransferSubscription(self, request: pb.TransferSubscriptionRequest, context: Context) -> res.Subscription:
-        (sub_id,) = name_parts("name", request.name, SUBSCRIPTION_NAME, "subscriptions/{subscription_id}")
+        sub_id = names.subscription_id("name", request.name)
         target = require_uuid("target_tenant_id", request.target_tenant_id)
         return subscription_pb(await self._d.transfer_subscription(await self._actor(), sub_id, target))
 
     # principals
 
     async def CreatePrincipal(self, request: pb.CreatePrincipalRequest, context: Context) -> res.Principal:
-        (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
+        tenant_id = names.tenant_id("parent", request.parent)
         kind = enum_value("principal.kind", request.principal.kind, res.PrincipalKind.values())
         principal = await self._d.create_principal(
             await self._actor(),
@@ -255,13 +247,11 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return principal_pb(principal)
 
     async def GetPrincipal(self, request: pb.GetPrincipalRequest, context: Context) -> res.Principal:
-        tenant_id, object_id = name_parts(
-            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("name", request.name)
         return principal_pb(await self._d.get_principal(await self._actor(), tenant_id, object_id))
 
     async def ListPrincipals(self, request: pb.ListPrincipalsRequest, context: Context) -> pb.ListPrincipalsResponse:
-        (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
+        tenant_id = names.tenant_id("parent", request.parent)
         kind = None
         if request.kind:
             kind = model.PrincipalKind(enum_value("kind", request.kind, res.PrincipalKind.values()))
@@ -273,9 +263,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def UpdatePrincipal(self, request: pb.UpdatePrincipalRequest, context: Context) -> res.Principal:
-        tenant_id, object_id = name_parts(
-            "principal.name", request.principal.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("principal.name", request.principal.name)
         paths = _mask(request.update_mask, {"display_name", "enabled"})
         principal = await self._d.update_principal(
             await self._actor(),
@@ -287,7 +275,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return principal_pb(principal)
 
     async def _set_enabled(self, name: str, enabled: bool) -> res.Principal:
-        tenant_id, object_id = name_parts("name", name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}")
+        tenant_id, object_id = names.principal("name", name)
         return principal_pb(await self._d.update_principal(await self._actor(), tenant_id, object_id, enabled=enabled))
 
     async def EnablePrincipal(self, request: pb.EnablePrincipalRequest, context: Context) -> res.Principal:
@@ -297,16 +285,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return await self._set_enabled(request.name, False)
 
     async def DeletePrincipal(self, request: pb.DeletePrincipalRequest, context: Context) -> empty_pb2.Empty:
-        tenant_id, object_id = name_parts(
-            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("name", request.name)
         await self._d.delete_principal(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
     # managed identities
 
     async def CreateManagedIdentity(self, request: pb.CreateManagedIdentityRequest, context: Context) -> res.Principal:
-        (tenant_id,) = name_parts("parent", request.parent, TENANT_NAME, "tenants/{tenant_id}")
+        tenant_id = names.tenant_id("parent", request.parent)
         principal = await self._d.create_managed_identity(
             await self._actor(), tenant_id, request.resource_id, request.display_name
         )
@@ -315,18 +301,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def DeleteManagedIdentity(
         self, request: pb.DeleteManagedIdentityRequest, context: Context
     ) -> empty_pb2.Empty:
-        tenant_id, object_id = name_parts(
-            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("name", request.name)
         await self._d.delete_managed_identity(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
     # client secrets
 
     async def AddClientSecret(self, request: pb.AddClientSecretRequest, context: Context) -> pb.AddClientSecretResponse:
-        tenant_id, object_id = name_parts(
-            "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("parent", request.parent)
         new = await self._d.add_client_secret(
             await self._actor(), tenant_id, object_id, request.display_name, request.lifetime_days
         )
@@ -337,9 +319,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def ListClientSecrets(
         self, request: pb.ListClientSecretsRequest, context: Context
     ) -> pb.ListClientSecretsResponse:
-        tenant_id, object_id = name_parts(
-            "parent", request.parent, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("parent", request.parent)
         after, limit = _page("secrets", request.page_size, request.page_token)
         found = await self._d.list_client_secrets(await self._actor(), tenant_id, object_id, after=after, limit=limit)
         return pb.ListClientSecretsResponse(
@@ -348,9 +328,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def DeleteClientSecret(self, request: pb.DeleteClientSecretRequest, context: Context) -> empty_pb2.Empty:
-        tenant_id, object_id, secret_id = name_parts(
-            "name", request.name, SECRET_NAME, "tenants/{tenant_id}/principals/{object_id}/secrets/{secret_id}"
-        )
+        tenant_id, object_id, secret_id = names.secret("name", request.name)
         await self._d.delete_client_secret(await self._actor(), tenant_id, object_id, secret_id)
         return empty_pb2.Empty()
 
@@ -366,7 +344,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return role_assignment_pb(created)
 
     async def GetRoleAssignment(self, request: pb.GetRoleAssignmentRequest, context: Context) -> res.RoleAssignment:
-        (ra_id,) = name_parts("name", request.name, ROLE_ASSIGNMENT_NAME, "roleAssignments/{role_assignment_id}")
+        ra_id = names.role_assignment_id("name", request.name)
         return role_assignment_pb(await self._d.get_role_assignment(await self._actor(), ra_id))
 
     async def ListRoleAssignments(
@@ -383,7 +361,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         )
 
     async def DeleteRoleAssignment(self, request: pb.DeleteRoleAssignmentRequest, context: Context) -> empty_pb2.Empty:
-        (ra_id,) = name_parts("name", request.name, ROLE_ASSIGNMENT_NAME, "roleAssignments/{role_assignment_id}")
+        ra_id = names.role_assignment_id("name", request.name)
         await self._d.delete_role_assignment(await self._actor(), ra_id)
         return empty_pb2.Empty()
 
@@ -427,9 +405,7 @@ class TokenApi(pb_grpc.TokenServiceServicer):
     async def IssueManagedIdentityToken(
         self, request: pb.IssueManagedIdentityTokenRequest, context: Context
     ) -> pb.IssueTokenResponse:
-        tenant_id, object_id = name_parts(
-            "name", request.name, PRINCIPAL_NAME, "tenants/{tenant_id}/principals/{object_id}"
-        )
+        tenant_id, object_id = names.principal("name", request.name)
         caller = current_caller()
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         return token_pb(await self._issuer.managed_identity_token(actor, tenant_id, object_id, request.audience))

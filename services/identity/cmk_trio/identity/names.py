@@ -1,0 +1,45 @@
+"""The identity API's resource names, parsed in one place: tenants/{tenant_id},
+subscriptions/{subscription_id}, tenants/{tenant_id}/principals/{object_id}, its
+secrets/{secret_id}, and roleAssignments/{role_assignment_id}. Each id is a UUID."""
+
+from __future__ import annotations
+
+import re
+
+from cmk_trio.rpckit.validation import name_parts
+
+_ID = r"([^/]{1,64})"  # any segment; require_uuid (in name_parts) then says what is wrong with it
+TENANT = re.compile(rf"tenants/{_ID}")
+SUBSCRIPTION = re.compile(rf"subscriptions/{_ID}")
+PRINCIPAL = re.compile(rf"tenants/{_ID}/principals/{_ID}")
+SECRET = re.compile(rf"tenants/{_ID}/principals/{_ID}/secrets/{_ID}")
+ROLE_ASSIGNMENT = re.compile(rf"roleAssignments/{_ID}")
+
+
+def tenant_id(field: str, name: str) -> str:
+    (found,) = name_parts(field, name, TENANT, "tenants/{tenant_id}")
+    return found
+
+
+def subscription_id(field: str, name: str) -> str:
+    (found,) = name_parts(field, name, SUBSCRIPTION, "subscriptions/{subscription_id}")
+    return found
+
+
+def principal(field: str, name: str) -> tuple[str, str]:
+    """The tenant id and object id of a principal's name."""
+    tenant, object_id = name_parts(field, name, PRINCIPAL, "tenants/{tenant_id}/principals/{object_id}")
+    return tenant, object_id
+
+
+def secret(field: str, name: str) -> tuple[str, str, str]:
+    """The tenant id, object id and secret id of a client secret's name."""
+    tenant, object_id, secret_id = name_parts(
+        field, name, SECRET, "tenants/{tenant_id}/principals/{object_id}/secrets/{secret_id}"
+    )
+    return tenant, object_id, secret_id
+
+
+def role_assignment_id(field: str, name: str) -> str:
+    (found,) = name_parts(field, name, ROLE_ASSIGNMENT, "roleAssignments/{role_assignment_id}")
+    return found
