@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import grpc
 
@@ -17,10 +18,35 @@ from cmk_trio.client.identity import (
     RevocationFeed,
     RoleChecker,
 )
-from cmk_trio.rpckit.channels import ChannelTls
 from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
+
+
+class DirectorySettings(Protocol):
+    """What a service's configuration says about the directory (the key vault's and
+    speech's configs both do)."""
+
+    @property
+    def identity_endpoint(self) -> str: ...
+
+    @property
+    def tls(self) -> TlsConfig: ...
+
+    @property
+    def credentials(self) -> ClientCredentials:
+        """The service's own platform principal."""
+        ...
+
+    @property
+    def issuer_base(self) -> str: ...
+
+    @property
+    def clock_skew(self) -> timedelta: ...
+
+    @property
+    def revocation_max_staleness(self) -> timedelta: ...
 
 
 @dataclass
@@ -46,27 +72,18 @@ class DirectoryLink:
         await self.channel.close()
 
 
-def link_to_directory(
-    endpoint: str,
-    tls: ChannelTls | None,
-    credentials: ClientCredentials,
-    *,
-    clock: Clock,
-    metrics: Metrics,
-    issuer_base: str,
-    skew: timedelta,
-    revocation_max_staleness: timedelta,
-) -> DirectoryLink:
-    """Connect to the directory at `endpoint` and build the validator, role checker and
-    revocation feed on it. Nothing is called until the service uses it or starts the feed."""
-    channel = open_channel(endpoint, tls)
-    identity = IdentityClient(channel, credentials, clock=clock)
+def link_to_directory(settings: DirectorySettings, *, clock: Clock, metrics: Metrics) -> DirectoryLink:
+    """Connect to the directory and build the validator, role checker and revocation feed on
+    it (over mutual TLS when the service has it). Nothing is called until the service uses
+    it or starts the feed."""
+    channel = open_channel(settings.identity_endpoint, settings.tls.for_peers())
+    identity = IdentityClient(channel, settings.credentials, clock=clock)
     validator = TokenValidator(
         key_source=GrpcSigningKeySource(identity),
         clock=clock,
-        issuer_base=issuer_base,
-        skew=skew,
-        revocations=RevocationSet(revocation_max_staleness),
+        issuer_base=settings.issuer_base,
+        skew=settings.clock_skew,
+        revocations=RevocationSet(settings.revocation_max_staleness),
         metrics=metrics,
     )
     roles = RoleChecker(identity, clock, metrics=metrics)

@@ -88,11 +88,7 @@ async def build_server(
         store = await open_store(config.database_path)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
-        directory = link_to_directory(
-            config.identity_endpoint, config.tls.for_peers(), config.credentials, clock=clock, metrics=metrics,
-            issuer_base=config.issuer_base, skew=config.clock_skew,
-            revocation_max_staleness=config.revocation_max_staleness,
-        )  # fmt: skip
+        directory = link_to_directory(config, clock=clock, metrics=metrics)
         undo.push_async_callback(directory.stop)
         identity, roles = directory.identity, directory.roles
         kv_channel = (
