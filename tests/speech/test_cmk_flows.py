@@ -326,6 +326,22 @@ async def test_a_purged_key_is_reported_as_permanently_unrecoverable(world, cloc
     await until_refused(world, Reason.CUSTOMER_KEY_PURGED)
 
 
+async def test_a_soft_deleted_vault_is_a_recoverable_cause_and_purged_only_once_it_is(world, keyvault, clock):
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before = await world.read_all()
+    await world.vaults.delete_vault("contoso-cmk")
+    await until_refused(world, Reason.CUSTOMER_KEY_VAULT_DELETED)
+    status = (await world.speech.get_resource(world.resource.name)).encryption
+    assert (status.status, status.inaccessible_reason) == (res.KEY_INACCESSIBLE, "CUSTOMER_KEY_VAULT_DELETED")
+    await world.vaults.recover_vault("contoso-cmk")
+    assert await eventually(lambda: world.read_all(), "readable again after the vault's recovery") == before
+    await world.vaults.delete_vault("contoso-cmk")
+    clock.advance(timedelta(days=91))  # past the retention, so the purger may purge the protected vault
+    await keyvault.purge_due()
+    world.server.data_keys.drop_all()
+    await until_refused(world, Reason.CUSTOMER_KEY_PURGED)
+
+
 async def test_with_the_streams_cut_a_cached_key_still_expires_by_its_maximum_age(world, clock):
     enabled = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
     await world.read_all()  # the data key is cached now

@@ -96,6 +96,7 @@ class Reason(StrEnum):
 
     # --- key vault: not found / already exists ---
     VAULT_NOT_FOUND = "VAULT_NOT_FOUND"
+    VAULT_DELETED = "VAULT_DELETED"  # the vault is soft-deleted: recoverable (told only to callers it grants)
     DELETED_VAULT_NOT_FOUND = "DELETED_VAULT_NOT_FOUND"  # recover/purge of a vault that is not deleted
     VAULT_NAME_TAKEN = "VAULT_NAME_TAKEN"  # the name is used, possibly by a soft-deleted vault
     ACCESS_POLICY_NOT_FOUND = "ACCESS_POLICY_NOT_FOUND"
@@ -149,7 +150,8 @@ class Reason(StrEnum):
     CUSTOMER_KEY_ACCESS_REVOKED = "CUSTOMER_KEY_ACCESS_REVOKED"  # the identity's access policy is gone
     CUSTOMER_KEY_DISABLED = "CUSTOMER_KEY_DISABLED"  # the key version is disabled
     CUSTOMER_KEY_DELETED = "CUSTOMER_KEY_DELETED"  # the key is soft-deleted: recover it
-    CUSTOMER_KEY_PURGED = "CUSTOMER_KEY_PURGED"  # the key is purged: the data is permanently unrecoverable
+    CUSTOMER_KEY_VAULT_DELETED = "CUSTOMER_KEY_VAULT_DELETED"  # the key's vault is soft-deleted: recover it
+    CUSTOMER_KEY_PURGED = "CUSTOMER_KEY_PURGED"  # the key or its vault is purged: the data is permanently unrecoverable
     CUSTOMER_KEY_IDENTITY_MISSING = "CUSTOMER_KEY_IDENTITY_MISSING"  # the managed identity is gone or disabled
     CUSTOMER_KEY_TENANT_MISMATCH = "CUSTOMER_KEY_TENANT_MISMATCH"  # resource or subscription moved tenants
     CUSTOMER_KEY_VAULT_UNREACHABLE = "CUSTOMER_KEY_VAULT_UNREACHABLE"  # UNAVAILABLE: the vault did not answer

@@ -80,6 +80,7 @@ CAUSES: dict[Reason, Reason] = {
     Reason.KEY_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
     Reason.KEY_VERSION_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
     Reason.VAULT_NOT_FOUND: Reason.CUSTOMER_KEY_PURGED,
+    Reason.VAULT_DELETED: Reason.CUSTOMER_KEY_VAULT_DELETED,
     Reason.TOKEN_TENANT_MISMATCH: Reason.CUSTOMER_KEY_TENANT_MISMATCH,
     Reason.TOKEN_REVOKED: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
     Reason.PRINCIPAL_NOT_FOUND: Reason.CUSTOMER_KEY_IDENTITY_MISSING,
@@ -91,6 +92,8 @@ MESSAGES = {
     "grant it get, wrapKey and unwrapKey again to make the data readable",
     Reason.CUSTOMER_KEY_DISABLED: "the customer-managed key version is disabled; enable it to make the data readable",
     Reason.CUSTOMER_KEY_DELETED: "the customer-managed key is deleted; recover it to make the data readable",
+    Reason.CUSTOMER_KEY_VAULT_DELETED: "the customer-managed key's vault is deleted; recover the vault to make the "
+    "data readable",
     Reason.CUSTOMER_KEY_PURGED: "the customer-managed key was purged: the data encrypted with it is permanently "
     "unrecoverable",
     Reason.CUSTOMER_KEY_IDENTITY_MISSING: "the resource's managed identity is missing or disabled, so the key vault "

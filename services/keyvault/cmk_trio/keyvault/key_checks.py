@@ -1,0 +1,232 @@
+"""What every data-plane call of the key vault checks before it acts, and in which order.
+
+Every call is checked in one order, each failure with its own reason: the vault exists;
+the caller's token is of the vault's tenant; an access policy grants the permission; the
+key exists and is not deleted; the version exists and is enabled; it is inside its
+nbf/exp window (only for wrap, encrypt and sign: unwrap, decrypt and verify stay allowed
+outside it, as in the real service, so that data is never lost to an expiry date); the
+operation is among the version's key operations. Token validity and revocation are checked
+before, by the shared validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime
+from typing import Any
+
+from cmk_trio.client import key_names
+from cmk_trio.client.key_names import KeyRef, parse_key_ref
+from cmk_trio.keyvault import errors
+from cmk_trio.keyvault.crypto import (
+    RandomBytes,
+    RsaKeyMaterial,
+    Sealer,
+    load_private_der,
+)
+from cmk_trio.keyvault.model import (
+    Key,
+    KeyOperation,
+    KeyPermission,
+    KeyVersion,
+    Vault,
+)
+from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import ReadCache
+from cmk_trio.rpckit.tokens import VerifiedToken
+
+
+class KeysBase:
+    """The data plane's collaborators, identifiers, and the checks every call makes."""
+
+    def __init__(
+        self,
+        store: KeyVaultStore,
+        clock: Clock,
+        sealer: Sealer,
+        notifier: ChangeNotifier,
+        *,
+        dns_suffix: str,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.sealer = sealer
+        self.notifier = notifier
+        self.dns_suffix = dns_suffix
+        self._random = random
+        self._materials: dict[tuple[str, str, str], RsaKeyMaterial] = {}
+        # Vaults, keys and versions read once per change: every write of this service
+        # announces itself on the notifier before its call answers (audit appends do not,
+        # so they leave the cache alone).
+        self._reads = ReadCache(lambda: self.notifier.version)
+
+    # --- identifiers ------------------------------------------------------------------
+
+    def vault_uri(self, vault: str) -> str:
+        return f"https://{vault}.{self.dns_suffix}/"
+
+    def key_id(self, vault: str, key: str, version: str) -> str:
+        return key_names.key_id(vault, key, version, self.dns_suffix)
+
+    def parse(self, field: str, value: str) -> KeyRef:
+        return parse_key_ref(field, value, self.dns_suffix)
+
+    # --- authorization ----------------------------------------------------------------
+
+    async def authorize(self, caller: VerifiedToken, vault: str, permission: KeyPermission) -> Vault:
+        """The vault, if the caller is of its tenant and an access policy grants `permission`.
+
+        A soft-deleted vault is refused with VAULT_DELETED (it can be recovered) to a caller
+        whom it would otherwise have allowed, and as not found to anyone else, so that only
+        those who may use the vault learn that it still exists."""
+        found = await self._reads.get(("vault", vault), lambda: self.store.get_vault(vault))
+        if found is None or (found.deleted and not self._grants(found, caller, permission)):
+            raise errors.vault_not_found(vault)
+        if found.deleted:
+            raise errors.NotFound(
+                Reason.VAULT_DELETED,
+                f"vault {vault} is deleted; it can be recovered until {isotime(found.purge_time)}",
+                metadata={"vault": vault, "purge_time": isotime(found.purge_time)},
+            )
+        if caller.tenant_id != found.tenant_id:
+            raise errors.with_akv(
+                errors.Unauthenticated(
+                    Reason.TOKEN_TENANT_MISMATCH,
+                    f"the token was issued by tenant {caller.tenant_id}, but vault {vault} trusts only tenant "
+                    f"{found.tenant_id}; get a token from that tenant",
+                    metadata={"token_tenant_id": caller.tenant_id, "expected_tenant_id": found.tenant_id},
+                ),
+                "Unauthorized",
+            )
+        if not self._grants(found, caller, permission):
+            raise errors.forbidden_by_policy(caller.object_id, permission.value, vault)
+        return found
+
+    @staticmethod
+    def _grants(vault: Vault, caller: VerifiedToken, permission: KeyPermission) -> bool:
+        policy = vault.policy_of(caller.object_id)
+        return (
+            policy is not None and policy.tenant_id == caller.tenant_id == vault.tenant_id and policy.grants(permission)
+        )
+
+    async def live_key(self, vault: Vault, name: str) -> Key:
+        key = await self._reads.get(
+            ("key", vault.vault_name, name.lower()), lambda: self.store.get_key(vault.vault_name, name)
+        )
+        if key is None:
+            raise errors.with_akv(
+                errors.NotFound(
+                    Reason.KEY_NOT_FOUND,
+                    f"a key with name {name} was not found in vault {vault.vault_name}",
+                    metadata={"vault": vault.vault_name, "key": name},
+                ),
+                "KeyNotFound",
+            )
+        if key.deleted:
+            raise errors.with_akv(
+                errors.NotFound(
+                    Reason.KEY_DELETED,
+                    f"key {name} is deleted; it can be recovered until {isotime(key.purge_time)}",
+                    metadata={"vault": vault.vault_name, "key": name, "purge_time": isotime(key.purge_time)},
+                ),
+                "KeyNotFound",
+            )
+        return key
+
+    async def _version(self, vault: Vault, ref: KeyRef) -> KeyVersion:
+        await self.live_key(vault, ref.key_name)
+        name, version = ref.key_name, ref.version
+        if version is None:
+            found = await self._reads.get(
+                ("latest", vault.vault_name, name.lower()), lambda: self.store.latest_version(vault.vault_name, name)
+            )
+        else:
+            found = await self._reads.get(
+                ("version", vault.vault_name, name.lower(), version),
+                lambda: self.store.get_version(vault.vault_name, name, version),
+            )
+        if found is None:
+            raise errors.with_akv(
+                errors.NotFound(
+                    Reason.KEY_VERSION_NOT_FOUND,
+                    f"key {ref.key_name} has no version {ref.version}",
+                    metadata={"vault": vault.vault_name, "key": ref.key_name, "version": ref.version or ""},
+                ),
+                "KeyNotFound",
+            )
+        return found
+
+    def _usable(self, version: KeyVersion, operation: KeyOperation) -> None:
+        """Enabled, inside nbf/exp where the operation protects new data, and allowed."""
+        kid = self.key_id(version.vault_name, version.key_name, version.version)
+        if not version.enabled:
+            raise errors.with_akv(
+                errors.FailedPrecondition(
+                    Reason.KEY_DISABLED,
+                    f"operation {operation.value} is not allowed on a disabled key version ({kid})",
+                    metadata={"key_id": kid},
+                ),
+                "KeyDisabled",
+            )
+        if operation in (KeyOperation.WRAP_KEY, KeyOperation.ENCRYPT, KeyOperation.SIGN):
+            now = self.clock.now()
+            if version.not_before is not None and now < version.not_before:
+                raise errors.with_akv(
+                    errors.FailedPrecondition(
+                        Reason.KEY_NOT_YET_VALID,
+                        f"operation {operation.value} is not allowed before the key's nbf "
+                        f"{isotime(version.not_before)}",
+                        metadata={"key_id": kid, "not_before": isotime(version.not_before)},
+                    ),
+                    "Forbidden",
+                )
+            if version.expires is not None and now > version.expires:
+                raise errors.with_akv(
+                    errors.FailedPrecondition(
+                        Reason.KEY_EXPIRED,
+                        f"operation {operation.value} is not allowed on a key that expired {isotime(version.expires)}; "
+                        "unwrap and decrypt still work",
+                        metadata={"key_id": kid, "expires": isotime(version.expires)},
+                    ),
+                    "Forbidden",
+                )
+        if operation not in version.key_ops:
+            raise errors.with_akv(
+                errors.FailedPrecondition(
+                    Reason.KEY_OPERATION_NOT_ALLOWED,
+                    f"operation {operation.value} is not permitted on this key version ({kid})",
+                    metadata={"key_id": kid},
+                ),
+                "BadParameter",
+            )
+
+    def _material(self, version: KeyVersion) -> RsaKeyMaterial:
+        cache_key = (version.vault_name, version.key_name.lower(), version.version)
+        material = self._materials.get(cache_key)
+        if material is None:
+            context = self.key_id(version.vault_name, version.key_name.lower(), version.version)
+            material = load_private_der(self.sealer.open(version.sealed_private_key, context))
+            self._materials[cache_key] = material
+        return material
+
+    def _forget(self, vault: str, name: str | None = None) -> None:
+        """Drop cached key material of one key, or of a whole (purged) vault."""
+        for cache_key in [k for k in self._materials if k[0] == vault and (name is None or k[1] == name.lower())]:
+            del self._materials[cache_key]
+
+    def forget_vault(self, vault: str) -> None:
+        self._forget(vault)
+
+
+def isotime(when: datetime | None) -> str:
+    """ISO 8601, or empty for no time (as messages and metadata show it)."""
+    return when.isoformat() if when else ""
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
