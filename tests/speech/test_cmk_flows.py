@@ -287,6 +287,28 @@ async def test_a_versionless_key_follows_rotations_by_the_vaults_event(world):
     await world.read_all()
 
 
+async def test_a_follow_computed_before_a_disable_does_not_undo_the_disable(world):
+    """The follower read the resource, then the owner disabled customer-managed keys and was
+    told so, then the follower's rewrap (of what it read) tried to save: it must lose."""
+    versionless = world.key.key_id.rsplit("/", 1)[0]
+    await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id,
+                               follow_latest_version=True)  # fmt: skip
+    before = await world.read_all()
+    read_by_the_follower = await world.server.store.get_resource(world.resource.name)
+    assert read_by_the_follower is not None
+    disabled = await world.disable_encryption()
+    assert disabled.encryption.key_source == res.MICROSOFT_MANAGED
+    await world.vaults.rotate_key(versionless)
+    await world.server.encryption.rewrap_to_latest(read_by_the_follower)
+    stored = await world.server.store.get_resource(world.resource.name)
+    assert stored is not None and stored.key_source.name == "MICROSOFT"
+    # Flow 10: with Microsoft-managed keys the vault's policy no longer matters.
+    identity = read_by_the_follower.identity_principal_id
+    await world.vaults.remove_access_policy("contoso-cmk", identity)
+    world.server.data_keys.drop_all()
+    assert await world.read_all() == before
+
+
 # --- revoke and restore -----------------------------------------------------------------------
 
 

@@ -64,11 +64,27 @@ async def test_resources_round_trip_and_are_found_without_case(store: SpeechStor
         follow_latest=True,
     )
     async with store.unit_of_work() as uow:
-        await uow.update_resource(cmk)
-    assert await store.get_resource(first.resource_id) == cmk
-    assert await store.resources_using(key_prefix="https://kv1.vault.azure.net/") == [cmk]
-    assert await store.resources_with_identity(cmk.identity_principal_id) == [cmk]
-    assert await store.resources_in_subscription(sub) == [cmk]
+        assert await uow.update_resource(cmk) is True
+    stored = replace(cmk, generation=1)
+    assert await store.get_resource(first.resource_id) == stored
+    assert await store.resources_using(key_prefix="https://kv1.vault.azure.net/") == [stored]
+    assert await store.resources_with_identity(cmk.identity_principal_id) == [stored]
+    assert await store.resources_in_subscription(sub) == [stored]
+
+
+async def test_a_resource_update_computed_from_an_old_read_is_refused(store: SpeechStore):
+    made = resource(str(uuid.uuid4()), "s")
+    async with store.unit_of_work() as uow:
+        await uow.insert_resource(made)
+    first, second = replace(made, wrapping_key="v2"), replace(made, wrapping_key="v3")
+    async with store.unit_of_work() as uow:
+        assert await uow.update_resource(first) is True
+        assert await uow.update_resource(second) is False  # computed from generation 0, now 1
+    stored = await store.get_resource(made.resource_id)
+    assert stored is not None and (stored.wrapping_key, stored.generation) == ("v2", 1)
+    async with store.unit_of_work() as uow:
+        await uow.set_subscription_tenant(made.subscription_id, "other-tenant")
+        assert await uow.update_resource(replace(stored, wrapping_key="v4")) is False
 
 
 async def test_a_unit_of_work_commits_everything_or_nothing(store: SpeechStore):
@@ -144,7 +160,7 @@ async def test_approvals_are_replaced_and_tenants_follow_their_subscription(stor
     async with store.unit_of_work() as uow:
         await uow.set_subscription_tenant(sub, new_tenant)
     moved = await store.get_resource(made.resource_id)
-    assert moved is not None and moved.tenant_id == new_tenant
+    assert moved is not None and (moved.tenant_id, moved.generation) == (new_tenant, 1)
 
 
 async def test_ring_rewrap_candidates_are_the_microsoft_managed_on_other_versions(store: SpeechStore):

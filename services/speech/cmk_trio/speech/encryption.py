@@ -4,6 +4,7 @@ the data key with the old key and wraps it with the new one; no record is re-enc
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
@@ -28,6 +29,11 @@ from cmk_trio.speech.errors import (
 from cmk_trio.speech.model import KeySource, SpeechResource
 from cmk_trio.speech.names import make_resource_id, parse_resource_id
 from cmk_trio.speech.resources import Resources, check_eligibility
+
+log = logging.getLogger(__name__)
+
+FOLLOW_ATTEMPTS = 3
+"""How often a follow is decided anew when other changes keep coming first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +107,23 @@ class Encryption:
         return resource
 
     async def _save(self, resource: SpeechResource) -> SpeechResource:
+        """Store a change computed from `resource` as read; if the stored resource changed
+        meanwhile, nothing is stored and the call fails with ABORTED (an undo of its remote
+        steps runs where the caller has one)."""
+        saved = await self._try_save(resource)
+        if saved is None:
+            raise errors.Aborted(
+                Reason.ETAG_MISMATCH,
+                "the resource changed while this change was made; read it again and retry",
+                metadata={"resource_id": resource.resource_id},
+            )
+        return saved
+
+    async def _try_save(self, resource: SpeechResource) -> SpeechResource | None:
         async with self._store.unit_of_work() as uow:
-            await uow.update_resource(resource)
+            stored = await uow.update_resource(resource)
         self._keys.drop(resource)
-        return resource
+        return replace(resource, generation=resource.generation + 1) if stored else None
 
     # --- the managed identity ---------------------------------------------------------
 
@@ -275,16 +294,31 @@ class Encryption:
             pass  # the original failure is what the caller needs to see
 
     async def rewrap_to_latest(self, resource: SpeechResource) -> SpeechResource | None:
-        """For a resource that follows its key's newest version: rewrap if a newer one exists."""
-        if self._vault is None or resource.key_source is not KeySource.CUSTOMER or not resource.follow_latest:
-            return None
-        token = await self.identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
-        latest = await self._vault.get_key(token, resource.key_uri)
-        if latest.key_id == resource.wrapping_key:
-            return None
-        data_key = await self._keys.data_key(resource)
-        key_id, wrapped = await self._vault.wrap(token, latest.key_id, data_key.key)
-        return await self._save(replace(resource, wrapping_key=key_id, wrapped_data_key=wrapped))
+        """For a resource that follows its key's newest version: rewrap if a newer one exists.
+
+        The rewrap is stored only if the resource is still as read; if another change came
+        first (customer-managed keys disabled, another key set), the resource is read again
+        and the decision taken anew, so an acknowledged change is never undone."""
+        for _ in range(FOLLOW_ATTEMPTS):
+            if self._vault is None or resource.key_source is not KeySource.CUSTOMER or not resource.follow_latest:
+                return None
+            token = await self.identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
+            latest = await self._vault.get_key(token, resource.key_uri)
+            if latest.key_id == resource.wrapping_key:
+                return None
+            data_key = await self._keys.data_key(resource)
+            key_id, wrapped = await self._vault.wrap(token, latest.key_id, data_key.key)
+            saved = await self._try_save(replace(resource, wrapping_key=key_id, wrapped_data_key=wrapped))
+            if saved is not None:
+                return saved
+            current = await self._store.get_resource(resource.resource_id)
+            if current is None or current.uid != resource.uid:
+                return None
+            resource = current
+        log.warning(
+            "gave up following a key rotation after concurrent changes", extra={"resource_id": resource.resource_id}
+        )
+        return None
 
     async def set_microsoft_managed(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         """Back to the Microsoft-managed key: the data key is unwrapped with the customer key

@@ -49,6 +49,9 @@ class SpeechResource:
     identity_tenant_id: str = ""
     key_uri: str = ""
     follow_latest: bool = False
+    generation: int = 0
+    """The stored row's version: every stored change adds one, and a change computed from a
+    read commits only while the row is still at the generation that was read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,15 +189,16 @@ class Resources:
     async def rewrap_to_current_ring(self) -> int:
         """Rewrap every Microsoft-managed data key still wrapped by an older ring version to
         the current one (after a ring rotation); the data itself is untouched. Returns how
-        many were rewrapped."""
+        many were rewrapped. Each write is conditional on the resource as read: one that
+        changed meanwhile keeps its change (and is rewrapped at the next start, if still old)."""
         done = 0
         for resource_id in await self.store.microsoft_managed_not_wrapped_by(self.ring.current):
             resource = await self.get_resource(resource_id)
             data_key = self.ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
             version, wrapped = self.ring.wrap(data_key, resource.uid, self._random)
             async with self.store.unit_of_work() as uow:
-                await uow.update_resource(replace(resource, wrapping_key=version, wrapped_data_key=wrapped))
-            done += 1
+                stored = await uow.update_resource(replace(resource, wrapping_key=version, wrapped_data_key=wrapped))
+            done += stored
         return done
 
     # --- CMK approvals ----------------------------------------------------------------

@@ -19,12 +19,15 @@ class SpeechUnitOfWork(Protocol):
 
     async def insert_resource(self, r: SpeechResource) -> None: ...
 
-    async def update_resource(self, r: SpeechResource) -> None:
-        """Write a resource's identity and encryption settings (its data key rewrapped)."""
+    async def update_resource(self, r: SpeechResource) -> bool:
+        """Write a resource's identity and encryption settings (its data key rewrapped), only
+        if the stored row is still at `r.generation` (the one it was computed from), and add
+        one to it; False, writing nothing, if another change came first."""
         ...
 
     async def set_subscription_tenant(self, subscription_id: str, tenant_id: str) -> None:
-        """Record the tenant a subscription now belongs to, for every resource in it."""
+        """Record the tenant a subscription now belongs to, for every resource in it (a change:
+        their generations move on)."""
         ...
 
     async def delete_resource(self, uid: str) -> None:

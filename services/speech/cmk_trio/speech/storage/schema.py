@@ -52,4 +52,9 @@ MIGRATIONS = (
                 update_time TEXT NOT NULL)""",
         ),
     ),
+    Migration(
+        2,
+        "a generation per resource, for writes conditional on what was read",
+        ("ALTER TABLE resources ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",),
+    ),
 )

@@ -142,20 +142,22 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
             ),
         )  # fmt: skip
 
-    async def update_resource(self, r: SpeechResource) -> None:
-        """Write a resource's identity and encryption settings (its data key rewrapped)."""
-        await self._tx.execute(
+    async def update_resource(self, r: SpeechResource) -> bool:
+        cursor = await self._tx.execute(
             "UPDATE resources SET resource_key = ?, resource_id = ?, subscription_id = ?, resource_group = ?,"
             " tenant_id = ?, key_source = ?, wrapping_key = ?, wrapped_data_key = ?, identity_principal_id = ?,"
-            " identity_tenant_id = ?, key_uri = ?, follow_latest = ? WHERE uid = ?",
+            " identity_tenant_id = ?, key_uri = ?, follow_latest = ?, generation = generation + 1"
+            " WHERE uid = ? AND generation = ?",
             (resource_key(r.resource_id), r.resource_id, r.subscription_id, r.resource_group, r.tenant_id,
              r.key_source.value, r.wrapping_key, r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id,
-             r.key_uri, int(r.follow_latest), r.uid),
+             r.key_uri, int(r.follow_latest), r.uid, r.generation),
         )  # fmt: skip
+        return cursor.rowcount == 1
 
     async def set_subscription_tenant(self, subscription_id: str, tenant_id: str) -> None:
         await self._tx.execute(
-            "UPDATE resources SET tenant_id = ? WHERE subscription_id = ?", (tenant_id, subscription_id)
+            "UPDATE resources SET tenant_id = ?, generation = generation + 1 WHERE subscription_id = ?",
+            (tenant_id, subscription_id),
         )
 
     async def delete_resource(self, uid: str) -> None:
@@ -225,6 +227,7 @@ def _resource(r: Any) -> SpeechResource:
         identity_tenant_id=r["identity_tenant_id"],
         key_uri=r["key_uri"],
         follow_latest=bool(r["follow_latest"]),
+        generation=int(r["generation"]),
     )
 
 
