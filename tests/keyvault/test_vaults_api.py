@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cmk_trio.client.keyvault import KeyVaultClient
@@ -135,3 +137,21 @@ async def test_access_policies_use_the_real_names_and_the_vaults_tenant(customer
     assert app.object_id not in {p.object_id for p in vault.access_policies}
     with pytest.raises(NotFound):
         await customer.vaults.remove_access_policy("policies", app.object_id)
+
+
+async def test_concurrent_policy_changes_for_one_principal_all_take_effect(customer, operator, channel, clock):
+    """Each add is computed from the entry as it stands when it commits, so none of several
+    concurrent changes is lost (each read-modify-write happens inside its unit of work)."""
+    await customer.vaults.create_vault("concurrent", customer.subscription_id, "rg", "westeurope")
+    app, _, _ = await make_principal(operator, channel, clock, customer.tenant_id, "app")
+    await customer.vaults.set_access_policy("concurrent", customer.tenant_id, app.object_id, ["get"])
+    wanted = ["wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify"]
+    await asyncio.gather(
+        *(
+            customer.vaults.update_access_policy("concurrent", customer.tenant_id, app.object_id, add=[p])
+            for p in wanted
+        )
+    )
+    vault = await customer.vaults.get_vault("concurrent")
+    entry = next(p for p in vault.access_policies if p.object_id == app.object_id)
+    assert sorted(entry.key_permissions) == sorted(["get", *wanted])

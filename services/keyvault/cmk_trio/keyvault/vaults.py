@@ -283,15 +283,16 @@ class Vaults:
                 f"access policy entries must be for principals of the vault's tenant {vault.tenant_id}",
                 metadata={"vault_tenant_id": vault.tenant_id},
             )
-        existing = vault.policy_of(object_id)
-        if existing is None and len(vault.access_policies) >= MAX_ACCESS_POLICIES:
-            raise errors.FailedPrecondition(
-                Reason.ACCESS_POLICY_LIMIT, f"a vault holds at most {MAX_ACCESS_POLICIES} access policy entries"
-            )
-        old = existing.permissions if existing else frozenset()
-        new = change(old)
         now = self.clock.now()
+        # The change is computed from the entry as the unit of work sees it, so concurrent
+        # changes of one entry (an add here, a remove there) each build on the one before.
         async with self.store.unit_of_work() as uow:
+            existing = await uow.get_policy(vault.vault_name, object_id)
+            if existing is None and await uow.count_policies(vault.vault_name) >= MAX_ACCESS_POLICIES:
+                raise errors.FailedPrecondition(
+                    Reason.ACCESS_POLICY_LIMIT, f"a vault holds at most {MAX_ACCESS_POLICIES} access policy entries"
+                )
+            new = change(existing.permissions if existing else frozenset())
             if new:
                 await uow.put_policy(vault.vault_name, AccessPolicy(tenant_id, object_id, new))
             else:

@@ -43,6 +43,15 @@ class KeyVaultUnitOfWork(Protocol):
         """Remove a vault with its policies, keys and versions for good."""
         ...
 
+    async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
+        """The access policy entry of `object_id` as this transaction sees it (a change
+        computed from it commits with no other change of the vault in between)."""
+        ...
+
+    async def count_policies(self, vault_name: str) -> int:
+        """How many entries the vault's policy holds, as this transaction sees it."""
+        ...
+
     async def put_policy(self, vault_name: str, policy: AccessPolicy) -> None:
         """Add or replace the access policy entry of `policy.object_id`."""
         ...

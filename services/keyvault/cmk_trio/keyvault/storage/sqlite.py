@@ -221,7 +221,20 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
 
 
 class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
-    """The key vault's writes inside one transaction."""
+    """The key vault's writes inside one transaction (BEGIN IMMEDIATE: what it reads stays
+    as read until it commits)."""
+
+    async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
+        cursor = await self._tx.execute(
+            "SELECT * FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
+        )
+        row = await cursor.fetchone()
+        return _policy(row) if row else None
+
+    async def count_policies(self, vault_name: str) -> int:
+        cursor = await self._tx.execute("SELECT COUNT(*) FROM access_policies WHERE vault_name = ?", (vault_name,))
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def insert_vault(self, v: Vault) -> None:
         await self._tx.execute(
