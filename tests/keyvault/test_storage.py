@@ -65,7 +65,10 @@ async def test_a_vault_with_its_policies_round_trips(store: KeyVaultStore):
     assert await store.get_vault("kv1") == made
     reader = AccessPolicy(made.tenant_id, str(uuid.uuid4()), frozenset({KeyPermission.GET, KeyPermission.UNWRAP_KEY}))
     async with store.unit_of_work() as uow:
+        assert await uow.get_policy("kv1", reader.object_id) is None
         await uow.put_policy("kv1", reader)
+        assert await uow.get_policy("kv1", reader.object_id) == reader  # its own writes, before the commit
+        assert await uow.count_policies("kv1") == 2
         assert await uow.delete_policy("kv1", str(uuid.uuid4())) is False
     stored = await store.get_vault("kv1")
     assert stored is not None and stored.policy_of(reader.object_id) == reader
