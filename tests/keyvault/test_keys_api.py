@@ -25,6 +25,7 @@ from cmk_trio.rpckit.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_info_of
@@ -328,6 +329,29 @@ async def test_allowed_and_denied_calls_are_audited_and_the_log_verifies(
     assert verdict.ok and verdict.records >= saved.count
     with pytest.raises(PermissionDenied):
         await customer.vaults.verify_audit()
+
+
+async def test_a_change_commits_with_its_audit_record_or_not_at_all(customer, keyvault, monkeypatch):
+    """The record of a change is written in the change's own transaction: if it cannot be,
+    the change is not made either (no key version that exists but was never audited)."""
+    from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultUnitOfWork
+
+    await customer.vaults.create_vault("kv1", customer.subscription_id, "rg1", "westeurope")
+
+    async def failing(self: object, records: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SqliteKeyVaultUnitOfWork, "insert_audit_records", failing)
+        with pytest.raises(Unavailable) as refused:
+            await customer.vaults.create_key("kv1", "cmk")
+    assert refused.value.reason is Reason.AUDIT_UNAVAILABLE
+    assert await keyvault.store.get_key("kv1", "cmk") is None
+    created = await customer.vaults.create_key("kv1", "cmk")
+    records = await keyvault.audit.query(vault_name="kv1", key_name="cmk")
+    assert [(r.entry.operation, r.entry.result, r.entry.key_version) for r in records] == [
+        ("CreateKey", "allowed", created.version)
+    ]
 
 
 # --- bad input and secrets at rest ----------------------------------------------------------

@@ -12,6 +12,7 @@ call fails closed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from datetime import datetime
 
 from cmk_trio.keyvault.crypto import CheckpointSigner, Sealer, audit_mac, macs_equal, verify_checkpoint_signature
 from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint
-from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import Unavailable
 from cmk_trio.rpckit.events import ChangeNotifier
@@ -83,7 +84,9 @@ class AuditLog:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="audit-group-commit")
+            # In a context of its own: the writer's unit of work is not the change of the call
+            # that happened to start it, so that call's commit hooks must not see it.
+            self._writer = asyncio.create_task(self._drain(), name="audit-group-commit", context=contextvars.Context())
         return await done
 
     async def _drain(self) -> None:
@@ -109,13 +112,19 @@ class AuditLog:
 
     async def _write(self, entries: list[AuditEntry]) -> list[int]:
         async with self._store.unit_of_work() as uow:
-            sequence, previous = await uow.audit_head() or (0, GENESIS)
-            records = []
-            for entry in entries:
-                sequence += 1
-                previous = audit_mac(self._mac_key, previous, {"sequence": sequence, **entry.canonical()})
-                records.append(AuditRecord(sequence, entry, previous))
-            await uow.insert_audit_records(records)
+            return await self.append_within(uow, entries)
+
+    async def append_within(self, uow: KeyVaultUnitOfWork, entries: list[AuditEntry]) -> list[int]:
+        """Chain `entries` after the head as `uow` sees it, in its transaction: they commit
+        with whatever else it writes (the change they record), or not at all. Readers are
+        told once it has committed (`appended`)."""
+        sequence, previous = await uow.audit_head() or (0, GENESIS)
+        records = []
+        for entry in entries:
+            sequence += 1
+            previous = audit_mac(self._mac_key, previous, {"sequence": sequence, **entry.canonical()})
+            records.append(AuditRecord(sequence, entry, previous))
+        await uow.insert_audit_records(records)
         return [record.sequence for record in records]
 
     async def query(

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cmk_trio.client.key_names import KeyRef
-from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.key_attributes import KeyAttributes
 from cmk_trio.keyvault.keys import Keys
-from cmk_trio.keyvault.model import AuditEntry, EventType, KeyPermission
+from cmk_trio.keyvault.model import EventType, KeyPermission
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
@@ -106,13 +107,21 @@ class RotationPolicy:
         return self
 
 
+class Recorder(Protocol):
+    """Records work the service does by itself in the audit log, with the change it makes."""
+
+    def system_call(
+        self, operation: str, *, request_id: str, vault_name: str = "", key_name: str = ""
+    ) -> AbstractAsyncContextManager[object]: ...
+
+
 class Rotation:
     """Reads and writes rotation policies, and applies them when `run_due` is called."""
 
-    def __init__(self, keys: Keys, audit: AuditLog) -> None:
+    def __init__(self, keys: Keys, recorder: Recorder) -> None:
         self._keys = keys
         self._store = keys.store
-        self._audit = audit
+        self._recorder = recorder
 
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> RotationPolicy:
         vault = await self._keys.authorize(caller, ref.vault_name, KeyPermission.GET_ROTATION_POLICY)
@@ -150,8 +159,11 @@ class Rotation:
                     attributes = KeyAttributes(
                         key_ops=latest.key_ops, tags=latest.tags, expires=now + expiry if expiry else None
                     )
-                    made = await self._keys.rotate_as_service(vault, latest, attributes)
-                    await self._record("AutoRotateKey", vault.vault_name, latest.key_name, made.version)
+                    async with self._recorder.system_call(
+                        "AutoRotateKey", request_id="rotation-policy", vault_name=vault.vault_name,
+                        key_name=latest.key_name,
+                    ):  # fmt: skip
+                        await self._keys.rotate_as_service(vault, latest, attributes)
                     done.append((vault.vault_name, latest.key_name, ROTATE))
                     break  # the new version restarts every trigger
                 if action.action == NOTIFY and stored.notified_version != latest.version:
@@ -163,21 +175,3 @@ class Rotation:
                     await self._keys.notifier.notify()
                     done.append((vault.vault_name, latest.key_name, NOTIFY))
         return done
-
-    async def _record(self, operation: str, vault: str, key: str, version: str) -> None:
-        await self._audit.append(
-            AuditEntry(
-                time=self._keys.clock.now(),
-                request_id="rotation-policy",
-                caller_object_id="",
-                tenant_id="",
-                client_id="keyvault",
-                resource_id="",
-                operation=operation,
-                vault_name=vault,
-                key_name=key,
-                key_version=version,
-                result="allowed",
-                reason="",
-            )
-        )

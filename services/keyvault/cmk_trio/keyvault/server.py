@@ -131,13 +131,14 @@ async def build_server(
         notifier = ChangeNotifier()
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
         vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
-        rotation = Rotation(keys, audit)
         trail = AuditTrail(audit, clock)
+        trail.watch(store)
+        rotation = Rotation(keys, trail)
         convert = Converter(keys)
 
         async def operator_only(context: Context) -> None:
             async with trail.call("AdvanceClock") as scope:
-                require_operator(scope.caller, "move the clock")
+                require_operator(scope.authenticated, "move the clock")
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)

@@ -147,6 +147,22 @@ class SqliteStore(Generic[U]):
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._before_commit: list[Callable[[U], Awaitable[None]]] = []
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+
+    def add_commit_hooks(
+        self,
+        *,
+        before: Callable[[U], Awaitable[None]] | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run `before` at the end of every unit of work that is about to commit, inside its
+        transaction (what it writes commits with the rest, or nothing does), and `after`
+        once it has committed."""
+        if before is not None:
+            self._before_commit.append(before)
+        if after is not None:
+            self._after_commit.append(after)
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -171,7 +187,12 @@ class SqliteStore(Generic[U]):
         """A transaction: every write made through the yielded unit of work commits when the
         block returns, and none does if it raises."""
         async with self._db.transaction() as tx:
-            yield self._begin(tx)
+            uow = self._begin(tx)
+            yield uow  # a block that raises rolls back here, before any hook
+            for before in self._before_commit:
+                await before(uow)
+        for after in self._after_commit:
+            await after()
 
 
 class ReadCache:

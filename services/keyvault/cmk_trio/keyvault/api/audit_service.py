@@ -38,7 +38,7 @@ class AuditApi(pb_grpc.AuditServiceServicer):
         async with self._trail.call("ListAuditRecords") as scope:
             vault = vault_name("vault_name", request.vault_name) if request.vault_name else ""
             scope.vault_name = vault
-            await self._vaults.require_audit_reader(scope.caller, vault)
+            await self._vaults.require_audit_reader(scope.authenticated, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
                 raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")
             token = decode_page_token("audit", request.page_token)
@@ -62,7 +62,7 @@ class AuditApi(pb_grpc.AuditServiceServicer):
         self, request: pb.StreamAuditRecordsRequest, context: Context
     ) -> AsyncIterator[res.AuditRecord]:
         async with self._trail.call("StreamAuditRecords") as scope:
-            require_operator(scope.caller)
+            require_operator(scope.authenticated)
             if request.after_sequence < 0:
                 raise invalid_field("after_sequence", Reason.FIELD_INVALID, "must not be negative")
 
@@ -76,12 +76,12 @@ class AuditApi(pb_grpc.AuditServiceServicer):
         self, request: pb.CreateAuditCheckpointRequest, context: Context
     ) -> res.AuditCheckpoint:
         async with self._trail.call("CreateAuditCheckpoint") as scope:
-            require_operator(scope.caller)
+            require_operator(scope.authenticated)
             return checkpoint_pb(await self._audit.checkpoint())
 
     async def VerifyAuditLog(self, request: pb.VerifyAuditLogRequest, context: Context) -> pb.VerifyAuditLogResponse:
         async with self._trail.call("VerifyAuditLog") as scope:
-            require_operator(scope.caller)
+            require_operator(scope.authenticated)
             given: list[Checkpoint] = []
             if request.HasField("checkpoint"):
                 c = request.checkpoint
@@ -105,7 +105,7 @@ class AuditApi(pb_grpc.AuditServiceServicer):
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[res.Event]:
         async with self._trail.call("WatchEvents") as scope:
-            require_event_reader(scope.caller)
+            require_event_reader(scope.authenticated)
             last = await self._vaults.store.last_sequence()
             if not 0 <= request.after_sequence <= last:
                 raise FailedPrecondition(

@@ -48,7 +48,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
             vault = scope.vault(request.parent)
             scope.key_name = request.key_name[:127]
             created = await self._k.create(
-                scope.caller, vault, request.key_name, size=request.key.key_size or 2048,
+                scope.authenticated, vault, request.key_name, size=request.key.key_size or 2048,
                 attributes=attributes_of(request.key, None),
             )  # fmt: skip
             return await self._version_pb(scope, created)
@@ -64,19 +64,24 @@ class KeyApi(pb_grpc.KeyServiceServicer):
             if not isinstance(jwk, dict):
                 raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, "must be a JWK object")
             created = await self._k.create(
-                scope.caller, vault, request.key_name, size=0, attributes=attributes_of(request.key, None), jwk=jwk
+                scope.authenticated,
+                vault,
+                request.key_name,
+                size=0,
+                attributes=attributes_of(request.key, None),
+                jwk=jwk,
             )
             return await self._version_pb(scope, created)
 
     async def GetKey(self, request: pb.GetKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("GetKey") as scope:
-            return await self._version_pb(scope, await self._k.get(scope.caller, self._ref(scope, request.key)))
+            return await self._version_pb(scope, await self._k.get(scope.authenticated, self._ref(scope, request.key)))
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
         async with self._trail.call("ListKeys") as scope:
             vault = scope.vault(request.parent)
             after, limit = decode_page_token("keys", request.page_token), page_size_of(request.page_size)
-            found = await self._k.list_keys(scope.caller, vault, deleted=False, after=after, limit=limit)
+            found = await self._k.list_keys(scope.authenticated, vault, deleted=False, after=after, limit=limit)
             v = await self._vault(vault)
             return pb.ListKeysResponse(
                 keys=[self._c.version(latest, v) for _, latest in found if latest is not None],
@@ -87,7 +92,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("ListDeletedKeys") as scope:
             vault = scope.vault(request.parent)
             after, limit = decode_page_token("deletedKeys", request.page_token), page_size_of(request.page_size)
-            found = await self._k.list_keys(scope.caller, vault, deleted=True, after=after, limit=limit)
+            found = await self._k.list_keys(scope.authenticated, vault, deleted=True, after=after, limit=limit)
             v = await self._vault(vault)
             return pb.ListDeletedKeysResponse(
                 deleted_keys=[self._c.deleted(key, latest, v) for key, latest in found],
@@ -98,7 +103,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("ListKeyVersions") as scope:
             ref = self._ref(scope, request.key)
             after, limit = decode_page_token("versions", request.page_token), page_size_of(request.page_size)
-            found = await self._k.list_versions(scope.caller, ref, after=after, limit=limit)
+            found = await self._k.list_versions(scope.authenticated, ref, after=after, limit=limit)
             v = await self._vault(ref.vault_name)
             return pb.ListKeyVersionsResponse(
                 versions=[self._c.version(k, v) for k in found],
@@ -109,19 +114,21 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("UpdateKey") as scope:
             ref = self._ref(scope, request.key)
             paths = mask_paths(request.update_mask, {"enabled", "not_before", "expires", "key_operations", "tags"})
-            updated = await self._k.update(scope.caller, ref, attributes_of(request.attributes, paths))
+            updated = await self._k.update(scope.authenticated, ref, attributes_of(request.attributes, paths))
             return await self._version_pb(scope, updated)
 
     async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("RotateKey") as scope:
-            return await self._version_pb(scope, await self._k.rotate(scope.caller, self._ref(scope, request.key)))
+            return await self._version_pb(
+                scope, await self._k.rotate(scope.authenticated, self._ref(scope, request.key))
+            )
 
     async def GetKeyRotationPolicy(
         self, request: pb.GetKeyRotationPolicyRequest, context: Context
     ) -> res.KeyRotationPolicy:
         async with self._trail.call("GetKeyRotationPolicy") as scope:
             ref = self._ref(scope, request.key)
-            return rotation_policy_pb(ref, await self._rotation.get(scope.caller, ref))
+            return rotation_policy_pb(ref, await self._rotation.get(scope.authenticated, ref))
 
     async def UpdateKeyRotationPolicy(
         self, request: pb.UpdateKeyRotationPolicyRequest, context: Context
@@ -135,7 +142,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
                     raise invalid_field(f"policy.lifetime_actions[{i}].action", Reason.ENUM_UNKNOWN, "ROTATE or NOTIFY")
                 actions.append(LifetimeAction(names[a.action], a.time_after_create, a.time_before_expiry))
             policy = RotationPolicy(tuple(actions), request.policy.expiry_time)
-            return rotation_policy_pb(ref, await self._rotation.set(scope.caller, ref, policy))
+            return rotation_policy_pb(ref, await self._rotation.set(scope.authenticated, ref, policy))
 
     def _crypto_reply(self, scope: CallScope, result: CryptoResult) -> tuple[str, bool]:
         scope.key_version = result.version.version
@@ -145,28 +152,30 @@ class KeyApi(pb_grpc.KeyServiceServicer):
     async def WrapKey(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
         async with self._trail.call("WrapKey") as scope:
             ref = self._ref(scope, request.key)
-            result = await self._k.wrap(scope.caller, ref, algorithm_of(request.algorithm), request.plaintext)
+            result = await self._k.wrap(scope.authenticated, ref, algorithm_of(request.algorithm), request.plaintext)
             kid, recommended = self._crypto_reply(scope, result)
             return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
 
     async def Encrypt(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
         async with self._trail.call("Encrypt") as scope:
             ref = self._ref(scope, request.key)
-            result = await self._k.encrypt(scope.caller, ref, algorithm_of(request.algorithm), request.plaintext)
+            result = await self._k.encrypt(scope.authenticated, ref, algorithm_of(request.algorithm), request.plaintext)
             kid, recommended = self._crypto_reply(scope, result)
             return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
 
     async def UnwrapKey(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
         async with self._trail.call("UnwrapKey") as scope:
             ref = self._ref(scope, request.key)
-            result = await self._k.unwrap(scope.caller, ref, algorithm_of(request.algorithm), request.ciphertext)
+            result = await self._k.unwrap(scope.authenticated, ref, algorithm_of(request.algorithm), request.ciphertext)
             kid, recommended = self._crypto_reply(scope, result)
             return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
 
     async def Decrypt(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
         async with self._trail.call("Decrypt") as scope:
             ref = self._ref(scope, request.key)
-            result = await self._k.decrypt(scope.caller, ref, algorithm_of(request.algorithm), request.ciphertext)
+            result = await self._k.decrypt(
+                scope.authenticated, ref, algorithm_of(request.algorithm), request.ciphertext
+            )
             kid, recommended = self._crypto_reply(scope, result)
             return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
 
@@ -174,21 +183,21 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("DeleteKey") as scope:
             ref = self._ref(scope, request.key)
             latest = await self._k.store.latest_version(ref.vault_name, ref.key_name)
-            key = await self._k.delete(scope.caller, ref)
+            key = await self._k.delete(scope.authenticated, ref)
             return self._c.deleted(key, latest, await self._vault(ref.vault_name))
 
     async def GetDeletedKey(self, request: pb.GetDeletedKeyRequest, context: Context) -> res.DeletedKey:
         async with self._trail.call("GetDeletedKey") as scope:
             ref = self._ref(scope, request.key)
-            key, latest = await self._k.get_deleted(scope.caller, ref)
+            key, latest = await self._k.get_deleted(scope.authenticated, ref)
             return self._c.deleted(key, latest, await self._vault(ref.vault_name))
 
     async def RecoverDeletedKey(self, request: pb.RecoverDeletedKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("RecoverDeletedKey") as scope:
             ref = self._ref(scope, request.key)
-            return await self._version_pb(scope, await self._k.recover(scope.caller, ref))
+            return await self._version_pb(scope, await self._k.recover(scope.authenticated, ref))
 
     async def PurgeDeletedKey(self, request: pb.PurgeDeletedKeyRequest, context: Context) -> empty_pb2.Empty:
         async with self._trail.call("PurgeDeletedKey") as scope:
-            await self._k.purge(scope.caller, self._ref(scope, request.key))
+            await self._k.purge(scope.authenticated, self._ref(scope, request.key))
             return empty_pb2.Empty()

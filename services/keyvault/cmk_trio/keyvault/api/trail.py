@@ -3,10 +3,17 @@ why, written before the call answers (if it cannot be written, the call fails cl
 
 Authentication is the AuthInterceptor's; a refused token reaches `refused`, everything after
 it runs inside `call`, which the servicers open first in every method (a test walks every
-RPC of the key vault and checks its record)."""
+RPC of the key vault and checks its record).
+
+A call that changes something has its record written inside the change's own unit of work
+(the store's commit hook), so that no change exists that was never audited, and the record
+names what only the change knows (CreateKey's new version id). A call that changes nothing
+(a read, a refusal) has its record written when it ends, before it answers. Work the service
+does by itself (rotation policies) is recorded the same way, through `system_call`."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +22,7 @@ from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.api.convert import vault_of
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.model import AuditEntry
+from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
 from cmk_trio.rpckit.auth import current_caller
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
@@ -22,15 +30,25 @@ from cmk_trio.rpckit.observe import current_request_id
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
 
+SYSTEM_CLIENT = "keyvault"
+"""The client id of the records of what the service does by itself."""
+
 
 @dataclass
 class CallScope:
     """What the audit record of one call says; filled in as the call learns it."""
 
-    caller: VerifiedToken
+    operation: str
+    caller: VerifiedToken | None
     vault_name: str = ""
     key_name: str = ""
     key_version: str = ""
+    request_id: str = ""
+    system: bool = False
+    """Work of the service itself, not a caller's."""
+    written: bool = False
+    """The record was committed with the call's change."""
+    _pending: bool = False
 
     def name(self, ref: KeyRef) -> None:
         self.vault_name, self.key_name = ref.vault_name, ref.key_name
@@ -41,6 +59,16 @@ class CallScope:
         self.vault_name = vault_of(name, field)
         return self.vault_name
 
+    @property
+    def authenticated(self) -> VerifiedToken:
+        """The caller of an authenticated call (a system call has none)."""
+        if self.caller is None:
+            raise RuntimeError("a system call has no caller")
+        return self.caller
+
+
+_scope: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("keyvault_call_scope", default=None)
+
 
 class AuditTrail:
     """Writes the audit record of each call, allowed, denied or failed."""
@@ -49,44 +77,81 @@ class AuditTrail:
         self._audit = audit
         self._clock = clock
 
+    def watch(self, store: KeyVaultStore) -> None:
+        """Record each call's change in the change's own unit of work."""
+        store.add_commit_hooks(before=self._before_commit, after=self._after_commit)
+
     @asynccontextmanager
     async def call(self, operation: str) -> AsyncIterator[CallScope]:
-        """The body of an authenticated call; its record is written when the block ends."""
-        scope = CallScope(current_caller())
+        """The body of an authenticated call; its record is written with its change, or when
+        the block ends."""
+        async with self._scoped(CallScope(operation, current_caller(), request_id=current_request_id() or "")) as s:
+            yield s
+
+    @asynccontextmanager
+    async def system_call(
+        self, operation: str, *, request_id: str, vault_name: str = "", key_name: str = ""
+    ) -> AsyncIterator[CallScope]:
+        """Work the service does by itself (no caller), recorded like a call."""
+        scope = CallScope(operation, None, vault_name, key_name, request_id=request_id, system=True)
+        async with self._scoped(scope) as s:
+            yield s
+
+    @asynccontextmanager
+    async def _scoped(self, scope: CallScope) -> AsyncIterator[CallScope]:
+        reset = _scope.set(scope)
         try:
             yield scope
         except ServiceError as exc:
-            await self._append(operation, scope, "denied", exc.reason.value)
+            if not scope.written:
+                await self._audit.append(self._entry(scope, "denied", exc.reason.value))
             raise
         except Exception:
-            await self._append(operation, scope, "error", Reason.INTERNAL.value)
+            if not scope.written:
+                await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value))
             raise
-        await self._append(operation, scope, "allowed", "")
+        finally:
+            _scope.reset(reset)
+        if not scope.written:
+            await self._audit.append(self._entry(scope, "allowed", ""))
 
     async def refused(self, method: str, refusal: ServiceError | None) -> None:
         """The record of a call whose token was refused (the AuthInterceptor's hook); None
         is a validation that failed unexpectedly, recorded as an error."""
-        operation = method.rsplit("/", 1)[-1]
+        scope = CallScope(method.rsplit("/", 1)[-1], None, request_id=current_request_id() or "")
         if refusal is None:
-            await self._append(operation, None, "error", Reason.INTERNAL.value)
+            await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value))
         else:
-            await self._append(operation, None, "denied", refusal.reason.value)
+            await self._audit.append(self._entry(scope, "denied", refusal.reason.value))
 
-    async def _append(self, operation: str, scope: CallScope | None, result: str, reason: str) -> None:
-        caller = scope.caller if scope else None
-        await self._audit.append(
-            AuditEntry(
-                time=self._clock.now(),
-                request_id=current_request_id() or "",
-                caller_object_id=caller.object_id if caller else "",
-                tenant_id=caller.tenant_id if caller else "",
-                client_id=caller.client_id if caller else "",
-                resource_id=caller.resource_id if caller else "",
-                operation=operation,
-                vault_name=scope.vault_name if scope else "",
-                key_name=scope.key_name if scope else "",
-                key_version=scope.key_version if scope else "",
-                result=result,
-                reason=reason,
-            )
+    async def _before_commit(self, uow: KeyVaultUnitOfWork) -> None:
+        scope = _scope.get()
+        if scope is None or scope.written:
+            return  # not a call's change (the audit writer itself), or already recorded
+        for version in uow.inserted_versions[-1:]:
+            scope.vault_name, scope.key_name, scope.key_version = version.vault_name, version.key_name, version.version
+        await self._audit.append_within(uow, [self._entry(scope, "allowed", "")])
+        scope._pending = True
+
+    async def _after_commit(self) -> None:
+        scope = _scope.get()
+        if scope is not None and scope._pending:
+            scope.written, scope._pending = True, False
+            await self._audit.appended.notify()
+
+    def _entry(self, scope: CallScope, result: str, reason: str) -> AuditEntry:
+        caller = scope.caller
+        return AuditEntry(
+            time=self._clock.now(),
+            request_id=scope.request_id,
+            caller_object_id=caller.object_id if caller else "",
+            tenant_id=caller.tenant_id if caller else "",
+            client_id=caller.client_id if caller else (SYSTEM_CLIENT if scope.system else ""),
+            resource_id=caller.resource_id if caller else "",
+            operation=scope.operation,
+            vault_name=scope.vault_name,
+            key_name=scope.key_name,
+            key_version=scope.key_version,
+            result=result,
+            reason=reason,
         )

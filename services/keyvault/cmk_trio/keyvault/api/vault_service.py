@@ -27,7 +27,7 @@ class VaultApi(pb_grpc.VaultServiceServicer):
             v = request.vault
             scope.vault_name = v.vault_name[:64]
             created = await self._v.create(
-                scope.caller,
+                scope.authenticated,
                 name=v.vault_name,
                 subscription_id=v.subscription_id,
                 resource_group=v.resource_group,
@@ -40,14 +40,16 @@ class VaultApi(pb_grpc.VaultServiceServicer):
 
     async def GetVault(self, request: pb.GetVaultRequest, context: Context) -> res.Vault:
         async with self._trail.call("GetVault") as scope:
-            return self._c.vault(await self._v.get(scope.caller, scope.vault(request.name)))
+            return self._c.vault(await self._v.get(scope.authenticated, scope.vault(request.name)))
 
     async def _list(
         self, context: Context, operation: str, subscription_id: str, size: int, token: str, deleted: bool
     ) -> pb.ListVaultsResponse:
         async with self._trail.call(operation) as scope:
             after, limit = decode_page_token("vaults", token), page_size_of(size)
-            found = await self._v.list_vaults(scope.caller, subscription_id, deleted=deleted, after=after, limit=limit)
+            found = await self._v.list_vaults(
+                scope.authenticated, subscription_id, deleted=deleted, after=after, limit=limit
+            )
             next_token = encode_page_token("vaults", found[-1].vault_name) if len(found) == limit else ""
             return pb.ListVaultsResponse(vaults=[self._c.vault(v) for v in found], next_page_token=next_token)
 
@@ -66,7 +68,7 @@ class VaultApi(pb_grpc.VaultServiceServicer):
             name = scope.vault(request.vault.name)
             paths = mask_paths(request.update_mask, {"purge_protection_enabled", "soft_delete_enabled"})
             updated = await self._v.update(
-                scope.caller,
+                scope.authenticated,
                 name,
                 soft_delete=request.vault.soft_delete_enabled if "soft_delete_enabled" in paths else None,
                 purge_protection=request.vault.purge_protection_enabled
@@ -77,35 +79,35 @@ class VaultApi(pb_grpc.VaultServiceServicer):
 
     async def DeleteVault(self, request: pb.DeleteVaultRequest, context: Context) -> empty_pb2.Empty:
         async with self._trail.call("DeleteVault") as scope:
-            await self._v.delete(scope.caller, scope.vault(request.name))
+            await self._v.delete(scope.authenticated, scope.vault(request.name))
             return empty_pb2.Empty()
 
     async def RecoverVault(self, request: pb.RecoverVaultRequest, context: Context) -> res.Vault:
         async with self._trail.call("RecoverVault") as scope:
-            return self._c.vault(await self._v.recover(scope.caller, scope.vault(request.name)))
+            return self._c.vault(await self._v.recover(scope.authenticated, scope.vault(request.name)))
 
     async def PurgeVault(self, request: pb.PurgeVaultRequest, context: Context) -> empty_pb2.Empty:
         async with self._trail.call("PurgeVault") as scope:
-            await self._v.purge(scope.caller, scope.vault(request.name))
+            await self._v.purge(scope.authenticated, scope.vault(request.name))
             return empty_pb2.Empty()
 
     async def SetAccessPolicy(self, request: pb.SetAccessPolicyRequest, context: Context) -> res.Vault:
         async with self._trail.call("SetAccessPolicy") as scope:
             p = request.access_policy
             vault = await self._v.set_policy(
-                scope.caller, scope.vault(request.name), p.tenant_id, p.object_id, p.key_permissions
+                scope.authenticated, scope.vault(request.name), p.tenant_id, p.object_id, p.key_permissions
             )
             return self._c.vault(vault)
 
     async def UpdateAccessPolicy(self, request: pb.UpdateAccessPolicyRequest, context: Context) -> res.Vault:
         async with self._trail.call("UpdateAccessPolicy") as scope:
             vault = await self._v.update_policy(
-                scope.caller, scope.vault(request.name), request.tenant_id, request.object_id,
+                scope.authenticated, scope.vault(request.name), request.tenant_id, request.object_id,
                 request.add_permissions, request.remove_permissions,
             )  # fmt: skip
             return self._c.vault(vault)
 
     async def RemoveAccessPolicy(self, request: pb.RemoveAccessPolicyRequest, context: Context) -> res.Vault:
         async with self._trail.call("RemoveAccessPolicy") as scope:
-            vault = await self._v.remove_policy(scope.caller, scope.vault(request.name), request.object_id)
+            vault = await self._v.remove_policy(scope.authenticated, scope.vault(request.name), request.object_id)
             return self._c.vault(vault)

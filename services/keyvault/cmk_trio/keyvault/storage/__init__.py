@@ -5,6 +5,7 @@ only one today); another engine implements these Protocols and passes tests/keyv
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,12 @@ from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultStore
 
 class KeyVaultUnitOfWork(Protocol):
     """The writes of one transaction: all of them commit, or none."""
+
+    @property
+    def inserted_versions(self) -> tuple[KeyVersion, ...]:
+        """The key versions this unit of work has inserted so far (what a call's audit
+        record names, though their ids are made inside the change)."""
+        ...
 
     async def insert_vault(self, v: Vault) -> None:
         """A new vault with its access policies."""
@@ -109,6 +116,16 @@ class KeyVaultStore(Protocol):
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[KeyVaultUnitOfWork]: ...
+
+    def add_commit_hooks(
+        self,
+        *,
+        before: Callable[[KeyVaultUnitOfWork], Awaitable[None]] | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`before` runs inside every unit of work about to commit (its writes commit with it),
+        `after` once it has committed."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -224,6 +224,14 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
     """The key vault's writes inside one transaction (BEGIN IMMEDIATE: what it reads stays
     as read until it commits)."""
 
+    def __init__(self, tx: aiosqlite.Connection) -> None:
+        super().__init__(tx)
+        self._inserted: list[KeyVersion] = []
+
+    @property
+    def inserted_versions(self) -> tuple[KeyVersion, ...]:
+        return tuple(self._inserted)
+
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
         cursor = await self._tx.execute(
             "SELECT * FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
@@ -304,6 +312,7 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
                 _t(v.update_time), v.public_jwk, v.sealed_private_key,
             ),
         )  # fmt: skip
+        self._inserted.append(v)
 
     async def update_version(self, v: KeyVersion) -> None:
         await self._tx.execute(
