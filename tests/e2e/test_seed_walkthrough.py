@@ -151,3 +151,45 @@ def test_cmk_up_serves_metrics_for_each_service(trio):
     with urllib.request.urlopen(metrics["identity"], timeout=5) as reply:  # noqa: S310 (loopback)
         text = reply.read().decode()
     assert 'method="/cmk.identity.v1.TokenService/IssueToken"' in text and "cmk_event_lag_seconds" in text
+
+
+def test_the_seed_flows_hold_after_the_three_clocks_move_91_days(trio, tmp_path):
+    """`cmk clock advance` moves all three services by default, so tokens and dates agree:
+    after 91 days (past a 90-day purge protection) the customer-managed data is still read
+    through a fresh managed-identity token, and the deleted key can finally be purged."""
+    login_operator(trio)
+    tenant = cmk(trio, "tenant", "create", "Fabrikam")["tenant_id"]
+    sub = cmk(trio, "subscription", "create", "--tenant", tenant, "Production")["subscription_id"]
+    admin = cmk(trio, "principal", "create", "--tenant", tenant, "--kind", "user", "--admin", "--with-secret", "Bo")
+    cmk(
+        trio, "role", "assign", "--principal", admin["object_id"], "--role", "owner", "--scope", f"/subscriptions/{sub}"
+    )
+    login_admin(trio, tenant, admin)
+    cmk(trio, "speech", "cmk-approval", "request", "--subscription", sub)
+    login_operator(trio)
+    cmk(trio, "speech", "cmk-approval", "approve", "--subscription", sub)
+    login_admin(trio, tenant, admin)
+    cmk(trio, "vault", "create", "fabrikam-cmk", "--subscription", sub, "--resource-group", "rg",
+        "--location", "westeurope", "--purge-protection")  # fmt: skip
+    key = cmk(trio, "key", "create", "fabrikam-cmk", "cmk")
+    doomed = cmk(trio, "key", "create", "fabrikam-cmk", "doomed")
+    rid = cmk(trio, "speech", "create", "fabrikam-speech", "--subscription", sub, "--resource-group", "rg",
+              "--location", "westeurope")["name"]  # fmt: skip
+    config_file = tmp_path / "app.json"
+    config_file.write_text(json.dumps(CONFIG))
+    app = cmk(trio, "speech", "app", "create", rid, "--name", "Lights", "--config-file", str(config_file))
+    cmk(trio, "speech", "encryption", "set", rid, "--key-uri", key["key_id"], "--key-subscription", sub)
+    cmk(trio, "key", "delete", doomed["key_id"])
+    assert cmk(trio, "key", "purge", doomed["key_id"], ok=False)["error"]["reason"] == "PURGE_PROTECTED"
+
+    login_operator(trio)
+    moved = cmk(trio, "clock", "advance", "--days", "91")["services"]
+    assert {m["service"]: m["offset_seconds"] for m in moved} == dict.fromkeys(
+        ("identity", "keyvault", "speech"), 91 * 86400
+    )
+
+    login_admin(trio, tenant, admin)
+    assert json.loads(cmk(trio, "speech", "app", "get", app["name"])["configuration_json"]) == CONFIG
+    assert cmk(trio, "speech", "encryption", "show", rid)["status"] == "HEALTHY"
+    cmk(trio, "key", "purge", doomed["key_id"])
+    assert cmk(trio, "key", "show", doomed["key_id"], ok=False)["error"]["reason"] == "KEY_NOT_FOUND"

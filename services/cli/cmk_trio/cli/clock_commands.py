@@ -19,12 +19,23 @@ def clock() -> None:
     """Development time control (services started with --dev-time-control; operator only)."""
 
 
+SERVICES = ("keyvault", "speech", "identity")
+"""In the order they are moved: identity last, so that the tokens it issued for the others
+before any clock moved are still current on each when it is told to move."""
+
+
 @command(clock, "advance")
-@click.option("--service", type=click.Choice(["identity", "keyvault"]), required=True)
+@click.option(
+    "--service",
+    type=click.Choice([*SERVICES, "all"]),
+    default="all",
+    show_default=True,
+    help="the service whose clock moves; all: the three by the same amount, so that tokens and dates agree",
+)
 @click.option("--seconds", type=int, default=0)
 @click.option("--days", type=int, default=0)
 async def clock_advance(state: State, service: str, seconds: int, days: int) -> None:
-    """Move a service's clock forward, so retention, purge dates, rotation policies and token
+    """Move the services' clocks forward, so retention, purge dates, rotation policies and token
     expiry can be exercised without waiting."""
     from cmk_trio.client.identity import call
     from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
@@ -32,19 +43,25 @@ async def clock_advance(state: State, service: str, seconds: int, days: int) -> 
 
     profile = load_profile(state)
     identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
-    target = (
-        identity if service == "identity" else state.dial(state.keyvault_endpoint or profile.keyvault_endpoint, profile)
-    )
+    endpoints = {
+        "keyvault": state.keyvault_endpoint or profile.keyvault_endpoint,
+        "speech": state.speech_endpoint or profile.speech_endpoint,
+    }
+    chosen = SERVICES if service == "all" else (service,)
+    targets = {name: identity if name == "identity" else state.dial(endpoints[name], profile) for name in chosen}
+    moved = []
     try:
         tokens = profile_tokens(state, profile, identity)
-        audience = audiences.DIRECTORY if service == "identity" else audiences.MANAGEMENT
-        reply = await call(
-            dev_grpc.DevServiceStub(target).AdvanceClock,
-            dev_pb.AdvanceClockRequest(seconds=seconds + days * 86400),
-            token=await tokens(audience),
-        )
+        issued = {a: await tokens(a) for a in {audiences.DIRECTORY, audiences.MANAGEMENT}}
+        for name in chosen:
+            audience = audiences.DIRECTORY if name == "identity" else audiences.MANAGEMENT
+            reply = await call(
+                dev_grpc.DevServiceStub(targets[name]).AdvanceClock,
+                dev_pb.AdvanceClockRequest(seconds=seconds + days * 86400),
+                token=issued[audience],
+            )
+            moved.append({"service": name, "now": reply.now.ToJsonString(), "offset_seconds": reply.offset_seconds})
     finally:
-        if target is not identity:
-            await target.close()
-        await identity.close()
-    emit(state.output, {"service": service, "now": reply.now.ToJsonString(), "offset_seconds": reply.offset_seconds})
+        for channel in {*targets.values(), identity}:
+            await channel.close()
+    emit(state.output, moved[0] if service != "all" else {"services": moved})

@@ -228,6 +228,7 @@ def serve_keyvault(
 @click.option("--metrics-port", type=int, envvar="CMK_SPEECH_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
+@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 def serve_speech(
     state: State,
     data_dir: Path,
@@ -242,6 +243,7 @@ def serve_speech(
     tls_client_ca: Path | None,
     metrics_port: int | None,
     log_level: str | None,
+    dev_time_control: bool,
 ) -> None:
     """The speech resource store (applications and LUIS keys under envelope encryption)."""
     from cmk_trio.client.identity import ClientCredentials
@@ -257,6 +259,7 @@ def serve_speech(
             port=port,
             identity_endpoint=identity_endpoint,
             keyvault_endpoint=keyvault_endpoint,
+            dev_time_control=dev_time_control or None,
             credentials=ClientCredentials.from_file(credentials_file) if credentials_file else None,
             auto_approve_cmk=auto_approve_cmk or None,
             tls=tls,

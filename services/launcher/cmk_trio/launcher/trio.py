@@ -152,6 +152,7 @@ async def start_trio(
                 keyvault_endpoint=keyvault.endpoint,
                 credentials=speech_credentials,
                 auto_approve_cmk=auto_approve or None,
+                dev_time_control=dev_time_control or None,
                 tls=tls.get("speech"),
                 metrics_port=metrics_port(3),
             )

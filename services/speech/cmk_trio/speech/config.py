@@ -42,6 +42,8 @@ class SpeechConfig:
     log_level: str = "INFO"
     metrics_port: int | None = None
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
+    dev_time_control: bool = False
+    """Lets the operator move the service clock forward (tests only; off by default)."""
 
     def __post_init__(self) -> None:
         if not timedelta(seconds=1) <= self.revocation_max_staleness <= timedelta(hours=1):
@@ -85,6 +87,7 @@ class SpeechConfig:
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_SPEECH_METRICS_PORT"),
+            "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

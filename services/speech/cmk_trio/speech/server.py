@@ -12,15 +12,21 @@ import grpc
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
+from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
-from cmk_trio.rpckit.auth import AuthInterceptor
-from cmk_trio.rpckit.clock import Clock, SystemClock
+from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
+from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE
+from cmk_trio.rpckit.types import Context
+from cmk_trio.speech import errors
 from cmk_trio.speech.api import ApplicationApi, SpeechResourceApi
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.customer_keys import DataKeys
@@ -35,10 +41,14 @@ from cmk_trio.speech.storage import SpeechStore, open_store
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+SERVICE_NAMES = (
+    *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
+    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
+)
 AUDIENCES = {
     "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
     "cmk.speech.v1.ApplicationService": audiences.SPEECH,
+    "cmk.common.v1.DevService": audiences.MANAGEMENT,
 }
 
 
@@ -81,7 +91,8 @@ class SpeechServer:
 async def build_server(
     config: SpeechConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
 ) -> SpeechServer:
-    clock = clock or SystemClock()
+    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
+    clock = shiftable or clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
     async with contextlib.AsyncExitStack() as undo:
@@ -130,11 +141,16 @@ async def build_server(
                 )
             )
 
+        async def operator_only(context: Context) -> None:
+            if OPERATOR_ROLE not in current_caller().roles:
+                raise errors.operator_required("may move the clock")
+
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_SpeechResourceServiceServicer_to_server(
                 SpeechResourceApi(resources, data_keys, encryption), server
             )
             pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 
         running = await start_server(
             register=register,
