@@ -12,6 +12,7 @@ from cmk_trio.identity.crypto import (
     load_or_create_master_key,
     new_client_secret,
 )
+from cmk_trio.rpckit.datadir import StartupError
 
 
 def fixed(byte: int):
@@ -61,7 +62,7 @@ def test_the_memo_knows_only_what_was_verified():
 
 def test_master_key_file_is_created_once_with_mode_0600(tmp_path):
     path = tmp_path / "k"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StartupError, match="missing"):
         load_or_create_master_key(path, create=False)
     made = load_or_create_master_key(path, create=True)
     assert path.stat().st_mode & 0o777 == 0o600

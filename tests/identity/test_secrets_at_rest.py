@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from cmk_trio.identity.crypto import CannotDecrypt
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import PermissionDenied
 from cmk_trio.rpckit.logs import JsonFormatter
 from cmk_trio.rpckit.reasons import Reason
@@ -88,7 +88,7 @@ async def test_a_lost_master_key_stops_the_start_instead_of_making_a_new_one(tmp
     config = identity_config(tmp_path / "id")
     await (await build_server(config, clock=clock)).stop(0)
     config.master_key_path.unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StartupError, match="missing"):
         await build_server(config, clock=clock)
     assert not config.master_key_path.exists()
 
@@ -102,7 +102,7 @@ async def test_a_wrong_master_key_cannot_open_the_signing_key(tmp_path, clock):
     config = identity_config(tmp_path / "id")
     await (await build_server(config, clock=clock)).stop(0)
     config.master_key_path.write_text(base64.b64encode(b"\x01" * 32).decode())
-    with pytest.raises(CannotDecrypt):
+    with pytest.raises(StartupError, match="does not open the signing keys"):
         await build_server(config, clock=clock)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.speech.envelope import (
     CannotDecrypt,
     DataKey,
@@ -73,7 +74,7 @@ def test_the_ring_wraps_with_the_current_version_and_unwraps_older_ones():
 
 def test_the_ring_file_is_made_once_private_and_required_later(tmp_path):
     path = tmp_path / "ring.json"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StartupError, match="missing"):
         load_or_create_ring(path, create=False)
     ring = load_or_create_ring(path, create=True)
     assert path.stat().st_mode & 0o777 == 0o600

@@ -12,7 +12,13 @@ import grpc
 
 from cmk_trio.identity.api import PUBLIC_METHODS, IdentityApi, TokenApi
 from cmk_trio.identity.config import IdentityConfig
-from cmk_trio.identity.crypto import RandomBytes, SecretHasher, VerifiedSecretMemo, load_or_create_master_key
+from cmk_trio.identity.crypto import (
+    CannotDecrypt,
+    RandomBytes,
+    SecretHasher,
+    VerifiedSecretMemo,
+    load_or_create_master_key,
+)
 from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
@@ -25,6 +31,7 @@ from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.keyfiles import write_private_file
@@ -58,6 +65,8 @@ class IdentityServer:
     """Set only on the first start with a generated operator secret: show it once."""
     metrics: Metrics
     metrics_port: int | None
+    claim: DataDirClaim | None = None
+    """The data directory, held against a second identity process."""
 
     @property
     def port(self) -> int:
@@ -71,6 +80,8 @@ class IdentityServer:
         await self.running.stop(grace)
         self.metrics.close()
         await self.store.close()
+        if self.claim is not None:
+            self.claim.release()
 
 
 async def build_server(
@@ -79,8 +90,14 @@ async def build_server(
     """Open storage, load the master key, bootstrap on first start, and start serving."""
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await open_store(config.database_path)
+    claim = claim_data_dir(
+        config.data_dir, "identity", database=config.database_path, key_files=[config.master_key_path]
+    )
+    try:
+        store = await open_store(config.database_path)
+    except BaseException:
+        claim.release()
+        raise
     try:
         first_start = await store.count_signing_keys() == 0
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
@@ -95,7 +112,13 @@ async def build_server(
         directory = Directory(store, clock, hasher=hasher, notifier=ChangeNotifier(), memo=memo, random=random)
         keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
         await keys.ensure_active_key()
-        await keys.signer()  # fails now, not at the first token, if the master key is wrong
+        try:
+            await keys.signer()  # fails now, not at the first token, if the master key is wrong
+        except CannotDecrypt:
+            raise StartupError(
+                f"the master key {config.master_key_path} does not open the signing keys in "
+                f"{config.database_path}; restore the key file that belongs with this database"
+            ) from None
         operator, shown = await directory.bootstrap_operator(
             client_id=config.operator_client_id, client_secret=config.operator_client_secret
         )
@@ -133,9 +156,12 @@ async def build_server(
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
     except BaseException:
         await store.close()
+        claim.release()
         raise
     log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
-    return IdentityServer(config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port)
+    return IdentityServer(
+        config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port, claim
+    )
 
 
 def write_operator_file(config: IdentityConfig, operator: Principal, secret: NewSecret) -> None:

@@ -16,7 +16,7 @@ from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, KeyApi, Vault
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_operator
 from cmk_trio.keyvault.config import KeyVaultConfig
-from cmk_trio.keyvault.crypto import RandomBytes, Sealer, load_or_create_master_key
+from cmk_trio.keyvault.crypto import CannotDecrypt, RandomBytes, Sealer, load_or_create_master_key
 from cmk_trio.keyvault.errors import DOMAIN
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.rotation import Rotation
@@ -29,6 +29,7 @@ from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.auth import AuthInterceptor
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.observe import Metrics
@@ -65,6 +66,8 @@ class KeyVaultServer:
     metrics: Metrics
     metrics_port: int | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    claim: DataDirClaim | None = None
+    """The data directory, held against a second key vault process."""
 
     @property
     def port(self) -> int:
@@ -99,6 +102,8 @@ class KeyVaultServer:
         await self.directory.stop()
         self.metrics.close()
         await self.store.close()
+        if self.claim is not None:
+            self.claim.release()
 
 
 async def _housekeeping(server: KeyVaultServer) -> None:
@@ -116,9 +121,12 @@ async def build_server(
     """Open storage and the master key, connect to identity, and start serving."""
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
     async with contextlib.AsyncExitStack() as undo:
+        claim = claim_data_dir(
+            config.data_dir, "keyvault", database=config.database_path, key_files=[config.master_key_path]
+        )
+        undo.callback(claim.release)
         store = await open_store(config.database_path)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("keyvault")
@@ -127,7 +135,13 @@ async def build_server(
         first_start = not await store.holds_keys()
         master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         sealer = Sealer(master, random)
-        audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+        try:
+            audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+        except CannotDecrypt:
+            raise StartupError(
+                f"the master key {config.master_key_path} does not open the keys sealed in {config.database_path}; "
+                "restore the key file that belongs with this database"
+            ) from None
         notifier = ChangeNotifier()
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
         vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
@@ -161,7 +175,9 @@ async def build_server(
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
         undo.pop_all()
     directory.start()
-    server = KeyVaultServer(config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port)
+    server = KeyVaultServer(
+        config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port, claim=claim
+    )
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})
     return server

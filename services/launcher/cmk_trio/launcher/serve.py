@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.logs import configure_logging
 from cmk_trio.rpckit.server import stop_signals
+
+STARTUP_REFUSED = 3
+"""The exit status of a service that refused to start (its data directory, keys or database)."""
 
 
 class Stoppable(Protocol):
@@ -39,7 +44,12 @@ async def serve_until_stopped(
     they stop even when the announcement fails (a closed standard output, say)."""
     configure_logging(name, log_level)
     with stop_signals() as stopped:
-        server = await start()
+        try:
+            server = await start()
+        except StartupError as refusal:
+            # One line that says what is wrong and what to do, not a traceback.
+            print(f"{name}: cannot start: {refusal}", file=sys.stderr, flush=True)
+            raise SystemExit(STARTUP_REFUSED) from None
         try:
             started(server)
             await stopped.wait()

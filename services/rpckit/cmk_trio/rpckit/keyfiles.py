@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from cmk_trio.rpckit.datadir import StartupError
+
 
 def write_private_file(path: Path, text: str) -> None:
     """Create `path` with mode 0600 and write `text`; refuse if it exists (never overwrite a
@@ -28,12 +30,12 @@ def read_or_create_key(path: Path, *, create: bool, size: int, random: Callable[
         try:
             key = base64.b64decode(path.read_text().strip(), validate=True)
         except ValueError:
-            raise ValueError(f"{path} does not hold a base64 key") from None
+            raise StartupError(f"{path} does not hold a base64 key; restore the key file") from None
         if len(key) != size:
-            raise ValueError(f"{path} holds a {len(key)}-byte key; {size} bytes are needed")
+            raise StartupError(f"{path} holds a {len(key)}-byte key; {size} bytes are needed; restore the key file")
         return key
     if not create:
-        raise FileNotFoundError(
+        raise StartupError(
             f"the master key file {path} is missing, but the database holds data sealed with it; "
             "restore the file (a new key could not open that data)"
         )

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import aiosqlite
 
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 
@@ -92,27 +94,39 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
     old_umask = os.umask(0o077)
     try:
         conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: every commit reaches the disk (an fsync of the WAL) before the call that made it
-        # answers, so an answered change (a revoked policy, an audit record) survives a power
-        # loss; NORMAL would survive only a crash of the process. Group commit (the audit log)
-        # and the database thread keep the cost off the event loop: about 0.4 ms per commit
-        # on the disks we measured.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
     finally:
         os.umask(old_umask)
+    # Whatever goes wrong from here closes the connection: its thread would otherwise keep
+    # the process alive after the error.
+    try:
+        return await _prepare(conn, path, steps)
+    except sqlite3.DatabaseError as exc:
+        await conn.close()
+        raise StartupError(f"{path} is not a usable SQLite database ({exc}); restore it from a backup") from None
+    except BaseException:
+        await conn.close()
+        raise
+
+
+async def _prepare(conn: aiosqlite.Connection, path: Path, steps: Sequence[Migration]) -> Database:
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: every commit reaches the disk (an fsync of the WAL) before the call that made it
+    # answers, so an answered change (a revoked policy, an audit record) survives a power
+    # loss; NORMAL would survive only a crash of the process. Group commit (the audit log)
+    # and the database thread keep the cost off the event loop: about 0.4 ms per commit
+    # on the disks we measured.
+    await conn.execute("PRAGMA synchronous=FULL")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
     db = Database(conn, path)
     current = await db.schema_version()
     if current > len(steps):
-        await conn.close()
-        raise RuntimeError(
+        raise StartupError(
             f"{path} has schema version {current}, newer than this program knows ({len(steps)}); upgrade the program"
         )
     for step in steps[current:]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 RandomBytes = Callable[[int], bytes]
@@ -144,9 +145,9 @@ def load_or_create_ring(path: Path, *, create: bool, random: RandomBytes = os.ur
         try:
             return MasterKeyRing.from_json(path.read_text())
         except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path} is not a master key ring file") from None
+            raise StartupError(f"{path} is not a master key ring file; restore it") from None
     if not create:
-        raise FileNotFoundError(
+        raise StartupError(
             f"the master key ring {path} is missing, but the database holds data keys wrapped with it; restore it"
         )
     ring = MasterKeyRing({"v1": random(32)}, "v1")

@@ -19,6 +19,7 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
+from cmk_trio.rpckit.datadir import DataDirClaim, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
@@ -69,6 +70,8 @@ class SpeechServer:
     keyvault_channel: grpc.aio.Channel | None
     metrics: Metrics
     metrics_port: int | None
+    claim: DataDirClaim | None = None
+    """The data directory, held against a second speech process."""
 
     @property
     def port(self) -> int:
@@ -86,6 +89,8 @@ class SpeechServer:
             await self.keyvault_channel.close()
         self.metrics.close()
         await self.store.close()
+        if self.claim is not None:
+            self.claim.release()
 
 
 async def build_server(
@@ -93,9 +98,10 @@ async def build_server(
 ) -> SpeechServer:
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
     async with contextlib.AsyncExitStack() as undo:
+        claim = claim_data_dir(config.data_dir, "speech", database=config.database_path, key_files=[config.ring_path])
+        undo.callback(claim.release)
         store = await open_store(config.database_path)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
@@ -184,4 +190,5 @@ async def build_server(
         kv_channel,
         metrics,
         metrics_port,
+        claim,
     )
