@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.identity.server import build_server as build_identity
 from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.server import build_server as build_keyvault
-from cmk_trio.rpckit.errors import Unavailable
+from cmk_trio.rpckit.errors import Unauthenticated, Unavailable
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import RevocationSet
 from tests.conftest import identity_config, operator_credentials, platform_credentials
@@ -22,10 +26,40 @@ from tests.identity.helpers import make_tenant
 from tests.keyvault.conftest import make_customer
 from tests.waiting import eventually
 
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health(channel: grpc.aio.Channel) -> dict[str, int]:
+    stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
+    statuses = {}
+    for name in ("", "cmk.keyvault.v1.KeyService", "liveness"):
+        statuses[name] = (await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status
+    return statuses
+
+
+def test_the_set_refuses_until_it_has_caught_up_with_the_stream_once():
+    """No grace period at start or after a rebuild: until the feed has replayed the stream
+    to the directory's head (the first heartbeat), revocations are unknown."""
+    now = [100.0]
+    revocations = RevocationSet(timedelta(seconds=60), monotonic=lambda: now[0])
+    with pytest.raises(Unavailable) as caught:
+        revocations.check_current()
+    assert caught.value.reason is Reason.REVOCATIONS_UNKNOWN and not revocations.current
+    revocations.heard()  # an event replayed: not yet the head
+    with pytest.raises(Unavailable):
+        revocations.check_current()
+    revocations.caught_up()
+    revocations.check_current()
+    assert revocations.current
+    revocations.clear()  # a gap: the set is rebuilt from the start of the stream
+    with pytest.raises(Unavailable):
+        revocations.check_current()
+
 
 def test_the_set_refuses_after_the_bound_and_recovers_when_heard():
     now = [100.0]
     revocations = RevocationSet(timedelta(seconds=60), monotonic=lambda: now[0])
+    revocations.caught_up()
     now[0] += 59
     revocations.check_current()  # within the bound
     now[0] += 2
@@ -56,6 +90,7 @@ async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path,
         await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
         await asyncio.sleep(1.5)  # quiet for longer than the bound: the heartbeats keep the vault hearing
         assert (await customer.vaults.get_vault("contoso-kv")).name.endswith("contoso-kv")
+        assert await health(kv_channel) == {"": SERVING, "cmk.keyvault.v1.KeyService": SERVING, "liveness": SERVING}
 
         await identity.stop(grace=0)  # now nothing is heard
 
@@ -67,6 +102,46 @@ async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path,
             return None
 
         assert await eventually(refused, "tokens refused once the directory went quiet") is Reason.REVOCATIONS_UNKNOWN
+
+        async def not_ready() -> dict[str, int] | None:
+            statuses = await health(kv_channel)
+            return statuses if statuses[""] == NOT_SERVING else None
+
+        # Failing closed shows: not ready (the server and its services), though alive.
+        statuses = await eventually(not_ready, "health NOT_SERVING while tokens are refused")
+        assert statuses == {"": NOT_SERVING, "cmk.keyvault.v1.KeyService": NOT_SERVING, "liveness": SERVING}
+    finally:
+        await kv_channel.close()
+        await vault.stop(grace=0)
+        await channel.close()
+        await identity.stop(grace=0)
+
+
+async def test_after_a_restart_a_disabled_principals_token_is_refused_from_the_first_call(tmp_path, clock):
+    """The vault serves only once its feed has replayed the directory's events: no call on
+    a restarted vault may pass with the token of a principal disabled before the restart."""
+    identity = await build_identity(identity_config(tmp_path / "identity"), clock=clock)
+    channel = open_channel(identity.endpoint)
+    operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
+    config = KeyVaultConfig(
+        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
+        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
+    )  # fmt: skip
+    vault = await build_keyvault(config, clock=clock)
+    kv_channel = open_channel(vault.endpoint)
+    try:
+        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+        await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
+        await customer.vaults.get_vault("contoso-kv")  # the admin's token is cached by the client
+        await operator.disable_principal(customer.tenant_id, customer.tenant.admin.object_id)
+        await vault.stop(grace=0)
+        await kv_channel.close()
+        vault = await build_keyvault(config, clock=clock)
+        kv_channel = open_channel(vault.endpoint)
+        again = KeyVaultClient(kv_channel, customer.tenant.admin_client.token_for)
+        with pytest.raises(Unauthenticated) as refused:
+            await again.get_vault("contoso-kv")
+        assert refused.value.reason is Reason.TOKEN_REVOKED
     finally:
         await kv_channel.close()
         await vault.stop(grace=0)

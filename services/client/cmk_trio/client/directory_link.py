@@ -4,6 +4,7 @@ decisions, and follow its event stream for revocations."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -66,6 +67,22 @@ class DirectoryLink:
     def start(self) -> None:
         """Start following the directory's events (once the service is serving)."""
         self.feed.start()
+
+    def current(self) -> bool:
+        """Whether the revocations are known now: the feed has caught up with the directory
+        and heard from it lately (the service's readiness)."""
+        return self.validator.revocations.current
+
+    async def wait_current(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the feed to catch up; whether it did. A service that
+        starts while the directory is away serves anyway, refusing tokens (and not ready)
+        until it catches up."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.validator.revocations.known.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def stop(self) -> None:
         await self.feed.stop()

@@ -399,7 +399,7 @@ class RevocationFeed:
 
     async def _open(self, after: int) -> AsyncIterator[res.Event]:
         try:
-            async for event in self._client.watch_events(after, on_heartbeat=self._validator.revocations.heard):
+            async for event in self._client.watch_events(after, on_heartbeat=self._validator.revocations.caught_up):
                 yield event
         except FailedPrecondition as exc:
             if exc.reason is not Reason.EVENT_CURSOR_AHEAD:

@@ -128,14 +128,20 @@ async def tail(
     idle_item: Callable[[], Item] | None = None,
 ) -> AsyncIterator[Item]:
     """Every item after `after` from `fetch(cursor, limit)`, then new ones as `notifier`
-    announces them: the server side of a resumable stream. With `idle_item`, a stream that
-    had nothing to send for `heartbeat` seconds sends that (so its reader knows it is alive)."""
+    announces them: the server side of a resumable stream. With `idle_item`, the stream sends
+    that once it has caught up with the head (so its reader knows it has all there was), and
+    again whenever it had nothing to send for `heartbeat` seconds (so its reader knows it is
+    alive)."""
     cursor = after
+    caught_up = False
     while True:
         seen = notifier.version  # read before the query, so that no commit slips between
         items = await fetch(cursor, batch)
         for item in items:
             yield item
             cursor = sequence_of(item)
+        if len(items) < batch and idle_item is not None and not caught_up:
+            caught_up = True
+            yield idle_item()
         if len(items) < batch and await notifier.wait(seen, heartbeat) == seen and idle_item is not None:
             yield idle_item()

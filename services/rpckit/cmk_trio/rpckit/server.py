@@ -5,6 +5,7 @@ graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,12 @@ from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 log = logging.getLogger(__name__)
 
 
+LIVENESS = "liveness"
+"""The health service name that is SERVING while the process serves at all (a liveness probe);
+"" and the service names say whether it is ready (its dependencies current)."""
+READINESS_INTERVAL = 0.1
+
+
 @dataclass
 class RunningServer:
     """A started server: the bound port and the handles to stop it."""
@@ -32,9 +39,41 @@ class RunningServer:
     service_names: tuple[str, ...]
     interceptors: tuple[str, ...] = ()
     """The class names of the interceptor chain, outermost first (every service has the same)."""
+    _readiness: asyncio.Task[None] | None = None
+    _ready: Callable[[], bool] | None = None
+    _reported: bool | None = None
+
+    def track_readiness(self, ready: Callable[[], bool], interval: float = READINESS_INTERVAL) -> None:
+        """Report the server (health service "") and each of its services SERVING only while
+        `ready()` (a dependency it needs is current), NOT_SERVING otherwise, checked every
+        `interval` seconds and whenever `report_readiness` is called. LIVENESS stays
+        SERVING while the process serves at all."""
+        self._ready = ready
+
+        async def watch() -> None:
+            while True:
+                await self.report_readiness()
+                await asyncio.sleep(interval)
+
+        self._readiness = asyncio.create_task(watch(), name="readiness")
+
+    async def report_readiness(self) -> None:
+        """Set the health statuses from `ready()` now (if it changed)."""
+        if self._ready is None:
+            return
+        now = self._ready()
+        if now != self._reported:
+            serving = health_pb2.HealthCheckResponse
+            for name in (*self.service_names, ""):
+                await self.health.set(name, serving.SERVING if now else serving.NOT_SERVING)
+            self._reported = now
 
     async def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, finish calls in flight for up to `grace` seconds, then stop."""
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
@@ -88,7 +127,7 @@ async def start_server(
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
-    for name in (*service_names, ""):
+    for name in (*service_names, "", LIVENESS):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
         server=server,

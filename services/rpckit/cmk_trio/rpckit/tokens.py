@@ -92,26 +92,49 @@ class SigningKeySource(Protocol):
 class RevocationSet:
     """Principals whose tokens are refused, fed by the directory's event stream.
 
-    With `max_staleness`, the set fails closed: a follower that has heard nothing from the
-    stream (no event, no heartbeat) for that long may be missing revocations, so every token
-    is refused (`REVOCATIONS_UNKNOWN`, retryable) until it hears the directory again. The
-    time is real elapsed time (`monotonic`), not the service clock: it is about the
-    connection, and a test moving the service clock by days must not trip it.
+    With `max_staleness`, the set fails closed: until its feed has replayed the stream to the
+    directory's head once (`caught_up`, at the stream's first heartbeat), and again after
+    every rebuild (`clear`), it knows nothing, and every token is refused
+    (`REVOCATIONS_UNKNOWN`, retryable); so it is when the feed has heard nothing (no event,
+    no heartbeat) for `max_staleness`, as it may be missing revocations. The time is real
+    elapsed time (`monotonic`), not the service clock: it is about the connection, and a
+    test moving the service clock by days must not trip it.
     """
 
     def __init__(self, max_staleness: timedelta | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._revoked: dict[str, str] = {}
         self.max_staleness = max_staleness
         self._monotonic = monotonic
-        self._heard = monotonic()  # a grace period from the start, to connect the first time
+        self._heard: float | None = None  # never caught up: nothing is known yet
+        self.known = asyncio.Event()
+        """Set while the set is complete (caught up since the last rebuild)."""
 
     def heard(self) -> None:
-        """The stream said something: an event, or a heartbeat."""
+        """The stream said something (an event): alive, if it had caught up."""
+        if self._heard is not None:
+            self._heard = self._monotonic()
+
+    def caught_up(self) -> None:
+        """The stream reached the directory's head (its heartbeat): the set is complete."""
         self._heard = self._monotonic()
+        self.known.set()
+
+    @property
+    def current(self) -> bool:
+        """Whether the set may be trusted now (what readiness reports)."""
+        if self.max_staleness is None:
+            return True
+        return self._heard is not None and self._monotonic() - self._heard <= self.max_staleness.total_seconds()
 
     def check_current(self) -> None:
         if self.max_staleness is None:
             return
+        if self._heard is None:
+            raise Unavailable(
+                Reason.REVOCATIONS_UNKNOWN,
+                "this service has not yet caught up with the directory's event stream, so it cannot tell revoked "
+                "tokens apart; retry shortly",
+            )
         silent = self._monotonic() - self._heard
         if silent > self.max_staleness.total_seconds():
             raise Unavailable(
@@ -130,7 +153,11 @@ class RevocationSet:
         return self._revoked.get(object_id)
 
     def clear(self) -> None:
+        """Forget every revocation, to rebuild the set from the start of the stream (after a
+        gap): until the stream has caught up again, nothing is known."""
         self._revoked.clear()
+        self._heard = None
+        self.known.clear()
 
     def __len__(self) -> int:
         return len(self._revoked)
