@@ -83,3 +83,31 @@ async def test_clients_mark_exactly_their_read_methods():
     client = IdentityClient(channel)
     assert id(client.directory.GetTenant) in client._safe and id(client.directory.CreateTenant) not in client._safe
     await channel.close()
+
+
+async def test_a_service_to_service_client_leaves_retrying_to_its_own_callers_client():
+    """One retry layer: a client made with retries=False (a service calling the vault or the
+    directory) tries once, so its caller's retries are not multiplied by its own."""
+    from cmk_trio.client.keyvault import KeyVaultClient
+
+    vault = Flaky(failures=100)
+    handlers = {"GetKey": vault.handler("GetKey")}
+
+    def register(server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cmk.keyvault.v1.KeyService", handlers),))
+
+    running = await start_server(register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("t")])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+
+    async def token(_audience: str) -> str:
+        return "a-token"
+
+    try:
+        for retries, attempts in ((False, 1), (True, 4)):
+            vault.calls.clear()
+            with pytest.raises(errors.Unavailable):
+                await KeyVaultClient(channel, token, retries=retries).get_key("https://kv1.vault.azure.net/keys/k")
+            assert vault.calls["GetKey"] == attempts, retries
+    finally:
+        await channel.close()
+        await running.stop(0)

@@ -137,11 +137,17 @@ async def test_one_managed_identity_per_resource_in_its_subscriptions_tenant(ope
     b = await make_tenant(operator, channel, clock, "B")
     platform_tid = next(x.tenant_id for x in (await operator.list_tenants()).tenants if x.platform)
     _, _, speech = await make_principal(operator, channel, clock, platform_tid, "speech", platform_service="speech")
-    await speech.create_managed_identity(a.tenant_id, resource_id(a.subscription_id))
-    with pytest.raises(AlreadyExists):
-        await speech.create_managed_identity(
-            a.tenant_id, resource_id(a.subscription_id).upper().replace("SUBSCRIPTIONS", "subscriptions")
-        )
+    made = await speech.create_managed_identity(a.tenant_id, resource_id(a.subscription_id))
+    # Asking again (say after a crash before the answer was recorded) gives the same identity...
+    again = await speech.create_managed_identity(
+        a.tenant_id, resource_id(a.subscription_id).upper().replace("SUBSCRIPTIONS", "subscriptions")
+    )
+    assert again.object_id == made.object_id
+    # ...but another platform service cannot take over the resource's identity.
+    _, _, other = await make_principal(operator, channel, clock, platform_tid, "other", platform_service="other")
+    with pytest.raises(AlreadyExists) as exists:
+        await other.create_managed_identity(a.tenant_id, resource_id(a.subscription_id))
+    assert exists.value.reason is Reason.MANAGED_IDENTITY_EXISTS
     with pytest.raises(FailedPrecondition) as caught:
         await speech.create_managed_identity(b.tenant_id, resource_id(a.subscription_id, "other"))
     assert caught.value.reason is Reason.RESOURCE_NOT_IN_TENANT

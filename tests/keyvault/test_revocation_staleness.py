@@ -5,6 +5,7 @@ so it refuses tokens until it hears the directory again."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -110,6 +111,51 @@ async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path,
         # Failing closed shows: not ready (the server and its services), though alive.
         statuses = await eventually(not_ready, "health NOT_SERVING while tokens are refused")
         assert statuses == {"": NOT_SERVING, "cmk.keyvault.v1.KeyService": NOT_SERVING, "liveness": SERVING}
+    finally:
+        await kv_channel.close()
+        await vault.stop(grace=0)
+        await channel.close()
+        await identity.stop(grace=0)
+
+
+async def test_the_vault_serves_again_once_the_directory_is_back(tmp_path, clock):
+    """With identity away past the staleness bound the vault fails closed; when identity is
+    back on its address the vault reconnects (fast reconnect backoff, not gRPC's two-minute
+    default) and serves again, without anyone restarting it."""
+    config_identity = identity_config(tmp_path / "identity", event_heartbeat=timedelta(milliseconds=50))
+    identity = await build_identity(config_identity, clock=clock)
+    port = identity.port
+    channel = open_channel(identity.endpoint)
+    operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
+    config = KeyVaultConfig(
+        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
+        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
+        revocation_max_staleness=timedelta(seconds=1),
+    )  # fmt: skip
+    vault = await build_keyvault(config, clock=clock)
+    kv_channel = open_channel(vault.endpoint)
+    try:
+        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+        await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
+        await identity.stop(grace=0)
+
+        async def outcome() -> str | None:
+            try:
+                await customer.vaults.get_vault("contoso-kv")
+            except Unavailable as exc:
+                return exc.reason.value
+            return "served"
+
+        async def refused() -> str | None:
+            return "refused" if await outcome() == Reason.REVOCATIONS_UNKNOWN.value else None
+
+        await eventually(refused, "the vault failing closed with the directory away")
+        identity = await build_identity(replace(config_identity, port=port), clock=clock)
+
+        async def served() -> str | None:
+            return "served" if await outcome() == "served" else None
+
+        await eventually(served, "the vault serving again once the directory is back")
     finally:
         await kv_channel.close()
         await vault.stop(grace=0)

@@ -309,6 +309,18 @@ async def test_a_follow_computed_before_a_disable_does_not_undo_the_disable(worl
     assert await world.read_all() == before
 
 
+async def test_an_identity_made_in_the_directory_but_never_recorded_is_adopted(world):
+    """Speech crashed after the directory made the resource's managed identity and before it
+    recorded it: the next enable (or assign) finds the resource's own identity, made by the
+    speech platform, and uses it, instead of failing with MANAGED_IDENTITY_EXISTS for good."""
+    gateway = world.server.encryption.identity
+    orphan = await gateway.create_identity(world.tenant_id, world.resource.name)
+    enabled = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    assert enabled.identity.principal_id == orphan
+    assert enabled.encryption.key_source == res.CUSTOMER_MANAGED
+    assert (await world.identity(assign=True)).identity.principal_id == orphan
+
+
 # --- revoke and restore -----------------------------------------------------------------------
 
 

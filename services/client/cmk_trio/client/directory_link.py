@@ -12,13 +12,8 @@ from typing import Protocol
 import grpc
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import (
-    ClientCredentials,
-    GrpcSigningKeySource,
-    IdentityClient,
-    RevocationFeed,
-    RoleChecker,
-)
+from cmk_trio.client.directory_feeds import GrpcSigningKeySource, RevocationFeed, RoleChecker
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics
@@ -94,7 +89,7 @@ def link_to_directory(settings: DirectorySettings, *, clock: Clock, metrics: Met
     it (over mutual TLS when the service has it). Nothing is called until the service uses
     it or starts the feed."""
     channel = open_channel(settings.identity_endpoint, settings.tls.for_peers())
-    identity = IdentityClient(channel, settings.credentials, clock=clock)
+    identity = IdentityClient(channel, settings.credentials, clock=clock, retries=False)
     validator = TokenValidator(
         key_source=GrpcSigningKeySource(identity),
         clock=clock,

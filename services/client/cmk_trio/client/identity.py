@@ -4,12 +4,10 @@ follow its event stream to keep a token validator's revocations and keys current
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,13 +19,9 @@ from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock, SystemClock
-from cmk_trio.rpckit.errors import FailedPrecondition, NotFound
-from cmk_trio.rpckit.events import EventFollower
-from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, current_request_id
-from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
 from cmk_trio.rpckit.status import error_from_rpc
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
-from cmk_trio.rpckit.tokens import PublicSigningKey, TokenValidator
 
 R = TypeVar("R")
 DEFAULT_DEADLINE = 10.0
@@ -106,11 +100,15 @@ class IdentityClient:
         token: str | None = None,
         token_source: Callable[[str], Awaitable[str]] | None = None,
         clock: Clock | None = None,
+        retries: bool = True,
     ) -> None:
         self.channel = channel
         self.directory = pb_grpc.IdentityServiceStub(channel)
         self.tokens = pb_grpc.TokenServiceStub(channel)
-        self._safe = safe_methods(self.directory, self.tokens)
+        # A service calling another retries nothing itself: its own caller's client is the one
+        # layer that retries, so a refusal is not multiplied by nested backoffs.
+        self._retries = retries
+        self._safe = safe_methods(self.directory, self.tokens) if retries else frozenset()
         self._credentials = credentials
         self._fixed_token = token
         self._token_source = token_source
@@ -145,7 +143,7 @@ class IdentityClient:
             client_secret=credentials.client_secret,
             audience=audience,
         )
-        return await call(self.tokens.IssueToken, request, idempotent=True)
+        return await call(self.tokens.IssueToken, request, idempotent=self._retries)
 
     async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
         return await self._call(
@@ -365,136 +363,3 @@ class IdentityClient:
 
 def principal_name(tenant_id: str, object_id: str) -> str:
     return f"tenants/{tenant_id}/principals/{object_id}"
-
-
-class GrpcSigningKeySource:
-    """A validator's key source that asks the identity service over gRPC."""
-
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
-
-    async def fetch_signing_keys(self) -> list[PublicSigningKey]:
-        return [PublicSigningKey(k.kid, k.algorithm, k.public_jwk) for k in await self._client.list_signing_keys()]
-
-
-class RevocationFeed:
-    """Keeps a token validator current from the directory's event stream: disabled and
-    deleted principals are refused, a rotated signing key is fetched at once, and after
-    missed events every cached token is dropped and the revocations are rebuilt."""
-
-    def __init__(
-        self,
-        client: IdentityClient,
-        validator: TokenValidator,
-        *,
-        metrics: Metrics | None = None,
-        roles: RoleChecker | None = None,
-    ) -> None:
-        self._validator = validator
-        self._metrics = metrics
-        self._roles = roles
-        self.follower: EventFollower[res.Event] = EventFollower(self._open, self._apply, self._reset)
-        self._client = client
-        self._task: asyncio.Task[None] | None = None
-
-    async def _open(self, after: int) -> AsyncIterator[res.Event]:
-        try:
-            async for event in self._client.watch_events(after, on_heartbeat=self._validator.revocations.caught_up):
-                yield event
-        except FailedPrecondition as exc:
-            if exc.reason is not Reason.EVENT_CURSOR_AHEAD:
-                raise
-            # The directory is younger than our cursor: start over as after a gap.
-            yield res.Event(sequence=-1)
-
-    async def _apply(self, event: res.Event) -> None:
-        self._validator.revocations.heard()
-        if self._roles is not None:
-            await self._roles.on_event(event)
-        if self._metrics is not None:
-            self._metrics.lag("identity", time.time() - event.time.ToDatetime(tzinfo=UTC).timestamp())
-        revocations = self._validator.revocations
-        if event.type == res.PRINCIPAL_DISABLED:
-            revocations.revoke(event.principal_id, "disabled")
-        elif event.type == res.PRINCIPAL_DELETED:
-            revocations.revoke(event.principal_id, "deleted")
-        elif event.type == res.PRINCIPAL_ENABLED:
-            revocations.restore(event.principal_id)
-        elif event.type == res.SIGNING_KEY_ROTATED:
-            await self._validator.refresh_keys(force=True)
-
-    async def _reset(self) -> None:
-        if self._roles is not None:
-            await self._roles.forget_all()
-        self._validator.forget_verified()
-        self._validator.revocations.clear()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.follower.run(), name="identity-revocation-feed")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class RoleChecker:
-    """Answers "may this principal do this on this scope?" through the identity service's
-    CheckAccess, as a platform service (the key vault's and speech's control planes and the
-    speech data plane).
-
-    Yes-answers are remembered, so a busy caller costs one CheckAccess, not one per call
-    (no-answers are not: a role just granted works at once). They are all forgotten on any
-    directory event that can take one back (a role assignment made or removed, a principal
-    disabled or deleted, a subscription transferred) and after missed events, and none is
-    kept longer than `max_age`. A yes that was asked before such an event and answered after
-    it is used for the call that asked, but not remembered.
-    """
-
-    INVALIDATING = frozenset(
-        {res.ROLE_ASSIGNMENTS_CHANGED, res.PRINCIPAL_DISABLED, res.PRINCIPAL_DELETED, res.SUBSCRIPTION_TRANSFERRED}
-    )
-
-    def __init__(
-        self,
-        client: IdentityClient,
-        clock: Clock | None = None,
-        *,
-        max_age: timedelta = timedelta(seconds=60),
-        metrics: Metrics | None = None,
-    ) -> None:
-        self._client = client
-        self._clock = clock or SystemClock()
-        self._max_age = max_age
-        self._metrics = metrics
-        self._allowed: dict[tuple[str, str, int], datetime] = {}
-        self._forgets = 0
-
-    async def allowed(self, principal_id: str, scope: str, access: int) -> bool:
-        key = (principal_id, scope.lower(), access)
-        now = self._clock.now()
-        since = self._allowed.get(key)
-        fresh = since is not None and now - since < self._max_age
-        if self._metrics is not None:
-            self._metrics.hit("role_decisions", fresh)
-        if fresh:
-            return True
-        forgets = self._forgets
-        try:
-            answer = (await self._client.check_access(scope, access, principal_id)).allowed
-        except NotFound:
-            answer = False  # a principal that no longer exists may do nothing
-        if answer and forgets == self._forgets:
-            self._allowed[key] = now
-        else:
-            self._allowed.pop(key, None)
-        return answer
-
-    async def on_event(self, event: res.Event) -> None:
-        if event.type in self.INVALIDATING:
-            await self.forget_all()
-
-    async def forget_all(self) -> None:
-        self._forgets += 1
-        self._allowed.clear()

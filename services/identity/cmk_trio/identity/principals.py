@@ -160,7 +160,13 @@ class Principals(DirectoryBase):
     # --- managed identities -----------------------------------------------------------
 
     async def create_managed_identity(self, actor: Principal, tenant_id: str, resource_id: str, name: str) -> Principal:
-        """A system-assigned identity for a resource, owned by the calling platform service."""
+        """A system-assigned identity for a resource, owned by the calling platform service.
+
+        Idempotent for its owner, as enabling a system-assigned identity is in Azure: if the
+        resource has one that this platform service made (in this tenant), that one is the
+        answer. So a platform service that crashed between this call and recording its
+        answer finds the identity again on its next attempt, instead of being refused
+        MANAGED_IDENTITY_EXISTS for good."""
         if not actor.platform_service:
             raise errors.PermissionDenied(
                 Reason.PLATFORM_PRINCIPAL_REQUIRED,
@@ -176,7 +182,10 @@ class Principals(DirectoryBase):
                 f"the resource's subscription {subscription_id} belongs to another tenant than {tenant_id}",
                 metadata={"subscription_id": subscription_id, "tenant_id": tenant_id},
             )
-        if await self.store.managed_identity_for(resource_id) is not None:
+        existing = await self.store.managed_identity_for(resource_id)
+        if existing is not None and existing.owner_object_id == actor.object_id and existing.tenant_id == tenant_id:
+            return existing
+        if existing is not None:
             raise errors.AlreadyExists(
                 Reason.MANAGED_IDENTITY_EXISTS,
                 "this resource already has a system-assigned managed identity",

@@ -22,11 +22,27 @@ class ChannelTls:
     server_name: str | None = None
 
 
+# gRPC's defaults wait up to 120 s between reconnection attempts and never ping an idle
+# connection, so a service came back a minute late and a silent partition went unnoticed until
+# a cache's maximum age. These bring a returning peer back within a few seconds and notice a
+# dead one within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS (under 10 s).
+RECONNECT_BACKOFF_MS = {"initial": 100, "min": 100, "max": 2000}
+KEEPALIVE_TIME_MS = 5000
+KEEPALIVE_TIMEOUT_MS = 3000
+
+
 def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Channel:
-    """A grpc.aio channel to `host:port`."""
+    """A grpc.aio channel to `host:port`, reconnecting quickly and pinging an idle peer."""
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["min"]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["max"]),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
     if tls is None:
         return grpc.aio.insecure_channel(endpoint, options=options)

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
+from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 
@@ -112,6 +112,11 @@ async def start_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Accept the clients' keepalive pings (every KEEPALIVE_TIME_MS, idle or not)
+            # instead of answering them with GOAWAY "too many pings".
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+            ("grpc.http2.max_ping_strikes", 0),
         ],
     )
     register(server)

@@ -143,7 +143,7 @@ async def build_server(
             )
         ]
         if kv_channel is not None:
-            vault_events = KeyVaultClient(kv_channel, identity.token_for)
+            vault_events = KeyVaultClient(kv_channel, identity.token_for, retries=False)
             followers.append(
                 EventFollower(
                     dropping_on_failure(vault_events.watch_events, guard), guard.on_vault_event, guard.drop_everything
