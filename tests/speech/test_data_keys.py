@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -119,3 +120,34 @@ async def test_a_reader_that_gives_up_does_not_cancel_the_others(keys, vault, re
     assert len((await patient).key) == 32 and keys.cached(resource)
     with pytest.raises(asyncio.CancelledError):
         await impatient
+
+
+async def test_nothing_is_kept_while_a_stream_that_would_revoke_it_is_not_current(keys, vault, resource, clock):
+    """After a stream broke, a key unwrapped before the stream has caught up again is used
+    for the read but not kept: a revocation made meanwhile must not wait for the stream."""
+    from cmk_trio.speech.followers import CacheGuard, dropping_on_failure
+
+    guard = CacheGuard(None, keys, Identity(), None, "vault.azure.net", clock)  # type: ignore[arg-type]
+    keys.cache_allowed = guard.streams_current
+    heartbeat = asyncio.Event()
+
+    async def stream(after: int, on_heartbeat) -> AsyncIterator[object]:
+        await heartbeat.wait()
+        on_heartbeat()  # the replay reached the head
+        raise ConnectionError("the stream broke")
+        yield  # an async generator
+
+    opened = dropping_on_failure(stream, guard, "keyvault")
+    vault.release.set()
+    await keys.data_key(resource)
+    assert not keys.cached(resource)  # the stream has not caught up yet
+    follower = asyncio.create_task(anext(opened(0), None))
+    heartbeat.set()
+    with pytest.raises(ConnectionError):
+        await follower
+    assert not guard.streams_current()  # caught up, then broke
+    await keys.data_key(resource)
+    assert not keys.cached(resource)
+    guard.caught_up("keyvault")
+    await keys.data_key(resource)
+    assert keys.cached(resource)

@@ -198,8 +198,16 @@ class KeyVaultClient:
         )
         return await self._mgmt(self.audit.VerifyAuditLog, request)
 
-    async def watch_events(self, after_sequence: int = 0) -> AsyncIterator[res.Event]:
+    async def watch_events(
+        self, after_sequence: int = 0, on_heartbeat: Callable[[], None] | None = None
+    ) -> AsyncIterator[res.Event]:
+        """The vault's event stream from `after_sequence`. Heartbeats (sent once the replay is
+        current, and when idle) are not yielded: `on_heartbeat` is told of them."""
         async for event in self._stream(self.audit.WatchEvents, pb.WatchEventsRequest(after_sequence=after_sequence)):
+            if event.type == res.HEARTBEAT:
+                if on_heartbeat is not None:
+                    on_heartbeat()
+                continue
             yield event
 
     async def stream_audit(self, after_sequence: int = 0) -> AsyncIterator[res.AuditRecord]:

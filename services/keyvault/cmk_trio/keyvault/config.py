@@ -42,6 +42,9 @@ class KeyVaultConfig:
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
+    event_heartbeat: timedelta = timedelta(seconds=5)
+    """How long the event stream may be idle before it says it is alive (followers refuse to
+    cache what it could revoke while they have not heard it)."""
 
     def __post_init__(self) -> None:
         if not timedelta(seconds=1) <= self.revocation_max_staleness <= timedelta(hours=1):
@@ -97,6 +100,7 @@ class KeyVaultConfig:
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_KEYVAULT_METRICS_PORT"),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
+            "event_heartbeat": timedelta(seconds=env_int(env, "CMK_EVENT_HEARTBEAT_SECONDS", 5)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -72,6 +72,8 @@ class EventType(IntEnum):
     VAULT_RECOVERED = 9
     VAULT_PURGED = 10
     KEY_NEAR_EXPIRY = 11
+    HEARTBEAT = 12
+    """Not stored: what the stream sends once caught up and when idle (sequence 0)."""
 
 
 @dataclass(frozen=True, slots=True)

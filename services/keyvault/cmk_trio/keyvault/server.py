@@ -160,7 +160,9 @@ async def build_server(
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)
             pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, trail), server)
-            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, trail, notifier), server)
+            pb_grpc.add_AuditServiceServicer_to_server(
+                AuditApi(audit, vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
+            )
             dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 
         running = await start_server(

@@ -5,6 +5,7 @@ unwraps through them, caches, and says exactly why a customer key is inaccessibl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -148,9 +149,12 @@ class DataKeys:
         self._cache: dict[str, tuple[bytes, DataKey, datetime]] = {}
         self._drops = 0
         """Bumped by every drop; an unwrap is kept only if none happened while it ran."""
-        self._in_flight: dict[tuple[str, bytes, int], asyncio.Task[DataKey]] = {}
+        self._in_flight: dict[tuple[str, bytes, int, bool], asyncio.Task[DataKey]] = {}
         self.unwraps = 0
         self._metrics = metrics
+        self.cache_allowed: Callable[[], bool] = lambda: True
+        """Whether a customer-managed data key may be kept now: only while the event streams
+        that would announce its revocation are current (the speech server sets it)."""
 
     async def data_key(self, resource: SpeechResource) -> DataKey:
         key = resource.uid
@@ -161,7 +165,7 @@ class DataKeys:
             self._metrics.hit("data_keys", fresh)
         if cached is not None and fresh:
             return cached[1]
-        flight = (key, resource.wrapped_data_key, self._drops)
+        flight = (key, resource.wrapped_data_key, self._drops, resource.key_source is KeySource.CUSTOMER)
         task = self._in_flight.get(flight)
         if task is None:
             task = asyncio.create_task(self._unwrap(resource), name=f"unwrap data key {key}")
@@ -170,12 +174,14 @@ class DataKeys:
         # Shielded: a caller that gives up does not cancel the unwrap the others wait for.
         return await asyncio.shield(task)
 
-    def _landed(self, flight: tuple[str, bytes, int], task: asyncio.Task[DataKey], started: datetime) -> None:
+    def _landed(self, flight: tuple[str, bytes, int, bool], task: asyncio.Task[DataKey], started: datetime) -> None:
         self._in_flight.pop(flight, None)
         if task.cancelled() or task.exception() is not None:  # (retrieved: never "never retrieved")
             return
-        uid, wrapped, drops = flight
-        if drops == self._drops:
+        uid, wrapped, drops, customer = flight
+        # Not kept if a drop overtook it, nor, for a customer key, while a stream that would
+        # tell of its revocation is not current (it could not be dropped in time).
+        if drops == self._drops and (not customer or self.cache_allowed()):
             self._cache[uid] = (wrapped, task.result(), started)
 
     async def _unwrap(self, resource: SpeechResource) -> DataKey:

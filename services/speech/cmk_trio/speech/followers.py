@@ -47,6 +47,22 @@ class CacheGuard:
         self.rewraps: list[str] = []
         self._clock = clock
         self._metrics = metrics
+        self._current: dict[str, bool] = {}
+
+    def follows(self, stream: str) -> None:
+        """Track `stream` (not yet current: nothing cached from it until it has caught up)."""
+        self._current[stream] = False
+
+    def caught_up(self, stream: str) -> None:
+        """The stream's heartbeat: it has reached the newest event and is alive."""
+        self._current[stream] = True
+
+    def broken(self, stream: str) -> None:
+        self._current[stream] = False
+
+    def streams_current(self) -> bool:
+        """Whether every followed stream is current, so a revocation would reach the cache."""
+        return all(self._current.values())
 
     def _lag(self, stream: str, event: Any) -> None:
         if self._metrics is not None:
@@ -101,18 +117,22 @@ class CacheGuard:
 
 
 def dropping_on_failure(
-    open_stream: Callable[[int], AsyncIterator[Any]], guard: CacheGuard
+    open_stream: Callable[[int, Callable[[], None]], AsyncIterator[Any]], guard: CacheGuard, stream: str
 ) -> Callable[[int], AsyncIterator[Any]]:
-    """A stream opener that drops every cached key when the stream breaks: while it is down,
-    events may be missed."""
+    """A stream opener that drops every cached key when the stream breaks (while it is down,
+    events may be missed), and keeps the guard told whether the stream is current: not from
+    a break until its next heartbeat (sent once a replay has caught up)."""
+    guard.follows(stream)
 
     async def opened(after: int) -> AsyncIterator[Any]:
         try:
-            async for event in open_stream(after):
+            async for event in open_stream(after, lambda: guard.caught_up(stream)):
                 yield event
         except Exception:
+            guard.broken(stream)
             await guard.drop_everything()
             raise
+        guard.broken(stream)  # ended by the server: not current until it has caught up again
 
     return opened
 

@@ -139,14 +139,18 @@ async def build_server(
         guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix, clock, metrics)
         followers = [
             EventFollower(
-                dropping_on_failure(identity.watch_events, guard), guard.on_identity_event, guard.drop_everything
+                dropping_on_failure(identity.watch_events, guard, "identity"),
+                guard.on_identity_event,
+                guard.drop_everything,
             )
         ]
         if kv_channel is not None:
             vault_events = KeyVaultClient(kv_channel, identity.token_for, retries=False)
             followers.append(
                 EventFollower(
-                    dropping_on_failure(vault_events.watch_events, guard), guard.on_vault_event, guard.drop_everything
+                    dropping_on_failure(vault_events.watch_events, guard, "keyvault"),
+                    guard.on_vault_event,
+                    guard.drop_everything,
                 )
             )
 

@@ -168,6 +168,10 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A vault was purged."""
     KEY_NEAR_EXPIRY: _EventType.ValueType  # 11
     """A rotation policy's Notify action fired: the key's newest version nears its expiry."""
+    HEARTBEAT: _EventType.ValueType  # 12
+    """Not stored (sequence 0): sent once a replay has reached the newest event, and whenever
+    the stream had nothing to send for a while, so that a follower knows it is current.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """The kind of a key vault event."""
@@ -196,6 +200,10 @@ VAULT_PURGED: EventType.ValueType  # 10
 """A vault was purged."""
 KEY_NEAR_EXPIRY: EventType.ValueType  # 11
 """A rotation policy's Notify action fired: the key's newest version nears its expiry."""
+HEARTBEAT: EventType.ValueType  # 12
+"""Not stored (sequence 0): sent once a replay has reached the newest event, and whenever
+the stream had nothing to send for a while, so that a follower knows it is current.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _LifetimeActionType:

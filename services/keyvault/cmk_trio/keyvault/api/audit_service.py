@@ -10,7 +10,7 @@ from cmk_trio.keyvault.api.convert import audit_record_pb, checkpoint_pb, event_
 from cmk_trio.keyvault.api.trail import AuditTrail
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_event_reader, require_operator
-from cmk_trio.keyvault.model import AuditRecord, Checkpoint
+from cmk_trio.keyvault.model import AuditRecord, Checkpoint, Event, EventType
 from cmk_trio.keyvault.vaults import Vaults
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
@@ -26,7 +26,10 @@ from cmk_trio.rpckit.types import Context
 class AuditApi(pb_grpc.AuditServiceServicer):
     """cmk.keyvault.v1.AuditService."""
 
-    def __init__(self, audit: AuditLog, vaults: Vaults, trail: AuditTrail, notifier: ChangeNotifier) -> None:
+    def __init__(
+        self, audit: AuditLog, vaults: Vaults, trail: AuditTrail, notifier: ChangeNotifier, *, heartbeat: float = 5.0
+    ) -> None:
+        self._heartbeat = heartbeat
         self._audit = audit
         self._vaults = vaults
         self._trail = trail
@@ -113,6 +116,10 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                     f"the cursor {request.after_sequence} is not within 0-{last}; start from 0",
                     metadata={"last_sequence": str(last)},
                 )
-        events = tail(self._vaults.store.events_after, lambda e: e.sequence, self._notifier, request.after_sequence)
+        events = tail(
+            self._vaults.store.events_after, lambda e: e.sequence, self._notifier, request.after_sequence,
+            heartbeat=self._heartbeat,
+            idle_item=lambda: Event(0, EventType.HEARTBEAT, self._vaults.clock.now()),
+        )  # fmt: skip
         async for event in events:
             yield event_pb(event)
