@@ -6,6 +6,8 @@
     python3 dev.py check    generated code fresh, ruff and mypy clean
     python3 dev.py bench    the benchmark suite (--smoke: a seconds-long run)
     python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
+    python3 dev.py faults   the fault-injection suite, 20 kills per service; writes RELIABILITY.md
+                            (--bounded: 3 kills per service, a minute, as .ci/run runs it)
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
@@ -90,6 +92,13 @@ def main(argv: list[str]) -> int:
         )
     if command == "bench":
         return run(str(PYTHON), "bench/run.py", *rest)
+    if command == "faults":
+        bounded = "--bounded" in rest
+        env = {**os.environ, "CMK_FAULT_KILLS": "3" if bounded else "20"}
+        if not bounded:
+            env["CMK_FAULT_REPORT"] = str(ROOT / "RELIABILITY.md")
+        args = [str(PYTHON), "-m", "pytest", "-m", "faults", "tests/faults", *(a for a in rest if a != "--bounded")]
+        return subprocess.run(args, cwd=ROOT, env=env).returncode
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)
     if command == "protos":
