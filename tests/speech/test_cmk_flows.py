@@ -321,6 +321,21 @@ async def test_an_identity_made_in_the_directory_but_never_recorded_is_adopted(w
     assert (await world.identity(assign=True)).identity.principal_id == orphan
 
 
+async def test_the_server_keeps_no_data_key_while_the_vaults_stream_is_not_current(world):
+    """The wiring, end to end: with the vault's event stream broken (a revocation would not
+    reach the cache), reads work but keep nothing; once it has caught up, they are cached."""
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    stored = await world.server.store.get_resource(world.resource.name)
+    assert stored is not None
+    world.server.guard.broken("keyvault")
+    world.server.data_keys.drop_all()
+    before = await world.read_all()
+    assert not world.server.data_keys.cached(stored)
+    world.server.guard.caught_up("keyvault")
+    assert await world.read_all() == before
+    assert world.server.data_keys.cached(stored)
+
+
 # --- revoke and restore -----------------------------------------------------------------------
 
 

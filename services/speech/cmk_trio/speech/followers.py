@@ -119,9 +119,9 @@ class CacheGuard:
 def dropping_on_failure(
     open_stream: Callable[[int, Callable[[], None]], AsyncIterator[Any]], guard: CacheGuard, stream: str
 ) -> Callable[[int], AsyncIterator[Any]]:
-    """A stream opener that drops every cached key when the stream breaks (while it is down,
-    events may be missed), and keeps the guard told whether the stream is current: not from
-    a break until its next heartbeat (sent once a replay has caught up)."""
+    """A stream opener that drops every cached key when the stream breaks or the server ends
+    it (while it is down, events may be missed), and keeps the guard told whether the stream
+    is current: not from then until its next heartbeat (sent once a replay has caught up)."""
     guard.follows(stream)
 
     async def opened(after: int) -> AsyncIterator[Any]:
@@ -132,7 +132,10 @@ def dropping_on_failure(
             guard.broken(stream)
             await guard.drop_everything()
             raise
-        guard.broken(stream)  # ended by the server: not current until it has caught up again
+        # Ended by the server (it is shutting down): until the stream is back, events may be
+        # missed just as after a break, so what was cached goes too.
+        guard.broken(stream)
+        await guard.drop_everything()
 
     return opened
 

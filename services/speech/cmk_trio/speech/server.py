@@ -137,6 +137,8 @@ async def build_server(
             dns_suffix=config.vault_dns_suffix, random=random,
         )  # fmt: skip
         guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix, clock, metrics)
+        # A customer-managed data key is kept only while the streams that would revoke it are current.
+        data_keys.cache_allowed = guard.streams_current
         followers = [
             EventFollower(
                 dropping_on_failure(identity.watch_events, guard, "identity"),
