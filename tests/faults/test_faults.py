@@ -19,7 +19,6 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,14 +140,11 @@ async def workload(world: World, ledger: Ledger, rng: random.Random, stop: async
 
 
 async def readable(world: World, name: str) -> str | None:
+    """The application's configuration, or None if the read is refused."""
     try:
         return (await world.speech.get_application(name)).configuration_json
     except ServiceError:
         return None
-
-
-async def timed(check: Callable[[], Awaitable[bool]], what: str) -> float:
-    return round(await until(check, what), 3)
 
 
 async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
@@ -178,7 +174,7 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
         # An outage of identity longer than the staleness bound: the vault fails closed (not
         # ready), then serves again once identity is back.
         trio.identity.stop()
-        await timed(lambda: not_ready(trio.keyvault), "the vault failing closed with identity away")
+        await until(lambda: not_ready(trio.keyvault), "the vault failing closed with identity away")
         trio.identity.start()
         await trio.identity.wait_ready()
         back = time.monotonic()  # identity is back (serving): from here the vault must recover
@@ -190,7 +186,7 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
         app = next(iter(sorted(ledger.configs)))
         trio.keyvault.stop()
         await asyncio.sleep(OUTAGE_S)
-        await timed(lambda: refused_now(world, app), "customer-managed reads refused with the vault away")
+        await until(lambda: refused_now(world, app), "customer-managed reads refused with the vault away")
         trio.keyvault.start()
         await trio.keyvault.wait_ready()
         back = time.monotonic()  # the vault is back (serving): from here speech must read again
@@ -254,15 +250,11 @@ async def not_ready(service: Any) -> bool:
 
 
 async def refused_now(world: World, name: str) -> bool:
-    try:
-        await world.speech.get_application(name)
-    except ServiceError:
-        return True
-    return False
+    return await readable(world, name) is None
 
 
 async def readable_now(world: World, name: str) -> bool:
-    return not await refused_now(world, name)
+    return await readable(world, name) is not None
 
 
 async def audited_versions(world: World) -> set[str]:

@@ -5,8 +5,11 @@ so it refuses tokens until it hears the directory again."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,9 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.identity.config import IdentityConfig
+from cmk_trio.identity.server import IdentityServer
 from cmk_trio.identity.server import build_server as build_identity
 from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
+from cmk_trio.rpckit.clock import FakeClock
 from cmk_trio.rpckit.errors import Unauthenticated, Unavailable
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import RevocationSet
@@ -73,27 +80,67 @@ def test_the_set_refuses_after_the_bound_and_recovers_when_heard():
     RevocationSet(None, monotonic=lambda: now[0]).check_current()  # unbounded: the directory itself
 
 
-async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path, clock):
-    identity = await build_identity(
-        identity_config(tmp_path / "identity", event_heartbeat=timedelta(milliseconds=50)), clock=clock
-    )
+@dataclass
+class Linked:
+    """An identity service and a key vault that follows it, each restartable in the test."""
+
+    identity_config: IdentityConfig
+    identity: IdentityServer
+    channel: grpc.aio.Channel
+    operator: IdentityClient
+    config: KeyVaultConfig
+    vault: KeyVaultServer
+    kv_channel: grpc.aio.Channel
+    clock: FakeClock
+
+    async def restart_identity(self) -> None:
+        """Identity back on the address it had, as after an outage."""
+        self.identity = await build_identity(replace(self.identity_config, port=self.identity.port), clock=self.clock)
+
+    async def restart_vault(self) -> None:
+        await self.vault.stop(grace=0)
+        await self.kv_channel.close()
+        self.vault = await build_keyvault(self.config, clock=self.clock)
+        self.kv_channel = open_channel(self.vault.endpoint)
+
+
+@asynccontextmanager
+async def linked(tmp_path: Path, clock: FakeClock, *, quick: bool) -> AsyncIterator[Linked]:
+    """With `quick`, identity's stream heartbeats every 50 ms and the vault refuses tokens
+    after 1 s of silence, so that an outage shows at once."""
+    identity_cfg = identity_config(tmp_path / "identity")
+    if quick:
+        identity_cfg = replace(identity_cfg, event_heartbeat=timedelta(milliseconds=50))
+    identity = await build_identity(identity_cfg, clock=clock)
     channel = open_channel(identity.endpoint)
     operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
     config = KeyVaultConfig(
         data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
         credentials=await platform_credentials(operator, channel, clock, "keyvault"),
-        revocation_max_staleness=timedelta(seconds=1),
     )  # fmt: skip
+    if quick:
+        config = replace(config, revocation_max_staleness=timedelta(seconds=1))
     vault = await build_keyvault(config, clock=clock)
-    kv_channel = open_channel(vault.endpoint)
+    both = Linked(identity_cfg, identity, channel, operator, config, vault, open_channel(vault.endpoint), clock)
     try:
-        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+        yield both
+    finally:
+        await both.kv_channel.close()
+        await both.vault.stop(grace=0)
+        await both.channel.close()
+        await both.identity.stop(grace=0)
+
+
+async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path, clock):
+    async with linked(tmp_path, clock, quick=True) as trio:
+        customer = await make_customer(trio.operator, trio.channel, trio.kv_channel, clock, "Contoso")
         await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
         await asyncio.sleep(1.5)  # quiet for longer than the bound: the heartbeats keep the vault hearing
         assert (await customer.vaults.get_vault("contoso-kv")).name.endswith("contoso-kv")
-        assert await health(kv_channel) == {"": SERVING, "cmk.keyvault.v1.KeyService": SERVING, "liveness": SERVING}
+        statuses = await health(trio.kv_channel)
+        assert statuses == {"": SERVING, "cmk.keyvault.v1.KeyService": SERVING, "liveness": SERVING}
 
-        await identity.stop(grace=0)  # now nothing is heard
+        await trio.identity.stop(grace=0)  # now nothing is heard
 
         async def refused() -> Reason | None:
             try:
@@ -105,39 +152,22 @@ async def test_a_vault_that_stops_hearing_the_directory_refuses_tokens(tmp_path,
         assert await eventually(refused, "tokens refused once the directory went quiet") is Reason.REVOCATIONS_UNKNOWN
 
         async def not_ready() -> dict[str, int] | None:
-            statuses = await health(kv_channel)
+            statuses = await health(trio.kv_channel)
             return statuses if statuses[""] == NOT_SERVING else None
 
         # Failing closed shows: not ready (the server and its services), though alive.
         statuses = await eventually(not_ready, "health NOT_SERVING while tokens are refused")
         assert statuses == {"": NOT_SERVING, "cmk.keyvault.v1.KeyService": NOT_SERVING, "liveness": SERVING}
-    finally:
-        await kv_channel.close()
-        await vault.stop(grace=0)
-        await channel.close()
-        await identity.stop(grace=0)
 
 
 async def test_the_vault_serves_again_once_the_directory_is_back(tmp_path, clock):
     """With identity away past the staleness bound the vault fails closed; when identity is
     back on its address the vault reconnects (fast reconnect backoff, not gRPC's two-minute
     default) and serves again, without anyone restarting it."""
-    config_identity = identity_config(tmp_path / "identity", event_heartbeat=timedelta(milliseconds=50))
-    identity = await build_identity(config_identity, clock=clock)
-    port = identity.port
-    channel = open_channel(identity.endpoint)
-    operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
-    config = KeyVaultConfig(
-        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
-        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
-        revocation_max_staleness=timedelta(seconds=1),
-    )  # fmt: skip
-    vault = await build_keyvault(config, clock=clock)
-    kv_channel = open_channel(vault.endpoint)
-    try:
-        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+    async with linked(tmp_path, clock, quick=True) as trio:
+        customer = await make_customer(trio.operator, trio.channel, trio.kv_channel, clock, "Contoso")
         await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
-        await identity.stop(grace=0)
+        await trio.identity.stop(grace=0)
 
         async def outcome() -> str | None:
             try:
@@ -150,49 +180,27 @@ async def test_the_vault_serves_again_once_the_directory_is_back(tmp_path, clock
             return "refused" if await outcome() == Reason.REVOCATIONS_UNKNOWN.value else None
 
         await eventually(refused, "the vault failing closed with the directory away")
-        identity = await build_identity(replace(config_identity, port=port), clock=clock)
+        await trio.restart_identity()
 
         async def served() -> str | None:
             return "served" if await outcome() == "served" else None
 
         await eventually(served, "the vault serving again once the directory is back")
-    finally:
-        await kv_channel.close()
-        await vault.stop(grace=0)
-        await channel.close()
-        await identity.stop(grace=0)
 
 
 async def test_after_a_restart_a_disabled_principals_token_is_refused_from_the_first_call(tmp_path, clock):
     """The vault serves only once its feed has replayed the directory's events: no call on
     a restarted vault may pass with the token of a principal disabled before the restart."""
-    identity = await build_identity(identity_config(tmp_path / "identity"), clock=clock)
-    channel = open_channel(identity.endpoint)
-    operator = IdentityClient(channel, operator_credentials(identity), clock=clock)
-    config = KeyVaultConfig(
-        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0,
-        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
-    )  # fmt: skip
-    vault = await build_keyvault(config, clock=clock)
-    kv_channel = open_channel(vault.endpoint)
-    try:
-        customer = await make_customer(operator, channel, kv_channel, clock, "Contoso")
+    async with linked(tmp_path, clock, quick=False) as trio:
+        customer = await make_customer(trio.operator, trio.channel, trio.kv_channel, clock, "Contoso")
         await customer.vaults.create_vault("contoso-kv", customer.subscription_id, "rg1", "westeurope")
         await customer.vaults.get_vault("contoso-kv")  # the admin's token is cached by the client
-        await operator.disable_principal(customer.tenant_id, customer.tenant.admin.object_id)
-        await vault.stop(grace=0)
-        await kv_channel.close()
-        vault = await build_keyvault(config, clock=clock)
-        kv_channel = open_channel(vault.endpoint)
-        again = KeyVaultClient(kv_channel, customer.tenant.admin_client.token_for)
+        await trio.operator.disable_principal(customer.tenant_id, customer.tenant.admin.object_id)
+        await trio.restart_vault()
+        again = KeyVaultClient(trio.kv_channel, customer.tenant.admin_client.token_for)
         with pytest.raises(Unauthenticated) as refused:
             await again.get_vault("contoso-kv")
         assert refused.value.reason is Reason.TOKEN_REVOKED
-    finally:
-        await kv_channel.close()
-        await vault.stop(grace=0)
-        await channel.close()
-        await identity.stop(grace=0)
 
 
 async def test_an_idle_event_stream_sends_heartbeats_that_followers_do_not_see_as_events(tmp_path, clock):

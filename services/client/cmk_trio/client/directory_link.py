@@ -5,6 +5,7 @@ decisions, and follow its event stream for revocations."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -17,7 +18,13 @@ from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.server import RunningServer
 from cmk_trio.rpckit.tokens import RevocationSet, TokenValidator
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_WAIT = 10.0
+"""How long a starting service waits for its revocation feed to catch up with the directory."""
 
 
 class DirectorySettings(Protocol):
@@ -62,6 +69,16 @@ class DirectoryLink:
     def start(self) -> None:
         """Start following the directory's events (once the service is serving)."""
         self.feed.start()
+
+    async def serve_when_current(self, running: RunningServer, seconds: float = CATCH_UP_WAIT) -> None:
+        """Start following the directory, report `running` ready only while its revocations
+        are current, and wait up to `seconds` for the first catch-up (a directory that is
+        away does not keep the service from starting: it serves, not ready, refusing tokens)."""
+        self.start()
+        running.track_readiness(self.current)
+        if not await self.wait_current(seconds):
+            log.warning("serving before catching up with the directory; tokens are refused until it is heard")
+        await running.report_readiness()
 
     def current(self) -> bool:
         """Whether the revocations are known now: the feed has caught up with the directory

@@ -39,9 +39,6 @@ from cmk_trio.rpckit.types import Context
 
 log = logging.getLogger(__name__)
 
-CATCH_UP_WAIT = 10.0
-"""How long start-up waits for the revocation feed to catch up with the directory."""
-
 SERVICE_NAMES = (
     *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
     dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
@@ -179,11 +176,7 @@ async def build_server(
         )
         metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
         undo.pop_all()
-    directory.start()
-    running.track_readiness(directory.current)
-    if not await directory.wait_current(CATCH_UP_WAIT):
-        log.warning("serving before catching up with the directory; tokens are refused until it is heard")
-    await running.report_readiness()
+    await directory.serve_when_current(running)
     server = KeyVaultServer(
         config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port, claim=claim
     )

@@ -42,9 +42,6 @@ from cmk_trio.speech.storage import SpeechStore, open_store
 
 log = logging.getLogger(__name__)
 
-CATCH_UP_WAIT = 10.0
-"""How long start-up waits for the revocation feed to catch up with the directory."""
-
 SERVICE_NAMES = (
     *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
     dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
@@ -181,11 +178,7 @@ async def build_server(
     rewrapped = await resources.rewrap_to_current_ring()
     if rewrapped:
         log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
-    directory.start()
-    running.track_readiness(directory.current)
-    if not await directory.wait_current(CATCH_UP_WAIT):
-        log.warning("serving before catching up with the directory; tokens are refused until it is heard")
-    await running.report_readiness()
+    await directory.serve_when_current(running)
     follow = Followers(*followers)
     follow.start()
     log.info("speech service started", extra={"port": running.port})
