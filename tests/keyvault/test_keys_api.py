@@ -275,6 +275,12 @@ async def test_the_purger_removes_expired_deleted_keys(customer, keyvault, clock
     clock.advance(timedelta(days=8))
     await keyvault.purge_due()
     assert not (await customer.vaults.list_deleted_keys("kv1")).deleted_keys
+    # The purge is the service's own work, audited like a call (the vault's readers see it).
+    records = (await customer.vaults.list_audit("kv1", page_size=100)).records
+    purges = [r for r in records if r.operation == "PurgeDeletedKey"]
+    assert [(p.key_name, p.client_id, p.request_id, p.result) for p in purges] == [
+        ("cmk", "keyvault", "purger", "allowed")
+    ]
 
 
 # --- revocation -----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ async def test_without_soft_delete_a_delete_is_final(customer):
     await customer.vaults.create_vault("no-soft", customer.subscription_id, "rg1", "westeurope")
 
 
-async def test_purge_protection_holds_a_deleted_vault_until_its_date(customer, keyvault, clock):
+async def test_purge_protection_holds_a_deleted_vault_until_its_date(customer, keyvault, clock, operator, kv_channel):
     await customer.vaults.create_vault("protected", customer.subscription_id, "rg1", "westeurope",
                                        retention_days=7, purge_protection=True)  # fmt: skip
     await customer.vaults.delete_vault("protected")
@@ -96,6 +96,9 @@ async def test_purge_protection_holds_a_deleted_vault_until_its_date(customer, k
     clock.advance(7 * 86400 + 1)
     await keyvault.purge_due()
     await customer.vaults.create_vault("protected", customer.subscription_id, "rg1", "westeurope")
+    records = (await KeyVaultClient(kv_channel, operator.token_for).list_audit(page_size=500)).records
+    purges = [(r.operation, r.vault_name, r.client_id) for r in records if r.request_id == "purger"]
+    assert purges == [("PurgeDeletedVault", "protected", "keyvault")]
 
 
 async def test_control_plane_needs_a_role(customer, operator, channel, kv_channel, clock):

@@ -1,4 +1,5 @@
-"""A real speech service wired to the real identity service of the shared fixtures."""
+"""A real speech service wired to the real identity service of the shared fixtures (and,
+from cmk_world, the three services with a customer ready for customer-managed keys)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import SpeechServer, build_server
 from tests.conftest import platform_credentials
 from tests.identity.helpers import TenantFixture, make_tenant
+from tests.speech.cmk_world import kv_channel_for, speech_cmk, world  # noqa: F401 (fixtures for the CMK tests)
 
 
 @pytest.fixture

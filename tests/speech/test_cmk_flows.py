@@ -4,10 +4,6 @@ revocation and restore, identity removal, tenant moves, back to Microsoft-manage
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,115 +14,11 @@ from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
-from cmk_trio.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ServiceError
+from cmk_trio.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.speech.config import SpeechConfig
-from cmk_trio.speech.server import SpeechServer, build_server
-from tests.conftest import platform_credentials
 from tests.identity.helpers import make_principal, make_tenant
+from tests.speech.cmk_world import refusal, until_refused
 from tests.waiting import eventually
-
-CONFIG = json.dumps({"commands": ["TurnOn"], "secret": "cmk-protected-config"})
-
-
-@pytest.fixture
-async def speech_cmk(tmp_path, identity, keyvault, operator, channel, clock) -> AsyncIterator[SpeechServer]:
-    config = SpeechConfig(
-        data_dir=tmp_path / "speech", identity_endpoint=identity.endpoint, keyvault_endpoint=keyvault.endpoint,
-        credentials=await platform_credentials(operator, channel, clock, "speech"), port=0,
-        data_key_max_age=timedelta(minutes=5),
-    )  # fmt: skip
-    server = await build_server(config, clock=clock)
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
-
-
-@dataclass
-class World:
-    tenant_id: str
-    subscription_id: str
-    speech: SpeechClient
-    vaults: KeyVaultClient
-    operator_speech: SpeechClient
-    resource: res.SpeechResource
-    key: kvres.KeyVersion
-    server: SpeechServer
-
-    async def read_all(self) -> tuple[list[str], tuple[str, str]]:
-        apps = await self.speech.list_applications(self.resource.name)
-        keys = await self.speech.get_luis_keys(self.resource.name)
-        return [a.configuration_json for a in apps.applications], (keys.authoring_key, keys.prediction_key)
-
-    async def set_encryption(self, **fields) -> res.SpeechResource:
-        return await self.speech.set_encryption(self.resource.name, **fields)
-
-    async def disable_encryption(self) -> res.SpeechResource:
-        return await self.speech.disable_encryption(self.resource.name)
-
-    async def identity(self, assign: bool, confirm: bool = False) -> res.SpeechResource:
-        if assign:
-            return await self.speech.assign_identity(self.resource.name)
-        return await self.speech.remove_identity(self.resource.name, confirm=confirm)
-
-    def ciphertexts(self) -> list[bytes]:
-        with sqlite3.connect(self.server.config.database_path) as db:
-            rows = db.execute("SELECT sealed_configuration FROM applications ORDER BY seq").fetchall()
-            rows += db.execute("SELECT sealed FROM luis_keys").fetchall()
-        return [bytes(r[0]) for r in rows]
-
-
-@pytest.fixture
-async def kv_channel_for(keyvault) -> AsyncIterator[object]:
-    channel = open_channel(keyvault.endpoint)
-    try:
-        yield channel
-    finally:
-        await channel.close()
-
-
-@pytest.fixture
-async def world(speech_cmk, keyvault, operator, channel, clock) -> AsyncIterator[World]:
-    tenant = await make_tenant(operator, channel, clock, "Contoso")
-    await operator.create_role_assignment(
-        tenant.admin.object_id, idres.OWNER, f"/subscriptions/{tenant.subscription_id}"
-    )
-    sp = open_channel(speech_cmk.endpoint)
-    kv = open_channel(keyvault.endpoint)
-    try:
-        speech = SpeechClient(sp, tenant.admin_client.token_for)
-        operator_speech = SpeechClient(sp, operator.token_for)
-        await speech.request_approval(tenant.subscription_id, "BYOK please")
-        await operator_speech.approve(tenant.subscription_id)
-        clock.advance(1)
-        resource = await speech.create_resource(tenant.subscription_id, "rg1", "speech1", "westeurope")
-        for i in range(3):
-            await speech.create_application(resource.name, f"app{i}", CONFIG)
-        await speech.set_luis_keys(resource.name, "luis-authoring-secret", "luis-prediction-secret")
-        vaults = KeyVaultClient(kv, tenant.admin_client.token_for)
-        await vaults.create_vault("contoso-cmk", tenant.subscription_id, "rg1", "westeurope", purge_protection=True,
-                                  retention_days=7)  # fmt: skip
-        key = await vaults.create_key("contoso-cmk", "cmk")
-        yield World(
-            tenant.tenant_id, tenant.subscription_id, speech, vaults, operator_speech, resource, key, speech_cmk
-        )
-    finally:
-        await sp.close()
-        await kv.close()
-
-
-async def refusal(attempt) -> Reason | None:
-    try:
-        await attempt()
-    except ServiceError as refused:
-        return refused.reason
-    return None
-
-
-async def until_refused(world: World, reason: Reason) -> None:
-    assert await eventually(lambda: refusal(world.read_all), f"reads refused with {reason.value}") is reason
-
 
 # --- enable -----------------------------------------------------------------------------------
 

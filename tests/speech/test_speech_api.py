@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime
 
@@ -238,6 +239,28 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
             await ch.close()
         with sqlite3.connect(speech.config.database_path) as db:
             assert db.execute("SELECT sealed_configuration FROM applications").fetchall() == sealed_before
+    finally:
+        await restarted.stop(grace=0)
+
+
+async def test_a_ring_file_that_does_not_belong_with_the_database_is_refused_at_start(speech_customer, speech, clock):
+    from cmk_trio.rpckit.datadir import StartupError
+    from cmk_trio.speech.envelope import MasterKeyRing
+    from cmk_trio.speech.server import build_server
+
+    resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
+    await speech.stop(grace=0)
+    right = speech.config.ring_path.read_text()
+    speech.config.ring_path.write_text(MasterKeyRing({"v1": os.urandom(32)}, "v1").to_json())
+    with pytest.raises(StartupError) as caught:
+        await build_server(speech.config, clock=clock)
+    assert str(speech.config.ring_path) in str(caught.value) and "restore the ring file" in str(caught.value)
+    # The refusal let go of everything: with the right ring file back, the service starts.
+    speech.config.ring_path.write_text(right)
+    restarted = await build_server(speech.config, clock=clock)
+    try:
+        assert await restarted.resources.unopened_by_ring() is None
+        assert (await restarted.store.get_resource(resource.name)) is not None
     finally:
         await restarted.stop(grace=0)
 

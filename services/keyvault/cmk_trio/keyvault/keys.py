@@ -11,6 +11,7 @@ from typing import Any
 
 from cmk_trio.client.key_names import KeyRef, key_name, vault_name
 from cmk_trio.keyvault import errors
+from cmk_trio.keyvault.callers import PURGER, Recorder
 from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
     CannotDecrypt,
@@ -303,9 +304,10 @@ class Keys(KeysBase):
         self._forget(vault, name)
         await self.notifier.notify()
 
-    async def purge_due(self) -> list[tuple[str, str]]:
-        """Purge every deleted key whose purge date has come."""
+    async def purge_due(self, recorder: Recorder) -> list[tuple[str, str]]:
+        """Purge every deleted key whose purge date has come, each purge audited with it."""
         due = await self.store.keys_due_for_purge(self.clock.now())
         for vault, name in due:
-            await self._purge(vault, name)
+            async with recorder.system_call("PurgeDeletedKey", request_id=PURGER, vault_name=vault, key_name=name):
+                await self._purge(vault, name)
         return due

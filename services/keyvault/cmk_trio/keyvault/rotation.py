@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from cmk_trio.client.key_names import KeyRef
+from cmk_trio.keyvault.callers import Recorder
 from cmk_trio.keyvault.key_attributes import KeyAttributes
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import EventType, KeyPermission
@@ -105,14 +104,6 @@ class RotationPolicy:
         if self.expiry_time:
             parse_duration("policy.expiry_time", self.expiry_time)
         return self
-
-
-class Recorder(Protocol):
-    """Records work the service does by itself in the audit log, with the change it makes."""
-
-    def system_call(
-        self, operation: str, *, request_id: str, vault_name: str = "", key_name: str = ""
-    ) -> AbstractAsyncContextManager[object]: ...
 
 
 class Rotation:

@@ -62,6 +62,7 @@ class KeyVaultServer:
     keys: Keys
     rotation: Rotation
     audit: AuditLog
+    trail: AuditTrail
     directory: DirectoryLink
     metrics: Metrics
     metrics_port: int | None
@@ -79,8 +80,8 @@ class KeyVaultServer:
 
     async def purge_due(self) -> None:
         """One pass of the purger: deleted keys and vaults whose purge date has come."""
-        await self.keys.purge_due()
-        await self.vaults.purge_due()
+        await self.keys.purge_due(self.trail)
+        await self.vaults.purge_due(self.trail)
 
     async def housekeeping(self) -> None:
         """One pass of the service's own work on its clock: purge what is due, apply
@@ -178,7 +179,7 @@ async def build_server(
         undo.pop_all()
     await directory.serve_when_current(running)
     server = KeyVaultServer(
-        config, running, store, vaults, keys, rotation, audit, directory, metrics, metrics_port, claim=claim
+        config, running, store, vaults, keys, rotation, audit, trail, directory, metrics, metrics_port, claim=claim
     )
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})

@@ -10,6 +10,7 @@ from datetime import timedelta
 from cmk_trio.client.access import Access, Authorizer, require_role
 from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault import errors
+from cmk_trio.keyvault.callers import PURGER, Recorder
 from cmk_trio.keyvault.model import AccessPolicy, EventType, KeyPermission, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore
 from cmk_trio.rpckit import validation
@@ -321,9 +322,11 @@ class Vaults:
 
     # --- the purger -------------------------------------------------------------------
 
-    async def purge_due(self) -> list[str]:
-        """Purge every deleted vault whose purge date has come; returns their names."""
+    async def purge_due(self, recorder: Recorder) -> list[str]:
+        """Purge every deleted vault whose purge date has come, each purge audited with it;
+        returns their names."""
         due = await self.store.vaults_due_for_purge(self.clock.now())
         for name in due:
-            await self._purge(name)
+            async with recorder.system_call("PurgeDeletedVault", request_id=PURGER, vault_name=name):
+                await self._purge(name)
         return due

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 from cmk_trio.client.access import Access
@@ -26,7 +27,7 @@ from cmk_trio.speech.errors import (
     ServiceError,
     invalid_field,
 )
-from cmk_trio.speech.model import KeySource, SpeechResource
+from cmk_trio.speech.model import KeySource, PendingStep, SpeechResource, StepKind
 from cmk_trio.speech.names import make_resource_id, parse_resource_id
 from cmk_trio.speech.resources import Resources, check_eligibility
 
@@ -100,17 +101,19 @@ class Encryption:
         self.identity = identity
         self.dns_suffix = dns_suffix
         self._random = random
+        self._in_flight: dict[int, str] = {}
+        """The intents of changes in flight in this process (step id: resource uid)."""
 
     async def _writable(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
         await self._resources.require(caller, resource.resource_id, Access.WRITE)
         return resource
 
-    async def _save(self, resource: SpeechResource) -> SpeechResource:
+    async def _save(self, resource: SpeechResource, finishing: PendingStep | None = None) -> SpeechResource:
         """Store a change computed from `resource` as read; if the stored resource changed
         meanwhile, nothing is stored and the call fails with ABORTED (an undo of its remote
         steps runs where the caller has one)."""
-        saved = await self._try_save(resource)
+        saved = await self._try_save(resource, finishing)
         if saved is None:
             raise errors.Aborted(
                 Reason.ETAG_MISMATCH,
@@ -119,11 +122,84 @@ class Encryption:
             )
         return saved
 
-    async def _try_save(self, resource: SpeechResource) -> SpeechResource | None:
+    async def _try_save(self, resource: SpeechResource, finishing: PendingStep | None = None) -> SpeechResource | None:
+        """Store the change if the resource is still as read; the intent it finishes goes
+        in the same transaction."""
         async with self._store.unit_of_work() as uow:
             stored = await uow.update_resource(resource)
+            if stored and finishing is not None:
+                await uow.delete_step(finishing.step_id)
         self._keys.drop(resource)
         return replace(resource, generation=resource.generation + 1) if stored else None
+
+    # --- intents of cross-service changes -----------------------------------------------
+
+    @asynccontextmanager
+    async def _intent(
+        self, kind: StepKind, resource: SpeechResource, tenant_id: str, vault_name: str = ""
+    ) -> AsyncIterator[PendingStep]:
+        """Record the intent of a change before its first remote call. The change removes
+        it when it records its result (`_save(..., finishing=step)`), or the undo of a
+        failure removes it once it is complete; whatever is left is `resolve_pending`'s."""
+        step = PendingStep(
+            0, kind, resource.uid, resource.resource_id, tenant_id, not resource.identity_principal_id,
+            vault_name, self._resources.clock.now(),
+        )  # fmt: skip
+        async with self._store.unit_of_work() as uow:
+            step = replace(step, step_id=await uow.insert_step(step))
+        self._in_flight[step.step_id] = step.resource_uid
+        try:
+            yield step
+        finally:
+            del self._in_flight[step.step_id]
+
+    async def _end(self, step: PendingStep) -> None:
+        async with self._store.unit_of_work() as uow:
+            await uow.delete_step(step.step_id)
+
+    async def resolve_pending(self) -> int:
+        """Finish or undo the cross-service changes that a crash interrupted (their intents
+        are still recorded; none of this process's changes in flight is touched). One whose
+        peer cannot be reached now stays for the next pass. Returns how many were resolved."""
+        resolved = 0
+        for step in await self._store.pending_steps():
+            if step.resource_uid in self._in_flight.values():
+                continue  # this process is changing the resource now
+            try:
+                done = await self._resolve(step)
+            except ServiceError as exc:
+                log.warning(
+                    "an interrupted change could not be resolved yet; trying again later",
+                    extra={"resource_id": step.resource_id, "step": step.kind.value, "reason": exc.reason.value},
+                )
+                continue
+            if done:
+                await self._end(step)
+                resolved += 1
+        return resolved
+
+    async def _resolve(self, step: PendingStep) -> bool:
+        resource = await self._store.resource_by_uid(step.resource_uid)
+        recorded = resource.identity_principal_id if resource is not None else ""
+        if step.kind is StepKind.ASSIGN_IDENTITY:
+            if resource is None or recorded:
+                return True  # deleted since, or a later call recorded an identity
+            # The directory answers with the identity it made for the resource (or makes it).
+            object_id = await self.identity.create_identity(step.tenant_id, step.resource_id)
+            finished = replace(resource, identity_principal_id=object_id, identity_tenant_id=step.tenant_id)
+            return await self._try_save(finished) is not None
+        # An interrupted enable is undone. Its grant was to the resource's identity: an
+        # identity the enable made is deleted (so the grant names no one who can sign in); a
+        # grant to an identity the resource had before stays, as the caller asked for it.
+        if step.new_identity and not recorded:
+            object_id = await self.identity.create_identity(step.tenant_id, step.resource_id)
+            await self.identity.delete_identity(step.tenant_id, object_id)
+        elif not step.new_identity and step.vault_name:
+            log.warning(
+                "an interrupted enable may have left a grant on the resource's identity",
+                extra={"resource_id": step.resource_id, "vault": step.vault_name},
+            )
+        return True
 
     # --- the managed identity ---------------------------------------------------------
 
@@ -132,8 +208,16 @@ class Encryption:
         if resource.identity_principal_id:
             return resource
         tenant = await self.identity.tenant_of(resource.subscription_id) or resource.tenant_id
-        object_id = await self.identity.create_identity(tenant, resource.resource_id)
-        return await self._save(replace(resource, identity_principal_id=object_id, identity_tenant_id=tenant))
+        async with self._intent(StepKind.ASSIGN_IDENTITY, resource, tenant) as step:
+            try:
+                object_id = await self.identity.create_identity(tenant, resource.resource_id)
+                assigned = replace(resource, identity_principal_id=object_id, identity_tenant_id=tenant)
+                return await self._save(assigned, finishing=step)
+            except ServiceError:
+                # Told it failed: not finished later. An identity the directory made anyway
+                # is adopted by the next assign or enable.
+                await self._end(step)
+                raise
 
     async def remove_identity(self, caller: VerifiedToken, resource_id: str, confirmed: bool) -> SpeechResource:
         resource = await self._writable(caller, resource_id)
@@ -241,57 +325,66 @@ class Encryption:
         granted = False
         before: frozenset[str] | None = None
         working = resource
-        try:
-            if not working.identity_principal_id:
-                created_identity = await self.identity.create_identity(tenant, resource.resource_id)
-                working = replace(working, identity_principal_id=created_identity, identity_tenant_id=tenant)
-            object_id = working.identity_principal_id
-            if not skip_grant:
-                try:
-                    before = await self._vault.grant(caller.raw, vault.name, tenant, object_id)
-                except PermissionDenied as exc:
-                    raise PermissionDenied(
-                        Reason.GRANT_REFUSED,
-                        f"you may not change the access policies of vault {vault.name}, so its key cannot be "
-                        "granted to the resource's identity; ask for Contributor on the vault, or grant "
-                        "get/wrapKey/unwrapKey yourself and use --no-grant",
-                        metadata={"vault": vault.name, "cause": exc.reason.value},
-                    ) from None
-                granted = True
-            token = await self.identity.identity_token(tenant, object_id)
-            key = await self._vault.get_key(token, choice.as_given)
-            if key.size != 2048 or not key.enabled or not {"wrapKey", "unwrapKey"} <= key.operations:
-                raise FailedPrecondition(
-                    Reason.KEY_NOT_SUPPORTED,
-                    "the key must be an enabled RSA 2048 key that allows wrapKey and unwrapKey",
-                    metadata={"key_id": key.key_id, "size": str(key.size), "enabled": str(key.enabled).lower()},
-                )
-            probe = self._random(32)
-            key_id, wrapped_probe = await self._vault.wrap(token, key.key_id, probe)
-            if await self._vault.unwrap(token, key_id, wrapped_probe) != probe:
-                raise FailedPrecondition(Reason.KEY_NOT_SUPPORTED, "the key did not give back what it wrapped")
-            data_key = await self._keys.data_key(resource)
-            key_id, wrapped = await self._vault.wrap(token, key.key_id, data_key.key)
-            updated = replace(
-                working, key_source=KeySource.CUSTOMER, wrapping_key=key_id, wrapped_data_key=wrapped,
-                key_uri=choice.as_given, follow_latest=choice.follow_latest,
-            )  # fmt: skip
-            return await self._save(updated)
-        except ServiceError:
-            if granted:
-                await self._best_effort(
-                    self._vault.restore(caller.raw, vault.name, tenant, working.identity_principal_id, before)
-                )
-            if created_identity:
-                await self._best_effort(self.identity.delete_identity(tenant, created_identity))
-            raise
+        async with self._intent(StepKind.ENABLE_CMK, resource, tenant, vault.name) as step:
+            try:
+                if not working.identity_principal_id:
+                    created_identity = await self.identity.create_identity(tenant, resource.resource_id)
+                    working = replace(working, identity_principal_id=created_identity, identity_tenant_id=tenant)
+                object_id = working.identity_principal_id
+                if not skip_grant:
+                    try:
+                        before = await self._vault.grant(caller.raw, vault.name, tenant, object_id)
+                    except PermissionDenied as exc:
+                        raise PermissionDenied(
+                            Reason.GRANT_REFUSED,
+                            f"you may not change the access policies of vault {vault.name}, so its key cannot be "
+                            "granted to the resource's identity; ask for Contributor on the vault, or grant "
+                            "get/wrapKey/unwrapKey yourself and use --no-grant",
+                            metadata={"vault": vault.name, "cause": exc.reason.value},
+                        ) from None
+                    granted = True
+                token = await self.identity.identity_token(tenant, object_id)
+                key = await self._vault.get_key(token, choice.as_given)
+                if key.size != 2048 or not key.enabled or not {"wrapKey", "unwrapKey"} <= key.operations:
+                    raise FailedPrecondition(
+                        Reason.KEY_NOT_SUPPORTED,
+                        "the key must be an enabled RSA 2048 key that allows wrapKey and unwrapKey",
+                        metadata={"key_id": key.key_id, "size": str(key.size), "enabled": str(key.enabled).lower()},
+                    )
+                probe = self._random(32)
+                key_id, wrapped_probe = await self._vault.wrap(token, key.key_id, probe)
+                if await self._vault.unwrap(token, key_id, wrapped_probe) != probe:
+                    raise FailedPrecondition(Reason.KEY_NOT_SUPPORTED, "the key did not give back what it wrapped")
+                data_key = await self._keys.data_key(resource)
+                key_id, wrapped = await self._vault.wrap(token, key.key_id, data_key.key)
+                updated = replace(
+                    working, key_source=KeySource.CUSTOMER, wrapping_key=key_id, wrapped_data_key=wrapped,
+                    key_uri=choice.as_given, follow_latest=choice.follow_latest,
+                )  # fmt: skip
+                return await self._save(updated, finishing=step)
+            except ServiceError:
+                undone = True
+                if granted:
+                    undone &= await self._best_effort(
+                        self._vault.restore(caller.raw, vault.name, tenant, working.identity_principal_id, before)
+                    )
+                if created_identity:
+                    undone &= await self._best_effort(self.identity.delete_identity(tenant, created_identity))
+                elif step.new_identity:
+                    undone = False  # the directory may have made it without answering: the resolver finds out
+                if undone:
+                    await self._end(step)
+                raise
 
     @staticmethod
-    async def _best_effort(undo: Awaitable[None]) -> None:
+    async def _best_effort(undo: Awaitable[None]) -> bool:
+        """Run one undo step; False if it failed (the original failure is what the caller
+        needs to see, and the intent stays for `resolve_pending`)."""
         try:
             await undo
         except ServiceError:
-            pass  # the original failure is what the caller needs to see
+            return False
+        return True
 
     async def rewrap_to_latest(self, resource: SpeechResource) -> SpeechResource | None:
         """For a resource that follows its key's newest version: rewrap if a newer one exists.

@@ -90,3 +90,31 @@ class CmkApproval:
 def resource_key(resource_id: str) -> str:
     """Azure resource ids compare case-insensitively; this is the form compared and cached."""
     return resource_id.lower()
+
+
+class StepKind(StrEnum):
+    """The changes that call the directory or the key vault before they are recorded here."""
+
+    ENABLE_CMK = "enable_cmk"
+    """Undone when it did not finish: a managed identity it made is deleted."""
+    ASSIGN_IDENTITY = "assign_identity"
+    """Finished when it did not: the identity the directory made is recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStep:
+    """The intent of a change that calls another service before it is recorded here: stored
+    before the first remote call, removed in the transaction that records the change (or
+    once its remote steps are undone). One left behind by a crash is finished or undone by
+    the service itself, at its next start."""
+
+    step_id: int
+    kind: StepKind
+    resource_uid: str
+    resource_id: str
+    """The resource's id when the step began (the managed identity is named after it)."""
+    tenant_id: str
+    new_identity: bool
+    """The resource had no managed identity: the step may make one in the directory."""
+    vault_name: str
+    start_time: datetime

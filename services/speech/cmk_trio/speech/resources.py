@@ -17,7 +17,7 @@ from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import display_name, require_uuid
 from cmk_trio.speech import errors, names
-from cmk_trio.speech.envelope import DataKey, MasterKeyRing, RandomBytes
+from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing, RandomBytes
 from cmk_trio.speech.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, invalid_field
 from cmk_trio.speech.model import (
     CMK_EARLIEST_CREATION,
@@ -185,6 +185,18 @@ class Resources:
         """Delete a resource row and its data (the caller has checked the right to)."""
         async with self.store.unit_of_work() as uow:
             await uow.delete_resource(resource.uid)
+
+    async def unopened_by_ring(self) -> str | None:
+        """The id of a resource whose data key the master key ring cannot unwrap (a ring
+        file that does not belong with this database), or None when it opens one data key
+        of every ring version the database uses."""
+        for resource_id in await self.store.microsoft_managed_per_ring_version():
+            resource = await self.get_resource(resource_id)
+            try:
+                self.ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
+            except CannotDecrypt:
+                return resource_id
+        return None
 
     async def rewrap_to_current_ring(self) -> int:
         """Rewrap every Microsoft-managed data key still wrapped by an older ring version to

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -19,7 +20,7 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
-from cmk_trio.rpckit.datadir import DataDirClaim, claim_data_dir
+from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
@@ -41,6 +42,9 @@ from cmk_trio.speech.resources import Resources
 from cmk_trio.speech.storage import SpeechStore, open_store
 
 log = logging.getLogger(__name__)
+
+RESOLVE_INTERVAL = 30.0
+"""Seconds between passes over the intents of interrupted cross-service changes."""
 
 SERVICE_NAMES = (
     *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
@@ -72,6 +76,7 @@ class SpeechServer:
     metrics_port: int | None
     claim: DataDirClaim | None = None
     """The data directory, held against a second speech process."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -82,6 +87,11 @@ class SpeechServer:
         return f"{self.config.host}:{self.running.port}"
 
     async def stop(self, grace: float = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.followers.stop()
         await self.running.stop(grace)
         await self.directory.stop()
@@ -119,6 +129,11 @@ async def build_server(
             store, clock, roles, identity_gateway, ring,
             auto_approve=config.auto_approve_cmk, random=random,
         )  # fmt: skip
+        if (unopened := await resources.unopened_by_ring()) is not None:
+            raise StartupError(
+                f"the master key ring {config.ring_path} does not open the data keys in {config.database_path} "
+                f"(resource {unopened}); restore the ring file that belongs with this database"
+            )
         vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None
         data_keys = DataKeys(
             ring,
@@ -182,7 +197,7 @@ async def build_server(
     follow = Followers(*followers)
     follow.start()
     log.info("speech service started", extra={"port": running.port})
-    return SpeechServer(
+    server = SpeechServer(
         config,
         running,
         store,
@@ -198,3 +213,18 @@ async def build_server(
         metrics_port,
         claim,
     )
+    server.tasks.append(asyncio.create_task(_resolve_interrupted(encryption), name="speech-resolve-interrupted"))
+    return server
+
+
+async def _resolve_interrupted(encryption: Encryption) -> None:
+    """Finish or undo the cross-service changes a crash interrupted: at start, then now and
+    then (one whose peer was away is tried again)."""
+    while True:
+        try:
+            resolved = await encryption.resolve_pending()
+            if resolved:
+                log.info("interrupted changes resolved", extra={"count": resolved})
+        except Exception:
+            log.exception("resolving interrupted changes failed; trying again later")
+        await asyncio.sleep(RESOLVE_INTERVAL)

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
-from cmk_trio.speech.model import Application, CmkApproval, SealedLuisKeys, SpeechResource
+from cmk_trio.speech.model import Application, CmkApproval, PendingStep, SealedLuisKeys, SpeechResource
 from cmk_trio.speech.storage.sqlite import SqliteSpeechStore
 
 
@@ -48,6 +48,12 @@ class SpeechUnitOfWork(Protocol):
         ...
 
     async def put_luis_keys(self, resource_uid: str, keys: SealedLuisKeys) -> None: ...
+
+    async def insert_step(self, step: PendingStep) -> int:
+        """Record the intent of a change before its first remote call; returns its id."""
+        ...
+
+    async def delete_step(self, step_id: int) -> None: ...
 
 
 class SpeechStore(Protocol):
@@ -92,6 +98,18 @@ class SpeechStore(Protocol):
 
     async def microsoft_managed_not_wrapped_by(self, ring_version: str) -> list[str]:
         """Ids of the Microsoft-managed resources whose data key another ring version wraps."""
+        ...
+
+    async def resource_by_uid(self, uid: str) -> SpeechResource | None:
+        """The resource of this uid, wherever it has moved."""
+        ...
+
+    async def pending_steps(self) -> list[PendingStep]:
+        """The intents recorded and not yet finished or undone, oldest first."""
+        ...
+
+    async def microsoft_managed_per_ring_version(self) -> list[str]:
+        """One Microsoft-managed resource id for each ring version that wraps a data key."""
         ...
 
 

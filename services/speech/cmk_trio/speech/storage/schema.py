@@ -57,4 +57,19 @@ MIGRATIONS = (
         "a generation per resource, for writes conditional on what was read",
         ("ALTER TABLE resources ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",),
     ),
+    Migration(
+        3,
+        "the intents of changes that call other services before they are recorded",
+        (
+            """CREATE TABLE pending_steps (
+                step_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL,
+                resource_uid TEXT NOT NULL,
+                resource_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                new_identity INTEGER NOT NULL,
+                vault_name TEXT NOT NULL,
+                start_time TEXT NOT NULL)""",
+        ),
+    ),
 )

@@ -16,8 +16,10 @@ from cmk_trio.speech.model import (
     ApprovalState,
     CmkApproval,
     KeySource,
+    PendingStep,
     SealedLuisKeys,
     SpeechResource,
+    StepKind,
     Tier,
     resource_key,
 )
@@ -125,6 +127,21 @@ class SqliteSpeechStore(SqliteStore["SqliteSpeechUnitOfWork"]):
         )
         return [r["resource_id"] for r in rows]
 
+    async def resource_by_uid(self, uid: str) -> SpeechResource | None:
+        row = await self._db.fetch_one("SELECT * FROM resources WHERE uid = ?", (uid,))
+        return _resource(row) if row else None
+
+    async def pending_steps(self) -> list[PendingStep]:
+        rows = await self._db.fetch_all("SELECT * FROM pending_steps ORDER BY step_id")
+        return [_step(r) for r in rows]
+
+    async def microsoft_managed_per_ring_version(self) -> list[str]:
+        rows = await self._db.fetch_all(
+            "SELECT MIN(resource_id) AS resource_id FROM resources WHERE key_source = ? GROUP BY wrapping_key",
+            (KeySource.MICROSOFT.value,),
+        )
+        return [r["resource_id"] for r in rows]
+
 
 class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
     """The speech service's writes inside one transaction."""
@@ -162,6 +179,20 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
 
     async def delete_resource(self, uid: str) -> None:
         await self._tx.execute("DELETE FROM resources WHERE uid = ?", (uid,))
+
+    async def insert_step(self, step: PendingStep) -> int:
+        cursor = await self._tx.execute(
+            "INSERT INTO pending_steps (kind, resource_uid, resource_id, tenant_id, new_identity, vault_name,"
+            " start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (step.kind.value, step.resource_uid, step.resource_id, step.tenant_id, int(step.new_identity),
+             step.vault_name, _t(step.start_time)),
+        )  # fmt: skip
+        if cursor.lastrowid is None:
+            raise RuntimeError("SQLite gave no row id for an insert")
+        return cursor.lastrowid
+
+    async def delete_step(self, step_id: int) -> None:
+        await self._tx.execute("DELETE FROM pending_steps WHERE step_id = ?", (step_id,))
 
     async def put_approval(self, a: CmkApproval) -> None:
         await self._tx.execute(
@@ -228,6 +259,19 @@ def _resource(r: Any) -> SpeechResource:
         key_uri=r["key_uri"],
         follow_latest=bool(r["follow_latest"]),
         generation=int(r["generation"]),
+    )
+
+
+def _step(r: Any) -> PendingStep:
+    return PendingStep(
+        step_id=int(r["step_id"]),
+        kind=StepKind(r["kind"]),
+        resource_uid=r["resource_uid"],
+        resource_id=r["resource_id"],
+        tenant_id=r["tenant_id"],
+        new_identity=bool(r["new_identity"]),
+        vault_name=r["vault_name"],
+        start_time=datetime.fromisoformat(r["start_time"]),
     )
 
 
