@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from tests.partition import Link
 
 CMK = [sys.executable, "-m", "cmk_trio.cli"]
 READY_GUARD_S = 60.0  # a hang guard for a service coming up, not a speed claim
@@ -64,8 +65,18 @@ class Service:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its sockets and answers nothing (a hung peer)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused process cannot take SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
@@ -96,21 +107,24 @@ class Service:
 
 @dataclass
 class Trio:
-    """Identity, the key vault and speech as three processes in one directory of their own."""
+    """Identity, the key vault and speech as three processes in one directory of their own;
+    speech reaches the vault through a Link that a test can cut."""
 
     root: Path
     identity: Service
     keyvault: Service
     speech: Service
     operator: ClientCredentials
+    vault_link: Link
 
     @property
     def services(self) -> dict[str, Service]:
         return {"identity": self.identity, "keyvault": self.keyvault, "speech": self.speech}
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for service in (self.speech, self.keyvault, self.identity):
             service.stop()
+        await self.vault_link.close()
 
 
 def environment(staleness_s: int) -> dict[str, str]:
@@ -158,15 +172,17 @@ async def start_trio(root: Path, staleness_s: int = 3) -> Trio:
     )  # fmt: skip
     keyvault.start()
     await keyvault.wait_ready()
+    vault_link = Link(keyvault.port)
+    await vault_link.open()
     speech = Service(
         "speech",
         ["--data-dir", str(root / "speech"), "--identity-endpoint", identity.endpoint,
-         "--keyvault-endpoint", keyvault.endpoint, "--credentials-file", str(files["speech"]), "--auto-approve-cmk"],
+         "--keyvault-endpoint", vault_link.endpoint, "--credentials-file", str(files["speech"]), "--auto-approve-cmk"],
         env, free_port(), root / "speech.log",
     )  # fmt: skip
     speech.start()
     await speech.wait_ready()
-    return Trio(root, identity, keyvault, speech, operator)
+    return Trio(root, identity, keyvault, speech, operator, vault_link)
 
 
 @dataclass

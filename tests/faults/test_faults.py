@@ -19,7 +19,6 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,70 +26,31 @@ from typing import Any
 import pytest
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import IdentityClient
-from cmk_trio.client.keyvault import KeyVaultClient
-from cmk_trio.client.speech import SpeechClient
-from cmk_trio.proto.identity.v1 import resources_pb2 as idres
-from cmk_trio.rpckit.clock import SystemClock
 from cmk_trio.rpckit.errors import ServiceError
-from tests.faults.harness import Ledger, Trio, start_trio, until
-from tests.identity.helpers import make_tenant
+from tests.faults.harness import Ledger, start_trio, until
+from tests.faults.scenarios import kills_during_enable, revocation_across_a_partition, vault_paused
+from tests.faults.world import VAULT, World, prepare, readable, readable_now, refused_now
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
 
 KILLS = int(os.environ.get("CMK_FAULT_KILLS", "3"))
 REPORT = os.environ.get("CMK_FAULT_REPORT", "")
 SEED = int(os.environ.get("CMK_FAULT_SEED", "20261129"))
+TARGETS = {
+    "vault_serving_after_identity_returned_s": (5.0, "key vault serving again after identity was back"),
+    "speech_reading_after_vault_returned_s": (5.0, "speech reading again after the vault was back"),
+    "reading_after_resume_s": (5.0, "speech reading again after the paused vault resumed"),
+    "reading_after_heal_s": (5.0, "speech reading again after the partition healed"),
+    "revocation_after_restarts_s": (1.0, "revocation after the restarts (policy removal to reads refused)"),
+    "revocation_across_partition_s": (10.0, "revocation made across a silent partition (dead link noticed)"),
+}
+"""The promises (seconds): recovery within 5 s of a dependency returning, revocation under
+1 s, a dead peer noticed within 10 s. RELIABILITY.md says of each whether the run met it; the
+test fails only past GUARD_FACTOR times it, so that a busy machine does not make it flaky
+while a regression (a backoff of minutes, a revocation held until the cache expires) does."""
+GUARD_FACTOR = 2
 STALENESS_S = 3
 OUTAGE_S = STALENESS_S + 2  # longer than the staleness bound: the others must fail closed
-
-
-@dataclass
-class World:
-    speech: SpeechClient
-    vaults: KeyVaultClient
-    operator_vaults: KeyVaultClient
-    resources: list[str]
-    key_uri: str
-    identities: dict[str, str]
-    tenant_id: str
-    subscription_id: str
-    channels: list[Any] = field(default_factory=list)
-
-    async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-
-
-async def prepare(trio: Trio) -> World:
-    """A tenant whose owner has a purge-protected vault, a key, and two speech resources that
-    read their data through it (customer-managed keys, following the key's newest version)."""
-    clock = SystemClock()
-    id_channel = open_channel(trio.identity.endpoint)
-    operator = IdentityClient(id_channel, trio.operator, clock=clock)
-    tenant = await make_tenant(operator, id_channel, clock, "Faults")
-    await operator.create_role_assignment(
-        tenant.admin.object_id, idres.OWNER, f"/subscriptions/{tenant.subscription_id}"
-    )
-    kv_channel, sp_channel = open_channel(trio.keyvault.endpoint), open_channel(trio.speech.endpoint)
-    vaults = KeyVaultClient(kv_channel, tenant.admin_client.token_for)
-    speech = SpeechClient(sp_channel, tenant.admin_client.token_for)
-    await speech.request_approval(tenant.subscription_id, "fault run")
-    await vaults.create_vault("faults-kv", tenant.subscription_id, "rg", "westeurope", purge_protection=True)
-    key = await vaults.create_key("faults-kv", "cmk")
-    versionless = key.key_id.rsplit("/", 1)[0]
-    resources = []
-    for name in ("speech-a", "speech-b"):
-        made = await speech.create_resource(tenant.subscription_id, "rg", name, "westeurope")
-        await speech.set_encryption(
-            made.name, key_uri=versionless, key_subscription_id=tenant.subscription_id, follow_latest_version=True
-        )
-        resources.append(made.name)
-    identities = {r: (await speech.get_resource(r)).identity.principal_id for r in resources}
-    return World(
-        speech, vaults, KeyVaultClient(kv_channel, operator.token_for), resources, versionless, identities,
-        tenant.tenant_id, tenant.subscription_id, [id_channel, kv_channel, sp_channel],
-    )  # fmt: skip
 
 
 def ambiguous(exc: ServiceError) -> bool:
@@ -139,14 +99,6 @@ async def workload(world: World, ledger: Ledger, rng: random.Random, stop: async
             await asyncio.sleep(0.05)
 
 
-async def readable(world: World, name: str) -> str | None:
-    """The application's configuration, or None if the read is refused."""
-    try:
-        return (await world.speech.get_application(name)).configuration_json
-    except ServiceError:
-        return None
-
-
 async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
     rng = random.Random(SEED)  # noqa: S311 (the moments of the faults, repeatable by seed; not a secret)
     trio = await start_trio(tmp_path, staleness_s=STALENESS_S)
@@ -193,6 +145,12 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
         await until(lambda: readable_now(world, app), "reads working once the vault is back")
         figures["speech_reading_after_vault_returned_s"] = round(time.monotonic() - back, 3)
 
+        # Speech killed in the middle of enables; the vault hung; the link to it cut.
+        figures.update(await kills_during_enable(trio, world, rng, KILLS))
+        figures.update(await vault_paused(trio, world, app))
+        other = world.resources[1]
+        figures.update(await revocation_across_a_partition(trio, world, other, reader_of(ledger, other)))
+
         # Nothing acknowledged lost; nothing unreadable or stuck.
         lost = [name for name, accepted in ledger.configs.items() if await readable(world, name) not in accepted]
         stuck = []
@@ -214,8 +172,8 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
         unaudited = [v for v in ledger.rotations if v not in audited]
         # Revocation after all those restarts: removing the identity's access stops reads.
         resource = world.resources[0]
-        reader = next(n for n in sorted(ledger.configs) if n.lower().startswith(resource.lower() + "/"))
-        await world.vaults.remove_access_policy("faults-kv", world.identities[resource])
+        reader = reader_of(ledger, resource)
+        await world.vaults.remove_access_policy(VAULT, world.identities[resource])
         revoked_at = time.monotonic()  # acknowledged: from here no read may succeed for long
         await until(lambda: refused_now(world, reader), "reads refused after the access policy was removed")
         figures["revocation_after_restarts_s"] = round(time.monotonic() - revoked_at, 3)
@@ -226,13 +184,21 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
         )  # fmt: skip
         if REPORT:
             write_report(Path(REPORT), figures)
+        missed = [f"{name} {figures[name]:.2f} s" for name, (target, _) in TARGETS.items()
+                  if figures[name] > GUARD_FACTOR * target]  # fmt: skip
+        assert missed == [], f"more than {GUARD_FACTOR}x over the target: {missed}"
         assert lost == [], lost
         assert stuck == [], stuck
         assert verdict.ok, verdict.problem
         assert unaudited == [], unaudited
         await world.close()
     finally:
-        trio.stop()
+        await trio.stop()
+
+
+def reader_of(ledger: Ledger, resource: str) -> str:
+    """An acknowledged application of `resource`."""
+    return next(n for n in sorted(ledger.configs) if n.lower().startswith(resource.lower() + "/"))
 
 
 async def not_ready(service: Any) -> bool:
@@ -247,14 +213,6 @@ async def not_ready(service: Any) -> bool:
         return True
     finally:
         await channel.close()
-
-
-async def refused_now(world: World, name: str) -> bool:
-    return await readable(world, name) is None
-
-
-async def readable_now(world: World, name: str) -> bool:
-    return await readable(world, name) is not None
 
 
 async def audited_versions(world: World) -> set[str]:
@@ -275,16 +233,22 @@ def write_report(path: Path, figures: dict[str, Any]) -> None:
         return f"median {statistics.median(values):.2f} s, max {max(values):.2f} s ({len(values)} restarts)"
 
     kills = figures["ready_after_kill"]
+    refusals = ", ".join(f"{k} {v}" for k, v in sorted(figures["pause_refusals"].items())) or "none"
     lines = [
         "# Reliability",
         "",
         f"Written by `python3 dev.py faults` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} "
         f"(seed {figures['seed']}); the figures are that run's, measured on this machine.",
         "",
-        "The services ran as three processes. Under a workload of application writes and key rotations "
-        "(a ledger keeping what was acknowledged), speech and the key vault were killed with SIGKILL "
+        "The services ran as three processes, speech reaching the vault through a TCP relay that the run can "
+        "cut. Under a workload of application writes and key rotations (a ledger keeping what was "
+        "acknowledged), speech and the key vault were killed with SIGKILL "
         f"{figures['kills_per_service']} times each at random moments and restarted on their data directory; "
-        f"then identity and the vault were each away for longer than the staleness bound ({STALENESS_S} s).",
+        f"identity and the vault were each away for longer than the staleness bound ({STALENESS_S} s); speech "
+        f"was killed {figures['enable_kills']} times 10-300 ms into enabling customer-managed keys on a fresh "
+        f"resource; the vault was paused with SIGSTOP for {figures['pause_s']:g} s; and the link between speech "
+        f"and the vault was cut silently for {figures['partition_s']:g} s while the vault revoked the access of "
+        "a resource's identity.",
         "",
         "| measure | result |",
         "| --- | --- |",
@@ -297,12 +261,20 @@ def write_report(path: Path, figures: dict[str, Any]) -> None:
         f"| acknowledged rotations not audited | {figures['unaudited_rotations']} |",
         f"| key vault ready after a kill | {summary(kills['keyvault'])} |",
         f"| speech ready after a kill | {summary(kills['speech'])} |",
-        f"| key vault ready again after identity was back (ready) | "
-        f"{figures['vault_serving_after_identity_returned_s']:.2f} s |",
-        f"| speech reading again after the vault was back (ready) | "
-        f"{figures['speech_reading_after_vault_returned_s']:.2f} s |",
-        f"| revocation after the restarts (policy removal acknowledged to reads refused) | "
-        f"{figures['revocation_after_restarts_s']:.2f} s |",
+        f"| enables killed / answered before the kill | {figures['enable_kills']} / "
+        f"{figures['enables_answered_before_kill']} |",
+        f"| interrupted enables resolved by speech (identities left behind: 0) | "
+        f"{figures['enable_kills_resolved_s']:.2f} s after the last restart |",
+        f"| slowest read while the vault was paused | {figures['pause_slowest_read_s']:.2f} s (refused: {refusals}) |",
+        "",
+        "The promises, and whether this run kept them:",
+        "",
+        "| measure | this run | target | met |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {what} | {figures[name]:.2f} s | {target:g} s | {'yes' if figures[name] <= target else 'NO'} |"
+            for name, (target, what) in TARGETS.items()
+        ],
         "",
         "Calls that failed during the faults (expected: a killed service answers nothing):",
         "",

@@ -25,7 +25,9 @@ class ChannelTls:
 # gRPC's defaults wait up to 120 s between reconnection attempts and never ping an idle
 # connection, so a service came back a minute late and a silent partition went unnoticed until
 # a cache's maximum age. These bring a returning peer back within a few seconds and notice a
-# dead one within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS (under 10 s).
+# dead one within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS (under 10 s). gRPC (1.85) waits for
+# a keepalive ping's answer by the ping timeout, not the keepalive timeout: without both, a
+# peer cut off silently was never noticed (tests/rpckit/test_channels.py).
 RECONNECT_BACKOFF_MS = {"initial": 100, "min": 100, "max": 2000}
 KEEPALIVE_TIME_MS = 5000
 KEEPALIVE_TIMEOUT_MS = 3000
@@ -43,6 +45,7 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ]
     if tls is None:
         return grpc.aio.insecure_channel(endpoint, options=options)
