@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -41,6 +41,17 @@ class ClientCredentials:
         (JSON with tenant_id, client_id and client_secret)."""
         data = json.loads(path.read_text())
         return cls(data["tenant_id"], data["client_id"], data["client_secret"])
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str) -> ClientCredentials | None:
+        """A platform service's sign-in from `{prefix}_CREDENTIALS_FILE`, or else from
+        `{prefix}_TENANT_ID`, `{prefix}_CLIENT_ID` and `{prefix}_CLIENT_SECRET`; None when
+        neither is set."""
+        if path := env.get(f"{prefix}_CREDENTIALS_FILE"):
+            return cls.from_file(Path(path))
+        if client_id := env.get(f"{prefix}_CLIENT_ID"):
+            return cls(env.get(f"{prefix}_TENANT_ID", ""), client_id, env.get(f"{prefix}_CLIENT_SECRET", ""))
+        return None
 
 
 RETRY_DELAYS = (0.05, 0.2, 0.5)

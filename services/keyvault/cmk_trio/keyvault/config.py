@@ -71,19 +71,9 @@ class KeyVaultConfig:
         The platform credentials come from CMK_KEYVAULT_CREDENTIALS_FILE (JSON with tenant_id,
         client_id, client_secret) or the three CMK_KEYVAULT_* variables.
         """
-        credentials = overrides.pop("credentials", None)
+        credentials = overrides.pop("credentials", None) or ClientCredentials.from_env(env, "CMK_KEYVAULT")
         if credentials is None:
-            path = env_path(env, "CMK_KEYVAULT_CREDENTIALS_FILE", None)
-            if path is not None:
-                credentials = ClientCredentials.from_file(path)
-            elif env.get("CMK_KEYVAULT_CLIENT_ID"):
-                credentials = ClientCredentials(
-                    env_str(env, "CMK_KEYVAULT_TENANT_ID", ""),
-                    env["CMK_KEYVAULT_CLIENT_ID"],
-                    env_str(env, "CMK_KEYVAULT_CLIENT_SECRET", ""),
-                )
-            else:
-                raise ConfigError("the key vault needs platform credentials (CMK_KEYVAULT_CREDENTIALS_FILE)")
+            raise ConfigError("the key vault needs platform credentials (CMK_KEYVAULT_CREDENTIALS_FILE)")
         values: dict[str, object] = {
             "data_dir": env_path(env, "CMK_DATA_DIR", Path(".cmk")),
             "identity_endpoint": env_str(env, "CMK_IDENTITY_ENDPOINT", ""),

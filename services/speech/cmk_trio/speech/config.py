@@ -63,13 +63,14 @@ class SpeechConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> SpeechConfig:
-        """Build from CMK_* variables; keyword overrides (from flags) win when not None."""
-        credentials = overrides.pop("credentials", None)
+        """Build from CMK_* variables; keyword overrides (from flags) win when not None.
+
+        The platform credentials come from CMK_SPEECH_CREDENTIALS_FILE (JSON with tenant_id,
+        client_id, client_secret) or the three CMK_SPEECH_* variables.
+        """
+        credentials = overrides.pop("credentials", None) or ClientCredentials.from_env(env, "CMK_SPEECH")
         if credentials is None:
-            path = env_path(env, "CMK_SPEECH_CREDENTIALS_FILE", None)
-            if path is None:
-                raise ConfigError("the speech service needs platform credentials (CMK_SPEECH_CREDENTIALS_FILE)")
-            credentials = ClientCredentials.from_file(path)
+            raise ConfigError("the speech service needs platform credentials (CMK_SPEECH_CREDENTIALS_FILE)")
         values: dict[str, object] = {
             "data_dir": env_path(env, "CMK_DATA_DIR", Path(".cmk")),
             "identity_endpoint": env_str(env, "CMK_IDENTITY_ENDPOINT", ""),
