@@ -31,7 +31,7 @@ def test_platform_credentials_from_three_variables(config, prefix):
            f"{prefix}_CLIENT_SECRET": "hunter2-secret"}  # fmt: skip
     loaded = config.from_env(env)
     assert loaded.credentials == ClientCredentials("t", "c", "hunter2-secret")
-    assert "hunter2-secret" not in repr(loaded)  # the secret stays out of logs and reprs  # the secret stays out of logs and reprs
+    assert "hunter2-secret" not in repr(loaded)  # the secret stays out of logs and reprs
 
 
 @pytest.mark.parametrize(("config", "prefix"), SERVICES)

@@ -158,3 +158,31 @@ async def test_concurrent_policy_changes_for_one_principal_all_take_effect(custo
     vault = await customer.vaults.get_vault("concurrent")
     entry = next(p for p in vault.access_policies if p.object_id == app.object_id)
     assert sorted(entry.key_permissions) == sorted(["get", *wanted])
+
+
+async def test_a_contributor_cannot_grant_itself_the_vaults_keys(customer, operator, channel, clock, kv_channel):
+    """Issue 12, finding 5: access policies decide who may unwrap every data key a vault
+    wraps, so changing them needs Owner (Azure lets a Contributor do it; we do not)."""
+    await customer.vaults.create_vault("kv1", customer.subscription_id, "rg1", "westeurope")
+    key = await customer.vaults.create_key("kv1", "cmk")
+    wrapped = (await customer.vaults.wrap(key.key_id, b"k" * 32)).ciphertext
+    mallory, _, client = await make_principal(operator, channel, clock, customer.tenant_id, "mallory",
+                                              kind=idres.USER)  # fmt: skip
+    await customer.tenant.admin_client.create_role_assignment(
+        mallory.object_id, idres.CONTRIBUTOR, f"/subscriptions/{customer.subscription_id}"
+    )
+    vaults = KeyVaultClient(kv_channel, client.token_for)
+    await vaults.update_vault("kv1", soft_delete=True)  # a Contributor changes the vault itself
+    for change in (
+        vaults.set_access_policy("kv1", customer.tenant_id, mallory.object_id, ["unwrapKey"]),
+        vaults.update_access_policy("kv1", customer.tenant_id, mallory.object_id, add=["unwrapKey"]),
+        vaults.remove_access_policy("kv1", customer.tenant.admin.object_id),
+    ):
+        with pytest.raises(PermissionDenied) as caught:
+            await change
+        assert caught.value.reason is Reason.ROLE_REQUIRED and "Owner" in caught.value.message
+    with pytest.raises(PermissionDenied):
+        await vaults.unwrap(key.key_id, wrapped)
+    # An Owner grants.
+    await customer.vaults.set_access_policy("kv1", customer.tenant_id, mallory.object_id, ["unwrapKey"])
+    assert (await vaults.unwrap(key.key_id, wrapped)).plaintext == b"k" * 32

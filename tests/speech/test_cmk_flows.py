@@ -95,15 +95,15 @@ async def test_a_vault_of_another_tenant_is_refused(world, operator, channel, kv
 
 
 async def test_a_caller_who_may_not_change_the_vaults_policies_is_refused(world, operator, channel, clock):
-    # Carol may change the resource and read the vault, but not change the vault's policies.
+    # Carol may change the resource and the vault (Contributor), but not the vault's access
+    # policies: that needs Owner (stricter than Azure; issue 12, finding 5).
     carol, _, carol_client = await make_principal(operator, channel, clock, world.tenant_id, "carol", kind=idres.USER)
-    await operator.create_role_assignment(carol.object_id, idres.CONTRIBUTOR, world.resource.name)
-    await operator.create_role_assignment(carol.object_id, idres.READER, f"/subscriptions/{world.subscription_id}")
+    await operator.create_role_assignment(carol.object_id, idres.CONTRIBUTOR, f"/subscriptions/{world.subscription_id}")
     carol_speech = SpeechClient(world.speech.channel, carol_client.token_for)
     policies_before = (await world.vaults.get_vault("contoso-cmk")).access_policies
     with pytest.raises(PermissionDenied) as caught:
         await carol_speech.set_encryption(world.resource.name, vault_name="contoso-cmk", key_name="cmk")
-    assert caught.value.reason is Reason.GRANT_REFUSED
+    assert caught.value.reason is Reason.GRANT_REFUSED and "Owner" in caught.value.message
     after = await world.speech.get_resource(world.resource.name)
     assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
     assert (await world.vaults.get_vault("contoso-cmk")).access_policies == policies_before

@@ -141,9 +141,22 @@ async def test_data_needs_a_role_on_the_resource(speech_customer, operator, chan
         await bob_speech.get_application(app.name)
     assert caught.value.reason is Reason.ROLE_REQUIRED
     await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.READER, resource.name)
-    assert (await bob_speech.get_application(app.name)).configuration_json == CONFIG
     with pytest.raises(PermissionDenied):
         await bob_speech.update_application(app.name, app.etag, "x", "{}")
+    # A Reader sees metadata, never the secrets (issue 12, finding 6).
+    seen = await bob_speech.get_application(app.name)
+    assert (seen.display_name, seen.configuration_json, seen.configuration_withheld) == ("Lights", "", True)
+    (listed,) = (await bob_speech.list_applications(resource.name)).applications
+    assert (listed.configuration_json, listed.configuration_withheld) == ("", True)
+    await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
+    with pytest.raises(PermissionDenied) as caught:
+        await bob_speech.get_luis_keys(resource.name)
+    assert caught.value.reason is Reason.ROLE_REQUIRED and "Contributor" in caught.value.message
+    # A Contributor reads them.
+    await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.CONTRIBUTOR, resource.name)
+    opened = await bob_speech.get_application(app.name)
+    assert (opened.configuration_json, opened.configuration_withheld) == (CONFIG, False)
+    assert (await bob_speech.get_luis_keys(resource.name)).authoring_key == "authoring-key-123"
 
 
 async def test_cmk_approval_is_requested_by_an_owner_and_decided_by_the_operator(speech_customer, operator, sp_channel):

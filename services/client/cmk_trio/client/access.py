@@ -18,6 +18,12 @@ class Access(IntEnum):
     READ = res.READ
     WRITE = res.WRITE
     MANAGE_ACCESS = res.MANAGE_ACCESS
+    READ_SECRETS = res.WRITE
+    """Reading a resource's secrets (keys, configuration): Contributor, as the real
+    platform's listKeys action, which the Reader role lacks. (An alias of WRITE.)"""
+    GRANT = res.MANAGE_ACCESS
+    """Changing who may use a vault's keys (its access policies): Owner. Stricter than Azure,
+    where a Contributor may add itself to a vault's access policies. (An alias of MANAGE_ACCESS.)"""
 
     @property
     def least_role(self) -> str:

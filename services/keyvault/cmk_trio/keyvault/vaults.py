@@ -252,7 +252,7 @@ class Vaults:
     async def remove_policy(self, caller: VerifiedToken, name: str, object_id: str) -> Vault:
         object_id = require_uuid("object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.GRANT)
         if vault.policy_of(object_id) is None:
             raise errors.NotFound(
                 Reason.ACCESS_POLICY_NOT_FOUND, f"vault {vault.vault_name} has no access policy entry for {object_id}"
@@ -277,7 +277,7 @@ class Vaults:
         tenant_id = require_uuid("access_policy.tenant_id", tenant_id)
         object_id = require_uuid("access_policy.object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require(caller, vault.resource_id, Access.GRANT)
         if tenant_id != vault.tenant_id:
             raise errors.FailedPrecondition(
                 Reason.ACCESS_POLICY_TENANT_MISMATCH,

@@ -72,8 +72,9 @@ def application_pb(a: OpenedApplication) -> res.Application:
     r = a.record
     return res.Application(
         name=f"{r.resource_id}/applications/{r.application_id}", application_id=r.application_id,
-        display_name=r.display_name, configuration_json=a.configuration_json, etag=r.etag,
+        display_name=r.display_name, configuration_json=a.configuration_json or "", etag=r.etag,
         create_time=to_timestamp(r.create_time), update_time=to_timestamp(r.update_time),
+        configuration_withheld=a.configuration_json is None,
     )  # fmt: skip
 
 

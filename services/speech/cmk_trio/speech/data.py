@@ -41,10 +41,11 @@ class DataKeySource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OpenedApplication:
-    """An application with its configuration in clear, for the caller that may read it."""
+    """An application with its configuration in clear for a caller who may read the
+    resource's secrets; None (not decrypted at all) for one who may only read metadata."""
 
     record: Application
-    configuration_json: str = field(repr=False)
+    configuration_json: str | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,18 +142,29 @@ class Data:
     async def get_application(self, caller: VerifiedToken, resource_id: str, app_id: str) -> OpenedApplication:
         resource = await self._resource(caller, resource_id, Access.READ)
         record = await self._application(resource, app_id)
-        plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
-        return OpenedApplication(record, plain.decode())
+        return await self._opened(resource, record, await self._reads_secrets(caller, resource))
 
     async def list_applications(
         self, caller: VerifiedToken, resource_id: str, *, after: int, limit: int
     ) -> list[tuple[int, OpenedApplication]]:
         resource = await self._resource(caller, resource_id, Access.READ)
+        secrets = await self._reads_secrets(caller, resource)
         found = []
         for seq, record in await self._store.list_applications(resource.uid, after=after, limit=limit):
-            plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
-            found.append((seq, OpenedApplication(record, plain.decode())))
+            found.append((seq, await self._opened(resource, record, secrets)))
         return found
+
+    async def _reads_secrets(self, caller: VerifiedToken, resource: SpeechResource) -> bool:
+        """Whether the caller may read the resource's secrets: Contributor or Owner. A
+        Reader sees metadata only (on the real platform, listing keys is an action the
+        Reader role lacks)."""
+        return await self._resources.authorizer.allowed(caller.object_id, resource.resource_id, Access.READ_SECRETS)
+
+    async def _opened(self, resource: SpeechResource, record: Application, secrets: bool) -> OpenedApplication:
+        if not secrets:
+            return OpenedApplication(record, None)  # not decrypted: no data key is touched
+        plain = await self._open(resource, record.sealed_configuration, record.application_id, record.version)
+        return OpenedApplication(record, plain.decode())
 
     async def update_application(
         self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str, name: str, config_json: str
@@ -207,7 +219,7 @@ class Data:
         return LuisKeys(authoring, prediction, now)
 
     async def get_luis_keys(self, caller: VerifiedToken, resource_id: str) -> LuisKeys:
-        resource = await self._resource(caller, resource_id, Access.READ)
+        resource = await self._resource(caller, resource_id, Access.READ_SECRETS)
         stored = await self._store.get_luis_keys(resource.uid)
         if stored is None:
             raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")

@@ -338,7 +338,7 @@ class Encryption:
                         raise PermissionDenied(
                             Reason.GRANT_REFUSED,
                             f"you may not change the access policies of vault {vault.name}, so its key cannot be "
-                            "granted to the resource's identity; ask for Contributor on the vault, or grant "
+                            "granted to the resource's identity; ask for Owner on the vault, or have an Owner grant "
                             "get/wrapKey/unwrapKey yourself and use --no-grant",
                             metadata={"vault": vault.name, "cause": exc.reason.value},
                         ) from None

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cmk_trio/proto/speech/v1/resources.proto\x12\rcmk.speech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x10ResourceIdentity\x12\x17\n\x0fsystem_assigned\x18\x01 \x01(\x08\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"\xeb\x01\n\nEncryption\x12,\n\nkey_source\x18\x01 \x01(\x0e\x32\x18.cmk.speech.v1.KeySource\x12\x0f\n\x07key_uri\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\t\x12\x11\n\tvault_uri\x18\x04 \x01(\t\x12\x10\n\x08key_name\x18\x05 \x01(\t\x12\x1d\n\x15\x66ollow_latest_version\x18\x06 \x01(\x08\x12(\n\x06status\x18\x07 \x01(\x0e\x32\x18.cmk.speech.v1.KeyStatus\x12\x1b\n\x13inaccessible_reason\x18\x08 \x01(\t\"\xcf\x02\n\x0eSpeechResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x16\n\x0eresource_group\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\x12\x30\n\x0cpricing_tier\x18\x06 \x01(\x0e\x32\x1a.cmk.speech.v1.PricingTier\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08identity\x18\x08 \x01(\x0b\x32\x1f.cmk.speech.v1.ResourceIdentity\x12-\n\nencryption\x18\t \x01(\x0b\x32\x19.cmk.speech.v1.Encryption\x12\x11\n\ttenant_id\x18\n \x01(\t\"\xd5\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x1a\n\x12\x63onfiguration_json\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x08LuisKeys\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rauthoring_key\x18\x02 \x01(\t\x12\x16\n\x0eprediction_key\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x01\n\x0b\x43mkApproval\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.cmk.speech.v1.ApprovalState\x12\x30\n\x0crequest_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdecision_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t*;\n\x0bPricingTier\x12\x1c\n\x18PRICING_TIER_UNSPECIFIED\x10\x00\x12\x06\n\x02\x46\x30\x10\x01\x12\x06\n\x02S0\x10\x02*T\n\tKeySource\x12\x1a\n\x16KEY_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11MICROSOFT_MANAGED\x10\x01\x12\x14\n\x10\x43USTOMER_MANAGED\x10\x02*Z\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x14\n\x10KEY_INACCESSIBLE\x10\x02\x12\x0e\n\nKEY_PURGED\x10\x03*Z\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\r\n\tREQUESTED\x10\x01\x12\x0c\n\x08\x41PPROVED\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cmk_trio/proto/speech/v1/resources.proto\x12\rcmk.speech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x10ResourceIdentity\x12\x17\n\x0fsystem_assigned\x18\x01 \x01(\x08\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"\xeb\x01\n\nEncryption\x12,\n\nkey_source\x18\x01 \x01(\x0e\x32\x18.cmk.speech.v1.KeySource\x12\x0f\n\x07key_uri\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\t\x12\x11\n\tvault_uri\x18\x04 \x01(\t\x12\x10\n\x08key_name\x18\x05 \x01(\t\x12\x1d\n\x15\x66ollow_latest_version\x18\x06 \x01(\x08\x12(\n\x06status\x18\x07 \x01(\x0e\x32\x18.cmk.speech.v1.KeyStatus\x12\x1b\n\x13inaccessible_reason\x18\x08 \x01(\t\"\xcf\x02\n\x0eSpeechResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x16\n\x0eresource_group\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\x12\x30\n\x0cpricing_tier\x18\x06 \x01(\x0e\x32\x1a.cmk.speech.v1.PricingTier\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08identity\x18\x08 \x01(\x0b\x32\x1f.cmk.speech.v1.ResourceIdentity\x12-\n\nencryption\x18\t \x01(\x0b\x32\x19.cmk.speech.v1.Encryption\x12\x11\n\ttenant_id\x18\n \x01(\t\"\xf5\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x1a\n\x12\x63onfiguration_json\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16\x63onfiguration_withheld\x18\x08 \x01(\x08\"x\n\x08LuisKeys\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rauthoring_key\x18\x02 \x01(\t\x12\x16\n\x0eprediction_key\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x01\n\x0b\x43mkApproval\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.cmk.speech.v1.ApprovalState\x12\x30\n\x0crequest_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdecision_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t*;\n\x0bPricingTier\x12\x1c\n\x18PRICING_TIER_UNSPECIFIED\x10\x00\x12\x06\n\x02\x46\x30\x10\x01\x12\x06\n\x02S0\x10\x02*T\n\tKeySource\x12\x1a\n\x16KEY_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11MICROSOFT_MANAGED\x10\x01\x12\x14\n\x10\x43USTOMER_MANAGED\x10\x02*Z\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x14\n\x10KEY_INACCESSIBLE\x10\x02\x12\x0e\n\nKEY_PURGED\x10\x03*Z\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\r\n\tREQUESTED\x10\x01\x12\x0c\n\x08\x41PPROVED\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cmk_trio.proto.speech.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRICINGTIER']._serialized_start=1329
-  _globals['_PRICINGTIER']._serialized_end=1388
-  _globals['_KEYSOURCE']._serialized_start=1390
-  _globals['_KEYSOURCE']._serialized_end=1474
-  _globals['_KEYSTATUS']._serialized_start=1476
-  _globals['_KEYSTATUS']._serialized_end=1566
-  _globals['_APPROVALSTATE']._serialized_start=1568
-  _globals['_APPROVALSTATE']._serialized_end=1658
+  _globals['_PRICINGTIER']._serialized_start=1361
+  _globals['_PRICINGTIER']._serialized_end=1420
+  _globals['_KEYSOURCE']._serialized_start=1422
+  _globals['_KEYSOURCE']._serialized_end=1506
+  _globals['_KEYSTATUS']._serialized_start=1508
+  _globals['_KEYSTATUS']._serialized_end=1598
+  _globals['_APPROVALSTATE']._serialized_start=1600
+  _globals['_APPROVALSTATE']._serialized_end=1690
   _globals['_RESOURCEIDENTITY']._serialized_start=92
   _globals['_RESOURCEIDENTITY']._serialized_end=176
   _globals['_ENCRYPTION']._serialized_start=179
@@ -47,9 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPEECHRESOURCE']._serialized_start=417
   _globals['_SPEECHRESOURCE']._serialized_end=752
   _globals['_APPLICATION']._serialized_start=755
-  _globals['_APPLICATION']._serialized_end=968
-  _globals['_LUISKEYS']._serialized_start=970
-  _globals['_LUISKEYS']._serialized_end=1090
-  _globals['_CMKAPPROVAL']._serialized_start=1093
-  _globals['_CMKAPPROVAL']._serialized_end=1327
+  _globals['_APPLICATION']._serialized_end=1000
+  _globals['_LUISKEYS']._serialized_start=1002
+  _globals['_LUISKEYS']._serialized_end=1122
+  _globals['_CMKAPPROVAL']._serialized_start=1125
+  _globals['_CMKAPPROVAL']._serialized_end=1359
 # @@protoc_insertion_point(module_scope)

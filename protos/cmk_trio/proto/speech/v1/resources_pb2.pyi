@@ -289,6 +289,7 @@ class Application(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CONFIGURATION_WITHHELD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: "{resource}/applications/{application_id}". Output only."""
     application_id: _builtins.str
@@ -296,9 +297,15 @@ class Application(_message.Message):
     display_name: _builtins.str
     """A human-readable name."""
     configuration_json: _builtins.str
-    """The configuration JSON, returned in clear to authorised callers only."""
+    """The configuration JSON, returned in clear only to callers who may read the resource's
+    secrets (Contributor or Owner); empty for a Reader, with configuration_withheld set.
+    """
     etag: _builtins.str
     """Changes on every update; an update with a stale etag is refused. Output only."""
+    configuration_withheld: _builtins.bool
+    """The caller may see the application but not its configuration (a Reader sees metadata
+    only, as listing keys is an action the Reader role lacks). Output only.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created. Output only."""
@@ -317,10 +324,11 @@ class Application(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        configuration_withheld: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "configuration_json", b"configuration_json", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "configuration_json", b"configuration_json", "configuration_withheld", b"configuration_withheld", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,7 +336,7 @@ Global___Application: _TypeAlias = Application  # noqa: Y015
 
 @_typing.final
 class LuisKeys(_message.Message):
-    """The LUIS keys of a resource, stored only encrypted."""
+    """The LUIS keys of a resource, stored only encrypted; reading them needs Contributor."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
