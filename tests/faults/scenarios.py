@@ -24,11 +24,16 @@ PARTITION_S = 12.0
 
 
 async def kills_during_enable(trio: Trio, world: World, rng: random.Random, kills: int) -> dict[str, Any]:
-    """Kill speech 10-300 ms into the first enable of a fresh resource (the one that makes its
-    managed identity and grants it), `kills` times. Afterwards every interrupted enable must
-    be resolved by speech itself: no managed identity in the directory that no resource
+    """Kill speech at a random moment of the first enable of a fresh resource (the one that
+    makes its managed identity and grants it), `kills` times: within the time an enable
+    takes here, measured first on a resource of its own. Afterwards every interrupted enable
+    must be resolved by speech itself: no managed identity in the directory that no resource
     records, and every resource can enable customer-managed keys (nothing stuck)."""
-    made: list[str] = []
+    probe = (await world.speech.create_resource(world.subscription_id, "rg", "enable-probe", "westeurope")).name
+    started = time.monotonic()
+    await world.speech.set_encryption(probe, key_uri=world.key_uri, key_subscription_id=world.subscription_id)
+    window = time.monotonic() - started
+    made: list[str] = [probe]
     answered = 0
     for i in range(kills):
         resource = (await world.speech.create_resource(world.subscription_id, "rg", f"enable-{i}", "westeurope")).name
@@ -36,7 +41,7 @@ async def kills_during_enable(trio: Trio, world: World, rng: random.Random, kill
         enable = asyncio.ensure_future(
             world.speech.set_encryption(resource, key_uri=world.key_uri, key_subscription_id=world.subscription_id)
         )
-        await asyncio.sleep(rng.uniform(0.01, 0.3))
+        await asyncio.sleep(rng.uniform(0, window))
         trio.speech.kill9()
         with contextlib.suppress(ServiceError):
             await enable
@@ -56,7 +61,7 @@ async def kills_during_enable(trio: Trio, world: World, rng: random.Random, kill
             stuck.append(f"{resource}: {exc.reason.value}")
     assert stuck == [], stuck
     assert await identities_match(world, made), "an identity left behind after the enables"
-    return {"enable_kills": kills, "enables_answered_before_kill": answered,
+    return {"enable_kills": kills, "enables_answered_before_kill": answered, "enable_s": round(window, 3),
             "enable_kills_resolved_s": round(resolved_in, 3)}  # fmt: skip
 
 

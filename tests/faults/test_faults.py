@@ -245,8 +245,9 @@ def write_report(path: Path, figures: dict[str, Any]) -> None:
         "acknowledged), speech and the key vault were killed with SIGKILL "
         f"{figures['kills_per_service']} times each at random moments and restarted on their data directory; "
         f"identity and the vault were each away for longer than the staleness bound ({STALENESS_S} s); speech "
-        f"was killed {figures['enable_kills']} times 10-300 ms into enabling customer-managed keys on a fresh "
-        f"resource; the vault was paused with SIGSTOP for {figures['pause_s']:g} s; and the link between speech "
+        f"was killed {figures['enable_kills']} times at a random moment of enabling customer-managed keys on a "
+        f"fresh resource (within the {figures['enable_s'] * 1000:.0f} ms an enable took); the vault was "
+        f"paused with SIGSTOP for {figures['pause_s']:g} s; and the link between speech "
         f"and the vault was cut silently for {figures['partition_s']:g} s while the vault revoked the access of "
         "a resource's identity.",
         "",

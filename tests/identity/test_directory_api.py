@@ -143,11 +143,21 @@ async def test_one_managed_identity_per_resource_in_its_subscriptions_tenant(ope
         a.tenant_id, resource_id(a.subscription_id).upper().replace("SUBSCRIPTIONS", "subscriptions")
     )
     assert again.object_id == made.object_id
-    # ...but another platform service cannot take over the resource's identity.
-    _, _, other = await make_principal(operator, channel, clock, platform_tid, "other", platform_service="other")
+    # ...but another principal of the platform cannot take over the resource's identity...
+    _, _, other = await make_principal(operator, channel, clock, platform_tid, "other", platform_service="speech")
     with pytest.raises(AlreadyExists) as exists:
         await other.create_managed_identity(a.tenant_id, resource_id(a.subscription_id))
     assert exists.value.reason is Reason.MANAGED_IDENTITY_EXISTS
+    # ...and a platform service acts only for its own resource provider's resources (issue 12,
+    # finding 9: the key vault's principal made speech resources' identities).
+    _, _, vault = await make_principal(operator, channel, clock, platform_tid, "vault", platform_service="keyvault")
+    _, _, unknown = await make_principal(operator, channel, clock, platform_tid, "x", platform_service="other")
+    for stranger in (vault, unknown):
+        with pytest.raises(PermissionDenied) as wrong:
+            await stranger.create_managed_identity(a.tenant_id, resource_id(a.subscription_id, "fresh"))
+        assert wrong.value.reason is Reason.PROVIDER_NOT_OWNED
+    vault_id = f"/subscriptions/{a.subscription_id}/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1"
+    assert (await vault.create_managed_identity(a.tenant_id, vault_id)).resource_id.endswith("/vaults/kv1")
     with pytest.raises(FailedPrecondition) as caught:
         await speech.create_managed_identity(b.tenant_id, resource_id(a.subscription_id, "other"))
     assert caught.value.reason is Reason.RESOURCE_NOT_IN_TENANT

@@ -12,7 +12,7 @@ from cmk_trio.identity.model import (
     Principal,
     PrincipalKind,
 )
-from cmk_trio.identity.scopes import parse_resource_id
+from cmk_trio.identity.scopes import RESOURCE_PROVIDERS, parse_resource_id, provider_of
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import display_name
 
@@ -173,6 +173,14 @@ class Principals(DirectoryBase):
                 "only a platform service principal may create managed identities",
             )
         resource_id, subscription_id = parse_resource_id("resource_id", resource_id)
+        provider = RESOURCE_PROVIDERS.get(actor.platform_service, "")
+        if provider.lower() != provider_of(resource_id).lower():
+            raise errors.PermissionDenied(
+                Reason.PROVIDER_NOT_OWNED,
+                f"the platform service {actor.platform_service!r} makes managed identities only for resources of "
+                f"its own resource provider ({provider or 'none'})",
+                metadata={"platform_service": actor.platform_service},
+            )
         name = display_name("display_name", name or resource_id.rsplit("/", 1)[-1])
         await self._tenant(tenant_id)
         sub = await self._subscription(subscription_id)

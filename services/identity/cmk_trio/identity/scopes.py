@@ -49,6 +49,16 @@ def _parse(field: str, value: str, pattern: re.Pattern[str], example: str) -> tu
     return canonical, subscription_id
 
 
+RESOURCE_PROVIDERS = {"speech": "Microsoft.CognitiveServices", "keyvault": "Microsoft.KeyVault"}
+"""The resource provider whose resources each platform service owns (the one it may make
+managed identities for)."""
+
+
+def provider_of(resource_id: str) -> str:
+    """The provider namespace of a canonical resource id ("Microsoft.KeyVault")."""
+    return resource_id.split("/")[6]
+
+
 def is_under(scope: str, ancestor: str) -> bool:
     """True if `scope` is `ancestor` or lies below it (case-insensitive, whole segments)."""
     s, a = scope.rstrip("/").lower(), ancestor.rstrip("/").lower()

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     OPERATOR_REQUIRED = "OPERATOR_REQUIRED"  # only the platform operator may do this
     TENANT_ADMIN_REQUIRED = "TENANT_ADMIN_REQUIRED"  # needs a tenant administrator (or operator)
     PLATFORM_PRINCIPAL_REQUIRED = "PLATFORM_PRINCIPAL_REQUIRED"  # needs a platform service
+    PROVIDER_NOT_OWNED = "PROVIDER_NOT_OWNED"  # a platform service acted for another provider's resource
     CROSS_TENANT_ACCESS_DENIED = "CROSS_TENANT_ACCESS_DENIED"  # the target is in another tenant
     ROLE_REQUIRED = "ROLE_REQUIRED"  # no role assignment grants the action on the scope
     MANAGED_IDENTITY_NOT_OWNED = "MANAGED_IDENTITY_NOT_OWNED"  # caller is not the owning platform
