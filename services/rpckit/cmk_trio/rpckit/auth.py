@@ -12,7 +12,7 @@ import grpc
 from cmk_trio.rpckit.errors import ServiceError, Unauthenticated
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
-from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
 
 _caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
 
@@ -85,23 +85,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         def unary(inner: Unary) -> Unary:
             async def authenticated(request: Any, context: Context) -> Any:
                 token = await self._authenticate(context, method, audience)
-                reset = _caller.set(token)
-                try:
+                with bound(_caller, token):
                     return await inner(request, context)
-                finally:
-                    _caller.reset(reset)
 
             return authenticated
 
         def stream(inner: Stream) -> Stream:
             async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
                 token = await self._authenticate(context, method, audience)
-                reset = _caller.set(token)
-                try:
+                with bound(_caller, token):
                     async for response in inner(request, context):
                         yield response
-                finally:
-                    _caller.reset(reset)
 
             return authenticated
 

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -108,35 +108,36 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
 
         def unary(inner: Unary) -> Unary:
             async def observed(request: Any, context: Context) -> Any:
-                token, started = await self._begin(context)
+                request_id, started = await self._begin(context)
                 try:
-                    return await inner(request, context)
+                    with bound(_request_id, request_id):
+                        return await inner(request, context)
                 finally:
-                    self._end(method, context, started, token)
+                    self._end(method, context, started)
 
             return observed
 
         def stream(inner: Stream) -> Stream:
             async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-                token, started = await self._begin(context)
+                request_id, started = await self._begin(context)
                 try:
-                    async for item in inner(request, context):
-                        yield item
+                    with bound(_request_id, request_id):
+                        async for item in inner(request, context):
+                            yield item
                 finally:
-                    self._end(method, context, started, token)
+                    self._end(method, context, started)
 
             return observed
 
         return rewrap(handler, unary, stream)
 
-    async def _begin(self, context: Context) -> tuple[contextvars.Token[str | None], float]:
+    async def _begin(self, context: Context) -> tuple[str, float]:
         request_id = request_id_from(context.invocation_metadata())
         # In the initial metadata: an error's status details replace the trailing metadata.
         await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-        return _request_id.set(request_id), time.perf_counter()
+        return request_id, time.perf_counter()
 
-    def _end(self, method: str, context: Context, started: float, token: contextvars.Token[str | None]) -> None:
-        _request_id.reset(token)
+    def _end(self, method: str, context: Context, started: float) -> None:
         if self._metrics is None:
             return
         code = context.code()

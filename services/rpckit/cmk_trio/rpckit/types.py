@@ -1,12 +1,17 @@
-"""Type aliases for gRPC objects whose stubs are generic, and the one way our interceptors
-wrap a method's behaviour."""
+"""Type aliases for gRPC objects whose stubs are generic, the one way our interceptors
+wrap a method's behaviour, and the one way a call's values (its caller, its request id) are
+bound for the length of the call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
 
 import grpc
+
+T = TypeVar("T")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 """The servicer context of any method (requests and responses are typed per method)."""
@@ -36,3 +41,19 @@ def rewrap(
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+@contextmanager
+def bound(var: contextvars.ContextVar[T], value: T) -> Iterator[T]:
+    """`var` set to `value` inside the block. A server stream's generator that gRPC leaves
+    suspended (its client went away mid-write) is closed later by the event loop, in another
+    context: that context never saw the value, so there is nothing to undo there (a plain
+    `reset` raised "created in a different Context" from a task nobody awaited)."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        try:
+            var.reset(token)
+        except ValueError:
+            pass  # closed from another context, which never held the value

@@ -16,6 +16,7 @@ from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
+from cmk_trio.rpckit.types import bound
 from cmk_trio.speech.customer_keys import KEY_PERMISSIONS, KeyInfo, VaultInfo
 from cmk_trio.speech.errors import NotFound
 
@@ -37,11 +38,8 @@ class GrpcVaultGateway:
 
     @contextmanager
     def _as(self, token: str) -> Iterator[KeyVaultClient]:
-        reset = self._token.set(token)
-        try:
+        with bound(self._token, token):
             yield self._kv
-        finally:
-            self._token.reset(reset)
 
     async def get_vault(self, token: str, vault_name: str) -> VaultInfo:
         with self._as(token) as kv:

@@ -29,6 +29,7 @@ from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.observe import current_request_id
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
+from cmk_trio.rpckit.types import bound
 
 SYSTEM_CLIENT = "keyvault"
 """The client id of the records of what the service does by itself."""
@@ -99,9 +100,9 @@ class AuditTrail:
 
     @asynccontextmanager
     async def _scoped(self, scope: CallScope) -> AsyncIterator[CallScope]:
-        reset = _scope.set(scope)
         try:
-            yield scope
+            with bound(_scope, scope):
+                yield scope
         except ServiceError as exc:
             if not scope.written:
                 await self._audit.append(self._entry(scope, "denied", exc.reason.value))
@@ -110,8 +111,6 @@ class AuditTrail:
             if not scope.written:
                 await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value))
             raise
-        finally:
-            _scope.reset(reset)
         if not scope.written:
             await self._audit.append(self._entry(scope, "allowed", ""))
 
