@@ -68,7 +68,9 @@ def test_a_data_directory_that_is_a_file_is_refused(tmp_path, env):
 def test_the_data_directory_is_made_private(tmp_path, env):
     data_dir = tmp_path / "fresh" / "data"
     stop(started(data_dir, env))
-    assert data_dir.stat().st_mode & 0o777 == 0o700
+    # The parents it had to make too (issue 12, finding 10: they were 0755).
+    assert [d.stat().st_mode & 0o777 for d in (data_dir.parent, data_dir)] == [0o700, 0o700]
+    assert all(f.stat().st_mode & 0o077 == 0 for f in data_dir.iterdir() if f.is_file())
 
 
 def test_a_corrupted_database_is_refused_naming_the_file(used, env):

@@ -191,6 +191,29 @@ def test_serve_announces_itself_in_json_too(tmp_path):
         assert process.wait(timeout=15) == 0
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_the_operator_secret_can_stay_out_of_standard_output(tmp_path, how):
+    """For containers, whose engine keeps standard output in `logs` for good (issue 12,
+    finding 10): the secret goes only to the 0600 operator file."""
+    env = service_env(tmp_path)
+    args = [*CMK, "serve", "identity", "--data-dir", str(tmp_path / "d"), "--port", "0"]
+    if how == "flag":
+        args.append("--hide-operator-secret")
+    else:
+        env["CMK_HIDE_OPERATOR_SECRET"] = "1"
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        banner = process.stdout.readline()  # type: ignore[union-attr]
+        while "sign in with" not in banner:
+            banner += process.stdout.readline()  # type: ignore[union-attr]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    operator = json.loads((tmp_path / "d" / "operator.json").read_text())
+    assert operator["client_id"] in banner and "in the file only" in banner
+    assert operator["client_secret"] not in banner + out + err
+
+
 def test_tables_for_people(served):
     cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
     result = invoke(served.env, "tenant", "list")

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cmk_trio.rpckit.datadir import make_private_dir
+
 DEFAULT_PROFILE = Path.home() / ".config" / "cmk" / "profile.json"
 RENEW_MARGIN_SECONDS = 30
 
@@ -40,7 +42,7 @@ class Profile:
         self.tokens[audience] = {"token": token, "expires_at": expires_at}
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(path.parent)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

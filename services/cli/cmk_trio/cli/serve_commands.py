@@ -57,6 +57,14 @@ def serve() -> None:
     """Start one service in the foreground."""
 
 
+HIDE_SECRET = click.option(
+    "--hide-operator-secret",
+    is_flag=True,
+    envvar="CMK_HIDE_OPERATOR_SECRET",
+    help="write the operator's new client secret only to its 0600 file, not to standard output (containers)",
+)
+
+
 @command(serve, "identity")
 @data_dir_option
 @click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
@@ -74,6 +82,7 @@ def serve() -> None:
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
+@HIDE_SECRET
 def serve_identity(
     state: State,
     data_dir: Path,
@@ -86,6 +95,7 @@ def serve_identity(
     metrics_port: int | None,
     log_level: str | None,
     dev_time_control: bool,
+    hide_operator_secret: bool,
 ) -> None:
     """The identity service (directory, tokens, signing keys, events)."""
     from cmk_trio.identity.config import IdentityConfig
@@ -110,7 +120,7 @@ def serve_identity(
         raise click.ClickException(str(exc)) from exc
 
     def started(server: IdentityServer) -> None:
-        announce(Announcement.of(server), state.output)
+        announce(Announcement.of(server, show_secret=not hide_operator_secret), state.output)
 
     _serve("identity", config.log_level, lambda: build_server(config), started, "identity: stopping")
 
@@ -121,8 +131,15 @@ def serve_identity(
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
 @click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
 @click.option("--insecure", is_flag=True, help="plain TCP instead of mutual TLS (loopback only)")
+@HIDE_SECRET
 def up(
-    state: State, data_dir: Path, port_base: int, dev_time_control: bool, auto_approve_cmk: bool, insecure: bool
+    state: State,
+    data_dir: Path,
+    port_base: int,
+    dev_time_control: bool,
+    auto_approve_cmk: bool,
+    insecure: bool,
+    hide_operator_secret: bool,
 ) -> None:
     """Start the services in one process, wired to each other, with their data in --data-dir.
 
@@ -140,7 +157,7 @@ def up(
                           mutual_tls=not insecure, metrics=True)  # fmt: skip
 
     def started(trio: RunningTrio) -> None:
-        announce(Announcement.of_trio(trio), state.output)
+        announce(Announcement.of_trio(trio, show_secret=not hide_operator_secret), state.output)
 
     _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping")
 

@@ -11,12 +11,13 @@ from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.server import IdentityServer, build_server
 from cmk_trio.launcher.announcement import Announcement
 from cmk_trio.launcher.serve import serve_until_stopped
-from cmk_trio.rpckit.config import ConfigError
+from cmk_trio.rpckit.config import ConfigError, env_bool
 from cmk_trio.rpckit.server import run
 
 
 def _announce(server: IdentityServer) -> None:
-    print("\n".join(Announcement.of(server).lines()), flush=True)
+    hide = env_bool(os.environ, "CMK_HIDE_OPERATOR_SECRET", False)
+    print("\n".join(Announcement.of(server, show_secret=not hide).lines()), flush=True)
 
 
 def _stopping() -> None:

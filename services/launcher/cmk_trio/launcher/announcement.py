@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 class Announcement:
     """Where the services listen, where their metrics are, how to sign in, and, on the first
     start only, the operator credential: shown this once on standard output (it is also in
-    the operator file, mode 0600), never written to the log."""
+    the operator file, mode 0600), never written to the log. With `show_secret` off (a
+    container, whose standard output its engine keeps in `logs` for good) the secret is
+    only in the file."""
 
     endpoint: str
     """The identity service, which every sign-in starts from."""
@@ -37,6 +39,8 @@ class Announcement:
         speech_endpoint: str | None = None,
         tls_dir: Path | None = None,
         metrics: dict[str, str] | None = None,
+        *,
+        show_secret: bool = True,
     ) -> Announcement:
         """The announcement of an identity service, and of the key vault and speech when
         they were started beside it."""
@@ -55,15 +59,19 @@ class Announcement:
             created = {
                 "tenant_id": identity.operator.tenant_id,
                 "client_id": identity.new_operator_secret.client_id,
-                "client_secret": identity.new_operator_secret.value,
                 "file": str(identity.config.operator_file),
             }
+            if show_secret:
+                created["client_secret"] = identity.new_operator_secret.value
         return cls(identity.endpoint, services, login, created, tls_dir, metrics or {})
 
     @classmethod
-    def of_trio(cls, trio: RunningTrio) -> Announcement:
+    def of_trio(cls, trio: RunningTrio, *, show_secret: bool = True) -> Announcement:
         """The announcement of the three services started together."""
-        return cls.of(trio.identity, trio.keyvault.endpoint, trio.speech.endpoint, trio.tls_dir, trio.metrics)
+        return cls.of(
+            trio.identity, trio.keyvault.endpoint, trio.speech.endpoint, trio.tls_dir, trio.metrics,
+            show_secret=show_secret,
+        )  # fmt: skip
 
     def to_json(self) -> str:
         """One line of JSON, for scripts and tests that wait for the start."""
@@ -88,7 +96,7 @@ class Announcement:
                 "platform operator created (shown once; also in the file below):",
                 f"  tenant id:     {created['tenant_id']}",
                 f"  client id:     {created['client_id']}",
-                f"  client secret: {created['client_secret']}",
+                f"  client secret: {created.get('client_secret', 'in the file only (--hide-operator-secret)')}",
                 f"  file:          {created['file']}",
             ]
         lines.append(f"sign in with: {self.login}")

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from cmk_trio.rpckit.errors import ServiceError, Unauthenticated
+from cmk_trio.rpckit.observe import note_caller
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
 from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
@@ -111,7 +112,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _authenticate(self, context: Context, method: str, audience: str) -> VerifiedToken:
         try:
             token = bearer_token(context.invocation_metadata())
-            return await self._validator.validate(token, audience=audience)
+            verified = await self._validator.validate(token, audience=audience)
         except ServiceError as refusal:
             if self._on_refused is not None:
                 await self._on_refused(method, refusal)
@@ -120,3 +121,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if self._on_refused is not None:
                 await self._on_refused(method, None)
             raise
+        note_caller(verified.object_id, verified.tenant_id)  # the call's log lines say who called
+        return verified

@@ -37,6 +37,17 @@ class DataDirClaim:
         self._lock.close()
 
 
+def make_private_dir(path: Path) -> None:
+    """Create `path` and each of its missing parents with mode 0700 (mkdir's parents=True
+    makes the parents with the default mode, 0755, whatever `mode` says)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
 def claim_data_dir(path: Path, service: str, *, database: Path, key_files: Sequence[Path]) -> DataDirClaim:
     """Create `path` (mode 0700) if needed and claim it for `service`, or refuse.
 
@@ -44,7 +55,7 @@ def claim_data_dir(path: Path, service: str, *, database: Path, key_files: Seque
     any of them existing is the sign that the directory held data, so `database` must then
     exist and not be empty."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(path)
     except OSError as exc:
         raise StartupError(f"cannot use {path} as the data directory: {exc.strerror or exc}") from None
     if not path.is_dir():
@@ -70,7 +81,7 @@ def claim_data_dir(path: Path, service: str, *, database: Path, key_files: Seque
 
 def _lock(path: Path, service: str) -> IO[str]:
     lock_path = path / f".{service}.lock"
-    handle = open(lock_path, "a")
+    handle = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cmk_trio.rpckit.datadir import make_private_dir
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 SERVICES = ("identity", "keyvault", "speech")
@@ -58,7 +59,7 @@ def ensure_dev_pki(
     """Make the CA and every certificate that is missing; keep those that exist (a second
     `cmk up` reuses them). Private keys are written with mode 0600."""
     pki = DevPki(directory)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(directory)
     ca_key_file = directory / "ca.key"
     if pki.ca_file.exists():
         loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)

@@ -8,13 +8,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.datadir import StartupError, make_private_dir
 
 
 def write_private_file(path: Path, text: str) -> None:
     """Create `path` with mode 0600 and write `text`; refuse if it exists (never overwrite a
     secret another process may already rely on)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from cmk_trio.rpckit.observe import current_request_id
+from cmk_trio.rpckit.observe import current_call
 
 _SECRET_FIELD = re.compile(r"(secret|password|token|credential|private|authorization|key_material)", re.I)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
@@ -60,12 +60,18 @@ class JsonFormatter(logging.Formatter):
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps each record with the request id of the call it was logged in (if any)."""
+    """Stamps each record with the request id of the call it was logged in (if any), and its
+    verified caller (object and tenant id) once known."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request_id = current_request_id()
-        if request_id is not None and not hasattr(record, "request_id"):
-            record.request_id = request_id
+        facts = current_call()
+        if facts is None:
+            return True
+        if not hasattr(record, "request_id"):
+            record.request_id = facts.request_id
+        if facts.caller_object_id and not hasattr(record, "caller_object_id"):
+            record.caller_object_id = facts.caller_object_id
+            record.caller_tenant_id = facts.caller_tenant_id
         return True
 
 

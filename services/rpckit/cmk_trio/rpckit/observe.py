@@ -19,12 +19,37 @@ from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cmk_request_id", default=None)
+
+
+@dataclass
+class CallFacts:
+    """What the log lines of one call say about it: its request id, and once the token is
+    verified, who called (so that a refusal is logged with its caller)."""
+
+    request_id: str
+    caller_object_id: str = ""
+    caller_tenant_id: str = ""
+
+
+_call: contextvars.ContextVar[CallFacts | None] = contextvars.ContextVar("cmk_call", default=None)
 
 
 def current_request_id() -> str | None:
     """The request id of the call being served (or made), if any."""
-    return _request_id.get()
+    facts = _call.get()
+    return facts.request_id if facts is not None else None
+
+
+def current_call() -> CallFacts | None:
+    """The facts of the call being served, if any."""
+    return _call.get()
+
+
+def note_caller(object_id: str, tenant_id: str) -> None:
+    """Record the verified caller in the facts of the call being served."""
+    facts = _call.get()
+    if facts is not None:
+        facts.caller_object_id, facts.caller_tenant_id = object_id, tenant_id
 
 
 def request_id_from(metadata: Any) -> str:
@@ -110,7 +135,7 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
             async def observed(request: Any, context: Context) -> Any:
                 request_id, started = await self._begin(context)
                 try:
-                    with bound(_request_id, request_id):
+                    with bound(_call, CallFacts(request_id)):
                         return await inner(request, context)
                 finally:
                     self._end(method, context, started)
@@ -121,7 +146,7 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
             async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
                 request_id, started = await self._begin(context)
                 try:
-                    with bound(_request_id, request_id):
+                    with bound(_call, CallFacts(request_id)):
                         async for item in inner(request, context):
                             yield item
                 finally:

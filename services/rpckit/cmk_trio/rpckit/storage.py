@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import aiosqlite
 
-from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.datadir import StartupError, make_private_dir
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 
@@ -90,7 +90,7 @@ async def open_database(path: Path, migrations: Iterable[Migration]) -> Database
     steps = sorted(migrations, key=lambda m: m.version)
     if [m.version for m in steps] != list(range(1, len(steps) + 1)):
         raise ValueError("migrations must be numbered 1, 2, 3, ... without gaps")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     old_umask = os.umask(0o077)
     try:
         conn = await aiosqlite.connect(path, isolation_level=None)
