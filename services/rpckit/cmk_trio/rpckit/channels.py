@@ -9,7 +9,10 @@ from pathlib import Path
 import grpc
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Largest request or response, on every service and client; larger is refused by gRPC itself."""
+"""Largest request or response, on every service and client. A server refuses a larger
+request with REQUEST_TOO_LARGE (and its reason) up to MAX_TRANSPORT_BYTES, beyond which gRPC
+itself refuses it (RESOURCE_EXHAUSTED) before any of our code sees it."""
+MAX_TRANSPORT_BYTES = 2 * MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)

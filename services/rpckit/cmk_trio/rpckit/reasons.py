@@ -26,6 +26,7 @@ class Reason(StrEnum):
     UPDATE_MASK_INVALID = "UPDATE_MASK_INVALID"  # empty mask or a field that cannot be updated
     AUDIENCE_UNKNOWN = "AUDIENCE_UNKNOWN"  # a token was asked for an audience nobody serves
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"  # the message exceeds the server's size limit
+    REQUEST_MALFORMED = "REQUEST_MALFORMED"  # the request bytes are not a message of the method's type
 
     # --- authentication (UNAUTHENTICATED) ---
     TOKEN_MISSING = "TOKEN_MISSING"  # no "authorization: Bearer" metadata

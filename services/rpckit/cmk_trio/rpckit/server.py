@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES
+from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 
@@ -109,7 +109,7 @@ async def start_server(
     server = grpc.aio.server(
         interceptors=chain,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),  # see MAX_MESSAGE_BYTES
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
             # Accept the clients' keepalive pings (every KEEPALIVE_TIME_MS, idle or not)

@@ -10,7 +10,9 @@ Client side: `error_from_rpc` turns a `grpc.aio.AioRpcError` back into the typed
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,8 +21,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.types import Context, Stream, Unary, rewrap
+from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     Servicers raise; they never call `context.abort` themselves.
     """
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, throttle: Throttle | None = None) -> None:
         self._domain = domain
+        self._throttle = throttle or Throttle()
 
     async def intercept_service(
         self,
@@ -137,22 +141,31 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         return rewrap(
-            handler, lambda inner: self._wrap_unary(inner, method), lambda inner: self._wrap_stream(inner, method)
+            handler,
+            lambda inner: self._wrap_unary(inner, method),
+            lambda inner: self._wrap_stream(inner, method),
+            _tolerant,
         )
 
     async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
+        """Answer with the error's status; log it, at most so often per kind (a flood of bad
+        calls must not become a flood of log lines)."""
         if isinstance(exc, errors.ServiceError):
-            log.info(
-                "call refused",
-                extra={"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name},
-            )
+            held = self._throttle.allow((method, exc.reason.value))
+            if held is not None:
+                extra = {"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name}
+                log.info("call refused", extra={**extra, "suppressed_before": held} if held else extra)
             await context.abort_with_status(to_status(exc, self._domain))
-        log.error("unexpected error in %s", method, exc_info=exc)
+        held = self._throttle.allow((method, "INTERNAL"))
+        if held is not None:
+            log.error("unexpected error in %s", method, exc_info=exc, extra={"suppressed_before": held})
         await context.abort_with_status(internal_status(self._domain))
 
     def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
         async def wrapped(request: Any, context: Context) -> Any:
             try:
+                if isinstance(request, Unreadable):
+                    raise request.refusal()
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise  # context.abort() unwinds the handler this way; let it pass
@@ -164,6 +177,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Stream, method: str) -> Stream:
         async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
+                if isinstance(request, Unreadable):
+                    raise request.refusal()
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -172,3 +187,61 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort(context, exc, method)
 
         return wrapped
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """What a handler is given instead of a request whose bytes could not be read (gRPC would
+    answer a deserializer's exception with UNKNOWN "Unexpected DecodeError" and a traceback)."""
+
+    reason: Reason
+    message: str
+
+    def refusal(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument(self.reason, self.message)
+
+
+def _tolerant(deserialize: Deserializer) -> Deserializer:
+    def read(raw: bytes) -> Any:
+        if len(raw) > MAX_MESSAGE_BYTES:
+            return Unreadable(
+                Reason.REQUEST_TOO_LARGE, f"the request is {len(raw)} bytes; a request may be {MAX_MESSAGE_BYTES}"
+            )
+        try:
+            return deserialize(raw)
+        except Exception:  # DecodeError, or protobuf's own nesting limit
+            return Unreadable(Reason.REQUEST_MALFORMED, "the request bytes are not a valid message of this method")
+
+    return read
+
+
+@dataclass
+class _Window:
+    start: float
+    let_through: int = 1
+    held: int = 0
+
+
+class Throttle:
+    """Lets at most `per_window` log lines of each kind through per `window` seconds; the
+    ones held back are counted, and the next line let through says how many."""
+
+    def __init__(self, per_window: int = 10, window: float = 60.0, now: Callable[[], float] = time.monotonic) -> None:
+        self._per_window = per_window
+        self._window = window
+        self._now = now
+        self._kinds: dict[tuple[str, str], _Window] = {}
+
+    def allow(self, kind: tuple[str, str]) -> int | None:
+        """None to hold the line back; else how many of its kind were held back before it."""
+        now = self._now()
+        current = self._kinds.get(kind)
+        if current is None or now - current.start >= self._window:
+            self._kinds[kind] = _Window(now)
+            return current.held if current is not None else 0
+        if current.let_through < self._per_window:
+            current.let_through += 1
+            held, current.held = current.held, 0
+            return held
+        current.held += 1
+        return None

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import aiosqlite
 
+from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.datadir import StartupError, make_private_dir
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
@@ -259,7 +260,7 @@ def decode_page_token(kind: str, token: str) -> str | None:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        data = json_input.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("a"), str):
             raise ValueError
         return str(data["a"])

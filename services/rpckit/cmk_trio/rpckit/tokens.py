@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.clock import Clock, from_epoch
 from cmk_trio.rpckit.errors import Unauthenticated, Unavailable
 from cmk_trio.rpckit.observe import Metrics
@@ -379,7 +380,7 @@ def _decode_header(segment: str) -> dict[str, Any]:
     # Parsed here rather than by PyJWT, so that odd values (a numeric kid) get their own
     # reason below instead of a generic parse error.
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        header = json_input.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, UnicodeDecodeError):
         raise _refuse(Reason.TOKEN_MALFORMED, "the token header is not valid base64url JSON") from None
     if not isinstance(header, dict):

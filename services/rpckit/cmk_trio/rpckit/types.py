@@ -23,21 +23,32 @@ Stream = Callable[[Any, Context], AsyncIterator[Any]]
 """The behaviour of a unary-stream (server-streaming) method."""
 
 
+Deserializer = Callable[[bytes], Any]
+"""How a method reads its request's bytes."""
+
+
 def rewrap(
-    handler: grpc.RpcMethodHandler[Any, Any], unary: Callable[[Unary], Unary], stream: Callable[[Stream], Stream]
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary: Callable[[Unary], Unary],
+    stream: Callable[[Stream], Stream],
+    reading: Callable[[Deserializer], Deserializer] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """`handler` with its behaviour wrapped by `unary` or `stream`, serializers kept. Other
-    kinds (client- and bidi-streaming; we have none) are returned as they are."""
+    """`handler` with its behaviour wrapped by `unary` or `stream`, and its request reading
+    by `reading` (if given); the response serializer kept. Other kinds (client- and
+    bidi-streaming; we have none) are returned as they are."""
+    deserializer = handler.request_deserializer
+    if reading is not None and deserializer is not None:
+        deserializer = reading(deserializer)
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             unary(cast(Unary, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream(cast(Stream, handler.unary_stream)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     return handler

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC
 
 from google.protobuf import empty_pb2
 
@@ -14,7 +13,7 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit.auth import current_caller
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
-from cmk_trio.rpckit.timestamps import to_timestamp
+from cmk_trio.rpckit.timestamps import from_timestamp, to_timestamp
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
 from cmk_trio.speech.encryption import Encryption, choose_key
@@ -122,7 +121,7 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
             location=r.location,
             tier=TIERS[r.pricing_tier],
             customer_managed=r.encryption.key_source == res.CUSTOMER_MANAGED,
-            backdate=request.backdate_create_time.ToDatetime(tzinfo=UTC)
+            backdate=from_timestamp("backdate_create_time", request.backdate_create_time)
             if request.HasField("backdate_create_time")
             else None,
         )

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cmk_trio.client.access import Access
+from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
@@ -65,7 +66,11 @@ def configuration(field_name: str, text: str) -> bytes:
             field_name, Reason.CONFIGURATION_TOO_LARGE, f"must be at most {MAX_CONFIGURATION_BYTES} bytes"
         )
     try:
-        parsed = json.loads(text)
+        parsed = json_input.loads(text)
+    except json_input.JsonTooDeep:
+        raise invalid_field(
+            field_name, Reason.CONFIGURATION_NOT_JSON, f"must be JSON nested at most {json_input.MAX_DEPTH} levels deep"
+        ) from None
     except ValueError:
         raise invalid_field(field_name, Reason.CONFIGURATION_NOT_JSON, "must be JSON") from None
     if not isinstance(parsed, dict):

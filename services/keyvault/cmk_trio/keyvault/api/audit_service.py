@@ -51,8 +51,8 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                 key_name=request.key_name or None,
                 caller_object_id=request.caller_object_id or None,
                 result=request.result or None,
-                since=from_timestamp(request.start_time) if request.HasField("start_time") else None,
-                until=from_timestamp(request.end_time) if request.HasField("end_time") else None,
+                since=from_timestamp("start_time", request.start_time) if request.HasField("start_time") else None,
+                until=from_timestamp("end_time", request.end_time) if request.HasField("end_time") else None,
                 after=int(token) if token and token.isdigit() else 0,
                 limit=limit,
             )

@@ -157,7 +157,7 @@ def attributes_of(message: res.KeyVersion, paths: set[str] | None) -> KeyAttribu
 
 
 def _time_field(message: res.KeyVersion, name: Literal["not_before", "expires"]) -> datetime | None:
-    return from_timestamp(getattr(message, name)) if message.HasField(name) else None
+    return from_timestamp(f"key.{name}", getattr(message, name)) if message.HasField(name) else None
 
 
 def algorithm_of(value: int) -> Padding:

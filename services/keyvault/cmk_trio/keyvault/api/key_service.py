@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from google.protobuf import empty_pb2
 
 from cmk_trio.client.key_names import KeyRef
@@ -16,6 +14,7 @@ from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation,
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
+from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
@@ -58,7 +57,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
             vault = scope.vault(request.parent)
             scope.key_name = request.key_name[:127]
             try:
-                jwk = json.loads(request.key_material)
+                jwk = json_input.loads(request.key_material)
             except ValueError:
                 raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, "must be a JWK as JSON") from None
             if not isinstance(jwk, dict):
