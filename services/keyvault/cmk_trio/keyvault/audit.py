@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cmk_trio.keyvault.crypto import CheckpointSigner, Sealer, audit_mac, macs_equal, verify_checkpoint_signature
-from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint
+from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import Unavailable
@@ -130,6 +130,7 @@ class AuditLog:
     async def query(
         self,
         *,
+        vault: Vault | None = None,
         vault_name: str | None = None,
         key_name: str | None = None,
         caller_object_id: str | None = None,
@@ -142,6 +143,7 @@ class AuditLog:
         return await self._store.audit_records(
             after=after,
             limit=limit,
+            vault=vault,
             vault_name=vault_name,
             key_name=key_name,
             caller_object_id=caller_object_id,

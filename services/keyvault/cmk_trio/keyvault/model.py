@@ -101,6 +101,9 @@ class Vault:
     delete_time: datetime | None = None
     purge_time: datetime | None = None
     access_policies: tuple[AccessPolicy, ...] = ()
+    vault_id: str = ""
+    """This incarnation of the name: a vault purged and made again under the same name is
+    another vault, with records of its own (empty only for an unsaved vault)."""
 
     @property
     def deleted(self) -> bool:
@@ -183,11 +186,16 @@ class AuditEntry:
     key_version: str
     result: str
     reason: str
+    vault_id: str = ""
+    """The vault incarnation the record belongs to ("" when the call named no vault that
+    existed, and in records written before vaults had ids)."""
 
     def canonical(self) -> dict[str, Any]:
-        """The fields in declaration order (the columns' order), the time as ISO 8601.
-        Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
-        return {
+        """The fields the MAC covers, in declaration order, the time as ISO 8601. The vault
+        id only when there is one, so the records written before it existed verify as they
+        were written (blanking or adding one breaks the MAC). Built by hand:
+        dataclasses.asdict deep-copies, and this runs for every call."""
+        fields = {
             "time": self.time.isoformat(timespec="microseconds"),
             "request_id": self.request_id,
             "caller_object_id": self.caller_object_id,
@@ -201,6 +209,9 @@ class AuditEntry:
             "result": self.result,
             "reason": self.reason,
         }
+        if self.vault_id:
+            fields["vault_id"] = self.vault_id
+        return fields
 
 
 @dataclass(frozen=True, slots=True)

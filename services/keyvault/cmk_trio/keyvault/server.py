@@ -146,8 +146,8 @@ async def build_server(
         notifier = ChangeNotifier()
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
         vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
-        trail = AuditTrail(audit, clock)
-        trail.watch(store)
+        trail = AuditTrail(audit, clock, store)
+        trail.watch()
         rotation = Rotation(keys, trail)
         convert = Converter(keys)
 

@@ -3,6 +3,7 @@ the identity service (Reader to read, Contributor to change, as in Azure)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
@@ -130,6 +131,7 @@ class Vaults:
             create_time=now,
             update_time=now,
             access_policies=(creator,),
+            vault_id=str(uuid.uuid4()),
         )
         async with self.store.unit_of_work() as uow:
             await uow.insert_vault(vault)
@@ -306,11 +308,13 @@ class Vaults:
 
     # --- who reads the audit log ------------------------------------------------------
 
-    async def require_audit_reader(self, caller: VerifiedToken, vault: str) -> None:
-        """The operator reads every vault's records; anyone else only those of a vault
-        (`vault`, not empty) on which they hold Reader or more."""
+    async def require_audit_reader(self, caller: VerifiedToken, vault: str) -> Vault | None:
+        """The operator reads every vault's records (None: no incarnation to keep to, every
+        vault that had the name); anyone else only those of the vault that holds the name
+        now (`vault`, not empty), on which they hold Reader or more: that vault is returned,
+        and its records are all they see, not those of an earlier vault of the name."""
         if OPERATOR_ROLE in caller.roles:
-            return
+            return None
         if not vault:
             raise errors.PermissionDenied(
                 Reason.OPERATOR_REQUIRED, "only the platform operator may read the audit records of every vault"
@@ -319,6 +323,7 @@ class Vaults:
         if found is None:
             raise errors.vault_not_found(vault)
         await self.require(caller, found.resource_id, Access.READ)
+        return found
 
     # --- the purger -------------------------------------------------------------------
 

@@ -41,13 +41,14 @@ class AuditApi(pb_grpc.AuditServiceServicer):
         async with self._trail.call("ListAuditRecords") as scope:
             vault = vault_name("vault_name", request.vault_name) if request.vault_name else ""
             scope.vault_name = vault
-            await self._vaults.require_audit_reader(scope.authenticated, vault)
+            incarnation = await self._vaults.require_audit_reader(scope.authenticated, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
                 raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")
             token = decode_page_token("audit", request.page_token)
             limit = page_size_of(request.page_size)
             found = await self._audit.query(
-                vault_name=vault or None,
+                vault=incarnation,
+                vault_name=vault if vault and incarnation is None else None,
                 key_name=request.key_name or None,
                 caller_object_id=request.caller_object_id or None,
                 result=request.result or None,

@@ -28,6 +28,7 @@ from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.observe import current_request_id
 from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 from cmk_trio.rpckit.types import bound
 
@@ -74,13 +75,17 @@ _scope: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("keyva
 class AuditTrail:
     """Writes the audit record of each call, allowed, denied or failed."""
 
-    def __init__(self, audit: AuditLog, clock: Clock) -> None:
+    def __init__(self, audit: AuditLog, clock: Clock, store: KeyVaultStore) -> None:
         self._audit = audit
         self._clock = clock
+        self._store = store
+        # Which vault incarnation holds a name, read once per commit (the hot path, an
+        # unwrap, commits nothing and pays a dictionary lookup).
+        self._vault_ids: ReadCache = ReadCache(lambda: store.generation)
 
-    def watch(self, store: KeyVaultStore) -> None:
+    def watch(self) -> None:
         """Record each call's change in the change's own unit of work."""
-        store.add_commit_hooks(before=self._before_commit, after=self._after_commit)
+        self._store.add_commit_hooks(before=self._before_commit, after=self._after_commit)
 
     @asynccontextmanager
     async def call(self, operation: str) -> AsyncIterator[CallScope]:
@@ -105,23 +110,34 @@ class AuditTrail:
                 yield scope
         except ServiceError as exc:
             if not scope.written:
-                await self._audit.append(self._entry(scope, "denied", exc.reason.value))
+                await self._audit.append(self._entry(scope, "denied", exc.reason.value, await self._vault_id(scope)))
             raise
         except Exception:
             if not scope.written:
-                await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value))
+                await self._audit.append(
+                    self._entry(scope, "error", Reason.INTERNAL.value, await self._vault_id(scope))
+                )
             raise
         if not scope.written:
-            await self._audit.append(self._entry(scope, "allowed", ""))
+            await self._audit.append(self._entry(scope, "allowed", "", await self._vault_id(scope)))
+
+    async def _vault_id(self, scope: CallScope) -> str:
+        """The incarnation of the vault the call named, if one holds the name."""
+        if not scope.vault_name or scope.operation == "CreateVault":
+            return ""  # a refused create names a vault to be, not the one holding the name
+        found = await self._vault_ids.get(
+            ("vault_id", scope.vault_name), lambda: self._store.vault_id(scope.vault_name)
+        )
+        return found or ""
 
     async def refused(self, method: str, refusal: ServiceError | None) -> None:
         """The record of a call whose token was refused (the AuthInterceptor's hook); None
         is a validation that failed unexpectedly, recorded as an error."""
         scope = CallScope(method.rsplit("/", 1)[-1], None, request_id=current_request_id() or "")
         if refusal is None:
-            await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value))
+            await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value, ""))
         else:
-            await self._audit.append(self._entry(scope, "denied", refusal.reason.value))
+            await self._audit.append(self._entry(scope, "denied", refusal.reason.value, ""))
 
     async def _before_commit(self, uow: KeyVaultUnitOfWork) -> None:
         scope = _scope.get()
@@ -129,7 +145,8 @@ class AuditTrail:
             return  # not a call's change (the audit writer itself), or already recorded
         for version in uow.inserted_versions[-1:]:
             scope.vault_name, scope.key_name, scope.key_version = version.vault_name, version.key_name, version.version
-        await self._audit.append_within(uow, [self._entry(scope, "allowed", "")])
+        vault_id = (await uow.vault_id(scope.vault_name) or "") if scope.vault_name else ""
+        await self._audit.append_within(uow, [self._entry(scope, "allowed", "", vault_id)])
         scope._pending = True
 
     async def _after_commit(self) -> None:
@@ -138,7 +155,7 @@ class AuditTrail:
             scope.written, scope._pending = True, False
             await self._audit.appended.notify()
 
-    def _entry(self, scope: CallScope, result: str, reason: str) -> AuditEntry:
+    def _entry(self, scope: CallScope, result: str, reason: str, vault_id: str) -> AuditEntry:
         caller = scope.caller
         return AuditEntry(
             time=self._clock.now(),
@@ -153,4 +170,5 @@ class AuditTrail:
             key_version=scope.key_version,
             result=result,
             reason=reason,
+            vault_id=vault_id,
         )

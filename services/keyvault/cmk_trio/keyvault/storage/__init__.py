@@ -50,6 +50,11 @@ class KeyVaultUnitOfWork(Protocol):
         """Remove a vault with its policies, keys and versions for good."""
         ...
 
+    async def vault_id(self, name: str) -> str | None:
+        """The id of the vault holding `name` as this transaction sees it, or of the vault of
+        that name it purged (its purge's audit record names it)."""
+        ...
+
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
         """The access policy entry of `object_id` as this transaction sees it (a change
         computed from it commits with no other change of the vault in between)."""
@@ -133,6 +138,10 @@ class KeyVaultStore(Protocol):
         """A vault by its (lower-case) name, live or soft-deleted, with its policies."""
         ...
 
+    async def vault_id(self, name: str) -> str | None:
+        """The id of the vault now holding `name` (live or soft-deleted), if any."""
+        ...
+
     async def list_vaults(self, *, subscription_id: str, deleted: bool, after: str | None, limit: int) -> list[Vault]:
         """The live (or soft-deleted) vaults of a subscription, by name, after `after`."""
         ...
@@ -176,6 +185,7 @@ class KeyVaultStore(Protocol):
         *,
         after: int = 0,
         limit: int = 100,
+        vault: Vault | None = None,
         vault_name: str | None = None,
         key_name: str | None = None,
         caller_object_id: str | None = None,
@@ -183,7 +193,9 @@ class KeyVaultStore(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[AuditRecord]:
-        """Audit records after sequence `after`, oldest first, matching every filter given."""
+        """Audit records after sequence `after`, oldest first, matching every filter given:
+        `vault` keeps the records of that vault incarnation only, `vault_name` those of
+        every vault that had the name."""
         ...
 
     async def audit_head(self) -> tuple[int, bytes] | None:

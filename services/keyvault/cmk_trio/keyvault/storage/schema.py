@@ -96,4 +96,14 @@ MIGRATIONS = (
                 object_id TEXT NOT NULL DEFAULT '')""",
         ),
     ),
+    Migration(
+        2,
+        "vault incarnations: an id per vault, and the id in each audit record",
+        (
+            "ALTER TABLE vaults ADD COLUMN vault_id TEXT NOT NULL DEFAULT ''",
+            "UPDATE vaults SET vault_id = lower(hex(randomblob(16)))",
+            "ALTER TABLE audit_log ADD COLUMN vault_id TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX audit_by_vault_id ON audit_log(vault_id, sequence)",
+        ),
+    ),
 )

@@ -165,6 +165,7 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
         *,
         after: int = 0,
         limit: int = 100,
+        vault: Vault | None = None,
         vault_name: str | None = None,
         key_name: str | None = None,
         caller_object_id: str | None = None,
@@ -175,6 +176,11 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
         """Records after sequence `after`, oldest first, that match every filter given."""
         sql = "SELECT * FROM audit_log WHERE sequence > ?"
         params: list[object] = [after]
+        if vault is not None:
+            # Its own records, and those written before vaults had ids under its name since
+            # it was made (older ones are of an earlier vault of that name).
+            sql += " AND (vault_id = ? OR (vault_id = '' AND vault_name = ? AND time >= ?))"
+            params += [vault.vault_id, vault.vault_name, _t(vault.create_time)]
         for column, value in (
             ("vault_name", vault_name),
             ("key_name", key_name),
@@ -212,6 +218,11 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
         row = await self._db.fetch_one("SELECT * FROM service_keys WHERE name = ?", (name,))
         return (bytes(row["public_key"]), bytes(row["sealed_private_key"])) if row else None
 
+    async def vault_id(self, name: str) -> str | None:
+        """The id of the vault now holding `name` (live or soft-deleted), if any."""
+        row = await self._db.fetch_one("SELECT vault_id FROM vaults WHERE vault_name = ?", (name,))
+        return str(row[0]) if row else None
+
     async def holds_keys(self) -> bool:
         """Whether any key material is stored (sealed under the master key)."""
         row = await self._db.fetch_one(
@@ -227,10 +238,18 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
     def __init__(self, tx: aiosqlite.Connection) -> None:
         super().__init__(tx)
         self._inserted: list[KeyVersion] = []
+        self._purged: dict[str, str] = {}
 
     @property
     def inserted_versions(self) -> tuple[KeyVersion, ...]:
         return tuple(self._inserted)
+
+    async def vault_id(self, name: str) -> str | None:
+        if name in self._purged:
+            return self._purged[name]
+        cursor = await self._tx.execute("SELECT vault_id FROM vaults WHERE vault_name = ?", (name,))
+        row = await cursor.fetchone()
+        return str(row[0]) if row else None
 
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
         cursor = await self._tx.execute(
@@ -247,10 +266,11 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
     async def insert_vault(self, v: Vault) -> None:
         await self._tx.execute(
             "INSERT INTO vaults (vault_name, tenant_id, subscription_id, resource_group, location, soft_delete,"
-            " retention_days, purge_protection, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " retention_days, purge_protection, create_time, update_time, vault_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 v.vault_name, v.tenant_id, v.subscription_id, v.resource_group, v.location, int(v.soft_delete),
-                v.retention_days, int(v.purge_protection), _t(v.create_time), _t(v.update_time),
+                v.retention_days, int(v.purge_protection), _t(v.create_time), _t(v.update_time), v.vault_id,
             ),
         )  # fmt: skip
         for policy in v.access_policies:
@@ -268,7 +288,10 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
         )
 
     async def delete_vault(self, name: str) -> None:
+        vault_id = await self.vault_id(name)
         await self._tx.execute("DELETE FROM vaults WHERE vault_name = ?", (name,))
+        if vault_id is not None:
+            self._purged[name] = vault_id  # the purge's own audit record still names it
 
     async def put_policy(self, vault_name: str, policy: AccessPolicy) -> None:
         await self._tx.execute(
@@ -355,11 +378,11 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
         return (int(row[0]), bytes(row[1])) if row else None
 
     async def insert_audit_records(self, records: list[AuditRecord]) -> None:
-        rows = [(r.sequence, *r.entry.canonical().values(), r.mac) for r in records]
+        rows = [(r.sequence, *_audit_columns(r.entry), r.entry.vault_id, r.mac) for r in records]
         await self._tx.executemany(  # one hop to the database thread for the whole batch
             "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
-            " resource_id, operation, vault_name, key_name, key_version, result, reason, mac)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " resource_id, operation, vault_name, key_name, key_version, result, reason, vault_id, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -391,6 +414,7 @@ def _vault(r: Any, policies: tuple[AccessPolicy, ...]) -> Vault:
         delete_time=_dt(r["delete_time"]),
         purge_time=_dt(r["purge_time"]),
         access_policies=policies,
+        vault_id=r["vault_id"],
     )
 
 
@@ -441,5 +465,13 @@ def _audit_record(r: Any) -> AuditRecord:
         key_version=r["key_version"],
         result=r["result"],
         reason=r["reason"],
+        vault_id=r["vault_id"],
     )
     return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))
+
+
+def _audit_columns(entry: AuditEntry) -> tuple[Any, ...]:
+    """The record's fields from time to reason, in the columns' order (the MAC's form)."""
+    fields = entry.canonical()
+    fields.pop("vault_id", None)
+    return tuple(fields.values())
