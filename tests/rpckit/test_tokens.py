@@ -258,3 +258,37 @@ async def test_a_remembered_token_still_expires(validator, keys, clock):
     await validator.validate(token, audience=AUDIENCE)
     clock.advance(timedelta(hours=1))
     await refused(validator, token, Reason.TOKEN_EXPIRED)
+
+
+async def test_a_key_the_directory_stops_publishing_is_dropped_within_the_key_age(validator, keys, clock):
+    """Issue 12, finding 3: a validator replaced its keys only on an unknown kid or a rotation
+    event, so a key the directory retired stayed trusted, and a leaked one could sign fresh
+    tokens. Now the keys are fetched again once a minute old, and a token verified with a
+    key no longer published is not accepted from memory either."""
+    earlier = sign(keys, claims(clock))
+    await validator.validate(earlier, audience=AUDIENCE)
+    leaked = keys.keys["key-1"]
+    keys.add("key-2")
+    del keys.keys["key-1"]  # retired: no longer published
+    clock.advance(timedelta(seconds=61))
+    await refused(validator, earlier, Reason.TOKEN_KEY_UNKNOWN)
+    fresh = jwt.encode(claims(clock), leaked, algorithm="RS256", headers={"kid": "key-1"})
+    await refused(validator, fresh, Reason.TOKEN_KEY_UNKNOWN)
+    await validator.validate(sign(keys, claims(clock), kid="key-2"), audience=AUDIENCE)
+
+
+async def test_a_withdrawn_key_is_refused_at_once_whatever_a_fetch_still_lists(validator, keys, clock):
+    token = sign(keys, claims(clock))
+    await validator.validate(token, audience=AUDIENCE)
+    keys.add("key-2")
+    await validator.key_withdrawn("key-1")  # the directory's SIGNING_KEY_REVOKED; it still lists key-1
+    await refused(validator, token, Reason.TOKEN_KEY_UNKNOWN)
+    await validator.validate(sign(keys, claims(clock), kid="key-2"), audience=AUDIENCE)
+
+
+async def test_a_failed_periodic_fetch_keeps_the_keys_held(validator, keys, clock):
+    token = sign(keys, claims(clock))
+    await validator.validate(token, audience=AUDIENCE)
+    keys.down = True
+    clock.advance(timedelta(seconds=61))
+    await validator.validate(token, audience=AUDIENCE)  # the revocation feed's staleness bound rules an outage

@@ -141,3 +141,12 @@ async def signing_key_rotate(state: State) -> None:
     """Make a new signing key active (operator only)."""
     async with session(state) as c:
         emit(state.output, to_dict(await c.rotate_signing_key()))
+
+
+@command(signing_key, "revoke")
+@click.argument("kid")
+async def signing_key_revoke(state: State, kid: str) -> None:
+    """Withdraw a signing key at once, for a suspected leak (operator only): every token it
+    signed is refused everywhere within a second; a new key signs if it was the active one."""
+    async with session(state) as c:
+        emit(state.output, to_dict(await c.revoke_signing_key(kid)))

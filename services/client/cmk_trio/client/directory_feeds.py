@@ -75,6 +75,8 @@ class RevocationFeed:
             revocations.restore(event.principal_id)
         elif event.type == res.SIGNING_KEY_ROTATED:
             await self._validator.refresh_keys(force=True)
+        elif event.type == res.SIGNING_KEY_REVOKED:
+            await self._validator.key_withdrawn(event.kid)
 
     async def _reset(self) -> None:
         if self._roles is not None:

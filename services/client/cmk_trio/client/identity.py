@@ -174,6 +174,11 @@ class IdentityClient:
     async def rotate_signing_key(self) -> res.SigningKey:
         return await self._call(self.tokens.RotateSigningKey, pb.RotateSigningKeyRequest())
 
+    async def revoke_signing_key(self, kid: str) -> res.SigningKey:
+        """Withdraw a signing key at once; returns the key that signs from now on."""
+        reply = await self._call(self.tokens.RevokeSigningKey, pb.RevokeSigningKeyRequest(name=f"signingKeys/{kid}"))
+        return reply.active_key
+
     # --- tenants and subscriptions ----------------------------------------------------
 
     async def create_tenant(self, display_name: str) -> res.Tenant:

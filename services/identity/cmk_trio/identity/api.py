@@ -427,3 +427,12 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
         self._d.require_operator(actor, "rotate signing keys")
         return signing_key_pb(await self._keys.rotate())
+
+    async def RevokeSigningKey(
+        self, request: pb.RevokeSigningKeyRequest, context: Context
+    ) -> pb.RevokeSigningKeyResponse:
+        caller = current_caller()
+        actor = await self._d.actor(caller.object_id, caller.tenant_id)
+        self._d.require_operator(actor, "revoke signing keys")
+        kid = names.signing_key("name", request.name)
+        return pb.RevokeSigningKeyResponse(active_key=signing_key_pb(await self._keys.revoke(kid)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,6 +67,8 @@ class SigningKeyRing:
         self._random = random
         self._signer: TokenSigner | None = None
         self._lock = asyncio.Lock()
+        self.on_revoked: list[Callable[[str], Awaitable[None]]] = []
+        """Told when a key is withdrawn (the service's own validator drops it at once)."""
 
     async def ensure_active_key(self) -> None:
         """Make the first key if there is none (first start)."""
@@ -107,6 +110,24 @@ class SigningKeyRing:
         if announce:
             await self._directory.notifier.notify()
         return key
+
+    async def revoke(self, kid: str) -> SigningKey:
+        """Withdraw a key at once (a suspected leak): unpublished, announced, and if it was
+        the active key, a new one signs from now on. Returns the active key."""
+        keys = await self.published()
+        revoked = next((k for k in keys if k.kid == kid), None)
+        if revoked is None:
+            raise errors.not_found(Reason.SIGNING_KEY_NOT_FOUND, "signing key", kid)
+        active = await self.rotate() if revoked.active else next(k for k in keys if k.active)
+        now = self._clock.now()
+        async with self._lock:
+            async with self._store.unit_of_work() as uow:
+                await uow.delete_signing_key(kid)
+                await uow.append_event(EventType.SIGNING_KEY_REVOKED, now, kid=kid)
+        await self._directory.notifier.notify()
+        for listener in self.on_revoked:
+            await listener(kid)
+        return active
 
     async def published(self) -> list[SigningKey]:
         return await self._store.signing_keys(now=self._clock.now())

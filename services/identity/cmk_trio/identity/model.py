@@ -47,6 +47,7 @@ class EventType(IntEnum):
     ROLE_ASSIGNMENTS_CHANGED = 7
     HEARTBEAT = 8
     """Not stored: what an idle stream sends to say it is alive (sequence 0)."""
+    SIGNING_KEY_REVOKED = 9
 
 
 @dataclass(frozen=True, slots=True)

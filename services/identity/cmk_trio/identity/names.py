@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import name_parts
 
 _ID = r"([^/]{1,64})"  # any segment; require_uuid (in name_parts) then says what is wrong with it
@@ -14,6 +16,7 @@ SUBSCRIPTION = re.compile(rf"subscriptions/{_ID}")
 PRINCIPAL = re.compile(rf"tenants/{_ID}/principals/{_ID}")
 SECRET = re.compile(rf"tenants/{_ID}/principals/{_ID}/secrets/{_ID}")
 ROLE_ASSIGNMENT = re.compile(rf"roleAssignments/{_ID}")
+SIGNING_KEY = re.compile(r"signingKeys/([A-Za-z0-9_-]{1,128})")
 
 
 def tenant_id(field: str, name: str) -> str:
@@ -43,3 +46,11 @@ def secret(field: str, name: str) -> tuple[str, str, str]:
 def role_assignment_id(field: str, name: str) -> str:
     (found,) = name_parts(field, name, ROLE_ASSIGNMENT, "roleAssignments/{role_assignment_id}")
     return found
+
+
+def signing_key(field: str, name: str) -> str:
+    """The kid of a signing key's name, signingKeys/{kid}."""
+    match = SIGNING_KEY.fullmatch(name or "")
+    if match is None:
+        raise invalid_field(field, Reason.NAME_MALFORMED, "must look like signingKeys/{kid}")
+    return match.group(1)

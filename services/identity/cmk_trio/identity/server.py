@@ -129,6 +129,7 @@ async def build_server(
         validator = TokenValidator(
             key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
         )
+        keys.on_revoked.append(validator.key_withdrawn)  # the service's own tokens, refused at once too
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(

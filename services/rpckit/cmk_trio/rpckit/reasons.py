@@ -65,6 +65,7 @@ class Reason(StrEnum):
     PRINCIPAL_NOT_FOUND = "PRINCIPAL_NOT_FOUND"
     CLIENT_SECRET_NOT_FOUND = "CLIENT_SECRET_NOT_FOUND"
     ROLE_ASSIGNMENT_NOT_FOUND = "ROLE_ASSIGNMENT_NOT_FOUND"
+    SIGNING_KEY_NOT_FOUND = "SIGNING_KEY_NOT_FOUND"  # no published signing key has that kid
 
     # --- already exists (ALREADY_EXISTS) ---
     ROLE_ASSIGNMENT_EXISTS = "ROLE_ASSIGNMENT_EXISTS"  # same principal, role and scope

@@ -176,6 +176,7 @@ class TokenValidator:
         revocations: RevocationSet | None = None,
         skew: timedelta = timedelta(seconds=30),
         min_refresh_interval: timedelta = timedelta(seconds=5),
+        max_key_age: timedelta = timedelta(minutes=1),
         cache_size: int = 10_000,
         metrics: Metrics | None = None,
     ) -> None:
@@ -187,6 +188,8 @@ class TokenValidator:
         self._min_refresh = min_refresh_interval
         self._cache_size = cache_size
         self._keys: dict[str, tuple[str, Any]] = {}
+        self._withdrawn: set[str] = set()
+        self._max_key_age = max_key_age
         self._last_refresh: datetime | None = None
         self._refresh_lock = asyncio.Lock()
         self._verified: OrderedDict[str, VerifiedToken] = OrderedDict()
@@ -211,11 +214,37 @@ class TokenValidator:
                     Reason.DEPENDENCY_UNAVAILABLE,
                     "cannot fetch the directory's signing keys; retry shortly",
                 ) from exc
+            before = set(self._keys)
             self._keys = dict(self._parse_keys(published))
+            if before - set(self._keys):
+                # A key the directory no longer publishes: no token it signed is accepted,
+                # not even one verified before.
+                self._verified.clear()
 
-    @staticmethod
-    def _parse_keys(published: Iterable[PublicSigningKey]) -> Iterable[tuple[str, tuple[str, Any]]]:
+    async def key_withdrawn(self, kid: str) -> None:
+        """A signing key was revoked (the directory's SIGNING_KEY_REVOKED): refuse it and
+        every token it signed at once, whatever a fetch in flight still lists."""
+        self._withdrawn.add(kid)
+        self._keys.pop(kid, None)
+        self._verified.clear()
+        await self.refresh_keys(force=True)
+
+    async def _refresh_when_old(self) -> None:
+        """Fetch the keys again once they are `max_key_age` old, so that a key the directory
+        stopped publishing (retired) is dropped even if no event said so. A failed fetch
+        keeps the keys held (the revocation feed's staleness bound covers an outage)."""
+        last = self._last_refresh
+        if last is None or self._clock.now() - last < self._max_key_age:
+            return  # (the first fetch is the one an unknown kid makes, and it fails loudly)
+        try:
+            await self.refresh_keys()
+        except Unavailable:
+            log.warning("cannot refresh the signing keys; keeping those held")
+
+    def _parse_keys(self, published: Iterable[PublicSigningKey]) -> Iterable[tuple[str, tuple[str, Any]]]:
         for key in published:
+            if key.kid in self._withdrawn:
+                continue
             if key.algorithm != ALGORITHM or not KID_PATTERN.fullmatch(key.kid):
                 log.warning("ignoring a signing key with an unexpected algorithm or kid")
                 continue
@@ -238,6 +267,7 @@ class TokenValidator:
         `tenant_id`, when given, is the tenant of the thing being touched: a token of any
         other tenant is refused.
         """
+        await self._refresh_when_old()
         verified = self._verified.get(token)
         if self._metrics is not None:
             self._metrics.hit("verified_tokens", verified is not None)

@@ -1069,3 +1069,49 @@ class RotateSigningKeyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RotateSigningKeyRequest: _TypeAlias = RotateSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyRequest(_message.Message):
+    """Request of RevokeSigningKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The key to withdraw: "signingKeys/{kid}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyRequest: _TypeAlias = RevokeSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyResponse(_message.Message):
+    """Response of RevokeSigningKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_KEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def active_key(self) -> _resources_pb2.SigningKey:
+        """The key that signs from now on (a new one if the revoked key was the active key)."""
+
+    def __init__(
+        self,
+        *,
+        active_key: _resources_pb2.SigningKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["active_key", b"active_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_key", b"active_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyResponse: _TypeAlias = RevokeSigningKeyResponse  # noqa: Y015

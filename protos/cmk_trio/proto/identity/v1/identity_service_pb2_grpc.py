@@ -1240,6 +1240,11 @@ class TokenServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RotateSigningKeyRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.SigningKey.FromString,
                 _registered_method=True)
+        self.RevokeSigningKey = channel.unary_unary(
+                '/cmk.identity.v1.TokenService/RevokeSigningKey',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -1276,6 +1281,15 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSigningKey(self, request, context):
+        """Withdraws a signing key at once (a suspected leak): it is no longer published, every
+        token it signed is refused everywhere within a second (a SIGNING_KEY_REVOKED event), and
+        if it was the active key a new one takes its place. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1298,6 +1312,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.RotateSigningKey,
                     request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RotateSigningKeyRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.SigningKey.SerializeToString,
+            ),
+            'RevokeSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSigningKey,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1409,6 +1428,33 @@ class TokenService:
             '/cmk.identity.v1.TokenService/RotateSigningKey',
             cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RotateSigningKeyRequest.SerializeToString,
             cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.SigningKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.TokenService/RevokeSigningKey',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.RevokeSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -426,6 +426,11 @@ class TokenServiceStub:
     """
     RotateSigningKey: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RotateSigningKeyRequest, _resources_pb2.SigningKey]
     """Makes a new signing key active; the previous one retires. Operator only."""
+    RevokeSigningKey: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeSigningKeyRequest, _identity_service_pb2.RevokeSigningKeyResponse]
+    """Withdraws a signing key at once (a suspected leak): it is no longer published, every
+    token it signed is refused everywhere within a second (a SIGNING_KEY_REVOKED event), and
+    if it was the active key a new one takes its place. Operator only.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -444,6 +449,11 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """
     RotateSigningKey: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RotateSigningKeyRequest, _resources_pb2.SigningKey]  # type: ignore[assignment]
     """Makes a new signing key active; the previous one retires. Operator only."""
+    RevokeSigningKey: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeSigningKeyRequest, _identity_service_pb2.RevokeSigningKeyResponse]  # type: ignore[assignment]
+    """Withdraws a signing key at once (a suspected leak): it is no longer published, every
+    token it signed is refused everywhere within a second (a SIGNING_KEY_REVOKED event), and
+    if it was the active key a new one takes its place. Operator only.
+    """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tokens and the keys that sign them."""
@@ -483,5 +493,16 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.SigningKey, _abc.Awaitable[_resources_pb2.SigningKey]]:
         """Makes a new signing key active; the previous one retires. Operator only."""
+
+    @_abc_1.abstractmethod
+    def RevokeSigningKey(
+        self,
+        request: _identity_service_pb2.RevokeSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.RevokeSigningKeyResponse, _abc.Awaitable[_identity_service_pb2.RevokeSigningKeyResponse]]:
+        """Withdraws a signing key at once (a suspected leak): it is no longer published, every
+        token it signed is refused everywhere within a second (a SIGNING_KEY_REVOKED event), and
+        if it was the active key a new one takes its place. Operator only.
+        """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -160,6 +160,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     it still hears the directory (a follower that hears nothing for too long must assume
     it misses revocations). Not part of the numbered sequence: its sequence is 0.
     """
+    SIGNING_KEY_REVOKED: _EventType.ValueType  # 9
+    """A signing key was withdrawn: fetch the public keys now, and refuse every token it signed."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """The kind of a directory event."""
@@ -185,6 +187,8 @@ HEARTBEAT: EventType.ValueType  # 8
 it still hears the directory (a follower that hears nothing for too long must assume
 it misses revocations). Not part of the numbered sequence: its sequence is 0.
 """
+SIGNING_KEY_REVOKED: EventType.ValueType  # 9
+"""A signing key was withdrawn: fetch the public keys now, and refuse every token it signed."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final

@@ -67,6 +67,10 @@ class IdentityUnitOfWork(Protocol):
         """Drop retiring keys whose time is over at `now`."""
         ...
 
+    async def delete_signing_key(self, kid: str) -> bool:
+        """Withdraw a key (active or retiring) for good; False if there is none of that kid."""
+        ...
+
     async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
         """Append an event with the next sequence number, without gaps."""
         ...

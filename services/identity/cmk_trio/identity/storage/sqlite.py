@@ -308,6 +308,10 @@ class SqliteIdentityUnitOfWork(SqliteUnitOfWork):
     async def delete_retired_keys(self, now: datetime) -> None:
         await self._tx.execute("DELETE FROM signing_keys WHERE active = 0 AND retire_time <= ?", (_t(now),))
 
+    async def delete_signing_key(self, kid: str) -> bool:
+        cursor = await self._tx.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,))
+        return cursor.rowcount == 1
+
     async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
         """Append an event; its sequence is the next number, without gaps (the write lock
         serialises writers, so MAX()+1 is safe)."""

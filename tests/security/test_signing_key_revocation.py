@@ -1,0 +1,81 @@
+"""The operator withdraws a signing key at once, for a suspected leak (issue 12, finding 3):
+every token it signed is refused by all three services, through the directory's
+SIGNING_KEY_REVOKED event (identity's own validator directly), and new tokens are signed
+by a new key. The waiting is for the event, not for a clock: see tests/waiting.py."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import jwt
+import pytest
+
+from cmk_trio.client.channel import open_channel
+from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.client.speech import SpeechClient
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.errors import NotFound, PermissionDenied, ServiceError
+from cmk_trio.rpckit.reasons import Reason
+from tests.conftest import operator_credentials
+from tests.speech.cmk_world import World
+from tests.waiting import eventually
+
+
+def refusal_of(call: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[Reason | None]]:
+    async def refused() -> Reason | None:
+        try:
+            await call()
+        except ServiceError as exc:
+            return exc.reason
+        return None
+
+    return refused
+
+
+async def test_a_revoked_signing_key_is_refused_everywhere_and_a_new_one_signs(world: World, identity, keyvault, clock):
+    old = {a: await world.speech._tokens(a) for a in (audiences.DIRECTORY, audiences.MANAGEMENT, audiences.SPEECH)}
+    kid = jwt.get_unverified_header(old[audiences.SPEECH])["kid"]
+
+    async def fixed(audience: str) -> str:
+        return old[audience]
+
+    channels = [open_channel(identity.endpoint), open_channel(keyvault.endpoint)]
+    try:
+        as_admin = IdentityClient(channels[0], operator_credentials(identity), clock=clock)
+        as_admin.token_for = fixed  # type: ignore[method-assign]  # the admin's token from before
+        stale = {
+            "identity": lambda: as_admin.get_tenant(world.tenant_id),
+            "keyvault": lambda: KeyVaultClient(channels[1], fixed).get_vault("contoso-cmk"),
+            "speech": lambda: SpeechClient(world.speech.channel, fixed).get_resource(world.resource.name),
+        }
+        for call in stale.values():
+            await call()  # accepted before
+
+        operator = IdentityClient(channels[0], operator_credentials(identity), clock=clock)
+        new_active = await operator.revoke_signing_key(kid)
+        assert new_active.kid != kid
+
+        for service, call in stale.items():
+            reason = await eventually(refusal_of(call), f"{service} refusing the revoked key's token")
+            assert reason is Reason.TOKEN_KEY_UNKNOWN, service
+        assert kid not in {k.kid for k in await operator.list_signing_keys()}
+        # Fresh tokens (the new key) work everywhere; a second revoke of the same key is NotFound.
+        fresh = IdentityClient(channels[0], operator_credentials(identity), clock=clock)
+        assert jwt.get_unverified_header(await fresh.token_for(audiences.DIRECTORY))["kid"] == new_active.kid
+        with pytest.raises(NotFound) as again:
+            await fresh.revoke_signing_key(kid)
+        assert again.value.reason is Reason.SIGNING_KEY_NOT_FOUND
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def test_only_the_operator_revokes_signing_keys(world: World, identity, operator, channel, clock):
+    kid = (await operator.list_signing_keys())[0].kid
+    admin = IdentityClient(channel, operator_credentials(identity), clock=clock)
+    admin.token_for = world.speech._tokens  # type: ignore[method-assign,assignment]  # a tenant administrator
+    with pytest.raises(PermissionDenied) as caught:
+        await admin.revoke_signing_key(kid)
+    assert caught.value.reason is Reason.OPERATOR_REQUIRED
+    assert kid in {k.kid for k in await operator.list_signing_keys()}
