@@ -79,3 +79,17 @@ async def test_only_the_operator_revokes_signing_keys(world: World, identity, op
         await admin.revoke_signing_key(kid)
     assert caught.value.reason is Reason.OPERATOR_REQUIRED
     assert kid in {k.kid for k in await operator.list_signing_keys()}
+
+
+async def test_identity_accepts_its_new_keys_tokens_at_once_after_a_rotation(identity, operator, clock):
+    """Found by the JWT attack suite: identity's own validator was not told of its own
+    rotations, so for up to its refetch interval it refused the new key's genuine tokens
+    (and a stream of unknown-kid tokens kept that window open)."""
+    await operator.list_tenants()  # identity's validator has just fetched the keys
+    rotated = await operator.rotate_signing_key()
+    fresh = IdentityClient(open_channel(identity.endpoint), operator_credentials(identity), clock=clock)
+    try:
+        assert jwt.get_unverified_header(await fresh.token_for(audiences.DIRECTORY))["kid"] == rotated.kid
+        await fresh.list_tenants()  # no clock moved: accepted at once
+    finally:
+        await fresh.channel.close()

@@ -57,6 +57,12 @@ def serve() -> None:
     """Start one service in the foreground."""
 
 
+METRICS_HOST = click.option(
+    "--metrics-host",
+    envvar="CMK_METRICS_HOST",
+    default=None,
+    help="address metrics listen on (plain HTTP) [127.0.0.1]; expose them only on purpose",
+)
 HIDE_SECRET = click.option(
     "--hide-operator-secret",
     is_flag=True,
@@ -80,6 +86,7 @@ HIDE_SECRET = click.option(
 )
 @click.option("--metrics-port", type=int, envvar="CMK_IDENTITY_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
+@METRICS_HOST
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 @HIDE_SECRET
@@ -93,6 +100,7 @@ def serve_identity(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str | None,
     dev_time_control: bool,
     hide_operator_secret: bool,
@@ -115,12 +123,16 @@ def serve_identity(
             log_level=log_level,
             dev_time_control=dev_time_control or None,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 
     def started(server: IdentityServer) -> None:
-        announce(Announcement.of(server, show_secret=not hide_operator_secret), state.output)
+        metrics = {}
+        if server.metrics_port is not None:
+            metrics["identity"] = f"http://{config.metrics_host}:{server.metrics_port}/metrics"
+        announce(Announcement.of(server, metrics=metrics, show_secret=not hide_operator_secret), state.output)
 
     _serve("identity", config.log_level, lambda: build_server(config), started, "identity: stopping")
 
@@ -181,6 +193,7 @@ def up(
 @click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
 @click.option("--metrics-port", type=int, envvar="CMK_KEYVAULT_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
+@METRICS_HOST
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 def serve_keyvault(
@@ -195,6 +208,7 @@ def serve_keyvault(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -217,6 +231,7 @@ def serve_keyvault(
             log_level=log_level,
             dev_time_control=dev_time_control or None,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -244,6 +259,7 @@ def serve_keyvault(
 @click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
 @click.option("--metrics-port", type=int, envvar="CMK_SPEECH_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
+@METRICS_HOST
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 def serve_speech(
@@ -259,6 +275,7 @@ def serve_speech(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -282,6 +299,7 @@ def serve_speech(
             tls=tls,
             log_level=log_level,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

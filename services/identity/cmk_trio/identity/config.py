@@ -45,6 +45,8 @@ class IdentityConfig:
     log_level: str = "INFO"
     metrics_port: int | None = None
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
+    metrics_host: str = "127.0.0.1"
+    """The address metrics listen on: loopback unless the operator exposes them (plain HTTP)."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
 
@@ -100,6 +102,7 @@ class IdentityConfig:
             "tls": TlsConfig.from_env(env),
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_IDENTITY_METRICS_PORT"),
+            "metrics_host": env_str(env, "CMK_METRICS_HOST", "127.0.0.1"),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

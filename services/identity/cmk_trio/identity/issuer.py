@@ -69,6 +69,9 @@ class SigningKeyRing:
         self._lock = asyncio.Lock()
         self.on_revoked: list[Callable[[str], Awaitable[None]]] = []
         """Told when a key is withdrawn (the service's own validator drops it at once)."""
+        self.on_rotated: list[Callable[[], Awaitable[None]]] = []
+        """Told when a new key signs (the service's own validator fetches it at once, instead
+        of refusing the new key's tokens until its next fetch)."""
 
     async def ensure_active_key(self) -> None:
         """Make the first key if there is none (first start)."""
@@ -109,6 +112,8 @@ class SigningKeyRing:
             self._signer = TokenSigner(key.kid, fresh.private_pem)
         if announce:
             await self._directory.notifier.notify()
+        for listener in self.on_rotated:
+            await listener()
         return key
 
     async def revoke(self, kid: str) -> SigningKey:

@@ -130,6 +130,7 @@ async def build_server(
             key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
         )
         keys.on_revoked.append(validator.key_withdrawn)  # the service's own tokens, refused at once too
+        keys.on_rotated.append(lambda: validator.refresh_keys(force=True))
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_IdentityServiceServicer_to_server(
@@ -154,7 +155,9 @@ async def build_server(
             tls=config.tls,
             metrics=metrics,
         )
-        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+        metrics_port = (
+            metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+        )
     except BaseException:
         await store.close()
         claim.release()

@@ -66,7 +66,7 @@ class RunningTrio:
             "speech": self.speech,
         }
         return {
-            name: f"http://{s.config.host}:{s.metrics_port}/metrics"
+            name: f"http://{s.config.metrics_host}:{s.metrics_port}/metrics"
             for name, s in servers.items()
             if s.metrics_port is not None
         }

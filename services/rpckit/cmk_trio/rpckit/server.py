@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES
 from cmk_trio.rpckit.config import TlsConfig
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,28 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface only."""
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a name (or 0.0.0.0-like wildcard) that other machines can reach
+
+
+def require_safe_listener(host: str, tls: TlsConfig | None) -> None:
+    """A listener other machines can reach is mutual TLS, or the service does not start:
+    plain TCP (or TLS without client certificates) is for loopback only."""
+    if is_loopback(host) or (tls is not None and tls.enabled and tls.client_ca_file is not None):
+        return
+    raise StartupError(
+        f"listening on {host}, which other machines can reach, needs mutual TLS: give --tls-cert, --tls-key and "
+        "--tls-client-ca (CMK_TLS_CERT, CMK_TLS_KEY, CMK_TLS_CLIENT_CA), or listen on 127.0.0.1"
+    )
+
+
 async def start_server(
     *,
     register: Callable[[grpc.aio.Server], None],
@@ -105,6 +129,7 @@ async def start_server(
     `port=0` picks a free port; the bound one is in the result. Every call gets a request
     id and, with `metrics`, is counted and timed.
     """
+    require_safe_listener(host, tls)
     chain = [ObserveInterceptor(metrics), *interceptors]
     server = grpc.aio.server(
         interceptors=chain,

@@ -188,7 +188,9 @@ async def build_server(
             tls=config.tls,
             metrics=metrics,
         )
-        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+        metrics_port = (
+            metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+        )
         undo.pop_all()
     rewrapped = await resources.rewrap_to_current_ring()
     if rewrapped:
