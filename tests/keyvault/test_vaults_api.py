@@ -105,15 +105,20 @@ async def test_control_plane_needs_a_role(customer, operator, channel, kv_channe
     await customer.vaults.create_vault("roles", customer.subscription_id, "rg1", "westeurope")
     bob, _, bob_client = await make_principal(operator, channel, clock, customer.tenant_id, "bob", kind=idres.USER)
     bob_vaults = KeyVaultClient(kv_channel, bob_client.token_for)
-    with pytest.raises(PermissionDenied) as caught:
+    # Without even Reader, the vault is not there for Bob: exactly what a missing one says.
+    with pytest.raises(NotFound) as caught:
         await bob_vaults.get_vault("roles")
-    assert caught.value.reason is Reason.ROLE_REQUIRED
+    with pytest.raises(NotFound) as missing:
+        await bob_vaults.get_vault("nothing-here")
+    assert (caught.value.reason, missing.value.reason) == (Reason.VAULT_NOT_FOUND, Reason.VAULT_NOT_FOUND)
+    assert caught.value.message.replace("roles", "X") == missing.value.message.replace("nothing-here", "X")
     await customer.tenant.admin_client.create_role_assignment(
         bob.object_id, idres.READER, f"/subscriptions/{customer.subscription_id}/resourceGroups/rg1"
     )
     assert (await bob_vaults.get_vault("roles")).vault_name == "roles"
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied) as role:  # a Reader sees it, so is told what is missing
         await bob_vaults.delete_vault("roles")
+    assert role.value.reason is Reason.ROLE_REQUIRED
     with pytest.raises(PermissionDenied):
         await bob_vaults.create_vault("bobs", customer.subscription_id, "rg1", "westeurope")
 

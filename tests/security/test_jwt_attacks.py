@@ -456,17 +456,15 @@ ATTACKS = (
         another_services_audience,
         everywhere(refused(Reason.TOKEN_AUDIENCE_INVALID)),
     ),
-    # A genuine token of another tenant passes authentication everywhere (it is one), so the
-    # refusal is authorization's where the target's tenant is decided after the token: the
-    # directory's cross-tenant rule and speech's role check. Only the key vault, which
-    # trusts one tenant per vault, calls it a token of the wrong tenant.
+    # A genuine token of another tenant passes authentication everywhere (it is one); what
+    # it names in another tenant is, to it, not there at all (issue 12, finding 7).
     Attack(
         "another-tenants-token",
         another_tenants_token,
         {
-            "identity": (grpc.StatusCode.PERMISSION_DENIED, Reason.CROSS_TENANT_ACCESS_DENIED.value),
-            "keyvault": refused(Reason.TOKEN_TENANT_MISMATCH),
-            "speech": (grpc.StatusCode.PERMISSION_DENIED, Reason.ROLE_REQUIRED.value),
+            "identity": (grpc.StatusCode.NOT_FOUND, Reason.TENANT_NOT_FOUND.value),
+            "keyvault": (grpc.StatusCode.NOT_FOUND, Reason.VAULT_NOT_FOUND.value),
+            "speech": (grpc.StatusCode.NOT_FOUND, Reason.SPEECH_RESOURCE_NOT_FOUND.value),
         },
     ),
     Attack("disabled-principal", disabled_principal, everywhere(refused(Reason.TOKEN_REVOKED))),

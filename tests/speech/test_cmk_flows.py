@@ -87,9 +87,9 @@ async def test_a_vault_of_another_tenant_is_refused(world, operator, channel, kv
     theirs = KeyVaultClient(kv_channel_for, other.admin_client.token_for)
     await theirs.create_vault("fabrikam-cmk", other.subscription_id, "rg1", "westeurope", purge_protection=True)
     await theirs.create_key("fabrikam-cmk", "cmk")
-    with pytest.raises(PermissionDenied) as caught:  # Contoso's admin cannot even read Fabrikam's vault
+    with pytest.raises(NotFound) as caught:  # Contoso's admin cannot even see Fabrikam's vault
         await world.set_encryption(vault_name="fabrikam-cmk", key_name="cmk")
-    assert caught.value.reason is Reason.ROLE_REQUIRED
+    assert caught.value.reason is Reason.VAULT_NOT_FOUND and other.tenant_id not in caught.value.message
     after = await world.speech.get_resource(world.resource.name)
     assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
 

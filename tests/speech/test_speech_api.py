@@ -137,9 +137,9 @@ async def test_data_needs_a_role_on_the_resource(speech_customer, operator, chan
     bob, _, bob_client = await make_principal(operator, channel, clock, speech_customer.tenant.tenant_id, "bob",
                                               kind=idres.USER)  # fmt: skip
     bob_speech = SpeechClient(sp_channel, bob_client.token_for)
-    with pytest.raises(PermissionDenied) as caught:
+    with pytest.raises(NotFound) as caught:  # without a role, the resource is not there for Bob
         await bob_speech.get_application(app.name)
-    assert caught.value.reason is Reason.ROLE_REQUIRED
+    assert caught.value.reason is Reason.SPEECH_RESOURCE_NOT_FOUND
     await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.READER, resource.name)
     with pytest.raises(PermissionDenied):
         await bob_speech.update_application(app.name, app.etag, "x", "{}")
@@ -149,9 +149,9 @@ async def test_data_needs_a_role_on_the_resource(speech_customer, operator, chan
     (listed,) = (await bob_speech.list_applications(resource.name)).applications
     assert (listed.configuration_json, listed.configuration_withheld) == ("", True)
     await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
-    with pytest.raises(PermissionDenied) as caught:
+    with pytest.raises(PermissionDenied) as secret:
         await bob_speech.get_luis_keys(resource.name)
-    assert caught.value.reason is Reason.ROLE_REQUIRED and "Contributor" in caught.value.message
+    assert secret.value.reason is Reason.ROLE_REQUIRED and "Contributor" in secret.value.message
     # A Contributor reads them.
     await speech_customer.tenant.admin_client.create_role_assignment(bob.object_id, idres.CONTRIBUTOR, resource.name)
     opened = await bob_speech.get_application(app.name)
@@ -294,7 +294,7 @@ async def test_a_removed_role_stops_working_by_the_directory_event_despite_the_d
     async def refused() -> bool | None:
         try:
             await bob_speech.get_application(app.name)
-        except PermissionDenied:
+        except NotFound:  # no role left: not even there
             return True
         return None
 

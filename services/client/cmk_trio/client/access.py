@@ -7,7 +7,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
-from cmk_trio.rpckit.errors import PermissionDenied
+from cmk_trio.rpckit.errors import PermissionDenied, ServiceError
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
 
@@ -37,12 +37,23 @@ class Authorizer(Protocol):
     async def allowed(self, principal_id: str, scope: str, access: Access) -> bool: ...
 
 
-async def require_role(authorizer: Authorizer, caller: VerifiedToken, scope: str, access: Access) -> None:
-    """Refuse with ROLE_REQUIRED unless the caller holds a role allowing `access` on `scope`."""
-    if not await authorizer.allowed(caller.object_id, scope, access):
-        role = access.least_role
-        raise PermissionDenied(
-            Reason.ROLE_REQUIRED,
-            f"this needs the {role} role (or higher) on {scope}",
-            metadata={"scope": scope, "role": role.upper()},
-        )
+async def require_role(
+    authorizer: Authorizer, caller: VerifiedToken, scope: str, access: Access, *, hidden: ServiceError | None = None
+) -> None:
+    """Refuse with ROLE_REQUIRED unless the caller holds a role allowing `access` on `scope`.
+
+    `hidden` is the error a missing object of that scope gets: a caller who may not even
+    read it gets exactly that, so that no one learns what exists where they have no role
+    (ROLE_REQUIRED named the scope, another tenant's subscription id included)."""
+    if await authorizer.allowed(caller.object_id, scope, access):
+        return
+    if hidden is not None and (
+        access is Access.READ or not await authorizer.allowed(caller.object_id, scope, Access.READ)
+    ):
+        raise hidden
+    role = access.least_role
+    raise PermissionDenied(
+        Reason.ROLE_REQUIRED,
+        f"this needs the {role} role (or higher) on {scope}",
+        metadata={"scope": scope, "role": role.upper()},
+    )

@@ -40,6 +40,7 @@ class ClientSecrets(DirectoryBase):
         return NewSecret(record, value, principal.client_id)
 
     async def _secret_holder(self, actor: Principal, tenant_id: str, object_id: str, action: str) -> Principal:
+        self._require_same_tenant(actor, tenant_id)  # first: another tenant's principals are not there
         principal = await self._principal(tenant_id, object_id)
         if actor.object_id != object_id:
             self._require_admin(actor, tenant_id, action)

@@ -80,7 +80,8 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
         (which need to know the tenant a subscription belongs to now)."""
         sub = await self._subscription(subscription_id)
         if not actor.platform_service:
-            self._require_same_tenant(actor, sub.tenant_id)
+            hidden = errors.not_found(Reason.SUBSCRIPTION_NOT_FOUND, "subscription", subscription_id)
+            self._require_same_tenant(actor, sub.tenant_id, hidden)
         return sub
 
     async def list_subscriptions(

@@ -15,6 +15,7 @@ from cmk_trio.identity.model import (
 )
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 
@@ -67,9 +68,12 @@ class DirectoryBase:
             raise errors.operator_required(action)
 
     @staticmethod
-    def _require_same_tenant(actor: Principal, tenant_id: str) -> None:
+    def _require_same_tenant(actor: Principal, tenant_id: str, hidden: ServiceError | None = None) -> None:
+        """A principal sees only its own tenant: anything of another tenant is, to it, what
+        a missing thing is (`hidden`, or the tenant not found), so no one learns what exists
+        in another tenant."""
         if not actor.operator and actor.tenant_id != tenant_id:
-            raise errors.cross_tenant(tenant_id)
+            raise hidden or errors.not_found(Reason.TENANT_NOT_FOUND, "tenant", tenant_id)
 
     @classmethod
     def _require_admin(cls, actor: Principal, tenant_id: str, action: str) -> None:

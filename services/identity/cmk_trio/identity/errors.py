@@ -32,14 +32,6 @@ def tenant_admin_required(action: str, tenant_id: str) -> PermissionDenied:
     )
 
 
-def cross_tenant(tenant_id: str) -> PermissionDenied:
-    return PermissionDenied(
-        Reason.CROSS_TENANT_ACCESS_DENIED,
-        f"the caller's tenant is not {tenant_id}; a principal sees only its own tenant",
-        metadata={"tenant_id": tenant_id},
-    )
-
-
 def invalid_client() -> Unauthenticated:
     # One reason and message for an unknown client and a wrong secret, so that a caller
     # cannot learn which client ids exist.
@@ -57,7 +49,6 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Unauthenticated",
-    "cross_tenant",
     "invalid_client",
     "not_found",
     "operator_required",

@@ -114,6 +114,8 @@ class Principals(DirectoryBase):
         enabled: bool | None = None,
     ) -> Principal:
         """Rename, enable or disable a principal; disabling announces PRINCIPAL_DISABLED."""
+        if not actor.platform_service:  # (a platform service changes the identities it owns, in any tenant)
+            self._require_same_tenant(actor, tenant_id)
         principal = await self._principal(tenant_id, object_id)
         owner = principal.kind is PrincipalKind.MANAGED_IDENTITY and principal.owner_object_id == actor.object_id
         if not owner:
@@ -135,6 +137,7 @@ class Principals(DirectoryBase):
 
     async def delete_principal(self, actor: Principal, tenant_id: str, object_id: str) -> None:
         """Delete a user or service principal with its secrets and role assignments."""
+        self._require_same_tenant(actor, tenant_id)
         principal = await self._principal(tenant_id, object_id)
         self._require_admin(actor, tenant_id, "delete principals")
         if principal.operator:

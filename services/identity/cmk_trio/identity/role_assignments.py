@@ -70,7 +70,10 @@ class RoleAssignments(DirectoryBase):
 
     async def get_role_assignment(self, actor: Principal, role_assignment_id: str) -> RoleAssignment:
         found = await self._role_assignment(role_assignment_id)
-        self._require_same_tenant(actor, found.tenant_id)
+        hidden = errors.not_found(
+            Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
+        )
+        self._require_same_tenant(actor, found.tenant_id, hidden)
         return found
 
     async def list_role_assignments(

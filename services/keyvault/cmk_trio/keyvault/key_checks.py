@@ -94,15 +94,9 @@ class KeysBase:
                 metadata={"vault": vault, "purge_time": isotime(found.purge_time)},
             )
         if caller.tenant_id != found.tenant_id:
-            raise errors.with_akv(
-                errors.Unauthenticated(
-                    Reason.TOKEN_TENANT_MISMATCH,
-                    f"the token was issued by tenant {caller.tenant_id}, but vault {vault} trusts only tenant "
-                    f"{found.tenant_id}; get a token from that tenant",
-                    metadata={"token_tenant_id": caller.tenant_id, "expected_tenant_id": found.tenant_id},
-                ),
-                "Unauthorized",
-            )
+            # Another tenant's vault is, to this caller, no vault at all: naming the tenant it
+            # trusts (as Azure's 401 does) would tell a stranger that it exists, and whose it is.
+            raise errors.vault_not_found(vault)
         if not self._grants(found, caller, permission):
             raise errors.forbidden_by_policy(caller.object_id, permission.value, vault)
         return found

@@ -63,6 +63,12 @@ class Vaults:
     async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
         await require_role(self.authorizer, caller, scope, access)
 
+    async def require_on(self, caller: VerifiedToken, vault: Vault, access: Access) -> None:
+        """`access` on the vault; a caller who may not even read it is told what a missing
+        vault's caller is told (no one learns what exists in another tenant)."""
+        hidden = errors.vault_not_found(vault.vault_name) if not vault.deleted else _no_deleted_vault(vault.vault_name)
+        await require_role(self.authorizer, caller, vault.resource_id, access, hidden=hidden)
+
     async def _live(self, name: str) -> Vault:
         vault = await self.store.get_vault(name)
         if vault is None or vault.deleted:
@@ -72,9 +78,7 @@ class Vaults:
     async def _deleted(self, name: str) -> Vault:
         vault = await self.store.get_vault(name)
         if vault is None or not vault.deleted:
-            raise errors.NotFound(
-                Reason.DELETED_VAULT_NOT_FOUND, f"there is no deleted vault named {name}", metadata={"vault": name}
-            )
+            raise _no_deleted_vault(name)
         return vault
 
     # --- vaults -----------------------------------------------------------------------
@@ -140,7 +144,7 @@ class Vaults:
 
     async def get(self, caller: VerifiedToken, name: str) -> Vault:
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.READ)
+        await self.require_on(caller, vault, Access.READ)
         return vault
 
     async def list_vaults(
@@ -154,7 +158,7 @@ class Vaults:
         self, caller: VerifiedToken, name: str, *, soft_delete: bool | None, purge_protection: bool | None
     ) -> Vault:
         vault = await self._live(vault_name("vault.name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require_on(caller, vault, Access.WRITE)
         soft = vault.soft_delete if soft_delete is None else soft_delete
         purge = vault.purge_protection if purge_protection is None else purge_protection
         if vault.soft_delete and not soft:
@@ -177,7 +181,7 @@ class Vaults:
 
     async def delete(self, caller: VerifiedToken, name: str) -> None:
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require_on(caller, vault, Access.WRITE)
         now = self.clock.now()
         async with self.store.unit_of_work() as uow:
             if vault.soft_delete:
@@ -193,7 +197,7 @@ class Vaults:
 
     async def recover(self, caller: VerifiedToken, name: str) -> Vault:
         vault = await self._deleted(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require_on(caller, vault, Access.WRITE)
         now = self.clock.now()
         async with self.store.unit_of_work() as uow:
             await uow.mark_vault_deleted(vault.vault_name, None, None)
@@ -203,7 +207,7 @@ class Vaults:
 
     async def purge(self, caller: VerifiedToken, name: str) -> None:
         vault = await self._deleted(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.WRITE)
+        await self.require_on(caller, vault, Access.WRITE)
         now = self.clock.now()
         if vault.purge_protection and vault.purge_time is not None and now < vault.purge_time:
             raise errors.with_akv(
@@ -254,7 +258,7 @@ class Vaults:
     async def remove_policy(self, caller: VerifiedToken, name: str, object_id: str) -> Vault:
         object_id = require_uuid("object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.GRANT)
+        await self.require_on(caller, vault, Access.GRANT)
         if vault.policy_of(object_id) is None:
             raise errors.NotFound(
                 Reason.ACCESS_POLICY_NOT_FOUND, f"vault {vault.vault_name} has no access policy entry for {object_id}"
@@ -279,7 +283,7 @@ class Vaults:
         tenant_id = require_uuid("access_policy.tenant_id", tenant_id)
         object_id = require_uuid("access_policy.object_id", object_id)
         vault = await self._live(vault_name("name", name))
-        await self.require(caller, vault.resource_id, Access.GRANT)
+        await self.require_on(caller, vault, Access.GRANT)
         if tenant_id != vault.tenant_id:
             raise errors.FailedPrecondition(
                 Reason.ACCESS_POLICY_TENANT_MISMATCH,
@@ -322,7 +326,7 @@ class Vaults:
         found = await self.store.get_vault(vault)
         if found is None:
             raise errors.vault_not_found(vault)
-        await self.require(caller, found.resource_id, Access.READ)
+        await self.require_on(caller, found, Access.READ)
         return found
 
     # --- the purger -------------------------------------------------------------------
@@ -335,3 +339,9 @@ class Vaults:
             async with recorder.system_call("PurgeDeletedVault", request_id=PURGER, vault_name=name):
                 await self._purge(name)
         return due
+
+
+def _no_deleted_vault(name: str) -> errors.NotFound:
+    return errors.NotFound(
+        Reason.DELETED_VAULT_NOT_FOUND, f"there is no deleted vault named {name}", metadata={"vault": name}
+    )

@@ -99,7 +99,7 @@ class Data:
 
     async def _resource(self, caller: VerifiedToken, resource_id: str, access: Access) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("parent", resource_id))
-        await self._resources.require(caller, resource.resource_id, access)
+        await self._resources.require_on(caller, resource, access)
         return resource
 
     async def _open(self, resource: SpeechResource, sealed: bytes, record_id: str, version: int) -> bytes:

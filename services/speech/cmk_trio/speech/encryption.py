@@ -106,7 +106,7 @@ class Encryption:
 
     async def _writable(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
-        await self._resources.require(caller, resource.resource_id, Access.WRITE)
+        await self._resources.require_on(caller, resource, Access.WRITE)
         return resource
 
     async def _save(self, resource: SpeechResource, finishing: PendingStep | None = None) -> SpeechResource:
@@ -254,7 +254,7 @@ class Encryption:
         operator = OPERATOR_ROLE in caller.roles
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
         if not operator:
-            await self._resources.require(caller, resource.resource_id, Access.WRITE)
+            await self._resources.require_on(caller, resource, Access.WRITE)
         subscription_id = require_uuid("target_subscription_id", subscription_id)
         resource_group = validation.resource_group("target_resource_group", resource_group)
         target_id = make_resource_id(subscription_id, resource_group, resource.account_name)

@@ -98,6 +98,12 @@ class Resources:
     async def require(self, caller: VerifiedToken, scope: str, access: Access) -> None:
         await require_role(self.authorizer, caller, scope, access)
 
+    async def require_on(self, caller: VerifiedToken, resource: SpeechResource, access: Access) -> None:
+        """`access` on the resource; a caller who may not even read it is told what a
+        missing resource's caller is told (no one learns what exists in another tenant)."""
+        hidden = errors.resource_not_found(resource.resource_id)
+        await require_role(self.authorizer, caller, resource.resource_id, access, hidden=hidden)
+
     async def get_resource(self, resource_id: str) -> SpeechResource:
         found = await self._reads.get(
             ("resource", resource_key(resource_id)), lambda: self.store.get_resource(resource_id)
@@ -171,7 +177,7 @@ class Resources:
 
     async def get(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         resource = await self.get_resource(names.parse_resource_id("name", resource_id))
-        await self.require(caller, resource.resource_id, Access.READ)
+        await self.require_on(caller, resource, Access.READ)
         return resource
 
     async def list_resources(
