@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from cmk_trio.identity import errors
@@ -27,7 +26,7 @@ class ClientSecrets(DirectoryBase):
         value = new_client_secret(self._random)
         salt = self._random(16)
         # scrypt takes tens of milliseconds and releases the GIL: keep it off the event loop.
-        digest = await asyncio.to_thread(self.hasher.hash, value, lambda _n: salt)
+        digest = await self.checks.hash(value, salt)
         now = self.clock.now()
         record = ClientSecret(
             secret_id=self._new_id(),

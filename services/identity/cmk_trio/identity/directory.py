@@ -9,7 +9,6 @@ grant roles under it.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
@@ -170,7 +169,7 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
         )
         if client_secret is not None:
             salt = self._random(16)
-            digest = await asyncio.to_thread(self.hasher.hash, client_secret, lambda _n: salt)
+            digest = await self.checks.hash(client_secret, salt)
             now = self.clock.now()
             record = ClientSecret(
                 self._new_id(), operator.object_id, "configured", now, now + timedelta(days=MAX_SECRET_DAYS), digest

@@ -7,12 +7,13 @@ import os
 import uuid
 
 from cmk_trio.identity import errors
-from cmk_trio.identity.crypto import RandomBytes, SecretHasher, VerifiedSecretMemo
+from cmk_trio.identity.crypto import RandomBytes, VerifiedSecretMemo
 from cmk_trio.identity.model import (
     Principal,
     Subscription,
     Tenant,
 )
+from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
@@ -32,14 +33,14 @@ class DirectoryBase:
         store: IdentityStore,
         clock: Clock,
         *,
-        hasher: SecretHasher,
+        checks: SecretChecks,
         notifier: ChangeNotifier,
         memo: VerifiedSecretMemo,
         random: RandomBytes = os.urandom,
     ) -> None:
         self.store = store
         self.clock = clock
-        self.hasher = hasher
+        self.checks = checks
         self.notifier = notifier
         self.memo = memo
         self._random = random

@@ -18,14 +18,14 @@ from cmk_trio.identity import errors
 from cmk_trio.identity.crypto import (
     MasterKey,
     RandomBytes,
-    SecretHasher,
     TokenSigner,
     VerifiedSecretMemo,
     new_signing_key,
     random_token_id,
 )
 from cmk_trio.identity.directory import Directory
-from cmk_trio.identity.model import EventType, IssuedToken, Principal, PrincipalKind, SigningKey
+from cmk_trio.identity.model import ClientSecret, EventType, IssuedToken, Principal, PrincipalKind, SigningKey
+from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit.clock import Clock, to_epoch
 from cmk_trio.rpckit.errors import invalid_field
@@ -157,7 +157,7 @@ class TokenIssuer:
         clock: Clock,
         policy: TokenPolicy,
         *,
-        hasher: SecretHasher,
+        checks: SecretChecks,
         memo: VerifiedSecretMemo,
         random: RandomBytes = os.urandom,
     ) -> None:
@@ -166,7 +166,7 @@ class TokenIssuer:
         self._keys = keys
         self._clock = clock
         self._policy = policy
-        self._hasher = hasher
+        self._checks = checks
         self._memo = memo
         self._random = random
 
@@ -197,14 +197,11 @@ class TokenIssuer:
         principal = await self._store.principal_by_client_id(tenant_id, client_id)
         if principal is None or principal.kind is PrincipalKind.MANAGED_IDENTITY:
             raise errors.invalid_client()
-        matched_expired = False
         now = self._clock.now()
-        for record in await self._store.secrets_of(principal.object_id):
-            if not await self._secret_matches(record.secret_id, record.hash, secret):
-                continue
-            if now >= record.expire_time:
-                matched_expired = True
-                continue
+        matched = await self._matching_secrets(
+            (tenant_id, client_id), await self._store.secrets_of(principal.object_id), secret, now
+        )
+        if any(now < record.expire_time for record in matched):
             # Checked only after the secret matched, so that a stranger learns nothing.
             if not principal.enabled:
                 raise errors.PermissionDenied(
@@ -212,19 +209,32 @@ class TokenIssuer:
                     "this principal is disabled and gets no tokens; ask a tenant administrator to enable it",
                 )
             return await self._mint(principal, audience)
-        if matched_expired:
+        if matched:
             raise errors.Unauthenticated(
                 Reason.CLIENT_SECRET_EXPIRED, "this client secret has expired; add a new one and use it"
             )
         raise errors.invalid_client()
 
-    async def _secret_matches(self, secret_id: str, encoded: str, secret: str) -> bool:
-        if self._memo.known(secret_id, secret):
-            return True
-        if await asyncio.to_thread(self._hasher.verify, secret, encoded):
-            self._memo.remember(secret_id, secret)
-            return True
-        return False
+    async def _matching_secrets(
+        self, client: tuple[str, str], records: list[ClientSecret], secret: str, now: datetime
+    ) -> list[ClientSecret]:
+        """The client's secrets that `secret` is: recognised from memory if verified lately,
+        else by the slow hash, which a client whose secrets keep failing must wait for."""
+        matched = [r for r in records if self._memo.known(r.secret_id, secret)]
+        if matched:
+            return matched
+        self._checks.admit(client)
+        for record in records:
+            if await self._checks.verify(secret, record.hash):
+                self._memo.remember(record.secret_id, secret)
+                matched.append(record)
+                if now < record.expire_time:
+                    break
+        if matched:
+            self._checks.succeeded(client)
+        else:
+            self._checks.failed(client)
+        return matched
 
     async def managed_identity_token(
         self, actor: Principal, tenant_id: str, object_id: str, audience: str

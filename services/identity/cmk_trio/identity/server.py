@@ -23,6 +23,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
+from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.identity.storage import IdentityStore, open_store
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
@@ -78,6 +79,7 @@ class IdentityServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.running.stop(grace)
+        self.directory.checks.close()
         self.metrics.close()
         await self.store.close()
         if self.claim is not None:
@@ -93,6 +95,7 @@ async def build_server(
     claim = claim_data_dir(
         config.data_dir, "identity", database=config.database_path, key_files=[config.master_key_path]
     )
+    checks = SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock)  # (its threads start when used)
     try:
         store = await open_store(config.database_path)
     except BaseException:
@@ -107,9 +110,8 @@ async def build_server(
             lifetime=config.token_lifetime,
             skew=config.clock_skew,
         )
-        hasher = SecretHasher(cost=config.secret_hash_cost)
         memo = VerifiedSecretMemo(random)
-        directory = Directory(store, clock, hasher=hasher, notifier=ChangeNotifier(), memo=memo, random=random)
+        directory = Directory(store, clock, checks=checks, notifier=ChangeNotifier(), memo=memo, random=random)
         keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
         await keys.ensure_active_key()
         try:
@@ -124,7 +126,7 @@ async def build_server(
         )
         if shown is not None:
             write_operator_file(config, operator, shown)
-        issuer = TokenIssuer(store, directory, keys, clock, policy, hasher=hasher, memo=memo, random=random)
+        issuer = TokenIssuer(store, directory, keys, clock, policy, checks=checks, memo=memo, random=random)
         metrics = Metrics.create("identity")
         validator = TokenValidator(
             key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
@@ -159,6 +161,7 @@ async def build_server(
             metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
     except BaseException:
+        checks.close()
         await store.close()
         claim.release()
         raise

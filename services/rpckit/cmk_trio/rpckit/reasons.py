@@ -159,6 +159,12 @@ class Reason(StrEnum):
     CUSTOMER_KEY_TENANT_MISMATCH = "CUSTOMER_KEY_TENANT_MISMATCH"  # resource or subscription moved tenants
     CUSTOMER_KEY_VAULT_UNREACHABLE = "CUSTOMER_KEY_VAULT_UNREACHABLE"  # UNAVAILABLE: the vault did not answer
 
+    # --- limits (RESOURCE_EXHAUSTED) ---
+    SIGN_INS_BUSY = "SIGN_INS_BUSY"  # too many secret checks waiting: retry shortly
+    SIGN_IN_THROTTLED = "SIGN_IN_THROTTLED"  # this client's secrets kept failing: retry after the pause
+    TOO_MANY_CALLS = "TOO_MANY_CALLS"  # the service's cap on calls in progress is reached
+    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"  # the service's cap on open streams is reached
+
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written

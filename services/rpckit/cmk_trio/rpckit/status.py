@@ -10,8 +10,10 @@ Client side: `error_from_rpc` turns a `grpc.aio.AioRpcError` back into the typed
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,9 +129,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     Servicers raise; they never call `context.abort` themselves.
     """
 
-    def __init__(self, domain: str, throttle: Throttle | None = None) -> None:
+    def __init__(self, domain: str, throttle: Throttle | None = None, limits: CallLimits | None = None) -> None:
         self._domain = domain
         self._throttle = throttle or Throttle()
+        self._limits = limits or CallLimits.from_env(os.environ)
 
     async def intercept_service(
         self,
@@ -162,11 +165,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         await context.abort_with_status(internal_status(self._domain))
 
     def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
+        capped = method not in UNCAPPED
+
         async def wrapped(request: Any, context: Context) -> Any:
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
-                return await behavior(request, context)
+                if not capped:
+                    return await behavior(request, context)
+                with self._limits.call():
+                    return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise  # context.abort() unwinds the handler this way; let it pass
             except Exception as exc:
@@ -179,8 +187,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
-                async for response in behavior(request, context):
-                    yield response
+                with self._limits.stream():
+                    async for response in behavior(request, context):
+                        yield response
             except grpc.aio.AbortError:
                 raise  # context.abort() unwinds the handler this way; let it pass
             except Exception as exc:
@@ -245,3 +254,51 @@ class Throttle:
             return held
         current.held += 1
         return None
+
+
+UNCAPPED = frozenset({"/grpc.health.v1.Health/Check"})
+"""Calls no cap refuses: a probe must see a busy service as alive."""
+
+
+class CallLimits:
+    """Caps on the calls and the streams one service serves at once; beyond them a call is
+    refused at once with RESOURCE_EXHAUSTED (TOO_MANY_CALLS, TOO_MANY_STREAMS) and a retry
+    advice, instead of queueing without bound. From CMK_MAX_CALLS and CMK_MAX_STREAMS."""
+
+    def __init__(self, calls: int = 1000, streams: int = 200) -> None:
+        self.max_calls = calls
+        self.max_streams = streams
+        self.calls = 0
+        self.streams = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CallLimits:
+        return cls(int(env.get("CMK_MAX_CALLS", "1000")), int(env.get("CMK_MAX_STREAMS", "200")))
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        if self.calls >= self.max_calls:
+            raise errors.ResourceExhausted(
+                Reason.TOO_MANY_CALLS,
+                f"this service is serving its limit of {self.max_calls} calls at once; retry in a moment",
+                metadata={"limit": str(self.max_calls), "retry_after_seconds": "1"},
+            )
+        self.calls += 1
+        try:
+            yield
+        finally:
+            self.calls -= 1
+
+    @contextmanager
+    def stream(self) -> Iterator[None]:
+        if self.streams >= self.max_streams:
+            raise errors.ResourceExhausted(
+                Reason.TOO_MANY_STREAMS,
+                f"this service has its limit of {self.max_streams} streams open; close one or retry later",
+                metadata={"limit": str(self.max_streams), "retry_after_seconds": "5"},
+            )
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
