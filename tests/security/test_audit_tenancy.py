@@ -83,3 +83,30 @@ async def test_records_written_before_vaults_had_ids_go_to_the_vault_that_held_t
         assert (await log.verify()).ok
     finally:
         await store.close()
+
+
+async def test_anonymous_refusals_are_audited_in_aggregate(world, keyvault, kv_channel_for, clock):
+    """Issue 12, finding 8: 3,000 anonymous calls wrote 3,010 fsync'd audit records, so anyone
+    could grow the log without bound. The first refusal of a kind is recorded at once, the
+    rest of its minute are counted into one record, and the chain still verifies."""
+    from cmk_trio.client.keyvault import KeyVaultClient as Client
+
+    async def no_token(_audience: str) -> str:
+        return ""
+
+    anonymous = Client(kv_channel_for, no_token)
+    before = await keyvault.audit.count()
+    for _ in range(50):
+        try:
+            await anonymous.get_vault("contoso-cmk")
+        except Exception:  # noqa: S110 (refused: the records are what is checked)
+            pass
+    assert await keyvault.audit.count() == before + 1  # the first, at once
+    clock.advance(61)
+    await keyvault.housekeeping()
+    records = (await keyvault.audit.query(after=before))[:3]
+    assert [(r.entry.operation, r.entry.reason, r.entry.count) for r in records][:2] == [
+        ("GetVault", "TOKEN_MISSING", 1),
+        ("GetVault", "TOKEN_MISSING", 49),
+    ]
+    assert (await keyvault.audit.verify()).ok

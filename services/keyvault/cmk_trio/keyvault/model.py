@@ -189,13 +189,16 @@ class AuditEntry:
     vault_id: str = ""
     """The vault incarnation the record belongs to ("" when the call named no vault that
     existed, and in records written before vaults had ids)."""
+    count: int = 1
+    """How many calls the record stands for: calls refused before any token was verified
+    are recorded in aggregate (the first of each kind at once, the rest counted)."""
 
     def canonical(self) -> dict[str, Any]:
         """The fields the MAC covers, in declaration order, the time as ISO 8601. The vault
-        id only when there is one, so the records written before it existed verify as they
-        were written (blanking or adding one breaks the MAC). Built by hand:
-        dataclasses.asdict deep-copies, and this runs for every call."""
-        fields = {
+        id only when there is one and the count only when it is not 1, so the records written
+        before they existed verify as they were written (blanking or adding either breaks
+        the MAC). Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
+        fields: dict[str, Any] = {
             "time": self.time.isoformat(timespec="microseconds"),
             "request_id": self.request_id,
             "caller_object_id": self.caller_object_id,
@@ -211,6 +214,8 @@ class AuditEntry:
         }
         if self.vault_id:
             fields["vault_id"] = self.vault_id
+        if self.count != 1:
+            fields["count"] = self.count
         return fields
 
 

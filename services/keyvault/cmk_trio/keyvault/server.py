@@ -88,6 +88,7 @@ class KeyVaultServer:
         rotation policies, and sign an audit checkpoint if records were added."""
         await self.purge_due()
         await self.rotation.run_due()
+        await self.trail.flush_refusals()
         latest = await self.audit.latest_checkpoint()
         count = await self.audit.count()
         if latest is None or latest.count != count:
@@ -100,6 +101,7 @@ class KeyVaultServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.running.stop(grace)
+        await self.trail.flush_refusals()
         await self.directory.stop()
         self.metrics.close()
         await self.store.close()

@@ -538,6 +538,7 @@ class AuditRecord(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MAC_FIELD_NUMBER: _builtins.int
     VAULT_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in the log, from 1, without gaps."""
     request_id: _builtins.str
@@ -569,6 +570,11 @@ class AuditRecord(_message.Message):
     same name is another vault, and a vault's readers see only its own records. Empty when
     the call named no existing vault (and in records written before vaults had ids).
     """
+    count: _builtins.int
+    """How many calls the record stands for: 1, except for calls refused before any token was
+    verified, which are recorded in aggregate (the first of each kind at once, the others
+    counted into one record per minute), so anonymous callers cannot grow the log at will.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the call was made."""
@@ -591,10 +597,11 @@ class AuditRecord(_message.Message):
         reason: _builtins.str = ...,
         mac: _builtins.str = ...,
         vault_id: _builtins.str = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_object_id", b"caller_object_id", "client_id", b"client_id", "key_name", b"key_name", "key_version", b"key_version", "mac", b"mac", "operation", b"operation", "reason", b"reason", "request_id", b"request_id", "resource_id", b"resource_id", "result", b"result", "sequence", b"sequence", "tenant_id", b"tenant_id", "time", b"time", "vault_id", b"vault_id", "vault_name", b"vault_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_object_id", b"caller_object_id", "client_id", b"client_id", "count", b"count", "key_name", b"key_name", "key_version", b"key_version", "mac", b"mac", "operation", b"operation", "reason", b"reason", "request_id", b"request_id", "resource_id", b"resource_id", "result", b"result", "sequence", b"sequence", "tenant_id", b"tenant_id", "time", b"time", "vault_id", b"vault_id", "vault_name", b"vault_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,7 +102,7 @@ def audit_record_pb(r: AuditRecord) -> res.AuditRecord:
         sequence=r.sequence, time=to_timestamp(e.time), request_id=e.request_id, caller_object_id=e.caller_object_id,
         tenant_id=e.tenant_id, client_id=e.client_id, resource_id=e.resource_id, operation=e.operation,
         vault_name=e.vault_name, key_name=e.key_name, key_version=e.key_version, result=e.result,
-        reason=e.reason, mac=r.mac.hex(), vault_id=e.vault_id,
+        reason=e.reason, mac=r.mac.hex(), vault_id=e.vault_id, count=e.count,
     )  # fmt: skip
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.api.convert import vault_of
@@ -32,6 +33,8 @@ from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 from cmk_trio.rpckit.types import bound
 
+REFUSAL_WINDOW = timedelta(minutes=1)
+"""How long the refusals of one kind are counted into one record."""
 SYSTEM_CLIENT = "keyvault"
 """The client id of the records of what the service does by itself."""
 
@@ -82,6 +85,9 @@ class AuditTrail:
         # Which vault incarnation holds a name, read once per commit (the hot path, an
         # unwrap, commits nothing and pays a dictionary lookup).
         self._vault_ids: ReadCache = ReadCache(lambda: store.generation)
+        self._refusals: dict[tuple[str, str, str], tuple[datetime, int]] = {}
+        """Unauthenticated refusals by kind: when the kind's window began, and how many more
+        came in it (not yet written)."""
 
     def watch(self) -> None:
         """Record each call's change in the change's own unit of work."""
@@ -132,12 +138,32 @@ class AuditTrail:
 
     async def refused(self, method: str, refusal: ServiceError | None) -> None:
         """The record of a call whose token was refused (the AuthInterceptor's hook); None
-        is a validation that failed unexpectedly, recorded as an error."""
+        is a validation that failed unexpectedly, recorded as an error.
+
+        Anyone can make such calls, so they are recorded in aggregate: the first of each
+        kind (method, result, reason) in a window is written at once, the others are counted
+        and written as one record (with their count) when the window is over: at the next
+        refusal of that kind, or when the service flushes them (housekeeping, stopping)."""
         scope = CallScope(method.rsplit("/", 1)[-1], None, request_id=current_request_id() or "")
-        if refusal is None:
-            await self._audit.append(self._entry(scope, "error", Reason.INTERNAL.value, ""))
-        else:
-            await self._audit.append(self._entry(scope, "denied", refusal.reason.value, ""))
+        result, reason = ("error", Reason.INTERNAL.value) if refusal is None else ("denied", refusal.reason.value)
+        kind = (scope.operation, result, reason)
+        now = self._clock.now()
+        counted = self._refusals.get(kind)
+        if counted is not None and now - counted[0] < REFUSAL_WINDOW:
+            self._refusals[kind] = (counted[0], counted[1] + 1)
+            return
+        if counted is not None and counted[1]:
+            await self._audit.append(replace(self._entry(scope, result, reason, ""), count=counted[1]))
+        self._refusals[kind] = (now, 0)
+        await self._audit.append(self._entry(scope, result, reason, ""))
+
+    async def flush_refusals(self) -> None:
+        """Write the counted refusals of every window now (housekeeping, stopping)."""
+        counted, self._refusals = self._refusals, {}
+        for (operation, result, reason), (_, count) in counted.items():
+            if count:
+                scope = CallScope(operation, None, request_id="aggregate")
+                await self._audit.append(replace(self._entry(scope, result, reason, ""), count=count))
 
     async def _before_commit(self, uow: KeyVaultUnitOfWork) -> None:
         scope = _scope.get()

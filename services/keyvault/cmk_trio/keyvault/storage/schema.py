@@ -106,4 +106,9 @@ MIGRATIONS = (
             "CREATE INDEX audit_by_vault_id ON audit_log(vault_id, sequence)",
         ),
     ),
+    Migration(
+        3,
+        "how many calls an audit record stands for (unauthenticated refusals, in aggregate)",
+        ("ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1",),
+    ),
 )

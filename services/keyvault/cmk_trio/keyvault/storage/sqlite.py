@@ -378,11 +378,11 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
         return (int(row[0]), bytes(row[1])) if row else None
 
     async def insert_audit_records(self, records: list[AuditRecord]) -> None:
-        rows = [(r.sequence, *_audit_columns(r.entry), r.entry.vault_id, r.mac) for r in records]
+        rows = [(r.sequence, *_audit_columns(r.entry), r.entry.vault_id, r.entry.count, r.mac) for r in records]
         await self._tx.executemany(  # one hop to the database thread for the whole batch
             "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
-            " resource_id, operation, vault_name, key_name, key_version, result, reason, vault_id, mac)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " resource_id, operation, vault_name, key_name, key_version, result, reason, vault_id, count, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -466,6 +466,7 @@ def _audit_record(r: Any) -> AuditRecord:
         result=r["result"],
         reason=r["reason"],
         vault_id=r["vault_id"],
+        count=int(r["count"]),
     )
     return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))
 
@@ -474,4 +475,5 @@ def _audit_columns(entry: AuditEntry) -> tuple[Any, ...]:
     """The record's fields from time to reason, in the columns' order (the MAC's form)."""
     fields = entry.canonical()
     fields.pop("vault_id", None)
+    fields.pop("count", None)
     return tuple(fields.values())
