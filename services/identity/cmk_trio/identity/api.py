@@ -156,10 +156,11 @@ def _mask(mask: field_mask_pb2.FieldMask, allowed: set[str]) -> set[str]:
         )
     unknown = paths - allowed
     if unknown:
+        # Named back only in part: a status message travels in gRPC metadata, whose size is
+        # limited (a long one cost the caller the ErrorInfo).
+        named = ", ".join(p[:64] for p in sorted(unknown)[:5]) + (", ..." if len(unknown) > 5 else "")
         raise invalid_field(
-            "update_mask",
-            Reason.UPDATE_MASK_INVALID,
-            f"cannot update {', '.join(sorted(unknown))}; updatable: {', '.join(sorted(allowed))}",
+            "update_mask", Reason.UPDATE_MASK_INVALID, f"cannot update {named}; updatable: {', '.join(sorted(allowed))}"
         )
     return paths
 

@@ -90,8 +90,12 @@ def internal_status(domain: str) -> grpc.Status:
 
 
 def error_info_of(rpc_error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo inside a failed call's status, if there is one."""
-    status = rpc_status.from_call(rpc_error)  # type: ignore[arg-type]
+    """The ErrorInfo inside a failed call's status, if there is one (none when the status
+    details do not match the call's code: gRPC replaced the status, e.g. metadata too large)."""
+    try:
+        status = rpc_status.from_call(rpc_error)  # type: ignore[arg-type]
+    except ValueError:
+        return None
     if status is None:
         return None
     for detail in status.details:

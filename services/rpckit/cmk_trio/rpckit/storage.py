@@ -254,6 +254,20 @@ def encode_page_token(kind: str, after: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_SEQUENCE = 2**63 - 1
+"""The largest sequence number SQLite (and a page token over one) can hold."""
+
+
+def decode_sequence_token(kind: str, token: str) -> int:
+    """The sequence number a listing of `kind` resumes after (0 for the first page)."""
+    after = decode_page_token(kind, token)
+    if after is None:
+        return 0
+    if not (after.isascii() and after.isdigit() and len(after) <= 19 and int(after) <= MAX_SEQUENCE):
+        raise invalid_field("page_token", Reason.PAGE_TOKEN_INVALID, "not a page token of this listing")
+    return int(after)
+
+
 def decode_page_token(kind: str, token: str) -> str | None:
     """The key to resume after, or None for the first page."""
     if not token:

@@ -12,7 +12,7 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit.auth import current_caller
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from cmk_trio.rpckit.storage import decode_page_token, decode_sequence_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.timestamps import from_timestamp, to_timestamp
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
@@ -206,11 +206,9 @@ class ApplicationApi(pb_grpc.ApplicationServiceServicer):
     async def ListApplications(
         self, request: pb.ListApplicationsRequest, context: Context
     ) -> pb.ListApplicationsResponse:
-        token = decode_page_token("applications", request.page_token)
-        if token is not None and not token.isdigit():
-            raise invalid_field("page_token", Reason.PAGE_TOKEN_INVALID, "not a page token of this listing")
+        after = decode_sequence_token("applications", request.page_token)
         limit = page_size_of(request.page_size)
-        found = await self._d.list_applications(current_caller(), request.parent, after=int(token or 0), limit=limit)
+        found = await self._d.list_applications(current_caller(), request.parent, after=after, limit=limit)
         return pb.ListApplicationsResponse(
             applications=[application_pb(a) for _, a in found],
             next_page_token=encode_page_token("applications", str(found[-1][0])) if len(found) == limit else "",

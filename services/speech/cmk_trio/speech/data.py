@@ -79,9 +79,10 @@ def configuration(field_name: str, text: str) -> bytes:
 
 
 def parse_etag(text: str) -> int:
-    if len(text) > 24 or not (text.startswith('"') and text.endswith('"') and text[1:-1].isdigit()):
+    digits = text[1:-1]
+    if not (len(text) <= 21 and text[:1] == text[-1:] == '"' and digits.isascii() and digits.isdigit()):
         raise invalid_field("etag", Reason.FIELD_INVALID, "is not an etag this service issued")
-    return int(text[1:-1])
+    return int(digits)  # at most 19 digits: within SQLite's integers
 
 
 class Data:

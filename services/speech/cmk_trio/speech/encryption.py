@@ -55,6 +55,10 @@ def choose_key(
     """The seed's two ways to specify a key: a key URI plus the vault's subscription, or a
     vault and a key from it."""
     if key_uri:
+        if vault or key or version:
+            raise invalid_field(
+                "key_uri", Reason.FIELD_INVALID, "give a key URI, or a vault and a key (and version), not both"
+            )
         subscription = require_uuid("key_subscription_id", key_subscription_id)
         parts = split_key_id(key_uri, dns_suffix) if len(key_uri) <= MAX_KEY_ID else None
         if parts is None:

@@ -18,7 +18,7 @@ from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 from cmk_trio.rpckit.errors import FailedPrecondition, invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier, tail
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
+from cmk_trio.rpckit.storage import decode_sequence_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.timestamps import from_timestamp
 from cmk_trio.rpckit.types import Context
 
@@ -44,7 +44,7 @@ class AuditApi(pb_grpc.AuditServiceServicer):
             incarnation = await self._vaults.require_audit_reader(scope.authenticated, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
                 raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")
-            token = decode_page_token("audit", request.page_token)
+            after = decode_sequence_token("audit", request.page_token)
             limit = page_size_of(request.page_size)
             found = await self._audit.query(
                 vault=incarnation,
@@ -54,7 +54,7 @@ class AuditApi(pb_grpc.AuditServiceServicer):
                 result=request.result or None,
                 since=from_timestamp("start_time", request.start_time) if request.HasField("start_time") else None,
                 until=from_timestamp("end_time", request.end_time) if request.HasField("end_time") else None,
-                after=int(token) if token and token.isdigit() else 0,
+                after=after,
                 limit=limit,
             )
             return pb.ListAuditRecordsResponse(
