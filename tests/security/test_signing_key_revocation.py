@@ -93,3 +93,31 @@ async def test_identity_accepts_its_new_keys_tokens_at_once_after_a_rotation(ide
         await fresh.list_tenants()  # no clock moved: accepted at once
     finally:
         await fresh.channel.close()
+
+
+async def test_the_services_keep_working_after_the_key_that_signed_their_own_tokens_is_revoked(
+    world: World, identity, operator, clock
+):
+    """The key vault and speech hold tokens of their own (their platform principals' for the
+    directory, speech's managed identities' for the vault), signed by the key being revoked:
+    they drop them on the directory's SIGNING_KEY_REVOKED and fetch new ones, instead of
+    being refused until those tokens expire."""
+    await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    before = await world.read_all()
+    kid = (await operator.list_signing_keys())[0].kid
+    operator.token_cache.invalidate()  # (the test's own clients take new tokens by hand)
+    await operator.revoke_signing_key(kid)
+    admin: IdentityClient = world.speech._tokens.__self__  # type: ignore[attr-defined]
+    admin.token_cache.invalidate()
+    reader = SpeechClient(world.speech.channel, admin.token_for)
+    world.server.data_keys.drop_all()  # the next read needs the vault, with the managed identity's token
+    await world.server.directory.roles.forget_all()  # and the directory, with speech's own token
+
+    async def reads() -> bool | None:
+        try:
+            apps = await reader.list_applications(world.resource.name)
+        except ServiceError:
+            return None
+        return [a.configuration_json for a in apps.applications] == before[0] or None
+
+    assert await eventually(reads, "speech reading with new tokens after the revocation")

@@ -77,6 +77,7 @@ class RevocationFeed:
             await self._validator.refresh_keys(force=True)
         elif event.type == res.SIGNING_KEY_REVOKED:
             await self._validator.key_withdrawn(event.kid)
+            self._client.forget_tokens()  # this service's own tokens may be the revoked key's
 
     async def _reset(self) -> None:
         if self._roles is not None:

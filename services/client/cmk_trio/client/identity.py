@@ -140,6 +140,10 @@ class IdentityClient:
             return await self._token_source(audience)
         return await self.token_cache.get(audience)
 
+    def forget_tokens(self) -> None:
+        """Drop the tokens held (the key that signed them was revoked): the next call gets new ones."""
+        self.token_cache.invalidate()
+
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
         return await call(
             method, request, token=await self.token_for(audiences.DIRECTORY), idempotent=id(method) in self._safe

@@ -103,6 +103,8 @@ class CacheGuard:
             self._identity.forget_token(event.principal_id)
             for resource in await self._store.resources_with_identity(event.principal_id):
                 self._keys.drop(resource)
+        elif event.type == idres.SIGNING_KEY_REVOKED:
+            self._identity.forget_token()  # the managed identities' tokens may be the revoked key's
         elif event.type == idres.SUBSCRIPTION_TRANSFERRED:
             # The resources now belong to the new tenant; their identities stayed (and were
             # deleted) in the old one, which is what reads will now report.
