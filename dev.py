@@ -8,6 +8,8 @@
     python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
     python3 dev.py faults   the fault-injection suite, 20 kills per service; writes RELIABILITY.md
                             (--bounded: 3 kills per service, a minute, as .ci/run runs it)
+    python3 dev.py security the security suite with the full fuzz (10,000 inputs per service);
+                            writes SECURITY.md
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
@@ -21,6 +23,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -99,6 +102,17 @@ def main(argv: list[str]) -> int:
             env["CMK_FAULT_REPORT"] = str(ROOT / "RELIABILITY.md")
         args = [str(PYTHON), "-m", "pytest", "-m", "faults", "tests/faults", *(a for a in rest if a != "--bounded")]
         return subprocess.run(args, cwd=ROOT, env=env).returncode
+    if command == "security":
+        # The whole security suite with the full fuzz; SECURITY.md only from a run that passed.
+        scratch = Path(tempfile.mkdtemp(prefix="cmk-security-"))
+        fuzz, matrix = scratch / "fuzz.json", scratch / "matrix.md"
+        env = {**os.environ, "CMK_FUZZ_INPUTS": "10000", "CMK_FUZZ_REPORT": str(fuzz),
+               "CMK_SECURITY_REPORT": str(matrix)}  # fmt: skip
+        args = [str(PYTHON), "-m", "pytest", "-m", "security", "tests/security", *rest]
+        return subprocess.run(args, cwd=ROOT, env=env).returncode or run(
+            str(PYTHON), "-m", "tests.security.report", "--fuzz", str(fuzz), "--matrix", str(matrix),
+            "--out", str(ROOT / "SECURITY.md"),
+        )  # fmt: skip
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)
     if command == "protos":

@@ -117,7 +117,7 @@ BAD_CODES = frozenset(
 )
 READ_PREFIXES = ("Get", "List", "Check", "Watch", "Stream", "Verify", "Issue")
 """Methods that store nothing even when they succeed: no database comparison around them."""
-PHASE_TWO_PREFIXES = ("Delete", "Purge", "Disable", "Remove", "Reject", "Transfer", "Move", "Update")
+PHASE_TWO_PREFIXES = ("Delete", "Purge", "Disable", "Remove", "Reject", "Transfer", "Move", "Update", "Revoke")
 PHASE_TWO_METHODS = frozenset({"SetAccessPolicy", "RotateSigningKey", "AdvanceClock"})
 FREE_TEXT = frozenset({"display_name", "note", "configuration_json", "description"})
 """Fields whose text names nothing (a note may mention another tenant's subscription)."""
@@ -135,6 +135,7 @@ OPERATOR_ONLY = frozenset(
         "cmk.identity.v1.IdentityService/TransferSubscription",
         "cmk.identity.v1.IdentityService/WatchEvents",
         "cmk.identity.v1.TokenService/RotateSigningKey",
+        "cmk.identity.v1.TokenService/RevokeSigningKey",
         "cmk.keyvault.v1.AuditService/StreamAuditRecords",
         "cmk.keyvault.v1.AuditService/CreateAuditCheckpoint",
         "cmk.keyvault.v1.AuditService/VerifyAuditLog",

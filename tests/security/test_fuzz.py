@@ -155,6 +155,10 @@ async def seeds(world: World, operator, channel, clock) -> dict[str, list[Messag
     }
 
 
+ISOLATED = frozenset({"cmk.identity.v1.TokenService/RevokeSigningKey"})
+"""Fuzzed on a server of their own with a fresh token per call (they take every token away)."""
+
+
 @pytest.mark.timeout(BUDGET)
 async def test_no_input_to_any_rpc_breaks_a_service(world: World, identity, keyvault, operator, channel, clock):
     foreign = await other_tenant(operator, channel, clock, world.server.endpoint, keyvault.endpoint)
@@ -163,7 +167,10 @@ async def test_no_input_to_any_rpc_breaks_a_service(world: World, identity, keyv
         *fuzz.targets_of("keyvault", keyvault.endpoint, KEYVAULT_AUDIENCES.__getitem__),
         *fuzz.targets_of("speech", world.server.endpoint, SPEECH_AUDIENCES.__getitem__),
     ]
+    # Revoking a signing key refuses every token the callers hold: fuzzed on its own server
+    # below, with a fresh token per call, as the development clock is.
     assert fuzz.OPERATOR_ONLY <= {t.short for t in targets}, "every operator-only method exists"
+    targets = [t for t in targets if t.short not in ISOLATED]
     fuzzer = fuzz.Fuzzer(
         targets,
         fuzz.Callers(admin=world.speech._tokens, operator=operator.token_for),
@@ -208,7 +215,7 @@ async def test_the_development_clock_takes_no_input_badly(tmp_path, clock):
         targets = [
             t
             for t in fuzz.targets_of("identity", server.endpoint, lambda _: audiences.DIRECTORY)
-            if t.method.containing_service.name == "DevService"
+            if t.method.containing_service.name == "DevService" or t.short in ISOLATED
         ]
         fuzzer = fuzz.Fuzzer(targets, fuzz.Callers(fresh, fresh), seed=SEED, inputs_per_service=max(50, INPUTS // 6))
         figures = await fuzzer.run()

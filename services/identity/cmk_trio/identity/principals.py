@@ -217,7 +217,11 @@ class Principals(DirectoryBase):
         return principal
 
     async def owned_managed_identity(self, actor: Principal, tenant_id: str, object_id: str) -> Principal:
-        """The managed identity, if the actor is the platform principal that owns it."""
+        """The managed identity, if the actor is the platform principal that owns it. To anyone
+        but a platform service, another tenant's identities are not there (what exists in
+        another tenant, and of which kind, is no one else's to learn)."""
+        if not actor.platform_service:
+            self._require_same_tenant(actor, tenant_id)
         principal = await self._principal(tenant_id, object_id)
         if principal.kind is not PrincipalKind.MANAGED_IDENTITY:
             raise errors.FailedPrecondition(

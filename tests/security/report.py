@@ -1,0 +1,181 @@
+"""Writes SECURITY.md from a run of the security suite: `python3 dev.py security` runs it in
+full (the fuzzer at 10,000 inputs per service), and only if every test passed renders what
+the run measured (the fuzz figures, the authorization matrix as observed) beside what we
+defend and how. Run: python -m tests.security.report --fuzz F.json --matrix M.md --out SECURITY.md"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.security.test_jwt_attacks import ATTACKS
+
+DEFENCES = (
+    (
+        "forged or tampered tokens",
+        "RS256 only, keys only from the directory (no jwk/jku/x5u/x5c), kid and header bounds, exact issuer, "
+        "audience and tenant, expiry with bounded skew",
+        "tests/security/test_jwt_attacks.py (table below)",
+    ),
+    (
+        "a leaked or retired signing key",
+        "validators refetch the keys once a minute and drop unpublished ones; `cmk signing-key revoke` "
+        "withdraws a key everywhere at once through SIGNING_KEY_REVOKED; services drop their own tokens of "
+        "that key",
+        "tests/security/test_signing_key_revocation.py, tests/rpckit/test_tokens.py",
+    ),
+    (
+        "a revoked principal or access policy",
+        "revocations pushed on event streams; a service whose stream is not current refuses "
+        "(REVOCATIONS_UNKNOWN) and keeps no customer data key; keepalives notice a silent partition within 8 "
+        "s",
+        "tests/speech, tests/faults (RELIABILITY.md)",
+    ),
+    (
+        "a caller beyond its role",
+        "Reader / Contributor / Owner as Azure, stricter where keys are concerned: access policies need "
+        "Owner, secrets need Contributor; platform principals act only for their own resource provider",
+        "the authorization matrix below",
+    ),
+    (
+        "learning what exists in another tenant",
+        "a caller with no rights on an object gets exactly what a missing object gets; no error names an id "
+        "the caller did not give",
+        "tests/security/test_existence.py",
+    ),
+    (
+        "another tenant's audit history",
+        "records belong to one vault incarnation (vault id)",
+        "tests/security/test_audit_tenancy.py",
+    ),
+    (
+        "malformed input",
+        "bytes that are no message, oversize requests, JSON nested deep, timestamps out of range: "
+        "INVALID_ARGUMENT with a reason, nothing stored, logs rate-limited",
+        "tests/security/test_malformed_input.py, the fuzzer below",
+    ),
+    (
+        "exhaustion",
+        "caps on calls and streams per service; scrypt on its own bounded pool; per-client backoff after "
+        "failed secrets (at most 30 s, never for a secret verified lately); anonymous refusals audited in "
+        "aggregate",
+        "tests/security/test_limits.py",
+    ),
+    (
+        "plaintext on the network",
+        "a listener other machines can reach must be mutual TLS or the service does not start; metrics on "
+        "loopback unless exposed on purpose",
+        "tests/e2e/test_listeners.py",
+    ),
+    (
+        "secrets at rest",
+        "private keys sealed under master key files (0600, refused otherwise), client secrets as scrypt "
+        "hashes, data only under envelope encryption; tests read the raw files",
+        "tests/speech, tests/keyvault, tests/e2e/test_bad_environments.py",
+    ),
+    (
+        "a tampered audit log",
+        "a keyed-MAC chain with signed checkpoints; every change's record commits with it",
+        "tests/keyvault/test_audit.py, tests/faults",
+    ),
+)
+"""(threat, how it is met, the tests that keep it so)."""
+
+
+THREAT_MODEL = """\
+## What we defend, and against whom
+
+The trio holds customer-managed keys and the data they protect, so the attacker we design
+against is anyone on the network who can reach a port, including a genuine customer of
+another tenant with valid tokens, and a customer's own principals acting beyond their role.
+What they must never get: a data key or a secret of a tenant that is not theirs, a key
+unwrap after its access was revoked, a token accepted that the directory did not sign (or no
+longer trusts), knowledge of what exists in another tenant, a way to exhaust the services for
+everyone, or an audit log that hides what they did.
+
+{defences}
+
+## Out of scope
+
+- An attacker with the operator credential or with the master key files: they are the
+  platform. Protect `operator.json` and the data directories (0600/0700 as made).
+- An attacker on the machine as the services' user, reading process memory.
+- Denial of service below the gRPC layer (SYN floods, TLS handshake floods): put the trio
+  behind what your platform uses for that. A request's metadata over 16 KiB is refused by
+  gRPC itself (RESOURCE_EXHAUSTED without our reason).
+- Side channels in timing: token refusals are not constant-time (an unknown client id is
+  refused before any hashing).
+
+## How to report
+
+Open an issue marked *security* on the project's tracker without the details, and ask for a
+private channel; we answer within two working days. Please include the commit you run, what you did, what you
+expected, and what happened.
+"""
+
+
+def render(fuzz: dict[str, Any], matrix: str) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    inputs = fuzz["inputs"]
+    bad = [s for s in fuzz["statuses"] if s["code"] in ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")]
+    lines = [
+        "# Security",
+        "",
+        f"Written by `python3 dev.py security` on {when} from that run: every test of `tests/security` passed, "
+        "and the figures below are what it measured.",
+        "",
+        THREAT_MODEL.format(
+            defences="\n".join(
+                ["| threat | how it is met | kept by |", "| --- | --- | --- |"]
+                + [f"| {threat} | {how} | {kept} |" for threat, how, kept in DEFENCES]
+            )
+        ),
+        "## Forged tokens",
+        "",
+        "Each attack is sent to all three services (identity, key vault, speech); all refuse it as shown, and the "
+        "genuine token is accepted by all three (the positive control).",
+        "",
+        "| attack | identity | key vault | speech |",
+        "| --- | --- | --- | --- |",
+    ]
+    for attack in ATTACKS:
+        cells = []
+        for service in ("identity", "keyvault", "speech"):
+            code, reason = attack.expected[service]
+            cells.append(f"{code.name if code else 'OK'} {reason or ''}".strip())
+        lines.append(f"| {attack.name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Fuzzing",
+        "",
+        f"A structure-aware fuzz of every RPC (seed {fuzz['seed']}): "
+        + ", ".join(f"{n:,} inputs to {service}" for service, n in inputs.items())
+        + f" ({sum(inputs.values()):,} in all, {fuzz['input_kinds'].get('mutated', 0):,} of them mutated bytes), "
+        f"sent as the tenant's owner and the operator after learning a valid request per method. "
+        f"UNKNOWN, INTERNAL, DATA_LOSS or UNIMPLEMENTED: {sum(s['count'] for s in bad)}; failures: "
+        f"{len(fuzz['failures'])}; refused calls checked to have stored nothing: {fuzz['store_checks']:,}.",
+        "",
+        "| status | reason | count |",
+        "| --- | --- | --- |",
+        *[f"| {s['code']} | {s['reason'] or '-'} | {s['count']:,} |" for s in fuzz["statuses"][:25]],
+        "",
+    ]
+    matrix_body = matrix.split("\n", 1)[1] if matrix.startswith("# ") else matrix
+    lines += ["## Authorization matrix", matrix_body.replace("\n## ", "\n### ")]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fuzz", type=Path, required=True)
+    parser.add_argument("--matrix", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.write_text(render(json.loads(args.fuzz.read_text()), args.matrix.read_text()))
+
+
+if __name__ == "__main__":
+    main()
