@@ -110,3 +110,32 @@ async def test_anonymous_refusals_are_audited_in_aggregate(world, keyvault, kv_c
         ("GetVault", "TOKEN_MISSING", 49),
     ]
     assert (await keyvault.audit.verify()).ok
+
+
+async def test_refusals_arriving_together_as_a_window_rolls_over_are_counted_once(keyvault, kv_channel_for, clock):
+    """Found in review: refusals arriving while the aggregate of the old window was being
+    written each wrote it again (15 calls were recorded as 51)."""
+    import asyncio
+
+    from cmk_trio.client.keyvault import KeyVaultClient as Client
+
+    async def no_token(_audience: str) -> str:
+        return ""
+
+    anonymous = Client(kv_channel_for, no_token)
+
+    async def refused_call() -> None:
+        try:
+            await anonymous.get_vault("contoso-cmk")
+        except Exception:  # noqa: S110 (refused: the records are what is checked)
+            pass
+
+    before = await keyvault.audit.count()
+    for _ in range(10):
+        await refused_call()
+    clock.advance(61)
+    await asyncio.gather(*(refused_call() for _ in range(5)))
+    await keyvault.housekeeping()
+    records = [r for r in await keyvault.audit.query(after=before, limit=1000) if r.entry.operation == "GetVault"]
+    assert sum(r.entry.count for r in records) == 15
+    assert {r.entry.request_id for r in records if r.entry.count > 1} == {"aggregate"}

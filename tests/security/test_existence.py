@@ -40,6 +40,8 @@ async def test_another_tenants_objects_answer_as_missing_ones(world: World, oper
     their_vaults = KeyVaultClient(kv_channel_for, them.token_for)
     their_speech = SpeechClient(world.speech.channel, them.token_for)
     contoso_admin = next(p for p in (await operator.list_principals(world.tenant_id)).principals if p.tenant_admin)
+    await world.vaults.create_vault("contoso-gone", world.subscription_id, "rg1", "westeurope")
+    await world.vaults.delete_vault("contoso-gone")  # soft-deleted: still Contoso's, still not Fabrikam's to see
     grant = (await operator.list_role_assignments(principal_id=contoso_admin.object_id)).role_assignments[0]
     nobody = str(uuid.uuid4())
     missing_resource = world.resource.name.replace("speech1", "nothing-here")
@@ -59,6 +61,16 @@ async def test_another_tenants_objects_answer_as_missing_ones(world: World, oper
                 lambda: their_vaults.unwrap(missing_key, b"x" * 256), ("contoso-cmk", "nothing-here")),
         "speech resource": (lambda: their_speech.get_resource(world.resource.name),
                             lambda: their_speech.get_resource(missing_resource), ("speech1", "nothing-here")),
+        # Found in review: granting and revoking roles named the other tenant's id.
+        "grant on a subscription": (
+            lambda: them.create_role_assignment(stranger.admin.object_id, idres.READER,
+                                                f"/subscriptions/{world.subscription_id}"),
+            lambda: them.create_role_assignment(stranger.admin.object_id, idres.READER, f"/subscriptions/{nobody}"),
+            (world.subscription_id, nobody)),
+        "role assignment to revoke": (lambda: them.delete_role_assignment(grant.role_assignment_id),
+                                      lambda: them.delete_role_assignment(nobody), (grant.role_assignment_id, nobody)),
+        "a deleted vault's audit": (lambda: their_vaults.list_audit("contoso-gone"),
+                                    lambda: their_vaults.list_audit("nothing-here"), ("contoso-gone", "nothing-here")),
     }  # fmt: skip
     for what, (theirs, absent, names) in probes.items():
         existing, missing = await answer(theirs), await answer(absent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -66,24 +67,43 @@ async def test_secret_checks_run_on_their_own_bounded_pool(clock):
 def test_a_client_whose_secrets_keep_failing_waits_a_doubling_pause_then_is_admitted(clock):
     checks = SecretChecks(SecretHasher(cost=10), clock, free_failures=3, max_pause=timedelta(seconds=8))
     client = ("tenant", "client")
-    for _ in range(3):
+    for _ in range(3):  # each admitted attempt counts as failed until it succeeds
         checks.admit(client)
-        checks.failed(client)
     with pytest.raises(ResourceExhausted) as paused:
         checks.admit(client)
     assert paused.value.reason is Reason.SIGN_IN_THROTTLED and paused.value.metadata["retry_after_seconds"] == "1"
     clock.advance(1)
     checks.admit(client)
-    for _ in range(6):
-        checks.failed(client)
+    for _ in range(60):  # many more failures, each after its pause: the pause doubles, up to max_pause
+        clock.advance(2)
+        try:
+            checks.admit(client)
+        except ResourceExhausted:
+            continue
+    clock.advance(8)
+    checks.admit(client)  # admitted after the pause, and failed again
     with pytest.raises(ResourceExhausted) as longest:
         checks.admit(client)
-    assert longest.value.metadata["retry_after_seconds"] == "8"  # never more than max_pause
+    assert longest.value.metadata["retry_after_seconds"] == "8"  # never more than max_pause (no overflow)
     clock.advance(8)
     checks.admit(client)
     checks.succeeded(client)
     checks.admit(client)
     checks.admit(("tenant", "another client"))  # each client its own count
+
+
+async def test_concurrent_guesses_cannot_all_pass_before_the_first_has_failed(clock):
+    """Found in review: admit() reserved nothing, so 60 concurrent wrong guesses were all
+    hashed. Each admitted attempt now counts at once."""
+    checks = SecretChecks(SecretHasher(cost=10), clock, free_failures=5)
+    admitted = 0
+    for _ in range(60):  # as 60 calls arriving together would (nothing has failed yet)
+        try:
+            checks.admit(("tenant", "client"))
+            admitted += 1
+        except ResourceExhausted:
+            pass
+    assert admitted == 5  # the five free attempts; the rest wait for the pause
 
 
 async def test_wrong_secrets_are_throttled_but_the_real_client_still_signs_in(operator, channel, clock):
@@ -100,6 +120,15 @@ async def test_wrong_secrets_are_throttled_but_the_real_client_still_signs_in(op
     assert reasons[:5] == [Reason.INVALID_CLIENT_CREDENTIALS] * 5
     assert set(reasons[5:]) == {Reason.SIGN_IN_THROTTLED}  # refused before any slow hash
     assert (await operator.issue_token(real, audiences.DIRECTORY)).access_token  # the real client is not locked out
+    # A client id that does not exist is paused the same way: the pause tells nothing.
+    unknown = ClientCredentials(real.tenant_id, str(uuid.uuid4()), "cmk~" + "w" * 40)
+    made_up = []
+    for _ in range(8):
+        try:
+            await operator.issue_token(unknown, audiences.DIRECTORY)
+        except (Unauthenticated, ResourceExhausted) as exc:
+            made_up.append(exc.reason)
+    assert made_up == reasons
 
 
 @pytest.fixture

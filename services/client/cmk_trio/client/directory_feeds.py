@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from cmk_trio.client.identity import IdentityClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit.clock import Clock, SystemClock
-from cmk_trio.rpckit.errors import FailedPrecondition, NotFound
+from cmk_trio.rpckit.errors import FailedPrecondition, NotFound, Unavailable
 from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.reasons import Reason
@@ -76,14 +76,19 @@ class RevocationFeed:
         elif event.type == res.SIGNING_KEY_ROTATED:
             await self._validator.refresh_keys(force=True)
         elif event.type == res.SIGNING_KEY_REVOKED:
-            await self._validator.key_withdrawn(event.kid)
             self._client.forget_tokens()  # this service's own tokens may be the revoked key's
+            await self._validator.key_withdrawn(event.kid)
 
     async def _reset(self) -> None:
+        """Events were missed (a revoked signing key among them, perhaps): forget everything
+        they could have taken back, and fetch the signing keys anew."""
         if self._roles is not None:
             await self._roles.forget_all()
         self._validator.forget_verified()
         self._validator.revocations.clear()
+        self._client.forget_tokens()
+        with contextlib.suppress(Unavailable):  # the directory away: the next call fetches them
+            await self._validator.refresh_keys(force=True)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.follower.run(), name="identity-revocation-feed")

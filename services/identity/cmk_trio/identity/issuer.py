@@ -196,6 +196,8 @@ class TokenIssuer:
             raise errors.not_found(Reason.TENANT_NOT_FOUND, "tenant", tenant_id)
         principal = await self._store.principal_by_client_id(tenant_id, client_id)
         if principal is None or principal.kind is PrincipalKind.MANAGED_IDENTITY:
+            # Counted and paused like a real client's failures: the pause must not tell which exist.
+            self._checks.admit((tenant_id, client_id))
             raise errors.invalid_client()
         now = self._clock.now()
         matched = await self._matching_secrets(
@@ -231,9 +233,7 @@ class TokenIssuer:
                 if now < record.expire_time:
                     break
         if matched:
-            self._checks.succeeded(client)
-        else:
-            self._checks.failed(client)
+            self._checks.succeeded(client)  # (admit counted the attempt as a failure until now)
         return matched
 
     async def managed_identity_token(

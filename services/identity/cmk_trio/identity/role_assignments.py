@@ -13,6 +13,7 @@ from cmk_trio.identity.model import (
     RoleAssignment,
 )
 from cmk_trio.identity.scopes import is_under, parse_scope
+from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.reasons import Reason
 
 
@@ -21,8 +22,10 @@ class RoleAssignments(DirectoryBase):
 
     # --- role assignments -------------------------------------------------------------
 
-    async def _may_manage_access(self, actor: Principal, tenant_id: str, scope: str) -> None:
-        self._require_same_tenant(actor, tenant_id)
+    async def _may_manage_access(self, actor: Principal, tenant_id: str, scope: str, hidden: ServiceError) -> None:
+        """Owner on the scope (or a tenant administrator, or the operator); to another tenant,
+        what it names is `hidden`: what a missing one answers."""
+        self._require_same_tenant(actor, tenant_id, hidden)
         if actor.operator or actor.tenant_admin:
             return
         if await self._granting(actor, scope, Action.MANAGE_ACCESS) is None:
@@ -37,7 +40,8 @@ class RoleAssignments(DirectoryBase):
     ) -> RoleAssignment:
         scope, subscription_id = parse_scope("role_assignment.scope", scope)
         sub = await self._subscription(subscription_id)
-        await self._may_manage_access(actor, sub.tenant_id, scope)
+        missing = errors.not_found(Reason.SUBSCRIPTION_NOT_FOUND, "subscription", subscription_id)
+        await self._may_manage_access(actor, sub.tenant_id, scope, missing)
         principal = await self._principal(sub.tenant_id, principal_id)
         if await self.store.find_role_assignment(principal_id, role, scope) is not None:
             raise errors.AlreadyExists(
@@ -97,7 +101,10 @@ class RoleAssignments(DirectoryBase):
 
     async def delete_role_assignment(self, actor: Principal, role_assignment_id: str) -> None:
         found = await self._role_assignment(role_assignment_id)
-        await self._may_manage_access(actor, found.tenant_id, found.scope)
+        missing = errors.not_found(
+            Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
+        )
+        await self._may_manage_access(actor, found.tenant_id, found.scope, missing)
         _, subscription_id = parse_scope("scope", found.scope)
         async with self.store.unit_of_work() as uow:
             await uow.delete_role_assignment(role_assignment_id)

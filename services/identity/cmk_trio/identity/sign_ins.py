@@ -76,31 +76,33 @@ class SecretChecks:
         return str(await self._run(self.hasher.hash, secret, lambda _n: salt))
 
     def admit(self, client: tuple[str, str]) -> None:
-        """Refuse (SIGN_IN_THROTTLED) a slow check for a client in its pause after failures."""
-        failures = self._failures.get(client)
-        if failures is None or failures.count < self._free:
-            return
+        """Refuse (SIGN_IN_THROTTLED) a slow check for a client in its pause after failures;
+        else count the attempt as a failure until it succeeds (so that concurrent guesses
+        cannot all pass before the first of them has failed)."""
         now = self._clock.now()
-        if now - failures.first > self._window:
+        failures = self._failures.get(client)
+        if failures is not None and now - failures.first > self._window:
             del self._failures[client]
-            return
-        pause = min(self._max_pause, timedelta(seconds=2 ** (failures.count - self._free)))
-        wait = failures.last + pause - now
-        if wait > timedelta(0):
-            seconds = max(1, int(wait.total_seconds() + 0.999))
-            raise ResourceExhausted(
-                Reason.SIGN_IN_THROTTLED,
-                f"too many failed sign-ins for this client; retry in {seconds} s",
-                metadata={"retry_after_seconds": str(seconds)},
-            )
+            failures = None
+        if failures is not None and failures.count >= self._free:
+            doublings = min(failures.count - self._free, 16)  # (the pause is capped long before)
+            pause = min(self._max_pause, timedelta(seconds=2**doublings))
+            wait = failures.last + pause - now
+            if wait > timedelta(0):
+                seconds = max(1, int(wait.total_seconds() + 0.999))
+                raise ResourceExhausted(
+                    Reason.SIGN_IN_THROTTLED,
+                    f"too many failed sign-ins for this client; retry in {seconds} s",
+                    metadata={"retry_after_seconds": str(seconds)},
+                )
+        self._count(client, now)
 
     async def verify(self, secret: str, encoded: str) -> bool:
         return bool(await self._run(self.hasher.verify, secret, encoded))
 
-    def failed(self, client: tuple[str, str]) -> None:
-        now = self._clock.now()
+    def _count(self, client: tuple[str, str], now: datetime) -> None:
         failures = self._failures.get(client)
-        if failures is None or now - failures.first > self._window:
+        if failures is None:
             if len(self._failures) >= self._clients:
                 self._failures.clear()  # bounded: a flood of made-up client ids cannot grow it for ever
             self._failures[client] = _Failures(now, now)

@@ -195,14 +195,14 @@ class Keys(KeysBase):
         permission: KeyPermission, operation: KeyOperation,
     ) -> CryptoResult:  # fmt: skip
         if not plaintext:
-            raise invalid_field("value", Reason.FIELD_REQUIRED, "is required")
+            raise invalid_field("plaintext", Reason.FIELD_REQUIRED, "is required")
         vault = await self.authorize(caller, ref.vault_name, permission)
         version = await self._version(vault, ref)
         self._usable(version, operation)
         limit = max_plaintext(version.key_size, algorithm)
         if len(plaintext) > limit:
             raise invalid_field(
-                "value", Reason.PAYLOAD_TOO_LARGE, f"at most {limit} bytes for this key size with {algorithm.value}"
+                "plaintext", Reason.PAYLOAD_TOO_LARGE, f"at most {limit} bytes for this key size with {algorithm.value}"
             )
         return CryptoResult(version, self._material(version).wrap(algorithm, plaintext), algorithm)
 
@@ -211,9 +211,9 @@ class Keys(KeysBase):
         permission: KeyPermission, operation: KeyOperation,
     ) -> CryptoResult:  # fmt: skip
         if not ciphertext:
-            raise invalid_field("value", Reason.FIELD_REQUIRED, "is required")
+            raise invalid_field("ciphertext", Reason.FIELD_REQUIRED, "is required")
         if len(ciphertext) > MAX_PAYLOAD:
-            raise invalid_field("value", Reason.PAYLOAD_TOO_LARGE, f"at most {MAX_PAYLOAD} bytes")
+            raise invalid_field("ciphertext", Reason.PAYLOAD_TOO_LARGE, f"at most {MAX_PAYLOAD} bytes")
         vault = await self.authorize(caller, ref.vault_name, permission)
         version = await self._version(vault, ref)
         self._usable(version, operation)

@@ -326,7 +326,10 @@ class Vaults:
         found = await self.store.get_vault(vault)
         if found is None:
             raise errors.vault_not_found(vault)
-        await self.require_on(caller, found, Access.READ)
+        # Live or soft-deleted, to a caller who may not read it the vault is simply not there.
+        await require_role(
+            self.authorizer, caller, found.resource_id, Access.READ, hidden=errors.vault_not_found(vault)
+        )
         return found
 
     # --- the purger -------------------------------------------------------------------

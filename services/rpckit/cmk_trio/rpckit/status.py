@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, rewrap
 
@@ -277,7 +278,13 @@ class CallLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CallLimits:
-        return cls(int(env.get("CMK_MAX_CALLS", "1000")), int(env.get("CMK_MAX_STREAMS", "200")))
+        try:
+            calls, streams = int(env.get("CMK_MAX_CALLS", "1000")), int(env.get("CMK_MAX_STREAMS", "200"))
+        except ValueError:
+            raise StartupError("CMK_MAX_CALLS and CMK_MAX_STREAMS must be whole numbers") from None
+        if calls < 1 or streams < 1:
+            raise StartupError("CMK_MAX_CALLS and CMK_MAX_STREAMS must be at least 1")
+        return cls(calls, streams)
 
     @contextmanager
     def call(self) -> Iterator[None]:

@@ -4,6 +4,7 @@ the data key with the old key and wraps it with the new one; no record is re-enc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
@@ -105,8 +106,7 @@ class Encryption:
         self.identity = identity
         self.dns_suffix = dns_suffix
         self._random = random
-        self._in_flight: dict[int, str] = {}
-        """The intents of changes in flight in this process (step id: resource uid)."""
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _writable(self, caller: VerifiedToken, resource_id: str) -> SpeechResource:
         resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
@@ -149,13 +149,16 @@ class Encryption:
             0, kind, resource.uid, resource.resource_id, tenant_id, not resource.identity_principal_id,
             vault_name, self._resources.clock.now(),
         )  # fmt: skip
-        async with self._store.unit_of_work() as uow:
-            step = replace(step, step_id=await uow.insert_step(step))
-        self._in_flight[step.step_id] = step.resource_uid
-        try:
+        async with self._busy(resource.uid):  # one cross-service change (or resolution) per resource
+            async with self._store.unit_of_work() as uow:
+                step = replace(step, step_id=await uow.insert_step(step))
             yield step
-        finally:
-            del self._in_flight[step.step_id]
+
+    def _busy(self, uid: str) -> asyncio.Lock:
+        """The lock of a resource's cross-service changes: a change holds it from its intent to
+        its record, and the resolver takes it too, so it never undoes a change in flight (nor
+        does a change start while an interrupted one is being undone)."""
+        return self._locks.setdefault(uid, asyncio.Lock())
 
     async def _end(self, step: PendingStep) -> None:
         async with self._store.unit_of_work() as uow:
@@ -167,10 +170,12 @@ class Encryption:
         peer cannot be reached now stays for the next pass. Returns how many were resolved."""
         resolved = 0
         for step in await self._store.pending_steps():
-            if step.resource_uid in self._in_flight.values():
+            busy = self._busy(step.resource_uid)
+            if busy.locked():
                 continue  # this process is changing the resource now
             try:
-                done = await self._resolve(step)
+                async with busy:
+                    done = await self._resolve(step)
             except ServiceError as exc:
                 log.warning(
                     "an interrupted change could not be resolved yet; trying again later",
@@ -196,8 +201,16 @@ class Encryption:
         # identity the enable made is deleted (so the grant names no one who can sign in); a
         # grant to an identity the resource had before stays, as the caller asked for it.
         if step.new_identity and not recorded:
+            if resource is None and await self._store.get_resource(step.resource_id) is not None:
+                # The resource is gone and another holds its name now: the identity of that
+                # name is the new resource's, never to be deleted here.
+                log.warning("an interrupted enable's identity is left to its resource's name", extra={
+                    "resource_id": step.resource_id})  # fmt: skip
+                return True
             object_id = await self.identity.create_identity(step.tenant_id, step.resource_id)
-            await self.identity.delete_identity(step.tenant_id, object_id)
+            again = await self._store.resource_by_uid(step.resource_uid)
+            if again is None or again.identity_principal_id != object_id:
+                await self.identity.delete_identity(step.tenant_id, object_id)
         elif not step.new_identity and step.vault_name:
             log.warning(
                 "an interrupted enable may have left a grant on the resource's identity",

@@ -44,7 +44,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def CreateKey(self, request: pb.CreateKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("CreateKey") as scope:
-            vault = scope.vault(request.parent)
+            vault = scope.vault(request.parent, "parent")
             scope.key_name = request.key_name[:127]
             created = await self._k.create(
                 scope.authenticated, vault, request.key_name, size=request.key.key_size or 2048,
@@ -54,7 +54,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def ImportKey(self, request: pb.ImportKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("ImportKey") as scope:
-            vault = scope.vault(request.parent)
+            vault = scope.vault(request.parent, "parent")
             scope.key_name = request.key_name[:127]
             try:
                 jwk = json_input.loads(request.key_material)
@@ -78,7 +78,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
         async with self._trail.call("ListKeys") as scope:
-            vault = scope.vault(request.parent)
+            vault = scope.vault(request.parent, "parent")
             after, limit = decode_page_token("keys", request.page_token), page_size_of(request.page_size)
             found = await self._k.list_keys(scope.authenticated, vault, deleted=False, after=after, limit=limit)
             v = await self._vault(vault)
@@ -89,7 +89,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def ListDeletedKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListDeletedKeysResponse:
         async with self._trail.call("ListDeletedKeys") as scope:
-            vault = scope.vault(request.parent)
+            vault = scope.vault(request.parent, "parent")
             after, limit = decode_page_token("deletedKeys", request.page_token), page_size_of(request.page_size)
             found = await self._k.list_keys(scope.authenticated, vault, deleted=True, after=after, limit=limit)
             v = await self._vault(vault)

@@ -152,9 +152,10 @@ class AuditTrail:
         if counted is not None and now - counted[0] < REFUSAL_WINDOW:
             self._refusals[kind] = (counted[0], counted[1] + 1)
             return
+        self._refusals[kind] = (now, 0)  # before any await: the refusals meanwhile count in the new window
         if counted is not None and counted[1]:
-            await self._audit.append(replace(self._entry(scope, result, reason, ""), count=counted[1]))
-        self._refusals[kind] = (now, 0)
+            aggregate = CallScope(scope.operation, None, request_id="aggregate")
+            await self._audit.append(replace(self._entry(aggregate, result, reason, ""), count=counted[1]))
         await self._audit.append(self._entry(scope, result, reason, ""))
 
     async def flush_refusals(self) -> None:

@@ -65,7 +65,7 @@ class VaultApi(pb_grpc.VaultServiceServicer):
 
     async def UpdateVault(self, request: pb.UpdateVaultRequest, context: Context) -> res.Vault:
         async with self._trail.call("UpdateVault") as scope:
-            name = scope.vault(request.vault.name)
+            name = scope.vault(request.vault.name, "vault.name")
             paths = mask_paths(request.update_mask, {"purge_protection_enabled", "soft_delete_enabled"})
             updated = await self._v.update(
                 scope.authenticated,
