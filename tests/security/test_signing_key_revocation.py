@@ -121,3 +121,23 @@ async def test_the_services_keep_working_after_the_key_that_signed_their_own_tok
         return [a.configuration_json for a in apps.applications] == before[0] or None
 
     assert await eventually(reads, "speech reading with new tokens after the revocation")
+
+
+async def test_clients_renew_a_token_whose_key_was_revoked_and_call_again(world: World, operator, keyvault):
+    """A client holding a token of the revoked key is refused once with TOKEN_KEY_UNKNOWN,
+    forgets that token and calls again with a new one (the refused call changed nothing),
+    instead of being refused until its token expires."""
+    await world.speech.get_resource(world.resource.name)  # tokens of the current key are held now
+    await world.vaults.get_vault("contoso-cmk")
+    await operator.revoke_signing_key((await operator.list_signing_keys())[0].kid)
+
+    async def works() -> bool | None:  # once the services have heard of the revocation
+        try:
+            await world.speech.get_resource(world.resource.name)
+            await world.vaults.get_vault("contoso-cmk")
+            await operator.list_tenants()
+        except ServiceError:
+            return None
+        return True
+
+    assert await eventually(works, "the clients calling again with new tokens")

@@ -19,7 +19,9 @@ from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock, SystemClock
+from cmk_trio.rpckit.errors import Unauthenticated
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
+from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_from_rpc
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 
@@ -145,9 +147,7 @@ class IdentityClient:
         self.token_cache.invalidate()
 
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(
-            method, request, token=await self.token_for(audiences.DIRECTORY), idempotent=id(method) in self._safe
-        )
+        return await call_as(self.token_for, audiences.DIRECTORY, method, request, idempotent=id(method) in self._safe)
 
     # --- tokens -----------------------------------------------------------------------
 
@@ -379,6 +379,33 @@ class IdentityClient:
             raise error_from_rpc(exc) from exc
         finally:
             stream.cancel()
+
+
+async def call_as(
+    tokens: Callable[[str], Awaitable[str]],
+    audience: str,
+    method: Callable[..., Awaitable[R]],
+    request: Any,
+    *,
+    idempotent: bool = False,
+) -> R:
+    """One call with a token for `audience` from `tokens`. If the service refuses the token
+    because the directory withdrew the key that signed it (TOKEN_KEY_UNKNOWN: the operator
+    revoked it) and the tokens come from an IdentityClient's cache, that token is forgotten
+    and the call made once more with a new one: it was refused at authentication, so it
+    changed nothing, and without this a client would be refused until its token expired."""
+    token = await tokens(audience)
+    try:
+        return await call(method, request, token=token, idempotent=idempotent)
+    except Unauthenticated as refused:
+        owner = getattr(tokens, "__self__", None)  # the client whose token_for this is
+        if refused.reason is not Reason.TOKEN_KEY_UNKNOWN or not isinstance(owner, IdentityClient):
+            raise
+        owner.token_cache.invalidate(audience)
+        fresh = await tokens(audience)
+        if fresh == token:
+            raise
+        return await call(method, request, token=fresh, idempotent=idempotent)
 
 
 def principal_name(tenant_id: str, object_id: str) -> str:

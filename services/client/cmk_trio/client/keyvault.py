@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import field_mask_pb2
 
-from cmk_trio.client.identity import call, safe_methods
+from cmk_trio.client.identity import call_as, safe_methods
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
@@ -34,14 +34,10 @@ class KeyVaultClient:
         self._safe = safe_methods(self.vaults, self.keys, self.audit) if retries else frozenset()
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(
-            method, request, token=await self._tokens(audiences.MANAGEMENT), idempotent=id(method) in self._safe
-        )
+        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, idempotent=id(method) in self._safe)
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(
-            method, request, token=await self._tokens(audiences.VAULT), idempotent=id(method) in self._safe
-        )
+        return await call_as(self._tokens, audiences.VAULT, method, request, idempotent=id(method) in self._safe)
 
     # --- vaults -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import timestamp_pb2
 
-from cmk_trio.client.identity import call, safe_methods
+from cmk_trio.client.identity import call_as, safe_methods
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
@@ -31,14 +31,10 @@ class SpeechClient:
         self._safe = safe_methods(self.resources, self.apps)
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(
-            method, request, token=await self._tokens(audiences.MANAGEMENT), idempotent=id(method) in self._safe
-        )
+        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, idempotent=id(method) in self._safe)
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call(
-            method, request, token=await self._tokens(audiences.SPEECH), idempotent=id(method) in self._safe
-        )
+        return await call_as(self._tokens, audiences.SPEECH, method, request, idempotent=id(method) in self._safe)
 
     # --- resources and approvals ------------------------------------------------------
 
