@@ -4,7 +4,8 @@ ephemeral loopback port with its data in the test's own directory."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,21 @@ from cmk_trio.rpckit.clock import FakeClock
 TEST_HASH_COST = 10
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Each test leaves the root logger as it found it. A test that configured logging at DEBUG
+    and only cleared the handlers left every later test logging gRPC's and aiosqlite's debug
+    lines into pytest's capture, where a garbage collection inside the capture's lock could
+    finalize a gRPC object waiting for a lock the main thread held: the suite hung on a busy
+    machine."""
+    root = logging.getLogger()
+    level, handlers, filters = root.level, list(root.handlers), list(root.filters)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    root.filters[:] = filters
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC).replace(microsecond=0))
@@ -36,8 +52,15 @@ def identity_config(data_dir: Path, **overrides: object) -> IdentityConfig:
 
 
 @pytest.fixture
-async def identity(tmp_path: Path, clock: FakeClock) -> AsyncIterator[IdentityServer]:
-    server = await build_server(identity_config(tmp_path / "identity"), clock=clock)
+def dev_time_control() -> bool:
+    """Whether the services of a test start with the development clock (a module that needs
+    it overrides this fixture)."""
+    return False
+
+
+@pytest.fixture
+async def identity(tmp_path: Path, clock: FakeClock, dev_time_control: bool) -> AsyncIterator[IdentityServer]:
+    server = await build_server(identity_config(tmp_path / "identity", dev_time_control=dev_time_control), clock=clock)
     try:
         yield server
     finally:
@@ -76,7 +99,12 @@ async def platform_credentials(
 
 @pytest.fixture
 async def keyvault(
-    tmp_path: Path, identity: IdentityServer, operator: IdentityClient, channel: grpc.aio.Channel, clock: FakeClock
+    tmp_path: Path,
+    identity: IdentityServer,
+    operator: IdentityClient,
+    channel: grpc.aio.Channel,
+    clock: FakeClock,
+    dev_time_control: bool,
 ) -> AsyncIterator[KeyVaultServer]:
     """A real key vault service wired to the identity fixture."""
     config = KeyVaultConfig(
@@ -84,6 +112,7 @@ async def keyvault(
         identity_endpoint=identity.endpoint,
         credentials=await platform_credentials(operator, channel, clock, "keyvault"),
         port=0,
+        dev_time_control=dev_time_control,
     )
     server = await build_keyvault(config, clock=clock)
     try:

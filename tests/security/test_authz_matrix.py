@@ -29,7 +29,6 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,6 @@ from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient, principal_name
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
-from cmk_trio.identity.server import IdentityServer
-from cmk_trio.identity.server import build_server as build_identity
-from cmk_trio.keyvault.config import KeyVaultConfig
-from cmk_trio.keyvault.server import KeyVaultServer
-from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as idpb
@@ -61,10 +55,6 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as sp_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import FakeClock
 from cmk_trio.rpckit.status import error_info_of
-from cmk_trio.speech.config import SpeechConfig
-from cmk_trio.speech.server import SpeechServer
-from cmk_trio.speech.server import build_server as build_speech
-from tests.conftest import identity_config, platform_credentials
 from tests.identity.helpers import make_principal, make_tenant, resource_id
 from tests.keyvault.test_crypto import private_jwk
 from tests.security.authz_matrix import (
@@ -89,39 +79,11 @@ TokenSource = Callable[[str], Awaitable[str]]
 
 
 @pytest.fixture
-async def identity(tmp_path: Path, clock: FakeClock) -> AsyncIterator[IdentityServer]:
-    server = await build_identity(identity_config(tmp_path / "identity", dev_time_control=True), clock=clock)
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
-
-
-@pytest.fixture
-async def keyvault(tmp_path, identity, operator, channel, clock) -> AsyncIterator[KeyVaultServer]:
-    config = KeyVaultConfig(
-        data_dir=tmp_path / "keyvault", identity_endpoint=identity.endpoint, port=0, dev_time_control=True,
-        credentials=await platform_credentials(operator, channel, clock, "keyvault"),
-    )  # fmt: skip
-    server = await build_keyvault(config, clock=clock)
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
-
-
-@pytest.fixture
-async def speech_cmk(tmp_path, identity, keyvault, operator, channel, clock) -> AsyncIterator[SpeechServer]:
-    config = SpeechConfig(
-        data_dir=tmp_path / "speech", identity_endpoint=identity.endpoint, keyvault_endpoint=keyvault.endpoint,
-        credentials=await platform_credentials(operator, channel, clock, "speech"), port=0,
-        data_key_max_age=timedelta(minutes=5), dev_time_control=True,
-    )  # fmt: skip
-    server = await build_speech(config, clock=clock)
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
+def dev_time_control() -> bool:
+    """The shared fixtures' services, started with the development clock here: without it every
+    signed-in caller gets CLOCK_CONTROL_DISABLED before any operator check, and the AdvanceClock
+    rows would prove nothing."""
+    return True
 
 
 # --- the callers and the customer's objects -----------------------------------------------

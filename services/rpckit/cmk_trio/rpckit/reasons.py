@@ -54,7 +54,6 @@ class Reason(StrEnum):
     TENANT_ADMIN_REQUIRED = "TENANT_ADMIN_REQUIRED"  # needs a tenant administrator (or operator)
     PLATFORM_PRINCIPAL_REQUIRED = "PLATFORM_PRINCIPAL_REQUIRED"  # needs a platform service
     PROVIDER_NOT_OWNED = "PROVIDER_NOT_OWNED"  # a platform service acted for another provider's resource
-    CROSS_TENANT_ACCESS_DENIED = "CROSS_TENANT_ACCESS_DENIED"  # the target is in another tenant
     ROLE_REQUIRED = "ROLE_REQUIRED"  # no role assignment grants the action on the scope
     MANAGED_IDENTITY_NOT_OWNED = "MANAGED_IDENTITY_NOT_OWNED"  # caller is not the owning platform
     PRINCIPAL_DISABLED = "PRINCIPAL_DISABLED"  # a disabled principal asked for a token
