@@ -20,6 +20,7 @@ from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.clock import FakeClock
+from tests import postgres
 
 # Low scrypt cost keeps the suite fast; the production default is tested in test_crypto.
 TEST_HASH_COST = 10
@@ -40,6 +41,31 @@ def _logging_as_it_was() -> Iterator[None]:
     root.filters[:] = filters
 
 
+def pytest_sessionfinish() -> None:
+    postgres.drop_run_database_if_made()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A postgresql:// URL, in the run's own database, whose schemas no other test uses."""
+    return postgres.fresh_schemas(postgres.run_database())
+
+
+@pytest.fixture
+def database_url() -> str:
+    """What the services of a test keep their tables in: "" (SQLite files in their data
+    directories) or, with CMK_TEST_ENGINE=postgres, schemas of the test's own."""
+    return postgres.database_url_for_a_test()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store test opens its store: once in a SQLite file, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "store.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC).replace(microsecond=0))
@@ -47,6 +73,7 @@ def clock() -> FakeClock:
 
 def identity_config(data_dir: Path, **overrides: object) -> IdentityConfig:
     values: dict[str, object] = {"data_dir": data_dir, "port": 0, "secret_hash_cost": TEST_HASH_COST}
+    values["database_url"] = overrides.pop("database_url", None) or postgres.database_url_for_a_test()
     values.update(overrides)
     return IdentityConfig(**values)  # type: ignore[arg-type]
 
@@ -59,8 +86,11 @@ def dev_time_control() -> bool:
 
 
 @pytest.fixture
-async def identity(tmp_path: Path, clock: FakeClock, dev_time_control: bool) -> AsyncIterator[IdentityServer]:
-    server = await build_server(identity_config(tmp_path / "identity", dev_time_control=dev_time_control), clock=clock)
+async def identity(
+    tmp_path: Path, clock: FakeClock, dev_time_control: bool, database_url: str
+) -> AsyncIterator[IdentityServer]:
+    config = identity_config(tmp_path / "identity", dev_time_control=dev_time_control, database_url=database_url)
+    server = await build_server(config, clock=clock)
     try:
         yield server
     finally:
@@ -105,6 +135,7 @@ async def keyvault(
     channel: grpc.aio.Channel,
     clock: FakeClock,
     dev_time_control: bool,
+    database_url: str,
 ) -> AsyncIterator[KeyVaultServer]:
     """A real key vault service wired to the identity fixture."""
     config = KeyVaultConfig(
@@ -113,6 +144,7 @@ async def keyvault(
         credentials=await platform_credentials(operator, channel, clock, "keyvault"),
         port=0,
         dev_time_control=dev_time_control,
+        database_url=database_url,
     )
     server = await build_keyvault(config, clock=clock)
     try:

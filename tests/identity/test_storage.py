@@ -1,10 +1,10 @@
 """The identity store, through its Protocol only: what any engine must do. Each test runs
-once per engine in ENGINES (SQLite today); a second engine joins by adding its opener."""
+once per engine: in a SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,15 +23,12 @@ from cmk_trio.identity.model import (
 )
 from cmk_trio.identity.storage import IdentityStore, open_store
 
-ENGINES: dict[str, Callable[[Path], Awaitable[IdentityStore]]] = {
-    "sqlite": lambda tmp: open_store(tmp / "identity.db"),
-}
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=sorted(ENGINES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IdentityStore]:
-    opened = await ENGINES[request.param](tmp_path)
+@pytest.fixture
+async def store(store_location: str | Path) -> AsyncIterator[IdentityStore]:
+    opened = await open_store(store_location)
     try:
         yield opened
     finally:

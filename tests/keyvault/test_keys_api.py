@@ -342,7 +342,7 @@ async def test_allowed_and_denied_calls_are_audited_and_the_log_verifies(
 async def test_a_change_commits_with_its_audit_record_or_not_at_all(customer, keyvault, monkeypatch):
     """The record of a change is written in the change's own transaction: if it cannot be,
     the change is not made either (no key version that exists but was never audited)."""
-    from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultUnitOfWork
+    from cmk_trio.keyvault.storage.sql import SqlKeyVaultUnitOfWork
 
     await customer.vaults.create_vault("kv1", customer.subscription_id, "rg1", "westeurope")
 
@@ -350,7 +350,7 @@ async def test_a_change_commits_with_its_audit_record_or_not_at_all(customer, ke
         raise OSError("disk full")
 
     with monkeypatch.context() as patched:
-        patched.setattr(SqliteKeyVaultUnitOfWork, "insert_audit_records", failing)
+        patched.setattr(SqlKeyVaultUnitOfWork, "insert_audit_records", failing)
         with pytest.raises(Unavailable) as refused:
             await customer.vaults.create_key("kv1", "cmk")
     assert refused.value.reason is Reason.AUDIT_UNAVAILABLE
@@ -425,3 +425,19 @@ async def test_an_imported_key_works_and_no_private_key_reaches_the_database(cus
     assert der[-64:] not in stored and pem[40:120] not in stored and b"PRIVATE KEY" not in stored
     d = private.private_numbers().d.to_bytes(256, "big")
     assert d[:32] not in stored
+
+
+async def test_parsed_private_keys_are_kept_for_the_versions_used_last_only(customer, keyvault, monkeypatch):
+    """The cache of parsed private keys is bounded: a vault with more versions than it holds
+    still unwraps with every one, reparsing the ones it let go."""
+    from cmk_trio.keyvault import key_checks
+
+    monkeypatch.setattr(key_checks, "MATERIAL_CACHE", 2)
+    first = await vault_with_key(customer)
+    versions = [first, *[await customer.vaults.rotate_key(first.key_id) for _ in range(3)]]
+    for _ in range(2):
+        for version in versions:
+            public = public_key_from_jwk(json.loads(version.public_jwk))
+            wrapped = wrap_with_public(public, Padding.RSA_OAEP_256, DATA_KEY)
+            assert (await customer.vaults.unwrap(version.key_id, wrapped)).plaintext == DATA_KEY
+            assert len(keyvault.keys._materials) <= 2

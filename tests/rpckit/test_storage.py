@@ -1,4 +1,5 @@
-"""SQLite storage: WAL, migrations applied once and in order, page tokens."""
+"""Storage on either engine: migrations applied once and in order, transactions, read caches
+that never serve what a later commit changed, page tokens; SQLite's WAL and sync."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 from cmk_trio.rpckit.errors import InvalidArgument
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import (
+    CHANGES,
+    Database,
     Migration,
     ReadCache,
     decode_page_token,
@@ -19,36 +22,45 @@ V1 = Migration(1, "things", ("CREATE TABLE things (id TEXT PRIMARY KEY)",))
 V2 = Migration(2, "labels", ("ALTER TABLE things ADD COLUMN label TEXT NOT NULL DEFAULT ''",))
 
 
-async def test_migrations_apply_once_and_in_order(tmp_path):
-    path = tmp_path / "db.sqlite"
-    db = await open_database(path, [V1])
+async def open_things(location, migrations=(V1, V2)) -> Database:
+    """A database with the test schema, on either engine (the same migrations fit both)."""
+    return await open_database(location, service="things", sqlite=migrations, postgres=migrations)
+
+
+async def test_migrations_apply_once_and_in_order(store_location):
+    db = await open_things(store_location, [V1])
     assert await db.schema_version() == 1
-    row = await db.fetch_one("PRAGMA journal_mode")
-    assert row is not None and row[0] == "wal"
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO things (id) VALUES ('a')")
     await db.close()
-    db = await open_database(path, [V2, V1])
+    db = await open_things(store_location, [V2, V1])
     assert await db.schema_version() == 2
     assert [tuple(r) for r in await db.fetch_all("SELECT id, label FROM things")] == [("a", "")]
+    await db.close()
+
+
+async def test_the_sqlite_file_is_private_and_in_wal_mode(tmp_path):
+    path = tmp_path / "db.sqlite"
+    db = await open_things(path)
+    row = await db.fetch_one("PRAGMA journal_mode")
+    assert row is not None and row[0] == "wal"
     await db.close()
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-async def test_a_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "db.sqlite"
-    await (await open_database(path, [V1, V2])).close()
+async def test_a_newer_schema_is_refused(store_location):
+    await (await open_things(store_location, [V1, V2])).close()
     with pytest.raises(RuntimeError, match="newer"):
-        await open_database(path, [V1])
+        await open_things(store_location, [V1])
 
 
 async def test_migrations_must_be_dense(tmp_path):
     with pytest.raises(ValueError, match="without gaps"):
-        await open_database(tmp_path / "x.sqlite", [V2])
+        await open_things(tmp_path / "x.sqlite", [V2])
 
 
-async def test_a_failed_transaction_changes_nothing(tmp_path):
-    db = await open_database(tmp_path / "db.sqlite", [V1])
+async def test_a_failed_transaction_changes_nothing(store_location):
+    db = await open_things(store_location, [V1])
 
     async def insert_then_fail() -> None:
         async with db.transaction() as tx:
@@ -62,14 +74,14 @@ async def test_a_failed_transaction_changes_nothing(tmp_path):
 
 
 @pytest.fixture
-async def db(tmp_path):
-    opened = await open_database(tmp_path / "db.sqlite", [V2, V1])
+async def db(store_location):
+    opened = await open_things(store_location)
     yield opened
     await opened.close()  # also when the test fails: an open connection keeps the process alive
 
 
 async def test_a_read_cache_never_serves_what_a_later_commit_changed(db):
-    reads = ReadCache(lambda: db.generation)
+    reads = ReadCache(db.signal(CHANGES).cache_version)
     loads = 0
 
     async def label(thing: str) -> str | None:
@@ -130,9 +142,7 @@ def test_page_sizes():
 
 
 async def test_every_commit_is_synced_to_disk(tmp_path):
-    from cmk_trio.rpckit.storage import open_database
-
-    db = await open_database(tmp_path / "s.db", [])
+    db = await open_things(tmp_path / "s.db")
     try:
         synchronous, journal = await db.fetch_one("PRAGMA synchronous"), await db.fetch_one("PRAGMA journal_mode")
         assert synchronous is not None and tuple(synchronous) == (2,)  # FULL

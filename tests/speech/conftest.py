@@ -21,12 +21,13 @@ from tests.speech.cmk_world import kv_channel_for, speech_cmk, world  # noqa: F4
 
 
 @pytest.fixture
-async def speech(tmp_path: Path, identity, operator, channel, clock) -> AsyncIterator[SpeechServer]:
+async def speech(tmp_path: Path, identity, operator, channel, clock, database_url) -> AsyncIterator[SpeechServer]:
     config = SpeechConfig(
         data_dir=tmp_path / "speech",
         identity_endpoint=identity.endpoint,
         credentials=await platform_credentials(operator, channel, clock, "speech"),
         port=0,
+        database_url=database_url,
     )
     server = await build_server(config, clock=clock)
     try:

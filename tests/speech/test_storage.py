@@ -1,10 +1,10 @@
 """The speech store, through its Protocol only: what any engine must do. Each test runs once
-per engine in ENGINES (SQLite today); a second engine joins by adding its opener."""
+per engine: in a SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,17 +21,14 @@ from cmk_trio.speech.model import (
     Tier,
 )
 from cmk_trio.speech.storage import SpeechStore, open_store
-from cmk_trio.speech.storage.sqlite import sealed_values_in_file
+from cmk_trio.speech.storage.sql import sealed_values_at
 
-ENGINES: dict[str, Callable[[Path], Awaitable[SpeechStore]]] = {
-    "sqlite": lambda tmp: open_store(tmp / "speech.db"),
-}
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=sorted(ENGINES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SpeechStore]:
-    opened = await ENGINES[request.param](tmp_path)
+@pytest.fixture
+async def store(store_location: str | Path) -> AsyncIterator[SpeechStore]:
+    opened = await open_store(store_location)
     try:
         yield opened
     finally:
@@ -173,10 +170,10 @@ async def test_ring_rewrap_candidates_are_the_microsoft_managed_on_other_version
     assert await store.microsoft_managed_not_wrapped_by("v2") == [old.resource_id]
 
 
-async def test_the_file_holds_sealed_values_only(store: SpeechStore, tmp_path: Path):
+async def test_the_database_holds_sealed_values_only(store: SpeechStore, store_location: str | Path):
     made = resource(str(uuid.uuid4()), "s")
     async with store.unit_of_work() as uow:
         await uow.insert_resource(made)
         await uow.insert_application(made.uid, Application(made.resource_id, "a", "a", 1, b"sealed-app", NOW, NOW))
         await uow.put_luis_keys(made.uid, SealedLuisKeys(made.resource_id, 1, b"sealed-luis", NOW))
-    assert sealed_values_in_file(tmp_path / "speech.db") == [b"sealed-app", b"sealed-luis"]
+    assert await sealed_values_at(store_location) == [b"sealed-app", b"sealed-luis"]

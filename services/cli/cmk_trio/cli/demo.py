@@ -18,7 +18,7 @@ from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.proto.speech.v1 import resources_pb2 as spres
 from cmk_trio.rpckit.errors import ServiceError
-from cmk_trio.speech.storage.sqlite import sealed_values_in_file
+from cmk_trio.speech.storage.sql import sealed_values_at
 
 CONFIG = {"commands": [{"name": "TurnOnTheLight", "examples": ["turn on the light"]}], "note": "demo configuration"}
 
@@ -57,10 +57,14 @@ async def expect_refusal(call: Any, reason: str) -> ServiceError:
     raise StepFailed(f"expected a refusal with {reason}, but the call succeeded")
 
 
-def stored_ciphertexts(data_dir: Path | None) -> list[bytes] | None:
+async def stored_ciphertexts(data_dir: Path | None, database_url: str = "") -> list[bytes] | None:
+    """The sealed values as stored: in speech's PostgreSQL schema, or its SQLite file; None
+    when neither can be reached from here."""
+    if database_url:
+        return await sealed_values_at(database_url)
     if data_dir is None or not (data_dir / "speech.db").exists():
         return None
-    return sealed_values_in_file(data_dir / "speech.db")
+    return await sealed_values_at(data_dir / "speech.db")
 
 
 async def run_demo(
@@ -69,6 +73,7 @@ async def run_demo(
     data_dir: Path | None,
     say: Callable[[str], None],
     dial: Callable[[str], Any] = open_channel,
+    database_url: str = "",
 ) -> Report:
     """Walk the seed; the report says which steps behaved."""
     report = Report(say)
@@ -119,7 +124,7 @@ async def run_demo(
         title = "Store a Custom Commands application and the LUIS keys"
         app = await speech.create_application(resource.name, "Lights", json.dumps(CONFIG))
         await speech.set_luis_keys(resource.name, f"authoring-{tag}", f"prediction-{tag}")
-        before = stored_ciphertexts(data_dir)
+        before = await stored_ciphertexts(data_dir, database_url)
         report.step(title, f"application {app.application_id}; stored only as AES-256-GCM ciphertext")
 
         title = "Enable customer-managed keys with the key URI and the vault's subscription"
@@ -147,9 +152,9 @@ async def run_demo(
         report.step(title, f"now on version {newer.version}")
 
         title = "The stored ciphertext did not change: rotation does not re-encrypt data"
-        after = stored_ciphertexts(data_dir)
+        after = await stored_ciphertexts(data_dir, database_url)
         if before is None or after is None:
-            report.step(title, "skipped: the speech data directory is not on this machine")
+            report.step(title, "skipped: the speech database is not on this machine")
         else:
             expect(all(b in after for b in before), "a stored ciphertext changed")
             report.step(title, f"{len(before)} stored records byte-for-byte the same")

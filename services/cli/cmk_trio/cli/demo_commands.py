@@ -4,6 +4,7 @@ for the walk (the steps themselves are in demo.py)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,21 @@ def register(cli: click.Group) -> None:
 )
 @click.option("--port-base", type=int, default=50050, show_default=True)
 @click.option("--private", is_flag=True, help="start a private trio in a temporary directory")
-def demo(state: State, data_dir: Path, port_base: int, private: bool) -> None:
+@click.option(
+    "--database-url",
+    envvar="CMK_DATABASE_URL",
+    default="",
+    help="the PostgreSQL database of the running trio, if it has one (to look at the stored ciphertext)",
+)
+def demo(state: State, data_dir: Path, port_base: int, private: bool, database_url: str) -> None:
     """Walk the seed document against a running trio (or a private one); exit 0 only if every
     step behaved as the seed says."""
     from cmk_trio.rpckit.server import run
 
-    run(lambda: _demo(state, data_dir, port_base, private))
+    run(lambda: _demo(state, data_dir, port_base, private, database_url))
 
 
-async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> None:
+async def _demo(state: State, data_dir: Path, port_base: int, private: bool, database_url: str) -> None:
     import tempfile
 
     from cmk_trio.cli.demo import run_demo
@@ -64,12 +71,19 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool) -> 
     with tempfile.TemporaryDirectory(prefix="cmk-demo-") as tmp:
         if private:
             data_dir = Path(tmp)
-            trio = await start_trio(data_dir, mutual_tls=True)
+            database_url = ""
+            private_env = {k: v for k, v in os.environ.items() if k != "CMK_DATABASE_URL"}
+            trio = await start_trio(data_dir, mutual_tls=True, env=private_env)
             endpoints = trio.endpoints
             state.tls_dir = str(trio.tls_dir)
         try:
             report = await run_demo(
-                endpoints, read_operator_file(data_dir / "operator.json"), data_dir, say, dial=state.dial
+                endpoints,
+                read_operator_file(data_dir / "operator.json"),
+                data_dir,
+                say,
+                dial=state.dial,
+                database_url=database_url,
             )
         finally:
             if trio is not None:

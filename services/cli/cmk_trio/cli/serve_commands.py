@@ -63,6 +63,13 @@ METRICS_HOST = click.option(
     default=None,
     help="address metrics listen on (plain HTTP) [127.0.0.1]; expose them only on purpose",
 )
+DATABASE_URL = click.option(
+    "--database-url",
+    envvar="CMK_DATABASE_URL",
+    default=None,
+    help="postgresql://USER@HOST:PORT/DATABASE: keep the tables there, shared by any number of replicas"
+    " (default: a SQLite file in the data directory, for one process)",
+)
 HIDE_SECRET = click.option(
     "--hide-operator-secret",
     is_flag=True,
@@ -87,6 +94,7 @@ HIDE_SECRET = click.option(
 @click.option("--metrics-port", type=int, envvar="CMK_IDENTITY_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @METRICS_HOST
+@DATABASE_URL
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 @HIDE_SECRET
@@ -101,6 +109,7 @@ def serve_identity(
     tls_client_ca: Path | None,
     metrics_port: int | None,
     metrics_host: str | None,
+    database_url: str | None,
     log_level: str | None,
     dev_time_control: bool,
     hide_operator_secret: bool,
@@ -124,6 +133,7 @@ def serve_identity(
             dev_time_control=dev_time_control or None,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            database_url=database_url,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -143,6 +153,14 @@ def serve_identity(
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
 @click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
 @click.option("--insecure", is_flag=True, help="plain TCP instead of mutual TLS (loopback only)")
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="processes per service, on the one database --database-url names (replica r listens on base+100*r+1..3)",
+)
+@DATABASE_URL
 @HIDE_SECRET
 def up(
     state: State,
@@ -151,22 +169,43 @@ def up(
     dev_time_control: bool,
     auto_approve_cmk: bool,
     insecure: bool,
+    replicas: int,
+    database_url: str | None,
     hide_operator_secret: bool,
 ) -> None:
-    """Start the services in one process, wired to each other, with their data in --data-dir.
+    """Start the services, wired to each other, with their key files in --data-dir.
 
-    Identity, the key vault and speech; a second `cmk up` on the same directory resumes with
-    all data intact.
+    Identity, the key vault and speech, in one process with SQLite files in --data-dir, or on
+    PostgreSQL with --database-url; with --replicas N, N processes of each service on that
+    database. A second `cmk up` on the same directory (and database) resumes with all data intact.
     """
     from cmk_trio.launcher.announcement import Announcement
-    from cmk_trio.launcher.trio import RunningTrio, start_trio
 
     if insecure:
         click.echo("warning: --insecure: the services talk plain TCP on loopback, without TLS", err=True)
+    if replicas > 1 and not database_url:
+        raise click.UsageError("--replicas needs --database-url postgresql://... (a SQLite file serves one process)")
+    if replicas > 1:
+        from cmk_trio.launcher.replicas import RunningReplicas, start_replicas
+
+        def start_many() -> Awaitable[RunningReplicas]:
+            return start_replicas(data_dir, port_base, replicas=replicas, database_url=database_url or "",
+                                  dev_time_control=dev_time_control, auto_approve=auto_approve_cmk,
+                                  mutual_tls=not insecure)  # fmt: skip
+
+        def started_many(running: RunningReplicas) -> None:
+            announce(Announcement.of_replicas(running, show_secret=not hide_operator_secret), state.output)
+
+        _serve("replicas", os.environ.get("CMK_LOG_LEVEL", "INFO"), start_many, started_many, "stopping")
+        return
+
+    from cmk_trio.launcher.trio import RunningTrio, start_trio
+
+    environ = {**os.environ, "CMK_DATABASE_URL": database_url} if database_url else None
 
     def start() -> Awaitable[RunningTrio]:
         return start_trio(data_dir, port_base, dev_time_control=dev_time_control, auto_approve=auto_approve_cmk,
-                          mutual_tls=not insecure, metrics=True)  # fmt: skip
+                          mutual_tls=not insecure, metrics=True, env=environ)  # fmt: skip
 
     def started(trio: RunningTrio) -> None:
         announce(Announcement.of_trio(trio, show_secret=not hide_operator_secret), state.output)
@@ -194,6 +233,7 @@ def up(
 @click.option("--metrics-port", type=int, envvar="CMK_KEYVAULT_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @METRICS_HOST
+@DATABASE_URL
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 def serve_keyvault(
@@ -209,6 +249,7 @@ def serve_keyvault(
     tls_client_ca: Path | None,
     metrics_port: int | None,
     metrics_host: str | None,
+    database_url: str | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -232,6 +273,7 @@ def serve_keyvault(
             dev_time_control=dev_time_control or None,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            database_url=database_url,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -260,6 +302,7 @@ def serve_keyvault(
 @click.option("--metrics-port", type=int, envvar="CMK_SPEECH_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
 @METRICS_HOST
+@DATABASE_URL
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
 def serve_speech(
@@ -276,6 +319,7 @@ def serve_speech(
     tls_client_ca: Path | None,
     metrics_port: int | None,
     metrics_host: str | None,
+    database_url: str | None,
     log_level: str | None,
     dev_time_control: bool,
 ) -> None:
@@ -300,6 +344,7 @@ def serve_speech(
             log_level=log_level,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            database_url=database_url,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -313,10 +358,15 @@ def _listening(name: str, output: str) -> Callable[[Any], None]:
     """The banner of the key vault or speech alone: where it listens."""
 
     def started(server: Any) -> None:
+        metrics = {}
+        if server.metrics_port is not None:
+            metrics[name] = f"http://{server.config.metrics_host}:{server.metrics_port}/metrics"
         if output == "json":
-            click.echo(json.dumps({"service": name, "endpoint": server.endpoint}))
+            click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics}))
         else:
             click.echo(f"{name} listening on {server.endpoint}")
+            for url in metrics.values():
+                click.echo(f"{name} metrics at {url}")
         sys.stdout.flush()
 
     return started

@@ -9,7 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from cmk_trio.rpckit import audiences
-from cmk_trio.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
+from cmk_trio.rpckit.config import (
+    ConfigError,
+    TlsConfig,
+    check_database_url,
+    env_bool,
+    env_int,
+    env_optional_int,
+    env_path,
+    env_str,
+)
 
 DEFAULT_PORT = 50051
 DEFAULT_ISSUER_BASE = "https://login.microsoftonline.com"
@@ -47,10 +56,14 @@ class IdentityConfig:
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     metrics_host: str = "127.0.0.1"
     """The address metrics listen on: loopback unless the operator exposes them (plain HTTP)."""
+    database_url: str = ""
+    """A postgresql:// URL: the service keeps its tables there, and any number of replicas may
+    share them. Empty: a SQLite file in the data directory, for one process."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
 
     def __post_init__(self) -> None:
+        check_database_url(self.database_url)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if not self.issuer_base.startswith(("https://", "http://")):
@@ -75,6 +88,11 @@ class IdentityConfig:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "identity.db"
+
+    @property
+    def database_location(self) -> str | Path:
+        """Where the store is: the PostgreSQL URL, or else the SQLite file."""
+        return self.database_url or self.database_path
 
     @property
     def operator_file(self) -> Path:
@@ -103,6 +121,7 @@ class IdentityConfig:
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_IDENTITY_METRICS_PORT"),
             "metrics_host": env_str(env, "CMK_METRICS_HOST", "127.0.0.1"),
+            "database_url": env_str(env, "CMK_DATABASE_URL", ""),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

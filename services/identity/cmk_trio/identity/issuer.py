@@ -9,6 +9,7 @@ never refuse a live token because of a rotation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from cmk_trio.rpckit.validation import require_uuid
 
 MAX_SECRET_LENGTH = 256
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TokenPolicy:
@@ -44,6 +47,10 @@ class TokenPolicy:
     audiences: frozenset[str]
     lifetime: timedelta
     skew: timedelta
+
+
+FOLLOW_INTERVAL = 5.0
+"""Seconds between looks at the signing keys when no change is announced (the backstop)."""
 
 
 class SigningKeyRing:
@@ -136,6 +143,35 @@ class SigningKeyRing:
 
     async def published(self) -> list[SigningKey]:
         return await self._store.signing_keys(now=self._clock.now())
+
+    async def follow(self) -> None:
+        """Keep up with what the other replicas do to the keys, until cancelled: after each
+        change to the directory, a key another replica made active signs here too, and one
+        it revoked is refused here at once (the listeners are told as for our own)."""
+        known = {k.kid for k in await self.published()}
+        seen = self._store.changes.version
+        while True:
+            seen = await self._store.changes.wait(seen, FOLLOW_INTERVAL)
+            try:
+                known = await self._sync(known)
+            except Exception:
+                log.exception("reading the signing keys failed; trying again at the next change")
+
+    async def _sync(self, known: set[str]) -> set[str]:
+        keys = await self.published()
+        active = next((k for k in keys if k.active), None)
+        async with self._lock:
+            rotated = active is not None and self._signer is not None and self._signer.kid != active.kid
+            if rotated:
+                self._signer = None  # the new key is parsed at its first token
+        kids = {k.kid for k in keys}
+        for kid in sorted(known - kids):
+            for withdrawn in self.on_revoked:
+                await withdrawn(kid)
+        if rotated:
+            for signs_now in self.on_rotated:
+                await signs_now()
+        return kids
 
     async def public_keys(self) -> list[PublicSigningKey]:
         """The published keys in the form validators take (for the service's own validator)."""

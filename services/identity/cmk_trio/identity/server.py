@@ -3,10 +3,12 @@ and starts the gRPC server. It only wires; the rules live in the domain modules.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -34,7 +36,6 @@ from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
-from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, start_server
@@ -68,6 +69,7 @@ class IdentityServer:
     metrics_port: int | None
     claim: DataDirClaim | None = None
     """The data directory, held against a second identity process."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -78,6 +80,11 @@ class IdentityServer:
         return f"{self.config.host}:{self.running.port}"
 
     async def stop(self, grace: float = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.running.stop(grace)
         self.directory.checks.close()
         self.metrics.close()
@@ -93,17 +100,23 @@ async def build_server(
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     claim = claim_data_dir(
-        config.data_dir, "identity", database=config.database_path, key_files=[config.master_key_path]
+        config.data_dir,
+        "identity",
+        database=None if config.database_url else config.database_path,
+        key_files=[config.master_key_path],
     )
     checks = SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock)  # (its threads start when used)
     try:
-        store = await open_store(config.database_path)
+        store = await open_store(config.database_location)
     except BaseException:
         claim.release()
         raise
     try:
-        first_start = await store.count_signing_keys() == 0
-        master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+        # Replicas that start together on a new database take turns here: the first makes the
+        # master key, the first signing key and the operator; the others find them.
+        async with store.exclusive("startup"):
+            first_start = await store.count_signing_keys() == 0
+            master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         policy = TokenPolicy(
             issuer_base=config.issuer_base,
             audiences=frozenset(a.rstrip("/") for a in config.audiences),
@@ -111,19 +124,20 @@ async def build_server(
             skew=config.clock_skew,
         )
         memo = VerifiedSecretMemo(random)
-        directory = Directory(store, clock, checks=checks, notifier=ChangeNotifier(), memo=memo, random=random)
+        directory = Directory(store, clock, checks=checks, notifier=store.changes, memo=memo, random=random)
         keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
-        await keys.ensure_active_key()
-        try:
-            await keys.signer()  # fails now, not at the first token, if the master key is wrong
-        except CannotDecrypt:
-            raise StartupError(
-                f"the master key {config.master_key_path} does not open the signing keys in "
-                f"{config.database_path}; restore the key file that belongs with this database"
-            ) from None
-        operator, shown = await directory.bootstrap_operator(
-            client_id=config.operator_client_id, client_secret=config.operator_client_secret
-        )
+        async with store.exclusive("startup"):
+            await keys.ensure_active_key()
+            try:
+                await keys.signer()  # fails now, not at the first token, if the master key is wrong
+            except CannotDecrypt:
+                raise StartupError(
+                    f"the master key {config.master_key_path} does not open the signing keys in "
+                    f"{store.description}; restore the key file that belongs with this database"
+                ) from None
+            operator, shown = await directory.bootstrap_operator(
+                client_id=config.operator_client_id, client_secret=config.operator_client_secret
+            )
         if shown is not None:
             write_operator_file(config, operator, shown)
         issuer = TokenIssuer(store, directory, keys, clock, policy, checks=checks, memo=memo, random=random)
@@ -166,9 +180,12 @@ async def build_server(
         claim.release()
         raise
     log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
-    return IdentityServer(
+    server = IdentityServer(
         config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port, claim
     )
+    if store.engine != "sqlite":  # other replicas may rotate and revoke keys
+        server.tasks.append(asyncio.create_task(keys.follow(), name="identity-follow-signing-keys"))
+    return server
 
 
 def write_operator_file(config: IdentityConfig, operator: Principal, secret: NewSecret) -> None:

@@ -23,8 +23,8 @@ from cmk_trio.keyvault.model import AuditEntry, AuditRecord, Checkpoint, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import Unavailable
-from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.storage import AUDIT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class AuditLog:
         self._clock = clock
         self._mac_key = mac_key
         self.signer = signer
-        self.appended = ChangeNotifier()
+        self.appended = store.signal(AUDIT)
+        """Goes up after every append that committed, by this process or another replica."""
         self._pending: list[tuple[AuditEntry, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
 

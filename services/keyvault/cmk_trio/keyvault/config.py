@@ -9,7 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from cmk_trio.client.identity import ClientCredentials
-from cmk_trio.rpckit.config import ConfigError, TlsConfig, env_bool, env_int, env_optional_int, env_path, env_str
+from cmk_trio.rpckit.config import (
+    ConfigError,
+    TlsConfig,
+    check_database_url,
+    env_bool,
+    env_int,
+    env_optional_int,
+    env_path,
+    env_str,
+)
 
 DEFAULT_PORT = 50052
 DEFAULT_DNS_SUFFIX = "vault.azure.net"
@@ -42,6 +51,9 @@ class KeyVaultConfig:
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     metrics_host: str = "127.0.0.1"
     """The address metrics listen on: loopback unless the operator exposes them (plain HTTP)."""
+    database_url: str = ""
+    """A postgresql:// URL: the service keeps its tables there, and any number of replicas may
+    share them. Empty: a SQLite file in the data directory, for one process."""
     dev_time_control: bool = False
     """Lets the operator move the service clock forward (tests only; off by default)."""
     event_heartbeat: timedelta = timedelta(seconds=5)
@@ -49,6 +61,7 @@ class KeyVaultConfig:
     cache what it could revoke while they have not heard it)."""
 
     def __post_init__(self) -> None:
+        check_database_url(self.database_url)
         if not timedelta(seconds=1) <= self.revocation_max_staleness <= timedelta(hours=1):
             raise ConfigError("the revocation max staleness must be between 1 second and 1 hour")
         if not 0 <= self.port <= 65535:
@@ -65,6 +78,11 @@ class KeyVaultConfig:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "keyvault.db"
+
+    @property
+    def database_location(self) -> str | Path:
+        """Where the store is: the PostgreSQL URL, or else the SQLite file."""
+        return self.database_url or self.database_path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> KeyVaultConfig:
@@ -92,6 +110,7 @@ class KeyVaultConfig:
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_KEYVAULT_METRICS_PORT"),
             "metrics_host": env_str(env, "CMK_METRICS_HOST", "127.0.0.1"),
+            "database_url": env_str(env, "CMK_DATABASE_URL", ""),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
             "event_heartbeat": timedelta(seconds=env_int(env, "CMK_EVENT_HEARTBEAT_SECONDS", 5)),
         }

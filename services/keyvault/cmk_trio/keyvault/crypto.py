@@ -167,8 +167,11 @@ def generate_rsa(size: int) -> RsaKeyMaterial:
     return RsaKeyMaterial(rsa.generate_private_key(public_exponent=65537, key_size=size))
 
 
-def load_private_der(der: bytes) -> RsaKeyMaterial:
-    key = serialization.load_der_private_key(der, password=None)
+def load_private_der(der: bytes, *, validated: bool = False) -> RsaKeyMaterial:
+    """A private key from DER. `validated`: the key was checked when it was made or imported
+    and has been sealed since (the seal is authenticated), so the checks of its numbers,
+    about 50 ms of CPU for RSA-2048, are not repeated at every load."""
+    key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=validated)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise CannotDecrypt("cannot decrypt")
     return RsaKeyMaterial(key)

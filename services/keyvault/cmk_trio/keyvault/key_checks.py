@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,9 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 
+MATERIAL_CACHE = 4096
+"""Parsed private keys kept in memory (each a few kilobytes): the versions used last."""
+
 
 class KeysBase:
     """The data plane's collaborators, identifiers, and the checks every call makes."""
@@ -59,11 +63,11 @@ class KeysBase:
         self.notifier = notifier
         self.dns_suffix = dns_suffix
         self._random = random
-        self._materials: dict[tuple[str, str, str], RsaKeyMaterial] = {}
-        # Vaults, keys and versions read once per change: every write of this service
-        # announces itself on the notifier before its call answers (audit appends do not,
-        # so they leave the cache alone).
-        self._reads = ReadCache(lambda: self.notifier.version)
+        self._materials: OrderedDict[tuple[str, str, str], RsaKeyMaterial] = OrderedDict()
+        # Vaults, keys and versions read once per change: every write of this service, by
+        # any replica, announces itself on the notifier (the store's change signal) as it
+        # commits; audit appends do not, so they leave the cache alone.
+        self._reads = ReadCache(self.notifier.cache_version)
 
     # --- identifiers ------------------------------------------------------------------
 
@@ -199,14 +203,27 @@ class KeysBase:
                 "BadParameter",
             )
 
-    def _material(self, version: KeyVersion) -> RsaKeyMaterial:
+    async def _material(self, version: KeyVersion) -> RsaKeyMaterial:
+        """The parsed private key of a version: kept for the versions used last (at most
+        MATERIAL_CACHE of them), opened off the event loop the first time, so a burst of cold
+        keys does not stall the calls of warm ones."""
         cache_key = (version.vault_name, version.key_name.lower(), version.version)
-        material = self._materials.get(cache_key)
-        if material is None:
-            context = self.key_id(version.vault_name, version.key_name.lower(), version.version)
-            material = load_private_der(self.sealer.open(version.sealed_private_key, context))
-            self._materials[cache_key] = material
+        cached = self._materials.get(cache_key)
+        if cached is not None:
+            self._materials.move_to_end(cache_key)
+            return cached
+        context = self.key_id(version.vault_name, version.key_name.lower(), version.version)
+        material: RsaKeyMaterial = await in_thread(self._open_material, version.sealed_private_key, context)
+        self._keep_material(cache_key, material)
         return material
+
+    def _keep_material(self, cache_key: tuple[str, str, str], material: RsaKeyMaterial) -> None:
+        self._materials[cache_key] = material
+        while len(self._materials) > MATERIAL_CACHE:
+            self._materials.popitem(last=False)
+
+    def _open_material(self, sealed: bytes, context: str) -> RsaKeyMaterial:
+        return load_private_der(self.sealer.open(sealed, context), validated=True)
 
     def _forget(self, vault: str, name: str | None = None) -> None:
         """Drop cached key material of one key, or of a whole (purged) vault."""

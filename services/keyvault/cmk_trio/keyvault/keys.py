@@ -116,7 +116,7 @@ class Keys(KeysBase):
             await uow.insert_version(version)
             event = EventType.KEY_CREATED if new_key else EventType.KEY_ROTATED
             await uow.append_event(event, now, vault_name=vault.vault_name, key_name=name, version=version_id)
-        self._materials[(vault.vault_name, name.lower(), version_id)] = material
+        self._keep_material((vault.vault_name, name.lower(), version_id), material)
         await self.notifier.notify()
         return version
 
@@ -204,7 +204,7 @@ class Keys(KeysBase):
             raise invalid_field(
                 "plaintext", Reason.PAYLOAD_TOO_LARGE, f"at most {limit} bytes for this key size with {algorithm.value}"
             )
-        return CryptoResult(version, self._material(version).wrap(algorithm, plaintext), algorithm)
+        return CryptoResult(version, (await self._material(version)).wrap(algorithm, plaintext), algorithm)
 
     async def _recover(
         self, caller: VerifiedToken, ref: KeyRef, algorithm: Padding, ciphertext: bytes,
@@ -217,7 +217,7 @@ class Keys(KeysBase):
         vault = await self.authorize(caller, ref.vault_name, permission)
         version = await self._version(vault, ref)
         self._usable(version, operation)
-        material = self._material(version)
+        material = await self._material(version)
         try:
             # RSA decryption releases the GIL: off the loop, so other calls go on meanwhile.
             plaintext = await in_thread(material.unwrap, algorithm, ciphertext)

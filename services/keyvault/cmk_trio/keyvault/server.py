@@ -31,7 +31,6 @@ from cmk_trio.rpckit.auth import AuthInterceptor
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
-from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
@@ -85,10 +84,14 @@ class KeyVaultServer:
 
     async def housekeeping(self) -> None:
         """One pass of the service's own work on its clock: purge what is due, apply
-        rotation policies, and sign an audit checkpoint if records were added."""
+        rotation policies, and sign an audit checkpoint if records were added. Of the
+        replicas on one database, only the one holding the lease does it (each writes its
+        own aggregated refusals)."""
+        await self.trail.flush_refusals()
+        if not self.store.leadership().held:
+            return
         await self.purge_due()
         await self.rotation.run_due()
-        await self.trail.flush_refusals()
         latest = await self.audit.latest_checkpoint()
         count = await self.audit.count()
         if latest is None or latest.count != count:
@@ -127,25 +130,31 @@ async def build_server(
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
     async with contextlib.AsyncExitStack() as undo:
         claim = claim_data_dir(
-            config.data_dir, "keyvault", database=config.database_path, key_files=[config.master_key_path]
+            config.data_dir,
+            "keyvault",
+            database=None if config.database_url else config.database_path,
+            key_files=[config.master_key_path],
         )
         undo.callback(claim.release)
-        store = await open_store(config.database_path)
+        store = await open_store(config.database_location)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("keyvault")
         directory = link_to_directory(config, clock=clock, metrics=metrics)
         undo.push_async_callback(directory.stop)
-        first_start = not await store.holds_keys()
-        master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
-        sealer = Sealer(master, random)
-        try:
-            audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
-        except CannotDecrypt:
-            raise StartupError(
-                f"the master key {config.master_key_path} does not open the keys sealed in {config.database_path}; "
-                "restore the key file that belongs with this database"
-            ) from None
-        notifier = ChangeNotifier()
+        # Replicas that start together on a new database take turns: the first makes the
+        # master key and the audit checkpoint key, the others find them.
+        async with store.exclusive("startup"):
+            first_start = not await store.holds_keys()
+            master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+            sealer = Sealer(master, random)
+            try:
+                audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+            except CannotDecrypt:
+                raise StartupError(
+                    f"the master key {config.master_key_path} does not open the keys sealed in {store.description}; "
+                    "restore the key file that belongs with this database"
+                ) from None
+        notifier = store.changes
         keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
         vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
         trail = AuditTrail(audit, clock, store)

@@ -3,6 +3,9 @@ services share for calling each other, so it lives in rpckit; the client re-expo
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +39,41 @@ KEEPALIVE_TIME_MS = 5000
 KEEPALIVE_TIMEOUT_MS = 3000
 
 
+# Calls are spread over every address of a target, one after the other (gRPC's default,
+# pick_first, sends everything to one replica until it fails).
+BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def grpc_target(endpoint: str) -> str:
+    """What gRPC is to dial for an endpoint: `host:port`, a DNS name whose every address is a
+    replica (`dns:///name:port`), or several replicas, `host:port,host:port,...` (each host
+    an IP address, or a name resolved once, now)."""
+    if "," not in endpoint:
+        return endpoint
+    addresses: list[str] = []
+    for part in (p.strip() for p in endpoint.split(",")):
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"an endpoint in a list must be host:port, not {part!r}")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            ip = ipaddress.ip_address(str(found[0][4][0]))
+        addresses.append(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+    versions = {"[" in a for a in addresses}
+    if len(versions) > 1:
+        raise ValueError("the endpoints of one list must be all IPv4 or all IPv6")
+    return ("ipv6:" if versions == {True} else "ipv4:") + ",".join(addresses)
+
+
 def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Channel:
-    """A grpc.aio channel to `host:port`, reconnecting quickly and pinging an idle peer."""
+    """A grpc.aio channel to `endpoint` (one address, or several replicas balanced round
+    robin; see `grpc_target`), reconnecting quickly and pinging an idle peer."""
+    target = grpc_target(endpoint)
     options: list[tuple[str, object]] = [
+        ("grpc.service_config", BALANCED),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
@@ -51,7 +86,7 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
         ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ]
     if tls is None:
-        return grpc.aio.insecure_channel(endpoint, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
     creds = grpc.ssl_channel_credentials(
         root_certificates=tls.ca_file.read_bytes(),
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
@@ -59,4 +94,4 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
     )
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.aio.secure_channel(endpoint, creds, options=options)
+    return grpc.aio.secure_channel(target, creds, options=options)

@@ -21,6 +21,12 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, default)
 
 
+def check_database_url(url: str) -> None:
+    """An empty URL (the SQLite file in the data directory) or a postgresql:// one."""
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("the database URL must start with postgresql:// (or be empty: SQLite in the data directory)")
+
+
 def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":

@@ -26,11 +26,11 @@ class DataDirClaim:
     """Held while the service runs: the lock that keeps a second process of it out."""
 
     path: Path
-    _lock: IO[str] = field(repr=False)
+    _lock: IO[str] | None = field(repr=False)
 
     def release(self) -> None:
         """Give the directory up (again is fine: a server stopped twice releases once)."""
-        if self._lock.closed:
+        if self._lock is None or self._lock.closed:
             return
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -48,12 +48,13 @@ def make_private_dir(path: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
 
 
-def claim_data_dir(path: Path, service: str, *, database: Path, key_files: Sequence[Path]) -> DataDirClaim:
+def claim_data_dir(path: Path, service: str, *, database: Path | None, key_files: Sequence[Path]) -> DataDirClaim:
     """Create `path` (mode 0700) if needed and claim it for `service`, or refuse.
 
     `key_files` are the secrets kept there (master keys): each must be private (0600), and
     any of them existing is the sign that the directory held data, so `database` must then
-    exist and not be empty."""
+    exist and not be empty. With `database` None (the store is on PostgreSQL), the replicas
+    of the service may share the directory: it is not locked."""
     try:
         make_private_dir(path)
     except OSError as exc:
@@ -68,13 +69,15 @@ def claim_data_dir(path: Path, service: str, *, database: Path, key_files: Seque
         raise StartupError(
             f"the data directory {path} is not writable ({exc.strerror or exc}); give this user write access to it"
         ) from None
-    lock = _lock(path, service)
+    lock = _lock(path, service) if database is not None else None
     try:
         for key_file in key_files:
             _require_private(key_file)
-        _require_database(path, database, key_files)
+        if database is not None:
+            _require_database(path, database, key_files)
     except BaseException:
-        lock.close()
+        if lock is not None:
+            lock.close()
         raise
     return DataDirClaim(path, lock)
 

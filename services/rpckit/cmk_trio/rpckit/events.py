@@ -87,31 +87,70 @@ class EventFollower(Generic[E]):
                 await self._advanced.wait_for(lambda: self.cursor >= sequence)
 
 
+STALE_POLL = 0.25
+"""How often a waiter looks again while its notifier is not current (its change signal is
+lost, so nothing would wake it)."""
+
+
 class ChangeNotifier:
-    """Wakes the servers' stream handlers when new events were committed."""
+    """A version that goes up with every change, and wakes whoever waits for one: the
+    servers' stream handlers, and the read caches that key on it.
+
+    A notifier fed by a signal from other processes (PostgreSQL's LISTEN/NOTIFY) is `current`
+    only while that signal is: when it is lost, `cache_version()` never returns the same value
+    twice, so no cache serves anything read before (fail closed), and waiters poll."""
 
     def __init__(self) -> None:
-        self._changed = asyncio.Condition()
         self._version = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._uncached = 0
+        self.current = True
+
+    def bump(self) -> None:
+        """Something changed: raise the version and wake every waiter."""
+        self._version += 1
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     async def notify(self) -> None:
-        async with self._changed:
-            self._version += 1
-            self._changed.notify_all()
+        self.bump()
+
+    def set_current(self, current: bool) -> None:
+        """Whether the signal this notifier follows is live; either way, what was read before
+        is not to be trusted."""
+        self.current = current
+        self.bump()
 
     async def wait(self, seen: int, timeout: float) -> int:  # noqa: ASYNC109 (the heartbeat interval)
         """Wait until something changed after version `seen` (or the timeout); returns the
         current version, to pass as `seen` next time."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._version != seen), timeout)
-            except TimeoutError:
-                pass
+        if self._version != seen:
             return self._version
+        if not self.current:
+            timeout = min(timeout, STALE_POLL)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+        return self._version
 
     @property
     def version(self) -> int:
         return self._version
+
+    def cache_version(self) -> int:
+        """What a read cache keys on: the version while the notifier is current, and a value
+        never seen before (nothing cached is served) while it is not."""
+        if self.current:
+            return self._version
+        self._uncached -= 1
+        return self._uncached
 
 
 Item = TypeVar("Item")

@@ -147,7 +147,7 @@ class Encryption:
         failure removes it once it is complete; whatever is left is `resolve_pending`'s."""
         step = PendingStep(
             0, kind, resource.uid, resource.resource_id, tenant_id, not resource.identity_principal_id,
-            vault_name, self._resources.clock.now(),
+            vault_name, self._resources.clock.now(), owner=self._store.instance,
         )  # fmt: skip
         async with self._busy(resource.uid):  # one cross-service change (or resolution) per resource
             async with self._store.unit_of_work() as uow:
@@ -166,10 +166,13 @@ class Encryption:
 
     async def resolve_pending(self) -> int:
         """Finish or undo the cross-service changes that a crash interrupted (their intents
-        are still recorded; none of this process's changes in flight is touched). One whose
-        peer cannot be reached now stays for the next pass. Returns how many were resolved."""
+        are still recorded; no change in flight, of this process or of another replica that
+        still runs, is touched). One whose peer cannot be reached now stays for the next pass.
+        Returns how many were resolved."""
         resolved = 0
         for step in await self._store.pending_steps():
+            if step.owner != self._store.instance and await self._store.replica_alive(step.owner):
+                continue  # another replica's change, in flight
             busy = self._busy(step.resource_uid)
             if busy.locked():
                 continue  # this process is changing the resource now

@@ -89,6 +89,8 @@ class CacheGuard:
                 self._keys.drop(resource)
 
     async def _follow(self, resource: Any) -> None:
+        if not self._store.leadership().held:
+            return  # of several replicas, the one holding the lease on background work rewraps
         try:
             if await self._encryption.rewrap_to_latest(resource) is not None:
                 self.rewraps.append(resource.resource_id)

@@ -118,3 +118,6 @@ class PendingStep:
     """The resource had no managed identity: the step may make one in the directory."""
     vault_name: str
     start_time: datetime
+    owner: str = ""
+    """The replica (its store's `instance`) that took the step: while it runs, the step is
+    its own and no other replica undoes it."""

@@ -110,9 +110,14 @@ async def build_server(
     clock = shiftable or clock or SystemClock()
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
     async with contextlib.AsyncExitStack() as undo:
-        claim = claim_data_dir(config.data_dir, "speech", database=config.database_path, key_files=[config.ring_path])
+        claim = claim_data_dir(
+            config.data_dir,
+            "speech",
+            database=None if config.database_url else config.database_path,
+            key_files=[config.ring_path],
+        )
         undo.callback(claim.release)
-        store = await open_store(config.database_path)
+        store = await open_store(config.database_location)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
         directory = link_to_directory(config, clock=clock, metrics=metrics)
@@ -123,7 +128,8 @@ async def build_server(
         )
         if kv_channel is not None:
             undo.push_async_callback(kv_channel.close)
-        ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
+        async with store.exclusive("startup"):  # replicas starting together make one ring
+            ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
         identity_gateway = GrpcIdentityGateway(identity, clock)
         resources = Resources(
             store, clock, roles, identity_gateway, ring,
@@ -131,7 +137,7 @@ async def build_server(
         )  # fmt: skip
         if (unopened := await resources.unopened_by_ring()) is not None:
             raise StartupError(
-                f"the master key ring {config.ring_path} does not open the data keys in {config.database_path} "
+                f"the master key ring {config.ring_path} does not open the data keys in {store.description} "
                 f"(resource {unopened}); restore the ring file that belongs with this database"
             )
         vault_gateway = GrpcVaultGateway(kv_channel) if kv_channel is not None else None
@@ -192,7 +198,8 @@ async def build_server(
             metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
         undo.pop_all()
-    rewrapped = await resources.rewrap_to_current_ring()
+    async with store.exclusive("startup"):
+        rewrapped = await resources.rewrap_to_current_ring()
     if rewrapped:
         log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
     await directory.serve_when_current(running)
@@ -215,16 +222,18 @@ async def build_server(
         metrics_port,
         claim,
     )
-    server.tasks.append(asyncio.create_task(_resolve_interrupted(encryption), name="speech-resolve-interrupted"))
+    server.tasks.append(asyncio.create_task(_resolve_interrupted(encryption, store), name="speech-resolve-interrupted"))
     return server
 
 
-async def _resolve_interrupted(encryption: Encryption) -> None:
+async def _resolve_interrupted(encryption: Encryption, store: SpeechStore) -> None:
     """Finish or undo the cross-service changes a crash interrupted: at start, then now and
-    then (one whose peer was away is tried again)."""
+    then (one whose peer was away is tried again); of several replicas, the one holding the
+    lease on background work does it."""
+    lease = store.leadership()
     while True:
         try:
-            resolved = await encryption.resolve_pending()
+            resolved = await encryption.resolve_pending() if lease.held else 0
             if resolved:
                 log.info("interrupted changes resolved", extra={"count": resolved})
         except Exception:

@@ -1,7 +1,7 @@
 """What the identity service needs of its storage, as Protocols: the reads, and a unit of
 work for the writes that must commit together (a change and the event announcing it).
-`open_store` opens the engine a path names (SQLite, the only one today); another engine
-implements these Protocols and passes tests/identity/test_storage.py.
+`open_store` opens the engine a location names: a SQLite file's path, or a
+postgresql:// URL; both pass tests/identity/test_storage.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
-from cmk_trio.identity.storage.sqlite import SqliteIdentityStore
+from cmk_trio.identity.storage.sql import SqlIdentityStore
+from cmk_trio.rpckit.storage import Store
 
 
 class IdentityUnitOfWork(Protocol):
@@ -76,17 +77,10 @@ class IdentityUnitOfWork(Protocol):
         ...
 
 
-class IdentityStore(Protocol):
+class IdentityStore(Store, Protocol):
     """The identity service's reads, and `unit_of_work()` for its writes."""
 
-    @property
-    def generation(self) -> int:
-        """Counts committed units of work."""
-        ...
-
     def unit_of_work(self) -> AbstractAsyncContextManager[IdentityUnitOfWork]: ...
-
-    async def close(self) -> None: ...
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
 
@@ -147,6 +141,7 @@ class IdentityStore(Protocol):
     async def last_sequence(self) -> int: ...
 
 
-async def open_store(path: Path) -> IdentityStore:
-    """The identity service's store in the SQLite file at `path`, migrated to this program's schema."""
-    return await SqliteIdentityStore.open(path)
+async def open_store(location: str | Path) -> IdentityStore:
+    """The identity service's store at `location` (a SQLite file, or a postgresql:// URL),
+    migrated to this program's schema."""
+    return await SqlIdentityStore.open(location)

@@ -1,6 +1,6 @@
 """What the key vault needs of its storage, as Protocols: the reads, and a unit of work for
-the writes that must commit together. `open_store` opens the engine a path names (SQLite, the
-only one today); another engine implements these Protocols and passes tests/keyvault/test_storage.py.
+the writes that must commit together. `open_store` opens the engine a location names: a
+SQLite file's path, or a postgresql:// URL; both pass tests/keyvault/test_storage.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from cmk_trio.keyvault.model import (
     StoredRotationPolicy,
     Vault,
 )
-from cmk_trio.keyvault.storage.sqlite import SqliteKeyVaultStore
+from cmk_trio.keyvault.storage.sql import SqlKeyVaultStore
+from cmk_trio.rpckit.storage import Store
 
 
 class KeyVaultUnitOfWork(Protocol):
@@ -112,13 +113,8 @@ class KeyVaultUnitOfWork(Protocol):
     async def insert_service_key(self, name: str, public_key: bytes, sealed_private_key: bytes) -> None: ...
 
 
-class KeyVaultStore(Protocol):
+class KeyVaultStore(Store, Protocol):
     """The key vault's reads, and `unit_of_work()` for its writes."""
-
-    @property
-    def generation(self) -> int:
-        """Counts committed units of work."""
-        ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[KeyVaultUnitOfWork]: ...
 
@@ -131,8 +127,6 @@ class KeyVaultStore(Protocol):
         """`before` runs inside every unit of work about to commit (its writes commit with it),
         `after` once it has committed."""
         ...
-
-    async def close(self) -> None: ...
 
     async def get_vault(self, name: str) -> Vault | None:
         """A vault by its (lower-case) name, live or soft-deleted, with its policies."""
@@ -213,6 +207,7 @@ class KeyVaultStore(Protocol):
         ...
 
 
-async def open_store(path: Path) -> KeyVaultStore:
-    """The key vault's store in the SQLite file at `path`, migrated to this program's schema."""
-    return await SqliteKeyVaultStore.open(path)
+async def open_store(location: str | Path) -> KeyVaultStore:
+    """The key vault's store at `location` (a SQLite file, or a postgresql:// URL), migrated
+    to this program's schema."""
+    return await SqlKeyVaultStore.open(location)

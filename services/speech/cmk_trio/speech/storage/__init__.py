@@ -1,7 +1,7 @@
 """What the speech service needs of its storage, as Protocols: the reads, and a unit of work
 for the writes that must commit together. Secrets reach the store only sealed and data keys
-only wrapped. `open_store` opens the engine a path names (SQLite, the only one today);
-another engine implements these Protocols and passes tests/speech/test_storage.py.
+only wrapped. `open_store` opens the engine a location names: a SQLite file's path, or a
+postgresql:// URL; both pass tests/speech/test_storage.py.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
+from cmk_trio.rpckit.storage import Store
 from cmk_trio.speech.model import Application, CmkApproval, PendingStep, SealedLuisKeys, SpeechResource
-from cmk_trio.speech.storage.sqlite import SqliteSpeechStore
+from cmk_trio.speech.storage.sql import SqlSpeechStore
 
 
 class SpeechUnitOfWork(Protocol):
@@ -56,18 +57,10 @@ class SpeechUnitOfWork(Protocol):
     async def delete_step(self, step_id: int) -> None: ...
 
 
-class SpeechStore(Protocol):
+class SpeechStore(Store, Protocol):
     """The speech service's reads, and `unit_of_work()` for its writes."""
 
-    @property
-    def generation(self) -> int:
-        """Counts committed units of work: a read cache keyed by it never serves what a later
-        commit changed."""
-        ...
-
     def unit_of_work(self) -> AbstractAsyncContextManager[SpeechUnitOfWork]: ...
-
-    async def close(self) -> None: ...
 
     async def resources_using(self, *, key_prefix: str) -> list[SpeechResource]:
         """Resources whose data key is wrapped by a key identifier starting with `key_prefix`
@@ -113,6 +106,7 @@ class SpeechStore(Protocol):
         ...
 
 
-async def open_store(path: Path) -> SpeechStore:
-    """The speech service's store in the SQLite file at `path`, migrated to this program's schema."""
-    return await SqliteSpeechStore.open(path)
+async def open_store(location: str | Path) -> SpeechStore:
+    """The speech service's store at `location` (a SQLite file, or a postgresql:// URL),
+    migrated to this program's schema."""
+    return await SqlSpeechStore.open(location)

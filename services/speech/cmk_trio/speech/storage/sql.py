@@ -1,5 +1,5 @@
-"""The speech service's store on SQLite. Secrets are stored only sealed; the data key only
-wrapped."""
+"""The speech service's store, on SQLite or PostgreSQL. Secrets are stored only sealed; the
+data key only wrapped."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from cmk_trio.rpckit.storage import SqliteStore, SqliteUnitOfWork
+from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, is_database_url
 from cmk_trio.speech.model import (
     Application,
     ApprovalState,
@@ -23,7 +21,7 @@ from cmk_trio.speech.model import (
     Tier,
     resource_key,
 )
-from cmk_trio.speech.storage.schema import MIGRATIONS
+from cmk_trio.speech.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
 
 
 def _t(when: datetime | None) -> str | None:
@@ -34,13 +32,15 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-class SqliteSpeechStore(SqliteStore["SqliteSpeechUnitOfWork"]):
-    """The speech service's reads, and its unit of work, on one SQLite file."""
+class SqlSpeechStore(SqlStore["SqlSpeechUnitOfWork"]):
+    """The speech service's reads, and its unit of work, on either engine."""
 
-    migrations = MIGRATIONS
+    service = "speech"
+    sqlite_migrations = MIGRATIONS
+    postgres_migrations = POSTGRES_MIGRATIONS
 
-    def _begin(self, tx: aiosqlite.Connection) -> SqliteSpeechUnitOfWork:
-        return SqliteSpeechUnitOfWork(tx)
+    def _begin(self, tx: Transaction) -> SqlSpeechUnitOfWork:
+        return SqlSpeechUnitOfWork(tx)
 
     # --- resources --------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class SqliteSpeechStore(SqliteStore["SqliteSpeechUnitOfWork"]):
         return [r["resource_id"] for r in rows]
 
 
-class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
+class SqlSpeechUnitOfWork(SqlUnitOfWork):
     """The speech service's writes inside one transaction."""
 
     async def insert_resource(self, r: SpeechResource) -> None:
@@ -160,7 +160,7 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
         )  # fmt: skip
 
     async def update_resource(self, r: SpeechResource) -> bool:
-        cursor = await self._tx.execute(
+        changed = await self._tx.execute(
             "UPDATE resources SET resource_key = ?, resource_id = ?, subscription_id = ?, resource_group = ?,"
             " tenant_id = ?, key_source = ?, wrapping_key = ?, wrapped_data_key = ?, identity_principal_id = ?,"
             " identity_tenant_id = ?, key_uri = ?, follow_latest = ?, generation = generation + 1"
@@ -169,7 +169,7 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
              r.key_source.value, r.wrapping_key, r.wrapped_data_key, r.identity_principal_id, r.identity_tenant_id,
              r.key_uri, int(r.follow_latest), r.uid, r.generation),
         )  # fmt: skip
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def set_subscription_tenant(self, subscription_id: str, tenant_id: str) -> None:
         await self._tx.execute(
@@ -181,15 +181,17 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
         await self._tx.execute("DELETE FROM resources WHERE uid = ?", (uid,))
 
     async def insert_step(self, step: PendingStep) -> int:
-        cursor = await self._tx.execute(
+        await self._tx.execute(
             "INSERT INTO pending_steps (kind, resource_uid, resource_id, tenant_id, new_identity, vault_name,"
-            " start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " start_time, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (step.kind.value, step.resource_uid, step.resource_id, step.tenant_id, int(step.new_identity),
-             step.vault_name, _t(step.start_time)),
+             step.vault_name, _t(step.start_time), step.owner),
         )  # fmt: skip
-        if cursor.lastrowid is None:
-            raise RuntimeError("SQLite gave no row id for an insert")
-        return cursor.lastrowid
+        # Write transactions run one at a time, so the newest step is this one.
+        row = await self._tx.fetch_one("SELECT MAX(step_id) FROM pending_steps")
+        if row is None or row[0] is None:
+            raise RuntimeError("the database gave no id for an inserted step")
+        return int(row[0])
 
     async def delete_step(self, step_id: int) -> None:
         await self._tx.execute("DELETE FROM pending_steps WHERE step_id = ?", (step_id,))
@@ -214,13 +216,13 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
     async def update_application(self, resource_uid: str, a: Application, expected_version: int) -> bool:
         """Write a new version only if the stored one is still `expected_version` (the etag check,
         done in the same statement so that of two concurrent updates exactly one wins)."""
-        cursor = await self._tx.execute(
+        changed = await self._tx.execute(
             "UPDATE applications SET display_name = ?, version = ?, sealed_configuration = ?, update_time = ?"
             " WHERE resource_uid = ? AND application_id = ? AND version = ?",
             (a.display_name, a.version, a.sealed_configuration, _t(a.update_time), resource_uid,
              a.application_id, expected_version),
         )  # fmt: skip
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def delete_application(self, resource_uid: str, application_id: str, expected_version: int | None) -> bool:
         sql = "DELETE FROM applications WHERE resource_uid = ? AND application_id = ?"
@@ -228,8 +230,7 @@ class SqliteSpeechUnitOfWork(SqliteUnitOfWork):
         if expected_version is not None:
             sql += " AND version = ?"
             params.append(expected_version)
-        cursor = await self._tx.execute(sql, params)
-        return cursor.rowcount == 1
+        return await self._tx.execute(sql, params) == 1
 
     async def put_luis_keys(self, resource_uid: str, keys: SealedLuisKeys) -> None:
         await self._tx.execute(
@@ -272,6 +273,7 @@ def _step(r: Any) -> PendingStep:
         new_identity=bool(r["new_identity"]),
         vault_name=r["vault_name"],
         start_time=datetime.fromisoformat(r["start_time"]),
+        owner=r["owner"],
     )
 
 
@@ -287,10 +289,21 @@ def _application(r: Any) -> Application:
     )
 
 
-def sealed_values_in_file(path: Path) -> list[bytes]:
-    """Every sealed application configuration and LUIS key pair as the file holds it, read
-    straight from the SQLite file (for `cmk demo`, which shows that data is ciphertext at rest)."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT sealed_configuration FROM applications ORDER BY seq").fetchall()
-        rows += db.execute("SELECT sealed FROM luis_keys ORDER BY resource_uid").fetchall()
+SEALED_VALUES = (
+    "SELECT sealed_configuration FROM applications ORDER BY seq",
+    "SELECT sealed FROM luis_keys ORDER BY resource_uid",
+)
+
+
+async def sealed_values_at(location: str | Path) -> list[bytes]:
+    """Every sealed application configuration and LUIS key pair as the database holds it,
+    read around the service, straight from the SQLite file or the PostgreSQL schema (for
+    `cmk demo`, which shows that data is ciphertext at rest)."""
+    if is_database_url(location):
+        from cmk_trio.rpckit.storage.postgres import read_rows
+
+        rows = [row for sql in SEALED_VALUES for row in await read_rows(str(location), SqlSpeechStore.service, sql)]
+    else:
+        with sqlite3.connect(f"file:{location}?mode=ro", uri=True) as db:
+            rows = [row for sql in SEALED_VALUES for row in db.execute(sql).fetchall()]
     return [bytes(row[0]) for row in rows]

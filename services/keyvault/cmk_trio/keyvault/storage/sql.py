@@ -1,4 +1,4 @@
-"""The key vault's store on SQLite: rows in, domain objects out.
+"""The key vault's store, on SQLite or PostgreSQL: rows in, domain objects out.
 
 Every change and the event that announces it are written in one unit of work.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from cmk_trio.keyvault.model import (
     AccessPolicy,
@@ -25,8 +23,8 @@ from cmk_trio.keyvault.model import (
     StoredRotationPolicy,
     Vault,
 )
-from cmk_trio.keyvault.storage.schema import MIGRATIONS
-from cmk_trio.rpckit.storage import SqliteStore, SqliteUnitOfWork
+from cmk_trio.keyvault.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from cmk_trio.rpckit.storage import AUDIT, SqlStore, SqlUnitOfWork, Transaction, gapless
 
 
 def _t(when: datetime | None) -> str | None:
@@ -41,13 +39,15 @@ def _need(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
-    """The key vault's reads, and its unit of work, on one SQLite file."""
+class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
+    """The key vault's reads, and its unit of work, on either engine."""
 
-    migrations = MIGRATIONS
+    service = "keyvault"
+    sqlite_migrations = MIGRATIONS
+    postgres_migrations = POSTGRES_MIGRATIONS
 
-    def _begin(self, tx: aiosqlite.Connection) -> SqliteKeyVaultUnitOfWork:
-        return SqliteKeyVaultUnitOfWork(tx)
+    def _begin(self, tx: Transaction) -> SqlKeyVaultUnitOfWork:
+        return SqlKeyVaultUnitOfWork(tx)
 
     # --- vaults -----------------------------------------------------------------------
 
@@ -65,7 +65,7 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
             "SELECT vault_name FROM vaults WHERE subscription_id = ? AND vault_name > ?"
             " AND (delete_time IS NOT NULL) = ? ORDER BY vault_name LIMIT ?"
         )
-        rows = await self._db.fetch_all(sql, (subscription_id, after or "", int(deleted), limit))
+        rows = await self._db.fetch_all(sql, (subscription_id, after or "", deleted, limit))
         found = [await self.get_vault(r["vault_name"]) for r in rows]
         return [v for v in found if v is not None]
 
@@ -94,7 +94,7 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
             "SELECT * FROM keys WHERE vault_name = ? AND key_name > ?"
             " AND (delete_time IS NOT NULL) = ? ORDER BY key_name LIMIT ?"
         )
-        rows = await self._db.fetch_all(sql, (vault_name, after or "", int(deleted), limit))
+        rows = await self._db.fetch_all(sql, (vault_name, after or "", deleted, limit))
         return [_key(r) for r in rows]
 
     async def keys_due_for_purge(self, now: datetime) -> list[tuple[str, str]]:
@@ -131,11 +131,12 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
         rows = await self._db.fetch_all(
             "SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)
         )
-        return [
+        events = [
             Event(r["sequence"], EventType(r["type"]), _need(r["time"]), r["vault_name"], r["key_name"],
                   r["version"], r["object_id"])
             for r in rows
         ]  # fmt: skip
+        return gapless(events, sequence, lambda e: e.sequence)
 
     async def last_sequence(self) -> int:
         row = await self._db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM events")
@@ -231,11 +232,11 @@ class SqliteKeyVaultStore(SqliteStore["SqliteKeyVaultUnitOfWork"]):
         return bool(row and row[0])
 
 
-class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
-    """The key vault's writes inside one transaction (BEGIN IMMEDIATE: what it reads stays
-    as read until it commits)."""
+class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
+    """The key vault's writes inside one transaction (write transactions run one at a time:
+    what it reads stays as read until it commits)."""
 
-    def __init__(self, tx: aiosqlite.Connection) -> None:
+    def __init__(self, tx: Transaction) -> None:
         super().__init__(tx)
         self._inserted: list[KeyVersion] = []
         self._purged: dict[str, str] = {}
@@ -247,20 +248,17 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
     async def vault_id(self, name: str) -> str | None:
         if name in self._purged:
             return self._purged[name]
-        cursor = await self._tx.execute("SELECT vault_id FROM vaults WHERE vault_name = ?", (name,))
-        row = await cursor.fetchone()
+        row = await self._tx.fetch_one("SELECT vault_id FROM vaults WHERE vault_name = ?", (name,))
         return str(row[0]) if row else None
 
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
-        cursor = await self._tx.execute(
+        row = await self._tx.fetch_one(
             "SELECT * FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
         )
-        row = await cursor.fetchone()
         return _policy(row) if row else None
 
     async def count_policies(self, vault_name: str) -> int:
-        cursor = await self._tx.execute("SELECT COUNT(*) FROM access_policies WHERE vault_name = ?", (vault_name,))
-        row = await cursor.fetchone()
+        row = await self._tx.fetch_one("SELECT COUNT(*) FROM access_policies WHERE vault_name = ?", (vault_name,))
         return int(row[0]) if row else 0
 
     async def insert_vault(self, v: Vault) -> None:
@@ -302,10 +300,10 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
         )
 
     async def delete_policy(self, vault_name: str, object_id: str) -> bool:
-        cursor = await self._tx.execute(
+        deleted = await self._tx.execute(
             "DELETE FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
         )
-        return cursor.rowcount > 0
+        return deleted > 0
 
     async def insert_key(self, key: Key) -> None:
         await self._tx.execute(
@@ -348,11 +346,12 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
         )  # fmt: skip
 
     async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
-        """Append an event with the next sequence number, without gaps (writers are serialised)."""
+        """Append an event with the next sequence number, without gaps (write transactions run
+        one at a time, so MAX()+1 is safe, and numbers commit in order)."""
         columns = ["type", "time", *fields]
         await self._tx.execute(
             f"INSERT INTO events (sequence, {', '.join(columns)})"  # noqa: S608 (column names are ours)
-            f" SELECT COALESCE(MAX(sequence), 0) + 1, {', '.join('?' * len(columns))} FROM events",
+            f" VALUES ((SELECT COALESCE(MAX(sequence), 0) + 1 FROM events), {', '.join('?' * len(columns))})",
             (int(event_type), _t(when), *fields.values()),
         )
 
@@ -373,23 +372,26 @@ class SqliteKeyVaultUnitOfWork(SqliteUnitOfWork):
     async def audit_head(self) -> tuple[int, bytes] | None:
         """The newest record's sequence number and MAC, read inside this transaction (so that
         the records appended after it chain to what is really the head)."""
-        cursor = await self._tx.execute("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
-        row = await cursor.fetchone()
+        row = await self._tx.fetch_one("SELECT sequence, mac FROM audit_log ORDER BY sequence DESC LIMIT 1")
         return (int(row[0]), bytes(row[1])) if row else None
 
     async def insert_audit_records(self, records: list[AuditRecord]) -> None:
         rows = [(r.sequence, *_audit_columns(r.entry), r.entry.vault_id, r.entry.count, r.mac) for r in records]
-        await self._tx.executemany(  # one hop to the database thread for the whole batch
+        await self._tx.execute_many(
             "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
             " resource_id, operation, vault_name, key_name, key_version, result, reason, vault_id, count, mac)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+            announce=AUDIT,  # an append changes nothing that read caches hold
         )
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         await self._tx.execute(
-            "INSERT OR REPLACE INTO audit_checkpoints (count, head_mac, time, signature) VALUES (?, ?, ?, ?)",
+            "INSERT INTO audit_checkpoints (count, head_mac, time, signature) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (count) DO UPDATE SET head_mac = excluded.head_mac, time = excluded.time,"
+            " signature = excluded.signature",
             (checkpoint.count, checkpoint.head, checkpoint.time, checkpoint.signature),
+            announce=AUDIT,
         )
 
     async def insert_service_key(self, name: str, public_key: bytes, sealed_private_key: bytes) -> None:

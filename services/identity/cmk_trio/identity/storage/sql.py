@@ -1,4 +1,4 @@
-"""The identity service's store on SQLite: rows in, domain objects out.
+"""The identity service's store, on SQLite or PostgreSQL: rows in, domain objects out.
 
 Every change and the event that announces it are written in one unit of work, so the event
 stream never tells of something that did not happen, nor misses something that did.
@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from cmk_trio.identity.model import (
     ClientSecret,
@@ -24,8 +22,8 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
-from cmk_trio.identity.storage.schema import MIGRATIONS
-from cmk_trio.rpckit.storage import SqliteStore, SqliteUnitOfWork
+from cmk_trio.identity.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, gapless
 
 
 def _t(when: datetime) -> str:
@@ -45,13 +43,15 @@ def scope_key(scope: str) -> str:
     return scope.rstrip("/").lower()
 
 
-class SqliteIdentityStore(SqliteStore["SqliteIdentityUnitOfWork"]):
-    """The identity service's reads, and its unit of work, on one SQLite file."""
+class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
+    """The identity service's reads, and its unit of work, on either engine."""
 
-    migrations = MIGRATIONS
+    service = "identity"
+    sqlite_migrations = MIGRATIONS
+    postgres_migrations = POSTGRES_MIGRATIONS
 
-    def _begin(self, tx: aiosqlite.Connection) -> SqliteIdentityUnitOfWork:
-        return SqliteIdentityUnitOfWork(tx)
+    def _begin(self, tx: Transaction) -> SqlIdentityUnitOfWork:
+        return SqlIdentityUnitOfWork(tx)
 
     # --- tenants ----------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class SqliteIdentityStore(SqliteStore["SqliteIdentityUnitOfWork"]):
         rows = await self._db.fetch_all(
             "SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)
         )
-        return [_event(r) for r in rows]
+        return gapless([_event(r) for r in rows], sequence, lambda e: e.sequence)
 
     async def last_sequence(self) -> int:
         row = await self._db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM events")
@@ -193,7 +193,7 @@ class SqliteIdentityStore(SqliteStore["SqliteIdentityUnitOfWork"]):
 Row = Sequence[Any]
 
 
-class SqliteIdentityUnitOfWork(SqliteUnitOfWork):
+class SqlIdentityUnitOfWork(SqlUnitOfWork):
     """The identity service's writes inside one transaction."""
 
     async def insert_tenant(self, tenant: Tenant) -> None:
@@ -218,8 +218,7 @@ class SqliteIdentityUnitOfWork(SqliteUnitOfWork):
             "UPDATE subscriptions SET tenant_id = ?, transfer_time = ? WHERE subscription_id = ?",
             (tenant_id, _t(when), subscription_id),
         )
-        cursor = await self._tx.execute("DELETE FROM role_assignments WHERE subscription_id = ?", (subscription_id,))
-        return cursor.rowcount
+        return await self._tx.execute("DELETE FROM role_assignments WHERE subscription_id = ?", (subscription_id,))
 
     async def insert_principal(self, p: Principal) -> None:
         await self._tx.execute(
@@ -261,10 +260,10 @@ class SqliteIdentityUnitOfWork(SqliteUnitOfWork):
         )
 
     async def delete_secret(self, object_id: str, secret_id: str) -> bool:
-        cursor = await self._tx.execute(
+        deleted = await self._tx.execute(
             "DELETE FROM client_secrets WHERE object_id = ? AND secret_id = ?", (object_id, secret_id)
         )
-        return cursor.rowcount > 0
+        return deleted > 0
 
     async def insert_role_assignment(self, ra: RoleAssignment, subscription_id: str) -> None:
         await self._tx.execute(
@@ -309,16 +308,15 @@ class SqliteIdentityUnitOfWork(SqliteUnitOfWork):
         await self._tx.execute("DELETE FROM signing_keys WHERE active = 0 AND retire_time <= ?", (_t(now),))
 
     async def delete_signing_key(self, kid: str) -> bool:
-        cursor = await self._tx.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,))
-        return cursor.rowcount == 1
+        return await self._tx.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,)) == 1
 
     async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
-        """Append an event; its sequence is the next number, without gaps (the write lock
-        serialises writers, so MAX()+1 is safe)."""
+        """Append an event; its sequence is the next number, without gaps (write transactions
+        run one at a time, so MAX()+1 is safe, and numbers commit in order)."""
         columns = ["type", "time", *fields]
         await self._tx.execute(
             f"INSERT INTO events (sequence, {', '.join(columns)})"  # noqa: S608 (column names are ours)
-            f" SELECT COALESCE(MAX(sequence), 0) + 1, {', '.join('?' * len(columns))} FROM events",
+            f" VALUES ((SELECT COALESCE(MAX(sequence), 0) + 1 FROM events), {', '.join('?' * len(columns))})",
             (int(event_type), _t(when), *fields.values()),
         )
 

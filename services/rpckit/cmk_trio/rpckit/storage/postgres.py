@@ -1,0 +1,425 @@
+"""The PostgreSQL engine, on asyncpg: any number of replicas of a service on one database.
+
+Each service keeps its tables in its own schema (`cmk_identity`, `cmk_keyvault`,
+`cmk_speech`; the prefix is the URL's `schema_prefix`), so the three can share a database.
+What replicas need of each other is here, each on a PostgreSQL primitive:
+
+- Write transactions take one advisory lock per schema as they begin, so they commit one at
+  a time across replicas, as SQLite's single writer does: a log's head read inside one stays
+  the head, and sequence numbers commit in the order they were taken.
+- A committing transaction sends NOTIFY on the schema's channel, inside the transaction (so
+  it is delivered exactly when the change is visible). One LISTEN connection per process
+  turns them into the store's change signals; while it is lost the signals are not current,
+  and read caches serve nothing (fail closed) until it is back.
+- Background work runs under a lease, a session advisory lock held on a connection of its
+  own: one replica at a time, taken over within a few seconds of the holder's death.
+
+asyncpg rather than psycopg 3: on the unwrap path's statements it spent about 40% less CPU per
+read (`python3 dev.py bench` measures both and writes the figures into BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA_PREFIX = "cmk"
+DEFAULT_POOL_SIZE = 10
+CHECK_INTERVAL = 1.0
+"""Seconds between the checks that the listening and lease connections are alive."""
+CHECK_TIMEOUT = 2.0
+LEASE_INTERVAL = 1.0
+"""Seconds between a waiting replica's tries to take a lease."""
+
+# The server notices a client that vanished without closing (a host lost, a cable pulled)
+# within about 8 s, and releases its lease, instead of after TCP's two hours.
+_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3"}
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    """Where a service's tables are: the server's URL (for the driver), the schema, and how
+    many connections a process may hold."""
+
+    dsn: str
+    schema: str
+    pool_size: int
+    description: str
+
+
+def parse_database_url(url: str, service: str) -> PostgresTarget:
+    """A postgresql:// URL as the driver takes it, with our own query parameters taken out:
+    `schema_prefix` (the schema is PREFIX_SERVICE) and `pool_size`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or (not parts.hostname and "host=" not in parts.query):
+        raise StartupError(f"--database-url must be postgresql://USER@HOST:PORT/DATABASE, not {parts.scheme}://...")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    prefix = query.pop("schema_prefix", DEFAULT_SCHEMA_PREFIX)
+    schema = f"{prefix}_{service}"
+    if not _IDENTIFIER.fullmatch(schema):
+        raise StartupError(f"schema_prefix {prefix!r} must be lower-case letters, digits and underscores")
+    try:
+        pool_size = int(query.pop("pool_size", DEFAULT_POOL_SIZE))
+    except ValueError:
+        raise StartupError("pool_size in --database-url must be a whole number") from None
+    if not 1 <= pool_size <= 100:
+        raise StartupError("pool_size in --database-url must be between 1 and 100")
+    dsn = urlunsplit(parts._replace(query=urlencode(query)))
+    host = parts.hostname or "localhost"
+    where = f"{host}:{parts.port or 5432}{parts.path or '/'}"
+    return PostgresTarget(dsn, schema, pool_size, f"postgresql://{where} (schema {schema})")
+
+
+def lock_key(schema: str, name: str) -> int:
+    """The advisory lock key of `name` within a schema (a signed 64-bit number)."""
+    digest = hashlib.sha256(f"{schema}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@lru_cache(maxsize=4096)
+def to_postgres(sql: str) -> str:
+    """SQL written with `?` placeholders (as SQLite takes them) with PostgreSQL's $1, $2, ...
+    Question marks inside quoted literals are left alone."""
+    out: list[str] = []
+    count = 0
+    quoted = False
+    for char in sql:
+        if char == "'":
+            quoted = not quoted
+        if char == "?" and not quoted:
+            count += 1
+            out.append(f"${count}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _changed_rows(status: str) -> int:
+    """How many rows a statement changed, from its command tag ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresTransaction:
+    """The statements of one write transaction on a connection of the pool."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.topics: set[str] = set()
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), *, announce: str | None = CHANGES) -> int:
+        status = await self._conn.execute(to_postgres(sql), *params)
+        if announce is not None:
+            self.topics.add(announce)
+        return _changed_rows(status)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]], *, announce: str | None = CHANGES) -> None:
+        if len(rows) == 1:  # asyncpg's executemany costs several times a single execute
+            await self._conn.execute(to_postgres(sql), *rows[0])
+        else:
+            await self._conn.executemany(to_postgres(sql), rows)
+        if announce is not None:
+            self.topics.add(announce)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await self._conn.fetch(to_postgres(sql), *params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = await self._conn.fetchrow(to_postgres(sql), *params)
+        return row
+
+
+class PostgresDatabase:
+    """A service's schema on a PostgreSQL server, shared with the service's other replicas."""
+
+    engine = "postgres"
+
+    def __init__(self, target: PostgresTarget, pool: asyncpg.Pool) -> None:
+        self.target = target
+        self.description = target.description
+        self.instance = uuid.uuid4().hex
+        """This process, among the replicas (the payload of its notifications)."""
+        self._pool = pool
+        self._channel = f"{target.schema}_changes"
+        self._writer_key = lock_key(target.schema, "writer")
+        self._signals: dict[str, ChangeNotifier] = {}
+        self._leases: dict[str, PostgresLease] = {}
+        self.listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(), name=f"listen {self._channel}")
+        self.leadership("background")  # tried from the start, so a lone replica leads at once
+
+    def _connect_args(self, role: str) -> dict[str, Any]:
+        """How to open a connection of its own for `role` (listen, lease): its application
+        name says whose it is, in pg_stat_activity."""
+        return {
+            "dsn": self.target.dsn,
+            "server_settings": {
+                "search_path": f"{self.target.schema}, public",
+                "application_name": f"cmk {self.target.schema} {role} {self.instance[:12]}",
+                **_KEEPALIVES,
+            },
+        }
+
+    # --- reads and writes -------------------------------------------------------------
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await self._pool.fetch(to_postgres(sql), *params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = await self._pool.fetchrow(to_postgres(sql), *params)
+        return row
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
+            tx = PostgresTransaction(conn)
+            yield tx
+            for topic in sorted(tx.topics):
+                await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
+        # Committed. Our own notifications come back to the listener too, but this process
+        # must not wait for them: its next read already sees the change.
+        for topic in tx.topics:
+            self.signal(topic).bump()
+
+    async def schema_version(self) -> int:
+        return int(await self._pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+
+    # --- change signals ---------------------------------------------------------------
+
+    def signal(self, topic: str) -> ChangeNotifier:
+        found = self._signals.get(topic)
+        if found is None:
+            found = self._signals[topic] = ChangeNotifier()
+            found.current = self.listening.is_set()
+        return found
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        instance, _, topic = payload.partition(" ")
+        if instance != self.instance:
+            self.signal(topic or CHANGES).bump()
+
+    def _set_current(self, current: bool) -> None:
+        if current:
+            self.listening.set()
+        else:
+            self.listening.clear()
+        for notifier in self._signals.values():
+            notifier.set_current(current)
+
+    async def _listen(self) -> None:
+        """Keep one connection listening for the other replicas' changes, forever. While it
+        is lost, nothing cached is served; once it is back, everything read before is old."""
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(**self._connect_args("listen"))
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(self._channel, self._on_notification)
+                # The replica's own lock, held while it lives: how others tell a replica that
+                # is working on something from one that died in the middle of it.
+                await conn.execute("SELECT pg_advisory_lock($1)", lock_key(self.target.schema, self.instance))
+                self._set_current(True)
+                delay = 0.2
+                while not lost.is_set():
+                    async with asyncio.timeout(CHECK_TIMEOUT):
+                        await conn.fetchval("SELECT 1")
+                    try:
+                        await asyncio.wait_for(lost.wait(), CHECK_INTERVAL)
+                    except TimeoutError:
+                        pass
+                log.warning("the change signal's connection was lost; caches are off until it is back")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "cannot listen for changes; caches are off until it can",
+                    extra={"error": type(exc).__name__, "database": self.description},
+                )
+            finally:
+                self._set_current(False)
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # --- replicas ---------------------------------------------------------------------
+
+    async def replica_alive(self, instance: str) -> bool:
+        """Whether the replica `instance` still runs (holds its own lock)."""
+        if instance == self.instance:
+            return True
+        key = lock_key(self.target.schema, instance)
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return True
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            return False
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        key = lock_key(self.target.schema, f"exclusive:{name}")
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+    def leadership(self, name: str) -> Leadership:
+        lease = self._leases.get(name)
+        if lease is None:
+            lease = self._leases[name] = PostgresLease(self, name)
+        return lease
+
+    async def close(self) -> None:
+        for lease in self._leases.values():
+            await lease.close()
+        self._listener.cancel()
+        try:
+            await self._listener
+        except asyncio.CancelledError:
+            pass
+        await self._pool.close()
+
+
+class PostgresLease:
+    """A lease on background work: a session advisory lock on a connection of its own, tried
+    every second by the replicas that do not hold it. The holder checks every second that its
+    connection is alive and gives the work up the moment it is not; the server releases the
+    lock of a holder that died (at once for a killed process, within about 8 s for a host
+    that vanished)."""
+
+    def __init__(self, db: PostgresDatabase, name: str) -> None:
+        self._db = db
+        self.name = name
+        self._key = lock_key(db.target.schema, f"lease:{name}")
+        self._held = False
+        self.changed = ChangeNotifier()
+        self._task = asyncio.create_task(self._run(), name=f"lease {name}")
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def _set(self, held: bool) -> None:
+        if held != self._held:
+            self._held = held
+            log.info("lease %s", "taken" if held else "given up", extra={"lease": self.name})
+            self.changed.bump()
+
+    async def _run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(**self._db._connect_args(f"lease {self.name}"))
+                while True:
+                    async with asyncio.timeout(CHECK_TIMEOUT):
+                        if self._held:
+                            await conn.fetchval("SELECT 1")
+                        else:
+                            self._set(bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)))
+                    await asyncio.sleep(LEASE_INTERVAL)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease connection lost", extra={"lease": self.name, "error": type(exc).__name__})
+            finally:
+                self._set(False)
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(LEASE_INTERVAL)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+async def open_postgres(url: str, *, service: str, migrations: Sequence[Migration]) -> PostgresDatabase:
+    """The service's schema on the server `url` names, created and migrated if needed (once,
+    however many replicas start together), with the change signal listening."""
+    target = parse_database_url(url, service)
+    settings = {"search_path": f"{target.schema}, public", "application_name": f"cmk {target.schema}", **_KEEPALIVES}
+    try:
+        conn = await asyncpg.connect(target.dsn, server_settings=settings)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StartupError(f"cannot reach PostgreSQL at {target.description}: {_reason(exc)}") from None
+    try:
+        await _migrate(conn, target.schema, migrations)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        target.dsn, min_size=1, max_size=target.pool_size, server_settings=settings, command_timeout=30
+    )
+    db = PostgresDatabase(target, pool)
+    try:
+        async with asyncio.timeout(10):
+            await db.listening.wait()
+    except TimeoutError:
+        await db.close()
+        raise StartupError(f"cannot listen for changes on {target.description}") from None
+    return db
+
+
+async def _migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration]) -> None:
+    async with conn.transaction():
+        # Replicas that start together wait here for the first to finish; each then finds
+        # the schema at this program's version and applies nothing.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, "migrate"))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET LOCAL search_path = "{schema}", public')
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+        if current > len(migrations):
+            raise StartupError(
+                f"schema {schema} has version {current}, newer than this program knows ({len(migrations)});"
+                " upgrade the program"
+            )
+        for step in migrations[current:]:
+            for statement in step.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", step.version, step.description
+            )
+
+
+async def read_rows(url: str, service: str, sql: str) -> list[Any]:
+    """The rows of one query on a service's schema, on a connection of its own (to look at
+    what is stored around the service: `cmk demo`, the tests of what is at rest)."""
+    target = parse_database_url(url, service)
+    conn = await asyncpg.connect(target.dsn, server_settings={"search_path": target.schema})
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

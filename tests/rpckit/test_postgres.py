@@ -1,0 +1,149 @@
+"""What replicas on one PostgreSQL database need of each other, on a real server: one
+migration however many start together, a change signal that reaches the other replicas and
+fails closed when lost, writers that commit one at a time, and one holder of a lease."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+from cmk_trio.rpckit.storage import CHANGES, Migration, ReadCache, open_database
+from cmk_trio.rpckit.storage.postgres import PostgresDatabase, parse_database_url, to_postgres
+from tests.waiting import eventually
+
+THINGS = (Migration(1, "things", ("CREATE TABLE things (id TEXT PRIMARY KEY, label TEXT NOT NULL)",)),)
+
+
+async def open_replica(url: str) -> PostgresDatabase:
+    db = await open_database(url, service="things", sqlite=THINGS, postgres=THINGS)
+    assert isinstance(db, PostgresDatabase)
+    return db
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until `condition` holds (the bound only guards against hanging; never a measure)."""
+
+    async def check() -> bool | None:
+        return True if condition() else None
+
+    await eventually(check, what)
+
+
+@pytest.fixture
+async def replicas(postgres_url: str) -> AsyncIterator[tuple[PostgresDatabase, PostgresDatabase]]:
+    a, b = await open_replica(postgres_url), await open_replica(postgres_url)
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def terminate(postgres_url: str, role: str, db: PostgresDatabase) -> None:
+    """Cut one of `db`'s own connections from the server's side, as a failover or an
+    administrator would."""
+    schema = parse_database_url(postgres_url, "things").schema
+    conn = await asyncpg.connect(urlsplit(postgres_url)._replace(query="").geturl())
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            f"cmk {schema} {role} {db.instance[:12]}",
+        )
+    finally:
+        await conn.close()
+    assert ended == 1
+
+
+def test_placeholders_become_numbered_outside_literals():
+    assert to_postgres("SELECT ? , '?' FROM t WHERE a = ? AND b LIKE '%?%'") == (
+        "SELECT $1 , '?' FROM t WHERE a = $2 AND b LIKE '%?%'"
+    )
+
+
+def test_the_url_names_the_schema_and_keeps_our_parameters_from_the_driver():
+    target = parse_database_url("postgresql://u:secret@db.example:6432/cmk?schema_prefix=blue&pool_size=4", "keyvault")
+    assert (target.schema, target.pool_size) == ("blue_keyvault", 4)
+    assert parse_qs(urlsplit(target.dsn).query) == {}
+    assert "secret" not in target.description and "blue_keyvault" in target.description
+
+
+async def test_replicas_starting_together_migrate_once(postgres_url: str):
+    opened = await asyncio.gather(*(open_replica(postgres_url) for _ in range(4)))
+    try:
+        rows = await opened[0].fetch_all("SELECT version FROM schema_migrations")
+        assert [r["version"] for r in rows] == [1]
+    finally:
+        for db in opened:
+            await db.close()
+
+
+async def test_a_change_through_one_replica_reaches_the_caches_of_another(replicas):
+    a, b = replicas
+    cache = ReadCache(b.signal(CHANGES).cache_version)
+
+    async def label() -> str | None:
+        row = await b.fetch_one("SELECT label FROM things WHERE id = 'x'")
+        return None if row is None else str(row["label"])
+
+    async with a.transaction() as tx:
+        await tx.execute("INSERT INTO things (id, label) VALUES (?, ?)", ("x", "granted"))
+    await until(lambda: b.signal(CHANGES).version >= 1, "the insert announced to B")
+    assert await cache.get(("x",), label) == "granted"
+    assert await cache.get(("x",), label) == "granted" and cache.hits == 1
+    seen = b.signal(CHANGES).version
+    async with a.transaction() as tx:
+        await tx.execute("UPDATE things SET label = ? WHERE id = ?", ("revoked", "x"))
+    await until(lambda: b.signal(CHANGES).version > seen, "the update announced to B")
+    assert await cache.get(("x",), label) == "revoked"
+
+
+async def test_a_commit_that_announces_nothing_leaves_caches_alone(replicas):
+    a, b = replicas
+    async with a.transaction() as tx:
+        await tx.execute("INSERT INTO things (id, label) VALUES ('quiet', '')", announce="audit")
+    await until(lambda: b.signal("audit").version >= 1, "the audit append announced to B")
+    assert b.signal(CHANGES).version == 0
+
+
+async def test_caches_serve_nothing_while_the_change_signal_is_lost(postgres_url: str, replicas):
+    _, b = replicas
+    changes = b.signal(CHANGES)
+    await terminate(postgres_url, "listen", b)
+    await until(lambda: not changes.current, "the lost listener noticed")
+    assert changes.cache_version() != changes.cache_version()  # nothing cached matches
+    await until(lambda: changes.current, "listening again")  # by itself
+    assert changes.cache_version() == changes.cache_version()
+
+
+async def test_sequence_numbers_commit_in_the_order_they_were_taken(replicas):
+    """Writers of all replicas take turns, so MAX()+1 never collides and a number never
+    becomes visible before a smaller one."""
+    a, b = replicas
+    for db in (a, b):
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE IF NOT EXISTS log (sequence BIGINT PRIMARY KEY)")
+
+    async def append(db: PostgresDatabase) -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO log VALUES ((SELECT COALESCE(MAX(sequence), 0) + 1 FROM log))")
+            await asyncio.sleep(0.001)  # hold the turn a moment, as a real change does
+
+    await asyncio.gather(*(append(a if i % 2 else b) for i in range(40)))
+    rows = await a.fetch_all("SELECT sequence FROM log ORDER BY sequence")
+    assert [r[0] for r in rows] == list(range(1, 41))
+
+
+async def test_one_replica_holds_the_lease_and_another_takes_it_over(postgres_url: str, replicas):
+    a, b = replicas
+    leases = (a.leadership("background"), b.leadership("background"))
+    await until(lambda: any(lease.held for lease in leases), "a lease holder")
+    holder, other = (a, b) if leases[0].held else (b, a)
+    await asyncio.sleep(0.5)  # the other keeps trying meanwhile, and must not get it
+    assert sum(lease.held for lease in leases) == 1
+    await terminate(postgres_url, "lease background", holder)
+    await until(lambda: other.leadership("background").held, "the takeover")
+    await until(lambda: sum(lease.held for lease in leases) == 1, "one holder")
