@@ -142,6 +142,7 @@ async def build_server(
             write_operator_file(config, operator, shown)
         issuer = TokenIssuer(store, directory, keys, clock, policy, checks=checks, memo=memo, random=random)
         metrics = Metrics.create("identity")
+        metrics.watch_store(store)
         validator = TokenValidator(
             key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
         )

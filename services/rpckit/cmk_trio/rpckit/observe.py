@@ -10,12 +10,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
+
+if TYPE_CHECKING:
+    from cmk_trio.rpckit.storage import Store
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -71,6 +74,8 @@ class Metrics:
     latency: Histogram
     cache: Counter
     event_lag: Gauge
+    lease: Gauge
+    change_signal: Gauge
 
     @classmethod
     def create(cls, service: str) -> Metrics:
@@ -93,7 +98,21 @@ class Metrics:
                 "cmk_event_lag_seconds", "age of the newest event applied from a stream", ["service", "stream"],
                 registry=registry,
             ),
+            lease=Gauge(
+                "cmk_lease_held", "1 while this replica holds the lease on background work", ["service", "lease"],
+                registry=registry,
+            ),
+            change_signal=Gauge(
+                "cmk_change_signal_current",
+                "1 while the change signal from the other replicas is live (0: caches are off)", ["service"],
+                registry=registry,
+            ),
         )  # fmt: skip
+
+    def watch_store(self, store: Store) -> None:
+        """Report the store's lease on background work and whether its change signal is live."""
+        self.lease.labels(self.service, "background").set_function(lambda: float(store.leadership().held))
+        self.change_signal.labels(self.service).set_function(lambda: float(store.changes.current))
 
     def hit(self, cache: str, hit: bool) -> None:
         self.cache.labels(self.service, cache, "hit" if hit else "miss").inc()

@@ -120,6 +120,7 @@ async def build_server(
         store = await open_store(config.database_location)
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
+        metrics.watch_store(store)
         directory = link_to_directory(config, clock=clock, metrics=metrics)
         undo.push_async_callback(directory.stop)
         identity, roles = directory.identity, directory.roles
