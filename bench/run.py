@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import proc, scale  # noqa: E402
+from bench import proc, replicas, scale  # noqa: E402
 from cmk_trio.cli.common import State, read_operator_file  # noqa: E402
 from cmk_trio.client.identity import ClientCredentials, IdentityClient  # noqa: E402
 from cmk_trio.client.keyvault import KeyVaultClient  # noqa: E402
@@ -56,10 +56,12 @@ class Plan:
     scale_resources: int = 1000
     scale_applications: int = 100
     crypto_seconds: float = 2.0
+    cold_versions: int = 1000
+    driver_operations: int = 3000
 
 
 SMOKE = Plan(seconds=1.0, concurrency=8, trials=3, soak_seconds=3.0, scale_resources=12, scale_applications=5,
-             crypto_seconds=0.3)  # fmt: skip
+             crypto_seconds=0.3, cold_versions=8, driver_operations=100)  # fmt: skip
 
 
 def crypto_ceilings(seconds: float) -> dict[str, float]:
@@ -394,7 +396,9 @@ def render(results: dict[str, Any]) -> str:
         f"{memory['requests']} requests ({memory['errors']} errors) over {memory['seconds']:g} s; the trio's RSS "
         f"{memory['rss_first_mib']} MiB at the start, {memory['rss_settled_mib']} MiB after the first fifth, "
         f"{memory['rss_end_mib']} MiB at the end ({memory['growth_after_settling_pct']:+.1f} % after settling).",
-        "", render_scale(ours["scale"]), "", "Raw figures: `bench/results.json`.", "",
+        "", render_scale(ours["scale"]), "",
+        replicas.render(results["postgres"], ours, crypto["rsa2048_oaep_decrypt_per_s"]), "",
+        "Raw figures: `bench/results.json`.", "",
     ]  # fmt: skip
     learned = ROOT / "bench" / "LEARNED.md"
     if learned.exists():
@@ -451,6 +455,9 @@ async def main() -> int:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)
     measured["scale"] = await scale_step(plan)
+    rsa_per_s = crypto["rsa2048_oaep_decrypt_per_s"]
+    postgres = await replicas.measure(plan.seconds, plan.concurrency, plan.trials, plan.cold_versions,
+                                      plan.driver_operations, rsa_per_s)  # fmt: skip
     read, read_mm, unwrap = (measured[n]["throughput_per_s"] for n in ("read", "read-mm", "unwrap"))
     memory = measured["memory_under_mixed_load"]
     flaps = measured["revocation"]["policy_removed_under_load"]["reads_succeeding_after_first_refusal"]
@@ -469,12 +476,13 @@ async def main() -> int:
         {"name": f"RSS growth over a {plan.soak_seconds:g} s mixed run, after settling (%)",
          "value": memory["growth_after_settling_pct"], "target": "< 10",
          "ok": memory["growth_after_settling_pct"] < 10},
+        *replicas.targets(postgres, measured, rsa_per_s),
     ]  # fmt: skip
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "smoke": args.smoke, "plan": plan.__dict__, "crypto_ceilings": crypto, "echo_per_s": echo,
-        "ours": measured, "targets": targets,
+        "ours": measured, "postgres": postgres, "targets": targets,
     }  # fmt: skip
     for row in targets:
         print(f"{'pass' if row['ok'] else 'FAIL':4}  {row['name']}: {row['value']} (target {row['target']})")

@@ -12,7 +12,9 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from cmk_trio.client.channel import open_channel
@@ -46,12 +48,13 @@ def lease_held(replica: Replica) -> bool:
     return found is not None and float(found.group(1)) == 1.0
 
 
-async def a_customer_with_a_key(running: RunningReplicas, channels: list) -> tuple:
+async def a_customer_with_a_key(running: RunningReplicas, channels: list[grpc.aio.Channel]) -> tuple[Any, ...]:
     """A tenant whose administrator owns a vault and key (made through key vault replica 0),
     and an application principal allowed to wrap and unwrap with it."""
     clock = SystemClock()
     id_channel = open_channel(running.endpoints["identity"])
     channels.append(id_channel)
+    assert running.operator_file is not None
     operator = IdentityClient(id_channel, ClientCredentials.from_file(running.operator_file), clock=clock)
     tenant = await make_tenant(operator, id_channel, clock, "Contoso")
     await operator.create_role_assignment(
@@ -68,7 +71,7 @@ async def a_customer_with_a_key(running: RunningReplicas, channels: list) -> tup
 
 
 async def test_a_revocation_through_one_replica_is_refused_by_the_other(replicas):
-    channels: list = []
+    channels: list[grpc.aio.Channel] = []
     try:
         _, admin_vaults, app, app_client, key = await a_customer_with_a_key(replicas, channels)
         second = open_channel(replicas.replicas["keyvault"][1].endpoint)
@@ -108,7 +111,7 @@ async def test_the_lease_on_background_work_passes_on_when_its_holder_is_killed(
 
 
 async def test_reads_go_on_through_a_replica_killed_under_them(replicas):
-    channels: list = []
+    channels: list[grpc.aio.Channel] = []
     try:
         tenant, _, _, _, key = await a_customer_with_a_key(replicas, channels)
         both = open_channel(replicas.endpoints["keyvault"])  # balanced over the two replicas

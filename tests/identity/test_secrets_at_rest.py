@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,11 +15,8 @@ from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import PermissionDenied
 from cmk_trio.rpckit.logs import JsonFormatter
 from cmk_trio.rpckit.reasons import Reason
+from tests import raw_database
 from tests.identity.helpers import make_principal, make_tenant
-
-
-def raw_files(data_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(data_dir.glob("identity.db*")))
 
 
 async def test_no_secret_reaches_the_database_or_the_log(identity, operator, channel, clock, caplog):
@@ -40,7 +36,7 @@ async def test_no_secret_reaches_the_database_or_the_log(identity, operator, cha
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
-    stored = raw_files(identity.config.data_dir)
+    stored = await raw_database.stored_bytes(identity.config.database_location, "identity")
     for secret in secrets:
         assert secret.encode() not in stored
     assert b"PRIVATE KEY" not in stored

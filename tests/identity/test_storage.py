@@ -21,6 +21,7 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
+from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage import IdentityStore, open_store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -167,3 +168,19 @@ async def test_listings_page_by_id(store: IdentityStore):
     rest = await store.list_tenants(after=first[-1].tenant_id, limit=10)
     assert first + rest == tenants
     assert await store.list_tenants(after=None, limit=10, only=tenants[3].tenant_id) == [tenants[3]]
+
+
+async def test_failed_sign_ins_are_kept_replaced_and_swept(store: IdentityStore):
+    client, other = ("t1", "c1"), ("t1", "c2")
+    async with store.unit_of_work() as uow:
+        assert await uow.sign_in_failures(client) is None
+        await uow.put_sign_in_failures(client, SignInFailures(NOW, NOW, 1))
+        await uow.put_sign_in_failures(client, SignInFailures(NOW, NOW + timedelta(seconds=3), 2))
+        await uow.put_sign_in_failures(other, SignInFailures(NOW + timedelta(minutes=6), NOW + timedelta(minutes=6)))
+    async with store.unit_of_work() as uow:
+        assert await uow.sign_in_failures(client) == SignInFailures(NOW, NOW + timedelta(seconds=3), 2)
+        await uow.delete_sign_in_failures_before(NOW + timedelta(minutes=5))
+        assert await uow.sign_in_failures(client) is None
+        assert await uow.sign_in_failures(other) is not None
+        await uow.put_sign_in_failures(other, None)
+        assert await uow.sign_in_failures(other) is None

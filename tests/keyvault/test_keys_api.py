@@ -30,6 +30,7 @@ from cmk_trio.rpckit.errors import (
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_info_of
 from cmk_trio.rpckit.testing import expect_rpc_error
+from tests import raw_database
 from tests.identity.helpers import make_principal
 from tests.keyvault.conftest import make_customer
 from tests.waiting import eventually
@@ -421,7 +422,7 @@ async def test_an_imported_key_works_and_no_private_key_reaches_the_database(cus
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    stored = b"".join(p.read_bytes() for p in keyvault.config.data_dir.glob("keyvault.db*"))
+    stored = await raw_database.stored_bytes(keyvault.config.database_location, "keyvault")
     assert der[-64:] not in stored and pem[40:120] not in stored and b"PRIVATE KEY" not in stored
     d = private.private_numbers().d.to_bytes(256, "big")
     assert d[:32] not in stored

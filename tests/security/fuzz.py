@@ -65,13 +65,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import contextlib
 import json
 import logging
 import os
 import random
 import re
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -91,6 +90,7 @@ from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2
 from cmk_trio.proto.speech.v1 import speech_service_pb2
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.status import error_info_of
+from tests import raw_database
 
 FD = descriptor.FieldDescriptor
 TokenSource = Callable[[str], Awaitable[str]]
@@ -1018,24 +1018,27 @@ class Stored:
     """A digest of every table of the services' databases (logs aside), to tell whether a
     refused call stored anything."""
 
-    def __init__(self, databases: dict[str, Path]) -> None:
+    def __init__(self, databases: dict[str, str | Path]) -> None:
         self._databases = databases
+        self._open = contextlib.AsyncExitStack()
+        self._readers: dict[str, raw_database.Query] = {}
 
-    def digest(self, services: Iterable[str]) -> dict[str, str]:
+    async def digest(self, services: Iterable[str]) -> dict[str, str]:
         found = {}
         for service in services:
-            path = self._databases.get(service)
-            if path is None:
+            location = self._databases.get(service)
+            if location is None:
                 continue
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-                for table in tables:
-                    if table in LOG_TABLES:
-                        continue
-                    rows = db.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()  # noqa: S608 (our table names)
-                    found[f"{service}.{table}"] = hashlib.sha256(repr(rows).encode()).hexdigest()
-            db.close()
+            if service not in self._readers:  # one connection per database for the whole run
+                self._readers[service] = await self._open.enter_async_context(raw_database.reader(location, service))
+            tables = await raw_database.digests(location, service, self._readers[service], skip=LOG_TABLES)
+            if not tables:
+                raise AssertionError(f"no tables found for {service} at {location}: the wrong database is watched")
+            found.update({f"{service}.{table}": digest for table, digest in tables.items()})
         return found
+
+    async def close(self) -> None:
+        await self._open.aclose()
 
 
 @dataclass
@@ -1117,7 +1120,7 @@ class Fuzzer:
         *,
         seed: int,
         inputs_per_service: int,
-        databases: dict[str, Path] | None = None,
+        databases: dict[str, str | Path] | None = None,
         foreign: Iterable[str] = (),
     ) -> None:
         self.targets = sorted(targets, key=lambda t: (t.service, t.short))
@@ -1218,6 +1221,8 @@ class Fuzzer:
                 )
         finally:
             root.removeHandler(self.tap)
+            if self.stored is not None:
+                await self.stored.close()
             await self.close()
         return self.figures
 
@@ -1247,11 +1252,11 @@ class Fuzzer:
         token = await (self.callers.operator if as_operator else self.callers.admin)(target.audience)
         check_store = self.stored is not None and target.writes
         watched = WATCHED_DATABASES.get(target.service, (target.service,))
-        before = self.stored.digest(watched) if check_store and self.stored else {}
+        before = await self.stored.digest(watched) if check_store and self.stored else {}
         self.figures.store_checks += check_store
         outcome = await self.call(target, inp.body, token)
         healthy = await self.healthy(target.endpoint)
-        after = self.stored.digest(watched) if check_store and self.stored else {}
+        after = await self.stored.digest(watched) if check_store and self.stored else {}
         logs = self.tap.drain()
 
         fig = self.figures

@@ -177,9 +177,9 @@ async def test_no_input_to_any_rpc_breaks_a_service(world: World, identity, keyv
         seed=SEED,
         inputs_per_service=INPUTS,
         databases={
-            "identity": identity.config.database_path,
-            "keyvault": keyvault.config.database_path,
-            "speech": world.server.config.database_path,
+            "identity": identity.config.database_location,
+            "keyvault": keyvault.config.database_location,
+            "speech": world.server.config.database_location,
         },
         foreign=foreign,
     )

@@ -64,32 +64,32 @@ async def test_secret_checks_run_on_their_own_bounded_pool(clock):
         checks.close()
 
 
-def test_a_client_whose_secrets_keep_failing_waits_a_doubling_pause_then_is_admitted(clock):
+async def test_a_client_whose_secrets_keep_failing_waits_a_doubling_pause_then_is_admitted(clock):
     checks = SecretChecks(SecretHasher(cost=10), clock, free_failures=3, max_pause=timedelta(seconds=8))
     client = ("tenant", "client")
     for _ in range(3):  # each admitted attempt counts as failed until it succeeds
-        checks.admit(client)
+        await checks.admit(client)
     with pytest.raises(ResourceExhausted) as paused:
-        checks.admit(client)
+        await checks.admit(client)
     assert paused.value.reason is Reason.SIGN_IN_THROTTLED and paused.value.metadata["retry_after_seconds"] == "1"
     clock.advance(1)
-    checks.admit(client)
+    await checks.admit(client)
     for _ in range(60):  # many more failures, each after its pause: the pause doubles, up to max_pause
         clock.advance(2)
         try:
-            checks.admit(client)
+            await checks.admit(client)
         except ResourceExhausted:
             continue
     clock.advance(8)
-    checks.admit(client)  # admitted after the pause, and failed again
+    await checks.admit(client)  # admitted after the pause, and failed again
     with pytest.raises(ResourceExhausted) as longest:
-        checks.admit(client)
+        await checks.admit(client)
     assert longest.value.metadata["retry_after_seconds"] == "8"  # never more than max_pause (no overflow)
     clock.advance(8)
-    checks.admit(client)
-    checks.succeeded(client)
-    checks.admit(client)
-    checks.admit(("tenant", "another client"))  # each client its own count
+    await checks.admit(client)
+    await checks.succeeded(client)
+    await checks.admit(client)
+    await checks.admit(("tenant", "another client"))  # each client its own count
 
 
 async def test_concurrent_guesses_cannot_all_pass_before_the_first_has_failed(clock):
@@ -99,7 +99,7 @@ async def test_concurrent_guesses_cannot_all_pass_before_the_first_has_failed(cl
     admitted = 0
     for _ in range(60):  # as 60 calls arriving together would (nothing has failed yet)
         try:
-            checks.admit(("tenant", "client"))
+            await checks.admit(("tenant", "client"))
             admitted += 1
         except ResourceExhausted:
             pass

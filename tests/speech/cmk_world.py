@@ -5,7 +5,6 @@ LUIS keys, and a purge-protected vault with a key (the `world` of the CMK flow t
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import SpeechServer, build_server
+from cmk_trio.speech.storage.sql import sealed_values_at
 from tests.conftest import platform_credentials
 from tests.identity.helpers import make_tenant
 from tests.waiting import eventually
@@ -72,11 +72,9 @@ class World:
             return await self.speech.assign_identity(self.resource.name)
         return await self.speech.remove_identity(self.resource.name, confirm=confirm)
 
-    def ciphertexts(self) -> list[bytes]:
-        with sqlite3.connect(self.server.config.database_path) as db:
-            rows = db.execute("SELECT sealed_configuration FROM applications ORDER BY seq").fetchall()
-            rows += db.execute("SELECT sealed FROM luis_keys").fetchall()
-        return [bytes(r[0]) for r in rows]
+    async def ciphertexts(self) -> list[bytes]:
+        """The sealed values as the database holds them (read around the service)."""
+        return await sealed_values_at(self.server.config.database_location)
 
 
 @pytest.fixture

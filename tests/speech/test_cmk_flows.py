@@ -16,6 +16,7 @@ from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 from cmk_trio.rpckit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from cmk_trio.rpckit.reasons import Reason
+from tests import raw_database
 from tests.identity.helpers import make_principal, make_tenant
 from tests.speech.cmk_world import refusal, until_refused
 from tests.waiting import eventually
@@ -25,7 +26,7 @@ from tests.waiting import eventually
 
 async def test_enable_by_key_uri_grants_the_identity_and_never_rewrites_data(world):
     before = await world.read_all()
-    ciphertexts = world.ciphertexts()
+    ciphertexts = await world.ciphertexts()
     updated = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
     enc = updated.encryption
     assert (enc.key_source, enc.key_version, enc.status) == (res.CUSTOMER_MANAGED, world.key.version, res.HEALTHY)
@@ -34,8 +35,8 @@ async def test_enable_by_key_uri_grants_the_identity_and_never_rewrites_data(wor
     policy = next(p for p in vault.access_policies if p.object_id == updated.identity.principal_id)
     assert sorted(policy.key_permissions) == ["get", "unwrapKey", "wrapKey"]
     assert await world.read_all() == before
-    assert world.ciphertexts() == ciphertexts
-    stored = b"".join(p.read_bytes() for p in world.server.config.data_dir.glob("speech.db*"))
+    assert await world.ciphertexts() == ciphertexts
+    stored = await raw_database.stored_bytes(world.server.config.database_location, "speech")
     assert b"cmk-protected-config" not in stored and b"luis-authoring-secret" not in stored
 
 
@@ -70,14 +71,14 @@ async def test_a_failed_enable_leaves_everything_as_it_was(world, setup, reason)
     else:
         await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
     policies_before = (await world.vaults.get_vault(vault)).access_policies
-    ciphertexts = world.ciphertexts()
+    ciphertexts = await world.ciphertexts()
     with pytest.raises(FailedPrecondition) as caught:
         await world.set_encryption(vault_name=vault, key_name=key)
     assert caught.value.reason is reason
     after = await world.speech.get_resource(world.resource.name)
     assert after.encryption.key_source == res.MICROSOFT_MANAGED and not after.identity.system_assigned
     assert (await world.vaults.get_vault(vault)).access_policies == policies_before
-    assert world.ciphertexts() == ciphertexts
+    assert await world.ciphertexts() == ciphertexts
     await world.read_all()
 
 
@@ -136,7 +137,7 @@ async def test_eligibility_is_checked_before_anything_changes(world, clock):
 
 async def test_rotation_rewraps_only_the_data_key_and_the_old_version_can_be_disabled(world):
     await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
-    ciphertexts, before = world.ciphertexts(), await world.read_all()
+    ciphertexts, before = await world.ciphertexts(), await world.read_all()
     newer = await world.vaults.rotate_key(world.key.key_id)
     updated = await world.set_encryption(
         key_uri=newer.key_id, key_subscription_id=world.subscription_id, skip_grant=True
@@ -145,13 +146,13 @@ async def test_rotation_rewraps_only_the_data_key_and_the_old_version_can_be_dis
     await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
     world.server.data_keys.drop_all()
     assert await world.read_all() == before
-    assert world.ciphertexts() == ciphertexts
+    assert await world.ciphertexts() == ciphertexts
 
 
 async def test_a_different_key_and_back_to_microsoft_managed(world):
     await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
     other = await world.vaults.create_key("contoso-cmk", "other")
-    ciphertexts, before = world.ciphertexts(), await world.read_all()
+    ciphertexts, before = await world.ciphertexts(), await world.read_all()
     moved = await world.set_encryption(vault_name="contoso-cmk", key_name="other", skip_grant=True)
     assert moved.encryption.key_version == other.version
     back = await world.disable_encryption()
@@ -159,7 +160,7 @@ async def test_a_different_key_and_back_to_microsoft_managed(world):
     # Revoking the vault now changes nothing: the data no longer depends on it.
     await world.vaults.remove_access_policy("contoso-cmk", back.identity.principal_id)
     world.server.data_keys.drop_all()
-    assert await world.read_all() == before and world.ciphertexts() == ciphertexts
+    assert await world.read_all() == before and await world.ciphertexts() == ciphertexts
 
 
 async def test_a_versionless_key_follows_rotations_by_the_vaults_event(world):
@@ -352,12 +353,12 @@ async def test_an_unreachable_vault_is_unavailable_not_a_broken_key(world, clock
 
 async def test_a_move_within_the_tenant_keeps_data_and_cmk(world, operator):
     await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
-    before, ciphertexts = await world.read_all(), world.ciphertexts()
+    before, ciphertexts = await world.read_all(), await world.ciphertexts()
     moved = await world.speech.move_resource(world.resource.name, world.subscription_id, "rg2")
     assert moved.name.endswith("/resourceGroups/rg2/providers/Microsoft.CognitiveServices/accounts/speech1")
     world.resource = moved
     world.server.data_keys.drop_all()
-    assert await world.read_all() == before and world.ciphertexts() == ciphertexts
+    assert await world.read_all() == before and await world.ciphertexts() == ciphertexts
     assert (await world.speech.get_resource(moved.name)).encryption.status == res.HEALTHY
 
 
@@ -384,7 +385,7 @@ async def test_deleting_a_resource_deletes_its_identity_and_its_data(world, oper
         await operator.get_principal(world.tenant_id, identity)
     with pytest.raises(NotFound):
         await world.speech.get_resource(world.resource.name)
-    assert world.ciphertexts() == []
+    assert await world.ciphertexts() == []
     with pytest.raises(NotFound):  # and the name can be used again, with no identity
         await world.speech.delete_resource(world.resource.name)
     again = await world.speech.create_resource(world.subscription_id, "rg1", "speech1", "westeurope")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -18,6 +17,7 @@ from cmk_trio.rpckit.errors import Aborted, FailedPrecondition, InvalidArgument,
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
 from cmk_trio.speech.resources import check_eligibility
+from tests import raw_database
 from tests.identity.helpers import make_principal
 from tests.waiting import eventually
 
@@ -94,7 +94,7 @@ async def test_no_plaintext_reaches_the_database(speech_customer, speech):
     resource = await speech_customer.speech.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
     await speech_customer.speech.create_application(resource.name, "Lights", CONFIG)
     await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
-    stored = b"".join(p.read_bytes() for p in speech.config.data_dir.glob("speech.db*"))
+    stored = await raw_database.stored_bytes(speech.config.database_location, "speech")
     for secret in (b"s3cr3t-value", b"TurnOnLight", b"authoring-key-123", b"prediction-key-456"):
         assert secret not in stored
 
@@ -106,11 +106,17 @@ async def test_a_ciphertext_copied_onto_another_record_does_not_decrypt(speech_c
     a = await s.create_application(first.name, "a", json.dumps({"a": 1}))
     b = await s.create_application(first.name, "b", json.dumps({"b": 2}))
     c = await s.create_application(second.name, "c", json.dumps({"c": 3}))
-    with sqlite3.connect(speech.config.database_path) as db:
-        sealed = db.execute("SELECT sealed_configuration FROM applications WHERE application_id = ?",
-                            (a.application_id,)).fetchone()[0]  # fmt: skip
-        for target in (b.application_id, c.application_id):
-            db.execute("UPDATE applications SET sealed_configuration = ? WHERE application_id = ?", (sealed, target))
+    where = speech.config.database_location
+    [(sealed,)] = await raw_database.rows(
+        where, "speech", "SELECT sealed_configuration FROM applications WHERE application_id = ?", (a.application_id,)
+    )
+    for target in (b.application_id, c.application_id):
+        await raw_database.execute(
+            where,
+            "speech",
+            "UPDATE applications SET sealed_configuration = ? WHERE application_id = ?",
+            (sealed, target),
+        )
     for name in (b.name, c.name):
         with pytest.raises(FailedPrecondition) as caught:
             await s.get_application(name)
@@ -232,8 +238,8 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
     s = speech_customer.speech
     resource = await s.create_resource(speech_customer.subscription_id, "rg1", "s1", "westeurope")
     app = await s.create_application(resource.name, "Lights", CONFIG)
-    with sqlite3.connect(speech.config.database_path) as db:
-        sealed_before = db.execute("SELECT sealed_configuration FROM applications").fetchall()
+    sealed = "SELECT sealed_configuration FROM applications ORDER BY seq"
+    sealed_before = await raw_database.rows(speech.config.database_location, "speech", sealed)
     await speech.stop(grace=0)
     ring = rotate_ring_file(speech.config.ring_path)
     assert ring.current == "v2" and set(ring.keys) == {"v1", "v2"}
@@ -250,8 +256,7 @@ async def test_a_rotated_master_key_ring_rewraps_data_keys_at_start_and_data_is_
             assert (await again.get_application(app.name)).configuration_json == CONFIG
         finally:
             await ch.close()
-        with sqlite3.connect(speech.config.database_path) as db:
-            assert db.execute("SELECT sealed_configuration FROM applications").fetchall() == sealed_before
+        assert await raw_database.rows(speech.config.database_location, "speech", sealed) == sealed_before
     finally:
         await restarted.stop(grace=0)
 

@@ -233,7 +233,7 @@ class TokenIssuer:
         principal = await self._store.principal_by_client_id(tenant_id, client_id)
         if principal is None or principal.kind is PrincipalKind.MANAGED_IDENTITY:
             # Counted and paused like a real client's failures: the pause must not tell which exist.
-            self._checks.admit((tenant_id, client_id))
+            await self._checks.admit((tenant_id, client_id))
             raise errors.invalid_client()
         now = self._clock.now()
         matched = await self._matching_secrets(
@@ -261,7 +261,7 @@ class TokenIssuer:
         matched = [r for r in records if self._memo.known(r.secret_id, secret)]
         if matched:
             return matched
-        self._checks.admit(client)
+        await self._checks.admit(client)
         for record in records:
             if await self._checks.verify(secret, record.hash):
                 self._memo.remember(record.secret_id, secret)
@@ -269,7 +269,7 @@ class TokenIssuer:
                 if now < record.expire_time:
                     break
         if matched:
-            self._checks.succeeded(client)  # (admit counted the attempt as a failure until now)
+            await self._checks.succeeded(client)  # (admit counted the attempt as a failure until now)
         return matched
 
     async def managed_identity_token(

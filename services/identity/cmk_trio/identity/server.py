@@ -25,7 +25,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
-from cmk_trio.identity.sign_ins import SecretChecks
+from cmk_trio.identity.sign_ins import SecretChecks, StoredLedger
 from cmk_trio.identity.storage import IdentityStore, open_store
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
@@ -108,6 +108,8 @@ async def build_server(
     checks = SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock)  # (its threads start when used)
     try:
         store = await open_store(config.database_location)
+        if store.engine != "sqlite":  # replicas count failed sign-ins together
+            checks.ledger = StoredLedger(store, clock, checks.window)
     except BaseException:
         claim.release()
         raise

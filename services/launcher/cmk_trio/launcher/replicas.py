@@ -36,6 +36,8 @@ class Replica:
     endpoint: str
     metrics: str | None
     announcement: dict[str, Any]
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -60,6 +62,17 @@ class RunningReplicas:
             for n, r in enumerate(group)
             if r.metrics is not None
         }
+
+    async def restart(self, replica: Replica) -> Replica:
+        """Stop one replica gracefully and start it again as it was started (on a new port
+        if its port was 0); returns the new one, which takes its place."""
+        if replica.process.returncode is None:
+            replica.process.send_signal(signal.SIGTERM)
+            await replica.process.wait()
+        fresh = await _start(replica.service, replica.argv, replica.env)
+        group = self.replicas[replica.service]
+        group[group.index(replica)] = fresh
+        return fresh
 
     async def stop(self) -> None:
         """Stop the replicas gracefully (SIGTERM), speech first, then the key vault, then
@@ -178,7 +191,7 @@ async def _start(service: str, argv: Sequence[str], env: Mapping[str, str]) -> R
     announcement = json.loads(line)
     endpoint = announcement["endpoint"]
     metrics = announcement["metrics"].get(service)
-    return Replica(service, process, endpoint, metrics, announcement)
+    return Replica(service, process, endpoint, metrics, announcement, tuple(argv), dict(env))
 
 
 async def _platform_credentials(

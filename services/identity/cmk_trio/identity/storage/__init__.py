@@ -23,12 +23,25 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
+from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage.sql import SqlIdentityStore
 from cmk_trio.rpckit.storage import Store
 
 
 class IdentityUnitOfWork(Protocol):
     """The writes of one transaction: all of them commit, or none."""
+
+    async def sign_in_failures(self, client: tuple[str, str]) -> SignInFailures | None:
+        """The failed sign-ins of (tenant id, client id) as this transaction sees them."""
+        ...
+
+    async def put_sign_in_failures(self, client: tuple[str, str], failures: SignInFailures | None) -> None:
+        """Replace them (None: forget them)."""
+        ...
+
+    async def delete_sign_in_failures_before(self, when: datetime) -> None:
+        """Forget the failures whose window began before `when`."""
+        ...
 
     async def insert_tenant(self, tenant: Tenant) -> None: ...
 

@@ -77,6 +77,20 @@ MIGRATIONS = (
                 scope TEXT NOT NULL DEFAULT '')""",
         ),
     ),
+    Migration(
+        2,
+        "failed sign-ins per client id, counted by every replica together",
+        (
+            """CREATE TABLE sign_in_failures (
+                tenant_id TEXT NOT NULL,
+                client_id TEXT NOT NULL,
+                first_time TEXT NOT NULL,
+                last_time TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (tenant_id, client_id))""",
+            "CREATE INDEX sign_in_failures_by_time ON sign_in_failures(first_time)",
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS = (
@@ -150,6 +164,20 @@ POSTGRES_MIGRATIONS = (
                 new_tenant_id TEXT NOT NULL DEFAULT '',
                 kid TEXT NOT NULL DEFAULT '',
                 scope TEXT NOT NULL DEFAULT '')""",
+        ),
+    ),
+    Migration(
+        2,
+        "failed sign-ins per client id, counted by every replica together",
+        (
+            """CREATE TABLE sign_in_failures (
+                tenant_id TEXT NOT NULL,
+                client_id TEXT NOT NULL,
+                first_time TEXT NOT NULL,
+                last_time TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (tenant_id, client_id))""",
+            "CREATE INDEX sign_in_failures_by_time ON sign_in_failures(first_time)",
         ),
     ),
 )

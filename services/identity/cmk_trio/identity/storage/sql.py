@@ -22,6 +22,7 @@ from cmk_trio.identity.model import (
     Subscription,
     Tenant,
 )
+from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
 from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, gapless
 
@@ -309,6 +310,30 @@ class SqlIdentityUnitOfWork(SqlUnitOfWork):
 
     async def delete_signing_key(self, kid: str) -> bool:
         return await self._tx.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,)) == 1
+
+    async def sign_in_failures(self, client: tuple[str, str]) -> SignInFailures | None:
+        row = await self._tx.fetch_one("SELECT * FROM sign_in_failures WHERE tenant_id = ? AND client_id = ?", client)
+        if row is None:
+            return None
+        return SignInFailures(_need_dt(row["first_time"]), _need_dt(row["last_time"]), int(row["count"]))
+
+    async def put_sign_in_failures(self, client: tuple[str, str], failures: SignInFailures | None) -> None:
+        # Nothing caches these: their writes are not announced to the other replicas' caches.
+        if failures is None:
+            await self._tx.execute(
+                "DELETE FROM sign_in_failures WHERE tenant_id = ? AND client_id = ?", client, announce=None
+            )
+            return
+        await self._tx.execute(
+            "INSERT INTO sign_in_failures (tenant_id, client_id, first_time, last_time, count) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, client_id) DO UPDATE SET first_time = excluded.first_time,"
+            " last_time = excluded.last_time, count = excluded.count",
+            (*client, _t(failures.first), _t(failures.last), failures.count),
+            announce=None,
+        )
+
+    async def delete_sign_in_failures_before(self, when: datetime) -> None:
+        await self._tx.execute("DELETE FROM sign_in_failures WHERE first_time < ?", (_t(when),), announce=None)
 
     async def append_event(self, event_type: EventType, when: datetime, **fields: str) -> None:
         """Append an event; its sequence is the next number, without gaps (write transactions
