@@ -5,14 +5,18 @@ fails closed when lost, writers that commit one at a time, and one holder of a l
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 
+from cmk_trio.rpckit.errors import Unavailable
+from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import CHANGES, Migration, ReadCache, open_database
 from cmk_trio.rpckit.storage.postgres import PostgresDatabase, parse_database_url, to_postgres
+from tests.partition import Link
 from tests.waiting import eventually
 
 THINGS = (Migration(1, "things", ("CREATE TABLE things (id TEXT PRIMARY KEY, label TEXT NOT NULL)",)),)
@@ -147,3 +151,34 @@ async def test_one_replica_holds_the_lease_and_another_takes_it_over(postgres_ur
     await terminate(postgres_url, "lease background", holder)
     await until(lambda: other.leadership("background").held, "the takeover")
     await until(lambda: sum(lease.held for lease in leases) == 1, "one holder")
+
+
+async def test_a_database_that_stops_answering_fails_calls_as_unavailable_until_it_is_back(postgres_url: str):
+    """The store reaches PostgreSQL through a relay the test can break: while nothing gets
+    through, reads and writes fail with DATABASE_UNAVAILABLE (not INTERNAL), a failed write
+    leaves nothing behind, caches are off; once the server is reachable, all is as before."""
+    port = urlsplit(postgres_url).port or 5432
+    link = Link(port)
+    await link.open()
+    db = await open_replica(postgres_url.replace(f":{port}/", f":{link.port}/", 1))
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id, label) VALUES ('kept', '')")
+        with socket.socket() as probe:  # a port nobody listens on: the server is "down"
+            probe.bind(("127.0.0.1", 0))
+            link.target_port = probe.getsockname()[1]
+        link.partition()
+        link.heal()  # every connection through the relay is dropped, and no new one gets through
+        with pytest.raises(Unavailable) as caught:
+            await db.fetch_one("SELECT label FROM things WHERE id = 'kept'")
+        assert caught.value.reason is Reason.DATABASE_UNAVAILABLE
+        with pytest.raises(Unavailable):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO things (id, label) VALUES ('lost', '')")
+        await until(lambda: not db.signal(CHANGES).current, "the lost change signal noticed")
+        link.target_port = port
+        await until(lambda: db.signal(CHANGES).current, "listening again")
+        assert [r["id"] for r in await db.fetch_all("SELECT id FROM things ORDER BY id")] == ["kept"]
+    finally:
+        await db.close()
+        await link.close()

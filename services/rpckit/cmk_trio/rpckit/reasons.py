@@ -167,5 +167,6 @@ class Reason(StrEnum):
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"  # UNAVAILABLE: the service's PostgreSQL did not answer
     REVOCATIONS_UNKNOWN = "REVOCATIONS_UNKNOWN"  # UNAVAILABLE: the directory's events not heard lately
     INTERNAL = "INTERNAL"  # INTERNAL: a bug; the details are in the server's log only

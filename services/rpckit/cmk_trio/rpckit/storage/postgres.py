@@ -21,12 +21,13 @@ read (`python3 dev.py bench` measures both and writes the figures into BENCHMARK
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -35,7 +36,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.errors import Unavailable
 from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,23 @@ def to_postgres(sql: str) -> str:
     return "".join(out)
 
 
+DRIVER_FAILURES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+"""What the driver raises when the server cannot be reached or stops answering."""
+
+
+@contextmanager
+def unavailable_on_failure(description: str) -> Iterator[None]:
+    """Turn the driver's failure to reach the server into DATABASE_UNAVAILABLE (a retry may
+    land once it is back; nothing was committed that the caller was told of)."""
+    try:
+        yield
+    except DRIVER_FAILURES as exc:
+        log.warning("the database did not answer", extra={"database": description, "error": type(exc).__name__})
+        raise Unavailable(
+            Reason.DATABASE_UNAVAILABLE, "the service's database did not answer; retry in a moment"
+        ) from None
+
+
 def _changed_rows(status: str) -> int:
     """How many rows a statement changed, from its command tag ("UPDATE 3", "INSERT 0 1")."""
     last = status.rsplit(" ", 1)[-1]
@@ -121,29 +141,34 @@ def _changed_rows(status: str) -> int:
 class PostgresTransaction:
     """The statements of one write transaction on a connection of the pool."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, description: str) -> None:
         self._conn = conn
+        self._description = description
         self.topics: set[str] = set()
 
     async def execute(self, sql: str, params: Sequence[Any] = (), *, announce: str | None = CHANGES) -> int:
-        status = await self._conn.execute(to_postgres(sql), *params)
+        with unavailable_on_failure(self._description):
+            status = await self._conn.execute(to_postgres(sql), *params)
         if announce is not None:
             self.topics.add(announce)
         return _changed_rows(status)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]], *, announce: str | None = CHANGES) -> None:
-        if len(rows) == 1:  # asyncpg's executemany costs several times a single execute
-            await self._conn.execute(to_postgres(sql), *rows[0])
-        else:
-            await self._conn.executemany(to_postgres(sql), rows)
+        with unavailable_on_failure(self._description):
+            if len(rows) == 1:  # asyncpg's executemany costs several times a single execute
+                await self._conn.execute(to_postgres(sql), *rows[0])
+            else:
+                await self._conn.executemany(to_postgres(sql), rows)
         if announce is not None:
             self.topics.add(announce)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._conn.fetch(to_postgres(sql), *params))
+        with unavailable_on_failure(self._description):
+            return list(await self._conn.fetch(to_postgres(sql), *params))
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._conn.fetchrow(to_postgres(sql), *params)
+        with unavailable_on_failure(self._description):
+            row: Row | None = await self._conn.fetchrow(to_postgres(sql), *params)
         return row
 
 
@@ -181,20 +206,41 @@ class PostgresDatabase:
     # --- reads and writes -------------------------------------------------------------
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._pool.fetch(to_postgres(sql), *params))
+        with unavailable_on_failure(self.description):
+            return list(await self._pool.fetch(to_postgres(sql), *params))
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._pool.fetchrow(to_postgres(sql), *params)
+        with unavailable_on_failure(self.description):
+            row: Row | None = await self._pool.fetchrow(to_postgres(sql), *params)
         return row
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
-            tx = PostgresTransaction(conn)
-            yield tx
-            for topic in sorted(tx.topics):
-                await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
+        # The connection, the lock and the commit fail as DATABASE_UNAVAILABLE; what the
+        # block itself raises passes through as it is.
+        stack = contextlib.AsyncExitStack()
+        with unavailable_on_failure(self.description):
+            conn = await stack.enter_async_context(self._pool.acquire())
+            transaction = conn.transaction()
+            await transaction.start()
+        try:
+            with unavailable_on_failure(self.description):
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
+            tx = PostgresTransaction(conn, self.description)
+            try:
+                yield tx
+                with unavailable_on_failure(self.description):
+                    for topic in sorted(tx.topics):
+                        await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
+            except BaseException:
+                with contextlib.suppress(*DRIVER_FAILURES, asyncpg.PostgresError):
+                    await transaction.rollback()
+                raise
+            with unavailable_on_failure(self.description):
+                await transaction.commit()
+        finally:
+            with contextlib.suppress(*DRIVER_FAILURES):
+                await stack.aclose()
         # Committed. Our own notifications come back to the listener too, but this process
         # must not wait for them: its next read already sees the change.
         for topic in tx.topics:
@@ -371,8 +417,10 @@ async def open_postgres(url: str, *, service: str, migrations: Sequence[Migratio
         await _migrate(conn, target.schema, migrations)
     finally:
         await conn.close()
+    # A statement that has not answered in 10 s fails (DATABASE_UNAVAILABLE) rather than hold
+    # its call until the caller's deadline: a server cut off silently is noticed.
     pool = await asyncpg.create_pool(
-        target.dsn, min_size=1, max_size=target.pool_size, server_settings=settings, command_timeout=30
+        target.dsn, min_size=1, max_size=target.pool_size, server_settings=settings, command_timeout=10
     )
     db = PostgresDatabase(target, pool)
     try:
