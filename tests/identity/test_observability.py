@@ -61,7 +61,7 @@ async def test_a_request_id_is_kept_returned_and_logged(identity, operator, chan
         metadata=(("authorization", f"Bearer {token}"), ("x-request-id", "trace-me-42")),
     )
     await expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, Reason.FIELD_REQUIRED)
-    assert ("x-request-id", "trace-me-42") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "trace-me-42") in tuple(await call.trailing_metadata())  # beside the error's details
     logging.getLogger().handlers.clear()
     refused = [json.loads(line) for line in lines.getvalue().splitlines() if '"call refused"' in line]
     assert refused and refused[-1]["request_id"] == "trace-me-42"
@@ -71,5 +71,16 @@ async def test_a_bad_request_id_is_replaced(identity, channel):
     stub = pb_grpc.TokenServiceStub(channel)
     call = stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=(("x-request-id", "bad id with spaces"),))
     await call
-    sent = dict(tuple(await call.initial_metadata()))["x-request-id"]
+    sent = dict(tuple(await call.trailing_metadata()))["x-request-id"]
     assert sent != "bad id with spaces" and len(sent) == 32
+
+
+async def test_a_stream_says_its_request_id_before_its_first_event(operator, channel):
+    token = await operator.token_for(audiences.DIRECTORY)
+    call = pb_grpc.IdentityServiceStub(channel).WatchEvents(
+        pb.WatchEventsRequest(), metadata=(("authorization", f"Bearer {token}"), ("x-request-id", "stream-7"))
+    )
+    try:
+        assert ("x-request-id", "stream-7") in tuple(await call.initial_metadata())
+    finally:
+        call.cancel()

@@ -13,7 +13,7 @@ from cmk_trio.rpckit.errors import ServiceError, Unauthenticated
 from cmk_trio.rpckit.observe import note_caller
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
-from cmk_trio.rpckit.types import Context, Stream, Unary, bound, rewrap
+from cmk_trio.rpckit.types import Context, Stream, Unary, WrapCache, bound, rewrap
 
 _caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
 
@@ -69,6 +69,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._audiences = {"": audience} if isinstance(audience, str) else dict(audience)
         self._public = frozenset(public_methods)
         self._on_refused = on_refused
+        self._wrapped = WrapCache()
 
     async def intercept_service(
         self,
@@ -100,7 +101,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return authenticated
 
-        return rewrap(handler, unary, stream)
+        return self._wrapped.get(method, handler, lambda: rewrap(handler, unary, stream))
 
     def _audience_of(self, method: str) -> str:
         service = method.lstrip("/").split("/", 1)[0]

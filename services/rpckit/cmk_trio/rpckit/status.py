@@ -25,8 +25,9 @@ from grpc_status import rpc_status
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, rewrap
+from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, WrapCache, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,23 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     return cls(reason, message, metadata=metadata)
 
 
+def _with_request_id(status: grpc.Status) -> grpc.Status:
+    """The status with the call's request id beside its details in the trailing metadata
+    (which the status replaces as a whole)."""
+    request_id = current_request_id()
+    if request_id is None:
+        return status
+    trailing = (*tuple(status.trailing_metadata or ()), (REQUEST_ID_HEADER, request_id))
+    return _Status(status.code, status.details, trailing)
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Applies the error mapping to every unary and server-streaming handler.
 
@@ -138,6 +156,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self._domain = domain
         self._throttle = throttle or Throttle()
         self._limits = limits or CallLimits.from_env(os.environ)
+        self._wrapped = WrapCache()
 
     async def intercept_service(
         self,
@@ -148,11 +167,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        return rewrap(
+        return self._wrapped.get(
+            method,
             handler,
-            lambda inner: self._wrap_unary(inner, method),
-            lambda inner: self._wrap_stream(inner, method),
-            _tolerant,
+            lambda: rewrap(
+                handler,
+                lambda inner: self._wrap_unary(inner, method),
+                lambda inner: self._wrap_stream(inner, method),
+                _tolerant,
+            ),
         )
 
     async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
@@ -163,11 +186,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             if held is not None:
                 extra = {"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name}
                 log.info("call refused", extra={**extra, "suppressed_before": held} if held else extra)
-            await context.abort_with_status(to_status(exc, self._domain))
+            await context.abort_with_status(_with_request_id(to_status(exc, self._domain)))
         held = self._throttle.allow((method, "INTERNAL"))
         if held is not None:
             log.error("unexpected error in %s", method, exc_info=exc, extra={"suppressed_before": held})
-        await context.abort_with_status(internal_status(self._domain))
+        await context.abort_with_status(_with_request_id(internal_status(self._domain)))
 
     def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
         capped = method not in UNCAPPED
