@@ -92,3 +92,21 @@ async def test_bad_policies_are_refused(customer, actions, expiry):
     with pytest.raises(InvalidArgument) as caught:
         await set_policy(customer, key.key_id, actions, expiry)
     assert caught.value.reason is Reason.ROTATION_POLICY_INVALID
+
+
+async def test_a_rotation_already_made_by_the_previous_lease_holder_is_not_made_again(customer, keyvault):
+    """Found in review: a replica that takes the lease over mid-round rotated a key that the
+    replica before it had rotated in the same round. A service rotation is now made only if
+    the version it replaces is still the newest when it commits."""
+    from cmk_trio.keyvault.key_attributes import KeyAttributes
+
+    await customer.vaults.create_vault("rot", customer.subscription_id, "rg1", "westeurope")
+    await customer.vaults.create_key("rot", "cmk")
+    vault = await keyvault.store.get_vault("rot")
+    latest = await keyvault.store.latest_version("rot", "cmk")
+    assert vault is not None and latest is not None
+    first = await keyvault.keys.rotate_as_service(vault, latest, KeyAttributes(key_ops=latest.key_ops))
+    again = await keyvault.keys.rotate_as_service(vault, latest, KeyAttributes(key_ops=latest.key_ops))
+    assert first is not None and again is None
+    versions = await keyvault.store.list_versions("rot", "cmk", after=None, limit=10)
+    assert len(versions) == 2

@@ -182,3 +182,60 @@ async def test_a_database_that_stops_answering_fails_calls_as_unavailable_until_
     finally:
         await db.close()
         await link.close()
+
+
+async def test_a_transaction_that_fails_or_is_cancelled_gives_its_connection_back(postgres_url: str):
+    db = await open_replica(postgres_url + "&pool_size=1")  # one connection: a leak would hang the next
+    try:
+
+        async def fails() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO things (id, label) VALUES ('a', '')")
+                raise RuntimeError("boom")
+
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match="boom"):
+                await fails()
+
+        async def held_forever() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO things (id, label) VALUES ('b', '')")
+                await asyncio.Event().wait()  # a caller whose deadline passes here
+
+        stuck = asyncio.create_task(held_forever())
+        await asyncio.sleep(0.1)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        async with asyncio.timeout(10), db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id, label) VALUES ('c', '')")
+        assert [r["id"] for r in await db.fetch_all("SELECT id FROM things")] == ["c"]
+    finally:
+        await db.close()
+
+
+async def test_a_replica_is_taken_for_gone_only_once_its_lock_stayed_free(postgres_url: str, monkeypatch):
+    from cmk_trio.rpckit.storage import postgres
+
+    monkeypatch.setattr(postgres, "REPLICA_GONE_AFTER", 0.3)
+    a, b = await open_replica(postgres_url), await open_replica(postgres_url)
+    try:
+        assert await b.replica_alive(a.instance)
+        await a.close()  # its lock goes with its listening connection
+        assert await b.replica_alive(a.instance)  # free once: it may be reconnecting
+        await asyncio.sleep(0.4)
+        assert not await b.replica_alive(a.instance)  # free all along since: gone
+    finally:
+        await b.close()
+
+
+async def test_a_schema_that_should_hold_data_but_is_empty_is_refused_and_left_alone(postgres_url: str):
+    from cmk_trio.rpckit.datadir import StartupError
+
+    with pytest.raises(StartupError, match="empty"):
+        await open_database(postgres_url, service="things", sqlite=THINGS, postgres=THINGS, must_exist=True)
+    db = await open_replica(postgres_url)  # nothing was made by the refusal: this is a first start
+    try:
+        assert await db.schema_version() == 1
+    finally:
+        await db.close()

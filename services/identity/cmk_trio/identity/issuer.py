@@ -148,17 +148,23 @@ class SigningKeyRing:
         """Keep up with what the other replicas do to the keys, until cancelled: after each
         change to the directory, a key another replica made active signs here too, and one
         it revoked is refused here at once (the listeners are told as for our own)."""
-        known = {k.kid for k in await self.published()}
+        known: set[str] | None = None  # (the keys published when this began: read first)
         seen = self._store.changes.version
+        failing = False
         while True:
-            seen = await self._store.changes.wait(seen, FOLLOW_INTERVAL)
             try:
                 known = await self._sync(known)
+                failing = False
             except Exception:
-                log.exception("reading the signing keys failed; trying again at the next change")
+                if not failing:  # once per outage, not at every look while it lasts
+                    log.exception("reading the signing keys failed; trying again at the next change")
+                failing = True
+            seen = await self._store.changes.wait(seen, FOLLOW_INTERVAL)
 
-    async def _sync(self, known: set[str]) -> set[str]:
+    async def _sync(self, known: set[str] | None) -> set[str]:
         keys = await self.published()
+        if known is None:
+            return {k.kid for k in keys}
         active = next((k for k in keys if k.active), None)
         async with self._lock:
             rotated = active is not None and self._signer is not None and self._signer.kid != active.kid

@@ -107,7 +107,7 @@ async def build_server(
     )
     checks = SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock)  # (its threads start when used)
     try:
-        store = await open_store(config.database_location)
+        store = await open_store(config.database_location, must_exist=config.master_key_path.exists())
         if store.engine != "sqlite":  # replicas count failed sign-ins together
             checks.ledger = StoredLedger(store, clock, checks.window)
     except BaseException:
@@ -116,9 +116,6 @@ async def build_server(
     try:
         # Replicas that start together on a new database take turns here: the first makes the
         # master key, the first signing key and the operator; the others find them.
-        async with store.exclusive("startup"):
-            first_start = await store.count_signing_keys() == 0
-            master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
         policy = TokenPolicy(
             issuer_base=config.issuer_base,
             audiences=frozenset(a.rstrip("/") for a in config.audiences),
@@ -127,8 +124,10 @@ async def build_server(
         )
         memo = VerifiedSecretMemo(random)
         directory = Directory(store, clock, checks=checks, notifier=store.changes, memo=memo, random=random)
-        keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
         async with store.exclusive("startup"):
+            first_start = await store.count_signing_keys() == 0
+            master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
+            keys = SigningKeyRing(store, clock, master, policy, notify=directory, random=random)
             await keys.ensure_active_key()
             try:
                 await keys.signer()  # fails now, not at the first token, if the master key is wrong

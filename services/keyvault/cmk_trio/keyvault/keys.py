@@ -42,6 +42,10 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
 
 
+class Overtaken(Exception):
+    """A conditional change found that another had been made first."""
+
+
 class Keys(KeysBase):
     """Keys, versions, cryptographic operations and soft-delete."""
 
@@ -87,8 +91,17 @@ class Keys(KeysBase):
             raise invalid_field("key.expires", Reason.FIELD_INVALID, "must be after not_before")
 
     async def _store_version(
-        self, vault: Vault, name: str, material: RsaKeyMaterial, attributes: KeyAttributes, *, new_key: bool
+        self,
+        vault: Vault,
+        name: str,
+        material: RsaKeyMaterial,
+        attributes: KeyAttributes,
+        *,
+        new_key: bool,
+        replaces: str | None = None,
     ) -> KeyVersion:
+        """Store a new version (of a new key); with `replaces`, only if that version is still
+        the newest when the change commits (else Overtaken: another replica rotated first)."""
         now = self.clock.now()
         version_id = uuid.UUID(bytes=self._random(16), version=4).hex
         kid = self.key_id(vault.vault_name, name, version_id)
@@ -111,6 +124,8 @@ class Keys(KeysBase):
             ),
         )
         async with self.store.unit_of_work() as uow:
+            if replaces is not None and await uow.latest_version_id(vault.vault_name, name) != replaces:
+                raise Overtaken
             if new_key:
                 await uow.insert_key(Key(vault.vault_name, name, now))
             await uow.insert_version(version)
@@ -128,10 +143,18 @@ class Keys(KeysBase):
         attributes = KeyAttributes(key_ops=latest.key_ops, tags=latest.tags)
         return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
 
-    async def rotate_as_service(self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes) -> KeyVersion:
-        """A new version made by the service itself (a rotation policy), not by a caller."""
+    async def rotate_as_service(
+        self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes
+    ) -> KeyVersion | None:
+        """A new version made by the service itself (a rotation policy), not by a caller; None
+        if `latest` is no longer the newest (a replica that held the lease before rotated)."""
         material = await in_thread(generate_rsa, latest.key_size)
-        return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
+        try:
+            return await self._store_version(
+                vault, latest.key_name, material, attributes, new_key=False, replaces=latest.version
+            )
+        except Overtaken:
+            return None
 
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> KeyVersion:
         vault = await self.authorize(caller, ref.vault_name, KeyPermission.GET)

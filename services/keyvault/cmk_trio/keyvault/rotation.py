@@ -154,8 +154,9 @@ class Rotation:
                         "AutoRotateKey", request_id="rotation-policy", vault_name=vault.vault_name,
                         key_name=latest.key_name,
                     ):  # fmt: skip
-                        await self._keys.rotate_as_service(vault, latest, attributes)
-                    done.append((vault.vault_name, latest.key_name, ROTATE))
+                        made = await self._keys.rotate_as_service(vault, latest, attributes)
+                    if made is not None:  # (None: the replica that held the lease before did it)
+                        done.append((vault.vault_name, latest.key_name, ROTATE))
                     break  # the new version restarts every trigger
                 if action.action == NOTIFY and stored.notified_version != latest.version:
                     async with self._store.unit_of_work() as uow:

@@ -136,7 +136,7 @@ async def build_server(
             key_files=[config.master_key_path],
         )
         undo.callback(claim.release)
-        store = await open_store(config.database_location)
+        store = await open_store(config.database_location, must_exist=config.master_key_path.exists())
         undo.push_async_callback(store.close)
         metrics = Metrics.create("keyvault")
         metrics.watch_store(store)

@@ -47,7 +47,7 @@ BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 def grpc_target(endpoint: str) -> str:
     """What gRPC is to dial for an endpoint: `host:port`, a DNS name whose every address is a
     replica (`dns:///name:port`), or several replicas, `host:port,host:port,...` (each host
-    an IP address, or a name resolved once, now)."""
+    an IP address, or a name resolved now, to its IPv4 addresses if it has any)."""
     if "," not in endpoint:
         return endpoint
     addresses: list[str] = []
@@ -57,11 +57,14 @@ def grpc_target(endpoint: str) -> str:
             raise ValueError(f"an endpoint in a list must be host:port, not {part!r}")
         host = host.strip("[]")
         try:
-            ip = ipaddress.ip_address(host)
+            ips = [ipaddress.ip_address(host)]
         except ValueError:
-            found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-            ip = ipaddress.ip_address(str(found[0][4][0]))
-        addresses.append(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+            found = {
+                ipaddress.ip_address(str(a[4][0])) for a in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            }
+            ips = sorted(found, key=lambda ip: (ip.version, str(ip)))
+            ips = [ip for ip in ips if ip.version == ips[0].version]
+        addresses += [f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}" for ip in ips]
     versions = {"[" in a for a in addresses}
     if len(versions) > 1:
         raise ValueError("the endpoints of one list must be all IPv4 or all IPv6")
@@ -85,6 +88,10 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ]
+    if target != endpoint:
+        # One authority for the whole list (gRPC would otherwise take the list itself): the
+        # first replica's, which TLS checks the certificates against.
+        options.append(("grpc.default_authority", target.split(":", 1)[1].split(",", 1)[0]))
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     creds = grpc.ssl_channel_credentials(

@@ -146,10 +146,10 @@ class DataKeys:
         self._vault = vault
         self._identity = identity
         self._max_age = max_age
-        self._cache: dict[str, tuple[bytes, DataKey, datetime]] = {}
+        self._cache: dict[str, tuple[tuple[bytes, int], DataKey, datetime]] = {}
         self._drops = 0
         """Bumped by every drop; an unwrap is kept only if none happened while it ran."""
-        self._in_flight: dict[tuple[str, bytes, int, bool], asyncio.Task[DataKey]] = {}
+        self._in_flight: dict[tuple[str, tuple[bytes, int], int, bool], asyncio.Task[DataKey]] = {}
         self.unwraps = 0
         self._metrics = metrics
         self.cache_allowed: Callable[[], bool] = lambda: True
@@ -160,12 +160,15 @@ class DataKeys:
         key = resource.uid
         cached = self._cache.get(key)
         now = self._clock.now()
-        fresh = cached is not None and cached[0] == resource.wrapped_data_key and now - cached[2] < self._max_age
+        # Kept for the resource as it was when unwrapped: any change to it since (another
+        # replica removed its identity, say) makes the key be unwrapped again.
+        as_read = (resource.wrapped_data_key, resource.generation)
+        fresh = cached is not None and cached[0] == as_read and now - cached[2] < self._max_age
         if self._metrics is not None:
             self._metrics.hit("data_keys", fresh)
         if cached is not None and fresh:
             return cached[1]
-        flight = (key, resource.wrapped_data_key, self._drops, resource.key_source is KeySource.CUSTOMER)
+        flight = (key, as_read, self._drops, resource.key_source is KeySource.CUSTOMER)
         task = self._in_flight.get(flight)
         if task is None:
             task = asyncio.create_task(self._unwrap(resource), name=f"unwrap data key {key}")
@@ -174,7 +177,9 @@ class DataKeys:
         # Shielded: a caller that gives up does not cancel the unwrap the others wait for.
         return await asyncio.shield(task)
 
-    def _landed(self, flight: tuple[str, bytes, int, bool], task: asyncio.Task[DataKey], started: datetime) -> None:
+    def _landed(
+        self, flight: tuple[str, tuple[bytes, int], int, bool], task: asyncio.Task[DataKey], started: datetime
+    ) -> None:
         self._in_flight.pop(flight, None)
         if task.cancelled() or task.exception() is not None:  # (retrieved: never "never retrieved")
             return

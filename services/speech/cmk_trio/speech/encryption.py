@@ -164,15 +164,17 @@ class Encryption:
         async with self._store.unit_of_work() as uow:
             await uow.delete_step(step.step_id)
 
-    async def resolve_pending(self) -> int:
+    async def resolve_pending(self, *, others: bool = True) -> int:
         """Finish or undo the cross-service changes that a crash interrupted (their intents
         are still recorded; no change in flight, of this process or of another replica that
         still runs, is touched). One whose peer cannot be reached now stays for the next pass.
-        Returns how many were resolved."""
+        Returns how many were resolved. Each replica resolves its own steps (a change whose
+        caller gave up, say); with `others` (the one holding the lease on background work),
+        also those of replicas that are gone."""
         resolved = 0
         for step in await self._store.pending_steps():
-            if step.owner != self._store.instance and await self._store.replica_alive(step.owner):
-                continue  # another replica's change, in flight
+            if step.owner != self._store.instance and (not others or await self._store.replica_alive(step.owner)):
+                continue  # another replica's change: in flight, or its leader's to resolve
             busy = self._busy(step.resource_uid)
             if busy.locked():
                 continue  # this process is changing the resource now

@@ -117,7 +117,7 @@ async def build_server(
             key_files=[config.ring_path],
         )
         undo.callback(claim.release)
-        store = await open_store(config.database_location)
+        store = await open_store(config.database_location, must_exist=config.ring_path.exists())
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
         metrics.watch_store(store)
@@ -229,12 +229,12 @@ async def build_server(
 
 async def _resolve_interrupted(encryption: Encryption, store: SpeechStore) -> None:
     """Finish or undo the cross-service changes a crash interrupted: at start, then now and
-    then (one whose peer was away is tried again); of several replicas, the one holding the
-    lease on background work does it."""
+    then (one whose peer was away is tried again). Each replica resolves its own; the one
+    holding the lease on background work also those of replicas that are gone."""
     lease = store.leadership()
     while True:
         try:
-            resolved = await encryption.resolve_pending() if lease.held else 0
+            resolved = await encryption.resolve_pending(others=lease.held)
             if resolved:
                 log.info("interrupted changes resolved", extra={"count": resolved})
         except Exception:

@@ -154,7 +154,7 @@ class IdentityStore(Store, Protocol):
     async def last_sequence(self) -> int: ...
 
 
-async def open_store(location: str | Path) -> IdentityStore:
+async def open_store(location: str | Path, *, must_exist: bool = False) -> IdentityStore:
     """The identity service's store at `location` (a SQLite file, or a postgresql:// URL),
-    migrated to this program's schema."""
-    return await SqlIdentityStore.open(location)
+    migrated to this program's schema (`must_exist`: refuse an empty PostgreSQL schema)."""
+    return await SqlIdentityStore.open(location, must_exist=must_exist)

@@ -56,6 +56,10 @@ class KeyVaultUnitOfWork(Protocol):
         that name it purged (its purge's audit record names it)."""
         ...
 
+    async def latest_version_id(self, vault_name: str, key_name: str) -> str | None:
+        """The id of the key's newest version as this transaction sees it."""
+        ...
+
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
         """The access policy entry of `object_id` as this transaction sees it (a change
         computed from it commits with no other change of the vault in between)."""
@@ -207,7 +211,7 @@ class KeyVaultStore(Store, Protocol):
         ...
 
 
-async def open_store(location: str | Path) -> KeyVaultStore:
+async def open_store(location: str | Path, *, must_exist: bool = False) -> KeyVaultStore:
     """The key vault's store at `location` (a SQLite file, or a postgresql:// URL), migrated
-    to this program's schema."""
-    return await SqlKeyVaultStore.open(location)
+    to this program's schema (`must_exist`: refuse an empty PostgreSQL schema)."""
+    return await SqlKeyVaultStore.open(location, must_exist=must_exist)

@@ -251,6 +251,14 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         row = await self._tx.fetch_one("SELECT vault_id FROM vaults WHERE vault_name = ?", (name,))
         return str(row[0]) if row else None
 
+    async def latest_version_id(self, vault_name: str, key_name: str) -> str | None:
+        row = await self._tx.fetch_one(
+            "SELECT version FROM key_versions WHERE vault_name = ? AND key_name = ?"
+            " ORDER BY create_time DESC, rowid DESC LIMIT 1",
+            (vault_name, key_name),
+        )
+        return str(row[0]) if row else None
+
     async def get_policy(self, vault_name: str, object_id: str) -> AccessPolicy | None:
         row = await self._tx.fetch_one(
             "SELECT * FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)

@@ -192,12 +192,17 @@ async def open_database(
     service: str,
     sqlite: Iterable[Migration],
     postgres: Iterable[Migration] = (),
+    must_exist: bool = False,
 ) -> Database:
-    """The database at `location` (a SQLite file path, or a postgresql:// URL), migrated."""
+    """The database at `location` (a SQLite file path, or a postgresql:// URL), migrated.
+    `must_exist`: the service's key files show it held data, so an empty PostgreSQL schema is
+    refused (a SQLite file is checked before, with its data directory)."""
     if is_database_url(location):
         from cmk_trio.rpckit.storage.postgres import open_postgres  # only replicas need the driver
 
-        return await open_postgres(str(location), service=service, migrations=check_migrations(postgres))
+        return await open_postgres(
+            str(location), service=service, migrations=check_migrations(postgres), must_exist=must_exist
+        )
     from cmk_trio.rpckit.storage.sqlite import open_sqlite
 
     return await open_sqlite(Path(location), check_migrations(sqlite))
@@ -231,11 +236,15 @@ class SqlStore(Generic[U]):
         """Goes up after every committed change, made here or by another replica."""
 
     @classmethod
-    async def open(cls, location: str | Path) -> Self:
+    async def open(cls, location: str | Path, *, must_exist: bool = False) -> Self:
         """Open (creating if needed) the database at `location`, migrated to this program's schema."""
         return cls(
             await open_database(
-                location, service=cls.service, sqlite=cls.sqlite_migrations, postgres=cls.postgres_migrations
+                location,
+                service=cls.service,
+                sqlite=cls.sqlite_migrations,
+                postgres=cls.postgres_migrations,
+                must_exist=must_exist,
             )
         )
 

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -48,6 +49,9 @@ DEFAULT_POOL_SIZE = 10
 CHECK_INTERVAL = 1.0
 """Seconds between the checks that the listening and lease connections are alive."""
 CHECK_TIMEOUT = 2.0
+REPLICA_GONE_AFTER = 15.0
+"""Seconds a replica's own lock must stay free before the replica is taken for gone (longer
+than its listening connection takes to come back: at most 5 s between tries)."""
 LEASE_INTERVAL = 1.0
 """Seconds between a waiting replica's tries to take a lease."""
 
@@ -187,6 +191,7 @@ class PostgresDatabase:
         self._writer_key = lock_key(target.schema, "writer")
         self._signals: dict[str, ChangeNotifier] = {}
         self._leases: dict[str, PostgresLease] = {}
+        self._free_since: dict[str, float] = {}
         self.listening = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(), name=f"listen {self._channel}")
         self.leadership("background")  # tried from the start, so a lone replica leads at once
@@ -217,34 +222,38 @@ class PostgresDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         # The connection, the lock and the commit fail as DATABASE_UNAVAILABLE; what the
-        # block itself raises passes through as it is.
-        stack = contextlib.AsyncExitStack()
-        with unavailable_on_failure(self.description):
-            conn = await stack.enter_async_context(self._pool.acquire())
+        # block itself raises passes through as it is. The connection goes back to the pool
+        # whatever happens, a client's deadline included.
+        async with contextlib.AsyncExitStack() as stack:
+            with unavailable_on_failure(self.description):
+                conn = await stack.enter_async_context(self._pool.acquire())
             transaction = conn.transaction()
-            await transaction.start()
-        try:
-            with unavailable_on_failure(self.description):
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
-            tx = PostgresTransaction(conn, self.description)
+            topics: set[str] = set()
+            committing = False
             try:
-                yield tx
                 with unavailable_on_failure(self.description):
-                    for topic in sorted(tx.topics):
+                    await transaction.start()
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
+                tx = PostgresTransaction(conn, self.description)
+                yield tx
+                topics = tx.topics
+                with unavailable_on_failure(self.description):
+                    for topic in sorted(topics):
                         await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
+                    committing = True
+                    await transaction.commit()
             except BaseException:
-                with contextlib.suppress(*DRIVER_FAILURES, asyncpg.PostgresError):
-                    await transaction.rollback()
+                if not committing:
+                    with contextlib.suppress(*DRIVER_FAILURES, asyncpg.PostgresError):
+                        await transaction.rollback()
                 raise
-            with unavailable_on_failure(self.description):
-                await transaction.commit()
-        finally:
-            with contextlib.suppress(*DRIVER_FAILURES):
-                await stack.aclose()
-        # Committed. Our own notifications come back to the listener too, but this process
-        # must not wait for them: its next read already sees the change.
-        for topic in tx.topics:
-            self.signal(topic).bump()
+            finally:
+                # Once COMMIT was sent, the change may have landed even if its answer did
+                # not: this process's caches forget what they held, as they do after a
+                # commit (the other replicas learn of it from the notification, if any).
+                if committing:
+                    for topic in topics:
+                        self.signal(topic).bump()
 
     async def schema_version(self) -> int:
         return int(await self._pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
@@ -259,9 +268,10 @@ class PostgresDatabase:
         return found
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        instance, _, topic = payload.partition(" ")
-        if instance != self.instance:
-            self.signal(topic or CHANGES).bump()
+        # Our own come back too: one more bump, harmless (and a backstop for a commit whose
+        # answer was lost).
+        _instance, _, topic = payload.partition(" ")
+        self.signal(topic or CHANGES).bump()
 
     def _set_current(self, current: bool) -> None:
         if current:
@@ -312,25 +322,37 @@ class PostgresDatabase:
     # --- replicas ---------------------------------------------------------------------
 
     async def replica_alive(self, instance: str) -> bool:
-        """Whether the replica `instance` still runs (holds its own lock)."""
+        """Whether the replica `instance` may still run. A replica holds its own lock on its
+        listening connection, which it loses for a moment whenever that connection is
+        re-established; so a replica is taken for gone only once its lock has been free at
+        two looks at least REPLICA_GONE_AFTER seconds apart (and at none in between)."""
         if instance == self.instance:
             return True
         key = lock_key(self.target.schema, instance)
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                return True
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            return False
+        with unavailable_on_failure(self.description):
+            async with self._pool.acquire() as conn:
+                free = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+                if free:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        now = time.monotonic()
+        if not free:
+            self._free_since.pop(instance, None)
+            return True
+        since = self._free_since.setdefault(instance, now)
+        return now - since < REPLICA_GONE_AFTER
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
+        # On a connection of its own: waiting for another replica's start-up may take longer
+        # than a statement may on the pool's connections.
         key = lock_key(self.target.schema, f"exclusive:{name}")
-        async with self._pool.acquire() as conn:
+        with unavailable_on_failure(self.description):
+            conn = await asyncpg.connect(**self._connect_args(f"exclusive {name}"))
+        try:
             await conn.execute("SELECT pg_advisory_lock($1)", key)
-            try:
-                yield
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            yield
+        finally:
+            conn.terminate()  # the session's lock goes with it
 
     def leadership(self, name: str) -> Leadership:
         lease = self._leases.get(name)
@@ -404,9 +426,13 @@ class PostgresLease:
             pass
 
 
-async def open_postgres(url: str, *, service: str, migrations: Sequence[Migration]) -> PostgresDatabase:
+async def open_postgres(
+    url: str, *, service: str, migrations: Sequence[Migration], must_exist: bool = False
+) -> PostgresDatabase:
     """The service's schema on the server `url` names, created and migrated if needed (once,
-    however many replicas start together), with the change signal listening."""
+    however many replicas start together), with the change signal listening. With
+    `must_exist` (the service's key files show it held data), a schema that is not there is
+    refused rather than made empty."""
     target = parse_database_url(url, service)
     settings = {"search_path": f"{target.schema}, public", "application_name": f"cmk {target.schema}", **_KEEPALIVES}
     try:
@@ -414,7 +440,9 @@ async def open_postgres(url: str, *, service: str, migrations: Sequence[Migratio
     except (OSError, asyncpg.PostgresError) as exc:
         raise StartupError(f"cannot reach PostgreSQL at {target.description}: {_reason(exc)}") from None
     try:
-        await _migrate(conn, target.schema, migrations)
+        await _migrate(conn, target, migrations, must_exist)
+    except asyncpg.PostgresError as exc:
+        raise StartupError(f"cannot prepare {target.description}: {_reason(exc)}") from None
     finally:
         await conn.close()
     # A statement that has not answered in 10 s fails (DATABASE_UNAVAILABLE) rather than hold
@@ -432,7 +460,10 @@ async def open_postgres(url: str, *, service: str, migrations: Sequence[Migratio
     return db
 
 
-async def _migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration]) -> None:
+async def _migrate(
+    conn: asyncpg.Connection, target: PostgresTarget, migrations: Sequence[Migration], must_exist: bool
+) -> None:
+    schema = target.schema
     async with conn.transaction():
         # Replicas that start together wait here for the first to finish; each then finds
         # the schema at this program's version and applies nothing.
@@ -444,6 +475,11 @@ async def _migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[M
             " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
         current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+        if must_exist and current == 0:  # (rolled back: nothing is left made)
+            raise StartupError(
+                f"the key files show this service held data, but {target.description} is empty; check the"
+                " --database-url and its schema_prefix, or restore the database from a backup"
+            )
         if current > len(migrations):
             raise StartupError(
                 f"schema {schema} has version {current}, newer than this program knows ({len(migrations)});"

@@ -106,7 +106,7 @@ class SpeechStore(Store, Protocol):
         ...
 
 
-async def open_store(location: str | Path) -> SpeechStore:
+async def open_store(location: str | Path, *, must_exist: bool = False) -> SpeechStore:
     """The speech service's store at `location` (a SQLite file, or a postgresql:// URL),
-    migrated to this program's schema."""
-    return await SqlSpeechStore.open(location)
+    migrated to this program's schema (`must_exist`: refuse an empty PostgreSQL schema)."""
+    return await SqlSpeechStore.open(location, must_exist=must_exist)
