@@ -39,3 +39,29 @@ async def test_a_replica_forgets_a_data_key_once_another_removed_the_resources_i
     finally:
         await channel.close()
         await other.stop(grace=0)
+
+
+async def test_a_replica_reads_data_keys_that_another_rewrapped_to_a_rotated_ring(world, clock):
+    """A rolling restart after `rotate-master-key`: the first replica restarted rewraps every
+    Microsoft-managed data key to the new ring version; one not restarted yet takes that
+    version from the ring file when it meets it, instead of refusing the data."""
+    from cmk_trio.speech.envelope import rotate_ring_file
+
+    config = world.server.config
+    other = await build_server(config, clock=clock)  # still on the ring as it was
+    channel = open_channel(other.endpoint)
+    try:
+        through_other = SpeechClient(channel, world.speech._tokens)
+        before = await through_other.list_applications(world.resource.name)
+        await world.server.stop(grace=0)
+        assert rotate_ring_file(config.ring_path).current == "v2"
+        restarted = await build_server(config, clock=clock)  # rewraps to v2 at start
+        try:
+            stored = await restarted.store.get_resource(world.resource.name)
+            assert stored is not None and stored.wrapping_key == "v2"
+            assert await through_other.list_applications(world.resource.name) == before
+        finally:
+            await restarted.stop(grace=0)
+    finally:
+        await channel.close()
+        await other.stop(grace=0)

@@ -143,9 +143,7 @@ class Keys(KeysBase):
         attributes = KeyAttributes(key_ops=latest.key_ops, tags=latest.tags)
         return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
 
-    async def rotate_as_service(
-        self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes
-    ) -> KeyVersion | None:
+    async def rotate_as_service(self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes) -> KeyVersion | None:
         """A new version made by the service itself (a rotation policy), not by a caller; None
         if `latest` is no longer the newest (a replica that held the lease before rotated)."""
         material = await in_thread(generate_rsa, latest.key_size)

@@ -5,12 +5,14 @@ unwraps through them, caches, and says exactly why a customer key is inaccessibl
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
@@ -25,6 +27,8 @@ from cmk_trio.speech.errors import (
 from cmk_trio.speech.model import KeySource, SpeechResource
 
 KEY_PERMISSIONS = ("get", "wrapKey", "unwrapKey")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +144,12 @@ class DataKeys:
         identity: IdentityGateway | None,
         max_age: timedelta = timedelta(minutes=5),
         metrics: Metrics | None = None,
+        reload_ring: Callable[[], MasterKeyRing] | None = None,
     ) -> None:
         self._ring = ring
+        self._reload_ring = reload_ring
+        """Reads the ring file again: a replica that rotated it rewraps data keys to a version
+        this process has not loaded yet (the others go on until they restart)."""
         self._clock = clock
         self._vault = vault
         self._identity = identity
@@ -191,6 +199,13 @@ class DataKeys:
 
     async def _unwrap(self, resource: SpeechResource) -> DataKey:
         if resource.key_source is KeySource.MICROSOFT:
+            if resource.wrapping_key not in self._ring.keys and self._reload_ring is not None:
+                try:
+                    self._ring.adopt(self._reload_ring())
+                except (StartupError, OSError):
+                    log.warning(
+                        "the master key ring file cannot be read again", extra={"resource_id": resource.resource_id}
+                    )
             try:
                 return self._ring.unwrap(resource.wrapping_key, resource.wrapped_data_key, resource.uid)
             except CannotDecrypt:

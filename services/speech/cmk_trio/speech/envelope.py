@@ -106,6 +106,14 @@ class MasterKeyRing:
         except (InvalidTag, ValueError):
             raise CannotDecrypt("cannot decrypt") from None
 
+    def adopt(self, newer: MasterKeyRing) -> bool:
+        """Take the versions of `newer` (the ring file as another replica rotated it) that
+        this ring lacks, so that what they wrapped unwraps here too; the versions held are
+        never replaced. Returns whether any was taken."""
+        missing = {v: k for v, k in newer.keys.items() if v not in self.keys}
+        self.keys.update(missing)
+        return bool(missing)
+
     def rotated(self, random: RandomBytes = os.urandom) -> MasterKeyRing:
         """A ring with a new current version; the old versions stay, to unwrap what they wrapped."""
         number = 1 + max(int(v[1:]) for v in self.keys if v[1:].isdigit())

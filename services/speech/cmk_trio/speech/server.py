@@ -149,6 +149,7 @@ async def build_server(
             identity=identity_gateway,
             max_age=config.data_key_max_age,
             metrics=metrics,
+            reload_ring=lambda: load_or_create_ring(config.ring_path, create=False),
         )
         data = Data(resources, data_keys, clock, random)
         encryption = Encryption(
