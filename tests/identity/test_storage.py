@@ -82,7 +82,8 @@ async def test_a_unit_of_work_commits_everything_or_nothing(store: IdentityStore
     assert store.generation == before
     async with store.unit_of_work() as uow:
         await uow.insert_tenant(tenant)
-    assert store.generation == before + 1
+    # At once, on commit (on PostgreSQL, its own notification may bump it once more).
+    assert store.generation > before
     assert await store.get_tenant(tenant.tenant_id) == tenant
 
 

@@ -41,6 +41,7 @@ from cmk_trio.rpckit.errors import Unavailable
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row
+from cmk_trio.rpckit.storage.leases import CHECK_TIMEOUT, PostgresLease
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,9 @@ DEFAULT_SCHEMA_PREFIX = "cmk"
 DEFAULT_POOL_SIZE = 10
 CHECK_INTERVAL = 1.0
 """Seconds between the checks that the listening and lease connections are alive."""
-CHECK_TIMEOUT = 2.0
 REPLICA_GONE_AFTER = 15.0
 """Seconds a replica's own lock must stay free before the replica is taken for gone (longer
 than its listening connection takes to come back: at most 5 s between tries)."""
-LEASE_INTERVAL = 1.0
-"""Seconds between a waiting replica's tries to take a lease."""
 
 # The server notices a client that vanished without closing (a host lost, a cable pulled)
 # within about 8 s, and releases its lease, instead of after TCP's two hours.
@@ -357,7 +355,10 @@ class PostgresDatabase:
     def leadership(self, name: str) -> Leadership:
         lease = self._leases.get(name)
         if lease is None:
-            lease = self._leases[name] = PostgresLease(self, name)
+            role = f"lease {name}"
+            lease = self._leases[name] = PostgresLease(
+                name, lock_key(self.target.schema, role), lambda: asyncpg.connect(**self._connect_args(role))
+            )
         return lease
 
     async def close(self) -> None:
@@ -369,61 +370,6 @@ class PostgresDatabase:
         except asyncio.CancelledError:
             pass
         await self._pool.close()
-
-
-class PostgresLease:
-    """A lease on background work: a session advisory lock on a connection of its own, tried
-    every second by the replicas that do not hold it. The holder checks every second that its
-    connection is alive and gives the work up the moment it is not; the server releases the
-    lock of a holder that died (at once for a killed process, within about 8 s for a host
-    that vanished)."""
-
-    def __init__(self, db: PostgresDatabase, name: str) -> None:
-        self._db = db
-        self.name = name
-        self._key = lock_key(db.target.schema, f"lease:{name}")
-        self._held = False
-        self.changed = ChangeNotifier()
-        self._task = asyncio.create_task(self._run(), name=f"lease {name}")
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def _set(self, held: bool) -> None:
-        if held != self._held:
-            self._held = held
-            log.info("lease %s", "taken" if held else "given up", extra={"lease": self.name})
-            self.changed.bump()
-
-    async def _run(self) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(**self._db._connect_args(f"lease {self.name}"))
-                while True:
-                    async with asyncio.timeout(CHECK_TIMEOUT):
-                        if self._held:
-                            await conn.fetchval("SELECT 1")
-                        else:
-                            self._set(bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)))
-                    await asyncio.sleep(LEASE_INTERVAL)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("lease connection lost", extra={"lease": self.name, "error": type(exc).__name__})
-            finally:
-                self._set(False)
-                if conn is not None:
-                    conn.terminate()
-            await asyncio.sleep(LEASE_INTERVAL)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def open_postgres(
