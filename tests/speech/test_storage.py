@@ -16,8 +16,10 @@ from cmk_trio.speech.model import (
     ApprovalState,
     CmkApproval,
     KeySource,
+    PendingStep,
     SealedLuisKeys,
     SpeechResource,
+    StepKind,
     Tier,
 )
 from cmk_trio.speech.storage import SpeechStore, open_store
@@ -177,3 +179,17 @@ async def test_the_database_holds_sealed_values_only(store: SpeechStore, store_l
         await uow.insert_application(made.uid, Application(made.resource_id, "a", "a", 1, b"sealed-app", NOW, NOW))
         await uow.put_luis_keys(made.uid, SealedLuisKeys(made.resource_id, 1, b"sealed-luis", NOW))
     assert await sealed_values_at(store_location) == [b"sealed-app", b"sealed-luis"]
+
+
+async def test_a_step_taken_over_by_another_replica_cannot_be_finished_by_its_owner(store: SpeechStore):
+    step = PendingStep(0, StepKind.ENABLE_CMK, "uid", "/subscriptions/s/resourceGroups/rg/providers/x/accounts/a",
+                       "tenant", True, "kv", NOW, owner="replica-a")  # fmt: skip
+    async with store.unit_of_work() as uow:
+        step_id = await uow.insert_step(step)
+    async with store.unit_of_work() as uow:
+        assert await uow.claim_step(step_id, "replica-a", "replica-b")
+        assert not await uow.claim_step(step_id, "replica-a", "replica-c")  # taken already
+    async with store.unit_of_work() as uow:
+        assert not await uow.delete_step(step_id, "replica-a")  # its owner's record of the change fails
+        assert await uow.delete_step(step_id, "replica-b")
+    assert await store.pending_steps() == []

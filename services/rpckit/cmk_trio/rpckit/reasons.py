@@ -132,6 +132,7 @@ class Reason(StrEnum):
     APPLICATION_NOT_FOUND = "APPLICATION_NOT_FOUND"  # NOT_FOUND
     LUIS_KEYS_NOT_SET = "LUIS_KEYS_NOT_SET"  # NOT_FOUND: the resource has no LUIS keys yet
     ETAG_MISMATCH = "ETAG_MISMATCH"  # ABORTED: the record changed since it was read
+    CHANGE_UNDONE = "CHANGE_UNDONE"  # ABORTED: another replica took this change for interrupted and undid it
     APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"  # NOT_FOUND: the subscription never asked for CMK
     APPROVAL_ALREADY_DECIDED = "APPROVAL_ALREADY_DECIDED"  # FAILED_PRECONDITION
     CMK_RESOURCE_TOO_OLD = "CMK_RESOURCE_TOO_OLD"  # FAILED_PRECONDITION: created before 2020-06-27

@@ -131,8 +131,14 @@ class Encryption:
         in the same transaction."""
         async with self._store.unit_of_work() as uow:
             stored = await uow.update_resource(resource)
-            if stored and finishing is not None:
-                await uow.delete_step(finishing.step_id)
+            if stored and finishing is not None and not await uow.delete_step(finishing.step_id, finishing.owner):
+                # Another replica took this process for gone and is undoing the change: it
+                # must not be recorded (the unit of work rolls back).
+                raise errors.Aborted(
+                    Reason.CHANGE_UNDONE,
+                    "this change took long enough to be taken for interrupted, and was undone; retry it",
+                    metadata={"resource_id": resource.resource_id},
+                )
         self._keys.drop(resource)
         return replace(resource, generation=resource.generation + 1) if stored else None
 
@@ -162,7 +168,7 @@ class Encryption:
 
     async def _end(self, step: PendingStep) -> None:
         async with self._store.unit_of_work() as uow:
-            await uow.delete_step(step.step_id)
+            await uow.delete_step(step.step_id, step.owner)
 
     async def resolve_pending(self, *, others: bool = True) -> int:
         """Finish or undo the cross-service changes that a crash interrupted (their intents
@@ -173,8 +179,15 @@ class Encryption:
         also those of replicas that are gone."""
         resolved = 0
         for step in await self._store.pending_steps():
-            if step.owner != self._store.instance and (not others or await self._store.replica_alive(step.owner)):
-                continue  # another replica's change: in flight, or its leader's to resolve
+            if step.owner != self._store.instance:
+                if not others or await self._store.replica_alive(step.owner):
+                    continue  # another replica's change: in flight, or its leader's to resolve
+                # Taken over before anything is undone: should its owner still be alive after
+                # all, its own record of the change now fails (CHANGE_UNDONE).
+                async with self._store.unit_of_work() as uow:
+                    if not await uow.claim_step(step.step_id, step.owner, self._store.instance):
+                        continue
+                step = replace(step, owner=self._store.instance)
             busy = self._busy(step.resource_uid)
             if busy.locked():
                 continue  # this process is changing the resource now

@@ -233,6 +233,10 @@ async def _resolve_interrupted(encryption: Encryption, store: SpeechStore) -> No
     then (one whose peer was away is tried again). Each replica resolves its own; the one
     holding the lease on background work also those of replicas that are gone."""
     lease = store.leadership()
+    for _ in range(60):  # at start, a moment for the lease to be decided (replicas on PostgreSQL)
+        if lease.held:
+            break
+        await asyncio.sleep(0.05)
     while True:
         try:
             resolved = await encryption.resolve_pending(others=lease.held)

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import logging
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -49,9 +48,6 @@ DEFAULT_SCHEMA_PREFIX = "cmk"
 DEFAULT_POOL_SIZE = 10
 CHECK_INTERVAL = 1.0
 """Seconds between the checks that the listening and lease connections are alive."""
-REPLICA_GONE_AFTER = 15.0
-"""Seconds a replica's own lock must stay free before the replica is taken for gone (longer
-than its listening connection takes to come back: at most 5 s between tries)."""
 
 # The server notices a client that vanished without closing (a host lost, a cable pulled)
 # within about 8 s, and releases its lease, instead of after TCP's two hours.
@@ -189,7 +185,6 @@ class PostgresDatabase:
         self._writer_key = lock_key(target.schema, "writer")
         self._signals: dict[str, ChangeNotifier] = {}
         self._leases: dict[str, PostgresLease] = {}
-        self._free_since: dict[str, float] = {}
         self.listening = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(), name=f"listen {self._channel}")
         self.leadership("background")  # tried from the start, so a lone replica leads at once
@@ -320,24 +315,19 @@ class PostgresDatabase:
     # --- replicas ---------------------------------------------------------------------
 
     async def replica_alive(self, instance: str) -> bool:
-        """Whether the replica `instance` may still run. A replica holds its own lock on its
-        listening connection, which it loses for a moment whenever that connection is
-        re-established; so a replica is taken for gone only once its lock has been free at
-        two looks at least REPLICA_GONE_AFTER seconds apart (and at none in between)."""
+        """Whether the replica `instance` still runs: it holds its own lock while its
+        listening connection lives. (A live replica whose connection is being re-established
+        looks gone for a moment; whatever another replica takes over from it then is fenced:
+        see the speech service's pending steps.)"""
         if instance == self.instance:
             return True
         key = lock_key(self.target.schema, instance)
         with unavailable_on_failure(self.description):
             async with self._pool.acquire() as conn:
-                free = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-                if free:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
-        now = time.monotonic()
-        if not free:
-            self._free_since.pop(instance, None)
-            return True
-        since = self._free_since.setdefault(instance, now)
-        return now - since < REPLICA_GONE_AFTER
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    return True
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                return False
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:

@@ -54,7 +54,14 @@ class SpeechUnitOfWork(Protocol):
         """Record the intent of a change before its first remote call; returns its id."""
         ...
 
-    async def delete_step(self, step_id: int) -> None: ...
+    async def delete_step(self, step_id: int, owner: str) -> bool:
+        """Remove a step if `owner` still holds it; False if another replica claimed it."""
+        ...
+
+    async def claim_step(self, step_id: int, owner: str, claimant: str) -> bool:
+        """Make `claimant` the step's owner if `owner` still is (a replica taking over the
+        step of one that is gone; the owner, should it still run, then fails to finish it)."""
+        ...
 
 
 class SpeechStore(Store, Protocol):

@@ -193,8 +193,16 @@ class SqlSpeechUnitOfWork(SqlUnitOfWork):
             raise RuntimeError("the database gave no id for an inserted step")
         return int(row[0])
 
-    async def delete_step(self, step_id: int) -> None:
-        await self._tx.execute("DELETE FROM pending_steps WHERE step_id = ?", (step_id,))
+    async def delete_step(self, step_id: int, owner: str) -> bool:
+        return (
+            await self._tx.execute("DELETE FROM pending_steps WHERE step_id = ? AND owner = ?", (step_id, owner)) == 1
+        )
+
+    async def claim_step(self, step_id: int, owner: str, claimant: str) -> bool:
+        changed = await self._tx.execute(
+            "UPDATE pending_steps SET owner = ? WHERE step_id = ? AND owner = ?", (claimant, step_id, owner)
+        )
+        return changed == 1
 
     async def put_approval(self, a: CmkApproval) -> None:
         await self._tx.execute(
