@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -48,14 +46,6 @@ async def replicas_tls(tmp_path: Path, postgres_url: str) -> AsyncIterator[Runni
         yield running
     finally:
         await running.stop()
-
-
-def lease_held(replica: Replica) -> bool:
-    assert replica.metrics is not None
-    with urllib.request.urlopen(replica.metrics, timeout=5) as reply:  # noqa: S310 (our own loopback URL)
-        text = reply.read().decode()
-    found = re.search(r'^cmk_lease_held\{lease="background",service="\w+"\} (\S+)$', text, re.M)
-    return found is not None and float(found.group(1)) == 1.0
 
 
 async def a_customer_with_a_key(running: RunningReplicas, channels: list[grpc.aio.Channel]) -> tuple[Any, ...]:
@@ -110,7 +100,7 @@ async def test_the_lease_on_background_work_passes_on_when_its_holder_is_killed(
         group = replicas.replicas[service]
 
         async def one_holder(group: list[Replica] = group) -> Replica | None:
-            held = [r for r in group if r.process.returncode is None and await asyncio.to_thread(lease_held, r)]
+            held = [r for r in group if await asyncio.to_thread(r.holds_lease)]
             return held[0] if len(held) == 1 else None
 
         holder = await eventually(one_holder, f"one {service} replica holding the lease")

@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,18 @@ class Replica:
     announcement: dict[str, Any]
     argv: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def holds_lease(self) -> bool:
+        """Whether it runs and says (in its metrics) that it holds the lease on background work."""
+        if self.metrics is None or self.process.returncode is not None:
+            return False
+        try:
+            with urllib.request.urlopen(self.metrics, timeout=2) as reply:  # noqa: S310 (its own loopback URL)
+                text = reply.read().decode()
+        except OSError:
+            return False
+        found = re.search(r'^cmk_lease_held\{lease="background",service="\w+"\} (\S+)$', text, re.M)
+        return found is not None and float(found.group(1)) == 1.0
 
 
 @dataclass

@@ -14,8 +14,8 @@ What replicas need of each other is here, each on a PostgreSQL primitive:
 - Background work runs under a lease, a session advisory lock held on a connection of its
   own: one replica at a time, taken over within a few seconds of the holder's death.
 
-asyncpg rather than psycopg 3: on the unwrap path's statements it spent about 40% less CPU per
-read (`python3 dev.py bench` measures both and writes the figures into BENCHMARKS.md).
+asyncpg rather than psycopg 3: it spent less CPU on the unwrap path's statements (`python3
+dev.py bench` measures both in every run and writes the figures into BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def parse_database_url(url: str, service: str) -> PostgresTarget:
     host = parts.hostname or "localhost"
     where = f"{host}:{parts.port or 5432}{parts.path or '/'}"
     return PostgresTarget(dsn, schema, pool_size, f"postgresql://{where} (schema {schema})")
+
+
+def _settings(target: PostgresTarget, role: str = "") -> dict[str, str]:
+    """A connection's session settings: the service's schema first, an application name that
+    says whose connection it is (in pg_stat_activity), and the keepalives."""
+    name = f"cmk {target.schema} {role}".rstrip()
+    return {"search_path": f"{target.schema}, public", "application_name": name, **_KEEPALIVES}
 
 
 def lock_key(schema: str, name: str) -> int:
@@ -192,14 +199,7 @@ class PostgresDatabase:
     def _connect_args(self, role: str) -> dict[str, Any]:
         """How to open a connection of its own for `role` (listen, lease): its application
         name says whose it is, in pg_stat_activity."""
-        return {
-            "dsn": self.target.dsn,
-            "server_settings": {
-                "search_path": f"{self.target.schema}, public",
-                "application_name": f"cmk {self.target.schema} {role} {self.instance[:12]}",
-                **_KEEPALIVES,
-            },
-        }
+        return {"dsn": self.target.dsn, "server_settings": _settings(self.target, f"{role} {self.instance[:12]}")}
 
     # --- reads and writes -------------------------------------------------------------
 
@@ -370,7 +370,7 @@ async def open_postgres(
     `must_exist` (the service's key files show it held data), a schema that is not there is
     refused rather than made empty."""
     target = parse_database_url(url, service)
-    settings = {"search_path": f"{target.schema}, public", "application_name": f"cmk {target.schema}", **_KEEPALIVES}
+    settings = _settings(target)
     try:
         conn = await asyncpg.connect(target.dsn, server_settings=settings)
     except (OSError, asyncpg.PostgresError) as exc:
