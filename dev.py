@@ -8,6 +8,10 @@
     python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
     python3 dev.py faults   the fault-injection suite, 20 kills per service; writes RELIABILITY.md
                             (--bounded: 3 kills per service, a minute, as .ci/run runs it)
+    python3 dev.py containers  the container suite: podman (installed if missing), our image built
+                            from the Dockerfile, compose.yaml brought up with Compose v2 and
+                            docker-compose 1.29, faults across containers; writes RELIABILITY.md's
+                            containers section (--no-report: leave it alone)
     python3 dev.py security the security suite with the full fuzz (10,000 inputs per service);
                             writes SECURITY.md
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
@@ -101,6 +105,20 @@ def main(argv: list[str]) -> int:
         if not bounded:
             env["CMK_FAULT_REPORT"] = str(ROOT / "RELIABILITY.md")
         args = [str(PYTHON), "-m", "pytest", "-m", "faults", "tests/faults", *(a for a in rest if a != "--bounded")]
+        return subprocess.run(args, cwd=ROOT, env=env).returncode
+    if command == "containers":
+        env = {**os.environ}
+        if "--no-report" not in rest:
+            env["CMK_CONTAINER_REPORT"] = str(ROOT / "RELIABILITY.md")
+        args = [
+            str(PYTHON),
+            "-m",
+            "pytest",
+            "-m",
+            "containers",
+            "tests/containers",
+            *(a for a in rest if a != "--no-report"),
+        ]
         return subprocess.run(args, cwd=ROOT, env=env).returncode
     if command == "security":
         # The whole security suite with the full fuzz; SECURITY.md only from a run that passed.

@@ -14,7 +14,6 @@ hang guards are asserted (the figures go to RELIABILITY.md, as the benchmarks do
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -29,7 +28,8 @@ from cmk_trio.client.channel import open_channel
 from cmk_trio.rpckit.errors import ServiceError
 from tests.faults.harness import Ledger, start_trio, until
 from tests.faults.scenarios import kills_during_enable, revocation_across_a_partition, vault_paused
-from tests.faults.world import VAULT, World, prepare, readable, readable_now, refused_now
+from tests.faults.world import VAULT, World, prepare, readable, readable_now, refused_now, workload
+from tests.reports import write_section
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
 
@@ -51,52 +51,6 @@ while a regression (a backoff of minutes, a revocation held until the cache expi
 GUARD_FACTOR = 2
 STALENESS_S = 3
 OUTAGE_S = STALENESS_S + 2  # longer than the staleness bound: the others must fail closed
-
-
-def ambiguous(exc: ServiceError) -> bool:
-    """A failure after which the change may or may not have been made (the answer was lost)."""
-    return type(exc).__name__ in {"Unavailable", "DeadlineExceeded", "Internal", "Unknown", "Cancelled"}
-
-
-async def workload(world: World, ledger: Ledger, rng: random.Random, stop: asyncio.Event) -> None:
-    """Creates and updates applications and rotates the key, recording what was acknowledged.
-    An answer lost to a fault leaves the change in doubt: both outcomes are then acceptable."""
-    counter = 0
-    while not stop.is_set():
-        counter += 1
-        ledger.operations += 1
-        resource = world.resources[counter % len(world.resources)]
-        choice = rng.random()
-        try:
-            if choice < 0.5 or not ledger.configs:
-                config = json.dumps({"n": counter, "secret": f"s-{counter}"})
-                try:
-                    app = await world.speech.create_application(resource, f"app{counter}", config)
-                except ServiceError as exc:
-                    if ambiguous(exc):
-                        ledger.in_doubt_creates.add(f"app{counter}")
-                    raise
-                ledger.configs[app.name] = {config}
-            elif choice < 0.9:
-                name = rng.choice(sorted(ledger.configs))
-                current = await world.speech.get_application(name)
-                config = json.dumps({"n": counter, "secret": f"u-{counter}"})
-                try:
-                    await world.speech.update_application(name, current.etag, current.display_name, config)
-                except ServiceError as exc:
-                    if ambiguous(exc):
-                        ledger.configs[name].add(config)
-                    raise
-                ledger.configs[name] = {config}
-            else:
-                rotated = await world.vaults.rotate_key(world.key_uri)
-                ledger.rotations.append(rotated.version)
-        except ServiceError as exc:
-            ledger.failed("workload", exc)
-            await asyncio.sleep(0.05)
-        except Exception as exc:
-            ledger.failed("workload", exc)
-            await asyncio.sleep(0.05)
 
 
 async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
@@ -282,4 +236,4 @@ def write_report(path: Path, figures: dict[str, Any]) -> None:
         *[f"- {k}: {v}" for k, v in sorted(figures["failed_operations"].items())],
         "",
     ]
-    path.write_text("\n".join(lines))
+    write_section(path, "faults", "\n".join(lines))

@@ -3,17 +3,21 @@ speech resources that read their data through it, with the clients to reach all 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit.clock import SystemClock
 from cmk_trio.rpckit.errors import ServiceError
-from tests.faults.harness import Trio
+from tests.faults.harness import Ledger, Trio
 from tests.identity.helpers import make_tenant
 
 VAULT = "faults-kv"
@@ -38,16 +42,25 @@ class World:
 
 
 async def prepare(trio: Trio) -> World:
+    """The world, in the trio of processes."""
+    endpoints = {name: service.endpoint for name, service in trio.services.items()}
+    return await prepare_world(endpoints, trio.operator)
+
+
+async def prepare_world(
+    endpoints: dict[str, str], credentials: ClientCredentials, dial: Callable[[str], Any] = open_channel
+) -> World:
     """A tenant whose owner has a purge-protected vault, a key, and two speech resources that
-    read their data through it (customer-managed keys, following the key's newest version)."""
+    read their data through it (customer-managed keys, following the key's newest version).
+    `dial` opens a channel to an endpoint (over mutual TLS, for the containers)."""
     clock = SystemClock()
-    id_channel = open_channel(trio.identity.endpoint)
-    operator = IdentityClient(id_channel, trio.operator, clock=clock)
+    id_channel = dial(endpoints["identity"])
+    operator = IdentityClient(id_channel, credentials, clock=clock)
     tenant = await make_tenant(operator, id_channel, clock, "Faults")
     await operator.create_role_assignment(
         tenant.admin.object_id, idres.OWNER, f"/subscriptions/{tenant.subscription_id}"
     )
-    kv_channel, sp_channel = open_channel(trio.keyvault.endpoint), open_channel(trio.speech.endpoint)
+    kv_channel, sp_channel = dial(endpoints["keyvault"]), dial(endpoints["speech"])
     vaults = KeyVaultClient(kv_channel, tenant.admin_client.token_for)
     speech = SpeechClient(sp_channel, tenant.admin_client.token_for)
     await speech.request_approval(tenant.subscription_id, "fault run")
@@ -82,3 +95,49 @@ async def refused_now(world: World, name: str) -> bool:
 
 async def readable_now(world: World, name: str) -> bool:
     return await readable(world, name) is not None
+
+
+def ambiguous(exc: ServiceError) -> bool:
+    """A failure after which the change may or may not have been made (the answer was lost)."""
+    return type(exc).__name__ in {"Unavailable", "DeadlineExceeded", "Internal", "Unknown", "Cancelled"}
+
+
+async def workload(world: World, ledger: Ledger, rng: random.Random, stop: asyncio.Event) -> None:
+    """Creates and updates applications and rotates the key, recording what was acknowledged.
+    An answer lost to a fault leaves the change in doubt: both outcomes are then acceptable."""
+    counter = 0
+    while not stop.is_set():
+        counter += 1
+        ledger.operations += 1
+        resource = world.resources[counter % len(world.resources)]
+        choice = rng.random()
+        try:
+            if choice < 0.5 or not ledger.configs:
+                config = json.dumps({"n": counter, "secret": f"s-{counter}"})
+                try:
+                    app = await world.speech.create_application(resource, f"app{counter}", config)
+                except ServiceError as exc:
+                    if ambiguous(exc):
+                        ledger.in_doubt_creates.add(f"app{counter}")
+                    raise
+                ledger.configs[app.name] = {config}
+            elif choice < 0.9:
+                name = rng.choice(sorted(ledger.configs))
+                current = await world.speech.get_application(name)
+                config = json.dumps({"n": counter, "secret": f"u-{counter}"})
+                try:
+                    await world.speech.update_application(name, current.etag, current.display_name, config)
+                except ServiceError as exc:
+                    if ambiguous(exc):
+                        ledger.configs[name].add(config)
+                    raise
+                ledger.configs[name] = {config}
+            else:
+                rotated = await world.vaults.rotate_key(world.key_uri)
+                ledger.rotations.append(rotated.version)
+        except ServiceError as exc:
+            ledger.failed("workload", exc)
+            await asyncio.sleep(0.05)
+        except Exception as exc:
+            ledger.failed("workload", exc)
+            await asyncio.sleep(0.05)

@@ -407,11 +407,13 @@ async def health(state: State, endpoint: str, service: str) -> None:
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--host", "hosts", multiple=True, default=("localhost",), show_default=True,
               help="a DNS name the services are reached by (repeatable; each service's own name is added)")  # fmt: skip
-def certs(state: State, directory: Path, hosts: tuple[str, ...]) -> None:
+@click.option("--ca-key-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="keep the CA's private key here instead of beside the certificates [--dir]")  # fmt: skip
+def certs(state: State, directory: Path, hosts: tuple[str, ...], ca_key_dir: Path | None) -> None:
     """Create a development CA and certificates for identity, keyvault, speech and the CLI
     (existing ones are kept)."""
     from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
 
-    pki = ensure_dev_pki(directory, hosts=hosts)
+    pki = ensure_dev_pki(directory, hosts=hosts, ca_key_dir=ca_key_dir)
     files = {name: str(pki.identity(name).cert_file) for name in (*SERVICES, "cli")}
     emit(state.output, {"ca": str(pki.ca_file), **files})

@@ -45,6 +45,10 @@ class IdentityConfig:
     """The key file that seals the signing keys' private halves (default: in the data directory)."""
     operator_client_id: str | None = None
     operator_client_secret: str | None = field(default=None, repr=False)
+    operator_file_path: Path | None = None
+    """Where the bootstrap operator's credentials are written (default: operator.json in the
+    data directory); in containers a volume of its own, so that whoever reads the operator's
+    credentials does not also read the database."""
     secret_hash_cost: int = 14
     """log2 of scrypt's N for client secrets (10 to 20; lower only in tests)."""
     event_heartbeat: timedelta = timedelta(seconds=5)
@@ -96,7 +100,7 @@ class IdentityConfig:
 
     @property
     def operator_file(self) -> Path:
-        return self.data_dir / "operator.json"
+        return self.operator_file_path or self.data_dir / "operator.json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> IdentityConfig:
@@ -115,6 +119,7 @@ class IdentityConfig:
             "master_key_file": env_path(env, "CMK_IDENTITY_MASTER_KEY_FILE", None),
             "operator_client_id": env.get("CMK_OPERATOR_CLIENT_ID"),
             "operator_client_secret": secret,
+            "operator_file_path": env_path(env, "CMK_OPERATOR_FILE", None),
             "secret_hash_cost": env_int(env, "CMK_SECRET_HASH_COST", 14),
             "event_heartbeat": timedelta(seconds=env_int(env, "CMK_EVENT_HEARTBEAT_SECONDS", 5)),
             "tls": TlsConfig.from_env(env),

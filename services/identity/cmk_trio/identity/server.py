@@ -38,7 +38,7 @@ from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator
 from cmk_trio.rpckit.types import Context
@@ -77,7 +77,7 @@ class IdentityServer:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.config.host}:{self.running.port}"
+        return dialable(self.config.host, self.running.port)
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:

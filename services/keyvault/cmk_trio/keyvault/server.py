@@ -32,7 +32,7 @@ from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.types import Context
 
@@ -75,7 +75,7 @@ class KeyVaultServer:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.config.host}:{self.running.port}"
+        return dialable(self.config.host, self.running.port)
 
     async def purge_due(self) -> None:
         """One pass of the purger: deleted keys and vaults whose purge date has come."""

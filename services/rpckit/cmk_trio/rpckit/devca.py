@@ -54,13 +54,21 @@ def _cert_pem(cert: x509.Certificate) -> str:
 
 
 def ensure_dev_pki(
-    directory: Path, *, hosts: tuple[str, ...] = ("localhost",), names: tuple[str, ...] = (*SERVICES, "cli")
+    directory: Path,
+    *,
+    hosts: tuple[str, ...] = ("localhost",),
+    names: tuple[str, ...] = (*SERVICES, "cli"),
+    ca_key_dir: Path | None = None,
 ) -> DevPki:
     """Make the CA and every certificate that is missing; keep those that exist (a second
-    `cmk up` reuses them). Private keys are written with mode 0600."""
+    `cmk up` reuses them). Private keys are written with mode 0600. The CA's key goes to
+    `ca_key_dir` when given (in containers: a volume only the one-shot certs step mounts, so
+    that no service can mint certificates), else beside the certificates."""
     pki = DevPki(directory)
     make_private_dir(directory)
-    ca_key_file = directory / "ca.key"
+    if ca_key_dir is not None:
+        make_private_dir(ca_key_dir)
+    ca_key_file = (ca_key_dir or directory) / "ca.key"
     if pki.ca_file.exists():
         loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):

@@ -92,6 +92,16 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
+def dialable(host: str, port: int) -> str:
+    """The endpoint a process on this machine dials to reach a server listening on `host`:
+    a wildcard (0.0.0.0, ::, or empty: every address, as in a container) is reached on
+    loopback, where the certificates name 127.0.0.1; a TLS check against "0.0.0.0" fails."""
+    name = host.strip("[]")
+    if name in {"", "0.0.0.0", "::"}:  # noqa: S104 (recognising the wildcard, not binding it)
+        return f"[::1]:{port}" if name == "::" else f"127.0.0.1:{port}"
+    return f"{host}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` names this machine's loopback interface only."""
     name = host.strip("[]")

@@ -24,7 +24,7 @@ from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, start_server
+from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE
 from cmk_trio.rpckit.types import Context
@@ -84,7 +84,7 @@ class SpeechServer:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.config.host}:{self.running.port}"
+        return dialable(self.config.host, self.running.port)
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:

@@ -1,0 +1,80 @@
+"""The container suite's section of RELIABILITY.md, from the figures its tests measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGETS = {
+    "revocation_after_kills_s": (1.0, "revocation after each service container was killed and restarted"),
+    "reading_after_unpause_s": (5.0, "speech reading again after the paused vault resumed"),
+    "reading_after_vault_link_s": (5.0, "speech reading again after its link to the vault returned"),
+    "vault_serving_after_identity_link_s": (5.0, "key vault serving again after its link to identity returned"),
+    "reading_after_identity_link_s": (5.0, "speech reading again after the vault's link to identity returned"),
+}
+
+
+def _s(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, int | float) else str(value)
+
+
+def render(figures: dict[str, Any]) -> str:
+    lines = [
+        "## In containers",
+        "",
+        f"Written by `python3 dev.py containers` on {figures['written']}; the figures are that run's, "
+        "measured on this machine: podman 4.3 (runc, cgroupfs) behind its Docker-compatible socket, "
+        "compose.yaml brought up with Compose v2 (2.40) and with docker-compose 1.29.",
+        "",
+    ]
+    if figures.get("standins"):
+        lines += [f"Base images built here as stand-ins from Debian's packages (Docker Hub cannot be reached): "
+                  f"{', '.join(figures['standins'])}.", ""]  # fmt: skip
+    rows = [
+        ("engine, base images and our image made ready", figures.get("prepare_s")),
+        ("compose up (Compose v2), until every service was healthy", figures.get("up_v2_s")),
+        ("compose up (docker-compose 1.29)", figures.get("up_v1_s")),
+        ("compose up (replicas profile: PostgreSQL and 2 replicas of each service)", figures.get("up_replicas_s")),
+    ]
+    lines += ["| step | seconds |", "| --- | --- |"]
+    lines += [f"| {what} | {_s(value)} |" for what, value in rows if value is not None]
+    lines.append("")
+    faults = figures.get("faults")
+    if faults:
+        lines += [
+            "Faults across containers, under a workload of application writes and key rotations (a ledger keeping "
+            "what was acknowledged); each ended with every acknowledged write read back:",
+            "",
+            "| fault | result |",
+            "| --- | --- |",
+        ]
+        for service, seconds in faults.get("serving_after_kill_s", {}).items():
+            lines.append(f"| kill -9 of the {service} container: serving again (restart policy) | {_s(seconds)} |")
+        if "pause_refusals" in faults:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(faults["pause_refusals"].items())) or "none"
+            lines.append(f"| reads while the vault was paused {faults['pause_s']:g} s | refused: {causes} |")
+        if "vault_link_refusals" in faults:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(faults["vault_link_refusals"].items())) or "none"
+            lines.append(f"| reads while speech was cut off the vault | refused: {causes} |")
+        if "identity_link_failed_closed_s" in faults:
+            lines.append(
+                f"| vault cut off identity: failing closed after | {_s(faults['identity_link_failed_closed_s'])} |"
+            )
+        if "down_up_s" in faults:
+            lines.append(f"| compose down, then up (volumes kept): serving again | {_s(faults['down_up_s'])} |")
+        lines += [f"| acknowledged writes lost | {faults.get('lost', '-')} (of {faults.get('acknowledged', '-')}) |",
+                  ""]  # fmt: skip
+        lines += ["| promise | this run | target | met |", "| --- | --- | --- | --- |"]
+        for name, (target, what) in TARGETS.items():
+            if name in faults:
+                lines.append(f"| {what} | {_s(faults[name])} | {target:g} s | "
+                             f"{'yes' if faults[name] <= target else 'no'} |")  # fmt: skip
+        lines.append("")
+    probe = figures.get("probe_cpu_s")
+    if probe:
+        median, most, cli = (round(probe[k] * 1000) for k in ("median", "max", "cli_median"))
+        lines += [f"The health probe compose runs every 5 s took {median} ms of CPU (median of 10, max {most} ms; "
+                  f"target under 100 ms), against {cli} ms for `cmk health`.", ""]  # fmt: skip
+    if figures.get("testcontainers_s") is not None:
+        lines += [f"The testcontainers fixture had the trio serving in one container in "
+                  f"{_s(figures['testcontainers_s'])}.", ""]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""compose.yaml brought up for a test: its own project name, free host ports, and what a test
+needs to reach into it (containers by service, volumes on the host, channels over mutual TLS).
+
+podman runs health checks from systemd timers, which these machines do not have; a Stack
+runs `podman healthcheck run` for its starting containers itself, for as long as it is up, so
+that `depends_on: condition: service_healthy` and the health status work as under Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cmk_trio.client.channel import ChannelTls, open_channel
+from cmk_trio.client.identity import ClientCredentials
+from tests.containers import engine
+
+SERVICES = ("identity", "keyvault", "speech")
+GRPC_PORTS = {"identity": 50051, "keyvault": 50052, "speech": 50053}
+READY_GUARD_S = 120.0  # a hang guard for a container coming up, not a speed claim
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HealthChecks(threading.Thread):
+    """Runs the health checks of a project's containers that are starting or unhealthy, every
+    half second, in place of podman's systemd timers."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__(name=f"health-{project}", daemon=True)
+        self.project = project
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        label = f"label=com.docker.compose.project={self.project}"
+        while not self.halt.wait(0.5):
+            for state in ("starting", "unhealthy"):
+                names = engine.podman("ps", "--filter", label, "--filter", f"health={state}", "--format",
+                                      "{{.Names}}", check=False, timeout=30).split()  # fmt: skip
+                for name in names:
+                    engine.podman("healthcheck", "run", name, check=False, timeout=30)
+
+
+@dataclass
+class Stack:
+    """One compose project from compose.yaml (and any further files)."""
+
+    flavour: str
+    files: Sequence[Path]
+    scratch: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    project: str = field(default_factory=lambda: f"cmkt{uuid.uuid4().hex[:8]}")
+    ports: dict[str, int] = field(default_factory=dict)
+    health: HealthChecks | None = None
+
+    def __post_init__(self) -> None:
+        for name in SERVICES:
+            self.ports[name] = free_port()
+            self.ports[f"{name}_metrics"] = free_port()
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in engine.engine_env().items() if not k.startswith(("CMK_", "COMPOSE_"))}
+        env["CONTAINERS_CONF"] = engine.engine_env()["CONTAINERS_CONF"]
+        for name in SERVICES:
+            env[f"CMK_PUBLISH_{name.upper()}"] = str(self.ports[name])
+            env[f"CMK_PUBLISH_{name.upper()}_METRICS"] = str(self.ports[f"{name}_metrics"])
+        env.update(self.settings)
+        return env
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        command = [*engine.compose_command(self.flavour), *files, "-p", self.project, *args]
+        return engine.run_quietly(command, self.env, timeout)
+
+    def up(self) -> float:
+        """`compose up -d` (which waits for the healthy dependencies); seconds it took."""
+        if self.health is None:
+            self.health = HealthChecks(self.project)
+            self.health.start()
+        started = time.monotonic()
+        self.compose("up", "-d", timeout=900)
+        return time.monotonic() - started
+
+    def down(self, *, volumes: bool) -> None:
+        self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "10")
+
+    def close(self) -> None:
+        """Everything of the project gone: containers, network, volumes."""
+        try:
+            self.down(volumes=True)
+        finally:
+            if self.health is not None:
+                self.health.halt.set()
+                self.health.join(10)
+                self.health = None
+
+    # Containers, volumes and the network, by their compose names.
+
+    def container(self, service: str, index: int = 1) -> str:
+        """The container of a service (by compose's labels, so that both compose versions'
+        naming schemes are found)."""
+        names = engine.podman(
+            "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+            "--filter", f"label=com.docker.compose.container-number={index}", "--format", "{{.Names}}",
+        ).split()  # fmt: skip
+        assert len(names) == 1, f"{service}: containers {names}"
+        return names[0]
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(engine.podman("inspect", self.container(service)))
+        return found[0]
+
+    def pid(self, service: str) -> int:
+        return int(self.inspect(service)["State"]["Pid"])
+
+    def restarts(self, service: str) -> int:
+        return int(self.inspect(service).get("RestartCount", 0))
+
+    def volume(self, name: str) -> Path:
+        return Path(engine.podman("volume", "inspect", f"{self.project}_{name}", "--format", "{{.Mountpoint}}").strip())
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.volume("tls")
+
+    def operator(self) -> ClientCredentials:
+        content = json.loads((self.volume("operator") / "operator.json").read_text())
+        return ClientCredentials(content["tenant_id"], content["client_id"], content["client_secret"])
+
+    def endpoints(self) -> dict[str, str]:
+        return {name: f"127.0.0.1:{self.ports[name]}" for name in SERVICES}
+
+    def dial(self, endpoint: str) -> grpc.aio.Channel:
+        tls = self.tls_dir
+        return open_channel(endpoint, ChannelTls(tls / "ca.crt", tls / "cli.crt", tls / "cli.key"))
+
+    def cli_args(self) -> list[str]:
+        """The group options that point `cmk` on the host at this stack."""
+        endpoints = self.endpoints()
+        return ["--tls-dir", str(self.tls_dir), "--endpoint", endpoints["identity"],
+                "--keyvault-endpoint", endpoints["keyvault"], "--speech-endpoint", endpoints["speech"]]  # fmt: skip
+
+    async def serving(self, service: str) -> bool:
+        channel = self.dial(self.endpoints()[service])
+        try:
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError:
+            return False
+        finally:
+            await channel.close()
+
+    async def wait_serving(self, service: str, guard: float = READY_GUARD_S) -> float:
+        """Seconds until the service answers SERVING from the host."""
+        started = time.monotonic()
+        while not await self.serving(service):
+            if time.monotonic() - started > guard:
+                raise AssertionError(f"{service} not serving after {guard:g} s:\n{self.logs(service)[-3000:]}")
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    def logs(self, service: str) -> str:
+        done = subprocess.run(["podman", "logs", self.container(service)], env=engine.engine_env(),
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        return done.stdout + done.stderr
+
+    def run(self, *args: str, volumes: Sequence[str] = (), networks: Sequence[str] = (), timeout: float = 300) -> str:
+        """A one-off container of our image on the stack's networks; its standard output."""
+        mounts = [arg for volume in volumes for arg in ("-v", volume)]
+        joined = [arg for network in networks for arg in ("--network", network)]
+        return engine.podman("run", "--rm", *joined, *mounts, engine.IMAGE, *args, timeout=timeout)
+
+    def network_of(self, name: str) -> str:
+        """A network of compose.yaml as podman names it."""
+        return f"{self.project}_{name}"
+
+    @property
+    def networks_for_clients(self) -> list[str]:
+        """The networks on which a container of ours reaches all three services."""
+        return [self.network_of("directory-vault"), self.network_of("vault-speech")]
+
+
+def host_env() -> dict[str, str]:
+    """The environment for `cmk` on the host: no CMK_* setting of the developer's leaks in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CMK_")}

@@ -1,0 +1,131 @@
+"""compose.yaml brought up with Compose v2 on podman: the seed walked from the host, the
+client library used from a container on the stack's network, and the image checked as it
+ships (user, secrets, volumes, restart policy, metrics, health probe)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.containers import engine
+from tests.containers.stack import SERVICES, Stack, host_env
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_SCRIPT = Path(__file__).resolve().parent / "client_in_container.py"
+
+
+@pytest.fixture(scope="module")
+def stack(container_engine: None, container_figures: dict[str, Any]) -> Iterator[Stack]:
+    with engine.temporary_directory() as scratch:
+        stack = Stack(engine.COMPOSE_V2, [ROOT / "compose.yaml"], scratch)
+        try:
+            container_figures["up_v2_s"] = round(stack.up(), 1)
+            yield stack
+        finally:
+            stack.close()
+
+
+def walk_the_seed(stack: Stack, scratch: Path) -> str:
+    """`cmk demo` from the host against the stack; its output. The operator credential and
+    speech's database are read where the containers keep them (their volumes)."""
+    data = scratch / "demo"
+    data.mkdir()
+    (data / "operator.json").write_bytes((stack.volume("operator") / "operator.json").read_bytes())
+    (data / "speech.db").symlink_to(stack.volume("speech-data") / "speech.db")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cmk"), *stack.cli_args(), "demo", "--data-dir", str(data)],
+        capture_output=True, text=True, env=host_env(), timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_seed_walks_green_from_the_host(stack: Stack, tmp_path: Path):
+    out = walk_the_seed(stack, tmp_path)
+    assert "the seed behaved as written" in out
+    assert "starting a private one" not in out  # it walked the containers, not a trio of its own
+    assert "skipped" not in out, out  # the stored ciphertext was read from speech's volume
+
+
+def test_the_client_library_from_a_container_on_the_network(stack: Stack):
+    out = stack.run(
+        "python", "/client.py",
+        volumes=[f"{CLIENT_SCRIPT}:/client.py:ro", f"{stack.project}_tls:/tls:ro",
+                 f"{stack.project}_operator:/operator:ro"],
+        networks=stack.networks_for_clients,
+    )  # fmt: skip
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["unwrapped_matches"] and seen["read_back_matches"], seen
+
+
+def test_the_image_runs_as_a_number_with_secrets_kept_apart(stack: Stack):
+    image = json.loads(engine.podman("image", "inspect", engine.IMAGE))[0]
+    assert image["Config"]["User"] == "10001:10001"
+    # The build context kept out the virtual environment, local data and git history.
+    listing = engine.podman("run", "--rm", engine.IMAGE, "ls", "-a", "/app").split()
+    assert not {".venv", ".cmk", ".git", "tests", "bench"} & set(listing), listing
+    # The CA's key is only in the `ca` volume, which only the one-shot certs container mounts.
+    assert (stack.volume("ca") / "ca.key").exists()
+    assert not (stack.tls_dir / "ca.key").exists()
+    for service in (*SERVICES, "platform-credentials"):
+        mounts = {m["Destination"]: m.get("Name", "") for m in stack.inspect(service)["Mounts"]}
+        assert f"{stack.project}_ca" not in mounts.values(), f"{service} mounts the CA's key"
+    # Master keys are in their own volumes, apart from the databases.
+    for service, key_file in (("identity", "identity-master.key"), ("keyvault", "keyvault-master.key"),
+                              ("speech", "speech-master-keys.json")):  # fmt: skip
+        assert (stack.volume(f"{service}-keys") / key_file).exists(), service
+        assert not (stack.volume(f"{service}-data") / key_file).exists(), service
+    # The operator's secret is in its file and in no container's log.
+    secret = json.loads((stack.volume("operator") / "operator.json").read_text())["client_secret"]
+    for service in (*SERVICES, "platform-credentials", "certs"):
+        assert secret not in stack.logs(service), f"the operator secret is in {service}'s log"
+    # Crashes are restarted; the one-shot steps are not.
+    for service in SERVICES:
+        assert stack.inspect(service)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_metrics_are_published(stack: Stack):
+    for service in SERVICES:
+        url = f"http://127.0.0.1:{stack.ports[f'{service}_metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        assert "cmk_requests_total" in text and f'service="{service}"' in text, service
+
+
+def test_the_health_probe_is_cheap(stack: Stack, container_figures: dict[str, Any]):
+    """The probe compose runs every 5 s: its CPU a call, measured in the container (a figure
+    for RELIABILITY.md; asserted only against the CLI's cost, not a clock)."""
+    measure = (
+        "import resource, subprocess, json\n"
+        "def cpu(args):\n"
+        "    before = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "    code = subprocess.run(args, capture_output=True).returncode\n"
+        "    after = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "    assert code == 0, args\n"
+        "    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime\n"
+        "probe = [cpu(['python', '-m', 'cmk_trio.rpckit.probe', '50051']) for _ in range(10)]\n"
+        "cli = [cpu(['cmk', '--tls-dir', '/tls', 'health', '--endpoint', 'localhost:50051']) for _ in range(3)]\n"
+        "print(json.dumps({'probe': probe, 'cli': cli}))\n"
+    )
+    got = json.loads(engine.podman("exec", stack.container("identity"), "python", "-c", measure).strip())
+    probe, cli = statistics.median(got["probe"]), statistics.median(got["cli"])
+    container_figures["probe_cpu_s"] = {"median": round(probe, 3), "max": round(max(got["probe"]), 3),
+                                        "cli_median": round(cli, 3)}  # fmt: skip
+    assert probe < cli, got
+
+
+def test_volumes_hold_no_plaintext_secret(stack: Stack):
+    """The operator secret appears in its own file and nowhere else in any volume."""
+    secret = json.loads((stack.volume("operator") / "operator.json").read_text())["client_secret"].encode()
+    for volume in ("identity-data", "identity-keys", "keyvault-data", "speech-data", "credentials", "tls"):
+        for path in stack.volume(volume).rglob("*"):
+            if path.is_file():
+                assert secret not in path.read_bytes(), f"{volume}/{path.name}"
