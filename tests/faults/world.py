@@ -15,6 +15,7 @@ from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.proto.speech.v1 import resources_pb2 as spres
 from cmk_trio.rpckit.clock import SystemClock
 from cmk_trio.rpckit.errors import ServiceError
 from tests.faults.harness import Ledger, Trio
@@ -63,7 +64,9 @@ async def prepare_world(
     kv_channel, sp_channel = dial(endpoints["keyvault"]), dial(endpoints["speech"])
     vaults = KeyVaultClient(kv_channel, tenant.admin_client.token_for)
     speech = SpeechClient(sp_channel, tenant.admin_client.token_for)
-    await speech.request_approval(tenant.subscription_id, "fault run")
+    requested = await speech.request_approval(tenant.subscription_id, "fault run")
+    if requested.state != spres.APPROVED:  # the platform operator approves (no --auto-approve-cmk)
+        await SpeechClient(sp_channel, operator.token_for).approve(tenant.subscription_id, "fault run")
     await vaults.create_vault(VAULT, tenant.subscription_id, "rg", "westeurope", purge_protection=True)
     key = await vaults.create_key(VAULT, "cmk")
     versionless = key.key_id.rsplit("/", 1)[0]
