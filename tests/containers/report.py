@@ -35,7 +35,7 @@ def render(figures: dict[str, Any]) -> str:
         ("compose up (docker-compose 1.29)", figures.get("up_v1_s")),
         ("compose up (replicas profile: PostgreSQL and 2 replicas of each service)", figures.get("up_replicas_s")),
     ]
-    lines += ["| step | seconds |", "| --- | --- |"]
+    lines += ["| step | took |", "| --- | --- |"]
     lines += [f"| {what} | {_s(value)} |" for what, value in rows if value is not None]
     lines.append("")
     faults = figures.get("faults")
@@ -74,7 +74,4 @@ def render(figures: dict[str, Any]) -> str:
         median, most, cli = (round(probe[k] * 1000) for k in ("median", "max", "cli_median"))
         lines += [f"The health probe compose runs every 5 s took {median} ms of CPU (median of 10, max {most} ms; "
                   f"target under 100 ms), against {cli} ms for `cmk health`.", ""]  # fmt: skip
-    if figures.get("testcontainers_s") is not None:
-        lines += [f"The testcontainers fixture had the trio serving in one container in "
-                  f"{_s(figures['testcontainers_s'])}.", ""]  # fmt: skip
     return "\n".join(lines)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +30,8 @@ from cmk_trio.client.identity import ClientCredentials
 from tests.containers import engine
 
 SERVICES = ("identity", "keyvault", "speech")
+PUBLISHED = (*SERVICES, *(f"{name}_metrics" for name in SERVICES))
+REPLICAS_PUBLISHED = (*(f"{name}_{r}" for name in SERVICES for r in (1, 2)), "postgres")
 GRPC_PORTS = {"identity": 50051, "keyvault": 50052, "speech": 50053}
 READY_GUARD_S = 120.0  # a hang guard for a container coming up, not a speed claim
 
@@ -65,22 +69,22 @@ class Stack:
     files: Sequence[Path]
     scratch: Path
     settings: dict[str, str] = field(default_factory=dict)
+    published: Sequence[str] = PUBLISHED
+    """What the host reaches, as the file's CMK_PUBLISH_* variables name it (lower case):
+    `identity`, or `identity_1` and `identity_2` for replicas; `*_metrics`; `postgres`."""
     project: str = field(default_factory=lambda: f"cmkt{uuid.uuid4().hex[:8]}")
     ports: dict[str, int] = field(default_factory=dict)
     health: HealthChecks | None = None
 
     def __post_init__(self) -> None:
-        for name in SERVICES:
-            self.ports[name] = free_port()
-            self.ports[f"{name}_metrics"] = free_port()
+        self.ports = {name: free_port() for name in self.published}
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in engine.engine_env().items() if not k.startswith(("CMK_", "COMPOSE_"))}
         env["CONTAINERS_CONF"] = engine.engine_env()["CONTAINERS_CONF"]
-        for name in SERVICES:
-            env[f"CMK_PUBLISH_{name.upper()}"] = str(self.ports[name])
-            env[f"CMK_PUBLISH_{name.upper()}_METRICS"] = str(self.ports[f"{name}_metrics"])
+        for name, port in self.ports.items():
+            env[f"CMK_PUBLISH_{name.upper()}"] = str(port)
         env.update(self.settings)
         return env
 
@@ -146,7 +150,12 @@ class Stack:
         return ClientCredentials(content["tenant_id"], content["client_id"], content["client_secret"])
 
     def endpoints(self) -> dict[str, str]:
-        return {name: f"127.0.0.1:{self.ports[name]}" for name in SERVICES}
+        """Each service's endpoint from the host: its port, or the list of its replicas'."""
+        found = {}
+        for name in SERVICES:
+            replicas = sorted(k for k in self.ports if k == name or re.fullmatch(rf"{name}_\d+", k))
+            found[name] = ",".join(f"127.0.0.1:{self.ports[k]}" for k in replicas)
+        return found
 
     def dial(self, endpoint: str) -> grpc.aio.Channel:
         tls = self.tls_dir
@@ -159,7 +168,14 @@ class Stack:
                 "--keyvault-endpoint", endpoints["keyvault"], "--speech-endpoint", endpoints["speech"]]  # fmt: skip
 
     async def serving(self, service: str) -> bool:
-        channel = self.dial(self.endpoints()[service])
+        """Whether the service (every replica of it, one by one) answers SERVING."""
+        for endpoint in self.endpoints()[service].split(","):
+            if not await self._serving(endpoint):
+                return False
+        return True
+
+    async def _serving(self, endpoint: str) -> bool:
+        channel = self.dial(endpoint)
         try:
             stub: Any = health_pb2_grpc.HealthStub(channel)
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -177,6 +193,26 @@ class Stack:
                 raise AssertionError(f"{service} not serving after {guard:g} s:\n{self.logs(service)[-3000:]}")
             await asyncio.sleep(0.1)
         return time.monotonic() - started
+
+    def walk_the_seed(self, scratch: Path, database_url: str = "") -> str:
+        """`cmk demo` from the host against the stack; its output. The operator credential
+        and speech's stored ciphertext are read where the containers keep them: the operator
+        volume, and speech's SQLite file in its volume (or the database at `database_url`)."""
+        data = scratch / "demo"
+        data.mkdir()
+        (data / "operator.json").write_bytes((self.volume("operator") / "operator.json").read_bytes())
+        if not database_url:
+            (data / "speech.db").symlink_to(self.volume("speech-data") / "speech.db")
+        extra = ["--database-url", database_url] if database_url else []
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "cmk"), *self.cli_args(), "demo", "--data-dir", str(data), *extra],
+            capture_output=True, text=True, env=host_env(), timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "the seed behaved as written" in done.stdout
+        assert "starting a private one" not in done.stdout  # it walked the containers, not a trio of its own
+        assert "skipped" not in done.stdout, done.stdout  # the stored ciphertext was read where speech keeps it
+        return done.stdout
 
     def logs(self, service: str) -> str:
         done = subprocess.run(["podman", "logs", self.container(service)], env=engine.engine_env(),

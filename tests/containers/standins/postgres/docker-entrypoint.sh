@@ -1,9 +1,13 @@
 #!/bin/sh
-# What the official postgres image's entrypoint does for POSTGRES_USER, POSTGRES_PASSWORD and
-# POSTGRES_DB: on an empty data directory, initdb as user postgres, the user's password set,
+# What the official postgres image's entrypoint does for POSTGRES_USER, POSTGRES_PASSWORD (or
+# POSTGRES_PASSWORD_FILE) and POSTGRES_DB: on an empty data directory, initdb as user postgres, the user's password set,
 # the database made, password (scram-sha-256) connections allowed from the network; then
 # postgres itself, as user postgres, listening on every address.
 set -eu
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ] && [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+    export POSTGRES_PASSWORD
+fi
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 if [ "$(id -u)" = 0 ]; then
