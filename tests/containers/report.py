@@ -59,8 +59,16 @@ def render(figures: dict[str, Any]) -> str:
             lines.append(
                 f"| vault cut off identity: failing closed after | {_s(faults['identity_link_failed_closed_s'])} |"
             )
-        if "down_up_s" in faults:
-            lines.append(f"| compose down, then up (volumes kept): serving again | {_s(faults['down_up_s'])} |")
+        if "vault_link_revocation_refused_s" in faults:
+            refused = _s(faults["vault_link_revocation_refused_s"])
+            lines.append(
+                f"| access revoked in the vault while speech was cut off it: reads refused after | {refused} |"
+            )
+        if "down_s" in faults:
+            lines.append(f"| compose down (volumes kept) | {_s(faults['down_s'])} |")
+            lines.append(
+                f"| compose up again: every service serving, everything still there | {_s(faults['up_again_s'])} |"
+            )
         lines += [f"| acknowledged writes lost | {faults.get('lost', '-')} (of {faults.get('acknowledged', '-')}) |",
                   ""]  # fmt: skip
         lines += ["| promise | this run | target | met |", "| --- | --- | --- | --- |"]

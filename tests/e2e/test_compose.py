@@ -106,3 +106,30 @@ def test_ports_probes_and_environment_names_are_the_ones_the_service_reads(name)
         if str(path).startswith("/tls/"):
             stem = Path(path).stem
             assert stem in {"ca", name}, f"{name} uses another service's certificate: {path}"
+
+
+REPLICAS = yaml.safe_load((ROOT / "compose.replicas.yaml").read_text())
+
+
+def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name():
+    assert "name" not in REPLICAS
+    services: dict[str, Any] = REPLICAS["services"]
+    for name in SERVERS:
+        replicas = [services[f"{name}-{r}"] for r in (1, 2)]
+        for replica in replicas:
+            assert replica["networks"]["services"]["aliases"] == [name]
+            assert replica["environment"]["CMK_DATABASE_URL"].startswith("postgresql://cmk@postgres:5432/")
+            assert replica["environment"]["PGPASSFILE"] == "/pg-secret/pgpass"
+            port = replica["command"][replica["command"].index("--port") + 1]
+            assert replica["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", port]
+            assert replica["restart"] == "unless-stopped"
+        assert replicas[0]["volumes"] == replicas[1]["volumes"], f"{name}: replicas share their keys"
+    # Clients of a name reach every replica behind it (gRPC's DNS resolver, round robin).
+    for name in ("keyvault", "speech"):
+        environment = services[f"{name}-1"]["environment"]
+        assert environment["CMK_IDENTITY_ENDPOINT"] == "dns:///identity:50051"
+    assert services["speech-1"]["environment"]["CMK_KEYVAULT_ENDPOINT"] == "dns:///keyvault:50052"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/pg-secret/password"
+    for name, service in services.items():
+        mounted = {mount.split(":")[0] for mount in service.get("volumes", [])}
+        assert ("ca" in mounted) == (name == "certs"), f"{name} and the CA's key"
