@@ -16,14 +16,17 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY protos ./protos
 COPY services ./services
 # A numeric user (Kubernetes' runAsNonRoot can check a number, not a name). Each mount point
-# is its own: data (the database), keys (master keys, apart from the data), tls, credentials
-# (the platform principals'), operator (the bootstrap operator's), and ca (the CA's private
-# key, mounted only into the one-shot certs container).
+# exists, owned by that user, so that a new volume mounted there is the user's (Docker copies
+# the mount point's owner into it): data (the database), keys (master keys, apart from the
+# data), tls (this service's certificate), credentials/<service> (a platform principal's),
+# operator (the bootstrap operator's), pg-secret (a service's database password, in the
+# replicas profile; pg-admin and pg/<service> for the one-shot that makes them), and ca, pki
+# and issued/<name>, which only the one-shot certs container mounts.
 RUN pip install --quiet --no-deps . \
     && groupadd --system --gid 10001 cmk && useradd --system --uid 10001 --gid 10001 --no-create-home cmk \
-    && mkdir -p /data /keys /tls /credentials /operator /ca \
-    && chown 10001:10001 /data /keys /tls /credentials /operator /ca \
-    && chmod 700 /data /keys /operator /ca
+    && mounts="/data /keys /tls /credentials /credentials/keyvault /credentials/speech /operator /pg-secret \
+        /pg-admin /pg /pg/identity /pg/keyvault /pg/speech /ca /pki /issued /issued/identity /issued/keyvault /issued/speech /issued/cli" \
+    && mkdir -p $mounts && chown 10001:10001 $mounts && chmod 700 $mounts
 USER 10001:10001
 # identity, key vault, speech (gRPC); 9464 the Prometheus metrics of whichever runs here.
 EXPOSE 50051 50052 50053 9464

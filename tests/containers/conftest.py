@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.containers import engine
-from tests.containers.report import render
+from tests.containers.report import complete, render
 from tests.reports import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -28,15 +28,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(900))
 
 
+FIGURES: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
-def container_figures() -> Iterator[dict[str, Any]]:
-    """What the tests measured, by name; written out when the session ends."""
-    figures: dict[str, Any] = {}
-    yield figures
+def container_figures() -> dict[str, Any]:
+    """What the tests measured, by name; written out when the session ends, if it passed."""
+    return FIGURES
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """RELIABILITY.md's containers section, from a run in which every test passed and every
+    figure was measured (not from a failed or partial run)."""
     report = os.environ.get("CMK_CONTAINER_REPORT")
-    if report and figures:
-        figures["written"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        write_section(Path(report), "containers", render(figures))
+    if report and exitstatus == 0 and complete(FIGURES):
+        FIGURES["written"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        write_section(Path(report), "containers", render(FIGURES))
+    elif report:
+        print("\n[containers] RELIABILITY.md left alone: the run failed or did not measure everything")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What the suite installed or built (captured where it was said)."""
+    for message in engine.SAID:
+        terminalreporter.write_line(f"[containers] {message}")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,11 @@ DEBIAN_BASE = "localhost/debian:bookworm-minbase"
 POSTGRES_IMAGE = "docker.io/library/postgres:15"
 STANDIN_LABEL = "org.cmk-trio.stand-in"
 APT_PACKAGES = {"podman": "podman", "runc": "runc", "docker-compose": "docker-compose",
-                "debootstrap": "debootstrap", "iptables": "iptables", "nsenter": "util-linux"}  # fmt: skip
+                "debootstrap": "debootstrap", "iptables": "iptables", "nsenter": "util-linux",
+                "/usr/lib/podman/netavark": "netavark", "/usr/lib/podman/aardvark-dns": "aardvark-dns"}  # fmt: skip
+"""What the suite runs, by the command (or file) that shows it is there, and the Debian package
+that brings it. netavark and aardvark-dns (containers resolving each other by name) are named
+because apt would otherwise pick them only through Recommends."""
 CONTAINERS_CONF = """\
 # Written by the cmk-trio container suite for this machine kind (../shared/CONTAINERS.md):
 # no systemd and cgroup v1 (crun refuses hybrid mode), and raising rlimits is not permitted.
@@ -50,10 +54,17 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+[network]
+network_backend = "netavark"
 """
 
 
+SAID: list[str] = []
+"""What the suite installed or built, for the run's summary (pytest captures standard error)."""
+
+
 def say(message: str) -> None:
+    SAID.append(message)
     print(f"[containers] {message}", file=sys.stderr, flush=True)
 
 
@@ -65,9 +76,13 @@ def _root_prefix() -> list[str]:
     raise RuntimeError("installing the container tools needs root (or sudo); run as root or install them first")
 
 
+def _present(command: str) -> bool:
+    return Path(command).exists() if command.startswith("/") else shutil.which(command) is not None
+
+
 def install_tools() -> None:
     """apt-get install what is missing of podman, runc, docker-compose 1.29 and debootstrap."""
-    missing = sorted({package for command, package in APT_PACKAGES.items() if not shutil.which(command)})
+    missing = sorted({package for command, package in APT_PACKAGES.items() if not _present(command)})
     if shutil.which("podman") and not Path("/usr/sbin/runc").exists() and not shutil.which("runc"):
         missing.append("runc")
     if not missing:
@@ -76,9 +91,9 @@ def install_tools() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     prefix = _root_prefix()
     subprocess.run([*prefix, "apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        [*prefix, "apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL
-    )
+    # Without Recommends: docker-compose would bring Docker's engine (docker.io) along.
+    subprocess.run([*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True,
+                   env=env, stdout=subprocess.DEVNULL)  # fmt: skip
 
 
 def engine_env() -> dict[str, str]:
@@ -228,16 +243,18 @@ def ensure_base(name: str, standin: str) -> str:
     """The image `name`: present, pulled (CMK_PULL_IMAGES=1) or built as a stand-in from
     Debian's packages with tests/containers/standins/<standin>. Says which."""
     recipe = f"{standin}:{recipe_digest(standin)}"
+    pull = os.environ.get("CMK_PULL_IMAGES") == "1"
     if image_exists(name):
         labels = json.loads(podman("image", "inspect", name, "--format", "{{json .Labels}}") or "null") or {}
         if STANDIN_LABEL not in labels:
             say(f"{name}: present")
             return name
-        if labels[STANDIN_LABEL] == recipe:
+        if labels[STANDIN_LABEL] == recipe and not pull:
             say(f"{name}: a stand-in built from Debian's packages")
             return name
-        say(f"{name}: a stand-in from an older recipe; building it again")
-    if os.environ.get("CMK_PULL_IMAGES") == "1":
+        if not pull:
+            say(f"{name}: a stand-in from an older recipe; building it again")
+    if pull:
         say(f"pulling {name}")
         podman("pull", name, capture=False)
         return name
@@ -286,12 +303,50 @@ def build_image() -> str:
 
 
 def prepare() -> Service:
-    """Everything the suite needs, from nothing: tools, settings, socket, images."""
+    """Everything the suite needs, from nothing: tools, settings, socket, images. Projects a
+    killed run left behind (the suite's `cmkt*` names) are removed first."""
     install_tools()
     service = start_socket()
-    build_image()
-    ensure_base(POSTGRES_IMAGE, "postgres")
+    try:
+        remove_leftovers()
+        build_image()
+        ensure_base(POSTGRES_IMAGE, "postgres")
+    except BaseException:
+        service.stop()
+        raise
     return service
+
+
+def project_name() -> str:
+    """A compose project name of this run's: cmkt<pid>x<random>, so that a later run can tell
+    a killed run's leftovers (whose process is gone) from a concurrent run's."""
+    return f"cmkt{os.getpid()}x{os.urandom(3).hex()}"
+
+
+def left_behind(project: str) -> bool:
+    match = re.fullmatch(r"cmkt(\d+)x[0-9a-f]+", project)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_leftovers() -> None:
+    """Containers, volumes and networks of test projects (cmkt*) that a killed run left."""
+    listing = podman("ps", "-a", "--format", '{{.ID}} {{index .Labels "com.docker.compose.project"}}')
+    stale = [cid for cid, _, project in (line.partition(" ") for line in listing.splitlines()) if left_behind(project)]
+    if stale:
+        say(f"removing {len(stale)} containers a killed run left behind")
+        podman("rm", "-f", "-v", *stale)
+    for kind in ("volume", "network"):
+        names = [n for n in podman(kind, "ls", "--format", "{{.Name}}").split() if left_behind(n.partition("_")[0])]
+        if names:
+            podman(kind, "rm", "-f", *names, check=False)
 
 
 COMPOSE_V2 = "v2"

@@ -13,6 +13,13 @@ TARGETS = {
 }
 
 
+def complete(figures: dict[str, Any]) -> bool:
+    """Whether a run measured everything the section reports."""
+    wanted = {"prepare_s", "up_v2_s", "up_v1_s", "up_replicas_s", "probe_cpu_s", "faults"}
+    faults = figures.get("faults", {})
+    return wanted <= set(figures) and set(TARGETS) <= set(faults) and {"down_s", "pause_refusals"} <= set(faults)
+
+
 def _s(value: Any) -> str:
     return f"{value:.2f} s" if isinstance(value, int | float) else str(value)
 
@@ -38,6 +45,15 @@ def render(figures: dict[str, Any]) -> str:
     lines += ["| step | took |", "| --- | --- |"]
     lines += [f"| {what} | {_s(value)} |" for what, value in rows if value is not None]
     lines.append("")
+    wraps = figures.get("replica_wraps", {})
+    if wraps:
+        split = "; ".join(
+            f"{'Compose v2' if flavour == 'v2' else 'docker-compose 1.29'}: "
+            f"{' and '.join(str(round(n)) for n in counts)}"
+            for flavour, counts in sorted(wraps.items())
+        )
+        lines += [f"Replicas profile: speech's WrapKey calls (after the seed, ten enables) per vault replica: {split}.",
+                  ""]  # fmt: skip
     faults = figures.get("faults")
     if faults:
         lines += [

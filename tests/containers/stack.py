@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +53,13 @@ class HealthChecks(threading.Thread):
     def run(self) -> None:
         label = f"label=com.docker.compose.project={self.project}"
         while not self.halt.wait(0.5):
-            for state in ("starting", "unhealthy"):
-                names = engine.podman("ps", "--filter", label, "--filter", f"health={state}", "--format",
-                                      "{{.Names}}", check=False, timeout=30).split()  # fmt: skip
-                for name in names:
+            # One listing a tick (30 ms of CPU each): the names of the project's running
+            # containers whose health is starting or unhealthy.
+            listing = engine.podman("ps", "--filter", label, "--format", "{{.Names}}\t{{.Status}}", check=False,
+                                    timeout=30)  # fmt: skip
+            for line in listing.splitlines():
+                name, _, status = line.partition("\t")
+                if "(starting)" in status or "(unhealthy)" in status:
                     engine.podman("healthcheck", "run", name, check=False, timeout=30)
 
 
@@ -72,9 +74,9 @@ class Stack:
     published: Sequence[str] = PUBLISHED
     """What the host reaches, as the file's CMK_PUBLISH_* variables name it (lower case):
     `identity`, or `identity_1` and `identity_2` for replicas; `*_metrics`; `postgres`."""
-    project: str = field(default_factory=lambda: f"cmkt{uuid.uuid4().hex[:8]}")
+    project: str = field(default_factory=engine.project_name)
     ports: dict[str, int] = field(default_factory=dict)
-    health: HealthChecks | None = None
+    checks: HealthChecks | None = None
 
     def __post_init__(self) -> None:
         self.ports = {name: free_port() for name in self.published}
@@ -95,9 +97,9 @@ class Stack:
 
     def up(self) -> float:
         """`compose up -d` (which waits for the healthy dependencies); seconds it took."""
-        if self.health is None:
-            self.health = HealthChecks(self.project)
-            self.health.start()
+        if self.checks is None:
+            self.checks = HealthChecks(self.project)
+            self.checks.start()
         started = time.monotonic()
         self.compose("up", "-d", timeout=900)
         return time.monotonic() - started
@@ -110,10 +112,10 @@ class Stack:
         try:
             self.down(volumes=True)
         finally:
-            if self.health is not None:
-                self.health.halt.set()
-                self.health.join(10)
-                self.health = None
+            if self.checks is not None:
+                self.checks.halt.set()
+                self.checks.join(10)
+                self.checks = None
 
     # Containers, volumes and the network, by their compose names.
 
@@ -143,7 +145,8 @@ class Stack:
 
     @property
     def tls_dir(self) -> Path:
-        return self.volume("tls")
+        """The CLI's certificate, key and the CA's certificate."""
+        return self.volume("tls-cli")
 
     def operator(self) -> ClientCredentials:
         content = json.loads((self.volume("operator") / "operator.json").read_text())
@@ -170,18 +173,20 @@ class Stack:
     async def serving(self, service: str) -> bool:
         """Whether the service (every replica of it, one by one) answers SERVING."""
         for endpoint in self.endpoints()[service].split(","):
-            if not await self._serving(endpoint):
+            if await self.health(endpoint) != "SERVING":
                 return False
         return True
 
-    async def _serving(self, endpoint: str) -> bool:
+    async def health(self, endpoint: str) -> str:
+        """What a server answers the standard health question: SERVING, NOT_SERVING (it is
+        up and says it cannot serve), or UNREACHABLE."""
         channel = self.dial(endpoint)
         try:
             stub: Any = health_pb2_grpc.HealthStub(channel)
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
         except grpc.aio.AioRpcError:
-            return False
+            return "UNREACHABLE"
         finally:
             await channel.close()
 
@@ -204,15 +209,25 @@ class Stack:
         if not database_url:
             (data / "speech.db").symlink_to(self.volume("speech-data") / "speech.db")
         extra = ["--database-url", database_url] if database_url else []
+        env = host_env()
+        if database_url:  # the password in a pgpass file, not on a command line
+            (scratch / "pgpass").write_text(f"*:*:*:*:{self.database_password('speech')}\n")
+            (scratch / "pgpass").chmod(0o600)
+            env["PGPASSFILE"] = str(scratch / "pgpass")
         done = subprocess.run(
             [str(Path(sys.executable).parent / "cmk"), *self.cli_args(), "demo", "--data-dir", str(data), *extra],
-            capture_output=True, text=True, env=host_env(), timeout=300, check=False,
+            capture_output=True, text=True, env=env, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "the seed behaved as written" in done.stdout
         assert "starting a private one" not in done.stdout  # it walked the containers, not a trio of its own
         assert "skipped" not in done.stdout, done.stdout  # the stored ciphertext was read where speech keeps it
         return done.stdout
+
+    def database_password(self, service: str = "speech") -> str:
+        """A service's PostgreSQL password (replicas profile), from its own pgpass file."""
+        line = (self.volume(f"pg-{service}") / "pgpass").read_text().strip()
+        return line.rsplit(":", 1)[1]
 
     def logs(self, service: str) -> str:
         done = subprocess.run(["podman", "logs", self.container(service)], env=engine.engine_env(),

@@ -69,6 +69,12 @@ def test_the_ca_key_and_the_master_keys_are_kept_apart():
     for name, service in SERVICES.items():
         mounted = {mount.split(":")[0] for mount in service.get("volumes", [])}
         assert ("ca" in mounted) == (name == "certs"), f"{name} and the CA's key"
+        assert ("pki" in mounted) == (name == "certs"), f"{name} and every certificate's key"
+    for name in SERVERS:
+        mounted = {mount.split(":")[0] for mount in SERVICES[name]["volumes"]}
+        others = {other for other in SERVERS if other != name}
+        assert f"tls-{name}" in mounted and not {f"tls-{o}" for o in others} & mounted, name
+        assert not {f"{o}-credentials" for o in others} & mounted, name
     for name in SERVERS:
         environment = SERVICES[name]["environment"]
         key_file = next(v for k, v in environment.items() if k.endswith(("MASTER_KEY_FILE", "MASTER_KEY_RING_FILE")))
@@ -118,8 +124,11 @@ def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name(
         replicas = [services[f"{name}-{r}"] for r in (1, 2)]
         for replica in replicas:
             assert replica["networks"]["services"]["aliases"] == [name]
-            assert replica["environment"]["CMK_DATABASE_URL"].startswith("postgresql://cmk@postgres:5432/")
+            # Its own role, whose password only its own volume holds.
+            assert replica["environment"]["CMK_DATABASE_URL"] == f"postgresql://cmk_{name}@postgres:5432/cmk"
             assert replica["environment"]["PGPASSFILE"] == "/pg-secret/pgpass"
+            assert f"pg-{name}:/pg-secret:ro" in replica["volumes"]
+            assert "pg-admin:/pg-admin:ro" not in replica["volumes"]
             port = replica["command"][replica["command"].index("--port") + 1]
             assert replica["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", port]
             assert replica["restart"] == "unless-stopped"
@@ -129,7 +138,7 @@ def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name(
         environment = services[f"{name}-1"]["environment"]
         assert environment["CMK_IDENTITY_ENDPOINT"] == "dns:///identity:50051"
     assert services["speech-1"]["environment"]["CMK_KEYVAULT_ENDPOINT"] == "dns:///keyvault:50052"
-    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/pg-secret/password"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/pg-admin/password"
     for name, service in services.items():
         mounted = {mount.split(":")[0] for mount in service.get("volumes", [])}
         assert ("ca" in mounted) == (name == "certs"), f"{name} and the CA's key"

@@ -6,12 +6,18 @@ the database."""
 from __future__ import annotations
 
 import json
+import os
+from urllib.parse import urlsplit
 
+import asyncpg
+import pytest
 from click.testing import CliRunner
 
 from cmk_trio.cli.main import cli
 from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.server import build_server
+from cmk_trio.launcher import database_roles
+from cmk_trio.rpckit.devca import ensure_dev_pki, issue_copy
 from cmk_trio.rpckit.server import dialable
 
 
@@ -47,3 +53,65 @@ async def test_the_operator_file_can_live_apart_from_the_data(tmp_path, clock):
         assert not (tmp_path / "data" / "operator.json").exists()
     finally:
         await server.stop(0)
+
+
+def test_issue_copy_gives_a_service_its_own_certificate_and_no_other(tmp_path):
+    pki = ensure_dev_pki(tmp_path / "pki", ca_key_dir=tmp_path / "ca")
+    issue_copy(pki, "speech", tmp_path / "speech")
+    issue_copy(pki, "speech", tmp_path / "speech")  # again (every `up`): the same files
+    assert sorted(p.name for p in (tmp_path / "speech").iterdir()) == ["ca.crt", "speech.crt", "speech.key"]
+    assert (tmp_path / "speech" / "speech.key").read_bytes() == pki.identity("speech").key_file.read_bytes()
+    assert oct((tmp_path / "speech" / "speech.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_ca_key_made_beside_the_certificates_moves_to_its_own_directory(tmp_path):
+    old = ensure_dev_pki(tmp_path / "tls")  # the layout before --ca-key-dir
+    key = (tmp_path / "tls" / "ca.key").read_bytes()
+    ensure_dev_pki(tmp_path / "tls", ca_key_dir=tmp_path / "ca")
+    assert not (tmp_path / "tls" / "ca.key").exists()
+    assert (tmp_path / "ca" / "ca.key").read_bytes() == key
+    assert old.ca_file.exists()
+
+
+async def test_database_roles_reach_their_own_schema_only(tmp_path, postgres_url):
+    """compose.replicas.yaml's roles, made against the local server: one login role per
+    service, owning the schema it creates, with no privilege on another's."""
+    tag = os.urandom(3).hex()
+    services = {f"a{tag}": tmp_path / "a", f"b{tag}": tmp_path / "b"}
+    for directory in services.values():
+        directory.mkdir()
+    admin = tmp_path / "admin"
+    admin.mkdir()
+    made = database_roles.make_secrets(admin, services)
+    assert len(made) == 5 and database_roles.make_secrets(admin, services) == []  # once
+    assert all(oct(os.stat(p).st_mode & 0o777) == "0o600" for p in made)
+    url = urlsplit(postgres_url)._replace(query="").geturl()
+    database = urlsplit(url).path.lstrip("/")
+    await database_roles.grant(url, admin, list(services))
+    await database_roles.grant(url, admin, list(services))  # again: nothing new
+    a, b = (database_roles.role_of(name) for name in services)
+    try:
+        first = await asyncpg.connect(url, user=a)
+        try:
+            await first.execute(f'CREATE SCHEMA "{a}"')
+            await first.execute(f'CREATE TABLE "{a}".t (x int)')
+            assert not await first.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        finally:
+            await first.close()
+        second = await asyncpg.connect(url, user=b)
+        try:
+            assert await second.fetchval("SELECT has_schema_privilege(current_user, $1, 'USAGE')", a) is False
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await second.fetch(f'SELECT * FROM "{a}".t')  # noqa: S608 (a role name of the test's own)
+        finally:
+            await second.close()
+    finally:
+        conn = await asyncpg.connect(url)
+        try:
+            for role in (a, b):
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{role}" CASCADE')
+                await conn.execute(f'DROP OWNED BY "{role}"')
+                await conn.execute(f'DROP ROLE "{role}"')
+            await conn.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        finally:
+            await conn.close()

@@ -409,11 +409,25 @@ async def health(state: State, endpoint: str, service: str) -> None:
               help="a DNS name the services are reached by (repeatable; each service's own name is added)")  # fmt: skip
 @click.option("--ca-key-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="keep the CA's private key here instead of beside the certificates [--dir]")  # fmt: skip
-def certs(state: State, directory: Path, hosts: tuple[str, ...], ca_key_dir: Path | None) -> None:
+@click.option("--issue-to", "issue_to", multiple=True, metavar="NAME=DIR",
+              help="also copy NAME's certificate and key, with the CA's certificate, into DIR (repeatable):"
+                   " each service gets its own and no other's")  # fmt: skip
+def certs(
+    state: State, directory: Path, hosts: tuple[str, ...], ca_key_dir: Path | None, issue_to: tuple[str, ...]
+) -> None:
     """Create a development CA and certificates for identity, keyvault, speech and the CLI
     (existing ones are kept)."""
-    from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
+    from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki, issue_copy
 
+    names = (*SERVICES, "cli")
+    targets: list[tuple[str, Path]] = []
+    for item in issue_to:
+        name, sep, target = item.partition("=")
+        if not sep or name not in names or not target:
+            raise click.BadParameter(f"expected NAME=DIR with NAME one of {', '.join(names)}", param_hint="--issue-to")
+        targets.append((name, Path(target)))
     pki = ensure_dev_pki(directory, hosts=hosts, ca_key_dir=ca_key_dir)
-    files = {name: str(pki.identity(name).cert_file) for name in (*SERVICES, "cli")}
+    for name, destination in targets:
+        issue_copy(pki, name, destination)
+    files = {name: str(pki.identity(name).cert_file) for name in names}
     emit(state.output, {"ca": str(pki.ca_file), **files})

@@ -165,7 +165,8 @@ async def start_replicas(
         await start_group("identity", 1, ["--hide-operator-secret"])
         made = [r.announcement.get("created_operator") for r in running.replicas["identity"]]
         running.created_operator = next((m for m in made if m), None)
-        running.operator_file = data_dir / "operator.json"
+        # Where identity wrote it: CMK_OPERATOR_FILE, as the replicas see it, or the data directory.
+        running.operator_file = Path(base_env.get("CMK_OPERATOR_FILE") or data_dir / "operator.json")
         identity_endpoints = running.endpoints["identity"]
         credentials = await _platform_credentials(identity_endpoints, running.operator_file, data_dir, pki)
         await start_group(

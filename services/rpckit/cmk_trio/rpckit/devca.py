@@ -68,6 +68,11 @@ def ensure_dev_pki(
     make_private_dir(directory)
     if ca_key_dir is not None:
         make_private_dir(ca_key_dir)
+        beside = directory / "ca.key"
+        if beside.exists() and not (ca_key_dir / "ca.key").exists():
+            # A PKI made before the key had a place of its own: move the key there.
+            write_private_file(ca_key_dir / "ca.key", beside.read_text())
+            beside.unlink()
     ca_key_file = (ca_key_dir or directory) / "ca.key"
     if pki.ca_file.exists():
         loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
@@ -122,3 +127,17 @@ def ensure_dev_pki(
         write_private_file(files.key_file, _key_pem(key))
         files.cert_file.write_text(_cert_pem(cert))
     return pki
+
+
+def issue_copy(pki: DevPki, name: str, target: Path) -> None:
+    """Copy `name`'s certificate and private key (0600), with the CA's certificate, into
+    `target`: a directory that only `name` mounts (a container's volume)."""
+    files = pki.identity(name)
+    make_private_dir(target)
+    for source, private in ((pki.ca_file, False), (files.cert_file, False), (files.key_file, True)):
+        destination = target / source.name
+        if private:
+            destination.unlink(missing_ok=True)
+            write_private_file(destination, source.read_text())
+        else:
+            destination.write_bytes(source.read_bytes())

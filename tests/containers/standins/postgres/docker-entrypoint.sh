@@ -1,15 +1,24 @@
 #!/bin/sh
 # What the official postgres image's entrypoint does for POSTGRES_USER, POSTGRES_PASSWORD (or
-# POSTGRES_PASSWORD_FILE) and POSTGRES_DB: on an empty data directory, initdb as user postgres, the user's password set,
-# the database made, password (scram-sha-256) connections allowed from the network; then
-# postgres itself, as user postgres, listening on every address.
+# POSTGRES_PASSWORD_FILE, read as root) and POSTGRES_DB: on an empty data directory, initdb as
+# user postgres, the user's password set, the database made, password (scram-sha-256)
+# connections allowed from the network; then postgres itself, as user postgres, listening on
+# every address, without the password in its environment.
 set -eu
-if [ -n "${POSTGRES_PASSWORD_FILE:-}" ] && [ -z "${POSTGRES_PASSWORD:-}" ]; then
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        echo "set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both" >&2
+        exit 1
+    fi
     POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
     export POSTGRES_PASSWORD
+    unset POSTGRES_PASSWORD_FILE
 fi
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
+if [ "${1:-}" != postgres ]; then
+    exec "$@"
+fi
 if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" /var/run/postgresql
     chown -R postgres:postgres "$PGDATA" /var/run/postgresql
@@ -22,6 +31,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         exit 1
     fi
     pwfile=$(mktemp)
+    trap 'rm -f "$pwfile"' EXIT
     printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
     initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
         --encoding=UTF8 --locale=C.UTF-8 >/dev/null
@@ -29,14 +39,15 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
     if [ "$POSTGRES_DB" != postgres ]; then
-        psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
-            -c "CREATE DATABASE \"$POSTGRES_DB\"" >/dev/null
+        # The name as a psql variable, quoted by psql (:"db"): no SQL from the environment.
+        psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres -v db="$POSTGRES_DB" \
+            >/dev/null <<'SQL'
+CREATE DATABASE :"db";
+SQL
     fi
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     echo "database initialised"
 fi
-if [ "${1:-}" = postgres ]; then
-    shift
-    exec postgres -c listen_addresses='*' "$@"
-fi
-exec "$@"
+unset POSTGRES_PASSWORD
+shift
+exec postgres -c listen_addresses='*' "$@"
