@@ -45,14 +45,15 @@ def render(figures: dict[str, Any]) -> str:
     lines += ["| step | took |", "| --- | --- |"]
     lines += [f"| {what} | {_s(value)} |" for what, value in rows if value is not None]
     lines.append("")
-    wraps = figures.get("replica_wraps", {})
-    if wraps:
+    calls = figures.get("replica_calls", {})
+    if calls:
         split = "; ".join(
             f"{'Compose v2' if flavour == 'v2' else 'docker-compose 1.29'}: "
-            f"{' and '.join(str(round(n)) for n in counts)}"
-            for flavour, counts in sorted(wraps.items())
+            + ", ".join(f"{name} {round(n)}" for name, n in served.items())
+            for flavour, served in sorted(calls.items())
         )
-        lines += [f"Replicas profile: speech's WrapKey calls (after the seed, ten enables) per vault replica: {split}.",
+        lines += [f"Replicas profile, calls served per replica while the host made ten enables through speech: "
+                  f"{split}.",
                   ""]  # fmt: skip
     faults = figures.get("faults")
     if faults:
