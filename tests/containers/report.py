@@ -7,7 +7,11 @@ from typing import Any
 TARGETS = {
     "revocation_after_kills_s": (1.0, "revocation after each service container was killed and restarted"),
     "reading_after_unpause_s": (5.0, "speech reading again after the paused vault resumed"),
-    "reading_after_vault_link_s": (5.0, "speech reading again after its link to the vault returned"),
+    "revocation_heard_after_vault_link_s": (
+        5.0,
+        "a revocation made while speech was cut off the vault, refused as such after the link returned",
+    ),
+    "reading_after_access_restored_s": (1.0, "speech reading again once that access was restored"),
     "vault_serving_after_identity_link_s": (5.0, "key vault serving again after its link to identity returned"),
     "reading_after_identity_link_s": (5.0, "speech reading again after the vault's link to identity returned"),
 }

@@ -58,7 +58,7 @@ async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
         container_figures["up_replicas_s"] = took
     for service in SERVICES:
         await replicas.wait_serving(service)  # every replica of it
-    database = f"postgresql://cmk_speech@127.0.0.1:{replicas.ports['postgres']}/cmk"
+    database = f"postgresql://cmk_speech@127.0.0.1:{replicas.ports['postgres']}/cmk_speech"
     replicas.walk_the_seed(tmp_path, database_url=database)  # the stored ciphertext read from PostgreSQL
 
     # Clients balance over the replicas behind a name: the host's over speech's (a list of
@@ -81,15 +81,17 @@ async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
     container_figures.setdefault("replica_calls", {})[replicas.flavour] = served
     assert all(count > 0 for count in served.values()), f"calls served per replica: {served}"
 
-    # Each service's role reaches its own schema and no other's.
-    conn = await asyncpg.connect(database, password=replicas.database_password("speech"))
+    # Each service's role reaches its own database and no other's, and is no superuser.
+    password = replicas.database_password("speech")
+    conn = await asyncpg.connect(database, password=password)
     try:
-        for schema, allowed in (("cmk_speech", True), ("cmk_keyvault", False), ("cmk_identity", False)):
-            granted = await conn.fetchval("SELECT has_schema_privilege(current_user, $1, 'USAGE')", schema)
-            assert granted is allowed, schema
         assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert await conn.fetchval("SELECT count(*) FROM cmk_speech.resources") >= 1
     finally:
         await conn.close()
+    for other in ("cmk_keyvault", "cmk_identity"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(database.rsplit("/", 1)[0] + f"/{other}", password=password)
 
 
 BALANCED = ("speech-1", "speech-2", "keyvault-1", "keyvault-2")

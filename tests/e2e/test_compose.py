@@ -125,14 +125,14 @@ def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name(
         for replica in replicas:
             assert replica["networks"]["services"]["aliases"] == [name]
             # Its own role, whose password only its own volume holds.
-            assert replica["environment"]["CMK_DATABASE_URL"] == f"postgresql://cmk_{name}@postgres:5432/cmk"
+            url = f"postgresql://cmk_{name}@postgres:5432/cmk_{name}"  # its own database, too
+            assert replica["environment"]["CMK_DATABASE_URL"] == url
             assert replica["environment"]["PGPASSFILE"] == "/pg-secret/pgpass"
-            assert f"pg-{name}:/pg-secret:ro" in replica["volumes"]
-            assert "pg-admin:/pg-admin:ro" not in replica["volumes"]
+            secrets = {m.split(":")[0] for m in replica["volumes"] if m.startswith("pg-")}
+            assert secrets == {f"pg-{name}"} and f"pg-{name}:/pg-secret:ro" in replica["volumes"], name
             port = replica["command"][replica["command"].index("--port") + 1]
             assert replica["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", port]
             assert replica["restart"] == "unless-stopped"
-        assert replicas[0]["volumes"] == replicas[1]["volumes"], f"{name}: replicas share their keys"
     # Clients of a name reach every replica behind it (gRPC's DNS resolver, round robin).
     for name in ("keyvault", "speech"):
         environment = services[f"{name}-1"]["environment"]
@@ -142,3 +142,5 @@ def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name(
     for name, service in services.items():
         mounted = {mount.split(":")[0] for mount in service.get("volumes", [])}
         assert ("ca" in mounted) == (name == "certs"), f"{name} and the CA's key"
+        assert ("pki" in mounted) == (name == "certs"), f"{name} and every certificate's key"
+        assert ("pg-admin" in mounted) == (name in {"pg-secrets", "postgres", "pg-roles"}), name

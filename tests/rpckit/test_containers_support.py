@@ -5,6 +5,7 @@ the database."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from urllib.parse import urlsplit
@@ -16,9 +17,9 @@ from click.testing import CliRunner
 from cmk_trio.cli.main import cli
 from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.server import build_server
-from cmk_trio.launcher import database_roles
 from cmk_trio.rpckit.devca import ensure_dev_pki, issue_copy
 from cmk_trio.rpckit.server import dialable
+from cmk_trio.rpckit.storage import roles
 
 
 def test_a_wildcard_listener_is_dialled_on_loopback():
@@ -73,45 +74,85 @@ def test_a_ca_key_made_beside_the_certificates_moves_to_its_own_directory(tmp_pa
     assert old.ca_file.exists()
 
 
-async def test_database_roles_reach_their_own_schema_only(tmp_path, postgres_url):
-    """compose.replicas.yaml's roles, made against the local server: one login role per
-    service, owning the schema it creates, with no privilege on another's."""
-    tag = os.urandom(3).hex()
-    services = {f"a{tag}": tmp_path / "a", f"b{tag}": tmp_path / "b"}
-    for directory in services.values():
-        directory.mkdir()
+def test_a_scram_verifier_is_what_postgresql_computes():
+    # RFC 7677's example: user "user", password "pencil", this salt and 4096 iterations give
+    # this stored key and server key (the SCRAM-SHA-256 exchange of section 3).
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    verifier = roles.scram_verifier("pencil", salt, 4096)
+    assert verifier == (
+        "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+        "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+    )
+
+
+def test_the_roles_tool_refuses_bad_input_before_writing(tmp_path):
     admin = tmp_path / "admin"
     admin.mkdir()
-    made = database_roles.make_secrets(admin, services)
-    assert len(made) == 5 and database_roles.make_secrets(admin, services) == []  # once
+    for services in ({"Bad": tmp_path}, {"ok": tmp_path / "missing"}):
+        with pytest.raises(roles.RolesError):
+            roles.make_secrets(admin, services)
+        assert list(admin.iterdir()) == []
+    assert roles.main(["secrets", str(admin), "nodir"]) == 1
+
+
+async def test_each_service_gets_a_role_and_a_database_no_other_role_can_reach(tmp_path, postgres_url):
+    """compose.replicas.yaml's roles, made against the local server: a login role and a
+    database of its own per service; another service's role cannot connect to it."""
+    tag = os.urandom(3).hex()
+    services = {f"a{tag}": tmp_path / "a", f"b{tag}": tmp_path / "b"}
+    for directory in (tmp_path / "admin", *services.values()):
+        directory.mkdir()
+    made = roles.make_secrets(tmp_path / "admin", services)
+    assert len(made) == 5 and roles.make_secrets(tmp_path / "admin", services) == []  # once
     assert all(oct(os.stat(p).st_mode & 0o777) == "0o600" for p in made)
     url = urlsplit(postgres_url)._replace(query="").geturl()
-    database = urlsplit(url).path.lstrip("/")
-    await database_roles.grant(url, admin, list(services))
-    await database_roles.grant(url, admin, list(services))  # again: nothing new
-    a, b = (database_roles.role_of(name) for name in services)
+    a, b = (roles.role_of(name) for name in services)
+    server = urlsplit(url)
     try:
-        first = await asyncpg.connect(url, user=a)
+        for _ in range(2):  # a second run changes nothing
+            await roles.grant(url, tmp_path / "admin", list(services), admin_password=server.password or "")
+        own = await asyncpg.connect(server._replace(path=f"/{a}").geturl(), user=a,
+                                    passfile=str(services[f"a{tag}"] / "pgpass"))  # fmt: skip
         try:
-            await first.execute(f'CREATE SCHEMA "{a}"')
-            await first.execute(f'CREATE TABLE "{a}".t (x int)')
-            assert not await first.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            attributes = await own.fetchrow(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+            assert not any(attributes.values())
+            assert await own.fetchval("SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database "
+                                      "WHERE datname = current_database()") == a  # fmt: skip
         finally:
-            await first.close()
-        second = await asyncpg.connect(url, user=b)
-        try:
-            assert await second.fetchval("SELECT has_schema_privilege(current_user, $1, 'USAGE')", a) is False
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await second.fetch(f'SELECT * FROM "{a}".t')  # noqa: S608 (a role name of the test's own)
-        finally:
-            await second.close()
+            await own.close()
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(server._replace(path=f"/{a}").geturl(), user=b)
     finally:
         conn = await asyncpg.connect(url)
         try:
             for role in (a, b):
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{role}" CASCADE')
-                await conn.execute(f'DROP OWNED BY "{role}"')
-                await conn.execute(f'DROP ROLE "{role}"')
-            await conn.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+                await conn.execute(f'DROP DATABASE IF EXISTS "{role}"')
+                await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await conn.close()
+
+
+def test_certs_refuses_an_issue_target_that_would_overwrite_the_pki(tmp_path):
+    pki = tmp_path / "pki"
+    CliRunner().invoke(cli, ["certs", "--dir", str(pki), "--ca-key-dir", str(tmp_path / "ca")])
+    key = (pki / "identity.key").read_bytes()
+    for target in (str(pki), str(tmp_path / "ca"), str(pki / "identity.crt")):
+        result = CliRunner().invoke(
+            cli, ["certs", "--dir", str(pki), "--ca-key-dir", str(tmp_path / "ca"), "--issue-to", f"identity={target}"]
+        )
+        assert result.exit_code == 2 and "directory of its own" in result.output, result.output
+    both = ["--issue-to", f"identity={tmp_path / 'x'}", "--issue-to", f"speech={tmp_path / 'x'}"]
+    result = CliRunner().invoke(cli, ["certs", "--dir", str(pki), *both])
+    assert result.exit_code == 2, result.output
+    assert (pki / "identity.key").read_bytes() == key and not (tmp_path / "x").exists()
+
+
+def test_a_ca_half_there_is_a_clear_error(tmp_path):
+    CliRunner().invoke(cli, ["certs", "--dir", str(tmp_path / "pki"), "--ca-key-dir", str(tmp_path / "ca")])
+    (tmp_path / "ca" / "ca.key").unlink()  # the CA's volume removed, the certificates' kept
+    result = CliRunner().invoke(cli, ["certs", "--dir", str(tmp_path / "pki"), "--ca-key-dir", str(tmp_path / "ca")])
+    assert result.exit_code == 1 and "the CA is half there" in result.output, result.output
+    assert not (tmp_path / "ca" / "ca.key").exists()

@@ -421,13 +421,22 @@ def certs(
 
     names = (*SERVICES, "cli")
     targets: list[tuple[str, Path]] = []
+    taken = {directory.resolve(), *([ca_key_dir.resolve()] if ca_key_dir else [])}
     for item in issue_to:
         name, sep, target = item.partition("=")
         if not sep or name not in names or not target:
             raise click.BadParameter(f"expected NAME=DIR with NAME one of {', '.join(names)}", param_hint="--issue-to")
+        where = Path(target).resolve()
+        if where in taken or (where.exists() and not where.is_dir()):
+            raise click.BadParameter(f"{target}: each name needs a directory of its own, apart from --dir and "
+                                     "--ca-key-dir", param_hint="--issue-to")  # fmt: skip
+        taken.add(where)
         targets.append((name, Path(target)))
-    pki = ensure_dev_pki(directory, hosts=hosts, ca_key_dir=ca_key_dir)
-    for name, destination in targets:
-        issue_copy(pki, name, destination)
+    try:
+        pki = ensure_dev_pki(directory, hosts=hosts, ca_key_dir=ca_key_dir)
+        for name, destination in targets:
+            issue_copy(pki, name, destination)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
     files = {name: str(pki.identity(name).cert_file) for name in names}
     emit(state.output, {"ca": str(pki.ca_file), **files})

@@ -5,6 +5,8 @@ server and as client, for mutual TLS between the services) and one for the CLI. 
 from __future__ import annotations
 
 import ipaddress
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,12 +70,20 @@ def ensure_dev_pki(
     make_private_dir(directory)
     if ca_key_dir is not None:
         make_private_dir(ca_key_dir)
-        beside = directory / "ca.key"
-        if beside.exists() and not (ca_key_dir / "ca.key").exists():
-            # A PKI made before the key had a place of its own: move the key there.
-            write_private_file(ca_key_dir / "ca.key", beside.read_text())
+        beside, kept = directory / "ca.key", ca_key_dir / "ca.key"
+        if beside.exists():
+            # A PKI made before the key had a place of its own: move the key there (a move
+            # interrupted after the copy leaves the same key twice; the copy beside goes).
+            if not kept.exists():
+                write_private_file(kept, beside.read_text())
+            if kept.read_bytes() != beside.read_bytes():
+                raise ValueError(f"two different CA keys: {beside} and {kept}; keep the one that signed {pki.ca_file}")
             beside.unlink()
     ca_key_file = (ca_key_dir or directory) / "ca.key"
+    if pki.ca_file.exists() != ca_key_file.exists():
+        have, missing = (pki.ca_file, ca_key_file) if pki.ca_file.exists() else (ca_key_file, pki.ca_file)
+        raise ValueError(f"{have} is there but {missing} is not: the CA is half there; remove both to make a "
+                         "new one (every certificate it signed must then be made again)")  # fmt: skip
     if pki.ca_file.exists():
         loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
@@ -134,10 +144,18 @@ def issue_copy(pki: DevPki, name: str, target: Path) -> None:
     `target`: a directory that only `name` mounts (a container's volume)."""
     files = pki.identity(name)
     make_private_dir(target)
-    for source, private in ((pki.ca_file, False), (files.cert_file, False), (files.key_file, True)):
+    for source in (pki.ca_file, files.cert_file, files.key_file):
         destination = target / source.name
-        if private:
-            destination.unlink(missing_ok=True)
-            write_private_file(destination, source.read_text())
-        else:
-            destination.write_bytes(source.read_bytes())
+        content = source.read_bytes()
+        if destination.exists() and destination.read_bytes() == content:
+            continue
+        # Written beside, then moved over: never a moment without the file, nor a half one.
+        fd, temporary = tempfile.mkstemp(dir=target, prefix=f".{source.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            os.chmod(temporary, 0o600 if source == files.key_file else 0o644)
+            os.replace(temporary, destination)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
