@@ -8,6 +8,7 @@ that `depends_on: condition: service_healthy` and the health status work as unde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -49,18 +50,25 @@ class HealthChecks(threading.Thread):
         super().__init__(name=f"health-{project}", daemon=True)
         self.project = project
         self.halt = threading.Event()
+        self.idle = threading.Lock()
+        """Held while compose takes the project down: no health check is run into a container
+        that is being removed."""
 
     def run(self) -> None:
         label = f"label=com.docker.compose.project={self.project}"
         while not self.halt.wait(0.5):
-            # One listing a tick (30 ms of CPU each): the names of the project's running
-            # containers whose health is starting or unhealthy.
-            listing = engine.podman("ps", "--filter", label, "--format", "{{.Names}}\t{{.Status}}", check=False,
-                                    timeout=30)  # fmt: skip
-            for line in listing.splitlines():
-                name, _, status = line.partition("\t")
-                if "(starting)" in status or "(unhealthy)" in status:
-                    engine.podman("healthcheck", "run", name, check=False, timeout=30)
+            with self.idle:
+                self._check(label)
+
+    def _check(self, label: str) -> None:
+        # One listing a tick (30 ms of CPU each): the names of the project's running
+        # containers whose health is starting or unhealthy.
+        listing = engine.podman("ps", "--filter", label, "--format", "{{.Names}}\t{{.Status}}", check=False,
+                                timeout=30)  # fmt: skip
+        for line in listing.splitlines():
+            name, _, status = line.partition("\t")
+            if "(starting)" in status or "(unhealthy)" in status:
+                engine.podman("healthcheck", "run", name, check=False, timeout=30)
 
 
 @dataclass
@@ -105,7 +113,8 @@ class Stack:
         return time.monotonic() - started
 
     def down(self, *, volumes: bool) -> None:
-        self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "10")
+        with self.checks.idle if self.checks is not None else contextlib.nullcontext():
+            self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "10")
 
     def close(self) -> None:
         """Everything of the project gone: containers, network, volumes."""
