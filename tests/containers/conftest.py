@@ -5,7 +5,6 @@ section at the end when CMK_CONTAINER_REPORT names the file (python3 dev.py cont
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -66,12 +65,3 @@ def container_engine(container_figures: dict[str, Any]) -> Iterator[None]:
         yield
     finally:
         service.stop()
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A directory the containers' engine can also reach (not a tmpfs of pytest's)."""
-    engine.STATE.mkdir(parents=True, exist_ok=True)
-    with engine.temporary_directory() as path:
-        yield path
-        shutil.rmtree(path, ignore_errors=True)

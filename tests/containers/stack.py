@@ -77,7 +77,6 @@ class Stack:
 
     flavour: str
     files: Sequence[Path]
-    scratch: Path
     settings: dict[str, str] = field(default_factory=dict)
     published: Sequence[str] = PUBLISHED
     """What the host reaches, as the file's CMK_PUBLISH_* variables name it (lower case):

@@ -48,15 +48,14 @@ TARGETS = {name: target for name, (target, _) in report.TARGETS.items()}
 
 @pytest.fixture(scope="module")
 def stack(container_engine: None) -> Iterator[Stack]:
-    with engine.temporary_directory() as scratch:
-        stack = Stack(engine.COMPOSE_V2, [ROOT / "compose.yaml"], scratch, settings={
-            "CMK_REVOCATION_MAX_STALENESS_SECONDS": str(STALENESS_S), "CMK_EVENT_HEARTBEAT_SECONDS": "1",
-        })  # fmt: skip
-        try:
-            stack.up()
-            yield stack
-        finally:
-            stack.close()
+    stack = Stack(engine.COMPOSE_V2, [ROOT / "compose.yaml"], settings={
+        "CMK_REVOCATION_MAX_STALENESS_SECONDS": str(STALENESS_S), "CMK_EVENT_HEARTBEAT_SECONDS": "1",
+    })  # fmt: skip
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -21,22 +21,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def compose_v1(container_engine: None) -> Iterator[Stack]:
-    with engine.temporary_directory() as scratch:
-        stack = Stack(engine.COMPOSE_V1, [ROOT / "compose.yaml"], scratch)
-        try:
-            yield stack
-        finally:
-            stack.close()
+    stack = Stack(engine.COMPOSE_V1, [ROOT / "compose.yaml"])
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest.fixture(params=[engine.COMPOSE_V2, engine.COMPOSE_V1])
 def replicas(container_engine: None, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    with engine.temporary_directory() as scratch:
-        stack = Stack(request.param, [ROOT / "compose.replicas.yaml"], scratch, published=REPLICAS_PUBLISHED)
-        try:
-            yield stack
-        finally:
-            stack.close()
+    stack = Stack(request.param, [ROOT / "compose.replicas.yaml"], published=REPLICAS_PUBLISHED)
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 async def test_docker_compose_1_29_brings_up_the_same_file(

@@ -22,13 +22,12 @@ CLIENT_SCRIPT = Path(__file__).resolve().parent / "client_in_container.py"
 
 @pytest.fixture(scope="module")
 def stack(container_engine: None, container_figures: dict[str, Any]) -> Iterator[Stack]:
-    with engine.temporary_directory() as scratch:
-        stack = Stack(engine.COMPOSE_V2, [ROOT / "compose.yaml"], scratch)
-        try:
-            container_figures["up_v2_s"] = round(stack.up(), 1)
-            yield stack
-        finally:
-            stack.close()
+    stack = Stack(engine.COMPOSE_V2, [ROOT / "compose.yaml"])
+    try:
+        container_figures["up_v2_s"] = round(stack.up(), 1)
+        yield stack
+    finally:
+        stack.close()
 
 
 def test_the_seed_walks_green_from_the_host(stack: Stack, tmp_path: Path):
