@@ -30,6 +30,7 @@ from cmk_trio.cli.common import State
 
 
 @click.group(help=__doc__)
+@click.version_option(package_name="cmk-trio", prog_name="cmk", message="%(prog)s %(version)s")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
 @click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")

@@ -39,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cmk_trio.client.identity import ClientCredentials
-
+# Nothing of grpc or the client is imported until a fixture is used: pytest loads this plugin
+# in every run of every project that installs cmk-trio.
 if TYPE_CHECKING:
     import grpc
+
+    from cmk_trio.client.identity import ClientCredentials
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class _Background:
 @pytest.fixture(scope="session")
 def cmk_trio() -> Iterator[TrioHandle]:
     """The identity, key vault and speech services, running for the whole session."""
+    from cmk_trio.client.identity import ClientCredentials
     from cmk_trio.launcher.trio import start_trio
 
     background = _Background()
@@ -122,6 +125,8 @@ def cmk_trio_container() -> Iterator[ContainerTrioHandle]:
     """The identity, key vault and speech services in one container of our image (`cmk up`),
     for the whole session, started with testcontainers; removed at the end."""
     from testcontainers.core.container import DockerContainer
+
+    from cmk_trio.client.identity import ClientCredentials
 
     command = ["cmk", "--output", "json", "up", "--data-dir", "/data", "--port-base", "50050", "--dev-time-control",
                "--hide-operator-secret"]  # fmt: skip

@@ -1,0 +1,32 @@
+"""What a project that installs cmk-trio meets first. The pytest plugin the install registers
+is loaded by every pytest run of that project: loading it must not import grpc, the client or
+cryptography (it did: 0.45 s of CPU a run); its fixtures import what they need when a test
+asks for one. And `cmk --version` says which cmk-trio it is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    script = (
+        "import json, sys, pytest\n"
+        "before = set(sys.modules)\n"
+        "import cmk_trio.testing.pytest_plugin\n"
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before if not m.startswith('cmk_trio.testing'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    loaded = json.loads(done.stdout)
+    heavy = [m for m in loaded if m.split(".")[0] in {"grpc", "cryptography", "google", "jwt", "testcontainers"}]
+    assert heavy == [], heavy
+    assert not [m for m in loaded if m.startswith("cmk_trio.") and m not in {"cmk_trio.testing"}], loaded
+
+
+def test_cmk_says_its_version():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "cmk_trio.cli", "--version"], capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    assert done.stdout.strip() == f"cmk {version('cmk-trio')}"
