@@ -1,11 +1,13 @@
 """What a project that installs cmk-trio meets first. The pytest plugin the install registers
 is loaded by every pytest run of that project: loading it must not import grpc, the client or
 cryptography (it did: 0.45 s of CPU a run); its fixtures import what they need when a test
-asks for one. And `cmk --version` says which cmk-trio it is."""
+asks for one. `cmk --version` says which cmk-trio it is, and a port in use is one clear
+line, not a traceback."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -30,3 +32,17 @@ def test_cmk_says_its_version():
     done = subprocess.run([sys.executable, "-m", "cmk_trio.cli", "--version"], capture_output=True, text=True,
                           check=True, timeout=60)  # fmt: skip
     assert done.stdout.strip() == f"cmk {version('cmk-trio')}"
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "cmk_trio.cli", "serve", "identity", "--data-dir", str(tmp_path), "--port",
+             str(port)], capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"identity: cannot start: cannot listen on 127.0.0.1:{port}: the port is in use" in done.stderr

@@ -30,6 +30,9 @@ async def test_enable_by_key_uri_grants_the_identity_and_never_rewrites_data(wor
     updated = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
     enc = updated.encryption
     assert (enc.key_source, enc.key_version, enc.status) == (res.CUSTOMER_MANAGED, world.key.version, res.HEALTHY)
+    # Where the key is, as the portal shows it (they were left empty).
+    assert (enc.vault_uri, enc.key_name) == (world.key.key_id.split("/keys/")[0] + "/", "cmk")
+    assert enc.vault_uri.startswith("https://contoso-cmk.")
     assert updated.identity.system_assigned and updated.identity.tenant_id == world.tenant_id
     vault = await world.vaults.get_vault("contoso-cmk")
     policy = next(p for p in vault.access_policies if p.object_id == updated.identity.principal_id)
@@ -44,6 +47,7 @@ async def test_enable_by_vault_and_key_takes_the_newest_version(world):
     newer = await world.vaults.rotate_key(world.key.key_id)
     updated = await world.set_encryption(vault_name="contoso-cmk", key_name="cmk")
     assert updated.encryption.key_version == newer.version and not updated.encryption.follow_latest_version
+    assert updated.encryption.key_name == "cmk" and updated.encryption.vault_uri.startswith("https://contoso-cmk.")
 
 
 @pytest.mark.parametrize(

@@ -160,12 +160,15 @@ async def start_server(
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     address = f"{host}:{port}"
-    if tls is not None and tls.enabled:
-        bound = server.add_secure_port(address, server_credentials(tls))
-    else:
-        bound = server.add_insecure_port(address)
+    try:
+        if tls is not None and tls.enabled:
+            bound = server.add_secure_port(address, server_credentials(tls))
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind": the port is taken, or the address is not ours
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise StartupError(f"cannot listen on {address}: the port is in use, or the address is not this machine's")
     await server.start()
     for name in (*service_names, "", LIVENESS):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -34,6 +34,8 @@ def resource_pb(r: SpeechResource, problem: ServiceError | None) -> res.SpeechRe
     """The resource, with its encryption status: healthy if its data key can be had now,
     otherwise inaccessible with the reason why."""
     customer = r.key_source is KeySource.CUSTOMER
+    # The key in use, https://{vault}.{suffix}/keys/{name}/{version}: its vault's URI and name.
+    vault_part, _, key_part = r.wrapping_key.partition("/keys/") if customer else ("", "", "")
     return res.SpeechResource(
         name=r.resource_id,
         subscription_id=r.subscription_id,
@@ -51,6 +53,8 @@ def resource_pb(r: SpeechResource, problem: ServiceError | None) -> res.SpeechRe
             key_source=res.CUSTOMER_MANAGED if customer else res.MICROSOFT_MANAGED,
             key_uri=r.key_uri,
             key_version=r.wrapping_key.rsplit("/", 1)[-1] if customer else "",
+            vault_uri=f"{vault_part}/" if key_part else "",
+            key_name=key_part.split("/", 1)[0],
             follow_latest_version=r.follow_latest,
             status=res.HEALTHY if problem is None else res.KEY_INACCESSIBLE,
             inaccessible_reason="" if problem is None else problem.reason.value,
