@@ -83,8 +83,6 @@ def _present(command: str) -> bool:
 def install_tools() -> None:
     """apt-get install what is missing of podman, runc, docker-compose 1.29 and debootstrap."""
     missing = sorted({package for command, package in APT_PACKAGES.items() if not _present(command)})
-    if shutil.which("podman") and not Path("/usr/sbin/runc").exists() and not shutil.which("runc"):
-        missing.append("runc")
     if not missing:
         return
     say(f"installing {' '.join(missing)} from Debian's packages (apt-get)")
@@ -245,11 +243,11 @@ def ensure_base(name: str, standin: str) -> str:
     recipe = f"{standin}:{recipe_digest(standin)}"
     pull = os.environ.get("CMK_PULL_IMAGES") == "1"
     if image_exists(name):
-        labels = json.loads(podman("image", "inspect", name, "--format", "{{json .Labels}}") or "null") or {}
-        if STANDIN_LABEL not in labels:
+        label = standin_label(name)
+        if label is None:
             say(f"{name}: present")
             return name
-        if labels[STANDIN_LABEL] == recipe and not pull:
+        if label == recipe and not pull:
             say(f"{name}: a stand-in built from Debian's packages")
             return name
         if not pull:
@@ -275,13 +273,15 @@ def ensure_base(name: str, standin: str) -> str:
 
 def standins() -> list[str]:
     """The images present here that are stand-ins built from Debian's packages."""
-    found = []
-    for name in (base_image_of(ROOT / "Dockerfile"), POSTGRES_IMAGE):
-        if image_exists(name):
-            labels = json.loads(podman("image", "inspect", name, "--format", "{{json .Labels}}") or "null") or {}
-            if STANDIN_LABEL in labels:
-                found.append(name)
-    return found
+    names = (base_image_of(ROOT / "Dockerfile"), POSTGRES_IMAGE)
+    return [name for name in names if image_exists(name) and standin_label(name) is not None]
+
+
+def standin_label(name: str) -> str | None:
+    """The recipe a stand-in image was built from (its label); None for a real image."""
+    labels = json.loads(podman("image", "inspect", name, "--format", "{{json .Labels}}") or "null") or {}
+    found = labels.get(STANDIN_LABEL)
+    return None if found is None else str(found)
 
 
 def recipe_digest(standin: str) -> str:

@@ -91,7 +91,6 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in engine.engine_env().items() if not k.startswith(("CMK_", "COMPOSE_"))}
-        env["CONTAINERS_CONF"] = engine.engine_env()["CONTAINERS_CONF"]
         for name, port in self.ports.items():
             env[f"CMK_PUBLISH_{name.upper()}"] = str(port)
         env.update(self.settings)

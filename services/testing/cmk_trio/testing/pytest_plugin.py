@@ -169,7 +169,7 @@ def _wait_for_announcement(container: Any) -> None:
         out, err = container.get_logs()
         if any(line.startswith(b"{") and b'"endpoint"' in line for line in out.splitlines()):
             return
-        container.reload() if hasattr(container, "reload") else None
+        container.reload()  # its status, as the engine sees it now
         if container.status in {"exited", "dead"} or time.monotonic() > deadline:
             raise RuntimeError(f"the trio's container did not start:\n{err.decode(errors='replace')[-3000:]}")
         time.sleep(0.2)
