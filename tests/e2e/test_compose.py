@@ -101,7 +101,8 @@ def test_ports_probes_and_environment_names_are_the_ones_the_service_reads(name)
     metrics = args[args.index("--metrics-port") + 1]
     published = [PUBLISHED.match(p) for p in service["ports"]]
     assert all(published), f"{name}: publish on the host's loopback, the host port from a variable"
-    assert {m.group(3) for m in published if m} == {port, metrics}
+    http = [args[args.index("--http-port") + 1]] if "--http-port" in args else []
+    assert {m.group(3) for m in published if m} == {port, metrics, *http}
     assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", port]
     command = command_of(args)
     known = {param.envvar for param in command.params if isinstance(getattr(param, "envvar", None), str)}

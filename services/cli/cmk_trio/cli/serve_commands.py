@@ -93,6 +93,12 @@ HIDE_SECRET = click.option(
 )
 @click.option("--metrics-port", type=int, envvar="CMK_IDENTITY_METRICS_PORT", default=None,
               help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
+@click.option("--http-port", type=int, envvar="CMK_IDENTITY_HTTP_PORT", default=None,
+              help="serve OpenID Connect discovery, the JWKS and the OAuth 2.0 token endpoint over HTTP(S)"
+                   " on this port (0: a free one)")  # fmt: skip
+@click.option("--http-public-url", envvar="CMK_IDENTITY_HTTP_PUBLIC_URL", default=None,
+              help="the base URL clients reach those endpoints at, named in the discovery document"
+                   " [the address they listen on]")  # fmt: skip
 @METRICS_HOST
 @DATABASE_URL
 @click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
@@ -108,6 +114,8 @@ def serve_identity(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     metrics_port: int | None,
+    http_port: int | None,
+    http_public_url: str | None,
     metrics_host: str | None,
     database_url: str | None,
     log_level: str | None,
@@ -132,6 +140,8 @@ def serve_identity(
             log_level=log_level,
             dev_time_control=dev_time_control or None,
             metrics_port=metrics_port,
+            http_port=http_port,
+            http_public_url=http_public_url and http_public_url.rstrip("/"),
             metrics_host=metrics_host,
             database_url=database_url,
         )

@@ -59,6 +59,13 @@ class IdentityConfig:
     metrics_port: int | None = None
     """Where Prometheus metrics are served over HTTP (0: a free port); None: not served."""
     metrics_host: str = "127.0.0.1"
+    http_port: int | None = None
+    """Where the OpenID Connect discovery document, the JWKS and the OAuth 2.0 token endpoint
+    are served over HTTP (HTTPS with the service's certificate), on `host` (0: a free port);
+    None: not served."""
+    http_public_url: str = ""
+    """The base URL the discovery document names its endpoints under, where clients reach
+    them (behind a published port or a proxy); empty: the address the service listens on."""
     """The address metrics listen on: loopback unless the operator exposes them (plain HTTP)."""
     database_url: str = ""
     """A postgresql:// URL: the service keeps its tables there, and any number of replicas may
@@ -72,6 +79,10 @@ class IdentityConfig:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if not self.issuer_base.startswith(("https://", "http://")):
             raise ConfigError("the issuer base must be an http(s) URL")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"the HTTP port must be 0-65535, not {self.http_port}")
+        if self.http_public_url and not self.http_public_url.startswith(("https://", "http://")):
+            raise ConfigError("the HTTP public URL must be an http(s) URL")
         if not timedelta(minutes=1) <= self.token_lifetime <= timedelta(hours=24):
             raise ConfigError("the token lifetime must be between 1 minute and 24 hours")
         if not timedelta(0) <= self.clock_skew <= timedelta(minutes=5):
@@ -126,6 +137,8 @@ class IdentityConfig:
             "log_level": env_str(env, "CMK_LOG_LEVEL", "INFO"),
             "metrics_port": env_optional_int(env, "CMK_IDENTITY_METRICS_PORT"),
             "metrics_host": env_str(env, "CMK_METRICS_HOST", "127.0.0.1"),
+            "http_port": env_optional_int(env, "CMK_IDENTITY_HTTP_PORT"),
+            "http_public_url": env_str(env, "CMK_IDENTITY_HTTP_PUBLIC_URL", "").rstrip("/"),
             "database_url": env_str(env, "CMK_DATABASE_URL", ""),
             "dev_time_control": env_bool(env, "CMK_DEV_TIME_CONTROL", False),
         }

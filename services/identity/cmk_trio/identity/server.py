@@ -25,6 +25,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
+from cmk_trio.identity.oidc import OidcFront, RunningHttp, start_http
 from cmk_trio.identity.sign_ins import SecretChecks, StoredLedger
 from cmk_trio.identity.storage import IdentityStore, open_store
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
@@ -39,7 +40,7 @@ from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, dialable, start_server
-from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.status import CallLimits, ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator
 from cmk_trio.rpckit.types import Context
 
@@ -70,10 +71,22 @@ class IdentityServer:
     claim: DataDirClaim | None = None
     """The data directory, held against a second identity process."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    http: RunningHttp | None = None
+    """The OpenID Connect discovery, JWKS and token endpoints, when served."""
+    limits: CallLimits | None = None
+    """The cap on calls served at once, gRPC and HTTP together."""
 
     @property
     def port(self) -> int:
         return self.running.port
+
+    @property
+    def http_url(self) -> str | None:
+        """The base URL of the HTTP endpoints (a tenant's discovery document is at
+        {http_url}/{tenant}/v2.0/.well-known/openid-configuration), when served."""
+        if self.http is None:
+            return None
+        return self.config.http_public_url or self.http.base_url
 
     @property
     def endpoint(self) -> str:
@@ -85,6 +98,8 @@ class IdentityServer:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.http is not None:
+            await self.http.stop()
         await self.running.stop(grace)
         self.directory.checks.close()
         self.metrics.close()
@@ -161,11 +176,12 @@ async def build_server(
             caller = current_caller()
             directory.require_operator(await directory.actor(caller.object_id, caller.tenant_id), "move the clock")
 
+        limits = CallLimits.from_env(os.environ)  # one cap for the gRPC calls and the HTTP requests
         running = await start_server(
             register=register,
             service_names=SERVICE_NAMES,
             interceptors=[
-                ErrorInterceptor(DOMAIN),
+                ErrorInterceptor(DOMAIN, limits=limits),
                 AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
             ],
             host=config.host,
@@ -173,6 +189,17 @@ async def build_server(
             tls=config.tls,
             metrics=metrics,
         )
+        http: RunningHttp | None = None
+        if config.http_port is not None:
+            front = OidcFront(
+                store=store, issuer=issuer, keys=keys, policy=policy, limits=limits, metrics=metrics,
+                public_url=lambda: config.http_public_url or (http.base_url if http else ""),
+            )  # fmt: skip
+            try:
+                http = await start_http(front, config.host, config.http_port, config.tls)
+            except BaseException:
+                await running.stop(0)
+                raise
         metrics_port = (
             metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
@@ -183,7 +210,19 @@ async def build_server(
         raise
     log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
     server = IdentityServer(
-        config, running, store, directory, keys, issuer, operator, shown, metrics, metrics_port, claim
+        config,
+        running,
+        store,
+        directory,
+        keys,
+        issuer,
+        operator,
+        shown,
+        metrics,
+        metrics_port,
+        claim,
+        http=http,
+        limits=limits,
     )
     if store.engine != "sqlite":  # other replicas may rotate and revoke keys
         server.tasks.append(asyncio.create_task(keys.follow(), name="identity-follow-signing-keys"))

@@ -31,6 +31,8 @@ class Announcement:
     created_operator: dict[str, str] | None = None
     tls_dir: Path | None = None
     metrics: dict[str, str] = field(default_factory=dict)
+    oidc: str | None = None
+    """The base URL of identity's HTTP endpoints (discovery, keys, token), when served."""
 
     @classmethod
     def of(
@@ -64,7 +66,7 @@ class Announcement:
             }
             if show_secret:
                 created["client_secret"] = identity.new_operator_secret.value
-        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {})
+        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url)
 
     @classmethod
     def of_trio(cls, trio: RunningTrio, *, show_secret: bool = True) -> Announcement:
@@ -100,6 +102,7 @@ class Announcement:
                 "login": self.login,
                 "tls_dir": str(self.tls_dir) if self.tls_dir else None,
                 "metrics": self.metrics,
+                "oidc": self.oidc,
             }
         )
 
@@ -107,6 +110,10 @@ class Announcement:
         """The same for people."""
         lines = [f"{name} listening on {endpoint}" for name, endpoint in self.services.items()]
         lines += [f"{name} metrics at {url}" for name, url in self.metrics.items()]
+        if self.oidc:
+            lines.append(
+                f"identity OpenID Connect discovery at {self.oidc}/<tenant_id>/v2.0/.well-known/openid-configuration"
+            )
         if self.created_operator is not None:
             created = self.created_operator
             lines += [

@@ -88,11 +88,12 @@ async def start_trio(
     mutual_tls: bool = False,
     metrics: bool = False,
 ) -> RunningTrio:
-    """Identity on port_base+1, the key vault on +2 and speech on +3 (port_base 0: free
-    ports). On the first start in `data_dir`, the platform principals of the key vault and
-    speech are made and their credentials kept there (mode 0600). With `mutual_tls`, a
-    development CA in `data_dir/tls` signs a certificate per service, and every service
-    accepts only peers and clients with a certificate from it."""
+    """Identity on port_base+1, the key vault on +2 and speech on +3, identity's OpenID
+    Connect discovery, keys and token endpoint over HTTP(S) on +4 (port_base 0: free ports).
+    On the first start in `data_dir`, the platform principals of the key vault and speech are
+    made and their credentials kept there (mode 0600). With `mutual_tls`, a development CA in
+    `data_dir/tls` signs a certificate per service, and every service accepts only peers and
+    clients with a certificate from it (the HTTP endpoints ask for none: they are public)."""
     from cmk_trio.identity.config import IdentityConfig
     from cmk_trio.identity.server import build_server as build_identity
     from cmk_trio.keyvault.config import KeyVaultConfig
@@ -119,6 +120,7 @@ async def start_trio(
             environ,
             data_dir=data_dir,
             port=port_base and port_base + 1,
+            http_port=port_base and port_base + 4,
             dev_time_control=dev_time_control or None,
             tls=tls.get("identity"),
             metrics_port=metrics_port(1),

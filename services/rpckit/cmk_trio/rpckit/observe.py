@@ -4,11 +4,12 @@ and misses, event-stream lag), served on their own HTTP port."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,13 @@ def note_caller(object_id: str, tenant_id: str) -> None:
         facts.caller_object_id, facts.caller_tenant_id = object_id, tenant_id
 
 
+@contextlib.contextmanager
+def serving_call(request_id: str) -> Iterator[None]:
+    """The facts of a call served outside gRPC (identity's HTTP endpoints), for its log lines."""
+    with bound(_call, CallFacts(request_id)):
+        yield
+
+
 def request_id_from(metadata: Any) -> str:
     """The caller's request id if it sent a well-formed one, else a new one."""
     for key, value in metadata or ():
@@ -76,6 +84,7 @@ class Metrics:
     event_lag: Gauge
     lease: Gauge
     change_signal: Gauge
+    http_requests: Counter
 
     @classmethod
     def create(cls, service: str) -> Metrics:
@@ -101,6 +110,10 @@ class Metrics:
             lease=Gauge(
                 "cmk_lease_held", "1 while this replica holds the lease on background work", ["service", "lease"],
                 registry=registry,
+            ),
+            http_requests=Counter(
+                "cmk_http_requests", "HTTP requests served (identity's discovery, keys and token endpoints), by route"
+                " and status", ["service", "route", "status"], registry=registry,
             ),
             change_signal=Gauge(
                 "cmk_change_signal_current",

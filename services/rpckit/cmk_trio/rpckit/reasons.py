@@ -27,6 +27,8 @@ class Reason(StrEnum):
     AUDIENCE_UNKNOWN = "AUDIENCE_UNKNOWN"  # a token was asked for an audience nobody serves
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"  # the message exceeds the server's size limit
     REQUEST_MALFORMED = "REQUEST_MALFORMED"  # the request bytes are not a message of the method's type
+    HTTP_PATH_UNKNOWN = "HTTP_PATH_UNKNOWN"  # identity's HTTP endpoints: no such path (404)
+    HTTP_METHOD_NOT_ALLOWED = "HTTP_METHOD_NOT_ALLOWED"  # identity's HTTP endpoints: wrong method (405)
 
     # --- authentication (UNAUTHENTICATED) ---
     TOKEN_MISSING = "TOKEN_MISSING"  # no "authorization: Bearer" metadata
