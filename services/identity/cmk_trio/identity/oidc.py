@@ -203,6 +203,7 @@ class OidcFront:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._answer])
+
         # (any segment reaches the tenant check, which says what is wrong with it)
         def route(path: str) -> str:
             return path.replace("{tenant}", "{tenant:[^/]+}")
