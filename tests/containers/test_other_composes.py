@@ -102,6 +102,6 @@ def served_calls(stack: Stack, service: str) -> float:
         "import urllib.request, json\n"
         "text = urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=5).read().decode()\n"
         "print(json.dumps(sum(float(l.rsplit(' ', 1)[1]) for l in text.splitlines()"
-        " if l.startswith('cmk_requests_total{') and 'grpc.health' not in l)))\n"
+        " if l.startswith('grpc_server_handled_total{') and 'grpc.health' not in l)))\n"
     )
     return float(json.loads(engine.podman("exec", stack.container(service), "python", "-c", script)))

@@ -81,7 +81,11 @@ def test_metrics_are_published(stack: Stack):
         url = f"http://127.0.0.1:{stack.ports[f'{service}_metrics']}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
             text = reply.read().decode()
-        assert "cmk_requests_total" in text and f'service="{service}"' in text, service
+        assert (
+            "grpc_server_handled_total" in text
+            and "process_cpu_seconds_total" in text
+            and f'service="{service}"' in text
+        ), service
 
 
 def test_the_health_probe_is_cheap(stack: Stack, container_figures: dict[str, Any]):

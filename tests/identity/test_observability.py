@@ -36,17 +36,30 @@ async def test_metrics_count_calls_by_method_and_status(tmp_path, clock):
             client = IdentityClient(channel, operator_credentials(server), clock=clock)
             await client.list_tenants()
             await client.list_tenants()
+            token = await client.token_for(audiences.DIRECTORY)
+            refused = pb_grpc.IdentityServiceStub(channel).CreateTenant(
+                pb.CreateTenantRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+            await expect_rpc_error(refused, grpc.StatusCode.INVALID_ARGUMENT, Reason.FIELD_REQUIRED)
         finally:
             await channel.close()
         assert server.metrics_port is not None
         text = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.metrics_port}/metrics")
+        # Named and labelled as go-grpc-prometheus and py-grpc-prometheus name them.
+        listed = 'grpc_method="ListTenants",grpc_service="cmk.identity.v1.IdentityService",grpc_type="unary"'
+        assert f"grpc_server_started_total{{{listed}}} 2.0" in text
+        assert f'grpc_server_handled_total{{grpc_code="OK",{listed}}} 2.0' in text
+        assert f'grpc_server_handling_seconds_bucket{{{listed},le="+Inf"}} 2.0' in text
+        assert 'grpc_method="IssueToken",grpc_service="cmk.identity.v1.TokenService"' in text
+        assert 'cmk_cache_lookups_total{cache="verified_tokens",result="hit",service="identity"} 2.0' in text
+        # A refusal is counted with its reason; the process and Python collectors are in.
         assert (
-            'cmk_requests_total{code="OK",method="/cmk.identity.v1.IdentityService/ListTenants",service="identity"} 2.0'
-            in text
-        )
-        assert 'method="/cmk.identity.v1.TokenService/IssueToken"' in text
-        assert 'cmk_cache_lookups_total{cache="verified_tokens",result="hit",service="identity"} 1.0' in text
-        assert "cmk_request_seconds_bucket" in text
+            'cmk_server_refusals_total{grpc_code="INVALID_ARGUMENT",grpc_method="CreateTenant",'
+            'grpc_service="cmk.identity.v1.IdentityService",reason="FIELD_REQUIRED"} 1.0'
+        ) in text
+        for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
+                       "python_gc_collections_total"):  # fmt: skip
+            assert f"\n{family}" in text, family
     finally:
         await server.stop(0)
 

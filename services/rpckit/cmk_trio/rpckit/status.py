@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
 from cmk_trio.rpckit.datadir import StartupError
-from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
+from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_call, current_request_id
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, WrapCache, rewrap
 
@@ -181,12 +181,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     async def _abort(self, context: Context, exc: BaseException, method: str) -> None:
         """Answer with the error's status; log it, at most so often per kind (a flood of bad
         calls must not become a flood of log lines)."""
+        facts = current_call()
         if isinstance(exc, errors.ServiceError):
+            if facts is not None:
+                facts.refusal_reason = exc.reason.value  # (counted by reason in the metrics)
             held = self._throttle.allow((method, exc.reason.value))
             if held is not None:
                 extra = {"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name}
                 log.info("call refused", extra={**extra, "suppressed_before": held} if held else extra)
             await context.abort_with_status(_with_request_id(to_status(exc, self._domain)))
+        if facts is not None:
+            facts.refusal_reason = Reason.INTERNAL.value
         held = self._throttle.allow((method, "INTERNAL"))
         if held is not None:
             log.error("unexpected error in %s", method, exc_info=exc, extra={"suppressed_before": held})
