@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -21,6 +22,9 @@ from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.clock import FakeClock
 from tests import postgres
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 # Low scrypt cost keeps the suite fast; the production default is tested in test_crypto.
 TEST_HASH_COST = 10
@@ -86,11 +90,18 @@ def dev_time_control() -> bool:
 
 
 @pytest.fixture
+def tracer_provider() -> TracerProvider | None:
+    """Where the services of a test send their spans: nowhere (a module that asserts traces
+    overrides this with an in-memory exporter's provider)."""
+    return None
+
+
+@pytest.fixture
 async def identity(
-    tmp_path: Path, clock: FakeClock, dev_time_control: bool, database_url: str
+    tmp_path: Path, clock: FakeClock, dev_time_control: bool, database_url: str, tracer_provider: TracerProvider | None
 ) -> AsyncIterator[IdentityServer]:
     config = identity_config(tmp_path / "identity", dev_time_control=dev_time_control, database_url=database_url)
-    server = await build_server(config, clock=clock)
+    server = await build_server(config, clock=clock, tracer_provider=tracer_provider)
     try:
         yield server
     finally:
@@ -136,6 +147,7 @@ async def keyvault(
     clock: FakeClock,
     dev_time_control: bool,
     database_url: str,
+    tracer_provider: TracerProvider | None,
 ) -> AsyncIterator[KeyVaultServer]:
     """A real key vault service wired to the identity fixture."""
     config = KeyVaultConfig(
@@ -146,7 +158,7 @@ async def keyvault(
         dev_time_control=dev_time_control,
         database_url=database_url,
     )
-    server = await build_keyvault(config, clock=clock)
+    server = await build_keyvault(config, clock=clock, tracer_provider=tracer_provider)
     try:
         yield server
     finally:

@@ -31,14 +31,14 @@ CONFIG = json.dumps({"commands": ["TurnOn"], "secret": "cmk-protected-config"})
 
 @pytest.fixture
 async def speech_cmk(
-    tmp_path, identity, keyvault, operator, channel, clock, dev_time_control, database_url
+    tmp_path, identity, keyvault, operator, channel, clock, dev_time_control, database_url, tracer_provider
 ) -> AsyncIterator[SpeechServer]:
     config = SpeechConfig(
         data_dir=tmp_path / "speech", identity_endpoint=identity.endpoint, keyvault_endpoint=keyvault.endpoint,
         credentials=await platform_credentials(operator, channel, clock, "speech"), port=0,
         data_key_max_age=timedelta(minutes=5), dev_time_control=dev_time_control, database_url=database_url,
     )  # fmt: skip
-    server = await build_server(config, clock=clock)
+    server = await build_server(config, clock=clock, tracer_provider=tracer_provider)
     try:
         yield server
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -101,11 +102,17 @@ class DirectoryLink:
         await self.channel.close()
 
 
-def link_to_directory(settings: DirectorySettings, *, clock: Clock, metrics: Metrics) -> DirectoryLink:
+def link_to_directory(
+    settings: DirectorySettings,
+    *,
+    clock: Clock,
+    metrics: Metrics,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> DirectoryLink:
     """Connect to the directory and build the validator, role checker and revocation feed on
     it (over mutual TLS when the service has it). Nothing is called until the service uses
     it or starts the feed."""
-    channel = open_channel(settings.identity_endpoint, settings.tls.for_peers())
+    channel = open_channel(settings.identity_endpoint, settings.tls.for_peers(), interceptors)
     identity = IdentityClient(channel, settings.credentials, clock=clock, retries=False)
     validator = TokenValidator(
         key_source=GrpcSigningKeySource(identity),

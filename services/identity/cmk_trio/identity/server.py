@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -42,7 +43,11 @@ from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import CallLimits, ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator
+from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class IdentityServer:
     """The OpenID Connect discovery, JWKS and token endpoints, when served."""
     limits: CallLimits | None = None
     """The cap on calls served at once, gRPC and HTTP together."""
+    tracing: Tracing = field(default_factory=Tracing)
 
     @property
     def port(self) -> int:
@@ -103,15 +109,22 @@ class IdentityServer:
         await self.running.stop(grace)
         self.directory.checks.close()
         self.metrics.close()
+        self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
             self.claim.release()
 
 
 async def build_server(
-    config: IdentityConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+    config: IdentityConfig,
+    *,
+    clock: Clock | None = None,
+    random: RandomBytes = os.urandom,
+    tracer_provider: TracerProvider | None = None,
 ) -> IdentityServer:
-    """Open storage, load the master key, bootstrap on first start, and start serving."""
+    """Open storage, load the master key, bootstrap on first start, and start serving (traced
+    into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
+    tracing = Tracing.from_env("identity", os.environ, tracer_provider)
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     claim = claim_data_dir(
@@ -188,6 +201,7 @@ async def build_server(
             port=config.port,
             tls=config.tls,
             metrics=metrics,
+            tracing=tracing,
         )
         http: RunningHttp | None = None
         if config.http_port is not None:
@@ -223,6 +237,7 @@ async def build_server(
         claim,
         http=http,
         limits=limits,
+        tracing=tracing,
     )
     if store.engine != "sqlite":  # other replicas may rotate and revoke keys
         server.tasks.append(asyncio.create_task(keys.follow(), name="identity-follow-signing-keys"))

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -34,7 +35,11 @@ from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
+from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class KeyVaultServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     claim: DataDirClaim | None = None
     """The data directory, held against a second key vault process."""
+    tracing: Tracing = field(default_factory=Tracing)
 
     @property
     def port(self) -> int:
@@ -107,6 +113,7 @@ class KeyVaultServer:
         await self.trail.flush_refusals()
         await self.directory.stop()
         self.metrics.close()
+        self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
             self.claim.release()
@@ -122,9 +129,15 @@ async def _housekeeping(server: KeyVaultServer) -> None:
 
 
 async def build_server(
-    config: KeyVaultConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+    config: KeyVaultConfig,
+    *,
+    clock: Clock | None = None,
+    random: RandomBytes = os.urandom,
+    tracer_provider: TracerProvider | None = None,
 ) -> KeyVaultServer:
-    """Open storage and the master key, connect to identity, and start serving."""
+    """Open storage and the master key, connect to identity, and start serving (traced
+    into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
+    tracing = Tracing.from_env("keyvault", os.environ, tracer_provider)
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
@@ -140,7 +153,7 @@ async def build_server(
         undo.push_async_callback(store.close)
         metrics = Metrics.create("keyvault")
         metrics.watch_store(store)
-        directory = link_to_directory(config, clock=clock, metrics=metrics)
+        directory = link_to_directory(config, clock=clock, metrics=metrics, interceptors=tracing.client_interceptors())
         undo.push_async_callback(directory.stop)
         # Replicas that start together on a new database take turns: the first makes the
         # master key and the audit checkpoint key, the others find them.
@@ -186,6 +199,7 @@ async def build_server(
             port=config.port,
             tls=config.tls,
             metrics=metrics,
+            tracing=tracing,
         )
         metrics_port = (
             metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
@@ -193,7 +207,19 @@ async def build_server(
         undo.pop_all()
     await directory.serve_when_current(running)
     server = KeyVaultServer(
-        config, running, store, vaults, keys, rotation, audit, trail, directory, metrics, metrics_port, claim=claim
+        config,
+        running,
+        store,
+        vaults,
+        keys,
+        rotation,
+        audit,
+        trail,
+        directory,
+        metrics,
+        metrics_port,
+        claim=claim,
+        tracing=tracing,
     )
     server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
     log.info("key vault service started", extra={"port": running.port})

@@ -18,6 +18,8 @@ from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from cmk_trio.keyvault.server import KeyVaultServer
     from cmk_trio.speech.server import SpeechServer
 
@@ -87,6 +89,7 @@ async def start_trio(
     env: Mapping[str, str] | None = None,
     mutual_tls: bool = False,
     metrics: bool = False,
+    tracer_provider: TracerProvider | None = None,
 ) -> RunningTrio:
     """Identity on port_base+1, the key vault on +2 and speech on +3, identity's OpenID
     Connect discovery, keys and token endpoint over HTTP(S) on +4 (port_base 0: free ports).
@@ -124,7 +127,8 @@ async def start_trio(
             dev_time_control=dev_time_control or None,
             tls=tls.get("identity"),
             metrics_port=metrics_port(1),
-        )
+        ),
+        tracer_provider=tracer_provider,
     )
     started: list[Any] = [identity]
     try:
@@ -142,7 +146,8 @@ async def start_trio(
                 dev_time_control=dev_time_control or None,
                 tls=tls.get("keyvault"),
                 metrics_port=metrics_port(2),
-            )
+            ),
+            tracer_provider=tracer_provider,
         )
         started.append(keyvault)
         speech = await build_speech(
@@ -157,7 +162,8 @@ async def start_trio(
                 dev_time_control=dev_time_control or None,
                 tls=tls.get("speech"),
                 metrics_port=metrics_port(3),
-            )
+            ),
+            tracer_provider=tracer_provider,
         )
     except BaseException:
         for server in reversed(started):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,12 @@ def grpc_target(endpoint: str) -> str:
     return ("ipv6:" if versions == {True} else "ipv4:") + ",".join(addresses)
 
 
-def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Channel:
+def open_channel(
+    endpoint: str, tls: ChannelTls | None = None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
     """A grpc.aio channel to `endpoint` (one address, or several replicas balanced round
-    robin; see `grpc_target`), reconnecting quickly and pinging an idle peer."""
+    robin; see `grpc_target`), reconnecting quickly and pinging an idle peer; `interceptors`
+    carry a service's trace on to its peers (see rpckit.tracing)."""
     target = grpc_target(endpoint)
     options: list[tuple[str, object]] = [
         ("grpc.service_config", BALANCED),
@@ -93,7 +97,7 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
         # first replica's, which TLS checks the certificates against.
         options.append(("grpc.default_authority", target.split(":", 1)[1].split(",", 1)[0]))
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors or None)
     creds = grpc.ssl_channel_credentials(
         root_certificates=tls.ca_file.read_bytes(),
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
@@ -101,4 +105,4 @@ def open_channel(endpoint: str, tls: ChannelTls | None = None) -> grpc.aio.Chann
     )
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors or None)

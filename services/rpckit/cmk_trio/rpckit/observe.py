@@ -25,6 +25,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from cmk_trio.rpckit.tracing import note_request_id
 from cmk_trio.rpckit.types import Context, Stream, Unary, WrapCache, bound, rewrap
 
 if TYPE_CHECKING:
@@ -183,8 +184,9 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor: sets the call's request id (the caller's, or a new one), sends
     it back, and records the call's status and latency."""
 
-    def __init__(self, metrics: Metrics | None) -> None:
+    def __init__(self, metrics: Metrics | None, *, traced: bool = False) -> None:
         self._metrics = metrics
+        self._traced = traced
         self._wrapped = WrapCache()
 
     async def intercept_service(
@@ -205,6 +207,8 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
                 # 14 % of an unwrap's.
                 facts = CallFacts(request_id_from(context.invocation_metadata()))
                 context.set_trailing_metadata(((REQUEST_ID_HEADER, facts.request_id),))
+                if self._traced:
+                    note_request_id(facts.request_id)
                 started = self._begin_count(labels)
                 try:
                     with bound(_call, facts):
@@ -219,6 +223,8 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
                 facts = CallFacts(request_id_from(context.invocation_metadata()))
                 # A stream's id comes first, in the initial metadata: its trailers come only at its end.
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, facts.request_id),))
+                if self._traced:
+                    note_request_id(facts.request_id)
                 started = self._begin_count(labels)
                 sent = self._metrics.sent.labels(*labels) if self._metrics is not None else None
                 try:

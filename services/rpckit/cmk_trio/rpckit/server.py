@@ -21,6 +21,7 @@ from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES, MAX_T
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
+from cmk_trio.rpckit.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +134,17 @@ async def start_server(
     port: int = 0,
     tls: TlsConfig | None = None,
     metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> RunningServer:
     """Start a server with the servicers that `register` adds, plus health and reflection.
 
     `port=0` picks a free port; the bound one is in the result. Every call gets a request
-    id and, with `metrics`, is counted and timed.
+    id and, with `metrics`, is counted and timed; with `tracing` on, a span of the caller's trace.
     """
     require_safe_listener(host, tls)
-    chain = [ObserveInterceptor(metrics), *interceptors]
+    traced = tracing is not None and tracing.enabled
+    chain = [*(tracing.server_interceptors() if tracing else ()), ObserveInterceptor(metrics, traced=traced),
+             *interceptors]  # fmt: skip
     server = grpc.aio.server(
         interceptors=chain,
         options=[

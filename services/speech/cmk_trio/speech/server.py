@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -27,6 +28,7 @@ from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE
+from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech import errors
 from cmk_trio.speech.api import ApplicationApi, SpeechResourceApi
@@ -40,6 +42,9 @@ from cmk_trio.speech.followers import CacheGuard, Followers, dropping_on_failure
 from cmk_trio.speech.gateways import GrpcIdentityGateway, GrpcVaultGateway
 from cmk_trio.speech.resources import Resources
 from cmk_trio.speech.storage import SpeechStore, open_store
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,9 @@ class SpeechServer:
     claim: DataDirClaim | None = None
     """The data directory, held against a second speech process."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracing: Tracing = field(default_factory=Tracing)
+    identity_gateway: GrpcIdentityGateway | None = None
+    """How speech asks identity for managed identities' tokens (it keeps them until they expire)."""
 
     @property
     def port(self) -> int:
@@ -98,14 +106,23 @@ class SpeechServer:
         if self.keyvault_channel is not None:
             await self.keyvault_channel.close()
         self.metrics.close()
+        self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
             self.claim.release()
 
 
 async def build_server(
-    config: SpeechConfig, *, clock: Clock | None = None, random: RandomBytes = os.urandom
+    config: SpeechConfig,
+    *,
+    clock: Clock | None = None,
+    random: RandomBytes = os.urandom,
+    tracer_provider: TracerProvider | None = None,
 ) -> SpeechServer:
+    """Open storage and the key ring, connect to identity and the key vault, and start serving
+    (traced into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
+    tracing = Tracing.from_env("speech", os.environ, tracer_provider)
+    peer_interceptors = tracing.client_interceptors()
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
     # What start-up opens is closed again if a later step fails; once serving, the server owns it.
@@ -121,11 +138,13 @@ async def build_server(
         undo.push_async_callback(store.close)
         metrics = Metrics.create("speech")
         metrics.watch_store(store)
-        directory = link_to_directory(config, clock=clock, metrics=metrics)
+        directory = link_to_directory(config, clock=clock, metrics=metrics, interceptors=peer_interceptors)
         undo.push_async_callback(directory.stop)
         identity, roles = directory.identity, directory.roles
         kv_channel = (
-            open_channel(config.keyvault_endpoint, config.tls.for_peers()) if config.keyvault_endpoint else None
+            open_channel(config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors)
+            if config.keyvault_endpoint
+            else None
         )
         if kv_channel is not None:
             undo.push_async_callback(kv_channel.close)
@@ -195,6 +214,7 @@ async def build_server(
             port=config.port,
             tls=config.tls,
             metrics=metrics,
+            tracing=tracing,
         )
         metrics_port = (
             metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
@@ -223,6 +243,8 @@ async def build_server(
         metrics,
         metrics_port,
         claim,
+        tracing=tracing,
+        identity_gateway=identity_gateway,
     )
     server.tasks.append(asyncio.create_task(_resolve_interrupted(encryption, store), name="speech-resolve-interrupted"))
     return server
