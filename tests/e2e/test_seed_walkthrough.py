@@ -150,7 +150,8 @@ def test_cmk_up_serves_metrics_for_each_service(trio):
     login_operator(trio)  # makes calls on identity
     with urllib.request.urlopen(metrics["identity"], timeout=5) as reply:  # noqa: S310 (loopback)
         text = reply.read().decode()
-    assert 'method="/cmk.identity.v1.TokenService/IssueToken"' in text and "cmk_event_lag_seconds" in text
+    assert 'grpc_method="IssueToken",grpc_service="cmk.identity.v1.TokenService"' in text
+    assert "cmk_event_lag_seconds" in text
 
 
 def test_the_seed_flows_hold_after_the_three_clocks_move_91_days(trio, tmp_path):
