@@ -1,113 +1,142 @@
-"""The client retries UNAVAILABLE on idempotent calls only, and turns ErrorInfo into typed
-errors carrying the reason; against a real server that fails on purpose."""
+"""gRPC retries the idempotent calls of a client's channel on UNAVAILABLE (the service
+config's retryPolicy), never a call that changes state, and never on the channel a service
+calls its peers on; failed calls become typed errors carrying the reason. Deadlines per
+client and per call. Against a real server that fails on purpose."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
-from cmk_trio.client.identity import IdentityClient, call, is_idempotent
+from cmk_trio.client.channel import idempotent_methods, is_idempotent, open_channel
+from cmk_trio.client.identity import call, deadline
+from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.channels import service_config
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.server import start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 
-SERVICE = "cmk.test.v1.Flaky"
+SERVICE = "cmk.keyvault.v1.KeyService"
 
 
 class Flaky:
-    """Fails with UNAVAILABLE the first `failures` times each method is called."""
+    """Fails with UNAVAILABLE the first `failures` times each method is called; `delay`
+    seconds before answering."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
+        self.delay = 0.0
         self.calls: dict[str, int] = {}
 
-    def handler(self, name: str):
+    def handler(self, name: str) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def behave(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             self.calls[name] = self.calls.get(name, 0) + 1
+            await asyncio.sleep(self.delay)
             if self.calls[name] <= self.failures:
                 raise errors.Unavailable(Reason.DEPENDENCY_UNAVAILABLE, "try again")
-            return b"ok"
+            return b""
 
         return grpc.unary_unary_rpc_method_handler(behave)
 
 
 @pytest.fixture
-async def flaky() -> AsyncIterator[tuple[Flaky, grpc.aio.Channel]]:
-    server_state = Flaky(failures=2)
-    handlers = {name: server_state.handler(name) for name in ("GetThing", "CreateThing")}
+async def flaky() -> AsyncIterator[tuple[Flaky, str]]:
+    state = Flaky(failures=2)
+    handlers = {name: state.handler(name) for name in ("GetKey", "CreateKey")}
 
     def register(server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
     running = await start_server(register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("t")])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield server_state, channel
+        yield state, f"127.0.0.1:{running.port}"
     finally:
-        await channel.close()
         await running.stop(0)
 
 
+async def _call(endpoint: str, method: str, *, retries: bool = True) -> None:
+    channel = open_channel(endpoint, retries=retries)
+    try:
+        await call(channel.unary_unary(f"/{SERVICE}/{method}"), b"")
+    finally:
+        await channel.close()
+
+
 async def test_an_idempotent_call_is_retried_through_unavailable(flaky):
-    state, channel = flaky
-    assert await call(channel.unary_unary(f"/{SERVICE}/GetThing"), b"", idempotent=True) == b"ok"
-    assert state.calls["GetThing"] == 3
+    state, endpoint = flaky
+    await _call(endpoint, "GetKey")
+    assert state.calls["GetKey"] == 3
 
 
 async def test_a_call_that_changes_state_is_never_retried(flaky):
-    state, channel = flaky
+    state, endpoint = flaky
     with pytest.raises(errors.Unavailable) as caught:
-        await call(channel.unary_unary(f"/{SERVICE}/CreateThing"), b"")
+        await _call(endpoint, "CreateKey")
     assert caught.value.reason is Reason.DEPENDENCY_UNAVAILABLE
-    assert state.calls["CreateThing"] == 1
+    assert state.calls["CreateKey"] == 1
 
 
 async def test_retries_give_up_with_the_typed_error(flaky):
-    state, channel = flaky
+    state, endpoint = flaky
     state.failures = 10
     with pytest.raises(errors.Unavailable):
-        await call(channel.unary_unary(f"/{SERVICE}/GetThing"), b"", idempotent=True)
-    assert state.calls["GetThing"] == 4
+        await _call(endpoint, "GetKey")
+    assert state.calls["GetKey"] == 4
+
+
+async def test_a_service_to_service_channel_leaves_retrying_to_its_own_callers_client(flaky):
+    """One retry layer: the channel a service calls its peers on (retries=False) tries once,
+    so its caller's retries are not multiplied by its own."""
+    state, endpoint = flaky
+    state.failures = 100
+    for retries, attempts in ((False, 1), (True, 4)):
+        state.calls.clear()
+        with pytest.raises(errors.Unavailable):
+            await _call(endpoint, "GetKey", retries=retries)
+        assert state.calls["GetKey"] == attempts, retries
 
 
 def test_which_methods_are_idempotent():
     assert all(is_idempotent(n) for n in ("GetTenant", "ListVaults", "CheckAccess", "IssueToken", "UnwrapKey"))
     assert not any(is_idempotent(n) for n in ("CreateTenant", "DeletePrincipal", "SetEncryption", "RotateKey"))
+    named = set(idempotent_methods())
+    assert ("cmk.keyvault.v1.KeyService", "UnwrapKey") in named
+    assert ("cmk.identity.v1.TokenService", "IssueToken") in named
+    assert ("cmk.keyvault.v1.KeyService", "CreateKey") not in named
+    assert not any(method == "WatchEvents" for _, method in named)  # streams are never retried
+    config = json.loads(service_config(idempotent_methods()))
+    (policy,) = config["methodConfig"]
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert len(policy["name"]) == len(named)
+    assert "methodConfig" not in json.loads(service_config())
 
 
-async def test_clients_mark_exactly_their_read_methods():
-    channel = grpc.aio.insecure_channel("127.0.0.1:1")
-    client = IdentityClient(channel)
-    assert id(client.directory.GetTenant) in client._safe and id(client.directory.CreateTenant) not in client._safe
-    await channel.close()
-
-
-async def test_a_service_to_service_client_leaves_retrying_to_its_own_callers_client():
-    """One retry layer: a client made with retries=False (a service calling the vault or the
-    directory) tries once, so its caller's retries are not multiplied by its own."""
-    from cmk_trio.client.keyvault import KeyVaultClient
-
-    vault = Flaky(failures=100)
-    handlers = {"GetKey": vault.handler("GetKey")}
-
-    def register(server: grpc.aio.Server) -> None:
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cmk.keyvault.v1.KeyService", handlers),))
-
-    running = await start_server(register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("t")])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+async def test_deadlines_per_client_and_per_call(flaky):
+    state, endpoint = flaky
+    state.failures, state.delay = 0, 0.3
+    channel = open_channel(endpoint)
 
     async def token(_audience: str) -> str:
         return "a-token"
 
     try:
-        for retries, attempts in ((False, 1), (True, 4)):
-            vault.calls.clear()
-            with pytest.raises(errors.Unavailable):
-                await KeyVaultClient(channel, token, retries=retries).get_key("https://kv1.vault.azure.net/keys/k")
-            assert vault.calls["GetKey"] == attempts, retries
+        patient = KeyVaultClient(channel, token)
+        await patient.get_key("https://kv1.vault.azure.net/keys/k")  # within the default 10 s
+        hasty = KeyVaultClient(channel, token, timeout=0.05)
+        with pytest.raises(errors.Unavailable) as caught:
+            await hasty.get_key("https://kv1.vault.azure.net/keys/k")
+        assert caught.value.reason is Reason.DEADLINE_EXCEEDED
+        with deadline(0.05), pytest.raises(errors.Unavailable) as caught:
+            await patient.get_key("https://kv1.vault.azure.net/keys/k")  # the block's deadline wins
+        assert caught.value.reason is Reason.DEADLINE_EXCEEDED
+        with deadline(5):
+            await hasty.get_key("https://kv1.vault.azure.net/keys/k")  # and lengthens it too
     finally:
         await channel.close()
-        await running.stop(0)
+    with pytest.raises(ValueError, match="positive"), deadline(0):
+        pass

@@ -3,9 +3,10 @@ follow its event stream to keep a token validator's revocations and keys current
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -26,7 +27,8 @@ from cmk_trio.rpckit.status import error_from_rpc
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 
 R = TypeVar("R")
-DEFAULT_DEADLINE = 10.0
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a call may take unless its client or the block it is made in says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,24 @@ class ClientCredentials:
         return None
 
 
-RETRY_DELAYS = (0.05, 0.2, 0.5)
-"""Backoff before each retry of an idempotent call that met UNAVAILABLE."""
-SAFE_PREFIXES = ("Get", "List", "Check", "Issue")
-SAFE_METHODS = frozenset({"WrapKey", "UnwrapKey", "Encrypt", "Decrypt"})
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cmk_client_deadline", default=None)
 
 
-def is_idempotent(method_name: str) -> bool:
-    """Reads, token issuance and key operations change nothing when repeated, so they are
-    safe to retry; creates, updates and deletes are not."""
-    return method_name.startswith(SAFE_PREFIXES) or method_name in SAFE_METHODS
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Each call made in the block gives up after `seconds` (DEADLINE_EXCEEDED) instead of
+    after its client's timeout: a deadline per call, or per group of calls.
 
-
-def safe_methods(*stubs: Any) -> frozenset[int]:
-    """The ids of a stub's idempotent methods (a client retries those on UNAVAILABLE)."""
-    return frozenset(id(getattr(s, n)) for s in stubs for n in dir(s) if is_idempotent(n) and not n.startswith("_"))
+        with deadline(0.5):
+            await cmk.vault.unwrap(key_id, wrapped)
+    """
+    if not seconds > 0:
+        raise ValueError("a deadline is a positive number of seconds")
+    token = _deadline.set(seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 async def call(
@@ -78,27 +83,19 @@ async def call(
     request: Any,
     *,
     token: str | None = None,
-    deadline: float = DEFAULT_DEADLINE,
-    idempotent: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
 ) -> R:
-    """One unary call; a failed call becomes the typed error of its ErrorInfo reason. An
-    idempotent call that meets UNAVAILABLE (a dependency or the server restarting) is
-    retried a few times with backoff; nothing else is ever retried."""
+    """One unary call, with the block's deadline if one is set (`deadline`), else `timeout`;
+    a failed call becomes the typed error of its ErrorInfo reason. Retrying is the channel's
+    (gRPC's retryPolicy for idempotent methods: see cmk_trio.client.channel)."""
     pairs = [("authorization", f"Bearer {token}")] if token else []
     request_id = current_request_id()
     if request_id is not None:  # carry the caller's request id to the callee (and its audit log)
         pairs.append((REQUEST_ID_HEADER, request_id))
-    metadata = tuple(pairs) or None
-    delays = RETRY_DELAYS if idempotent else ()
-    for attempt in range(len(delays) + 1):
-        try:
-            return await method(request, metadata=metadata, timeout=deadline)
-        except grpc.aio.AioRpcError as exc:
-            if attempt < len(delays) and exc.code() == grpc.StatusCode.UNAVAILABLE:
-                await asyncio.sleep(delays[attempt])
-                continue
-            raise error_from_rpc(exc) from exc
-    raise AssertionError("unreachable")  # the loop returns or raises
+    try:
+        return await method(request, metadata=tuple(pairs) or None, timeout=_deadline.get() or timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from exc
 
 
 class IdentityClient:
@@ -113,15 +110,13 @@ class IdentityClient:
         token: str | None = None,
         token_source: Callable[[str], Awaitable[str]] | None = None,
         clock: Clock | None = None,
-        retries: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.channel = channel
         self.directory = pb_grpc.IdentityServiceStub(channel)
         self.tokens = pb_grpc.TokenServiceStub(channel)
-        # A service calling another retries nothing itself: its own caller's client is the one
-        # layer that retries, so a refusal is not multiplied by nested backoffs.
-        self._retries = retries
-        self._safe = safe_methods(self.directory, self.tokens) if retries else frozenset()
+        self.timeout = timeout
+        """Seconds each call may take (a `deadline` block overrides it)."""
         self._credentials = credentials
         self._fixed_token = token
         self._token_source = token_source
@@ -147,7 +142,7 @@ class IdentityClient:
         self.token_cache.invalidate()
 
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call_as(self.token_for, audiences.DIRECTORY, method, request, idempotent=id(method) in self._safe)
+        return await call_as(self.token_for, audiences.DIRECTORY, method, request, timeout=self.timeout)
 
     # --- tokens -----------------------------------------------------------------------
 
@@ -158,7 +153,7 @@ class IdentityClient:
             client_secret=credentials.client_secret,
             audience=audience,
         )
-        return await call(self.tokens.IssueToken, request, idempotent=self._retries)
+        return await call(self.tokens.IssueToken, request, timeout=self.timeout)
 
     async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
         return await self._call(
@@ -169,7 +164,8 @@ class IdentityClient:
         keys: list[res.SigningKey] = []
         page_token = ""
         while True:
-            page = await call(self.tokens.ListSigningKeys, pb.ListSigningKeysRequest(page_token=page_token))
+            request = pb.ListSigningKeysRequest(page_token=page_token)
+            page = await call(self.tokens.ListSigningKeys, request, timeout=self.timeout)
             keys += page.signing_keys
             page_token = page.next_page_token
             if not page_token:
@@ -387,7 +383,7 @@ async def call_as(
     method: Callable[..., Awaitable[R]],
     request: Any,
     *,
-    idempotent: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
 ) -> R:
     """One call with a token for `audience` from `tokens`. If the service refuses the token
     because the directory withdrew the key that signed it (TOKEN_KEY_UNKNOWN: the operator
@@ -396,7 +392,7 @@ async def call_as(
     changed nothing, and without this a client would be refused until its token expired."""
     token = await tokens(audience)
     try:
-        return await call(method, request, token=token, idempotent=idempotent)
+        return await call(method, request, token=token, timeout=timeout)
     except Unauthenticated as refused:
         owner = getattr(tokens, "__self__", None)  # the client whose token_for this is
         if refused.reason is not Reason.TOKEN_KEY_UNKNOWN or not isinstance(owner, IdentityClient):
@@ -405,7 +401,7 @@ async def call_as(
         fresh = await tokens(audience)
         if fresh == token:
             raise
-        return await call(method, request, token=fresh, idempotent=idempotent)
+        return await call(method, request, token=fresh, timeout=timeout)
 
 
 def principal_name(tenant_id: str, object_id: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import field_mask_pb2
 
-from cmk_trio.client.identity import call_as, safe_methods
+from cmk_trio.client.identity import DEFAULT_TIMEOUT, call_as
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
@@ -24,20 +24,20 @@ class KeyVaultClient:
     """The key vault's API. `tokens(audience)` returns a bearer token for an audience
     (an IdentityClient's `token_for` does)."""
 
-    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource, *, retries: bool = True) -> None:
+    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self.vaults = pb_grpc.VaultServiceStub(channel)
         self.keys = pb_grpc.KeyServiceStub(channel)
         self.audit = pb_grpc.AuditServiceStub(channel)
         self._tokens = tokens
-        # Without retries (a service calling the vault), its caller's client is the one layer that retries.
-        self._safe = safe_methods(self.vaults, self.keys, self.audit) if retries else frozenset()
+        self.timeout = timeout
+        """Seconds each call may take (a `deadline` block overrides it)."""
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, idempotent=id(method) in self._safe)
+        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, timeout=self.timeout)
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call_as(self._tokens, audiences.VAULT, method, request, idempotent=id(method) in self._safe)
+        return await call_as(self._tokens, audiences.VAULT, method, request, timeout=self.timeout)
 
     # --- vaults -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import timestamp_pb2
 
-from cmk_trio.client.identity import call_as, safe_methods
+from cmk_trio.client.identity import DEFAULT_TIMEOUT, call_as
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
@@ -23,18 +23,19 @@ TokenSource = Callable[[str], Awaitable[str]]
 class SpeechClient:
     """The speech service's API; `tokens(audience)` gives bearer tokens."""
 
-    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource) -> None:
+    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self.resources = pb_grpc.SpeechResourceServiceStub(channel)
         self.apps = pb_grpc.ApplicationServiceStub(channel)
         self._tokens = tokens
-        self._safe = safe_methods(self.resources, self.apps)
+        self.timeout = timeout
+        """Seconds each call may take (a `deadline` block overrides it)."""
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, idempotent=id(method) in self._safe)
+        return await call_as(self._tokens, audiences.MANAGEMENT, method, request, timeout=self.timeout)
 
     async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
-        return await call_as(self._tokens, audiences.SPEECH, method, request, idempotent=id(method) in self._safe)
+        return await call_as(self._tokens, audiences.SPEECH, method, request, timeout=self.timeout)
 
     # --- resources and approvals ------------------------------------------------------
 
@@ -82,10 +83,26 @@ class SpeechClient:
         request = pb.RemoveIdentityRequest(name=resource_id, confirm_data_inaccessible=confirm)
         return await self._mgmt(self.resources.RemoveIdentity, request)
 
-    async def set_encryption(self, resource_id: str, **fields: Any) -> res.SpeechResource:
-        """Customer-managed keys: key_uri + key_subscription_id, or vault_name + key_name
-        [+ key_version]; follow_latest_version, skip_grant."""
-        request = pb.SetEncryptionRequest(name=resource_id, **fields)
+    async def set_encryption(
+        self,
+        resource_id: str,
+        *,
+        key_uri: str = "",
+        key_subscription_id: str = "",
+        vault_name: str = "",
+        key_name: str = "",
+        key_version: str = "",
+        follow_latest_version: bool = False,
+        skip_grant: bool = False,
+    ) -> res.SpeechResource:
+        """Customer-managed keys, named by `key_uri` (+ `key_subscription_id`, the vault's
+        subscription when it is not the resource's), or by `vault_name` + `key_name` [+
+        `key_version`]. `skip_grant`: the identity's access policy is already in place."""
+        request = pb.SetEncryptionRequest(
+            name=resource_id, key_uri=key_uri, key_subscription_id=key_subscription_id, vault_name=vault_name,
+            key_name=key_name, key_version=key_version, follow_latest_version=follow_latest_version,
+            skip_grant=skip_grant,
+        )  # fmt: skip
         return await self._mgmt(self.resources.SetEncryption, request)
 
     async def disable_encryption(self, resource_id: str) -> res.SpeechResource:

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 
+from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient, principal_name
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
 from cmk_trio.loadgen.runner import Request
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit import audiences
-from cmk_trio.rpckit.channels import open_channel
 from cmk_trio.rpckit.clock import SystemClock
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 

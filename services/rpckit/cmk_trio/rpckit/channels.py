@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,30 @@ KEEPALIVE_TIMEOUT_MS = 3000
 # pick_first, sends everything to one replica until it fails).
 BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 3,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+"""gRPC's own retries (each backoff drawn at random below its cap: jitter), for the methods
+a client names idempotent, on UNAVAILABLE only: a service restarting or a dependency away."""
+RETRY_THROTTLING = {"maxTokens": 20, "tokenRatio": 0.1}
+"""A peer that keeps failing stops being retried (gRPC's retry throttling) instead of
+receiving four times the load while it is down."""
+
+
+def service_config(retry_methods: Iterable[tuple[str, str]] = ()) -> str:
+    """The channel's service config: round robin, and retries for `retry_methods`
+    ((service, method) pairs); none at all when that is empty."""
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    names = [{"service": service, "method": method} for service, method in retry_methods]
+    if names:
+        config["methodConfig"] = [{"name": names, "retryPolicy": RETRY_POLICY}]
+        config["retryThrottling"] = RETRY_THROTTLING
+    return json.dumps(config)
+
 
 def grpc_target(endpoint: str) -> str:
     """What gRPC is to dial for an endpoint: `host:port`, a DNS name whose every address is a
@@ -73,14 +97,19 @@ def grpc_target(endpoint: str) -> str:
 
 
 def open_channel(
-    endpoint: str, tls: ChannelTls | None = None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    endpoint: str,
+    tls: ChannelTls | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    *,
+    retry_methods: Iterable[tuple[str, str]] = (),
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `endpoint` (one address, or several replicas balanced round
     robin; see `grpc_target`), reconnecting quickly and pinging an idle peer; `interceptors`
-    carry a service's trace on to its peers (see rpckit.tracing)."""
+    carry a service's trace on to its peers (see rpckit.tracing); `retry_methods` are retried
+    by gRPC on UNAVAILABLE (see `service_config`)."""
     target = grpc_target(endpoint)
     options: list[tuple[str, object]] = [
-        ("grpc.service_config", BALANCED),
+        ("grpc.service_config", service_config(retry_methods)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),

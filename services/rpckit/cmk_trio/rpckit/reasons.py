@@ -169,6 +169,7 @@ class Reason(StrEnum):
 
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # client side: the call did not finish within its deadline
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"  # UNAVAILABLE: the service's PostgreSQL did not answer
     REVOCATIONS_UNKNOWN = "REVOCATIONS_UNKNOWN"  # UNAVAILABLE: the directory's events not heard lately

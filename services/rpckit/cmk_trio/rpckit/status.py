@@ -117,6 +117,10 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     if cls is None:
         cls = errors.Unavailable if code == grpc.StatusCode.DEADLINE_EXCEEDED else errors.ServiceError
     if info is None:
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return cls(
+                Reason.DEADLINE_EXCEEDED, "the call did not finish within its deadline; retry, or allow it longer"
+            )
         reason = Reason.DEPENDENCY_UNAVAILABLE if cls is errors.Unavailable else Reason.INTERNAL
         return cls(reason, message)
     metadata = dict(info.metadata)

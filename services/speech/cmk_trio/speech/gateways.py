@@ -31,7 +31,7 @@ class GrpcVaultGateway:
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._token: contextvars.ContextVar[str] = contextvars.ContextVar("speech_vault_token")
-        self._kv = KeyVaultClient(channel, self._current_token, retries=False)
+        self._kv = KeyVaultClient(channel, self._current_token)
 
     async def _current_token(self, _audience: str) -> str:
         return self._token.get()

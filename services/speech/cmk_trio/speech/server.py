@@ -142,7 +142,8 @@ async def build_server(
         undo.push_async_callback(directory.stop)
         identity, roles = directory.identity, directory.roles
         kv_channel = (
-            open_channel(config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors)
+            # (no retries: speech's callers' clients are the one layer that retries)
+            open_channel(config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors, retries=False)
             if config.keyvault_endpoint
             else None
         )
@@ -186,7 +187,7 @@ async def build_server(
             )
         ]
         if kv_channel is not None:
-            vault_events = KeyVaultClient(kv_channel, identity.token_for, retries=False)
+            vault_events = KeyVaultClient(kv_channel, identity.token_for)
             followers.append(
                 EventFollower(
                     dropping_on_failure(vault_events.watch_events, guard, "keyvault"),
