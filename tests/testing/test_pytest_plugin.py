@@ -39,3 +39,67 @@ def test_another_project_uses_the_trio_fixture(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+FIXTURES_TEST = """
+import pytest
+
+from cmk_trio.client import Reason, Unauthenticated
+
+SEEN = []
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_each_test_gets_a_tenant_of_its_own(cmk_trio, cmk_tenant, run):
+    assert cmk_trio.tls is not None  # --cmk-mtls: the fixtures' clients carry the client certificate
+    assert cmk_tenant.tenant_id not in SEEN
+    SEEN.append(cmk_tenant.tenant_id)
+    with cmk_tenant.sync_client() as cmk:
+        vault = f"kv-{cmk_tenant.tenant_id[:8]}"
+        cmk.vault.create_vault(vault, cmk_tenant.subscription_id, "rg", "westeurope")
+        cmk.vault.set_access_policy(vault, cmk_tenant.tenant_id, cmk_tenant.admin_object_id,
+                                    ["get", "create", "wrapKey", "unwrapKey"])
+        key = cmk.vault.create_key(vault, "cmk")
+        wrapped = cmk.vault.wrap(key.key_id, b"k" * 32)
+        assert cmk.vault.unwrap(key.key_id, wrapped.ciphertext).plaintext == b"k" * 32
+        assert [v.vault_name for v in cmk.vault.list_vaults(cmk_tenant.subscription_id).vaults] == [vault]
+        # --cmk-auto-approve: CMK requests are approved at once.
+        assert cmk.speech.request_approval(cmk_tenant.subscription_id, "BYOK").state == 2  # APPROVED
+
+
+def test_the_clock_fixture_moves_all_three_services(cmk_tenant, cmk_clock):
+    with cmk_tenant.sync_client() as cmk:
+        cmk.vault.create_vault("clocked", cmk_tenant.subscription_id, "rg", "westeurope")
+        cmk_clock.advance(days=1)
+        # The vault's clock moved: the token this client holds (issued a day ago, for it) is stale.
+        with pytest.raises(Unauthenticated) as stale:
+            cmk.vault.get_vault("clocked")
+        assert stale.value.reason is Reason.TOKEN_EXPIRED
+    with cmk_tenant.sync_client() as fresh:  # identity's moved too: its new tokens are current there
+        assert fresh.vault.get_vault("clocked").vault_name == "clocked"
+    with pytest.raises(ValueError):
+        cmk_clock.advance(0)
+
+
+async def test_an_async_test_uses_the_front_door(cmk_tenant):
+    async with cmk_tenant.connect() as cmk:
+        subscription = await cmk.identity.get_subscription(cmk_tenant.subscription_id)
+        assert subscription.tenant_id == cmk_tenant.tenant_id
+"""
+
+
+def test_the_tenant_and_clock_fixtures_and_the_options(tmp_path: Path):
+    (tmp_path / "test_fixtures.py").write_text(FIXTURES_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\ncmk_auto_approve = true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CMK_", "PYTEST"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--cmk-mtls", "test_fixtures.py"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--cmk-replicas", "2", "test_fixtures.py"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--cmk-replicas needs --cmk-database-url" in result.stdout + result.stderr

@@ -33,7 +33,8 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +45,71 @@ import pytest
 if TYPE_CHECKING:
     import grpc
 
+    from cmk_trio.client.channel import ChannelTls
+    from cmk_trio.client.front import CmkClient, SyncCmkClient
     from cmk_trio.client.identity import ClientCredentials
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The trio's options: on the command line, or as ini settings (pytest.ini, pyproject)."""
+    group = parser.getgroup("cmk-trio", "the cmk_trio fixture's trio")
+    options = (
+        ("auto_approve", "store_true", "approve CMK requests at once (skip the operator's approval)"),
+        ("mtls", "store_true", "the services and the tests' clients talk mutual TLS (a development CA)"),
+        ("replicas", "store", "processes per service (needs --cmk-database-url, a PostgreSQL database)"),
+        ("database_url", "store", "postgresql://... for the replicas' tables"),
+    )
+    for name, action, help_text in options:
+        flag = "--cmk-" + name.replace("_", "-")
+        group.addoption(flag, action=action, dest=f"cmk_{name}", default=None, help=help_text)
+        if action == "store_true":
+            parser.addini(f"cmk_{name}", help_text, type="bool")
+        else:
+            parser.addini(f"cmk_{name}", help_text)  # (a string)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"cmk_{name}")
+    return value if value not in (None, False) else config.getini(f"cmk_{name}")
 
 
 @dataclass(frozen=True)
 class TrioHandle:
-    """Where the trio listens and how to sign in as its operator."""
+    """Where the trio listens, how to sign in as its operator and how to reach it."""
 
     endpoints: dict[str, str]
     data_dir: Path
     operator_credentials: ClientCredentials
+    tls: ChannelTls | None = None
+    """The client certificate and CA, when the trio talks mutual TLS (--cmk-mtls)."""
+    oidc_url: str | None = None
+    """The base URL of identity's OpenID Connect discovery, keys and token endpoint."""
+    background: Any = field(default=None, repr=False, compare=False)
+
+    def dial(self, service: str) -> grpc.aio.Channel:
+        """A channel to `service` ("identity", "keyvault" or "speech"), with TLS if the trio has it."""
+        from cmk_trio.client.channel import open_channel
+
+        return open_channel(self.endpoints[service], self.tls)
+
+    def connect(self, credentials: ClientCredentials | None = None, **options: Any) -> CmkClient:
+        """A CmkClient to the three services as `credentials` (default: the operator), for
+        the test's own event loop: `async with cmk_trio.connect() as cmk: ...`."""
+        from cmk_trio.client.front import CmkClient
+
+        return CmkClient.connect(
+            self.endpoints["identity"], keyvault=self.endpoints["keyvault"], speech=self.endpoints["speech"],
+            credentials=credentials or self.operator_credentials, tls=self.tls, **options,
+        )  # fmt: skip
+
+    def sync_client(self, credentials: ClientCredentials | None = None, **options: Any) -> SyncCmkClient:
+        """The same, blocking, for tests without asyncio: `with cmk_trio.sync_client() as cmk: ...`."""
+        from cmk_trio.client.front import SyncCmkClient
+
+        return SyncCmkClient.connect(
+            self.endpoints["identity"], keyvault=self.endpoints["keyvault"], speech=self.endpoints["speech"],
+            credentials=credentials or self.operator_credentials, tls=self.tls, **options,
+        )  # fmt: skip
 
 
 class _Background:
@@ -75,27 +131,158 @@ class _Background:
 
 
 @pytest.fixture(scope="session")
-def cmk_trio() -> Iterator[TrioHandle]:
-    """The identity, key vault and speech services, running for the whole session."""
+def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
+    """The identity, key vault and speech services, running for the whole session (with the
+    development clock: see `cmk_clock`). --cmk-auto-approve, --cmk-mtls and --cmk-replicas N
+    with --cmk-database-url change how."""
     from cmk_trio.client.identity import ClientCredentials
-    from cmk_trio.launcher.trio import start_trio
 
+    auto_approve = bool(_option(pytestconfig, "auto_approve"))
+    mutual_tls = bool(_option(pytestconfig, "mtls"))
+    replicas = int(_option(pytestconfig, "replicas") or 1)
+    database_url = str(_option(pytestconfig, "database_url") or "")
+    if replicas > 1 and not database_url:
+        raise pytest.UsageError("--cmk-replicas needs --cmk-database-url postgresql://... (the replicas share it)")
     background = _Background()
     with tempfile.TemporaryDirectory(prefix="cmk-trio-") as tmp:
         data_dir = Path(tmp)
-        trio = background.run(start_trio(data_dir, dev_time_control=True, env={}))
+        if replicas > 1:
+            from cmk_trio.launcher.replicas import start_replicas
+
+            running: Any = background.run(
+                start_replicas(data_dir, 0, replicas=replicas, database_url=database_url, dev_time_control=True,
+                               auto_approve=auto_approve, mutual_tls=mutual_tls),
+                timeout=180,
+            )  # fmt: skip
+            oidc_url = None
+        else:
+            from cmk_trio.launcher.trio import start_trio
+
+            running = background.run(
+                start_trio(data_dir, dev_time_control=True, auto_approve=auto_approve, mutual_tls=mutual_tls,
+                           env={"CMK_DATABASE_URL": database_url} if database_url else {})
+            )  # fmt: skip
+            oidc_url = running.identity.http_url
         try:
             operator = json.loads((data_dir / "operator.json").read_text())
             yield TrioHandle(
-                endpoints=trio.endpoints,
+                endpoints=running.endpoints,
                 data_dir=data_dir,
                 operator_credentials=ClientCredentials(
                     operator["tenant_id"], operator["client_id"], operator["client_secret"]
                 ),
+                tls=_client_tls(running.tls_dir),
+                oidc_url=oidc_url,
+                background=background,
             )
         finally:
-            background.run(trio.stop())
+            background.run(running.stop())
             background.close()
+
+
+def _client_tls(tls_dir: Path | None) -> ChannelTls | None:
+    if tls_dir is None:
+        return None
+    from cmk_trio.client.channel import ChannelTls
+    from cmk_trio.rpckit.devca import DevPki
+
+    pki = DevPki(tls_dir)
+    cli = pki.identity("cli")
+    return ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+
+
+@dataclass(frozen=True)
+class TenantHandle:
+    """A tenant of the test's own: its subscription, and an administrator who owns it."""
+
+    tenant_id: str
+    subscription_id: str
+    admin_object_id: str
+    credentials: ClientCredentials
+    """The administrator's sign-in."""
+    trio: TrioHandle
+
+    def connect(self, **options: Any) -> CmkClient:
+        """A CmkClient as the administrator: `async with cmk_tenant.connect() as cmk: ...`."""
+        return self.trio.connect(self.credentials, **options)
+
+    def sync_client(self, **options: Any) -> SyncCmkClient:
+        """The same, blocking: `with cmk_tenant.sync_client() as cmk: ...`."""
+        return self.trio.sync_client(self.credentials, **options)
+
+
+@pytest.fixture
+def cmk_tenant(cmk_trio: TrioHandle, request: pytest.FixtureRequest) -> TenantHandle:
+    """A fresh tenant for each test: a subscription, and a user who administers the tenant
+    and owns the subscription, signed in with a client secret. Tests sharing the session's
+    trio do not see each other's vaults, keys or resources."""
+    from cmk_trio.client.identity import ClientCredentials
+    from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+
+    name = request.node.name[:60]
+
+    async def make() -> tuple[str, str, str, ClientCredentials]:
+        async with cmk_trio.connect() as operator:
+            directory = operator.identity
+            tenant = await directory.create_tenant(f"test {name}")
+            sub = await directory.create_subscription(tenant.tenant_id, f"{name} subscription")
+            admin = await directory.create_principal(tenant.tenant_id, idres.USER, "admin", tenant_admin=True)
+            secret = await directory.add_client_secret(tenant.tenant_id, admin.object_id, "test")
+            await directory.create_role_assignment(
+                admin.object_id, idres.OWNER, f"/subscriptions/{sub.subscription_id}"
+            )
+            credentials = ClientCredentials(tenant.tenant_id, secret.client_id, secret.secret_value)
+            return tenant.tenant_id, sub.subscription_id, admin.object_id, credentials
+
+    tenant_id, subscription_id, admin_id, credentials = cmk_trio.background.run(make())
+    return TenantHandle(tenant_id, subscription_id, admin_id, credentials, cmk_trio)
+
+
+@dataclass(frozen=True)
+class ClockHandle:
+    """The three services' development clocks, moved together (forward only)."""
+
+    trio: TrioHandle
+
+    def advance(self, seconds: float | timedelta = 0, *, days: int = 0) -> None:
+        """Move every service's clock (every replica's) forward by the same amount, so that
+        tokens, retention, purge dates and rotation policies agree."""
+        whole = int((seconds.total_seconds() if isinstance(seconds, timedelta) else seconds) + days * 86400)
+        if whole <= 0:
+            raise ValueError("the clocks move forward only, by a whole number of seconds")
+        self.trio.background.run(_advance_all(self.trio, whole))
+
+
+@pytest.fixture
+def cmk_clock(cmk_trio: TrioHandle) -> ClockHandle:
+    """Advances the clocks of all three services: `cmk_clock.advance(days=91)`. The trio is
+    the session's, so later tests see the moved clock too."""
+    return ClockHandle(cmk_trio)
+
+
+async def _advance_all(trio: TrioHandle, seconds: int) -> None:
+    from cmk_trio.client.channel import open_channel
+    from cmk_trio.client.identity import IdentityClient, call
+    from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
+    from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
+    from cmk_trio.rpckit import audiences
+
+    directory = open_channel(trio.endpoints["identity"], trio.tls)
+    try:
+        operator = IdentityClient(directory, trio.operator_credentials)
+        # Tokens first, then identity last: tokens it issued stay current on the others as they move.
+        tokens = {a: await operator.token_for(a) for a in (audiences.DIRECTORY, audiences.MANAGEMENT)}
+        for service in ("keyvault", "speech", "identity"):
+            audience = audiences.DIRECTORY if service == "identity" else audiences.MANAGEMENT
+            for replica in trio.endpoints[service].split(","):
+                channel = open_channel(replica, trio.tls)
+                try:
+                    request = dev_pb.AdvanceClockRequest(seconds=seconds)
+                    await call(dev_grpc.DevServiceStub(channel).AdvanceClock, request, token=tokens[audience])
+                finally:
+                    await channel.close()
+    finally:
+        await directory.close()
 
 
 PORTS = {"identity": 50051, "keyvault": 50052, "speech": 50053}
