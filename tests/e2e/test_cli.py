@@ -93,7 +93,7 @@ def test_the_directory_end_to_end_with_json_output(served, tmp_path):
     assert tenant["issuer"].endswith(f"/{tid}/v2.0")
     other = cmk(served, "tenant", "create", "Fabrikam")["tenant_id"]
     sub = cmk(served, "subscription", "create", "--tenant", tid, "Production")
-    assert cmk(served, "subscription", "get", sub["subscription_id"])["tenant_id"] == tid
+    assert cmk(served, "subscription", "show", sub["subscription_id"])["tenant_id"] == tid
     admin = cmk(served, "principal", "create", "--tenant", tid, "--kind", "user", "--admin", "--with-secret", "Alice")
     assert admin["client_secret"].startswith("cmk~") and admin["tenant_admin"] is True
     app = cmk(served, "principal", "create", "--tenant", tid, "--kind", "service-principal", "Build agent")
@@ -163,7 +163,7 @@ def test_the_directory_end_to_end_with_json_output(served, tmp_path):
     keys = cmk(served, "signing-key", "list")["items"]
     assert [k["state"] for k in keys] == ["ACTIVE", "RETIRING"] and keys[0]["kid"] == rotated["kid"]
 
-    bad = cmk(served, "tenant", "get", "not-a-uuid", ok=False)
+    bad = cmk(served, "tenant", "show", "not-a-uuid", ok=False)
     assert bad["error"] == {
         "code": "INVALID_ARGUMENT",
         "reason": "UUID_MALFORMED",
@@ -230,7 +230,7 @@ def test_platform_credentials_are_made_once(served, tmp_path):
     made = json.loads(out.read_text())
     assert cmk(served, *args)["created"] is False and json.loads(out.read_text()) == made
     cmk(served, "login", "--endpoint", served.endpoint, "--operator-file", str(served.data_dir / "operator.json"))
-    principal = cmk(served, "principal", "get", made["tenant_id"], first["object_id"])
+    principal = cmk(served, "principal", "show", made["tenant_id"], first["object_id"])
     assert principal["platform_service"] == "keyvault"
 
 

@@ -26,6 +26,17 @@ def test_loading_the_plugin_imports_nothing_heavy():
     assert not [m for m in loaded if m.startswith("cmk_trio.") and m not in {"cmk_trio.testing"}], loaded
 
 
+def test_cmk_help_imports_nothing_heavy():
+    """`cmk --help` (and every usage error) costs what click and the command modules cost:
+    gRPC, the clients and cryptography are imported when a command runs."""
+    script = "import json, sys\nimport cmk_trio.cli.main\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    loaded = json.loads(done.stdout)
+    heavy = [m for m in loaded if m.split(".")[0] in {"grpc", "cryptography", "jwt", "aiohttp", "opentelemetry"}]
+    assert heavy == [], heavy
+    assert not [m for m in loaded if m.startswith("cmk_trio.client.")], loaded
+
+
 def test_cmk_says_its_version():
     from importlib.metadata import version
 

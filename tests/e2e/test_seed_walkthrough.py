@@ -88,8 +88,8 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
         "HEALTHY",
     )
     identity = enabled["identity"]["principal_id"]
-    assert json.loads(cmk(trio, "speech", "app", "get", app["name"])["configuration_json"]) == CONFIG
-    assert cmk(trio, "speech", "luis-keys", "get", rid)["authoring_key"] == "luis-author-123"
+    assert json.loads(cmk(trio, "speech", "app", "show", app["name"])["configuration_json"]) == CONFIG
+    assert cmk(trio, "speech", "luis-keys", "show", rid)["authoring_key"] == "luis-author-123"
 
     # "Update the key version": rotate, point the resource at the new version; no re-encryption.
     newer = cmk(trio, "key", "rotate", key["key_id"])
@@ -97,7 +97,7 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
                   "--no-grant")  # fmt: skip
     assert updated["key_version"] == newer["version"]
     cmk(trio, "key", "update", key["key_id"], "--disabled")  # the old version is no longer needed
-    assert json.loads(cmk(trio, "speech", "app", "get", app["name"])["configuration_json"]) == CONFIG
+    assert json.loads(cmk(trio, "speech", "app", "show", app["name"])["configuration_json"]) == CONFIG
     assert ciphertexts(data_dir) == stored
 
     # "Use a different key": select it from the vault.
@@ -107,19 +107,19 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
 
     # "Revoke access": all data becomes unreadable, with the cause; restoring access brings it back.
     cmk(trio, "vault", "policy", "delete", "contoso-cmk", identity)
-    revoked = cmk(trio, "speech", "app", "get", app["name"], ok=False)
+    revoked = cmk(trio, "speech", "app", "show", app["name"], ok=False)
     assert revoked["error"]["reason"] == "CUSTOMER_KEY_ACCESS_REVOKED"
-    assert cmk(trio, "speech", "luis-keys", "get", rid, ok=False)["error"]["reason"] == "CUSTOMER_KEY_ACCESS_REVOKED"
+    assert cmk(trio, "speech", "luis-keys", "show", rid, ok=False)["error"]["reason"] == "CUSTOMER_KEY_ACCESS_REVOKED"
     status = cmk(trio, "speech", "encryption", "show", rid)
     assert (status["status"], status["inaccessible_reason"]) == ("KEY_INACCESSIBLE", "CUSTOMER_KEY_ACCESS_REVOKED")
     cmk(trio, "vault", "policy", "set", "contoso-cmk", "--object-id", identity, "--tenant", tenant,
         "--permissions", "get,wrapKey,unwrapKey")  # fmt: skip
-    assert json.loads(cmk(trio, "speech", "app", "get", app["name"])["configuration_json"]) == CONFIG
+    assert json.loads(cmk(trio, "speech", "app", "show", app["name"])["configuration_json"]) == CONFIG
 
     # "Disable customer-managed keys": back to Microsoft-managed; the vault no longer matters.
     assert cmk(trio, "speech", "encryption", "disable", rid)["key_source"] == "MICROSOFT_MANAGED"
     cmk(trio, "vault", "policy", "delete", "contoso-cmk", identity)
-    assert cmk(trio, "speech", "luis-keys", "get", rid)["prediction_key"] == "luis-pred-456"
+    assert cmk(trio, "speech", "luis-keys", "show", rid)["prediction_key"] == "luis-pred-456"
     assert ciphertexts(data_dir) == stored
     raw = b"".join(p.read_bytes() for p in data_dir.glob("speech.db*"))
     assert b"seed-config-secret" not in raw and b"luis-author-123" not in raw
@@ -190,7 +190,7 @@ def test_the_seed_flows_hold_after_the_three_clocks_move_91_days(trio, tmp_path)
     )
 
     login_admin(trio, tenant, admin)
-    assert json.loads(cmk(trio, "speech", "app", "get", app["name"])["configuration_json"]) == CONFIG
+    assert json.loads(cmk(trio, "speech", "app", "show", app["name"])["configuration_json"]) == CONFIG
     assert cmk(trio, "speech", "encryption", "show", rid)["status"] == "HEALTHY"
     cmk(trio, "key", "purge", doomed["key_id"])
     assert cmk(trio, "key", "show", doomed["key_id"], ok=False)["error"]["reason"] == "KEY_NOT_FOUND"

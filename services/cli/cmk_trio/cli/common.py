@@ -11,17 +11,19 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import grpc
 
-from cmk_trio.cli.profile import Profile, profile_path
-from cmk_trio.client.channel import ChannelTls, open_channel
-from cmk_trio.client.identity import ClientCredentials, IdentityClient
-from cmk_trio.rpckit.devca import DevPki
+from cmk_trio.cli.profile import Profile, profile_name, profile_path
 from cmk_trio.rpckit.errors import ServiceError
-from cmk_trio.rpckit.status import status_code_of
+
+# gRPC, the clients and cryptography are imported when a command runs, not when `cmk` starts:
+# `cmk --help` and a usage error cost a tenth of a second of CPU instead of most of a second.
+if TYPE_CHECKING:
+    import grpc
+
+    from cmk_trio.client.identity import ClientCredentials, IdentityClient
 
 
 class State:
@@ -37,7 +39,10 @@ class State:
         tls_dir: str | None = None,
     ) -> None:
         self.output = output
-        self.profile_path = profile_path(profile)
+        try:
+            self.profile_path = profile_path(profile)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         self.endpoint = endpoint
         self.keyvault_endpoint = keyvault_endpoint
         self.speech_endpoint = speech_endpoint
@@ -46,12 +51,17 @@ class State:
     def dial(self, endpoint: str, profile: Profile | None = None) -> grpc.aio.Channel:
         """A channel to a service: mutual TLS with the CLI's certificate when a PKI directory
         is given (by --tls-dir or the profile), plain TCP otherwise."""
+        from cmk_trio.cli.diagnose import EndpointDiagnosis
+        from cmk_trio.client.channel import ChannelTls, open_channel
+        from cmk_trio.rpckit.devca import DevPki
+
         directory = self.tls_dir or (profile.tls_dir if profile else "")
         if not directory:
-            return open_channel(endpoint)
+            return open_channel(endpoint, interceptors=[EndpointDiagnosis(endpoint, tls=False)])
         pki = DevPki(Path(directory))
         cli = pki.identity("cli")
-        return open_channel(endpoint, ChannelTls(pki.ca_file, cli.cert_file, cli.key_file))
+        tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+        return open_channel(endpoint, tls, [EndpointDiagnosis(endpoint, tls=True)])
 
 
 def _output_option() -> click.Option:
@@ -71,6 +81,22 @@ def _output_option() -> click.Option:
     )
 
 
+def _profile_option() -> click.Option:
+    """`--profile` on every command too: `cmk logout --profile alice` as `cmk --profile alice logout`."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            try:
+                ctx.ensure_object(State).profile_path = profile_path(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+
+    return click.Option(
+        ["--profile"], default=None, expose_value=False, callback=remember, is_eager=True,
+        help="the named profile (or a profile file) to use",
+    )  # fmt: skip
+
+
 def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """Run an async command body; a service error becomes a clear message and exit code 1."""
 
@@ -80,6 +106,8 @@ def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         try:
             return asyncio.run(f(*args, **kwargs))
         except ServiceError as exc:
+            from cmk_trio.rpckit.status import status_code_of
+
             code = status_code_of(exc).name
             if state is not None and state.output == "json":
                 click.echo(
@@ -105,12 +133,15 @@ def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
 pass_state = click.make_pass_decorator(State)
 
 
-def command(group: click.Group | None, name: str, **settings: Any) -> Callable[[Callable[..., Any]], click.Command]:
+def command(
+    group: click.Group | None, name: str, *, aliases: tuple[str, ...] = (), **settings: Any
+) -> Callable[[Callable[..., Any]], click.Command]:
     """Make a function the `cmk` command `name` in `group` (None: a command of `cmk` itself,
     which its module's `register` adds), with what every command has: an `--output` option,
     the group's `State` as the first argument, and, for an `async def`, the body run to
     completion with a service error printed as its code and reason and exit code 1.
-    `settings` go to click (`help=` for commands made in a loop).
+    `settings` go to click (`help=` for commands made in a loop). `aliases`: old names that
+    still work, hidden from the help and saying they are old (`get` became `show`).
 
     Put it above the command's own options and arguments, as click's `@group.command` goes."""
 
@@ -120,6 +151,14 @@ def command(group: click.Group | None, name: str, **settings: Any) -> Callable[[
         made = make(name, **settings)(pass_state(callback))
         # Last, after the command's own options: where `cmk X --help` has always listed it.
         made.params.append(_output_option())
+        made.params.append(_profile_option())
+        for alias in aliases:
+            if group is None:
+                raise TypeError("an alias belongs to a group")
+            group.add_command(
+                click.Command(alias, callback=made.callback, params=made.params, help=f"Old name of `{name}`.",
+                              hidden=True, deprecated=f"use `{name}`"),
+            )  # fmt: skip
         return made
 
     return decorate
@@ -129,6 +168,8 @@ def command(group: click.Group | None, name: str, **settings: Any) -> Callable[[
 
 
 def read_operator_file(path: Path) -> ClientCredentials:
+    from cmk_trio.client.identity import ClientCredentials
+
     data = json.loads(path.read_text())
     return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
 
@@ -136,7 +177,9 @@ def read_operator_file(path: Path) -> ClientCredentials:
 def load_profile(state: State) -> Profile:
     profile = Profile.load(state.profile_path)
     if profile is None:
-        raise click.ClickException(f"not signed in (no profile at {state.profile_path}); run: cmk login")
+        raise click.ClickException(
+            f"not signed in (profile {profile_name(state.profile_path)}: no file {state.profile_path}); run: cmk login"
+        )
     return profile
 
 
@@ -149,6 +192,8 @@ def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) ->
             return token
         if not profile.operator_file:
             raise click.ClickException("the signed-in token has expired; run: cmk login")
+        from cmk_trio.client.identity import IdentityClient
+
         creds = read_operator_file(Path(profile.operator_file))
         issued = await IdentityClient(channel).issue_token(creds, audience)
         profile.keep(audience, issued.access_token, issued.expire_time.seconds)
@@ -161,6 +206,8 @@ def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) ->
 @asynccontextmanager
 async def session(state: State) -> AsyncIterator[IdentityClient]:
     """A client signed in with the profile's tokens."""
+    from cmk_trio.client.identity import IdentityClient
+
     profile = load_profile(state)
     channel = state.dial(state.endpoint or profile.identity_endpoint, profile)
     try:
@@ -172,6 +219,8 @@ async def session(state: State) -> AsyncIterator[IdentityClient]:
 @asynccontextmanager
 async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[IdentityClient]:
     """A client without a token, for signing in."""
+    from cmk_trio.client.identity import IdentityClient
+
     target = endpoint or state.endpoint
     if target is None:
         profile = Profile.load(state.profile_path)

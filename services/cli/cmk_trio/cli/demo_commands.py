@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cmk_trio.cli.common import State, command, read_operator_file
 
@@ -98,6 +96,9 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool, dat
 
 
 async def _serving(state: State, endpoint: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     channel = state.dial(endpoint)
     try:
         stub: Any = health_pb2_grpc.HealthStub(channel)

@@ -8,14 +8,16 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cmk_trio.cli.common import State, anonymous, command, read_operator_file, session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
-from cmk_trio.client.identity import IdentityClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
+
+if TYPE_CHECKING:
+    from cmk_trio.client.identity import IdentityClient
 
 PRINCIPAL_COLUMNS = ("object_id", "kind", "display_name", "client_id", "enabled", "tenant_admin")
 ROLE_COLUMNS = ("role_assignment_id", "principal_id", "role", "scope")
@@ -46,7 +48,7 @@ async def tenant_create(state: State, display_name: str) -> None:
         emit(state.output, to_dict(await c.create_tenant(display_name)))
 
 
-@command(tenant, "get")
+@command(tenant, "show", aliases=("get",))
 @click.argument("tenant_id")
 async def tenant_get(state: State, tenant_id: str) -> None:
     """Show a tenant."""
@@ -83,7 +85,7 @@ async def subscription_create(state: State, tenant_id: str, display_name: str) -
         emit(state.output, to_dict(await c.create_subscription(tenant_id, display_name)))
 
 
-@command(subscription, "get")
+@command(subscription, "show", aliases=("get",))
 @click.argument("subscription_id")
 async def subscription_get(state: State, subscription_id: str) -> None:
     """Show a subscription."""
@@ -147,8 +149,13 @@ async def principal_create(
     emit(state.output, result)
 
 
-def _principal_command(name: str, help_text: str, action: Callable[[IdentityClient, str, str], Awaitable[Any]]) -> None:
-    @command(principal, name, help=help_text)
+def _principal_command(
+    name: str,
+    help_text: str,
+    action: Callable[[IdentityClient, str, str], Awaitable[Any]],
+    aliases: tuple[str, ...] = (),
+) -> None:
+    @command(principal, name, help=help_text, aliases=aliases)
     @click.argument("tenant_id")
     @click.argument("object_id")
     async def principal_action(state: State, tenant_id: str, object_id: str) -> None:
@@ -160,7 +167,7 @@ def _principal_command(name: str, help_text: str, action: Callable[[IdentityClie
         )
 
 
-_principal_command("get", "Show a principal.", lambda c, t, o: c.get_principal(t, o))
+_principal_command("show", "Show a principal.", lambda c, t, o: c.get_principal(t, o), aliases=("get",))
 _principal_command("enable", "Enable a principal.", lambda c, t, o: c.enable_principal(t, o))
 _principal_command(
     "disable",
@@ -268,7 +275,7 @@ async def role_list(state: State, principal_id: str, scope: str, page_size: int,
     emit_messages(state.output, page.role_assignments, ROLE_COLUMNS, {"next_page_token": page.next_page_token})
 
 
-@command(role, "get")
+@command(role, "show", aliases=("get",))
 @click.argument("role_assignment_id")
 async def role_get(state: State, role_assignment_id: str) -> None:
     """Show a role assignment."""
@@ -329,6 +336,7 @@ async def events_list(state: State, after: int, wait: float) -> None:
 async def platform_credentials(state: State, service: str, operator_file: Path, out: Path) -> None:
     """Make the platform principal a service runs as, and write its credentials (mode 0600).
     Does nothing if the file exists (so an init container can run it on every start)."""
+    from cmk_trio.client.identity import IdentityClient
     from cmk_trio.rpckit.keyfiles import write_private_file
 
     if out.exists():

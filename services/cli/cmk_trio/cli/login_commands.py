@@ -1,16 +1,16 @@
-"""`cmk login`, `cmk token get` and `cmk signing-key`: signing in, tokens, and the keys
-that sign them."""
+"""`cmk login`, `whoami`, `logout`, `cmk token get` and `cmk signing-key`: signing in (one
+profile per sign-in), tokens, and the keys that sign them."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import click
 
-from cmk_trio.cli.common import State, anonymous, command, read_operator_file, session
+from cmk_trio.cli.common import State, anonymous, command, load_profile, read_operator_file, session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
-from cmk_trio.cli.profile import Profile
-from cmk_trio.client.identity import ClientCredentials
+from cmk_trio.cli.profile import Profile, profile_name
 from cmk_trio.rpckit import audiences
 
 AUDIENCES = {
@@ -22,8 +22,8 @@ AUDIENCES = {
 
 
 def register(cli: click.Group) -> None:
-    """Add `login`, `token` and `signing-key` to `cmk`."""
-    for made in (login, token, signing_key):
+    """Add `login`, `whoami`, `logout`, `token` and `signing-key` to `cmk`."""
+    for made in (login, whoami, logout, token, signing_key):
         cli.add_command(made)
 
 
@@ -59,6 +59,8 @@ async def login(
         if not tenant_id or not client_id:
             raise click.ClickException("give --operator-file, or --tenant and --client-id")
         secret = client_secret or click.prompt("client secret", hide_input=True)
+        from cmk_trio.client.identity import ClientCredentials
+
         creds = ClientCredentials(tenant_id, client_id, secret)
     profile = Profile(
         identity_endpoint=endpoint,
@@ -82,11 +84,64 @@ async def login(
             "tenant_id": creds.tenant_id,
             "client_id": creds.client_id,
             "endpoint": endpoint,
-            "profile": str(state.profile_path),
+            "profile": profile_name(state.profile_path),
+            "profile_file": str(state.profile_path),
             "keyvault_endpoint": profile.keyvault_endpoint,
             "speech_endpoint": profile.speech_endpoint,
         },
     )
+
+
+@command(None, "whoami")
+def whoami(state: State) -> None:
+    """Who the profile is signed in as, where it talks to, and until when its tokens last."""
+    import datetime
+    import json
+
+    profile = load_profile(state)
+    claims: dict[str, object] = {}
+    expiry: dict[str, str] = {}
+    for audience, entry in sorted(profile.tokens.items()):
+        expires = float(str(entry.get("expires_at", 0)))
+        expiry[audience] = datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat()
+        if not claims:  # the token's own claims (our stored token: nothing to verify here)
+            body = str(entry.get("token", "")).split(".")[1:2]
+            if body:
+                claims = json.loads(base64.urlsafe_b64decode(body[0] + "=" * (-len(body[0]) % 4)))
+    from cmk_trio.rpckit.tokens import OPERATOR_ROLE
+
+    held = claims.get("roles")
+    roles = [str(r) for r in held] if isinstance(held, list) else []
+    emit(
+        state.output,
+        {
+            "profile": profile_name(state.profile_path),
+            "profile_file": str(state.profile_path),
+            "tenant_id": profile.tenant_id,
+            "client_id": profile.client_id,
+            "object_id": claims.get("oid", ""),
+            "kind": claims.get("idtyp", ""),
+            "roles": roles,
+            "operator": OPERATOR_ROLE in roles,
+            "renews_from_operator_file": bool(profile.operator_file),
+            "endpoint": profile.identity_endpoint,
+            "keyvault_endpoint": profile.keyvault_endpoint,
+            "speech_endpoint": profile.speech_endpoint,
+            "tls_dir": profile.tls_dir,
+            "tokens_expire": expiry,
+        },
+    )
+
+
+@command(None, "logout")
+def logout(state: State) -> None:
+    """Forget the profile's tokens and endpoints (its file is removed); other profiles stay
+    signed in."""
+    path = state.profile_path
+    existed = path.exists()
+    if existed:
+        path.unlink()
+    emit(state.output, {"signed_out": existed, "profile": profile_name(path), "profile_file": str(path)})
 
 
 # --- tokens and signing keys ---------------------------------------------------------------------
@@ -115,6 +170,8 @@ async def token_get(
     if operator_file is not None:
         creds = read_operator_file(operator_file)
     elif tenant_id and client_id:
+        from cmk_trio.client.identity import ClientCredentials
+
         creds = ClientCredentials(tenant_id, client_id, client_secret or click.prompt("client secret", hide_input=True))
     else:
         raise click.ClickException("give --operator-file, or --tenant, --client-id and --client-secret")

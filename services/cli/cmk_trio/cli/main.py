@@ -12,6 +12,9 @@ Every command takes `--output json`.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Sequence
 
 import click
@@ -28,11 +31,17 @@ from cmk_trio.cli import (
 )
 from cmk_trio.cli.common import State
 
+# gRPC's own log lines (a failed TLS handshake, at INFO) are not for the person at the shell:
+# the CLI says what went wrong in one line of its own.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 @click.group(help=__doc__)
 @click.version_option(package_name="cmk-trio", prog_name="cmk", message="%(prog)s %(version)s")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--profile", envvar="CMK_PROFILE", help="profile file (default ~/.config/cmk/profile.json)")
+@click.option("--profile", envvar="CMK_PROFILE",
+              help="the named profile to use (each signs in on its own; in $XDG_CONFIG_HOME/cmk), or a profile file"
+                   " [default]")  # fmt: skip
 @click.option("--endpoint", envvar="CMK_IDENTITY_ENDPOINT", help="identity endpoint host:port (overrides the profile)")
 @click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", help="key vault endpoint (overrides the profile)")
 @click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint (overrides the profile)")
@@ -62,5 +71,34 @@ demo_commands.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `cmk` console script."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="cmk")
+    """Entry point of the `cmk` console script. A usage error (or another refusal of the
+    command line) is JSON on standard output under `--output json`, as a service's error is."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        code = cli.main(args=args, prog_name="cmk", standalone_mode=False)
+    except click.ClickException as exc:
+        if not _wants_json(args):
+            exc.show()
+            sys.exit(exc.exit_code)
+        usage = isinstance(exc, click.UsageError)
+        error: dict[str, object] = {"code": "USAGE" if usage else "FAILED", "reason": "CLI_USAGE" if usage else "CLI",
+                                    "message": exc.format_message()}  # fmt: skip
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            error["usage"] = exc.ctx.get_usage()
+        click.echo(json.dumps({"error": error}, indent=2))
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON (read from the words themselves: a usage
+    error may come before the option was parsed)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg in {"--output=json", "-ojson"} or (arg in {"--output", "-o"} and args[i + 1 : i + 2] == ["json"]):
+            return True
+    return False

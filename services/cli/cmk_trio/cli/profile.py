@@ -1,21 +1,26 @@
-"""The CLI's profile file: the endpoints it talks to and the tokens it signed in with.
+"""The CLI's profiles: the endpoints it talks to and the tokens it signed in with, one file
+per profile, so that the operator and a user can both stay signed in (`--profile NAME`).
 
-Mode 0600. It holds tokens (which expire in minutes), one per audience, never a client
-secret; a profile made from an operator file remembers the file's path and signs in again
-from it when a token runs out.
+A profile lives in $XDG_CONFIG_HOME/cmk (default ~/.config/cmk): the default profile in
+profile.json, a named one in profiles/NAME.json. A --profile (or CMK_PROFILE) with a slash or
+ending in .json names a file instead. Mode 0600. It holds tokens (which expire in minutes),
+one per audience, never a client secret; a profile made from an operator file remembers the
+file's path and signs in again from it when a token runs out.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cmk_trio.rpckit.datadir import make_private_dir
 
-DEFAULT_PROFILE = Path.home() / ".config" / "cmk" / "profile.json"
+DEFAULT_NAME = "default"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RENEW_MARGIN_SECONDS = 30
 
 
@@ -58,8 +63,29 @@ class Profile:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def profile_path(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("CMK_PROFILE")
-    return Path(env) if env else DEFAULT_PROFILE
+def config_home() -> Path:
+    """$XDG_CONFIG_HOME/cmk, or ~/.config/cmk."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".config") / "cmk"
+
+
+def profile_path(chosen: str | None) -> Path:
+    """The file of the profile `chosen` (a name, or a file path), default the default profile.
+    Raises ValueError for a name that is not one."""
+    chosen = chosen or DEFAULT_NAME
+    if "/" in chosen or os.sep in chosen or chosen.endswith(".json"):
+        return Path(chosen)
+    if not PROFILE_NAME.fullmatch(chosen):
+        raise ValueError(f"{chosen!r} is not a profile name (letters, digits, '.', '_' and '-'; or a file path)")
+    if chosen == DEFAULT_NAME:
+        return config_home() / "profile.json"
+    return config_home() / "profiles" / f"{chosen}.json"
+
+
+def profile_name(path: Path) -> str:
+    """The name a profile file goes by (its path, when it is outside the profile directory)."""
+    if path == config_home() / "profile.json":
+        return DEFAULT_NAME
+    if path.parent == config_home() / "profiles" and path.suffix == ".json":
+        return path.stem
+    return str(path)

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cmk_trio.cli.common import State, command
 from cmk_trio.cli.output import emit
@@ -398,6 +396,8 @@ def _serve(
 @click.option("--service", default="", help="service name; empty means the whole server")
 async def health(state: State, endpoint: str, service: str) -> None:
     """Ask a server the standard gRPC health question; exit 0 only if SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     channel = state.dial(endpoint)
     try:

@@ -206,7 +206,7 @@ async def app_create(state: State, resource_id: str, display_name: str, config_f
         emit(state.output, to_dict(await s.create_application(resource_id, display_name, config_file.read_text())))
 
 
-@command(app, "get")
+@command(app, "show", aliases=("get",))
 @click.argument("name")
 async def app_get(state: State, name: str) -> None:
     """Get an application (NAME is {resource id}/applications/{id})."""
@@ -261,7 +261,7 @@ async def luis_set(state: State, resource_id: str, authoring_key: str, predictio
         emit(state.output, to_dict(await s.set_luis_keys(resource_id, authoring_key, prediction_key)))
 
 
-@command(luis_keys, "get")
+@command(luis_keys, "show", aliases=("get",))
 @click.argument("resource_id")
 async def luis_get(state: State, resource_id: str) -> None:
     """Get the LUIS keys."""

@@ -170,6 +170,8 @@ class Reason(StrEnum):
     # --- dependencies and everything else ---
     DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"  # UNAVAILABLE: another service is down
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # client side: the call did not finish within its deadline
+    ENDPOINT_WRONG_SERVICE = "ENDPOINT_WRONG_SERVICE"  # client side: the endpoint is another service
+    ENDPOINT_TLS_MISMATCH = "ENDPOINT_TLS_MISMATCH"  # client side: TLS against plain TCP, or the other way
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"  # UNAVAILABLE: the service's PostgreSQL did not answer
     REVOCATIONS_UNKNOWN = "REVOCATIONS_UNKNOWN"  # UNAVAILABLE: the directory's events not heard lately
