@@ -5,6 +5,7 @@ endpoint that is another service or that speaks TLS when the call does not (or t
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 from concurrent import futures
@@ -123,3 +124,43 @@ def test_the_wrong_service_and_a_tls_mismatch_are_one_clear_line(trio: Trio, tmp
         f"error: UNAVAILABLE ENDPOINT_TLS_MISMATCH: 127.0.0.1:{port} does not speak TLS (cmk up --insecure serves"
         " plain TCP): sign in without --tls-dir"
     )
+
+
+def test_demo_walks_the_trio_of_the_signed_in_profile(trio: Trio, tmp_path: Path) -> None:
+    env = _env(trio, tmp_path)
+    services = trio.banner["services"]
+    work = tmp_path / "elsewhere"  # no .cmk here: nothing but the profile says where the trio is
+    work.mkdir()
+
+    def demo(*args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        command = [*CMK, *args, "demo", *options]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, timeout=180)
+
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        idle = probe.getsockname()[1]
+    nothing = demo(
+        "--output", "json", options=("--port-base", str(idle - 1))
+    )  # not signed in, nothing there: it says so
+    assert nothing.returncode == 1, nothing.stdout + nothing.stderr
+    assert f"no trio answers at 127.0.0.1:{idle}" in json.loads(nothing.stdout)["error"]["message"]
+    assert "cmk demo --private" in json.loads(nothing.stdout)["error"]["message"]
+    run(env, "--tls-dir", trio.banner["tls_dir"], "login", "--endpoint", services["identity"], "--operator-file",
+        str(trio.data_dir / "operator.json"), "--keyvault-endpoint", services["keyvault"],
+        "--speech-endpoint", services["speech"])  # fmt: skip
+    walked = demo()
+    assert walked.returncode == 0, walked.stdout + walked.stderr
+    assert f"walking the seed against {services['identity']}, {services['keyvault']}, {services['speech']}" in (
+        walked.stdout
+    )
+    assert "starting a private trio" not in walked.stdout
+    assert "byte-for-byte the same" in walked.stdout  # it found the trio's data through the operator file
+
+    tenant = run(env, "tenant", "create", "Northwind")
+    user = run(env, "principal", "create", "--tenant", tenant["tenant_id"], "--kind", "user", "--with-secret", "Bob")
+    run(env, "--tls-dir", trio.banner["tls_dir"], "--profile", "bob", "login", "--endpoint", services["identity"],
+        "--tenant", tenant["tenant_id"], "--client-id", user["client_id"], "--client-secret", user["client_secret"],
+        "--keyvault-endpoint", services["keyvault"], "--speech-endpoint", services["speech"])  # fmt: skip
+    as_bob = demo("--output", "json", "--profile", "bob")
+    assert as_bob.returncode == 1
+    assert "acts as the platform operator" in json.loads(as_bob.stdout)["error"]["message"]

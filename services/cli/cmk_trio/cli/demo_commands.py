@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from cmk_trio.cli.common import State, command, read_operator_file
+from cmk_trio.cli.profile import Profile, profile_name
 
 
 def register(cli: click.Group) -> None:
@@ -24,27 +25,65 @@ def register(cli: click.Group) -> None:
     "--data-dir",
     type=click.Path(path_type=Path),
     envvar="CMK_DATA_DIR",
-    default=Path(".cmk"),
-    show_default=True,
-    help="where the running trio keeps its data (operator.json, speech.db)",
+    default=None,
+    help="where the running trio keeps its data (operator.json, speech.db) [the signed-in operator file's"
+    " directory, else .cmk]",
 )
-@click.option("--port-base", type=int, default=50050, show_default=True)
-@click.option("--private", is_flag=True, help="start a private trio in a temporary directory")
+@click.option("--port-base", type=int, default=None, help="the trio's port base, when not signed in [50050]")
+@click.option("--private", is_flag=True, help="start a private trio in a temporary directory and walk that")
 @click.option(
     "--database-url",
     envvar="CMK_DATABASE_URL",
     default="",
     help="the PostgreSQL database of the running trio, if it has one (to look at the stored ciphertext)",
 )
-def demo(state: State, data_dir: Path, port_base: int, private: bool, database_url: str) -> None:
-    """Walk the seed document against a running trio (or a private one); exit 0 only if every
-    step behaved as the seed says."""
+def demo(state: State, data_dir: Path | None, port_base: int | None, private: bool, database_url: str) -> None:
+    """Walk the seed document against the trio you are signed in to (or --endpoint and the
+    others, or --port-base, or a --private one); exit 0 only if every step behaved as the
+    seed says. The walk acts as the platform operator: sign in with --operator-file."""
     from cmk_trio.rpckit.server import run
 
     run(lambda: _demo(state, data_dir, port_base, private, database_url))
 
 
-async def _demo(state: State, data_dir: Path, port_base: int, private: bool, database_url: str) -> None:
+def _target(state: State, data_dir: Path | None, port_base: int | None) -> tuple[dict[str, str], Path, Path]:
+    """The endpoints to walk, the operator file, and the data directory, from (first wins)
+    the command line, the signed-in profile, and the defaults of `cmk up`."""
+    profile = Profile.load(state.profile_path)
+    if port_base is not None or profile is None:
+        base = 50050 if port_base is None else port_base
+        endpoints = {n: f"127.0.0.1:{base + i}" for n, i in (("identity", 1), ("keyvault", 2), ("speech", 3))}
+    else:
+        endpoints = {"identity": profile.identity_endpoint, "keyvault": profile.keyvault_endpoint,
+                     "speech": profile.speech_endpoint}  # fmt: skip
+        missing = [name for name, endpoint in endpoints.items() if not endpoint]
+        if missing:
+            raise click.ClickException(
+                f"the signed-in profile ({profile_name(state.profile_path)}) has no {' or '.join(missing)} endpoint:"
+                " cmk login with --keyvault-endpoint and --speech-endpoint, or give them to cmk demo"
+            )
+    given = {"identity": state.endpoint, "keyvault": state.keyvault_endpoint, "speech": state.speech_endpoint}
+    endpoints.update({name: endpoint for name, endpoint in given.items() if endpoint})
+    if profile is not None and profile.operator_file and data_dir is None:
+        operator_file = Path(profile.operator_file)
+        data_dir = operator_file.parent
+    else:
+        data_dir = data_dir or Path(".cmk")
+        operator_file = data_dir / "operator.json"
+    if profile is not None and not profile.operator_file and not operator_file.exists():
+        raise click.ClickException(
+            f"cmk demo acts as the platform operator, and the signed-in profile ({profile_name(state.profile_path)})"
+            " is not: sign in with --operator-file, use --profile, or give --data-dir of the running trio"
+        )
+    if state.tls_dir is None:
+        if profile is not None and profile.tls_dir:
+            state.tls_dir = profile.tls_dir
+        elif (data_dir / "tls" / "ca.crt").exists():
+            state.tls_dir = str(data_dir / "tls")  # the running trio's own development PKI
+    return endpoints, operator_file, data_dir
+
+
+async def _demo(state: State, data_dir: Path | None, port_base: int | None, private: bool, database_url: str) -> None:
     import tempfile
 
     from cmk_trio.cli.demo import run_demo
@@ -54,30 +93,30 @@ async def _demo(state: State, data_dir: Path, port_base: int, private: bool, dat
         if state.output != "json":
             click.echo(text)
 
-    endpoints = {
-        name: f"127.0.0.1:{port_base + offset}" for name, offset in (("identity", 1), ("keyvault", 2), ("speech", 3))
-    }
-    # The group's --endpoint, --keyvault-endpoint and --speech-endpoint win over the port base.
-    given = {"identity": state.endpoint, "keyvault": state.keyvault_endpoint, "speech": state.speech_endpoint}
-    endpoints.update({name: endpoint for name, endpoint in given.items() if endpoint})
-    if state.tls_dir is None and (data_dir / "tls" / "ca.crt").exists():
-        state.tls_dir = str(data_dir / "tls")  # the running trio's own development PKI
-    if not private and not (await _serving(state, endpoints["identity"]) and (data_dir / "operator.json").exists()):
-        say(f"no trio answers at {endpoints['identity']} with its data in {data_dir}: starting a private one")
-        private = True
     trio = None
     with tempfile.TemporaryDirectory(prefix="cmk-demo-") as tmp:
         if private:
             data_dir = Path(tmp)
             database_url = ""
             private_env = {k: v for k, v in os.environ.items() if k != "CMK_DATABASE_URL"}
+            say("starting a private trio for the walk")
             trio = await start_trio(data_dir, mutual_tls=True, env=private_env)
-            endpoints = trio.endpoints
+            endpoints, operator_file = trio.endpoints, data_dir / "operator.json"
             state.tls_dir = str(trio.tls_dir)
+        else:
+            endpoints, operator_file, data_dir = _target(state, data_dir, port_base)
+            if not await _serving(state, endpoints["identity"]):
+                raise click.ClickException(
+                    f"no trio answers at {endpoints['identity']}: start one (python3 dev.py up), sign in to the one"
+                    " you have (cmk login), or walk a private one (cmk demo --private)"
+                )
+            if not operator_file.exists():
+                raise click.ClickException(f"no operator credential at {operator_file}: give --data-dir of the trio")
+        say(f"walking the seed against {endpoints['identity']}, {endpoints['keyvault']}, {endpoints['speech']}")
         try:
             report = await run_demo(
                 endpoints,
-                read_operator_file(data_dir / "operator.json"),
+                read_operator_file(operator_file),
                 data_dir,
                 say,
                 dial=state.dial,
