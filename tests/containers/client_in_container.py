@@ -46,7 +46,7 @@ async def main() -> dict[str, object]:
     resource = await speech.create_resource(sub.subscription_id, "rg", f"speech-{tag}", "westeurope")
     # Speech grants the resource's managed identity access to the key itself (no skip_grant).
     await speech.set_encryption(resource.name, key_uri=key.key_id.rsplit("/", 1)[0],
-                                key_subscription_id=sub.subscription_id, follow_latest_version=True)  # fmt: skip
+                                key_subscription_id=sub.subscription_id)  # fmt: skip
     config = json.dumps({"from": "a container", "tag": tag})
     app = await speech.create_application(resource.name, "app", config)
     read = await speech.get_application(app.name)

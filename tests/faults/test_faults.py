@@ -113,7 +113,6 @@ async def test_kills_and_outages_lose_nothing_acknowledged(tmp_path: Path):
             try:
                 await world.speech.set_encryption(
                     resource, key_uri=world.key_uri, key_subscription_id=world.subscription_id,
-                    follow_latest_version=True,
                 )  # fmt: skip
             except ServiceError as exc:
                 stuck.append(f"{resource}: {exc.reason.value}")

@@ -73,9 +73,7 @@ async def prepare_world(
     resources = []
     for name in ("speech-a", "speech-b"):
         made = await speech.create_resource(tenant.subscription_id, "rg", name, "westeurope")
-        await speech.set_encryption(
-            made.name, key_uri=versionless, key_subscription_id=tenant.subscription_id, follow_latest_version=True
-        )
+        await speech.set_encryption(made.name, key_uri=versionless, key_subscription_id=tenant.subscription_id)
         resources.append(made.name)
     identities = {r: (await speech.get_resource(r)).identity.principal_id for r in resources}
     return World(

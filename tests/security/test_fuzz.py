@@ -143,7 +143,6 @@ async def seeds(world: World, operator, channel, clock) -> dict[str, list[Messag
                 name=world.resource.name,
                 key_uri=unversioned,
                 key_subscription_id=world.subscription_id,
-                follow_latest_version=True,
             ),
             speechpb.SetEncryptionRequest(name=world.resource.name, vault_name="contoso-cmk", key_name="cmk"),
         ],

@@ -169,8 +169,7 @@ async def test_a_different_key_and_back_to_microsoft_managed(world):
 
 async def test_a_versionless_key_follows_rotations_by_the_vaults_event(world):
     versionless = world.key.key_id.rsplit("/", 1)[0]
-    updated = await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id,
-                                         follow_latest_version=True)  # fmt: skip
+    updated = await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id)  # fmt: skip
     assert updated.encryption.follow_latest_version and updated.encryption.key_version == world.key.version
     newer = await world.vaults.rotate_key(versionless)
 
@@ -184,12 +183,23 @@ async def test_a_versionless_key_follows_rotations_by_the_vaults_event(world):
     await world.read_all()
 
 
+async def test_a_versioned_key_uri_pins_its_version(world):
+    """Pinning is the versioned URI: no flag says otherwise, and a rotation leaves it alone."""
+    pinned = await world.set_encryption(key_uri=world.key.key_id, key_subscription_id=world.subscription_id)
+    assert not pinned.encryption.follow_latest_version and pinned.encryption.key_version == world.key.version
+    await world.vaults.rotate_key(world.key.key_id)
+    stored = await world.server.store.get_resource(world.resource.name)
+    assert stored is not None and not stored.follow_latest
+    assert await world.server.encryption.rewrap_to_latest(stored) is None  # what the rotation event asks: nothing
+    after = await world.speech.get_resource(world.resource.name)
+    assert after.encryption.key_version == world.key.version and not after.encryption.follow_latest_version
+
+
 async def test_a_follow_computed_before_a_disable_does_not_undo_the_disable(world):
     """The follower read the resource, then the owner disabled customer-managed keys and was
     told so, then the follower's rewrap (of what it read) tried to save: it must lose."""
     versionless = world.key.key_id.rsplit("/", 1)[0]
-    await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id,
-                               follow_latest_version=True)  # fmt: skip
+    await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id)  # fmt: skip
     before = await world.read_all()
     read_by_the_follower = await world.server.store.get_resource(world.resource.name)
     assert read_by_the_follower is not None

@@ -127,20 +127,20 @@ def encryption() -> None:
 
 @command(encryption, "set")
 @click.argument("resource_id")
-@click.option("--key-uri", default="", help="the Key Identifier (with or without version)")
+@click.option("--key-uri", default="",
+              help="the Key Identifier: with a version, pinned to it; without, it follows the newest")  # fmt: skip
 @click.option("--key-subscription", default="", help="the vault's subscription (with --key-uri)")
 @click.option("--vault", "vault_name", default="", help="or: the vault")
 @click.option("--key", "key_name", default="", help="and the key")
 @click.option("--version", "key_version", default="", help="and optionally its version")
-@click.option("--follow-latest", is_flag=True, help="follow the key's newest version (versionless URI)")
 @click.option("--no-grant", is_flag=True, help="the identity already has access: do not grant it")
 async def encryption_set(state: State, resource_id: str, key_uri: str, key_subscription: str, vault_name: str,
-                         key_name: str, key_version: str, follow_latest: bool, no_grant: bool) -> None:  # fmt: skip
+                         key_name: str, key_version: str, no_grant: bool) -> None:  # fmt: skip
     """Use a customer-managed key (checked end to end; any failure changes nothing)."""
     async with speech_session(state) as s:
         done = await s.set_encryption(
             resource_id, key_uri=key_uri, key_subscription_id=key_subscription, vault_name=vault_name,
-            key_name=key_name, key_version=key_version, follow_latest_version=follow_latest, skip_grant=no_grant,
+            key_name=key_name, key_version=key_version, skip_grant=no_grant,
         )  # fmt: skip
     emit(state.output, to_dict(done.encryption) | {"identity": to_dict(done.identity)})
 

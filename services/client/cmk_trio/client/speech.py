@@ -92,7 +92,6 @@ class SpeechClient:
         vault_name: str = "",
         key_name: str = "",
         key_version: str = "",
-        follow_latest_version: bool = False,
         skip_grant: bool = False,
     ) -> res.SpeechResource:
         """Customer-managed keys, named by `key_uri` (+ `key_subscription_id`, the vault's
@@ -100,7 +99,7 @@ class SpeechClient:
         `key_version`]. `skip_grant`: the identity's access policy is already in place."""
         request = pb.SetEncryptionRequest(
             name=resource_id, key_uri=key_uri, key_subscription_id=key_subscription_id, vault_name=vault_name,
-            key_name=key_name, key_version=key_version, follow_latest_version=follow_latest_version,
+            key_name=key_name, key_version=key_version,
             skip_grant=skip_grant,
         )  # fmt: skip
         return await self._mgmt(self.resources.SetEncryption, request)

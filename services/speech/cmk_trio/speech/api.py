@@ -168,7 +168,6 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         choice = choose_key(
             self._e.dns_suffix, key_uri=request.key_uri, key_subscription_id=request.key_subscription_id,
             vault=request.vault_name, key=request.key_name, version=request.key_version,
-            follow=request.follow_latest_version,
         )  # fmt: skip
         updated = await self._e.set_customer_managed(
             current_caller(), request.name, choice, skip_grant=request.skip_grant

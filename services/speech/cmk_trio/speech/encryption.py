@@ -51,10 +51,11 @@ class KeyChoice:
 
 
 def choose_key(
-    dns_suffix: str, *, key_uri: str, key_subscription_id: str, vault: str, key: str, version: str, follow: bool
+    dns_suffix: str, *, key_uri: str, key_subscription_id: str, vault: str, key: str, version: str
 ) -> KeyChoice:
     """The seed's two ways to specify a key: a key URI plus the vault's subscription, or a
-    vault and a key from it."""
+    vault and a key from it. A versionless key URI follows the key's newest version by
+    itself; a versioned one pins it, as does a vault and key (the newest version now)."""
     if key_uri:
         if vault or key or version:
             raise invalid_field(
@@ -79,10 +80,7 @@ def choose_key(
         as_given = key_id(vault.lower(), key, version or None, dns_suffix)
     vault, key = vault_name("vault_name", vault), key_name("key_name", key)
     version = key_version("key_version", version) if version else ""
-    if follow and version:
-        raise invalid_field(
-            "follow_latest_version", Reason.FIELD_INVALID, "following the newest version needs a key without a version"
-        )
+    follow = bool(key_uri) and not version
     return KeyChoice(vault, key, version, follow, subscription, as_given)
 
 

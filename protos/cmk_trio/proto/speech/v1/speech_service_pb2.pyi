@@ -505,13 +505,12 @@ class SetEncryptionRequest(_message.Message):
     VAULT_NAME_FIELD_NUMBER: _builtins.int
     KEY_NAME_FIELD_NUMBER: _builtins.int
     KEY_VERSION_FIELD_NUMBER: _builtins.int
-    FOLLOW_LATEST_VERSION_FIELD_NUMBER: _builtins.int
     SKIP_GRANT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource id."""
     key_uri: _builtins.str
-    """"https://{vault}.{suffix}/keys/{key}[/{version}]". Without a version, the newest version
-    is used; with follow_latest_version also set, the resource follows later rotations.
+    """"https://{vault}.{suffix}/keys/{key}[/{version}]". With a version, the resource is pinned
+    to it; without, it uses the newest version and follows later rotations by itself.
     """
     key_subscription_id: _builtins.str
     """The subscription of the vault (may differ from the resource's)."""
@@ -520,9 +519,9 @@ class SetEncryptionRequest(_message.Message):
     key_name: _builtins.str
     """And the key's name."""
     key_version: _builtins.str
-    """And, optionally, the version (32 hex characters); empty means the newest."""
-    follow_latest_version: _builtins.bool
-    """Follow the key's newest version: on a rotation the data key is rewrapped by itself."""
+    """And, optionally, the version (32 hex characters); empty means the newest at this moment
+    (pinned to it: a versionless key_uri is the way to follow rotations).
+    """
     skip_grant: _builtins.bool
     """Do not grant the identity access on the vault (it already has it)."""
     def __init__(
@@ -534,12 +533,11 @@ class SetEncryptionRequest(_message.Message):
         vault_name: _builtins.str = ...,
         key_name: _builtins.str = ...,
         key_version: _builtins.str = ...,
-        follow_latest_version: _builtins.bool = ...,
         skip_grant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_latest_version", b"follow_latest_version", "key_name", b"key_name", "key_subscription_id", b"key_subscription_id", "key_uri", b"key_uri", "key_version", b"key_version", "name", b"name", "skip_grant", b"skip_grant", "vault_name", b"vault_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_name", b"key_name", "key_subscription_id", b"key_subscription_id", "key_uri", b"key_uri", "key_version", b"key_version", "name", b"name", "skip_grant", b"skip_grant", "vault_name", b"vault_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
