@@ -73,3 +73,34 @@ def test_unwrap_load_calls_the_vault_as_the_resources_managed_identity(trio):
         ).fetchall()
     assert [caller for caller, _ in callers] == [identity]  # speech's own unwraps and the load's: one identity
     assert sum(count for _, count in callers) >= 20
+
+
+def test_the_report_survives_the_target_stopping_mid_run(trio):
+    """The trio goes away a second into the run: the requests after that fail and are counted,
+    the clean-up is refused and says what it left, and the report is printed all the same."""
+    import signal
+    import subprocess
+
+    from tests.e2e.conftest import CMK
+
+    services = trio.banner["services"]
+    load = subprocess.Popen(
+        [*CMK, "--output", "json", "--tls-dir", trio.banner["tls_dir"], "--endpoint", services["identity"],
+         "--keyvault-endpoint", services["keyvault"], "--speech-endpoint", services["speech"], "load", "read",
+         "--data-dir", str(trio.data_dir), "--duration", "5", "--warmup", "0", "--concurrency", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trio.env,
+    )  # fmt: skip
+    assert load.stderr is not None
+    seen = ""
+    while "requests," not in seen:  # the first progress line: the run is measuring
+        char = load.stderr.read(1)
+        assert char, f"cmk load ended before measuring: {seen}"
+        seen += char
+    trio.process.send_signal(signal.SIGTERM)
+    assert trio.process.wait(timeout=20) == 0
+    out, err = load.communicate(timeout=120)
+    assert load.returncode == 0, out + err
+    summary = json.loads(out)
+    assert summary["requests"] > 0
+    assert any(kind.startswith("UNAVAILABLE") for kind in summary["errors"]), summary["errors"]
+    assert "left behind: everything the run made" in err and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,6 +57,18 @@ def load(state: State, scenario: str, concurrency: int, rate: float | None, dura
             raise click.ClickException("--plot needs matplotlib: pip install 'cmk-trio[plot]'") from None
     run(lambda: _load(state, scenario, concurrency, rate, duration, request_count, warmup, mix, data_dir,
                       port_base, private, allow_remote, plot, keep))  # fmt: skip
+
+
+async def _clean_up(prepared: Any) -> list[str]:
+    """What the run made, deleted as far as the target lets: a target that stopped mid-run
+    costs the clean-up (said so), never the report of what was measured."""
+    from cmk_trio.rpckit.errors import ServiceError
+
+    try:
+        return list(await prepared.clean_up())
+    except ServiceError as exc:
+        return [f"everything the run made (tenant {prepared.tenant_id}, its resources, vault and principals): "
+                f"the clean-up was refused ({exc.reason.value}: {exc.message})"]  # fmt: skip
 
 
 async def _load(state: State, scenario_name: str, concurrency: int, rate: float | None, duration: float,
@@ -110,7 +123,7 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
             finally:
                 try:
                     if not keep and not private:  # a private trio goes away whole
-                        for left in await prepared.clean_up():
+                        for left in await _clean_up(prepared):
                             click.echo(f"\nleft behind: {left}", err=True, nl=False)
                 finally:
                     await prepared.close()
