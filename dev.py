@@ -3,7 +3,7 @@
 
     python3 dev.py up       start the trio (data in ./.cmk)
     python3 dev.py test     run the test suite (extra arguments go to pytest)
-    python3 dev.py check    generated code fresh, ruff and mypy clean
+    python3 dev.py check    generated code fresh, ruff, mypy and buf lint clean
     python3 dev.py bench    the benchmark suite (--smoke: a seconds-long run)
     python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
     python3 dev.py faults   the fault-injection suite, 20 kills per service; writes RELIABILITY.md
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,31 @@ def _install(wanted: str) -> None:
     STAMP.write_text(wanted)
 
 
+BUF_VERSION = "1.75.0"
+"""The proto linter, from the npm registry (buf.yaml says which rules)."""
+
+
+def ensure_buf() -> str:
+    """buf, installed with npm into the virtual environment the first time it is needed."""
+    prefix = VENV / "buf"
+    found = prefix / "node_modules" / ".bin" / "buf"
+    stamp = prefix / ".version"
+    if found.exists() and stamp.exists() and stamp.read_text() == BUF_VERSION:
+        return str(found)
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("buf lint needs npm (Node.js) to install buf from the npm registry")
+    print(f"installing buf {BUF_VERSION} from the npm registry", file=sys.stderr)
+    prefix.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit", "--no-fund", "--loglevel=error",
+         f"@bufbuild/buf@{BUF_VERSION}"],
+        check=True,
+    )  # fmt: skip
+    stamp.write_text(BUF_VERSION)
+    return str(found)
+
+
 def run(*args: str) -> int:
     return subprocess.run(list(args), cwd=ROOT).returncode
 
@@ -96,6 +122,7 @@ def main(argv: list[str]) -> int:
             or run(str(BIN / "ruff"), "check", *sources)
             or run(str(BIN / "ruff"), "format", "--check", *sources)
             or run(str(BIN / "mypy"))
+            or run(ensure_buf(), "lint")
         )
     if command == "bench":
         return run(str(PYTHON), "bench/run.py", *rest)

@@ -92,16 +92,16 @@ async def test_a_new_version_and_rotation(customer):
 # --- the authorization matrix ---------------------------------------------------------------
 
 MATRIX = [
-    ("get", "GetKey", lambda kid: pb.GetKeyRequest(key=kid)),
-    ("list", "ListKeyVersions", lambda kid: pb.ListKeyVersionsRequest(key=kid)),
-    ("wrapKey", "WrapKey", lambda kid: pb.WrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, plaintext=DATA_KEY)),
-    ("unwrapKey", "UnwrapKey", lambda kid: pb.UnwrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, ciphertext=BLOB)),
-    ("encrypt", "Encrypt", lambda kid: pb.WrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, plaintext=b"hi")),
-    ("decrypt", "Decrypt", lambda kid: pb.UnwrapKeyRequest(key=kid, algorithm=res.RSA_OAEP_256, ciphertext=BLOB)),
-    ("update", "UpdateKey", lambda kid: pb.UpdateKeyRequest(key=kid, attributes=res.KeyVersion(enabled=True),
+    ("get", "GetKey", lambda kid: pb.GetKeyRequest(name=kid)),
+    ("list", "ListKeyVersions", lambda kid: pb.ListKeyVersionsRequest(parent=kid)),
+    ("wrapKey", "WrapKey", lambda kid: pb.WrapKeyRequest(name=kid, algorithm=res.RSA_OAEP_256, plaintext=DATA_KEY)),
+    ("unwrapKey", "UnwrapKey", lambda kid: pb.UnwrapKeyRequest(name=kid, algorithm=res.RSA_OAEP_256, ciphertext=BLOB)),
+    ("encrypt", "Encrypt", lambda kid: pb.WrapKeyRequest(name=kid, algorithm=res.RSA_OAEP_256, plaintext=b"hi")),
+    ("decrypt", "Decrypt", lambda kid: pb.UnwrapKeyRequest(name=kid, algorithm=res.RSA_OAEP_256, ciphertext=BLOB)),
+    ("update", "UpdateKey", lambda kid: pb.UpdateKeyRequest(name=kid, attributes=res.KeyVersion(enabled=True),
                                                             update_mask=field_mask_pb2.FieldMask(paths=["enabled"]))),
-    ("rotate", "RotateKey", lambda kid: pb.RotateKeyRequest(key=kid)),
-    ("delete", "DeleteKey", lambda kid: pb.DeleteKeyRequest(key=kid)),
+    ("rotate", "RotateKey", lambda kid: pb.RotateKeyRequest(name=kid)),
+    ("delete", "DeleteKey", lambda kid: pb.DeleteKeyRequest(name=kid)),
     ("create", "CreateKey", lambda kid: pb.CreateKeyRequest(parent="vaults/kv1", key_name="other")),
 ]  # fmt: skip
 
@@ -153,7 +153,7 @@ async def test_a_management_token_does_not_work_on_keys(customer, kv_channel):
     key = await vault_with_key(customer)
     token = await customer.tenant.admin_client.token_for(audiences.MANAGEMENT)
     await expect_rpc_error(
-        await _data_call(kv_channel, token, "GetKey", pb.GetKeyRequest(key=key.key_id)),
+        await _data_call(kv_channel, token, "GetKey", pb.GetKeyRequest(name=key.key_id)),
         grpc.StatusCode.UNAUTHENTICATED, Reason.TOKEN_AUDIENCE_INVALID,
     )  # fmt: skip
 

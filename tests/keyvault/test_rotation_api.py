@@ -19,7 +19,7 @@ async def set_policy(customer, key_id: str, actions, expiry: str = "") -> res.Ke
     policy = res.KeyRotationPolicy(lifetime_actions=actions, expiry_time=expiry)
     return await call(
         customer.vaults.keys.UpdateKeyRotationPolicy,
-        pb.UpdateKeyRotationPolicyRequest(key=key_id, policy=policy),
+        pb.UpdateKeyRotationPolicyRequest(name=key_id, policy=policy),
         token=await customer.tenant.admin_client.token_for(audiences.VAULT),
     )
 

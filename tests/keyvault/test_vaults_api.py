@@ -60,7 +60,7 @@ async def test_names_are_global_and_stay_reserved_while_soft_deleted(customer, o
     with pytest.raises(AlreadyExists) as caught:
         await other.vaults.create_vault("shared-name", other.subscription_id, "rg1", "westeurope")
     assert caught.value.metadata["deleted"] == "true"
-    deleted = await customer.vaults.list_vaults(customer.subscription_id, deleted=True)
+    deleted = await customer.vaults.list_deleted_vaults(customer.subscription_id)
     assert deleted.vaults[0].HasField("purge_time")
     recovered = await customer.vaults.recover_vault("shared-name")
     assert not recovered.HasField("delete_time")

@@ -184,7 +184,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "cmk.keyvault.v1.AuditService/CreateAuditCheckpoint": allow(P),
     "cmk.keyvault.v1.AuditService/VerifyAuditLog": allow(P),
     "cmk.keyvault.v1.AuditService/GetAuditPublicKey": allow(*AUTHENTICATED),  # a public key, to check checkpoints
-    "cmk.keyvault.v1.AuditService/WatchEvents": allow(K, S, P),
+    # --- key vault: EventService (management audience) ------------------------------------
+    "cmk.keyvault.v1.EventService/WatchEvents": allow(K, S, P),
     # --- speech: SpeechResourceService (management audience, roles) -----------------------
     "cmk.speech.v1.SpeechResourceService/CreateSpeechResource": allow(C, O, A),
     "cmk.speech.v1.SpeechResourceService/GetSpeechResource": allow(R, C, O, A, hidden=VAULT_STRANGERS),
@@ -210,6 +211,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "cmk.speech.v1.ApplicationService/SetLuisKeys": allow(C, O, A, hidden=VAULT_STRANGERS),
     # Secrets: Contributor, never Reader (README).
     "cmk.speech.v1.ApplicationService/GetLuisKeys": allow(C, O, A, hidden=VAULT_STRANGERS),
+    # --- speech: SpeechDevService (management audience; what tests need) -------------------
+    "cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource": allow(P),
     # --- the development clock (served only with --dev-time-control) ----------------------
     **{f"cmk.common.v1.DevService/AdvanceClock@{host}": allow(P) for host in DEV_HOSTS},
 }

@@ -139,9 +139,10 @@ OPERATOR_ONLY = frozenset(
         "cmk.keyvault.v1.AuditService/StreamAuditRecords",
         "cmk.keyvault.v1.AuditService/CreateAuditCheckpoint",
         "cmk.keyvault.v1.AuditService/VerifyAuditLog",
-        "cmk.keyvault.v1.AuditService/WatchEvents",
+        "cmk.keyvault.v1.EventService/WatchEvents",
         "cmk.speech.v1.SpeechResourceService/ApproveCmkApproval",
         "cmk.speech.v1.SpeechResourceService/RejectCmkApproval",
+        "cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource",
         "cmk.common.v1.DevService/AdvanceClock",
     }
 )

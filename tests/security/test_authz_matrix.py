@@ -35,12 +35,12 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient, principal_name
 from cmk_trio.client.keyvault import KeyVaultClient
-from cmk_trio.client.speech import SpeechClient
+from cmk_trio.client.speech import SpeechClient, approval_name
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as idpb
@@ -201,7 +201,7 @@ async def matrix(world: World, operator, channel, clock, keyvault, speech_cmk) -
             scratch_key=scratch, deleted_key=gone,
             wrapped=(await admin_kv.wrap(world.key.key_id, b"k" * 32)).ciphertext,
             encrypted=(await admin_kv._data(admin_kv.keys.Encrypt, kvpb.WrapKeyRequest(
-                key=world.key.key_id, algorithm=kvres.RSA_OAEP_256, plaintext=b"e" * 32))).ciphertext,
+                name=world.key.key_id, algorithm=kvres.RSA_OAEP_256, plaintext=b"e" * 32))).ciphertext,
             import_jwk=json.dumps(private_jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048))),
         )  # fmt: skip
         reader_principal, reader_creds, _ = await make_principal(operator, channel, clock, world.tenant_id, "reader")
@@ -240,6 +240,8 @@ TOK = "cmk.identity.v1.TokenService/"
 VAULT = "cmk.keyvault.v1.VaultService/"
 KEY = "cmk.keyvault.v1.KeyService/"
 AUDIT = "cmk.keyvault.v1.AuditService/"
+EVENTS = "cmk.keyvault.v1.EventService/"
+SPEECH_DEV = "cmk.speech.v1.SpeechDevService/"
 RES = "cmk.speech.v1.SpeechResourceService/"
 APP = "cmk.speech.v1.ApplicationService/"
 
@@ -325,7 +327,7 @@ REQUESTS: dict[str, Builder] = {
     ID + "CreateSubscription": fixed(lambda m, c: idpb.CreateSubscriptionRequest(
         subscription=idres.Subscription(tenant_id=m.tenant, display_name=f"s {c}"))),
     ID + "GetSubscription": fixed(lambda m, c: idpb.GetSubscriptionRequest(name=f"subscriptions/{m.sub}")),
-    ID + "ListSubscriptions": fixed(lambda m, c: idpb.ListSubscriptionsRequest(tenant_id=m.tenant)),
+    ID + "ListSubscriptions": fixed(lambda m, c: idpb.ListSubscriptionsRequest(parent="tenants/" + m.tenant)),
     ID + "TransferSubscription": transfer,
     ID + "CreatePrincipal": fixed(lambda m, c: idpb.CreatePrincipalRequest(
         parent=f"tenants/{m.tenant}", principal=idres.Principal(kind=idres.SERVICE_PRINCIPAL, display_name=f"p {c}"))),
@@ -364,12 +366,12 @@ REQUESTS: dict[str, Builder] = {
         vault_name=f"cv-{c}", subscription_id=m.sub, resource_group="rg1", location="westeurope",
         soft_delete_enabled=True, soft_delete_retention_days=7))),
     VAULT + "GetVault": fixed(lambda m, c: kvpb.GetVaultRequest(name="vaults/contoso-cmk")),
-    VAULT + "ListVaults": fixed(lambda m, c: kvpb.ListVaultsRequest(subscription_id=m.sub)),
+    VAULT + "ListVaults": fixed(lambda m, c: kvpb.ListVaultsRequest(parent="subscriptions/" + m.sub)),
     VAULT + "UpdateVault": fixed(lambda m, c: kvpb.UpdateVaultRequest(
         vault=kvres.Vault(name="vaults/contoso-cmk", soft_delete_enabled=True),
         update_mask=mask("soft_delete_enabled"))),
     VAULT + "DeleteVault": lambda m, c: _named(kvpb.DeleteVaultRequest, m.vault(f"dv-{c}", delete=False)),
-    VAULT + "ListDeletedVaults": fixed(lambda m, c: kvpb.ListDeletedVaultsRequest(subscription_id=m.sub)),
+    VAULT + "ListDeletedVaults": fixed(lambda m, c: kvpb.ListDeletedVaultsRequest(parent="subscriptions/" + m.sub)),
     VAULT + "RecoverVault": lambda m, c: _named(kvpb.RecoverVaultRequest, m.vault(f"rv-{c}", delete=True)),
     VAULT + "PurgeVault": lambda m, c: _named(kvpb.PurgeVaultRequest, m.vault(f"pv-{c}", delete=True)),
     VAULT + "SetAccessPolicy": fixed(lambda m, c: kvpb.SetAccessPolicyRequest(name="vaults/contoso-cmk",
@@ -381,39 +383,43 @@ REQUESTS: dict[str, Builder] = {
         parent="vaults/contoso-cmk", key_name=f"ck-{c}", key=kvres.KeyVersion(key_size=2048))),
     KEY + "ImportKey": fixed(lambda m, c: kvpb.ImportKeyRequest(
         parent="vaults/contoso-cmk", key_name=f"ik-{c}", key_material=m.import_jwk)),
-    KEY + "GetKey": fixed(lambda m, c: kvpb.GetKeyRequest(key=m.key)),
+    KEY + "GetKey": fixed(lambda m, c: kvpb.GetKeyRequest(name=m.key)),
     KEY + "ListKeys": fixed(lambda m, c: kvpb.ListKeysRequest(parent="vaults/contoso-cmk")),
-    KEY + "ListKeyVersions": fixed(lambda m, c: kvpb.ListKeyVersionsRequest(key=m.versionless)),
+    KEY + "ListKeyVersions": fixed(lambda m, c: kvpb.ListKeyVersionsRequest(parent=m.versionless)),
     KEY + "UpdateKey": fixed(lambda m, c: kvpb.UpdateKeyRequest(
-        key=m.scratch_key, attributes=kvres.KeyVersion(enabled=True), update_mask=mask("enabled"))),
-    KEY + "RotateKey": fixed(lambda m, c: kvpb.RotateKeyRequest(key=m.scratch_key)),
-    KEY + "GetKeyRotationPolicy": fixed(lambda m, c: kvpb.GetKeyRotationPolicyRequest(key=m.versionless)),
+        name=m.scratch_key, attributes=kvres.KeyVersion(enabled=True), update_mask=mask("enabled"))),
+    KEY + "RotateKey": fixed(lambda m, c: kvpb.RotateKeyRequest(name=m.scratch_key)),
+    KEY + "GetKeyRotationPolicy": fixed(lambda m, c: kvpb.GetKeyRotationPolicyRequest(name=m.versionless)),
     KEY + "UpdateKeyRotationPolicy": fixed(lambda m, c: kvpb.UpdateKeyRotationPolicyRequest(
-        key=m.scratch_key, policy=kvres.KeyRotationPolicy())),
-    KEY + "WrapKey": fixed(lambda m, c: kvpb.WrapKeyRequest(key=m.key, algorithm=kvres.RSA_OAEP_256,
+        name=m.scratch_key, policy=kvres.KeyRotationPolicy())),
+    KEY + "WrapKey": fixed(lambda m, c: kvpb.WrapKeyRequest(name=m.key, algorithm=kvres.RSA_OAEP_256,
                                                             plaintext=b"w" * 32)),
-    KEY + "UnwrapKey": fixed(lambda m, c: kvpb.UnwrapKeyRequest(key=m.key, algorithm=kvres.RSA_OAEP_256,
+    KEY + "UnwrapKey": fixed(lambda m, c: kvpb.UnwrapKeyRequest(name=m.key, algorithm=kvres.RSA_OAEP_256,
                                                                 ciphertext=m.wrapped)),
-    KEY + "Encrypt": fixed(lambda m, c: kvpb.WrapKeyRequest(key=m.key, algorithm=kvres.RSA_OAEP_256,
+    KEY + "Encrypt": fixed(lambda m, c: kvpb.EncryptRequest(name=m.key, algorithm=kvres.RSA_OAEP_256,
                                                             plaintext=b"e" * 32)),
-    KEY + "Decrypt": fixed(lambda m, c: kvpb.UnwrapKeyRequest(key=m.key, algorithm=kvres.RSA_OAEP_256,
-                                                              ciphertext=m.encrypted)),
+    KEY + "Decrypt": fixed(lambda m, c: kvpb.DecryptRequest(name=m.key, algorithm=kvres.RSA_OAEP_256,
+                                                            ciphertext=m.encrypted)),
     KEY + "DeleteKey": lambda m, c: _keyed(kvpb.DeleteKeyRequest, m.scratch(f"dk-{c}", delete=False)),
-    KEY + "GetDeletedKey": fixed(lambda m, c: kvpb.GetDeletedKeyRequest(key=m.deleted_key)),
-    KEY + "ListDeletedKeys": fixed(lambda m, c: kvpb.ListKeysRequest(parent="vaults/contoso-scratch")),
+    KEY + "GetDeletedKey": fixed(lambda m, c: kvpb.GetDeletedKeyRequest(name=m.deleted_key)),
+    KEY + "ListDeletedKeys": fixed(lambda m, c: kvpb.ListDeletedKeysRequest(parent="vaults/contoso-scratch")),
     KEY + "RecoverDeletedKey": lambda m, c: _keyed(kvpb.RecoverDeletedKeyRequest, m.scratch(f"rk-{c}", delete=True)),
     KEY + "PurgeDeletedKey": lambda m, c: _keyed(kvpb.PurgeDeletedKeyRequest, m.scratch(f"pk-{c}", delete=True)),
-    AUDIT + "ListAuditRecords": fixed(lambda m, c: kvpb.ListAuditRecordsRequest(vault_name="contoso-cmk")),
+    AUDIT + "ListAuditRecords": fixed(lambda m, c: kvpb.ListAuditRecordsRequest(parent="vaults/" + "contoso-cmk")),
     AUDIT + "StreamAuditRecords": fixed(lambda m, c: kvpb.StreamAuditRecordsRequest(after_sequence=0)),
     AUDIT + "CreateAuditCheckpoint": fixed(lambda m, c: kvpb.CreateAuditCheckpointRequest()),
     AUDIT + "VerifyAuditLog": fixed(lambda m, c: kvpb.VerifyAuditLogRequest()),
     AUDIT + "GetAuditPublicKey": fixed(lambda m, c: kvpb.GetAuditPublicKeyRequest()),
-    AUDIT + "WatchEvents": fixed(lambda m, c: kvpb.WatchEventsRequest(after_sequence=0)),
+    EVENTS + "WatchEvents": fixed(lambda m, c: kvpb.WatchEventsRequest(after_sequence=0)),
+    SPEECH_DEV + "CreateBackdatedSpeechResource": fixed(lambda m, c: sppb.CreateBackdatedSpeechResourceRequest(
+        resource=spres.SpeechResource(subscription_id=m.sub, resource_group="rg1", account_name=f"bd-{c}",
+                                      location="westeurope", pricing_tier=spres.S0),
+        create_time=timestamp_pb2.Timestamp(seconds=1590969600))),
     RES + "CreateSpeechResource": fixed(lambda m, c: sppb.CreateSpeechResourceRequest(resource=spres.SpeechResource(
         subscription_id=m.sub, resource_group="rg1", account_name=f"cs-{c}", location="westeurope",
         pricing_tier=spres.S0))),
     RES + "GetSpeechResource": fixed(lambda m, c: sppb.GetSpeechResourceRequest(name=m.world.resource.name)),
-    RES + "ListSpeechResources": fixed(lambda m, c: sppb.ListSpeechResourcesRequest(subscription_id=m.sub)),
+    RES + "ListSpeechResources": fixed(lambda m, c: sppb.ListSpeechResourcesRequest(parent="subscriptions/" + m.sub)),
     RES + "DeleteSpeechResource": delete_resource,
     RES + "MoveSpeechResource": move_resource,
     RES + "AssignIdentity": fixed(lambda m, c: sppb.AssignIdentityRequest(name=m.world.resource.name)),
@@ -422,10 +428,10 @@ REQUESTS: dict[str, Builder] = {
         name=m.world.resource.name, vault_name="contoso-cmk", key_name="cmk")),
     RES + "DisableEncryption": fixed(lambda m, c: sppb.DisableEncryptionRequest(
         name=m.world.resource.name.replace("speech1", "plain1"))),
-    RES + "RequestCmkApproval": fixed(lambda m, c: sppb.RequestCmkApprovalRequest(subscription_id=m.sub, note=c)),
-    RES + "ApproveCmkApproval": fixed(lambda m, c: sppb.DecideCmkApprovalRequest(subscription_id=m.sub2)),
-    RES + "RejectCmkApproval": fixed(lambda m, c: sppb.DecideCmkApprovalRequest(subscription_id=m.sub2)),
-    RES + "GetCmkApproval": fixed(lambda m, c: sppb.GetCmkApprovalRequest(subscription_id=m.sub)),
+    RES + "RequestCmkApproval": fixed(lambda m, c: sppb.RequestCmkApprovalRequest(name=approval_name(m.sub), note=c)),
+    RES + "ApproveCmkApproval": fixed(lambda m, c: sppb.ApproveCmkApprovalRequest(name=approval_name(m.sub2))),
+    RES + "RejectCmkApproval": fixed(lambda m, c: sppb.RejectCmkApprovalRequest(name=approval_name(m.sub2))),
+    RES + "GetCmkApproval": fixed(lambda m, c: sppb.GetCmkApprovalRequest(name=approval_name(m.sub))),
     APP + "CreateApplication": fixed(lambda m, c: sppb.CreateApplicationRequest(
         parent=m.world.resource.name, application=spres.Application(display_name=f"a-{c}", configuration_json=CONFIG))),
     APP + "GetApplication": fixed(lambda m, c: sppb.GetApplicationRequest(name=m.app_name)),
@@ -445,7 +451,7 @@ async def _named(message: Any, name: Awaitable[str]) -> Any:
 
 
 async def _keyed(message: Any, key: Awaitable[str]) -> Any:
-    return message(key=await key)
+    return message(name=await key)
 
 
 # --- calling and classifying --------------------------------------------------------------
@@ -456,6 +462,8 @@ STUBS: dict[str, tuple[Any, str, str]] = {
     "cmk.keyvault.v1.VaultService": (kv_grpc.VaultServiceStub, "keyvault", audiences.MANAGEMENT),
     "cmk.keyvault.v1.KeyService": (kv_grpc.KeyServiceStub, "keyvault", audiences.VAULT),
     "cmk.keyvault.v1.AuditService": (kv_grpc.AuditServiceStub, "keyvault", audiences.MANAGEMENT),
+    "cmk.keyvault.v1.EventService": (kv_grpc.EventServiceStub, "keyvault", audiences.MANAGEMENT),
+    "cmk.speech.v1.SpeechDevService": (sp_grpc.SpeechDevServiceStub, "speech", audiences.MANAGEMENT),
     "cmk.speech.v1.SpeechResourceService": (sp_grpc.SpeechResourceServiceStub, "speech", audiences.MANAGEMENT),
     "cmk.speech.v1.ApplicationService": (sp_grpc.ApplicationServiceStub, "speech", audiences.SPEECH),
 }

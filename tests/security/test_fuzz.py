@@ -118,22 +118,22 @@ async def seeds(world: World, operator, channel, clock) -> dict[str, list[Messag
             kvpb.ImportKeyRequest(parent="vaults/contoso-cmk", key_name="imported", key_material=private_jwk())
         ],
         "cmk.keyvault.v1.KeyService/WrapKey": [
-            kvpb.WrapKeyRequest(key=key, algorithm=kvres.RSA_OAEP_256, plaintext=plaintext)
+            kvpb.WrapKeyRequest(name=key, algorithm=kvres.RSA_OAEP_256, plaintext=plaintext)
         ],
         "cmk.keyvault.v1.KeyService/Encrypt": [
-            kvpb.WrapKeyRequest(key=key, algorithm=kvres.RSA_OAEP_256, plaintext=plaintext)
+            kvpb.EncryptRequest(name=key, algorithm=kvres.RSA_OAEP_256, plaintext=plaintext)
         ],
         "cmk.keyvault.v1.KeyService/UnwrapKey": [
-            kvpb.UnwrapKeyRequest(key=key, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext)
+            kvpb.UnwrapKeyRequest(name=key, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext)
         ],
         "cmk.keyvault.v1.KeyService/Decrypt": [
-            kvpb.UnwrapKeyRequest(key=key, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext)
+            kvpb.DecryptRequest(name=key, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext)
         ],
-        "cmk.keyvault.v1.KeyService/GetDeletedKey": [kvpb.GetDeletedKeyRequest(key=doomed_key)],
-        "cmk.keyvault.v1.KeyService/RecoverDeletedKey": [kvpb.RecoverDeletedKeyRequest(key=doomed_key)],
+        "cmk.keyvault.v1.KeyService/GetDeletedKey": [kvpb.GetDeletedKeyRequest(name=doomed_key)],
+        "cmk.keyvault.v1.KeyService/RecoverDeletedKey": [kvpb.RecoverDeletedKeyRequest(name=doomed_key)],
         "cmk.keyvault.v1.VaultService/RecoverVault": [kvpb.RecoverVaultRequest(name="vaults/doomed-vault")],
         "cmk.keyvault.v1.KeyService/UpdateKeyRotationPolicy": [
-            kvpb.UpdateKeyRotationPolicyRequest(key=unversioned, policy=policy)
+            kvpb.UpdateKeyRotationPolicyRequest(name=unversioned, policy=policy)
         ],
         "cmk.speech.v1.SpeechResourceService/CreateSpeechResource": [
             speechpb.CreateSpeechResourceRequest(resource=resource)

@@ -147,7 +147,7 @@ async def scene(world, identity, keyvault: KeyVaultServer, operator, channel, cl
             keyvault.endpoint,
             "/cmk.keyvault.v1.KeyService/UnwrapKey",
             kvpb.UnwrapKeyRequest(
-                key=world.key.key_id, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext
+                name=world.key.key_id, algorithm=kvres.RSA_OAEP_256, ciphertext=wrapped.ciphertext
             ).SerializeToString(),
             audiences.VAULT,
         ),

@@ -104,7 +104,7 @@ async def test_timestamps_outside_years_1_to_9999_are_refused(world, seconds):
 async def _audit_since(vaults: KeyVaultClient, stamp: timestamp_pb2.Timestamp) -> Any:
     from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 
-    request = pb.ListAuditRecordsRequest(vault_name="contoso-cmk", start_time=stamp)
+    request = pb.ListAuditRecordsRequest(parent="vaults/" + "contoso-cmk", start_time=stamp)
     return await vaults._mgmt(vaults.audit.ListAuditRecords, request)
 
 

@@ -79,7 +79,7 @@ async def vault_show(state: State, name: str) -> None:
 async def vault_list(state: State, subscription_id: str, deleted: bool) -> None:
     """List the vaults of a subscription."""
     async with keyvault_session(state) as kv:
-        page = await kv.list_vaults(subscription_id, deleted=deleted)
+        page = await (kv.list_deleted_vaults if deleted else kv.list_vaults)(subscription_id)
     emit_messages(state.output, page.vaults, VAULT_COLUMNS, {"next_page_token": page.next_page_token})
 
 
@@ -209,7 +209,7 @@ async def key_list(state: State, vault_name: str, deleted: bool) -> None:
     async with keyvault_session(state) as kv:
         if deleted:
             gone = await kv.list_deleted_keys(vault_name)
-            emit_messages(state.output, gone.deleted_keys, ("recovery_id", "deleted_date", "scheduled_purge_date"), {})
+            emit_messages(state.output, gone.deleted_keys, ("recovery_id", "delete_time", "purge_time"), {})
             return
         page = await kv.list_keys(vault_name)
     emit_messages(state.output, page.keys, KEY_COLUMNS, {"next_page_token": page.next_page_token})

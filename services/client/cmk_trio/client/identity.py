@@ -155,7 +155,7 @@ class IdentityClient:
         )
         return await call(self.tokens.IssueToken, request, timeout=self.timeout)
 
-    async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueTokenResponse:
+    async def issue_managed_identity_token(self, name: str, audience: str) -> pb.IssueManagedIdentityTokenResponse:
         return await self._call(
             self.tokens.IssueManagedIdentityToken, pb.IssueManagedIdentityTokenRequest(name=name, audience=audience)
         )
@@ -210,7 +210,9 @@ class IdentityClient:
     ) -> pb.ListSubscriptionsResponse:
         return await self._call(
             self.directory.ListSubscriptions,
-            pb.ListSubscriptionsRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token),
+            pb.ListSubscriptionsRequest(
+                parent=f"tenants/{tenant_id}" if tenant_id else "", page_size=page_size, page_token=page_token
+            ),
         )
 
     async def transfer_subscription(self, subscription_id: str, target_tenant_id: str) -> res.Subscription:

@@ -29,6 +29,7 @@ class KeyVaultClient:
         self.vaults = pb_grpc.VaultServiceStub(channel)
         self.keys = pb_grpc.KeyServiceStub(channel)
         self.audit = pb_grpc.AuditServiceStub(channel)
+        self.events = pb_grpc.EventServiceStub(channel)
         self._tokens = tokens
         self.timeout = timeout
         """Seconds each call may take (a `deadline` block overrides it)."""
@@ -55,17 +56,13 @@ class KeyVaultClient:
     async def get_vault(self, name: str) -> res.Vault:
         return await self._mgmt(self.vaults.GetVault, pb.GetVaultRequest(name=f"vaults/{name}"))
 
-    async def list_vaults(
-        self, subscription_id: str, *, deleted: bool = False, page_token: str = ""
-    ) -> pb.ListVaultsResponse:
-        if deleted:
-            return await self._mgmt(
-                self.vaults.ListDeletedVaults,
-                pb.ListDeletedVaultsRequest(subscription_id=subscription_id, page_token=page_token),
-            )
-        return await self._mgmt(
-            self.vaults.ListVaults, pb.ListVaultsRequest(subscription_id=subscription_id, page_token=page_token)
-        )
+    async def list_vaults(self, subscription_id: str, *, page_token: str = "") -> pb.ListVaultsResponse:
+        request = pb.ListVaultsRequest(parent=f"subscriptions/{subscription_id}", page_token=page_token)
+        return await self._mgmt(self.vaults.ListVaults, request)
+
+    async def list_deleted_vaults(self, subscription_id: str, *, page_token: str = "") -> pb.ListDeletedVaultsResponse:
+        request = pb.ListDeletedVaultsRequest(parent=f"subscriptions/{subscription_id}", page_token=page_token)
+        return await self._mgmt(self.vaults.ListDeletedVaults, request)
 
     async def update_vault(
         self, name: str, *, purge_protection: bool | None = None, soft_delete: bool | None = None
@@ -131,49 +128,49 @@ class KeyVaultClient:
         )
 
     async def get_key(self, key: str) -> res.KeyVersion:
-        return await self._data(self.keys.GetKey, pb.GetKeyRequest(key=key))
+        return await self._data(self.keys.GetKey, pb.GetKeyRequest(name=key))
 
     async def list_keys(self, vault: str, *, page_token: str = "") -> pb.ListKeysResponse:
         return await self._data(self.keys.ListKeys, pb.ListKeysRequest(parent=f"vaults/{vault}", page_token=page_token))
 
     async def list_versions(self, key: str, *, page_token: str = "") -> pb.ListKeyVersionsResponse:
-        return await self._data(self.keys.ListKeyVersions, pb.ListKeyVersionsRequest(key=key, page_token=page_token))
+        return await self._data(self.keys.ListKeyVersions, pb.ListKeyVersionsRequest(parent=key, page_token=page_token))
 
     async def update_key(self, key: str, attributes: res.KeyVersion, paths: Iterable[str]) -> res.KeyVersion:
         mask = field_mask_pb2.FieldMask(paths=list(paths))
         return await self._data(
-            self.keys.UpdateKey, pb.UpdateKeyRequest(key=key, attributes=attributes, update_mask=mask)
+            self.keys.UpdateKey, pb.UpdateKeyRequest(name=key, attributes=attributes, update_mask=mask)
         )
 
     async def rotate_key(self, key: str) -> res.KeyVersion:
-        return await self._data(self.keys.RotateKey, pb.RotateKeyRequest(key=key))
+        return await self._data(self.keys.RotateKey, pb.RotateKeyRequest(name=key))
 
     async def wrap(self, key: str, plaintext: bytes, algorithm: int = res.RSA_OAEP_256) -> pb.WrapKeyResponse:
         request = pb.WrapKeyRequest(
-            key=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), plaintext=plaintext
+            name=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), plaintext=plaintext
         )
         return await self._data(self.keys.WrapKey, request)
 
     async def unwrap(self, key: str, ciphertext: bytes, algorithm: int = res.RSA_OAEP_256) -> pb.UnwrapKeyResponse:
         request = pb.UnwrapKeyRequest(
-            key=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), ciphertext=ciphertext
+            name=key, algorithm=res.EncryptionAlgorithm.ValueType(algorithm), ciphertext=ciphertext
         )
         return await self._data(self.keys.UnwrapKey, request)
 
     async def delete_key(self, key: str) -> res.DeletedKey:
-        return await self._data(self.keys.DeleteKey, pb.DeleteKeyRequest(key=key))
+        return await self._data(self.keys.DeleteKey, pb.DeleteKeyRequest(name=key))
 
     async def get_deleted_key(self, key: str) -> res.DeletedKey:
-        return await self._data(self.keys.GetDeletedKey, pb.GetDeletedKeyRequest(key=key))
+        return await self._data(self.keys.GetDeletedKey, pb.GetDeletedKeyRequest(name=key))
 
     async def list_deleted_keys(self, vault: str) -> pb.ListDeletedKeysResponse:
-        return await self._data(self.keys.ListDeletedKeys, pb.ListKeysRequest(parent=f"vaults/{vault}"))
+        return await self._data(self.keys.ListDeletedKeys, pb.ListDeletedKeysRequest(parent=f"vaults/{vault}"))
 
     async def recover_key(self, key: str) -> res.KeyVersion:
-        return await self._data(self.keys.RecoverDeletedKey, pb.RecoverDeletedKeyRequest(key=key))
+        return await self._data(self.keys.RecoverDeletedKey, pb.RecoverDeletedKeyRequest(name=key))
 
     async def purge_key(self, key: str) -> None:
-        await self._data(self.keys.PurgeDeletedKey, pb.PurgeDeletedKeyRequest(key=key))
+        await self._data(self.keys.PurgeDeletedKey, pb.PurgeDeletedKeyRequest(name=key))
 
     # --- audit and events -------------------------------------------------------------
 
@@ -181,7 +178,7 @@ class KeyVaultClient:
         self, vault: str = "", *, result: str = "", page_token: str = "", page_size: int = 0
     ) -> pb.ListAuditRecordsResponse:
         request = pb.ListAuditRecordsRequest(
-            vault_name=vault, result=result, page_token=page_token, page_size=page_size
+            parent=f"vaults/{vault}" if vault else "", result=result, page_token=page_token, page_size=page_size
         )
         return await self._mgmt(self.audit.ListAuditRecords, request)
 
@@ -199,7 +196,8 @@ class KeyVaultClient:
     ) -> AsyncIterator[res.Event]:
         """The vault's event stream from `after_sequence`. Heartbeats (sent once the replay is
         current, and when idle) are not yielded: `on_heartbeat` is told of them."""
-        async for event in self._stream(self.audit.WatchEvents, pb.WatchEventsRequest(after_sequence=after_sequence)):
+        request = pb.WatchEventsRequest(after_sequence=after_sequence)
+        async for event in self._stream(self.events.WatchEvents, request):
             if event.type == res.HEARTBEAT:
                 if on_heartbeat is not None:
                     on_heartbeat()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from cmk_trio.client.identity import DEFAULT_TIMEOUT, call_as
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
@@ -27,6 +27,7 @@ class SpeechClient:
         self.channel = channel
         self.resources = pb_grpc.SpeechResourceServiceStub(channel)
         self.apps = pb_grpc.ApplicationServiceStub(channel)
+        self.dev = pb_grpc.SpeechDevServiceStub(channel)
         self._tokens = tokens
         self.timeout = timeout
         """Seconds each call may take (a `deadline` block overrides it)."""
@@ -49,12 +50,12 @@ class SpeechClient:
         )  # fmt: skip
         if customer_managed:
             resource.encryption.key_source = res.CUSTOMER_MANAGED
-        request = pb.CreateSpeechResourceRequest(resource=resource)
-        if backdate is not None:
+        if backdate is not None:  # the development service's (the operator only)
             stamp = timestamp_pb2.Timestamp()
             stamp.FromDatetime(backdate)
-            request.backdate_create_time.CopyFrom(stamp)
-        return await self._mgmt(self.resources.CreateSpeechResource, request)
+            backdated = pb.CreateBackdatedSpeechResourceRequest(resource=resource, create_time=stamp)
+            return await self._mgmt(self.dev.CreateBackdatedSpeechResource, backdated)
+        return await self._mgmt(self.resources.CreateSpeechResource, pb.CreateSpeechResourceRequest(resource=resource))
 
     async def get_resource(self, resource_id: str) -> res.SpeechResource:
         return await self._mgmt(self.resources.GetSpeechResource, pb.GetSpeechResourceRequest(name=resource_id))
@@ -63,7 +64,7 @@ class SpeechClient:
         self, subscription_id: str, page_token: str = "", page_size: int = 0
     ) -> pb.ListSpeechResourcesResponse:
         request = pb.ListSpeechResourcesRequest(
-            subscription_id=subscription_id, page_token=page_token, page_size=page_size
+            parent=f"subscriptions/{subscription_id}", page_token=page_token, page_size=page_size
         )
         return await self._mgmt(self.resources.ListSpeechResources, request)
 
@@ -108,21 +109,20 @@ class SpeechClient:
         return await self._mgmt(self.resources.DisableEncryption, pb.DisableEncryptionRequest(name=resource_id))
 
     async def request_approval(self, subscription_id: str, note: str = "") -> res.CmkApproval:
-        request = pb.RequestCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        request = pb.RequestCmkApprovalRequest(name=approval_name(subscription_id), note=note)
         return await self._mgmt(self.resources.RequestCmkApproval, request)
 
     async def approve(self, subscription_id: str, note: str = "") -> res.CmkApproval:
-        request = pb.DecideCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        request = pb.ApproveCmkApprovalRequest(name=approval_name(subscription_id), note=note)
         return await self._mgmt(self.resources.ApproveCmkApproval, request)
 
     async def reject(self, subscription_id: str, note: str = "") -> res.CmkApproval:
-        request = pb.DecideCmkApprovalRequest(subscription_id=subscription_id, note=note)
+        request = pb.RejectCmkApprovalRequest(name=approval_name(subscription_id), note=note)
         return await self._mgmt(self.resources.RejectCmkApproval, request)
 
     async def get_approval(self, subscription_id: str) -> res.CmkApproval:
-        return await self._mgmt(
-            self.resources.GetCmkApproval, pb.GetCmkApprovalRequest(subscription_id=subscription_id)
-        )
+        request = pb.GetCmkApprovalRequest(name=approval_name(subscription_id))
+        return await self._mgmt(self.resources.GetCmkApproval, request)
 
     # --- applications and LUIS keys ---------------------------------------------------
 
@@ -142,10 +142,15 @@ class SpeechClient:
         return await self._data(self.apps.ListApplications, request)
 
     async def update_application(
-        self, name: str, etag: str, display_name: str, configuration_json: str
+        self, name: str, etag: str, display_name: str | None = None, configuration_json: str | None = None
     ) -> res.Application:
-        app = res.Application(name=name, etag=etag, display_name=display_name, configuration_json=configuration_json)
-        return await self._data(self.apps.UpdateApplication, pb.UpdateApplicationRequest(application=app))
+        """Change what is given (the update mask names it); `etag` is the one read last."""
+        app = res.Application(name=name, etag=etag, display_name=display_name or "",
+                              configuration_json=configuration_json or "")  # fmt: skip
+        given = {"display_name": display_name, "configuration_json": configuration_json}
+        mask = field_mask_pb2.FieldMask(paths=[path for path, value in given.items() if value is not None])
+        request = pb.UpdateApplicationRequest(application=app, update_mask=mask)
+        return await self._data(self.apps.UpdateApplication, request)
 
     async def delete_application(self, name: str, etag: str = "") -> None:
         await self._data(self.apps.DeleteApplication, pb.DeleteApplicationRequest(name=name, etag=etag))
@@ -156,3 +161,8 @@ class SpeechClient:
 
     async def get_luis_keys(self, resource_id: str) -> res.LuisKeys:
         return await self._data(self.apps.GetLuisKeys, pb.GetLuisKeysRequest(parent=resource_id))
+
+
+def approval_name(subscription_id: str) -> str:
+    """A subscription's CMK approval, as the API names it."""
+    return f"subscriptions/{subscription_id}/cmkApproval"

@@ -219,7 +219,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: Context
     ) -> pb.ListSubscriptionsResponse:
-        tenant_id = _optional_uuid("tenant_id", request.tenant_id)
+        tenant_id = names.tenant_id("parent", request.parent) if request.parent else None
         after, limit = _page("subscriptions", request.page_size, request.page_token)
         found = await self._d.list_subscriptions(await self._actor(), tenant_id, after=after, limit=limit)
         return pb.ListSubscriptionsResponse(
@@ -405,11 +405,15 @@ class TokenApi(pb_grpc.TokenServiceServicer):
 
     async def IssueManagedIdentityToken(
         self, request: pb.IssueManagedIdentityTokenRequest, context: Context
-    ) -> pb.IssueTokenResponse:
+    ) -> pb.IssueManagedIdentityTokenResponse:
         tenant_id, object_id = names.principal("name", request.name)
         caller = current_caller()
         actor = await self._d.actor(caller.object_id, caller.tenant_id)
-        return token_pb(await self._issuer.managed_identity_token(actor, tenant_id, object_id, request.audience))
+        issued = token_pb(await self._issuer.managed_identity_token(actor, tenant_id, object_id, request.audience))
+        return pb.IssueManagedIdentityTokenResponse(
+            access_token=issued.access_token, token_type=issued.token_type, expire_time=issued.expire_time,
+            expires_in=issued.expires_in,
+        )  # fmt: skip
 
     async def ListSigningKeys(self, request: pb.ListSigningKeysRequest, context: Context) -> pb.ListSigningKeysResponse:
         after, limit = _page("signingKeys", request.page_size, request.page_token)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
-from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, KeyApi, VaultApi
+from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, EventApi, KeyApi, VaultApi
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_operator
 from cmk_trio.keyvault.config import KeyVaultConfig
@@ -51,6 +51,7 @@ AUDIENCES = {
     "cmk.keyvault.v1.VaultService": audiences.MANAGEMENT,
     "cmk.keyvault.v1.KeyService": audiences.VAULT,
     "cmk.keyvault.v1.AuditService": audiences.MANAGEMENT,
+    "cmk.keyvault.v1.EventService": audiences.MANAGEMENT,
     "cmk.common.v1.DevService": audiences.MANAGEMENT,
 }
 
@@ -183,8 +184,9 @@ async def build_server(
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)
             pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, trail), server)
-            pb_grpc.add_AuditServiceServicer_to_server(
-                AuditApi(audit, vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
+            pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, trail), server)
+            pb_grpc.add_EventServiceServicer_to_server(
+                EventApi(vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
             )
             dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 

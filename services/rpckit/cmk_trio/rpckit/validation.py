@@ -6,6 +6,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from google.protobuf.field_mask_pb2 import FieldMask
 
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
@@ -90,3 +94,32 @@ def location(field: str, value: str) -> str:
     if not LOCATION.fullmatch(value):
         raise invalid_field(field, Reason.FIELD_INVALID, "must be a region name such as westeurope")
     return value
+
+
+_SUBSCRIPTION = re.compile(r"subscriptions/([^/]{1,64})")
+_CMK_APPROVAL = re.compile(r"subscriptions/([^/]{1,64})/cmkApproval")
+
+
+def subscription_parent(field: str, value: str) -> str:
+    """The subscription id of a parent "subscriptions/{subscription_id}"."""
+    (found,) = name_parts(field, value, _SUBSCRIPTION, "subscriptions/{subscription_id}")
+    return found
+
+
+def cmk_approval_subscription(field: str, value: str) -> str:
+    """The subscription id of a CMK approval's name "subscriptions/{subscription_id}/cmkApproval"."""
+    (found,) = name_parts(field, value, _CMK_APPROVAL, "subscriptions/{subscription_id}/cmkApproval")
+    return found
+
+
+def mask_paths(mask: FieldMask, allowed: set[str], *, empty_means_all: bool = False) -> set[str]:
+    """The fields an update_mask names, each one that may be changed; an empty mask is
+    refused, or (`empty_means_all`, AIP-134's reading) means every field that may be."""
+    paths = set(mask.paths)
+    if not paths and empty_means_all:
+        return set(allowed)
+    if not paths or paths - allowed:
+        raise invalid_field(
+            "update_mask", Reason.UPDATE_MASK_INVALID, f"name the fields to change among: {', '.join(sorted(allowed))}"
+        )
+    return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 
 from google.protobuf import empty_pb2
 
@@ -15,6 +16,7 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_page_token, decode_sequence_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.timestamps import from_timestamp, to_timestamp
 from cmk_trio.rpckit.types import Context
+from cmk_trio.rpckit.validation import cmk_approval_subscription, mask_paths, subscription_parent
 from cmk_trio.speech.data import Data, DataKeySource, LuisKeys, OpenedApplication
 from cmk_trio.speech.encryption import Encryption, choose_key
 from cmk_trio.speech.errors import ServiceError, invalid_field
@@ -104,6 +106,14 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         self._keys = keys
         self._e = encryption
 
+    @property
+    def resources(self) -> Resources:
+        return self._r
+
+    async def describe(self, resource: SpeechResource) -> res.SpeechResource:
+        """The resource as the API shows it, with its encryption status."""
+        return await self._pb(resource)
+
     async def _pb(self, resource: SpeechResource) -> res.SpeechResource:
         try:
             await self._keys.data_key(resource)
@@ -114,22 +124,7 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
     async def CreateSpeechResource(
         self, request: pb.CreateSpeechResourceRequest, context: Context
     ) -> res.SpeechResource:
-        r = request.resource
-        if r.pricing_tier not in TIERS:
-            raise invalid_field("resource.pricing_tier", Reason.ENUM_UNKNOWN, "must be F0 or S0")
-        created = await self._r.create(
-            current_caller(),
-            subscription_id=r.subscription_id,
-            resource_group=r.resource_group,
-            account_name=r.account_name,
-            location=r.location,
-            tier=TIERS[r.pricing_tier],
-            customer_managed=r.encryption.key_source == res.CUSTOMER_MANAGED,
-            backdate=from_timestamp("backdate_create_time", request.backdate_create_time)
-            if request.HasField("backdate_create_time")
-            else None,
-        )
-        return await self._pb(created)
+        return await self._pb(await create_resource(self._r, request.resource, None))
 
     async def GetSpeechResource(self, request: pb.GetSpeechResourceRequest, context: Context) -> res.SpeechResource:
         return await self._pb(await self._r.get(current_caller(), request.name))
@@ -138,7 +133,8 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         self, request: pb.ListSpeechResourcesRequest, context: Context
     ) -> pb.ListSpeechResourcesResponse:
         after, limit = decode_page_token("resources", request.page_token), page_size_of(request.page_size)
-        found = await self._r.list_resources(current_caller(), request.subscription_id, after=after, limit=limit)
+        subscription_id = subscription_parent("parent", request.parent)
+        found = await self._r.list_resources(current_caller(), subscription_id, after=after, limit=limit)
         return pb.ListSpeechResourcesResponse(
             # Each customer-managed resource's status asks its vault (on a cold cache): together, not in turn.
             resources=await asyncio.gather(*(self._pb(r) for r in found)),
@@ -178,16 +174,51 @@ class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
         return await self._pb(await self._e.set_microsoft_managed(current_caller(), request.name))
 
     async def RequestCmkApproval(self, request: pb.RequestCmkApprovalRequest, context: Context) -> res.CmkApproval:
-        return approval_pb(await self._r.request_approval(current_caller(), request.subscription_id, request.note))
+        subscription_id = cmk_approval_subscription("name", request.name)
+        return approval_pb(await self._r.request_approval(current_caller(), subscription_id, request.note))
 
-    async def ApproveCmkApproval(self, request: pb.DecideCmkApprovalRequest, context: Context) -> res.CmkApproval:
-        return approval_pb(await self._r.decide(current_caller(), request.subscription_id, True, request.note))
+    async def ApproveCmkApproval(self, request: pb.ApproveCmkApprovalRequest, context: Context) -> res.CmkApproval:
+        subscription_id = cmk_approval_subscription("name", request.name)
+        return approval_pb(await self._r.decide(current_caller(), subscription_id, True, request.note))
 
-    async def RejectCmkApproval(self, request: pb.DecideCmkApprovalRequest, context: Context) -> res.CmkApproval:
-        return approval_pb(await self._r.decide(current_caller(), request.subscription_id, False, request.note))
+    async def RejectCmkApproval(self, request: pb.RejectCmkApprovalRequest, context: Context) -> res.CmkApproval:
+        subscription_id = cmk_approval_subscription("name", request.name)
+        return approval_pb(await self._r.decide(current_caller(), subscription_id, False, request.note))
 
     async def GetCmkApproval(self, request: pb.GetCmkApprovalRequest, context: Context) -> res.CmkApproval:
-        return approval_pb(await self._r.get_approval(current_caller(), request.subscription_id))
+        subscription_id = cmk_approval_subscription("name", request.name)
+        return approval_pb(await self._r.get_approval(current_caller(), subscription_id))
+
+
+async def create_resource(resources: Resources, r: res.SpeechResource, backdate: datetime | None) -> SpeechResource:
+    if r.pricing_tier not in TIERS:
+        raise invalid_field("resource.pricing_tier", Reason.ENUM_UNKNOWN, "must be F0 or S0")
+    return await resources.create(
+        current_caller(),
+        subscription_id=r.subscription_id,
+        resource_group=r.resource_group,
+        account_name=r.account_name,
+        location=r.location,
+        tier=TIERS[r.pricing_tier],
+        customer_managed=r.encryption.key_source == res.CUSTOMER_MANAGED,
+        backdate=backdate,
+    )
+
+
+class SpeechDevApi(pb_grpc.SpeechDevServiceServicer):
+    """cmk.speech.v1.SpeechDevService: what only tests and demonstrations need."""
+
+    def __init__(self, resources: SpeechResourceApi) -> None:
+        self._api = resources
+
+    async def CreateBackdatedSpeechResource(
+        self, request: pb.CreateBackdatedSpeechResourceRequest, context: Context
+    ) -> res.SpeechResource:
+        if not request.HasField("create_time"):
+            raise invalid_field("create_time", Reason.FIELD_REQUIRED, "is required")
+        backdate = from_timestamp("create_time", request.create_time)
+        # (the operator only: Resources.create says so to anyone else)
+        return await self._api.describe(await create_resource(self._api.resources, request.resource, backdate))
 
 
 class ApplicationApi(pb_grpc.ApplicationServiceServicer):
@@ -220,9 +251,12 @@ class ApplicationApi(pb_grpc.ApplicationServiceServicer):
     async def UpdateApplication(self, request: pb.UpdateApplicationRequest, context: Context) -> res.Application:
         a = request.application
         resource_id, app_id = _application_name(a.name)
+        paths = mask_paths(request.update_mask, {"display_name", "configuration_json"}, empty_means_all=True)
         updated = await self._d.update_application(
-            current_caller(), resource_id, app_id, a.etag, a.display_name, a.configuration_json
-        )
+            current_caller(), resource_id, app_id, a.etag,
+            a.display_name if "display_name" in paths else None,
+            a.configuration_json if "configuration_json" in paths else None,
+        )  # fmt: skip
         return application_pb(updated)
 
     async def DeleteApplication(self, request: pb.DeleteApplicationRequest, context: Context) -> empty_pb2.Empty:

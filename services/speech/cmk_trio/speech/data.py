@@ -173,17 +173,23 @@ class Data:
         return OpenedApplication(record, plain.decode())
 
     async def update_application(
-        self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str, name: str, config_json: str
+        self, caller: VerifiedToken, resource_id: str, app_id: str, etag: str, name: str | None, config_json: str | None
     ) -> OpenedApplication:
+        """Change the display name, the configuration, or both (None: unchanged, as the update
+        mask leaves it); the configuration is sealed again either way, bound to the new version."""
         expected = parse_etag(etag) if etag else None
         if expected is None:
             raise invalid_field("application.etag", Reason.FIELD_REQUIRED, "send the etag of the version you read")
-        name = display_name("application.display_name", name)
-        raw = configuration("application.configuration_json", config_json)
+        checked_name = display_name("application.display_name", name) if name is not None else None
+        raw = configuration("application.configuration_json", config_json) if config_json is not None else None
         resource = await self._resource(caller, resource_id, Access.WRITE)
         current = await self._application(resource, app_id)
         if current.version != expected:
             raise self._stale(current)
+        name = checked_name if checked_name is not None else current.display_name
+        if raw is None:
+            raw = await self._open(resource, current.sealed_configuration, current.application_id, current.version)
+            config_json = raw.decode()
         version = expected + 1
         sealed = await self._seal(resource, raw, current.application_id, version)
         updated = replace(current, display_name=name, version=version, sealed_configuration=sealed,

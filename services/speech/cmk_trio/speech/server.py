@@ -31,7 +31,7 @@ from cmk_trio.rpckit.tokens import OPERATOR_ROLE
 from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech import errors
-from cmk_trio.speech.api import ApplicationApi, SpeechResourceApi
+from cmk_trio.speech.api import ApplicationApi, SpeechDevApi, SpeechResourceApi
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.customer_keys import DataKeys
 from cmk_trio.speech.data import Data
@@ -58,6 +58,7 @@ SERVICE_NAMES = (
 AUDIENCES = {
     "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
     "cmk.speech.v1.ApplicationService": audiences.SPEECH,
+    "cmk.speech.v1.SpeechDevService": audiences.MANAGEMENT,
     "cmk.common.v1.DevService": audiences.MANAGEMENT,
 }
 
@@ -201,10 +202,10 @@ async def build_server(
                 raise errors.operator_required("may move the clock")
 
         def register(server: grpc.aio.Server) -> None:
-            pb_grpc.add_SpeechResourceServiceServicer_to_server(
-                SpeechResourceApi(resources, data_keys, encryption), server
-            )
+            resource_api = SpeechResourceApi(resources, data_keys, encryption)
+            pb_grpc.add_SpeechResourceServiceServicer_to_server(resource_api, server)
             pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
+            pb_grpc.add_SpeechDevServiceServicer_to_server(SpeechDevApi(resource_api), server)
             dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 
         running = await start_server(

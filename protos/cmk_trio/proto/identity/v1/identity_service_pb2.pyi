@@ -209,11 +209,13 @@ class ListSubscriptionsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    tenant_id: _builtins.str
-    """Only subscriptions of this tenant; empty means every tenant the caller may see."""
+    parent: _builtins.str
+    """Only subscriptions of this tenant, "tenants/{tenant_id}"; empty means every tenant the
+    caller may see.
+    """
     page_size: _builtins.int
     """At most this many results; 0 means the default (50); at most 1000."""
     page_token: _builtins.str
@@ -221,13 +223,13 @@ class ListSubscriptionsRequest(_message.Message):
     def __init__(
         self,
         *,
-        tenant_id: _builtins.str = ...,
+        parent: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -972,6 +974,42 @@ class IssueTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueTokenResponse: _TypeAlias = IssueTokenResponse  # noqa: Y015
+
+@_typing.final
+class IssueManagedIdentityTokenResponse(_message.Message):
+    """Response of IssueManagedIdentityToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """The JWT (RS256)."""
+    token_type: _builtins.str
+    """Always "Bearer"."""
+    expires_in: _builtins.int
+    """Seconds until expiry, as OAuth 2.0 reports it."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token expires."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        expires_in: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "expire_time", b"expire_time", "expires_in", b"expires_in", "token_type", b"token_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueManagedIdentityTokenResponse: _TypeAlias = IssueManagedIdentityTokenResponse  # noqa: Y015
 
 @_typing.final
 class IssueManagedIdentityTokenRequest(_message.Message):

@@ -1228,7 +1228,7 @@ class TokenServiceStub:
         self.IssueManagedIdentityToken = channel.unary_unary(
                 '/cmk.identity.v1.TokenService/IssueManagedIdentityToken',
                 request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenRequest.SerializeToString,
-                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueTokenResponse.FromString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenResponse.FromString,
                 _registered_method=True)
         self.ListSigningKeys = channel.unary_unary(
                 '/cmk.identity.v1.TokenService/ListSigningKeys',
@@ -1301,7 +1301,7 @@ def add_TokenServiceServicer_to_server(servicer, server):
             'IssueManagedIdentityToken': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueManagedIdentityToken,
                     request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenRequest.FromString,
-                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueTokenResponse.SerializeToString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenResponse.SerializeToString,
             ),
             'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSigningKeys,
@@ -1373,7 +1373,7 @@ class TokenService:
             target,
             '/cmk.identity.v1.TokenService/IssueManagedIdentityToken',
             cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenRequest.SerializeToString,
-            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueTokenResponse.FromString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.IssueManagedIdentityTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

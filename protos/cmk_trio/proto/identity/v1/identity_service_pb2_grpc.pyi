@@ -418,7 +418,7 @@ class TokenServiceStub:
     """Client-credentials grant: a token for an audience, for a user or service principal.
     Needs no bearer token.
     """
-    IssueManagedIdentityToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IssueManagedIdentityTokenRequest, _identity_service_pb2.IssueTokenResponse]
+    IssueManagedIdentityToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IssueManagedIdentityTokenRequest, _identity_service_pb2.IssueManagedIdentityTokenResponse]
     """A token of a managed identity, for its owning platform principal only."""
     ListSigningKeys: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListSigningKeysRequest, _identity_service_pb2.ListSigningKeysResponse]
     """The public signing keys that validators need: the active key and every retiring key
@@ -441,7 +441,7 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """Client-credentials grant: a token for an audience, for a user or service principal.
     Needs no bearer token.
     """
-    IssueManagedIdentityToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IssueManagedIdentityTokenRequest, _identity_service_pb2.IssueTokenResponse]  # type: ignore[assignment]
+    IssueManagedIdentityToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IssueManagedIdentityTokenRequest, _identity_service_pb2.IssueManagedIdentityTokenResponse]  # type: ignore[assignment]
     """A token of a managed identity, for its owning platform principal only."""
     ListSigningKeys: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListSigningKeysRequest, _identity_service_pb2.ListSigningKeysResponse]  # type: ignore[assignment]
     """The public signing keys that validators need: the active key and every retiring key
@@ -473,7 +473,7 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _identity_service_pb2.IssueManagedIdentityTokenRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_identity_service_pb2.IssueTokenResponse, _abc.Awaitable[_identity_service_pb2.IssueTokenResponse]]:
+    ) -> _typing.Union[_identity_service_pb2.IssueManagedIdentityTokenResponse, _abc.Awaitable[_identity_service_pb2.IssueManagedIdentityTokenResponse]]:
         """A token of a managed identity, for its owning platform principal only."""
 
     @_abc_1.abstractmethod

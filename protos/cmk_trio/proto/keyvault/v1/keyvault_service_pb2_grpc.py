@@ -67,7 +67,7 @@ class VaultServiceStub:
         self.ListDeletedVaults = channel.unary_unary(
                 '/cmk.keyvault.v1.VaultService/ListDeletedVaults',
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.SerializeToString,
-                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.FromString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsResponse.FromString,
                 _registered_method=True)
         self.RecoverVault = channel.unary_unary(
                 '/cmk.keyvault.v1.VaultService/RecoverVault',
@@ -211,7 +211,7 @@ def add_VaultServiceServicer_to_server(servicer, server):
             'ListDeletedVaults': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeletedVaults,
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.FromString,
-                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.SerializeToString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsResponse.SerializeToString,
             ),
             'RecoverVault': grpc.unary_unary_rpc_method_handler(
                     servicer.RecoverVault,
@@ -403,7 +403,7 @@ class VaultService:
             target,
             '/cmk.keyvault.v1.VaultService/ListDeletedVaults',
             cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsRequest.SerializeToString,
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListVaultsResponse.FromString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedVaultsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -619,13 +619,13 @@ class KeyServiceStub:
                 _registered_method=True)
         self.Encrypt = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/Encrypt',
-                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.SerializeToString,
-                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.FromString,
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptResponse.FromString,
                 _registered_method=True)
         self.Decrypt = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/Decrypt',
-                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
-                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptResponse.FromString,
                 _registered_method=True)
         self.DeleteKey = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/DeleteKey',
@@ -639,7 +639,7 @@ class KeyServiceStub:
                 _registered_method=True)
         self.ListDeletedKeys = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/ListDeletedKeys',
-                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.FromString,
                 _registered_method=True)
         self.RecoverDeletedKey = channel.unary_unary(
@@ -850,13 +850,13 @@ def add_KeyServiceServicer_to_server(servicer, server):
             ),
             'Encrypt': grpc.unary_unary_rpc_method_handler(
                     servicer.Encrypt,
-                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.FromString,
-                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.SerializeToString,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptResponse.SerializeToString,
             ),
             'Decrypt': grpc.unary_unary_rpc_method_handler(
                     servicer.Decrypt,
-                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.FromString,
-                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.SerializeToString,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptResponse.SerializeToString,
             ),
             'DeleteKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteKey,
@@ -870,7 +870,7 @@ def add_KeyServiceServicer_to_server(servicer, server):
             ),
             'ListDeletedKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeletedKeys,
-                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.FromString,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.SerializeToString,
             ),
             'RecoverDeletedKey': grpc.unary_unary_rpc_method_handler(
@@ -1209,8 +1209,8 @@ class KeyService:
             request,
             target,
             '/cmk.keyvault.v1.KeyService/Encrypt',
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyRequest.SerializeToString,
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WrapKeyResponse.FromString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.EncryptResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1236,8 +1236,8 @@ class KeyService:
             request,
             target,
             '/cmk.keyvault.v1.KeyService/Decrypt',
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyRequest.SerializeToString,
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UnwrapKeyResponse.FromString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1317,7 +1317,7 @@ class KeyService:
             request,
             target,
             '/cmk.keyvault.v1.KeyService/ListDeletedKeys',
-            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListKeysRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysRequest.SerializeToString,
             cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedKeysResponse.FromString,
             options,
             channel_credentials,
@@ -1385,8 +1385,8 @@ class KeyService:
 
 
 class AuditServiceStub:
-    """The audit log and the event stream. Audit calls need a management-audience token and
-    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """The audit log. Its calls need a management-audience token and the Reader role on the
+    vault (or the subscription, or the operator for the whole log).
     """
 
     def __init__(self, channel):
@@ -1420,16 +1420,11 @@ class AuditServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyResponse.FromString,
                 _registered_method=True)
-        self.WatchEvents = channel.unary_stream(
-                '/cmk.keyvault.v1.AuditService/WatchEvents',
-                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.SerializeToString,
-                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Event.FromString,
-                _registered_method=True)
 
 
 class AuditServiceServicer:
-    """The audit log and the event stream. Audit calls need a management-audience token and
-    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """The audit log. Its calls need a management-audience token and the Reader role on the
+    vault (or the subscription, or the operator for the whole log).
     """
 
     def ListAuditRecords(self, request, context):
@@ -1468,14 +1463,6 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchEvents(self, request, context):
-        """Streams key vault events after a cursor, then new ones. Platform principals and the
-        operator only.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1504,11 +1491,6 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetAuditPublicKeyResponse.SerializeToString,
             ),
-            'WatchEvents': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchEvents,
-                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.FromString,
-                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Event.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cmk.keyvault.v1.AuditService', rpc_method_handlers)
@@ -1518,8 +1500,8 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """The audit log and the event stream. Audit calls need a management-audience token and
-    the Reader role on the vault (or the subscription, or the operator for the whole log).
+    """The audit log. Its calls need a management-audience token and the Reader role on the
+    vault (or the subscription, or the operator for the whole log).
     """
 
     @staticmethod
@@ -1657,6 +1639,59 @@ class AuditService:
             metadata,
             _registered_method=True)
 
+
+class EventServiceStub:
+    """The key vault's event stream, which services that depend on its keys follow (access
+    policies, keys and vaults changing), so that a revocation takes effect at once.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WatchEvents = channel.unary_stream(
+                '/cmk.keyvault.v1.EventService/WatchEvents',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Event.FromString,
+                _registered_method=True)
+
+
+class EventServiceServicer:
+    """The key vault's event stream, which services that depend on its keys follow (access
+    policies, keys and vaults changing), so that a revocation takes effect at once.
+    """
+
+    def WatchEvents(self, request, context):
+        """Streams key vault events after a cursor, then new ones. Platform principals and the
+        operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Event.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cmk.keyvault.v1.EventService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cmk.keyvault.v1.EventService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EventService:
+    """The key vault's event stream, which services that depend on its keys follow (access
+    policies, keys and vaults changing), so that a revocation takes effect at once.
+    """
+
     @staticmethod
     def WatchEvents(request,
             target,
@@ -1671,7 +1706,7 @@ class AuditService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/cmk.keyvault.v1.AuditService/WatchEvents',
+            '/cmk.keyvault.v1.EventService/WatchEvents',
             cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.WatchEventsRequest.SerializeToString,
             cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Event.FromString,
             options,

@@ -24,60 +24,67 @@ _sym_db = _symbol_database.Default()
 
 from cmk_trio.proto.speech.v1 import resources_pb2 as cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-cmk_trio/proto/speech/v1/speech_service.proto\x12\rcmk.speech.v1\x1a(cmk_trio/proto/speech/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x1b\x43reateSpeechResourceRequest\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.cmk.speech.v1.SpeechResource\x12\x38\n\x14\x62\x61\x63kdate_create_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x18GetSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x1aListSpeechResourcesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x1bListSpeechResourcesResponse\x12\x30\n\tresources\x18\x01 \x03(\x0b\x32\x1d.cmk.speech.v1.SpeechResource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x1b\x44\x65leteSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x19RequestCmkApprovalRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"A\n\x18\x44\x65\x63ideCmkApprovalRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"0\n\x15GetCmkApprovalRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"[\n\x18\x43reateApplicationRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x0b\x61pplication\x18\x02 \x01(\x0b\x32\x1a.cmk.speech.v1.Application\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x17ListApplicationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x18ListApplicationsResponse\x12\x30\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1a.cmk.speech.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x18UpdateApplicationRequest\x12/\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1a.cmk.speech.v1.Application\"6\n\x18\x44\x65leteApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"P\n\x12SetLuisKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12*\n\tluis_keys\x18\x02 \x01(\x0b\x32\x17.cmk.speech.v1.LuisKeys\"$\n\x12GetLuisKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"%\n\x15\x41ssignIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x15RemoveIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x19\x63onfirm_data_inaccessible\x18\x02 \x01(\x08\"\xbe\x01\n\x14SetEncryptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07key_uri\x18\x02 \x01(\t\x12\x1b\n\x13key_subscription_id\x18\x03 \x01(\t\x12\x12\n\nvault_name\x18\x04 \x01(\t\x12\x10\n\x08key_name\x18\x05 \x01(\t\x12\x13\n\x0bkey_version\x18\x06 \x01(\t\x12\x12\n\nskip_grant\x18\x08 \x01(\x08J\x04\x08\x07\x10\x08R\x15\x66ollow_latest_version\"(\n\x18\x44isableEncryptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"h\n\x19MoveSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x16target_subscription_id\x18\x02 \x01(\t\x12\x1d\n\x15target_resource_group\x18\x03 \x01(\t2\xc5\t\n\x15SpeechResourceService\x12\x61\n\x14\x43reateSpeechResource\x12*.cmk.speech.v1.CreateSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12[\n\x11GetSpeechResource\x12\'.cmk.speech.v1.GetSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12l\n\x13ListSpeechResources\x12).cmk.speech.v1.ListSpeechResourcesRequest\x1a*.cmk.speech.v1.ListSpeechResourcesResponse\x12Z\n\x14\x44\x65leteSpeechResource\x12*.cmk.speech.v1.DeleteSpeechResourceRequest\x1a\x16.google.protobuf.Empty\x12]\n\x12MoveSpeechResource\x12(.cmk.speech.v1.MoveSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12U\n\x0e\x41ssignIdentity\x12$.cmk.speech.v1.AssignIdentityRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12U\n\x0eRemoveIdentity\x12$.cmk.speech.v1.RemoveIdentityRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12S\n\rSetEncryption\x12#.cmk.speech.v1.SetEncryptionRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12[\n\x11\x44isableEncryption\x12\'.cmk.speech.v1.DisableEncryptionRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12Z\n\x12RequestCmkApproval\x12(.cmk.speech.v1.RequestCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12Y\n\x12\x41pproveCmkApproval\x12\'.cmk.speech.v1.DecideCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12X\n\x11RejectCmkApproval\x12\'.cmk.speech.v1.DecideCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12R\n\x0eGetCmkApproval\x12$.cmk.speech.v1.GetCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval2\xed\x04\n\x12\x41pplicationService\x12X\n\x11\x43reateApplication\x12\'.cmk.speech.v1.CreateApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12R\n\x0eGetApplication\x12$.cmk.speech.v1.GetApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12\x63\n\x10ListApplications\x12&.cmk.speech.v1.ListApplicationsRequest\x1a\'.cmk.speech.v1.ListApplicationsResponse\x12X\n\x11UpdateApplication\x12\'.cmk.speech.v1.UpdateApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12T\n\x11\x44\x65leteApplication\x12\'.cmk.speech.v1.DeleteApplicationRequest\x1a\x16.google.protobuf.Empty\x12I\n\x0bSetLuisKeys\x12!.cmk.speech.v1.SetLuisKeysRequest\x1a\x17.cmk.speech.v1.LuisKeys\x12I\n\x0bGetLuisKeys\x12!.cmk.speech.v1.GetLuisKeysRequest\x1a\x17.cmk.speech.v1.LuisKeysb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-cmk_trio/proto/speech/v1/speech_service.proto\x12\rcmk.speech.v1\x1a(cmk_trio/proto/speech/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n$CreateBackdatedSpeechResourceRequest\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.cmk.speech.v1.SpeechResource\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x1b\x43reateSpeechResourceRequest\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.cmk.speech.v1.SpeechResourceJ\x04\x08\x02\x10\x03R\x14\x62\x61\x63kdate_create_time\"(\n\x18GetSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x1aListSpeechResourcesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x1bListSpeechResourcesResponse\x12\x30\n\tresources\x18\x01 \x03(\x0b\x32\x1d.cmk.speech.v1.SpeechResource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x1b\x44\x65leteSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x19RequestCmkApprovalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"7\n\x19\x41pproveCmkApprovalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"6\n\x18RejectCmkApprovalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"%\n\x15GetCmkApprovalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"[\n\x18\x43reateApplicationRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x0b\x61pplication\x18\x02 \x01(\x0b\x32\x1a.cmk.speech.v1.Application\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x17ListApplicationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x18ListApplicationsResponse\x12\x30\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1a.cmk.speech.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x18UpdateApplicationRequest\x12/\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1a.cmk.speech.v1.Application\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x18\x44\x65leteApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"P\n\x12SetLuisKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12*\n\tluis_keys\x18\x02 \x01(\x0b\x32\x17.cmk.speech.v1.LuisKeys\"$\n\x12GetLuisKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"%\n\x15\x41ssignIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x15RemoveIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x19\x63onfirm_data_inaccessible\x18\x02 \x01(\x08\"\xbe\x01\n\x14SetEncryptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07key_uri\x18\x02 \x01(\t\x12\x1b\n\x13key_subscription_id\x18\x03 \x01(\t\x12\x12\n\nvault_name\x18\x04 \x01(\t\x12\x10\n\x08key_name\x18\x05 \x01(\t\x12\x13\n\x0bkey_version\x18\x06 \x01(\t\x12\x12\n\nskip_grant\x18\x08 \x01(\x08J\x04\x08\x07\x10\x08R\x15\x66ollow_latest_version\"(\n\x18\x44isableEncryptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"h\n\x19MoveSpeechResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x16target_subscription_id\x18\x02 \x01(\t\x12\x1d\n\x15target_resource_group\x18\x03 \x01(\t2\xc6\t\n\x15SpeechResourceService\x12\x61\n\x14\x43reateSpeechResource\x12*.cmk.speech.v1.CreateSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12[\n\x11GetSpeechResource\x12\'.cmk.speech.v1.GetSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12l\n\x13ListSpeechResources\x12).cmk.speech.v1.ListSpeechResourcesRequest\x1a*.cmk.speech.v1.ListSpeechResourcesResponse\x12Z\n\x14\x44\x65leteSpeechResource\x12*.cmk.speech.v1.DeleteSpeechResourceRequest\x1a\x16.google.protobuf.Empty\x12]\n\x12MoveSpeechResource\x12(.cmk.speech.v1.MoveSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12U\n\x0e\x41ssignIdentity\x12$.cmk.speech.v1.AssignIdentityRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12U\n\x0eRemoveIdentity\x12$.cmk.speech.v1.RemoveIdentityRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12S\n\rSetEncryption\x12#.cmk.speech.v1.SetEncryptionRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12[\n\x11\x44isableEncryption\x12\'.cmk.speech.v1.DisableEncryptionRequest\x1a\x1d.cmk.speech.v1.SpeechResource\x12Z\n\x12RequestCmkApproval\x12(.cmk.speech.v1.RequestCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12Z\n\x12\x41pproveCmkApproval\x12(.cmk.speech.v1.ApproveCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12X\n\x11RejectCmkApproval\x12\'.cmk.speech.v1.RejectCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval\x12R\n\x0eGetCmkApproval\x12$.cmk.speech.v1.GetCmkApprovalRequest\x1a\x1a.cmk.speech.v1.CmkApproval2\xed\x04\n\x12\x41pplicationService\x12X\n\x11\x43reateApplication\x12\'.cmk.speech.v1.CreateApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12R\n\x0eGetApplication\x12$.cmk.speech.v1.GetApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12\x63\n\x10ListApplications\x12&.cmk.speech.v1.ListApplicationsRequest\x1a\'.cmk.speech.v1.ListApplicationsResponse\x12X\n\x11UpdateApplication\x12\'.cmk.speech.v1.UpdateApplicationRequest\x1a\x1a.cmk.speech.v1.Application\x12T\n\x11\x44\x65leteApplication\x12\'.cmk.speech.v1.DeleteApplicationRequest\x1a\x16.google.protobuf.Empty\x12I\n\x0bSetLuisKeys\x12!.cmk.speech.v1.SetLuisKeysRequest\x1a\x17.cmk.speech.v1.LuisKeys\x12I\n\x0bGetLuisKeys\x12!.cmk.speech.v1.GetLuisKeysRequest\x1a\x17.cmk.speech.v1.LuisKeys2\x87\x01\n\x10SpeechDevService\x12s\n\x1d\x43reateBackdatedSpeechResource\x12\x33.cmk.speech.v1.CreateBackdatedSpeechResourceRequest\x1a\x1d.cmk.speech.v1.SpeechResourceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cmk_trio.proto.speech.v1.speech_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATESPEECHRESOURCEREQUEST']._serialized_start=169
-  _globals['_CREATESPEECHRESOURCEREQUEST']._serialized_end=305
-  _globals['_GETSPEECHRESOURCEREQUEST']._serialized_start=307
-  _globals['_GETSPEECHRESOURCEREQUEST']._serialized_end=347
-  _globals['_LISTSPEECHRESOURCESREQUEST']._serialized_start=349
-  _globals['_LISTSPEECHRESOURCESREQUEST']._serialized_end=441
-  _globals['_LISTSPEECHRESOURCESRESPONSE']._serialized_start=443
-  _globals['_LISTSPEECHRESOURCESRESPONSE']._serialized_end=547
-  _globals['_DELETESPEECHRESOURCEREQUEST']._serialized_start=549
-  _globals['_DELETESPEECHRESOURCEREQUEST']._serialized_end=592
-  _globals['_REQUESTCMKAPPROVALREQUEST']._serialized_start=594
-  _globals['_REQUESTCMKAPPROVALREQUEST']._serialized_end=660
-  _globals['_DECIDECMKAPPROVALREQUEST']._serialized_start=662
-  _globals['_DECIDECMKAPPROVALREQUEST']._serialized_end=727
-  _globals['_GETCMKAPPROVALREQUEST']._serialized_start=729
-  _globals['_GETCMKAPPROVALREQUEST']._serialized_end=777
-  _globals['_CREATEAPPLICATIONREQUEST']._serialized_start=779
-  _globals['_CREATEAPPLICATIONREQUEST']._serialized_end=870
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=872
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=909
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=911
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=991
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=993
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1094
-  _globals['_UPDATEAPPLICATIONREQUEST']._serialized_start=1096
-  _globals['_UPDATEAPPLICATIONREQUEST']._serialized_end=1171
-  _globals['_DELETEAPPLICATIONREQUEST']._serialized_start=1173
-  _globals['_DELETEAPPLICATIONREQUEST']._serialized_end=1227
-  _globals['_SETLUISKEYSREQUEST']._serialized_start=1229
-  _globals['_SETLUISKEYSREQUEST']._serialized_end=1309
-  _globals['_GETLUISKEYSREQUEST']._serialized_start=1311
-  _globals['_GETLUISKEYSREQUEST']._serialized_end=1347
-  _globals['_ASSIGNIDENTITYREQUEST']._serialized_start=1349
-  _globals['_ASSIGNIDENTITYREQUEST']._serialized_end=1386
-  _globals['_REMOVEIDENTITYREQUEST']._serialized_start=1388
-  _globals['_REMOVEIDENTITYREQUEST']._serialized_end=1460
-  _globals['_SETENCRYPTIONREQUEST']._serialized_start=1463
-  _globals['_SETENCRYPTIONREQUEST']._serialized_end=1653
-  _globals['_DISABLEENCRYPTIONREQUEST']._serialized_start=1655
-  _globals['_DISABLEENCRYPTIONREQUEST']._serialized_end=1695
-  _globals['_MOVESPEECHRESOURCEREQUEST']._serialized_start=1697
-  _globals['_MOVESPEECHRESOURCEREQUEST']._serialized_end=1801
-  _globals['_SPEECHRESOURCESERVICE']._serialized_start=1804
-  _globals['_SPEECHRESOURCESERVICE']._serialized_end=3025
-  _globals['_APPLICATIONSERVICE']._serialized_start=3028
-  _globals['_APPLICATIONSERVICE']._serialized_end=3649
+  _globals['_CREATEBACKDATEDSPEECHRESOURCEREQUEST']._serialized_start=203
+  _globals['_CREATEBACKDATEDSPEECHRESOURCEREQUEST']._serialized_end=339
+  _globals['_CREATESPEECHRESOURCEREQUEST']._serialized_start=341
+  _globals['_CREATESPEECHRESOURCEREQUEST']._serialized_end=447
+  _globals['_GETSPEECHRESOURCEREQUEST']._serialized_start=449
+  _globals['_GETSPEECHRESOURCEREQUEST']._serialized_end=489
+  _globals['_LISTSPEECHRESOURCESREQUEST']._serialized_start=491
+  _globals['_LISTSPEECHRESOURCESREQUEST']._serialized_end=574
+  _globals['_LISTSPEECHRESOURCESRESPONSE']._serialized_start=576
+  _globals['_LISTSPEECHRESOURCESRESPONSE']._serialized_end=680
+  _globals['_DELETESPEECHRESOURCEREQUEST']._serialized_start=682
+  _globals['_DELETESPEECHRESOURCEREQUEST']._serialized_end=725
+  _globals['_REQUESTCMKAPPROVALREQUEST']._serialized_start=727
+  _globals['_REQUESTCMKAPPROVALREQUEST']._serialized_end=782
+  _globals['_APPROVECMKAPPROVALREQUEST']._serialized_start=784
+  _globals['_APPROVECMKAPPROVALREQUEST']._serialized_end=839
+  _globals['_REJECTCMKAPPROVALREQUEST']._serialized_start=841
+  _globals['_REJECTCMKAPPROVALREQUEST']._serialized_end=895
+  _globals['_GETCMKAPPROVALREQUEST']._serialized_start=897
+  _globals['_GETCMKAPPROVALREQUEST']._serialized_end=934
+  _globals['_CREATEAPPLICATIONREQUEST']._serialized_start=936
+  _globals['_CREATEAPPLICATIONREQUEST']._serialized_end=1027
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1029
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1066
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=1068
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=1148
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=1150
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1251
+  _globals['_UPDATEAPPLICATIONREQUEST']._serialized_start=1253
+  _globals['_UPDATEAPPLICATIONREQUEST']._serialized_end=1377
+  _globals['_DELETEAPPLICATIONREQUEST']._serialized_start=1379
+  _globals['_DELETEAPPLICATIONREQUEST']._serialized_end=1433
+  _globals['_SETLUISKEYSREQUEST']._serialized_start=1435
+  _globals['_SETLUISKEYSREQUEST']._serialized_end=1515
+  _globals['_GETLUISKEYSREQUEST']._serialized_start=1517
+  _globals['_GETLUISKEYSREQUEST']._serialized_end=1553
+  _globals['_ASSIGNIDENTITYREQUEST']._serialized_start=1555
+  _globals['_ASSIGNIDENTITYREQUEST']._serialized_end=1592
+  _globals['_REMOVEIDENTITYREQUEST']._serialized_start=1594
+  _globals['_REMOVEIDENTITYREQUEST']._serialized_end=1666
+  _globals['_SETENCRYPTIONREQUEST']._serialized_start=1669
+  _globals['_SETENCRYPTIONREQUEST']._serialized_end=1859
+  _globals['_DISABLEENCRYPTIONREQUEST']._serialized_start=1861
+  _globals['_DISABLEENCRYPTIONREQUEST']._serialized_end=1901
+  _globals['_MOVESPEECHRESOURCEREQUEST']._serialized_start=1903
+  _globals['_MOVESPEECHRESOURCEREQUEST']._serialized_end=2007
+  _globals['_SPEECHRESOURCESERVICE']._serialized_start=2010
+  _globals['_SPEECHRESOURCESERVICE']._serialized_end=3232
+  _globals['_APPLICATIONSERVICE']._serialized_start=3235
+  _globals['_APPLICATIONSERVICE']._serialized_end=3856
+  _globals['_SPEECHDEVSERVICE']._serialized_start=3859
+  _globals['_SPEECHDEVSERVICE']._serialized_end=3994
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ always encrypted at rest with the resource's data key.
 from cmk_trio.proto.speech.v1 import resources_pb2 as _resources_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -25,13 +26,42 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CreateBackdatedSpeechResourceRequest(_message.Message):
+    """Request of CreateBackdatedSpeechResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource(self) -> _resources_pb2.SpeechResource:
+        """As CreateSpeechResourceRequest.resource."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it is to have been created."""
+
+    def __init__(
+        self,
+        *,
+        resource: _resources_pb2.SpeechResource | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "resource", b"resource"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBackdatedSpeechResourceRequest: _TypeAlias = CreateBackdatedSpeechResourceRequest  # noqa: Y015
+
+@_typing.final
 class CreateSpeechResourceRequest(_message.Message):
     """Request of CreateSpeechResource."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     RESOURCE_FIELD_NUMBER: _builtins.int
-    BACKDATE_CREATE_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resource(self) -> _resources_pb2.SpeechResource:
         """The resource; subscription_id, resource_group, account_name, location and pricing_tier
@@ -39,21 +69,14 @@ class CreateSpeechResourceRequest(_message.Message):
         an existing resource.
         """
 
-    @_builtins.property
-    def backdate_create_time(self) -> _timestamp_pb2.Timestamp:
-        """Operator only: pretend the resource was created at this time (to exercise the seed's
-        "created after 27 June 2020" rule).
-        """
-
     def __init__(
         self,
         *,
         resource: _resources_pb2.SpeechResource | None = ...,
-        backdate_create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backdate_create_time", b"backdate_create_time", "resource", b"resource"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backdate_create_time", b"backdate_create_time", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -87,11 +110,11 @@ class ListSpeechResourcesRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    subscription_id: _builtins.str
-    """The subscription."""
+    parent: _builtins.str
+    """The subscription: "subscriptions/{subscription_id}"."""
     page_size: _builtins.int
     """At most this many results; 0 means the default (50); at most 1000."""
     page_token: _builtins.str
@@ -99,13 +122,13 @@ class ListSpeechResourcesRequest(_message.Message):
     def __init__(
         self,
         *,
-        subscription_id: _builtins.str = ...,
+        parent: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,51 +190,77 @@ class RequestCmkApprovalRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
-    subscription_id: _builtins.str
-    """The subscription."""
+    name: _builtins.str
+    """The subscription's approval: "subscriptions/{subscription_id}/cmkApproval"."""
     note: _builtins.str
     """Why CMK is needed (0-1000 characters)."""
     def __init__(
         self,
         *,
-        subscription_id: _builtins.str = ...,
+        name: _builtins.str = ...,
         note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note", b"note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestCmkApprovalRequest: _TypeAlias = RequestCmkApprovalRequest  # noqa: Y015
 
 @_typing.final
-class DecideCmkApprovalRequest(_message.Message):
-    """Request of ApproveCmkApproval and RejectCmkApproval."""
+class ApproveCmkApprovalRequest(_message.Message):
+    """Request of ApproveCmkApproval."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
-    subscription_id: _builtins.str
-    """The subscription."""
+    name: _builtins.str
+    """"subscriptions/{subscription_id}/cmkApproval"."""
     note: _builtins.str
     """A note for the requester (0-1000 characters)."""
     def __init__(
         self,
         *,
-        subscription_id: _builtins.str = ...,
+        name: _builtins.str = ...,
         note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note", b"note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DecideCmkApprovalRequest: _TypeAlias = DecideCmkApprovalRequest  # noqa: Y015
+Global___ApproveCmkApprovalRequest: _TypeAlias = ApproveCmkApprovalRequest  # noqa: Y015
+
+@_typing.final
+class RejectCmkApprovalRequest(_message.Message):
+    """Request of RejectCmkApproval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"subscriptions/{subscription_id}/cmkApproval"."""
+    note: _builtins.str
+    """Why not, for the requester (0-1000 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectCmkApprovalRequest: _TypeAlias = RejectCmkApprovalRequest  # noqa: Y015
 
 @_typing.final
 class GetCmkApprovalRequest(_message.Message):
@@ -219,17 +268,17 @@ class GetCmkApprovalRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
-    subscription_id: _builtins.str
-    """The subscription."""
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"subscriptions/{subscription_id}/cmkApproval"."""
     def __init__(
         self,
         *,
-        subscription_id: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -350,18 +399,24 @@ class UpdateApplicationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def application(self) -> _resources_pb2.Application:
-        """The application, with name, etag, display_name and configuration_json set."""
+        """The application, with its name and etag set, and the fields named in update_mask."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: "display_name", "configuration_json"; empty means both."""
 
     def __init__(
         self,
         *,
         application: _resources_pb2.Application | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,12 +89,12 @@ class SpeechResourceServiceStub:
                 _registered_method=True)
         self.ApproveCmkApproval = channel.unary_unary(
                 '/cmk.speech.v1.SpeechResourceService/ApproveCmkApproval',
-                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.SerializeToString,
+                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.ApproveCmkApprovalRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.FromString,
                 _registered_method=True)
         self.RejectCmkApproval = channel.unary_unary(
                 '/cmk.speech.v1.SpeechResourceService/RejectCmkApproval',
-                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.SerializeToString,
+                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.RejectCmkApprovalRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.FromString,
                 _registered_method=True)
         self.GetCmkApproval = channel.unary_unary(
@@ -264,12 +264,12 @@ def add_SpeechResourceServiceServicer_to_server(servicer, server):
             ),
             'ApproveCmkApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.ApproveCmkApproval,
-                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.FromString,
+                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.ApproveCmkApprovalRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.SerializeToString,
             ),
             'RejectCmkApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.RejectCmkApproval,
-                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.FromString,
+                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.RejectCmkApprovalRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.SerializeToString,
             ),
             'GetCmkApproval': grpc.unary_unary_rpc_method_handler(
@@ -574,7 +574,7 @@ class SpeechResourceService:
             request,
             target,
             '/cmk.speech.v1.SpeechResourceService/ApproveCmkApproval',
-            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.ApproveCmkApprovalRequest.SerializeToString,
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.FromString,
             options,
             channel_credentials,
@@ -601,7 +601,7 @@ class SpeechResourceService:
             request,
             target,
             '/cmk.speech.v1.SpeechResourceService/RejectCmkApproval',
-            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.DecideCmkApprovalRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.RejectCmkApprovalRequest.SerializeToString,
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.CmkApproval.FromString,
             options,
             channel_credentials,
@@ -973,6 +973,83 @@ class ApplicationService:
             '/cmk.speech.v1.ApplicationService/GetLuisKeys',
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.GetLuisKeysRequest.SerializeToString,
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.LuisKeys.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SpeechDevServiceStub:
+    """What only tests and demonstrations need (the platform operator only).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateBackdatedSpeechResource = channel.unary_unary(
+                '/cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource',
+                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
+                _registered_method=True)
+
+
+class SpeechDevServiceServicer:
+    """What only tests and demonstrations need (the platform operator only).
+    """
+
+    def CreateBackdatedSpeechResource(self, request, context):
+        """Creates a speech resource as if it had been created at create_time (to exercise the
+        seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SpeechDevServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateBackdatedSpeechResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBackdatedSpeechResource,
+                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cmk.speech.v1.SpeechDevService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cmk.speech.v1.SpeechDevService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SpeechDevService:
+    """What only tests and demonstrations need (the platform operator only).
+    """
+
+    @staticmethod
+    def CreateBackdatedSpeechResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource',
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
             options,
             channel_credentials,
             insecure,

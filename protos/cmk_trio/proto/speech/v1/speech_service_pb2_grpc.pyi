@@ -74,9 +74,9 @@ class SpeechResourceServiceStub:
     """Goes back to the Microsoft-managed key (the data key is rewrapped). Contributor."""
     RequestCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.RequestCmkApprovalRequest, _resources_pb2.CmkApproval]
     """Asks for CMK on a subscription. Owner of the subscription."""
-    ApproveCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]
+    ApproveCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.ApproveCmkApprovalRequest, _resources_pb2.CmkApproval]
     """Approves a request. Operator only."""
-    RejectCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]
+    RejectCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.RejectCmkApprovalRequest, _resources_pb2.CmkApproval]
     """Rejects a request. Operator only."""
     GetCmkApproval: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.GetCmkApprovalRequest, _resources_pb2.CmkApproval]
     """Shows a subscription's approval. Reader on the subscription, or the operator."""
@@ -121,9 +121,9 @@ class SpeechResourceServiceAsyncStub(SpeechResourceServiceStub):
     """Goes back to the Microsoft-managed key (the data key is rewrapped). Contributor."""
     RequestCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.RequestCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
     """Asks for CMK on a subscription. Owner of the subscription."""
-    ApproveCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
+    ApproveCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.ApproveCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
     """Approves a request. Operator only."""
-    RejectCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.DecideCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
+    RejectCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.RejectCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
     """Rejects a request. Operator only."""
     GetCmkApproval: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.GetCmkApprovalRequest, _resources_pb2.CmkApproval]  # type: ignore[assignment]
     """Shows a subscription's approval. Reader on the subscription, or the operator."""
@@ -229,7 +229,7 @@ class SpeechResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ApproveCmkApproval(
         self,
-        request: _speech_service_pb2.DecideCmkApprovalRequest,
+        request: _speech_service_pb2.ApproveCmkApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.CmkApproval, _abc.Awaitable[_resources_pb2.CmkApproval]]:
         """Approves a request. Operator only."""
@@ -237,7 +237,7 @@ class SpeechResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def RejectCmkApproval(
         self,
-        request: _speech_service_pb2.DecideCmkApprovalRequest,
+        request: _speech_service_pb2.RejectCmkApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.CmkApproval, _abc.Awaitable[_resources_pb2.CmkApproval]]:
         """Rejects a request. Operator only."""
@@ -360,3 +360,40 @@ class ApplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Gets the resource's LUIS keys."""
 
 def add_ApplicationServiceServicer_to_server(servicer: ApplicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SpeechDevServiceStub:
+    """What only tests and demonstrations need (the platform operator only)."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SpeechDevServiceAsyncStub: ...
+    CreateBackdatedSpeechResource: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.CreateBackdatedSpeechResourceRequest, _resources_pb2.SpeechResource]
+    """Creates a speech resource as if it had been created at create_time (to exercise the
+    seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+    """
+
+@_typing.type_check_only
+class SpeechDevServiceAsyncStub(SpeechDevServiceStub):
+    """What only tests and demonstrations need (the platform operator only)."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateBackdatedSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.CreateBackdatedSpeechResourceRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
+    """Creates a speech resource as if it had been created at create_time (to exercise the
+    seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+    """
+
+class SpeechDevServiceServicer(metaclass=_abc_1.ABCMeta):
+    """What only tests and demonstrations need (the platform operator only)."""
+
+    @_abc_1.abstractmethod
+    def CreateBackdatedSpeechResource(
+        self,
+        request: _speech_service_pb2.CreateBackdatedSpeechResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
+        """Creates a speech resource as if it had been created at create_time (to exercise the
+        seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+        """
+
+def add_SpeechDevServiceServicer_to_server(servicer: SpeechDevServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

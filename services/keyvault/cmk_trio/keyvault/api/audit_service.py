@@ -1,4 +1,4 @@
-"""cmk.keyvault.v1.AuditService: the audit log and the key vault's event stream."""
+"""cmk.keyvault.v1.AuditService (the audit log) and EventService (the key vault's event stream)."""
 
 from __future__ import annotations
 
@@ -26,20 +26,16 @@ from cmk_trio.rpckit.types import Context
 class AuditApi(pb_grpc.AuditServiceServicer):
     """cmk.keyvault.v1.AuditService."""
 
-    def __init__(
-        self, audit: AuditLog, vaults: Vaults, trail: AuditTrail, notifier: ChangeNotifier, *, heartbeat: float = 5.0
-    ) -> None:
-        self._heartbeat = heartbeat
+    def __init__(self, audit: AuditLog, vaults: Vaults, trail: AuditTrail) -> None:
         self._audit = audit
         self._vaults = vaults
         self._trail = trail
-        self._notifier = notifier
 
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context
     ) -> pb.ListAuditRecordsResponse:
         async with self._trail.call("ListAuditRecords") as scope:
-            vault = vault_name("vault_name", request.vault_name) if request.vault_name else ""
+            vault = vault_of_parent(request.parent) if request.parent else ""
             scope.vault_name = vault
             incarnation = await self._vaults.require_audit_reader(scope.authenticated, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
@@ -106,6 +102,23 @@ class AuditApi(pb_grpc.AuditServiceServicer):
     ) -> pb.GetAuditPublicKeyResponse:
         async with self._trail.call("GetAuditPublicKey"):
             return pb.GetAuditPublicKeyResponse(public_key=base64.b64encode(self._audit.public_key).decode())
+
+
+def vault_of_parent(parent: str) -> str:
+    """The vault of a "vaults/{vault_name}" parent."""
+    if not parent.startswith("vaults/"):
+        raise invalid_field("parent", Reason.NAME_MALFORMED, "must look like vaults/{vault_name}")
+    return vault_name("parent", parent.removeprefix("vaults/"))
+
+
+class EventApi(pb_grpc.EventServiceServicer):
+    """cmk.keyvault.v1.EventService."""
+
+    def __init__(self, vaults: Vaults, trail: AuditTrail, notifier: ChangeNotifier, *, heartbeat: float = 5.0) -> None:
+        self._heartbeat = heartbeat
+        self._vaults = vaults
+        self._trail = trail
+        self._notifier = notifier
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[res.Event]:
         async with self._trail.call("WatchEvents") as scope:

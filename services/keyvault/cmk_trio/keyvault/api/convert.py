@@ -6,8 +6,6 @@ import base64
 from datetime import datetime
 from typing import Literal
 
-from google.protobuf import field_mask_pb2
-
 from cmk_trio.client.key_names import KeyRef, vault_name
 from cmk_trio.keyvault.crypto import Padding
 from cmk_trio.keyvault.key_attributes import KeyAttributes, key_operations
@@ -91,8 +89,8 @@ class Converter:
         return res.DeletedKey(
             key=self.version(latest, vault) if latest else None,
             recovery_id=f"https://{key.vault_name}.{self._keys.dns_suffix}/deletedkeys/{key.key_name}",
-            deleted_date=to_timestamp(key.delete_time),
-            scheduled_purge_date=to_timestamp(key.purge_time),
+            delete_time=to_timestamp(key.delete_time),
+            purge_time=to_timestamp(key.purge_time),
         )
 
 
@@ -165,15 +163,6 @@ def algorithm_of(value: int) -> Padding:
     if algorithm is None:
         raise invalid_field("algorithm", Reason.ALGORITHM_UNKNOWN, "use RSA_OAEP_256 (or RSA_OAEP, RSA1_5)")
     return algorithm
-
-
-def mask_paths(mask: field_mask_pb2.FieldMask, allowed: set[str]) -> set[str]:
-    paths = set(mask.paths)
-    if not paths or paths - allowed:
-        raise invalid_field(
-            "update_mask", Reason.UPDATE_MASK_INVALID, f"name the fields to change among: {', '.join(sorted(allowed))}"
-        )
-    return paths
 
 
 def vault_of(name: str, field: str = "name") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from cmk_trio.client.key_names import KeyRef
-from cmk_trio.keyvault.api.convert import Converter, algorithm_of, attributes_of, mask_paths, rotation_policy_pb
+from cmk_trio.keyvault.api.convert import Converter, algorithm_of, attributes_of, rotation_policy_pb
 from cmk_trio.keyvault.api.trail import AuditTrail, CallScope
 from cmk_trio.keyvault.key_attributes import CryptoResult
 from cmk_trio.keyvault.keys import Keys
@@ -19,6 +19,7 @@ from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.types import Context
+from cmk_trio.rpckit.validation import mask_paths
 
 
 class KeyApi(pb_grpc.KeyServiceServicer):
@@ -30,7 +31,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         self._c = convert
         self._trail = trail
 
-    def _ref(self, scope: CallScope, value: str, field: str = "key") -> KeyRef:
+    def _ref(self, scope: CallScope, value: str, field: str = "name") -> KeyRef:
         ref = self._k.parse(field, value)
         scope.name(ref)
         return ref
@@ -74,7 +75,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def GetKey(self, request: pb.GetKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("GetKey") as scope:
-            return await self._version_pb(scope, await self._k.get(scope.authenticated, self._ref(scope, request.key)))
+            return await self._version_pb(scope, await self._k.get(scope.authenticated, self._ref(scope, request.name)))
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
         async with self._trail.call("ListKeys") as scope:
@@ -87,7 +88,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
                 next_page_token=encode_page_token("keys", found[-1][0].key_name) if len(found) == limit else "",
             )
 
-    async def ListDeletedKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListDeletedKeysResponse:
+    async def ListDeletedKeys(self, request: pb.ListDeletedKeysRequest, context: Context) -> pb.ListDeletedKeysResponse:
         async with self._trail.call("ListDeletedKeys") as scope:
             vault = scope.vault(request.parent, "parent")
             after, limit = decode_page_token("deletedKeys", request.page_token), page_size_of(request.page_size)
@@ -100,7 +101,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def ListKeyVersions(self, request: pb.ListKeyVersionsRequest, context: Context) -> pb.ListKeyVersionsResponse:
         async with self._trail.call("ListKeyVersions") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.parent, "parent")
             after, limit = decode_page_token("versions", request.page_token), page_size_of(request.page_size)
             found = await self._k.list_versions(scope.authenticated, ref, after=after, limit=limit)
             v = await self._vault(ref.vault_name)
@@ -111,7 +112,7 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def UpdateKey(self, request: pb.UpdateKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("UpdateKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             paths = mask_paths(request.update_mask, {"enabled", "not_before", "expires", "key_operations", "tags"})
             updated = await self._k.update(scope.authenticated, ref, attributes_of(request.attributes, paths))
             return await self._version_pb(scope, updated)
@@ -119,21 +120,21 @@ class KeyApi(pb_grpc.KeyServiceServicer):
     async def RotateKey(self, request: pb.RotateKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("RotateKey") as scope:
             return await self._version_pb(
-                scope, await self._k.rotate(scope.authenticated, self._ref(scope, request.key))
+                scope, await self._k.rotate(scope.authenticated, self._ref(scope, request.name))
             )
 
     async def GetKeyRotationPolicy(
         self, request: pb.GetKeyRotationPolicyRequest, context: Context
     ) -> res.KeyRotationPolicy:
         async with self._trail.call("GetKeyRotationPolicy") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             return rotation_policy_pb(ref, await self._rotation.get(scope.authenticated, ref))
 
     async def UpdateKeyRotationPolicy(
         self, request: pb.UpdateKeyRotationPolicyRequest, context: Context
     ) -> res.KeyRotationPolicy:
         async with self._trail.call("UpdateKeyRotationPolicy") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             names = {res.ROTATE: ROTATE, res.NOTIFY: NOTIFY}
             actions = []
             for i, a in enumerate(request.policy.lifetime_actions):
@@ -150,53 +151,53 @@ class KeyApi(pb_grpc.KeyServiceServicer):
 
     async def WrapKey(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
         async with self._trail.call("WrapKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             result = await self._k.wrap(scope.authenticated, ref, algorithm_of(request.algorithm), request.plaintext)
             kid, recommended = self._crypto_reply(scope, result)
             return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
 
-    async def Encrypt(self, request: pb.WrapKeyRequest, context: Context) -> pb.WrapKeyResponse:
+    async def Encrypt(self, request: pb.EncryptRequest, context: Context) -> pb.EncryptResponse:
         async with self._trail.call("Encrypt") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             result = await self._k.encrypt(scope.authenticated, ref, algorithm_of(request.algorithm), request.plaintext)
             kid, recommended = self._crypto_reply(scope, result)
-            return pb.WrapKeyResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
+            return pb.EncryptResponse(key_id=kid, ciphertext=result.data, algorithm_recommended=recommended)
 
     async def UnwrapKey(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
         async with self._trail.call("UnwrapKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             result = await self._k.unwrap(scope.authenticated, ref, algorithm_of(request.algorithm), request.ciphertext)
             kid, recommended = self._crypto_reply(scope, result)
             return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
 
-    async def Decrypt(self, request: pb.UnwrapKeyRequest, context: Context) -> pb.UnwrapKeyResponse:
+    async def Decrypt(self, request: pb.DecryptRequest, context: Context) -> pb.DecryptResponse:
         async with self._trail.call("Decrypt") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             result = await self._k.decrypt(
                 scope.authenticated, ref, algorithm_of(request.algorithm), request.ciphertext
             )
             kid, recommended = self._crypto_reply(scope, result)
-            return pb.UnwrapKeyResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
+            return pb.DecryptResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
 
     async def DeleteKey(self, request: pb.DeleteKeyRequest, context: Context) -> res.DeletedKey:
         async with self._trail.call("DeleteKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             latest = await self._k.store.latest_version(ref.vault_name, ref.key_name)
             key = await self._k.delete(scope.authenticated, ref)
             return self._c.deleted(key, latest, await self._vault(ref.vault_name))
 
     async def GetDeletedKey(self, request: pb.GetDeletedKeyRequest, context: Context) -> res.DeletedKey:
         async with self._trail.call("GetDeletedKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             key, latest = await self._k.get_deleted(scope.authenticated, ref)
             return self._c.deleted(key, latest, await self._vault(ref.vault_name))
 
     async def RecoverDeletedKey(self, request: pb.RecoverDeletedKeyRequest, context: Context) -> res.KeyVersion:
         async with self._trail.call("RecoverDeletedKey") as scope:
-            ref = self._ref(scope, request.key)
+            ref = self._ref(scope, request.name)
             return await self._version_pb(scope, await self._k.recover(scope.authenticated, ref))
 
     async def PurgeDeletedKey(self, request: pb.PurgeDeletedKeyRequest, context: Context) -> empty_pb2.Empty:
         async with self._trail.call("PurgeDeletedKey") as scope:
-            await self._k.purge(scope.authenticated, self._ref(scope, request.key))
+            await self._k.purge(scope.authenticated, self._ref(scope, request.name))
             return empty_pb2.Empty()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from cmk_trio.keyvault.api.convert import Converter, mask_paths
+from cmk_trio.keyvault.api.convert import Converter
 from cmk_trio.keyvault.api.trail import AuditTrail
 from cmk_trio.keyvault.vaults import Vaults
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
@@ -12,6 +12,7 @@ from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 from cmk_trio.rpckit.storage import decode_page_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.types import Context
+from cmk_trio.rpckit.validation import mask_paths, subscription_parent
 
 
 class VaultApi(pb_grpc.VaultServiceServicer):
@@ -43,25 +44,30 @@ class VaultApi(pb_grpc.VaultServiceServicer):
             return self._c.vault(await self._v.get(scope.authenticated, scope.vault(request.name)))
 
     async def _list(
-        self, context: Context, operation: str, subscription_id: str, size: int, token: str, deleted: bool
-    ) -> pb.ListVaultsResponse:
+        self, operation: str, parent: str, size: int, token: str, deleted: bool
+    ) -> tuple[list[res.Vault], str]:
         async with self._trail.call(operation) as scope:
+            subscription_id = subscription_parent("parent", parent)
             after, limit = decode_page_token("vaults", token), page_size_of(size)
             found = await self._v.list_vaults(
                 scope.authenticated, subscription_id, deleted=deleted, after=after, limit=limit
             )
             next_token = encode_page_token("vaults", found[-1].vault_name) if len(found) == limit else ""
-            return pb.ListVaultsResponse(vaults=[self._c.vault(v) for v in found], next_page_token=next_token)
+            return [self._c.vault(v) for v in found], next_token
 
     async def ListVaults(self, request: pb.ListVaultsRequest, context: Context) -> pb.ListVaultsResponse:
-        return await self._list(
-            context, "ListVaults", request.subscription_id, request.page_size, request.page_token, False
+        vaults, next_token = await self._list(
+            "ListVaults", request.parent, request.page_size, request.page_token, False
         )
+        return pb.ListVaultsResponse(vaults=vaults, next_page_token=next_token)
 
-    async def ListDeletedVaults(self, request: pb.ListDeletedVaultsRequest, context: Context) -> pb.ListVaultsResponse:
-        return await self._list(
-            context, "ListDeletedVaults", request.subscription_id, request.page_size, request.page_token, True
+    async def ListDeletedVaults(
+        self, request: pb.ListDeletedVaultsRequest, context: Context
+    ) -> pb.ListDeletedVaultsResponse:
+        vaults, next_token = await self._list(
+            "ListDeletedVaults", request.parent, request.page_size, request.page_token, True
         )
+        return pb.ListDeletedVaultsResponse(vaults=vaults, next_page_token=next_token)
 
     async def UpdateVault(self, request: pb.UpdateVaultRequest, context: Context) -> res.Vault:
         async with self._trail.call("UpdateVault") as scope:
