@@ -17,8 +17,9 @@
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py cmk ...  any cmk command
 
-The first run makes ./.venv and installs the project into it; later runs reinstall only
-when pyproject.toml has changed.
+The first run makes ./.venv and installs the project into it: `up` and `cmk` install what
+running needs, the other commands the development tools too (pip shows its progress); later
+runs reinstall only when pyproject.toml has changed.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ PYTHON = BIN / "python"
 STAMP = VENV / ".cmk-installed"
 
 
-def ensure_venv() -> None:
-    """Make the virtual environment and install the project with its dev extras, once per
-    version of pyproject.toml. A second dev.py started meanwhile (`up` in one shell, `cmk`
-    in another) waits for the first to finish instead of installing alongside it."""
+def ensure_venv(*, dev: bool = True) -> None:
+    """Make the virtual environment and install the project (with its development tools when
+    `dev`), once per version of pyproject.toml. A second dev.py started meanwhile (`up` in
+    one shell, `cmk` in another) waits for the first to finish instead of installing alongside it."""
     if sys.version_info < (3, 11):  # noqa: UP036 (this script may be started by an older python3)
         sys.exit(f"cmk-trio needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+    if _installed(wanted, dev):
         return
     VENV.parent.mkdir(parents=True, exist_ok=True)
     with open(VENV.parent / f".{VENV.name}.lock", "w") as lock:
@@ -54,21 +55,32 @@ def ensure_venv() -> None:
             import fcntl
 
             fcntl.flock(lock, fcntl.LOCK_EX)
-        _install(wanted)
+        _install(wanted, dev)
 
 
-def _install(wanted: str) -> None:
-    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+def _installed(wanted: str, dev: bool) -> bool:
+    """Whether this pyproject.toml is installed, with the development tools if `dev` (a stamp
+    of "HASH dev" serves both; "HASH" serves running only)."""
+    if not (STAMP.exists() and PYTHON.exists()):
+        return False
+    digest, _, extras = STAMP.read_text().partition(" ")
+    return digest == wanted and (extras == "dev" or not dev)
+
+
+def _install(wanted: str, dev: bool) -> None:
+    if _installed(wanted, dev):
         return  # another dev.py installed it while this one waited
     if not PYTHON.exists():
         print(f"creating {VENV}", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("installing cmk-trio and its development tools", file=sys.stderr)
+    what = "cmk-trio and its development tools" if dev else "cmk-trio (what running needs; `test` adds the tools)"
+    print(f"installing {what} into {VENV}", file=sys.stderr)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}[dev]"],
+        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on",
+         "-e", f"{ROOT}[dev]" if dev else str(ROOT)],
         check=True,
-    )
-    STAMP.write_text(wanted)
+    )  # fmt: skip
+    STAMP.write_text(f"{wanted} dev" if dev else wanted)
 
 
 BUF_VERSION = "1.75.0"
@@ -105,7 +117,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     command, rest = argv[0], argv[1:]
-    ensure_venv()
+    ensure_venv(dev=command not in {"up", "cmk"})
     if command in {"up", "cmk"}:
         # Become the service process, so that Ctrl-C and SIGTERM reach it directly.
         args = [str(BIN / "cmk"), *([command] if command == "up" else []), *rest]

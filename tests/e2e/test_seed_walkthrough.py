@@ -106,7 +106,7 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
     assert moved["key_version"] == other["version"] and ciphertexts(data_dir) == stored
 
     # "Revoke access": all data becomes unreadable, with the cause; restoring access brings it back.
-    cmk(trio, "vault", "policy", "delete", "contoso-cmk", identity)
+    cmk(trio, "vault", "policy", "delete", "contoso-cmk", "--object-id", identity)
     revoked = cmk(trio, "speech", "app", "show", app["name"], ok=False)
     assert revoked["error"]["reason"] == "CUSTOMER_KEY_ACCESS_REVOKED"
     assert cmk(trio, "speech", "luis-keys", "show", rid, ok=False)["error"]["reason"] == "CUSTOMER_KEY_ACCESS_REVOKED"
@@ -118,7 +118,7 @@ def test_the_seed_document_end_to_end(trio, tmp_path):
 
     # "Disable customer-managed keys": back to Microsoft-managed; the vault no longer matters.
     assert cmk(trio, "speech", "encryption", "disable", rid)["key_source"] == "MICROSOFT_MANAGED"
-    cmk(trio, "vault", "policy", "delete", "contoso-cmk", identity)
+    cmk(trio, "vault", "policy", "delete", "contoso-cmk", "--object-id", identity)
     assert cmk(trio, "speech", "luis-keys", "show", rid)["prediction_key"] == "luis-pred-456"
     assert ciphertexts(data_dir) == stored
     raw = b"".join(p.read_bytes() for p in data_dir.glob("speech.db*"))

@@ -39,6 +39,8 @@ class State:
         tls_dir: str | None = None,
     ) -> None:
         self.output = output
+        self.query: str | None = None
+        """--query FIELD[,FIELD...]: print only those fields' values (see output.emit)."""
         try:
             self.profile_path = profile_path(profile)
         except ValueError as exc:
@@ -79,6 +81,19 @@ def _output_option() -> click.Option:
         callback=remember,
         help="table for people, json for scripts",
     )
+
+
+def _query_option() -> click.Option:
+    """`--query FIELD[,FIELD...]` on every command: only those fields' values, tab-separated."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(State).query = value
+
+    return click.Option(
+        ["--query", "-q"], default=None, expose_value=False, callback=remember, metavar="FIELD[,FIELD...]",
+        help="print only these fields' values (tab-separated), e.g. TENANT=$(cmk tenant create X -q tenant_id)",
+    )  # fmt: skip
 
 
 def _profile_option() -> click.Option:
@@ -152,6 +167,7 @@ def command(
         # Last, after the command's own options: where `cmk X --help` has always listed it.
         made.params.append(_output_option())
         made.params.append(_profile_option())
+        made.params.append(_query_option())
         for alias in aliases:
             if group is None:
                 raise TypeError("an alias belongs to a group")

@@ -128,9 +128,13 @@ async def policy_set(state: State, vault_name: str, object_id: str, tenant_id: s
 
 @command(policy, "delete")
 @click.argument("vault_name")
-@click.argument("object_id")
-async def policy_delete(state: State, vault_name: str, object_id: str) -> None:
-    """Remove a principal's access policy entry."""
+@click.argument("object_id_arg", metavar="[OBJECT_ID]", required=False)
+@click.option("--object-id", default=None, help="the principal whose entry to remove (as policy set names it)")
+async def policy_delete(state: State, vault_name: str, object_id_arg: str | None, object_id: str | None) -> None:
+    """Remove a principal's access policy entry (--object-id, as `policy set` takes it)."""
+    if (object_id_arg is None) == (object_id is None):
+        raise click.UsageError("name the principal once: --object-id ID")
+    object_id = object_id or object_id_arg or ""
     async with keyvault_session(state) as kv:
         updated = await kv.remove_access_policy(vault_name, object_id)
     emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
@@ -155,7 +159,7 @@ def key() -> None:
 
 def _key_out(state: State, version: res.KeyVersion) -> None:
     data = to_dict(version)
-    if state.output != "json":
+    if state.output != "json" and not state.query:
         click.echo(f"Key Identifier: {version.key_id}")
     emit(state.output, data)
 

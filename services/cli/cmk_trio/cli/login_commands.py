@@ -13,6 +13,9 @@ from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.cli.profile import Profile, profile_name
 from cmk_trio.rpckit import audiences
 
+DEFAULT_ENDPOINTS = {"identity": "127.0.0.1:50051", "keyvault": "127.0.0.1:50052", "speech": "127.0.0.1:50053"}
+"""Where `cmk up` serves, with its default --port-base."""
+
 AUDIENCES = {
     "directory": audiences.DIRECTORY,
     "management": audiences.MANAGEMENT,
@@ -31,7 +34,8 @@ def register(cli: click.Group) -> None:
 
 
 @command(None, "login")
-@click.option("--endpoint", required=True, help="identity endpoint host:port")
+@click.option("--endpoint", default=None,
+              help="identity endpoint host:port [CMK_IDENTITY_ENDPOINT, else cmk up's 127.0.0.1:50051]")  # fmt: skip
 @click.option(
     "--operator-file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False, resolve_path=True),
@@ -44,7 +48,7 @@ def register(cli: click.Group) -> None:
 @click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", help="speech endpoint host:port")
 async def login(
     state: State,
-    endpoint: str,
+    endpoint: str | None,
     operator_file: Path | None,
     tenant_id: str | None,
     client_id: str | None,
@@ -52,7 +56,15 @@ async def login(
     keyvault_endpoint: str | None,
     speech_endpoint: str | None,
 ) -> None:
-    """Sign in and keep the tokens in the profile file (mode 0600)."""
+    """Sign in and keep the tokens in the profile (mode 0600). Without endpoints, the ones
+    `cmk up` serves on: identity 127.0.0.1:50051, key vault :50052, speech :50053."""
+    endpoint = endpoint or state.endpoint
+    if endpoint is None:  # nothing given anywhere: the trio of `cmk up`, all three
+        endpoint = DEFAULT_ENDPOINTS["identity"]
+        keyvault_endpoint = keyvault_endpoint or state.keyvault_endpoint or DEFAULT_ENDPOINTS["keyvault"]
+        speech_endpoint = speech_endpoint or state.speech_endpoint or DEFAULT_ENDPOINTS["speech"]
+    keyvault_endpoint = keyvault_endpoint or state.keyvault_endpoint
+    speech_endpoint = speech_endpoint or state.speech_endpoint
     if operator_file is not None:
         creds = read_operator_file(operator_file)
     else:

@@ -17,7 +17,13 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None:
-    """Print `data` (a dict or a list of dicts) as JSON, or as a table of `columns`."""
+    """Print `data` (a dict or a list of dicts) as JSON, or as a table of `columns`; with
+    `--query FIELD[,FIELD...]`, only those fields' values, tab-separated, a line per item
+    (for a shell: TENANT=$(cmk tenant create Contoso --query tenant_id))."""
+    query = _query()
+    if query:
+        _emit_fields(data, query)
+        return
     if output == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
@@ -36,6 +42,32 @@ def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None:
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for r in table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _query() -> list[str]:
+    """The fields --query asks for, if any (on the command line of the command running)."""
+    from cmk_trio.cli.common import State
+
+    context = click.get_current_context(silent=True)
+    state = context.find_object(State) if context is not None else None
+    found = state.query if state is not None else None
+    return [p.strip() for p in found.split(",") if p.strip()] if found else []
+
+
+def _emit_fields(data: Any, paths: list[str]) -> None:
+    rows = data.get("items", [data]) if isinstance(data, dict) else data
+    for row in rows if isinstance(rows, list) else [rows]:
+        values = []
+        for path in paths:
+            value: Any = row
+            for part in path.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    known = ", ".join(sorted(row)) if isinstance(row, dict) else "nothing"
+                    raise click.ClickException(f"--query: no field {path!r} in the result; it has {known}")
+                value = value[part]
+            values.append(value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list)
+                          else str(value).lower() if isinstance(value, bool) else str(value))  # fmt: skip
+        click.echo("\t".join(values))
 
 
 def _cell(value: Any) -> str:
