@@ -30,7 +30,7 @@ from cmk_trio.client.identity import ClientCredentials
 from tests.containers import engine
 
 SERVICES = ("identity", "keyvault", "speech")
-PUBLISHED = (*SERVICES, *(f"{name}_metrics" for name in SERVICES))
+PUBLISHED = (*SERVICES, *(f"{name}_metrics" for name in SERVICES), "identity_http")
 REPLICAS_PUBLISHED = (*(f"{name}_{r}" for name in SERVICES for r in (1, 2)), "postgres")
 GRPC_PORTS = {"identity": 50051, "keyvault": 50052, "speech": 50053}
 READY_GUARD_S = 120.0  # a hang guard for a container coming up, not a speed claim

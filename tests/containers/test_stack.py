@@ -76,6 +76,22 @@ def test_the_image_runs_as_a_number_with_secrets_kept_apart(stack: Stack):
         assert stack.inspect(service)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
 
 
+def test_openid_connect_discovery_is_published_over_https(stack: Stack):
+    """Identity's discovery document and keys, on the host's loopback, over HTTPS with the
+    stack's CA; the document names its endpoints as the host reaches them."""
+    import ssl
+
+    tenant = stack.operator().tenant_id
+    base = f"https://localhost:{stack.ports['identity_http']}"
+    trust = ssl.create_default_context(cafile=str(stack.tls_dir / "ca.crt"))
+    url = f"{base}/{tenant}/v2.0/.well-known/openid-configuration"
+    with urllib.request.urlopen(url, timeout=10, context=trust) as reply:  # noqa: S310 (loopback, our CA)
+        document = json.loads(reply.read())
+    assert document["jwks_uri"] == f"{base}/{tenant}/discovery/v2.0/keys"
+    with urllib.request.urlopen(document["jwks_uri"], timeout=10, context=trust) as reply:  # noqa: S310
+        assert json.loads(reply.read())["keys"]
+
+
 def test_metrics_are_published(stack: Stack):
     for service in SERVICES:
         url = f"http://127.0.0.1:{stack.ports[f'{service}_metrics']}/metrics"

@@ -159,6 +159,8 @@ async def start_replicas(
             argv = [
                 *common, "--port", str(port), "--metrics-port", str(metrics), *tls_flags(service), *extra,
             ]  # fmt: skip
+            if service == "identity":  # its OpenID Connect discovery, keys and token endpoint, on +4
+                argv += ["--http-port", str(replica_port(port_base, 4, n))]
             group.append(await _start(service, argv, {**base_env, **extra_env}))
 
     try:
