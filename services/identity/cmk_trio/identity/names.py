@@ -8,11 +8,10 @@ import re
 
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.validation import name_parts
+from cmk_trio.rpckit.validation import name_parts, subscription_parent
 
 _ID = r"([^/]{1,64})"  # any segment; require_uuid (in name_parts) then says what is wrong with it
 TENANT = re.compile(rf"tenants/{_ID}")
-SUBSCRIPTION = re.compile(rf"subscriptions/{_ID}")
 PRINCIPAL = re.compile(rf"tenants/{_ID}/principals/{_ID}")
 SECRET = re.compile(rf"tenants/{_ID}/principals/{_ID}/secrets/{_ID}")
 ROLE_ASSIGNMENT = re.compile(rf"roleAssignments/{_ID}")
@@ -25,8 +24,7 @@ def tenant_id(field: str, name: str) -> str:
 
 
 def subscription_id(field: str, name: str) -> str:
-    (found,) = name_parts(field, name, SUBSCRIPTION, "subscriptions/{subscription_id}")
-    return found
+    return subscription_parent(field, name)  # (the speech and key vault APIs' parents read the same)
 
 
 def principal(field: str, name: str) -> tuple[str, str]:
