@@ -140,3 +140,21 @@ async def test_deadlines_per_client_and_per_call(flaky):
         await channel.close()
     with pytest.raises(ValueError, match="positive"), deadline(0):
         pass
+
+
+async def test_a_deadline_around_a_blocking_call_applies_to_it(flaky):
+    """SyncCmkClient runs its calls on a loop thread of its own, in the caller's context: a
+    `deadline` block around a blocking call is that call's deadline."""
+    from cmk_trio.client import SyncCmkClient
+
+    state, endpoint = flaky
+    state.failures, state.delay = 0, 0.5
+
+    def script() -> Reason:
+        with SyncCmkClient.connect(endpoint, keyvault=endpoint, token="a-token") as sync:
+            sync.vault.get_key("https://kv1.vault.azure.net/keys/k")  # the client's 10 s: answered
+            with deadline(0.05), pytest.raises(errors.Unavailable) as caught:
+                sync.vault.get_key("https://kv1.vault.azure.net/keys/k")
+            return caught.value.reason
+
+    assert await asyncio.to_thread(script) is Reason.DEADLINE_EXCEEDED

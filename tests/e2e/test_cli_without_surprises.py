@@ -5,6 +5,7 @@ endpoint that is another service or that speaks TLS when the call does not (or t
 from __future__ import annotations
 
 import json
+import re
 import socket
 import stat
 import subprocess
@@ -61,6 +62,14 @@ def test_named_profiles_keep_the_operator_and_a_user_signed_in(trio: Trio, tmp_p
         "signed_out": True, "profile": "alice", "profile_file": str(config / "profiles" / "alice.json"),
     }  # fmt: skip
     assert run(env, "--profile", "alice", "logout")["signed_out"] is False
+    notes = tmp_path / "notes.json"  # a file that is not a profile is not deleted by logout
+    notes.write_text('["mine"]')
+    assert "is not a cmk profile" in run(env, "--profile", str(notes), "logout", ok=False)["error"]["message"]
+    assert notes.exists()
+    # --query prints the values alone, one line per item, even when more pages follow.
+    listed = subprocess.run([*CMK, "tenant", "list", "--page-size", "1", "--query", "tenant_id"], capture_output=True,
+                            text=True, env=env, timeout=60, check=True)  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f-]{36}\n", listed.stdout) and "--page-token" in listed.stderr
     refused = run(env, "--profile", "alice", "whoami", ok=False)
     assert "not signed in (profile alice" in refused["error"]["message"]
     assert tenant["tenant_id"] in {t["tenant_id"] for t in run(env, "tenant", "list")["items"]}
@@ -161,6 +170,10 @@ def test_demo_walks_the_trio_of_the_signed_in_profile(trio: Trio, tmp_path: Path
     run(env, "--tls-dir", trio.banner["tls_dir"], "--profile", "bob", "login", "--endpoint", services["identity"],
         "--tenant", tenant["tenant_id"], "--client-id", user["client_id"], "--client-secret", user["client_secret"],
         "--keyvault-endpoint", services["keyvault"], "--speech-endpoint", services["speech"])  # fmt: skip
-    as_bob = demo("--output", "json", "--profile", "bob")
-    assert as_bob.returncode == 1
-    assert "acts as the platform operator" in json.loads(as_bob.stdout)["error"]["message"]
+    for operator_file_nearby in (False, True):  # an operator file in ./.cmk changes nothing
+        if operator_file_nearby:
+            (work / ".cmk").mkdir()
+            (work / ".cmk" / "operator.json").write_bytes((trio.data_dir / "operator.json").read_bytes())
+        as_bob = demo("--output", "json", "--profile", "bob")
+        assert as_bob.returncode == 1, as_bob.stdout
+        assert "acts as the platform operator" in json.loads(as_bob.stdout)["error"]["message"]

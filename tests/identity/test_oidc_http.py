@@ -283,5 +283,42 @@ async def test_requests_are_counted_by_route_and_status(
     await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
     await post_token(session, served.http_url, tenant.tenant_id, token_form(creds, client_secret="wrong" * 5))
     sample = served.metrics.registry.get_sample_value
-    assert sample("cmk_http_requests_total", {"service": "identity", "route": "token", "status": "200"}) == 1
-    assert sample("cmk_http_requests_total", {"service": "identity", "route": "token", "status": "401"}) == 1
+    ok = {"service": "identity", "route": "token", "status": "200", "reason": ""}
+    refused = {"service": "identity", "route": "token", "status": "401", "reason": "INVALID_CLIENT_CREDENTIALS"}
+    assert sample("cmk_http_requests_total", ok) == 1
+    assert sample("cmk_http_requests_total", refused) == 1  # (secret guessing is counted by its reason)
+
+
+async def test_a_slow_body_holds_no_place_and_a_bad_charset_is_refused(
+    served: IdentityServer, session: aiohttp.ClientSession, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that trickles its body (or never sends it) waits outside the cap on calls
+    served at once, and is refused when its time is up; a charset nobody knows is a bad form."""
+    from cmk_trio.identity import oidc
+
+    monkeypatch.setattr(oidc, "BODY_SECONDS", 0.5)
+    _, tenant, (_, creds, channel) = await _customer(served, clock)
+    await channel.close()
+    assert served.limits is not None and served.http_url is not None
+    served.limits.max_calls = 1
+    port = int(served.http_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /{tenant.tenant_id}/oauth2/v2.0/token HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: {oidc.FORM}\r\nContent-Length: 1000\r\n\r\ngrant_type=".encode()
+    )
+    await writer.drain()
+    # Meanwhile the one place is free: a whole request is answered.
+    status, body, _ = await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
+    assert status == 200, body
+    answer = (await reader.read(4096)).decode()
+    writer.close()
+    assert answer.startswith("HTTP/1.1 408") and '"REQUEST_TOO_SLOW"' in answer, answer
+    assert served.limits.calls == 0
+
+    form = "&".join(f"{k}={v}" for k, v in token_form(creds).items())
+    status, body, _ = await post_token(
+        session, served.http_url, tenant.tenant_id, form.encode(),
+        headers={"Content-Type": f"{oidc.FORM}; charset=no-such-charset"},
+    )  # fmt: skip
+    assert (status, body["reason"]) == (400, "REQUEST_MALFORMED")

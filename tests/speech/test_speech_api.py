@@ -8,13 +8,18 @@ import json
 import os
 from datetime import UTC, datetime
 
+import grpc
 import pytest
 
 from cmk_trio.client.speech import SpeechClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
+from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
+from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
+from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.testing import expect_rpc_error
 from cmk_trio.speech.model import CMK_EARLIEST_CREATION, ApprovalState, CmkApproval, Tier
 from cmk_trio.speech.resources import check_eligibility
 from tests import raw_database
@@ -49,6 +54,30 @@ async def test_applications_and_luis_keys_round_trip_transparently(speech_custom
     await speech_customer.speech.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
     keys = await speech_customer.speech.get_luis_keys(resource.name)
     assert (keys.authoring_key, keys.prediction_key) == ("authoring-key-123", "prediction-key-456")
+
+
+async def test_an_update_changes_what_its_mask_names_and_no_more(speech_customer, sp_channel):
+    """UpdateApplication's update_mask (AIP-134): a named field changes and the other stays,
+    the configuration sealed again under the new version and readable; no mask means the
+    fields the request sets; nothing to change is refused."""
+    speech = speech_customer.speech
+    resource = await speech.create_resource(speech_customer.subscription_id, "rg1", "masked", "westeurope")
+    app = await speech.create_application(resource.name, "Lights", CONFIG)
+    renamed = await speech.update_application(app.name, app.etag, display_name="Lamps")
+    assert (renamed.display_name, renamed.configuration_json, renamed.etag) == ("Lamps", CONFIG, '"2"')
+    read = await speech.get_application(app.name)
+    assert (read.display_name, read.configuration_json) == ("Lamps", CONFIG)
+    reconfigured = await speech.update_application(app.name, renamed.etag, configuration_json='{"v": 3}')
+    assert (reconfigured.display_name, reconfigured.configuration_json) == ("Lamps", '{"v": 3}')
+    token = await speech._tokens(audiences.SPEECH)
+    stub = pb_grpc.ApplicationServiceStub(sp_channel)
+    unmasked = pb.UpdateApplicationRequest(application=res.Application(name=app.name, etag=reconfigured.etag,
+                                                                       display_name="Bulbs"))  # fmt: skip
+    answer = await stub.UpdateApplication(unmasked, metadata=(("authorization", f"Bearer {token}"),))
+    assert (answer.display_name, answer.configuration_json) == ("Bulbs", '{"v": 3}')
+    nothing = pb.UpdateApplicationRequest(application=res.Application(name=app.name, etag=answer.etag))
+    call = stub.UpdateApplication(nothing, metadata=(("authorization", f"Bearer {token}"),))
+    await expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, Reason.UPDATE_MASK_INVALID)
 
 
 async def test_an_update_needs_the_current_etag_and_exactly_one_of_two_concurrent_wins(speech_customer):

@@ -149,7 +149,7 @@ pass_state = click.make_pass_decorator(State)
 
 
 def command(
-    group: click.Group | None, name: str, *, aliases: tuple[str, ...] = (), **settings: Any
+    group: click.Group | None, name: str, *, aliases: tuple[str, ...] = (), queryable: bool = True, **settings: Any
 ) -> Callable[[Callable[..., Any]], click.Command]:
     """Make a function the `cmk` command `name` in `group` (None: a command of `cmk` itself,
     which its module's `register` adds), with what every command has: an `--output` option,
@@ -157,6 +157,7 @@ def command(
     completion with a service error printed as its code and reason and exit code 1.
     `settings` go to click (`help=` for commands made in a loop). `aliases`: old names that
     still work, hidden from the help and saying they are old (`get` became `show`).
+    `queryable`: the command prints its result through output.emit, so --query applies.
 
     Put it above the command's own options and arguments, as click's `@group.command` goes."""
 
@@ -167,7 +168,8 @@ def command(
         # Last, after the command's own options: where `cmk X --help` has always listed it.
         made.params.append(_output_option())
         made.params.append(_profile_option())
-        made.params.append(_query_option())
+        if queryable:
+            made.params.append(_query_option())
         for alias in aliases:
             if group is None:
                 raise TypeError("an alias belongs to a group")

@@ -20,7 +20,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(demo)
 
 
-@command(None, "demo")
+@command(None, "demo", queryable=False)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -64,17 +64,19 @@ def _target(state: State, data_dir: Path | None, port_base: int | None) -> tuple
             )
     given = {"identity": state.endpoint, "keyvault": state.keyvault_endpoint, "speech": state.speech_endpoint}
     endpoints.update({name: endpoint for name, endpoint in given.items() if endpoint})
+    if profile is not None and not profile.operator_file and data_dir is None:
+        # Signed in as someone else: walking as the operator found in ./.cmk would act for
+        # another identity than the one signed in, perhaps against another trio.
+        raise click.ClickException(
+            f"cmk demo acts as the platform operator, and the signed-in profile ({profile_name(state.profile_path)})"
+            " is not: sign in with --operator-file, use --profile, or give --data-dir of the running trio"
+        )
     if profile is not None and profile.operator_file and data_dir is None:
         operator_file = Path(profile.operator_file)
         data_dir = operator_file.parent
     else:
         data_dir = data_dir or Path(".cmk")
         operator_file = data_dir / "operator.json"
-    if profile is not None and not profile.operator_file and not operator_file.exists():
-        raise click.ClickException(
-            f"cmk demo acts as the platform operator, and the signed-in profile ({profile_name(state.profile_path)})"
-            " is not: sign in with --operator-file, use --profile, or give --data-dir of the running trio"
-        )
     if state.tls_dir is None:
         if profile is not None and profile.tls_dir:
             state.tls_dir = profile.tls_dir

@@ -18,7 +18,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(load)
 
 
-@command(None, "load")
+@command(None, "load", queryable=False)
 @click.argument("scenario", type=click.Choice(["read", "read-mm", "unwrap", "token", "write", "mixed"]))
 @click.option("--concurrency", type=int, default=16, show_default=True, help="closed loop: workers back to back")
 @click.option("--rate", type=float, default=None, help="open loop: requests started per second instead")

@@ -150,7 +150,10 @@ def logout(state: State) -> None:
     """Forget the profile's tokens and endpoints (its file is removed); other profiles stay
     signed in."""
     path = state.profile_path
-    existed = path.exists()
+    try:
+        existed = Profile.load(path) is not None
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):  # not a profile: not ours to delete
+        raise click.ClickException(f"{path} is not a cmk profile; nothing was deleted") from None
     if existed:
         path.unlink()
     emit(state.output, {"signed_out": existed, "profile": profile_name(path), "profile_file": str(path)})

@@ -88,4 +88,4 @@ def emit_messages(
     else:
         emit(output, items, columns)
         if extra and extra.get("next_page_token") and output != "json":
-            click.echo(f"(more: --page-token {extra['next_page_token']})")
+            click.echo(f"(more: --page-token {extra['next_page_token']})", err=True)

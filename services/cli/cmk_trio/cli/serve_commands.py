@@ -76,7 +76,7 @@ HIDE_SECRET = click.option(
 )
 
 
-@command(serve, "identity")
+@command(serve, "identity", queryable=False)
 @data_dir_option
 @click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_IDENTITY_PORT", default=None, help="port; 0 picks a free one [50051]")
@@ -155,7 +155,7 @@ def serve_identity(
     _serve("identity", config.log_level, lambda: build_server(config), started, "identity: stopping")
 
 
-@command(None, "up")
+@command(None, "up", queryable=False)
 @data_dir_option
 @click.option("--port-base", type=int, default=50050, show_default=True, help="identity on +1, key vault +2, speech +3")
 @click.option("--dev-time-control", is_flag=True, help="let the operator move the services' clocks (tests only)")
@@ -221,7 +221,7 @@ def up(
     _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping")
 
 
-@command(serve, "keyvault")
+@command(serve, "keyvault", queryable=False)
 @data_dir_option
 @click.option("--host", envvar="CMK_KEYVAULT_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_KEYVAULT_PORT", default=None, help="port; 0 picks a free one [50052]")
@@ -291,7 +291,7 @@ def serve_keyvault(
     _serve("keyvault", config.log_level, lambda: build_server(config), started, "keyvault: stopping")
 
 
-@command(serve, "speech")
+@command(serve, "speech", queryable=False)
 @data_dir_option
 @click.option("--host", envvar="CMK_SPEECH_HOST", default=None, help="address to listen on [127.0.0.1]")
 @click.option("--port", type=int, envvar="CMK_SPEECH_PORT", default=None, help="port; 0 picks a free one [50053]")

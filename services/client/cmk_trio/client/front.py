@@ -186,7 +186,16 @@ def _blocking_iterator(name: str, original: Callable[..., Any]) -> Callable[...,
                 except StopAsyncIteration:
                     return
         finally:
-            self._runner.run(stream.aclose())
+            if not self._runner.loop.is_closed():  # (a stream dropped after close() has nothing to end)
+                self._runner.run(stream.aclose())
+
+    return method
+
+
+def _passthrough(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def method(self: _Blocking, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._inner, name)(*args, **kwargs)
 
     return method
 
@@ -202,6 +211,8 @@ def blocking_class(async_class: type) -> type[_Blocking]:
             namespace[name] = _blocking_iterator(name, member)
         elif inspect.iscoroutinefunction(member):
             namespace[name] = _blocking_method(name, member)
+        elif inspect.isfunction(member):  # a plain method (forget_tokens): called as it is
+            namespace[name] = _passthrough(name, member)
     return type(f"Sync{async_class.__name__}", (_Blocking,), namespace)
 
 

@@ -64,7 +64,8 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cmk_cl
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Each call made in the block gives up after `seconds` (DEADLINE_EXCEEDED) instead of
-    after its client's timeout: a deadline per call, or per group of calls.
+    after its client's timeout: a deadline for each call, not one for the block as a whole
+    (a call that first fetches a token takes up to twice as long).
 
         with deadline(0.5):
             await cmk.vault.unwrap(key_id, wrapped)

@@ -16,6 +16,7 @@ refusals are, never with the secret.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -35,7 +36,7 @@ from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.server import dialable
+from cmk_trio.rpckit.server import dialable, is_loopback
 from cmk_trio.rpckit.status import CallLimits, Throttle
 from cmk_trio.rpckit.tokens import issuer_for
 from cmk_trio.rpckit.validation import require_uuid
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
 """A token request is a few hundred bytes; anything near this is not one."""
+BODY_SECONDS = 5
+"""How long a request's body may take to arrive (a slow one holds no place meanwhile)."""
 DEFAULT_SCOPE_SUFFIX = "/.default"
 DISCOVERY_PATH = "/{tenant}/v2.0/.well-known/openid-configuration"
 KEYS_PATH = "/{tenant}/discovery/v2.0/keys"
@@ -56,11 +59,15 @@ TOKEN_PARAMETERS = frozenset({"grant_type", "client_id", "client_secret", "scope
 
 
 class OAuthError(Exception):
-    """A refusal in RFC 6749's terms (section 5.2), with our reason beside it."""
+    """A refusal in RFC 6749's terms (section 5.2), with our reason beside it (and, for a
+    pause, how long to wait)."""
 
-    def __init__(self, status: int, error: str, reason: Reason, description: str) -> None:
+    def __init__(
+        self, status: int, error: str, reason: Reason, description: str, retry_after: str | None = None
+    ) -> None:
         super().__init__(description)
         self.status, self.error, self.reason, self.description = status, error, reason, description
+        self.retry_after = retry_after
 
 
 def _invalid_request(reason: Reason, description: str) -> OAuthError:
@@ -77,10 +84,11 @@ def oauth_error_of(exc: errors.ServiceError) -> OAuthError:
         return OAuthError(401, "invalid_client", exc.reason, exc.message)
     if isinstance(exc, errors.PermissionDenied):
         return OAuthError(400, "unauthorized_client", exc.reason, exc.message)
+    wait = exc.metadata.get("retry_after_seconds") or "1"
     if isinstance(exc, errors.ResourceExhausted):
-        return OAuthError(429, "temporarily_unavailable", exc.reason, exc.message)
+        return OAuthError(429, "temporarily_unavailable", exc.reason, exc.message, retry_after=wait)
     if isinstance(exc, errors.Unavailable):
-        return OAuthError(503, "temporarily_unavailable", exc.reason, exc.message)
+        return OAuthError(503, "temporarily_unavailable", exc.reason, exc.message, retry_after=wait)
     return _invalid_request(exc.reason, exc.message)  # bad fields, an unknown tenant
 
 
@@ -108,7 +116,7 @@ class TokenRequest:
             raise OAuthError(
                 413, "invalid_request", Reason.REQUEST_TOO_LARGE, f"a token request is at most {MAX_BODY_BYTES} bytes"
             ) from None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, LookupError):  # (LookupError: a charset Python does not know)
             raise _invalid_request(Reason.REQUEST_MALFORMED, "the form body is not valid") from None
         fields: dict[str, str] = {}
         for name in TOKEN_PARAMETERS:
@@ -223,6 +231,9 @@ class OidcFront:
         route = request.match_info.route.name or "unknown"
         with serving_call(request_id):
             try:
+                # The body first, within a time limit, and only then a place among the calls
+                # served at once: a client that trickles its body holds no place meanwhile.
+                await _read_body(request)
                 with self._limits.call():
                     response = await handler(request)
             except OAuthError as exc:
@@ -238,6 +249,8 @@ class OidcFront:
                 )
                 response = self._refusal(request, route, refused, request_id)
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            except ConnectionResetError:  # the client went away mid-request: nobody to answer
+                response = web.Response(status=499)
             except web.HTTPException:  # no such path
                 refused = OAuthError(404, "invalid_request", Reason.HTTP_PATH_UNKNOWN, f"no endpoint here; {ENDPOINTS}")
                 response = self._refusal(request, route, refused, request_id)
@@ -251,7 +264,8 @@ class OidcFront:
                     status=500,
                 )  # fmt: skip
         response.headers[REQUEST_ID_HEADER] = request_id
-        self._count(route, response.status)
+        if response.status < 400 or response.status >= 500:  # (refusals are counted with their reason)
+            self._count(route, response.status)
         return response
 
     def _refusal(self, request: web.Request, route: str, exc: OAuthError, request_id: str) -> web.Response:
@@ -268,13 +282,14 @@ class OidcFront:
         response = _json(body, status=exc.status, no_store=True)
         if exc.status == 401 and request.headers.get("Authorization", "").lower().startswith("basic"):
             response.headers["WWW-Authenticate"] = 'Basic realm="token"'
-        if exc.status in (429, 503):
-            response.headers["Retry-After"] = "1"
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = exc.retry_after
+        self._count(route, exc.status, exc.reason.value)
         return response
 
-    def _count(self, route: str, status: int) -> None:
+    def _count(self, route: str, status: int, reason: str = "") -> None:
         if self._metrics is not None:
-            self._metrics.http_requests.labels(self._metrics.service, route, str(status)).inc()
+            self._metrics.http_requests.labels(self._metrics.service, route, str(status), reason).inc()
 
     async def _tenant(self, request: web.Request) -> str:
         tenant_id = require_uuid("tenant", request.match_info["tenant"])  # (its errors are invalid_request)
@@ -320,6 +335,26 @@ class OidcFront:
         return _json(body, no_store=True)
 
 
+async def _read_body(request: web.Request) -> None:
+    """Read (and keep) the request's body within BODY_SECONDS, refusing one too large."""
+    if not request.can_read_body:
+        return
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            await request.read()
+    except TimeoutError:
+        raise OAuthError(
+            408,
+            "invalid_request",
+            Reason.REQUEST_TOO_SLOW,
+            f"the request's body did not arrive within {BODY_SECONDS} s",
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise OAuthError(
+            413, "invalid_request", Reason.REQUEST_TOO_LARGE, f"a token request is at most {MAX_BODY_BYTES} bytes"
+        ) from None
+
+
 def _json(body: dict[str, Any], *, status: int = 200, max_age: int = 0, no_store: bool = False) -> web.Response:
     response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
     if no_store:  # RFC 6749 5.1: tokens and refusals are never cached
@@ -344,6 +379,11 @@ def server_tls(tls: TlsConfig) -> ssl.SSLContext | None:
 async def start_http(front: OidcFront, host: str, port: int, tls: TlsConfig) -> RunningHttp:
     """Listen on host:port (0: a free port). The base URL names the bound port."""
     context = server_tls(tls)
+    if context is None and not is_loopback(host):
+        raise StartupError(
+            f"serving OpenID Connect and the token endpoint on {host}, which other machines can reach, needs TLS:"
+            " give the service's certificate (--tls-cert, --tls-key), or listen on 127.0.0.1"
+        )
     runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)

@@ -126,7 +126,8 @@ class Metrics:
                 registry=registry,
             ),
             sent=Counter(
-                "grpc_server_msg_sent", "messages sent by the server, streams' included", grpc_labels,
+                "grpc_server_msg_sent", "messages sent by the server: a unary call's answer, each of a stream's",
+                grpc_labels,
                 registry=registry,
             ),
             refusals=Counter(
@@ -151,8 +152,8 @@ class Metrics:
                 registry=registry,
             ),
             http_requests=Counter(
-                "cmk_http_requests", "HTTP requests served (identity's discovery, keys and token endpoints), by route"
-                " and status", ["service", "route", "status"], registry=registry,
+                "cmk_http_requests", "HTTP requests served (identity's discovery, keys and token endpoints), by route,"
+                " status and, for a refusal, our reason", ["service", "route", "status", "reason"], registry=registry,
             ),
         )  # fmt: skip
 
@@ -212,7 +213,10 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
                 started = self._begin_count(labels)
                 try:
                     with bound(_call, facts):
-                        return await inner(request, context)
+                        response = await inner(request, context)
+                    if self._metrics is not None:
+                        self._metrics.sent.labels(*labels).inc()
+                    return response
                 finally:
                     self._end(labels, context, facts, started, unary=True)
 

@@ -27,6 +27,7 @@ class Reason(StrEnum):
     AUDIENCE_UNKNOWN = "AUDIENCE_UNKNOWN"  # a token was asked for an audience nobody serves
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"  # the message exceeds the server's size limit
     REQUEST_MALFORMED = "REQUEST_MALFORMED"  # the request bytes are not a message of the method's type
+    REQUEST_TOO_SLOW = "REQUEST_TOO_SLOW"  # identity's HTTP endpoints: the body did not arrive in time (408)
     HTTP_PATH_UNKNOWN = "HTTP_PATH_UNKNOWN"  # identity's HTTP endpoints: no such path (404)
     HTTP_METHOD_NOT_ALLOWED = "HTTP_METHOD_NOT_ALLOWED"  # identity's HTTP endpoints: wrong method (405)
 

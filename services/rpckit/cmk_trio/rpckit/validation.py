@@ -112,12 +112,9 @@ def cmk_approval_subscription(field: str, value: str) -> str:
     return found
 
 
-def mask_paths(mask: FieldMask, allowed: set[str], *, empty_means_all: bool = False) -> set[str]:
-    """The fields an update_mask names, each one that may be changed; an empty mask is
-    refused, or (`empty_means_all`, AIP-134's reading) means every field that may be."""
+def mask_paths(mask: FieldMask, allowed: set[str]) -> set[str]:
+    """The fields an update_mask names, each one that may be changed; an empty mask is refused."""
     paths = set(mask.paths)
-    if not paths and empty_means_all:
-        return set(allowed)
     if not paths or paths - allowed:
         raise invalid_field(
             "update_mask", Reason.UPDATE_MASK_INVALID, f"name the fields to change among: {', '.join(sorted(allowed))}"

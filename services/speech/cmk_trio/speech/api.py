@@ -251,7 +251,13 @@ class ApplicationApi(pb_grpc.ApplicationServiceServicer):
     async def UpdateApplication(self, request: pb.UpdateApplicationRequest, context: Context) -> res.Application:
         a = request.application
         resource_id, app_id = _application_name(a.name)
-        paths = mask_paths(request.update_mask, {"display_name", "configuration_json"}, empty_means_all=True)
+        updatable = {"display_name", "configuration_json"}
+        if request.update_mask.paths:
+            paths = mask_paths(request.update_mask, updatable)
+        else:  # AIP-134: no mask means the fields the request sets
+            paths = {name for name in updatable if getattr(a, name)}
+            if not paths:
+                raise invalid_field("update_mask", Reason.UPDATE_MASK_INVALID, "nothing to change: set a field")
         updated = await self._d.update_application(
             current_caller(), resource_id, app_id, a.etag,
             a.display_name if "display_name" in paths else None,

@@ -154,7 +154,7 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
                                auto_approve=auto_approve, mutual_tls=mutual_tls),
                 timeout=180,
             )  # fmt: skip
-            oidc_url = None
+            oidc_url = running.replicas["identity"][0].announcement.get("oidc")
         else:
             from cmk_trio.launcher.trio import start_trio
 
@@ -215,7 +215,8 @@ class TenantHandle:
 def cmk_tenant(cmk_trio: TrioHandle, request: pytest.FixtureRequest) -> TenantHandle:
     """A fresh tenant for each test: a subscription, and a user who administers the tenant
     and owns the subscription, signed in with a client secret. Tests sharing the session's
-    trio do not see each other's vaults, keys or resources."""
+    trio do not see each other's tenants' vaults, keys or resources; vault names are global,
+    as in the real cloud, so name a test's vaults after something of its own (its tenant id)."""
     from cmk_trio.client.identity import ClientCredentials
     from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 

@@ -406,7 +406,7 @@ class UpdateApplicationRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: "display_name", "configuration_json"; empty means both."""
+        """The fields to change: "display_name", "configuration_json"; empty means those set."""
 
     def __init__(
         self,
