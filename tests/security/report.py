@@ -66,9 +66,17 @@ DEFENCES = (
     ),
     (
         "plaintext on the network",
-        "a listener other machines can reach must be mutual TLS or the service does not start; metrics on "
+        "a gRPC listener other machines can reach must be mutual TLS or the service does not start; metrics on "
         "loopback unless exposed on purpose",
         "tests/e2e/test_listeners.py",
+    ),
+    (
+        "identity's HTTP endpoints (OpenID Connect discovery, keys, client-credentials token)",
+        "public as an identity provider's are, so no client certificate: HTTPS with the service's certificate "
+        "(plain HTTP only on loopback), served only when --http-port is given; the token endpoint is the gRPC "
+        "call by another road: the same secret checks, failed-sign-in pauses and cap on calls, a body read "
+        "within 5 s before it takes a place, credentials never in the URL, refusals counted by reason",
+        "tests/identity/test_oidc_http.py",
     ),
     (
         "secrets at rest",
