@@ -2,7 +2,8 @@
 is random, so a finding it made once might not be made again): INTERNAL from page tokens
 and etags that Python's str.isdigit accepts but int() and SQLite do not, an update mask
 echoed into a status too large for gRPC's metadata (the caller lost the ErrorInfo), an
-AdvanceClock step too large for a timedelta, and a key URI given beside a vault and key."""
+AdvanceClock step too large for a timedelta, a key URI given beside a vault and key, and a
+page token carrying a NUL, which PostgreSQL refuses."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ ODD_NUMBERS = ["²", "9" * 5000, "9" * 19, "١٢"]  # a superscript, too many di
 
 def page_token(kind: str, after: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"k": kind, "a": after}).encode()).decode().rstrip("=")
+
+
+async def test_a_page_token_with_a_nul_is_refused(world: World):
+    """PostgreSQL takes no NUL in text: a page token resuming after "\\u0000" reached the query
+    and came back INTERNAL (found on PostgreSQL, in ListSpeechResources)."""
+    with pytest.raises(InvalidArgument) as caught:
+        await world.speech.list_resources(world.subscription_id, page_token=page_token("resources", "a\x00b"))
+    assert caught.value.reason is Reason.PAGE_TOKEN_INVALID
 
 
 @pytest.mark.parametrize("after", ODD_NUMBERS)

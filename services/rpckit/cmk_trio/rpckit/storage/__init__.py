@@ -411,6 +411,8 @@ def decode_page_token(kind: str, token: str) -> str | None:
         data = json_input.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("a"), str):
             raise ValueError
+        if "\x00" in data["a"]:  # no key we issue has one, and PostgreSQL's text takes none
+            raise ValueError
         return str(data["a"])
     except (ValueError, UnicodeError):
         raise invalid_field(
