@@ -113,17 +113,18 @@ class CmkClient:
         await self.close()
 
 
-class _LoopThread:
-    """An event loop in a daemon thread, for the synchronous clients' calls."""
+class LoopThread:
+    """An event loop in a daemon thread: the synchronous clients' calls run on one, and the
+    pytest plugin's trio on another."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "cmk-sync-client") -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="cmk-sync-client", daemon=True)
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` on the loop and wait for it, in the caller's context (so that a
-        `deadline` block around a synchronous call applies to it)."""
+    def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `work` on the loop and wait for it (at most `timeout` seconds), in the caller's
+        context (so that a `deadline` block around a synchronous call applies to it)."""
         context = contextvars.copy_context()
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
         started: list[asyncio.Task[T]] = []
@@ -135,7 +136,7 @@ class _LoopThread:
 
         self.loop.call_soon_threadsafe(start)
         try:
-            return done.result()
+            return done.result(timeout)
         except BaseException:
             if started and not done.done():  # interrupted (Ctrl-C): cancel the call too
                 self.loop.call_soon_threadsafe(started[0].cancel)
@@ -143,7 +144,7 @@ class _LoopThread:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
         self.loop.close()
 
 
@@ -159,7 +160,7 @@ def _settle(task: asyncio.Task[T], done: concurrent.futures.Future[T]) -> None:
 class _Blocking:
     """Base of the synchronous clients: each holds its asynchronous client and the loop."""
 
-    def __init__(self, inner: Any, runner: _LoopThread) -> None:
+    def __init__(self, inner: Any, runner: LoopThread) -> None:
         self._inner = inner
         self._runner = runner
 
@@ -220,7 +221,7 @@ class SyncCmkClient:
     """CmkClient for scripts: the same methods, blocking. Its calls run on an event loop in
     a background thread of its own; close it (or use `with`) when done."""
 
-    def __init__(self, runner: _LoopThread, front: CmkClient) -> None:
+    def __init__(self, runner: LoopThread, front: CmkClient) -> None:
         self._runner = runner
         self._front = front
         self.identity: Any = blocking_class(IdentityClient)(front.identity, runner)
@@ -230,7 +231,7 @@ class SyncCmkClient:
     @classmethod
     def connect(cls, identity: str, **options: Any) -> SyncCmkClient:
         """As CmkClient.connect (the same keyword arguments)."""
-        runner = _LoopThread()
+        runner = LoopThread()
 
         async def make() -> CmkClient:  # (grpc.aio channels belong to the loop they are made on)
             return CmkClient.connect(identity, **options)

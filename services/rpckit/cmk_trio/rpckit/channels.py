@@ -40,10 +40,6 @@ KEEPALIVE_TIME_MS = 5000
 KEEPALIVE_TIMEOUT_MS = 3000
 
 
-# Calls are spread over every address of a target, one after the other (gRPC's default,
-# pick_first, sends everything to one replica until it fails).
-BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-
 RETRY_POLICY = {
     "maxAttempts": 4,
     "initialBackoff": "0.05s",
@@ -59,8 +55,10 @@ receiving four times the load while it is down."""
 
 
 def service_config(retry_methods: Iterable[tuple[str, str]] = ()) -> str:
-    """The channel's service config: round robin, and retries for `retry_methods`
-    ((service, method) pairs); none at all when that is empty."""
+    """The channel's service config: round robin (calls spread over every address of a
+    target, one after the other; gRPC's default, pick_first, sends everything to one replica
+    until it fails), and retries for `retry_methods` ((service, method) pairs), none at all
+    when that is empty."""
     config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
     names = [{"service": service, "method": method} for service, method in retry_methods]
     if names:

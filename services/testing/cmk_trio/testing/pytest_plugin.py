@@ -25,14 +25,11 @@ CMK_TRIO_IMAGE names the image (default cmk-trio:latest, as compose.yaml builds 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +45,10 @@ if TYPE_CHECKING:
     from cmk_trio.client.channel import ChannelTls
     from cmk_trio.client.front import CmkClient, SyncCmkClient
     from cmk_trio.client.identity import ClientCredentials
+
+
+HANG_GUARD_S = 60.0
+"""How long the fixtures wait for the trio's work before calling it hung (not a speed claim)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,29 +113,12 @@ class TrioHandle:
         )  # fmt: skip
 
 
-class _Background:
-    """An event loop in a thread, running the trio until told to stop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="cmk-trio", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 60) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 @pytest.fixture(scope="session")
 def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
     """The identity, key vault and speech services, running for the whole session (with the
     development clock: see `cmk_clock`). --cmk-auto-approve, --cmk-mtls and --cmk-replicas N
     with --cmk-database-url change how."""
+    from cmk_trio.client.front import LoopThread
     from cmk_trio.client.identity import ClientCredentials
 
     auto_approve = bool(_option(pytestconfig, "auto_approve"))
@@ -143,7 +127,7 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
     database_url = str(_option(pytestconfig, "database_url") or "")
     if replicas > 1 and not database_url:
         raise pytest.UsageError("--cmk-replicas needs --cmk-database-url postgresql://... (the replicas share it)")
-    background = _Background()
+    background = LoopThread("cmk-trio")
     with tempfile.TemporaryDirectory(prefix="cmk-trio-") as tmp:
         data_dir = Path(tmp)
         if replicas > 1:
@@ -160,7 +144,8 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
 
             running = background.run(
                 start_trio(data_dir, dev_time_control=True, auto_approve=auto_approve, mutual_tls=mutual_tls,
-                           env={"CMK_DATABASE_URL": database_url} if database_url else {})
+                           env={"CMK_DATABASE_URL": database_url} if database_url else {}),
+                timeout=HANG_GUARD_S,
             )  # fmt: skip
             oidc_url = running.identity.http_url
         try:
@@ -176,7 +161,7 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
                 background=background,
             )
         finally:
-            background.run(running.stop())
+            background.run(running.stop(), timeout=HANG_GUARD_S)
             background.close()
 
 
@@ -235,7 +220,7 @@ def cmk_tenant(cmk_trio: TrioHandle, request: pytest.FixtureRequest) -> TenantHa
             credentials = ClientCredentials(tenant.tenant_id, secret.client_id, secret.secret_value)
             return tenant.tenant_id, sub.subscription_id, admin.object_id, credentials
 
-    tenant_id, subscription_id, admin_id, credentials = cmk_trio.background.run(make())
+    tenant_id, subscription_id, admin_id, credentials = cmk_trio.background.run(make(), timeout=HANG_GUARD_S)
     return TenantHandle(tenant_id, subscription_id, admin_id, credentials, cmk_trio)
 
 
@@ -251,7 +236,7 @@ class ClockHandle:
         whole = int((seconds.total_seconds() if isinstance(seconds, timedelta) else seconds) + days * 86400)
         if whole <= 0:
             raise ValueError("the clocks move forward only, by a whole number of seconds")
-        self.trio.background.run(_advance_all(self.trio, whole))
+        self.trio.background.run(_advance_all(self.trio, whole), timeout=HANG_GUARD_S)
 
 
 @pytest.fixture
