@@ -234,3 +234,91 @@ async def test_a_schema_that_should_hold_data_but_is_empty_is_refused_and_left_a
         assert await db.schema_version() == 1
     finally:
         await db.close()
+
+
+def test_every_driver_error_is_database_unavailable_not_internal():
+    """By class, not by a list of the ones seen so far: whatever asyncpg raises (a server
+    starting up or shutting down, a client-side failure, a refused statement) reaches a
+    caller as DATABASE_UNAVAILABLE, never as INTERNAL."""
+    import asyncpg.exceptions as driver
+
+    from cmk_trio.rpckit.storage.postgres import unavailable_on_failure
+
+    classes = [
+        value
+        for value in vars(driver).values()
+        if isinstance(value, type) and issubclass(value, Exception) and not issubclass(value, Warning)
+    ]
+    assert driver.CannotConnectNowError in classes and driver.InternalClientError in classes
+    for cls in [*classes, ConnectionResetError, TimeoutError]:
+        with pytest.raises(Unavailable) as caught, unavailable_on_failure("test"):
+            raise cls("the database system is starting up")
+        assert caught.value.reason is Reason.DATABASE_UNAVAILABLE, cls
+
+
+class StartingUp:
+    """A server that answers every connection as PostgreSQL does while it starts up (after a
+    crash, in recovery): an ErrorResponse with SQLSTATE 57P03, then it hangs up."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                body = await reader.readexactly(length - 4)
+                if body[:4] == (80877103).to_bytes(4, "big"):  # SSLRequest: not here
+                    writer.write(b"N")
+                    continue
+                fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+                writer.write(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+                await writer.drain()
+                break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_a_server_starting_up_fails_calls_as_unavailable(postgres_url: str):
+    """While PostgreSQL starts up after a crash it refuses connections with 57P03
+    (asyncpg's CannotConnectNowError): reads and writes answer DATABASE_UNAVAILABLE, which
+    clients retry, until it accepts connections again."""
+    port = urlsplit(postgres_url).port or 5432
+    link, starting = Link(port), StartingUp()
+    await link.open()
+    await starting.open()
+    db = await open_replica(postgres_url.replace(f":{port}/", f":{link.port}/", 1))
+    try:
+        link.target_port = starting.port
+        link.partition()
+        link.heal()  # the pool's connections are gone; new ones meet a server starting up
+        for _ in range(3):
+            with pytest.raises(Unavailable) as caught:
+                await db.fetch_one("SELECT label FROM things WHERE id = 'a'")
+            assert caught.value.reason is Reason.DATABASE_UNAVAILABLE
+            with pytest.raises(Unavailable) as caught:
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO things (id, label) VALUES ('a', '')")
+            assert caught.value.reason is Reason.DATABASE_UNAVAILABLE
+        assert starting.connections > 0
+        link.target_port = port
+        await until(lambda: db.signal(CHANGES).current, "listening again")
+        async with asyncio.timeout(10), db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id, label) VALUES ('b', '')")
+    finally:
+        await db.close()
+        await link.close()
+        await starting.close()

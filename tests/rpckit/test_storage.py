@@ -3,6 +3,8 @@ that never serve what a later commit changed, page tokens; SQLite's WAL and sync
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cmk_trio.rpckit.errors import InvalidArgument
@@ -149,3 +151,35 @@ async def test_every_commit_is_synced_to_disk(tmp_path):
         assert journal is not None and tuple(journal) == ("wal",)
     finally:
         await db.close()
+
+
+async def test_a_write_whose_caller_goes_away_at_any_await_leaves_the_database_writable(db):
+    """A caller cancelled at whatever await of a write transaction (taking the writer, BEGIN,
+    a statement, COMMIT, the rollback) leaves nothing half-open: the next write commits.
+    (On SQLite a cancellation during BEGIN left the connection inside a transaction, and
+    every later write failed with "cannot start a transaction within a transaction".)"""
+
+    async def write(thing: str) -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id) VALUES (?)", (thing,))
+            await tx.execute("UPDATE things SET label = 'x' WHERE id = ?", (thing,))
+
+    committed = 0
+    for steps in range(40):  # cancel after 0, 1, 2, ... turns of the loop: every await in turn
+        task = asyncio.create_task(write(f"cancelled-{steps}"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+            committed += 1  # finished before the cancellation arrived
+        except asyncio.CancelledError:
+            pass
+        async with asyncio.timeout(10):
+            await write(f"after-{steps}")
+    rows = {r[0] for r in await db.fetch_all("SELECT id FROM things")}
+    assert {f"after-{steps}" for steps in range(40)} <= rows
+    # Every cancelled write either committed whole or left nothing.
+    half = await db.fetch_all("SELECT id FROM things WHERE label != 'x'")
+    assert half == []
+    assert committed < 40  # some were cancelled mid-way, or the test proved nothing

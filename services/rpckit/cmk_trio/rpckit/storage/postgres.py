@@ -120,18 +120,46 @@ def to_postgres(sql: str) -> str:
     return "".join(out)
 
 
-DRIVER_FAILURES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
-"""What the driver raises when the server cannot be reached or stops answering."""
+DRIVER_FAILURES: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""Everything the driver raises, by its base classes: what the server answered (SQLSTATE),
+what the client side noticed, and the socket's own failures. None of it may reach a caller
+as INTERNAL, which clients do not retry."""
+
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58", "XX"})
+"""The SQLSTATE classes of a server that cannot serve now (connection exception, rollback for
+serialization or deadlock, insufficient resources, operator intervention such as "the
+database system is starting up" or "shutting down", system error, internal error)."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` says the server could not serve now, rather than that it refused a
+    statement (which is a defect of ours: logged as one, though answered the same way)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state == "55P03"  # lock not available
+    return True
 
 
 @contextmanager
 def unavailable_on_failure(description: str) -> Iterator[None]:
-    """Turn the driver's failure to reach the server into DATABASE_UNAVAILABLE (a retry may
-    land once it is back; nothing was committed that the caller was told of)."""
+    """Turn whatever the driver raises into DATABASE_UNAVAILABLE (a retry may land once the
+    server is back; nothing was committed that the caller was told of)."""
     try:
         yield
     except DRIVER_FAILURES as exc:
-        log.warning("the database did not answer", extra={"database": description, "error": type(exc).__name__})
+        if transient(exc):
+            log.warning("the database did not answer", extra={"database": description, "error": type(exc).__name__})
+        else:
+            log.error(
+                "the database refused a statement",
+                extra={"database": description, "error": type(exc).__name__, "sqlstate": exc.sqlstate},  # type: ignore[attr-defined]
+            )
         raise Unavailable(
             Reason.DATABASE_UNAVAILABLE, "the service's database did not answer; retry in a moment"
         ) from None
@@ -237,7 +265,7 @@ class PostgresDatabase:
                     await transaction.commit()
             except BaseException:
                 if not committing:
-                    with contextlib.suppress(*DRIVER_FAILURES, asyncpg.PostgresError):
+                    with contextlib.suppress(*DRIVER_FAILURES):
                         await transaction.rollback()
                 raise
             finally:
@@ -249,7 +277,8 @@ class PostgresDatabase:
                         self.signal(topic).bump()
 
     async def schema_version(self) -> int:
-        return int(await self._pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+        with unavailable_on_failure(self.description):
+            return int(await self._pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
 
     # --- change signals ---------------------------------------------------------------
 
@@ -337,7 +366,8 @@ class PostgresDatabase:
         with unavailable_on_failure(self.description):
             conn = await asyncpg.connect(**self._connect_args(f"exclusive {name}"))
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            with unavailable_on_failure(self.description):
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
             yield
         finally:
             conn.terminate()  # the session's lock goes with it

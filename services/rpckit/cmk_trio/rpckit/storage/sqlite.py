@@ -7,6 +7,7 @@ so the change signals here are in-process only and the lease on background work 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import uuid
@@ -90,19 +91,34 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
-        """A write transaction: committed if the block returns, rolled back if it raises."""
+        """A write transaction: committed if the block returns, rolled back if it raises.
+
+        Safe against a caller that goes away at any await (a deadline, a client that hung
+        up): a statement handed to the database thread runs there whatever becomes of its
+        caller, and the thread runs them in the order they were handed over. So BEGIN is
+        inside the `try` (a rollback queued after a cancelled BEGIN undoes it), and a
+        rollback or commit once queued cannot be overtaken by the next writer's BEGIN."""
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             tx = SqliteTransaction(self.conn)
+            committing = False
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield tx
+                committing = True
+                await self.conn.commit()
             except BaseException:
-                await self.conn.rollback()
+                # After a failed or abandoned COMMIT too: whatever is still open is undone
+                # (a commit that did land leaves nothing to roll back: "no transaction").
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self.conn.rollback()
                 raise
-            await self.conn.commit()
-            # No await between the commit and this: readers see both or neither.
-            for topic in tx.topics:
-                self.signal(topic).bump()
+            finally:
+                # Once COMMIT was handed over, the change may land even if its caller is
+                # gone: caches forget what they held, as after any commit. No await between
+                # a completed commit and this: readers see both or neither.
+                if committing:
+                    for topic in tx.topics:
+                        self.signal(topic).bump()
 
     async def schema_version(self) -> int:
         row = await self.fetch_one("SELECT MAX(version) FROM schema_migrations")
