@@ -116,7 +116,7 @@ def test_the_wrong_service_and_a_tls_mismatch_are_one_clear_line(trio: Trio, tmp
     wrong = refused(*tls, "login", "--endpoint", services["keyvault"], "--operator-file", operator_file)
     assert wrong["line"] == (
         f"error: FAILED_PRECONDITION ENDPOINT_WRONG_SERVICE: {services['keyvault']} is not the identity service"
-        " (it does not serve cmk.identity.v1.TokenService): check --endpoint"
+        " (its certificate names another): check --endpoint"
     )
     plain = refused("login", "--endpoint", services["identity"], "--operator-file", operator_file)
     assert plain["line"].startswith(f"error: UNAVAILABLE ENDPOINT_TLS_MISMATCH: {services['identity']} closed the")

@@ -64,3 +64,82 @@ async def test_the_trio_accepts_only_certificates_of_its_own_ca(tmp_path):
             await vault_channel.close()
     finally:
         await trio.stop()
+
+
+class Impostor:
+    """A gRPC server holding a real certificate of the trio's CA (another service's, valid
+    for localhost like every one of them) that answers every call UNIMPLEMENTED and keeps
+    the metadata it was sent: a bearer token meant for the service it poses as, if any."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.port = 0
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self, cert_file, key_file) -> None:
+        impostor = self
+
+        class Everything(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+                impostor.seen.append({k: str(v) for k, v in details.invocation_metadata})
+                return None  # UNIMPLEMENTED, once the token has been read
+
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((Everything(),))
+        creds = grpc.ssl_server_credentials([(key_file.read_bytes(), cert_file.read_bytes())])
+        self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+
+
+async def test_a_client_knows_which_service_it_called(tmp_path):
+    """Every certificate of the trio's CA is valid for localhost, so a client that checked
+    only the host took any service's certificate for any other's. A client of a service
+    checks that the certificate names that service: a channel to the vault that reaches
+    identity (or a process holding the speech service's certificate) is refused at the
+    handshake, and no token meant for the vault leaves the client."""
+    from cmk_trio.client.front import CmkClient
+    from cmk_trio.rpckit.errors import Unavailable
+
+    trio = await start_trio(tmp_path / "data", mutual_tls=True, env={"CMK_SECRET_HASH_COST": "10"})
+    impostor = Impostor()
+    try:
+        assert trio.tls_dir is not None
+        pki = DevPki(trio.tls_dir)
+        cli = pki.identity("cli")
+        tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+        speech = pki.identity("speech")
+        await impostor.start(speech.cert_file, speech.key_file)
+        cmk = CmkClient.connect(
+            trio.endpoints["identity"],
+            keyvault=f"localhost:{impostor.port}",
+            credentials=operator_credentials(trio.identity),
+            tls=tls,
+            timeout=3,
+            retries=False,
+        )
+        try:
+            with pytest.raises(Unavailable):
+                await cmk.vault.list_vaults(str(uuid.uuid4()))
+        finally:
+            await cmk.close()
+        assert impostor.seen == []  # not even the call's name, let alone the vault's token
+        for dialled, endpoint in trio.endpoints.items():
+            for expected in trio.endpoints:
+                channel = open_channel(endpoint, tls, peer=expected)
+                try:
+                    stub: Any = health_pb2_grpc.HealthStub(channel)
+                    if expected == dialled:
+                        assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)).status == 1
+                    else:
+                        with pytest.raises(grpc.aio.AioRpcError) as caught:
+                            await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+                        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (dialled, expected)
+                finally:
+                    await channel.close()
+    finally:
+        await impostor.stop()
+        await trio.stop()

@@ -42,13 +42,15 @@ async def clock_advance(state: State, service: str, seconds: int, days: int) -> 
     from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 
     profile = load_profile(state)
-    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile, peer="identity")
     endpoints = {
         "keyvault": state.keyvault_endpoint or profile.keyvault_endpoint,
         "speech": state.speech_endpoint or profile.speech_endpoint,
     }
     chosen = SERVICES if service == "all" else (service,)
-    targets = {name: identity if name == "identity" else state.dial(endpoints[name], profile) for name in chosen}
+    targets = {
+        name: identity if name == "identity" else state.dial(endpoints[name], profile, peer=name) for name in chosen
+    }
     moved = []
     try:
         tokens = profile_tokens(state, profile, identity)

@@ -50,9 +50,10 @@ class State:
         self.speech_endpoint = speech_endpoint
         self.tls_dir = tls_dir
 
-    def dial(self, endpoint: str, profile: Profile | None = None) -> grpc.aio.Channel:
+    def dial(self, endpoint: str, profile: Profile | None = None, *, peer: str | None = None) -> grpc.aio.Channel:
         """A channel to a service: mutual TLS with the CLI's certificate when a PKI directory
-        is given (by --tls-dir or the profile), plain TCP otherwise."""
+        is given (by --tls-dir or the profile), plain TCP otherwise. `peer`: which service
+        it must be (its certificate must name it; see rpckit.channels)."""
         from cmk_trio.cli.diagnose import EndpointDiagnosis
         from cmk_trio.client.channel import ChannelTls, open_channel
         from cmk_trio.rpckit.devca import DevPki
@@ -63,7 +64,7 @@ class State:
         pki = DevPki(Path(directory))
         cli = pki.identity("cli")
         tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
-        return open_channel(endpoint, tls, [EndpointDiagnosis(endpoint, tls=True)])
+        return open_channel(endpoint, tls, [EndpointDiagnosis(endpoint, tls=True)], peer=peer)
 
 
 def _output_option() -> click.Option:
@@ -227,7 +228,7 @@ async def session(state: State) -> AsyncIterator[IdentityClient]:
     from cmk_trio.client.identity import IdentityClient
 
     profile = load_profile(state)
-    channel = state.dial(state.endpoint or profile.identity_endpoint, profile)
+    channel = state.dial(state.endpoint or profile.identity_endpoint, profile, peer="identity")
     try:
         yield IdentityClient(channel, token_source=profile_tokens(state, profile, channel))
     finally:
@@ -245,7 +246,7 @@ async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[
         if profile is None:
             raise click.ClickException("give --endpoint host:port (or sign in first)")
         target = profile.identity_endpoint
-    channel = state.dial(target, Profile.load(state.profile_path))
+    channel = state.dial(target, Profile.load(state.profile_path), peer="identity")
     try:
         yield IdentityClient(channel)
     finally:
@@ -263,8 +264,8 @@ async def _service_session(
         raise click.ClickException(
             f"no {service} endpoint: give --{service}-endpoint, or cmk login --{service}-endpoint"
         )
-    identity = state.dial(state.endpoint or profile.identity_endpoint, profile)
-    channel = state.dial(endpoint, profile)
+    identity = state.dial(state.endpoint or profile.identity_endpoint, profile, peer="identity")
+    channel = state.dial(endpoint, profile, peer=service)
     try:
         yield make(channel, profile_tokens(state, profile, identity))
     finally:

@@ -1,6 +1,7 @@
 """One clear line instead of gRPC's words when the CLI reaches the wrong thing: an endpoint
 that is another service ("Method not found!"), a TLS service called without TLS ("Socket
-closed") or a plain one called with it ("WRONG_VERSION_NUMBER"). An interceptor on the CLI's
+closed") or a plain one called with it ("WRONG_VERSION_NUMBER"); over TLS, another service is
+told by its certificate, which names it. An interceptor on the CLI's
 channels, which knows the endpoint it dials and whether it speaks TLS."""
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ WHERE = {
 CLOSED_AT_ONCE = ("Socket closed", "Connection reset", "connection reset")
 NOT_TLS = ("WRONG_VERSION_NUMBER", "Tls handshake failed", "TSI_PROTOCOL_FAILURE")
 UNTRUSTED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+NOT_THAT_SERVICE = ("Hostname Verification Check failed",)
+"""A certificate of the right CA that does not name the service the CLI meant to call."""
 
 
 def explain(exc: grpc.aio.AioRpcError, method: str, endpoint: str, tls: bool) -> errors.ServiceError | None:
@@ -39,6 +42,12 @@ def explain(exc: grpc.aio.AioRpcError, method: str, endpoint: str, tls: bool) ->
         )
     if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
         return None
+    if tls and any(s in details for s in NOT_THAT_SERVICE):
+        return errors.FailedPrecondition(
+            Reason.ENDPOINT_WRONG_SERVICE,
+            f"{endpoint} is not the {what} service (its certificate names another): check {flag}",
+            metadata={"endpoint": endpoint, "method": method},
+        )
     if not tls and any(s in details for s in CLOSED_AT_ONCE):
         message = (
             f"{endpoint} closed the connection without answering: it most likely wants TLS; give --tls-dir"

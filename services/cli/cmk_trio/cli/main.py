@@ -31,9 +31,10 @@ from cmk_trio.cli import (
 )
 from cmk_trio.cli.common import State
 
-# gRPC's own log lines (a failed TLS handshake, at INFO) are not for the person at the shell:
-# the CLI says what went wrong in one line of its own.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# gRPC's own log lines (a failed TLS handshake at INFO, a certificate naming another service
+# at ERROR) are not for the person at the shell: the CLI says what went wrong in one line of
+# its own (cli/diagnose.py).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 @click.group(help=__doc__)

@@ -45,10 +45,12 @@ def open_channel(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     *,
     retries: bool = True,
+    peer: str | None = None,
 ) -> grpc.aio.Channel:
     """A channel to one of the services (or its replicas); `retries=False` for a service
-    calling another (its own caller's client is the one layer that retries)."""
-    return _open_channel(endpoint, tls, interceptors, retry_methods=idempotent_methods() if retries else ())
+    calling another (its own caller's client is the one layer that retries). `peer`: which
+    service it must be; over TLS its certificate must name it (see rpckit.channels)."""
+    return _open_channel(endpoint, tls, interceptors, retry_methods=idempotent_methods() if retries else (), peer=peer)
 
 
 __all__ = ["ChannelTls", "idempotent_methods", "is_idempotent", "open_channel"]

@@ -112,7 +112,9 @@ def link_to_directory(
     """Connect to the directory and build the validator, role checker and revocation feed on
     it (over mutual TLS when the service has it). Nothing is called until the service uses
     it or starts the feed."""
-    channel = open_channel(settings.identity_endpoint, settings.tls.for_peers(), interceptors, retries=False)
+    channel = open_channel(
+        settings.identity_endpoint, settings.tls.for_peers(), interceptors, retries=False, peer="identity"
+    )
     identity = IdentityClient(channel, settings.credentials, clock=clock)
     validator = TokenValidator(
         key_source=GrpcSigningKeySource(identity),

@@ -77,14 +77,14 @@ class CmkClient:
         block overrides it). `retries`: gRPC retries idempotent calls on UNAVAILABLE."""
         if (credentials is None) == (token is None):
             raise ValueError("sign in with credentials or with a token (one of the two)")
-        channels = [open_channel(identity, tls, retries=retries)]
+        channels = [open_channel(identity, tls, retries=retries, peer="identity")]
         directory = IdentityClient(channels[0], credentials, token=token, clock=clock, timeout=timeout)
         vault = speech_client = None
         if keyvault:
-            channels.append(open_channel(keyvault, tls, retries=retries))
+            channels.append(open_channel(keyvault, tls, retries=retries, peer="keyvault"))
             vault = KeyVaultClient(channels[-1], directory.token_for, timeout=timeout)
         if speech:
-            channels.append(open_channel(speech, tls, retries=retries))
+            channels.append(open_channel(speech, tls, retries=retries, peer="speech"))
             speech_client = SpeechClient(channels[-1], directory.token_for, timeout=timeout)
         return cls(directory, vault, speech_client, tuple(channels))
 

@@ -224,7 +224,7 @@ async def _platform_credentials(
     if pki is not None:
         cli = pki.identity("cli")
         tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
-    channel = open_channel(identity_endpoints, tls)
+    channel = open_channel(identity_endpoints, tls, peer="identity")
     try:
         operator_creds = ClientCredentials.from_file(operator_file)
         operator = IdentityClient(channel, operator_creds)

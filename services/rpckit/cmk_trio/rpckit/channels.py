@@ -100,11 +100,18 @@ def open_channel(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     *,
     retry_methods: Iterable[tuple[str, str]] = (),
+    peer: str | None = None,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `endpoint` (one address, or several replicas balanced round
     robin; see `grpc_target`), reconnecting quickly and pinging an idle peer; `interceptors`
     carry a service's trace on to its peers (see rpckit.tracing); `retry_methods` are retried
-    by gRPC on UNAVAILABLE (see `service_config`)."""
+    by gRPC on UNAVAILABLE (see `service_config`).
+
+    `peer`: the service the endpoint must be ("identity", "keyvault", "speech"). Over TLS its
+    certificate must then name that service, whatever host is dialled: every certificate of
+    our CA names localhost and 127.0.0.1, so on loopback the host alone would take any
+    service's certificate for any other's (and a token meant for one would reach another).
+    A `server_name` the caller set in `tls` wins."""
     target = grpc_target(endpoint)
     options: list[tuple[str, object]] = [
         ("grpc.service_config", service_config(retry_methods)),
@@ -130,6 +137,6 @@ def open_channel(
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
         certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
     )
-    if tls.server_name:
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    if tls.server_name or peer:
+        options.append(("grpc.ssl_target_name_override", tls.server_name or peer))
     return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors or None)

@@ -144,7 +144,9 @@ async def build_server(
         identity, roles = directory.identity, directory.roles
         kv_channel = (
             # (no retries: speech's callers' clients are the one layer that retries)
-            open_channel(config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors, retries=False)
+            open_channel(
+                config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors, retries=False, peer="keyvault"
+            )
             if config.keyvault_endpoint
             else None
         )

@@ -91,7 +91,7 @@ class TrioHandle:
         """A channel to `service` ("identity", "keyvault" or "speech"), with TLS if the trio has it."""
         from cmk_trio.client.channel import open_channel
 
-        return open_channel(self.endpoints[service], self.tls)
+        return open_channel(self.endpoints[service], self.tls, peer=service)
 
     def connect(self, credentials: ClientCredentials | None = None, **options: Any) -> CmkClient:
         """A CmkClient to the three services as `credentials` (default: the operator), for
@@ -253,7 +253,7 @@ async def _advance_all(trio: TrioHandle, seconds: int) -> None:
     from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
     from cmk_trio.rpckit import audiences
 
-    directory = open_channel(trio.endpoints["identity"], trio.tls)
+    directory = open_channel(trio.endpoints["identity"], trio.tls, peer="identity")
     try:
         operator = IdentityClient(directory, trio.operator_credentials)
         # Tokens first, then identity last: tokens it issued stay current on the others as they move.
@@ -261,7 +261,7 @@ async def _advance_all(trio: TrioHandle, seconds: int) -> None:
         for service in ("keyvault", "speech", "identity"):
             audience = audiences.DIRECTORY if service == "identity" else audiences.MANAGEMENT
             for replica in trio.endpoints[service].split(","):
-                channel = open_channel(replica, trio.tls)
+                channel = open_channel(replica, trio.tls, peer=service)
                 try:
                     request = dev_pb.AdvanceClockRequest(seconds=seconds)
                     await call(dev_grpc.DevServiceStub(channel).AdvanceClock, request, token=tokens[audience])
@@ -290,7 +290,7 @@ class ContainerTrioHandle:
         from cmk_trio.client.channel import ChannelTls, open_channel
 
         tls = ChannelTls(self.tls_dir / "ca.crt", self.tls_dir / "cli.crt", self.tls_dir / "cli.key")
-        return open_channel(self.endpoints[service], tls)
+        return open_channel(self.endpoints[service], tls, peer=service)
 
 
 @pytest.fixture(scope="session")
