@@ -80,7 +80,7 @@ class Impostor:
         impostor = self
 
         class Everything(grpc.GenericRpcHandler):
-            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
                 impostor.seen.append({k: str(v) for k, v in details.invocation_metadata})
                 return None  # UNIMPLEMENTED, once the token has been read
 
