@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
+
+
+MAX_RETRY_DELAY = 0.5
+"""The longest wait between tries to reopen a stream. While the stream is not current the
+consumer fails closed (REVOCATIONS_UNKNOWN), so each second of backoff past the peer's return
+is a second of refusals: a try costs one call to a peer on the same network, and the waits are
+drawn at random (jitter) so that replicas do not try in step. With waits growing to 5 s, the
+vault and speech refused for 3-4 s after PostgreSQL came back under identity."""
+
+
+def jittered(delay: float) -> float:
+    """A wait between half of `delay` and `delay`."""
+    return delay * (0.5 + random.random() / 2)  # noqa: S311 (spreading retries, not a secret)
 
 
 class EventFollower(Generic[E]):
@@ -30,7 +44,7 @@ class EventFollower(Generic[E]):
         *,
         sequence_of: Callable[[E], int] = lambda e: e.sequence,  # type: ignore[attr-defined]
         retry_delay: float = 0.2,
-        max_retry_delay: float = 5.0,
+        max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
         self._open = open_stream
         self._apply = apply
@@ -55,7 +69,7 @@ class EventFollower(Generic[E]):
                     if sequence != self.cursor + 1:
                         log.warning("event stream gap", extra={"cursor": self.cursor, "got": sequence})
                         await self._start_over()
-                        await asyncio.sleep(delay)  # a stream that keeps skipping must not spin us
+                        await asyncio.sleep(jittered(delay))  # a stream that keeps skipping must not spin us
                         delay = min(delay * 2, self._max_retry_delay)
                         break
                     await self._apply(event)
@@ -66,13 +80,13 @@ class EventFollower(Generic[E]):
                 else:
                     # The server ended the stream (shutting down): reconnect with the cursor.
                     self.connected.clear()
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(jittered(delay))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.connected.clear()
                 log.info("event stream interrupted; reconnecting", extra={"error": type(exc).__name__})
-                await asyncio.sleep(delay)
+                await asyncio.sleep(jittered(delay))
                 delay = min(delay * 2, self._max_retry_delay)
 
     async def _start_over(self) -> None:

@@ -37,7 +37,7 @@ import asyncpg
 
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import Unavailable
-from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.events import MAX_RETRY_DELAY, ChangeNotifier, jittered
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row
 from cmk_trio.rpckit.storage.leases import CHECK_TIMEOUT, PostgresLease
@@ -330,7 +330,8 @@ class PostgresDatabase:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
+                # Said once per outage, not at every try.
+                (log.warning if self.listening.is_set() or delay == 0.2 else log.debug)(
                     "cannot listen for changes; caches are off until it can",
                     extra={"error": type(exc).__name__, "database": self.description},
                 )
@@ -338,8 +339,10 @@ class PostgresDatabase:
                 self._set_current(False)
                 if conn is not None:
                     conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # Short waits: caches are off until this is back, and a try costs one connection
+            # attempt (refused at once while the server is down).
+            await asyncio.sleep(jittered(delay))
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
     # --- replicas ---------------------------------------------------------------------
 
