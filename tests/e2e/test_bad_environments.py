@@ -107,6 +107,24 @@ def test_a_master_key_open_to_others_is_refused(used, env):
     assert str(key) in line and "chmod 600" in line
 
 
+@pytest.mark.parametrize("mode", [0o000, 0o200])
+def test_an_unreadable_master_key_is_refused_naming_the_file(used, env, mode):
+    """One line and exit 3, as for every unreadable key file (mode 0000 gave a traceback and
+    exit 1 to a non-root user; root, who could read it, is refused the same way)."""
+    key = next(used.glob("*master*.key"))
+    key.chmod(mode)
+    line = refusal(used, env)
+    assert str(key) in line and "chmod 600" in line
+
+
+def test_a_master_key_that_cannot_be_read_is_refused_naming_the_file(used, env):
+    key = next(used.glob("*master*.key"))
+    key.unlink()
+    key.mkdir(mode=0o700)  # there, but reading it fails (EISDIR), for root as for anyone
+    line = refusal(used, env)
+    assert str(key) in line and "cannot read" in line
+
+
 def test_a_wrong_master_key_is_refused_naming_the_file(used, env):
     key = next(used.glob("*master*.key"))
     key.chmod(0o600)

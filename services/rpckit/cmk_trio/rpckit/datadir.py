@@ -106,6 +106,11 @@ def _require_private(key_file: Path) -> None:
         raise StartupError(
             f"the key file {key_file} is open to group or others (mode {mode:04o}); run: chmod 600 {key_file}"
         )
+    if not mode & 0o400:
+        # (root could read it anyway: refused all the same, as any other user would be)
+        raise StartupError(
+            f"the key file {key_file} is not readable by its owner (mode {mode:04o}); run: chmod 600 {key_file}"
+        )
 
 
 def _require_database(path: Path, database: Path, key_files: Sequence[Path]) -> None:

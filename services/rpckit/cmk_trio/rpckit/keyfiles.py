@@ -31,6 +31,11 @@ def read_or_create_key(path: Path, *, create: bool, size: int, random: Callable[
             key = base64.b64decode(path.read_text().strip(), validate=True)
         except ValueError:
             raise StartupError(f"{path} does not hold a base64 key; restore the key file") from None
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read the key file {path} ({exc.strerror or type(exc).__name__}); give this user read access"
+                f" to it: chmod 600 {path}"
+            ) from None
         if len(key) != size:
             raise StartupError(f"{path} holds a {len(key)}-byte key; {size} bytes are needed; restore the key file")
         return key
