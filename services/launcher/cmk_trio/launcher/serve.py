@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.listeners import raise_descriptor_limit
 from cmk_trio.rpckit.logs import configure_logging
 from cmk_trio.rpckit.server import stop_signals
 
@@ -36,13 +37,14 @@ async def serve_until_stopped(
     started: Callable[[S], None],
     stopping: Callable[[], None] = _nothing,
 ) -> None:
-    """Log as `name`, start, tell `started` (which announces it), serve until SIGTERM or
+    """Log as `name`, raise the descriptor limit, start, tell `started` (which announces it), serve until SIGTERM or
     SIGINT, tell `stopping`, and stop gracefully.
 
     The signal handlers are in place before the start, so that a signal arriving at any moment
     after the announcement stops the services gracefully instead of killing the process; and
     they stop even when the announcement fails (a closed standard output, say)."""
     configure_logging(name, log_level)
+    raise_descriptor_limit()  # (and says what the process has, before anything takes a descriptor)
     with stop_signals() as stopped:
         try:
             server = await start()
