@@ -246,26 +246,21 @@ def test_a_service_raises_its_soft_descriptor_limit_at_start_and_says_what_it_ha
     def lower() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
+    # A data directory that is a file: the service says what it has, then refuses to start
+    # (exit 3), so the test reads a finished process's output.
+    (tmp_path / "data").write_text("not a directory")
     env = {**os.environ, "CMK_DATA_DIR": str(tmp_path / "data"), "CMK_IDENTITY_PORT": "0",
            "CMK_SECRET_HASH_COST": "10", "CMK_DATABASE_URL": ""}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cmk_trio.identity"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=env, preexec_fn=lower,
+    done = subprocess.run(
+        [sys.executable, "-m", "cmk_trio.identity"], capture_output=True, text=True, env=env, preexec_fn=lower,
+        timeout=60, check=False,
     )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if '"file descriptors"' in line:
-                said = json.loads(line)
-                break
-        else:
-            raise AssertionError("the service ended without saying what descriptors it has")
-    finally:
-        process.terminate()
-        process.wait(30)
+    said = [json.loads(line) for line in done.stderr.splitlines() if '"file descriptors"' in line]
+    assert len(said) == 1, done.stderr
     have = Descriptors(hard)
-    assert (said["fd_limit"], said["fd_limit_raised_from"]) == (hard, 256)
-    assert (said["fd_reserve"], said["max_connections_per_listener"]) == (have.reserve, have.per_listener)
+    assert (said[0]["fd_limit"], said[0]["fd_limit_raised_from"]) == (hard, 256)
+    assert (said[0]["fd_reserve"], said[0]["max_connections_per_listener"]) == (have.reserve, have.per_listener)
+    assert done.returncode == 3, done.stderr
 
 
 def test_listener_caps_leave_a_reserve_whatever_the_limit():
@@ -324,3 +319,103 @@ async def test_no_answer_names_the_servers_version(identity_https, pki):
     assert [a[0].split(" ")[1] for a in answers] == ["400", "404", "400"]
     for _, headers in answers:
         assert headers.get("server") == "cmk-trio", headers
+
+
+@dataclass
+class SlowClientFigures:
+    """What one slow client got from a listener: it opened `tried` connections at once from
+    one address and trickled a byte into each every half second."""
+
+    listener: str
+    tried: int
+    held: int
+    """Let in (held by the client until the server cut them off)."""
+    refused: int
+    """Closed by the server at once."""
+    cut_off_within: float | None
+    """Seconds by which the server had closed every connection it let in (None: some were
+    still open when the client gave up)."""
+    still_open: int
+    served_meanwhile: bool
+    """Whether a client from another address, and a health check, were answered meanwhile."""
+
+
+def figures_of(listener: str, held: list[Held], served: bool) -> SlowClientFigures:
+    let_in = [h for h in held if not h.refused]
+    open_at_end = sum(h.closed_after is None for h in let_in)
+    latest = max((h.closed_after or 0.0 for h in let_in), default=0.0)
+    return SlowClientFigures(
+        listener, len(held), len(let_in), len(held) - len(let_in),
+        None if open_at_end else round(latest, 1), open_at_end, served,
+    )  # fmt: skip
+
+
+async def measure_slow_client(
+    server: IdentityServer, pki: DevPki, tries: int, within: float
+) -> list[SlowClientFigures]:
+    """One slow client against identity's HTTPS port (completing TLS, then trickling a
+    request head) and against its gRPC port (trickling a TLS hello: it has no client
+    certificate); meanwhile a client from 127.0.0.1 asks for a document and a health check."""
+    assert server.http is not None
+    tls = client_tls(pki)
+    grpc_port = server.port
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64)
+    https = [asyncio.ensure_future(slow_client(server.http.port, PARTIAL_HEAD, tls=tls, within=within))
+             for _ in range(tries)]  # fmt: skip
+    grpc_slow = [asyncio.ensure_future(slow_client(grpc_port, hello, within=within)) for _ in range(tries)]
+    await asyncio.sleep(1.0)  # (the flood is in place)
+    status, _ = await https_get(server.http.port, tls, "/no-such-tenant/discovery/v2.0/keys")
+    served = status.startswith("HTTP/1.1 400")
+    served = served and await health_check(server.endpoint, pki) == health_pb2.HealthCheckResponse.SERVING
+    return [figures_of("identity HTTPS", await asyncio.gather(*https), served),
+            figures_of("identity gRPC", await asyncio.gather(*grpc_slow), served)]  # fmt: skip
+
+
+@pytest.fixture
+def report_limits(monkeypatch: pytest.MonkeyPatch, limits_env: dict[str, str]) -> bool:
+    """For the report (CMK_LISTENER_REPORT set), the product's default limits; else the short ones."""
+    if not os.environ.get("CMK_LISTENER_REPORT"):
+        return False
+    for name in limits_env:
+        monkeypatch.delenv(name)
+    return True
+
+
+@pytest.fixture
+async def measured_identity(report_limits, tmp_path: Path, pki: DevPki, clock: Any) -> AsyncIterator[IdentityServer]:
+    files = pki.identity("identity")
+    config = identity_config(
+        tmp_path / "identity", http_port=0, tls=TlsConfig(files.cert_file, files.key_file, pki.ca_file)
+    )
+    server = await build_server(config, clock=clock)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+@pytest.mark.timeout(180)
+async def test_what_a_slow_client_holds_and_for_how_long(measured_identity, pki, report_limits):
+    """The figure for SECURITY.md: connections a slow client holds before it is cut off, and
+    how long. Bounded here (20 connections, the short limits); in full with CMK_LISTENER_REPORT
+    (300 connections, the default limits)."""
+    limits = ConnectionLimits.from_env(os.environ)
+    tries = 300 if report_limits else 20
+    figures = await measure_slow_client(measured_identity, pki, tries, within=limits.head_timeout + 15)
+    https, grpc_figures = figures
+    assert https.held == min(tries, limits.max_per_peer) and https.refused == tries - https.held
+    assert grpc_figures.held == min(tries, limits.max_connections)  # (gRPC's core has no cap per peer)
+    for figure in figures:
+        assert figure.still_open == 0 and figure.served_meanwhile, figure
+    report = os.environ.get("CMK_LISTENER_REPORT")
+    if report:
+        content = {"limits": {"head_timeout": limits.head_timeout, "idle_timeout": limits.idle_timeout,
+                              "max_connections": limits.max_connections, "max_per_peer": limits.max_per_peer},
+                   "descriptors": {"limit": Descriptors.current().limit, "reserve": Descriptors.current().reserve,
+                                   "per_listener": Descriptors.current().per_listener},
+                   "figures": [vars(f) for f in figures]}  # fmt: skip
+        _write(Path(report), json.dumps(content, indent=2))
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
