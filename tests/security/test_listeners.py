@@ -419,3 +419,22 @@ async def test_what_a_slow_client_holds_and_for_how_long(measured_identity, pki,
 
 def _write(path: Path, text: str) -> None:
     path.write_text(text)
+
+
+async def test_the_metrics_listener_is_guarded_and_names_no_version(tmp_path, clock, limits_env):
+    """Prometheus's own server had no limits at all (a thread per connection, held for good)
+    and named its version; /metrics is now a listener like the others."""
+    server = await build_server(identity_config(tmp_path / "identity", metrics_port=0), clock=clock)
+    try:
+        assert server.metrics_port is not None
+        reader, writer = await _open("127.0.0.1", server.metrics_port, None, None)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), GUARD)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"\r\nServer: cmk-trio\r\n" in head, head
+        assert b"grpc_server_started_total" in body or b"process_open_fds" in body
+        held = await slow_client(server.metrics_port, PARTIAL_HEAD)
+        assert not held.refused and held.closed_after is not None
+    finally:
+        await server.stop(grace=0)

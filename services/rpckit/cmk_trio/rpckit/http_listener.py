@@ -35,7 +35,6 @@ SERVER_NAME = "cmk-trio"
 """What the `Server` header says (aiohttp's default names its own and Python's versions)."""
 MAX_LINE_BYTES = 8190
 """The longest request line and header field (aiohttp's defaults, stated here on purpose)."""
-MAX_HEADERS = 64
 
 
 class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -259,7 +258,6 @@ class GuardedSite(web.BaseSite):
             access_log=None,  # type: ignore[arg-type]
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_LINE_BYTES,
-            max_headers=MAX_HEADERS,
         )
 
     async def stop(self) -> None:
