@@ -37,14 +37,15 @@ async def serve_until_stopped(
     started: Callable[[S], None],
     stopping: Callable[[], None] = _nothing,
 ) -> None:
-    """Log as `name`, raise the descriptor limit, start, tell `started` (which announces it), serve until SIGTERM or
-    SIGINT, tell `stopping`, and stop gracefully.
+    """Log as `name`, raise the descriptor limit, start, say what descriptors the process
+    has, tell `started` (which announces it), serve until SIGTERM or SIGINT, tell `stopping`,
+    and stop gracefully.
 
     The signal handlers are in place before the start, so that a signal arriving at any moment
     after the announcement stops the services gracefully instead of killing the process; and
     they stop even when the announcement fails (a closed standard output, say)."""
     configure_logging(name, log_level)
-    raise_descriptor_limit()  # (and says what the process has, before anything takes a descriptor)
+    descriptors = raise_descriptor_limit()  # (before any listener derives its cap from it)
     with stop_signals() as stopped:
         try:
             server = await start()
@@ -52,6 +53,7 @@ async def serve_until_stopped(
             # One line that says what is wrong and what to do, not a traceback.
             print(f"{name}: cannot start: {refusal}", file=sys.stderr, flush=True)
             raise SystemExit(STARTUP_REFUSED) from None
+        descriptors.announce()  # (once started: a refused start is one line, and only that)
         try:
             started(server)
             await stopped.wait()

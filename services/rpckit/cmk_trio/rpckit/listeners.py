@@ -58,6 +58,15 @@ class Descriptors:
         """The most connections one listener may hold at once."""
         return max(MIN_CONNECTIONS, (self.limit - self.reserve) // LISTENER_SHARES)
 
+    def announce(self) -> None:
+        """Say in one log line what the process has: the limit (and what it was raised
+        from), the reserve, the share per listener."""
+        log.info(
+            "file descriptors",
+            extra={"fd_limit": self.limit, "fd_limit_raised_from": self.raised_from, "fd_reserve": self.reserve,
+                   "max_connections_per_listener": self.per_listener},
+        )  # fmt: skip
+
     @classmethod
     def current(cls) -> Descriptors:
         """What this process has now."""
@@ -72,9 +81,9 @@ def _finite(soft: int, hard: int) -> int:
 
 
 def raise_descriptor_limit() -> Descriptors:
-    """Raise the soft descriptor limit to the hard limit (what an unprivileged process may),
-    and say in one log line what the process has: the limit, the reserve, the share per
-    listener. A refusal by the system leaves the limit as it was, and the line says so."""
+    """Raise the soft descriptor limit to the hard limit (what an unprivileged process may)
+    and return what the process has then. A refusal by the system leaves the limit as it
+    was (`raised_from` None)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
     raised_from: int | None = None
@@ -87,13 +96,7 @@ def raise_descriptor_limit() -> Descriptors:
         except (ValueError, OSError):
             pass  # (a hard limit the kernel does not allow after all: keep what we have)
     now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    have = Descriptors(_finite(now, hard), raised_from)
-    log.info(
-        "file descriptors",
-        extra={"fd_limit": have.limit, "fd_limit_raised_from": raised_from, "fd_reserve": have.reserve,
-               "max_connections_per_listener": have.per_listener},
-    )  # fmt: skip
-    return have
+    return Descriptors(_finite(now, hard), raised_from)
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
