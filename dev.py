@@ -162,13 +162,13 @@ def main(argv: list[str]) -> int:
     if command == "security":
         # The whole security suite with the full fuzz; SECURITY.md only from a run that passed.
         scratch = Path(tempfile.mkdtemp(prefix="cmk-security-"))
-        fuzz, matrix = scratch / "fuzz.json", scratch / "matrix.md"
+        fuzz, matrix, listeners = scratch / "fuzz.json", scratch / "matrix.md", scratch / "listeners.json"
         env = {**os.environ, "CMK_FUZZ_INPUTS": "10000", "CMK_FUZZ_REPORT": str(fuzz),
-               "CMK_SECURITY_REPORT": str(matrix)}  # fmt: skip
+               "CMK_SECURITY_REPORT": str(matrix), "CMK_LISTENER_REPORT": str(listeners)}  # fmt: skip
         args = [str(PYTHON), "-m", "pytest", "-m", "security", "tests/security", *rest]
         return subprocess.run(args, cwd=ROOT, env=env).returncode or run(
             str(PYTHON), "-m", "tests.security.report", "--fuzz", str(fuzz), "--matrix", str(matrix),
-            "--out", str(ROOT / "SECURITY.md"),
+            "--listeners", str(listeners), "--out", str(ROOT / "SECURITY.md"),
         )  # fmt: skip
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)

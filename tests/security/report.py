@@ -1,7 +1,8 @@
 """Writes SECURITY.md from a run of the security suite: `python3 dev.py security` runs it in
 full (the fuzzer at 10,000 inputs per service), and only if every test passed renders what
 the run measured (the fuzz figures, the authorization matrix as observed) beside what we
-defend and how. Run: python -m tests.security.report --fuzz F.json --matrix M.md --out SECURITY.md"""
+defend and how. Run: python -m tests.security.report --fuzz F.json --matrix M.md
+[--listeners L.json] --out SECURITY.md"""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ DEFENCES = (
     (
         "malformed input",
         "bytes that are no message, oversize requests, JSON nested deep, timestamps out of range: "
-        "INVALID_ARGUMENT with a reason, nothing stored, logs rate-limited",
-        "tests/security/test_malformed_input.py, the fuzzer below",
+        "INVALID_ARGUMENT with a reason, nothing stored, logs rate-limited; HTTP requests the parser refuses: 400, "
+        "one rate-limited log line per kind of fault without the request's bytes, no server version in any answer",
+        "tests/security/test_malformed_input.py, tests/security/test_listeners.py, the fuzzer below",
     ),
     (
         "exhaustion",
@@ -63,6 +65,15 @@ DEFENCES = (
         "failed secrets (at most 30 s, never for a secret verified lately); anonymous refusals audited in "
         "aggregate",
         "tests/security/test_limits.py",
+    ),
+    (
+        "slow clients and connection floods",
+        "every listener closes a connection whose TLS handshake and request head (gRPC: HTTP/2 settings) are not "
+        "in within 10 s, and one idle for 60 s; caps on connections per listener (gRPC and HTTPS) and per peer "
+        "address (HTTPS; gRPC's core has none), beyond which a connection is closed at once and the refusal "
+        "logged rate-limited; a process raises its soft descriptor limit at start, keeps a quarter in reserve "
+        "and gives each listener at most an eighth of the rest",
+        "tests/security/test_listeners.py (figures below)",
     ),
     (
         "plaintext on the network",
@@ -112,7 +123,10 @@ everyone, or an audit log that hides what they did.
   platform. Protect `operator.json` and the data directories (0600/0700 as made).
 - An attacker on the machine as the services' user, reading process memory.
 - Denial of service below the gRPC layer (SYN floods, TLS handshake floods): put the trio
-  behind what your platform uses for that. A request's metadata over 16 KiB is refused by
+  behind what your platform uses for that. gRPC's core caps connections per listener but not
+  per peer, so a flood of connections from one address that fills a gRPC port's cap is refused
+  there for everyone until its handshakes time out; the process, its other ports and its
+  reserve of descriptors are untouched. A request's metadata over 16 KiB is refused by
   gRPC itself (RESOURCE_EXHAUSTED without our reason).
 - Side channels in timing: token refusals are not constant-time (an unknown client id is
   refused before any hashing).
@@ -125,7 +139,34 @@ expected, and what happened.
 """
 
 
-def render(fuzz: dict[str, Any], matrix: str) -> str:
+def render_listeners(listeners: dict[str, Any]) -> list[str]:
+    """The section on slow clients: what one held, and for how long, with the limits of the run."""
+    limits, fds = listeners["limits"], listeners["descriptors"]
+    lines = [
+        "## Slow clients and connection floods",
+        "",
+        f"One client opens connections at once from one address and trickles a byte into each every half second, "
+        f"never finishing a request (on HTTPS after its TLS handshake; on gRPC, without a client certificate, "
+        f"inside its TLS hello), while a client from another address asks for a document and a health check. "
+        f"Limits of the run, the defaults: request head (TLS handshake included) within {limits['head_timeout']:g} s, "
+        f"idle {limits['idle_timeout']:g} s, at most {limits['max_connections']:,} connections per listener and "
+        f"{limits['max_per_peer']:,} per peer (HTTPS); descriptors {fds['limit']:,}, {fds['reserve']:,} of them in "
+        f"reserve, a listener's share {fds['per_listener']:,}.",
+        "",
+        "| listener | connections tried | held by the slow client | refused at once | all cut off within | "
+        "still open | others served meanwhile |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in listeners["figures"]:
+        within = "-" if f["cut_off_within"] is None else f"{f['cut_off_within']:g} s"
+        lines.append(
+            f"| {f['listener']} | {f['tried']:,} | {f['held']:,} | {f['refused']:,} | {within} | {f['still_open']:,} | "
+            f"{'yes' if f['served_meanwhile'] else 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def render(fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     inputs = fuzz["inputs"]
     bad = [s for s in fuzz["statuses"] if s["code"] in ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")]
@@ -171,6 +212,8 @@ def render(fuzz: dict[str, Any], matrix: str) -> str:
         *[f"| {s['code']} | {s['reason'] or '-'} | {s['count']:,} |" for s in fuzz["statuses"][:25]],
         "",
     ]
+    if listeners is not None:
+        lines += render_listeners(listeners)
     matrix_body = matrix.split("\n", 1)[1] if matrix.startswith("# ") else matrix
     lines += ["## Authorization matrix", matrix_body.replace("\n## ", "\n### ")]
     return "\n".join(lines).rstrip() + "\n"
@@ -180,9 +223,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fuzz", type=Path, required=True)
     parser.add_argument("--matrix", type=Path, required=True)
+    parser.add_argument("--listeners", type=Path, help="the slow-client figures (tests/security/test_listeners.py)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    args.out.write_text(render(json.loads(args.fuzz.read_text()), args.matrix.read_text()))
+    listeners = json.loads(args.listeners.read_text()) if args.listeners else None
+    args.out.write_text(render(json.loads(args.fuzz.read_text()), args.matrix.read_text(), listeners))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.http_listener import GuardedSite
+from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.server import dialable, is_loopback
@@ -181,6 +184,8 @@ class RunningHttp:
     runner: web.AppRunner
     port: int
     base_url: str
+    site: GuardedSite
+    """The listener, with its connection count (what it accepted, refused and cut off)."""
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -376,8 +381,11 @@ def server_tls(tls: TlsConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def start_http(front: OidcFront, host: str, port: int, tls: TlsConfig) -> RunningHttp:
-    """Listen on host:port (0: a free port). The base URL names the bound port."""
+async def start_http(
+    front: OidcFront, host: str, port: int, tls: TlsConfig, limits: ConnectionLimits | None = None
+) -> RunningHttp:
+    """Listen on host:port (0: a free port), with `limits` on the connections (by default
+    from the environment: see ConnectionLimits.from_env). The base URL names the bound port."""
     context = server_tls(tls)
     if context is None and not is_loopback(host):
         raise StartupError(
@@ -386,7 +394,10 @@ async def start_http(front: OidcFront, host: str, port: int, tls: TlsConfig) -> 
         )
     runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+    site = GuardedSite(
+        runner, host, port, ssl_context=context, listener="identity https",
+        limits=limits or ConnectionLimits.from_env(os.environ),
+    )  # fmt: skip
     try:
         await site.start()
     except OSError as exc:
@@ -397,4 +408,4 @@ async def start_http(front: OidcFront, host: str, port: int, tls: TlsConfig) -> 
         ) from None
     bound = runner.addresses[0][1]
     scheme = "https" if context is not None else "http"
-    return RunningHttp(runner, bound, f"{scheme}://{dialable(host, bound)}")
+    return RunningHttp(runner, bound, f"{scheme}://{dialable(host, bound)}", site)

@@ -108,7 +108,7 @@ class IdentityServer:
             await self.http.stop()
         await self.running.stop(grace)
         self.directory.checks.close()
-        self.metrics.close()
+        await self.metrics.close()
         self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
@@ -215,7 +215,7 @@ async def build_server(
                 await running.stop(0)
                 raise
         metrics_port = (
-            metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
     except BaseException:
         checks.close()

@@ -113,7 +113,7 @@ class KeyVaultServer:
         await self.running.stop(grace)
         await self.trail.flush_refusals()
         await self.directory.stop()
-        self.metrics.close()
+        await self.metrics.close()
         self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
@@ -204,7 +204,7 @@ async def build_server(
             tracing=tracing,
         )
         metrics_port = (
-            metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
         undo.pop_all()
     await directory.serve_when_current(running)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.listeners import raise_descriptor_limit
 from cmk_trio.rpckit.logs import configure_logging
 from cmk_trio.rpckit.server import stop_signals
 
@@ -36,13 +37,15 @@ async def serve_until_stopped(
     started: Callable[[S], None],
     stopping: Callable[[], None] = _nothing,
 ) -> None:
-    """Log as `name`, start, tell `started` (which announces it), serve until SIGTERM or
-    SIGINT, tell `stopping`, and stop gracefully.
+    """Log as `name`, raise the descriptor limit, start, say what descriptors the process
+    has, tell `started` (which announces it), serve until SIGTERM or SIGINT, tell `stopping`,
+    and stop gracefully.
 
     The signal handlers are in place before the start, so that a signal arriving at any moment
     after the announcement stops the services gracefully instead of killing the process; and
     they stop even when the announcement fails (a closed standard output, say)."""
     configure_logging(name, log_level)
+    descriptors = raise_descriptor_limit()  # (before any listener derives its cap from it)
     with stop_signals() as stopped:
         try:
             server = await start()
@@ -50,6 +53,7 @@ async def serve_until_stopped(
             # One line that says what is wrong and what to do, not a traceback.
             print(f"{name}: cannot start: {refusal}", file=sys.stderr, flush=True)
             raise SystemExit(STARTUP_REFUSED) from None
+        descriptors.announce()  # (once started: a refused start is one line, and only that)
         try:
             started(server)
             await stopped.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import re
 import time
 import uuid
@@ -22,8 +23,9 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    generate_latest,
 )
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cmk_trio.rpckit.tracing import note_request_id
 from cmk_trio.rpckit.types import Context, Stream, Unary, WrapCache, bound, rewrap
@@ -168,17 +170,40 @@ class Metrics:
     def lag(self, stream: str, seconds: float) -> None:
         self.event_lag.labels(self.service, stream).set(max(seconds, 0.0))
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP; returns the bound port (port 0 picks a free one)."""
-        server, _thread = start_http_server(port, host, registry=self.registry)
-        self._http = server
-        return int(server.server_port)
+    async def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP, a listener with the connection limits of every other
+        (ConnectionLimits from the environment; prometheus_client's own server has none, and
+        names its version); returns the bound port (port 0 picks a free one)."""
+        # (imported here: the HTTP listener's modules import this one)
+        from aiohttp import web
 
-    def close(self) -> None:
+        from cmk_trio.rpckit.http_listener import GuardedSite
+        from cmk_trio.rpckit.listeners import ConnectionLimits
+
+        async def exposition(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", exposition)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = GuardedSite(
+            runner, host, port, limits=ConnectionLimits.from_env(os.environ), listener=f"{self.service} metrics"
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._http = runner
+        return site.port
+
+    async def close(self) -> None:
+        """Stop serving /metrics (if served)."""
         http = getattr(self, "_http", None)
         if http is not None:
-            http.shutdown()
-            http.server_close()
+            del self._http
+            await http.cleanup()
 
 
 class ObserveInterceptor(grpc.aio.ServerInterceptor):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 from cmk_trio.rpckit.tracing import Tracing
 
@@ -135,11 +137,14 @@ async def start_server(
     tls: TlsConfig | None = None,
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
+    connections: ConnectionLimits | None = None,
 ) -> RunningServer:
     """Start a server with the servicers that `register` adds, plus health and reflection.
 
     `port=0` picks a free port; the bound one is in the result. Every call gets a request
     id and, with `metrics`, is counted and timed; with `tracing` on, a span of the caller's trace.
+    `connections` limits what connections may hold (by default from the environment: see
+    ConnectionLimits.from_env).
     """
     require_safe_listener(host, tls)
     traced = tracing is not None and tracing.enabled
@@ -156,6 +161,8 @@ async def start_server(
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
             ("grpc.http2.max_ping_strikes", 0),
+            # A cap on connections, a time for the handshake, a time an idle one stays open.
+            *(connections or ConnectionLimits.from_env(os.environ)).grpc_options(),
         ],
     )
     register(server)

@@ -106,7 +106,7 @@ class SpeechServer:
         await self.directory.stop()
         if self.keyvault_channel is not None:
             await self.keyvault_channel.close()
-        self.metrics.close()
+        await self.metrics.close()
         self.tracing.shutdown()
         await self.store.close()
         if self.claim is not None:
@@ -221,7 +221,7 @@ async def build_server(
             tracing=tracing,
         )
         metrics_port = (
-            metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
+            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
         )
         undo.pop_all()
     async with store.exclusive("startup"):
