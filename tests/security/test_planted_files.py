@@ -172,9 +172,20 @@ def test_a_profile_under_a_directory_others_may_write_is_refused(tmp_path):
     home.chmod(0o777)
     with pytest.raises(PrivateFileRefused):
         Profile.load(home / "operator.json")
-    home.chmod(0o770)  # group-writable: refused too, as ssh refuses it
-    with pytest.raises(PrivateFileRefused):
+
+
+@pytest.mark.usefixtures("as_root")
+def test_group_write_is_refused_unless_the_group_is_the_users_own(tmp_path):
+    """As Debian's ssh: a user-private group (named as the user, no other members: root's
+    here) writing is the user writing; any other group is other users."""
+    home = directory(tmp_path / "home", 0o770)
+    os.chown(home, -1, 0)
+    a_profile().save(home / "operator.json")
+    assert Profile.load(home / "operator.json") is not None
+    os.chown(home, -1, OTHER_UID)
+    with pytest.raises(PrivateFileRefused) as refused:
         Profile.load(home / "operator.json")
+    assert "(mode 0770)" in str(refused.value)
 
 
 def test_a_profile_reached_through_a_link_is_checked_where_it_leads(tmp_path):

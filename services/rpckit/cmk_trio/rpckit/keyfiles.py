@@ -10,7 +10,8 @@ They are treated as ssh treats its own (StrictModes). A file of secrets is read 
   lead to, belongs to this user or to root and no one else may write to it, unless it is
   sticky: in a sticky directory (/tmp) only a file's owner may rename or remove it, so a
   name of ours there cannot be swapped. A directory that others may write and that is not
-  sticky is where a profile could be planted (issue 22, item 8): refused.
+  sticky is where a profile could be planted (issue 22, item 8): refused. Group write is
+  allowed where the group is the user's private one (named as the user, no other members).
 
 and it is written only into such a directory: under a random temporary name in the same
 directory, created exclusively without following a link (O_CREAT|O_EXCL|O_NOFOLLOW, mode
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import errno
+import grp
 import os
+import pwd
 import secrets
 import stat
 from collections.abc import Callable
@@ -56,6 +59,23 @@ def _trusted_owner(uid: int) -> bool:
     return uid in (os.geteuid(), 0)
 
 
+def _others_may_write(st: os.stat_result) -> bool:
+    """Whether someone but the owner may add, rename or remove entries of a directory. The
+    group's write bit is not someone else where the group is the user's private group (named
+    as the user, no other members; the default of Debian and Fedora, whose users' umask is
+    002), as Debian's ssh allows; a sticky directory (/tmp) lets only a file's owner rename
+    or remove it, so a name of ours there cannot be swapped."""
+    if st.st_mode & stat.S_ISVTX or not st.st_mode & 0o022:
+        return False
+    if st.st_mode & 0o002:
+        return True
+    try:
+        me, group = pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(st.st_gid)
+    except KeyError:
+        return True
+    return group.gr_name != me or any(member != me for member in group.gr_mem)
+
+
 def require_private_dir(directory: Path) -> None:
     """Refuse `directory` as a place of files of secrets unless it and every directory above
     it (as given, and as its links resolve) are this user's or root's and not writable by
@@ -78,7 +98,7 @@ def require_private_dir(directory: Path) -> None:
                     f"the directory {named} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}) or "
                     "root, who could plant or swap files of secrets there; use a directory of your own",
                 )
-            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            if _others_may_write(st):
                 raise PrivateFileRefused(
                     directory,
                     f"others can write to the directory {named} (mode {stat.S_IMODE(st.st_mode):04o}) and could "
