@@ -15,16 +15,21 @@
     python3 dev.py security the security suite with the full fuzz (10,000 inputs per service);
                             writes SECURITY.md
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
+    python3 dev.py lock     make requirements.lock again from pyproject.toml (the exact, hashed versions
+                            the image installs; `check` fails when it is stale; --upgrade: newest allowed)
     python3 dev.py cmk ...  any cmk command
 
 The first run makes ./.venv and installs the project into it: `up` and `cmk` install what
 running needs, the other commands the development tools too (pip shows its progress); later
-runs reinstall only when pyproject.toml has changed.
+runs reinstall only when pyproject.toml or requirements.lock has changed. The dependencies
+are held to the versions in requirements.lock, those the image installs, so that what is
+tested is what ships (while the lock matches pyproject.toml; else the ranges, and `check` fails).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -38,6 +43,28 @@ VENV = Path(os.environ.get("CMK_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".cmk-installed"
+LOCK = ROOT / "requirements.lock"
+LOCK_STAMP = "# pyproject-requirements-sha256: "
+"""The line of requirements.lock's header that holds requirements_digest() (scripts/lock.py)."""
+
+
+def requirements_digest(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """A digest of pyproject.toml's requirements (the dependencies and the build system's):
+    requirements.lock keeps it in its header, and is current while they are unchanged."""
+    import tomllib
+
+    data = tomllib.loads(pyproject.read_text())
+    wanted = {"dependencies": data["project"]["dependencies"], "build-system": data["build-system"]["requires"]}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
+
+
+def lock_constraints() -> str | None:
+    """requirements.lock's pins as pip constraints (without hashes: pip takes a hash in a
+    constraints file only if every requirement has one), None while the lock is stale."""
+    if not LOCK.exists() or f"{LOCK_STAMP}{requirements_digest()}" not in LOCK.read_text().splitlines():
+        return None
+    lines = [line.rstrip(" \\") for line in LOCK.read_text().splitlines() if line[:1].isalnum()]
+    return "\n".join(lines) + "\n"
 
 
 def ensure_venv(*, dev: bool = True) -> None:
@@ -46,7 +73,9 @@ def ensure_venv(*, dev: bool = True) -> None:
     one shell, `cmk` in another) waits for the first to finish instead of installing alongside it."""
     if sys.version_info < (3, 11):  # noqa: UP036 (this script may be started by an older python3)
         sys.exit(f"cmk-trio needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(LOCK.read_bytes() if LOCK.exists() else b"")
+    wanted = digest.hexdigest()
     if _installed(wanted, dev):
         return
     VENV.parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +104,17 @@ def _install(wanted: str, dev: bool) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     what = "cmk-trio and its development tools" if dev else "cmk-trio (what running needs; `test` adds the tools)"
     print(f"installing {what} into {VENV}", file=sys.stderr)
+    constraints = lock_constraints()
+    held: list[str] = []
+    if constraints is None:
+        print("requirements.lock does not match pyproject.toml: installing from the ranges "
+              "(python3 dev.py lock makes it again)", file=sys.stderr)  # fmt: skip
+    else:
+        (VENV / "constraints.txt").write_text(constraints)
+        held = ["-c", str(VENV / "constraints.txt")]
     subprocess.run(
         [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on",
-         "-e", f"{ROOT}[dev]" if dev else str(ROOT)],
+         *held, "-e", f"{ROOT}[dev]" if dev else str(ROOT)],
         check=True,
     )  # fmt: skip
     STAMP.write_text(f"{wanted} dev" if dev else wanted)
@@ -131,6 +168,7 @@ def main(argv: list[str]) -> int:
         return (
             run(str(PYTHON), "scripts/gen_protos.py", "--check")
             or run(str(PYTHON), "scripts/gen_docs.py", "--check")
+            or run(str(PYTHON), "scripts/lock.py", "--check")
             or run(str(BIN / "ruff"), "check", *sources)
             or run(str(BIN / "ruff"), "format", "--check", *sources)
             or run(str(BIN / "mypy"))
@@ -172,6 +210,8 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)
+    if command == "lock":
+        return run(str(PYTHON), "scripts/lock.py", *rest)
     if command == "protos":
         return run(str(PYTHON), "scripts/gen_protos.py") or run(str(PYTHON), "scripts/gen_docs.py")
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

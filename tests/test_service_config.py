@@ -21,6 +21,7 @@ SERVICES = [(KeyVaultConfig, "CMK_KEYVAULT"), (SpeechConfig, "CMK_SPEECH")]
 def test_platform_credentials_from_a_file(config, prefix, tmp_path: Path):
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"tenant_id": "t", "client_id": "c", "client_secret": "s"}))
+    path.chmod(0o600)  # a file of secrets is private, or refused (tests/security/test_planted_files.py)
     env = {"CMK_IDENTITY_ENDPOINT": "127.0.0.1:1", f"{prefix}_CREDENTIALS_FILE": str(path)}
     assert config.from_env(env).credentials == ClientCredentials("t", "c", "s")
 

@@ -213,6 +213,7 @@ class Stack:
         data = scratch / "demo"
         data.mkdir()
         (data / "operator.json").write_bytes((self.volume("operator") / "operator.json").read_bytes())
+        (data / "operator.json").chmod(0o600)  # the CLI reads only a private credential file (rpckit.keyfiles)
         if not database_url:
             (data / "speech.db").symlink_to(self.volume("speech-data") / "speech.db")
         extra = ["--database-url", database_url] if database_url else []

@@ -64,6 +64,7 @@ def test_named_profiles_keep_the_operator_and_a_user_signed_in(trio: Trio, tmp_p
     assert run(env, "--profile", "alice", "logout")["signed_out"] is False
     notes = tmp_path / "notes.json"  # a file that is not a profile is not deleted by logout
     notes.write_text('["mine"]')
+    notes.chmod(0o600)  # private, so read (one open to others is refused first: tests/security/test_planted_files.py)
     assert "is not a cmk profile" in run(env, "--profile", str(notes), "logout", ok=False)["error"]["message"]
     assert notes.exists()
     # --query prints the values alone, one line per item, even when more pages follow.

@@ -96,6 +96,14 @@ DEFENCES = (
         "tests/speech, tests/keyvault, tests/e2e/test_bad_environments.py",
     ),
     (
+        "another local user planting or reading a profile or credential file",
+        "files of secrets (profiles, operator and platform credentials, master keys, database passwords, the "
+        "development CA's keys) read only if the user's own and private, in directories no one else may write "
+        "(sticky ones excepted), as ssh treats its own; written under a random name with O_EXCL|O_NOFOLLOW, "
+        "mode 0600, synced and renamed into place, never through a link: refused with FILE_NOT_PRIVATE",
+        "tests/security/test_planted_files.py",
+    ),
+    (
         "a tampered audit log",
         "a keyed-MAC chain with signed checkpoints; every change's record commits with it",
         "tests/keyvault/test_audit.py, tests/faults",

@@ -11,12 +11,16 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from cmk_trio.cli.profile import Profile, profile_name, profile_path
+from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import ServiceError
+from cmk_trio.rpckit.keyfiles import PrivateFileRefused
+from cmk_trio.rpckit.reasons import Reason
 
 # gRPC, the clients and cryptography are imported when a command runs, not when `cmk` starts:
 # `cmk --help` and a usage error cost a tenth of a second of CPU instead of most of a second.
@@ -121,29 +125,30 @@ def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         state = click.get_current_context().find_object(State)
         try:
             return asyncio.run(f(*args, **kwargs))
-        except ServiceError as exc:
-            from cmk_trio.rpckit.status import status_code_of
-
-            code = status_code_of(exc).name
-            if state is not None and state.output == "json":
-                click.echo(
-                    json.dumps(
-                        {
-                            "error": {
-                                "code": code,
-                                "reason": exc.reason.value,
-                                "message": exc.message,
-                                "metadata": exc.metadata,
-                            }
-                        },
-                        indent=2,
-                    )
-                )
-            else:
-                click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
-            sys.exit(1)
+        except (ServiceError, StartupError) as exc:
+            report_error(exc, json_output=state is not None and state.output == "json")
 
     return wrapper
+
+
+def report_error(exc: ServiceError | StartupError, *, json_output: bool) -> NoReturn:
+    """Print a service's error (or a file the CLI refused to trust) as its code and reason,
+    in one line or as JSON, and exit 1. A refused profile or credential file is
+    FAILED_PRECONDITION FILE_NOT_PRIVATE with the file's path; another file that cannot be
+    read is the CLI's own error."""
+    if isinstance(exc, PrivateFileRefused):
+        exc = errors.FailedPrecondition(Reason.FILE_NOT_PRIVATE, str(exc), metadata={"path": str(exc.path)})
+    elif isinstance(exc, StartupError):
+        raise click.ClickException(str(exc)) from None
+    from cmk_trio.rpckit.status import status_code_of
+
+    code = status_code_of(exc).name
+    if json_output:
+        error = {"code": code, "reason": exc.reason.value, "message": exc.message, "metadata": exc.metadata}
+        click.echo(json.dumps({"error": error}, indent=2))
+    else:
+        click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
+    sys.exit(1)
 
 
 pass_state = click.make_pass_decorator(State)
@@ -187,10 +192,11 @@ def command(
 
 
 def read_operator_file(path: Path) -> ClientCredentials:
+    """The credential in an operator (or platform credentials) file, checked as ssh checks
+    its keys (ClientCredentials.from_file)."""
     from cmk_trio.client.identity import ClientCredentials
 
-    data = json.loads(path.read_text())
-    return ClientCredentials(data["tenant_id"], data["client_id"], data["client_secret"])
+    return ClientCredentials.from_file(path)
 
 
 def load_profile(state: State) -> Profile:

@@ -29,7 +29,9 @@ from cmk_trio.cli import (
     serve_commands,
     speech_commands,
 )
-from cmk_trio.cli.common import State
+from cmk_trio.cli.common import State, report_error
+from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.errors import ServiceError
 
 # gRPC's own log lines (a failed TLS handshake at INFO, a certificate naming another service
 # at ERROR) are not for the person at the shell: the CLI says what went wrong in one line of
@@ -76,7 +78,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command line) is JSON on standard output under `--output json`, as a service's error is."""
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        code = cli.main(args=args, prog_name="cmk", standalone_mode=False)
+        try:
+            code = cli.main(args=args, prog_name="cmk", standalone_mode=False)
+        except (ServiceError, StartupError) as exc:  # from a command that is not async (whoami, logout)
+            report_error(exc, json_output=_wants_json(args))
     except click.ClickException as exc:
         if not _wants_json(args):
             exc.show()

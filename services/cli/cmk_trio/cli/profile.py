@@ -3,7 +3,8 @@ per profile, so that the operator and a user can both stay signed in (`--profile
 
 A profile lives in $XDG_CONFIG_HOME/cmk (default ~/.config/cmk): the default profile in
 profile.json, a named one in profiles/NAME.json. A --profile (or CMK_PROFILE) with a slash or
-ending in .json names a file instead. Mode 0600. It holds tokens (which expire in minutes),
+ending in .json names a file instead. Mode 0600, in a directory only its user may write
+(rpckit.keyfiles: read and written as ssh treats its own files). It holds tokens (which expire in minutes),
 one per audience, never a client secret; a profile made from an operator file remembers the
 file's path and signs in again from it when a token runs out.
 """
@@ -17,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cmk_trio.rpckit.datadir import make_private_dir
+from cmk_trio.rpckit.keyfiles import read_private_text, write_private_file
 
 DEFAULT_NAME = "default"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -47,19 +48,21 @@ class Profile:
         self.tokens[audience] = {"token": token, "expires_at": expires_at}
 
     def save(self, path: Path) -> None:
-        make_private_dir(path.parent)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        """Write the profile to `path` (mode 0600), replacing it whole; refused (with
+        PrivateFileRefused) in a directory others may write, or over a link or another
+        user's file (see rpckit.keyfiles)."""
+        write_private_file(path, json.dumps(asdict(self), indent=2), replace=True)
 
     @classmethod
     def load(cls, path: Path) -> Profile | None:
-        if not path.exists():
+        """The profile in `path`, None if there is none; refused (with PrivateFileRefused)
+        when the file or a directory above it is another user's or open to others: a
+        profile says where the CLI sends a secret, so a planted one must not be followed."""
+        try:
+            text = read_private_text(path)
+        except FileNotFoundError:
             return None
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

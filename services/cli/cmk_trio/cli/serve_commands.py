@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from cmk_trio.cli.common import State, command
 from cmk_trio.cli.output import emit
+from cmk_trio.rpckit.datadir import StartupError
 
 if TYPE_CHECKING:
     from cmk_trio.launcher.announcement import Announcement
@@ -285,6 +286,8 @@ def serve_keyvault(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
+        _refuse_start("keyvault", refusal)
     from cmk_trio.keyvault.server import build_server
 
     started = _listening("keyvault", state.output)
@@ -356,6 +359,8 @@ def serve_speech(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
+        _refuse_start("speech", refusal)
     from cmk_trio.speech.server import build_server
 
     started = _listening("speech", state.output)
@@ -378,6 +383,14 @@ def _listening(name: str, output: str) -> Callable[[Any], None]:
         sys.stdout.flush()
 
     return started
+
+
+def _refuse_start(name: str, refusal: StartupError) -> NoReturn:
+    """What a service that refuses to start says (launcher.serve): one line, exit 3."""
+    from cmk_trio.launcher.serve import STARTUP_REFUSED
+
+    click.echo(f"{name}: cannot start: {refusal}", err=True)
+    raise SystemExit(STARTUP_REFUSED)
 
 
 def _serve(

@@ -21,6 +21,7 @@ from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock, SystemClock
 from cmk_trio.rpckit.errors import Unauthenticated
+from cmk_trio.rpckit.keyfiles import read_private_text
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_from_rpc
@@ -42,8 +43,10 @@ class ClientCredentials:
     @classmethod
     def from_file(cls, path: Path) -> ClientCredentials:
         """Read a credentials file as `cmk platform-credentials` and `cmk up` write it
-        (JSON with tenant_id, client_id and client_secret)."""
-        data = json.loads(path.read_text())
+        (JSON with tenant_id, client_id and client_secret). It must be a private file in a
+        directory only its user may write, as ssh wants its keys; otherwise
+        rpckit.keyfiles.PrivateFileRefused says which and what to do."""
+        data = json.loads(read_private_text(path))
         return cls(data["tenant_id"], data["client_id"], data["client_secret"])
 
     @classmethod

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cmk_trio.rpckit.datadir import make_private_dir
-from cmk_trio.rpckit.keyfiles import write_private_file
+from cmk_trio.rpckit.keyfiles import read_private_file, require_private_dir, write_private_file
 
 SERVICES = ("identity", "keyvault", "speech")
 VALIDITY = timedelta(days=825)
@@ -75,8 +75,8 @@ def ensure_dev_pki(
             # A PKI made before the key had a place of its own: move the key there (a move
             # interrupted after the copy leaves the same key twice; the copy beside goes).
             if not kept.exists():
-                write_private_file(kept, beside.read_text())
-            if kept.read_bytes() != beside.read_bytes():
+                write_private_file(kept, read_private_file(beside))
+            if read_private_file(kept) != read_private_file(beside):
                 raise ValueError(f"two different CA keys: {beside} and {kept}; keep the one that signed {pki.ca_file}")
             beside.unlink()
     ca_key_file = (ca_key_dir or directory) / "ca.key"
@@ -85,7 +85,7 @@ def ensure_dev_pki(
         raise ValueError(f"{have} is there but {missing} is not: the CA is half there; remove both to make a "
                          "new one (every certificate it signed must then be made again)")  # fmt: skip
     if pki.ca_file.exists():
-        loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(read_private_file(ca_key_file), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{ca_key_file} is not the development CA's key")
         ca_key = loaded
@@ -132,9 +132,7 @@ def ensure_dev_pki(
             alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
-        if files.key_file.exists():
-            files.key_file.unlink()
-        write_private_file(files.key_file, _key_pem(key))
+        write_private_file(files.key_file, _key_pem(key), replace=True)
         files.cert_file.write_text(_cert_pem(cert))
     return pki
 
@@ -144,17 +142,22 @@ def issue_copy(pki: DevPki, name: str, target: Path) -> None:
     `target`: a directory that only `name` mounts (a container's volume)."""
     files = pki.identity(name)
     make_private_dir(target)
+    require_private_dir(target)  # before any file goes there, the certificates too
     for source in (pki.ca_file, files.cert_file, files.key_file):
         destination = target / source.name
-        content = source.read_bytes()
+        private = source == files.key_file
+        content = read_private_file(source) if private else source.read_bytes()
         if destination.exists() and destination.read_bytes() == content:
+            continue
+        if private:  # whole or not at all, never through a link: rpckit.keyfiles
+            write_private_file(destination, content, replace=True)
             continue
         # Written beside, then moved over: never a moment without the file, nor a half one.
         fd, temporary = tempfile.mkstemp(dir=target, prefix=f".{source.name}.")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(content)
-            os.chmod(temporary, 0o600 if source == files.key_file else 0o644)
+            os.chmod(temporary, 0o644)  # a certificate: public
             os.replace(temporary, destination)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -173,6 +173,7 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # client side: the call did not finish within its deadline
     ENDPOINT_WRONG_SERVICE = "ENDPOINT_WRONG_SERVICE"  # client side: the endpoint is another service
     ENDPOINT_TLS_MISMATCH = "ENDPOINT_TLS_MISMATCH"  # client side: TLS against plain TCP, or the other way
+    FILE_NOT_PRIVATE = "FILE_NOT_PRIVATE"  # client side: a profile or credential file not its user's alone
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # UNAVAILABLE: the audit record could not be written
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"  # UNAVAILABLE: the service's PostgreSQL did not answer
     REVOCATIONS_UNKNOWN = "REVOCATIONS_UNKNOWN"  # UNAVAILABLE: the directory's events not heard lately

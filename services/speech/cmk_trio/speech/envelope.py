@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cmk_trio.rpckit.datadir import StartupError
-from cmk_trio.rpckit.keyfiles import write_private_file
+from cmk_trio.rpckit.keyfiles import read_private_text, write_private_file
 
 RandomBytes = Callable[[int], bytes]
 DATA_KEY_BYTES = 32
@@ -140,18 +140,20 @@ def _wrap_binding(resource_uid: str) -> bytes:
 def rotate_ring_file(path: Path, random: RandomBytes = os.urandom) -> MasterKeyRing:
     """Add a new current version to the ring file (atomically, keeping mode 0600). The
     service picks it up at its next start and rewraps Microsoft-managed data keys to it."""
-    ring = MasterKeyRing.from_json(path.read_text()).rotated(random)
-    tmp = path.with_suffix(".rotating")
-    write_private_file(tmp, ring.to_json() + "\n")
-    tmp.replace(path)
+    ring = MasterKeyRing.from_json(read_private_text(path)).rotated(random)
+    write_private_file(path, ring.to_json() + "\n", replace=True)
     return ring
 
 
 def load_or_create_ring(path: Path, *, create: bool, random: RandomBytes = os.urandom) -> MasterKeyRing:
     """Read the ring file, or create it (one version, mode 0600) if allowed."""
-    if path.exists():
+    try:
+        text = read_private_text(path)
+    except FileNotFoundError:
+        text = None
+    if text is not None:
         try:
-            return MasterKeyRing.from_json(path.read_text())
+            return MasterKeyRing.from_json(text)
         except (ValueError, KeyError, TypeError):
             raise StartupError(f"{path} is not a master key ring file; restore it") from None
     if not create:

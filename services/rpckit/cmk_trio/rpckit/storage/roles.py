@@ -28,10 +28,12 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 import asyncpg
+
+from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.keyfiles import read_private_text, write_private_file
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 SCRAM_ITERATIONS = 4096
@@ -48,15 +50,9 @@ def role_of(service: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """`path` holds `text` with mode 0600, replaced whole (never a half-written secret)."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """`path` holds `text` with mode 0600, replaced whole (never a half-written secret), by
+    the one writer of files of secrets (rpckit.keyfiles)."""
+    write_private_file(path, text, replace=True)
 
 
 def make_secrets(admin_dir: Path, services: dict[str, Path]) -> list[str]:
@@ -76,9 +72,9 @@ def make_secrets(admin_dir: Path, services: dict[str, Path]) -> list[str]:
         if not kept.exists():
             _write_private(kept, secrets.token_urlsafe(24) + "\n")
             written.append(str(kept))
-        line = f"*:*:*:{role_of(service)}:{kept.read_text().strip()}\n"
+        line = f"*:*:*:{role_of(service)}:{read_private_text(kept).strip()}\n"
         pgpass = directory / "pgpass"
-        if not pgpass.exists() or pgpass.read_text() != line:
+        if not pgpass.exists() or read_private_text(pgpass) != line:
             _write_private(pgpass, line)
             written.append(str(pgpass))
     return written
@@ -106,9 +102,9 @@ async def grant(url: str, admin_dir: Path, services: list[str], admin_password: 
         kept = admin_dir / f"{service}.password"
         if not kept.exists():
             raise RolesError(f"{kept} is missing: make the secrets first")
-        passwords[service] = kept.read_text().strip()
+        passwords[service] = read_private_text(kept).strip()
     if admin_password is None:
-        admin_password = (admin_dir / "password").read_text().strip()
+        admin_password = read_private_text(admin_dir / "password").strip()
     conn = await asyncpg.connect(url, password=admin_password)
     try:
         # CREATE DATABASE cannot run in a transaction: a session lock keeps two runs apart.
@@ -155,7 +151,7 @@ def main(argv: list[str]) -> int:
             asyncio.run(grant(argv[1], Path(argv[2]), argv[3:]))
             print(f"roles and databases ready: {', '.join(role_of(s) for s in argv[3:])}")
             return 0
-    except (RolesError, OSError, asyncpg.PostgresError) as exc:
+    except (RolesError, OSError, StartupError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(__doc__, file=sys.stderr)
