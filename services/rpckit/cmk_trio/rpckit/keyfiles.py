@@ -118,6 +118,8 @@ def _require_private_stat(path: Path, st: os.stat_result) -> None:
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise PrivateFileRefused(path, f"{path} is open to group or others (mode {mode:04o}); run: chmod 600 {path}")
+    if not mode & 0o400:  # (root could read it anyway: refused all the same, as anyone else would be)
+        raise PrivateFileRefused(path, f"{path} is not readable by its owner (mode {mode:04o}); run: chmod 600 {path}")
 
 
 def read_private_file(path: Path) -> bytes:
@@ -135,9 +137,15 @@ def read_private_file(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise StartupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        # Of the file opened, not of a name that may change since; before fdopen, which
+        # refuses a directory with a traceback of its own.
+        _require_private_stat(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
-        _require_private_stat(path, st)  # of the file opened, not of a name that may change since
         require_private_dir(path.parent)
         if st.st_size > MAX_BYTES:
             raise PrivateFileRefused(path, f"{path} is {st.st_size} bytes, too large for a file of secrets")
@@ -240,11 +248,6 @@ def read_or_create_key(path: Path, *, create: bool, size: int, random: Callable[
             key = base64.b64decode(held.strip(), validate=True)
         except ValueError:
             raise StartupError(f"{path} does not hold a base64 key; restore the key file") from None
-        except OSError as exc:
-            raise StartupError(
-                f"cannot read the key file {path} ({exc.strerror or type(exc).__name__}); give this user read access"
-                f" to it: chmod 600 {path}"
-            ) from None
         if len(key) != size:
             raise StartupError(f"{path} holds a {len(key)}-byte key; {size} bytes are needed; restore the key file")
         return key
