@@ -32,7 +32,7 @@ from aiohttp import web
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit import errors
-from cmk_trio.rpckit.admission import CallLimits, Caller
+from cmk_trio.rpckit.admission import Caller, CallLimits
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
