@@ -12,8 +12,8 @@
                             from the Dockerfile, compose.yaml brought up with Compose v2 and
                             docker-compose 1.29, faults across containers; writes RELIABILITY.md's
                             containers section (--no-report: leave it alone)
-    python3 dev.py security the security suite with the full fuzz (10,000 inputs per service);
-                            writes SECURITY.md
+    python3 dev.py security the security suite with the full fuzz (10,000 inputs per service) and
+                            300 calls a phase of the fairness measurement; writes SECURITY.md
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py lock     make requirements.lock again from pyproject.toml (the exact, hashed versions
                             the image installs; `check` fails when it is stale; --upgrade: newest allowed)
@@ -200,13 +200,15 @@ def main(argv: list[str]) -> int:
     if command == "security":
         # The whole security suite with the full fuzz; SECURITY.md only from a run that passed.
         scratch = Path(tempfile.mkdtemp(prefix="cmk-security-"))
-        fuzz, matrix, listeners = scratch / "fuzz.json", scratch / "matrix.md", scratch / "listeners.json"
+        fuzz, matrix = scratch / "fuzz.json", scratch / "matrix.md"
+        listeners, fairness = scratch / "listeners.json", scratch / "fairness.json"
         env = {**os.environ, "CMK_FUZZ_INPUTS": "10000", "CMK_FUZZ_REPORT": str(fuzz),
-               "CMK_SECURITY_REPORT": str(matrix), "CMK_LISTENER_REPORT": str(listeners)}  # fmt: skip
+               "CMK_SECURITY_REPORT": str(matrix), "CMK_LISTENER_REPORT": str(listeners),
+               "CMK_FAIRNESS_SAMPLES": "300", "CMK_FAIRNESS_REPORT": str(fairness)}  # fmt: skip
         args = [str(PYTHON), "-m", "pytest", "-m", "security", "tests/security", *rest]
         return subprocess.run(args, cwd=ROOT, env=env).returncode or run(
             str(PYTHON), "-m", "tests.security.report", "--fuzz", str(fuzz), "--matrix", str(matrix),
-            "--listeners", str(listeners), "--out", str(ROOT / "SECURITY.md"),
+            "--listeners", str(listeners), "--fairness", str(fairness), "--out", str(ROOT / "SECURITY.md"),
         )  # fmt: skip
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)

@@ -25,6 +25,7 @@ from cmk_trio.identity.server import IdentityServer, build_server
 from cmk_trio.launcher.trio import start_trio
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.admission import Budget, Caller, Shares
 from cmk_trio.rpckit.channels import ChannelTls, open_channel
 from cmk_trio.rpckit.clock import FakeClock, SystemClock
 from cmk_trio.rpckit.devca import DevPki
@@ -236,19 +237,32 @@ async def test_refusals_are_rfc_6749_errors_with_a_reason_and_no_secret_in_the_l
         assert secret not in caplog.text
 
 
-async def test_token_requests_share_the_services_call_limit(
+async def test_token_requests_have_the_sign_ins_budget_apart_from_the_other_calls(
     served: IdentityServer, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
     _, tenant, (_, creds, channel) = await _customer(served, clock)
     await channel.close()
-    assert served.limits is not None and served.http_url is not None
-    served.limits.max_calls = 1
-    with served.limits.call():  # a gRPC call in flight fills the cap
-        status, body, headers = await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
+    limits = served.limits
+    assert limits is not None and served.http_url is not None
+    # Sign-ins in flight (gRPC IssueToken's, from two addresses) fill the sign-ins' budget ...
+    sign_ins = [Caller.anonymous(f"ipv4:10.0.0.{n % 2}:4000", sign_in=True) for n in range(limits.shares.sign_in_calls)]
+    for caller in sign_ins:
+        limits.admit(caller)
+    status, body, headers = await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
     assert (status, body["error"], body["reason"]) == (429, "temporarily_unavailable", "TOO_MANY_CALLS")
     assert headers["Retry-After"] == "1"
-    status, _, _ = await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
-    assert status == 200
+    for caller in sign_ins:
+        limits.release(caller)
+    # ... but every other call in flight (here the platform's, which may take the most) does not.
+    platform = Caller(Budget.PLATFORM, "speech service", "platform tenant")
+    for _ in range(limits.shares.platform_calls):
+        limits.admit(platform)
+    try:
+        status, _, _ = await post_token(session, served.http_url, tenant.tenant_id, token_form(creds))
+        assert status == 200
+    finally:
+        for _ in range(limits.shares.platform_calls):
+            limits.release(platform)
 
 
 async def test_the_key_set_follows_rotation_and_revocation(
@@ -300,7 +314,7 @@ async def test_a_slow_body_holds_no_place_and_a_bad_charset_is_refused(
     _, tenant, (_, creds, channel) = await _customer(served, clock)
     await channel.close()
     assert served.limits is not None and served.http_url is not None
-    served.limits.max_calls = 1
+    served.limits.shares = Shares(calls=5)  # one place for sign-ins
     port = int(served.http_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(

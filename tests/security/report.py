@@ -1,8 +1,9 @@
 """Writes SECURITY.md from a run of the security suite: `python3 dev.py security` runs it in
 full (the fuzzer at 10,000 inputs per service), and only if every test passed renders what
-the run measured (the fuzz figures, the authorization matrix as observed) beside what we
-defend and how. Run: python -m tests.security.report --fuzz F.json --matrix M.md
-[--listeners L.json] --out SECURITY.md"""
+the run measured (the fuzz figures, what a slow client held, another tenant's latency under
+floods, the authorization matrix as observed) beside what we defend and how. Run: python -m
+tests.security.report --fuzz F.json --matrix M.md [--listeners L.json] [--fairness R.json]
+--out SECURITY.md"""
 
 from __future__ import annotations
 
@@ -74,6 +75,15 @@ DEFENCES = (
         "logged rate-limited; a process raises its soft descriptor limit at start, keeps a quarter in reserve "
         "and gives each listener at most an eighth of the rest",
         "tests/security/test_listeners.py (figures below)",
+    ),
+    (
+        "one caller or tenant taking the cap from everyone",
+        "the cap on calls is shared: each caller (an anonymous one by its address) and each tenant at most a "
+        "share, the token endpoints (gRPC and HTTPS) a budget of their own, a part kept for the platform's "
+        "services and the operator, health checks never counted; beyond a share CALLER_TOO_MANY_CALLS or "
+        "TENANT_TOO_MANY_CALLS with a retry advice",
+        "tests/rpckit/test_admission.py, tests/identity/test_call_shares.py, tests/security/test_fairness.py "
+        "(figures below)",
     ),
     (
         "plaintext on the network",
@@ -174,7 +184,38 @@ def render_listeners(listeners: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render(fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None) -> str:
+def fairness_section(figures: dict[str, Any]) -> list[str]:
+    """Tenant A's latency, quiet and under each flood, as tests/security/test_fairness.py measured it."""
+    quiet = figures["quiet"]
+    lines = [
+        "## Another tenant's latency under a flood",
+        "",
+        f"`cmk up` capped at {figures['cap']} calls (CMK_MAX_CALLS; the default shares), tenant A listing its "
+        f"principals, one call after another, {figures['samples']} calls a phase, while a client in another "
+        f"process keeps {figures['in_flight']} calls in flight (more than the whole cap) as each row says. The "
+        f"bound is max({figures['factor']} x quiet p99, quiet p99 + {figures['slack_ms']:,.0f} ms) = "
+        f"{figures['bound_ms']:,.1f} ms ({figures['cpus']} CPUs, load average {figures['load_average']:.1f} at "
+        "the end; why that bound: tests/security/test_fairness.py).",
+        "",
+        "| flood | tenant A refused | tenant A p50 | tenant A p99 | tenant A max | the flood's calls answered |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| none (quiet) | {sum(quiet['refused'].values())} | {quiet['p50_ms']:,.1f} ms | {quiet['p99_ms']:,.1f} ms "
+        f"| {quiet['max_ms']:,.1f} ms | - |",
+    ]
+    for phase in figures["floods"]:
+        flood = phase["flood"]
+        outcomes = ", ".join(f"{reason} {count:,}" for reason, count in flood["outcomes"].items())
+        lines.append(
+            f"| {phase['name']} | {sum(phase['refused'].values())} | {phase['p50_ms']:,.1f} ms "
+            f"| {phase['p99_ms']:,.1f} ms | {phase['max_ms']:,.1f} ms | {flood['answered']:,} in "
+            f"{flood['seconds']:,.1f} s ({outcomes}) |"
+        )
+    return [*lines, ""]
+
+
+def render(
+    fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None, fairness: dict[str, Any] | None = None
+) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     inputs = fuzz["inputs"]
     bad = [s for s in fuzz["statuses"] if s["code"] in ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")]
@@ -222,6 +263,8 @@ def render(fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None =
     ]
     if listeners is not None:
         lines += render_listeners(listeners)
+    if fairness is not None:
+        lines += fairness_section(fairness)
     matrix_body = matrix.split("\n", 1)[1] if matrix.startswith("# ") else matrix
     lines += ["## Authorization matrix", matrix_body.replace("\n## ", "\n### ")]
     return "\n".join(lines).rstrip() + "\n"
@@ -232,10 +275,13 @@ def main() -> None:
     parser.add_argument("--fuzz", type=Path, required=True)
     parser.add_argument("--matrix", type=Path, required=True)
     parser.add_argument("--listeners", type=Path, help="the slow-client figures (tests/security/test_listeners.py)")
+    parser.add_argument("--fairness", type=Path, help="tests/security/test_fairness.py's figures (JSON)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     listeners = json.loads(args.listeners.read_text()) if args.listeners else None
-    args.out.write_text(render(json.loads(args.fuzz.read_text()), args.matrix.read_text(), listeners))
+    fairness = json.loads(args.fairness.read_text()) if args.fairness is not None else None
+    fuzz = json.loads(args.fuzz.read_text())
+    args.out.write_text(render(fuzz, args.matrix.read_text(), listeners, fairness))
 
 
 if __name__ == "__main__":

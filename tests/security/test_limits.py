@@ -20,10 +20,11 @@ from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.crypto import SecretHasher
 from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits, Shares
 from cmk_trio.rpckit.errors import ResourceExhausted, Unauthenticated
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.server import start_server
-from cmk_trio.rpckit.status import CallLimits, ErrorInterceptor, error_info_of
+from cmk_trio.rpckit.status import ErrorInterceptor, error_info_of
 from tests.identity.helpers import make_tenant
 
 SERVICE = "cmk.test.v1.Slow"
@@ -151,9 +152,12 @@ async def slow() -> AsyncIterator[tuple[grpc.aio.Channel, asyncio.Event]]:
     def register(server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
-    limits = CallLimits(calls=2, streams=1)
+    # 4 calls: 1 for sign-ins, 1 kept for the platform, 2 for everyone else (any one caller may take both).
+    shares = Shares(calls=4, streams=1, sign_in_percent=25, platform_percent=25, caller_percent=100, tenant_percent=100)
     running = await start_server(
-        register=register, service_names=[SERVICE], interceptors=[ErrorInterceptor("t", limits=limits)]
+        register=register,
+        service_names=[SERVICE],
+        interceptors=[ErrorInterceptor("t"), AdmissionInterceptor(CallLimits(shares))],
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:

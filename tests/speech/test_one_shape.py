@@ -11,4 +11,4 @@ async def test_the_three_services_register_the_same_interceptors_in_the_same_ord
     identity: IdentityServer, keyvault: KeyVaultServer, speech: SpeechServer
 ):
     chains = {s.running.interceptors for s in (identity, keyvault, speech)}
-    assert chains == {("ObserveInterceptor", "ErrorInterceptor", "AuthInterceptor")}
+    assert chains == {("ObserveInterceptor", "ErrorInterceptor", "AuthInterceptor", "AdmissionInterceptor")}

@@ -33,6 +33,9 @@ PUBLIC_METHODS = frozenset(
         "/cmk.identity.v1.TokenService/ListSigningKeys",
     }
 )
+SIGN_IN_METHODS = frozenset({"/cmk.identity.v1.TokenService/IssueToken"})
+"""The methods where anonymous callers present a secret: counted against the sign-ins' own
+budget of the cap on calls, as identity's HTTPS token endpoint is."""
 
 
 # --- domain to proto -----------------------------------------------------------------

@@ -33,6 +33,7 @@ from aiohttp import web
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.admission import Caller, CallLimits
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.http_listener import GuardedSite
@@ -40,7 +41,7 @@ from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.server import dialable, is_loopback
-from cmk_trio.rpckit.status import CallLimits, Throttle
+from cmk_trio.rpckit.status import Throttle
 from cmk_trio.rpckit.tokens import issuer_for
 from cmk_trio.rpckit.validation import require_uuid
 
@@ -238,8 +239,11 @@ class OidcFront:
             try:
                 # The body first, within a time limit, and only then a place among the calls
                 # served at once: a client that trickles its body holds no place meanwhile.
+                # Every request here is anonymous, counted by its client's address; the token
+                # endpoint's against the sign-ins' budget, which the gRPC IssueToken shares.
                 await _read_body(request)
-                with self._limits.call():
+                caller = Caller.anonymous(request.remote or "", sign_in=route == "token")
+                with self._limits.call(caller):
                     response = await handler(request)
             except OAuthError as exc:
                 response = self._refusal(request, route, exc, request_id)

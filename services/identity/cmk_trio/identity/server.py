@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cmk_trio.identity.api import PUBLIC_METHODS, IdentityApi, TokenApi
+from cmk_trio.identity.api import PUBLIC_METHODS, SIGN_IN_METHODS, IdentityApi, TokenApi
 from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.crypto import (
     CannotDecrypt,
@@ -34,6 +34,7 @@ from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
@@ -41,7 +42,7 @@ from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.server import RunningServer, dialable, start_server
-from cmk_trio.rpckit.status import CallLimits, ErrorInterceptor
+from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator
 from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
@@ -79,7 +80,7 @@ class IdentityServer:
     http: RunningHttp | None = None
     """The OpenID Connect discovery, JWKS and token endpoints, when served."""
     limits: CallLimits | None = None
-    """The cap on calls served at once, gRPC and HTTP together."""
+    """The cap on calls served at once and its shares, gRPC and HTTP together."""
     tracing: Tracing = field(default_factory=Tracing)
 
     @property
@@ -121,9 +122,11 @@ async def build_server(
     clock: Clock | None = None,
     random: RandomBytes = os.urandom,
     tracer_provider: TracerProvider | None = None,
+    limits: CallLimits | None = None,
 ) -> IdentityServer:
     """Open storage, load the master key, bootstrap on first start, and start serving (traced
-    into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
+    into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing), with
+    `limits` on the calls served at once (default: as CMK_MAX_CALLS and its shares say)."""
     tracing = Tracing.from_env("identity", os.environ, tracer_provider)
     shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
     clock = shiftable or clock or SystemClock()
@@ -189,13 +192,15 @@ async def build_server(
             caller = current_caller()
             directory.require_operator(await directory.actor(caller.object_id, caller.tenant_id), "move the clock")
 
-        limits = CallLimits.from_env(os.environ)  # one cap for the gRPC calls and the HTTP requests
+        # One cap for the gRPC calls and the HTTP requests; the token endpoints of both share a budget.
+        limits = limits or CallLimits.from_env(os.environ)
         running = await start_server(
             register=register,
             service_names=SERVICE_NAMES,
             interceptors=[
-                ErrorInterceptor(DOMAIN, limits=limits),
+                ErrorInterceptor(DOMAIN),
                 AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
+                AdmissionInterceptor(limits, SIGN_IN_METHODS),
             ],
             host=config.host,
             port=config.port,

@@ -28,6 +28,7 @@ from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
@@ -196,6 +197,7 @@ async def build_server(
             interceptors=[
                 ErrorInterceptor(DOMAIN),
                 AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
+                AdmissionInterceptor(CallLimits.from_env(os.environ)),
             ],
             host=config.host,
             port=config.port,

@@ -27,6 +27,13 @@ def current_caller() -> VerifiedToken:
     return caller
 
 
+def verified_caller() -> VerifiedToken | None:
+    """The verified token of the call being served, or None for a call that was not
+    authenticated (a public method): for code that counts calls, not for code that
+    authorises them (which uses `current_caller`)."""
+    return _caller.get()
+
+
 def bearer_token(metadata: Any) -> str:
     """The token of an "authorization: Bearer <token>" metadata entry."""
     for key, value in metadata or ():

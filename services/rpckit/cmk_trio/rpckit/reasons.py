@@ -165,7 +165,9 @@ class Reason(StrEnum):
     # --- limits (RESOURCE_EXHAUSTED) ---
     SIGN_INS_BUSY = "SIGN_INS_BUSY"  # too many secret checks waiting: retry shortly
     SIGN_IN_THROTTLED = "SIGN_IN_THROTTLED"  # this client's secrets kept failing: retry after the pause
-    TOO_MANY_CALLS = "TOO_MANY_CALLS"  # the service's cap on calls in progress is reached
+    TOO_MANY_CALLS = "TOO_MANY_CALLS"  # the cap on calls in progress is reached (for the tenants, sign-ins or all)
+    CALLER_TOO_MANY_CALLS = "CALLER_TOO_MANY_CALLS"  # this caller (or client address) holds its share of the cap
+    TENANT_TOO_MANY_CALLS = "TENANT_TOO_MANY_CALLS"  # this tenant's principals hold its share of the cap
     TOO_MANY_STREAMS = "TOO_MANY_STREAMS"  # the service's cap on open streams is reached
 
     # --- dependencies and everything else ---

@@ -10,10 +10,8 @@ Client side: `error_from_rpc` turns a `grpc.aio.AioRpcError` back into the typed
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +22,6 @@ from grpc_status import rpc_status
 
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
-from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_call, current_request_id
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, WrapCache, rewrap
@@ -156,10 +153,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     Servicers raise; they never call `context.abort` themselves.
     """
 
-    def __init__(self, domain: str, throttle: Throttle | None = None, limits: CallLimits | None = None) -> None:
+    def __init__(self, domain: str, throttle: Throttle | None = None) -> None:
         self._domain = domain
         self._throttle = throttle or Throttle()
-        self._limits = limits or CallLimits.from_env(os.environ)
         self._wrapped = WrapCache()
 
     async def intercept_service(
@@ -202,16 +198,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         await context.abort_with_status(_with_request_id(internal_status(self._domain)))
 
     def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
-        capped = method not in UNCAPPED
-
         async def wrapped(request: Any, context: Context) -> Any:
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
-                if not capped:
-                    return await behavior(request, context)
-                with self._limits.call():
-                    return await behavior(request, context)
+                return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise  # context.abort() unwinds the handler this way; let it pass
             except Exception as exc:
@@ -224,9 +215,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
-                with self._limits.stream():
-                    async for response in behavior(request, context):
-                        yield response
+                async for response in behavior(request, context):
+                    yield response
             except grpc.aio.AbortError:
                 raise  # context.abort() unwinds the handler this way; let it pass
             except Exception as exc:
@@ -291,57 +281,3 @@ class Throttle:
             return held
         current.held += 1
         return None
-
-
-UNCAPPED = frozenset({"/grpc.health.v1.Health/Check"})
-"""Calls no cap refuses: a probe must see a busy service as alive."""
-
-
-class CallLimits:
-    """Caps on the calls and the streams one service serves at once; beyond them a call is
-    refused at once with RESOURCE_EXHAUSTED (TOO_MANY_CALLS, TOO_MANY_STREAMS) and a retry
-    advice, instead of queueing without bound. From CMK_MAX_CALLS and CMK_MAX_STREAMS."""
-
-    def __init__(self, calls: int = 1000, streams: int = 200) -> None:
-        self.max_calls = calls
-        self.max_streams = streams
-        self.calls = 0
-        self.streams = 0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> CallLimits:
-        try:
-            calls, streams = int(env.get("CMK_MAX_CALLS", "1000")), int(env.get("CMK_MAX_STREAMS", "200"))
-        except ValueError:
-            raise StartupError("CMK_MAX_CALLS and CMK_MAX_STREAMS must be whole numbers") from None
-        if calls < 1 or streams < 1:
-            raise StartupError("CMK_MAX_CALLS and CMK_MAX_STREAMS must be at least 1")
-        return cls(calls, streams)
-
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        if self.calls >= self.max_calls:
-            raise errors.ResourceExhausted(
-                Reason.TOO_MANY_CALLS,
-                f"this service is serving its limit of {self.max_calls} calls at once; retry in a moment",
-                metadata={"limit": str(self.max_calls), "retry_after_seconds": "1"},
-            )
-        self.calls += 1
-        try:
-            yield
-        finally:
-            self.calls -= 1
-
-    @contextmanager
-    def stream(self) -> Iterator[None]:
-        if self.streams >= self.max_streams:
-            raise errors.ResourceExhausted(
-                Reason.TOO_MANY_STREAMS,
-                f"this service has its limit of {self.max_streams} streams open; close one or retry later",
-                metadata={"limit": str(self.max_streams), "retry_after_seconds": "5"},
-            )
-        self.streams += 1
-        try:
-            yield
-        finally:
-            self.streams -= 1

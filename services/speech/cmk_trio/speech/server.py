@@ -19,6 +19,7 @@ from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
@@ -213,7 +214,11 @@ async def build_server(
         running = await start_server(
             register=register,
             service_names=SERVICE_NAMES,
-            interceptors=[ErrorInterceptor(DOMAIN), AuthInterceptor(directory.validator, AUDIENCES, ())],
+            interceptors=[
+                ErrorInterceptor(DOMAIN),
+                AuthInterceptor(directory.validator, AUDIENCES, ()),
+                AdmissionInterceptor(CallLimits.from_env(os.environ)),
+            ],
             host=config.host,
             port=config.port,
             tls=config.tls,
