@@ -59,10 +59,12 @@ DEFENCES = (
     ),
     (
         "exhaustion",
-        "caps on calls and streams per service; scrypt on its own bounded pool; per-client backoff after "
-        "failed secrets (at most 30 s, never for a secret verified lately); anonymous refusals audited in "
-        "aggregate",
-        "tests/security/test_limits.py",
+        "caps on calls and streams per service; one scrypt hash per sign-in whatever the principal holds (a "
+        "secret names its own id), at most 1,000 secrets per principal; scrypt on its own bounded pool, its "
+        "queue served in turn across tenants and client ids, a full queue refusing the newest check of whoever "
+        "holds the most of it; per-client backoff counted from each failure (at most 30 s, never for a secret "
+        "verified lately); anonymous refusals audited in aggregate",
+        "tests/security/test_limits.py, tests/security/test_many_secrets.py",
     ),
     (
         "plaintext on the network",
@@ -114,8 +116,9 @@ everyone, or an audit log that hides what they did.
 - Denial of service below the gRPC layer (SYN floods, TLS handshake floods): put the trio
   behind what your platform uses for that. A request's metadata over 16 KiB is refused by
   gRPC itself (RESOURCE_EXHAUSTED without our reason).
-- Side channels in timing: token refusals are not constant-time (an unknown client id is
-  refused before any hashing).
+- Side channels in timing beyond the slow hash: every refused sign-in checks one scrypt hash,
+  whether or not its client id or secret id exists, but the lookups around it are not
+  constant-time.
 
 ## How to report
 
