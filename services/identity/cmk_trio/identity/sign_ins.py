@@ -3,8 +3,8 @@
 scrypt is made to be slow, so a flood of sign-ins with wrong secrets (which needs no
 authentication at all) could keep every thread busy: it runs on a small pool of its own.
 A sign-in attempt costs one slow hash at most, whatever the principal holds (a secret names
-its own id; see TokenIssuer), and an attempt with nothing to check against costs a dummy
-hash of the same cost, so that its answer takes as long.
+its own id; see TokenIssuer), and an attempt with nothing to check against is checked
+against a stored form no secret matches, at the same cost, so that its answer takes as long.
 
 At most `queue` checks may wait for the pool, and they are served fairly (FairTurns):
 round-robin across tenants and, within a tenant, across clients; when the queue is full,
