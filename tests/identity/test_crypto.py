@@ -11,8 +11,11 @@ from cmk_trio.identity.crypto import (
     VerifiedSecretMemo,
     load_or_create_master_key,
     new_client_secret,
+    secret_id_of,
 )
 from cmk_trio.rpckit.datadir import StartupError
+
+SECRET_ID = "0b5e6c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d"
 
 
 def fixed(byte: int):
@@ -37,14 +40,27 @@ def test_master_key_seal_known_answer_and_tamper():
 
 def test_secret_hash_verifies_only_the_secret_and_holds_its_parameters():
     hasher = SecretHasher(cost=10)
-    secret = new_client_secret(fixed(1))
-    assert secret.startswith("cmk~") and len(secret) == 44
+    secret = new_client_secret(SECRET_ID, fixed(1))
+    assert secret == f"cmk~{SECRET_ID}~" + "AQEB" * 10  # the prefix, its id, 240 random bits
     encoded = hasher.hash(secret, fixed(2))
     assert encoded.startswith("scrypt$1024$8$1$") and secret not in encoded
     assert SecretHasher.verify(secret, encoded)
     assert not SecretHasher.verify(secret + "x", encoded)
     assert not SecretHasher.verify(secret, "bcrypt$x")
     assert not SecretHasher.verify(secret, "garbage")
+
+
+def test_a_secret_names_its_own_id_and_older_forms_name_none():
+    assert secret_id_of(new_client_secret(SECRET_ID)) == SECRET_ID
+    for unnamed in (
+        "cmk~" + "AQEB" * 10,  # made before secrets named their id
+        "an-operator-secret-from-configuration",
+        f"cmk~{SECRET_ID}~",  # no random part
+        f"cmk~{SECRET_ID.upper()}~AQEB",  # not the id as we write it
+        f"xcmk~{SECRET_ID}~AQEB",
+        f"cmk~{SECRET_ID}~AQEB~more",
+    ):
+        assert secret_id_of(unnamed) is None, unnamed
 
 
 def test_the_production_cost_is_the_default():

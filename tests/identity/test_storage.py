@@ -185,3 +185,50 @@ async def test_failed_sign_ins_are_kept_replaced_and_swept(store: IdentityStore)
         assert await uow.sign_in_failures(other) is not None
         await uow.put_sign_in_failures(other, None)
         assert await uow.sign_in_failures(other) is None
+
+
+async def test_secrets_stored_before_they_named_their_id_are_marked_unnamed(store_location: str | Path):
+    """Migration 3 adds `named`; the secrets already stored name no id in their value, so
+    they become unnamed (a sign-in checks them only where a principal holds one such)."""
+    from cmk_trio.identity.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+    from cmk_trio.rpckit.storage import open_database
+
+    old = await open_database(
+        store_location, service="identity", sqlite=MIGRATIONS[:2], postgres=POSTGRES_MIGRATIONS[:2]
+    )
+    tenant = Tenant(_id(), "Contoso", False, NOW)
+    user = principal(tenant.tenant_id)
+    secret = ClientSecret(_id(), user.object_id, "old", NOW, NOW + timedelta(days=30), "scrypt$old", named=False)
+    when = NOW.isoformat(timespec="microseconds")
+    try:
+        async with old.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO tenants (tenant_id, display_name, platform, create_time) VALUES (?, ?, 0, ?)",
+                (tenant.tenant_id, tenant.display_name, when),
+            )
+            await tx.execute(
+                "INSERT INTO principals (object_id, tenant_id, kind, display_name, client_id, enabled, create_time,"
+                " update_time) VALUES (?, ?, ?, 'p', ?, 1, ?, ?)",
+                (user.object_id, tenant.tenant_id, int(user.kind), user.client_id, when, when),
+            )
+            await tx.execute(
+                "INSERT INTO client_secrets (secret_id, object_id, display_name, hash, create_time, expire_time)"
+                " VALUES (?, ?, 'old', 'scrypt$old', ?, ?)",
+                (secret.secret_id, user.object_id, when, when),
+            )
+    finally:
+        await old.close()
+    store = await open_store(store_location)
+    try:
+        new = ClientSecret(_id(), user.object_id, "new", NOW, NOW + timedelta(days=30), "scrypt$new")
+        async with store.unit_of_work() as uow:
+            await uow.insert_secret(new)
+            assert await uow.count_secrets(user.object_id) == 2
+        assert await store.unnamed_secrets_of(user.object_id, limit=2) == [
+            await store.secret_of(user.object_id, secret.secret_id)
+        ]
+        assert (await store.secret_of(user.object_id, secret.secret_id)).named is False  # type: ignore[union-attr]
+        assert await store.secret_of(user.object_id, new.secret_id) == new
+        assert await store.secret_of(_id(), new.secret_id) is None  # another principal's id is not its own
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.security.test_existence import EXISTENCE_RULE
 from tests.security.test_jwt_attacks import ATTACKS
 
 DEFENCES = (
@@ -44,8 +45,11 @@ DEFENCES = (
     ),
     (
         "learning what exists in another tenant",
-        "a caller with no rights on an object gets exactly what a missing object gets; no error names an id "
-        "the caller did not give",
+        "a caller of another tenant gets for any object exactly what a missing object gets, and so does every "
+        "caller without a role on the management plane; the one exception, as in Azure, is a vault's data plane, "
+        "where a principal of the vault's own tenant without an access policy is told FORBIDDEN_BY_POLICY naming "
+        "the vault (so that a revoked identity learns why); see 'Who learns that a vault exists'. No error names "
+        "an id the caller did not give",
         "tests/security/test_existence.py",
     ),
     (
@@ -62,10 +66,12 @@ DEFENCES = (
     ),
     (
         "exhaustion",
-        "caps on calls and streams per service; scrypt on its own bounded pool; per-client backoff after "
-        "failed secrets (at most 30 s, never for a secret verified lately); anonymous refusals audited in "
-        "aggregate",
-        "tests/security/test_limits.py",
+        "caps on calls and streams per service; one scrypt hash per sign-in whatever the principal holds (a "
+        "secret names its own id), at most 1,000 secrets per principal; scrypt on its own bounded pool, its "
+        "queue served in turn across tenants and client ids, a full queue refusing the newest check of whoever "
+        "holds the most of it; per-client backoff counted from each failure (at most 30 s, never for a secret "
+        "verified lately); anonymous refusals audited in aggregate",
+        "tests/security/test_limits.py, tests/security/test_many_secrets.py",
     ),
     (
         "slow clients and connection floods",
@@ -146,8 +152,9 @@ everyone, or an audit log that hides what they did.
   there for everyone until its handshakes time out; the process, its other ports and its
   reserve of descriptors are untouched. A request's metadata over 16 KiB is refused by
   gRPC itself (RESOURCE_EXHAUSTED without our reason).
-- Side channels in timing: token refusals are not constant-time (an unknown client id is
-  refused before any hashing).
+- Side channels in timing beyond the slow hash: every refused sign-in checks one scrypt hash,
+  whether or not its client id or secret id exists, but the lookups around it are not
+  constant-time.
 
 ## How to report
 
@@ -265,9 +272,38 @@ def render(
         lines += render_listeners(listeners)
     if fairness is not None:
         lines += fairness_section(fairness)
+    lines += existence_section()
     matrix_body = matrix.split("\n", 1)[1] if matrix.startswith("# ") else matrix
     lines += ["## Authorization matrix", matrix_body.replace("\n## ", "\n### ")]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def existence_section() -> list[str]:
+    """The existence rule as tests/security/test_existence.py asserts it on the wire, cell by cell."""
+    planes = ("data", "management")
+    callers = list(dict.fromkeys(who for who, _, _ in EXISTENCE_RULE))
+    lines = [
+        "## Who learns that a vault exists",
+        "",
+        "What a caller without rights is told about an existing vault and a missing one, on each plane (the data "
+        "plane here is GetKey; the management plane GetVault). Only a principal of the vault's own tenant, on the "
+        "data plane, can tell them apart, as in Azure: FORBIDDEN_BY_POLICY names the vault and the permission "
+        "wanting. Vault names are global, as Azure's are: creating a vault with a name in use is refused "
+        "(VAULT_NAME_TAKEN) without saying whose it is. Asserted cell by cell in tests/security/test_existence.py.",
+        "",
+        "| caller | "
+        + " | ".join(f"{which} vault, {plane} plane" for plane in planes for which in ("existing", "missing"))
+        + " |",
+        "| --- |" + " --- |" * 4,
+    ]
+    for who in callers:
+        cells = []
+        for plane in planes:
+            for which in ("existing", "missing"):
+                code, reason = EXISTENCE_RULE[who, which, plane]
+                cells.append(f"{code.name} {reason.value}")
+        lines.append(f"| {who} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def main() -> None:

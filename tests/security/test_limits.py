@@ -47,19 +47,22 @@ class RecordingHasher(SecretHasher):
 
 async def test_secret_checks_run_on_their_own_bounded_pool(clock):
     hasher = RecordingHasher()
-    checks = SecretChecks(hasher, clock, workers=1, queue=2)
+    checks = SecretChecks(hasher, clock, workers=1, queue=2, free_failures=10)
+    client = ("tenant", "client")
     try:
-        encoded = await checks.hash("a-secret-of-twenty-chars", b"s" * 16)
-        assert await checks.verify("a-secret-of-twenty-chars", encoded)
+        encoded = await checks.hash("a-secret-of-twenty-chars", b"s" * 16, owner=client)
+        assert await checks.check(client, "a-secret-of-twenty-chars", encoded)
         assert hasher.threads and all(name.startswith("scrypt") for name in hasher.threads)
-        hasher.hold.clear()  # the pool is busy: two checks wait, a third is refused at once
-        waiting = [asyncio.ensure_future(checks.verify("x", encoded)) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        hasher.hold.clear()  # the pool is busy: one check runs, two wait, a fourth is refused at once
+        waiting = []
+        for _ in range(3):
+            waiting.append(asyncio.ensure_future(checks.check(client, "x", encoded)))
+            await asyncio.sleep(0.01)
         with pytest.raises(ResourceExhausted) as busy:
-            await checks.verify("x", encoded)
+            await checks.check(client, "x", encoded)
         assert busy.value.reason is Reason.SIGN_INS_BUSY and busy.value.metadata["retry_after_seconds"]
         hasher.hold.set()
-        assert await asyncio.gather(*waiting) == [False, False]
+        assert await asyncio.gather(*waiting) == [False, False, False]
     finally:
         hasher.hold.set()
         checks.close()
@@ -68,21 +71,26 @@ async def test_secret_checks_run_on_their_own_bounded_pool(clock):
 async def test_a_client_whose_secrets_keep_failing_waits_a_doubling_pause_then_is_admitted(clock):
     checks = SecretChecks(SecretHasher(cost=10), clock, free_failures=3, max_pause=timedelta(seconds=8))
     client = ("tenant", "client")
-    for _ in range(3):  # each admitted attempt counts as failed until it succeeds
+
+    async def attempt_that_fails() -> None:
         await checks.admit(client)
+        await checks.failed(client)
+
+    for _ in range(3):
+        await attempt_that_fails()
     with pytest.raises(ResourceExhausted) as paused:
         await checks.admit(client)
     assert paused.value.reason is Reason.SIGN_IN_THROTTLED and paused.value.metadata["retry_after_seconds"] == "1"
     clock.advance(1)
-    await checks.admit(client)
+    await attempt_that_fails()
     for _ in range(60):  # many more failures, each after its pause: the pause doubles, up to max_pause
         clock.advance(2)
         try:
-            await checks.admit(client)
+            await attempt_that_fails()
         except ResourceExhausted:
             continue
     clock.advance(8)
-    await checks.admit(client)  # admitted after the pause, and failed again
+    await attempt_that_fails()  # admitted after the pause, and failed again
     with pytest.raises(ResourceExhausted) as longest:
         await checks.admit(client)
     assert longest.value.metadata["retry_after_seconds"] == "8"  # never more than max_pause (no overflow)

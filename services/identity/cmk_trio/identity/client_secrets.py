@@ -16,6 +16,14 @@ from cmk_trio.identity.model import (
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import display_name, int_range
 
+MAX_CLIENT_SECRETS = 1000
+"""Client secrets one principal may hold. Entra sets no limit of its own on an organisational
+application's passwordCredentials, only "a global limit of about 1000 items across all the
+collection properties on the app object" (Validation differences by supported account types,
+learn.microsoft.com); a principal's only such collection here is its secrets, so they get
+the whole of it. (Apps for personal Microsoft accounts are held to two.) Nothing else
+depends on the figure: a sign-in checks one hash however many a principal holds."""
+
 
 class ClientSecrets(DirectoryBase):
     """Client secrets: made (shown once, stored as a slow hash), listed and deleted."""
@@ -23,13 +31,14 @@ class ClientSecrets(DirectoryBase):
     # --- client secrets ---------------------------------------------------------------
 
     async def _new_secret(self, principal: Principal, label: str, days: int) -> NewSecret:
-        value = new_client_secret(self._random)
+        secret_id = self._new_id()
+        value = new_client_secret(secret_id, self._random)
         salt = self._random(16)
         # scrypt takes tens of milliseconds and releases the GIL: keep it off the event loop.
-        digest = await self.checks.hash(value, salt)
+        digest = await self.checks.hash(value, salt, owner=(principal.tenant_id, principal.object_id))
         now = self.clock.now()
         record = ClientSecret(
-            secret_id=self._new_id(),
+            secret_id=secret_id,
             object_id=principal.object_id,
             display_name=label,
             create_time=now,
@@ -56,10 +65,23 @@ class ClientSecrets(DirectoryBase):
         label = display_name("display_name", label, required=False)
         days = int_range("lifetime_days", days, 1, MAX_SECRET_DAYS, DEFAULT_SECRET_DAYS)
         principal = await self._secret_holder(actor, tenant_id, object_id, "add client secrets")
+        async with self.store.unit_of_work() as uow:  # (refused before the slow hash, when it can be)
+            self._require_room(await uow.count_secrets(object_id))
         secret = await self._new_secret(principal, label, days)
-        async with self.store.unit_of_work() as uow:
+        async with self.store.unit_of_work() as uow:  # (and counted again where it is added: writes run one at a time)
+            self._require_room(await uow.count_secrets(object_id))
             await uow.insert_secret(secret.secret)
         return secret
+
+    @staticmethod
+    def _require_room(held: int) -> None:
+        if held >= MAX_CLIENT_SECRETS:
+            raise errors.FailedPrecondition(
+                Reason.CLIENT_SECRET_LIMIT,
+                f"a principal holds at most {MAX_CLIENT_SECRETS} client secrets (expired ones count); "
+                "delete one it no longer needs, then add the new one",
+                metadata={"limit": str(MAX_CLIENT_SECRETS)},
+            )
 
     async def list_client_secrets(
         self, actor: Principal, tenant_id: str, object_id: str, *, after: str | None, limit: int

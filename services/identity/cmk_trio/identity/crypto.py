@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,9 +110,26 @@ class TokenSigner:
 # --- client secrets ---------------------------------------------------------------------
 
 
-def new_client_secret(random: RandomBytes = os.urandom) -> str:
-    """A client secret: the prefix and 240 random bits, URL-safe."""
-    return SECRET_PREFIX + base64.urlsafe_b64encode(random(30)).decode()
+def new_client_secret(secret_id: str, random: RandomBytes = os.urandom) -> str:
+    """A client secret that names its own id: `cmk~<secret id>~<240 random bits, URL-safe>`.
+
+    The id is no secret (it is listed with the principal's secrets, as Entra's keyId is); it
+    lets a sign-in find the one stored hash to check, so that a sign-in costs one slow hash
+    however many secrets the principal holds.
+    """
+    return f"{SECRET_PREFIX}{secret_id}~{base64.urlsafe_b64encode(random(30)).decode()}"
+
+
+_NAMED_SECRET = re.compile(
+    re.escape(SECRET_PREFIX) + r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})~[A-Za-z0-9_=-]+"
+)
+
+
+def secret_id_of(secret: str) -> str | None:
+    """The secret id a client secret names, or None for one that names none (made before
+    secrets named their id, or an operator secret set in configuration)."""
+    named = _NAMED_SECRET.fullmatch(secret)
+    return named.group(1) if named else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,12 @@ class SecretHasher:
         n, r, p = 1 << self.cost, 8, 1
         digest = _scrypt(secret, salt, n, r, p)
         return "$".join(("scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)))
+
+    def unmatchable(self, random: RandomBytes = os.urandom) -> str:
+        """A stored form that no secret matches (its digest is random), checked at the same
+        cost as a real one: what a sign-in with nothing to check against is checked with."""
+        n, r, p = 1 << self.cost, 8, 1
+        return "$".join(("scrypt", str(n), str(r), str(p), _b64(random(16)), _b64(random(32))))
 
     @staticmethod
     def verify(secret: str, encoded: str) -> bool:

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from cmk_trio.identity import errors
 from cmk_trio.identity.client_secrets import ClientSecrets
+from cmk_trio.identity.crypto import secret_id_of
 from cmk_trio.identity.directory_base import MAX_SECRET_DAYS
 from cmk_trio.identity.model import (
     ClientSecret,
@@ -169,10 +170,19 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
         )
         if client_secret is not None:
             salt = self._random(16)
-            digest = await self.checks.hash(client_secret, salt)
+            digest = await self.checks.hash(client_secret, salt, owner=(tenant.tenant_id, operator.object_id))
             now = self.clock.now()
+            # A configured secret of our own form (copied from another installation, say) keeps
+            # the id it names; any other is the operator's one secret that names none.
+            named_id = secret_id_of(client_secret)
             record = ClientSecret(
-                self._new_id(), operator.object_id, "configured", now, now + timedelta(days=MAX_SECRET_DAYS), digest
+                named_id or self._new_id(),
+                operator.object_id,
+                "configured",
+                now,
+                now + timedelta(days=MAX_SECRET_DAYS),
+                digest,
+                named=named_id is not None,
             )
             shown = None
         else:

@@ -23,6 +23,7 @@ from cmk_trio.identity.crypto import (
     VerifiedSecretMemo,
     new_signing_key,
     random_token_id,
+    secret_id_of,
 )
 from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.model import ClientSecret, EventType, IssuedToken, Principal, PrincipalKind, SigningKey
@@ -211,6 +212,7 @@ class TokenIssuer:
         self._checks = checks
         self._memo = memo
         self._random = random
+        self._warned: set[str] = set()
 
     def _audience(self, audience: str) -> str:
         if not audience:
@@ -237,46 +239,49 @@ class TokenIssuer:
         if await self._store.get_tenant(tenant_id) is None:
             raise errors.not_found(Reason.TENANT_NOT_FOUND, "tenant", tenant_id)
         principal = await self._store.principal_by_client_id(tenant_id, client_id)
+        client = (tenant_id, client_id)
         if principal is None or principal.kind is PrincipalKind.MANAGED_IDENTITY:
-            # Counted and paused like a real client's failures: the pause must not tell which exist.
-            await self._checks.admit((tenant_id, client_id))
+            # Checked (a dummy hash), counted and paused like a real client's failures: neither
+            # the time taken nor the pause may tell which client ids exist.
+            await self._checks.check(client, secret, None)
             raise errors.invalid_client()
-        now = self._clock.now()
-        matched = await self._matching_secrets(
-            (tenant_id, client_id), await self._store.secrets_of(principal.object_id), secret, now
-        )
-        if any(now < record.expire_time for record in matched):
-            # Checked only after the secret matched, so that a stranger learns nothing.
-            if not principal.enabled:
-                raise errors.PermissionDenied(
-                    Reason.PRINCIPAL_DISABLED,
-                    "this principal is disabled and gets no tokens; ask a tenant administrator to enable it",
-                )
-            return await self._mint(principal, audience)
-        if matched:
+        record = await self._secret_named_by(principal, secret)
+        if record is None or not self._memo.known(record.secret_id, secret):
+            matched = await self._checks.check(client, secret, record.hash if record else None)
+            if record is None or not matched:
+                raise errors.invalid_client()
+            self._memo.remember(record.secret_id, secret)
+        if self._clock.now() >= record.expire_time:
+            # Told only after the secret matched, so that a stranger learns nothing.
             raise errors.Unauthenticated(
                 Reason.CLIENT_SECRET_EXPIRED, "this client secret has expired; add a new one and use it"
             )
-        raise errors.invalid_client()
+        if not principal.enabled:
+            raise errors.PermissionDenied(
+                Reason.PRINCIPAL_DISABLED,
+                "this principal is disabled and gets no tokens; ask a tenant administrator to enable it",
+            )
+        return await self._mint(principal, audience)
 
-    async def _matching_secrets(
-        self, client: tuple[str, str], records: list[ClientSecret], secret: str, now: datetime
-    ) -> list[ClientSecret]:
-        """The client's secrets that `secret` is: recognised from memory if verified lately,
-        else by the slow hash, which a client whose secrets keep failing must wait for."""
-        matched = [r for r in records if self._memo.known(r.secret_id, secret)]
-        if matched:
-            return matched
-        await self._checks.admit(client)
-        for record in records:
-            if await self._checks.verify(secret, record.hash):
-                self._memo.remember(record.secret_id, secret)
-                matched.append(record)
-                if now < record.expire_time:
-                    break
-        if matched:
-            await self._checks.succeeded(client)  # (admit counted the attempt as a failure until now)
-        return matched
+    async def _secret_named_by(self, principal: Principal, secret: str) -> ClientSecret | None:
+        """The one stored secret that `secret` can be, so that a sign-in checks one hash at most:
+        the one whose id it names; for a secret that names none (made before secrets named
+        their id, or an operator secret set in configuration), the principal's only secret
+        of that kind (if it holds several, none: each is told to add a new secret)."""
+        secret_id = secret_id_of(secret)
+        if secret_id is not None:
+            return await self._store.secret_of(principal.object_id, secret_id)
+        unnamed = await self._store.unnamed_secrets_of(principal.object_id, limit=2)
+        if len(unnamed) > 1 and principal.object_id not in self._warned:
+            if len(self._warned) >= 10_000:  # (a bounded memory of whom we told)
+                self._warned.clear()
+            self._warned.add(principal.object_id)  # once per principal: a guesser cannot flood the log
+            log.warning(
+                "a secret that names no id was presented for principal %s, which holds several such secrets: "
+                "none of them can be checked; add a new client secret and delete the old ones",
+                principal.object_id,
+            )
+        return unnamed[0] if len(unnamed) == 1 else None
 
     async def managed_identity_token(
         self, actor: Principal, tenant_id: str, object_id: str, audience: str

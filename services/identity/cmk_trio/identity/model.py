@@ -92,6 +92,9 @@ class ClientSecret:
     create_time: datetime
     expire_time: datetime
     hash: str = field(repr=False)
+    named: bool = True
+    """Whether the secret names its own id (every secret made since; not those made before,
+    nor an operator secret set in configuration in another form)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from cmk_trio.rpckit.observe import current_call
 
 _SECRET_FIELD = re.compile(r"(secret|password|token|credential|private|authorization|key_material)", re.I)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_CLIENT_SECRET = re.compile(r"cmk~[A-Za-z0-9_-]{20,}")
+_CLIENT_SECRET = re.compile(r"cmk~[A-Za-z0-9_~=-]{20,}")  # (cmk~<secret id>~<random>, and older cmk~<random>)
 REDACTED = "[redacted]"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -80,6 +80,7 @@ class Reason(StrEnum):
     RESOURCE_NOT_IN_TENANT = "RESOURCE_NOT_IN_TENANT"  # resource's subscription is elsewhere
     EVENT_CURSOR_AHEAD = "EVENT_CURSOR_AHEAD"  # a watch cursor beyond the newest event
     CLOCK_CONTROL_DISABLED = "CLOCK_CONTROL_DISABLED"  # the service was not started with --dev-time-control
+    CLIENT_SECRET_LIMIT = "CLIENT_SECRET_LIMIT"  # a principal holds at most 1000 client secrets
 
     # --- key vault: bad input (INVALID_ARGUMENT) ---
     VAULT_NAME_INVALID = "VAULT_NAME_INVALID"  # not 3-24 letters/digits/hyphens, starting with a letter

@@ -63,6 +63,10 @@ class IdentityUnitOfWork(Protocol):
 
     async def insert_secret(self, s: ClientSecret) -> None: ...
 
+    async def count_secrets(self, object_id: str) -> int:
+        """How many client secrets the principal holds (expired ones too)."""
+        ...
+
     async def delete_secret(self, object_id: str, secret_id: str) -> bool:
         """Remove a client secret; False if the principal has none of that id."""
         ...
@@ -130,6 +134,14 @@ class IdentityStore(Store, Protocol):
     async def secrets_of(
         self, object_id: str, *, after: str | None = None, limit: int = 1000
     ) -> list[ClientSecret]: ...
+
+    async def secret_of(self, object_id: str, secret_id: str) -> ClientSecret | None:
+        """The principal's client secret of that id (None if it holds none of that id)."""
+        ...
+
+    async def unnamed_secrets_of(self, object_id: str, *, limit: int) -> list[ClientSecret]:
+        """The principal's client secrets that name no id (see ClientSecret.named)."""
+        ...
 
     async def find_role_assignment(self, principal_id: str, role: Role, scope: str) -> RoleAssignment | None: ...
 

@@ -91,6 +91,11 @@ MIGRATIONS = (
             "CREATE INDEX sign_in_failures_by_time ON sign_in_failures(first_time)",
         ),
     ),
+    Migration(
+        3,
+        "client secrets that name their own id (a sign-in checks one hash); older ones marked unnamed",
+        ("ALTER TABLE client_secrets ADD COLUMN named INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 
 POSTGRES_MIGRATIONS = (
@@ -179,5 +184,10 @@ POSTGRES_MIGRATIONS = (
                 PRIMARY KEY (tenant_id, client_id))""",
             "CREATE INDEX sign_in_failures_by_time ON sign_in_failures(first_time)",
         ),
+    ),
+    Migration(
+        3,
+        "client secrets that name their own id (a sign-in checks one hash); older ones marked unnamed",
+        ("ALTER TABLE client_secrets ADD COLUMN named INTEGER NOT NULL DEFAULT 0",),
     ),
 )

@@ -130,6 +130,19 @@ class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
         )
         return [_secret(r) for r in rows]
 
+    async def secret_of(self, object_id: str, secret_id: str) -> ClientSecret | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM client_secrets WHERE object_id = ? AND secret_id = ?", (object_id, secret_id)
+        )
+        return _secret(row) if row else None
+
+    async def unnamed_secrets_of(self, object_id: str, *, limit: int) -> list[ClientSecret]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM client_secrets WHERE object_id = ? AND named = 0 ORDER BY secret_id LIMIT ?",
+            (object_id, limit),
+        )
+        return [_secret(r) for r in rows]
+
     # --- role assignments -------------------------------------------------------------
 
     async def find_role_assignment(self, principal_id: str, role: Role, scope: str) -> RoleAssignment | None:
@@ -255,10 +268,14 @@ class SqlIdentityUnitOfWork(SqlUnitOfWork):
 
     async def insert_secret(self, s: ClientSecret) -> None:
         await self._tx.execute(
-            "INSERT INTO client_secrets (secret_id, object_id, display_name, hash, create_time, expire_time)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (s.secret_id, s.object_id, s.display_name, s.hash, _t(s.create_time), _t(s.expire_time)),
+            "INSERT INTO client_secrets (secret_id, object_id, display_name, hash, create_time, expire_time, named)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (s.secret_id, s.object_id, s.display_name, s.hash, _t(s.create_time), _t(s.expire_time), int(s.named)),
         )
+
+    async def count_secrets(self, object_id: str) -> int:
+        row = await self._tx.fetch_one("SELECT COUNT(*) AS n FROM client_secrets WHERE object_id = ?", (object_id,))
+        return int(row["n"]) if row else 0
 
     async def delete_secret(self, object_id: str, secret_id: str) -> bool:
         deleted = await self._tx.execute(
@@ -382,6 +399,7 @@ def _secret(r: Any) -> ClientSecret:
         _need_dt(r["create_time"]),
         _need_dt(r["expire_time"]),
         r["hash"],
+        bool(r["named"]),
     )
 
 
