@@ -335,7 +335,9 @@ class Pool:
         for fd, value in message.ListFields():
             values = value if fd.is_repeated else [value]
             if fd.message_type is not None and _is_map(fd):
-                entry = message_factory.GetMessageClass(fd.message_type)
+                # (a map entry's class takes key and value; typed loosely, as types-protobuf's
+                # stubs of Message's constructor differ from release to release)
+                entry: Callable[..., Message] = message_factory.GetMessageClass(fd.message_type)
                 values = [entry(key=k, value=v) for k, v in value.items()]
             for v in values:
                 if fd.type == FD.TYPE_MESSAGE:
