@@ -5,6 +5,7 @@ failures on the attempt it should fall on, however long the failed checks took."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import uuid
@@ -27,6 +28,7 @@ from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import FakeClock
 from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.status import error_from_rpc
 from cmk_trio.rpckit.testing import expect_rpc_error
 from tests.conftest import TEST_HASH_COST, identity_config, operator_credentials
 from tests.identity.helpers import make_principal, make_tenant
@@ -241,3 +243,43 @@ async def test_a_secret_made_before_secrets_named_their_id_still_signs_in_with_o
     )
     assert hasher.checks() - before == 1  # a dummy: as long as any other refusal
     assert (await operator.issue_token(creds, audiences.DIRECTORY)).access_token
+
+
+@dataclass(frozen=True)
+class HeldHasher(CountingHasher):
+    """Checks that wait until the test lets them go, as a hash behind a busy pool would."""
+
+    go: threading.Event = field(default_factory=threading.Event)
+
+    def verify(self, secret: str, encoded: str) -> bool:  # type: ignore[override]
+        self.go.wait(30)
+        return super().verify(secret, encoded)
+
+
+async def test_attempts_whose_callers_leave_before_the_answer_move_the_pause_on(served, operator_of, clock):
+    """Five wrong sign-ins, each abandoned by its caller (a short deadline) while its check
+    waits: each counts as failed when its caller left, so the sixth, right after, is refused by
+    the pause. (They were counted at admission only: the pause ran from the first, long over.)"""
+    operator, channel = operator_of
+    tenant = await make_tenant(operator, channel, clock, "Contoso")
+    _, creds, _ = await make_principal(operator, channel, clock, tenant.tenant_id, "app")
+    hasher = HeldHasher(cost=TEST_HASH_COST)
+    served.directory.checks.hasher = hasher
+    wrong = ClientCredentials(tenant.tenant_id, creds.client_id, creds.client_secret[:-4] + "wxyz")
+    stub = pb_grpc.TokenServiceStub(channel)
+    request = pb.IssueTokenRequest(
+        tenant_id=wrong.tenant_id, client_id=wrong.client_id, client_secret=wrong.client_secret,
+        audience=audiences.DIRECTORY,
+    )  # fmt: skip
+    try:
+        for _ in range(5):
+            clock.advance(timedelta(seconds=10))
+            with pytest.raises(grpc.aio.AioRpcError) as left:
+                await stub.IssueToken(request, timeout=0.3)
+            assert left.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.5)  # the server sees the cancellations (a guard, not a measure)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.IssueToken(request, timeout=5)
+        assert error_from_rpc(refused.value).reason is Reason.SIGN_IN_THROTTLED, refused.value
+    finally:
+        hasher.go.set()

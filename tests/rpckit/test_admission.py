@@ -158,15 +158,20 @@ def test_who_is_the_platform():
     assert Caller.of_token(token()).budget is Budget.TENANTS
     assert Caller.of_token(token(roles=frozenset({PLATFORM_ROLE}))).budget is Budget.PLATFORM
     assert Caller.of_token(token(roles=frozenset({OPERATOR_ROLE}))).budget is Budget.PLATFORM
-    # A managed identity's token: only its platform service can obtain it.
-    assert Caller.of_token(token(resource_id="/subscriptions/s/resourceGroups/r/x")).budget is Budget.PLATFORM
+    # A managed identity's token: only its platform service obtains it, but the load is its
+    # tenant's (speech calling the vault for a tenant's resources), and shares the tenant's part.
+    managed = Caller.of_token(token(resource_id="/subscriptions/s/resourceGroups/r/x"))
+    assert managed == Caller(Budget.TENANTS, "oid", "tid")
     assert Caller.of_token(token()) == Caller(Budget.TENANTS, "oid", "tid")
 
 
 @pytest.mark.parametrize(
     ("peer", "address"),
     [("ipv4:127.0.0.1:50123", "127.0.0.1"), ("ipv6:[::1]:50123", "::1"), ("unix:/tmp/s", "unix:/tmp/s"),
-     ("10.1.2.3", "10.1.2.3"), ("", "unknown")],
+     ("10.1.2.3", "10.1.2.3"), ("", "unknown"),
+     # A host holds a whole IPv6 /64 and may send from any address of it: one caller.
+     ("ipv6:[2001:db8::1]:443", "2001:db8::/64"), ("ipv6:[2001:db8::ffff:1:2]:443", "2001:db8::/64"),
+     ("2001:db8:0:1::7", "2001:db8:0:1::/64"), ("ipv6:[::ffff:10.0.0.7]:1", "10.0.0.7")],
 )  # fmt: skip
 def test_peer_address_drops_the_port(peer, address):
     assert peer_address(peer) == address

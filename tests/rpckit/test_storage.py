@@ -183,3 +183,28 @@ async def test_a_write_whose_caller_goes_away_at_any_await_leaves_the_database_w
     half = await db.fetch_all("SELECT id FROM things WHERE label != 'x'")
     assert half == []
     assert committed < 40  # some were cancelled mid-way, or the test proved nothing
+
+
+async def test_a_read_sees_only_what_has_committed(db):
+    """A read made while a write transaction is open sees none of its statements, and after
+    the transaction rolls back there is nothing it could have cached. (On SQLite reads shared
+    the writer's connection, and a read queued between the statements saw them.)"""
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def write_then_fail() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO things (id, label) VALUES ('granted', 'x')")
+            inserted.set()
+            await release.wait()
+            raise RuntimeError("the audit record could not be written")
+
+    writer = asyncio.create_task(write_then_fail())
+    await inserted.wait()
+    assert await db.fetch_all("SELECT id FROM things") == []
+    assert await db.fetch_one("SELECT id FROM things WHERE id = 'granted'") is None
+    release.set()
+    with pytest.raises(RuntimeError):
+        await writer
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO things (id, label) VALUES ('kept', 'y')")
+    assert [tuple(r) for r in await db.fetch_all("SELECT id, label FROM things")] == [("kept", "y")]

@@ -246,7 +246,15 @@ class SecretChecks:
         the cost of a real one, so that the answer takes as long as for a real secret."""
         await self.admit(client)
         stored = encoded if encoded is not None else self.hasher.unmatchable()
-        if await self._run(client, self.hasher.verify, secret, stored) and encoded is not None:
+        try:
+            matched = await self._run(client, self.hasher.verify, secret, stored)
+        except asyncio.CancelledError:
+            # The caller left before the answer (its deadline): the attempt, counted when it
+            # was admitted, failed now. Else guesses cancelled before their answers would
+            # never move the pause on, and each would still cost a slow hash.
+            await asyncio.shield(self.failed(client))
+            raise
+        if matched and encoded is not None:
             await self.succeeded(client)
             return True
         await self.failed(client)

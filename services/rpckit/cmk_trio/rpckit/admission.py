@@ -27,6 +27,7 @@ of queueing without bound. Health checks are never counted nor refused.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,9 +78,11 @@ class Caller:
 
     @classmethod
     def of_token(cls, token: VerifiedToken) -> Caller:
-        """The caller a verified token names. A managed identity's token is the platform's:
-        only the platform service that owns the identity can obtain it."""
-        platform = bool({PLATFORM_ROLE, OPERATOR_ROLE} & token.roles) or bool(token.resource_id)
+        """The caller a verified token names. A managed identity's token is its tenant's, though
+        only the platform service that owns the identity can obtain it: speech's calls to the
+        vault on a resource's behalf are that tenant's load, and share the tenant's part (as the
+        platform's, one tenant's resources could take the vault from the others)."""
+        platform = bool({PLATFORM_ROLE, OPERATOR_ROLE} & token.roles) and not token.resource_id
         return cls(Budget.PLATFORM if platform else Budget.TENANTS, token.object_id, token.tenant_id)
 
     @classmethod
@@ -97,8 +100,24 @@ def peer_address(peer: str) -> str:
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]") or rest
+        return _ipv6_caller(rest.rpartition(":")[0].strip("[]") or rest)
+    if ":" in peer:  # aiohttp's plain address
+        return _ipv6_caller(peer)
     return peer or "unknown"
+
+
+def _ipv6_caller(address: str) -> str:
+    """An IPv6 caller by its /64: one host is given a whole /64 and may send from any address
+    of it, so counting each address apart would give it 2**64 shares."""
+    try:
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.is_loopback:
+        return str(ip)
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
 
 
 def _percent(env: Mapping[str, str], name: str, default: int) -> int:

@@ -245,36 +245,39 @@ class PostgresDatabase:
         # The connection, the lock and the commit fail as DATABASE_UNAVAILABLE; what the
         # block itself raises passes through as it is. The connection goes back to the pool
         # whatever happens, a client's deadline included.
-        async with contextlib.AsyncExitStack() as stack:
-            with unavailable_on_failure(self.description):
-                conn = await stack.enter_async_context(self._pool.acquire())
-            transaction = conn.transaction()
-            topics: set[str] = set()
-            committing = False
-            try:
+        # The pool's release of the connection (a reset query on it) may fail too, after the
+        # block: the whole of it is inside the mapping.
+        with unavailable_on_failure(self.description):
+            async with contextlib.AsyncExitStack() as stack:
                 with unavailable_on_failure(self.description):
-                    await transaction.start()
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
-                tx = PostgresTransaction(conn, self.description)
-                yield tx
-                topics = tx.topics
-                with unavailable_on_failure(self.description):
-                    for topic in sorted(topics):
-                        await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
-                    committing = True
-                    await transaction.commit()
-            except BaseException:
-                if not committing:
-                    with contextlib.suppress(*DRIVER_FAILURES):
-                        await transaction.rollback()
-                raise
-            finally:
-                # Once COMMIT was sent, the change may have landed even if its answer did
-                # not: this process's caches forget what they held, as they do after a
-                # commit (the other replicas learn of it from the notification, if any).
-                if committing:
-                    for topic in topics:
-                        self.signal(topic).bump()
+                    conn = await stack.enter_async_context(self._pool.acquire())
+                transaction = conn.transaction()
+                topics: set[str] = set()
+                committing = False
+                try:
+                    with unavailable_on_failure(self.description):
+                        await transaction.start()
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._writer_key)
+                    tx = PostgresTransaction(conn, self.description)
+                    yield tx
+                    topics = tx.topics
+                    with unavailable_on_failure(self.description):
+                        for topic in sorted(topics):
+                            await conn.execute("SELECT pg_notify($1, $2)", self._channel, f"{self.instance} {topic}")
+                        committing = True
+                        await transaction.commit()
+                except BaseException:
+                    if not committing:
+                        with contextlib.suppress(*DRIVER_FAILURES):
+                            await transaction.rollback()
+                    raise
+                finally:
+                    # Once COMMIT was sent, the change may have landed even if its answer did
+                    # not: this process's caches forget what they held, as they do after a
+                    # commit (the other replicas learn of it from the notification, if any).
+                    if committing:
+                        for topic in topics:
+                            self.signal(topic).bump()
 
     async def schema_version(self) -> int:
         with unavailable_on_failure(self.description):

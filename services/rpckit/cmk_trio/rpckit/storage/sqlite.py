@@ -58,6 +58,9 @@ class SqliteDatabase:
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
+        self.reader = conn
+        """The connection reads run on: the writer's until `open_reader`, then one of its own,
+        which sees only what has committed (WAL gives each read a snapshot)."""
         self.path = path
         self.description = str(path)
         self._write_lock = asyncio.Lock()
@@ -79,13 +82,27 @@ class SqliteDatabase:
         """Nothing to take: one process uses the file."""
         yield
 
+    async def open_reader(self) -> None:
+        """Give reads a connection of their own. On the writer's, a read queued between a write
+        transaction's statements saw them before they committed, and a cache could keep what a
+        rollback then undid (nothing tells a cache of a rollback)."""
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            reader.row_factory = aiosqlite.Row
+            await reader.execute("PRAGMA query_only=ON")
+            await reader.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await reader.close()
+            raise
+        self.reader = reader
+
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """All rows of a query, in one hop to the database thread."""
-        return list(await self.conn.execute_fetchall(sql, params))
+        """All rows of a query (what has committed), in one hop to the database thread."""
+        return list(await self.reader.execute_fetchall(sql, params))
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of a query, or None."""
-        for row in await self.conn.execute_fetchall(sql, params):
+        for row in await self.reader.execute_fetchall(sql, params):
             return row
         return None
 
@@ -125,6 +142,8 @@ class SqliteDatabase:
         return int(row[0] or 0) if row else 0
 
     async def close(self) -> None:
+        if self.reader is not self.conn:
+            await self.reader.close()
         await self.conn.close()
 
 
@@ -181,4 +200,5 @@ async def _prepare(conn: aiosqlite.Connection, path: Path, steps: Sequence[Migra
                 " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                 (step.version, step.description),
             )
+    await db.open_reader()
     return db
