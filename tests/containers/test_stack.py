@@ -127,8 +127,10 @@ def test_the_health_probe_is_cheap(stack: Stack, container_figures: dict[str, An
     probe, cli = statistics.median(got["probe"]), statistics.median(got["cli"])
     container_figures["probe_cpu_s"] = {"median": round(probe, 3), "max": round(max(got["probe"]), 3),
                                         "cli_median": round(cli, 3)}  # fmt: skip
-    assert probe < cli, got
-    assert probe <= 2 * 0.1, f"the probe took {probe:.3f} s of CPU (target 0.1 s, guarded at twice that)"
+    # Against the CLI's cost measured in the same run (about half of it on a quiet machine),
+    # not against a fixed figure: a machine busy with the whole stack inflated both, and an
+    # absolute guard (0.2 s) failed .ci/run once at 0.224 s while the probe was unchanged.
+    assert probe <= 0.75 * cli, f"the probe took {probe:.3f} s of CPU, the CLI {cli:.3f} s (target: under half)"
 
 
 def test_volumes_hold_no_plaintext_secret(stack: Stack):
