@@ -37,6 +37,16 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
 def env_optional_int(env: Mapping[str, str], name: str) -> int | None:
     """An integer variable, or None when it is not set."""
     return env_int(env, name, 0) if env.get(name) else None

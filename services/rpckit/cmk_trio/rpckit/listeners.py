@@ -19,7 +19,7 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cmk_trio.rpckit.config import ConfigError
+from cmk_trio.rpckit.config import ConfigError, env_float, env_int
 from cmk_trio.rpckit.status import Throttle
 
 log = logging.getLogger(__name__)
@@ -99,26 +99,6 @@ def raise_descriptor_limit() -> Descriptors:
     return Descriptors(_finite(now, hard), raised_from)
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-
-
-def _env_count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-
-
 @dataclass(frozen=True)
 class ConnectionLimits:
     """What one listener lets its connections hold.
@@ -150,12 +130,12 @@ class ConnectionLimits:
         CMK_MAX_CONNECTIONS (1000) and CMK_MAX_CONNECTIONS_PER_PEER (100); the total is
         lowered to the listener's share of the process's descriptors, whatever is asked."""
         have = descriptors or Descriptors.current()
-        total = min(_env_count(env, "CMK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS), have.per_listener)
+        total = min(env_int(env, "CMK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS), have.per_listener)
         return cls(
-            head_timeout=_env_float(env, "CMK_HEAD_TIMEOUT_SECONDS", DEFAULT_HEAD_TIMEOUT),
-            idle_timeout=_env_float(env, "CMK_IDLE_TIMEOUT_SECONDS", DEFAULT_IDLE_TIMEOUT),
+            head_timeout=env_float(env, "CMK_HEAD_TIMEOUT_SECONDS", DEFAULT_HEAD_TIMEOUT),
+            idle_timeout=env_float(env, "CMK_IDLE_TIMEOUT_SECONDS", DEFAULT_IDLE_TIMEOUT),
             max_connections=total,
-            max_per_peer=min(_env_count(env, "CMK_MAX_CONNECTIONS_PER_PEER", DEFAULT_MAX_PER_PEER), total),
+            max_per_peer=min(env_int(env, "CMK_MAX_CONNECTIONS_PER_PEER", DEFAULT_MAX_PER_PEER), total),
         )
 
     def grpc_options(self) -> list[tuple[str, int]]:
