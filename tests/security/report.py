@@ -76,10 +76,11 @@ DEFENCES = (
     (
         "slow clients and connection floods",
         "every listener closes a connection whose TLS handshake and request head (gRPC: HTTP/2 settings) are not "
-        "in within 10 s, and one idle for 60 s; caps on connections per listener (gRPC and HTTPS) and per peer "
-        "address (HTTPS; gRPC's core has none), beyond which a connection is closed at once and the refusal "
-        "logged rate-limited; a process raises its soft descriptor limit at start, keeps a quarter in reserve "
-        "and gives each listener at most an eighth of the rest",
+        "in within 10 s, and one idle for 60 s; caps on connections per listener and per peer address, beyond "
+        "which a connection is closed at once (gRPC, whose core has no cap per peer: the newest of a peer's "
+        "connections beyond its cap within half a second, found in the kernel's connection table) and the "
+        "refusal logged rate-limited; a process raises its soft descriptor limit at start, keeps a quarter in "
+        "reserve and gives each listener at most an eighth of the rest",
         "tests/security/test_listeners.py (figures below)",
     ),
     (
@@ -148,9 +149,10 @@ everyone, or an audit log that hides what they did.
 - An attacker on the machine as the services' user, reading process memory.
 - Denial of service below the gRPC layer (SYN floods, TLS handshake floods): put the trio
   behind what your platform uses for that. gRPC's core caps connections per listener but not
-  per peer, so a flood of connections from one address that fills a gRPC port's cap is refused
-  there for everyone until its handshakes time out; the process, its other ports and its
-  reserve of descriptors are untouched. A request's metadata over 16 KiB is refused by
+  per peer, and the process closes a peer's connections beyond its cap only once it sees them
+  (within half a second), so a burst of connections from one address can fill a gRPC port's
+  cap for that long; the process, its other ports and its reserve of descriptors are
+  untouched. A request's metadata over 16 KiB is refused by
   gRPC itself (RESOURCE_EXHAUSTED without our reason).
 - Side channels in timing beyond the slow hash: every refused sign-in checks one scrypt hash,
   whether or not its client id or secret id exists, but the lookups around it are not
@@ -175,7 +177,7 @@ def render_listeners(listeners: dict[str, Any]) -> list[str]:
         f"inside its TLS hello), while a client from another address asks for a document and a health check. "
         f"Limits of the run, the defaults: request head (TLS handshake included) within {limits['head_timeout']:g} s, "
         f"idle {limits['idle_timeout']:g} s, at most {limits['max_connections']:,} connections per listener and "
-        f"{limits['max_per_peer']:,} per peer (HTTPS); descriptors {fds['limit']:,}, {fds['reserve']:,} of them in "
+        f"{limits['max_per_peer']:,} per peer; descriptors {fds['limit']:,}, {fds['reserve']:,} of them in "
         f"reserve, a listener's share {fds['per_listener']:,}.",
         "",
         "| listener | connections tried | held by the slow client | refused at once | all cut off within | "

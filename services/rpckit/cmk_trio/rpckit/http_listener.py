@@ -99,6 +99,8 @@ class _Connection(asyncio.Protocol):
         self._inner: _Handler | None = None
         self._early = bytearray()
         self._tail = b""
+        self._started = False
+        """Whether a byte of the request line has come (empty lines before it do not count)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._raw is not None:  # the TLS transport (asyncio's start_tls announces it so)
@@ -158,9 +160,13 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._deadline is not None:
             # The first request head ends at an empty line (CRLF CRLF, or a bare LF LF,
-            # which lenient parsers accept).
+            # which lenient parsers accept) after its request line: empty lines before that
+            # are skipped by parsers, so they must not stop the clock.
             window = self._tail + data
-            if b"\n\r\n" in window or b"\n\n" in window:
+            if not self._started:
+                window = window.lstrip(b"\r\n")
+                self._started = bool(window)
+            if self._started and (b"\n\r\n" in window or b"\n\n" in window):
                 self._deadline.cancel()
                 self._deadline = None
             else:

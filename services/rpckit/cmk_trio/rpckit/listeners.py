@@ -8,8 +8,8 @@ everything, health checks included, and the service cannot reach its database or
 So a process raises its soft descriptor limit to the hard one at start, keeps a share of it
 in reserve for what is not a listener, and divides the rest among the listeners it may run,
 each of which closes at once what is beyond its cap. gRPC's core offers a total cap, a
-handshake timeout and an idle timeout (it has no cap per peer); the HTTP listener
-(`http_listener`) has all four.
+handshake timeout and an idle timeout, and `grpc_peers` adds the cap per peer it lacks; the
+HTTP listener (`http_listener`) has all four.
 """
 
 from __future__ import annotations
@@ -106,9 +106,9 @@ class ConnectionLimits:
     `head_timeout`: seconds from accepting a connection until its TLS handshake is done and
     (HTTP) its first request head has arrived, or (gRPC) its HTTP/2 settings; then it is
     closed. `idle_timeout`: seconds a connection with nothing in flight stays open.
-    `max_connections`: connections held at once; `max_per_peer`: of them, from one address
-    (HTTP listeners; gRPC's core has no such cap). Beyond either, a new connection is closed
-    as soon as it is accepted."""
+    `max_connections`: connections held at once; `max_per_peer`: of them, from one address.
+    Beyond either, a new connection is closed as soon as it is accepted (on gRPC, beyond a
+    peer's cap, as soon as `grpc_peers.PeerCap` sees it)."""
 
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from cmk_trio.rpckit.channels import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
+from cmk_trio.rpckit.grpc_peers import PeerCap
 from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import Metrics, ObserveInterceptor
 from cmk_trio.rpckit.tracing import Tracing
@@ -44,6 +45,8 @@ class RunningServer:
     service_names: tuple[str, ...]
     interceptors: tuple[str, ...] = ()
     """The class names of the interceptor chain, outermost first (every service has the same)."""
+    peer_cap: PeerCap | None = None
+    """Keeps each peer to its share of the connections (gRPC's core caps only the total)."""
     _readiness: asyncio.Task[None] | None = None
     _ready: Callable[[], bool] | None = None
     _reported: bool | None = None
@@ -80,6 +83,8 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readiness
         await self.health.enter_graceful_shutdown()
+        if self.peer_cap is not None:
+            await self.peer_cap.stop()
         await self.server.stop(grace)
 
 
@@ -148,6 +153,7 @@ async def start_server(
     """
     require_safe_listener(host, tls)
     traced = tracing is not None and tracing.enabled
+    limits = connections or ConnectionLimits.from_env(os.environ)
     chain = [*(tracing.server_interceptors() if tracing else ()), ObserveInterceptor(metrics, traced=traced),
              *interceptors]  # fmt: skip
     server = grpc.aio.server(
@@ -162,7 +168,7 @@ async def start_server(
             ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
             ("grpc.http2.max_ping_strikes", 0),
             # A cap on connections, a time for the handshake, a time an idle one stays open.
-            *(connections or ConnectionLimits.from_env(os.environ)).grpc_options(),
+            *limits.grpc_options(),
         ],
     )
     register(server)
@@ -183,12 +189,15 @@ async def start_server(
     await server.start()
     for name in (*service_names, "", LIVENESS):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    peer_cap = PeerCap(f"grpc:{bound}", bound, limits.max_per_peer)
+    peer_cap.start()
     return RunningServer(
         server=server,
         port=bound,
         health=health_servicer,
         service_names=tuple(service_names),
         interceptors=tuple(type(i).__name__ for i in chain),
+        peer_cap=peer_cap,
     )
 
 
