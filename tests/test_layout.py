@@ -50,3 +50,25 @@ def test_services_use_each_other_only_through_the_clients():
                 if top in services - {service} or top in {"cli", "testing", "loadgen"}:
                     wrong.append(f"{path.relative_to(SERVICES)} imports {module}")
     assert wrong == []
+
+
+def test_the_services_use_the_client_package_only_through_its_public_names():
+    """The client package is for the platform's users (and the services' calls to each other
+    through it); what the services share among themselves (role checks, the link to the
+    directory, key names) lives in cmk_trio.platform. A service imports from the client only
+    what the package exports (`cmk_trio.client.__all__`)."""
+    import cmk_trio.client
+
+    public = set(cmk_trio.client.__all__)
+    imported = re.compile(r"^\s*from (cmk_trio\.client(?:\.\w+)?) import \(?([\w, \n]+?)\)?$", re.M)
+    wrong = []
+    for service in ("identity", "keyvault", "speech"):
+        for path in (SERVICES / service).rglob("*.py"):
+            text = path.read_text()
+            if re.search(r"^\s*import cmk_trio\.client", text, re.M):
+                wrong.append(f"{path.relative_to(SERVICES)} imports the client package whole")
+            for module, names in imported.findall(text):
+                for name in (n.strip().split(" as ")[0] for n in names.replace("\n", ",").split(",")):
+                    if name and name not in public:
+                        wrong.append(f"{path.relative_to(SERVICES)} imports {name} from {module}")
+    assert wrong == []

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from cmk_trio.client.calls import call, deadline
 from cmk_trio.client.channel import idempotent_methods, is_idempotent, open_channel
-from cmk_trio.client.identity import call, deadline
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import service_config

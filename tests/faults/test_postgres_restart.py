@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from cmk_trio.client.identity import DEFAULT_TIMEOUT, ClientCredentials
+from cmk_trio.client.calls import DEFAULT_TIMEOUT
+from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.launcher.replicas import start_replicas
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit.errors import ServiceError

@@ -15,8 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmk_trio.client.directory_feeds import GrpcSigningKeySource, RevocationFeed
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.platform.directory_feeds import GrpcSigningKeySource, RevocationFeed
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as res

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from cmk_trio.client.identity import call
+from cmk_trio.client.calls import call
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res

@@ -13,8 +13,9 @@ import json
 import pytest
 from google.protobuf import field_mask_pb2
 
+from cmk_trio.client.calls import call
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.identity import IdentityClient, call
+from cmk_trio.client.identity import IdentityClient
 from cmk_trio.identity.server import build_server
 from cmk_trio.proto.common.v1 import dev_service_pb2 as devpb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as devgrpc

@@ -254,24 +254,24 @@ async def test_grpc_keeps_each_peer_to_its_cap_while_others_get_through(pki):
         register=lambda server: None, service_names=(), interceptors=(),
         tls=TlsConfig(files.cert_file, files.key_file, pki.ca_file), connections=limits,
     )  # fmt: skip
-    assert running.peer_cap is not None and running.peer_cap.available
+    cap = running.peer_cap
+    assert cap is not None and cap.available
     try:
         first = [asyncio.ensure_future(slow_client(running.port, b"", within=6)) for _ in range(4)]
-        cap = running.peer_cap
 
         async def seen_four() -> bool | None:  # (a look that sees them before the others exist)
             return await _true(sum(c.local_port == running.port for c in cap.connections()[0]) >= 4)
 
         await eventually(seen_four, "the first four seen: the oldest, within the cap")
         rest = [asyncio.ensure_future(slow_client(running.port, b"", within=6)) for _ in range(8)]
-        await eventually(lambda: _true(running.peer_cap.closed >= 8), "the eight beyond the cap closed")
+        await eventually(lambda: _true(cap.closed >= 8), "the eight beyond the cap closed")
         assert await health_check(f"127.0.0.1:{running.port}", pki) == health_pb2.HealthCheckResponse.SERVING
         held_first, held_rest = await asyncio.gather(*first), await asyncio.gather(*rest)
     finally:
         await running.stop(0)
     assert all(h.closed_after is None for h in held_first), held_first
     assert all(h.closed_after is not None for h in held_rest), held_rest
-    assert running.peer_cap.closed == 8
+    assert cap.closed == 8
 
 
 def test_a_service_raises_its_soft_descriptor_limit_at_start_and_says_what_it_has(tmp_path):

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import jwt
 import pytest
 
+from cmk_trio.client.calls import TokenSource
 from cmk_trio.client.channel import open_channel
 from cmk_trio.client.identity import IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
@@ -42,8 +43,7 @@ async def test_a_revoked_signing_key_is_refused_everywhere_and_a_new_one_signs(w
 
     channels = [open_channel(identity.endpoint), open_channel(keyvault.endpoint)]
     try:
-        as_admin = IdentityClient(channels[0], operator_credentials(identity), clock=clock)
-        as_admin.token_for = fixed  # type: ignore[method-assign]  # the admin's token from before
+        as_admin = IdentityClient(channels[0], token_source=fixed, clock=clock)  # the admin's token from before
         stale = {
             "identity": lambda: as_admin.get_tenant(world.tenant_id),
             "keyvault": lambda: KeyVaultClient(channels[1], fixed).get_vault("contoso-cmk"),
@@ -73,8 +73,7 @@ async def test_a_revoked_signing_key_is_refused_everywhere_and_a_new_one_signs(w
 
 async def test_only_the_operator_revokes_signing_keys(world: World, identity, operator, channel, clock):
     kid = (await operator.list_signing_keys())[0].kid
-    admin = IdentityClient(channel, operator_credentials(identity), clock=clock)
-    admin.token_for = world.speech._tokens  # type: ignore[method-assign,assignment]  # a tenant administrator
+    admin = IdentityClient(channel, token_source=world.speech._tokens, clock=clock)  # a tenant administrator
     with pytest.raises(PermissionDenied) as caught:
         await admin.revoke_signing_key(kid)
     assert caught.value.reason is Reason.OPERATOR_REQUIRED
@@ -107,9 +106,11 @@ async def test_the_services_keep_working_after_the_key_that_signed_their_own_tok
     kid = (await operator.list_signing_keys())[0].kid
     operator.token_cache.invalidate()  # (the test's own clients take new tokens by hand)
     await operator.revoke_signing_key(kid)
-    admin: IdentityClient = world.speech._tokens.__self__  # type: ignore[attr-defined]
-    admin.token_cache.invalidate()
-    reader = SpeechClient(world.speech.channel, admin.token_for)
+    admin = world.speech._tokens  # the tenant administrator's (an IdentityClient's token_for)
+    assert isinstance(admin, TokenSource)
+    for audience in (audiences.DIRECTORY, audiences.MANAGEMENT, audiences.SPEECH):
+        admin.invalidate(audience)
+    reader = SpeechClient(world.speech.channel, admin)
     world.server.data_keys.drop_all()  # the next read needs the vault, with the managed identity's token
     await world.server.directory.roles.forget_all()  # and the directory, with speech's own token
 

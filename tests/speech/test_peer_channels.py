@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import cmk_trio.client.directory_link as directory_link
+import cmk_trio.platform.directory_link as directory_link
 import cmk_trio.speech.server as speech_server
 from cmk_trio.client import channel as client_channel
 from cmk_trio.speech.server import SpeechServer

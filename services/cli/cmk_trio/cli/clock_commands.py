@@ -37,7 +37,7 @@ before any clock moved are still current on each when it is told to move."""
 async def clock_advance(state: State, service: str, seconds: int, days: int) -> None:
     """Move the services' clocks forward, so retention, purge dates, rotation policies and token
     expiry can be exercised without waiting."""
-    from cmk_trio.client.identity import call
+    from cmk_trio.client.calls import call
     from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
     from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 

@@ -17,8 +17,12 @@ _WHERE = {
     "SyncCmkClient": "cmk_trio.client.front",
     "ClientCredentials": "cmk_trio.client.identity",
     "IdentityClient": "cmk_trio.client.identity",
-    "deadline": "cmk_trio.client.identity",
-    "DEFAULT_TIMEOUT": "cmk_trio.client.identity",
+    "deadline": "cmk_trio.client.calls",
+    "DEFAULT_TIMEOUT": "cmk_trio.client.calls",
+    "TokenSource": "cmk_trio.client.calls",
+    "Tokens": "cmk_trio.client.calls",
+    "fixed_token": "cmk_trio.client.calls",
+    "principal_name": "cmk_trio.client.identity",
     "KeyVaultClient": "cmk_trio.client.keyvault",
     "SpeechClient": "cmk_trio.client.speech",
     "ChannelTls": "cmk_trio.client.channel",
@@ -56,16 +60,21 @@ __all__ = [
     "ServiceError",
     "SpeechClient",
     "SyncCmkClient",
+    "TokenSource",
+    "Tokens",
     "Unauthenticated",
     "Unavailable",
     "deadline",
+    "fixed_token",
     "open_channel",
+    "principal_name",
 ]
 
 if TYPE_CHECKING:
+    from cmk_trio.client.calls import DEFAULT_TIMEOUT, Tokens, TokenSource, deadline, fixed_token
     from cmk_trio.client.channel import ChannelTls, open_channel
     from cmk_trio.client.front import CmkClient, SyncCmkClient
-    from cmk_trio.client.identity import DEFAULT_TIMEOUT, ClientCredentials, IdentityClient, deadline
+    from cmk_trio.client.identity import ClientCredentials, IdentityClient, principal_name
     from cmk_trio.client.keyvault import KeyVaultClient
     from cmk_trio.client.speech import SpeechClient
     from cmk_trio.rpckit.errors import (

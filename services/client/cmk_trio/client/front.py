@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from cmk_trio.client.calls import DEFAULT_TIMEOUT
 from cmk_trio.client.channel import ChannelTls, open_channel
-from cmk_trio.client.identity import DEFAULT_TIMEOUT, ClientCredentials, IdentityClient
+from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
 from cmk_trio.rpckit.clock import Clock

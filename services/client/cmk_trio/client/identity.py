@@ -3,10 +3,8 @@ follow its event stream to keep a token validator's revocations and keys current
 
 from __future__ import annotations
 
-import contextvars
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -15,21 +13,17 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import field_mask_pb2
 
+from cmk_trio.client.calls import DEFAULT_TIMEOUT, TokenSource, call, call_as
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock, SystemClock
-from cmk_trio.rpckit.errors import Unauthenticated
 from cmk_trio.rpckit.keyfiles import read_private_text
-from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
-from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_from_rpc
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 
 R = TypeVar("R")
-DEFAULT_TIMEOUT = 10.0
-"""Seconds a call may take unless its client or the block it is made in says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -61,45 +55,18 @@ class ClientCredentials:
         return None
 
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cmk_client_deadline", default=None)
+class _Tokens:
+    """An IdentityClient's tokens as a TokenSource: a token for an audience, and the cached
+    one dropped when a service refused it."""
 
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Each call made in the block gives up after `seconds` (DEADLINE_EXCEEDED) instead of
-    after its client's timeout: a deadline for each call, not one for the block as a whole
-    (a call that first fetches a token takes up to twice as long).
+    async def __call__(self, audience: str) -> str:
+        return await self._client._token(audience)
 
-        with deadline(0.5):
-            await cmk.vault.unwrap(key_id, wrapped)
-    """
-    if not seconds > 0:
-        raise ValueError("a deadline is a positive number of seconds")
-    token = _deadline.set(seconds)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-async def call(
-    method: Callable[..., Awaitable[R]],
-    request: Any,
-    *,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
-) -> R:
-    """One unary call, with the block's deadline if one is set (`deadline`), else `timeout`;
-    a failed call becomes the typed error of its ErrorInfo reason. Retrying is the channel's
-    (gRPC's retryPolicy for idempotent methods: see cmk_trio.client.channel)."""
-    pairs = [("authorization", f"Bearer {token}")] if token else []
-    request_id = current_request_id()
-    if request_id is not None:  # carry the caller's request id to the callee (and its audit log)
-        pairs.append((REQUEST_ID_HEADER, request_id))
-    try:
-        return await method(request, metadata=tuple(pairs) or None, timeout=_deadline.get() or timeout)
-    except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc) from exc
+    def invalidate(self, audience: str) -> None:
+        self._client.token_cache.invalidate(audience)
 
 
 class IdentityClient:
@@ -126,6 +93,9 @@ class IdentityClient:
         self._token_source = token_source
         self._clock = clock or SystemClock()
         self.token_cache = TokenCache(self._fetch, self._clock)
+        self.token_for: TokenSource = _Tokens(self)
+        """A valid token for an audience: the fixed one, or a cached one renewed in time
+        (`await client.token_for(audience)`); give it to the other clients as their tokens."""
 
     async def _fetch(self, audience: str) -> AccessToken:
         if self._credentials is None:
@@ -133,8 +103,7 @@ class IdentityClient:
         issued = await self.issue_token(self._credentials, audience)
         return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
 
-    async def token_for(self, audience: str) -> str:
-        """A valid token for `audience`: the fixed one, or a cached one renewed in time."""
+    async def _token(self, audience: str) -> str:
         if self._fixed_token is not None:
             return self._fixed_token
         if self._token_source is not None:
@@ -381,33 +350,6 @@ class IdentityClient:
             raise error_from_rpc(exc) from exc
         finally:
             stream.cancel()
-
-
-async def call_as(
-    tokens: Callable[[str], Awaitable[str]],
-    audience: str,
-    method: Callable[..., Awaitable[R]],
-    request: Any,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
-) -> R:
-    """One call with a token for `audience` from `tokens`. If the service refuses the token
-    because the directory withdrew the key that signed it (TOKEN_KEY_UNKNOWN: the operator
-    revoked it) and the tokens come from an IdentityClient's cache, that token is forgotten
-    and the call made once more with a new one: it was refused at authentication, so it
-    changed nothing, and without this a client would be refused until its token expired."""
-    token = await tokens(audience)
-    try:
-        return await call(method, request, token=token, timeout=timeout)
-    except Unauthenticated as refused:
-        owner = getattr(tokens, "__self__", None)  # the client whose token_for this is
-        if refused.reason is not Reason.TOKEN_KEY_UNKNOWN or not isinstance(owner, IdentityClient):
-            raise
-        owner.token_cache.invalidate(audience)
-        fresh = await tokens(audience)
-        if fresh == token:
-            raise
-        return await call(method, request, token=fresh, timeout=timeout)
 
 
 def principal_name(tenant_id: str, object_id: str) -> str:

@@ -3,13 +3,14 @@ key operations with a vault token, audit with a management token."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
 
-from cmk_trio.client.identity import DEFAULT_TIMEOUT, call_as
+from cmk_trio.client.calls import DEFAULT_TIMEOUT, Tokens, call_as, fixed_token
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
@@ -17,14 +18,13 @@ from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.status import error_from_rpc
 
 R = TypeVar("R")
-TokenSource = Callable[[str], Awaitable[str]]
 
 
 class KeyVaultClient:
     """The key vault's API. `tokens(audience)` returns a bearer token for an audience
     (an IdentityClient's `token_for` does)."""
 
-    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, channel: grpc.aio.Channel, tokens: Tokens, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self.vaults = pb_grpc.VaultServiceStub(channel)
         self.keys = pb_grpc.KeyServiceStub(channel)
@@ -33,6 +33,14 @@ class KeyVaultClient:
         self._tokens = tokens
         self.timeout = timeout
         """Seconds each call may take (a `deadline` block overrides it)."""
+
+    def with_token(self, token: str) -> KeyVaultClient:
+        """This client with `token` for each call: a service acting for one of its resources,
+        with the token it got for that resource's identity. The channel and stubs are
+        shared; only this small view is made."""
+        view = copy.copy(self)
+        view._tokens = fixed_token(token)
+        return view
 
     async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
         return await call_as(self._tokens, audiences.MANAGEMENT, method, request, timeout=self.timeout)

@@ -10,20 +10,19 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from cmk_trio.client.identity import DEFAULT_TIMEOUT, call_as
+from cmk_trio.client.calls import DEFAULT_TIMEOUT, Tokens, call_as
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 
 R = TypeVar("R")
-TokenSource = Callable[[str], Awaitable[str]]
 
 
 class SpeechClient:
     """The speech service's API; `tokens(audience)` gives bearer tokens."""
 
-    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, channel: grpc.aio.Channel, tokens: Tokens, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self.resources = pb_grpc.SpeechResourceServiceStub(channel)
         self.apps = pb_grpc.ApplicationServiceStub(channel)

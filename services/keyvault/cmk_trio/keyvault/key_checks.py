@@ -17,8 +17,6 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from cmk_trio.client import key_names
-from cmk_trio.client.key_names import KeyRef, parse_key_ref
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.crypto import (
     RandomBytes,
@@ -34,6 +32,8 @@ from cmk_trio.keyvault.model import (
     Vault,
 )
 from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.platform import key_names
+from cmk_trio.platform.key_names import KeyRef, parse_key_ref
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason

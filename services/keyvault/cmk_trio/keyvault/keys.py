@@ -9,7 +9,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from cmk_trio.client.key_names import KeyRef, key_name, vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.callers import PURGER, Recorder
 from cmk_trio.keyvault.crypto import (
@@ -37,6 +36,7 @@ from cmk_trio.keyvault.model import (
     KeyVersion,
     Vault,
 )
+from cmk_trio.platform.key_names import KeyRef, key_name, vault_name
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken

@@ -9,11 +9,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.callers import Recorder
 from cmk_trio.keyvault.key_attributes import KeyAttributes
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import EventType, KeyPermission
+from cmk_trio.platform.key_names import KeyRef
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken

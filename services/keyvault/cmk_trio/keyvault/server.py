@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, EventApi, KeyApi, VaultApi
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_operator
@@ -23,6 +22,7 @@ from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.rotation import Rotation
 from cmk_trio.keyvault.storage import KeyVaultStore, open_store
 from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.platform.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
 
-from cmk_trio.client.access import Access, Authorizer, require_role
-from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.callers import PURGER, Recorder
 from cmk_trio.keyvault.model import AccessPolicy, EventType, KeyPermission, Vault
 from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.platform.access import Access, Authorizer, require_role
+from cmk_trio.platform.key_names import vault_name
 from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from cmk_trio.client.access import Access
+from cmk_trio.platform.access import Access
 from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.reasons import Reason

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-from cmk_trio.client.access import Access
-from cmk_trio.client.key_names import MAX_KEY_ID, key_id, key_name, key_version, split_key_id, vault_name
+from cmk_trio.platform.access import Access
+from cmk_trio.platform.key_names import MAX_KEY_ID, key_id, key_name, key_version, split_key_id, vault_name
 from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken

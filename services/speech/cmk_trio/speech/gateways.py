@@ -3,20 +3,17 @@ given bearer token) and identity (as the platform that owns the managed identiti
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC
 
 import grpc
 
+from cmk_trio.client.calls import fixed_token
 from cmk_trio.client.identity import IdentityClient, principal_name
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
-from cmk_trio.rpckit.types import bound
 from cmk_trio.speech.customer_keys import KEY_PERMISSIONS, KeyInfo, VaultInfo
 from cmk_trio.speech.errors import NotFound
 
@@ -25,59 +22,51 @@ OPERATION_NAMES = {kvres.WRAP_KEY: "wrapKey", kvres.UNWRAP_KEY: "unwrapKey", kvr
 
 
 class GrpcVaultGateway:
-    """The key vault service over one channel and one client; each call carries the token
-    it is given (held in a context variable for the length of the call, so that concurrent
-    calls with different identities' tokens share the client)."""
+    """The key vault service over one channel and one client; each call carries the token it
+    is given (a view of the client with that token: concurrent calls for different
+    identities share the channel)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._token: contextvars.ContextVar[str] = contextvars.ContextVar("speech_vault_token")
-        self._kv = KeyVaultClient(channel, self._current_token)
+        self._kv = KeyVaultClient(channel, fixed_token(""))
 
-    async def _current_token(self, _audience: str) -> str:
-        return self._token.get()
-
-    @contextmanager
-    def _as(self, token: str) -> Iterator[KeyVaultClient]:
-        with bound(self._token, token):
-            yield self._kv
+    def _as(self, token: str) -> KeyVaultClient:
+        return self._kv.with_token(token)
 
     async def get_vault(self, token: str, vault_name: str) -> VaultInfo:
-        with self._as(token) as kv:
-            v = await kv.get_vault(vault_name)
+        kv = self._as(token)
+        v = await kv.get_vault(vault_name)
         return VaultInfo(v.vault_name, v.tenant_id, v.subscription_id, v.location, v.soft_delete_enabled,
                          v.purge_protection_enabled)  # fmt: skip
 
     async def grant(self, token: str, vault_name: str, tenant_id: str, object_id: str) -> frozenset[str] | None:
-        with self._as(token) as kv:
-            before = next(
-                (p for p in (await kv.get_vault(vault_name)).access_policies if p.object_id == object_id), None
-            )
-            await kv.update_access_policy(vault_name, tenant_id, object_id, add=KEY_PERMISSIONS)
+        kv = self._as(token)
+        before = next((p for p in (await kv.get_vault(vault_name)).access_policies if p.object_id == object_id), None)
+        await kv.update_access_policy(vault_name, tenant_id, object_id, add=KEY_PERMISSIONS)
         return frozenset(before.key_permissions) if before is not None else None
 
     async def restore(
         self, token: str, vault_name: str, tenant_id: str, object_id: str, before: frozenset[str] | None
     ) -> None:
-        with self._as(token) as kv:
-            if before is None:
-                await kv.remove_access_policy(vault_name, object_id)
-            else:
-                await kv.set_access_policy(vault_name, tenant_id, object_id, sorted(before))
+        kv = self._as(token)
+        if before is None:
+            await kv.remove_access_policy(vault_name, object_id)
+        else:
+            await kv.set_access_policy(vault_name, tenant_id, object_id, sorted(before))
 
     async def get_key(self, token: str, key: str) -> KeyInfo:
-        with self._as(token) as kv:
-            k = await kv.get_key(key)
+        kv = self._as(token)
+        k = await kv.get_key(key)
         ops = frozenset(OPERATION_NAMES[o] for o in k.key_operations if o in OPERATION_NAMES)
         return KeyInfo(k.key_id, k.key_size if k.key_type == kvres.RSA else 0, k.enabled, ops)
 
     async def wrap(self, token: str, key_id: str, plaintext: bytes) -> tuple[str, bytes]:
-        with self._as(token) as kv:
-            reply = await kv.wrap(key_id, plaintext)
+        kv = self._as(token)
+        reply = await kv.wrap(key_id, plaintext)
         return reply.key_id, reply.ciphertext
 
     async def unwrap(self, token: str, key_id: str, wrapped: bytes) -> bytes:
-        with self._as(token) as kv:
-            return (await kv.unwrap(key_id, wrapped)).plaintext
+        kv = self._as(token)
+        return (await kv.unwrap(key_id, wrapped)).plaintext
 
 
 class GrpcIdentityGateway:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from cmk_trio.client.access import Access, Authorizer, require_role
+from cmk_trio.platform.access import Access, Authorizer, require_role
 from cmk_trio.rpckit import validation
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.reasons import Reason

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.platform.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as pb

@@ -247,8 +247,9 @@ def cmk_clock(cmk_trio: TrioHandle) -> ClockHandle:
 
 
 async def _advance_all(trio: TrioHandle, seconds: int) -> None:
+    from cmk_trio.client.calls import call
     from cmk_trio.client.channel import open_channel
-    from cmk_trio.client.identity import IdentityClient, call
+    from cmk_trio.client.identity import IdentityClient
     from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
     from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
     from cmk_trio.rpckit import audiences

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 
-from cmk_trio.client.key_names import vault_name
 from cmk_trio.keyvault.api.convert import audit_record_pb, checkpoint_pb, event_pb
 from cmk_trio.keyvault.api.trail import AuditTrail
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_event_reader, require_operator
 from cmk_trio.keyvault.model import AuditRecord, Checkpoint, Event, EventType
 from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.platform.key_names import vault_name
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res

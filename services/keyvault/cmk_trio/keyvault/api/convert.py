@@ -6,12 +6,12 @@ import base64
 from datetime import datetime
 from typing import Literal
 
-from cmk_trio.client.key_names import KeyRef, vault_name
 from cmk_trio.keyvault.crypto import Padding
 from cmk_trio.keyvault.key_attributes import KeyAttributes, key_operations
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import AuditRecord, Checkpoint, Event, Key, KeyVersion, Vault
 from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, RotationPolicy
+from cmk_trio.platform.key_names import KeyRef, vault_name
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.api.convert import Converter, algorithm_of, attributes_of, rotation_policy_pb
 from cmk_trio.keyvault.api.trail import AuditTrail, CallScope
 from cmk_trio.keyvault.key_attributes import CryptoResult
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import KeyVersion, Vault
 from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation, RotationPolicy
+from cmk_trio.platform.key_names import KeyRef
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res

@@ -19,11 +19,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from cmk_trio.client.key_names import KeyRef
 from cmk_trio.keyvault.api.convert import vault_of
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.model import AuditEntry
 from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
+from cmk_trio.platform.key_names import KeyRef
 from cmk_trio.rpckit.auth import current_caller
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError

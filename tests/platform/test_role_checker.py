@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from cmk_trio.client.directory_feeds import RoleChecker
+from cmk_trio.platform.directory_feeds import RoleChecker
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 
 

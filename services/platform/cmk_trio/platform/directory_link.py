@@ -14,8 +14,8 @@ from typing import Protocol
 import grpc
 
 from cmk_trio.client.channel import open_channel
-from cmk_trio.client.directory_feeds import GrpcSigningKeySource, RevocationFeed, RoleChecker
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.platform.directory_feeds import GrpcSigningKeySource, RevocationFeed, RoleChecker
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.observe import Metrics
