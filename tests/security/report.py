@@ -78,7 +78,7 @@ DEFENCES = (
         "every listener closes a connection whose TLS handshake and request head (gRPC: HTTP/2 settings) are not "
         "in within 10 s, and one idle for 60 s; caps on connections per listener and per peer address, beyond "
         "which a connection is closed at once (gRPC, whose core has no cap per peer: the newest of a peer's "
-        "connections beyond its cap within half a second, found in the kernel's connection table) and the "
+        "connections beyond its cap within half a second, found among the process's own sockets) and the "
         "refusal logged rate-limited; a process raises its soft descriptor limit at start, keeps a quarter in "
         "reserve and gives each listener at most an eighth of the rest",
         "tests/security/test_listeners.py (figures below)",
