@@ -21,57 +21,42 @@ REASONS = ROOT / "services" / "rpckit" / "cmk_trio" / "rpckit" / "reasons.py"
 
 
 def configuration() -> str:
+    """`cmk up`'s flags, then each service's settings (rpckit.settings: what `cmk serve
+    <service>` takes as flags and the service reads from its variables)."""
     from cmk_trio.cli.main import cli
+    from cmk_trio.identity.config import IdentityConfig
+    from cmk_trio.keyvault.config import KeyVaultConfig
+    from cmk_trio.rpckit.settings import describe
+    from cmk_trio.speech.config import SpeechConfig
 
-    lines = []
-    serve = cli.commands["serve"]
+    up, serve = cli.commands["up"], cli.commands["serve"]
     if not isinstance(serve, click.Group):
         raise SystemExit("cmk serve is not a command group any more")
-    commands = [("cmk up", cli.commands["up"])] + [(f"cmk serve {n}", c) for n, c in sorted(serve.commands.items())]
-    for title, command in commands:
-        lines += [f"**`{title}`**", "", "| flag | environment | meaning |", "| --- | --- | --- |"]
-        for param in command.params:
-            if not isinstance(param, click.Option) or param.name in {"output", "help"}:
-                continue
-            flag = " / ".join(f"`{o}`" for o in param.opts)
-            env = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
-            meaning = (param.help or "").replace("|", "\\|")
-            if param.default not in (None, False) and param.show_default:
-                meaning += f" (default {param.default})"
-            lines.append(f"| {flag} | {env} | {meaning.strip()} |")
-        lines.append("")
-    shown = {
-        p.envvar for _, c in commands for p in c.params if isinstance(p, click.Option) and isinstance(p.envvar, str)
-    }
-    lines += ["**Environment only** (no flag; read by the services' `from_env`)", "",
-              "| environment | read by | default | meaning |", "| --- | --- | --- | --- |"]  # fmt: skip
-    for name, (services, default, meaning) in sorted(environment_only(shown).items()):
-        lines.append(f"| `{name}` | {', '.join(sorted(services))} | {default} | {meaning} |")
+    lines = ["**`cmk up`**", "", "| flag | environment | meaning |", "| --- | --- | --- |"]
+    for param in up.params:
+        if not isinstance(param, click.Option) or param.name in {"output", "help", "profile"}:
+            continue
+        flag = " / ".join(f"`{o}`" for o in param.opts)
+        env = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
+        meaning = (param.help or "").replace("|", "\\|")
+        if param.default not in (None, False) and param.show_default:
+            meaning += f" (default {param.default})"
+        lines.append(f"| {flag} | {env} | {meaning.strip()} |")
     lines.append("")
+    for name, config in (("identity", IdentityConfig), ("keyvault", KeyVaultConfig), ("speech", SpeechConfig)):
+        lines += [f"**`cmk serve {name}`** (and `python -m cmk_trio.{name}`: the variables only)", "",
+                  "| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]  # fmt: skip
+        command = serve.commands[name]
+        for param in command.params:  # (its own, not settings: made before the settings' flags are)
+            if isinstance(param, click.Option) and param.name not in {"output", "help", "profile"}:
+                env = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
+                lines.append(f"| `{param.opts[0]}` | {env} |  | {param.help or ''} |")
+        for d in describe(config):
+            flag = f"`{d.flag}`" if d.flag else "(none)"
+            default = f"`{d.default}`" if d.default else ""
+            lines.append(f"| {flag} | `{d.env}` | {default} | {d.help.replace('|', chr(92) + '|')} |")
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-SETTING = re.compile(r'"(\w+)": .*?env_\w+\(env, "(CMK_[A-Z0-9_]+)"(?:, ([^)]*\)?))?\)')
-
-
-def environment_only(shown: set[str]) -> dict[str, tuple[set[str], str, str]]:
-    """Settings that only an environment variable sets: name -> (services, default, meaning),
-    the meaning taken from the docstring under the config field, where it has one."""
-    found: dict[str, tuple[set[str], str, str]] = {}
-    for config in sorted(ROOT.glob("services/*/cmk_trio/*/config.py")):
-        source = config.read_text()
-        for field, name, default in SETTING.findall(source):
-            if name in shown:
-                continue
-            doc = re.search(rf"^\s+{field}: [^\n]*\n\s+\"\"\"(.*?)\"\"\"", source, re.S | re.M)
-            meaning = " ".join(doc.group(1).split()).replace("|", "\\|") if doc else ""
-            default = default.strip()
-            if default.count(")") > default.count("("):  # the pattern took a closing parenthesis of the caller
-                default = default[:-1]
-            services, _, known = found.get(name, (set(), "", ""))
-            services.add(config.parent.name)
-            found[name] = (services, f"`{default}`" if default else "", known or meaning)
-    return found
 
 
 def reasons() -> str:

@@ -72,3 +72,42 @@ def test_the_services_use_the_client_package_only_through_its_public_names():
                     if name and name not in public:
                         wrong.append(f"{path.relative_to(SERVICES)} imports {name} from {module}")
     assert wrong == []
+
+
+LAYERS = [{"proto"}, {"rpckit"}, {"client"}, {"platform"}, {"identity", "keyvault", "speech"},
+          {"launcher", "loadgen"}, {"testing"}, {"cli"}]  # fmt: skip
+"""The packages from the bottom up: each imports only from the layers below it (and a layer
+of several packages has none importing another): the plumbing, the clients, what the services
+share, the services, what starts them (and loads them), the pytest plugin, the command."""
+
+
+def _package_imports() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in _modules():
+        package = path.relative_to(SERVICES).parts[0]
+        found.setdefault(package, set()).update(m.split(".")[1] for m in _imports(path) if m.split(".")[1] != package)
+    return found
+
+
+def test_packages_import_only_the_layers_below_them():
+    layer = {package: n for n, packages in enumerate(LAYERS) for package in packages}
+    graph = _package_imports()
+    assert set(graph) <= set(layer), f"a package with no place in LAYERS: {set(graph) - set(layer)}"
+    wrong = [f"{p} imports {q}" for p, targets in graph.items() for q in targets if layer[q] >= layer[p]]
+    assert wrong == []
+
+
+def test_the_package_import_graph_has_no_cycle():
+    graph = _package_imports()
+    done: set[str] = set()
+
+    def visit(package: str, path: tuple[str, ...]) -> None:
+        assert package not in path, f"an import cycle: {' -> '.join((*path, package))}"
+        if package in done:
+            return
+        for target in sorted(graph.get(package, ())):
+            visit(target, (*path, package))
+        done.add(package)
+
+    for package in sorted(graph):
+        visit(package, ())

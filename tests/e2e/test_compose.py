@@ -15,6 +15,10 @@ import yaml
 from click.testing import CliRunner
 
 from cmk_trio.cli.main import cli
+from cmk_trio.identity.config import IdentityConfig
+from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.rpckit.settings import variables
+from cmk_trio.speech.config import SpeechConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -41,9 +45,12 @@ def command_of(args: list[str]) -> click.Command:
 
 
 def variables_read_by(name: str) -> set[str]:
-    """CMK_* names the service's configuration (and rpckit's, for TLS) reads from the environment."""
-    sources = [ROOT / f"services/{name}/cmk_trio/{name}/config.py", ROOT / "services/rpckit/cmk_trio/rpckit/config.py"]
-    return {found for path in sources for found in re.findall(r'"(CMK_[A-Z0-9_]+)"', path.read_text())}
+    """CMK_* names the service's settings read (rpckit.settings), and the process around them
+    (the descriptor and call limits, the operator secret's display)."""
+    config = {"identity": IdentityConfig, "keyvault": KeyVaultConfig, "speech": SpeechConfig}[name]
+    around = ROOT / "services/rpckit/cmk_trio/rpckit"
+    found = {n for path in around.glob("*.py") for n in re.findall(r'"(CMK_[A-Z0-9_]+)"', path.read_text())}
+    return variables(config) | found | {"CMK_HIDE_OPERATOR_SECRET"}
 
 
 def test_the_file_is_well_formed_for_both_compose_versions():

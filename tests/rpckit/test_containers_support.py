@@ -45,8 +45,9 @@ def test_certs_keeps_the_ca_key_in_its_own_directory(tmp_path):
 
 
 async def test_the_operator_file_can_live_apart_from_the_data(tmp_path, clock):
-    config = IdentityConfig.from_env({"CMK_OPERATOR_FILE": str(tmp_path / "operator" / "operator.json")},
-                                     data_dir=tmp_path / "data", port=0, secret_hash_cost=10)  # fmt: skip
+    config = IdentityConfig.load({"CMK_OPERATOR_FILE": str(tmp_path / "operator" / "operator.json")},
+                                 {"CMK_DATA_DIR": str(tmp_path / "data"), "CMK_IDENTITY_PORT": "0",
+                                  "CMK_SECRET_HASH_COST": "10"})  # fmt: skip
     (tmp_path / "operator").mkdir(mode=0o700)
     server = await build_server(config, clock=clock)
     try:

@@ -268,7 +268,7 @@ def test_credential_files_of_another_user_or_open_to_others_are_refused(tmp_path
     env = {"CMK_IDENTITY_ENDPOINT": "127.0.0.1:1", "CMK_KEYVAULT_CREDENTIALS_FILE": str(path)}
     path.chmod(0o640)
     with pytest.raises(PrivateFileRefused):
-        KeyVaultConfig.from_env(env)
+        KeyVaultConfig.load(env)
     path.chmod(0o600)
     os.chown(path, OTHER_UID, -1)
     with pytest.raises(PrivateFileRefused):

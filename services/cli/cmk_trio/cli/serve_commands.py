@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -18,8 +18,9 @@ from cmk_trio.cli.output import emit
 from cmk_trio.rpckit.datadir import StartupError
 
 if TYPE_CHECKING:
-    from cmk_trio.launcher.announcement import Announcement
-    from cmk_trio.launcher.serve import Stoppable
+    from cmk_trio.identity.announcement import Announcement
+    from cmk_trio.rpckit.process import Stoppable
+    from cmk_trio.rpckit.settings import ServiceSettings
 
 S = TypeVar("S", bound="Stoppable")
 
@@ -56,12 +57,6 @@ def serve() -> None:
     """Start one service in the foreground."""
 
 
-METRICS_HOST = click.option(
-    "--metrics-host",
-    envvar="CMK_METRICS_HOST",
-    default=None,
-    help="address metrics listen on (plain HTTP) [127.0.0.1]; expose them only on purpose",
-)
 DATABASE_URL = click.option(
     "--database-url",
     envvar="CMK_DATABASE_URL",
@@ -77,75 +72,70 @@ HIDE_SECRET = click.option(
 )
 
 
-@command(serve, "identity", queryable=False)
-@data_dir_option
-@click.option("--host", envvar="CMK_IDENTITY_HOST", default=None, help="address to listen on [127.0.0.1]")
-@click.option("--port", type=int, envvar="CMK_IDENTITY_PORT", default=None, help="port; 0 picks a free one [50051]")
-@click.option("--issuer-base", envvar="CMK_ISSUER_BASE", default=None)
-@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
-@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
-@click.option(
-    "--tls-client-ca",
-    type=click.Path(path_type=Path, exists=True),
-    envvar="CMK_TLS_CLIENT_CA",
-    help="require client certificates from this CA (mutual TLS)",
-)
-@click.option("--metrics-port", type=int, envvar="CMK_IDENTITY_METRICS_PORT", default=None,
-              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
-@click.option("--http-port", type=int, envvar="CMK_IDENTITY_HTTP_PORT", default=None,
-              help="serve OpenID Connect discovery, the JWKS and the OAuth 2.0 token endpoint over HTTP(S)"
-                   " on this port (0: a free one)")  # fmt: skip
-@click.option("--http-public-url", envvar="CMK_IDENTITY_HTTP_PUBLIC_URL", default=None,
-              help="the base URL clients reach those endpoints at, named in the discovery document"
-                   " [the address they listen on]")  # fmt: skip
-@METRICS_HOST
-@DATABASE_URL
-@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
-@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
-@HIDE_SECRET
-def serve_identity(
-    state: State,
-    data_dir: Path,
-    host: str | None,
-    port: int | None,
-    issuer_base: str | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_client_ca: Path | None,
-    metrics_port: int | None,
-    http_port: int | None,
-    http_public_url: str | None,
-    metrics_host: str | None,
-    database_url: str | None,
-    log_level: str | None,
-    dev_time_control: bool,
-    hide_operator_secret: bool,
-) -> None:
-    """The identity service (directory, tokens, signing keys, events)."""
-    from cmk_trio.identity.config import IdentityConfig
-    from cmk_trio.identity.server import IdentityServer, build_server
-    from cmk_trio.launcher.announcement import Announcement
-    from cmk_trio.rpckit.config import ConfigError, TlsConfig
+class SettingsCommand(click.Command):
+    """A `serve` command whose flags are its service's settings (rpckit.settings: the same
+    names, variables and help as the service reads), made when the command is first used,
+    so that `cmk --help` imports no service."""
 
+    def __init__(self, *args: Any, settings: Callable[[], type[ServiceSettings]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settings = settings
+        self._made = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._made:
+            from cmk_trio.rpckit.settings import options
+
+            made = [
+                click.Option([o.flag, o.env.lower()], is_flag=o.switch, default=None, help=f"{o.help} [{o.env}]")
+                for o in options(self._settings())
+            ]
+            self.params[0:0] = made
+            self._made = True
+        return super().get_params(ctx)
+
+
+def _config(service: str) -> type[ServiceSettings]:
+    """The settings class of `service` (imported when its command is used)."""
+    if service == "identity":
+        from cmk_trio.identity.config import IdentityConfig
+
+        return IdentityConfig
+    if service == "keyvault":
+        from cmk_trio.keyvault.config import KeyVaultConfig
+
+        return KeyVaultConfig
+    from cmk_trio.speech.config import SpeechConfig
+
+    return SpeechConfig
+
+
+def _load(service: str, flags: Mapping[str, str | bool | None]) -> Any:
+    """The service's settings from the environment and the flags given (a flag stands for its
+    variable: the same parser reads both); a bad value or file is one line and exit 1 or 3."""
+    from cmk_trio.rpckit.config import ConfigError
+
+    given = {
+        name.upper(): "1" if value is True else str(value)
+        for name, value in flags.items()
+        if value not in (None, False)
+    }
     try:
-        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
-        config = IdentityConfig.from_env(
-            os.environ,
-            data_dir=data_dir,
-            host=host,
-            port=port,
-            issuer_base=issuer_base,
-            tls=tls,
-            log_level=log_level,
-            dev_time_control=dev_time_control or None,
-            metrics_port=metrics_port,
-            http_port=http_port,
-            http_public_url=http_public_url and http_public_url.rstrip("/"),
-            metrics_host=metrics_host,
-            database_url=database_url,
-        )
+        return _config(service).load(os.environ, given)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
+        _refuse_start(service, refusal)
+
+
+@command(serve, "identity", queryable=False, cls=SettingsCommand, settings=lambda: _config("identity"))
+@HIDE_SECRET
+def serve_identity(state: State, hide_operator_secret: bool, **flags: str | bool | None) -> None:
+    """The identity service (directory, tokens, signing keys, events)."""
+    from cmk_trio.identity.announcement import Announcement
+    from cmk_trio.identity.server import IdentityServer, build_server
+
+    config = _load("identity", flags)
 
     def started(server: IdentityServer) -> None:
         metrics = {}
@@ -188,7 +178,6 @@ def up(
     PostgreSQL with --database-url; with --replicas N, N processes of each service on that
     database. A second `cmk up` on the same directory (and database) resumes with all data intact.
     """
-    from cmk_trio.launcher.announcement import Announcement
 
     if insecure:
         click.echo("warning: --insecure: the services talk plain TCP on loopback, without TLS", err=True)
@@ -203,7 +192,7 @@ def up(
                                   mutual_tls=not insecure)  # fmt: skip
 
         def started_many(running: RunningReplicas) -> None:
-            announce(Announcement.of_replicas(running, show_secret=not hide_operator_secret), state.output)
+            announce(running.announcement(show_secret=not hide_operator_secret), state.output)
 
         _serve("replicas", os.environ.get("CMK_LOG_LEVEL", "INFO"), start_many, started_many, "stopping")
         return
@@ -217,152 +206,27 @@ def up(
                           mutual_tls=not insecure, metrics=True, env=environ)  # fmt: skip
 
     def started(trio: RunningTrio) -> None:
-        announce(Announcement.of_trio(trio, show_secret=not hide_operator_secret), state.output)
+        announce(trio.announcement(show_secret=not hide_operator_secret), state.output)
 
     _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping")
 
 
-@command(serve, "keyvault", queryable=False)
-@data_dir_option
-@click.option("--host", envvar="CMK_KEYVAULT_HOST", default=None, help="address to listen on [127.0.0.1]")
-@click.option("--port", type=int, envvar="CMK_KEYVAULT_PORT", default=None, help="port; 0 picks a free one [50052]")
-@click.option(
-    "--identity-endpoint", envvar="CMK_IDENTITY_ENDPOINT", default=None, help="the identity service host:port"
-)
-@click.option(
-    "--credentials-file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    envvar="CMK_KEYVAULT_CREDENTIALS_FILE",
-    help="JSON with tenant_id, client_id, client_secret of the key vault's platform principal",
-)
-@click.option("--vault-dns-suffix", envvar="CMK_VAULT_DNS_SUFFIX", default=None, help="[vault.azure.net]")
-@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
-@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
-@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
-@click.option("--metrics-port", type=int, envvar="CMK_KEYVAULT_METRICS_PORT", default=None,
-              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
-@METRICS_HOST
-@DATABASE_URL
-@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
-@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
-def serve_keyvault(
-    state: State,
-    data_dir: Path,
-    host: str | None,
-    port: int | None,
-    identity_endpoint: str | None,
-    credentials_file: Path | None,
-    vault_dns_suffix: str | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_client_ca: Path | None,
-    metrics_port: int | None,
-    metrics_host: str | None,
-    database_url: str | None,
-    log_level: str | None,
-    dev_time_control: bool,
-) -> None:
+@command(serve, "keyvault", queryable=False, cls=SettingsCommand, settings=lambda: _config("keyvault"))
+def serve_keyvault(state: State, **flags: str | bool | None) -> None:
     """The key vault service (vaults, keys, wrap/unwrap, audit), trusting an identity service."""
-    from cmk_trio.client.identity import ClientCredentials
-    from cmk_trio.keyvault.config import KeyVaultConfig
-    from cmk_trio.rpckit.config import ConfigError, TlsConfig
-
-    try:
-        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
-        config = KeyVaultConfig.from_env(
-            os.environ,
-            data_dir=data_dir,
-            host=host,
-            port=port,
-            identity_endpoint=identity_endpoint,
-            credentials=ClientCredentials.from_file(credentials_file) if credentials_file else None,
-            vault_dns_suffix=vault_dns_suffix,
-            tls=tls,
-            log_level=log_level,
-            dev_time_control=dev_time_control or None,
-            metrics_port=metrics_port,
-            metrics_host=metrics_host,
-            database_url=database_url,
-        )
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
-        _refuse_start("keyvault", refusal)
     from cmk_trio.keyvault.server import build_server
 
+    config = _load("keyvault", flags)
     started = _listening("keyvault", state.output)
     _serve("keyvault", config.log_level, lambda: build_server(config), started, "keyvault: stopping")
 
 
-@command(serve, "speech", queryable=False)
-@data_dir_option
-@click.option("--host", envvar="CMK_SPEECH_HOST", default=None, help="address to listen on [127.0.0.1]")
-@click.option("--port", type=int, envvar="CMK_SPEECH_PORT", default=None, help="port; 0 picks a free one [50053]")
-@click.option("--identity-endpoint", envvar="CMK_IDENTITY_ENDPOINT", default=None, help="the identity service")
-@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", default=None, help="the key vault service")
-@click.option(
-    "--credentials-file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    envvar="CMK_SPEECH_CREDENTIALS_FILE",
-    help="JSON with tenant_id, client_id, client_secret of the speech platform principal",
-)
-@click.option("--auto-approve-cmk", is_flag=True, help="approve CMK requests at once (development only)")
-@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CERT")
-@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_KEY")
-@click.option("--tls-client-ca", type=click.Path(path_type=Path, exists=True), envvar="CMK_TLS_CLIENT_CA")
-@click.option("--metrics-port", type=int, envvar="CMK_SPEECH_METRICS_PORT", default=None,
-              help="serve Prometheus metrics on this port (0: a free one)")  # fmt: skip
-@METRICS_HOST
-@DATABASE_URL
-@click.option("--log-level", envvar="CMK_LOG_LEVEL", default=None)
-@click.option("--dev-time-control", is_flag=True, help="let the operator move the clock (tests only)")
-def serve_speech(
-    state: State,
-    data_dir: Path,
-    host: str | None,
-    port: int | None,
-    identity_endpoint: str | None,
-    keyvault_endpoint: str | None,
-    credentials_file: Path | None,
-    auto_approve_cmk: bool,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    tls_client_ca: Path | None,
-    metrics_port: int | None,
-    metrics_host: str | None,
-    database_url: str | None,
-    log_level: str | None,
-    dev_time_control: bool,
-) -> None:
+@command(serve, "speech", queryable=False, cls=SettingsCommand, settings=lambda: _config("speech"))
+def serve_speech(state: State, **flags: str | bool | None) -> None:
     """The speech resource store (applications and LUIS keys under envelope encryption)."""
-    from cmk_trio.client.identity import ClientCredentials
-    from cmk_trio.rpckit.config import ConfigError, TlsConfig
-    from cmk_trio.speech.config import SpeechConfig
-
-    try:
-        tls = TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert or tls_key else None
-        config = SpeechConfig.from_env(
-            os.environ,
-            data_dir=data_dir,
-            host=host,
-            port=port,
-            identity_endpoint=identity_endpoint,
-            keyvault_endpoint=keyvault_endpoint,
-            dev_time_control=dev_time_control or None,
-            credentials=ClientCredentials.from_file(credentials_file) if credentials_file else None,
-            auto_approve_cmk=auto_approve_cmk or None,
-            tls=tls,
-            log_level=log_level,
-            metrics_port=metrics_port,
-            metrics_host=metrics_host,
-            database_url=database_url,
-        )
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
-        _refuse_start("speech", refusal)
     from cmk_trio.speech.server import build_server
 
+    config = _load("speech", flags)
     started = _listening("speech", state.output)
     _serve("speech", config.log_level, lambda: build_server(config), started, "speech: stopping")
 
@@ -377,9 +241,10 @@ def _listening(name: str, output: str) -> Callable[[Any], None]:
         if output == "json":
             click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics}))
         else:
-            click.echo(f"{name} listening on {server.endpoint}")
-            for url in metrics.values():
-                click.echo(f"{name} metrics at {url}")
+            from cmk_trio.rpckit.process import listening
+
+            for line in listening(name, server.endpoint, metrics.get(name)):
+                click.echo(line)
         sys.stdout.flush()
 
     return started
@@ -387,7 +252,7 @@ def _listening(name: str, output: str) -> Callable[[Any], None]:
 
 def _refuse_start(name: str, refusal: StartupError) -> NoReturn:
     """What a service that refuses to start says (launcher.serve): one line, exit 3."""
-    from cmk_trio.launcher.serve import STARTUP_REFUSED
+    from cmk_trio.rpckit.process import STARTUP_REFUSED
 
     click.echo(f"{name}: cannot start: {refusal}", err=True)
     raise SystemExit(STARTUP_REFUSED)
@@ -398,7 +263,7 @@ def _serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT (on uvloop where there is one), printing `stopping` on
     standard error when told to stop."""
-    from cmk_trio.launcher.serve import serve_until_stopped
+    from cmk_trio.rpckit.process import serve_until_stopped
     from cmk_trio.rpckit.server import run
 
     run(lambda: serve_until_stopped(name, log_level, start, started, lambda: click.echo(stopping, err=True)))

@@ -1,5 +1,6 @@
-"""What a start tells the person who started it, as data: the front end (the `cmk` command,
-`python -m cmk_trio.identity`) decides how to print it."""
+"""What a start of identity (alone, or with the others: the launcher's trio and replicas)
+tells the person who started it, as data: the front end (the `cmk` command, `python -m
+cmk_trio.identity`) decides how to print it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cmk_trio.identity.server import IdentityServer
-    from cmk_trio.launcher.replicas import RunningReplicas
-    from cmk_trio.launcher.trio import RunningTrio
 
 
 @dataclass(frozen=True)
@@ -67,30 +66,6 @@ class Announcement:
             if show_secret:
                 created["client_secret"] = identity.new_operator_secret.value
         return cls(identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url)
-
-    @classmethod
-    def of_trio(cls, trio: RunningTrio, *, show_secret: bool = True) -> Announcement:
-        """The announcement of the three services started together."""
-        return cls.of(
-            trio.identity, trio.keyvault.endpoint, trio.speech.endpoint, trio.tls_dir, trio.metrics,
-            show_secret=show_secret,
-        )  # fmt: skip
-
-    @classmethod
-    def of_replicas(cls, running: RunningReplicas, *, show_secret: bool = True) -> Announcement:
-        """The announcement of several replicas of each service: every endpoint is the list
-        of its replicas' addresses, as clients dial it."""
-        endpoints = running.endpoints
-        login = (
-            f"cmk login --endpoint {endpoints['identity']} --operator-file {running.operator_file}"
-            f" --keyvault-endpoint {endpoints['keyvault']} --speech-endpoint {endpoints['speech']}"
-        )
-        if running.tls_dir is not None:
-            login = login.replace("cmk login", f"cmk --tls-dir {running.tls_dir} login", 1)
-        created = dict(running.created_operator) if running.created_operator else None
-        if created is not None and show_secret and running.operator_file is not None:
-            created["client_secret"] = json.loads(running.operator_file.read_text())["client_secret"]
-        return cls(endpoints["identity"], endpoints, login, created, running.tls_dir, running.metrics)
 
     def to_json(self) -> str:
         """One line of JSON, for scripts and tests that wait for the start."""

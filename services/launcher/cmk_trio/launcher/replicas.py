@@ -20,6 +20,7 @@ from typing import Any
 
 from cmk_trio.client.channel import ChannelTls, open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
+from cmk_trio.identity.announcement import Announcement
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devca import DevPki, ensure_dev_pki
@@ -87,6 +88,21 @@ class RunningReplicas:
         group = self.replicas[replica.service]
         group[group.index(replica)] = fresh
         return fresh
+
+    def announcement(self, *, show_secret: bool = True) -> Announcement:
+        """What the start of several replicas of each service tells: every endpoint is the
+        list of its replicas' addresses, as clients dial it."""
+        endpoints = self.endpoints
+        login = (
+            f"cmk login --endpoint {endpoints['identity']} --operator-file {self.operator_file}"
+            f" --keyvault-endpoint {endpoints['keyvault']} --speech-endpoint {endpoints['speech']}"
+        )
+        if self.tls_dir is not None:
+            login = login.replace("cmk login", f"cmk --tls-dir {self.tls_dir} login", 1)
+        created = dict(self.created_operator) if self.created_operator else None
+        if created is not None and show_secret and self.operator_file is not None:
+            created["client_secret"] = json.loads(self.operator_file.read_text())["client_secret"]
+        return Announcement(endpoints["identity"], endpoints, login, created, self.tls_dir, self.metrics)
 
     async def stop(self) -> None:
         """Stop the replicas gracefully (SIGTERM), speech first, then the key vault, then

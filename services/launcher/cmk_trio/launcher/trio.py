@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmk_trio.client.identity import ClientCredentials
+from cmk_trio.identity.announcement import Announcement
 from cmk_trio.identity.model import PrincipalKind
 from cmk_trio.identity.server import IdentityServer
-from cmk_trio.rpckit.config import TlsConfig
-from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki
+from cmk_trio.rpckit.devca import ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 if TYPE_CHECKING:
@@ -73,6 +73,13 @@ class RunningTrio:
             if s.metrics_port is not None
         }
 
+    def announcement(self, *, show_secret: bool = True) -> Announcement:
+        """What the start of the three services tells (identity's, with the other two)."""
+        return Announcement.of(
+            self.identity, self.keyvault.endpoint, self.speech.endpoint, self.tls_dir, self.metrics,
+            show_secret=show_secret,
+        )  # fmt: skip
+
     async def stop(self) -> None:
         """Stop the services in the reverse order of their start: speech calls the key
         vault, and both follow identity's event stream."""
@@ -106,65 +113,47 @@ async def start_trio(
 
     environ = os.environ if env is None else env
 
-    def metrics_port(offset: int) -> int | None:
-        # Prometheus endpoints at port_base+11, +12, +13 (free ports when port_base is 0).
-        return (port_base and port_base + 10 + offset) if metrics else None
+    def given(service: str, offset: int) -> dict[str, str]:
+        """What the launcher sets for one service, as the variables that set it (the same
+        parser as the environment's and the command line's reads them)."""
+        values = {"CMK_DATA_DIR": str(data_dir), f"CMK_{service.upper()}_PORT": str(port_base and port_base + offset)}
+        if metrics:  # Prometheus endpoints at port_base+11, +12, +13 (free ports when port_base is 0)
+            values[f"CMK_{service.upper()}_METRICS_PORT"] = str(port_base and port_base + 10 + offset)
+        if dev_time_control:
+            values["CMK_DEV_TIME_CONTROL"] = "1"
+        if pki is not None:
+            files = pki.identity(service)
+            values |= {"CMK_TLS_CERT": str(files.cert_file), "CMK_TLS_KEY": str(files.key_file),
+                       "CMK_TLS_CLIENT_CA": str(pki.ca_file)}  # fmt: skip
+        return values
 
-    tls: dict[str, TlsConfig] = {}
-    tls_dir = None
-    if mutual_tls:
-        tls_dir = data_dir / "tls"
-        pki = ensure_dev_pki(tls_dir)
-        for name in SERVICES:
-            files = pki.identity(name)
-            tls[name] = TlsConfig(files.cert_file, files.key_file, pki.ca_file)
+    tls_dir = data_dir / "tls" if mutual_tls else None
+    pki = ensure_dev_pki(data_dir / "tls") if mutual_tls else None
     identity = await build_identity(
-        IdentityConfig.from_env(
-            environ,
-            data_dir=data_dir,
-            port=port_base and port_base + 1,
-            http_port=port_base and port_base + 4,
-            dev_time_control=dev_time_control or None,
-            tls=tls.get("identity"),
-            metrics_port=metrics_port(1),
+        IdentityConfig.load(
+            environ, given("identity", 1) | {"CMK_IDENTITY_HTTP_PORT": str(port_base and port_base + 4)}
         ),
         tracer_provider=tracer_provider,
     )
     started: list[Any] = [identity]
     try:
-        keyvault_credentials = await ensure_platform_credentials(
-            identity, "keyvault", data_dir / "keyvault-credentials.json"
-        )
-        speech_credentials = await ensure_platform_credentials(identity, "speech", data_dir / "speech-credentials.json")
+        credentials = {name: data_dir / f"{name}-credentials.json" for name in ("keyvault", "speech")}
+        for name, path in credentials.items():
+            await ensure_platform_credentials(identity, name, path)
+        linked = {"CMK_IDENTITY_ENDPOINT": identity.endpoint}
         keyvault = await build_keyvault(
-            KeyVaultConfig.from_env(
-                environ,
-                data_dir=data_dir,
-                port=port_base and port_base + 2,
-                identity_endpoint=identity.endpoint,
-                credentials=keyvault_credentials,
-                dev_time_control=dev_time_control or None,
-                tls=tls.get("keyvault"),
-                metrics_port=metrics_port(2),
+            KeyVaultConfig.load(
+                environ, given("keyvault", 2) | linked | {"CMK_KEYVAULT_CREDENTIALS_FILE": str(credentials["keyvault"])}
             ),
             tracer_provider=tracer_provider,
         )
         started.append(keyvault)
-        speech = await build_speech(
-            SpeechConfig.from_env(
-                environ,
-                data_dir=data_dir,
-                port=port_base and port_base + 3,
-                identity_endpoint=identity.endpoint,
-                keyvault_endpoint=keyvault.endpoint,
-                credentials=speech_credentials,
-                auto_approve_cmk=auto_approve or None,
-                dev_time_control=dev_time_control or None,
-                tls=tls.get("speech"),
-                metrics_port=metrics_port(3),
-            ),
-            tracer_provider=tracer_provider,
-        )
+        speech_given = given("speech", 3) | linked | {
+            "CMK_SPEECH_CREDENTIALS_FILE": str(credentials["speech"]), "CMK_KEYVAULT_ENDPOINT": keyvault.endpoint,
+        }  # fmt: skip
+        if auto_approve:
+            speech_given["CMK_AUTO_APPROVE_CMK"] = "1"
+        speech = await build_speech(SpeechConfig.load(environ, speech_given), tracer_provider=tracer_provider)
     except BaseException:
         for server in reversed(started):
             await server.stop()

@@ -1,20 +1,23 @@
-"""Reading configuration from a mapping (the environment, or a test's dict).
-
-Each service's configuration is a frozen dataclass built by `from_env(mapping)` and checked
-in `__post_init__`; flags of the CLI override the same fields.
-"""
+"""Reading configuration from a mapping (the environment, or a test's dict): the `env_*`
+readers for the few settings read on their own (the limits of listeners and calls), and the
+declaration of a settings field (`setting`, `group`), which rpckit.settings reads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cmk_trio.rpckit.channels import ChannelTls
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
+
+
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -56,9 +59,9 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    if raw.lower() in {"1", "true", "yes", "on"}:
+    if raw.lower() in TRUE:
         return True
-    if raw.lower() in {"0", "false", "no", "off"}:
+    if raw.lower() in FALSE:
         return False
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
@@ -68,14 +71,68 @@ def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | 
     return Path(raw) if raw else default
 
 
+SETTING = "cmk_setting"
+GROUP = "cmk_group"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a field is set from outside (see the module)."""
+
+    env: str
+    flag: str | None = ""
+    """The flag's name; "" makes it from the field's name, None gives the field no flag."""
+    help: str = ""
+    load: Callable[[Mapping[str, str], str], object] | None = None
+    """Reads the value itself from the variables (and the service's prefix), for a value made
+    of several variables (credentials from a file or from three variables); None: not set."""
+    secret: bool = False
+    """A malformed value is not quoted back, and it has no flag (a command line is not private)."""
+    also: tuple[str, ...] = ()
+    """The other variables `load` reads (for the documentation, and the names a launcher may give)."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    env: str,
+    flag: str | None = "",
+    help: str = "",
+    load: Callable[[Mapping[str, str], str], object] | None = None,
+    secret: bool = False,
+    also: tuple[str, ...] = (),
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A field set by the variable `env` (and a flag); `default` when neither says."""
+    meta = {SETTING: Setting(env, None if secret else flag, help, load, secret, also)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)  # (a secret stays out of reprs and logs)
+
+
+def group(factory: Callable[[], Any]) -> Any:
+    """A field whose value is a dataclass of settings of its own (read by the same rules)."""
+    return field(default_factory=factory, metadata={GROUP: True})
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """Server TLS: a certificate and key, and, for mutual TLS, the CA that client
-    certificates must chain to."""
+    certificates must chain to. (Its fields are settings: `setting` is a field specifier, as
+    dataclasses.field, which ruff cannot know within the module that defines it.)"""
 
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_ca_file: Path | None = None
+    cert_file: Path | None = setting(  # noqa: RUF009
+        None, env="CMK_TLS_CERT", flag="--tls-cert", help="the service's certificate (PEM)"
+    )
+    key_file: Path | None = setting(  # noqa: RUF009
+        None, env="CMK_TLS_KEY", flag="--tls-key", help="its private key (PEM)"
+    )
+    client_ca_file: Path | None = setting(  # noqa: RUF009
+        None,
+        env="CMK_TLS_CLIENT_CA",
+        flag="--tls-client-ca",
+        help="require client certificates from this CA (mutual TLS)",
+    )
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):

@@ -1,16 +1,20 @@
-"""A started service (or the trio) serving until SIGTERM or SIGINT: the run code that
-`cmk serve ...`, `cmk up` and `python -m cmk_trio.identity` share."""
+"""The life of a service process, one way for every kind: its settings read (or a one-line
+refusal), logging, the descriptor limit raised, the start (or a one-line refusal, exit 3),
+the announcement, serving until SIGTERM or SIGINT, and a graceful stop. `cmk serve ...`,
+`cmk up` and `python -m cmk_trio.<service>` all run through `serve_until_stopped`; `main`
+is the whole of a service's `__main__`."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from cmk_trio.rpckit.config import ConfigError
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.listeners import raise_descriptor_limit
 from cmk_trio.rpckit.logs import configure_logging
-from cmk_trio.rpckit.server import stop_signals
+from cmk_trio.rpckit.server import run, stop_signals
 
 STARTUP_REFUSED = 3
 """The exit status of a service that refused to start (its data directory, keys or database)."""
@@ -60,3 +64,32 @@ async def serve_until_stopped(
             stopping()
         finally:
             await server.stop()
+
+
+def main(
+    name: str,
+    load: Callable[[], Any],
+    start: Callable[[Any], Awaitable[S]],
+    started: Callable[[S], None],
+) -> None:
+    """A service's `python -m cmk_trio.<name>`: its settings from `load()` (the CMK_*
+    variables; a bad one is one line and exit 1, a refused file of secrets one line and exit
+    3), then `start(settings)` served until SIGTERM or SIGINT, `started` printing what it
+    announces."""
+    try:
+        settings = load()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    except StartupError as refusal:
+        print(f"{name}: cannot start: {refusal}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_REFUSED) from None
+
+    def stopping() -> None:
+        print(f"{name}: stopping", file=sys.stderr)
+
+    run(lambda: serve_until_stopped(name, settings.log_level, lambda: start(settings), started, stopping))
+
+
+def listening(name: str, endpoint: str, metrics: str | None) -> list[str]:
+    """What a lone key vault or speech service says when it has started."""
+    return [f"{name} listening on {endpoint}", *([f"{name} metrics at {metrics}"] if metrics else [])]
