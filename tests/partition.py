@@ -13,8 +13,10 @@ class Link:
     closes the connections that lived through the cut (their streams are broken) and carries
     new ones again. It runs in the test's event loop, in front of the target's port."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
+        """Seconds each chunk waits before it is delivered, each way (a link across the world)."""
         self.port = 0
         self.cut = False
         self._server: asyncio.Server | None = None
@@ -56,18 +58,22 @@ class Link:
         entry = (writer, up_writer, [self.cut])
         self._connections.append(entry)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, entry[2]), self._pipe(up_reader, writer, entry[2]))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, entry[2], self.delay), self._pipe(up_reader, writer, entry[2], self.delay)
+            )
         finally:
             self._connections.remove(entry)
             writer.close()
             up_writer.close()
 
     @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: list[bool]) -> None:
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: list[bool], delay: float) -> None:
         try:
             while data := await source.read(65536):
                 if cut[0]:
                     continue  # taken, never delivered
+                if delay:
+                    await asyncio.sleep(delay)
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

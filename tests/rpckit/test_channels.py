@@ -53,3 +53,26 @@ async def test_a_stream_to_a_silently_cut_peer_ends(health_behind_a_link):
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await channel.close()
+
+
+async def test_a_peer_a_slow_round_trip_away_is_reached_on_the_first_try():
+    """A connection's attempt (TCP, TLS, HTTP/2 settings) had 100 ms to finish: gRPC takes its
+    minimum connect timeout from `grpc.min_reconnect_backoff_ms`, which we had set to 100 to
+    reconnect fast. Across a link with a round trip of 300 ms (another region; a machine under
+    load) every first call then failed UNAVAILABLE ("handshaker shutdown" over TLS). The
+    backoff still starts at 100 ms; the attempt has as long as a connection may take."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    far = Link(port, delay=0.15)
+    await far.open()
+    channel = open_channel(far.endpoint)
+    try:
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
+        answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=HANG_GUARD_S)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await channel.close()
+        await far.close()
+        await server.stop(0)

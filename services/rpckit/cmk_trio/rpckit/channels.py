@@ -35,7 +35,15 @@ class ChannelTls:
 # dead one within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS (under 10 s). gRPC (1.85) waits for
 # a keepalive ping's answer by the ping timeout, not the keepalive timeout: without both, a
 # peer cut off silently was never noticed (tests/rpckit/test_channels.py).
-RECONNECT_BACKOFF_MS = {"initial": 100, "min": 100, "max": 2000}
+RECONNECT_BACKOFF_MS = {"initial": 100, "max": 2000}
+"""Reconnect soon after a peer went away (a restart), and never wait long between tries."""
+CONNECT_TIMEOUT_MS = 2_000
+"""How long one connection attempt (TCP, TLS, the peer's HTTP/2 settings) may take. gRPC reads
+it from `grpc.min_reconnect_backoff_ms` (its minimum connect timeout, whatever the name says):
+set to the backoff's 100 ms, every first call to a peer more than a fast round trip away
+failed UNAVAILABLE. Long enough for a handshake across the world or on a loaded machine, and
+well within a call's deadline, so that a peer that takes connections but never answers (a
+paused container) is still reported unreachable, not a deadline missed."""
 KEEPALIVE_TIME_MS = 5000
 KEEPALIVE_TIMEOUT_MS = 3000
 
@@ -118,7 +126,7 @@ def open_channel(
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["min"]),
+        ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["max"]),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
