@@ -5,7 +5,8 @@ A database in the field that has run a migration never runs it again, so a migra
 after it shipped would leave the databases made before the edit unlike those made after it.
 Change a schema by adding a migration, never by editing one:
 
-1. Add the migration to the service's storage/schema.py (after the last one).
+1. Add a `Change` at the end of the service's storage/schema.py (its SQL written once, as
+   rpckit/storage/schema.py says).
 2. Run `.venv/bin/python -m pytest -q -p no:cacheprovider tests/storage --freeze-new-migrations`:
    it writes the golden file of each migration, on each engine, that has none yet, and never
    rewrites one that exists (a changed shipped migration still fails).
@@ -25,6 +26,7 @@ import pytest
 from cmk_trio.identity.storage.sql import SqlIdentityStore
 from cmk_trio.keyvault.storage.sql import SqlKeyVaultStore
 from cmk_trio.rpckit.storage import Migration, SqlStore, check_migrations
+from cmk_trio.rpckit.storage.schema import ENGINES, Engine
 from cmk_trio.speech.storage.sql import SqlSpeechStore
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -33,13 +35,11 @@ STORES: dict[str, type[SqlStore[Any]]] = {
     "keyvault": SqlKeyVaultStore,
     "speech": SqlSpeechStore,
 }
-ENGINES = ("sqlite", "postgres")
 
 
-def shipped(service: str, engine: str) -> list[Migration]:
+def shipped(service: str, engine: Engine) -> list[Migration]:
     """The migrations the service's store runs on `engine`, oldest first."""
-    store = STORES[service]
-    return check_migrations(store.sqlite_migrations if engine == "sqlite" else store.postgres_migrations)
+    return check_migrations(STORES[service].schema.migrations(engine))
 
 
 def golden_path(service: str, engine: str, version: int) -> Path:
@@ -68,7 +68,7 @@ def freeze(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("service", sorted(STORES))
-def test_shipped_migrations_run_the_sql_they_shipped_with(service: str, engine: str, request: pytest.FixtureRequest):
+def test_shipped_migrations_run_the_sql_they_shipped_with(service: str, engine: Engine, request: pytest.FixtureRequest):
     migrations = shipped(service, engine)
     known = {golden_path(service, engine, m.version) for m in migrations}
     gone = sorted(p.name for p in (GOLDEN / service).glob(f"{engine}-*.sql") if p not in known)
