@@ -6,7 +6,7 @@ after it shipped would leave the databases made before the edit unlike those mad
 Change a schema by adding a migration, never by editing one:
 
 1. Add a `Change` at the end of the service's storage/schema.py (its SQL written once, as
-   rpckit/storage/schema.py says).
+   rpckit/storage/schema.py says; PostgreSQL may number it lower than SQLite, see `Schema`).
 2. Run `.venv/bin/python -m pytest -q -p no:cacheprovider tests/storage --freeze-new-migrations`:
    it writes the golden file of each migration, on each engine, that has none yet, and never
    rewrites one that exists (a changed shipped migration still fails).
