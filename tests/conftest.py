@@ -45,6 +45,14 @@ def _logging_as_it_was() -> Iterator[None]:
     root.filters[:] = filters
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--freeze-new-migrations",
+        action="store_true",
+        help="write the golden SQL file of each migration that has none (tests/storage); never rewrites one",
+    )
+
+
 def pytest_sessionfinish() -> None:
     postgres.drop_run_database_if_made()
 

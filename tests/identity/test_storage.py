@@ -190,11 +190,14 @@ async def test_failed_sign_ins_are_kept_replaced_and_swept(store: IdentityStore)
 async def test_secrets_stored_before_they_named_their_id_are_marked_unnamed(store_location: str | Path):
     """Migration 3 adds `named`; the secrets already stored name no id in their value, so
     they become unnamed (a sign-in checks them only where a principal holds one such)."""
-    from cmk_trio.identity.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+    from cmk_trio.identity.storage.schema import SCHEMA
     from cmk_trio.rpckit.storage import open_database
 
     old = await open_database(
-        store_location, service="identity", sqlite=MIGRATIONS[:2], postgres=POSTGRES_MIGRATIONS[:2]
+        store_location,
+        service="identity",
+        sqlite=SCHEMA.migrations("sqlite")[:2],
+        postgres=SCHEMA.migrations("postgres")[:2],
     )
     tenant = Tenant(_id(), "Contoso", False, NOW)
     user = principal(tenant.tenant_id)

@@ -23,7 +23,7 @@ from cmk_trio.identity.model import (
     Tenant,
 )
 from cmk_trio.identity.sign_ins import SignInFailures
-from cmk_trio.identity.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from cmk_trio.identity.storage.schema import SCHEMA
 from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, gapless
 
 
@@ -48,8 +48,7 @@ class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
     """The identity service's reads, and its unit of work, on either engine."""
 
     service = "identity"
-    sqlite_migrations = MIGRATIONS
-    postgres_migrations = POSTGRES_MIGRATIONS
+    schema = SCHEMA
 
     def _begin(self, tx: Transaction) -> SqlIdentityUnitOfWork:
         return SqlIdentityUnitOfWork(tx)

@@ -23,7 +23,7 @@ from cmk_trio.keyvault.model import (
     StoredRotationPolicy,
     Vault,
 )
-from cmk_trio.keyvault.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from cmk_trio.keyvault.storage.schema import SCHEMA
 from cmk_trio.rpckit.storage import AUDIT, SqlStore, SqlUnitOfWork, Transaction, gapless
 
 
@@ -43,8 +43,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
     """The key vault's reads, and its unit of work, on either engine."""
 
     service = "keyvault"
-    sqlite_migrations = MIGRATIONS
-    postgres_migrations = POSTGRES_MIGRATIONS
+    schema = SCHEMA
 
     def _begin(self, tx: Transaction) -> SqlKeyVaultUnitOfWork:
         return SqlKeyVaultUnitOfWork(tx)

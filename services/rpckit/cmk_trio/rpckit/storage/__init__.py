@@ -2,12 +2,13 @@
 per database file) or PostgreSQL (any number of replicas on one database).
 
 A service writes its SQL once, with `?` placeholders, against `Transaction` and `Database`;
-the engines differ only in what is below them. Each service declares its schema as ordered
-migrations per engine; opening a database applies the ones it has not seen (on PostgreSQL
-under a lock, so replicas that start together migrate once). `SqlStore` and `SqlUnitOfWork`
-are what the three services' stores share: open, migrate, close, the change signal that read
-caches key on, and a unit of work around the writes that must commit together. Nothing
-outside the storage modules sees a connection, a cursor or SQL.
+the engines differ only in what is below them. Each service writes its schema's changes once
+for both engines (`storage.schema`), which gives each engine its ordered migrations; opening a
+database applies the ones it has not seen (on PostgreSQL under a lock, so replicas that start
+together migrate once). `SqlStore` and `SqlUnitOfWork` are what the three services' stores
+share: open, migrate, close, the change signal that read caches key on, and a unit of work
+around the writes that must commit together. Nothing outside the storage modules sees a
+connection, a cursor or SQL.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
 
 from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
+
+if TYPE_CHECKING:  # (storage.schema builds on Migration below)
+    from cmk_trio.rpckit.storage.schema import Schema
 
 T = TypeVar("T")
 
@@ -36,7 +40,8 @@ AUDIT = "audit"
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One step of a schema: its version (1, 2, ...) and the SQL statements that make it."""
+    """One step of a schema on one engine: its version (1, 2, ...) and the SQL statements that
+    make it, as the engine runs them (`storage.schema` writes them once for both engines)."""
 
     version: int
     description: str
@@ -225,8 +230,8 @@ class SqlStore(Generic[U]):
 
     service: ClassVar[str] = ""
     """The service's name: its schema on PostgreSQL is named after it."""
-    sqlite_migrations: ClassVar[tuple[Migration, ...]] = ()
-    postgres_migrations: ClassVar[tuple[Migration, ...]] = ()
+    schema: ClassVar[Schema]
+    """The service's tables, written once; each engine runs its own migrations of them."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -242,8 +247,8 @@ class SqlStore(Generic[U]):
             await open_database(
                 location,
                 service=cls.service,
-                sqlite=cls.sqlite_migrations,
-                postgres=cls.postgres_migrations,
+                sqlite=cls.schema.migrations("sqlite"),
+                postgres=cls.schema.migrations("postgres"),
                 must_exist=must_exist,
             )
         )

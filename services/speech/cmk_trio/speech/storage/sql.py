@@ -21,7 +21,7 @@ from cmk_trio.speech.model import (
     Tier,
     resource_key,
 )
-from cmk_trio.speech.storage.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from cmk_trio.speech.storage.schema import SCHEMA
 
 
 def _t(when: datetime | None) -> str | None:
@@ -36,8 +36,7 @@ class SqlSpeechStore(SqlStore["SqlSpeechUnitOfWork"]):
     """The speech service's reads, and its unit of work, on either engine."""
 
     service = "speech"
-    sqlite_migrations = MIGRATIONS
-    postgres_migrations = POSTGRES_MIGRATIONS
+    schema = SCHEMA
 
     def _begin(self, tx: Transaction) -> SqlSpeechUnitOfWork:
         return SqlSpeechUnitOfWork(tx)
