@@ -3,7 +3,7 @@
 
     python3 dev.py up       start the trio (data in ./.cmk)
     python3 dev.py test     run the test suite (extra arguments go to pytest)
-    python3 dev.py check    generated code fresh, ruff, mypy and buf lint clean
+    python3 dev.py check    generated code (protos, synchronous clients) fresh, ruff, mypy and buf lint clean
     python3 dev.py bench    the benchmark suite (--smoke: a seconds-long run)
     python3 dev.py profile SCENARIO   py-spy on the trio under one load scenario
     python3 dev.py faults   the fault-injection suite, 20 kills per service; writes RELIABILITY.md
@@ -167,6 +167,7 @@ def main(argv: list[str]) -> int:
         sources = ("services", "tests", "scripts", "bench", "dev.py")
         return (
             run(str(PYTHON), "scripts/gen_protos.py", "--check")
+            or run(str(PYTHON), "scripts/gen_sync_clients.py", "--check")
             or run(str(PYTHON), "scripts/gen_docs.py", "--check")
             or run(str(PYTHON), "scripts/lock.py", "--check")
             or run(str(BIN / "ruff"), "check", *sources)

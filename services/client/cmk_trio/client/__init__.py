@@ -2,9 +2,11 @@
 
     from cmk_trio.client import CmkClient, ClientCredentials, NotFound, Reason, deadline
 
-The front door is `CmkClient` (asyncio) or `SyncCmkClient` (scripts); the error classes a
-call raises and the `Reason` they carry are importable from here too. Names are imported
-when first used, so that importing this package costs nothing until then.
+The front door is `CmkClient` (asyncio) or `SyncCmkClient` (scripts; its `identity`, `vault`
+and `speech` are a SyncIdentityClient, SyncKeyVaultClient and SyncSpeechClient, named here
+for annotations); the error classes a call raises and the `Reason` they carry are importable
+from here too. Names are imported when first used, so that importing this package costs
+nothing until then.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "CmkClient": "cmk_trio.client.front",
     "SyncCmkClient": "cmk_trio.client.front",
+    "SyncIdentityClient": "cmk_trio.client.sync_identity",
+    "SyncKeyVaultClient": "cmk_trio.client.sync_keyvault",
+    "SyncSpeechClient": "cmk_trio.client.sync_speech",
     "ClientCredentials": "cmk_trio.client.identity",
     "IdentityClient": "cmk_trio.client.identity",
     "deadline": "cmk_trio.client.calls",
@@ -60,6 +65,9 @@ __all__ = [
     "ServiceError",
     "SpeechClient",
     "SyncCmkClient",
+    "SyncIdentityClient",
+    "SyncKeyVaultClient",
+    "SyncSpeechClient",
     "TokenSource",
     "Tokens",
     "Unauthenticated",
@@ -77,6 +85,9 @@ if TYPE_CHECKING:
     from cmk_trio.client.identity import ClientCredentials, IdentityClient, principal_name
     from cmk_trio.client.keyvault import KeyVaultClient
     from cmk_trio.client.speech import SpeechClient
+    from cmk_trio.client.sync_identity import SyncIdentityClient
+    from cmk_trio.client.sync_keyvault import SyncKeyVaultClient
+    from cmk_trio.client.sync_speech import SyncSpeechClient
     from cmk_trio.rpckit.errors import (
         Aborted,
         AlreadyExists,

@@ -12,32 +12,35 @@ and for scripts, the same without asyncio:
     with SyncCmkClient.connect("127.0.0.1:50051", keyvault=..., credentials=creds) as cmk:
         cmk.vault.wrap(key_id, plaintext)
 
-The synchronous clients are made from the asynchronous ones' method lists (every public
-coroutine becomes a blocking method, every async iterator a plain one), run on an event loop
-of their own in a background thread; nothing is written twice.
+The synchronous clients (sync_identity.py, sync_keyvault.py, sync_speech.py) are generated
+from the asynchronous ones by scripts/gen_sync_clients.py (every public coroutine becomes a
+blocking method, every async iterator a plain one, with the same parameters and types) and
+run on an event loop of their own in a background thread; nothing is written twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import functools
-import inspect
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 
+from cmk_trio.client.blocking import LoopThread
 from cmk_trio.client.calls import DEFAULT_TIMEOUT
 from cmk_trio.client.channel import ChannelTls, open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.client.speech import SpeechClient
+from cmk_trio.client.sync_identity import SyncIdentityClient
+from cmk_trio.client.sync_keyvault import SyncKeyVaultClient
+from cmk_trio.client.sync_speech import SyncSpeechClient
 from cmk_trio.rpckit.clock import Clock
 
+# LoopThread's home is cmk_trio.client.blocking; the pytest plugin imports it from here.
+__all__ = ["CmkClient", "LoopThread", "SyncCmkClient"]
+
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -114,108 +117,14 @@ class CmkClient:
         await self.close()
 
 
-class LoopThread:
-    """An event loop in a daemon thread: the synchronous clients' calls run on one, and the
-    pytest plugin's trio on another."""
+def _arguments_of(model: Callable[P, object]) -> Callable[[Callable[..., T]], Callable[Concatenate[Any, P], T]]:
+    """The decorated method (cls or self first), typed as taking `model`'s arguments after it:
+    for a method that passes its arguments on to `model`, so that they are written once."""
 
-    def __init__(self, name: str = "cmk-sync-client") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
+    def typed(method: Callable[..., T]) -> Callable[Concatenate[Any, P], T]:
+        return method
 
-    def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run `work` on the loop and wait for it (at most `timeout` seconds), in the caller's
-        context (so that a `deadline` block around a synchronous call applies to it)."""
-        context = contextvars.copy_context()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-        started: list[asyncio.Task[T]] = []
-
-        def start() -> None:
-            task = self.loop.create_task(work, context=context)
-            started.append(task)
-            task.add_done_callback(lambda t: _settle(t, done))
-
-        self.loop.call_soon_threadsafe(start)
-        try:
-            return done.result(timeout)
-        except BaseException:
-            if started and not done.done():  # interrupted (Ctrl-C): cancel the call too
-                self.loop.call_soon_threadsafe(started[0].cancel)
-            raise
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
-
-
-def _settle(task: asyncio.Task[T], done: concurrent.futures.Future[T]) -> None:
-    if task.cancelled():
-        done.cancel()
-    elif (error := task.exception()) is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(task.result())
-
-
-class _Blocking:
-    """Base of the synchronous clients: each holds its asynchronous client and the loop."""
-
-    def __init__(self, inner: Any, runner: LoopThread) -> None:
-        self._inner = inner
-        self._runner = runner
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._inner!r})"
-
-
-def _blocking_method(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def method(self: _Blocking, *args: Any, **kwargs: Any) -> Any:
-        return self._runner.run(getattr(self._inner, name)(*args, **kwargs))
-
-    return method
-
-
-def _blocking_iterator(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def method(self: _Blocking, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        stream = getattr(self._inner, name)(*args, **kwargs)
-        try:
-            while True:
-                try:
-                    yield self._runner.run(stream.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._runner.loop.is_closed():  # (a stream dropped after close() has nothing to end)
-                self._runner.run(stream.aclose())
-
-    return method
-
-
-def _passthrough(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def method(self: _Blocking, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._inner, name)(*args, **kwargs)
-
-    return method
-
-
-@functools.cache
-def blocking_class(async_class: type) -> type[_Blocking]:
-    """The synchronous twin of an asynchronous client class, from its method list."""
-    namespace: dict[str, Any] = {"__doc__": f"{async_class.__doc__}\n\n(Synchronous: each call blocks.)"}
-    for name, member in inspect.getmembers(async_class):
-        if name.startswith("_"):
-            continue
-        if inspect.isasyncgenfunction(member):
-            namespace[name] = _blocking_iterator(name, member)
-        elif inspect.iscoroutinefunction(member):
-            namespace[name] = _blocking_method(name, member)
-        elif inspect.isfunction(member):  # a plain method (forget_tokens): called as it is
-            namespace[name] = _passthrough(name, member)
-    return type(f"Sync{async_class.__name__}", (_Blocking,), namespace)
+    return typed
 
 
 class SyncCmkClient:
@@ -225,11 +134,12 @@ class SyncCmkClient:
     def __init__(self, runner: LoopThread, front: CmkClient) -> None:
         self._runner = runner
         self._front = front
-        self.identity: Any = blocking_class(IdentityClient)(front.identity, runner)
-        self._vault: Any = blocking_class(KeyVaultClient)(front._vault, runner) if front._vault else None
-        self._speech: Any = blocking_class(SpeechClient)(front._speech, runner) if front._speech else None
+        self.identity = SyncIdentityClient(front.identity, runner)
+        self._vault = SyncKeyVaultClient(front._vault, runner) if front._vault else None
+        self._speech = SyncSpeechClient(front._speech, runner) if front._speech else None
 
     @classmethod
+    @_arguments_of(CmkClient.connect)
     def connect(cls, identity: str, **options: Any) -> SyncCmkClient:
         """As CmkClient.connect (the same keyword arguments)."""
         runner = LoopThread()
@@ -244,13 +154,13 @@ class SyncCmkClient:
             raise
 
     @property
-    def vault(self) -> Any:
+    def vault(self) -> SyncKeyVaultClient:
         if self._vault is None:
             raise ValueError("no key vault endpoint was given: SyncCmkClient.connect(..., keyvault='host:port')")
         return self._vault
 
     @property
-    def speech(self) -> Any:
+    def speech(self) -> SyncSpeechClient:
         if self._speech is None:
             raise ValueError("no speech endpoint was given: SyncCmkClient.connect(..., speech='host:port')")
         return self._speech
