@@ -29,8 +29,8 @@ def test_a_descriptor_is_known_by_its_local_port_and_peer_address():
                 assert connection_of(accepted.fileno(), inode) == Connection(port, "127.0.0.2", inode)
                 assert connection_of(accepted.fileno(), inode + 1) is None  # the number names another socket now
                 assert connection_of(server.fileno(), os.fstat(server.fileno()).st_ino) is None  # listening
-                mine = os.fstat(client.fileno()).st_ino
-                assert connection_of(client.fileno(), mine).local_port != port  # the client's end is another port
+                mine = connection_of(client.fileno(), os.fstat(client.fileno()).st_ino)
+                assert mine is not None and mine.local_port != port  # the client's end is another port
 
 
 def test_a_v6_peer_counts_by_its_64_and_a_mapped_v4_as_itself():
@@ -39,8 +39,8 @@ def test_a_v6_peer_counts_by_its_64_and_a_mapped_v4_as_itself():
         with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)):
             accepted, _ = server.accept()
             with accepted:
-                inode = os.fstat(accepted.fileno()).st_ino
-                assert connection_of(accepted.fileno(), inode).peer == "127.0.0.3"
+                found = connection_of(accepted.fileno(), os.fstat(accepted.fileno()).st_ino)
+                assert found is not None and found.peer == "127.0.0.3"
 
 
 def test_a_descriptor_that_is_no_longer_the_counted_socket_is_left_alone():

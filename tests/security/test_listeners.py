@@ -264,7 +264,7 @@ async def test_grpc_keeps_each_peer_to_its_cap_while_others_get_through(pki):
 
         await eventually(seen_four, "the first four seen: the oldest, within the cap")
         rest = [asyncio.ensure_future(slow_client(running.port, b"", within=6)) for _ in range(8)]
-        await eventually(lambda: _true(running.peer_cap.closed >= 8), "the eight beyond the cap closed")
+        await eventually(lambda: _true(cap.closed >= 8), "the eight beyond the cap closed")
         assert await health_check(f"127.0.0.1:{running.port}", pki) == health_pb2.HealthCheckResponse.SERVING
         held_first, held_rest = await asyncio.gather(*first), await asyncio.gather(*rest)
     finally:
