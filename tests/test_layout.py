@@ -1,10 +1,16 @@
 """The shape of the house, checked on the sources: storage details stay in the storage
-modules, services do not reach into each other or into the CLI, and every module is short
-enough to hold in one's head."""
+modules, services do not reach into each other or into the CLI, classes grow by holding their
+parts, and every module is short enough to hold in one's head."""
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import enum
+import importlib
+import inspect
 import re
+import typing
 from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parents[1] / "services"
@@ -50,3 +56,73 @@ def test_services_use_each_other_only_through_the_clients():
                 if top in services - {service} or top in {"cli", "testing", "loadgen"}:
                     wrong.append(f"{path.relative_to(SERVICES)} imports {module}")
     assert wrong == []
+
+
+# --- classes grow by holding their parts --------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    """services/<folder>/cmk_trio/a/b.py -> cmk_trio.a.b (a package's __init__ is the package)."""
+    parts = path.relative_to(SERVICES).with_suffix("").parts[1:]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _splits_nothing(base: type) -> bool:
+    """A base that is a contract or a kind, not the other half of a class: a Protocol, an
+    abstract class, an exception, an enum or a dataclass (whose fields a subclass extends)."""
+    return bool(
+        getattr(base, "_is_protocol", False)
+        or inspect.isabstract(base)
+        or abc.ABC in base.__mro__
+        or issubclass(base, BaseException | enum.Enum)
+        or dataclasses.is_dataclass(base)
+    )
+
+
+def _bases_that_split(cls: type) -> list[type]:
+    """The bases of `cls` from its own package (cmk_trio.<package>) that split it: see
+    test_no_class_is_split_across_modules_by_inheritance."""
+    package = _package(cls.__module__)
+    return [b for b in cls.__bases__ if _package(b.__module__) == package and not _splits_nothing(b)]
+
+
+def test_no_class_is_split_across_modules_by_inheritance():
+    """A class of services/ inherits from a class of its own package (cmk_trio.identity,
+    cmk_trio.keyvault, ..., cmk_trio.rpckit) only if that base is a Protocol, abstract, an
+    exception, an enum or a dataclass. A concrete base of one's own package is, in practice,
+    half a class cut off to meet the line cap (Keys(KeysBase) was, and Directory(Principals,
+    ClientSecrets, RoleAssignments)): a class that grows holds its parts, objects given what
+    they need, instead. Bases from other packages (rpckit's SqlStore under each service's
+    store, grpc's servicers) are the plumbing's, not a split file, and stay allowed."""
+    found = []
+    for path in _modules():
+        if path.name == "__main__.py":  # (cli's runs `cmk` when imported; a __main__ defines no class)
+            continue
+        module = importlib.import_module(_module_name(path))
+        for cls in vars(module).values():
+            if isinstance(cls, type) and cls.__module__ == module.__name__:
+                found += [
+                    f"{module.__name__}.{cls.__name__}({b.__module__}.{b.__name__})" for b in _bases_that_split(cls)
+                ]
+    assert found == []
+
+
+def test_the_rule_on_split_classes_finds_a_split():
+    """The rule above is not vacuous: a class whose concrete base sits in another module of its
+    package is found, and one whose base is a contract or a kind is not."""
+
+    def made(name: str, module: str, *bases: type, **body: object) -> type:
+        return type(name, bases, {"__module__": module, **body})
+
+    half = made("KeysBase", "cmk_trio.keyvault.key_checks")
+    assert _bases_that_split(made("Keys", "cmk_trio.keyvault.keys", half)) == [half]
+    assert _bases_that_split(made("Keys", "cmk_trio.speech.keys", half)) == []  # another package's
+    protocol = made("Store", "cmk_trio.keyvault.storage", typing.Protocol)
+    failure = made("Refused", "cmk_trio.keyvault.errors", Exception)
+    settings: type = dataclasses.dataclass(made("Settings", "cmk_trio.keyvault.config"))
+    for base in (protocol, failure, settings):
+        assert _bases_that_split(made("Child", "cmk_trio.keyvault.child", base)) == []
