@@ -1,6 +1,7 @@
 """The shape of the house, checked on the sources: storage details stay in the storage
-modules, services do not reach into each other or into the CLI, classes grow by holding their
-parts, and every module is short enough to hold in one's head."""
+modules, services do not reach into each other or into the CLI, the CLI does not reach into
+the services, classes grow by holding their parts, and every module is short enough to hold
+in one's head."""
 
 from __future__ import annotations
 
@@ -126,3 +127,39 @@ def test_the_rule_on_split_classes_finds_a_split():
     settings: type = dataclasses.dataclass(made("Settings", "cmk_trio.keyvault.config"))
     for base in (protocol, failure, settings):
         assert _bases_that_split(made("Child", "cmk_trio.keyvault.child", base)) == []
+
+
+# --- the CLI is a client ------------------------------------------------------------------
+
+CLI_BUILDS_ON = {"cli", "client", "proto", "rpckit", "loadgen"}
+"""What every module of the `cmk` command may import: itself, the clients, the generated
+code, the plumbing, and the load generator (itself built on the clients)."""
+
+CLI_STARTS_SERVICES = {
+    "serve_commands.py": {"launcher", "identity", "keyvault", "speech"},
+    "demo_commands.py": {"launcher"},
+    "load_commands.py": {"launcher"},
+}
+"""The exception: commands that start services in their own process rather than call them
+(`cmk serve ...` and `cmk up`, with each service's configuration and server; `cmk demo
+--private` and `cmk load --private`, with the launcher's private trio)."""
+
+CLI_WORKS_ON_FILES = {("speech_commands.py", "cmk_trio.speech.envelope")}
+"""The other exception, one module each: `cmk speech rotate-master-key` rewrites the master key
+ring file of a speech service on this machine (offline: the service rewraps its data keys to
+the new version at its next start), so it needs the ring file's format and no API could do it
+for a service that is not running."""
+
+
+def test_the_cli_calls_services_through_their_api():
+    """No module under services/cli imports a service's internals: what it asks of a service
+    goes through the clients (cmk_trio.client) and the generated code over gRPC. Only the
+    commands above that start services, or work on a service's files, import more, and only
+    what they name."""
+    wrong = []
+    for path in (SERVICES / "cli").rglob("*.py"):
+        allowed = CLI_BUILDS_ON | CLI_STARTS_SERVICES.get(path.name, set())
+        for module in _imports(path):
+            if module.split(".")[1] not in allowed and (path.name, module) not in CLI_WORKS_ON_FILES:
+                wrong.append(f"{path.relative_to(SERVICES)} imports {module}")
+    assert wrong == []
