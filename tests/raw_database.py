@@ -112,3 +112,16 @@ async def stored_bytes(location: str | Path, service: str) -> bytes:
     if not found:
         raise AssertionError(f"nothing stored at {location}")
     return found
+
+
+SPEECH_SEALED = (
+    "SELECT sealed_configuration FROM applications ORDER BY seq",
+    "SELECT sealed FROM luis_keys ORDER BY resource_uid",
+)
+
+
+async def speech_sealed_values(location: str | Path) -> list[bytes]:
+    """Every sealed application configuration, then every sealed LUIS key pair, that speech's
+    database holds."""
+    async with reader(location, "speech") as query:
+        return [bytes(row[0]) for sql in SPEECH_SEALED for row in await query(sql, ())]

@@ -1,10 +1,17 @@
 """The shape of the house, checked on the sources: storage details stay in the storage
-modules, services do not reach into each other or into the CLI, and every module is short
-enough to hold in one's head."""
+modules, services do not reach into each other or into the CLI, the CLI does not reach into
+the services, classes grow by holding their parts, and every module is short enough to hold
+in one's head."""
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import enum
+import importlib
+import inspect
 import re
+import typing
 from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parents[1] / "services"
@@ -111,3 +118,112 @@ def test_the_package_import_graph_has_no_cycle():
 
     for package in sorted(graph):
         visit(package, ())
+
+
+# --- classes grow by holding their parts --------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    """services/<folder>/cmk_trio/a/b.py -> cmk_trio.a.b (a package's __init__ is the package)."""
+    parts = path.relative_to(SERVICES).with_suffix("").parts[1:]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _splits_nothing(base: type) -> bool:
+    """A base that is a contract or a kind, not the other half of a class: a Protocol, an
+    abstract class, an exception, an enum, a dataclass (whose fields a subclass extends) or a
+    generic class (a template that several classes fill in: the client's Blocking[C] under
+    each generated synchronous client)."""
+    return bool(
+        getattr(base, "_is_protocol", False)
+        or typing.Generic in base.__mro__
+        or inspect.isabstract(base)
+        or abc.ABC in base.__mro__
+        or issubclass(base, BaseException | enum.Enum)
+        or dataclasses.is_dataclass(base)
+    )
+
+
+def _bases_that_split(cls: type) -> list[type]:
+    """The bases of `cls` from its own package (cmk_trio.<package>) that split it: see
+    test_no_class_is_split_across_modules_by_inheritance."""
+    package = _package(cls.__module__)
+    return [b for b in cls.__bases__ if _package(b.__module__) == package and not _splits_nothing(b)]
+
+
+def test_no_class_is_split_across_modules_by_inheritance():
+    """A class of services/ inherits from a class of its own package (cmk_trio.identity,
+    cmk_trio.keyvault, ..., cmk_trio.rpckit) only if that base is a Protocol, abstract, an
+    exception, an enum or a dataclass. A concrete base of one's own package is, in practice,
+    half a class cut off to meet the line cap (Keys(KeysBase) was, and Directory(Principals,
+    ClientSecrets, RoleAssignments)): a class that grows holds its parts, objects given what
+    they need, instead. Bases from other packages (rpckit's SqlStore under each service's
+    store, grpc's servicers) are the plumbing's, not a split file, and stay allowed."""
+    found = []
+    for path in _modules():
+        if path.name == "__main__.py":  # (cli's runs `cmk` when imported; a __main__ defines no class)
+            continue
+        module = importlib.import_module(_module_name(path))
+        for cls in vars(module).values():
+            if isinstance(cls, type) and cls.__module__ == module.__name__:
+                found += [
+                    f"{module.__name__}.{cls.__name__}({b.__module__}.{b.__name__})" for b in _bases_that_split(cls)
+                ]
+    assert found == []
+
+
+def test_the_rule_on_split_classes_finds_a_split():
+    """The rule above is not vacuous: a class whose concrete base sits in another module of its
+    package is found, and one whose base is a contract or a kind is not."""
+
+    def made(name: str, module: str, *bases: type, **body: object) -> type:
+        return type(name, bases, {"__module__": module, **body})
+
+    half = made("KeysBase", "cmk_trio.keyvault.key_checks")
+    assert _bases_that_split(made("Keys", "cmk_trio.keyvault.keys", half)) == [half]
+    assert _bases_that_split(made("Keys", "cmk_trio.speech.keys", half)) == []  # another package's
+    protocol = made("Store", "cmk_trio.keyvault.storage", typing.Protocol)
+    failure = made("Refused", "cmk_trio.keyvault.errors", Exception)
+    settings: type = dataclasses.dataclass(made("Settings", "cmk_trio.keyvault.config"))
+    for base in (protocol, failure, settings):
+        assert _bases_that_split(made("Child", "cmk_trio.keyvault.child", base)) == []
+
+
+# --- the CLI is a client ------------------------------------------------------------------
+
+CLI_BUILDS_ON = {"cli", "client", "proto", "rpckit", "loadgen"}
+"""What every module of the `cmk` command may import: itself, the clients, the generated
+code, the plumbing, and the load generator (itself built on the clients)."""
+
+CLI_STARTS_SERVICES = {
+    "serve_commands.py": {"launcher", "identity", "keyvault", "speech"},
+    "demo_commands.py": {"launcher"},
+    "load_commands.py": {"launcher"},
+}
+"""The exception: commands that start services in their own process rather than call them
+(`cmk serve ...` and `cmk up`, with each service's configuration and server; `cmk demo
+--private` and `cmk load --private`, with the launcher's private trio)."""
+
+CLI_WORKS_ON_FILES = {("speech_commands.py", "cmk_trio.speech.envelope")}
+"""The other exception, one module each: `cmk speech rotate-master-key` rewrites the master key
+ring file of a speech service on this machine (offline: the service rewraps its data keys to
+the new version at its next start), so it needs the ring file's format and no API could do it
+for a service that is not running."""
+
+
+def test_the_cli_calls_services_through_their_api():
+    """No module under services/cli imports a service's internals: what it asks of a service
+    goes through the clients (cmk_trio.client) and the generated code over gRPC. Only the
+    commands above that start services, or work on a service's files, import more, and only
+    what they name."""
+    wrong = []
+    for path in (SERVICES / "cli").rglob("*.py"):
+        allowed = CLI_BUILDS_ON | CLI_STARTS_SERVICES.get(path.name, set())
+        for module in _imports(path):
+            if module.split(".")[1] not in allowed and (path.name, module) not in CLI_WORKS_ON_FILES:
+                wrong.append(f"{path.relative_to(SERVICES)} imports {module}")
+    assert wrong == []

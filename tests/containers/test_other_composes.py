@@ -56,8 +56,7 @@ async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
         container_figures["up_replicas_s"] = took
     for service in SERVICES:
         await replicas.wait_serving(service)  # every replica of it
-    database = f"postgresql://cmk_speech@127.0.0.1:{replicas.ports['postgres']}/cmk_speech"
-    replicas.walk_the_seed(tmp_path, database_url=database)  # the stored ciphertext read from PostgreSQL
+    replicas.walk_the_seed(tmp_path)  # the stored ciphertext read by speech from PostgreSQL
 
     # Clients balance over the replicas behind a name: the host's over speech's (a list of
     # endpoints), and speech's over the vault's (dns:///keyvault). While the host makes ten
@@ -80,6 +79,7 @@ async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
     assert all(count > 0 for count in served.values()), f"calls served per replica: {served}"
 
     # Each service's role reaches its own database and no other's, and is no superuser.
+    database = f"postgresql://cmk_speech@127.0.0.1:{replicas.ports['postgres']}/cmk_speech"
     password = replicas.database_password("speech")
     conn = await asyncpg.connect(database, password=password)
     try:

@@ -31,7 +31,7 @@ def stack(container_engine: None, container_figures: dict[str, Any]) -> Iterator
 
 
 def test_the_seed_walks_green_from_the_host(stack: Stack, tmp_path: Path):
-    stack.walk_the_seed(tmp_path)  # green, against the containers, the ciphertext read from speech's volume
+    stack.walk_the_seed(tmp_path)  # green, against the containers
 
 
 def test_the_client_library_from_a_container_on_the_network(stack: Stack):

@@ -125,9 +125,9 @@ async def admins(
 def gate_principal_lists(capped: IdentityServer, tenants: set[str]) -> Gate:
     """Listing the principals of `tenants` waits at a gate (the directory has paused for them)."""
     gate = Gate()
-    directory: Any = capped.directory
-    directory.list_principals = gate.wrap(
-        directory.list_principals, lambda actor, tenant_id, *rest, **named: tenant_id in tenants
+    principals: Any = capped.directory.principals
+    principals.list_principals = gate.wrap(
+        principals.list_principals, lambda actor, tenant_id, *rest, **named: tenant_id in tenants
     )
     return gate
 

@@ -17,11 +17,11 @@ from cmk_trio.identity.model import (
     PrincipalKind,
     Role,
     RoleAssignment,
+    SignInFailures,
     SigningKey,
     Subscription,
     Tenant,
 )
-from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage import IdentityStore, open_store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -431,9 +431,9 @@ async def test_an_imported_key_works_and_no_private_key_reaches_the_database(cus
 async def test_parsed_private_keys_are_kept_for_the_versions_used_last_only(customer, keyvault, monkeypatch):
     """The cache of parsed private keys is bounded: a vault with more versions than it holds
     still unwraps with every one, reparsing the ones it let go."""
-    from cmk_trio.keyvault import key_checks
+    from cmk_trio.keyvault import key_material
 
-    monkeypatch.setattr(key_checks, "MATERIAL_CACHE", 2)
+    monkeypatch.setattr(key_material, "MATERIAL_CACHE", 2)
     first = await vault_with_key(customer)
     versions = [first, *[await customer.vaults.rotate_key(first.key_id) for _ in range(3)]]
     for _ in range(2):
@@ -441,4 +441,4 @@ async def test_parsed_private_keys_are_kept_for_the_versions_used_last_only(cust
             public = public_key_from_jwk(json.loads(version.public_jwk))
             wrapped = wrap_with_public(public, Padding.RSA_OAEP_256, DATA_KEY)
             assert (await customer.vaults.unwrap(version.key_id, wrapped)).plaintext == DATA_KEY
-            assert len(keyvault.keys._materials) <= 2
+            assert len(keyvault.keys.materials) <= 2

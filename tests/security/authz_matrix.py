@@ -213,6 +213,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "cmk.speech.v1.ApplicationService/GetLuisKeys": allow(C, O, A, hidden=VAULT_STRANGERS),
     # --- speech: SpeechDevService (management audience; what tests need) -------------------
     "cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource": allow(P),
+    # The sealed bytes as stored: ciphertext, but still the operator's only, whoever owns the data.
+    "cmk.speech.v1.SpeechDevService/GetSealedRecord": allow(P),
     # --- the development clock (served only with --dev-time-control) ----------------------
     **{f"cmk.common.v1.DevService/AdvanceClock@{host}": allow(P) for host in DEV_HOSTS},
 }

@@ -143,6 +143,7 @@ OPERATOR_ONLY = frozenset(
         "cmk.speech.v1.SpeechResourceService/ApproveCmkApproval",
         "cmk.speech.v1.SpeechResourceService/RejectCmkApproval",
         "cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource",
+        "cmk.speech.v1.SpeechDevService/GetSealedRecord",
         "cmk.common.v1.DevService/AdvanceClock",
     }
 )

@@ -415,6 +415,7 @@ REQUESTS: dict[str, Builder] = {
         resource=spres.SpeechResource(subscription_id=m.sub, resource_group="rg1", account_name=f"bd-{c}",
                                       location="westeurope", pricing_tier=spres.S0),
         create_time=timestamp_pb2.Timestamp(seconds=1590969600))),
+    SPEECH_DEV + "GetSealedRecord": fixed(lambda m, c: sppb.GetSealedRecordRequest(name=m.app_name)),
     RES + "CreateSpeechResource": fixed(lambda m, c: sppb.CreateSpeechResourceRequest(resource=spres.SpeechResource(
         subscription_id=m.sub, resource_group="rg1", account_name=f"cs-{c}", location="westeurope",
         pricing_tier=spres.S0))),

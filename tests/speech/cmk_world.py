@@ -21,7 +21,7 @@ from cmk_trio.rpckit.errors import ServiceError
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import SpeechServer, build_server
-from cmk_trio.speech.storage.sql import sealed_values_at
+from tests import raw_database
 from tests.conftest import platform_credentials
 from tests.identity.helpers import make_tenant
 from tests.waiting import eventually
@@ -74,7 +74,7 @@ class World:
 
     async def ciphertexts(self) -> list[bytes]:
         """The sealed values as the database holds them (read around the service)."""
-        return await sealed_values_at(self.server.config.database_location)
+        return await raw_database.speech_sealed_values(self.server.config.database_location)
 
 
 @pytest.fixture

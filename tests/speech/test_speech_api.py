@@ -222,6 +222,38 @@ async def test_only_the_operator_backdates_a_resource(speech_customer, operator,
     assert (await speech_customer.speech.get_resource(created.name)).tenant_id == speech_customer.tenant.tenant_id
 
 
+async def test_the_operator_reads_records_as_stored_and_no_one_else(speech_customer, operator, speech, sp_channel):
+    """SpeechDevService.GetSealedRecord hands over the bytes the database holds, unopened (what
+    `cmk demo` shows at rest); to the resource's own Owner it is refused like to anyone but the
+    operator, and a name that is neither an application's nor the LUIS keys' is malformed."""
+    s = speech_customer.speech
+    resource = await s.create_resource(speech_customer.subscription_id, "rg1", "sealed", "westeurope")
+    app = await s.create_application(resource.name, "Lights", CONFIG)
+    stub = pb_grpc.SpeechDevServiceStub(sp_channel)
+
+    async def as_(tokens, name: str) -> pb.SealedRecord:
+        token = await tokens(audiences.MANAGEMENT)
+        request = pb.GetSealedRecordRequest(name=name)
+        record: pb.SealedRecord = await stub.GetSealedRecord(request, metadata=(("authorization", f"Bearer {token}"),))
+        return record
+
+    luis = f"{resource.name}/luisKeys"
+    await expect_rpc_error(as_(operator.token_for, luis), grpc.StatusCode.NOT_FOUND, Reason.LUIS_KEYS_NOT_SET)
+    await s.set_luis_keys(resource.name, "authoring-key-123", "prediction-key-456")
+    records = [await as_(operator.token_for, name) for name in (app.name, luis)]
+    assert [(r.name, r.version) for r in records] == [(app.name, 1), (luis, 1)]
+    assert [r.sealed for r in records] == await raw_database.speech_sealed_values(speech.config.database_location)
+    assert b"s3cr3t-value" not in records[0].sealed and b"authoring-key-123" not in records[1].sealed
+    for name in (app.name, luis):
+        await expect_rpc_error(as_(s._tokens, name), grpc.StatusCode.PERMISSION_DENIED, Reason.OPERATOR_REQUIRED)
+    missing = f"{resource.name}/applications/{'0' * 8}-0000-4000-8000-{'0' * 12}"
+    await expect_rpc_error(as_(operator.token_for, missing), grpc.StatusCode.NOT_FOUND, Reason.APPLICATION_NOT_FOUND)
+    for malformed in (resource.name, f"{resource.name}/luisKeys/x", f"{resource.name}/applications"):
+        await expect_rpc_error(
+            as_(operator.token_for, malformed), grpc.StatusCode.INVALID_ARGUMENT, Reason.NAME_MALFORMED
+        )
+
+
 def _resource(created: datetime, tier: Tier = Tier.S0):
     from cmk_trio.speech.model import KeySource, SpeechResource
 

@@ -23,7 +23,7 @@ from cmk_trio.speech.model import (
     Tier,
 )
 from cmk_trio.speech.storage import SpeechStore, open_store
-from cmk_trio.speech.storage.sql import sealed_values_at
+from tests import raw_database
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -178,7 +178,7 @@ async def test_the_database_holds_sealed_values_only(store: SpeechStore, store_l
         await uow.insert_resource(made)
         await uow.insert_application(made.uid, Application(made.resource_id, "a", "a", 1, b"sealed-app", NOW, NOW))
         await uow.put_luis_keys(made.uid, SealedLuisKeys(made.resource_id, 1, b"sealed-luis", NOW))
-    assert await sealed_values_at(store_location) == [b"sealed-app", b"sealed-luis"]
+    assert await raw_database.speech_sealed_values(store_location) == [b"sealed-app", b"sealed-luis"]
 
 
 async def test_a_step_taken_over_by_another_replica_cannot_be_finished_by_its_owner(store: SpeechStore):

@@ -26,29 +26,23 @@ def register(cli: click.Group) -> None:
     type=click.Path(path_type=Path),
     envvar="CMK_DATA_DIR",
     default=None,
-    help="where the running trio keeps its data (operator.json, speech.db) [the signed-in operator file's"
+    help="where the running trio keeps its data (operator.json, tls) [the signed-in operator file's"
     " directory, else .cmk]",
 )
 @click.option("--port-base", type=int, default=None, help="the trio's port base, when not signed in [50050]")
 @click.option("--private", is_flag=True, help="start a private trio in a temporary directory and walk that")
-@click.option(
-    "--database-url",
-    envvar="CMK_DATABASE_URL",
-    default="",
-    help="the PostgreSQL database of the running trio, if it has one (to look at the stored ciphertext)",
-)
-def demo(state: State, data_dir: Path | None, port_base: int | None, private: bool, database_url: str) -> None:
+def demo(state: State, data_dir: Path | None, port_base: int | None, private: bool) -> None:
     """Walk the seed document against the trio you are signed in to (or --endpoint and the
     others, or --port-base, or a --private one); exit 0 only if every step behaved as the
     seed says. The walk acts as the platform operator: sign in with --operator-file."""
     from cmk_trio.rpckit.server import run
 
-    run(lambda: _demo(state, data_dir, port_base, private, database_url))
+    run(lambda: _demo(state, data_dir, port_base, private))
 
 
-def _target(state: State, data_dir: Path | None, port_base: int | None) -> tuple[dict[str, str], Path, Path]:
-    """The endpoints to walk, the operator file, and the data directory, from (first wins)
-    the command line, the signed-in profile, and the defaults of `cmk up`."""
+def _target(state: State, data_dir: Path | None, port_base: int | None) -> tuple[dict[str, str], Path]:
+    """The endpoints to walk and the operator file, from (first wins) the command line, the
+    signed-in profile, and the defaults of `cmk up` (whose TLS files are taken too)."""
     profile = Profile.load(state.profile_path)
     if port_base is not None or profile is None:
         base = 50050 if port_base is None else port_base
@@ -82,10 +76,10 @@ def _target(state: State, data_dir: Path | None, port_base: int | None) -> tuple
             state.tls_dir = profile.tls_dir
         elif (data_dir / "tls" / "ca.crt").exists():
             state.tls_dir = str(data_dir / "tls")  # the running trio's own development PKI
-    return endpoints, operator_file, data_dir
+    return endpoints, operator_file
 
 
-async def _demo(state: State, data_dir: Path | None, port_base: int | None, private: bool, database_url: str) -> None:
+async def _demo(state: State, data_dir: Path | None, port_base: int | None, private: bool) -> None:
     import tempfile
 
     from cmk_trio.cli.demo import run_demo
@@ -99,14 +93,13 @@ async def _demo(state: State, data_dir: Path | None, port_base: int | None, priv
     with tempfile.TemporaryDirectory(prefix="cmk-demo-") as tmp:
         if private:
             data_dir = Path(tmp)
-            database_url = ""
             private_env = {k: v for k, v in os.environ.items() if k != "CMK_DATABASE_URL"}
             say("starting a private trio for the walk")
             trio = await start_trio(data_dir, mutual_tls=True, env=private_env)
             endpoints, operator_file = trio.endpoints, data_dir / "operator.json"
             state.tls_dir = str(trio.tls_dir)
         else:
-            endpoints, operator_file, data_dir = _target(state, data_dir, port_base)
+            endpoints, operator_file = _target(state, data_dir, port_base)
             if not await _serving(state, endpoints["identity"]):
                 raise click.ClickException(
                     f"no trio answers at {endpoints['identity']}: start one (python3 dev.py up), sign in to the one"
@@ -116,14 +109,7 @@ async def _demo(state: State, data_dir: Path | None, port_base: int | None, priv
                 raise click.ClickException(f"no operator credential at {operator_file}: give --data-dir of the trio")
         say(f"walking the seed against {endpoints['identity']}, {endpoints['keyvault']}, {endpoints['speech']}")
         try:
-            report = await run_demo(
-                endpoints,
-                read_operator_file(operator_file),
-                data_dir,
-                say,
-                dial=state.dial,
-                database_url=database_url,
-            )
+            report = await run_demo(endpoints, read_operator_file(operator_file), say, dial=state.dial)
         finally:
             if trio is not None:
                 await trio.stop()

@@ -240,7 +240,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def CreatePrincipal(self, request: pb.CreatePrincipalRequest, context: Context) -> res.Principal:
         tenant_id = names.tenant_id("parent", request.parent)
         kind = enum_value("principal.kind", request.principal.kind, res.PrincipalKind.values())
-        principal = await self._d.create_principal(
+        principal = await self._d.principals.create_principal(
             await self._actor(),
             tenant_id,
             kind=model.PrincipalKind(kind),
@@ -252,7 +252,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     async def GetPrincipal(self, request: pb.GetPrincipalRequest, context: Context) -> res.Principal:
         tenant_id, object_id = names.principal("name", request.name)
-        return principal_pb(await self._d.get_principal(await self._actor(), tenant_id, object_id))
+        return principal_pb(await self._d.principals.get_principal(await self._actor(), tenant_id, object_id))
 
     async def ListPrincipals(self, request: pb.ListPrincipalsRequest, context: Context) -> pb.ListPrincipalsResponse:
         tenant_id = names.tenant_id("parent", request.parent)
@@ -260,7 +260,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         if request.kind:
             kind = model.PrincipalKind(enum_value("kind", request.kind, res.PrincipalKind.values()))
         after, limit = _page("principals", request.page_size, request.page_token)
-        found = await self._d.list_principals(await self._actor(), tenant_id, kind, after=after, limit=limit)
+        found = await self._d.principals.list_principals(await self._actor(), tenant_id, kind, after=after, limit=limit)
         return pb.ListPrincipalsResponse(
             principals=[principal_pb(p) for p in found],
             next_page_token=_next_token("principals", found, limit, lambda p: p.object_id),
@@ -269,7 +269,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     async def UpdatePrincipal(self, request: pb.UpdatePrincipalRequest, context: Context) -> res.Principal:
         tenant_id, object_id = names.principal("principal.name", request.principal.name)
         paths = _mask(request.update_mask, {"display_name", "enabled"})
-        principal = await self._d.update_principal(
+        principal = await self._d.principals.update_principal(
             await self._actor(),
             tenant_id,
             object_id,
@@ -280,7 +280,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     async def _set_enabled(self, name: str, enabled: bool) -> res.Principal:
         tenant_id, object_id = names.principal("name", name)
-        return principal_pb(await self._d.update_principal(await self._actor(), tenant_id, object_id, enabled=enabled))
+        return principal_pb(
+            await self._d.principals.update_principal(await self._actor(), tenant_id, object_id, enabled=enabled)
+        )
 
     async def EnablePrincipal(self, request: pb.EnablePrincipalRequest, context: Context) -> res.Principal:
         return await self._set_enabled(request.name, True)
@@ -290,14 +292,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     async def DeletePrincipal(self, request: pb.DeletePrincipalRequest, context: Context) -> empty_pb2.Empty:
         tenant_id, object_id = names.principal("name", request.name)
-        await self._d.delete_principal(await self._actor(), tenant_id, object_id)
+        await self._d.principals.delete_principal(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
     # managed identities
 
     async def CreateManagedIdentity(self, request: pb.CreateManagedIdentityRequest, context: Context) -> res.Principal:
         tenant_id = names.tenant_id("parent", request.parent)
-        principal = await self._d.create_managed_identity(
+        principal = await self._d.principals.create_managed_identity(
             await self._actor(), tenant_id, request.resource_id, request.display_name
         )
         return principal_pb(principal)
@@ -306,14 +308,14 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         self, request: pb.DeleteManagedIdentityRequest, context: Context
     ) -> empty_pb2.Empty:
         tenant_id, object_id = names.principal("name", request.name)
-        await self._d.delete_managed_identity(await self._actor(), tenant_id, object_id)
+        await self._d.principals.delete_managed_identity(await self._actor(), tenant_id, object_id)
         return empty_pb2.Empty()
 
     # client secrets
 
     async def AddClientSecret(self, request: pb.AddClientSecretRequest, context: Context) -> pb.AddClientSecretResponse:
         tenant_id, object_id = names.principal("parent", request.parent)
-        new = await self._d.add_client_secret(
+        new = await self._d.secrets.add_client_secret(
             await self._actor(), tenant_id, object_id, request.display_name, request.lifetime_days
         )
         return pb.AddClientSecretResponse(
@@ -325,7 +327,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
     ) -> pb.ListClientSecretsResponse:
         tenant_id, object_id = names.principal("parent", request.parent)
         after, limit = _page("secrets", request.page_size, request.page_token)
-        found = await self._d.list_client_secrets(await self._actor(), tenant_id, object_id, after=after, limit=limit)
+        found = await self._d.secrets.list_client_secrets(
+            await self._actor(), tenant_id, object_id, after=after, limit=limit
+        )
         return pb.ListClientSecretsResponse(
             secrets=[secret_pb(tenant_id, s) for s in found],
             next_page_token=_next_token("secrets", found, limit, lambda s: s.secret_id),
@@ -333,7 +337,7 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     async def DeleteClientSecret(self, request: pb.DeleteClientSecretRequest, context: Context) -> empty_pb2.Empty:
         tenant_id, object_id, secret_id = names.secret("name", request.name)
-        await self._d.delete_client_secret(await self._actor(), tenant_id, object_id, secret_id)
+        await self._d.secrets.delete_client_secret(await self._actor(), tenant_id, object_id, secret_id)
         return empty_pb2.Empty()
 
     # role assignments
@@ -344,19 +348,21 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         ra = request.role_assignment
         principal_id = require_uuid("role_assignment.principal_id", ra.principal_id)
         role = model.Role(enum_value("role_assignment.role", ra.role, res.Role.values()))
-        created = await self._d.create_role_assignment(await self._actor(), principal_id, role, ra.scope)
+        created = await self._d.role_assignments.create_role_assignment(
+            await self._actor(), principal_id, role, ra.scope
+        )
         return role_assignment_pb(created)
 
     async def GetRoleAssignment(self, request: pb.GetRoleAssignmentRequest, context: Context) -> res.RoleAssignment:
         ra_id = names.role_assignment_id("name", request.name)
-        return role_assignment_pb(await self._d.get_role_assignment(await self._actor(), ra_id))
+        return role_assignment_pb(await self._d.role_assignments.get_role_assignment(await self._actor(), ra_id))
 
     async def ListRoleAssignments(
         self, request: pb.ListRoleAssignmentsRequest, context: Context
     ) -> pb.ListRoleAssignmentsResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
         after, limit = _page("roleAssignments", request.page_size, request.page_token)
-        found = await self._d.list_role_assignments(
+        found = await self._d.role_assignments.list_role_assignments(
             await self._actor(), principal_id, request.scope or None, after=after, limit=limit
         )
         return pb.ListRoleAssignmentsResponse(
@@ -366,13 +372,13 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
 
     async def DeleteRoleAssignment(self, request: pb.DeleteRoleAssignmentRequest, context: Context) -> empty_pb2.Empty:
         ra_id = names.role_assignment_id("name", request.name)
-        await self._d.delete_role_assignment(await self._actor(), ra_id)
+        await self._d.role_assignments.delete_role_assignment(await self._actor(), ra_id)
         return empty_pb2.Empty()
 
     async def CheckAccess(self, request: pb.CheckAccessRequest, context: Context) -> pb.CheckAccessResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
         action = model.Action(enum_value("action", request.action, res.Action.values()))
-        granted = await self._d.check_access(await self._actor(), principal_id, request.scope, action)
+        granted = await self._d.role_assignments.check_access(await self._actor(), principal_id, request.scope, action)
         if granted is None:
             return pb.CheckAccessResponse(allowed=False)
         return pb.CheckAccessResponse(allowed=True, granted_by=role_assignment_pb(granted))

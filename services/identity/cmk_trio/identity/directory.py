@@ -9,13 +9,14 @@ grant roles under it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import timedelta
 
-from cmk_trio.identity import errors
-from cmk_trio.identity.client_secrets import ClientSecrets
-from cmk_trio.identity.crypto import secret_id_of
-from cmk_trio.identity.directory_base import MAX_SECRET_DAYS
+from cmk_trio.identity import directory_rules, errors
+from cmk_trio.identity.client_secrets import MAX_SECRET_DAYS, ClientSecrets
+from cmk_trio.identity.crypto import RandomBytes, VerifiedSecretMemo, secret_id_of
+from cmk_trio.identity.directory_rules import Lookups, new_id, require_admin, require_same_tenant
 from cmk_trio.identity.model import (
     ClientSecret,
     Event,
@@ -28,38 +29,77 @@ from cmk_trio.identity.model import (
 )
 from cmk_trio.identity.principals import Principals
 from cmk_trio.identity.role_assignments import RoleAssignments
+from cmk_trio.identity.sign_ins import SecretChecks
+from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import display_name
 
 
-class Directory(Principals, ClientSecrets, RoleAssignments):
+class Directory:
     """The directory's operations and their authorization rules: tenants, subscriptions,
-    the event stream and bootstrap here, the rest in the parts it is made of."""
+    the event stream and bootstrap here; principals and managed identities, client secrets,
+    and role assignments in the parts it holds (`principals`, `secrets`, `role_assignments`),
+    which share its collaborators and its `lookups`."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        clock: Clock,
+        *,
+        checks: SecretChecks,
+        notifier: ChangeNotifier,
+        memo: VerifiedSecretMemo,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.checks = checks
+        self.notifier = notifier
+        self.memo = memo
+        self._random = random
+        self.lookups = Lookups(store)
+        self.principals = Principals(store, clock, notifier, self.lookups, random=random)
+        self.secrets = ClientSecrets(store, clock, checks, memo, self.lookups, random=random)
+        self.role_assignments = RoleAssignments(store, clock, notifier, self.lookups, random=random)
+
+    # --- who is acting ----------------------------------------------------------------
+
+    async def actor(self, object_id: str, tenant_id: str) -> Principal:
+        """The principal behind a verified token (Lookups.actor: refused if it is gone,
+        disabled or moved)."""
+        return await self.lookups.actor(object_id, tenant_id)
+
+    @staticmethod
+    def require_operator(actor: Principal, action: str) -> None:
+        """Refuse (OPERATOR_REQUIRED) anyone but the platform operator."""
+        directory_rules.require_operator(actor, action)
 
     # --- tenants ----------------------------------------------------------------------
 
     async def create_tenant(self, actor: Principal, name: str, *, platform: bool = False) -> Tenant:
-        self.require_operator(actor, "create tenants")
+        directory_rules.require_operator(actor, "create tenants")
         return await self._create_tenant(display_name("tenant.display_name", name), platform=platform)
 
     async def _create_tenant(self, name: str, *, platform: bool) -> Tenant:
-        tenant = Tenant(self._new_id(), name, platform, self.clock.now())
+        tenant = Tenant(new_id(self._random), name, platform, self.clock.now())
         async with self.store.unit_of_work() as uow:
             await uow.insert_tenant(tenant)
         return tenant
 
     async def get_tenant(self, actor: Principal, tenant_id: str) -> Tenant:
-        self._require_same_tenant(actor, tenant_id)
-        return await self._tenant(tenant_id)
+        require_same_tenant(actor, tenant_id)
+        return await self.lookups.tenant(tenant_id)
 
     async def list_tenants(self, actor: Principal, *, after: str | None, limit: int) -> list[Tenant]:
         only = None if actor.operator else actor.tenant_id
         return await self.store.list_tenants(after=after, limit=limit, only=only)
 
     async def rename_tenant(self, actor: Principal, tenant_id: str, name: str) -> Tenant:
-        self._require_admin(actor, tenant_id, "rename the tenant")
+        require_admin(actor, tenant_id, "rename the tenant")
         name = display_name("tenant.display_name", name)
-        tenant = await self._tenant(tenant_id)
+        tenant = await self.lookups.tenant(tenant_id)
         async with self.store.unit_of_work() as uow:
             await uow.update_tenant_name(tenant_id, name)
         return replace(tenant, display_name=name)
@@ -67,10 +107,10 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
     # --- subscriptions ----------------------------------------------------------------
 
     async def create_subscription(self, actor: Principal, tenant_id: str, name: str) -> Subscription:
-        self.require_operator(actor, "create subscriptions")
+        directory_rules.require_operator(actor, "create subscriptions")
         name = display_name("subscription.display_name", name)
-        await self._tenant(tenant_id)
-        sub = Subscription(self._new_id(), tenant_id, name, self.clock.now(), None)
+        await self.lookups.tenant(tenant_id)
+        sub = Subscription(new_id(self._random), tenant_id, name, self.clock.now(), None)
         async with self.store.unit_of_work() as uow:
             await uow.insert_subscription(sub)
         return sub
@@ -78,17 +118,17 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
     async def get_subscription(self, actor: Principal, subscription_id: str) -> Subscription:
         """A subscription, for principals of its tenant, the operator, and platform services
         (which need to know the tenant a subscription belongs to now)."""
-        sub = await self._subscription(subscription_id)
+        sub = await self.lookups.subscription(subscription_id)
         if not actor.platform_service:
             hidden = errors.not_found(Reason.SUBSCRIPTION_NOT_FOUND, "subscription", subscription_id)
-            self._require_same_tenant(actor, sub.tenant_id, hidden)
+            require_same_tenant(actor, sub.tenant_id, hidden)
         return sub
 
     async def list_subscriptions(
         self, actor: Principal, tenant_id: str | None, *, after: str | None, limit: int
     ) -> list[Subscription]:
         if tenant_id is not None:
-            self._require_same_tenant(actor, tenant_id)
+            require_same_tenant(actor, tenant_id)
         elif not actor.operator:
             tenant_id = actor.tenant_id
         return await self.store.list_subscriptions(tenant_id=tenant_id, after=after, limit=limit)
@@ -99,9 +139,9 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
         """Move a subscription to another tenant. As in Azure, its role assignments are
         removed, and the system-assigned managed identities of its resources are not
         transferred: they are deleted in the old tenant (each with a PRINCIPAL_DELETED event)."""
-        self.require_operator(actor, "transfer subscriptions")
-        sub = await self._subscription(subscription_id)
-        await self._tenant(target_tenant_id)
+        directory_rules.require_operator(actor, "transfer subscriptions")
+        sub = await self.lookups.subscription(subscription_id)
+        await self.lookups.tenant(target_tenant_id)
         if sub.tenant_id == target_tenant_id:
             raise errors.FailedPrecondition(
                 Reason.SUBSCRIPTION_ALREADY_IN_TENANT,
@@ -123,7 +163,7 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
                 subscription_id=subscription_id,
                 new_tenant_id=target_tenant_id,
             )
-        await self._notify()
+        await self.notifier.notify()
         return replace(sub, tenant_id=target_tenant_id, transfer_time=now)
 
     # --- events -----------------------------------------------------------------------
@@ -160,8 +200,8 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
         existing = await self.store.operator()
         if existing is not None:
             return existing, None
-        tenant = Tenant(self._new_id(), "Platform", True, self.clock.now())
-        operator = self._new_principal(
+        tenant = Tenant(new_id(self._random), "Platform", True, self.clock.now())
+        operator = self.principals.new_principal(
             tenant.tenant_id,
             PrincipalKind.SERVICE_PRINCIPAL,
             "Platform operator",
@@ -176,7 +216,7 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
             # the id it names; any other is the operator's one secret that names none.
             named_id = secret_id_of(client_secret)
             record = ClientSecret(
-                named_id or self._new_id(),
+                named_id or new_id(self._random),
                 operator.object_id,
                 "configured",
                 now,
@@ -186,7 +226,7 @@ class Directory(Principals, ClientSecrets, RoleAssignments):
             )
             shown = None
         else:
-            generated = await self._new_secret(operator, "bootstrap", MAX_SECRET_DAYS)
+            generated = await self.secrets.new_secret(operator, "bootstrap", MAX_SECRET_DAYS)
             record, shown = generated.secret, generated
         async with self.store.unit_of_work() as uow:
             await uow.insert_tenant(tenant)

@@ -288,7 +288,7 @@ class TokenIssuer:
     ) -> IssuedToken:
         """A managed identity's token, for the platform principal that owns it, only."""
         audience = self._audience(audience)
-        identity = await self._directory.owned_managed_identity(actor, tenant_id, object_id)
+        identity = await self._directory.principals.owned_managed_identity(actor, tenant_id, object_id)
         if not identity.enabled:
             raise errors.PermissionDenied(
                 Reason.PRINCIPAL_DISABLED, "this managed identity is disabled and gets no tokens"

@@ -145,3 +145,12 @@ class NewSecret:
     secret: ClientSecret
     value: str = field(repr=False)
     client_id: str
+
+
+@dataclass(frozen=True)
+class SignInFailures:
+    """A client id's failed slow checks within the current window (sign_ins.py counts them)."""
+
+    first: datetime
+    last: datetime
+    count: int = 1

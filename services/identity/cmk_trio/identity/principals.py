@@ -3,22 +3,45 @@ and delete them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from cmk_trio.identity import errors
-from cmk_trio.identity.directory_base import MAX_PLATFORM_SERVICE, DirectoryBase
+from cmk_trio.identity.crypto import RandomBytes
+from cmk_trio.identity.directory_rules import Lookups, new_id, require_admin, require_operator, require_same_tenant
 from cmk_trio.identity.model import (
     EventType,
     Principal,
     PrincipalKind,
 )
 from cmk_trio.identity.scopes import RESOURCE_PROVIDERS, parse_resource_id, provider_of
+from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import display_name
 
+MAX_PLATFORM_SERVICE = 64
 
-class Principals(DirectoryBase):
-    """Principals (users, service principals) and managed identities: who may make, change"""
+
+class Principals:
+    """Principals (users, service principals) and managed identities: who may make, change
+    and delete them."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        clock: Clock,
+        notifier: ChangeNotifier,
+        lookups: Lookups,
+        *,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._notifier = notifier
+        self._lookups = lookups
+        self._random = random
 
     # --- principals -------------------------------------------------------------------
 
@@ -33,7 +56,7 @@ class Principals(DirectoryBase):
         platform_service: str = "",
     ) -> Principal:
         """A new user or service principal, without a credential yet."""
-        self._require_admin(actor, tenant_id, "create principals")
+        require_admin(actor, tenant_id, "create principals")
         name = display_name("principal.display_name", name)
         if kind is PrincipalKind.MANAGED_IDENTITY:
             raise errors.FailedPrecondition(
@@ -42,17 +65,17 @@ class Principals(DirectoryBase):
                 "(CreateManagedIdentity), not directly",
             )
         if platform_service:
-            self.require_operator(actor, "create platform principals")
+            require_operator(actor, "create platform principals")
             display_name("principal.platform_service", platform_service, limit=MAX_PLATFORM_SERVICE)
             if kind is not PrincipalKind.SERVICE_PRINCIPAL:
                 raise errors.FailedPrecondition(
                     Reason.PRINCIPAL_KIND_NOT_ALLOWED, "only a service principal can act as a platform service"
                 )
-        await self._tenant(tenant_id)
-        principal = self._new_principal(
+        await self._lookups.tenant(tenant_id)
+        principal = self.new_principal(
             tenant_id, kind, name, tenant_admin=tenant_admin, platform_service=platform_service
         )
-        async with self.store.unit_of_work() as uow:
+        async with self._store.unit_of_work() as uow:
             await uow.insert_principal(principal)
             await uow.append_event(
                 EventType.PRINCIPAL_CREATED,
@@ -60,10 +83,10 @@ class Principals(DirectoryBase):
                 tenant_id=tenant_id,
                 principal_id=principal.object_id,
             )
-        await self._notify()
+        await self._notifier.notify()
         return principal
 
-    def _new_principal(
+    def new_principal(
         self,
         tenant_id: str,
         kind: PrincipalKind,
@@ -76,13 +99,14 @@ class Principals(DirectoryBase):
         owner_object_id: str = "",
         client_id: str | None = None,
     ) -> Principal:
-        now = self.clock.now()
+        """A new principal, not stored yet (bootstrap stores the operator with its tenant)."""
+        now = self._clock.now()
         return Principal(
-            object_id=self._new_id(),
+            object_id=new_id(self._random),
             tenant_id=tenant_id,
             kind=kind,
             display_name=name,
-            client_id=client_id or self._new_id(),
+            client_id=client_id or new_id(self._random),
             enabled=True,
             resource_id=resource_id,
             owner_object_id=owner_object_id,
@@ -94,15 +118,15 @@ class Principals(DirectoryBase):
         )
 
     async def get_principal(self, actor: Principal, tenant_id: str, object_id: str) -> Principal:
-        self._require_same_tenant(actor, tenant_id)
-        return await self._principal(tenant_id, object_id)
+        require_same_tenant(actor, tenant_id)
+        return await self._lookups.principal(tenant_id, object_id)
 
     async def list_principals(
         self, actor: Principal, tenant_id: str, kind: PrincipalKind | None, *, after: str | None, limit: int
     ) -> list[Principal]:
-        self._require_same_tenant(actor, tenant_id)
-        await self._tenant(tenant_id)
-        return await self.store.list_principals(tenant_id=tenant_id, kind=kind, after=after, limit=limit)
+        require_same_tenant(actor, tenant_id)
+        await self._lookups.tenant(tenant_id)
+        return await self._store.list_principals(tenant_id=tenant_id, kind=kind, after=after, limit=limit)
 
     async def update_principal(
         self,
@@ -115,31 +139,31 @@ class Principals(DirectoryBase):
     ) -> Principal:
         """Rename, enable or disable a principal; disabling announces PRINCIPAL_DISABLED."""
         if not actor.platform_service:  # (a platform service changes the identities it owns, in any tenant)
-            self._require_same_tenant(actor, tenant_id)
-        principal = await self._principal(tenant_id, object_id)
+            require_same_tenant(actor, tenant_id)
+        principal = await self._lookups.principal(tenant_id, object_id)
         owner = principal.kind is PrincipalKind.MANAGED_IDENTITY and principal.owner_object_id == actor.object_id
         if not owner:
-            self._require_admin(actor, tenant_id, "change principals")
+            require_admin(actor, tenant_id, "change principals")
         if name is not None:
             name = display_name("principal.display_name", name)
         if enabled is False and principal.operator:
             raise errors.FailedPrecondition(Reason.OPERATOR_PROTECTED, "the platform operator cannot be disabled")
         new_name = principal.display_name if name is None else name
         new_enabled = principal.enabled if enabled is None else enabled
-        now = self.clock.now()
-        async with self.store.unit_of_work() as uow:
+        now = self._clock.now()
+        async with self._store.unit_of_work() as uow:
             await uow.update_principal(object_id, display_name=new_name, enabled=new_enabled, when=now)
             if new_enabled != principal.enabled:
                 event = EventType.PRINCIPAL_ENABLED if new_enabled else EventType.PRINCIPAL_DISABLED
                 await uow.append_event(event, now, tenant_id=tenant_id, principal_id=object_id)
-        await self._notify()
+        await self._notifier.notify()
         return replace(principal, display_name=new_name, enabled=new_enabled, update_time=now)
 
     async def delete_principal(self, actor: Principal, tenant_id: str, object_id: str) -> None:
         """Delete a user or service principal with its secrets and role assignments."""
-        self._require_same_tenant(actor, tenant_id)
-        principal = await self._principal(tenant_id, object_id)
-        self._require_admin(actor, tenant_id, "delete principals")
+        require_same_tenant(actor, tenant_id)
+        principal = await self._lookups.principal(tenant_id, object_id)
+        require_admin(actor, tenant_id, "delete principals")
         if principal.operator:
             raise errors.FailedPrecondition(Reason.OPERATOR_PROTECTED, "the platform operator cannot be deleted")
         if principal.kind is PrincipalKind.MANAGED_IDENTITY:
@@ -150,15 +174,15 @@ class Principals(DirectoryBase):
         await self._delete(principal)
 
     async def _delete(self, principal: Principal) -> None:
-        async with self.store.unit_of_work() as uow:
+        async with self._store.unit_of_work() as uow:
             await uow.delete_principal(principal.object_id)
             await uow.append_event(
                 EventType.PRINCIPAL_DELETED,
-                self.clock.now(),
+                self._clock.now(),
                 tenant_id=principal.tenant_id,
                 principal_id=principal.object_id,
             )
-        await self._notify()
+        await self._notifier.notify()
 
     # --- managed identities -----------------------------------------------------------
 
@@ -185,15 +209,15 @@ class Principals(DirectoryBase):
                 metadata={"platform_service": actor.platform_service},
             )
         name = display_name("display_name", name or resource_id.rsplit("/", 1)[-1])
-        await self._tenant(tenant_id)
-        sub = await self._subscription(subscription_id)
+        await self._lookups.tenant(tenant_id)
+        sub = await self._lookups.subscription(subscription_id)
         if sub.tenant_id != tenant_id:
             raise errors.FailedPrecondition(
                 Reason.RESOURCE_NOT_IN_TENANT,
                 f"the resource's subscription {subscription_id} belongs to another tenant than {tenant_id}",
                 metadata={"subscription_id": subscription_id, "tenant_id": tenant_id},
             )
-        existing = await self.store.managed_identity_for(resource_id)
+        existing = await self._store.managed_identity_for(resource_id)
         if existing is not None and existing.owner_object_id == actor.object_id and existing.tenant_id == tenant_id:
             return existing
         if existing is not None:
@@ -202,10 +226,10 @@ class Principals(DirectoryBase):
                 "this resource already has a system-assigned managed identity",
                 metadata={"resource_id": resource_id},
             )
-        principal = self._new_principal(
+        principal = self.new_principal(
             tenant_id, PrincipalKind.MANAGED_IDENTITY, name, resource_id=resource_id, owner_object_id=actor.object_id
         )
-        async with self.store.unit_of_work() as uow:
+        async with self._store.unit_of_work() as uow:
             await uow.insert_principal(principal)
             await uow.append_event(
                 EventType.PRINCIPAL_CREATED,
@@ -213,7 +237,7 @@ class Principals(DirectoryBase):
                 tenant_id=tenant_id,
                 principal_id=principal.object_id,
             )
-        await self._notify()
+        await self._notifier.notify()
         return principal
 
     async def owned_managed_identity(self, actor: Principal, tenant_id: str, object_id: str) -> Principal:
@@ -221,8 +245,8 @@ class Principals(DirectoryBase):
         but a platform service, another tenant's identities are not there (what exists in
         another tenant, and of which kind, is no one else's to learn)."""
         if not actor.platform_service:
-            self._require_same_tenant(actor, tenant_id)
-        principal = await self._principal(tenant_id, object_id)
+            require_same_tenant(actor, tenant_id)
+        principal = await self._lookups.principal(tenant_id, object_id)
         if principal.kind is not PrincipalKind.MANAGED_IDENTITY:
             raise errors.FailedPrecondition(
                 Reason.PRINCIPAL_KIND_NOT_ALLOWED, "this principal is not a managed identity"

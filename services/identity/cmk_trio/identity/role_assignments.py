@@ -3,8 +3,11 @@ principal holds one allowing an action there."""
 
 from __future__ import annotations
 
+import os
+
 from cmk_trio.identity import errors
-from cmk_trio.identity.directory_base import DirectoryBase
+from cmk_trio.identity.crypto import RandomBytes
+from cmk_trio.identity.directory_rules import Lookups, new_id, require_same_tenant
 from cmk_trio.identity.model import (
     Action,
     EventType,
@@ -13,19 +16,38 @@ from cmk_trio.identity.model import (
     RoleAssignment,
 )
 from cmk_trio.identity.scopes import is_under, parse_scope
+from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
+from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 
 
-class RoleAssignments(DirectoryBase):
-    """Role assignments and CheckAccess: who may grant a role on a scope, and whether a"""
+class RoleAssignments:
+    """Role assignments and CheckAccess: who may grant a role on a scope, and whether a
+    principal holds one allowing an action there."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        clock: Clock,
+        notifier: ChangeNotifier,
+        lookups: Lookups,
+        *,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._notifier = notifier
+        self._lookups = lookups
+        self._random = random
 
     # --- role assignments -------------------------------------------------------------
 
     async def _may_manage_access(self, actor: Principal, tenant_id: str, scope: str, hidden: ServiceError) -> None:
         """Owner on the scope (or a tenant administrator, or the operator); to another tenant,
         what it names is `hidden`: what a missing one answers."""
-        self._require_same_tenant(actor, tenant_id, hidden)
+        require_same_tenant(actor, tenant_id, hidden)
         if actor.operator or actor.tenant_admin:
             return
         if await self._granting(actor, scope, Action.MANAGE_ACCESS) is None:
@@ -39,19 +61,19 @@ class RoleAssignments(DirectoryBase):
         self, actor: Principal, principal_id: str, role: Role, scope: str
     ) -> RoleAssignment:
         scope, subscription_id = parse_scope("role_assignment.scope", scope)
-        sub = await self._subscription(subscription_id)
+        sub = await self._lookups.subscription(subscription_id)
         missing = errors.not_found(Reason.SUBSCRIPTION_NOT_FOUND, "subscription", subscription_id)
         await self._may_manage_access(actor, sub.tenant_id, scope, missing)
-        principal = await self._principal(sub.tenant_id, principal_id)
-        if await self.store.find_role_assignment(principal_id, role, scope) is not None:
+        principal = await self._lookups.principal(sub.tenant_id, principal_id)
+        if await self._store.find_role_assignment(principal_id, role, scope) is not None:
             raise errors.AlreadyExists(
                 Reason.ROLE_ASSIGNMENT_EXISTS,
                 f"{principal_id} already has the {role.name.title()} role on {scope}",
             )
         assignment = RoleAssignment(
-            self._new_id(), principal.object_id, role, scope, sub.tenant_id, self.clock.now(), actor.object_id
+            new_id(self._random), principal.object_id, role, scope, sub.tenant_id, self._clock.now(), actor.object_id
         )
-        async with self.store.unit_of_work() as uow:
+        async with self._store.unit_of_work() as uow:
             await uow.insert_role_assignment(assignment, subscription_id)
             await uow.append_event(
                 EventType.ROLE_ASSIGNMENTS_CHANGED,
@@ -61,11 +83,11 @@ class RoleAssignments(DirectoryBase):
                 subscription_id=subscription_id,
                 scope=scope,
             )
-        await self._notify()
+        await self._notifier.notify()
         return assignment
 
     async def _role_assignment(self, role_assignment_id: str) -> RoleAssignment:
-        found = await self.store.get_role_assignment(role_assignment_id)
+        found = await self._store.get_role_assignment(role_assignment_id)
         if found is None:
             raise errors.not_found(
                 Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
@@ -77,7 +99,7 @@ class RoleAssignments(DirectoryBase):
         hidden = errors.not_found(
             Reason.ROLE_ASSIGNMENT_NOT_FOUND, "role assignment", f"roleAssignments/{role_assignment_id}"
         )
-        self._require_same_tenant(actor, found.tenant_id, hidden)
+        require_same_tenant(actor, found.tenant_id, hidden)
         return found
 
     async def list_role_assignments(
@@ -90,7 +112,7 @@ class RoleAssignments(DirectoryBase):
         cursor = after
         # Filter by scope after reading, page by page, so a page is full unless it is the last.
         while len(found) < limit:
-            batch = await self.store.list_role_assignments(
+            batch = await self._store.list_role_assignments(
                 tenant_id=tenant_id, principal_id=principal_id, after=cursor, limit=limit
             )
             found += [a for a in batch if scope is None or is_under(scope, a.scope)]
@@ -106,22 +128,22 @@ class RoleAssignments(DirectoryBase):
         )
         await self._may_manage_access(actor, found.tenant_id, found.scope, missing)
         _, subscription_id = parse_scope("scope", found.scope)
-        async with self.store.unit_of_work() as uow:
+        async with self._store.unit_of_work() as uow:
             await uow.delete_role_assignment(role_assignment_id)
             await uow.append_event(
                 EventType.ROLE_ASSIGNMENTS_CHANGED,
-                self.clock.now(),
+                self._clock.now(),
                 tenant_id=found.tenant_id,
                 principal_id=found.principal_id,
                 subscription_id=subscription_id,
                 scope=found.scope,
             )
-        await self._notify()
+        await self._notifier.notify()
 
     async def _granting(self, principal: Principal, scope: str, action: Action) -> RoleAssignment | None:
         """The strongest assignment of `principal` on `scope` or above that allows `action`."""
         best: RoleAssignment | None = None
-        for assignment in await self.store.role_assignments_of(principal.object_id):
+        for assignment in await self._store.role_assignments_of(principal.object_id):
             if assignment.role >= action.least_role and is_under(scope, assignment.scope):
                 if best is None or assignment.role > best.role:
                     best = assignment
@@ -142,10 +164,10 @@ class RoleAssignments(DirectoryBase):
                 Reason.PLATFORM_PRINCIPAL_REQUIRED,
                 "only platform services and the operator may check another principal's access",
             )
-        target = await self.store.get_principal(target_id)
+        target = await self._store.get_principal(target_id)
         if target is None:
             raise errors.not_found(Reason.PRINCIPAL_NOT_FOUND, "principal", target_id)
-        sub = await self.store.get_subscription(subscription_id)
+        sub = await self._store.get_subscription(subscription_id)
         if not target.enabled or sub is None or sub.tenant_id != target.tenant_id:
             return None
         return await self._granting(target, scope, action)

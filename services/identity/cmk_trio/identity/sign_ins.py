@@ -31,27 +31,15 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from datetime import timedelta
+from typing import Protocol
 
 from cmk_trio.identity.crypto import SecretHasher
+from cmk_trio.identity.model import SignInFailures
+from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ResourceExhausted
 from cmk_trio.rpckit.reasons import Reason
-
-if TYPE_CHECKING:
-    from cmk_trio.identity.storage import IdentityStore
-
-
-@dataclass(frozen=True)
-class SignInFailures:
-    """A client id's failed slow checks within the current window."""
-
-    first: datetime
-    last: datetime
-    count: int = 1
-
 
 Client = tuple[str, str]
 """(tenant id, client id)."""

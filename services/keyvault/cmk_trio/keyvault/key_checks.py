@@ -11,19 +11,9 @@ before, by the shared validator.
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections import OrderedDict
 from datetime import datetime
-from typing import Any
 
 from cmk_trio.keyvault import errors
-from cmk_trio.keyvault.crypto import (
-    RandomBytes,
-    RsaKeyMaterial,
-    Sealer,
-    load_private_der,
-)
 from cmk_trio.keyvault.model import (
     Key,
     KeyOperation,
@@ -33,52 +23,26 @@ from cmk_trio.keyvault.model import (
 )
 from cmk_trio.keyvault.storage import KeyVaultStore
 from cmk_trio.platform import key_names
-from cmk_trio.platform.key_names import KeyRef, parse_key_ref
+from cmk_trio.platform.key_names import KeyRef
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
 from cmk_trio.rpckit.tokens import VerifiedToken
 
-MATERIAL_CACHE = 4096
-"""Parsed private keys kept in memory (each a few kilobytes): the versions used last."""
 
+class KeyChecks:
+    """The checks every data-plane call makes, in the order above, on vaults, keys and
+    versions read through a cache."""
 
-class KeysBase:
-    """The data plane's collaborators, identifiers, and the checks every call makes."""
-
-    def __init__(
-        self,
-        store: KeyVaultStore,
-        clock: Clock,
-        sealer: Sealer,
-        notifier: ChangeNotifier,
-        *,
-        dns_suffix: str,
-        random: RandomBytes = os.urandom,
-    ) -> None:
-        self.store = store
-        self.clock = clock
-        self.sealer = sealer
-        self.notifier = notifier
-        self.dns_suffix = dns_suffix
-        self._random = random
-        self._materials: OrderedDict[tuple[str, str, str], RsaKeyMaterial] = OrderedDict()
+    def __init__(self, store: KeyVaultStore, clock: Clock, notifier: ChangeNotifier, *, dns_suffix: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._dns_suffix = dns_suffix
         # Vaults, keys and versions read once per change: every write of this service, by
         # any replica, announces itself on the notifier (the store's change signal) as it
         # commits; audit appends do not, so they leave the cache alone.
-        self._reads = ReadCache(self.notifier.cache_version)
-
-    # --- identifiers ------------------------------------------------------------------
-
-    def vault_uri(self, vault: str) -> str:
-        return f"https://{vault}.{self.dns_suffix}/"
-
-    def key_id(self, vault: str, key: str, version: str) -> str:
-        return key_names.key_id(vault, key, version, self.dns_suffix)
-
-    def parse(self, field: str, value: str) -> KeyRef:
-        return parse_key_ref(field, value, self.dns_suffix)
+        self._reads = ReadCache(notifier.cache_version)
 
     # --- authorization ----------------------------------------------------------------
 
@@ -88,7 +52,7 @@ class KeysBase:
         A soft-deleted vault is refused with VAULT_DELETED (it can be recovered) to a caller
         whom it would otherwise have allowed, and as not found to anyone else, so that only
         those who may use the vault learn that it still exists."""
-        found = await self._reads.get(("vault", vault), lambda: self.store.get_vault(vault))
+        found = await self._reads.get(("vault", vault), lambda: self._store.get_vault(vault))
         if found is None or (found.deleted and not self._grants(found, caller, permission)):
             raise errors.vault_not_found(vault)
         if found.deleted:
@@ -113,8 +77,9 @@ class KeysBase:
         )
 
     async def live_key(self, vault: Vault, name: str) -> Key:
+        """The key of that name in the vault, refused if there is none or it is deleted."""
         key = await self._reads.get(
-            ("key", vault.vault_name, name.lower()), lambda: self.store.get_key(vault.vault_name, name)
+            ("key", vault.vault_name, name.lower()), lambda: self._store.get_key(vault.vault_name, name)
         )
         if key is None:
             raise errors.with_akv(
@@ -136,17 +101,18 @@ class KeysBase:
             )
         return key
 
-    async def _version(self, vault: Vault, ref: KeyRef) -> KeyVersion:
+    async def version(self, vault: Vault, ref: KeyRef) -> KeyVersion:
+        """The version `ref` names (the newest, without one) of a live key."""
         await self.live_key(vault, ref.key_name)
         name, version = ref.key_name, ref.version
         if version is None:
             found = await self._reads.get(
-                ("latest", vault.vault_name, name.lower()), lambda: self.store.latest_version(vault.vault_name, name)
+                ("latest", vault.vault_name, name.lower()), lambda: self._store.latest_version(vault.vault_name, name)
             )
         else:
             found = await self._reads.get(
                 ("version", vault.vault_name, name.lower(), version),
-                lambda: self.store.get_version(vault.vault_name, name, version),
+                lambda: self._store.get_version(vault.vault_name, name, version),
             )
         if found is None:
             raise errors.with_akv(
@@ -159,9 +125,9 @@ class KeysBase:
             )
         return found
 
-    def _usable(self, version: KeyVersion, operation: KeyOperation) -> None:
+    def usable(self, version: KeyVersion, operation: KeyOperation) -> None:
         """Enabled, inside nbf/exp where the operation protects new data, and allowed."""
-        kid = self.key_id(version.vault_name, version.key_name, version.version)
+        kid = key_names.key_id(version.vault_name, version.key_name, version.version, self._dns_suffix)
         if not version.enabled:
             raise errors.with_akv(
                 errors.FailedPrecondition(
@@ -172,7 +138,7 @@ class KeysBase:
                 "KeyDisabled",
             )
         if operation in (KeyOperation.WRAP_KEY, KeyOperation.ENCRYPT, KeyOperation.SIGN):
-            now = self.clock.now()
+            now = self._clock.now()
             if version.not_before is not None and now < version.not_before:
                 raise errors.with_akv(
                     errors.FailedPrecondition(
@@ -203,41 +169,7 @@ class KeysBase:
                 "BadParameter",
             )
 
-    async def _material(self, version: KeyVersion) -> RsaKeyMaterial:
-        """The parsed private key of a version: kept for the versions used last (at most
-        MATERIAL_CACHE of them), opened off the event loop the first time, so a burst of cold
-        keys does not stall the calls of warm ones."""
-        cache_key = (version.vault_name, version.key_name.lower(), version.version)
-        cached = self._materials.get(cache_key)
-        if cached is not None:
-            self._materials.move_to_end(cache_key)
-            return cached
-        context = self.key_id(version.vault_name, version.key_name.lower(), version.version)
-        material: RsaKeyMaterial = await in_thread(self._open_material, version.sealed_private_key, context)
-        self._keep_material(cache_key, material)
-        return material
-
-    def _keep_material(self, cache_key: tuple[str, str, str], material: RsaKeyMaterial) -> None:
-        self._materials[cache_key] = material
-        while len(self._materials) > MATERIAL_CACHE:
-            self._materials.popitem(last=False)
-
-    def _open_material(self, sealed: bytes, context: str) -> RsaKeyMaterial:
-        return load_private_der(self.sealer.open(sealed, context), validated=True)
-
-    def _forget(self, vault: str, name: str | None = None) -> None:
-        """Drop cached key material of one key, or of a whole (purged) vault."""
-        for cache_key in [k for k in self._materials if k[0] == vault and (name is None or k[1] == name.lower())]:
-            del self._materials[cache_key]
-
-    def forget_vault(self, vault: str) -> None:
-        self._forget(vault)
-
 
 def isotime(when: datetime | None) -> str:
     """ISO 8601, or empty for no time (as messages and metadata show it)."""
     return when.isoformat() if when else ""
-
-
-async def in_thread(fn: Any, *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)

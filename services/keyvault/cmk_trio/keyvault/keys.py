@@ -1,9 +1,12 @@
 """The data plane: keys, their versions, the cryptographic operations and soft-delete, each
-checked by KeysBase (key_checks.py) in the one order that module describes."""
+checked by its KeyChecks (key_checks.py) in the one order that module describes, with the
+private keys sealed, opened and kept parsed by its KeyMaterials (key_material.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -15,7 +18,9 @@ from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
     CannotDecrypt,
     Padding,
+    RandomBytes,
     RsaKeyMaterial,
+    Sealer,
     generate_rsa,
     import_rsa_jwk,
 )
@@ -26,7 +31,8 @@ from cmk_trio.keyvault.key_attributes import (
     check_tags,
     max_plaintext,
 )
-from cmk_trio.keyvault.key_checks import KeysBase, in_thread, isotime
+from cmk_trio.keyvault.key_checks import KeyChecks, isotime
+from cmk_trio.keyvault.key_material import KeyMaterials
 from cmk_trio.keyvault.model import (
     ALL_KEY_OPERATIONS,
     EventType,
@@ -36,8 +42,12 @@ from cmk_trio.keyvault.model import (
     KeyVersion,
     Vault,
 )
-from cmk_trio.platform.key_names import KeyRef, key_name, vault_name
+from cmk_trio.keyvault.storage import KeyVaultStore
+from cmk_trio.platform import key_names
+from cmk_trio.platform.key_names import KeyRef, key_name, parse_key_ref, vault_name
+from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field
+from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
 
@@ -46,8 +56,42 @@ class Overtaken(Exception):
     """A conditional change found that another had been made first."""
 
 
-class Keys(KeysBase):
-    """Keys, versions, cryptographic operations and soft-delete."""
+class Keys:
+    """Keys, versions, cryptographic operations and soft-delete. Holds its parts: `checks`,
+    what every call checks before it acts, and `materials`, the private keys."""
+
+    def __init__(
+        self,
+        store: KeyVaultStore,
+        clock: Clock,
+        sealer: Sealer,
+        notifier: ChangeNotifier,
+        *,
+        dns_suffix: str,
+        random: RandomBytes = os.urandom,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.notifier = notifier
+        self.dns_suffix = dns_suffix
+        self._random = random
+        self.checks = KeyChecks(store, clock, notifier, dns_suffix=dns_suffix)
+        self.materials = KeyMaterials(sealer, dns_suffix=dns_suffix)
+
+    # --- identifiers ------------------------------------------------------------------
+
+    def vault_uri(self, vault: str) -> str:
+        return f"https://{vault}.{self.dns_suffix}/"
+
+    def key_id(self, vault: str, key: str, version: str) -> str:
+        return key_names.key_id(vault, key, version, self.dns_suffix)
+
+    def parse(self, field: str, value: str) -> KeyRef:
+        return parse_key_ref(field, value, self.dns_suffix)
+
+    def forget_vault(self, vault: str) -> None:
+        """Drop the parsed private keys of a purged vault."""
+        self.materials.forget(vault)
 
     # --- keys -------------------------------------------------------------------------
 
@@ -62,7 +106,7 @@ class Keys(KeysBase):
         if jwk is None and size not in (2048, 3072, 4096):
             raise invalid_field("key.key_size", Reason.KEY_SIZE_INVALID, "RSA keys are 2048, 3072 or 4096 bits")
         self._check_attributes(attributes)
-        found = await self.authorize(caller, vault, permission)
+        found = await self.checks.authorize(caller, vault, permission)
         existing = await self.store.get_key(vault, name)
         if existing is not None and existing.deleted:
             raise errors.with_akv(
@@ -80,7 +124,7 @@ class Keys(KeysBase):
             except BadKeyMaterial as exc:
                 raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, str(exc)) from None
         else:
-            material = await in_thread(generate_rsa, size)
+            material = await asyncio.to_thread(generate_rsa, size)
         version = await self._store_version(found, name, material, attributes, new_key=existing is None)
         return version
 
@@ -119,9 +163,7 @@ class Keys(KeysBase):
             create_time=now,
             update_time=now,
             public_jwk=json.dumps(material.public_jwk(kid, [o.value for o in ops]), sort_keys=True),
-            sealed_private_key=self.sealer.seal(
-                material.private_der(), self.key_id(vault.vault_name, name.lower(), version_id)
-            ),
+            sealed_private_key=self.materials.seal(vault.vault_name, name, version_id, material),
         )
         async with self.store.unit_of_work() as uow:
             if replaces is not None and await uow.latest_version_id(vault.vault_name, name) != replaces:
@@ -131,22 +173,22 @@ class Keys(KeysBase):
             await uow.insert_version(version)
             event = EventType.KEY_CREATED if new_key else EventType.KEY_ROTATED
             await uow.append_event(event, now, vault_name=vault.vault_name, key_name=name, version=version_id)
-        self._keep_material((vault.vault_name, name.lower(), version_id), material)
+        self.materials.keep(vault.vault_name, name, version_id, material)
         await self.notifier.notify()
         return version
 
     async def rotate(self, caller: VerifiedToken, ref: KeyRef) -> KeyVersion:
         """A new version with the newest version's size and key operations."""
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.ROTATE)
-        latest = await self._version(vault, replace(ref, version=None))
-        material = await in_thread(generate_rsa, latest.key_size)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.ROTATE)
+        latest = await self.checks.version(vault, replace(ref, version=None))
+        material = await asyncio.to_thread(generate_rsa, latest.key_size)
         attributes = KeyAttributes(key_ops=latest.key_ops, tags=latest.tags)
         return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
 
     async def rotate_as_service(self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes) -> KeyVersion | None:
         """A new version made by the service itself (a rotation policy), not by a caller; None
         if `latest` is no longer the newest (a replica that held the lease before rotated)."""
-        material = await in_thread(generate_rsa, latest.key_size)
+        material = await asyncio.to_thread(generate_rsa, latest.key_size)
         try:
             return await self._store_version(
                 vault, latest.key_name, material, attributes, new_key=False, replaces=latest.version
@@ -155,27 +197,27 @@ class Keys(KeysBase):
             return None
 
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> KeyVersion:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.GET)
-        return await self._version(vault, ref)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.GET)
+        return await self.checks.version(vault, ref)
 
     async def list_keys(
         self, caller: VerifiedToken, vault: str, *, deleted: bool, after: str | None, limit: int
     ) -> list[tuple[Key, KeyVersion | None]]:
-        found = await self.authorize(caller, vault_name("parent", vault), KeyPermission.LIST)
+        found = await self.checks.authorize(caller, vault_name("parent", vault), KeyPermission.LIST)
         keys = await self.store.list_keys(found.vault_name, deleted=deleted, after=after, limit=limit)
         return [(k, await self.store.latest_version(found.vault_name, k.key_name)) for k in keys]
 
     async def list_versions(
         self, caller: VerifiedToken, ref: KeyRef, *, after: str | None, limit: int
     ) -> list[KeyVersion]:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.LIST)
-        await self.live_key(vault, ref.key_name)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.LIST)
+        await self.checks.live_key(vault, ref.key_name)
         return await self.store.list_versions(vault.vault_name, ref.key_name, after=after, limit=limit)
 
     async def update(self, caller: VerifiedToken, ref: KeyRef, attributes: KeyAttributes) -> KeyVersion:
         self._check_attributes(attributes)
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.UPDATE)
-        version = await self._version(vault, ref)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.UPDATE)
+        version = await self.checks.version(vault, ref)
         changed = replace(
             version,
             key_ops=version.key_ops if attributes.key_ops is None else attributes.key_ops,
@@ -217,15 +259,15 @@ class Keys(KeysBase):
     ) -> CryptoResult:  # fmt: skip
         if not plaintext:
             raise invalid_field("plaintext", Reason.FIELD_REQUIRED, "is required")
-        vault = await self.authorize(caller, ref.vault_name, permission)
-        version = await self._version(vault, ref)
-        self._usable(version, operation)
+        vault = await self.checks.authorize(caller, ref.vault_name, permission)
+        version = await self.checks.version(vault, ref)
+        self.checks.usable(version, operation)
         limit = max_plaintext(version.key_size, algorithm)
         if len(plaintext) > limit:
             raise invalid_field(
                 "plaintext", Reason.PAYLOAD_TOO_LARGE, f"at most {limit} bytes for this key size with {algorithm.value}"
             )
-        return CryptoResult(version, (await self._material(version)).wrap(algorithm, plaintext), algorithm)
+        return CryptoResult(version, (await self.materials.open(version)).wrap(algorithm, plaintext), algorithm)
 
     async def _recover(
         self, caller: VerifiedToken, ref: KeyRef, algorithm: Padding, ciphertext: bytes,
@@ -235,13 +277,13 @@ class Keys(KeysBase):
             raise invalid_field("ciphertext", Reason.FIELD_REQUIRED, "is required")
         if len(ciphertext) > MAX_PAYLOAD:
             raise invalid_field("ciphertext", Reason.PAYLOAD_TOO_LARGE, f"at most {MAX_PAYLOAD} bytes")
-        vault = await self.authorize(caller, ref.vault_name, permission)
-        version = await self._version(vault, ref)
-        self._usable(version, operation)
-        material = await self._material(version)
+        vault = await self.checks.authorize(caller, ref.vault_name, permission)
+        version = await self.checks.version(vault, ref)
+        self.checks.usable(version, operation)
+        material = await self.materials.open(version)
         try:
             # RSA decryption releases the GIL: off the loop, so other calls go on meanwhile.
-            plaintext = await in_thread(material.unwrap, algorithm, ciphertext)
+            plaintext = await asyncio.to_thread(material.unwrap, algorithm, ciphertext)
         except CannotDecrypt:
             raise errors.InvalidArgument(
                 Reason.CANNOT_DECRYPT,
@@ -252,8 +294,8 @@ class Keys(KeysBase):
     # --- soft-delete ------------------------------------------------------------------
 
     async def delete(self, caller: VerifiedToken, ref: KeyRef) -> Key:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.DELETE)
-        key = await self.live_key(vault, ref.key_name)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.DELETE)
+        key = await self.checks.live_key(vault, ref.key_name)
         now = self.clock.now()
         async with self.store.unit_of_work() as uow:
             if vault.soft_delete:
@@ -266,7 +308,7 @@ class Keys(KeysBase):
                 key = replace(key, delete_time=now)
                 await uow.append_event(EventType.KEY_PURGED, now, vault_name=vault.vault_name, key_name=key.key_name)
         if not vault.soft_delete:
-            self._forget(vault.vault_name, key.key_name)
+            self.materials.forget(vault.vault_name, key.key_name)
         await self.notifier.notify()
         return key
 
@@ -284,22 +326,22 @@ class Keys(KeysBase):
         return key
 
     async def get_deleted(self, caller: VerifiedToken, ref: KeyRef) -> tuple[Key, KeyVersion | None]:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.GET)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.GET)
         key = await self._deleted_key(vault, ref.key_name)
         return key, await self.store.latest_version(vault.vault_name, key.key_name)
 
     async def recover(self, caller: VerifiedToken, ref: KeyRef) -> KeyVersion:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.RECOVER)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.RECOVER)
         key = await self._deleted_key(vault, ref.key_name)
         now = self.clock.now()
         async with self.store.unit_of_work() as uow:
             await uow.mark_key_deleted(vault.vault_name, key.key_name, None, None)
             await uow.append_event(EventType.KEY_RECOVERED, now, vault_name=vault.vault_name, key_name=key.key_name)
         await self.notifier.notify()
-        return await self._version(vault, KeyRef(vault.vault_name, key.key_name))
+        return await self.checks.version(vault, KeyRef(vault.vault_name, key.key_name))
 
     async def purge(self, caller: VerifiedToken, ref: KeyRef) -> None:
-        vault = await self.authorize(caller, ref.vault_name, KeyPermission.PURGE)
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.PURGE)
         key = await self._deleted_key(vault, ref.key_name)
         now = self.clock.now()
         if vault.purge_protection and key.purge_time is not None and now < key.purge_time:
@@ -322,7 +364,7 @@ class Keys(KeysBase):
         async with self.store.unit_of_work() as uow:
             await uow.delete_key(vault, name)
             await uow.append_event(EventType.KEY_PURGED, self.clock.now(), vault_name=vault, key_name=name)
-        self._forget(vault, name)
+        self.materials.forget(vault, name)
         await self.notifier.notify()
 
     async def purge_due(self, recorder: Recorder) -> list[tuple[str, str]]:

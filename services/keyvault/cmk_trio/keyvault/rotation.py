@@ -115,14 +115,14 @@ class Rotation:
         self._recorder = recorder
 
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> RotationPolicy:
-        vault = await self._keys.authorize(caller, ref.vault_name, KeyPermission.GET_ROTATION_POLICY)
-        await self._keys.live_key(vault, ref.key_name)
+        vault = await self._keys.checks.authorize(caller, ref.vault_name, KeyPermission.GET_ROTATION_POLICY)
+        await self._keys.checks.live_key(vault, ref.key_name)
         return await self._load(vault.vault_name, ref.key_name) or RotationPolicy()
 
     async def set(self, caller: VerifiedToken, ref: KeyRef, policy: RotationPolicy) -> RotationPolicy:
         policy.validated()
-        vault = await self._keys.authorize(caller, ref.vault_name, KeyPermission.SET_ROTATION_POLICY)
-        key = await self._keys.live_key(vault, ref.key_name)
+        vault = await self._keys.checks.authorize(caller, ref.vault_name, KeyPermission.SET_ROTATION_POLICY)
+        key = await self._keys.checks.live_key(vault, ref.key_name)
         now = self._keys.clock.now()
         async with self._store.unit_of_work() as uow:
             await uow.put_rotation_policy(vault.vault_name, key.key_name, policy.to_json(), now)

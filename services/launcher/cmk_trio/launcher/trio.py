@@ -30,11 +30,11 @@ async def ensure_platform_credentials(identity: IdentityServer, service: str, pa
     if path.exists():
         return ClientCredentials.from_file(path)
     operator = identity.operator
-    principal = await identity.directory.create_principal(
+    principal = await identity.directory.principals.create_principal(
         operator, operator.tenant_id, kind=PrincipalKind.SERVICE_PRINCIPAL,
         name=f"{service} service", platform_service=service,
     )  # fmt: skip
-    secret = await identity.directory.add_client_secret(
+    secret = await identity.directory.secrets.add_client_secret(
         operator, operator.tenant_id, principal.object_id, "platform", 730
     )
     credentials = ClientCredentials(operator.tenant_id, secret.client_id, secret.value)

@@ -26,6 +26,7 @@ from cmk_trio.speech.resources import Resources
 APPLICATION_NAME = re.compile(
     r"(?P<resource>/subscriptions/.+/accounts/[^/]+)/applications/(?P<app>[^/]+)", re.IGNORECASE
 )
+LUIS_KEYS_NAME = re.compile(r"(?P<resource>/subscriptions/.+/accounts/[^/]+)/luisKeys", re.IGNORECASE)
 TIERS = {res.F0: "F0", res.S0: "S0"}
 TIER_PB = {"F0": res.F0, "S0": res.S0}
 APPROVAL_PB = {ApprovalState.REQUESTED: res.REQUESTED, ApprovalState.APPROVED: res.APPROVED,
@@ -96,6 +97,19 @@ def _application_name(name: str) -> tuple[str, str]:
     if match is None:
         raise invalid_field("name", Reason.NAME_MALFORMED, "must be {resource id}/applications/{application_id}")
     return match.group("resource"), match.group("app")
+
+
+def _record_name(name: str) -> tuple[str, str | None]:
+    """(resource id, application id) of an application's name; (resource id, None) of the LUIS keys'."""
+    luis = LUIS_KEYS_NAME.fullmatch(name)
+    if luis is not None:
+        return luis.group("resource"), None
+    if APPLICATION_NAME.fullmatch(name) is None:
+        raise invalid_field(
+            "name", Reason.NAME_MALFORMED,
+            "must be {resource id}/applications/{application_id} or {resource id}/luisKeys",
+        )  # fmt: skip
+    return _application_name(name)
 
 
 class SpeechResourceApi(pb_grpc.SpeechResourceServiceServicer):
@@ -208,8 +222,9 @@ async def create_resource(resources: Resources, r: res.SpeechResource, backdate:
 class SpeechDevApi(pb_grpc.SpeechDevServiceServicer):
     """cmk.speech.v1.SpeechDevService: what only tests and demonstrations need."""
 
-    def __init__(self, resources: SpeechResourceApi) -> None:
+    def __init__(self, resources: SpeechResourceApi, data: Data) -> None:
         self._api = resources
+        self._data = data
 
     async def CreateBackdatedSpeechResource(
         self, request: pb.CreateBackdatedSpeechResourceRequest, context: Context
@@ -219,6 +234,11 @@ class SpeechDevApi(pb_grpc.SpeechDevServiceServicer):
         backdate = from_timestamp("create_time", request.create_time)
         # (the operator only: Resources.create says so to anyone else)
         return await self._api.describe(await create_resource(self._api.resources, request.resource, backdate))
+
+    async def GetSealedRecord(self, request: pb.GetSealedRecordRequest, context: Context) -> pb.SealedRecord:
+        resource_id, app_id = _record_name(request.name)
+        record = await self._data.sealed_record(current_caller(), resource_id, app_id)
+        return pb.SealedRecord(name=request.name, sealed=record.sealed, version=record.version)
 
 
 class ApplicationApi(pb_grpc.ApplicationServiceServicer):

@@ -16,7 +16,7 @@ from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import ReadCache
-from cmk_trio.rpckit.tokens import VerifiedToken
+from cmk_trio.rpckit.tokens import OPERATOR_ROLE, VerifiedToken
 from cmk_trio.rpckit.validation import display_name, require_uuid
 from cmk_trio.speech.envelope import (
     CannotDecrypt,
@@ -26,7 +26,7 @@ from cmk_trio.speech.envelope import (
     record_binding,
     seal,
 )
-from cmk_trio.speech.errors import Aborted, FailedPrecondition, NotFound, invalid_field
+from cmk_trio.speech.errors import Aborted, FailedPrecondition, NotFound, invalid_field, operator_required
 from cmk_trio.speech.model import Application, SealedLuisKeys, SpeechResource
 from cmk_trio.speech.names import parse_resource_id
 from cmk_trio.speech.resources import Resources
@@ -47,6 +47,14 @@ class OpenedApplication:
 
     record: Application
     configuration_json: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedRecord:
+    """A record as the database holds it: sealed, with the version bound into it."""
+
+    sealed: bytes
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,3 +245,20 @@ class Data:
             raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")
         data = json.loads(await self._open(resource, stored.sealed, LUIS_RECORD, stored.version))
         return LuisKeys(data["authoring"], data["prediction"], stored.update_time)
+
+    # --- at rest ----------------------------------------------------------------------
+
+    async def sealed_record(self, caller: VerifiedToken, resource_id: str, app_id: str | None) -> SealedRecord:
+        """An application's configuration (`app_id`), or with None the LUIS keys, as stored:
+        sealed, and not opened for this (no data key is touched). The platform operator's
+        only, to show what is at rest; to anyone else it is refused, whoever owns the data."""
+        if OPERATOR_ROLE not in caller.roles:
+            raise operator_required("reads records as stored")
+        resource = await self._resources.get_resource(parse_resource_id("name", resource_id))
+        if app_id is not None:
+            app = await self._application(resource, app_id)
+            return SealedRecord(app.sealed_configuration, app.version)
+        stored = await self._store.get_luis_keys(resource.uid)
+        if stored is None:
+            raise NotFound(Reason.LUIS_KEYS_NOT_SET, f"{resource.resource_id} has no LUIS keys yet; set them first")
+        return SealedRecord(stored.sealed, stored.version)

@@ -208,7 +208,7 @@ async def build_server(
             resource_api = SpeechResourceApi(resources, data_keys, encryption)
             pb_grpc.add_SpeechResourceServiceServicer_to_server(resource_api, server)
             pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
-            pb_grpc.add_SpeechDevServiceServicer_to_server(SpeechDevApi(resource_api), server)
+            pb_grpc.add_SpeechDevServiceServicer_to_server(SpeechDevApi(resource_api, data), server)
             dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
 
         running = await start_server(

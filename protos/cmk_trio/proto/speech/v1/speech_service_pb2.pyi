@@ -56,6 +56,64 @@ class CreateBackdatedSpeechResourceRequest(_message.Message):
 Global___CreateBackdatedSpeechResourceRequest: _TypeAlias = CreateBackdatedSpeechResourceRequest  # noqa: Y015
 
 @_typing.final
+class GetSealedRecordRequest(_message.Message):
+    """Request of GetSealedRecord."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The record: "{resource id}/applications/{application_id}" (an application's
+    configuration) or "{resource id}/luisKeys".
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSealedRecordRequest: _TypeAlias = GetSealedRecordRequest  # noqa: Y015
+
+@_typing.final
+class SealedRecord(_message.Message):
+    """A record as stored (GetSealedRecord's answer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The record's name, as asked. Output only."""
+    sealed: _builtins.bytes
+    """The bytes stored: a format byte, the 96-bit nonce, then the AES-256-GCM ciphertext and
+    tag. Output only.
+    """
+    version: _builtins.int
+    """The record's version, bound into the ciphertext with the resource and the record (a
+    ciphertext copied onto another record or version does not open). Output only.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sealed: _builtins.bytes = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sealed", b"sealed", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedRecord: _TypeAlias = SealedRecord  # noqa: Y015
+
+@_typing.final
 class CreateSpeechResourceRequest(_message.Message):
     """Request of CreateSpeechResource."""
 

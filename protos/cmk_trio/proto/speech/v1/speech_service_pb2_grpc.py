@@ -999,6 +999,11 @@ class SpeechDevServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
                 _registered_method=True)
+        self.GetSealedRecord = channel.unary_unary(
+                '/cmk.speech.v1.SpeechDevService/GetSealedRecord',
+                request_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.GetSealedRecordRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.SealedRecord.FromString,
+                _registered_method=True)
 
 
 class SpeechDevServiceServicer:
@@ -1013,6 +1018,16 @@ class SpeechDevServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSealedRecord(self, request, context):
+        """Gets a record of a resource's data as the database holds it: an application's
+        configuration or the LUIS keys, sealed (AES-256-GCM under the resource's data key) and
+        never opened for this call. So a demonstration can show that the data is ciphertext at
+        rest, and that rotating the customer's key leaves the stored ciphertext as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpeechDevServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1020,6 +1035,11 @@ def add_SpeechDevServiceServicer_to_server(servicer, server):
                     servicer.CreateBackdatedSpeechResource,
                     request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.SerializeToString,
+            ),
+            'GetSealedRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSealedRecord,
+                    request_deserializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.GetSealedRecordRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.SealedRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1050,6 +1070,33 @@ class SpeechDevService:
             '/cmk.speech.v1.SpeechDevService/CreateBackdatedSpeechResource',
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.CreateBackdatedSpeechResourceRequest.SerializeToString,
             cmk__trio_dot_proto_dot_speech_dot_v1_dot_resources__pb2.SpeechResource.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSealedRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.speech.v1.SpeechDevService/GetSealedRecord',
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.GetSealedRecordRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_speech_dot_v1_dot_speech__service__pb2.SealedRecord.FromString,
             options,
             channel_credentials,
             insecure,

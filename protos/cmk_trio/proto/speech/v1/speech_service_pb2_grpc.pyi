@@ -372,6 +372,12 @@ class SpeechDevServiceStub:
     """Creates a speech resource as if it had been created at create_time (to exercise the
     seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
     """
+    GetSealedRecord: _grpc.UnaryUnaryMultiCallable[_speech_service_pb2.GetSealedRecordRequest, _speech_service_pb2.SealedRecord]
+    """Gets a record of a resource's data as the database holds it: an application's
+    configuration or the LUIS keys, sealed (AES-256-GCM under the resource's data key) and
+    never opened for this call. So a demonstration can show that the data is ciphertext at
+    rest, and that rotating the customer's key leaves the stored ciphertext as it was.
+    """
 
 @_typing.type_check_only
 class SpeechDevServiceAsyncStub(SpeechDevServiceStub):
@@ -381,6 +387,12 @@ class SpeechDevServiceAsyncStub(SpeechDevServiceStub):
     CreateBackdatedSpeechResource: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.CreateBackdatedSpeechResourceRequest, _resources_pb2.SpeechResource]  # type: ignore[assignment]
     """Creates a speech resource as if it had been created at create_time (to exercise the
     seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+    """
+    GetSealedRecord: _aio.UnaryUnaryMultiCallable[_speech_service_pb2.GetSealedRecordRequest, _speech_service_pb2.SealedRecord]  # type: ignore[assignment]
+    """Gets a record of a resource's data as the database holds it: an application's
+    configuration or the LUIS keys, sealed (AES-256-GCM under the resource's data key) and
+    never opened for this call. So a demonstration can show that the data is ciphertext at
+    rest, and that rotating the customer's key leaves the stored ciphertext as it was.
     """
 
 class SpeechDevServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -394,6 +406,18 @@ class SpeechDevServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.SpeechResource, _abc.Awaitable[_resources_pb2.SpeechResource]]:
         """Creates a speech resource as if it had been created at create_time (to exercise the
         seed's "created after 27 June 2020" rule), anywhere the operator acts for the platform.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSealedRecord(
+        self,
+        request: _speech_service_pb2.GetSealedRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_speech_service_pb2.SealedRecord, _abc.Awaitable[_speech_service_pb2.SealedRecord]]:
+        """Gets a record of a resource's data as the database holds it: an application's
+        configuration or the LUIS keys, sealed (AES-256-GCM under the resource's data key) and
+        never opened for this call. So a demonstration can show that the data is ciphertext at
+        rest, and that rotating the customer's key leaves the stored ciphertext as it was.
         """
 
 def add_SpeechDevServiceServicer_to_server(servicer: SpeechDevServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,11 +19,11 @@ from cmk_trio.identity.model import (
     PrincipalKind,
     Role,
     RoleAssignment,
+    SignInFailures,
     SigningKey,
     Subscription,
     Tenant,
 )
-from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage.sql import SqlIdentityStore
 from cmk_trio.rpckit.storage import Store
 

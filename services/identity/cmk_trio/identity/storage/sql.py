@@ -18,11 +18,11 @@ from cmk_trio.identity.model import (
     PrincipalKind,
     Role,
     RoleAssignment,
+    SignInFailures,
     SigningKey,
     Subscription,
     Tenant,
 )
-from cmk_trio.identity.sign_ins import SignInFailures
 from cmk_trio.identity.storage.schema import SCHEMA
 from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, gapless
 

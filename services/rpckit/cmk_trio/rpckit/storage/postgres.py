@@ -465,17 +465,6 @@ async def _migrate(
             )
 
 
-async def read_rows(url: str, service: str, sql: str) -> list[Any]:
-    """The rows of one query on a service's schema, on a connection of its own (to look at
-    what is stored around the service: `cmk demo`, the tests of what is at rest)."""
-    target = parse_database_url(url, service)
-    conn = await asyncpg.connect(target.dsn, server_settings={"search_path": target.schema})
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]

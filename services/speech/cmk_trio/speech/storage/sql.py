@@ -3,12 +3,10 @@ data key only wrapped."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, is_database_url
+from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction
 from cmk_trio.speech.model import (
     Application,
     ApprovalState,
@@ -294,23 +292,3 @@ def _application(r: Any) -> Application:
         create_time=datetime.fromisoformat(r["create_time"]),
         update_time=datetime.fromisoformat(r["update_time"]),
     )
-
-
-SEALED_VALUES = (
-    "SELECT sealed_configuration FROM applications ORDER BY seq",
-    "SELECT sealed FROM luis_keys ORDER BY resource_uid",
-)
-
-
-async def sealed_values_at(location: str | Path) -> list[bytes]:
-    """Every sealed application configuration and LUIS key pair as the database holds it,
-    read around the service, straight from the SQLite file or the PostgreSQL schema (for
-    `cmk demo`, which shows that data is ciphertext at rest)."""
-    if is_database_url(location):
-        from cmk_trio.rpckit.storage.postgres import read_rows
-
-        rows = [row for sql in SEALED_VALUES for row in await read_rows(str(location), SqlSpeechStore.service, sql)]
-    else:
-        with sqlite3.connect(f"file:{location}?mode=ro", uri=True) as db:
-            rows = [row for sql in SEALED_VALUES for row in db.execute(sql).fetchall()]
-    return [bytes(row[0]) for row in rows]
