@@ -3,12 +3,10 @@ and starts the gRPC server. It only wires; the rules live in the domain modules.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -36,15 +34,13 @@ from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
-from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
-from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
+from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.keyfiles import write_private_file
-from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator
-from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
 
 if TYPE_CHECKING:
@@ -60,11 +56,11 @@ SERVICE_NAMES = (
 
 
 @dataclass
-class IdentityServer:
+class IdentityServer(Served):
     """A running identity service and its parts (tests reach into them)."""
 
+    process: Process
     config: IdentityConfig
-    running: RunningServer
     store: IdentityStore
     directory: Directory
     keys: SigningKeyRing
@@ -72,20 +68,10 @@ class IdentityServer:
     operator: Principal
     new_operator_secret: NewSecret | None
     """Set only on the first start with a generated operator secret: show it once."""
-    metrics: Metrics
-    metrics_port: int | None
-    claim: DataDirClaim | None = None
-    """The data directory, held against a second identity process."""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    http: RunningHttp | None = None
+    http: RunningHttp | None
     """The OpenID Connect discovery, JWKS and token endpoints, when served."""
-    limits: CallLimits | None = None
+    limits: CallLimits
     """The cap on calls served at once and its shares, gRPC and HTTP together."""
-    tracing: Tracing = field(default_factory=Tracing)
-
-    @property
-    def port(self) -> int:
-        return self.running.port
 
     @property
     def http_url(self) -> str | None:
@@ -94,26 +80,6 @@ class IdentityServer:
         if self.http is None:
             return None
         return self.config.http_public_url or self.http.base_url
-
-    @property
-    def endpoint(self) -> str:
-        return dialable(self.config.host, self.running.port)
-
-    async def stop(self, grace: float = 2.0) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self.http is not None:
-            await self.http.stop()
-        await self.running.stop(grace)
-        self.directory.checks.close()
-        await self.metrics.close()
-        self.tracing.shutdown()
-        await self.store.close()
-        if self.claim is not None:
-            self.claim.release()
 
 
 async def build_server(
@@ -127,24 +93,14 @@ async def build_server(
     """Open storage, load the master key, bootstrap on first start, and start serving (traced
     into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing), with
     `limits` on the calls served at once (default: as CMK_MAX_CALLS and its shares say)."""
-    tracing = Tracing.from_env("identity", os.environ, tracer_provider)
-    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
-    clock = shiftable or clock or SystemClock()
-    claim = claim_data_dir(
-        config.data_dir,
-        "identity",
-        database=None if config.database_url else config.database_path,
-        key_files=[config.master_key_path],
-    )
-    checks = SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock)  # (its threads start when used)
-    try:
-        store = await open_store(config.database_location, must_exist=config.master_key_path.exists())
+    async with Bootstrap(
+        "identity", config, key_files=[config.master_key_path], clock=clock, tracer_provider=tracer_provider
+    ) as boot:
+        clock = boot.clock
+        checks = boot.owns(SecretChecks(SecretHasher(cost=config.secret_hash_cost), clock))  # (threads start when used)
+        store = boot.owns(await open_store(config.database_location, must_exist=config.master_key_path.exists()))
         if store.engine != "sqlite":  # replicas count failed sign-ins together
             checks.ledger = StoredLedger(store, clock, checks.window)
-    except BaseException:
-        claim.release()
-        raise
-    try:
         # Replicas that start together on a new database take turns here: the first makes the
         # master key, the first signing key and the operator; the others find them.
         policy = TokenPolicy(
@@ -173,7 +129,7 @@ async def build_server(
         if shown is not None:
             write_operator_file(config, operator, shown)
         issuer = TokenIssuer(store, directory, keys, clock, policy, checks=checks, memo=memo, random=random)
-        metrics = Metrics.create("identity")
+        metrics = boot.metrics
         metrics.watch_store(store)
         validator = TokenValidator(
             key_source=keys, clock=clock, issuer_base=config.issuer_base, skew=config.clock_skew, metrics=metrics
@@ -186,7 +142,7 @@ async def build_server(
                 IdentityApi(directory, policy, heartbeat=config.event_heartbeat.total_seconds()), server
             )
             pb_grpc.add_TokenServiceServicer_to_server(TokenApi(directory, issuer, keys), server)
-            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, require_operator), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, require_operator), server)
 
         async def require_operator(context: Context) -> None:
             caller = current_caller()
@@ -194,58 +150,25 @@ async def build_server(
 
         # One cap for the gRPC calls and the HTTP requests; the token endpoints of both share a budget.
         limits = limits or CallLimits.from_env(os.environ)
-        running = await start_server(
-            register=register,
-            service_names=SERVICE_NAMES,
-            interceptors=[
-                ErrorInterceptor(DOMAIN),
-                AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
-                AdmissionInterceptor(limits, SIGN_IN_METHODS),
-            ],
-            host=config.host,
-            port=config.port,
-            tls=config.tls,
-            metrics=metrics,
-            tracing=tracing,
-        )
+        running = await boot.serve(register, SERVICE_NAMES, [
+            ErrorInterceptor(DOMAIN),
+            AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
+            AdmissionInterceptor(limits, SIGN_IN_METHODS),
+        ])  # fmt: skip
         http: RunningHttp | None = None
         if config.http_port is not None:
             front = OidcFront(
                 store=store, issuer=issuer, keys=keys, policy=policy, limits=limits, metrics=metrics,
                 public_url=lambda: config.http_public_url or (http.base_url if http else ""),
             )  # fmt: skip
-            try:
-                http = await start_http(front, config.host, config.http_port, config.tls)
-            except BaseException:
-                await running.stop(0)
-                raise
-        metrics_port = (
-            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
-        )
-    except BaseException:
-        checks.close()
-        await store.close()
-        claim.release()
-        raise
+            http = await start_http(front, config.host, config.http_port, config.tls)
+            boot.before_listener_stops(http.stop)
     log.info("identity service started", extra={"port": running.port, "first_start": shown is not None})
     server = IdentityServer(
-        config,
-        running,
-        store,
-        directory,
-        keys,
-        issuer,
-        operator,
-        shown,
-        metrics,
-        metrics_port,
-        claim,
-        http=http,
-        limits=limits,
-        tracing=tracing,
-    )
+        boot.process, config, store, directory, keys, issuer, operator, shown, http=http, limits=limits
+    )  # fmt: skip
     if store.engine != "sqlite":  # other replicas may rotate and revoke keys
-        server.tasks.append(asyncio.create_task(keys.follow(), name="identity-follow-signing-keys"))
+        boot.process.spawn(keys.follow(), "follow-signing-keys")
     return server
 
 

@@ -4,10 +4,9 @@ It only wires; the rules live in the domain modules."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -30,13 +29,11 @@ from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor
-from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
-from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
+from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devclock import DevApi
-from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
-from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
 
 if TYPE_CHECKING:
@@ -58,11 +55,11 @@ AUDIENCES = {
 
 
 @dataclass
-class KeyVaultServer:
+class KeyVaultServer(Served):
     """A running key vault service and its parts (tests reach into them)."""
 
+    process: Process
     config: KeyVaultConfig
-    running: RunningServer
     store: KeyVaultStore
     vaults: Vaults
     keys: Keys
@@ -70,20 +67,6 @@ class KeyVaultServer:
     audit: AuditLog
     trail: AuditTrail
     directory: DirectoryLink
-    metrics: Metrics
-    metrics_port: int | None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    claim: DataDirClaim | None = None
-    """The data directory, held against a second key vault process."""
-    tracing: Tracing = field(default_factory=Tracing)
-
-    @property
-    def port(self) -> int:
-        return self.running.port
-
-    @property
-    def endpoint(self) -> str:
-        return dialable(self.config.host, self.running.port)
 
     async def purge_due(self) -> None:
         """One pass of the purger: deleted keys and vaults whose purge date has come."""
@@ -105,21 +88,6 @@ class KeyVaultServer:
         if latest is None or latest.count != count:
             await self.audit.checkpoint()
 
-    async def stop(self, grace: float = 2.0) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.running.stop(grace)
-        await self.trail.flush_refusals()
-        await self.directory.stop()
-        await self.metrics.close()
-        self.tracing.shutdown()
-        await self.store.close()
-        if self.claim is not None:
-            self.claim.release()
-
 
 async def _housekeeping(server: KeyVaultServer) -> None:
     while True:
@@ -139,24 +107,17 @@ async def build_server(
 ) -> KeyVaultServer:
     """Open storage and the master key, connect to identity, and start serving (traced
     into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
-    tracing = Tracing.from_env("keyvault", os.environ, tracer_provider)
-    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
-    clock = shiftable or clock or SystemClock()
-    # What start-up opens is closed again if a later step fails; once serving, the server owns it.
-    async with contextlib.AsyncExitStack() as undo:
-        claim = claim_data_dir(
-            config.data_dir,
-            "keyvault",
-            database=None if config.database_url else config.database_path,
-            key_files=[config.master_key_path],
+    async with Bootstrap(
+        "keyvault", config, key_files=[config.master_key_path], clock=clock, tracer_provider=tracer_provider
+    ) as boot:
+        store = boot.owns(await open_store(config.database_location, must_exist=config.master_key_path.exists()))
+        boot.metrics.watch_store(store)
+        directory = boot.owns(
+            link_to_directory(
+                config, clock=boot.clock, metrics=boot.metrics, interceptors=boot.tracing.client_interceptors()
+            ),
+            "stop",
         )
-        undo.callback(claim.release)
-        store = await open_store(config.database_location, must_exist=config.master_key_path.exists())
-        undo.push_async_callback(store.close)
-        metrics = Metrics.create("keyvault")
-        metrics.watch_store(store)
-        directory = link_to_directory(config, clock=clock, metrics=metrics, interceptors=tracing.client_interceptors())
-        undo.push_async_callback(directory.stop)
         # Replicas that start together on a new database take turns: the first makes the
         # master key and the audit checkpoint key, the others find them.
         async with store.exclusive("startup"):
@@ -164,17 +125,18 @@ async def build_server(
             master = load_or_create_master_key(config.master_key_path, create=first_start, random=random)
             sealer = Sealer(master, random)
             try:
-                audit = await AuditLog.open(store, clock, master.audit_mac_key, sealer)
+                audit = await AuditLog.open(store, boot.clock, master.audit_mac_key, sealer)
             except CannotDecrypt:
                 raise StartupError(
                     f"the master key {config.master_key_path} does not open the keys sealed in {store.description}; "
                     "restore the key file that belongs with this database"
                 ) from None
         notifier = store.changes
-        keys = Keys(store, clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
-        vaults = Vaults(store, clock, directory.roles, notifier, on_purge=keys.forget_vault)
-        trail = AuditTrail(audit, clock, store)
+        keys = Keys(store, boot.clock, sealer, notifier, dns_suffix=config.vault_dns_suffix, random=random)
+        vaults = Vaults(store, boot.clock, directory.roles, notifier, on_purge=keys.forget_vault)
+        trail = AuditTrail(audit, boot.clock, store)
         trail.watch()
+        boot.on_stop(trail.flush_refusals)  # (after the listener: the refusals of its last calls too)
         rotation = Rotation(keys, trail)
         convert = Converter(keys)
 
@@ -189,42 +151,15 @@ async def build_server(
             pb_grpc.add_EventServiceServicer_to_server(
                 EventApi(vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
             )
-            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, operator_only), server)
 
-        running = await start_server(
-            register=register,
-            service_names=SERVICE_NAMES,
-            interceptors=[
-                ErrorInterceptor(DOMAIN),
-                AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
-                AdmissionInterceptor(CallLimits.from_env(os.environ)),
-            ],
-            host=config.host,
-            port=config.port,
-            tls=config.tls,
-            metrics=metrics,
-            tracing=tracing,
-        )
-        metrics_port = (
-            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
-        )
-        undo.pop_all()
-    await directory.serve_when_current(running)
-    server = KeyVaultServer(
-        config,
-        running,
-        store,
-        vaults,
-        keys,
-        rotation,
-        audit,
-        trail,
-        directory,
-        metrics,
-        metrics_port,
-        claim=claim,
-        tracing=tracing,
-    )
-    server.tasks.append(asyncio.create_task(_housekeeping(server), name="keyvault-housekeeping"))
+        running = await boot.serve(register, SERVICE_NAMES, [
+            ErrorInterceptor(DOMAIN),
+            AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
+            AdmissionInterceptor(CallLimits.from_env(os.environ)),
+        ])  # fmt: skip
+        await directory.serve_when_current(running)
+    server = KeyVaultServer(boot.process, config, store, vaults, keys, rotation, audit, trail, directory)
+    boot.process.spawn(_housekeeping(server), "housekeeping")
     log.info("key vault service started", extra={"port": running.port})
     return server

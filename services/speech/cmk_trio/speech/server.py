@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -21,15 +20,13 @@ from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as pb_grpc
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
-from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
-from cmk_trio.rpckit.datadir import DataDirClaim, StartupError, claim_data_dir
+from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
+from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devclock import DevApi
 from cmk_trio.rpckit.events import EventFollower
-from cmk_trio.rpckit.observe import Metrics
-from cmk_trio.rpckit.server import RunningServer, dialable, start_server
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE
-from cmk_trio.rpckit.tracing import Tracing
 from cmk_trio.rpckit.types import Context
 from cmk_trio.speech import errors
 from cmk_trio.speech.api import ApplicationApi, SpeechDevApi, SpeechResourceApi
@@ -65,11 +62,11 @@ AUDIENCES = {
 
 
 @dataclass
-class SpeechServer:
+class SpeechServer(Served):
     """A running speech service and its parts."""
 
+    process: Process
     config: SpeechConfig
-    running: RunningServer
     store: SpeechStore
     resources: Resources
     data: Data
@@ -79,39 +76,8 @@ class SpeechServer:
     directory: DirectoryLink
     followers: Followers
     keyvault_channel: grpc.aio.Channel | None
-    metrics: Metrics
-    metrics_port: int | None
-    claim: DataDirClaim | None = None
-    """The data directory, held against a second speech process."""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    tracing: Tracing = field(default_factory=Tracing)
-    identity_gateway: GrpcIdentityGateway | None = None
+    identity_gateway: GrpcIdentityGateway
     """How speech asks identity for managed identities' tokens (it keeps them until they expire)."""
-
-    @property
-    def port(self) -> int:
-        return self.running.port
-
-    @property
-    def endpoint(self) -> str:
-        return dialable(self.config.host, self.running.port)
-
-    async def stop(self, grace: float = 2.0) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.followers.stop()
-        await self.running.stop(grace)
-        await self.directory.stop()
-        if self.keyvault_channel is not None:
-            await self.keyvault_channel.close()
-        await self.metrics.close()
-        self.tracing.shutdown()
-        await self.store.close()
-        if self.claim is not None:
-            self.claim.release()
 
 
 async def build_server(
@@ -123,36 +89,28 @@ async def build_server(
 ) -> SpeechServer:
     """Open storage and the key ring, connect to identity and the key vault, and start serving
     (traced into `tracer_provider` when given, else as OTEL_* configure; see rpckit.tracing)."""
-    tracing = Tracing.from_env("speech", os.environ, tracer_provider)
-    peer_interceptors = tracing.client_interceptors()
-    shiftable = ShiftableClock(clock or SystemClock()) if config.dev_time_control else None
-    clock = shiftable or clock or SystemClock()
-    # What start-up opens is closed again if a later step fails; once serving, the server owns it.
-    async with contextlib.AsyncExitStack() as undo:
-        claim = claim_data_dir(
-            config.data_dir,
-            "speech",
-            database=None if config.database_url else config.database_path,
-            key_files=[config.ring_path],
-        )
-        undo.callback(claim.release)
-        store = await open_store(config.database_location, must_exist=config.ring_path.exists())
-        undo.push_async_callback(store.close)
-        metrics = Metrics.create("speech")
+    async with Bootstrap(
+        "speech", config, key_files=[config.ring_path], clock=clock, tracer_provider=tracer_provider
+    ) as boot:
+        clock = boot.clock
+        peer_interceptors = boot.tracing.client_interceptors()
+        store = boot.owns(await open_store(config.database_location, must_exist=config.ring_path.exists()))
+        metrics = boot.metrics
         metrics.watch_store(store)
-        directory = link_to_directory(config, clock=clock, metrics=metrics, interceptors=peer_interceptors)
-        undo.push_async_callback(directory.stop)
+        directory = boot.owns(
+            link_to_directory(config, clock=clock, metrics=metrics, interceptors=peer_interceptors), "stop"
+        )
         identity, roles = directory.identity, directory.roles
         kv_channel = (
             # (no retries: speech's callers' clients are the one layer that retries)
-            open_channel(
-                config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors, retries=False, peer="keyvault"
+            boot.owns(
+                open_channel(
+                    config.keyvault_endpoint, config.tls.for_peers(), peer_interceptors, retries=False, peer="keyvault"
+                )
             )
             if config.keyvault_endpoint
             else None
         )
-        if kv_channel is not None:
-            undo.push_async_callback(kv_channel.close)
         async with store.exclusive("startup"):  # replicas starting together make one ring
             ring = load_or_create_ring(config.ring_path, create=await store.resource_count() == 0, random=random)
         identity_gateway = GrpcIdentityGateway(identity, clock)
@@ -209,53 +167,27 @@ async def build_server(
             pb_grpc.add_SpeechResourceServiceServicer_to_server(resource_api, server)
             pb_grpc.add_ApplicationServiceServicer_to_server(ApplicationApi(data), server)
             pb_grpc.add_SpeechDevServiceServicer_to_server(SpeechDevApi(resource_api, data), server)
-            dev_grpc.add_DevServiceServicer_to_server(DevApi(shiftable, operator_only), server)
+            dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, operator_only), server)
 
-        running = await start_server(
-            register=register,
-            service_names=SERVICE_NAMES,
-            interceptors=[
-                ErrorInterceptor(DOMAIN),
-                AuthInterceptor(directory.validator, AUDIENCES, ()),
-                AdmissionInterceptor(CallLimits.from_env(os.environ)),
-            ],
-            host=config.host,
-            port=config.port,
-            tls=config.tls,
-            metrics=metrics,
-            tracing=tracing,
-        )
-        metrics_port = (
-            await metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None
-        )
-        undo.pop_all()
-    async with store.exclusive("startup"):
-        rewrapped = await resources.rewrap_to_current_ring()
-    if rewrapped:
-        log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
-    await directory.serve_when_current(running)
-    follow = Followers(*followers)
-    follow.start()
+        running = await boot.serve(register, SERVICE_NAMES, [
+            ErrorInterceptor(DOMAIN),
+            AuthInterceptor(directory.validator, AUDIENCES, ()),
+            AdmissionInterceptor(CallLimits.from_env(os.environ)),
+        ])  # fmt: skip
+        async with store.exclusive("startup"):
+            rewrapped = await resources.rewrap_to_current_ring()
+        if rewrapped:
+            log.info("data keys rewrapped to the current master key", extra={"count": rewrapped})
+        await directory.serve_when_current(running)
+        follow = Followers(*followers)
+        boot.before_listener_stops(follow.stop)
+        follow.start()
     log.info("speech service started", extra={"port": running.port})
     server = SpeechServer(
-        config,
-        running,
-        store,
-        resources,
-        data,
-        data_keys,
-        encryption,
-        guard,
-        directory,
-        follow,
-        kv_channel,
-        metrics,
-        metrics_port,
-        claim,
-        tracing=tracing,
-        identity_gateway=identity_gateway,
-    )
-    server.tasks.append(asyncio.create_task(_resolve_interrupted(encryption, store), name="speech-resolve-interrupted"))
+        boot.process, config, store, resources, data, data_keys, encryption, guard, directory, follow, kv_channel,
+        identity_gateway,
+    )  # fmt: skip
+    boot.process.spawn(_resolve_interrupted(encryption, store), "resolve-interrupted")
     return server
 
 
