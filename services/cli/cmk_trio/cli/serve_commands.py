@@ -138,9 +138,7 @@ def serve_identity(state: State, hide_operator_secret: bool, **flags: str | bool
     config = _load("identity", flags)
 
     def started(server: IdentityServer) -> None:
-        metrics = {}
-        if server.metrics_port is not None:
-            metrics["identity"] = f"http://{config.metrics_host}:{server.metrics_port}/metrics"
+        metrics = {"identity": server.metrics_url} if server.metrics_url else {}
         announce(Announcement.of(server, metrics=metrics, show_secret=not hide_operator_secret), state.output)
 
     _serve("identity", config.log_level, lambda: build_server(config), started, "identity: stopping")
@@ -235,9 +233,7 @@ def _listening(name: str, output: str) -> Callable[[Any], None]:
     """The banner of the key vault or speech alone: where it listens."""
 
     def started(server: Any) -> None:
-        metrics = {}
-        if server.metrics_port is not None:
-            metrics[name] = f"http://{server.config.metrics_host}:{server.metrics_port}/metrics"
+        metrics = {name: server.metrics_url} if server.metrics_url else {}
         if output == "json":
             click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics}))
         else:

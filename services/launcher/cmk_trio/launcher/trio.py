@@ -67,11 +67,7 @@ class RunningTrio:
             "keyvault": self.keyvault,
             "speech": self.speech,
         }
-        return {
-            name: f"http://{s.config.metrics_host}:{s.metrics_port}/metrics"
-            for name, s in servers.items()
-            if s.metrics_port is not None
-        }
+        return {name: url for name, s in servers.items() if (url := s.metrics_url) is not None}
 
     def announcement(self, *, show_secret: bool = True) -> Announcement:
         """What the start of the three services tells (identity's, with the other two)."""

@@ -65,8 +65,13 @@ class Process:
 
     @property
     def port(self) -> int:
-        assert self.running is not None, "the service is not serving yet"
-        return self.running.port
+        return self.listener.port
+
+    @property
+    def listener(self) -> RunningServer:
+        if self.running is None:
+            raise RuntimeError("the service is not serving yet")
+        return self.running
 
     @property
     def endpoint(self) -> str:
@@ -117,7 +122,8 @@ class Bootstrap:
 
     @property
     def process(self) -> Process:
-        assert self._process is not None, "use the bootstrap in `async with`"
+        if self._process is None:
+            raise RuntimeError("use the bootstrap in `async with`")
         return self._process
 
     @property
@@ -200,8 +206,7 @@ class Served:
 
     @property
     def running(self) -> RunningServer:
-        assert self.process.running is not None, "the service is not serving yet"
-        return self.process.running
+        return self.process.listener
 
     @property
     def port(self) -> int:
@@ -218,6 +223,12 @@ class Served:
     @property
     def metrics_port(self) -> int | None:
         return self.process.metrics_port
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes the service, when it serves its metrics."""
+        port = self.process.metrics_port
+        return None if port is None else f"http://{self.process.config.metrics_host}:{port}/metrics"
 
     @property
     def tracing(self) -> Tracing:

@@ -93,3 +93,22 @@ def main(
 def listening(name: str, endpoint: str, metrics: str | None) -> list[str]:
     """What a lone key vault or speech service says when it has started."""
     return [f"{name} listening on {endpoint}", *([f"{name} metrics at {metrics}"] if metrics else [])]
+
+
+class Listening(Stoppable, Protocol):
+    """A started service that says where it listens (and serves its metrics)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def metrics_url(self) -> str | None: ...
+
+
+def main_saying_where(name: str, load: Callable[[], Any], start: Callable[[Any], Awaitable[Listening]]) -> None:
+    """`main` for a service whose start says only where it listens (the key vault, speech)."""
+
+    def started(server: Listening) -> None:
+        print("\n".join(listening(name, server.endpoint, server.metrics_url)), flush=True)
+
+    main(name, load, start, started)
