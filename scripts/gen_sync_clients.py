@@ -200,6 +200,11 @@ def render(module_name: str, class_name: str) -> str:
     body: list[str] = []
     for name in _public_methods(cls):
         body += _method(cls, name, used)
+    for name, annotation in vars(cls).get("__annotations__", {}).items():
+        if annotation == "TokenSource" and not name.startswith("_"):  # (a token source is called as a method is)
+            body += [f"    def {name}(self, audience: str) -> str:",
+                     f'        """A valid token for `audience` (the client\'s `{name}`)."""',
+                     f"        return self._runner.run(self._inner.{name}(audience))", ""]  # fmt: skip
     imports = {line for name in sorted(used - {"Iterator"}) if (line := source.import_of(name))}
     if "Iterator" in used:
         imports.add("from collections.abc import Iterator")

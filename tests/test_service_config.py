@@ -70,6 +70,8 @@ def test_every_setting_has_one_variable_and_one_flag_shared_with_every_service(c
 @pytest.mark.parametrize("config", ALL)
 def test_given_values_win_over_the_environment_and_are_read_by_type(config, tmp_path):
     prefix = config.SERVICE
+    (tmp_path / "c.pem").write_text("a certificate")
+    (tmp_path / "k.pem").write_text("its key")
     loaded = config.load(
         {**LINKED, f"CMK_{prefix}_PORT": "7", "CMK_CLOCK_SKEW_SECONDS": "5", "CMK_DEV_TIME_CONTROL": "false"},
         {f"CMK_{prefix}_PORT": "0", "CMK_DATA_DIR": str(tmp_path), "CMK_DEV_TIME_CONTROL": "1",
@@ -110,3 +112,29 @@ def test_a_secret_setting_has_no_flag_and_is_never_quoted_back():
     assert "--operator-client-secret" not in {o.flag for o in options(IdentityConfig)}
     loaded = IdentityConfig.load({"CMK_OPERATOR_CLIENT_ID": "op", "CMK_OPERATOR_CLIENT_SECRET": "a-secret-of-16-chars"})
     assert "a-secret-of-16-chars" not in repr(loaded)
+
+
+# Found by a review of the parser: each was a traceback (or a silent default) instead of one line.
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "1e300"])
+def test_a_duration_that_is_no_finite_number_is_refused(seconds):
+    with pytest.raises(ConfigError) as refused:
+        KeyVaultConfig.load(LINKED, {"CMK_PURGE_INTERVAL_SECONDS": seconds})
+    assert "CMK_PURGE_INTERVAL_SECONDS (--purge-interval-seconds) must be a number of seconds" in str(refused.value)
+
+
+def test_a_missing_certificate_or_credentials_file_is_named_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        KeyVaultConfig.load(LINKED, {"CMK_TLS_CERT": str(tmp_path / "no.pem"), "CMK_TLS_KEY": str(tmp_path / "k")})
+    assert str(refused.value) == f"CMK_TLS_CERT (--tls-cert): no such file: {tmp_path / 'no.pem'}"
+    with pytest.raises(ConfigError) as refused:
+        SpeechConfig.load({"CMK_IDENTITY_ENDPOINT": "x:1", "CMK_SPEECH_CREDENTIALS_FILE": str(tmp_path / "c.json")})
+    assert (
+        str(refused.value) == f"CMK_SPEECH_CREDENTIALS_FILE (--credentials-file): no such file: {tmp_path / 'c.json'}"
+    )
+
+
+def test_an_empty_text_setting_is_a_value_not_an_absence():
+    with pytest.raises(ConfigError, match="set both the operator client id and secret, or neither"):
+        IdentityConfig.load({"CMK_OPERATOR_CLIENT_ID": ""})

@@ -96,3 +96,27 @@ def test_the_cap_closes_a_peers_newest_once_and_leaves_the_others():
         finally:
             for s in clients + accepted:
                 s.close()
+
+
+def test_a_socket_that_is_not_a_connection_has_its_duplicate_closed_once(monkeypatch):
+    """Found by a review: for a listening socket (getpeername fails) the duplicate was closed
+    by the socket object and then again by hand; a descriptor another thread had opened with
+    that number in between (gRPC's core accepts all the time) was closed with it."""
+    reopened: list[int] = []
+    original = socket.socket.close
+
+    def close_then_another_thread_opens(self: socket.socket) -> None:
+        original(self)
+        if not reopened:
+            reopened.append(os.open(os.devnull, os.O_RDONLY))  # takes the number just freed
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.setattr(socket.socket, "close", close_then_another_thread_opens)
+        assert connection_of(server.fileno(), os.fstat(server.fileno()).st_ino) is None
+        monkeypatch.undo()
+    try:
+        assert reopened, "the duplicate was never closed"
+        os.fstat(reopened[0])  # still open: nobody closed that number a second time
+    finally:
+        for fd in reopened:
+            os.close(fd)

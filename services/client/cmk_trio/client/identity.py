@@ -73,6 +73,10 @@ class IdentityClient:
     """The identity service's API, with a token for the directory audience obtained and
     renewed from `credentials` (or a fixed `token`)."""
 
+    token_for: TokenSource
+    """A valid token for an audience: the fixed one, or a cached one renewed in time
+    (`await client.token_for(audience)`); give it to the other clients as their tokens."""
+
     def __init__(
         self,
         channel: grpc.aio.Channel,
@@ -93,9 +97,7 @@ class IdentityClient:
         self._token_source = token_source
         self._clock = clock or SystemClock()
         self.token_cache = TokenCache(self._fetch, self._clock)
-        self.token_for: TokenSource = _Tokens(self)
-        """A valid token for an audience: the fixed one, or a cached one renewed in time
-        (`await client.token_for(audience)`); give it to the other clients as their tokens."""
+        self.token_for = _Tokens(self)
 
     async def _fetch(self, audience: str) -> AccessToken:
         if self._credentials is None:

@@ -131,3 +131,7 @@ class SyncIdentityClient(Blocking[IdentityClient]):
         """The event stream from `after_sequence`; errors arrive typed. Heartbeats (an idle
         stream saying it is alive) are not yielded: `on_heartbeat` is told of them."""
         yield from self._iterate(self._inner.watch_events(after_sequence, on_heartbeat))
+
+    def token_for(self, audience: str) -> str:
+        """A valid token for `audience` (the client's `token_for`)."""
+        return self._runner.run(self._inner.token_for(audience))

@@ -14,7 +14,19 @@ from cmk_trio.rpckit.settings import ServiceSettings
 
 
 def _credentials(env: Mapping[str, str], service: str) -> ClientCredentials | None:
-    return ClientCredentials.from_env(env, f"CMK_{service}")
+    """From the file CMK_<SERVICE>_CREDENTIALS_FILE names (a private file: one that is not is
+    refused with what to do, rpckit.keyfiles), or from the three variables."""
+    try:
+        return ClientCredentials.from_env(env, f"CMK_{service}")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"CMK_{service}_CREDENTIALS_FILE (--credentials-file): no such file: {exc.filename}"
+        ) from None
+    except (KeyError, ValueError) as exc:  # not JSON, or a field missing
+        raise ConfigError(
+            f"CMK_{service}_CREDENTIALS_FILE (--credentials-file): not a credentials file (JSON with tenant_id,"
+            f" client_id, client_secret): {type(exc).__name__}"
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)

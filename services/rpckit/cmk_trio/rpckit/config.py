@@ -90,6 +90,8 @@ class Setting:
     """A malformed value is not quoted back, and it has no flag (a command line is not private)."""
     also: tuple[str, ...] = ()
     """The other variables `load` reads (for the documentation, and the names a launcher may give)."""
+    must_exist: bool = False
+    """A path that must name a file when it is given (a certificate): refused at once if not."""
 
 
 def setting(
@@ -101,10 +103,11 @@ def setting(
     load: Callable[[Mapping[str, str], str], object] | None = None,
     secret: bool = False,
     also: tuple[str, ...] = (),
+    must_exist: bool = False,
     factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A field set by the variable `env` (and a flag); `default` when neither says."""
-    meta = {SETTING: Setting(env, None if secret else flag, help, load, secret, also)}
+    meta = {SETTING: Setting(env, None if secret else flag, help, load, secret, also, must_exist)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta, repr=not secret)
     return field(default=default, metadata=meta, repr=not secret)  # (a secret stays out of reprs and logs)
@@ -122,14 +125,15 @@ class TlsConfig:
     dataclasses.field, which ruff cannot know within the module that defines it.)"""
 
     cert_file: Path | None = setting(  # noqa: RUF009
-        None, env="CMK_TLS_CERT", flag="--tls-cert", help="the service's certificate (PEM)"
+        None, env="CMK_TLS_CERT", must_exist=True, flag="--tls-cert", help="the service's certificate (PEM)"
     )
     key_file: Path | None = setting(  # noqa: RUF009
-        None, env="CMK_TLS_KEY", flag="--tls-key", help="its private key (PEM)"
+        None, env="CMK_TLS_KEY", must_exist=True, flag="--tls-key", help="its private key (PEM)"
     )
     client_ca_file: Path | None = setting(  # noqa: RUF009
         None,
         env="CMK_TLS_CLIENT_CA",
+        must_exist=True,
         flag="--tls-client-ca",
         help="require client certificates from this CA (mutual TLS)",
     )

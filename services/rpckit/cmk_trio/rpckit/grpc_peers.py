@@ -55,20 +55,26 @@ class Connection:
 
 def connection_of(fd: int, inode: int) -> Connection | None:
     """The connection socket `fd` (still the one with `inode`) holds: None for what is not a
-    connected TCP socket (a listening socket, a unix socket, a file given that number since)."""
+    connected TCP socket (a listening socket, a unix socket, a file given that number since).
+
+    The duplicate is closed exactly once, whatever fails: a second close could close a
+    descriptor that gRPC's threads opened with the same number meanwhile."""
     try:
         mine = os.dup(fd)
     except OSError:
         return None
     try:
-        with socket.socket(fileno=mine) as sock:  # owns `mine`: closing it closes the duplicate only
+        sock = socket.socket(fileno=mine)  # owns `mine` from here: closing it closes the duplicate only
+    except OSError:  # not a socket
+        os.close(mine)
+        return None
+    with sock:
+        try:
             if os.fstat(sock.fileno()).st_ino != inode or sock.family not in (socket.AF_INET, socket.AF_INET6):
                 return None
             local, remote = sock.getsockname(), sock.getpeername()
-    except OSError:  # not a socket, or not connected
-        with contextlib.suppress(OSError):
-            os.close(mine)  # (if the socket object was never made)
-        return None
+        except OSError:  # not connected (listening, still connecting, reset)
+            return None
     return Connection(local[1], peer_address(remote[0]), inode)
 
 
@@ -161,8 +167,10 @@ class PeerCap:
         while True:
             try:
                 closed = self.enforce()
-            except OSError:  # (no descriptor left to look with: a flood at its height) look again soon
-                log.warning("cannot list the process's descriptors", extra={"listener": self.listener}, exc_info=True)
+            except Exception:  # (no descriptor left to look with, a flood at its height): look again soon
+                # Never the end of the cap, nor an error raised into the server's stop.
+                log.warning("cannot look at the process's connections", extra={"listener": self.listener},
+                            exc_info=True)  # fmt: skip
                 closed = 0
             await asyncio.sleep(PRESSED_INTERVAL if closed else INTERVAL)
 
@@ -188,8 +196,10 @@ class PeerCap:
             self._shut |= done
             mine = len(done)
             closed += mine
+            if not mine:
+                continue
             held = self._throttle.allow((self.listener, "per-peer"))
-            if mine and held is not None:
+            if held is not None:
                 log.warning(
                     "connections closed: over the per-peer cap",
                     extra={"listener": self.listener, "peer": peer, "closed": mine, "limit": self.cap,

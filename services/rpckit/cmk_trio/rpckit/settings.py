@@ -17,6 +17,7 @@ cmk_trio.<service>` reads only the variables: no setting is named in two places.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -109,9 +110,12 @@ def read(cls: type[Any], env: Mapping[str, str], service: str) -> dict[str, Any]
                 values[f.name] = loaded
             continue
         raw = env.get(name)
-        if raw is None or (raw == "" and kind is not str):
+        if raw is None or (raw == "" and _bare(kind) is not str):  # (an empty text is a text; "" is no number)
             continue
-        values[f.name] = _convert(kind, raw, _where(cls, f, name, option), option.secret)
+        where = _where(cls, f, name, option)
+        values[f.name] = _convert(kind, raw, where, option.secret)
+        if option.must_exist and not Path(raw).is_file():
+            raise ConfigError(f"{where}: no such file: {raw}")
     return values
 
 
@@ -155,8 +159,11 @@ def _convert(kind: Any, raw: str, where: str, secret: bool) -> Any:
         if bare is Path:
             return Path(raw)
         if bare is timedelta:
-            return timedelta(seconds=float(raw))
-    except ValueError:
+            seconds = float(raw)
+            if not math.isfinite(seconds):
+                raise ValueError(raw)
+            return timedelta(seconds=seconds)
+    except (ValueError, OverflowError):
         what = {bool: "true or false", int: "an integer", float: "a number", timedelta: "a number of seconds"}
         raise ConfigError(f"{where} must be {what.get(bare, 'valid')}{shown}") from None
     raise TypeError(f"a setting of type {kind} cannot be read from text")  # (a defect of the class, not the input)
