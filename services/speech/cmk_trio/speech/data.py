@@ -86,11 +86,17 @@ def configuration(field_name: str, text: str) -> bytes:
     return raw
 
 
+MAX_VERSION = 2**63 - 1
+"""The largest version either engine stores (a signed 64-bit integer): 19 nines is more."""
+
+
 def parse_etag(text: str) -> int:
     digits = text[1:-1]
-    if not (len(text) <= 21 and text[:1] == text[-1:] == '"' and digits.isascii() and digits.isdigit()):
+    if not (len(text) <= 21 and text[:1] == text[-1:] == '"' and digits.isascii() and digits.isdigit()) or (
+        int(digits) > MAX_VERSION
+    ):
         raise invalid_field("etag", Reason.FIELD_INVALID, "is not an etag this service issued")
-    return int(digits)  # at most 19 digits: within SQLite's integers
+    return int(digits)
 
 
 class Data:
