@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,11 +87,27 @@ def test_openid_connect_discovery_is_published_over_https(stack: Stack):
     base = f"https://localhost:{stack.ports['identity_http']}"
     trust = ssl.create_default_context(cafile=str(stack.tls_dir / "ca.crt"))
     url = f"{base}/{tenant}/v2.0/.well-known/openid-configuration"
-    with urllib.request.urlopen(url, timeout=10, context=trust) as reply:  # noqa: S310 (loopback, our CA)
-        document = json.loads(reply.read())
+    document = json.loads(_fetch(url, trust))
     assert document["jwks_uri"] == f"{base}/{tenant}/discovery/v2.0/keys"
-    with urllib.request.urlopen(document["jwks_uri"], timeout=10, context=trust) as reply:  # noqa: S310
-        assert json.loads(reply.read())["keys"]
+    assert json.loads(_fetch(document["jwks_uri"], trust))["keys"]
+
+
+def _fetch(url: str, trust: Any) -> bytes:
+    """A GET over HTTPS, tried again if the connection itself ends before an answer: the
+    rootless port forwarder in front of the published port dropped one in CI (TLS saw EOF
+    during its handshake, right after the same client's previous request was answered). An
+    HTTP error, or a wrong answer, is not tried again."""
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=trust) as reply:  # noqa: S310 (loopback, our CA)
+                return bytes(reply.read())
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def test_metrics_are_published(stack: Stack):
