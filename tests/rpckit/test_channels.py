@@ -76,3 +76,21 @@ async def test_a_peer_a_slow_round_trip_away_is_reached_on_the_first_try():
         await channel.close()
         await far.close()
         await server.stop(0)
+
+
+def test_a_process_that_serves_https_runs_on_asyncios_loop():
+    """Under uvloop, identity's HTTPS handshakes hung for good in about half of the processes
+    that `cmk serve identity` started with a certificate (the container suite's discovery test
+    failed twice in a row); asyncio's loop never did. Until that is understood, such a process
+    does not run on uvloop (rpckit.server.UVLOOP_TLS_HANGS)."""
+    from cmk_trio.rpckit.server import run
+
+    seen: list[str] = []
+
+    async def which() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    run(which, serves_https=True)
+    run(which)
+    assert seen[0].startswith("asyncio")
+    assert seen[1].startswith(("uvloop", "asyncio"))  # (uvloop where it is installed)

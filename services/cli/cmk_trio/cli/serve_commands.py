@@ -141,7 +141,10 @@ def serve_identity(state: State, hide_operator_secret: bool, **flags: str | bool
         metrics = {"identity": server.metrics_url} if server.metrics_url else {}
         announce(Announcement.of(server, metrics=metrics, show_secret=not hide_operator_secret), state.output)
 
-    _serve("identity", config.log_level, lambda: build_server(config), started, "identity: stopping")
+    https = config.http_port is not None and config.tls.enabled
+    _serve(
+        "identity", config.log_level, lambda: build_server(config), started, "identity: stopping", serves_https=https
+    )
 
 
 @command(None, "up", queryable=False)
@@ -206,7 +209,7 @@ def up(
     def started(trio: RunningTrio) -> None:
         announce(trio.announcement(show_secret=not hide_operator_secret), state.output)
 
-    _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping")
+    _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping", serves_https=not insecure)
 
 
 @command(serve, "keyvault", queryable=False, cls=SettingsCommand, settings=lambda: _config("keyvault"))
@@ -255,14 +258,23 @@ def _refuse_start(name: str, refusal: StartupError) -> NoReturn:
 
 
 def _serve(
-    name: str, log_level: str, start: Callable[[], Awaitable[S]], started: Callable[[S], None], stopping: str
+    name: str,
+    log_level: str,
+    start: Callable[[], Awaitable[S]],
+    started: Callable[[S], None],
+    stopping: str,
+    *,
+    serves_https: bool = False,
 ) -> None:
-    """Serve until SIGTERM or SIGINT (on uvloop where there is one), printing `stopping` on
-    standard error when told to stop."""
+    """Serve until SIGTERM or SIGINT (on uvloop where there is one, unless the process serves
+    HTTPS: see rpckit.server.run), printing `stopping` on standard error when told to stop."""
     from cmk_trio.rpckit.process import serve_until_stopped
     from cmk_trio.rpckit.server import run
 
-    run(lambda: serve_until_stopped(name, log_level, start, started, lambda: click.echo(stopping, err=True)))
+    run(
+        lambda: serve_until_stopped(name, log_level, start, started, lambda: click.echo(stopping, err=True)),
+        serves_https=serves_https,
+    )
 
 
 @command(None, "health")

@@ -87,7 +87,9 @@ def main(
     def stopping() -> None:
         print(f"{name}: stopping", file=sys.stderr)
 
-    run(lambda: serve_until_stopped(name, settings.log_level, lambda: start(settings), started, stopping))
+    https = getattr(settings, "http_port", None) is not None and settings.tls.enabled  # (identity's door)
+    run(lambda: serve_until_stopped(name, settings.log_level, lambda: start(settings), started, stopping),
+        serves_https=https)  # fmt: skip
 
 
 def listening(name: str, endpoint: str, metrics: str | None) -> list[str]:

@@ -219,8 +219,19 @@ def stop_signals(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIG
             loop.remove_signal_handler(sig)
 
 
-def run(main: Callable[[], object], *, use_uvloop: bool = True) -> None:
-    """Run an async main function, on uvloop where it is installed (it is faster for gRPC)."""
+UVLOOP_TLS_HANGS = True
+"""Whether uvloop's start_tls may leave a TLS handshake waiting for good, as seen with
+identity's HTTPS door (rpckit.http_listener does TLS itself, after counting a connection): in
+about half of the processes that ran `cmk serve identity` with a certificate, every HTTPS
+handshake timed out, where asyncio's loop never did. A process that serves HTTPS runs on
+asyncio's loop until that is understood (`serves_https` in `run`)."""
+
+
+def run(main: Callable[[], object], *, use_uvloop: bool = True, serves_https: bool = False) -> None:
+    """Run an async main function, on uvloop where it is installed (it is faster for gRPC),
+    unless the process serves HTTPS (see UVLOOP_TLS_HANGS)."""
+    if serves_https and UVLOOP_TLS_HANGS:
+        use_uvloop = False
     if use_uvloop:
         try:
             import uvloop
