@@ -87,11 +87,17 @@ class Process:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for closer in self.before_listener_stops:
-            await _call(closer)
-        if self.running is not None:
-            await self.running.stop(grace)
-        await self._closers.aclose()
+        # Each step runs whatever the one before raised: the store is closed and the data
+        # directory released even if a follower or the listener fails to stop.
+        try:
+            for closer in self.before_listener_stops:
+                await _call(closer)
+        finally:
+            try:
+                if self.running is not None:
+                    await self.running.stop(grace)
+            finally:
+                await self._closers.aclose()
 
 
 async def _call(closer: Closer) -> None:
