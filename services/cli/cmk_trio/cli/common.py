@@ -9,9 +9,9 @@ import inspect
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     import grpc
 
     from cmk_trio.client.identity import ClientCredentials, IdentityClient
+    from cmk_trio.client.keyvault import KeyVaultClient
+    from cmk_trio.client.speech import SpeechClient
+
+
+C = TypeVar("C")
 
 
 class State:
@@ -117,11 +122,12 @@ def _profile_option() -> click.Option:
     )  # fmt: skip
 
 
-def run_async(f: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+# click calls a command's body with the options it parsed, by name: their types are the body's own
+def run_async(f: Callable[..., Coroutine[object, object, object]]) -> Callable[..., object]:
     """Run an async command body; a service error becomes a clear message and exit code 1."""
 
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> object:  # (click's options, as above)
         state = click.get_current_context().find_object(State)
         try:
             return asyncio.run(f(*args, **kwargs))
@@ -155,8 +161,13 @@ pass_state = click.make_pass_decorator(State)
 
 
 def command(
-    group: click.Group | None, name: str, *, aliases: tuple[str, ...] = (), queryable: bool = True, **settings: Any
-) -> Callable[[Callable[..., Any]], click.Command]:
+    group: click.Group | None,
+    name: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    queryable: bool = True,
+    **settings: Any,  # click's own
+) -> Callable[[Callable[..., object]], click.Command]:
     """Make a function the `cmk` command `name` in `group` (None: a command of `cmk` itself,
     which its module's `register` adds), with what every command has: an `--output` option,
     the group's `State` as the first argument, and, for an `async def`, the body run to
@@ -167,7 +178,7 @@ def command(
 
     Put it above the command's own options and arguments, as click's `@group.command` goes."""
 
-    def decorate(body: Callable[..., Any]) -> click.Command:
+    def decorate(body: Callable[..., object]) -> click.Command:
         callback = run_async(body) if inspect.iscoroutinefunction(body) else body
         make = group.command if group is not None else click.command
         made = make(name, **settings)(pass_state(callback))
@@ -261,8 +272,8 @@ async def anonymous(state: State, endpoint: str | None = None) -> AsyncIterator[
 
 @asynccontextmanager
 async def _service_session(
-    state: State, service: str, make: Callable[[grpc.aio.Channel, Any], Any]
-) -> AsyncIterator[Any]:
+    state: State, service: str, make: Callable[[grpc.aio.Channel, Callable[[str], Awaitable[str]]], C]
+) -> AsyncIterator[C]:
     """A client of the key vault or speech service, signed in with the profile's tokens."""
     profile = load_profile(state)
     endpoint = getattr(state, f"{service}_endpoint") or getattr(profile, f"{service}_endpoint")
@@ -279,14 +290,14 @@ async def _service_session(
         await identity.close()
 
 
-def keyvault_session(state: State) -> Any:
+def keyvault_session(state: State) -> AbstractAsyncContextManager[KeyVaultClient]:
     """A key vault client signed in with the profile's tokens."""
     from cmk_trio.client.keyvault import KeyVaultClient
 
     return _service_session(state, "keyvault", KeyVaultClient)
 
 
-def speech_session(state: State) -> Any:
+def speech_session(state: State) -> AbstractAsyncContextManager[SpeechClient]:
     """A speech client signed in with the profile's tokens."""
     from cmk_trio.client.speech import SpeechClient
 

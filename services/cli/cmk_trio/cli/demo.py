@@ -10,7 +10,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import grpc
 
 from cmk_trio.client.calls import call_as
 from cmk_trio.client.channel import open_channel
@@ -35,7 +36,7 @@ class Report:
     """What the demo did, step by step."""
 
     say: Callable[[str], None]
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, str | bool]] = field(default_factory=list)
 
     def step(self, title: str, detail: str) -> None:
         self.steps.append({"step": title, "ok": True, "detail": detail})
@@ -56,7 +57,7 @@ REVOCATION_BOUND_S = 5.0
 vault's event reaches speech's cache after the removal is acknowledged, not before)."""
 
 
-async def refused_soon(call: Callable[[], Awaitable[Any]], reason: str) -> ServiceError:
+async def refused_soon(call: Callable[[], Awaitable[object]], reason: str) -> ServiceError:
     """The refusal with `reason` that `call()` meets within REVOCATION_BOUND_S. A refusal to
     retry (the service busy, or a moment without identity's heartbeat) is looked past; one
     with another reason fails the step at once."""
@@ -75,7 +76,7 @@ async def refused_soon(call: Callable[[], Awaitable[Any]], reason: str) -> Servi
         await asyncio.sleep(0.005)
 
 
-async def expect_refusal(call: Any, reason: str) -> ServiceError:
+async def expect_refusal(call: Awaitable[object], reason: str) -> ServiceError:
     try:
         await call
     except ServiceError as refused:
@@ -99,7 +100,7 @@ async def run_demo(
     endpoints: dict[str, str],
     operator: ClientCredentials,
     say: Callable[[str], None],
-    dial: Callable[[str], Any] = open_channel,
+    dial: Callable[[str], grpc.aio.Channel] = open_channel,
 ) -> Report:
     """Walk the seed; the report says which steps behaved."""
     report = Report(say)

@@ -128,7 +128,7 @@ async def _serving(state: State, endpoint: str) -> bool:
 
     channel = state.dial(endpoint)
     try:
-        stub: Any = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub's methods are set at run time
         reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.aio.AioRpcError:

@@ -70,8 +70,12 @@ class EndpointDiagnosis(grpc.aio.UnaryUnaryClientInterceptor):
         self._tls = tls
 
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
-    ) -> Any:
+        self,
+        # grpc's interceptor interface, for calls of any method: their messages are the method's own
+        continuation: Callable[..., Awaitable[Any]],
+        client_call_details: Any,  # (grpc's, as above)
+        request: Any,  # (grpc's, as above)
+    ) -> Any:  # (grpc's, as above)
         call = await continuation(client_call_details, request)
         try:
             await call

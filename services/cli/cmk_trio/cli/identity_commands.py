@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +17,8 @@ from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from cmk_trio.client.identity import IdentityClient
 
 PRINCIPAL_COLUMNS = ("object_id", "kind", "display_name", "client_id", "enabled", "tenant_admin")
@@ -152,7 +154,7 @@ async def principal_create(
 def _principal_command(
     name: str,
     help_text: str,
-    action: Callable[[IdentityClient, str, str], Awaitable[Any]],
+    action: Callable[[IdentityClient, str, str], Awaitable[Message | None]],
     aliases: tuple[str, ...] = (),
 ) -> None:
     @command(principal, name, help=help_text, aliases=aliases)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from cmk_trio.cli.common import State, command, read_operator_file
 from cmk_trio.cli.output import emit
+
+if TYPE_CHECKING:
+    from cmk_trio.loadgen.scenarios import Prepared
 
 
 def register(cli: click.Group) -> None:
@@ -59,7 +62,7 @@ def load(state: State, scenario: str, concurrency: int, rate: float | None, dura
                       port_base, private, allow_remote, plot, keep))  # fmt: skip
 
 
-async def _clean_up(prepared: Any) -> list[str]:
+async def _clean_up(prepared: Prepared) -> list[str]:
     """What the run made, deleted as far as the target lets: a target that stopped mid-run
     costs the clean-up (said so), never the report of what was measured."""
     from cmk_trio.rpckit.errors import ServiceError

@@ -11,12 +11,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 
-def to_dict(message: Message) -> dict[str, Any]:
+def to_dict(message: Message) -> dict[str, Any]:  # JSON of the message's own shape
     """A message as a dict with proto field names; enums by name, defaults included."""
     return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None:
+def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None:  # any command's JSON result
     """Print `data` (a dict or a list of dicts) as JSON, or as a table of `columns`; with
     `--query FIELD[,FIELD...]`, only those fields' values, tab-separated, a line per item
     (for a shell: TENANT=$(cmk tenant create Contoso --query tenant_id))."""
@@ -54,12 +54,12 @@ def _query() -> list[str]:
     return [p.strip() for p in found.split(",") if p.strip()] if found else []
 
 
-def _emit_fields(data: Any, paths: list[str]) -> None:
+def _emit_fields(data: Any, paths: list[str]) -> None:  # (as emit's)
     rows = data.get("items", [data]) if isinstance(data, dict) else data
     for row in rows if isinstance(rows, list) else [rows]:
         values = []
         for path in paths:
-            value: Any = row
+            value: Any = row  # walked down by the path's names, checked at each step
             for part in path.split("."):
                 if not isinstance(value, dict) or part not in value:
                     known = ", ".join(sorted(row)) if isinstance(row, dict) else "nothing"
@@ -70,7 +70,7 @@ def _emit_fields(data: Any, paths: list[str]) -> None:
         click.echo("\t".join(values))
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict | list):
@@ -79,7 +79,7 @@ def _cell(value: Any) -> str:
 
 
 def emit_messages(
-    output: str, messages: Iterable[Message], columns: Sequence[str], extra: dict[str, Any] | None = None
+    output: str, messages: Iterable[Message], columns: Sequence[str], extra: dict[str, object] | None = None
 ) -> None:
     """Print a list of messages; in JSON with `extra` keys (such as next_page_token) beside them."""
     items = [to_dict(m) for m in messages]

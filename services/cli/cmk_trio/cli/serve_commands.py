@@ -19,10 +19,12 @@ from cmk_trio.rpckit.datadir import StartupError
 
 if TYPE_CHECKING:
     from cmk_trio.identity.announcement import Announcement
+    from cmk_trio.rpckit.bootstrap import Served
     from cmk_trio.rpckit.process import Stoppable
     from cmk_trio.rpckit.settings import ServiceSettings
 
 S = TypeVar("S", bound="Stoppable")
+C = TypeVar("C", bound="ServiceSettings")
 
 # One option for `serve identity|keyvault|speech` and `up`: the same flag, variable and default.
 data_dir_option = click.option(
@@ -77,6 +79,7 @@ class SettingsCommand(click.Command):
     names, variables and help as the service reads), made when the command is first used,
     so that `cmk --help` imports no service."""
 
+    # (click's own arguments for a command, passed on as they are)
     def __init__(self, *args: Any, settings: Callable[[], type[ServiceSettings]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settings = settings
@@ -110,7 +113,7 @@ def _config(service: str) -> type[ServiceSettings]:
     return SpeechConfig
 
 
-def _load(service: str, flags: Mapping[str, str | bool | None]) -> Any:
+def _load(settings: type[C], flags: Mapping[str, str | bool | None]) -> C:
     """The service's settings from the environment and the flags given (a flag stands for its
     variable: the same parser reads both); a bad value or file is one line and exit 1 or 3."""
     from cmk_trio.rpckit.config import ConfigError
@@ -121,11 +124,11 @@ def _load(service: str, flags: Mapping[str, str | bool | None]) -> Any:
         if value not in (None, False)
     }
     try:
-        return _config(service).load(os.environ, given)
+        return settings.load(os.environ, given)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     except StartupError as refusal:  # its credentials file (rpckit.keyfiles)
-        _refuse_start(service, refusal)
+        _refuse_start(settings.SERVICE.lower(), refusal)
 
 
 @command(serve, "identity", queryable=False, cls=SettingsCommand, settings=lambda: _config("identity"))
@@ -133,9 +136,10 @@ def _load(service: str, flags: Mapping[str, str | bool | None]) -> Any:
 def serve_identity(state: State, hide_operator_secret: bool, **flags: str | bool | None) -> None:
     """The identity service (directory, tokens, signing keys, events)."""
     from cmk_trio.identity.announcement import Announcement
+    from cmk_trio.identity.config import IdentityConfig
     from cmk_trio.identity.server import IdentityServer, build_server
 
-    config = _load("identity", flags)
+    config = _load(IdentityConfig, flags)
 
     def started(server: IdentityServer) -> None:
         metrics = {"identity": server.metrics_url} if server.metrics_url else {}
@@ -215,9 +219,10 @@ def up(
 @command(serve, "keyvault", queryable=False, cls=SettingsCommand, settings=lambda: _config("keyvault"))
 def serve_keyvault(state: State, **flags: str | bool | None) -> None:
     """The key vault service (vaults, keys, wrap/unwrap, audit), trusting an identity service."""
+    from cmk_trio.keyvault.config import KeyVaultConfig
     from cmk_trio.keyvault.server import build_server
 
-    config = _load("keyvault", flags)
+    config = _load(KeyVaultConfig, flags)
     started = _listening("keyvault", state.output)
     _serve("keyvault", config.log_level, lambda: build_server(config), started, "keyvault: stopping")
 
@@ -225,17 +230,18 @@ def serve_keyvault(state: State, **flags: str | bool | None) -> None:
 @command(serve, "speech", queryable=False, cls=SettingsCommand, settings=lambda: _config("speech"))
 def serve_speech(state: State, **flags: str | bool | None) -> None:
     """The speech resource store (applications and LUIS keys under envelope encryption)."""
+    from cmk_trio.speech.config import SpeechConfig
     from cmk_trio.speech.server import build_server
 
-    config = _load("speech", flags)
+    config = _load(SpeechConfig, flags)
     started = _listening("speech", state.output)
     _serve("speech", config.log_level, lambda: build_server(config), started, "speech: stopping")
 
 
-def _listening(name: str, output: str) -> Callable[[Any], None]:
+def _listening(name: str, output: str) -> Callable[[Served], None]:
     """The banner of the key vault or speech alone: where it listens."""
 
-    def started(server: Any) -> None:
+    def started(server: Served) -> None:
         metrics = {name: server.metrics_url} if server.metrics_url else {}
         if output == "json":
             click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics}))

@@ -104,7 +104,7 @@ if TYPE_CHECKING:
     from cmk_trio.rpckit.reasons import Reason
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # whichever public name is asked for, imported on first use
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'cmk_trio.client' has no attribute {name!r}")

@@ -25,6 +25,7 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
+    # (a coroutine's yield and send types are the event loop's business, not the caller's)
     def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `work` on the loop and wait for it (at most `timeout` seconds), in the caller's
         context (so that a `deadline` block around a synchronous call applies to it)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import grpc
 
@@ -68,7 +68,7 @@ def deadline(seconds: float) -> Iterator[None]:
 
 async def call(
     method: Callable[..., Awaitable[R]],
-    request: Any,
+    request: object,
     *,
     token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
@@ -90,7 +90,7 @@ async def call_as(
     tokens: Tokens,
     audience: str,
     method: Callable[..., Awaitable[R]],
-    request: Any,
+    request: object,
     *,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
 ) -> R:

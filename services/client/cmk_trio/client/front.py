@@ -117,11 +117,12 @@ class CmkClient:
         await self.close()
 
 
+# (the Any is the method's self, whatever class it is defined in)
 def _arguments_of(model: Callable[P, object]) -> Callable[[Callable[..., T]], Callable[Concatenate[Any, P], T]]:
     """The decorated method (cls or self first), typed as taking `model`'s arguments after it:
     for a method that passes its arguments on to `model`, so that they are written once."""
 
-    def typed(method: Callable[..., T]) -> Callable[Concatenate[Any, P], T]:
+    def typed(method: Callable[..., T]) -> Callable[Concatenate[Any, P], T]:  # (self, as above)
         return method
 
     return typed
@@ -140,7 +141,7 @@ class SyncCmkClient:
 
     @classmethod
     @_arguments_of(CmkClient.connect)
-    def connect(cls, identity: str, **options: Any) -> SyncCmkClient:
+    def connect(cls, identity: str, **options: Any) -> SyncCmkClient:  # CmkClient.connect's, typed by the decorator
         """As CmkClient.connect (the same keyword arguments)."""
         runner = LoopThread()
 

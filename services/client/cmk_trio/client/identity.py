@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 
 from cmk_trio.client.calls import DEFAULT_TIMEOUT, TokenSource, call, call_as
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
@@ -116,7 +117,7 @@ class IdentityClient:
         """Drop the tokens held (the key that signed them was revoked): the next call gets new ones."""
         self.token_cache.invalidate()
 
-    async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+    async def _call(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         return await call_as(self.token_for, audiences.DIRECTORY, method, request, timeout=self.timeout)
 
     # --- tokens -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 
 from cmk_trio.client.calls import DEFAULT_TIMEOUT, Tokens, call_as, fixed_token
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
@@ -42,10 +43,10 @@ class KeyVaultClient:
         view._tokens = fixed_token(token)
         return view
 
-    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         return await call_as(self._tokens, audiences.MANAGEMENT, method, request, timeout=self.timeout)
 
-    async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+    async def _data(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         return await call_as(self._tokens, audiences.VAULT, method, request, timeout=self.timeout)
 
     # --- vaults -----------------------------------------------------------------------
@@ -217,7 +218,8 @@ class KeyVaultClient:
         async for record in self._stream(self.audit.StreamAuditRecords, request):
             yield record
 
-    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+    # a stub's streaming method, whose items are that method's messages
+    async def _stream(self, method: Any, request: Message) -> AsyncIterator[Any]:
         token = await self._tokens(audiences.MANAGEMENT)
         stream = method(request, metadata=(("authorization", f"Bearer {token}"),))
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from cmk_trio.client.calls import DEFAULT_TIMEOUT, Tokens, call_as
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
@@ -31,10 +32,10 @@ class SpeechClient:
         self.timeout = timeout
         """Seconds each call may take (a `deadline` block overrides it)."""
 
-    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+    async def _mgmt(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         return await call_as(self._tokens, audiences.MANAGEMENT, method, request, timeout=self.timeout)
 
-    async def _data(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+    async def _data(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         return await call_as(self._tokens, audiences.SPEECH, method, request, timeout=self.timeout)
 
     # --- resources and approvals ------------------------------------------------------

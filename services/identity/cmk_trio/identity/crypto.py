@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jwt
 from cryptography.exceptions import InvalidTag
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cmk_trio.rpckit.json_input import JsonObject
 from cmk_trio.rpckit.keyfiles import read_or_create_key
 
 RandomBytes = Callable[[int], bytes]
@@ -88,7 +88,7 @@ def new_signing_key(random: RandomBytes = os.urandom) -> NewSigningKey:
     """A fresh RSA-2048 key pair with a random kid and its public JWK."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=SIGNING_KEY_BITS)
     kid = base64.urlsafe_b64encode(random(18)).decode().rstrip("=")
-    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    jwk: JsonObject = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
     jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -103,7 +103,7 @@ class TokenSigner:
         self.kid = kid
         self._key = serialization.load_pem_private_key(private_pem, password=None)
 
-    def sign(self, claims: Mapping[str, Any]) -> str:
+    def sign(self, claims: Mapping[str, object]) -> str:
         return jwt.encode(dict(claims), self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})  # type: ignore[arg-type]
 
 

@@ -23,9 +23,8 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -309,7 +308,7 @@ class OidcFront:
     async def discovery(self, request: web.Request) -> web.Response:
         tenant_id = await self._tenant(request)
         base = f"{self._public_url()}/{tenant_id}"
-        document: dict[str, Any] = {
+        document: dict[str, object] = {
             "issuer": issuer_for(self._policy.issuer_base, tenant_id),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "jwks_uri": f"{base}/discovery/v2.0/keys",
@@ -364,7 +363,7 @@ async def _read_body(request: web.Request) -> None:
         ) from None
 
 
-def _json(body: dict[str, Any], *, status: int = 200, max_age: int = 0, no_store: bool = False) -> web.Response:
+def _json(body: Mapping[str, object], *, status: int = 200, max_age: int = 0, no_store: bool = False) -> web.Response:
     response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
     if no_store:  # RFC 6749 5.1: tokens and refusals are never cached
         response.headers["Cache-Control"] = "no-store"

@@ -13,11 +13,10 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cmk_trio.rpckit.json_input import Json, JsonObject
 from cmk_trio.rpckit.keyfiles import read_or_create_key
 
 RandomBytes = Callable[[int], bytes]
@@ -136,7 +136,7 @@ class RsaKeyMaterial:
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
-    def public_jwk(self, kid: str, key_ops: list[str]) -> dict[str, Any]:
+    def public_jwk(self, kid: str, key_ops: list[str]) -> dict[str, object]:
         """The public half as the real service returns it: kty, kid, key_ops, n, e."""
         numbers = self.private.public_key().public_numbers()
         return {
@@ -177,7 +177,7 @@ def load_private_der(der: bytes, *, validated: bool = False) -> RsaKeyMaterial:
     return RsaKeyMaterial(key)
 
 
-def import_rsa_jwk(jwk: dict[str, Any]) -> RsaKeyMaterial:
+def import_rsa_jwk(jwk: JsonObject) -> RsaKeyMaterial:
     """An RSA private key from a JWK (kty RSA with n, e, d, p, q, dp, dq, qi)."""
     if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "RSA-HSM"):
         raise BadKeyMaterial("only RSA keys (kty RSA) can be imported")
@@ -197,7 +197,7 @@ def import_rsa_jwk(jwk: dict[str, Any]) -> RsaKeyMaterial:
     return RsaKeyMaterial(key)
 
 
-def public_key_from_jwk(jwk: dict[str, Any]) -> rsa.RSAPublicKey:
+def public_key_from_jwk(jwk: JsonObject) -> rsa.RSAPublicKey:
     """The RSA public key of a public JWK (for clients that wrap locally)."""
     return rsa.RSAPublicNumbers(_int(jwk["e"]), _int(jwk["n"])).public_key()
 
@@ -214,7 +214,7 @@ def _int_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
 
 
-def _int(text: Any) -> int:
+def _int(text: Json) -> int:
     if not isinstance(text, str) or not text:
         raise ValueError("not a base64url string")
     return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
@@ -223,7 +223,7 @@ def _int(text: Any) -> int:
 # --- the audit log ------------------------------------------------------------------------
 
 
-def audit_mac(key: bytes, previous_mac: bytes, record: dict[str, Any]) -> bytes:
+def audit_mac(key: bytes, previous_mac: bytes, record: Mapping[str, object]) -> bytes:
     """HMAC-SHA256 over the previous record's MAC and this record's canonical JSON: editing,
     removing or reordering a record breaks every MAC after it, and nobody without the key
     can recompute the chain."""

@@ -10,7 +10,6 @@ import os
 import uuid
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.callers import PURGER, Recorder
@@ -48,6 +47,7 @@ from cmk_trio.platform.key_names import KeyRef, key_name, parse_key_ref, vault_n
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import ChangeNotifier
+from cmk_trio.rpckit.json_input import JsonObject
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
 
@@ -96,7 +96,14 @@ class Keys:
     # --- keys -------------------------------------------------------------------------
 
     async def create(
-        self, caller: VerifiedToken, vault: str, name: str, *, size: int, attributes: KeyAttributes, jwk: Any = None
+        self,
+        caller: VerifiedToken,
+        vault: str,
+        name: str,
+        *,
+        size: int,
+        attributes: KeyAttributes,
+        jwk: JsonObject | None = None,
     ) -> KeyVersion:
         """Create a key, or a new version of an existing one (as the real service does).
         With `jwk`, import that RSA private key instead of generating one."""

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
-from typing import Any
 
 
 class KeyPermission(StrEnum):
@@ -193,12 +192,12 @@ class AuditEntry:
     """How many calls the record stands for: calls refused before any token was verified
     are recorded in aggregate (the first of each kind at once, the rest counted)."""
 
-    def canonical(self) -> dict[str, Any]:
+    def canonical(self) -> dict[str, str | int]:
         """The fields the MAC covers, in declaration order, the time as ISO 8601. The vault
         id only when there is one and the count only when it is not 1, so the records written
         before they existed verify as they were written (blanking or adding either breaks
         the MAC). Built by hand: dataclasses.asdict deep-copies, and this runs for every call."""
-        fields: dict[str, Any] = {
+        fields: dict[str, str | int] = {
             "time": self.time.isoformat(timespec="microseconds"),
             "request_id": self.request_id,
             "caller_object_id": self.caller_object_id,

@@ -16,7 +16,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cmk_trio.client.channel import ChannelTls, open_channel
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
@@ -24,6 +23,7 @@ from cmk_trio.identity.announcement import Announcement
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devca import DevPki, ensure_dev_pki
+from cmk_trio.rpckit.json_input import JsonObject
 from cmk_trio.rpckit.keyfiles import write_private_file
 
 START_TIMEOUT = 60.0
@@ -38,7 +38,7 @@ class Replica:
     process: asyncio.subprocess.Process
     endpoint: str
     metrics: str | None
-    announcement: dict[str, Any]
+    announcement: JsonObject  # the JSON line the process printed
     argv: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -61,7 +61,7 @@ class RunningReplicas:
 
     replicas: dict[str, list[Replica]] = field(default_factory=dict)
     tls_dir: Path | None = None
-    created_operator: dict[str, Any] | None = None
+    created_operator: JsonObject | None = None
     operator_file: Path | None = None
 
     @property

@@ -8,12 +8,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.announcement import Announcement
 from cmk_trio.identity.model import PrincipalKind
 from cmk_trio.identity.server import IdentityServer
+from cmk_trio.rpckit.bootstrap import Served
 from cmk_trio.rpckit.devca import ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 
@@ -131,7 +132,7 @@ async def start_trio(
         ),
         tracer_provider=tracer_provider,
     )
-    started: list[Any] = [identity]
+    started: list[Served] = [identity]
     try:
         credentials = {name: data_dir / f"{name}-credentials.json" for name in ("keyvault", "speech")}
         for name, path in credentials.items():

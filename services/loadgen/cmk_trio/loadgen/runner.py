@@ -23,7 +23,7 @@ from cmk_trio.rpckit.status import status_code_of
 MAX_LATENCY_US = 60_000_000  # one minute, in microseconds
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
-Request = Callable[[], Awaitable[Any]]
+Request = Callable[[], Awaitable[object]]
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Result:
         if error is not None:
             self.errors[error] += 1
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:  # JSON for the report: figures, texts and a dict of latencies
         h = self.histogram
         latency = {f"p{p:g}": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
         latency["max"] = h.get_max_value() / 1000

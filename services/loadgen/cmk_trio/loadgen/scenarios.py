@@ -8,7 +8,6 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 
@@ -141,19 +140,19 @@ def scenario(name: str, prepared: Prepared, weights: dict[str, int] | None = Non
     etags: dict[str, str] = {}
     turn = [0]
 
-    async def read() -> Any:
+    async def read() -> object:
         return await p.speech.get_application(p.app_cmk)
 
-    async def read_mm() -> Any:
+    async def read_mm() -> object:
         return await p.speech.get_application(p.app_mm)
 
-    async def unwrap() -> Any:
+    async def unwrap() -> object:
         return await unwrapper.unwrap(p.key_id, p.wrapped)
 
-    async def token() -> Any:
+    async def token() -> object:
         return await worker.issue_token(p.app_credentials, audiences.VAULT)
 
-    async def write() -> Any:
+    async def write() -> object:
         turn[0] += 1
         name = p.writable[turn[0] % len(p.writable)]
         if name not in etags:
@@ -169,7 +168,7 @@ def scenario(name: str, prepared: Prepared, weights: dict[str, int] | None = Non
     order = [table[n] for n, w in mix.items() for _ in range(w)]
     counter = [0]
 
-    async def mixed() -> Any:
+    async def mixed() -> object:
         # A fixed interleaving in the weights' proportions: repeatable from run to run.
         counter[0] += 1
         return await order[counter[0] % len(order)]()

@@ -28,11 +28,11 @@ of queueing without bound. Health checks are never counted nor refused.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -41,7 +41,7 @@ from cmk_trio.rpckit.auth import verified_caller
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import OPERATOR_ROLE, PLATFORM_ROLE, VerifiedToken
-from cmk_trio.rpckit.types import Context, Stream, Unary, WrapCache, rewrap
+from cmk_trio.rpckit.types import Context, Continuation, Handler, Message, Stream, Unary, WrapCache, rewrap
 
 UNCAPPED = frozenset({"/grpc.health.v1.Health/Check"})
 """Calls no cap refuses: a probe must see a busy service as alive."""
@@ -356,9 +356,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method in UNCAPPED:
@@ -367,7 +367,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         limits = self._limits
 
         def unary(inner: Unary) -> Unary:
-            async def admitted(request: Any, context: Context) -> Any:
+            async def admitted(request: Message, context: Context) -> Message:
                 token = None if sign_in else verified_caller()
                 caller = Caller.anonymous(context.peer(), sign_in=sign_in) if token is None else Caller.of_token(token)
                 with limits.call(caller):
@@ -376,7 +376,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             return admitted
 
         def stream(inner: Stream) -> Stream:
-            async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
+            async def admitted(request: Message, context: Context) -> AsyncIterator[Message]:
                 with limits.stream():
                     async for response in inner(request, context):
                         yield response

@@ -4,8 +4,7 @@ call (but the public ones) and leaves the caller in a contextvar for the service
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 
 import grpc
 
@@ -13,7 +12,7 @@ from cmk_trio.rpckit.errors import ServiceError, Unauthenticated
 from cmk_trio.rpckit.observe import note_caller
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import TokenValidator, VerifiedToken
-from cmk_trio.rpckit.types import Context, Stream, Unary, WrapCache, bound, rewrap
+from cmk_trio.rpckit.types import Context, Continuation, Handler, Message, Stream, Unary, WrapCache, bound, rewrap
 
 _caller: contextvars.ContextVar[VerifiedToken | None] = contextvars.ContextVar("cmk_caller", default=None)
 
@@ -34,7 +33,7 @@ def verified_caller() -> VerifiedToken | None:
     return _caller.get()
 
 
-def bearer_token(metadata: Any) -> str:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The token of an "authorization: Bearer <token>" metadata entry."""
     for key, value in metadata or ():
         if key == "authorization":
@@ -80,9 +79,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method in self._public:
             return handler
@@ -92,7 +91,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         audience = self._audience_of(method)
 
         def unary(inner: Unary) -> Unary:
-            async def authenticated(request: Any, context: Context) -> Any:
+            async def authenticated(request: Message, context: Context) -> Message:
                 token = await self._authenticate(context, method, audience)
                 with bound(_caller, token):
                     return await inner(request, context)
@@ -100,7 +99,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return authenticated
 
         def stream(inner: Stream) -> Stream:
-            async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
+            async def authenticated(request: Message, context: Context) -> AsyncIterator[Message]:
                 token = await self._authenticate(context, method, audience)
                 with bound(_caller, token):
                     async for response in inner(request, context):

@@ -77,6 +77,7 @@ class Process:
     def endpoint(self) -> str:
         return dialable(self.config.host, self.port)
 
+    # (a coroutine's yield and send types are the event loop's business)
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` in the background until the stop."""
         self.tasks.append(asyncio.create_task(work, name=f"{self.name}-{name}"))

@@ -94,8 +94,9 @@ class Setting:
     """A path that must name a file when it is given (a certificate): refused at once if not."""
 
 
+# As dataclasses.field, a setting is typed Any where it is declared: the type is the annotation's.
 def setting(
-    default: Any = dataclasses.MISSING,
+    default: Any = dataclasses.MISSING,  # (the annotation's type)
     *,
     env: str,
     flag: str | None = "",
@@ -104,8 +105,8 @@ def setting(
     secret: bool = False,
     also: tuple[str, ...] = (),
     must_exist: bool = False,
-    factory: Callable[[], Any] | None = None,
-) -> Any:
+    factory: Callable[[], Any] | None = None,  # (the annotation's type)
+) -> Any:  # (as dataclasses.field)
     """A field set by the variable `env` (and a flag); `default` when neither says."""
     meta = {SETTING: Setting(env, None if secret else flag, help, load, secret, also, must_exist)}
     if factory is not None:
@@ -113,7 +114,7 @@ def setting(
     return field(default=default, metadata=meta, repr=not secret)  # (a secret stays out of reprs and logs)
 
 
-def group(factory: Callable[[], Any]) -> Any:
+def group(factory: Callable[[], Any]) -> Any:  # (as setting: the annotation's type)
     """A field whose value is a dataclass of settings of its own (read by the same rules)."""
     return field(default_factory=factory, metadata={GROUP: True})
 

@@ -46,6 +46,7 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(log, {"listener": listener, "peer": peer})
         self._throttle = throttle
 
+    # (logging.LoggerAdapter's signature, as typeshed writes it)
     def log(self, level: int, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
         if exc_info is True:
             exc_info = sys.exc_info()[1]
@@ -70,6 +71,7 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
                 extra={"listener": listener, "peer": peer, "suppressed_before": held},
             )  # fmt: skip
 
+    # (logging.LoggerAdapter's signature, as typeshed writes it)
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 

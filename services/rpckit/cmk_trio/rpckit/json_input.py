@@ -9,6 +9,14 @@ import json
 import re
 from typing import Any
 
+Json = Any  # what a document holds is known only from the document: readers check each field
+"""A parsed JSON value. Its type is whatever the caller sent, so the code that reads one checks
+each field it uses (and refuses the document otherwise); typing it as a union of JSON's types
+would only move the same checks behind casts."""
+
+JsonObject = dict[str, Json]
+"""A parsed JSON object."""
+
 MAX_DEPTH = 64
 """More levels than any document we accept needs (a JWK is 1, a configuration rarely 10)."""
 
@@ -20,7 +28,7 @@ class JsonTooDeep(ValueError):
     """The document nests deeper than the bound (a ValueError, as json's own errors are)."""
 
 
-def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Json:
     """`json.loads`, refusing (JsonTooDeep) a document that nests deeper than `max_depth`
     before the parser sees it."""
     if isinstance(text, bytes):

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from cmk_trio.rpckit.observe import current_call
 
@@ -25,7 +25,7 @@ REDACTED = "[redacted]"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def redact(value: Any) -> Any:
+def redact(value: object) -> object:
     """The value with anything secret-looking replaced."""
     if isinstance(value, str):
         return _CLIENT_SECRET.sub(REDACTED, _JWT.sub(REDACTED, value))
@@ -44,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         self._service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "service": self._service,

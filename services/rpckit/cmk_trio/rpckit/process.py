@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from cmk_trio.rpckit.config import ConfigError
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.listeners import raise_descriptor_limit
 from cmk_trio.rpckit.logs import configure_logging
 from cmk_trio.rpckit.server import run, stop_signals
+from cmk_trio.rpckit.settings import ServiceSettings
 
 STARTUP_REFUSED = 3
 """The exit status of a service that refused to start (its data directory, keys or database)."""
@@ -28,6 +29,7 @@ class Stoppable(Protocol):
 
 
 S = TypeVar("S", bound=Stoppable)
+C = TypeVar("C", bound=ServiceSettings)
 
 
 def _nothing() -> None:
@@ -68,8 +70,8 @@ async def serve_until_stopped(
 
 def main(
     name: str,
-    load: Callable[[], Any],
-    start: Callable[[Any], Awaitable[S]],
+    load: Callable[[], C],
+    start: Callable[[C], Awaitable[S]],
     started: Callable[[S], None],
 ) -> None:
     """A service's `python -m cmk_trio.<name>`: its settings from `load()` (the CMK_*
@@ -107,7 +109,7 @@ class Listening(Stoppable, Protocol):
     def metrics_url(self) -> str | None: ...
 
 
-def main_saying_where(name: str, load: Callable[[], Any], start: Callable[[Any], Awaitable[Listening]]) -> None:
+def main_saying_where(name: str, load: Callable[[], C], start: Callable[[C], Awaitable[Listening]]) -> None:
     """`main` for a service whose start says only where it listens (the key vault, speech)."""
 
     def started(server: Listening) -> None:

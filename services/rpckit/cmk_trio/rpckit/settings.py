@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from cmk_trio.rpckit.config import (
     FALSE,
@@ -39,6 +39,9 @@ from cmk_trio.rpckit.config import (
     setting,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 
 @dataclass(frozen=True)
 class Option:
@@ -51,7 +54,7 @@ class Option:
     switch: bool
 
 
-def options(cls: type[Any], service: str | None = None) -> list[Option]:
+def options(cls: type[DataclassInstance], service: str | None = None) -> list[Option]:
     """The flags of a settings class, in field order (a group's, in its place)."""
     prefix = service if service is not None else getattr(cls, "SERVICE", "")
     found = []
@@ -77,7 +80,7 @@ class Described:
     help: str
 
 
-def describe(cls: type[Any], service: str | None = None) -> list[Described]:
+def describe(cls: type[DataclassInstance], service: str | None = None) -> list[Described]:
     """Every setting of a class (with or without a flag), its default as text ("" when it
     has none, or is made of several variables), for the README's reference."""
     prefix = service if service is not None else getattr(cls, "SERVICE", "")
@@ -95,10 +98,11 @@ def describe(cls: type[Any], service: str | None = None) -> list[Described]:
     return found
 
 
-def read(cls: type[Any], env: Mapping[str, str], service: str) -> dict[str, Any]:
+def read(cls: type[DataclassInstance], env: Mapping[str, str], service: str) -> dict[str, Any]:  # (see below)
     """The values `env` gives the fields of `cls` (those it does not mention are left out,
-    so the defaults stand)."""
-    values: dict[str, Any] = {}
+    so the defaults stand). Each value has its field's type, converted by `_convert` from the
+    field's annotation at run time: mypy cannot follow that, hence the Any of the values."""
+    values: dict[str, Any] = {}  # each of its field's type (see above)
     for f, kind, option in _settings(cls):
         if option is None:
             values[f.name] = kind(**read(kind, env, service))
@@ -119,7 +123,8 @@ def read(cls: type[Any], env: Mapping[str, str], service: str) -> dict[str, Any]
     return values
 
 
-def _settings(cls: type[Any]) -> Iterator[tuple[dataclasses.Field[Any], Any, Setting | None]]:
+# (a field of any type, as dataclasses.fields gives them, and its annotation read at run time)
+def _settings(cls: type[DataclassInstance]) -> Iterator[tuple[dataclasses.Field[Any], Any, Setting | None]]:
     """Each field of `cls` that is a setting (with its type) or a group (None)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -129,12 +134,12 @@ def _settings(cls: type[Any]) -> Iterator[tuple[dataclasses.Field[Any], Any, Set
             yield f, hints[f.name], f.metadata[SETTING]
 
 
-def _where(cls: type[Any], f: dataclasses.Field[Any], name: str, option: Setting) -> str:
+def _where(cls: type[DataclassInstance], f: dataclasses.Field[Any], name: str, option: Setting) -> str:  # (a field)
     flags = [o.flag for o in options(cls) if o.env == name]
     return f"{name} ({flags[0]})" if flags else name
 
 
-def _bare(kind: Any) -> Any:
+def _bare(kind: object) -> object:
     """`X` of `X | None`."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         rest = [k for k in typing.get_args(kind) if k is not type(None)]
@@ -142,7 +147,7 @@ def _bare(kind: Any) -> Any:
     return kind
 
 
-def _convert(kind: Any, raw: str, where: str, secret: bool) -> Any:
+def _convert(kind: object, raw: str, where: str, secret: bool) -> object:
     bare = _bare(kind)
     shown = "" if secret else f", not {raw!r}"
     try:
@@ -164,12 +169,17 @@ def _convert(kind: Any, raw: str, where: str, secret: bool) -> Any:
                 raise ValueError(raw)
             return timedelta(seconds=seconds)
     except (ValueError, OverflowError):
-        what = {bool: "true or false", int: "an integer", float: "a number", timedelta: "a number of seconds"}
+        what: dict[object, str] = {
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            timedelta: "a number of seconds",
+        }
         raise ConfigError(f"{where} must be {what.get(bare, 'valid')}{shown}") from None
     raise TypeError(f"a setting of type {kind} cannot be read from text")  # (a defect of the class, not the input)
 
 
-def heartbeat_setting() -> Any:
+def heartbeat_setting() -> Any:  # (a setting: see config.setting)
     """The setting of a service that serves an event stream (identity, the key vault)."""
     return setting(
         timedelta(seconds=5),
@@ -261,7 +271,7 @@ class ServiceSettings:
         return cls(**values)
 
 
-def _all_settings(cls: type[Any]) -> Iterator[dataclasses.Field[Any]]:
+def _all_settings(cls: type[DataclassInstance]) -> Iterator[dataclasses.Field[Any]]:  # (fields of any type)
     for f, kind, option in _settings(cls):
         if option is None:
             yield from _all_settings(kind)
@@ -269,7 +279,7 @@ def _all_settings(cls: type[Any]) -> Iterator[dataclasses.Field[Any]]:
             yield f
 
 
-def variables(cls: type[Any]) -> set[str]:
+def variables(cls: type[DataclassInstance]) -> set[str]:
     """Every variable the settings of `cls` read (those its loaders read besides included)."""
     prefix = getattr(cls, "SERVICE", "")
     found = set()
@@ -279,6 +289,6 @@ def variables(cls: type[Any]) -> set[str]:
     return found
 
 
-def _env(f: dataclasses.Field[Any], service: str) -> str:
+def _env(f: dataclasses.Field[Any], service: str) -> str:  # (a field of any type)
     option: Setting = f.metadata[SETTING]
     return option.env.replace("{SERVICE}", service)

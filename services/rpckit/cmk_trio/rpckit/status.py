@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -24,7 +23,17 @@ from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.channels import MAX_MESSAGE_BYTES
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_call, current_request_id
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.types import Context, Deserializer, Stream, Unary, WrapCache, rewrap
+from cmk_trio.rpckit.types import (
+    Context,
+    Continuation,
+    Deserializer,
+    Handler,
+    Message,
+    Stream,
+    Unary,
+    WrapCache,
+    rewrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +169,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -198,7 +207,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         await context.abort_with_status(_with_request_id(internal_status(self._domain)))
 
     def _wrap_unary(self, behavior: Unary, method: str) -> Unary:
-        async def wrapped(request: Any, context: Context) -> Any:
+        async def wrapped(request: Message, context: Context) -> Message:
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
@@ -211,7 +220,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behavior: Stream, method: str) -> Stream:
-        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def wrapped(request: Message, context: Context) -> AsyncIterator[Message]:
             try:
                 if isinstance(request, Unreadable):
                     raise request.refusal()
@@ -238,7 +247,7 @@ class Unreadable:
 
 
 def _tolerant(deserialize: Deserializer) -> Deserializer:
-    def read(raw: bytes) -> Any:
+    def read(raw: bytes) -> Message:
         if len(raw) > MAX_MESSAGE_BYTES:
             return Unreadable(
                 Reason.REQUEST_TOO_LARGE, f"the request is {len(raw)} bytes; a request may be {MAX_MESSAGE_BYTES}"

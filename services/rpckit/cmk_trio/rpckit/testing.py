@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
 
 import grpc
 
@@ -11,7 +10,7 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_info_of
 
 
-async def expect_rpc_error(call: Awaitable[Any], code: grpc.StatusCode, reason: Reason) -> grpc.aio.AioRpcError:
+async def expect_rpc_error(call: Awaitable[object], code: grpc.StatusCode, reason: Reason) -> grpc.aio.AioRpcError:
     """Await a gRPC call that must fail with `code` and an ErrorInfo of `reason`."""
     try:
         await call

@@ -24,13 +24,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cmk_trio.rpckit import json_input
 from cmk_trio.rpckit.clock import Clock, from_epoch
 from cmk_trio.rpckit.errors import Unauthenticated, Unavailable
+from cmk_trio.rpckit.json_input import Json, JsonObject
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.rpckit.reasons import Reason
 
@@ -70,7 +72,7 @@ class VerifiedToken:
     token_id: str
     resource_id: str
     roles: frozenset[str]
-    claims: Mapping[str, Any] = field(repr=False)
+    claims: Mapping[str, Json] = field(repr=False)
     raw: str = field(repr=False)
 
 
@@ -187,7 +189,7 @@ class TokenValidator:
         self._skew = skew
         self._min_refresh = min_refresh_interval
         self._cache_size = cache_size
-        self._keys: dict[str, tuple[str, Any]] = {}
+        self._keys: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         self._withdrawn: set[str] = set()
         self._max_key_age = max_key_age
         self._last_refresh: datetime | None = None
@@ -241,7 +243,7 @@ class TokenValidator:
         except Unavailable:
             log.warning("cannot refresh the signing keys; keeping those held")
 
-    def _parse_keys(self, published: Iterable[PublicSigningKey]) -> Iterable[tuple[str, tuple[str, Any]]]:
+    def _parse_keys(self, published: Iterable[PublicSigningKey]) -> Iterable[tuple[str, tuple[str, rsa.RSAPublicKey]]]:
         for key in published:
             if key.kid in self._withdrawn:
                 continue
@@ -252,6 +254,9 @@ class TokenValidator:
                 jwk = jwt.PyJWK(json.loads(key.jwk), algorithm=ALGORITHM)
             except (jwt.PyJWKError, ValueError, TypeError):
                 log.warning("ignoring a signing key whose JWK does not parse")
+                continue
+            if not isinstance(jwk.key, rsa.RSAPublicKey):
+                log.warning("ignoring a signing key that is not an RSA public key")
                 continue
             yield key.kid, (ALGORITHM, jwk.key)
 
@@ -344,7 +349,7 @@ class TokenValidator:
             raise _refuse(Reason.TOKEN_MALFORMED, "the token claims are not valid JSON") from None
         return self._claims_to_token(claims, token)
 
-    def _claims_to_token(self, claims: dict[str, Any], token: str) -> VerifiedToken:
+    def _claims_to_token(self, claims: JsonObject, token: str) -> VerifiedToken:
         missing = [c for c in REQUIRED_CLAIMS if c not in claims]
         if missing:
             raise _refuse(Reason.TOKEN_CLAIMS_INVALID, f"the token lacks required claims: {', '.join(missing)}")
@@ -406,7 +411,7 @@ class TokenValidator:
             self._verified.popitem(last=False)
 
 
-def _decode_header(segment: str) -> dict[str, Any]:
+def _decode_header(segment: str) -> JsonObject:
     # Parsed here rather than by PyJWT, so that odd values (a numeric kid) get their own
     # reason below instead of a generic parse error.
     try:

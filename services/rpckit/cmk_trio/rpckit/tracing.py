@@ -84,7 +84,7 @@ class Tracing:
             self.provider.shutdown()
 
 
-def _traced() -> Any:
+def _traced() -> Any:  # opentelemetry's filter, whose type its package does not export
     from opentelemetry.instrumentation.grpc import filters
 
     return filters.negate(filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))

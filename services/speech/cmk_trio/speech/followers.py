@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
@@ -18,7 +18,10 @@ from cmk_trio.rpckit.events import EventFollower
 from cmk_trio.rpckit.observe import Metrics
 from cmk_trio.speech.customer_keys import DataKeys, IdentityGateway
 from cmk_trio.speech.encryption import Encryption
+from cmk_trio.speech.model import SpeechResource
 from cmk_trio.speech.storage import SpeechStore
+
+E = TypeVar("E")
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class CacheGuard:
         """Whether every followed stream is current, so a revocation would reach the cache."""
         return all(self._current.values())
 
-    def _lag(self, stream: str, event: Any) -> None:
+    def _lag(self, stream: str, event: idres.Event | kvres.Event) -> None:
         if self._metrics is not None:
             sent = event.time.ToDatetime(tzinfo=UTC)
             self._metrics.lag(stream, (self._clock.now() - sent).total_seconds())
@@ -88,7 +91,7 @@ class CacheGuard:
             for resource in await self._store.resources_using(key_prefix=self._vault_uri(event.vault_name)):
                 self._keys.drop(resource)
 
-    async def _follow(self, resource: Any) -> None:
+    async def _follow(self, resource: SpeechResource) -> None:
         if not self._store.leadership().held:
             return  # of several replicas, the one holding the lease on background work rewraps
         try:
@@ -121,14 +124,14 @@ class CacheGuard:
 
 
 def dropping_on_failure(
-    open_stream: Callable[[int, Callable[[], None]], AsyncIterator[Any]], guard: CacheGuard, stream: str
-) -> Callable[[int], AsyncIterator[Any]]:
+    open_stream: Callable[[int, Callable[[], None]], AsyncIterator[E]], guard: CacheGuard, stream: str
+) -> Callable[[int], AsyncIterator[E]]:
     """A stream opener that drops every cached key when the stream breaks or the server ends
     it (while it is down, events may be missed), and keeps the guard told whether the stream
     is current: not from then until its next heartbeat (sent once a replay has caught up)."""
     guard.follows(stream)
 
-    async def opened(after: int) -> AsyncIterator[Any]:
+    async def opened(after: int) -> AsyncIterator[E]:
         try:
             async for event in open_stream(after, lambda: guard.caught_up(stream)):
                 yield event
@@ -147,7 +150,7 @@ def dropping_on_failure(
 class Followers:
     """The two followers of the speech service, started and stopped together."""
 
-    def __init__(self, *followers: EventFollower[Any]) -> None:
+    def __init__(self, *followers: EventFollower[Any]) -> None:  # (each of its own stream's event type)
         self.followers = followers
         self._tasks: list[asyncio.Task[None]] = []
 

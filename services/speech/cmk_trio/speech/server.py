@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -141,7 +141,7 @@ async def build_server(
         guard = CacheGuard(store, data_keys, identity_gateway, encryption, config.vault_dns_suffix, clock, metrics)
         # A customer-managed data key is kept only while the streams that would revoke it are current.
         data_keys.cache_allowed = guard.streams_current
-        followers = [
+        followers: list[EventFollower[Any]] = [  # (each of its own stream's event type)
             EventFollower(
                 dropping_on_failure(identity.watch_events, guard, "identity"),
                 guard.on_identity_event,

@@ -42,9 +42,12 @@ import pytest
 if TYPE_CHECKING:
     import grpc
 
+    from cmk_trio.client.blocking import LoopThread
     from cmk_trio.client.channel import ChannelTls
     from cmk_trio.client.front import CmkClient, SyncCmkClient
     from cmk_trio.client.identity import ClientCredentials
+    from cmk_trio.launcher.replicas import RunningReplicas
+    from cmk_trio.launcher.trio import RunningTrio
 
 
 HANG_GUARD_S = 60.0
@@ -69,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(f"cmk_{name}", help_text)  # (a string)
 
 
-def _option(config: pytest.Config, name: str) -> Any:
+def _option(config: pytest.Config, name: str) -> Any:  # typed by the option's declaration above
     value = config.getoption(f"cmk_{name}")
     return value if value not in (None, False) else config.getini(f"cmk_{name}")
 
@@ -81,11 +84,12 @@ class TrioHandle:
     endpoints: dict[str, str]
     data_dir: Path
     operator_credentials: ClientCredentials
+    background: LoopThread = field(repr=False, compare=False)
+    """The thread whose event loop runs the trio (and the handles' blocking calls)."""
     tls: ChannelTls | None = None
     """The client certificate and CA, when the trio talks mutual TLS (--cmk-mtls)."""
     oidc_url: str | None = None
     """The base URL of identity's OpenID Connect discovery, keys and token endpoint."""
-    background: Any = field(default=None, repr=False, compare=False)
 
     def dial(self, service: str) -> grpc.aio.Channel:
         """A channel to `service` ("identity", "keyvault" or "speech"), with TLS if the trio has it."""
@@ -93,7 +97,7 @@ class TrioHandle:
 
         return open_channel(self.endpoints[service], self.tls, peer=service)
 
-    def connect(self, credentials: ClientCredentials | None = None, **options: Any) -> CmkClient:
+    def connect(self, credentials: ClientCredentials | None = None, **options: Any) -> CmkClient:  # CmkClient.connect's
         """A CmkClient to the three services as `credentials` (default: the operator), for
         the test's own event loop: `async with cmk_trio.connect() as cmk: ...`."""
         from cmk_trio.client.front import CmkClient
@@ -103,7 +107,7 @@ class TrioHandle:
             credentials=credentials or self.operator_credentials, tls=self.tls, **options,
         )  # fmt: skip
 
-    def sync_client(self, credentials: ClientCredentials | None = None, **options: Any) -> SyncCmkClient:
+    def sync_client(self, credentials: ClientCredentials | None = None, **options: Any) -> SyncCmkClient:  # (as above)
         """The same, blocking, for tests without asyncio: `with cmk_trio.sync_client() as cmk: ...`."""
         from cmk_trio.client.front import SyncCmkClient
 
@@ -133,12 +137,13 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
         if replicas > 1:
             from cmk_trio.launcher.replicas import start_replicas
 
-            running: Any = background.run(
+            several = background.run(
                 start_replicas(data_dir, 0, replicas=replicas, database_url=database_url, dev_time_control=True,
                                auto_approve=auto_approve, mutual_tls=mutual_tls),
                 timeout=180,
             )  # fmt: skip
-            oidc_url = running.replicas["identity"][0].announcement.get("oidc")
+            oidc_url = several.replicas["identity"][0].announcement.get("oidc")
+            running: RunningTrio | RunningReplicas = several
         else:
             from cmk_trio.launcher.trio import start_trio
 
@@ -187,11 +192,11 @@ class TenantHandle:
     """The administrator's sign-in."""
     trio: TrioHandle
 
-    def connect(self, **options: Any) -> CmkClient:
+    def connect(self, **options: Any) -> CmkClient:  # CmkClient.connect's
         """A CmkClient as the administrator: `async with cmk_tenant.connect() as cmk: ...`."""
         return self.trio.connect(self.credentials, **options)
 
-    def sync_client(self, **options: Any) -> SyncCmkClient:
+    def sync_client(self, **options: Any) -> SyncCmkClient:  # CmkClient.connect's
         """The same, blocking: `with cmk_tenant.sync_client() as cmk: ...`."""
         return self.trio.sync_client(self.credentials, **options)
 
@@ -336,7 +341,7 @@ def cmk_trio_container() -> Iterator[ContainerTrioHandle]:
         container.stop()
 
 
-def _wait_for_announcement(container: Any) -> None:
+def _wait_for_announcement(container: Any) -> None:  # testcontainers' container: it ships no types
     """Until `cmk up` prints its one line of JSON: every service is serving."""
     deadline = time.monotonic() + CONTAINER_START_GUARD_S
     while True:
@@ -349,7 +354,7 @@ def _wait_for_announcement(container: Any) -> None:
         time.sleep(0.2)
 
 
-def _copy_out(container: Any, source: str, destination: Path) -> None:
+def _copy_out(container: Any, source: str, destination: Path) -> None:  # (testcontainers', as above)
     """A file of the container's, copied to the host (private files stay 0600)."""
     container.copy_from_container(source, destination)
     if destination.suffix in {".key", ".json"}:

@@ -6,9 +6,7 @@ stream never tells of something that did not happen, nor misses something that d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from cmk_trio.identity.model import (
     ClientSecret,
@@ -24,7 +22,7 @@ from cmk_trio.identity.model import (
     Tenant,
 )
 from cmk_trio.identity.storage.schema import SCHEMA
-from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction, gapless
+from cmk_trio.rpckit.storage import Row, SqlStore, SqlUnitOfWork, SqlValue, Transaction, gapless
 
 
 def _t(when: datetime) -> str:
@@ -113,7 +111,7 @@ class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
         self, *, tenant_id: str, kind: PrincipalKind | None, after: str | None, limit: int
     ) -> list[Principal]:
         sql = "SELECT * FROM principals WHERE tenant_id = ? AND object_id > ?"
-        params: list[object] = [tenant_id, after or ""]
+        params: list[SqlValue] = [tenant_id, after or ""]
         if kind is not None:
             sql += " AND kind = ?"
             params.append(int(kind))
@@ -199,11 +197,6 @@ class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
     async def last_sequence(self) -> int:
         row = await self._db.fetch_one("SELECT COALESCE(MAX(sequence), 0) FROM events")
         return int(row[0]) if row else 0
-
-
-# --- rows to objects -------------------------------------------------------------------
-
-Row = Sequence[Any]
 
 
 class SqlIdentityUnitOfWork(SqlUnitOfWork):
@@ -362,17 +355,17 @@ class SqlIdentityUnitOfWork(SqlUnitOfWork):
         )
 
 
-def _tenant(r: Any) -> Tenant:
+def _tenant(r: Row) -> Tenant:
     return Tenant(r["tenant_id"], r["display_name"], bool(r["platform"]), _need_dt(r["create_time"]))
 
 
-def _subscription(r: Any) -> Subscription:
+def _subscription(r: Row) -> Subscription:
     return Subscription(
         r["subscription_id"], r["tenant_id"], r["display_name"], _need_dt(r["create_time"]), _dt(r["transfer_time"])
     )
 
 
-def _principal(r: Any) -> Principal:
+def _principal(r: Row) -> Principal:
     return Principal(
         object_id=r["object_id"],
         tenant_id=r["tenant_id"],
@@ -390,7 +383,7 @@ def _principal(r: Any) -> Principal:
     )
 
 
-def _secret(r: Any) -> ClientSecret:
+def _secret(r: Row) -> ClientSecret:
     return ClientSecret(
         r["secret_id"],
         r["object_id"],
@@ -402,7 +395,7 @@ def _secret(r: Any) -> ClientSecret:
     )
 
 
-def _role_assignment(r: Any) -> RoleAssignment:
+def _role_assignment(r: Row) -> RoleAssignment:
     return RoleAssignment(
         r["role_assignment_id"],
         r["principal_id"],
@@ -414,7 +407,7 @@ def _role_assignment(r: Any) -> RoleAssignment:
     )
 
 
-def _signing_key(r: Any) -> SigningKey:
+def _signing_key(r: Row) -> SigningKey:
     return SigningKey(
         r["kid"],
         r["public_jwk"],
@@ -425,7 +418,7 @@ def _signing_key(r: Any) -> SigningKey:
     )
 
 
-def _event(r: Any) -> Event:
+def _event(r: Row) -> Event:
     return Event(
         sequence=r["sequence"],
         type=EventType(r["type"]),

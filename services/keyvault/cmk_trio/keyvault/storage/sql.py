@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from cmk_trio.keyvault.model import (
     AccessPolicy,
@@ -24,7 +23,7 @@ from cmk_trio.keyvault.model import (
     Vault,
 )
 from cmk_trio.keyvault.storage.schema import SCHEMA
-from cmk_trio.rpckit.storage import AUDIT, SqlStore, SqlUnitOfWork, Transaction, gapless
+from cmk_trio.rpckit.storage import AUDIT, Row, SqlStore, SqlUnitOfWork, SqlValue, Transaction, gapless
 
 
 def _t(when: datetime | None) -> str | None:
@@ -175,7 +174,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
     ) -> list[AuditRecord]:
         """Records after sequence `after`, oldest first, that match every filter given."""
         sql = "SELECT * FROM audit_log WHERE sequence > ?"
-        params: list[object] = [after]
+        params: list[SqlValue] = [after]
         if vault is not None:
             # Its own records, and those written before vaults had ids under its name since
             # it was made (older ones are of an earlier vault of that name).
@@ -408,7 +407,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         )
 
 
-def _vault(r: Any, policies: tuple[AccessPolicy, ...]) -> Vault:
+def _vault(r: Row, policies: tuple[AccessPolicy, ...]) -> Vault:
     return Vault(
         vault_name=r["vault_name"],
         tenant_id=r["tenant_id"],
@@ -427,16 +426,16 @@ def _vault(r: Any, policies: tuple[AccessPolicy, ...]) -> Vault:
     )
 
 
-def _policy(r: Any) -> AccessPolicy:
+def _policy(r: Row) -> AccessPolicy:
     names = [n for n in r["permissions"].split(",") if n]
     return AccessPolicy(r["tenant_id"], r["object_id"], frozenset(KeyPermission(n) for n in names))
 
 
-def _key(r: Any) -> Key:
+def _key(r: Row) -> Key:
     return Key(r["vault_name"], r["key_name"], _need(r["create_time"]), _dt(r["delete_time"]), _dt(r["purge_time"]))
 
 
-def _version(r: Any) -> KeyVersion:
+def _version(r: Row) -> KeyVersion:
     return KeyVersion(
         vault_name=r["vault_name"],
         key_name=r["key_name"],
@@ -454,13 +453,13 @@ def _version(r: Any) -> KeyVersion:
     )
 
 
-def _rotation_policy(r: Any) -> StoredRotationPolicy:
+def _rotation_policy(r: Row) -> StoredRotationPolicy:
     return StoredRotationPolicy(
         r["vault_name"], r["key_name"], r["policy"], _need(r["update_time"]), r["notified_version"]
     )
 
 
-def _audit_record(r: Any) -> AuditRecord:
+def _audit_record(r: Row) -> AuditRecord:
     entry = AuditEntry(
         time=_need(r["time"]),
         request_id=r["request_id"],
@@ -480,7 +479,7 @@ def _audit_record(r: Any) -> AuditRecord:
     return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))
 
 
-def _audit_columns(entry: AuditEntry) -> tuple[Any, ...]:
+def _audit_columns(entry: AuditEntry) -> tuple[SqlValue, ...]:
     """The record's fields from time to reason, in the columns' order (the MAC's form)."""
     fields = entry.canonical()
     fields.pop("vault_id", None)

@@ -56,29 +56,37 @@ def check_migrations(migrations: Iterable[Migration]) -> list[Migration]:
     return steps
 
 
+SqlValue = str | int | float | bytes | None
+"""What a statement's parameters may be, on both engines."""
+
+
 class Row(Protocol):
-    """A row of a result: by column name or by position."""
+    """A row of a result: by column name or by position. A column's type is set by the SQL
+    that read it, which a type checker cannot see: the Any is that column, and the code that
+    turns rows into objects converts each (`str(r["name"])`, `int(r[0])`)."""
 
-    def __getitem__(self, key: str | int, /) -> Any: ...
+    def __getitem__(self, key: str | int, /) -> Any: ...  # a column: typed by the SQL (above)
 
-    def __iter__(self) -> Iterator[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...  # (columns, as above)
 
 
 class Transaction(Protocol):
     """The statements of one write transaction, on whichever engine."""
 
-    async def execute(self, sql: str, params: Sequence[Any] = (), *, announce: str | None = CHANGES) -> int:
+    async def execute(self, sql: str, params: Sequence[SqlValue] = (), *, announce: str | None = CHANGES) -> int:
         """Run one statement; returns how many rows it changed. Unless `announce` is None,
         the commit is announced on that topic (to this process and to the other replicas)."""
         ...
 
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]], *, announce: str | None = CHANGES) -> None:
+    async def execute_many(
+        self, sql: str, rows: Sequence[Sequence[SqlValue]], *, announce: str | None = CHANGES
+    ) -> None:
         """Run one statement for each row of parameters."""
         ...
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]: ...
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None: ...
 
 
 class Database(Protocol):
@@ -89,9 +97,9 @@ class Database(Protocol):
     description: str
     """Where it is, for messages (a path, or a server and schema; never a password)."""
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]: ...
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction: committed if the block returns, rolled back if it raises.
@@ -356,7 +364,7 @@ class ReadCache:
         self._limit = limit
         self._max_age = max_age
         self._monotonic = monotonic
-        self._entries: dict[tuple[str, ...], tuple[int, float, Any]] = {}
+        self._entries: dict[tuple[str, ...], tuple[int, float, object]] = {}
         self.hits = 0
 
     async def get(self, key: tuple[str, ...], load: Callable[[], Awaitable[T | None]]) -> T | None:

@@ -26,11 +26,10 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -39,7 +38,7 @@ from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import Unavailable
 from cmk_trio.rpckit.events import MAX_RETRY_DELAY, ChangeNotifier, jittered
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row
+from cmk_trio.rpckit.storage import CHANGES, Leadership, Migration, Row, SqlValue
 from cmk_trio.rpckit.storage.leases import CHECK_TIMEOUT, PostgresLease
 
 log = logging.getLogger(__name__)
@@ -179,14 +178,16 @@ class PostgresTransaction:
         self._description = description
         self.topics: set[str] = set()
 
-    async def execute(self, sql: str, params: Sequence[Any] = (), *, announce: str | None = CHANGES) -> int:
+    async def execute(self, sql: str, params: Sequence[SqlValue] = (), *, announce: str | None = CHANGES) -> int:
         with unavailable_on_failure(self._description):
             status = await self._conn.execute(to_postgres(sql), *params)
         if announce is not None:
             self.topics.add(announce)
         return _changed_rows(status)
 
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]], *, announce: str | None = CHANGES) -> None:
+    async def execute_many(
+        self, sql: str, rows: Sequence[Sequence[SqlValue]], *, announce: str | None = CHANGES
+    ) -> None:
         with unavailable_on_failure(self._description):
             if len(rows) == 1:  # asyncpg's executemany costs several times a single execute
                 await self._conn.execute(to_postgres(sql), *rows[0])
@@ -195,11 +196,11 @@ class PostgresTransaction:
         if announce is not None:
             self.topics.add(announce)
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         with unavailable_on_failure(self._description):
             return list(await self._conn.fetch(to_postgres(sql), *params))
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None:
         with unavailable_on_failure(self._description):
             row: Row | None = await self._conn.fetchrow(to_postgres(sql), *params)
         return row
@@ -224,18 +225,20 @@ class PostgresDatabase:
         self._listener = asyncio.create_task(self._listen(), name=f"listen {self._channel}")
         self.leadership("background")  # tried from the start, so a lone replica leads at once
 
-    def _connect_args(self, role: str) -> dict[str, Any]:
-        """How to open a connection of its own for `role` (listen, lease): its application
-        name says whose it is, in pg_stat_activity."""
-        return {"dsn": self.target.dsn, "server_settings": _settings(self.target, f"{role} {self.instance[:12]}")}
+    def _connect(self, role: str) -> Awaitable[asyncpg.Connection]:
+        """A connection of its own for `role` (listen, lease): its application name says whose
+        it is, in pg_stat_activity."""
+        settings = _settings(self.target, f"{role} {self.instance[:12]}")
+        connecting: Awaitable[asyncpg.Connection] = asyncpg.connect(dsn=self.target.dsn, server_settings=settings)
+        return connecting
 
     # --- reads and writes -------------------------------------------------------------
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         with unavailable_on_failure(self.description):
             return list(await self._pool.fetch(to_postgres(sql), *params))
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None:
         with unavailable_on_failure(self.description):
             row: Row | None = await self._pool.fetchrow(to_postgres(sql), *params)
         return row
@@ -313,7 +316,7 @@ class PostgresDatabase:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(**self._connect_args("listen"))
+                conn = await self._connect("listen")
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notification)
@@ -370,7 +373,7 @@ class PostgresDatabase:
         # than a statement may on the pool's connections.
         key = lock_key(self.target.schema, f"exclusive:{name}")
         with unavailable_on_failure(self.description):
-            conn = await asyncpg.connect(**self._connect_args(f"exclusive {name}"))
+            conn = await self._connect(f"exclusive {name}")
         try:
             with unavailable_on_failure(self.description):
                 await conn.execute("SELECT pg_advisory_lock($1)", key)
@@ -383,7 +386,7 @@ class PostgresDatabase:
         if lease is None:
             role = f"lease {name}"
             lease = self._leases[name] = PostgresLease(
-                name, lock_key(self.target.schema, role), lambda: asyncpg.connect(**self._connect_args(role))
+                name, lock_key(self.target.schema, role), lambda: self._connect(role)
             )
         return lease
 

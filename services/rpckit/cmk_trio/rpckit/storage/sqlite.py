@@ -14,13 +14,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
 from cmk_trio.rpckit.datadir import StartupError, make_private_dir
 from cmk_trio.rpckit.events import ChangeNotifier
-from cmk_trio.rpckit.storage import CHANGES, AlwaysLeader, Leadership, Migration, Row
+from cmk_trio.rpckit.storage import CHANGES, AlwaysLeader, Leadership, Migration, Row, SqlValue
 
 
 class SqliteTransaction:
@@ -30,21 +29,23 @@ class SqliteTransaction:
         self._conn = conn
         self.topics: set[str] = set()
 
-    async def execute(self, sql: str, params: Sequence[Any] = (), *, announce: str | None = CHANGES) -> int:
+    async def execute(self, sql: str, params: Sequence[SqlValue] = (), *, announce: str | None = CHANGES) -> int:
         cursor = await self._conn.execute(sql, params)
         if announce is not None:
             self.topics.add(announce)
         return cursor.rowcount
 
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]], *, announce: str | None = CHANGES) -> None:
+    async def execute_many(
+        self, sql: str, rows: Sequence[Sequence[SqlValue]], *, announce: str | None = CHANGES
+    ) -> None:
         await self._conn.executemany(sql, rows)  # one hop to the database thread for the whole batch
         if announce is not None:
             self.topics.add(announce)
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         return list(await self._conn.execute_fetchall(sql, params))
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None:
         for row in await self._conn.execute_fetchall(sql, params):
             return row
         return None
@@ -96,11 +97,11 @@ class SqliteDatabase:
             raise
         self.reader = reader
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         """All rows of a query (what has committed), in one hop to the database thread."""
         return list(await self.reader.execute_fetchall(sql, params))
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Sequence[SqlValue] = ()) -> Row | None:
         """The first row of a query, or None."""
         for row in await self.reader.execute_fetchall(sql, params):
             return row

@@ -4,9 +4,8 @@ data key only wrapped."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from cmk_trio.rpckit.storage import SqlStore, SqlUnitOfWork, Transaction
+from cmk_trio.rpckit.storage import Row, SqlStore, SqlUnitOfWork, SqlValue, Transaction
 from cmk_trio.speech.model import (
     Application,
     ApprovalState,
@@ -231,7 +230,7 @@ class SqlSpeechUnitOfWork(SqlUnitOfWork):
 
     async def delete_application(self, resource_uid: str, application_id: str, expected_version: int | None) -> bool:
         sql = "DELETE FROM applications WHERE resource_uid = ? AND application_id = ?"
-        params: list[object] = [resource_uid, application_id]
+        params: list[SqlValue] = [resource_uid, application_id]
         if expected_version is not None:
             sql += " AND version = ?"
             params.append(expected_version)
@@ -246,7 +245,7 @@ class SqlSpeechUnitOfWork(SqlUnitOfWork):
         )
 
 
-def _resource(r: Any) -> SpeechResource:
+def _resource(r: Row) -> SpeechResource:
     return SpeechResource(
         resource_id=r["resource_id"],
         uid=r["uid"],
@@ -268,7 +267,7 @@ def _resource(r: Any) -> SpeechResource:
     )
 
 
-def _step(r: Any) -> PendingStep:
+def _step(r: Row) -> PendingStep:
     return PendingStep(
         step_id=int(r["step_id"]),
         kind=StepKind(r["kind"]),
@@ -282,7 +281,7 @@ def _step(r: Any) -> PendingStep:
     )
 
 
-def _application(r: Any) -> Application:
+def _application(r: Row) -> Application:
     return Application(
         resource_id=r["resource_id"],
         application_id=r["application_id"],
