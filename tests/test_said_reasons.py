@@ -41,7 +41,9 @@ def test_every_any_in_the_services_says_why():
         if _generated(path):
             continue
         source = path.read_text()
-        found += [f"{path.relative_to(SERVICES)}:{n}: {source.splitlines()[n - 1].strip()}" for n in unexplained_any(source)]
+        found += [
+            f"{path.relative_to(SERVICES)}:{n}: {source.splitlines()[n - 1].strip()}" for n in unexplained_any(source)
+        ]
     assert found == []
 
 

@@ -108,6 +108,20 @@ def test_a_required_setting_missing_is_named_with_its_flag():
     )
 
 
+def test_a_start_without_flags_names_only_the_variables():
+    """python -m cmk_trio.<service> takes no flags, so its messages do not offer one."""
+    env = {"CMK_KEYVAULT_CLIENT_ID": "c", "CMK_KEYVAULT_CLIENT_SECRET": "s"}
+    with pytest.raises(ConfigError) as missing:
+        KeyVaultConfig.load(env, with_flags=False)
+    assert str(missing.value) == "the keyvault service needs its identity endpoint: set CMK_IDENTITY_ENDPOINT"
+    with pytest.raises(ConfigError) as malformed:
+        KeyVaultConfig.load(env | {"CMK_IDENTITY_ENDPOINT": "x:1", "CMK_KEYVAULT_PORT": "fifty"}, with_flags=False)
+    assert str(malformed.value) == "CMK_KEYVAULT_PORT must be an integer, not 'fifty'"
+    with pytest.raises(ConfigError) as flagged:
+        KeyVaultConfig.load(env | {"CMK_IDENTITY_ENDPOINT": "x:1", "CMK_KEYVAULT_PORT": "fifty"})
+    assert str(flagged.value) == "CMK_KEYVAULT_PORT (--port) must be an integer, not 'fifty'"
+
+
 def test_a_secret_setting_has_no_flag_and_is_never_quoted_back():
     assert "--operator-client-secret" not in {o.flag for o in options(IdentityConfig)}
     loaded = IdentityConfig.load({"CMK_OPERATOR_CLIENT_ID": "op", "CMK_OPERATOR_CLIENT_SECRET": "a-secret-of-16-chars"})
@@ -138,3 +152,18 @@ def test_a_missing_certificate_or_credentials_file_is_named_before_anything_star
 def test_an_empty_text_setting_is_a_value_not_an_absence():
     with pytest.raises(ConfigError, match="set both the operator client id and secret, or neither"):
         IdentityConfig.load({"CMK_OPERATOR_CLIENT_ID": ""})
+
+
+@pytest.mark.parametrize("service", ["keyvault", "speech"])
+def test_every_service_a_server_serves_has_an_audience(service):
+    """A server serves every service of its proto files (rpckit.bootstrap.served_by); each
+    must have the token audience it demands, or its every call would fail at authentication."""
+    import importlib
+
+    from cmk_trio.proto.common.v1 import dev_service_pb2
+    from cmk_trio.rpckit.bootstrap import served_by
+
+    server = importlib.import_module(f"cmk_trio.{service}.server")
+    served = served_by([server.pb.DESCRIPTOR, dev_service_pb2.DESCRIPTOR])
+    assert len(served) >= 3
+    assert sorted(served) == sorted(server.AUDIENCES)

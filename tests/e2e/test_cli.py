@@ -258,19 +258,20 @@ def test_the_identity_service_and_the_launcher_run_without_the_cli():
 @pytest.mark.parametrize("service", ["keyvault", "speech"])
 def test_python_m_of_a_linked_service_says_what_it_lacks_in_one_line(service, tmp_path):
     """The key vault and speech run as `python -m` too, through the same process skeleton and
-    the same settings parser as `cmk serve`: a setting missing or malformed is one line."""
+    the same settings parser as `cmk serve`: a setting missing or malformed is one line, which
+    names the variable only (this way of starting takes no flags)."""
     env = service_env(tmp_path) | {"CMK_DATA_DIR": str(tmp_path / "d")}
     missing = subprocess.run([sys.executable, "-m", f"cmk_trio.{service}"], capture_output=True, text=True, env=env,
                              timeout=60)  # fmt: skip
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
-        f"error: the {service} service needs its identity endpoint: set CMK_IDENTITY_ENDPOINT or --identity-endpoint"
+        f"error: the {service} service needs its identity endpoint: set CMK_IDENTITY_ENDPOINT"
     )
     env |= {"CMK_IDENTITY_ENDPOINT": "127.0.0.1:1", f"CMK_{service.upper()}_PORT": "fifty"}
     malformed = subprocess.run([sys.executable, "-m", f"cmk_trio.{service}"], capture_output=True, text=True, env=env,
                                timeout=60)  # fmt: skip
     assert malformed.returncode == 1
-    assert malformed.stderr.strip() == f"error: CMK_{service.upper()}_PORT (--port) must be an integer, not 'fifty'"
+    assert malformed.stderr.strip() == f"error: CMK_{service.upper()}_PORT must be an integer, not 'fifty'"
 
 
 def test_python_m_identity_serves_from_the_environment(tmp_path):
@@ -297,5 +298,5 @@ def test_python_m_identity_refuses_a_bad_configuration(tmp_path):
         [sys.executable, "-m", "cmk_trio.identity"], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: CMK_IDENTITY_PORT (--port) must be an integer, not 'fifty'"
+    assert result.stderr.strip() == "error: CMK_IDENTITY_PORT must be an integer, not 'fifty'"
     assert not (tmp_path / "d").exists()

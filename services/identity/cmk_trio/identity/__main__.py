@@ -19,4 +19,4 @@ def _announce(server: IdentityServer) -> None:
 
 
 if __name__ == "__main__":
-    main("identity", lambda: IdentityConfig.load(os.environ), build_server, _announce)
+    main("identity", lambda: IdentityConfig.load(os.environ, with_flags=False), build_server, _announce)

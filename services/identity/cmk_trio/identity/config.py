@@ -10,9 +10,7 @@ from typing import ClassVar
 
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.config import ConfigError, setting
-from cmk_trio.rpckit.settings import ServiceSettings, heartbeat_setting
-
-DEFAULT_PORT = 50051
+from cmk_trio.rpckit.settings import ServiceSettings, heartbeat_setting, port_setting
 
 
 def _operator_secret(env: Mapping[str, str], _service: str) -> str | None:
@@ -32,9 +30,8 @@ class IdentityConfig(ServiceSettings):
     """
 
     SERVICE: ClassVar[str] = "IDENTITY"
-    DATABASE_FILE: ClassVar[str] = "identity.db"
 
-    port: int = setting(DEFAULT_PORT, env="CMK_{SERVICE}_PORT", help="port; 0 picks a free one")
+    port: int = port_setting(50051)
     audiences: frozenset[str] = audiences.ALL
     token_lifetime: timedelta = setting(
         timedelta(minutes=15), env="CMK_TOKEN_LIFETIME_SECONDS", help="how long an issued token is valid (1 min-24 h)"

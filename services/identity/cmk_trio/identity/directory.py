@@ -16,7 +16,7 @@ from datetime import timedelta
 from cmk_trio.identity import directory_rules, errors
 from cmk_trio.identity.client_secrets import MAX_SECRET_DAYS, ClientSecrets
 from cmk_trio.identity.crypto import RandomBytes, VerifiedSecretMemo, secret_id_of
-from cmk_trio.identity.directory_rules import Lookups, new_id, require_admin, require_same_tenant
+from cmk_trio.identity.directory_rules import Collaborators, Lookups, new_id, require_admin, require_same_tenant
 from cmk_trio.identity.model import (
     ClientSecret,
     Event,
@@ -60,9 +60,10 @@ class Directory:
         self.memo = memo
         self._random = random
         self.lookups = Lookups(store)
-        self.principals = Principals(store, clock, notifier, self.lookups, random=random)
+        parts = Collaborators(store, clock, notifier, self.lookups, random)
+        self.principals = Principals(parts)
         self.secrets = ClientSecrets(store, clock, checks, memo, self.lookups, random=random)
-        self.role_assignments = RoleAssignments(store, clock, notifier, self.lookups, random=random)
+        self.role_assignments = RoleAssignments(parts)
 
     # --- who is acting ----------------------------------------------------------------
 

@@ -3,7 +3,9 @@ that refuse what does not exist (or what, to the one acting, must look as if it 
 
 from __future__ import annotations
 
+import os
 import uuid
+from dataclasses import dataclass, field
 
 from cmk_trio.identity import errors
 from cmk_trio.identity.crypto import RandomBytes
@@ -13,7 +15,9 @@ from cmk_trio.identity.model import (
     Tenant,
 )
 from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
+from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 
 
@@ -85,3 +89,15 @@ class Lookups:
                 Reason.PRINCIPAL_NOT_FOUND, "principal", f"tenants/{tenant_id}/principals/{object_id}"
             )
         return principal
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What the directory's parts that change it share: its store, clock and change
+    notifier, the lookups, and the randomness new ids come from."""
+
+    store: IdentityStore
+    clock: Clock
+    notifier: ChangeNotifier
+    lookups: Lookups
+    random: RandomBytes = field(default=os.urandom)

@@ -3,21 +3,22 @@ and delete them."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from cmk_trio.identity import errors
-from cmk_trio.identity.crypto import RandomBytes
-from cmk_trio.identity.directory_rules import Lookups, new_id, require_admin, require_operator, require_same_tenant
+from cmk_trio.identity.directory_rules import (
+    Collaborators,
+    new_id,
+    require_admin,
+    require_operator,
+    require_same_tenant,
+)
 from cmk_trio.identity.model import (
     EventType,
     Principal,
     PrincipalKind,
 )
 from cmk_trio.identity.scopes import RESOURCE_PROVIDERS, parse_resource_id, provider_of
-from cmk_trio.identity.storage import IdentityStore
-from cmk_trio.rpckit.clock import Clock
-from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.validation import display_name
 
@@ -28,20 +29,9 @@ class Principals:
     """Principals (users, service principals) and managed identities: who may make, change
     and delete them."""
 
-    def __init__(
-        self,
-        store: IdentityStore,
-        clock: Clock,
-        notifier: ChangeNotifier,
-        lookups: Lookups,
-        *,
-        random: RandomBytes = os.urandom,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._notifier = notifier
-        self._lookups = lookups
-        self._random = random
+    def __init__(self, parts: Collaborators) -> None:
+        self._store, self._clock, self._notifier = parts.store, parts.clock, parts.notifier
+        self._lookups, self._random = parts.lookups, parts.random
 
     # --- principals -------------------------------------------------------------------
 

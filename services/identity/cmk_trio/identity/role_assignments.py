@@ -3,11 +3,8 @@ principal holds one allowing an action there."""
 
 from __future__ import annotations
 
-import os
-
 from cmk_trio.identity import errors
-from cmk_trio.identity.crypto import RandomBytes
-from cmk_trio.identity.directory_rules import Lookups, new_id, require_same_tenant
+from cmk_trio.identity.directory_rules import Collaborators, new_id, require_same_tenant
 from cmk_trio.identity.model import (
     Action,
     EventType,
@@ -16,10 +13,7 @@ from cmk_trio.identity.model import (
     RoleAssignment,
 )
 from cmk_trio.identity.scopes import is_under, parse_scope
-from cmk_trio.identity.storage import IdentityStore
-from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.errors import ServiceError
-from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.reasons import Reason
 
 
@@ -27,20 +21,9 @@ class RoleAssignments:
     """Role assignments and CheckAccess: who may grant a role on a scope, and whether a
     principal holds one allowing an action there."""
 
-    def __init__(
-        self,
-        store: IdentityStore,
-        clock: Clock,
-        notifier: ChangeNotifier,
-        lookups: Lookups,
-        *,
-        random: RandomBytes = os.urandom,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._notifier = notifier
-        self._lookups = lookups
-        self._random = random
+    def __init__(self, parts: Collaborators) -> None:
+        self._store, self._clock, self._notifier = parts.store, parts.clock, parts.notifier
+        self._lookups, self._random = parts.lookups, parts.random
 
     # --- role assignments -------------------------------------------------------------
 

@@ -48,12 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["IdentityService"].full_name,
-    pb.DESCRIPTOR.services_by_name["TokenService"].full_name,
-    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
-)
-
 
 @dataclass
 class IdentityServer(Served):
@@ -150,7 +144,7 @@ async def build_server(
 
         # One cap for the gRPC calls and the HTTP requests; the token endpoints of both share a budget.
         limits = limits or CallLimits.from_env(os.environ)
-        running = await boot.serve(register, SERVICE_NAMES, [
+        running = await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], [
             ErrorInterceptor(DOMAIN),
             AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
             AdmissionInterceptor(limits, SIGN_IN_METHODS),

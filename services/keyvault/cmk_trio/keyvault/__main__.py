@@ -8,4 +8,4 @@ from cmk_trio.keyvault.server import build_server
 from cmk_trio.rpckit.process import main_saying_where
 
 if __name__ == "__main__":
-    main_saying_where("keyvault", lambda: KeyVaultConfig.load(os.environ), build_server)
+    main_saying_where("keyvault", lambda: KeyVaultConfig.load(os.environ, with_flags=False), build_server)

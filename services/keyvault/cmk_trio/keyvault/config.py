@@ -10,9 +10,7 @@ from typing import ClassVar
 
 from cmk_trio.platform.settings import LinkedServiceSettings
 from cmk_trio.rpckit.config import setting
-from cmk_trio.rpckit.settings import heartbeat_setting
-
-DEFAULT_PORT = 50052
+from cmk_trio.rpckit.settings import heartbeat_setting, port_setting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,9 +18,8 @@ class KeyVaultConfig(LinkedServiceSettings):
     """Everything the key vault service needs to start."""
 
     SERVICE: ClassVar[str] = "KEYVAULT"
-    DATABASE_FILE: ClassVar[str] = "keyvault.db"
 
-    port: int = setting(DEFAULT_PORT, env="CMK_{SERVICE}_PORT", help="port; 0 picks a free one")
+    port: int = port_setting(50052)
     master_key_file: Path | None = setting(
         None,
         env="CMK_KEYVAULT_MASTER_KEY_FILE",

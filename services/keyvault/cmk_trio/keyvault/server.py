@@ -41,10 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
-    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
-)
 AUDIENCES = {
     "cmk.keyvault.v1.VaultService": audiences.MANAGEMENT,
     "cmk.keyvault.v1.KeyService": audiences.VAULT,
@@ -153,7 +149,7 @@ async def build_server(
             )
             dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, operator_only), server)
 
-        running = await boot.serve(register, SERVICE_NAMES, [
+        running = await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], [
             ErrorInterceptor(DOMAIN),
             AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
             AdmissionInterceptor(CallLimits.from_env(os.environ)),

@@ -4,7 +4,7 @@ only its own parts between them.
     async with Bootstrap("keyvault", config, clock=clock, key_files=[...]) as boot:
         store = boot.owns(await open_store(...), "close")   # closed at the stop, or if start-up fails
         ... the service's own parts, on boot.clock, boot.metrics, boot.tracing ...
-        await boot.serve(register, SERVICE_NAMES, interceptors)
+        await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], interceptors)
     server = KeyVaultServer(process=boot.process, ...)
 
 The order is the bootstrap's: tracing, the clock (shiftable with the development clock), the
@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import FileDescriptor
 
 from cmk_trio.rpckit.clock import Clock, ShiftableClock, SystemClock
 from cmk_trio.rpckit.datadir import DataDirClaim, claim_data_dir
@@ -189,11 +190,13 @@ class Bootstrap:
     async def serve(
         self,
         register: Callable[[grpc.aio.Server], None],
-        service_names: Sequence[str],
+        protos: Sequence[FileDescriptor],
         interceptors: Sequence[grpc.aio.ServerInterceptor],
     ) -> RunningServer:
-        """The service's gRPC listener, as its settings say (host, port, TLS), with the
-        bootstrap's metrics and tracing, and its metrics endpoint when one is asked for."""
+        """The service's gRPC listener for every service of the proto files `protos` (which
+        `register` adds), as its settings say (host, port, TLS), with the bootstrap's metrics
+        and tracing, and its metrics endpoint when one is asked for."""
+        service_names = served_by(protos)
         config, process = self._config, self.process
         process._closers.push_async_callback(process.metrics.close)  # (first of what the service opened to go)
         process.running = await start_server(
@@ -252,3 +255,8 @@ class Served:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving and close what the service opened (see the module for the order)."""
         await self.process.stop(grace)
+
+
+def served_by(protos: Sequence[FileDescriptor]) -> list[str]:
+    """The full names of every service the proto files declare."""
+    return [service.full_name for proto in protos for service in proto.services_by_name.values()]

@@ -98,14 +98,16 @@ def describe(cls: type[DataclassInstance], service: str | None = None) -> list[D
     return found
 
 
-def read(cls: type[DataclassInstance], env: Mapping[str, str], service: str) -> dict[str, Any]:  # (see below)
+def read(
+    cls: type[DataclassInstance], env: Mapping[str, str], service: str, *, with_flags: bool = True
+) -> dict[str, Any]:  # (see the docstring)
     """The values `env` gives the fields of `cls` (those it does not mention are left out,
     so the defaults stand). Each value has its field's type, converted by `_convert` from the
     field's annotation at run time: mypy cannot follow that, hence the Any of the values."""
     values: dict[str, Any] = {}  # each of its field's type (see above)
     for f, kind, option in _settings(cls):
         if option is None:
-            values[f.name] = kind(**read(kind, env, service))
+            values[f.name] = kind(**read(kind, env, service, with_flags=with_flags))
             continue
         name = option.env.replace("{SERVICE}", service)
         if option.load is not None:
@@ -116,7 +118,7 @@ def read(cls: type[DataclassInstance], env: Mapping[str, str], service: str) -> 
         raw = env.get(name)
         if raw is None or (raw == "" and _bare(kind) is not str):  # (an empty text is a text; "" is no number)
             continue
-        where = _where(cls, f, name, option)
+        where = _where(cls, name, with_flags)
         values[f.name] = _convert(kind, raw, where, option.secret)
         if option.must_exist and not Path(raw).is_file():
             raise ConfigError(f"{where}: no such file: {raw}")
@@ -134,8 +136,9 @@ def _settings(cls: type[DataclassInstance]) -> Iterator[tuple[dataclasses.Field[
             yield f, hints[f.name], f.metadata[SETTING]
 
 
-def _where(cls: type[DataclassInstance], f: dataclasses.Field[Any], name: str, option: Setting) -> str:  # (a field)
-    flags = [o.flag for o in options(cls) if o.env == name]
+def _where(cls: type[DataclassInstance], name: str, with_flags: bool) -> str:
+    """The variable `name`, and its flag where the process was started by a command that has flags."""
+    flags = [o.flag for o in options(cls) if o.env == name] if with_flags else []
     return f"{name} ({flags[0]})" if flags else name
 
 
@@ -179,6 +182,11 @@ def _convert(kind: object, raw: str, where: str, secret: bool) -> object:
     raise TypeError(f"a setting of type {kind} cannot be read from text")  # (a defect of the class, not the input)
 
 
+def port_setting(default: int) -> Any:  # (a setting: see config.setting)
+    """The port a service listens on, `default` unless its CMK_<SERVICE>_PORT says."""
+    return setting(default, env="CMK_{SERVICE}_PORT", help="port; 0 picks a free one")
+
+
 def heartbeat_setting() -> Any:  # (a setting: see config.setting)
     """The setting of a service that serves an event stream (identity, the key vault)."""
     return setting(
@@ -195,17 +203,16 @@ class ServiceSettings:
     """What every service process has: where its data is, where it listens and how, its
     log level and metrics, its database, and the development clock.
 
-    A service's class sets `SERVICE` (its variables' prefix: CMK_KEYVAULT_PORT), `DATABASE_FILE`
-    (the SQLite file in the data directory) and, by declaring `port` again, its default port."""
+    A service's class sets `SERVICE` (its variables' prefix, CMK_KEYVAULT_PORT, and its SQLite
+    file in the data directory, keyvault.db) and, by declaring `port` again, its default port."""
 
     SERVICE: ClassVar[str] = ""
-    DATABASE_FILE: ClassVar[str] = ""
 
     data_dir: Path = setting(
         Path(".cmk"), env="CMK_DATA_DIR", help="where the database, key files and credentials are kept"
     )
     host: str = setting("127.0.0.1", env="CMK_{SERVICE}_HOST", help="address to listen on")
-    port: int = setting(0, env="CMK_{SERVICE}_PORT", help="port; 0 picks a free one")
+    port: int = port_setting(0)
     issuer_base: str = setting(
         "https://login.microsoftonline.com", env="CMK_ISSUER_BASE", help="the base URL of the tokens' issuer"
     )
@@ -243,7 +250,7 @@ class ServiceSettings:
 
     @property
     def database_path(self) -> Path:
-        return self.data_dir / self.DATABASE_FILE
+        return self.data_dir / f"{self.SERVICE.lower()}.db"
 
     @property
     def database_location(self) -> str | Path:
@@ -251,19 +258,21 @@ class ServiceSettings:
         return self.database_url or self.database_path
 
     @classmethod
-    def load(cls, env: Mapping[str, str], given: Mapping[str, str] | None = None) -> Self:
+    def load(cls, env: Mapping[str, str], given: Mapping[str, str] | None = None, *, with_flags: bool = True) -> Self:
         """The settings from the variables in `env`, overlaid with `given` (a command line's
         or a launcher's values, keyed by the same variable names; one that names no setting
-        of this service is refused, so that a misspelt name cannot pass unnoticed)."""
+        of this service is refused, so that a misspelt name cannot pass unnoticed). Messages name
+        each variable's flag too, unless `with_flags` is False (a start that takes no flags:
+        python -m cmk_trio.<service>)."""
         given = dict(given or {})
         known = variables(cls)
         unknown = sorted(set(given) - known)
         if unknown:
             raise ConfigError(f"not a setting of the {cls.SERVICE.lower()} service: {', '.join(unknown)}")
-        values = read(cls, {**env, **given}, cls.SERVICE)
+        values = read(cls, {**env, **given}, cls.SERVICE, with_flags=with_flags)
         for f in _all_settings(cls):
             if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                flags = [o.flag for o in options(cls) if o.env == _env(f, cls.SERVICE)]
+                flags = [o.flag for o in options(cls) if o.env == _env(f, cls.SERVICE)] if with_flags else []
                 raise ConfigError(
                     f"the {cls.SERVICE.lower()} service needs its {f.name.replace('_', ' ')}: set "
                     + " or ".join([_env(f, cls.SERVICE), *flags])

@@ -8,4 +8,4 @@ from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import build_server
 
 if __name__ == "__main__":
-    main_saying_where("speech", lambda: SpeechConfig.load(os.environ), build_server)
+    main_saying_where("speech", lambda: SpeechConfig.load(os.environ, with_flags=False), build_server)

@@ -10,8 +10,7 @@ from typing import ClassVar
 
 from cmk_trio.platform.settings import LinkedServiceSettings
 from cmk_trio.rpckit.config import setting
-
-DEFAULT_PORT = 50053
+from cmk_trio.rpckit.settings import port_setting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,9 +18,8 @@ class SpeechConfig(LinkedServiceSettings):
     """Everything the speech service needs to start."""
 
     SERVICE: ClassVar[str] = "SPEECH"
-    DATABASE_FILE: ClassVar[str] = "speech.db"
 
-    port: int = setting(DEFAULT_PORT, env="CMK_{SERVICE}_PORT", help="port; 0 picks a free one")
+    port: int = port_setting(50053)
     master_key_ring_file: Path | None = setting(
         None,
         env="CMK_SPEECH_MASTER_KEY_RING_FILE",

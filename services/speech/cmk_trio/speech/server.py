@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 RESOLVE_INTERVAL = 30.0
 """Seconds between passes over the intents of interrupted cross-service changes."""
 
-SERVICE_NAMES = (
-    *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()),
-    dev_pb.DESCRIPTOR.services_by_name["DevService"].full_name,
-)
 AUDIENCES = {
     "cmk.speech.v1.SpeechResourceService": audiences.MANAGEMENT,
     "cmk.speech.v1.ApplicationService": audiences.SPEECH,
@@ -169,7 +165,7 @@ async def build_server(
             pb_grpc.add_SpeechDevServiceServicer_to_server(SpeechDevApi(resource_api, data), server)
             dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, operator_only), server)
 
-        running = await boot.serve(register, SERVICE_NAMES, [
+        running = await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], [
             ErrorInterceptor(DOMAIN),
             AuthInterceptor(directory.validator, AUDIENCES, ()),
             AdmissionInterceptor(CallLimits.from_env(os.environ)),
