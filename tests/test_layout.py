@@ -1,16 +1,19 @@
 """The shape of the house, checked on the sources: storage details stay in the storage
 modules, services do not reach into each other or into the CLI, the CLI does not reach into
-the services, classes grow by holding their parts, and every module is short enough to hold
-in one's head."""
+the services, classes grow by holding their parts, an import inside a function says why it
+is there, and every module is short enough to hold in one's head."""
 
 from __future__ import annotations
 
 import abc
+import ast
 import dataclasses
 import enum
 import importlib
 import inspect
+import io
 import re
+import tokenize
 import typing
 from pathlib import Path
 
@@ -191,6 +194,84 @@ def test_the_rule_on_split_classes_finds_a_split():
     settings: type = dataclasses.dataclass(made("Settings", "cmk_trio.keyvault.config"))
     for base in (protocol, failure, settings):
         assert _bases_that_split(made("Child", "cmk_trio.keyvault.child", base)) == []
+
+
+# --- an import inside a function says why -------------------------------------------------
+
+DEFERRED_IMPORTS = "# Imports inside functions:"
+"""How a module-level comment starts that gives the reason for every import inside its
+functions at once (a `cmk` command module: what the commands import, `cmk --help` need not)."""
+PRAGMA = re.compile(r"noqa(:\s*[A-Z]+[0-9]+(,\s*[A-Z]+[0-9]+)*)?|type:\s*ignore(\[[\w, -]*\])?|fmt:\s*\w+")
+"""What a comment may hold that is not a reason: a linter's, type checker's or formatter's word."""
+
+
+def _generated(path: Path) -> bool:
+    """Code a script writes (the protos' *_pb2*, the client's sync_*): it states no reasons."""
+    return "_pb2" in path.name or (path.parent.name == "client" and path.name.startswith("sync_"))
+
+
+def _imports_without_reason(source: str) -> list[int]:
+    """The lines of the imports inside functions of `source` that do not say why they are not
+    at the top: no comment (beyond a pragma) on the import's lines or the line above it, and no
+    module-level comment starting with DEFERRED_IMPORTS."""
+    comments = {
+        token.start: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    if any(col == 0 and f"# {text}".startswith(DEFERRED_IMPORTS) for (_, col), text in comments.items()):
+        return []
+    reasons = {line for (line, _), text in comments.items() if PRAGMA.sub("", text).strip(" ,;:()")}
+    found = set()
+    for function in ast.walk(ast.parse(source)):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    lines = range(node.lineno - 1, (node.end_lineno or node.lineno) + 1)
+                    if reasons.isdisjoint(lines):
+                        found.add(node.lineno)
+    return sorted(found)
+
+
+def test_every_import_inside_a_function_says_why():
+    """An import belongs at the top of its module. One inside a function says why it is not
+    (an import cycle, an optional or heavy dependency few callers need, `cmk --help`'s
+    start-up, the pytest plugin every project that installs cmk-trio loads): in a comment on
+    its line or the line above, or once for the module in a comment that starts with
+    `# Imports inside functions:`."""
+    found = [
+        f"{path.relative_to(SERVICES)}:{line}"
+        for path in _modules()
+        if not _generated(path)
+        for line in _imports_without_reason(path.read_text())
+    ]
+    assert found == []
+
+
+def test_the_rule_on_imports_inside_functions_finds_one_without_reason():
+    """The rule above is not vacuous: an import inside a function with no reason is found, at
+    any depth and in an async function too; a reason beside it, above it or for the whole
+    module is enough, and a pragma, a comment elsewhere or the marker in a string is not."""
+    bare = "import json\n\n\ndef f():\n    import grpc\n\n    return grpc, json\n"
+    assert _imports_without_reason(bare) == [5]
+    nested = "async def f():\n    def g():\n        from grpc import aio\n\n        return aio\n\n    return g\n"
+    assert _imports_without_reason(nested) == [3]
+    for unsaid, line in (
+        ("def f():\n    import grpc  # noqa: F401\n", 2),
+        ("def f():\n    import grpc  # type: ignore[import-untyped]\n", 2),
+        ("def f():\n    x = 1  # a comment about x\n\n    import grpc\n", 4),
+        ("def f():\n    # Imports inside functions: (not at the module's level)\n    x = 1\n\n    import grpc\n", 5),
+        ('MARK = "# Imports inside functions: (a string)"\n\n\ndef f():\n    import grpc\n', 5),
+    ):
+        assert _imports_without_reason(unsaid) == [line], unsaid
+    for said in (
+        "def f():\n    import grpc  # (heavy: only f needs it)\n",
+        "def f():\n    import grpc  # noqa: F401  (checked before the run)\n",
+        "def f():\n    # Imported here: the module imports this one.\n    import grpc\n",
+        "def f():\n    from grpc import (  # (heavy: only f needs it)\n        aio,\n    )\n",
+        "import json\n\n# Imports inside functions: `cmk --help` stays fast.\n\n\ndef f():\n    import grpc\n",
+    ):
+        assert _imports_without_reason(said) == [], said
 
 
 # --- the CLI is a client ------------------------------------------------------------------

@@ -8,6 +8,10 @@ from cmk_trio.cli.common import State, command, load_profile, profile_tokens
 from cmk_trio.cli.output import emit
 from cmk_trio.rpckit import audiences
 
+# Imports inside functions: the client's calls and the generated code of the development
+# service (gRPC with them) are imported when `cmk clock advance` runs, not when `cmk` starts,
+# so that `cmk --help` loads none of them (see cli/common.py).
+
 
 def register(cli: click.Group) -> None:
     """Add the `clock` group to `cmk`."""

@@ -14,6 +14,11 @@ import click
 from cmk_trio.cli.common import State, command, read_operator_file
 from cmk_trio.cli.profile import Profile, profile_name
 
+# Imports inside functions: the walk (the clients and gRPC), the launcher (all three
+# services), the health check's stubs, the event loop's runner and tempfile are imported when
+# `cmk demo` runs, not when `cmk` starts, so that `cmk --help` loads none of them (see
+# cli/common.py).
+
 
 def register(cli: click.Group) -> None:
     """Add `demo` to `cmk`."""

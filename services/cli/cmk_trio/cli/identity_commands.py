@@ -15,11 +15,15 @@ import click
 from cmk_trio.cli.common import State, anonymous, command, read_operator_file, session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
+from cmk_trio.rpckit.keyfiles import write_private_file
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from cmk_trio.client.identity import IdentityClient
+
+# Imports inside functions: the client (gRPC with it) is imported when a command runs, not
+# when `cmk` starts, so that `cmk --help` loads none of it (see cli/common.py).
 
 PRINCIPAL_COLUMNS = ("object_id", "kind", "display_name", "client_id", "enabled", "tenant_admin")
 ROLE_COLUMNS = ("role_assignment_id", "principal_id", "role", "scope")
@@ -339,7 +343,6 @@ async def platform_credentials(state: State, service: str, operator_file: Path, 
     """Make the platform principal a service runs as, and write its credentials (mode 0600).
     Does nothing if the file exists (so an init container can run it on every start)."""
     from cmk_trio.client.identity import IdentityClient
-    from cmk_trio.rpckit.keyfiles import write_private_file
 
     if out.exists():
         emit(state.output, {"service": service, "file": str(out), "created": False})

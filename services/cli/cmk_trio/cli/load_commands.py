@@ -3,6 +3,7 @@ summary (and, with --plot, the latency-by-percentile curve)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,12 @@ import click
 
 from cmk_trio.cli.common import State, command, read_operator_file
 from cmk_trio.cli.output import emit
+from cmk_trio.rpckit.errors import ServiceError
+
+# Imports inside functions: the launcher (all three services), the load generator (the
+# clients and gRPC), the event loop's runner and tempfile are imported when `cmk load` runs,
+# not when `cmk` starts, so that `cmk --help` loads none of them (see cli/common.py);
+# matplotlib, an optional dependency (cmk-trio[plot]), only with --plot.
 
 if TYPE_CHECKING:
     from cmk_trio.loadgen.scenarios import Prepared
@@ -65,8 +72,6 @@ def load(state: State, scenario: str, concurrency: int, rate: float | None, dura
 async def _clean_up(prepared: Prepared) -> list[str]:
     """What the run made, deleted as far as the target lets: a target that stopped mid-run
     costs the clean-up (said so), never the report of what was measured."""
-    from cmk_trio.rpckit.errors import ServiceError
-
     try:
         return list(await prepared.clean_up())
     except ServiceError as exc:
@@ -78,7 +83,6 @@ async def _load(state: State, scenario_name: str, concurrency: int, rate: float 
                 request_count: int | None, warmup: float, mix: dict[str, int] | None, data_dir: Path,
                 port_base: int, private: bool, allow_remote: bool, plot: Path | None,
                 keep: bool) -> None:  # fmt: skip
-    import ipaddress
     import tempfile
 
     from cmk_trio.launcher.trio import start_trio

@@ -4,6 +4,8 @@ profile per sign-in), tokens, and the keys that sign them."""
 from __future__ import annotations
 
 import base64
+import datetime
+import json
 from pathlib import Path
 
 import click
@@ -12,6 +14,10 @@ from cmk_trio.cli.common import State, anonymous, command, load_profile, read_op
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.cli.profile import Profile, profile_name
 from cmk_trio.rpckit import audiences
+
+# Imports inside functions: the client (gRPC with it) and rpckit.tokens (PyJWT and
+# cryptography) are imported when a command runs, not when `cmk` starts, so that `cmk --help`
+# loads none of them (see cli/common.py).
 
 DEFAULT_ENDPOINTS = {"identity": "127.0.0.1:50051", "keyvault": "127.0.0.1:50052", "speech": "127.0.0.1:50053"}
 """Where `cmk up` serves, with its default --port-base."""
@@ -107,9 +113,6 @@ async def login(
 @command(None, "whoami")
 def whoami(state: State) -> None:
     """Who the profile is signed in as, where it talks to, and until when its tokens last."""
-    import datetime
-    import json
-
     profile = load_profile(state)
     claims: dict[str, object] = {}
     expiry: dict[str, str] = {}

@@ -10,6 +10,8 @@ import click
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from cmk_trio.cli.common import State
+
 
 def to_dict(message: Message) -> dict[str, Any]:  # JSON of the message's own shape
     """A message as a dict with proto field names; enums by name, defaults included."""
@@ -46,8 +48,6 @@ def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None: 
 
 def _query() -> list[str]:
     """The fields --query asks for, if any (on the command line of the command running)."""
-    from cmk_trio.cli.common import State
-
     context = click.get_current_context(silent=True)
     state = context.find_object(State) if context is not None else None
     found = state.query if state is not None else None

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from cmk_trio.rpckit.process import Stoppable
     from cmk_trio.rpckit.settings import ServiceSettings
 
+# Imports inside functions: each service's settings and server, the launcher, the process
+# and event loop plumbing, the development CA and gRPC's health stubs are imported when a
+# command runs, not when `cmk` starts, so that `cmk --help` imports no service (see
+# cli/common.py; SettingsCommand makes a serve command's flags when it is first used, for the
+# same reason).
+
 S = TypeVar("S", bound="Stoppable")
 C = TypeVar("C", bound="ServiceSettings")
 

@@ -12,6 +12,10 @@ from cmk_trio.cli.common import State, command, speech_session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 
+# Imports inside functions: speech's envelope (its ring file's format, with cryptography) is
+# imported when `cmk speech rotate-master-key` runs, not when `cmk` starts, so that `cmk
+# --help` loads none of it (see cli/common.py).
+
 RESOURCE_COLUMNS = ("name", "location", "pricing_tier")
 APP_COLUMNS = ("application_id", "display_name", "etag", "update_time")
 TIERS = {"F0": res.F0, "S0": res.S0}

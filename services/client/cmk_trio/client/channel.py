@@ -9,6 +9,10 @@ from functools import cache
 
 import grpc
 
+from cmk_trio.proto.common.v1 import dev_service_pb2
+from cmk_trio.proto.identity.v1 import identity_service_pb2
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2
+from cmk_trio.proto.speech.v1 import speech_service_pb2
 from cmk_trio.rpckit.channels import ChannelTls
 from cmk_trio.rpckit.channels import open_channel as _open_channel
 
@@ -25,11 +29,6 @@ def is_idempotent(method_name: str) -> bool:
 @cache
 def idempotent_methods() -> tuple[tuple[str, str], ...]:
     """Every unary method of the trio's APIs that is safe to retry, as (service, method)."""
-    from cmk_trio.proto.common.v1 import dev_service_pb2
-    from cmk_trio.proto.identity.v1 import identity_service_pb2
-    from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2
-    from cmk_trio.proto.speech.v1 import speech_service_pb2
-
     return tuple(
         (service.full_name, method.name)
         for module in (identity_service_pb2, keyvault_service_pb2, speech_service_pb2, dev_service_pb2)

@@ -12,17 +12,22 @@ from typing import TYPE_CHECKING
 
 from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.announcement import Announcement
+from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.model import PrincipalKind
 from cmk_trio.identity.server import IdentityServer
+from cmk_trio.identity.server import build_server as build_identity
+from cmk_trio.keyvault.config import KeyVaultConfig
+from cmk_trio.keyvault.server import KeyVaultServer
+from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.bootstrap import Served
 from cmk_trio.rpckit.devca import ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
+from cmk_trio.speech.config import SpeechConfig
+from cmk_trio.speech.server import SpeechServer
+from cmk_trio.speech.server import build_server as build_speech
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-
-    from cmk_trio.keyvault.server import KeyVaultServer
-    from cmk_trio.speech.server import SpeechServer
 
 
 async def ensure_platform_credentials(identity: IdentityServer, service: str, path: Path) -> ClientCredentials:
@@ -101,13 +106,6 @@ async def start_trio(
     made and their credentials kept there (mode 0600). With `mutual_tls`, a development CA in
     `data_dir/tls` signs a certificate per service, and every service accepts only peers and
     clients with a certificate from it (the HTTP endpoints ask for none: they are public)."""
-    from cmk_trio.identity.config import IdentityConfig
-    from cmk_trio.identity.server import build_server as build_identity
-    from cmk_trio.keyvault.config import KeyVaultConfig
-    from cmk_trio.keyvault.server import build_server as build_keyvault
-    from cmk_trio.speech.config import SpeechConfig
-    from cmk_trio.speech.server import build_server as build_speech
-
     environ = os.environ if env is None else env
 
     def given(service: str, offset: int) -> dict[str, str]:

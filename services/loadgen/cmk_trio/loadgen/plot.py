@@ -10,6 +10,9 @@ from pathlib import Path
 
 from cmk_trio.loadgen.runner import Result
 
+# Imports inside functions: matplotlib, an optional dependency (cmk-trio[plot]), when a plot
+# is written.
+
 TICKS_PER_HALF_DISTANCE = 5
 LAST_NINES = 5
 """The x axis ends at 99.999 %: a run has few samples beyond, and the maximum is plotted there."""

@@ -174,11 +174,12 @@ class Metrics:
         """Serve /metrics over HTTP, a listener with the connection limits of every other
         (ConnectionLimits from the environment; prometheus_client's own server has none, and
         names its version); returns the bound port (port 0 picks a free one)."""
-        # (imported here: the HTTP listener's modules import this one)
+        # Imported here: every client imports this module (client.calls does), and only a
+        # service serves metrics; aiohttp's web server would cost each client 0.15 s.
         from aiohttp import web
 
-        from cmk_trio.rpckit.http_listener import GuardedSite
-        from cmk_trio.rpckit.listeners import ConnectionLimits
+        from cmk_trio.rpckit.http_listener import GuardedSite  # (it imports rpckit.status, which imports this)
+        from cmk_trio.rpckit.listeners import ConnectionLimits  # (the same cycle, through rpckit.status)
 
         async def exposition(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -234,7 +234,7 @@ def run(main: Callable[[], object], *, use_uvloop: bool = True, serves_https: bo
         use_uvloop = False
     if use_uvloop:
         try:
-            import uvloop
+            import uvloop  # (an optional dependency: not installed on Windows)
         except ImportError:  # not on this platform: the default loop works, only slower
             pass
         else:

@@ -22,6 +22,10 @@ import grpc
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+# Imports inside functions: OpenTelemetry's SDK, exporter and gRPC instrumentation (and its
+# API, which only a traced call needs) are imported when tracing is configured: every service
+# and every client (through rpckit.observe) imports this module, and most run untraced.
+
 REQUEST_ID_ATTRIBUTE = "cmk.request_id"
 """The span attribute that carries the call's request id (x-request-id)."""
 UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# Nothing of grpc or the client is imported until a fixture is used: pytest loads this plugin
-# in every run of every project that installs cmk-trio.
+# Imports inside functions: nothing of grpc, the client or the services is imported until a
+# fixture is used, because pytest loads this plugin in every run of every project that installs
+# cmk-trio.
 if TYPE_CHECKING:
     import grpc
 
@@ -303,7 +304,7 @@ class ContainerTrioHandle:
 def cmk_trio_container() -> Iterator[ContainerTrioHandle]:
     """The identity, key vault and speech services in one container of our image (`cmk up`),
     for the whole session, started with testcontainers; removed at the end."""
-    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.container import DockerContainer  # (optional: pip install testcontainers)
 
     from cmk_trio.client.identity import ClientCredentials
 

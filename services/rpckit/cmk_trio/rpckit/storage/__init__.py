@@ -211,12 +211,13 @@ async def open_database(
     `must_exist`: the service's key files show it held data, so an empty PostgreSQL schema is
     refused (a SQLite file is checked before, with its data directory)."""
     if is_database_url(location):
-        from cmk_trio.rpckit.storage.postgres import open_postgres  # only replicas need the driver
+        # Imported here: only replicas need the driver, and the module imports this package.
+        from cmk_trio.rpckit.storage.postgres import open_postgres
 
         return await open_postgres(
             str(location), service=service, migrations=check_migrations(postgres), must_exist=must_exist
         )
-    from cmk_trio.rpckit.storage.sqlite import open_sqlite
+    from cmk_trio.rpckit.storage.sqlite import open_sqlite  # (it imports this package: a cycle at the top)
 
     return await open_sqlite(Path(location), check_migrations(sqlite))
 
