@@ -208,7 +208,7 @@ async def test_refusals_are_rfc_6749_errors_with_a_reason_and_no_secret_in_the_l
 
         # The tenant in the path: unknown, and not a tenant id at all.
         status, body, _ = await post_token(session, base, "6c1ad4a2-6a5b-4ab0-9c49-19d5a9a3b7a1", token_form(creds))
-        assert (status, body["error"], body["reason"]) == (404, "invalid_tenant", "TENANT_NOT_FOUND")
+        assert (status, body["error"], body["reason"]) == (400, "invalid_tenant", "TENANT_NOT_FOUND")
         for bad in ("common", tid.replace("-", ""), "%7B" + tid + "%7D"):
             status, body, _ = await post_token(session, base, bad, token_form(creds))
             assert (status, body.get("reason")) == (400, "UUID_MALFORMED"), (bad, body)

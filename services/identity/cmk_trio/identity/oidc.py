@@ -1,17 +1,20 @@
-"""Identity's HTTP face, for validators and clients written against identity providers:
-per tenant, an OpenID Connect discovery document, the JWKS it names, and the OAuth 2.0
-client-credentials token endpoint (RFC 6749 section 4.4), in the shapes of Entra ID's v2.0
-endpoints:
+"""Identity's HTTP face, for validators and clients written against identity providers
+(msal, azure-identity, @azure/identity, any OpenID Connect library): per tenant, an OpenID
+Connect discovery document, the JWKS it names, and the OAuth 2.0 client-credentials token
+endpoint (RFC 6749 section 4.4), at Entra ID's v2.0 paths; and msal's instance discovery:
 
     GET  /{tenant}/v2.0/.well-known/openid-configuration
     GET  /{tenant}/discovery/v2.0/keys
     POST /{tenant}/oauth2/v2.0/token     grant_type=client_credentials&client_id=...&scope=AUD/.default
+    GET  /common/discovery/instance?authorization_endpoint=https://HOST/{tenant}/oauth2/v2.0/authorize
+    GET  /{tenant}/oauth2/v2.0/authorize (published, as clients require; refused: no interactive flows)
 
 The token endpoint is the gRPC IssueToken call by another road: the same issuer, so the same
 secret checks, pauses after failed sign-ins, disabled principals and call limits. A refusal is
-an RFC 6749 error object (`error`, `error_description`) with our stable `reason` and the
-request id (`trace_id`, also in the x-request-id header), and it is logged as the gRPC
-refusals are, never with the secret.
+an RFC 6749 error object in Entra's shape (entra.py: the AADSTS code, `error_codes`,
+`trace_id` = the request id, also in the x-request-id and x-ms-request-id headers,
+`correlation_id` = the client's client-request-id) with our stable `reason`, and it is logged
+as the gRPC refusals are, never with the secret.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from cmk_trio.identity import entra
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.admission import Caller, CallLimits
+from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.http_listener import GuardedSite
@@ -54,10 +59,15 @@ DEFAULT_SCOPE_SUFFIX = "/.default"
 DISCOVERY_PATH = "/{tenant}/v2.0/.well-known/openid-configuration"
 KEYS_PATH = "/{tenant}/discovery/v2.0/keys"
 TOKEN_PATH = "/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a path, not a password)
+AUTHORIZE_PATH = "/{tenant}/oauth2/v2.0/authorize"
+INSTANCE_DISCOVERY_PATH = "/common/discovery/instance"
 KEYS_MAX_AGE = 60
 """Seconds a validator may cache the key set: a revoked signing key leaves it within this."""
 FORM = "application/x-www-form-urlencoded"
-ENDPOINTS = f"the endpoints are GET {DISCOVERY_PATH}, GET {KEYS_PATH} and POST {TOKEN_PATH}"
+SAID = web.RequestKey("said", entra.Said)
+ENDPOINTS = (
+    f"the endpoints are GET {DISCOVERY_PATH}, GET {KEYS_PATH}, POST {TOKEN_PATH} and GET {INSTANCE_DISCOVERY_PATH}"
+)
 TOKEN_PARAMETERS = frozenset({"grant_type", "client_id", "client_secret", "scope"})
 
 
@@ -204,6 +214,7 @@ class OidcFront:
         limits: CallLimits,
         metrics: Metrics | None,
         public_url: Callable[[], str],
+        clock: Clock,
     ) -> None:
         self._store = store
         self._issuer = issuer
@@ -212,6 +223,7 @@ class OidcFront:
         self._limits = limits
         self._metrics = metrics
         self._public_url = public_url
+        self._clock = clock
         self._throttle = Throttle()
 
     def app(self) -> web.Application:
@@ -224,6 +236,8 @@ class OidcFront:
         app.router.add_get(route(DISCOVERY_PATH), self.discovery, name="discovery")
         app.router.add_get(route(KEYS_PATH), self.jwks, name="jwks")
         app.router.add_post(route(TOKEN_PATH), self.token, name="token")
+        app.router.add_get(INSTANCE_DISCOVERY_PATH, self.instance_discovery, name="instance_discovery")
+        app.router.add_route("*", route(AUTHORIZE_PATH), self.authorize, name="authorize")
         return app
 
     @web.middleware
@@ -266,12 +280,13 @@ class OidcFront:
                 held = self._throttle.allow((route, "INTERNAL"))
                 if held is not None:
                     log.exception("unexpected error in HTTP %s", route, extra={"suppressed_before": held})
-                response = _json(
-                    {"error": "server_error", "error_description": "internal error; the service log has the details",
-                     "reason": "INTERNAL", "trace_id": request_id},
-                    status=500,
-                )  # fmt: skip
+                body = entra.error_body("server_error", Reason.INTERNAL, "internal error; the service log has the"
+                                        " details", self._said(request, request_id))  # fmt: skip
+                body["error_codes"] = [entra.INTERNAL]
+                response = _json(body, status=500, no_store=True)
         response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[entra.TRACE_HEADER] = request_id
+        response.headers[entra.CORRELATION_HEADER] = self._said(request, request_id).correlation_id
         if response.status < 400 or response.status >= 500:  # (refusals are counted with their reason)
             self._count(route, response.status)
         return response
@@ -281,12 +296,7 @@ class OidcFront:
         if held is not None:
             extra = {"method": f"HTTP {request.method} {route}", "reason": exc.reason.value, "code": exc.status}
             log.info("call refused", extra={**extra, "suppressed_before": held} if held else extra)
-        body = {
-            "error": exc.error,
-            "error_description": exc.description,
-            "reason": exc.reason.value,
-            "trace_id": request_id,
-        }
+        body = entra.error_body(exc.error, exc.reason, exc.description, self._said(request, request_id))
         response = _json(body, status=exc.status, no_store=True)
         if exc.status == 401 and request.headers.get("Authorization", "").lower().startswith("basic"):
             response.headers["WWW-Authenticate"] = 'Basic realm="token"'
@@ -295,6 +305,14 @@ class OidcFront:
         self._count(route, exc.status, exc.reason.value)
         return response
 
+    def _said(self, request: web.Request, request_id: str) -> entra.Said:
+        """The request's trace id, correlation id and time, once per request (kept on it)."""
+        said = request.get(SAID)
+        if said is None:
+            said = entra.Said(request_id, entra.correlation_id(request.headers), self._clock.now())
+            request[SAID] = said
+        return said
+
     def _count(self, route: str, status: int, reason: str = "") -> None:
         if self._metrics is not None:
             self._metrics.http_requests.labels(self._metrics.service, route, str(status), reason).inc()
@@ -302,7 +320,10 @@ class OidcFront:
     async def _tenant(self, request: web.Request) -> str:
         tenant_id = require_uuid("tenant", request.match_info["tenant"])  # (its errors are invalid_request)
         if await self._store.get_tenant(tenant_id) is None:
-            raise OAuthError(404, "invalid_tenant", Reason.TENANT_NOT_FOUND, f"tenant {tenant_id} does not exist")
+            raise OAuthError(
+                400, "invalid_tenant", Reason.TENANT_NOT_FOUND,
+                f"Tenant '{tenant_id}' not found. Check to make sure you have the correct tenant ID.",
+            )  # fmt: skip
         return tenant_id
 
     async def discovery(self, request: web.Request) -> web.Response:
@@ -312,6 +333,12 @@ class OidcFront:
             "issuer": issuer_for(self._policy.issuer_base, tenant_id),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "jwks_uri": f"{base}/discovery/v2.0/keys",
+            # Published because msal and msal-node require it; it answers that only the
+            # client-credentials grant is served here (no interactive sign-in).
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "request_uri_parameter_supported": False,
+            "http_logout_supported": False,
+            "frontchannel_logout_supported": False,
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
             "response_types_supported": ["token"],
@@ -322,6 +349,28 @@ class OidcFront:
                                  "ver", "jti", "roles", "xms_mirid"],
         }  # fmt: skip
         return _json(document, max_age=3600)
+
+    async def instance_discovery(self, request: web.Request) -> web.Response:
+        """msal's question about an authority before it trusts it: answered for this door's
+        own host names (as clients reach it, and as this request named it), refused as Entra
+        refuses an instance it does not know for any other."""
+        asked = request.query.get("authorization_endpoint", "")
+        if not asked:
+            raise _invalid_request(Reason.FIELD_REQUIRED, "authorization_endpoint is required")
+        public = self._public_url()
+        ours = {h.lower() for h in (urlsplit(public).hostname, request.url.host) if h}
+        answer = entra.instance_discovery(asked, ours, public)
+        if answer is None:
+            raise OAuthError(400, "invalid_instance", Reason.AUTHORITY_UNKNOWN, "Unknown or invalid instance.")
+        return _json(answer, max_age=3600)
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        await self._tenant(request)
+        raise OAuthError(
+            400, "unsupported_response_type", Reason.FIELD_INVALID,
+            "this authority serves the client-credentials grant only (POST to the token endpoint);"
+            " interactive sign-in is not served",
+        )  # fmt: skip
 
     async def jwks(self, request: web.Request) -> web.Response:
         await self._tenant(request)

@@ -154,6 +154,7 @@ async def build_server(
             front = OidcFront(
                 store=store, issuer=issuer, keys=keys, policy=policy, limits=limits, metrics=metrics,
                 public_url=lambda: config.http_public_url or (http.base_url if http else ""),
+                clock=clock,
             )  # fmt: skip
             http = await start_http(front, config.host, config.http_port, config.tls)
             boot.before_listener_stops(http.stop)

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     REQUEST_TOO_SLOW = "REQUEST_TOO_SLOW"  # identity's HTTP endpoints: the body did not arrive in time (408)
     HTTP_PATH_UNKNOWN = "HTTP_PATH_UNKNOWN"  # identity's HTTP endpoints: no such path (404)
     HTTP_METHOD_NOT_ALLOWED = "HTTP_METHOD_NOT_ALLOWED"  # identity's HTTP endpoints: wrong method (405)
+    AUTHORITY_UNKNOWN = "AUTHORITY_UNKNOWN"  # instance discovery: the authority named is not this identity service
 
     # --- authentication (UNAUTHENTICATED) ---
     TOKEN_MISSING = "TOKEN_MISSING"  # no "authorization: Bearer" metadata
