@@ -24,8 +24,6 @@ import base64
 import binascii
 import json
 import logging
-import os
-import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -39,12 +37,10 @@ from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.admission import Caller, CallLimits
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
-from cmk_trio.rpckit.datadir import StartupError
-from cmk_trio.rpckit.http_listener import GuardedSite
+from cmk_trio.rpckit.http_listener import RunningHttp, serve_http
 from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.server import dialable, is_loopback
 from cmk_trio.rpckit.status import Throttle
 from cmk_trio.rpckit.tokens import issuer_for
 from cmk_trio.rpckit.validation import require_uuid
@@ -187,18 +183,6 @@ def _audience_of(scope: str) -> str:
             "the client-credentials grant takes one scope, the audience followed by /.default",
         )  # fmt: skip
     return scopes[0].removesuffix(DEFAULT_SCOPE_SUFFIX)
-
-
-@dataclass
-class RunningHttp:
-    runner: web.AppRunner
-    port: int
-    base_url: str
-    site: GuardedSite
-    """The listener, with its connection count (what it accepted, refused and cut off)."""
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
 
 
 class OidcFront:
@@ -422,42 +406,9 @@ def _json(body: Mapping[str, object], *, status: int = 200, max_age: int = 0, no
     return response
 
 
-def server_tls(tls: TlsConfig) -> ssl.SSLContext | None:
-    """HTTPS with the service's certificate when it has one. No client certificate is asked
-    for: discovery and keys are public, and the token endpoint authenticates by secret."""
-    if tls.cert_file is None or tls.key_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
 async def start_http(
     front: OidcFront, host: str, port: int, tls: TlsConfig, limits: ConnectionLimits | None = None
 ) -> RunningHttp:
-    """Listen on host:port (0: a free port), with `limits` on the connections (by default
-    from the environment: see ConnectionLimits.from_env). The base URL names the bound port."""
-    context = server_tls(tls)
-    if context is None and not is_loopback(host):
-        raise StartupError(
-            f"serving OpenID Connect and the token endpoint on {host}, which other machines can reach, needs TLS:"
-            " give the service's certificate (--tls-cert, --tls-key), or listen on 127.0.0.1"
-        )
-    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = GuardedSite(
-        runner, host, port, ssl_context=context, listener="identity https",
-        limits=limits or ConnectionLimits.from_env(os.environ),
-    )  # fmt: skip
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupError(
-            f"cannot listen for HTTP on {host}:{port}: the port is in use, or the address is not this machine's"
-            f" ({exc.strerror or exc})"
-        ) from None
-    bound = runner.addresses[0][1]
-    scheme = "https" if context is not None else "http"
-    return RunningHttp(runner, bound, f"{scheme}://{dialable(host, bound)}", site)
+    """Listen on host:port (0: a free port): see rpckit.http_listener.serve_http."""
+    return await serve_http(front.app(), host, port, tls, listener="identity https", limits=limits,
+                            what="OpenID Connect and the token endpoint")  # fmt: skip

@@ -24,7 +24,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
-from cmk_trio.identity.oidc import OidcFront, RunningHttp, start_http
+from cmk_trio.identity.oidc import OidcFront, start_http
 from cmk_trio.identity.sign_ins import SecretChecks, StoredLedger
 from cmk_trio.identity.storage import IdentityStore, open_store
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
@@ -38,6 +38,7 @@ from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devclock import DevApi
+from cmk_trio.rpckit.http_listener import RunningHttp
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.tokens import TokenValidator

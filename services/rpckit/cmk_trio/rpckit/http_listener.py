@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from cmk_trio.rpckit.config import TlsConfig
+from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.listeners import ConnectionCount, ConnectionLimits
+from cmk_trio.rpckit.server import dialable, is_loopback
 from cmk_trio.rpckit.status import Throttle
 
 log = logging.getLogger(__name__)
@@ -282,3 +287,65 @@ class GuardedSite(web.BaseSite):
         self._server = self._listening = await loop.create_server(
             lambda: _Connection(self), self._host, self._port, backlog=self._backlog, reuse_address=True
         )
+
+
+@dataclass
+class RunningHttp:
+    """An HTTP(S) door that is listening: its port, the base URL clients reach it at, and its
+    listener (with its count of what it accepted, refused and cut off)."""
+
+    runner: web.AppRunner
+    port: int
+    base_url: str
+    site: GuardedSite
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def server_tls(tls: TlsConfig) -> ssl.SSLContext | None:
+    """HTTPS with the service's certificate when it has one. No client certificate is asked
+    for: an HTTP door's callers authenticate by what they send (a secret, a bearer token)."""
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+async def serve_http(
+    app: web.Application,
+    host: str,
+    port: int,
+    tls: TlsConfig,
+    *,
+    listener: str,
+    what: str,
+    limits: ConnectionLimits | None = None,
+) -> RunningHttp:
+    """`app` on host:port (0: a free port), over HTTPS when the service has a certificate,
+    with `limits` on the connections (by default from the environment: see
+    ConnectionLimits.from_env). Plain HTTP only on loopback: `what` the door serves is named
+    in the refusal to start. The base URL names the bound port."""
+    context = server_tls(tls)
+    if context is None and not is_loopback(host):
+        raise StartupError(
+            f"serving {what} on {host}, which other machines can reach, needs TLS: give the service's"
+            " certificate (--tls-cert, --tls-key), or listen on 127.0.0.1"
+        )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = GuardedSite(runner, host, port, ssl_context=context, listener=listener,
+                       limits=limits or ConnectionLimits.from_env(os.environ))  # fmt: skip
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"cannot listen for HTTP on {host}:{port}: the port is in use, or the address is not this machine's"
+            f" ({exc.strerror or exc})"
+        ) from None
+    bound = runner.addresses[0][1]
+    scheme = "https" if context is not None else "http"
+    return RunningHttp(runner, bound, f"{scheme}://{dialable(host, bound)}", site)
