@@ -230,7 +230,14 @@ def serve_keyvault(state: State, **flags: str | bool | None) -> None:
 
     config = _load(KeyVaultConfig, flags)
     started = _listening("keyvault", state.output)
-    _serve("keyvault", config.log_level, lambda: build_server(config), started, "keyvault: stopping")
+    _serve(
+        "keyvault",
+        config.log_level,
+        lambda: build_server(config),
+        started,
+        "keyvault: stopping",
+        serves_https=config.http_port is not None and config.tls.enabled,
+    )
 
 
 @command(serve, "speech", queryable=False, cls=SettingsCommand, settings=lambda: _config("speech"))

@@ -32,6 +32,9 @@ class Announcement:
     metrics: dict[str, str] = field(default_factory=dict)
     oidc: str | None = None
     """The base URL of identity's HTTP endpoints (discovery, keys, token), when served."""
+    vault_door: str | None = None
+    """The key vault's Azure data plane (https://{vault}.vault.azure.net reaches it through
+    cmk_trio.client.azure's transport), when served."""
 
     @classmethod
     def of(
@@ -43,6 +46,7 @@ class Announcement:
         metrics: dict[str, str] | None = None,
         *,
         show_secret: bool = True,
+        vault_door: str | None = None,
     ) -> Announcement:
         """The announcement of an identity service, and of the key vault and speech when
         they were started beside it."""
@@ -65,7 +69,7 @@ class Announcement:
             }
             if show_secret:
                 created["client_secret"] = identity.new_operator_secret.value
-        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url)
+        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url, vault_door)
 
     def to_json(self) -> str:
         """One line of JSON, for scripts and tests that wait for the start."""
@@ -78,6 +82,7 @@ class Announcement:
                 "tls_dir": str(self.tls_dir) if self.tls_dir else None,
                 "metrics": self.metrics,
                 "oidc": self.oidc,
+                "vault_door": self.vault_door,
             }
         )
 
@@ -88,6 +93,10 @@ class Announcement:
         if self.oidc:
             lines.append(
                 f"identity OpenID Connect discovery at {self.oidc}/<tenant_id>/v2.0/.well-known/openid-configuration"
+            )
+        if self.vault_door:
+            lines.append(
+                f"key vault's Azure data plane at {self.vault_door} (vaults as https://<vault>.vault.azure.net)"
             )
         if self.created_operator is not None:
             created = self.created_operator

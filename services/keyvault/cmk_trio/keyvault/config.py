@@ -32,6 +32,12 @@ class KeyVaultConfig(LinkedServiceSettings):
         help="how often the service purges what is due, applies rotation policies and signs an audit checkpoint",
     )
     event_heartbeat: timedelta = heartbeat_setting()
+    http_port: int | None = setting(
+        None,
+        env="CMK_KEYVAULT_HTTP_PORT",
+        help="serve Azure Key Vault's data plane over HTTPS on this port (0: a free one), for Microsoft's SDKs;"
+        " vaults are reached as https://{vault}.{CMK_VAULT_DNS_SUFFIX}",
+    )
 
     @property
     def master_key_path(self) -> Path:

@@ -18,6 +18,7 @@ from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.crypto import CannotDecrypt, RandomBytes, Sealer, load_or_create_master_key
 from cmk_trio.keyvault.errors import DOMAIN
 from cmk_trio.keyvault.keys import Keys
+from cmk_trio.keyvault.rest_door import KeyVaultDoor
 from cmk_trio.keyvault.rotation import Rotation
 from cmk_trio.keyvault.storage import KeyVaultStore, open_store
 from cmk_trio.keyvault.vaults import Vaults
@@ -33,6 +34,7 @@ from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.devclock import DevApi
+from cmk_trio.rpckit.http_listener import RunningHttp, serve_http
 from cmk_trio.rpckit.status import ErrorInterceptor
 from cmk_trio.rpckit.types import Context
 
@@ -63,6 +65,12 @@ class KeyVaultServer(Served):
     audit: AuditLog
     trail: AuditTrail
     directory: DirectoryLink
+    http: RunningHttp | None = None
+    """Azure Key Vault's data plane over HTTPS (rest_door), when served."""
+
+    @property
+    def http_url(self) -> str | None:
+        return self.http.base_url if self.http is not None else None
 
     async def purge_due(self) -> None:
         """One pass of the purger: deleted keys and vaults whose purge date has come."""
@@ -135,6 +143,7 @@ async def build_server(
         boot.on_stop(trail.flush_refusals)  # (after the listener: the refusals of its last calls too)
         rotation = Rotation(keys, trail)
         convert = Converter(keys)
+        key_api = KeyApi(keys, rotation, convert, trail)  # (both doors' keys)
 
         async def operator_only(context: Context) -> None:
             async with trail.call("AdvanceClock") as scope:
@@ -142,20 +151,30 @@ async def build_server(
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)
-            pb_grpc.add_KeyServiceServicer_to_server(KeyApi(keys, rotation, convert, trail), server)
+            pb_grpc.add_KeyServiceServicer_to_server(key_api, server)
             pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, trail), server)
             pb_grpc.add_EventServiceServicer_to_server(
                 EventApi(vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
             )
             dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, operator_only), server)
 
+        limits = CallLimits.from_env(os.environ)  # (the gRPC and the HTTPS door's calls together)
         running = await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], [
             ErrorInterceptor(DOMAIN),
             AuthInterceptor(directory.validator, AUDIENCES, (), on_refused=trail.refused),
-            AdmissionInterceptor(CallLimits.from_env(os.environ)),
+            AdmissionInterceptor(limits),
         ])  # fmt: skip
+        http: RunningHttp | None = None
+        if config.http_port is not None:
+            door = KeyVaultDoor(
+                api=key_api, store=store, validator=directory.validator, trail=trail,
+                limits=limits, metrics=boot.metrics, dns_suffix=config.vault_dns_suffix, authority=config.issuer_base,
+            )  # fmt: skip
+            http = await serve_http(door.app(), config.host, config.http_port, config.tls, listener="keyvault https",
+                                    what="Azure Key Vault's data plane")  # fmt: skip
+            boot.before_listener_stops(http.stop)
         await directory.serve_when_current(running)
-    server = KeyVaultServer(boot.process, config, store, vaults, keys, rotation, audit, trail, directory)
+    server = KeyVaultServer(boot.process, config, store, vaults, keys, rotation, audit, trail, directory, http)
     boot.process.spawn(_housekeeping(server), "housekeeping")
     log.info("key vault service started", extra={"port": running.port})
     return server

@@ -79,7 +79,7 @@ class RunningTrio:
         """What the start of the three services tells (identity's, with the other two)."""
         return Announcement.of(
             self.identity, self.keyvault.endpoint, self.speech.endpoint, self.tls_dir, self.metrics,
-            show_secret=show_secret,
+            show_secret=show_secret, vault_door=self.keyvault.http_url,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -101,7 +101,8 @@ async def start_trio(
     tracer_provider: TracerProvider | None = None,
 ) -> RunningTrio:
     """Identity on port_base+1, the key vault on +2 and speech on +3, identity's OpenID
-    Connect discovery, keys and token endpoint over HTTP(S) on +4 (port_base 0: free ports).
+    Connect discovery, keys and token endpoint over HTTP(S) on +4, the key vault's Azure
+    data plane over HTTP(S) on +5 (port_base 0: free ports).
     On the first start in `data_dir`, the platform principals of the key vault and speech are
     made and their credentials kept there (mode 0600). With `mutual_tls`, a development CA in
     `data_dir/tls` signs a certificate per service, and every service accepts only peers and
@@ -138,7 +139,13 @@ async def start_trio(
         linked = {"CMK_IDENTITY_ENDPOINT": identity.endpoint}
         keyvault = await build_keyvault(
             KeyVaultConfig.load(
-                environ, given("keyvault", 2) | linked | {"CMK_KEYVAULT_CREDENTIALS_FILE": str(credentials["keyvault"])}
+                environ,
+                given("keyvault", 2)
+                | linked
+                | {
+                    "CMK_KEYVAULT_CREDENTIALS_FILE": str(credentials["keyvault"]),
+                    "CMK_KEYVAULT_HTTP_PORT": str(port_base and port_base + 5),
+                },
             ),
             tracer_provider=tracer_provider,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from contextlib import AbstractContextManager
 
 import grpc
 
@@ -31,6 +32,12 @@ def verified_caller() -> VerifiedToken | None:
     authenticated (a public method): for code that counts calls, not for code that
     authorises them (which uses `current_caller`)."""
     return _caller.get()
+
+
+def serving_as(token: VerifiedToken) -> AbstractContextManager[VerifiedToken | None]:
+    """`token` as the caller of the call being served, for the length of the block: what the
+    AuthInterceptor does for a gRPC call, for a door that authenticates its own (HTTPS)."""
+    return bound(_caller, token)
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:

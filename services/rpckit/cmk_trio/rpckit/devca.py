@@ -20,6 +20,9 @@ from cmk_trio.rpckit.datadir import make_private_dir
 from cmk_trio.rpckit.keyfiles import read_private_file, require_private_dir, write_private_file
 
 SERVICES = ("identity", "keyvault", "speech")
+AZURE_NAMES = {"identity": ("login.microsoftonline.com",), "keyvault": ("*.vault.azure.net",)}
+"""The names Microsoft's SDKs dial by default, which each service's HTTPS door answers to
+(through the trio's proxy, or an explicit endpoint that keeps the name)."""
 VALIDITY = timedelta(days=825)
 
 
@@ -110,8 +113,10 @@ def ensure_dev_pki(
         pki.ca_file.write_text(_cert_pem(ca_cert))
     for name in names:
         files = pki.identity(name)
-        if files.cert_file.exists() and files.key_file.exists():
-            continue
+        wanted = [*hosts, name, *AZURE_NAMES.get(name, ())]
+        current = files.cert_file.exists() and files.key_file.exists()
+        if current and (name == "cli" or _names_in(files.cert_file) >= set(wanted)):
+            continue  # (one made before it had to answer to a name is made again)
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if name == "cli" else [
@@ -128,13 +133,23 @@ def ensure_dev_pki(
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if name != "cli":
-            alt: list[x509.GeneralName] = [x509.DNSName(h) for h in (*hosts, name)]
+            alt: list[x509.GeneralName] = [x509.DNSName(h) for h in wanted]
             alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         write_private_file(files.key_file, _key_pem(key), replace=True)
         files.cert_file.write_text(_cert_pem(cert))
     return pki
+
+
+def _names_in(cert_file: Path) -> set[str]:
+    """The DNS names a certificate answers to."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return set(alt.get_values_for_type(x509.DNSName))
 
 
 def issue_copy(pki: DevPki, name: str, target: Path) -> None:

@@ -1,0 +1,192 @@
+"""The key vault's Azure data plane, tried with Microsoft's SDKs unmodified: azure-identity
+signs in at identity's door, azure-keyvault-keys' KeyClient and CryptographyClient reach
+https://{vault}.vault.azure.net through the transport we ship for explicit endpoints
+(cmk_trio.client.azure), and the same engine decides: a key made over HTTPS is the key the
+gRPC API sees, and a policy removed over gRPC refuses the SDK's next unwrap with Key Vault's
+403. The door's own wire (the challenge, api-version, errors) is checked with a plain client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.identity import ClientSecretCredential
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, KeyWrapAlgorithm
+
+from cmk_trio.client.azure import door_transport
+from cmk_trio.client.identity import IdentityClient
+from cmk_trio.client.keyvault import KeyVaultClient
+from cmk_trio.launcher.trio import RunningTrio, start_trio
+from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.channels import ChannelTls, open_channel
+from cmk_trio.rpckit.clock import SystemClock
+from cmk_trio.rpckit.devca import DevPki
+from tests.conftest import operator_credentials
+from tests.identity.helpers import TenantFixture, make_tenant
+
+VAULT = "contoso-door"
+PERMISSIONS = ["get", "list", "create", "update", "delete", "recover", "purge", "wrapKey", "unwrapKey",
+               "encrypt", "decrypt", "rotate", "import"]  # fmt: skip
+
+
+@dataclass
+class Doors:
+    trio: RunningTrio
+    ca: Path
+    contoso: TenantFixture
+    vaults: KeyVaultClient
+    credential: ClientSecretCredential
+    door: str
+
+    def key_client(self) -> KeyClient:
+        return KeyClient(f"https://{VAULT}.vault.azure.net", self.credential,
+                         transport=door_transport(self.door, ca=self.ca))  # fmt: skip
+
+    def crypto_client(self, key_id: str) -> CryptographyClient:
+        return CryptographyClient(key_id, self.credential, transport=door_transport(self.door, ca=self.ca))
+
+
+@pytest.fixture
+async def doors(tmp_path: Path) -> AsyncIterator[Doors]:
+    trio = await start_trio(tmp_path / "data", mutual_tls=True, env={"CMK_SECRET_HASH_COST": "10"})
+    try:
+        assert trio.tls_dir is not None and trio.identity.http_url and trio.keyvault.http_url
+        pki = DevPki(trio.tls_dir)
+        cli = pki.identity("cli")
+        tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+        identity_channel = open_channel(trio.endpoints["identity"], tls)
+        vault_channel = open_channel(trio.endpoints["keyvault"], tls)
+        try:
+            clock = SystemClock()
+            operator = IdentityClient(identity_channel, operator_credentials(trio.identity), clock=clock)
+            contoso = await make_tenant(operator, identity_channel, clock, "Contoso")
+            await operator.create_role_assignment(contoso.admin.object_id, idres.OWNER,
+                                                  f"/subscriptions/{contoso.subscription_id}")  # fmt: skip
+            vaults = KeyVaultClient(vault_channel, contoso.admin_client.token_for)
+            await vaults.create_vault(VAULT, contoso.subscription_id, "rg", "westeurope")
+            await vaults.set_access_policy(VAULT, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
+            creds = contoso.admin_credentials
+            credential = ClientSecretCredential(
+                creds.tenant_id, creds.client_id, creds.client_secret, authority=trio.identity.http_url,
+                disable_instance_discovery=True, connection_verify=str(pki.ca_file),
+            )  # fmt: skip
+            door = trio.keyvault.http_url.removeprefix("https://")
+            yield Doors(trio, pki.ca_file, contoso, vaults, credential, door)
+        finally:
+            await identity_channel.close()
+            await vault_channel.close()
+    finally:
+        await trio.stop()
+
+
+async def test_key_client_and_cryptography_client_on_the_same_engine(doors: Doors) -> None:
+    keys = doors.key_client()
+    made = await asyncio.to_thread(keys.create_rsa_key, "cmk", size=2048, tags={"team": "speech"})
+    assert made.id.startswith(f"https://{VAULT}.vault.azure.net/keys/cmk/")
+    assert made.key_type == "RSA" and made.properties.enabled and made.properties.tags == {"team": "speech"}
+    assert made.properties.recovery_level == "Recoverable+Purgeable"
+
+    # The same key through the gRPC API.
+    seen = await doors.vaults.get_key(made.id)
+    assert seen.version == made.properties.version
+
+    got = await asyncio.to_thread(keys.get_key, "cmk")
+    assert got.id == made.id and got.key.n == made.key.n  # type: ignore[attr-defined]  # JsonWebKey sets its fields at run time
+    listed = await asyncio.to_thread(lambda: [k.name for k in keys.list_properties_of_keys()])
+    assert listed == ["cmk"]
+    updated = await asyncio.to_thread(keys.update_key_properties, "cmk", made.properties.version,
+                                      tags={"team": "speech", "cmk": "yes"})  # fmt: skip
+    assert updated.properties.tags == {"team": "speech", "cmk": "yes"}
+    rotated = await asyncio.to_thread(keys.rotate_key, "cmk")
+    versions = await asyncio.to_thread(lambda: {k.version for k in keys.list_properties_of_key_versions("cmk")})
+    assert versions == {made.properties.version, rotated.properties.version}
+
+    # CryptographyClient wraps with the public key it fetched, and asks the vault to unwrap.
+    crypto = doors.crypto_client(made.id)
+    wrapped = await asyncio.to_thread(crypto.wrap_key, KeyWrapAlgorithm.rsa_oaep_256, b"k" * 32)
+    unwrapped = await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+    assert unwrapped.key == b"k" * 32
+    sealed = await asyncio.to_thread(crypto.encrypt, EncryptionAlgorithm.rsa_oaep, b"hello")
+    opened = await asyncio.to_thread(crypto.decrypt, EncryptionAlgorithm.rsa_oaep, sealed.ciphertext)
+    assert opened.plaintext == b"hello"
+    # What gRPC wrapped, the SDK unwraps.
+    by_grpc = await doors.vaults.wrap(made.id, b"g" * 32)
+    back = await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, by_grpc.ciphertext)
+    assert back.key == b"g" * 32
+
+    # The policy removed over gRPC: the SDK's next unwrap is Key Vault's 403; restored, allowed.
+    contoso = doors.contoso
+    await doors.vaults.remove_access_policy(VAULT, contoso.admin.object_id)
+    with pytest.raises(HttpResponseError) as refused:
+        await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+    assert refused.value.status_code == 403 and refused.value.error is not None
+    assert refused.value.error.code == "Forbidden"
+    await doors.vaults.set_access_policy(VAULT, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
+    again = await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+    assert again.key == b"k" * 32
+
+    # Soft-delete, as the SDK's pollers read it, then recovery and purge.
+    poller = await asyncio.to_thread(keys.begin_delete_key, "cmk")
+    deleted = await asyncio.to_thread(poller.result)
+    assert deleted.recovery_id == f"https://{VAULT}.vault.azure.net/deletedkeys/cmk"
+    with pytest.raises(ResourceNotFoundError):
+        await asyncio.to_thread(keys.get_key, "cmk")
+    assert await asyncio.to_thread(lambda: [d.name for d in keys.list_deleted_keys()]) == ["cmk"]
+    recovered = await asyncio.to_thread(lambda: keys.begin_recover_deleted_key("cmk").result())
+    assert recovered.name == "cmk"
+    await asyncio.to_thread(lambda: keys.begin_delete_key("cmk").result())
+    await asyncio.to_thread(keys.purge_deleted_key, "cmk")
+    with pytest.raises(ResourceNotFoundError):
+        await asyncio.to_thread(keys.get_deleted_key, "cmk")
+
+
+async def test_the_doors_wire_the_challenge_versions_and_errors(doors: Doors) -> None:
+    trust = ssl.create_default_context(cafile=str(doors.ca))
+    base = f"https://{doors.door}"
+    host = {"Host": f"{VAULT}.vault.azure.net"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as session:
+        # No token: the challenge names the vault's tenant and the vault audience.
+        async with session.get(f"{base}/keys?api-version=2025-07-01", headers=host) as response:
+            body = await response.json()
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == (
+                f'Bearer authorization="https://login.microsoftonline.com/{doors.contoso.tenant_id}",'
+                f' resource="{audiences.VAULT}"'
+            )
+            assert body["error"]["code"] == "Unauthorized"
+            assert body["error"]["innererror"]["code"] == "TOKEN_MISSING"
+            assert response.headers["x-ms-request-id"] and response.headers["x-ms-keyvault-service-version"]
+        token = await doors.contoso.admin_client.token_for(audiences.VAULT)
+        signed = host | {"Authorization": f"Bearer {token}"}
+        cases = [
+            ("GET", "/keys?api-version=1999-01-01", None, 400, "BadParameter", "FIELD_INVALID"),
+            ("GET", "/keys/nothing?api-version=2025-07-01", None, 404, "KeyNotFound", "KEY_NOT_FOUND"),
+            ("POST", "/keys/k/create?api-version=2025-07-01", b"{not json", 400, "BadParameter", "REQUEST_MALFORMED"),
+            ("POST", "/keys/k/create?api-version=2025-07-01", b'{"kty": "oct"}', 400, "BadParameter", "FIELD_INVALID"),
+            ("GET", "/secrets?api-version=2025-07-01", None, 404, "NotFound", "HTTP_PATH_UNKNOWN"),
+        ]  # fmt: skip
+        for method, path, data, status, code, reason in cases:
+            async with session.request(method, f"{base}{path}", data=data, headers=signed) as response:
+                body = await response.json()
+            assert (response.status, body["error"]["code"], body["error"]["innererror"]["code"]) == (
+                status, code, reason,
+            ), (path, body)  # fmt: skip
+        # A token for another audience is refused as on gRPC, with the challenge again.
+        management = await doors.contoso.admin_client.token_for(audiences.MANAGEMENT)
+        async with session.get(f"{base}/keys?api-version=2025-07-01",
+                               headers=host | {"Authorization": f"Bearer {management}"}) as response:  # fmt: skip
+            assert response.status == 401 and "WWW-Authenticate" in response.headers
+        # A host that is no vault of this service.
+        async with session.get(
+            f"{base}/keys?api-version=2025-07-01",
+            headers={"Host": "elsewhere.example", "Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 400
