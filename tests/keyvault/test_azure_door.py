@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,13 @@ import aiohttp
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
+from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
 from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.aio import KeyClient as AsyncKeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, KeyWrapAlgorithm
+from azure.keyvault.keys.crypto.aio import CryptographyClient as AsyncCryptographyClient
 
-from cmk_trio.client.azure import door_transport
+from cmk_trio.client.azure import door_aio_transport, door_transport
 from cmk_trio.client.identity import IdentityClient
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.launcher.trio import RunningTrio, start_trio
@@ -32,7 +36,6 @@ from cmk_trio.rpckit.devca import DevPki
 from tests.conftest import operator_credentials
 from tests.identity.helpers import TenantFixture, make_tenant
 
-VAULT = "contoso-door"
 PERMISSIONS = ["get", "list", "create", "update", "delete", "recover", "purge", "wrapKey", "unwrapKey",
                "encrypt", "decrypt", "rotate", "import"]  # fmt: skip
 
@@ -45,9 +48,12 @@ class Doors:
     vaults: KeyVaultClient
     credential: ClientSecretCredential
     door: str
+    vault: str
+    """Named anew for each test: the SDKs remember each vault's challenge (its tenant) for the
+    life of the process, as a real vault's name is global and its tenant never changes."""
 
     def key_client(self) -> KeyClient:
-        return KeyClient(f"https://{VAULT}.vault.azure.net", self.credential,
+        return KeyClient(f"https://{self.vault}.vault.azure.net", self.credential,
                          transport=door_transport(self.door, ca=self.ca))  # fmt: skip
 
     def crypto_client(self, key_id: str) -> CryptographyClient:
@@ -71,15 +77,16 @@ async def doors(tmp_path: Path) -> AsyncIterator[Doors]:
             await operator.create_role_assignment(contoso.admin.object_id, idres.OWNER,
                                                   f"/subscriptions/{contoso.subscription_id}")  # fmt: skip
             vaults = KeyVaultClient(vault_channel, contoso.admin_client.token_for)
-            await vaults.create_vault(VAULT, contoso.subscription_id, "rg", "westeurope")
-            await vaults.set_access_policy(VAULT, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
+            vault = f"door-{uuid.uuid4().hex[:12]}"
+            await vaults.create_vault(vault, contoso.subscription_id, "rg", "westeurope")
+            await vaults.set_access_policy(vault, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
             creds = contoso.admin_credentials
             credential = ClientSecretCredential(
                 creds.tenant_id, creds.client_id, creds.client_secret, authority=trio.identity.http_url,
                 disable_instance_discovery=True, connection_verify=str(pki.ca_file),
             )  # fmt: skip
             door = trio.keyvault.http_url.removeprefix("https://")
-            yield Doors(trio, pki.ca_file, contoso, vaults, credential, door)
+            yield Doors(trio, pki.ca_file, contoso, vaults, credential, door, vault)
         finally:
             await identity_channel.close()
             await vault_channel.close()
@@ -90,7 +97,7 @@ async def doors(tmp_path: Path) -> AsyncIterator[Doors]:
 async def test_key_client_and_cryptography_client_on_the_same_engine(doors: Doors) -> None:
     keys = doors.key_client()
     made = await asyncio.to_thread(keys.create_rsa_key, "cmk", size=2048, tags={"team": "speech"})
-    assert made.id.startswith(f"https://{VAULT}.vault.azure.net/keys/cmk/")
+    assert made.id.startswith(f"https://{doors.vault}.vault.azure.net/keys/cmk/")
     assert made.key_type == "RSA" and made.properties.enabled and made.properties.tags == {"team": "speech"}
     assert made.properties.recovery_level == "Recoverable+Purgeable"
 
@@ -124,19 +131,19 @@ async def test_key_client_and_cryptography_client_on_the_same_engine(doors: Door
 
     # The policy removed over gRPC: the SDK's next unwrap is Key Vault's 403; restored, allowed.
     contoso = doors.contoso
-    await doors.vaults.remove_access_policy(VAULT, contoso.admin.object_id)
+    await doors.vaults.remove_access_policy(doors.vault, contoso.admin.object_id)
     with pytest.raises(HttpResponseError) as refused:
         await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
     assert refused.value.status_code == 403 and refused.value.error is not None
     assert refused.value.error.code == "Forbidden"
-    await doors.vaults.set_access_policy(VAULT, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
+    await doors.vaults.set_access_policy(doors.vault, contoso.tenant_id, contoso.admin.object_id, PERMISSIONS)
     again = await asyncio.to_thread(crypto.unwrap_key, KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
     assert again.key == b"k" * 32
 
     # Soft-delete, as the SDK's pollers read it, then recovery and purge.
     poller = await asyncio.to_thread(keys.begin_delete_key, "cmk")
     deleted = await asyncio.to_thread(poller.result)
-    assert deleted.recovery_id == f"https://{VAULT}.vault.azure.net/deletedkeys/cmk"
+    assert deleted.recovery_id == f"https://{doors.vault}.vault.azure.net/deletedkeys/cmk"
     with pytest.raises(ResourceNotFoundError):
         await asyncio.to_thread(keys.get_key, "cmk")
     assert await asyncio.to_thread(lambda: [d.name for d in keys.list_deleted_keys()]) == ["cmk"]
@@ -151,7 +158,7 @@ async def test_key_client_and_cryptography_client_on_the_same_engine(doors: Door
 async def test_the_doors_wire_the_challenge_versions_and_errors(doors: Doors) -> None:
     trust = ssl.create_default_context(cafile=str(doors.ca))
     base = f"https://{doors.door}"
-    host = {"Host": f"{VAULT}.vault.azure.net"}
+    host = {"Host": f"{doors.vault}.vault.azure.net"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as session:
         # No token: the challenge names the vault's tenant and the vault audience.
         async with session.get(f"{base}/keys?api-version=2025-07-01", headers=host) as response:
@@ -190,3 +197,24 @@ async def test_the_doors_wire_the_challenge_versions_and_errors(doors: Doors) ->
             headers={"Host": "elsewhere.example", "Authorization": f"Bearer {token}"},
         ) as response:
             assert response.status == 400
+
+
+async def test_the_asynchronous_clients_too(doors: Doors) -> None:
+    """azure.identity.aio and azure.keyvault.keys.aio, on the aiohttp transport we ship."""
+    creds = doors.contoso.admin_credentials
+    vault_url = f"https://{doors.vault}.vault.azure.net"
+    credential = AsyncClientSecretCredential(
+        creds.tenant_id, creds.client_id, creds.client_secret, authority=doors.trio.identity.http_url,
+        disable_instance_discovery=True, connection_verify=str(doors.ca),
+    )  # fmt: skip
+    async with (
+        credential,
+        AsyncKeyClient(vault_url, credential, transport=door_aio_transport(doors.door, ca=doors.ca)) as keys,
+    ):
+        made = await keys.create_rsa_key("async-cmk", size=3072)
+        assert made.key_type == "RSA" and made.properties.version
+        transport = door_aio_transport(doors.door, ca=doors.ca)
+        async with AsyncCryptographyClient(made.id, credential, transport=transport) as crypto:
+            wrapped = await crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"a" * 32)
+            assert (await crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)).key == b"a" * 32
+        assert [k.name async for k in keys.list_properties_of_keys()] == ["async-cmk"]

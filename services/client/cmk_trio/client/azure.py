@@ -11,38 +11,52 @@ CryptographyClient builds its own client from that URL, so each vault needs a na
 own: the transport sends every host under the given suffixes to the door, while TLS still
 checks the certificate against the name dialled (SNI and the check are the name's, only the
 address is the door's) and the Host header keeps the name, which tells the door the vault.
+For the asynchronous clients (azure.keyvault.keys.aio), `door_aio_transport` does the same
+on aiohttp, by a resolver that answers the names with the door's address and port.
 Needs azure-core (the SDKs bring it; `pip install 'cmk-trio[azure]'`).
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import requests
-from azure.core.pipeline.transport import RequestsTransport
+from aiohttp.abc import AbstractResolver, ResolveResult
+from azure.core.pipeline.transport import AioHttpTransport, RequestsTransport
 from requests.adapters import HTTPAdapter
 
 VAULT_SUFFIX = "vault.azure.net"
+
+
+def _address(door: str) -> tuple[str, int]:
+    host, _, port = door.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"the door is host:port, not {door!r}")
+    return host.strip("[]"), int(port)
+
+
+def _under(host: str | None, suffixes: Iterable[str]) -> bool:
+    """Whether `host` is one of the names under `suffixes` (or a suffix itself)."""
+    name = (host or "").lower()
+    return any(name == s or name.endswith("." + s) for s in (s.lower().lstrip(".") for s in suffixes))
 
 
 class DoorAdapter(HTTPAdapter):
     """requests' adapter that connects the hosts under `suffixes` to `door` (host:port)."""
 
     def __init__(self, door: str, suffixes: Iterable[str] = (VAULT_SUFFIX,)) -> None:
-        host, _, port = door.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"the door is host:port, not {door!r}")
-        self._door = (host.strip("[]"), int(port))
-        self._suffixes = tuple(s.lower().lstrip(".") for s in suffixes)
+        self._door, self._suffixes = _address(door), tuple(suffixes)
         super().__init__()
 
     def routes(self, host: str | None) -> bool:
         """Whether requests to `host` go to the door."""
-        name = (host or "").lower()
-        return any(name == s or name.endswith("." + s) for s in self._suffixes)
+        return _under(host, self._suffixes)
 
     def send(
         self,
@@ -90,3 +104,35 @@ def door_transport(
     transport takes the CA from it, not from its connection_verify."""
     verify: bool | str = str(ca) if ca is not None else True
     return RequestsTransport(session=door_session(door, suffixes), session_owner=True, connection_verify=verify)
+
+
+class DoorResolver(AbstractResolver):
+    """aiohttp's resolver that answers the hosts under `suffixes` with `door` (host:port),
+    port included: aiohttp then connects there, with the name for SNI and the certificate."""
+
+    def __init__(self, door: str, suffixes: Iterable[str] = (VAULT_SUFFIX,)) -> None:
+        self._door, self._suffixes = _address(door), tuple(suffixes)
+        self._others = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if not _under(host, self._suffixes):
+            return await self._others.resolve(host, port, family)
+        address, door_port = self._door
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [ResolveResult(hostname=host, host=address, port=door_port, family=family, proto=0,
+                              flags=socket.AI_NUMERICHOST)]  # fmt: skip
+
+    async def close(self) -> None:
+        await self._others.close()
+
+
+def door_aio_transport(
+    door: str, *, ca: str | Path | None = None, suffixes: Iterable[str] = (VAULT_SUFFIX,)
+) -> AioHttpTransport:
+    """An azure-core transport for the asynchronous SDK clients (transport=...), trusting the
+    CA file `ca` (None: the system's). Made inside the event loop that will use it."""
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    connector = aiohttp.TCPConnector(resolver=DoorResolver(door, suffixes), ssl=context)
+    return AioHttpTransport(session=aiohttp.ClientSession(connector=connector), session_owner=True)
