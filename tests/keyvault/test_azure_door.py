@@ -8,7 +8,10 @@ gRPC API sees, and a policy removed over gRPC refuses the SDK's next unwrap with
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from cmk_trio.rpckit.devca import DevPki
 from tests.conftest import operator_credentials
 from tests.identity.helpers import TenantFixture, make_tenant
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 PERMISSIONS = ["get", "list", "create", "update", "delete", "recover", "purge", "wrapKey", "unwrapKey",
                "encrypt", "decrypt", "rotate", "import"]  # fmt: skip
 
@@ -218,3 +222,33 @@ async def test_the_asynchronous_clients_too(doors: Doors) -> None:
             wrapped = await crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"a" * 32)
             assert (await crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)).key == b"a" * 32
         assert [k.name async for k in keys.list_properties_of_keys()] == ["async-cmk"]
+
+
+def readme_block() -> str:
+    found = re.search(r"<!-- azure-sdk -->\n```python\n(.*?)\n```", README.read_text(), re.S)
+    assert found, "the README has no azure-sdk block"
+    return found.group(1)
+
+
+async def test_the_readme_block_runs_as_written(doors: Doors, tmp_path: Path) -> None:
+    """The README's example, in a directory laid out as `cmk up` leaves it (.cmk/tls/ca.crt),
+    with only where the doors listen told by the variables it reads."""
+    (tmp_path / ".cmk" / "tls").mkdir(parents=True)
+    (tmp_path / ".cmk" / "tls" / "ca.crt").symlink_to(doors.ca)
+    script = tmp_path / "example.py"
+    script.write_text(readme_block())
+    creds = doors.contoso.admin_credentials
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMK_")} | {
+        "AZURE_TENANT_ID": creds.tenant_id, "AZURE_CLIENT_ID": creds.client_id,
+        "AZURE_CLIENT_SECRET": creds.client_secret, "VAULT_NAME": doors.vault,
+        "CMK_IDENTITY_HTTPS": str(doors.trio.identity.http_url), "CMK_KEYVAULT_DOOR": doors.door,
+    }  # fmt: skip
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(run.communicate(), timeout=120)
+    assert run.returncode == 0, err.decode()[-3000:]
+    key_id, size = out.decode().split()
+    assert key_id.startswith(f"https://{doors.vault}.vault.azure.net/keys/sdk-cmk/") and size == "32"
+    assert (await doors.vaults.get_key(key_id)).key_id == key_id  # the same key, over gRPC
