@@ -190,6 +190,24 @@ async def test_the_doors_wire_the_challenge_versions_and_errors(doors: Doors) ->
             assert (response.status, body["error"]["code"], body["error"]["innererror"]["code"]) == (
                 status, code, reason,
             ), (path, body)  # fmt: skip
+        # Odd requests get a refusal with a reason, never a 500.
+        odd = [
+            ("POST", "/keys/a%2Fb/create", b'{"kty": "RSA"}'), ("POST", "/keys/" + "k" * 300 + "/create", b"{}"),
+            ("POST", "/keys/k/create", b'{"kty": "RSA", "key_size": 1e309}'),
+            ("POST", "/keys/k/create", b'{"kty": "RSA", "key_size": 99999}'),
+            ("POST", "/keys/k/create", b'{"kty": "RSA", "attributes": {"exp": 1e300}}'),
+            ("POST", "/keys/k/create", b'{"kty": "RSA", "key_ops": ["fly"]}'),
+            ("POST", "/keys/k/create", b"[" * 5000), ("POST", "/keys/k/zz/wrapkey", b'{"alg": "RSA-OAEP", "value": 1}'),
+            ("POST", "/keys/k//unwrapkey", b'{"alg": "none", "value": "AA"}'), ("GET", "/keys?maxresults=0", None),
+            ("GET", "/keys?$skiptoken=garbage", None), ("PATCH", "/keys/k/", b'{"tags": {"a": 1}}'),
+            ("POST", "/keys/k/create", b"x" * 70_000), ("GET", "/deletedkeys/%00", None),
+        ]  # fmt: skip
+        for method, path, data in odd:
+            separator = "&" if "?" in path else "?"
+            async with session.request(method, f"{base}{path}{separator}api-version=7.6", data=data,
+                                       headers=signed) as response:  # fmt: skip
+                body = await response.json()
+            assert 400 <= response.status < 500 and body["error"]["innererror"]["code"], (path, response.status, body)
         # A token for another audience is refused as on gRPC, with the challenge again.
         management = await doors.contoso.admin_client.token_for(audiences.MANAGEMENT)
         async with session.get(f"{base}/keys?api-version=2025-07-01",

@@ -205,7 +205,8 @@ class KeyVaultDoor:
     async def _challenge(
         self, request: web.Request, route: str, vault: str, reason: Reason, message: str
     ) -> web.Response:
-        found = await self._store.get_vault(vault)
+        with self._limits.call(Caller.anonymous(request.remote or "", sign_in=False)):  # (as any anonymous call)
+            found = await self._store.get_vault(vault)
         response = self._refusal(request, route, 401, "Unauthorized", message, reason)
         tenant = found.tenant_id if found is not None else "common"
         response.headers["WWW-Authenticate"] = (
