@@ -270,3 +270,32 @@ async def test_the_readme_block_runs_as_written(doors: Doors, tmp_path: Path) ->
     key_id, size = out.decode().split()
     assert key_id.startswith(f"https://{doors.vault}.vault.azure.net/keys/sdk-cmk/") and size == "32"
     assert (await doors.vaults.get_key(key_id)).key_id == key_id  # the same key, over gRPC
+
+
+async def test_a_caller_without_rights_gets_a_missing_vaults_answer(doors: Doors) -> None:
+    """The existence rule at this door: another tenant's admin, signed in for the vault's
+    audience, learns nothing of Contoso's vault or key that a vault that does not exist would
+    not tell it."""
+    keys = doors.key_client()
+    made = await asyncio.to_thread(keys.create_rsa_key, "secret-name", size=2048)
+    clock = SystemClock()
+    pki = DevPki(doors.trio.tls_dir or Path())
+    cli = pki.identity("cli")
+    channel = open_channel(doors.trio.endpoints["identity"], ChannelTls(pki.ca_file, cli.cert_file, cli.key_file))
+    try:
+        operator = IdentityClient(channel, operator_credentials(doors.trio.identity), clock=clock)
+        fabrikam = await make_tenant(operator, channel, clock, "Fabrikam")
+        token = await fabrikam.admin_client.token_for(audiences.VAULT)
+    finally:
+        await channel.close()
+    trust = ssl.create_default_context(cafile=str(doors.ca))
+    answers = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as session:
+        for vault, path in ((doors.vault, f"/keys/secret-name/{made.properties.version}"),
+                            (doors.vault, "/keys/secret-name"), ("nosuchvault", "/keys/secret-name")):  # fmt: skip
+            headers = {"Host": f"{vault}.vault.azure.net", "Authorization": f"Bearer {token}"}
+            async with session.get(f"https://{doors.door}{path}?api-version=7.6", headers=headers) as response:
+                body = await response.json()
+            answers.append((response.status, body["error"]["code"], body["error"]["innererror"]["code"]))
+    assert answers[0] == answers[1] == answers[2], answers
+    assert answers[0] == (404, "VaultNotFound", "VAULT_NOT_FOUND")
