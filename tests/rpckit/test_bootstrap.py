@@ -26,3 +26,14 @@ async def test_a_failing_step_of_the_stop_does_not_keep_the_others_from_running(
     async with Bootstrap("identity", config, key_files=[]) as again:
         pass
     await again.process.stop(0)
+
+
+def test_a_lone_service_says_where_its_doors_are():
+    from cmk_trio.rpckit.process import listening
+
+    assert listening("keyvault", "127.0.0.1:1", None) == ["keyvault listening on 127.0.0.1:1"]
+    assert listening("keyvault", "127.0.0.1:1", "http://127.0.0.1:3/metrics", "https://127.0.0.1:2") == [
+        "keyvault listening on 127.0.0.1:1",
+        "keyvault HTTPS door at https://127.0.0.1:2",
+        "keyvault metrics at http://127.0.0.1:3/metrics",
+    ]

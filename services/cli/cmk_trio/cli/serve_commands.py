@@ -257,11 +257,12 @@ def _listening(name: str, output: str) -> Callable[[Served], None]:
     def started(server: Served) -> None:
         metrics = {name: server.metrics_url} if server.metrics_url else {}
         if output == "json":
-            click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics}))
+            click.echo(json.dumps({"service": name, "endpoint": server.endpoint, "metrics": metrics,
+                                   "http": server.http_url}))  # fmt: skip
         else:
             from cmk_trio.rpckit.process import listening
 
-            for line in listening(name, server.endpoint, metrics.get(name)):
+            for line in listening(name, server.endpoint, metrics.get(name), server.http_url):
                 click.echo(line)
         sys.stdout.flush()
 

@@ -235,6 +235,12 @@ class Served:
         return self.process.metrics_port
 
     @property
+    def http_url(self) -> str | None:
+        """The base URL of the service's HTTPS door, when it serves one (identity's OpenID
+        Connect and token endpoints, the key vault's Azure data plane)."""
+        return None
+
+    @property
     def metrics_url(self) -> str | None:
         """Where Prometheus scrapes the service, when it serves its metrics."""
         port = self.process.metrics_port

@@ -94,9 +94,13 @@ def main(
         serves_https=https)  # fmt: skip
 
 
-def listening(name: str, endpoint: str, metrics: str | None) -> list[str]:
+def listening(name: str, endpoint: str, metrics: str | None, door: str | None = None) -> list[str]:
     """What a lone key vault or speech service says when it has started."""
-    return [f"{name} listening on {endpoint}", *([f"{name} metrics at {metrics}"] if metrics else [])]
+    return [
+        f"{name} listening on {endpoint}",
+        *([f"{name} HTTPS door at {door}"] if door else []),
+        *([f"{name} metrics at {metrics}"] if metrics else []),
+    ]
 
 
 class Listening(Stoppable, Protocol):
@@ -108,11 +112,14 @@ class Listening(Stoppable, Protocol):
     @property
     def metrics_url(self) -> str | None: ...
 
+    @property
+    def http_url(self) -> str | None: ...
+
 
 def main_saying_where(name: str, load: Callable[[], C], start: Callable[[C], Awaitable[Listening]]) -> None:
     """`main` for a service whose start says only where it listens (the key vault, speech)."""
 
     def started(server: Listening) -> None:
-        print("\n".join(listening(name, server.endpoint, server.metrics_url)), flush=True)
+        print("\n".join(listening(name, server.endpoint, server.metrics_url, server.http_url)), flush=True)
 
     main(name, load, start, started)
