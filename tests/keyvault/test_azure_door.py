@@ -299,3 +299,26 @@ async def test_a_caller_without_rights_gets_a_missing_vaults_answer(doors: Doors
             answers.append((response.status, body["error"]["code"], body["error"]["innererror"]["code"]))
     assert answers[0] == answers[1] == answers[2], answers
     assert answers[0] == (404, "VaultNotFound", "VAULT_NOT_FOUND")
+
+
+async def test_code_written_for_azure_runs_with_its_defaults_through_the_proxy(doors: Doors, monkeypatch) -> None:
+    """Azure's defaults untouched: no authority, no transport, no endpoint of ours in the code.
+    HTTPS_PROXY (the trio's CONNECT proxy) and the CA are all that is set, as cmk up says."""
+    assert doors.trio.proxy is not None
+    monkeypatch.setenv("HTTPS_PROXY", doors.trio.proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(doors.ca))
+    creds = doors.contoso.admin_credentials
+
+    def as_written_for_azure() -> tuple[str, bytes]:
+        credential = ClientSecretCredential(creds.tenant_id, creds.client_id, creds.client_secret)
+        keys = KeyClient(f"https://{doors.vault}.vault.azure.net", credential)
+        key = keys.create_rsa_key("by-defaults", size=2048)
+        crypto = CryptographyClient(key, credential)
+        wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"d" * 32)
+        return key.id, crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key
+
+    key_id, unwrapped = await asyncio.to_thread(as_written_for_azure)
+    assert unwrapped == b"d" * 32
+    assert (await doors.vaults.get_key(key_id)).key_id == key_id
+    assert doors.trio.proxy.count.refused == 0

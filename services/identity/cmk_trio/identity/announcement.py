@@ -32,6 +32,8 @@ class Announcement:
     metrics: dict[str, str] = field(default_factory=dict)
     oidc: str | None = None
     """The base URL of identity's HTTP endpoints (discovery, keys, token), when served."""
+    proxy: str | None = None
+    """The CONNECT proxy that serves Azure's default names (what HTTPS_PROXY is set to)."""
     vault_door: str | None = None
     """The key vault's Azure data plane (https://{vault}.vault.azure.net reaches it through
     cmk_trio.client.azure's transport), when served."""
@@ -47,6 +49,7 @@ class Announcement:
         *,
         show_secret: bool = True,
         vault_door: str | None = None,
+        proxy: str | None = None,
     ) -> Announcement:
         """The announcement of an identity service, and of the key vault and speech when
         they were started beside it."""
@@ -69,7 +72,9 @@ class Announcement:
             }
             if show_secret:
                 created["client_secret"] = identity.new_operator_secret.value
-        return cls(identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url, vault_door)
+        return cls(
+            identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url, proxy, vault_door
+        )
 
     def to_json(self) -> str:
         """One line of JSON, for scripts and tests that wait for the start."""
@@ -83,6 +88,7 @@ class Announcement:
                 "metrics": self.metrics,
                 "oidc": self.oidc,
                 "vault_door": self.vault_door,
+                "proxy": self.proxy,
             }
         )
 
@@ -98,6 +104,13 @@ class Announcement:
             lines.append(
                 f"key vault's Azure data plane at {self.vault_door} (vaults as https://<vault>.vault.azure.net)"
             )
+        if self.proxy and self.tls_dir:
+            ca = self.tls_dir / "ca.crt"
+            lines += [
+                "Azure's SDKs under Azure's own names (login.microsoftonline.com, *.vault.azure.net), by the proxy:",
+                f"  export HTTPS_PROXY={self.proxy} NO_PROXY=127.0.0.1,localhost"
+                f" REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}",
+            ]
         if self.created_operator is not None:
             created = self.created_operator
             lines += [

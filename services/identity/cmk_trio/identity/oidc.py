@@ -37,6 +37,7 @@ from cmk_trio.rpckit import errors
 from cmk_trio.rpckit.admission import Caller, CallLimits
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.config import TlsConfig
+from cmk_trio.rpckit.devca import AZURE_NAMES
 from cmk_trio.rpckit.http_listener import RunningHttp, serve_http
 from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
@@ -289,6 +290,12 @@ class OidcFront:
         self._count(route, exc.status, exc.reason.value)
         return response
 
+    def _public_for(self, request: web.Request) -> str:
+        """The base URL the answer names: Entra's own host when the client came by that name
+        (through the trio's proxy, which tunnels it here), else where clients reach this door."""
+        host = (request.url.host or "").lower()
+        return f"https://{host}" if host in AZURE_NAMES["identity"] else self._public_url()
+
     def _said(self, request: web.Request, request_id: str) -> entra.Said:
         """The request's trace id, correlation id and time, once per request (kept on it)."""
         said = request.get(SAID)
@@ -312,7 +319,7 @@ class OidcFront:
 
     async def discovery(self, request: web.Request) -> web.Response:
         tenant_id = await self._tenant(request)
-        base = f"{self._public_url()}/{tenant_id}"
+        base = f"{self._public_for(request)}/{tenant_id}"
         document: dict[str, object] = {
             "issuer": issuer_for(self._policy.issuer_base, tenant_id),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
@@ -341,7 +348,7 @@ class OidcFront:
         asked = request.query.get("authorization_endpoint", "")
         if not asked:
             raise _invalid_request(Reason.FIELD_REQUIRED, "authorization_endpoint is required")
-        public = self._public_url()
+        public = self._public_for(request)
         ours = {h.lower() for h in (urlsplit(public).hostname, request.url.host) if h}
         answer = entra.instance_discovery(asked, ours, public)
         if answer is None:

@@ -20,7 +20,8 @@ from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.bootstrap import Served
-from cmk_trio.rpckit.devca import ensure_dev_pki
+from cmk_trio.rpckit.connect_proxy import RunningProxy, start_proxy
+from cmk_trio.rpckit.devca import AZURE_NAMES, ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import SpeechServer
@@ -59,6 +60,8 @@ class RunningTrio:
     speech: SpeechServer
     tls_dir: Path | None = None
     """Where the development CA and certificates are, when the services talk mutual TLS."""
+    proxy: RunningProxy | None = None
+    """The CONNECT proxy that serves Azure's default names (HTTPS_PROXY), when the doors are HTTPS."""
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -80,11 +83,14 @@ class RunningTrio:
         return Announcement.of(
             self.identity, self.keyvault.endpoint, self.speech.endpoint, self.tls_dir, self.metrics,
             show_secret=show_secret, vault_door=self.keyvault.http_url,
+            proxy=self.proxy.url if self.proxy is not None else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop the services in the reverse order of their start: speech calls the key
         vault, and both follow identity's event stream."""
+        if self.proxy is not None:
+            await self.proxy.stop()
         for server in (self.speech, self.keyvault, self.identity):
             await server.stop()
 
@@ -156,8 +162,21 @@ async def start_trio(
         if auto_approve:
             speech_given["CMK_AUTO_APPROVE_CMK"] = "1"
         speech = await build_speech(SpeechConfig.load(environ, speech_given), tracer_provider=tracer_provider)
+        started.append(speech)
+        proxy = None
+        if identity.http_url and keyvault.http_url and identity.http_url.startswith("https://"):
+            proxy = await start_proxy(
+                azure_routes(identity.http_url, keyvault.http_url), port=port_base and port_base + 6
+            )
     except BaseException:
         for server in reversed(started):
             await server.stop()
         raise
-    return RunningTrio(identity, keyvault, speech, tls_dir)
+    return RunningTrio(identity, keyvault, speech, tls_dir, proxy)
+
+
+def azure_routes(identity_door: str, vault_door: str) -> dict[str, str]:
+    """Which door serves each of Azure's default names (the development CA's certificates
+    answer to them: rpckit.devca.AZURE_NAMES)."""
+    doors = {"identity": identity_door, "keyvault": vault_door}
+    return {name: doors[service].removeprefix("https://") for service, names in AZURE_NAMES.items() for name in names}
