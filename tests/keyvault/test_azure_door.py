@@ -199,6 +199,7 @@ async def test_the_doors_wire_the_challenge_versions_and_errors(doors: Doors) ->
             ("POST", "/keys/k/create", b'{"kty": "RSA", "key_ops": ["fly"]}'),
             ("POST", "/keys/k/create", b"[" * 5000), ("POST", "/keys/k/zz/wrapkey", b'{"alg": "RSA-OAEP", "value": 1}'),
             ("POST", "/keys/k//unwrapkey", b'{"alg": "none", "value": "AA"}'), ("GET", "/keys?maxresults=0", None),
+            ("GET", "/keys?maxresults=%C2%B2", None),  # a superscript two: a digit to str.isdigit, not to int()
             ("GET", "/keys?$skiptoken=garbage", None), ("PATCH", "/keys/k/", b'{"tags": {"a": 1}}'),
             ("POST", "/keys/k/create", b"x" * 70_000), ("GET", "/deletedkeys/%00", None),
         ]  # fmt: skip

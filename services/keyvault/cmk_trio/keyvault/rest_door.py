@@ -185,8 +185,10 @@ class KeyVaultDoor:
             )
         try:
             verified = await self._validator.validate(token.strip(), audience=audiences.VAULT)
-        except errors.Unauthenticated as refused:
+        except errors.ServiceError as refused:  # (as the AuthInterceptor records every refusal)
             await self._trail.refused(GRPC_SERVICE + route, refused)
+            if not isinstance(refused, errors.Unauthenticated):
+                raise  # (the directory out of reach: REVOCATIONS_UNKNOWN, 503)
             return await self._challenge(request, route, vault, refused.reason, refused.message)
         await _read_body(request)
         request[VAULT] = vault
@@ -315,7 +317,7 @@ class KeyVaultDoor:
 
     def _page(self, request: web.Request) -> tuple[int, str]:
         raw = request.query.get("maxresults", "25")
-        if not raw.isdigit() or not 1 <= int(raw) <= 25:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 25:
             raise errors.invalid_field("maxresults", Reason.FIELD_INVALID, "must be 1 to 25")
         return int(raw), request.query.get("$skiptoken", "")
 
