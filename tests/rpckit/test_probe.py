@@ -56,7 +56,7 @@ async def test_the_probe_imports_no_more_than_grpc_and_the_health_stub():
 
 
 async def test_a_usage_error_is_exit_code_2():
-    for args in ([], ["port"], ["1", "2", "3"]):
+    for args in ([], ["port"], ["1", "2", "3"], ["²"]):  # (² is a digit to str.isdigit, not to int)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cmk_trio.rpckit.probe", *args, stderr=asyncio.subprocess.PIPE
         )

@@ -36,7 +36,7 @@ VAULT_SUFFIX = "vault.azure.net"
 
 def _address(door: str) -> tuple[str, int]:
     host, _, port = door.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"the door is host:port, not {door!r}")
     return host.strip("[]"), int(port)
 

@@ -84,7 +84,7 @@ def grpc_target(endpoint: str) -> str:
     addresses: list[str] = []
     for part in (p.strip() for p in endpoint.split(",")):
         host, sep, port = part.rpartition(":")
-        if not sep or not port.isdigit() or not host:
+        if not sep or not (port.isascii() and port.isdigit()) or not host:
             raise ValueError(f"an endpoint in a list must be host:port, not {part!r}")
         host = host.strip("[]")
         try:

@@ -46,7 +46,7 @@ def probe(port: int, service: str = "", env: dict[str, str] | None = None) -> st
 
 
 def main(argv: list[str]) -> int:
-    if not 1 <= len(argv) <= 2 or not argv[0].isdigit():
+    if not 1 <= len(argv) <= 2 or not (argv[0].isascii() and argv[0].isdigit()):
         print("usage: python -m cmk_trio.rpckit.probe PORT [SERVICE]", file=sys.stderr)
         return 2
     status = probe(int(argv[0]), argv[1] if len(argv) > 1 else "")
