@@ -7,7 +7,7 @@ from datetime import UTC
 
 import grpc
 
-from cmk_trio.client.calls import fixed_token
+from cmk_trio.client.calls import DEFAULT_TIMEOUT, deadline, fixed_token
 from cmk_trio.client.identity import IdentityClient, principal_name
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
@@ -16,6 +16,12 @@ from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 from cmk_trio.speech.customer_keys import KEY_PERMISSIONS, KeyInfo, VaultInfo
 from cmk_trio.speech.errors import NotFound
+
+VAULT_DEADLINE_S = DEFAULT_TIMEOUT / 2
+"""How long speech waits for the key vault to wrap or unwrap a data key: half a caller's own
+default deadline, so that a vault that does not answer (paused, or a network that drops
+packets: no error, only silence) is reported to the caller as CUSTOMER_KEY_VAULT_UNREACHABLE
+before the caller's deadline passes and it learns only DEADLINE_EXCEEDED."""
 
 OPERATION_NAMES = {kvres.WRAP_KEY: "wrapKey", kvres.UNWRAP_KEY: "unwrapKey", kvres.ENCRYPT: "encrypt",
                    kvres.DECRYPT: "decrypt", kvres.SIGN: "sign", kvres.VERIFY: "verify"}  # fmt: skip
@@ -61,12 +67,14 @@ class GrpcVaultGateway:
 
     async def wrap(self, token: str, key_id: str, plaintext: bytes) -> tuple[str, bytes]:
         kv = self._as(token)
-        reply = await kv.wrap(key_id, plaintext)
+        with deadline(VAULT_DEADLINE_S):
+            reply = await kv.wrap(key_id, plaintext)
         return reply.key_id, reply.ciphertext
 
     async def unwrap(self, token: str, key_id: str, wrapped: bytes) -> bytes:
         kv = self._as(token)
-        return (await kv.unwrap(key_id, wrapped)).plaintext
+        with deadline(VAULT_DEADLINE_S):
+            return (await kv.unwrap(key_id, wrapped)).plaintext
 
 
 class GrpcIdentityGateway:
