@@ -30,6 +30,7 @@ RUN pip install --quiet --no-deps --no-build-isolation . \
         /pg-admin /pg /pg/identity /pg/keyvault /pg/speech /ca /pki /issued /issued/identity /issued/keyvault /issued/speech /issued/cli" \
     && mkdir -p $mounts && chown 10001:10001 $mounts && chmod 700 $mounts
 USER 10001:10001
-# identity, key vault, speech (gRPC); 9464 the Prometheus metrics of whichever runs here.
-EXPOSE 50051 50052 50053 9464
+# identity, key vault, speech (gRPC); identity's and the key vault's HTTPS doors; the CONNECT
+# proxy (cmk serve proxy); 9464 the Prometheus metrics of whichever runs here.
+EXPOSE 50051 50052 50053 50054 50055 50056 9464
 CMD ["cmk", "--help"]

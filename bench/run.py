@@ -31,13 +31,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import proc, replicas, scale  # noqa: E402
+from bench import doors, proc, replicas, scale  # noqa: E402
 from cmk_trio.cli.common import State, read_operator_file  # noqa: E402
 from cmk_trio.client.identity import ClientCredentials, IdentityClient  # noqa: E402
 from cmk_trio.client.keyvault import KeyVaultClient  # noqa: E402
 from cmk_trio.client.speech import SpeechClient  # noqa: E402
 from cmk_trio.loadgen.runner import run_closed  # noqa: E402
-from cmk_trio.loadgen.scenarios import Prepared, prepare, scenario  # noqa: E402
+from cmk_trio.loadgen.scenarios import IDENTITY_GRANT, Prepared, prepare, scenario  # noqa: E402
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres  # noqa: E402
 from cmk_trio.rpckit.channels import open_channel  # noqa: E402
 from cmk_trio.rpckit.errors import ServiceError  # noqa: E402
@@ -238,7 +238,7 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     """Milliseconds from a revoking change to the first refused read, for each way a customer
     revokes: removing the identity's access policy, disabling the key, and disabling the
     resource's managed identity."""
-    vault, tenant, identity = await _who_unwraps(prepared)
+    vault, tenant, identity = await prepared.unwrapping_identity()
 
     async def enabled(value: bool) -> None:
         await prepared.vaults.update_key(prepared.key_id, kvres.KeyVersion(enabled=value), ["enabled"])
@@ -246,7 +246,7 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     ways: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = {
         "policy_removed": (
             lambda: prepared.vaults.remove_access_policy(vault, identity),
-            lambda: prepared.vaults.set_access_policy(vault, tenant, identity, GRANT),
+            lambda: prepared.vaults.set_access_policy(vault, tenant, identity, IDENTITY_GRANT),
         ),
         "key_disabled": (lambda: enabled(False), lambda: enabled(True)),
         "identity_disabled": (
@@ -269,17 +269,6 @@ async def revocation(prepared: Any, trials: int) -> dict[str, dict[str, float]]:
     return results
 
 
-GRANT = ["get", "wrapKey", "unwrapKey"]
-"""What speech grants the resource's identity on the vault: what restoring puts back."""
-
-
-async def _who_unwraps(prepared: Any) -> tuple[str, str, str]:
-    """(vault name, tenant id, object id) of the customer-managed resource's managed identity."""
-    resource = prepared.app_cmk.split("/applications/")[0]
-    identity = (await prepared.speech.get_resource(resource)).identity.principal_id
-    return prepared.key_id.split("//")[1].split(".")[0], prepared.app_credentials.tenant_id, identity
-
-
 async def _read_until(prepared: Any, *, refused: bool) -> None:
     """Read the CMK application until it is refused (or, with refused=False, until it is not)."""
     await replicas.until(lambda: prepared.speech.get_application(prepared.app_cmk), refused=refused)
@@ -289,7 +278,7 @@ async def revocation_under_load(prepared: Any, concurrency: int, trials: int) ->
     """The access policy removed while `concurrency` readers read back to back: milliseconds to
     the first refused read, and reads that began after that refusal and still succeeded
     (revocation must be final, not flapping: 0)."""
-    vault, tenant, identity = await _who_unwraps(prepared)
+    vault, tenant, identity = await prepared.unwrapping_identity()
     samples, flaps = [], 0
     for _ in range(trials):
         await _read_until(prepared, refused=False)
@@ -318,7 +307,7 @@ async def revocation_under_load(prepared: Any, concurrency: int, trials: int) ->
             raise RuntimeError("no read was refused within half a second of removing the access policy")
         samples.append((first - revoked) * 1000)
         flaps += sum(1 for began, _, refused in reads if began > first and not refused)
-        await prepared.vaults.set_access_policy(vault, tenant, identity, GRANT)
+        await prepared.vaults.set_access_policy(vault, tenant, identity, IDENTITY_GRANT)
     await _read_until(prepared, refused=False)
     return {"trials": trials, "readers": concurrency, **scale.percentiles(samples),
             "reads_succeeding_after_first_refusal": flaps}  # fmt: skip
@@ -387,6 +376,7 @@ def render(results: dict[str, Any]) -> str:
         f"{memory['rss_end_mib']} MiB at the end ({memory['growth_after_settling_pct']:+.1f} % after settling).",
         "", render_scale(ours["scale"]), "",
         replicas.render(results["postgres"], ours, crypto["rsa2048_oaep_decrypt_per_s"]), "",
+        doors.render(results["doors"], plan["concurrency"], plan["seconds"]), "",
         "Raw figures: `bench/results.json`.", "",
     ]  # fmt: skip
     learned = ROOT / "bench" / "LEARNED.md"
@@ -447,6 +437,7 @@ async def main() -> int:
     rsa_per_s = crypto["rsa2048_oaep_decrypt_per_s"]
     postgres = await replicas.measure(plan.seconds, plan.concurrency, plan.trials, plan.cold_versions,
                                       plan.driver_operations, rsa_per_s)  # fmt: skip
+    azure_doors = await doors.measure(plan.seconds, plan.concurrency, plan.trials)
     read, read_mm, unwrap = (measured[n]["throughput_per_s"] for n in ("read", "read-mm", "unwrap"))
     memory = measured["memory_under_mixed_load"]
     flaps = measured["revocation"]["policy_removed_under_load"]["reads_succeeding_after_first_refusal"]
@@ -466,12 +457,13 @@ async def main() -> int:
          "value": memory["growth_after_settling_pct"], "target": "< 10",
          "ok": memory["growth_after_settling_pct"] < 10},
         *replicas.targets(postgres, measured, rsa_per_s),
+        *doors.targets(azure_doors),
     ]  # fmt: skip
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "smoke": args.smoke, "plan": plan.__dict__, "crypto_ceilings": crypto, "echo_per_s": echo,
-        "ours": measured, "postgres": postgres, "targets": targets,
+        "ours": measured, "postgres": postgres, "doors": azure_doors, "targets": targets,
     }  # fmt: skip
     for row in targets:
         print(f"{'pass' if row['ok'] else 'FAIL':4}  {row['name']}: {row['value']} (target {row['target']})")

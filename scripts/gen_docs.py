@@ -32,17 +32,7 @@ def configuration() -> str:
     up, serve = cli.commands["up"], cli.commands["serve"]
     if not isinstance(serve, click.Group):
         raise SystemExit("cmk serve is not a command group any more")
-    lines = ["**`cmk up`**", "", "| flag | environment | meaning |", "| --- | --- | --- |"]
-    for param in up.params:
-        if not isinstance(param, click.Option) or param.name in {"output", "help", "profile"}:
-            continue
-        flag = " / ".join(f"`{o}`" for o in param.opts)
-        env = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
-        meaning = (param.help or "").replace("|", "\\|")
-        if param.default not in (None, False) and param.show_default:
-            meaning += f" (default {param.default})"
-        lines.append(f"| {flag} | {env} | {meaning.strip()} |")
-    lines.append("")
+    lines = ["**`cmk up`**", "", *_flags(up), ""]
     for name, config in (("identity", IdentityConfig), ("keyvault", KeyVaultConfig), ("speech", SpeechConfig)):
         lines += [f"**`cmk serve {name}`** (and `python -m cmk_trio.{name}`: the variables only)", "",
                   "| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]  # fmt: skip
@@ -56,7 +46,25 @@ def configuration() -> str:
             default = f"`{d.default}`" if d.default else ""
             lines.append(f"| {flag} | `{d.env}` | {default} | {d.help.replace('|', chr(92) + '|')} |")
         lines.append("")
+    lines += ["**`cmk serve proxy`** (the CONNECT proxy alone; and CMK_MAX_CONNECTIONS, CMK_MAX_CONNECTIONS_PER_PEER,"
+              " CMK_HEAD_TIMEOUT_SECONDS, CMK_IDLE_TIMEOUT_SECONDS as every listener)", "",
+              *_flags(serve.commands["proxy"]), ""]  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _flags(command: click.Command) -> list[str]:
+    """A table of a command's own flags (click's options)."""
+    lines = ["| flag | environment | meaning |", "| --- | --- | --- |"]
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in {"output", "help", "profile"}:
+            continue
+        flag = " / ".join(f"`{o}`" for o in param.opts)
+        env = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
+        meaning = (param.help or "").replace("|", "\\|")
+        if param.default not in (None, False) and param.show_default:
+            meaning += f" (default {param.default})"
+        lines.append(f"| {flag} | {env} | {meaning.strip()} |")
+    return lines
 
 
 def reasons() -> str:

@@ -98,6 +98,14 @@ def dev_time_control() -> bool:
 
 
 @pytest.fixture
+def keyvault_http_port() -> int | None:
+    """Whether the key vault of a test serves Azure's data plane (rest_door) too: None, not
+    served (a module that calls the door overrides this with 0, a free port; plain HTTP on
+    loopback, since the test services have no certificate)."""
+    return None
+
+
+@pytest.fixture
 def tracer_provider() -> TracerProvider | None:
     """Where the services of a test send their spans: nowhere (a module that asserts traces
     overrides this with an in-memory exporter's provider)."""
@@ -156,6 +164,7 @@ async def keyvault(
     dev_time_control: bool,
     database_url: str,
     tracer_provider: TracerProvider | None,
+    keyvault_http_port: int | None,
 ) -> AsyncIterator[KeyVaultServer]:
     """A real key vault service wired to the identity fixture."""
     config = KeyVaultConfig(
@@ -165,6 +174,7 @@ async def keyvault(
         port=0,
         dev_time_control=dev_time_control,
         database_url=database_url,
+        http_port=keyvault_http_port,
     )
     server = await build_keyvault(config, clock=clock, tracer_provider=tracer_provider)
     try:

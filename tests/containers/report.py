@@ -59,6 +59,11 @@ def render(figures: dict[str, Any]) -> str:
         lines += [f"Replicas profile, calls served per replica while the host made ten enables through speech: "
                   f"{split}.",
                   ""]  # fmt: skip
+    walks = figures.get("sdk_walk_s", {})
+    if walks:
+        took = "; ".join(f"{where} {_s(seconds)}" for where, seconds in walks.items())
+        lines += ["Microsoft's Python SDKs from the host, both ways of naming the hosts (the published doors, and "
+                  f"Azure's defaults through the published proxy), the witness's walk: {took}.", ""]  # fmt: skip
     faults = figures.get("faults")
     if faults:
         lines += [

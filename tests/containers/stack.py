@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cmk_trio.client.channel import ChannelTls, open_channel
 from cmk_trio.client.identity import ClientCredentials
+from cmk_trio.rpckit.probe import probe_proxy
 from tests.containers import engine
+from tests.keyvault.doors import Doors, furnish
 
 SERVICES = ("identity", "keyvault", "speech")
-PUBLISHED = (*SERVICES, *(f"{name}_metrics" for name in SERVICES), "identity_http")
-REPLICAS_PUBLISHED = (*(f"{name}_{r}" for name in SERVICES for r in (1, 2)), "postgres")
+PUBLISHED = (*SERVICES, *(f"{name}_metrics" for name in SERVICES), "identity_http", "keyvault_http", "arm", "proxy")
+REPLICAS_PUBLISHED = (
+    *(f"{name}_{r}" for name in SERVICES for r in (1, 2)),
+    *(f"{door}_http_{r}" for door in ("identity", "keyvault") for r in (1, 2)),
+    *(f"arm_{r}" for r in (1, 2)),
+    "postgres",
+    "proxy",
+)
 GRPC_PORTS = {"identity": 50051, "keyvault": 50052, "speech": 50053}
 READY_GUARD_S = 120.0  # a hang guard for a container coming up, not a speed claim
 
@@ -205,6 +213,36 @@ class Stack:
                 raise AssertionError(f"{service} not serving after {guard:g} s:\n{self.logs(service)[-3000:]}")
             await asyncio.sleep(0.1)
         return time.monotonic() - started
+
+    def _published(self, name: str, replica: int) -> int:
+        """The host port of `name` (identity_http, ...): its own, or replica `replica`'s."""
+        return self.ports.get(name) or self.ports[f"{name}_{replica}"]
+
+    async def wait_proxy_serving(self, guard: float = READY_GUARD_S) -> float:
+        """Seconds until the published CONNECT proxy says SERVING (both doors answer it)."""
+        started = time.monotonic()
+        while (said := await asyncio.to_thread(probe_proxy, self.ports["proxy"])) != "SERVING":
+            if time.monotonic() - started > guard:
+                logs = self.logs("proxy")[-3000:]
+                raise AssertionError(f"the proxy is not serving after {guard:g} s ({said}):\n{logs}")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - started
+
+    @contextlib.asynccontextmanager
+    async def open_doors(self, replica: int = 1) -> AsyncIterator[Doors]:
+        """Microsoft's SDKs' view of the stack from the host (tests/keyvault/doors.py): the
+        published doors (of replica `replica`, in the replicas profile) for the explicit way,
+        the published proxy for Azure's defaults, the stack's CA; a tenant and a vault made
+        over gRPC."""
+        tls = self.tls_dir
+        async with furnish(
+            ChannelTls(tls / "ca.crt", tls / "cli.crt", tls / "cli.key"), self.endpoints(), self.operator(),
+            authority=f"https://localhost:{self._published('identity_http', replica)}",
+            door=f"127.0.0.1:{self._published('keyvault_http', replica)}",
+            proxy=f"http://127.0.0.1:{self.ports['proxy']}",
+        ) as doors:  # fmt: skip
+            doors.arm = f"https://localhost:{self._published('arm', replica)}"
+            yield doors
 
     def walk_the_seed(self, scratch: Path) -> str:
         """`cmk demo` from the host against the stack; its output. The operator credential is

@@ -1,6 +1,7 @@
 """The same compose.yaml under docker-compose 1.29 (Debian's, through podman's socket), and
 the replicas profile (compose.replicas.yaml: PostgreSQL and two replicas of each service
-behind one name) under Compose v2: each brought up, the seed walked from the host."""
+behind one name) under Compose v2 and docker-compose 1.29: each brought up, the seed walked
+from the host, and Microsoft's Python SDKs run from the host both ways (azure_sdks.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncpg
 import pytest
 
 from tests.containers import engine
+from tests.containers.azure_sdks import witness_the_sdks
 from tests.containers.stack import REPLICAS_PUBLISHED, SERVICES, Stack
 from tests.faults.world import prepare_world
 
@@ -46,6 +48,9 @@ async def test_docker_compose_1_29_brings_up_the_same_file(
     for service in SERVICES:
         await compose_v1.wait_serving(service)
     compose_v1.walk_the_seed(tmp_path)
+    container_figures.setdefault("sdk_walk_s", {})["compose.yaml, docker-compose 1.29"] = await witness_the_sdks(
+        compose_v1
+    )
 
 
 async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
@@ -57,6 +62,11 @@ async def test_the_replicas_profile_walks_the_seed_over_balanced_replicas(
     for service in SERVICES:
         await replicas.wait_serving(service)  # every replica of it
     replicas.walk_the_seed(tmp_path)  # the stored ciphertext read by speech from PostgreSQL
+    # The SDKs: explicitly at the second replicas' doors, and through the one proxy, which
+    # tunnels each name to its replicas behind one name.
+    walked = await witness_the_sdks(replicas, replica=2)
+    flavour = "Compose v2" if replicas.flavour == engine.COMPOSE_V2 else "docker-compose 1.29"
+    container_figures.setdefault("sdk_walk_s", {})[f"replicas profile, {flavour}"] = walked
 
     # Clients balance over the replicas behind a name: the host's over speech's (a list of
     # endpoints), and speech's over the vault's (dns:///keyvault). While the host makes ten

@@ -178,3 +178,20 @@ def test_demo_walks_the_trio_of_the_signed_in_profile(trio: Trio, tmp_path: Path
         as_bob = demo("--output", "json", "--profile", "bob")
         assert as_bob.returncode == 1, as_bob.stdout
         assert "acts as the platform operator" in json.loads(as_bob.stdout)["error"]["message"]
+
+
+def test_a_connection_closed_after_the_endpoint_answered_is_no_tls_mismatch():
+    """ "It most likely wants TLS" is for an endpoint that never answered: once it has, TLS or
+    not is right, and a connection closed now is the service going away (a replica killed,
+    a restart), left to gRPC's UNAVAILABLE, which the client retries where it is safe (the
+    bench's killed replica saw reads fail as ENDPOINT_TLS_MISMATCH, not retried)."""
+    from grpc.aio import AioRpcError, Metadata
+
+    from cmk_trio.cli.diagnose import explain
+    from cmk_trio.rpckit.reasons import Reason
+
+    closed = AioRpcError(grpc.StatusCode.UNAVAILABLE, Metadata(), Metadata(), details="Socket closed")
+    method = "/cmk.speech.v1.ApplicationService/GetApplication"
+    first = explain(closed, method, "127.0.0.1:50053", tls=False)
+    assert first is not None and first.reason is Reason.ENDPOINT_TLS_MISMATCH
+    assert explain(closed, method, "127.0.0.1:50053", tls=False, answered=True) is None

@@ -55,7 +55,7 @@ def variables_read_by(name: str) -> set[str]:
 
 def test_the_file_is_well_formed_for_both_compose_versions():
     assert "name" not in COMPOSE, "docker-compose 1.29 rejects a top-level name: (use -p or COMPOSE_PROJECT_NAME)"
-    assert set(SERVICES) == {"certs", "identity", "platform-credentials", "keyvault", "speech"}
+    assert set(SERVICES) == {"certs", "identity", "platform-credentials", "keyvault", "speech", "arm", "proxy"}
     volumes, networks = set(COMPOSE["volumes"]), set(COMPOSE["networks"])
     for name, service in SERVICES.items():
         assert service["image"] == "cmk-trio:latest" and service["build"] == ".", name
@@ -66,7 +66,7 @@ def test_the_file_is_well_formed_for_both_compose_versions():
             assert dependency in SERVICES and condition["condition"] in {
                 "service_healthy", "service_completed_successfully"
             }  # fmt: skip
-    for name in SERVERS:
+    for name in (*SERVERS, "arm", "proxy"):
         assert SERVICES[name]["restart"] == "unless-stopped", name
     for name in ("certs", "platform-credentials"):
         assert SERVICES[name]["restart"] == "no", name
@@ -122,7 +122,83 @@ def test_ports_probes_and_environment_names_are_the_ones_the_service_reads(name)
             assert stem in {"ca", name}, f"{name} uses another service's certificate: {path}"
 
 
+def routes_of(proxy: dict[str, Any]) -> dict[str, str]:
+    args = proxy["command"]
+    return dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--route")
+
+
+def door_port(service: dict[str, Any]) -> str:
+    args = service["command"]
+    return str(args[args.index("--http-port") + 1])
+
+
+def test_the_proxy_routes_azures_names_to_the_doors_without_joining_the_services():
+    proxy = SERVICES["proxy"]
+    args = proxy["command"]
+    assert args[:3] == ["cmk", "serve", "proxy"]
+    port = args[args.index("--port") + 1]
+    published = [PUBLISHED.match(p) for p in proxy["ports"]]
+    assert all(published) and {m.group(1) for m in published if m} == {"CMK_PUBLISH_PROXY"}
+    assert {m.group(3) for m in published if m} == {port}
+    assert proxy["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", "--proxy", port]
+    arm = SERVICES["arm"]["command"]
+    assert routes_of(proxy) == {"login.microsoftonline.com": f"identity:{door_port(SERVICES['identity'])}",
+                                "*.vault.azure.net": f"keyvault:{door_port(SERVICES['keyvault'])}",
+                                "management.azure.com": f"arm:{arm[arm.index('--port') + 1]}"}  # fmt: skip
+    assert set(proxy["depends_on"]) == {"identity", "keyvault", "arm"} and "volumes" not in proxy
+    networks = {name: set(SERVICES[name]["networks"]) for name in (*SERVERS, "arm", "proxy")}
+    assert networks["proxy"] & networks["identity"] and networks["proxy"] & networks["keyvault"]
+    assert networks["proxy"] & networks["arm"]
+    assert not networks["proxy"] & networks["speech"]
+    # ARM's door reaches the three services, and the proxy through a network of its own only.
+    assert all(networks["arm"] & networks[name] for name in SERVERS)
+    assert networks["proxy"] & networks["arm"] == {"arm-door"}
+    # The proxy joins neither door's service to the other: they share the link that is theirs alone.
+    assert networks["identity"] & networks["keyvault"] == {"directory-vault"}
+
+
+def test_arms_door_takes_its_own_certificate_and_the_settings_it_reads():
+    arm = SERVICES["arm"]
+    args = arm["command"]
+    assert args[:3] == ["cmk", "serve", "arm"]
+    port = args[args.index("--port") + 1]
+    published = [PUBLISHED.match(p) for p in arm["ports"]]
+    assert all(published) and {(m.group(1), m.group(3)) for m in published if m} == {("CMK_PUBLISH_ARM", port)}
+    assert arm["healthcheck"]["test"] == ["CMD", "python", "-m", "cmk_trio.rpckit.probe", "--https", port]
+    known = {p.envvar for p in command_of(args).params if isinstance(getattr(p, "envvar", None), str)}
+    assert set(arm["environment"]) <= known, sorted(set(arm["environment"]) - known)
+    assert arm["volumes"] == ["tls-arm:/tls:ro"]
+    assert {Path(v).stem for v in arm["environment"].values() if str(v).startswith("/tls/")} == {"arm", "ca"}
+    assert "arm=/issued/arm" in SERVICES["certs"]["command"]
+    login = arm["environment"]["CMK_ARM_LOGIN_ENDPOINT"]
+    assert login == SERVICES["identity"]["environment"]["CMK_IDENTITY_HTTP_PUBLIC_URL"]
+
+
 REPLICAS = yaml.safe_load((ROOT / "compose.replicas.yaml").read_text())
+
+
+def test_the_replicas_profile_serves_the_doors_behind_one_name():
+    services: dict[str, Any] = REPLICAS["services"]
+    for name, port in (("identity", "50054"), ("keyvault", "50055")):
+        for r in (1, 2):
+            replica = services[f"{name}-{r}"]
+            assert door_port(replica) == port
+            assert any(p.endswith(f":{port}") and f"_HTTP_{r}:" in p for p in replica["ports"]), replica["ports"]
+    for r in (1, 2):  # each identity replica names its door as the host reaches it
+        url = services[f"identity-{r}"]["environment"]["CMK_IDENTITY_HTTP_PUBLIC_URL"]
+        assert url.startswith(f"https://localhost:${{CMK_PUBLISH_IDENTITY_HTTP_{r}:-")
+    proxy = services["proxy"]
+    assert routes_of(proxy) == {"login.microsoftonline.com": "identity:50054", "*.vault.azure.net": "keyvault:50055",
+                                "management.azure.com": "arm:50057"}  # fmt: skip
+    assert proxy["networks"] == ["services"] and proxy["restart"] == "unless-stopped"
+    assert set(proxy["depends_on"]) == {"identity-1", "identity-2", "keyvault-1", "keyvault-2", "arm-1", "arm-2"}
+    for r in (1, 2):  # ARM's door twice behind its name, calling every replica of each service
+        arm = services[f"arm-{r}"]
+        assert arm["networks"]["services"]["aliases"] == ["arm"] and arm["restart"] == "unless-stopped"
+        assert any(p.endswith(":50057") and f"CMK_PUBLISH_ARM_{r}:" in p for p in arm["ports"]), arm["ports"]
+        args = arm["command"]
+        for name, grpc_port in (("identity", 50051), ("keyvault", 50052), ("speech", 50053)):
+            assert args[args.index(f"--{name}-endpoint") + 1] == f"dns:///{name}:{grpc_port}"
 
 
 def test_the_replicas_profile_puts_two_replicas_of_each_service_behind_one_name():

@@ -4,6 +4,7 @@ vault issue through the CLI (run in this process) against the trio in a real pro
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 
@@ -37,6 +38,40 @@ def test_the_key_vault_flows_through_the_cli(trio, tmp_path):
     data_key = base64.b64encode(os.urandom(32)).decode()
     wrapped = cmk(trio, "key", "wrap", key["key_id"], "--value", data_key)
     assert cmk(trio, "key", "unwrap", key["key_id"], "--value", wrapped["value"])["value"] == data_key
+    # An EC key signs; the vault checks the signature.
+    signer = cmk(trio, "key", "create", "contoso-cmk", "signer", "--curve", "P-384")
+    assert signer["key_type"] == "EC" and signer["curve"] == "P_384" and signer["key_size"] == 384
+    digest = base64.b64encode(hashlib.sha384(b"approved").digest()).decode()
+    signed = cmk(trio, "key", "sign", signer["key_id"], "--algorithm", "ES384", "--digest", digest)
+    assert len(base64.b64decode(signed["signature"])) == 96
+    checked = cmk(trio, "key", "verify", signer["key_id"], "--algorithm", "ES384", "--digest", digest,
+                  "--signature", signed["signature"])  # fmt: skip
+    assert checked == {"key_id": signer["key_id"], "valid": True}
+    mismatch = cmk(trio, "key", "sign", signer["key_id"], "--algorithm", "ES256", "--digest", digest, ok=False)
+    assert mismatch["error"]["reason"] == "ALGORITHM_NOT_FOR_KEY"
+    # A backup goes to a new file only its owner reads; it comes back after a purge.
+    backup = tmp_path / "signer.backup"
+    assert cmk(trio, "key", "backup", signer["key_id"], "--file", str(backup))["bytes"] == backup.stat().st_size
+    assert backup.stat().st_mode & 0o777 == 0o600
+    again = invoke(trio.env, "--tls-dir", trio.banner["tls_dir"], "key", "backup", signer["key_id"],
+                   "--file", str(backup))  # fmt: skip
+    assert again.exit_code == 2 and "exists" in again.output
+    cmk(trio, "key", "delete", signer["key_id"])
+    restored_over = cmk(trio, "key", "restore", "contoso-cmk", "--file", str(backup), ok=False)
+    assert restored_over["error"]["reason"] == "KEY_EXISTS"  # (soft-deleted, its name is still taken)
+    # Secrets: set from a file (not the command line), shown with the value, listed without it.
+    value_file = tmp_path / "value.txt"
+    value_file.write_text("p@ss-from-a-file")
+    made = cmk(trio, "vault", "secret", "set", "contoso-cmk", "db-password", "--file", str(value_file),
+               "--content-type", "text/plain")  # fmt: skip
+    assert made["secret_id"].startswith("https://contoso-cmk.vault.azure.net/secrets/db-password/")
+    assert not made.get("value")  # what was set is not printed back
+    assert cmk(trio, "vault", "secret", "show", made["secret_id"])["value"] == "p@ss-from-a-file"
+    listed = cmk(trio, "vault", "secret", "list", "contoso-cmk")["items"]
+    assert [i["secret_id"] for i in listed] == [made["secret_id"]] and not listed[0].get("value")
+    both = invoke(trio.env, "--tls-dir", trio.banner["tls_dir"], "vault", "secret", "set", "contoso-cmk", "x",
+                  "--value", "1", "--file", str(value_file))  # fmt: skip
+    assert both.exit_code == 2 and "exactly one" in both.output
     rotated = cmk(trio, "key", "rotate", key["key_id"])
     assert len(cmk(trio, "key", "versions", key["key_id"].rsplit("/", 1)[0])["items"]) == 2
     assert rotated["version"] != key["version"]
@@ -47,8 +82,9 @@ def test_the_key_vault_flows_through_the_cli(trio, tmp_path):
 
     app = cmk(trio, "principal", "create", "--tenant", tenant, "--kind", "service-principal", "--with-secret", "App")
     policies = cmk(trio, "vault", "policy", "set", "contoso-cmk", "--object-id", app["object_id"], "--tenant", tenant,
-                   "--permissions", "get,unwrapKey")  # fmt: skip
+                   "--permissions", "get,unwrapKey", "--secret-permissions", "get")  # fmt: skip
     assert {p["object_id"] for p in policies["items"]} == {admin["object_id"], app["object_id"]}
+    assert next(p for p in policies["items"] if p["object_id"] == app["object_id"])["secret_permissions"] == ["get"]
     bad = cmk(trio, "vault", "policy", "set", "contoso-cmk", "--object-id", app["object_id"], "--tenant", tenant,
               "--permissions", "get,exportKey", ok=False)  # fmt: skip
     assert bad["error"]["reason"] == "PERMISSION_UNKNOWN"

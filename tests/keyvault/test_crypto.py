@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -13,15 +14,22 @@ from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
     CannotDecrypt,
     CheckpointSigner,
+    Curve,
+    EcKeyMaterial,
+    NotForThisKey,
     Padding,
     Sealer,
+    Signature,
     VaultMasterKey,
     audit_mac,
+    generate_ec,
     generate_rsa,
+    import_jwk,
     import_rsa_jwk,
     load_private_der,
     public_key_from_jwk,
     verify_checkpoint_signature,
+    verify_with_public,
     wrap_with_public,
 )
 
@@ -126,3 +134,63 @@ def test_checkpoint_signatures_verify_only_the_signed_message():
     assert not verify_checkpoint_signature(
         signer.public_raw(), b"count=3;head=ab", signature[:-1] + bytes([signature[-1] ^ 1])
     )
+
+
+@pytest.mark.parametrize("curve", list(Curve), ids=[c.value for c in Curve])
+def test_an_ec_key_imports_from_its_jwk_and_its_signatures_verify_by_the_public_jwk_alone(curve):
+    made = generate_ec(curve)
+    public = made.public_jwk("kid", ["sign", "verify"])
+    assert public["crv"] == curve.value and "d" not in public
+    numbers = made.private.private_numbers()
+    width = (curve.bits + 7) // 8
+    assert len(base64.urlsafe_b64decode(str(public["x"]) + "==")) == width  # (P-521: 66 bytes, leading zeros kept)
+    private = {**public, "d": base64.urlsafe_b64encode(numbers.private_value.to_bytes(width, "big")).decode()}
+    imported = import_jwk(private)
+    assert isinstance(imported, EcKeyMaterial) and imported.private_der() == made.private_der()
+    algorithm = next(s for s in Signature if s.curve is curve)
+    digest = bytes(range(algorithm.hash.digest_size))
+    signature = imported.sign(algorithm, digest)
+    assert verify_with_public(json.dumps(public), algorithm, digest, signature)
+    for forged in (signature[::-1], signature[:-1], b"", b"\x00" * 2000):
+        assert not verify_with_public(json.dumps(public), algorithm, digest, forged)
+    with pytest.raises(NotForThisKey):
+        imported.wrap(Padding.RSA_OAEP_256, b"k" * 32)
+    for bad in ({**private, "crv": "P-256K"}, {**private, "d": "!!"}, {k: v for k, v in private.items() if k != "y"},
+                {**private, "x": public["y"]}):  # fmt: skip
+        with pytest.raises(BadKeyMaterial):
+            import_jwk(bad)
+
+
+def test_rsa_signatures_of_any_shape_are_a_verdict_and_mismatches_are_refused(material):
+    public = json.dumps(material.public_jwk("kid", ["sign"]))
+    digest = bytes(32)
+    for algorithm in (Signature.RS256, Signature.PS256):
+        signature = material.sign(algorithm, digest)
+        assert verify_with_public(public, algorithm, digest, signature)
+        for forged in (signature[1:], b"\x01", signature + b"\x00", bytes(len(signature))):
+            assert not verify_with_public(public, algorithm, digest, forged)
+    with pytest.raises(NotForThisKey):
+        material.sign(Signature.ES256, digest)
+    with pytest.raises(NotForThisKey):
+        verify_with_public(public, Signature.ES256, digest, b"x")
+    with pytest.raises(ValueError, match="32-byte digest"):
+        material.sign(Signature.RS256, bytes(31))
+    with pytest.raises(BadKeyMaterial):
+        import_jwk({"kty": "oct", "k": "AA"})
+
+
+def test_an_rsa_signature_is_exactly_as_long_as_the_modulus(material):
+    """RFC 8017: a signature of another length than the key's is invalid. A PSS signature
+    (its salt is random) whose first octet is zero verified with that octet cut off, since
+    OpenSSL reads the shorter string as the same integer (seen once in 256 runs of the test
+    above)."""
+    public = json.dumps(material.public_jwk("kid", ["sign"]))
+    digest = bytes(32)
+    for _ in range(20_000):  # about 256 signatures until one starts with a zero octet
+        signature = material.sign(Signature.PS256, digest)
+        if signature[0] == 0:
+            break
+    else:
+        raise AssertionError("no PS256 signature with a leading zero octet in 20,000")
+    assert verify_with_public(public, Signature.PS256, digest, signature)
+    assert not verify_with_public(public, Signature.PS256, digest, signature[1:])

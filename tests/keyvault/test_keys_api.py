@@ -103,6 +103,9 @@ MATRIX = [
     ("rotate", "RotateKey", lambda kid: pb.RotateKeyRequest(name=kid)),
     ("delete", "DeleteKey", lambda kid: pb.DeleteKeyRequest(name=kid)),
     ("create", "CreateKey", lambda kid: pb.CreateKeyRequest(parent="vaults/kv1", key_name="other")),
+    ("sign", "Sign", lambda kid: pb.SignRequest(name=kid, algorithm=res.PS256, digest=DATA_KEY)),
+    ("verify", "Verify", lambda kid: pb.VerifyRequest(name=kid, algorithm=res.RS256, digest=DATA_KEY,
+                                                      signature=BLOB)),
 ]  # fmt: skip
 
 
@@ -442,3 +445,21 @@ async def test_parsed_private_keys_are_kept_for_the_versions_used_last_only(cust
             wrapped = wrap_with_public(public, Padding.RSA_OAEP_256, DATA_KEY)
             assert (await customer.vaults.unwrap(version.key_id, wrapped)).plaintext == DATA_KEY
             assert len(keyvault.keys.materials) <= 2
+
+
+@pytest.mark.parametrize("name", ["fuzzkey\x00", "a\x00b"])
+async def test_a_name_with_nul_is_refused_and_audited_on_either_engine(customer, name):
+    """A key or secret name a caller sent is kept in the call's audit record, a refused one
+    too; one with NUL (which PostgreSQL's text cannot hold) made the record, and so the call,
+    UNAVAILABLE on PostgreSQL (found by the fuzzer). Now the name is refused for what it is,
+    and the record keeps it with U+FFFD in place of each NUL."""
+    await customer.vaults.create_vault("kv1", customer.subscription_id, "rg1", "westeurope")
+    for attempt in (customer.vaults.create_key("kv1", name), customer.vaults.set_secret("kv1", name, "v")):
+        with pytest.raises(InvalidArgument):
+            await attempt
+    records = (await customer.vaults.list_audit("kv1", page_size=100)).records
+    shown = name.replace("\x00", "\ufffd")
+    assert [(r.operation, r.key_name, r.result) for r in records if r.key_name == shown] == [
+        ("CreateKey", shown, "denied"),
+        ("SetSecret", shown, "denied"),
+    ]

@@ -110,3 +110,18 @@ async def test_a_rotation_already_made_by_the_previous_lease_holder_is_not_made_
     assert first is not None and again is None
     versions = await keyvault.store.list_versions("rot", "cmk", after=None, limit=10)
     assert len(versions) == 2
+
+
+async def test_a_key_without_a_policy_shows_key_vaults_default(customer):
+    """As Key Vault shows it: notify 30 days before expiry, and nothing the service carries out."""
+    await customer.vaults.create_vault("rot", customer.subscription_id, "rg1", "westeurope")
+    key = await customer.vaults.create_key("rot", "cmk")
+    shown = await call(
+        customer.vaults.keys.GetKeyRotationPolicy,
+        pb.GetKeyRotationPolicyRequest(name=key.key_id.rsplit("/", 1)[0]),
+        token=await customer.tenant.admin_client.token_for(audiences.VAULT),
+    )
+    assert [(a.action, a.time_after_create, a.time_before_expiry) for a in shown.lifetime_actions] == [
+        (res.NOTIFY, "", "P30D")
+    ]
+    assert not shown.expiry_time and not shown.HasField("update_time")

@@ -8,6 +8,8 @@ import pytest
 
 from cmk_trio.client.keyvault import KeyVaultClient
 from cmk_trio.proto.identity.v1 import resources_pb2 as idres
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as kvpb
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kvres
 from cmk_trio.rpckit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from cmk_trio.rpckit.reasons import Reason
 from tests.identity.helpers import make_principal
@@ -191,3 +193,113 @@ async def test_a_contributor_cannot_grant_itself_the_vaults_keys(customer, opera
     # An Owner grants.
     await customer.vaults.set_access_policy("kv1", customer.tenant_id, mallory.object_id, ["unwrapKey"])
     assert (await vaults.unwrap(key.key_id, wrapped)).plaintext == b"k" * 32
+
+
+def _entry(tenant_id: str, object_id: str, keys: list[str], secrets: list[str] = []) -> kvres.AccessPolicy:  # noqa: B006
+    return kvres.AccessPolicy(tenant_id=tenant_id, object_id=object_id, key_permissions=keys,
+                              secret_permissions=secrets)  # fmt: skip
+
+
+async def test_a_vault_made_with_its_whole_policy_list_sku_and_tags(customer, operator, channel, clock):
+    """Azure Resource Manager's create: the access policies are the list given (the creator
+    has none unless listed; an empty list is a vault nobody's keys reach yet)."""
+    tid = customer.tenant_id
+    app, _, _ = await make_principal(operator, channel, clock, tid, "app")
+    made = await customer.vaults.create_vault(
+        "listed", customer.subscription_id, "rg1", "westeurope", sku="Premium", tags={"env": "test"},
+        access_policies=[_entry(tid, app.object_id, ["get", "wrapKey", "unwrapKey"], ["get"])],
+    )  # fmt: skip
+    assert (made.sku, dict(made.tags)) == ("premium", {"env": "test"})
+    (entry,) = made.access_policies
+    assert (entry.object_id, sorted(entry.key_permissions), list(entry.secret_permissions)) == (
+        app.object_id, ["get", "unwrapKey", "wrapKey"], ["get"]
+    )  # fmt: skip
+    empty = await customer.vaults.create_vault("nobody", customer.subscription_id, "rg1", "westeurope",
+                                               access_policies=[])  # fmt: skip
+    assert (empty.sku, list(empty.access_policies)) == ("standard", [])
+    updated = await customer.vaults.update_vault("listed", sku="standard", tags={"env": "prod", "team": "a"})
+    assert (updated.sku, dict(updated.tags)) == ("standard", {"env": "prod", "team": "a"})
+    again = await customer.vaults.get_vault("listed")
+    assert (again.sku, dict(again.tags)) == ("standard", {"env": "prod", "team": "a"})
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"sku": "gold"}, Reason.FIELD_INVALID),
+        ({"tags": {f"t{i}": "v" for i in range(51)}}, Reason.TAGS_INVALID),
+        ({"tags": {"a/b": "v"}}, Reason.TAGS_INVALID),
+        ({"policies": [("tenant", "object", ["get"])]}, Reason.UUID_MALFORMED),
+        ({"policies": [("tenant", "self", ["exportKey"])]}, Reason.PERMISSION_UNKNOWN),
+        ({"policies": [("tenant", "self", ["get"]), ("tenant", "self", ["list"])]}, Reason.FIELD_INVALID),
+        ({"policies": [("other", "self", ["get"])]}, Reason.ACCESS_POLICY_TENANT_MISMATCH),
+        ({"tenant_id": "other"}, Reason.FIELD_INVALID),
+    ],
+)
+async def test_a_refused_create_makes_nothing(customer, operator, change, reason):
+    tid, me = customer.tenant_id, customer.tenant.admin.object_id
+    other = (await operator.create_tenant("Elsewhere")).tenant_id
+    names = {"tenant": tid, "self": me, "other": other, "object": "not-a-uuid"}
+    policies = None
+    if "policies" in change:
+        policies = [_entry(names.get(t, t), names.get(o, o), keys) for t, o, keys in change["policies"]]
+    tenant_id = names.get(change.get("tenant_id", ""), "")
+    vault = kvres.Vault(vault_name="refused", subscription_id=customer.subscription_id, resource_group="rg1",
+                        location="westeurope", sku=change.get("sku", ""), tags=change.get("tags", {}),
+                        tenant_id=tenant_id, access_policies=policies or [])  # fmt: skip
+    request = kvpb.CreateVaultRequest(vault=vault, explicit_access_policies=policies is not None)
+    with pytest.raises((InvalidArgument, FailedPrecondition)) as caught:  # (the raw request: it names a tenant)
+        await customer.vaults._mgmt(customer.vaults.vaults.CreateVault, request)
+    assert caught.value.reason is reason
+    assert (await customer.vaults.check_vault_name("refused")).name_available
+
+
+async def test_replacing_the_whole_policy_list_is_all_or_nothing(customer, operator, channel, clock, kv_channel):
+    tid = customer.tenant_id
+    await customer.vaults.create_vault("replaced", customer.subscription_id, "rg1", "westeurope")
+    me = customer.tenant.admin.object_id
+    app, _, _ = await make_principal(operator, channel, clock, tid, "app")
+    before = await customer.vaults.get_vault("replaced")
+    with pytest.raises(InvalidArgument) as caught:  # the second entry is refused: the first is not applied either
+        await customer.vaults.replace_access_policies("replaced", [_entry(tid, app.object_id, ["get"]),
+                                                                   _entry(tid, me, ["get", "exportKey"])])  # fmt: skip
+    assert caught.value.reason is Reason.PERMISSION_UNKNOWN
+    assert list((await customer.vaults.get_vault("replaced")).access_policies) == list(before.access_policies)
+    after = await customer.vaults.replace_access_policies("replaced", [_entry(tid, app.object_id, ["get", "list"])])
+    assert [(p.object_id, sorted(p.key_permissions)) for p in after.access_policies] == [
+        (app.object_id, ["get", "list"])
+    ]
+    # The creator's entry went with the replace: its data-plane calls are refused at once.
+    with pytest.raises(PermissionDenied):
+        await customer.vaults.create_key("replaced", "k1")
+    # A Contributor may not replace them (Owner, as for every policy change).
+    bob, _, bob_client = await make_principal(operator, channel, clock, tid, "bob", kind=idres.USER)
+    await customer.tenant.admin_client.create_role_assignment(
+        bob.object_id, idres.CONTRIBUTOR, f"/subscriptions/{customer.subscription_id}"
+    )
+    with pytest.raises(PermissionDenied) as denied:
+        await KeyVaultClient(kv_channel, bob_client.token_for).replace_access_policies("replaced", [])
+    assert denied.value.reason is Reason.ROLE_REQUIRED
+
+
+async def test_name_availability_says_what_create_would(customer, operator, channel, kv_channel, clock):
+    other = await make_customer(operator, channel, kv_channel, clock, "Fabrikam")
+    await customer.vaults.create_vault("taken-name", customer.subscription_id, "rg1", "westeurope")
+    for asking in (customer.vaults, other.vaults):
+        taken = await asking.check_vault_name("Taken-Name")
+        assert (taken.name_available, taken.reason) == (False, "VAULT_NAME_TAKEN")
+    await customer.vaults.delete_vault("taken-name")
+    held = await other.vaults.check_vault_name("taken-name")
+    assert (held.name_available, held.reason) == (False, "VAULT_NAME_TAKEN") and "soft-deleted" in held.message
+    bad = await other.vaults.check_vault_name("no_underscores")
+    assert (bad.name_available, bad.reason) == (False, "VAULT_NAME_INVALID")
+    free = await other.vaults.check_vault_name("free-name")
+    assert (free.name_available, free.reason, free.message) == (True, "", "")
+
+
+@pytest.mark.parametrize("name", ["nul\x00name", "\x00"])
+async def test_a_name_asked_about_with_nul_is_an_answer_on_either_engine(customer, name):
+    """The call's audit record looked up the vault of the name asked about, which PostgreSQL
+    refused for a name with NUL (found by CI's fuzzer): the answer is that no vault can have it."""
+    answer = await customer.vaults.check_vault_name(name)
+    assert (answer.name_available, answer.reason) == (False, "VAULT_NAME_INVALID")

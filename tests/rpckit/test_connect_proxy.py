@@ -5,11 +5,14 @@ connection (it is never an open proxy). Real sockets on ephemeral loopback ports
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from cmk_trio.rpckit.connect_proxy import RunningProxy, route_for, start_proxy
+from cmk_trio.rpckit import connect_proxy
+from cmk_trio.rpckit.config import ConfigError
+from cmk_trio.rpckit.connect_proxy import RunningProxy, parse_routes, route_for, start_proxy
 from cmk_trio.rpckit.listeners import ConnectionLimits
 
 ROUTES = {"login.microsoftonline.com": "door-a:1", "*.vault.azure.net": "door-b:2"}
@@ -100,3 +103,91 @@ async def test_a_slow_head_is_cut_off_and_a_peer_holds_at_most_its_cap(proxy: Ru
     assert proxy.count.refused == 2
     for _, w in held:
         w.close()
+
+
+async def test_a_tunnel_closes_soon_after_one_side_finishes(monkeypatch) -> None:
+    """A door that never answers the client's EOF does not hold the tunnel until its idle
+    timeout: the other side gets LINGER_SECONDS, then both are closed."""
+    monkeypatch.setattr(connect_proxy, "LINGER_SECONDS", 0.2)
+    held = asyncio.Event()
+
+    async def stubborn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client's EOF, then neither writes nor closes
+        held.set()
+        await asyncio.sleep(30)
+
+    door = await asyncio.start_server(stubborn, "127.0.0.1", 0)
+    running = await start_proxy({"*.vault.azure.net": f"127.0.0.1:{door.sockets[0].getsockname()[1]}"})
+    try:
+        status, reader, writer = await _ask(running, b"CONNECT contoso.vault.azure.net:443 HTTP/1.1\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200") and await reader.readline() == b"\r\n"
+        writer.write_eof()
+        await asyncio.wait_for(held.wait(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the proxy, not in 60 s
+        writer.close()
+    finally:
+        await running.stop()
+        door.close()
+
+
+def test_routes_are_given_as_name_equals_door():
+    given = ["login.microsoftonline.com=identity:50054", "*.Vault.Azure.Net=keyvault:50055", "x.example=[::1]:7"]
+    assert parse_routes(given) == {"login.microsoftonline.com": "identity:50054",
+                                   "*.vault.azure.net": "keyvault:50055", "x.example": "[::1]:7"}  # fmt: skip
+    for wrong in (["login.microsoftonline.com"], ["=identity:1"], ["*=identity:1"], ["*.com.*=a:1"],
+                  ["localhost=a:1"], ["a.b=identity"], ["a.b=identity:0"], ["a.b=identity:70000"], ["a.b=:1"],
+                  ["a.b=a:1", "A.B=b:2"], []):  # fmt: skip
+        with pytest.raises(ConfigError):
+            parse_routes(wrong)
+
+
+async def _health(proxy: RunningProxy) -> tuple[bytes, bytes]:
+    status, reader, writer = await _ask(proxy, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return status, rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_health_is_serving_while_every_door_answers(proxy: RunningProxy, echo_door: str) -> None:
+    assert await _health(proxy) == (b"HTTP/1.1 200 OK\r\n", b"SERVING\n")
+    # Another path, or another method on /health, is what it always was: refused.
+    answer, _, writer = await _ask(proxy, b"GET /other HTTP/1.1\r\n\r\n")
+    assert answer.split()[1] == b"405"
+    writer.close()
+    with socket.socket() as spare:  # a door that does not answer: a port nobody listens on
+        spare.bind(("127.0.0.1", 0))
+        silent = f"127.0.0.1:{spare.getsockname()[1]}"
+    down = await start_proxy({"*.vault.azure.net": echo_door, "login.microsoftonline.com": silent})
+    try:
+        status, body = await _health(down)
+        assert status == b"HTTP/1.1 503 Service Unavailable\r\n"
+        assert body == f"NOT_SERVING: no answer from {silent}\n".encode()
+    finally:
+        await down.stop()
+
+
+async def test_a_door_is_reached_at_whichever_of_its_addresses_answers(echo_door: str) -> None:
+    """Replicas behind one name: the addresses are tried in the shuffled order, and one that
+    does not answer is passed over."""
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        gone = ("127.0.0.1", spare.getsockname()[1])
+    tried: list[list[tuple[str, int]]] = []
+
+    def dead_first(addresses: list[tuple[str, int]]) -> None:  # (what random.shuffle might have done)
+        addresses.insert(0, gone)
+        tried.append(list(addresses))
+
+    host, _, port = echo_door.rpartition(":")
+    running = await start_proxy({"*.vault.azure.net": f"localhost:{port}"}, shuffle=dead_first)
+    try:
+        status, reader, writer = await _ask(running, b"CONNECT a.vault.azure.net:443 HTTP/1.1\r\n\r\n")
+        assert status == b"HTTP/1.1 200 Connection Established\r\n"
+        await reader.readline()
+        writer.write(b"replica\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"REPLICA\n"
+        writer.close()
+        assert tried[0][0] == gone and (host, int(port)) in tried[0]
+    finally:
+        await running.stop()

@@ -103,6 +103,11 @@ VAULT_STRANGERS = (X, M, K, S, P)
 KEY_STRANGERS = (X, K, S, P)
 """Callers of another tenant than the vault's: the vault answers as missing (key_checks.authorize)."""
 
+SECRET_RPCS = ("SetSecret", "GetSecret", "ListSecrets", "ListSecretVersions", "UpdateSecret", "DeleteSecret",
+               "GetDeletedSecret", "ListDeletedSecrets", "RecoverDeletedSecret", "PurgeDeletedSecret",
+               "BackupSecret", "RestoreSecret")  # fmt: skip
+"""Every call of the SecretService: the tenant admin's alone (the managed identity holds keys only)."""
+
 EXPECTED: dict[str, dict[str, str]] = {
     # --- identity: IdentityService (directory audience) --------------------------------
     "cmk.identity.v1.IdentityService/CreateTenant": allow(P),
@@ -136,6 +141,16 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Another principal's access: platform services and the operator only.
     "cmk.identity.v1.IdentityService/CheckAccess": allow(K, S, P),
     "cmk.identity.v1.IdentityService/WatchEvents": allow(K, S, P),
+    # --- identity: ResourceGroupService (management or directory audience, roles) ---------
+    # Authorization before existence, as in Azure Resource Manager: a caller of the tenant
+    # without the role is refused (it learns nothing of which names exist); to another tenant
+    # the subscription does not exist.
+    "cmk.identity.v1.ResourceGroupService/CreateResourceGroup": allow(C, O, A, P, hidden=NOT_CUSTOMER),
+    "cmk.identity.v1.ResourceGroupService/GetResourceGroup": allow(R, C, O, A, P, hidden=NOT_CUSTOMER),
+    # Listing is filtered: the managed identity, with no role, gets an empty page.
+    "cmk.identity.v1.ResourceGroupService/ListResourceGroups": allow(*CUSTOMER, P, hidden=NOT_CUSTOMER),
+    "cmk.identity.v1.ResourceGroupService/UpdateResourceGroup": allow(C, O, A, P, hidden=NOT_CUSTOMER),
+    "cmk.identity.v1.ResourceGroupService/DeleteResourceGroup": allow(C, O, A, P, hidden=NOT_CUSTOMER),
     # --- identity: TokenService ----------------------------------------------------------
     "cmk.identity.v1.TokenService/IssueToken": PUBLIC,  # the client secret in the request is the authority
     "cmk.identity.v1.TokenService/IssueManagedIdentityToken": allow(S, hidden=(X,)),
@@ -154,6 +169,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Stricter than Azure: who may use the keys is changed by an Owner only.
     "cmk.keyvault.v1.VaultService/SetAccessPolicy": allow(O, A, hidden=VAULT_STRANGERS),
     "cmk.keyvault.v1.VaultService/UpdateAccessPolicy": allow(O, A, hidden=VAULT_STRANGERS),
+    "cmk.keyvault.v1.VaultService/ReplaceAccessPolicies": allow(O, A, hidden=VAULT_STRANGERS),
+    # Vault names are global (DNS names): whether one is taken is said to anyone signed in, as
+    # Azure's checkNameAvailability does (and as creating one always has).
+    "cmk.keyvault.v1.VaultService/CheckVaultNameAvailability": allow(*AUTHENTICATED),
     "cmk.keyvault.v1.VaultService/RemoveAccessPolicy": allow(O, A, hidden=VAULT_STRANGERS),
     # --- key vault: KeyService (vault audience, access policies only) ---------------------
     # Policies: tenant-admin made the vaults (every permission); the managed identity holds
@@ -171,6 +190,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     "cmk.keyvault.v1.KeyService/UnwrapKey": allow(A, M, hidden=KEY_STRANGERS),
     "cmk.keyvault.v1.KeyService/Encrypt": allow(A, hidden=KEY_STRANGERS),
     "cmk.keyvault.v1.KeyService/Decrypt": allow(A, hidden=KEY_STRANGERS),
+    "cmk.keyvault.v1.KeyService/BackupKey": allow(A, hidden=KEY_STRANGERS),
+    "cmk.keyvault.v1.KeyService/RestoreKey": allow(A, hidden=KEY_STRANGERS),
+    "cmk.keyvault.v1.KeyService/Sign": allow(A, hidden=KEY_STRANGERS),
+    "cmk.keyvault.v1.KeyService/Verify": allow(A, hidden=KEY_STRANGERS),
     "cmk.keyvault.v1.KeyService/DeleteKey": allow(A, hidden=KEY_STRANGERS),
     # Reading a deleted key needs `get` (as Azure's keys/get): the identity holds it (on contoso-scratch,
     # whose policies mirror contoso-cmk's). First written as deny by mistake, corrected from key_checks/Azure.
@@ -178,6 +201,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "cmk.keyvault.v1.KeyService/ListDeletedKeys": allow(A, hidden=KEY_STRANGERS),
     "cmk.keyvault.v1.KeyService/RecoverDeletedKey": allow(A, hidden=KEY_STRANGERS),
     "cmk.keyvault.v1.KeyService/PurgeDeletedKey": allow(A, hidden=KEY_STRANGERS),
+    # --- key vault: SecretService (vault audience, the secret half of access policies) ---
+    # The managed identity holds key permissions only: secrets are the tenant admin's.
+    **{f"cmk.keyvault.v1.SecretService/{rpc}": allow(A, hidden=KEY_STRANGERS) for rpc in SECRET_RPCS},
     # --- key vault: AuditService (management audience) ------------------------------------
     "cmk.keyvault.v1.AuditService/ListAuditRecords": allow(R, C, O, A, P, hidden=(X, M, K, S)),
     "cmk.keyvault.v1.AuditService/StreamAuditRecords": allow(P),

@@ -47,7 +47,7 @@ Reproducibility
 State
     Inputs change state (they create tenants, vaults, keys, applications, ...): the world is per
     test. To keep coverage, the methods that take things away or change access (Delete*, Purge*,
-    Disable*, Remove*, Reject*, Transfer*, Move*, Update*, SetAccessPolicy, RotateSigningKey,
+    Disable*, Remove*, Reject*, Transfer*, Move*, Update*, SetAccessPolicy, ReplaceAccessPolicies, RotateSigningKey,
     AdvanceClock) run in a second phase, after every service's first phase, and in the order
     speech, key vault, identity: each service's dependencies are intact while it is fuzzed, and
     AdvanceClock comes last in each service.
@@ -118,7 +118,7 @@ BAD_CODES = frozenset(
 READ_PREFIXES = ("Get", "List", "Check", "Watch", "Stream", "Verify", "Issue")
 """Methods that store nothing even when they succeed: no database comparison around them."""
 PHASE_TWO_PREFIXES = ("Delete", "Purge", "Disable", "Remove", "Reject", "Transfer", "Move", "Update", "Revoke")
-PHASE_TWO_METHODS = frozenset({"SetAccessPolicy", "RotateSigningKey", "AdvanceClock"})
+PHASE_TWO_METHODS = frozenset({"SetAccessPolicy", "ReplaceAccessPolicies", "RotateSigningKey", "AdvanceClock"})
 FREE_TEXT = frozenset({"display_name", "note", "configuration_json", "description"})
 """Fields whose text names nothing (a note may mention another tenant's subscription)."""
 WATCHED_DATABASES = {"identity": ("identity",), "keyvault": ("keyvault",), "speech": ("identity", "keyvault", "speech")}

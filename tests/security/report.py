@@ -1,9 +1,10 @@
 """Writes SECURITY.md from a run of the security suite: `python3 dev.py security` runs it in
 full (the fuzzer at 10,000 inputs per service), and only if every test passed renders what
 the run measured (the fuzz figures, what a slow client held, another tenant's latency under
-floods, the authorization matrix as observed) beside what we defend and how. Run: python -m
-tests.security.report --fuzz F.json --matrix M.md [--listeners L.json] [--fairness R.json]
---out SECURITY.md"""
+floods, the authorization matrix as observed; the HTTPS doors' fuzz, flood and matrix) beside
+what we defend and how. Run: python -m tests.security.report --fuzz F.json --matrix M.md
+[--listeners L.json] [--fairness R.json] [--door-matrix D.json] [--door-fuzz Z.json]
+[--door-flood H.json] --out SECURITY.md"""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ DEFENCES = (
         "where a principal of the vault's own tenant without an access policy is told FORBIDDEN_BY_POLICY naming "
         "the vault (so that a revoked identity learns why); see 'Who learns that a vault exists'. No error names "
         "an id the caller did not give",
-        "tests/security/test_existence.py",
+        "tests/security/test_existence.py, tests/security/test_door_matrix.py (the HTTPS door)",
     ),
     (
         "another tenant's audit history",
@@ -105,6 +106,24 @@ DEFENCES = (
         "call by another road: the same secret checks, failed-sign-in pauses and cap on calls, a body read "
         "within 5 s before it takes a place, credentials never in the URL, refusals counted by reason",
         "tests/identity/test_oidc_http.py",
+    ),
+    (
+        "the key vault's HTTPS door (Azure Key Vault's data plane, for Microsoft's SDKs)",
+        "a door that translates only: the token checked by the gRPC side's validator (vault audience, revocations), "
+        "then the gRPC API's own method decides, with the same access policies, existence rule, audit trail and "
+        "shares of the cap on calls (one count for both doors); Key Vault's statuses (401 with the challenge, 403, "
+        "404); the body read within 5 s and at most 64 KiB before the call takes a place; a Host that names no "
+        "vault of the service refused; the listener's limits on heads, idle connections and connections per peer",
+        "tests/security/test_door_matrix.py, test_door_fuzz.py, test_door_limits.py (figures below), "
+        "tests/keyvault/test_azure_door.py",
+    ),
+    (
+        "the CONNECT proxy used as an open proxy",
+        "it tunnels only CONNECTs to port 443 of login.microsoftonline.com and one label under .vault.azure.net, "
+        "each to its door, and refuses anything else (403 another name or port, 405 another method or an "
+        "absolute-form request, 400 a head over 8 KiB) before opening any connection; it does not terminate TLS, "
+        "so the client's own certificate check stands; slow heads are cut off, connections capped per peer",
+        "tests/security/test_door_fuzz.py (a canary port is never reached), tests/rpckit/test_connect_proxy.py",
     ),
     (
         "secrets at rest",
@@ -222,9 +241,73 @@ def fairness_section(figures: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def door_fuzz_section(found: dict[str, Any]) -> list[str]:
+    """The doors' and the proxy's fuzz, as tests/security/test_door_fuzz.py measured it."""
+    lines = [
+        "## Fuzzing the HTTPS doors and the CONNECT proxy",
+        "",
+        f"Raw requests on sockets of their own (seed {found['seed']}), to a trio started as `cmk up` starts it (TLS, "
+        f"head timeout {found['head_timeout']:g} s here): hostile JSON fields and bodies, api-versions, paths, "
+        "Host headers, methods, header floods and framing to the key vault's door as its tenant's administrator; "
+        "form bodies to identity's token endpoint; CONNECT lines, targets, ports and heads to the proxy, whose "
+        "routes are the production ones to stand-in doors, beside a canary port that nothing may reach.",
+        "",
+        "| target | inputs | 5xx | unanswered | refusals checked to have stored nothing | failures |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, key in (
+        ("key vault door", "vault_door"),
+        ("token endpoint", "token_endpoint"),
+        ("CONNECT proxy", "proxy"),
+    ):
+        t = found[key]
+        checks = f"{t['store_checks']:,}" if t["store_checks"] else "-"
+        lines.append(f"| {name} | {t['inputs']:,} | {t['server_errors']} | {t['unanswered']} | {checks} | "
+                     f"{t['failure_count']} |")  # fmt: skip
+    proxy = found["proxy"]
+    lines += [
+        "",
+        f"The proxy opened {proxy['tunnels']} tunnels, each to a routed name on port 443, and "
+        f"{proxy['door_connections']} connections reached the stand-in doors; the canary was reached "
+        f"{proxy['canary_connections']} times.",
+        "",
+        "| key vault door: status and reason | count |",
+        "| --- | --- |",
+        *[f"| {status} | {count:,} |" for status, count in found["vault_door"]["statuses"].items()],
+        "",
+        "| slow client | answer | after |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {_slow_answer(s)} | {s['seconds']:g} s |" for name, s in found["slow"].items()],
+        "",
+    ]
+    return lines
+
+
+def _slow_answer(slow: dict[str, Any]) -> str:
+    return "cut off, nothing said" if slow["status"] is None else f"{slow['status']} {slow['reason']}"
+
+
+def door_flood_section(found: dict[str, Any]) -> list[str]:
+    """A flood over the key vault's door beside another tenant's calls (tests/security/test_door_limits.py)."""
+    flood = ", ".join(f"{outcome} {count:,}" for outcome, count in found["flood"].items())
+    tenant_a = ", ".join(f"{outcome} {count:,}" for outcome, count in found["tenant_a"].items())
+    return [
+        "## A flood over the key vault's HTTPS door",
+        "",
+        f"The key vault capped at {found['cap']} calls ({found['per_caller']} per caller), one calling share for both "
+        f"doors. Tenant B keeps {found['in_flight']} unwraps in flight on the door; meanwhile tenant A makes "
+        f"{found['calls']} unwraps one after another, alternately on the door and on gRPC. Tenant B held at most "
+        f"{found['flood_most_held']} calls at once and was answered: {flood}. Tenant A: {tenant_a}. Counts only; "
+        "the test asserts that every call of tenant A's is served and that tenant B never holds more than its share.",
+        "",
+    ]
+
+
 def render(
-    fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None, fairness: dict[str, Any] | None = None
-) -> str:
+    fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None, fairness: dict[str, Any] | None = None,
+    door_matrix: dict[str, Any] | None = None, door_fuzz: dict[str, Any] | None = None,
+    door_flood: dict[str, Any] | None = None,
+) -> str:  # fmt: skip
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     inputs = fuzz["inputs"]
     bad = [s for s in fuzz["statuses"] if s["code"] in ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")]
@@ -274,7 +357,15 @@ def render(
         lines += render_listeners(listeners)
     if fairness is not None:
         lines += fairness_section(fairness)
+    if door_fuzz is not None:
+        lines += door_fuzz_section(door_fuzz)
+    if door_flood is not None:
+        lines += door_flood_section(door_flood)
     lines += existence_section()
+    if door_matrix is not None:
+        from tests.security.door_matrix import render_markdown as render_door_matrix
+
+        lines += render_door_matrix(door_matrix)
     matrix_body = matrix.split("\n", 1)[1] if matrix.startswith("# ") else matrix
     lines += ["## Authorization matrix", matrix_body.replace("\n## ", "\n### ")]
     return "\n".join(lines).rstrip() + "\n"
@@ -291,7 +382,10 @@ def existence_section() -> list[str]:
         "plane here is GetKey; the management plane GetVault). Only a principal of the vault's own tenant, on the "
         "data plane, can tell them apart, as in Azure: FORBIDDEN_BY_POLICY names the vault and the permission "
         "wanting. Vault names are global, as Azure's are: creating a vault with a name in use is refused "
-        "(VAULT_NAME_TAKEN) without saying whose it is. Asserted cell by cell in tests/security/test_existence.py.",
+        "(VAULT_NAME_TAKEN) without saying whose it is. Asserted cell by cell in tests/security/test_existence.py; "
+        "at the key vault's HTTPS door the same cells (403 Forbidden, 404 VaultNotFound) for every operation, another "
+        "tenant's answer being a missing vault's and a missing key's to the byte but for names and request ids "
+        "(tests/security/test_door_matrix.py).",
         "",
         "| caller | "
         + " | ".join(f"{which} vault, {plane} plane" for plane in planes for which in ("existing", "missing"))
@@ -314,12 +408,24 @@ def main() -> None:
     parser.add_argument("--matrix", type=Path, required=True)
     parser.add_argument("--listeners", type=Path, help="the slow-client figures (tests/security/test_listeners.py)")
     parser.add_argument("--fairness", type=Path, help="tests/security/test_fairness.py's figures (JSON)")
+    parser.add_argument("--door-matrix", type=Path, help="tests/security/test_door_matrix.py's figures (JSON)")
+    parser.add_argument("--door-fuzz", type=Path, help="tests/security/test_door_fuzz.py's figures (JSON)")
+    parser.add_argument("--door-flood", type=Path, help="tests/security/test_door_limits.py's figures (JSON)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+
+    def read(path: Path | None) -> dict[str, Any] | None:
+        return json.loads(path.read_text()) if path is not None else None
+
     listeners = json.loads(args.listeners.read_text()) if args.listeners else None
     fairness = json.loads(args.fairness.read_text()) if args.fairness is not None else None
     fuzz = json.loads(args.fuzz.read_text())
-    args.out.write_text(render(fuzz, args.matrix.read_text(), listeners, fairness))
+    doors = {
+        "door_matrix": read(args.door_matrix),
+        "door_fuzz": read(args.door_fuzz),
+        "door_flood": read(args.door_flood),
+    }
+    args.out.write_text(render(fuzz, args.matrix.read_text(), listeners, fairness, **doors))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ disabling, transferring, moving and removing are aimed at throwaway objects made
 cell (by the tenant administrator or the operator) before the call; key deletions happen in a
 second vault of Contoso without purge protection (contoso-scratch), whose access policies
 match contoso-cmk's; RemoveIdentity on the CMK resource is sent without the confirmation (so
-an allowed caller gets FAILED_PRECONDITION and nothing changes); DisableEncryption goes to a
+an allowed caller gets FAILED_PRECONDITION and nothing changes); RestoreKey restores the backup
+of a key that exists (ALREADY_EXISTS for an allowed caller); DisableEncryption goes to a
 second resource without CMK; approvals are decided on a second subscription. Signing keys
 are rotated and revoked last: the operator's revoke withdraws the key its own rotation just
 made, not the one every cached token was signed with. The services run with
@@ -114,6 +115,11 @@ class Matrix:
     wrapped: bytes
     encrypted: bytes
     import_jwk: str
+    backup: bytes
+    secret: str = ""
+    deleted_secret: str = ""
+    group: str = ""
+    secret_backup: bytes = b""
     tokens: dict[str, TokenSource | None] = field(default_factory=dict)
 
     @property
@@ -146,6 +152,14 @@ class Matrix:
         if delete:
             await self.admin_kv.delete_key(key)
         return key
+
+    async def scratch_secret(self, name: str, *, delete: bool) -> str:
+        """A secret of contoso-scratch (versionless id), deleted if asked."""
+        made = await self.admin_kv.set_secret("contoso-scratch", name, "scratch value")
+        secret = made.secret_id.rsplit("/", 1)[0]
+        if delete:
+            await self.admin_kv.delete_secret(secret)
+        return secret
 
     async def vault(self, name: str, *, delete: bool) -> str:
         await self.admin_kv.create_vault(name, self.sub, "rg1", "westeurope", retention_days=7)
@@ -203,7 +217,12 @@ async def matrix(world: World, operator, channel, clock, keyvault, speech_cmk) -
             encrypted=(await admin_kv._data(admin_kv.keys.Encrypt, kvpb.WrapKeyRequest(
                 name=world.key.key_id, algorithm=kvres.RSA_OAEP_256, plaintext=b"e" * 32))).ciphertext,
             import_jwk=json.dumps(private_jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048))),
+            backup=await admin_kv.backup_key(world.key.key_id),
         )  # fmt: skip
+        secret = await admin_kv.set_secret("contoso-cmk", "matrix-secret", "matrix value")
+        m.secret, m.secret_backup = secret.secret_id, await admin_kv.backup_secret(secret.secret_id)
+        m.deleted_secret = await m.scratch_secret("gone-secret", delete=True)
+        m.group = (await operator.create_resource_group(world.subscription_id, "matrix-rg", "westeurope")).name
         reader_principal, reader_creds, _ = await make_principal(operator, channel, clock, world.tenant_id, "reader")
         reader_grant = await operator.create_role_assignment(
             reader_principal.object_id, idres.READER, f"/subscriptions/{world.subscription_id}"
@@ -237,8 +256,10 @@ async def matrix(world: World, operator, channel, clock, keyvault, speech_cmk) -
 Builder = Callable[[Matrix, str], Awaitable[Any]]
 ID = "cmk.identity.v1.IdentityService/"
 TOK = "cmk.identity.v1.TokenService/"
+RG = "cmk.identity.v1.ResourceGroupService/"
 VAULT = "cmk.keyvault.v1.VaultService/"
 KEY = "cmk.keyvault.v1.KeyService/"
+SECRET = "cmk.keyvault.v1.SecretService/"
 AUDIT = "cmk.keyvault.v1.AuditService/"
 EVENTS = "cmk.keyvault.v1.EventService/"
 SPEECH_DEV = "cmk.speech.v1.SpeechDevService/"
@@ -277,6 +298,11 @@ async def delete_assignment(m: Matrix, caller: str) -> Any:
     return idpb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{made.role_assignment_id}")
 
 
+async def delete_group(m: Matrix, caller: str) -> Any:
+    made = await m.operator.create_resource_group(m.sub, f"del-rg-{caller}", "westeurope")
+    return idpb.DeleteResourceGroupRequest(name=made.name)
+
+
 async def revoke(m: Matrix, caller: str) -> Any:
     if caller == "operator":  # the newest key: cached tokens stay valid
         newest = await m.operator.rotate_signing_key()
@@ -288,6 +314,12 @@ async def revoke(m: Matrix, caller: str) -> Any:
 async def remove_policy(m: Matrix, caller: str) -> Any:
     await m.admin_kv.set_access_policy("contoso-cmk", m.tenant, m.victim.object_id, ["get"])
     return kvpb.RemoveAccessPolicyRequest(name="vaults/contoso-cmk", object_id=m.victim.object_id)
+
+
+async def replace_policies(m: Matrix, caller: str) -> Any:
+    """contoso-cmk's entries as they are (so that an allowed call changes nothing of them)."""
+    vault = await m.admin_kv.get_vault("contoso-cmk")
+    return kvpb.ReplaceAccessPoliciesRequest(name="vaults/contoso-cmk", access_policies=list(vault.access_policies))
 
 
 async def throwaway_resource(m: Matrix, name: str) -> str:
@@ -354,6 +386,13 @@ REQUESTS: dict[str, Builder] = {
     ID + "CheckAccess": fixed(lambda m, c: idpb.CheckAccessRequest(
         principal_id=m.victim.object_id, scope=f"/subscriptions/{m.sub}", action=idres.READ)),
     ID + "WatchEvents": fixed(lambda m, c: idpb.WatchEventsRequest(after_sequence=0)),
+    RG + "CreateResourceGroup": fixed(lambda m, c: idpb.CreateResourceGroupRequest(resource_group=idres.ResourceGroup(
+        subscription_id=m.sub, resource_group=f"rg-{c}", location="westeurope", tags={"made-by": c}))),
+    RG + "GetResourceGroup": fixed(lambda m, c: idpb.GetResourceGroupRequest(name=m.group)),
+    RG + "ListResourceGroups": fixed(lambda m, c: idpb.ListResourceGroupsRequest(parent=f"/subscriptions/{m.sub}")),
+    RG + "UpdateResourceGroup": fixed(lambda m, c: idpb.UpdateResourceGroupRequest(
+        resource_group=idres.ResourceGroup(name=m.group, tags={"cell": c}), update_mask=mask("tags"))),
+    RG + "DeleteResourceGroup": delete_group,
     TOK + "IssueToken": fixed(lambda m, c: idpb.IssueTokenRequest(
         tenant_id=m.victim_credentials.tenant_id, client_id=m.victim_credentials.client_id,
         client_secret=m.victim_credentials.client_secret, audience=audiences.DIRECTORY)),
@@ -379,6 +418,9 @@ REQUESTS: dict[str, Builder] = {
     VAULT + "UpdateAccessPolicy": fixed(lambda m, c: kvpb.UpdateAccessPolicyRequest(
         name="vaults/contoso-cmk", tenant_id=m.tenant, object_id=m.victim.object_id, add_permissions=["list"])),
     VAULT + "RemoveAccessPolicy": remove_policy,
+    VAULT + "ReplaceAccessPolicies": replace_policies,
+    VAULT + "CheckVaultNameAvailability": fixed(lambda m, c: kvpb.CheckVaultNameAvailabilityRequest(
+        vault_name="contoso-cmk")),
     KEY + "CreateKey": fixed(lambda m, c: kvpb.CreateKeyRequest(
         parent="vaults/contoso-cmk", key_name=f"ck-{c}", key=kvres.KeyVersion(key_size=2048))),
     KEY + "ImportKey": fixed(lambda m, c: kvpb.ImportKeyRequest(
@@ -400,11 +442,36 @@ REQUESTS: dict[str, Builder] = {
                                                             plaintext=b"e" * 32)),
     KEY + "Decrypt": fixed(lambda m, c: kvpb.DecryptRequest(name=m.key, algorithm=kvres.RSA_OAEP_256,
                                                             ciphertext=m.encrypted)),
+    KEY + "BackupKey": fixed(lambda m, c: kvpb.BackupKeyRequest(name=m.key)),
+    # The backup of the key it names, which exists: an allowed caller gets ALREADY_EXISTS, nothing changes.
+    KEY + "RestoreKey": fixed(lambda m, c: kvpb.RestoreKeyRequest(parent="vaults/contoso-cmk", backup=m.backup)),
+    KEY + "Sign": fixed(lambda m, c: kvpb.SignRequest(name=m.key, algorithm=kvres.PS256, digest=b"s" * 32)),
+    KEY + "Verify": fixed(lambda m, c: kvpb.VerifyRequest(name=m.key, algorithm=kvres.RS256, digest=b"v" * 32,
+                                                          signature=b"not a signature")),
     KEY + "DeleteKey": lambda m, c: _keyed(kvpb.DeleteKeyRequest, m.scratch(f"dk-{c}", delete=False)),
     KEY + "GetDeletedKey": fixed(lambda m, c: kvpb.GetDeletedKeyRequest(name=m.deleted_key)),
     KEY + "ListDeletedKeys": fixed(lambda m, c: kvpb.ListDeletedKeysRequest(parent="vaults/contoso-scratch")),
     KEY + "RecoverDeletedKey": lambda m, c: _keyed(kvpb.RecoverDeletedKeyRequest, m.scratch(f"rk-{c}", delete=True)),
     KEY + "PurgeDeletedKey": lambda m, c: _keyed(kvpb.PurgeDeletedKeyRequest, m.scratch(f"pk-{c}", delete=True)),
+    SECRET + "SetSecret": fixed(lambda m, c: kvpb.SetSecretRequest(
+        parent="vaults/contoso-scratch", secret_name=f"set-{c}", secret=kvres.Secret(value="v"))),
+    SECRET + "GetSecret": fixed(lambda m, c: kvpb.GetSecretRequest(name=m.secret)),
+    SECRET + "ListSecrets": fixed(lambda m, c: kvpb.ListSecretsRequest(parent="vaults/contoso-cmk")),
+    SECRET + "ListSecretVersions": fixed(lambda m, c: kvpb.ListSecretVersionsRequest(
+        parent=m.secret.rsplit("/", 1)[0])),
+    SECRET + "UpdateSecret": fixed(lambda m, c: kvpb.UpdateSecretRequest(
+        name=m.secret, attributes=kvres.Secret(enabled=True), update_mask=mask("enabled"))),
+    SECRET + "DeleteSecret": lambda m, c: _keyed(kvpb.DeleteSecretRequest, m.scratch_secret(f"ds-{c}", delete=False)),
+    SECRET + "GetDeletedSecret": fixed(lambda m, c: kvpb.GetDeletedSecretRequest(name=m.deleted_secret)),
+    SECRET + "ListDeletedSecrets": fixed(lambda m, c: kvpb.ListDeletedSecretsRequest(parent="vaults/contoso-scratch")),
+    SECRET + "RecoverDeletedSecret": lambda m, c: _keyed(kvpb.RecoverDeletedSecretRequest,
+                                                          m.scratch_secret(f"rs-{c}", delete=True)),
+    SECRET + "PurgeDeletedSecret": lambda m, c: _keyed(kvpb.PurgeDeletedSecretRequest,
+                                                        m.scratch_secret(f"ps-{c}", delete=True)),
+    SECRET + "BackupSecret": fixed(lambda m, c: kvpb.BackupSecretRequest(name=m.secret)),
+    # The backup of the secret it names, which exists: an allowed caller gets ALREADY_EXISTS.
+    SECRET + "RestoreSecret": fixed(lambda m, c: kvpb.RestoreSecretRequest(parent="vaults/contoso-cmk",
+                                                                           backup=m.secret_backup)),
     AUDIT + "ListAuditRecords": fixed(lambda m, c: kvpb.ListAuditRecordsRequest(parent="vaults/" + "contoso-cmk")),
     AUDIT + "StreamAuditRecords": fixed(lambda m, c: kvpb.StreamAuditRecordsRequest(after_sequence=0)),
     AUDIT + "CreateAuditCheckpoint": fixed(lambda m, c: kvpb.CreateAuditCheckpointRequest()),
@@ -460,8 +527,11 @@ async def _keyed(message: Any, key: Awaitable[str]) -> Any:
 STUBS: dict[str, tuple[Any, str, str]] = {
     "cmk.identity.v1.IdentityService": (id_grpc.IdentityServiceStub, "identity", audiences.DIRECTORY),
     "cmk.identity.v1.TokenService": (id_grpc.TokenServiceStub, "identity", audiences.DIRECTORY),
+    # Azure Resource Manager's audience, as its door calls it (the directory's is accepted too).
+    "cmk.identity.v1.ResourceGroupService": (id_grpc.ResourceGroupServiceStub, "identity", audiences.MANAGEMENT),
     "cmk.keyvault.v1.VaultService": (kv_grpc.VaultServiceStub, "keyvault", audiences.MANAGEMENT),
     "cmk.keyvault.v1.KeyService": (kv_grpc.KeyServiceStub, "keyvault", audiences.VAULT),
+    "cmk.keyvault.v1.SecretService": (kv_grpc.SecretServiceStub, "keyvault", audiences.VAULT),
     "cmk.keyvault.v1.AuditService": (kv_grpc.AuditServiceStub, "keyvault", audiences.MANAGEMENT),
     "cmk.keyvault.v1.EventService": (kv_grpc.EventServiceStub, "keyvault", audiences.MANAGEMENT),
     "cmk.speech.v1.SpeechDevService": (sp_grpc.SpeechDevServiceStub, "speech", audiences.MANAGEMENT),

@@ -57,6 +57,7 @@ async def test_enable_by_vault_and_key_takes_the_newest_version(world):
         ("other-region", Reason.VAULT_OTHER_REGION),
         ("no-purge-protection", Reason.VAULT_NOT_RECOVERABLE),
         ("rsa-3072", Reason.KEY_NOT_SUPPORTED),
+        ("ec-p256", Reason.KEY_NOT_SUPPORTED),  # (an EC key signs; it cannot wrap a data key)
         ("disabled-key", Reason.KEY_NOT_SUPPORTED),
     ],
 )
@@ -73,6 +74,9 @@ async def test_a_failed_enable_leaves_everything_as_it_was(world, setup, reason)
     elif setup == "rsa-3072":
         key = "big"
         await world.vaults.create_key(vault, key, size=3072)
+    elif setup == "ec-p256":
+        key = "signing"
+        await world.vaults.create_key(vault, key, curve=kvres.P_256)
     else:
         await world.vaults.update_key(world.key.key_id, kvres.KeyVersion(enabled=False), ["enabled"])
     policies_before = (await world.vaults.get_vault(vault)).access_policies

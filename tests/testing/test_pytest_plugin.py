@@ -81,6 +81,35 @@ def test_the_clock_fixture_moves_all_three_services(cmk_tenant, cmk_clock):
         cmk_clock.advance(0)
 
 
+def test_microsofts_sdks_reach_the_trio_both_ways(cmk_tenant, cmk_azure, monkeypatch):
+    import os
+
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.keys import KeyClient
+    from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+
+    vault = f"az-{cmk_tenant.tenant_id[:8]}"
+    with cmk_tenant.sync_client() as cmk:
+        cmk.vault.create_vault(vault, cmk_tenant.subscription_id, "rg", "westeurope")
+        cmk.vault.set_access_policy(vault, cmk_tenant.tenant_id, cmk_tenant.admin_object_id,
+                                    ["get", "create", "wrapKey", "unwrapKey"])
+    # Explicit endpoints: the credential and a transport per client.
+    credential = cmk_azure.credential()
+    keys = KeyClient(cmk_azure.vault_url(vault), credential, transport=cmk_azure.transport())
+    key = keys.create_rsa_key("sdk", size=2048)
+    crypto = CryptographyClient(key, credential, transport=cmk_azure.transport())
+    wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"d" * 32)  # locally, with the public key
+    assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"d" * 32
+    with cmk_tenant.sync_client() as cmk:  # the same key, over gRPC
+        assert cmk.vault.get_key(key.id).key_id == key.id
+    # Azure's defaults, nothing of ours named: the environment only.
+    for name, value in cmk_azure.environment.items():
+        monkeypatch.setenv(name, value)
+    plain = ClientSecretCredential(os.environ["AZURE_TENANT_ID"], os.environ["AZURE_CLIENT_ID"],
+                                   os.environ["AZURE_CLIENT_SECRET"])
+    assert KeyClient(f"https://{vault}.vault.azure.net", plain).get_key("sdk").id == key.id
+
+
 async def test_an_async_test_uses_the_front_door(cmk_tenant):
     async with cmk_tenant.connect() as cmk:
         subscription = await cmk.identity.get_subscription(cmk_tenant.subscription_id)
@@ -97,9 +126,32 @@ def test_the_tenant_and_clock_fixtures_and_the_options(tmp_path: Path):
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--cmk-replicas", "2", "test_fixtures.py"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode != 0 and "--cmk-replicas needs --cmk-database-url" in result.stdout + result.stderr
+
+
+WITHOUT_TLS_TEST = """
+import pytest
+
+
+def test_the_sdks_need_the_doors_over_https(cmk_trio):
+    with pytest.raises(RuntimeError, match="--cmk-mtls"):
+        cmk_trio.azure()
+"""
+
+
+def test_the_azure_helper_says_what_setting_it_needs(tmp_path: Path):
+    """Without --cmk-mtls the doors are plain HTTP, which the SDKs refuse for bearer tokens:
+    the helper says which setting it needs instead of handing over what cannot work."""
+    (tmp_path / "test_without_tls.py").write_text(WITHOUT_TLS_TEST)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CMK_", "PYTEST"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_without_tls.py"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

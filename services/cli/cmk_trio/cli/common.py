@@ -303,3 +303,14 @@ def speech_session(state: State) -> AbstractAsyncContextManager[SpeechClient]:
     from cmk_trio.client.speech import SpeechClient
 
     return _service_session(state, "speech", SpeechClient)
+
+
+def write_new_file(path: Path, data: bytes, option: str) -> None:
+    """Write `data` to a file that must not exist yet, readable by its owner only (a backup, a
+    key: nothing to leave world-readable, nothing to overwrite by a slip)."""
+    try:
+        with path.open("xb") as file:
+            path.chmod(0o600)
+            file.write(data)
+    except FileExistsError:
+        raise click.BadParameter(f"{path} exists; name a new file", param_hint=option) from None

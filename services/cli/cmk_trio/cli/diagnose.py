@@ -27,8 +27,13 @@ NOT_THAT_SERVICE = ("Hostname Verification Check failed",)
 """A certificate of the right CA that does not name the service the CLI meant to call."""
 
 
-def explain(exc: grpc.aio.AioRpcError, method: str, endpoint: str, tls: bool) -> errors.ServiceError | None:
-    """The clear error for a failure that is the caller's aim, not the service's refusal."""
+def explain(
+    exc: grpc.aio.AioRpcError, method: str, endpoint: str, tls: bool, *, answered: bool = False
+) -> errors.ServiceError | None:
+    """The clear error for a failure that is the caller's aim, not the service's refusal.
+    `answered`: the endpoint has answered a call on this channel before, so TLS or not is
+    right, and a connection closed now is the service going away (a replica killed, a
+    restart): gRPC's own UNAVAILABLE, which the client retries where it is safe."""
     if error_info_of(exc) is not None:
         return None  # the service answered with its own reason
     details = exc.details() or ""
@@ -40,7 +45,7 @@ def explain(exc: grpc.aio.AioRpcError, method: str, endpoint: str, tls: bool) ->
             f"{endpoint} is not the {what} service (it does not serve {service}): check {flag}",
             metadata={"endpoint": endpoint, "method": method},
         )
-    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN) or answered:
         return None
     if tls and any(s in details for s in NOT_THAT_SERVICE):
         return errors.FailedPrecondition(
@@ -68,6 +73,7 @@ class EndpointDiagnosis(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, endpoint: str, tls: bool) -> None:
         self._endpoint = endpoint
         self._tls = tls
+        self._answered = False
 
     async def intercept_unary_unary(
         self,
@@ -82,8 +88,11 @@ class EndpointDiagnosis(grpc.aio.UnaryUnaryClientInterceptor):
         except grpc.aio.AioRpcError as exc:
             method = client_call_details.method
             method = method.decode() if isinstance(method, bytes) else str(method)
-            clear = explain(exc, method, self._endpoint, self._tls)
+            clear = explain(exc, method, self._endpoint, self._tls, answered=self._answered)
+            if error_info_of(exc) is not None:
+                self._answered = True  # (a refusal of the service's own: it was reached)
             if clear is not None:
                 raise clear from None
             raise
+        self._answered = True
         return call

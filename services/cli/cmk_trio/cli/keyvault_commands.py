@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 from google.protobuf import timestamp_pb2
 
-from cmk_trio.cli.common import State, command, keyvault_session
+from cmk_trio.cli import secret_commands
+from cmk_trio.cli.common import State, command, keyvault_session, write_new_file
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 
@@ -20,6 +21,8 @@ AUDIT_COLUMNS = ("sequence", "time", "operation", "vault_name", "key_name", "res
 OPERATIONS = {"encrypt": res.ENCRYPT, "decrypt": res.DECRYPT, "wrapKey": res.WRAP_KEY, "unwrapKey": res.UNWRAP_KEY,
               "sign": res.SIGN, "verify": res.VERIFY}  # fmt: skip
 ALGORITHMS = {"RSA-OAEP-256": res.RSA_OAEP_256, "RSA-OAEP": res.RSA_OAEP, "RSA1_5": res.RSA1_5}
+SIGNATURES = {name: res.SignatureAlgorithm.Value(name) for name in res.SignatureAlgorithm.keys()[1:]}
+CURVES = {"P-256": res.P_256, "P-384": res.P_384, "P-521": res.P_521}
 
 
 def _stamp(text: str) -> timestamp_pb2.Timestamp:
@@ -33,6 +36,7 @@ def _stamp(text: str) -> timestamp_pb2.Timestamp:
 
 def register(cli: click.Group) -> None:
     """Add the key vault command groups to `cmk`."""
+    vault.add_command(secret_commands.secret)
     cli.add_command(vault)
     cli.add_command(key)
     cli.add_command(audit)
@@ -110,20 +114,28 @@ _vault_action("purge", "Purge a soft-deleted vault (refused under purge protecti
 
 @vault.group("policy")
 def policy() -> None:
-    """Access policies: which principals may do what with keys."""
+    """Access policies: which principals may do what with keys and secrets."""
 
 
 @command(policy, "set")
 @click.argument("vault_name")
 @click.option("--object-id", required=True)
 @click.option("--tenant", "tenant_id", required=True)
-@click.option("--permissions", required=True, help="comma-separated: get,wrapKey,unwrapKey,...")
-async def policy_set(state: State, vault_name: str, object_id: str, tenant_id: str, permissions: str) -> None:
-    """Set a principal's key permissions (replacing what it had)."""
+@click.option("--permissions", "--key-permissions", "permissions", default="",
+              help="key permissions, comma-separated: get,wrapKey,unwrapKey,...")  # fmt: skip
+@click.option("--secret-permissions", default="", help="secret permissions, comma-separated: get,list,set,...")
+async def policy_set(
+    state: State, vault_name: str, object_id: str, tenant_id: str, permissions: str, secret_permissions: str
+) -> None:
+    """Set a principal's key and secret permissions (replacing what it had)."""
     names = [p.strip() for p in permissions.split(",") if p.strip()]
+    secret_names = [p.strip() for p in secret_permissions.split(",") if p.strip()]
+    if not names and not secret_names:
+        raise click.UsageError("give --permissions (keys), --secret-permissions, or both; policy delete removes")
     async with keyvault_session(state) as kv:
-        updated = await kv.set_access_policy(vault_name, tenant_id, object_id, names)
-    emit_messages(state.output, updated.access_policies, ("object_id", "tenant_id", "key_permissions"), {})
+        updated = await kv.set_access_policy(vault_name, tenant_id, object_id, names, secret_names)
+    emit_messages(state.output, updated.access_policies,
+                  ("object_id", "tenant_id", "key_permissions", "secret_permissions"), {})  # fmt: skip
 
 
 @command(policy, "delete")
@@ -167,13 +179,14 @@ def _key_out(state: State, version: res.KeyVersion) -> None:
 @command(key, "create")
 @click.argument("vault_name")
 @click.argument("name")
-@click.option("--size", type=int, default=2048, show_default=True)
-@click.option("--ops", default="", help="comma-separated key operations (default: all)")
+@click.option("--size", type=int, default=2048, show_default=True, help="an RSA key's size in bits")
+@click.option("--curve", type=click.Choice(sorted(CURVES)), default=None, help="make an EC key on this curve")
+@click.option("--ops", default="", help="comma-separated key operations (default: all of RSA's; sign,verify for EC)")
 @click.option("--expires", default=None, help="ISO 8601 time")
 @click.option("--not-before", default=None, help="ISO 8601 time")
-async def key_create(state: State, vault_name: str, name: str, size: int, ops: str,
+async def key_create(state: State, vault_name: str, name: str, size: int, curve: str | None, ops: str,
                      expires: str | None, not_before: str | None) -> None:  # fmt: skip
-    """Create an RSA key (or a new version of one)."""
+    """Create an RSA key, or with --curve an EC key (or a new version of one)."""
     attributes = res.KeyVersion()
     for op in (o.strip() for o in ops.split(",") if o.strip()):
         if op not in OPERATIONS:
@@ -184,7 +197,9 @@ async def key_create(state: State, vault_name: str, name: str, size: int, ops: s
     if not_before:
         attributes.not_before.CopyFrom(_stamp(not_before))
     async with keyvault_session(state) as kv:
-        _key_out(state, await kv.create_key(vault_name, name, size=size, attributes=attributes))
+        made = await kv.create_key(vault_name, name, size=size, curve=CURVES[curve] if curve else None,
+                                   attributes=attributes)  # fmt: skip
+        _key_out(state, made)
 
 
 @command(key, "import")
@@ -192,7 +207,7 @@ async def key_create(state: State, vault_name: str, name: str, size: int, ops: s
 @click.argument("name")
 @click.option("--jwk-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
 async def key_import(state: State, vault_name: str, name: str, jwk_file: Path) -> None:
-    """Import an RSA private key given as a JWK file."""
+    """Import an RSA or EC private key given as a JWK file."""
     async with keyvault_session(state) as kv:
         _key_out(state, await kv.import_key(vault_name, name, jwk_file.read_text()))
 
@@ -277,6 +292,27 @@ async def key_recover(state: State, key_id: str) -> None:
         _key_out(state, await kv.recover_key(key_id))
 
 
+@command(key, "backup")
+@click.argument("key_id")
+@click.option("--file", "out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="where to write the backup (made with mode 0600; an existing file is not overwritten)")  # fmt: skip
+async def key_backup(state: State, key_id: str, out: Path) -> None:
+    """Back up every version of a key into a file that only this key vault can restore."""
+    async with keyvault_session(state) as kv:
+        blob = await kv.backup_key(key_id)
+    write_new_file(out, blob, "--file")
+    emit(state.output, {"key_id": key_id, "file": str(out), "bytes": len(blob)})
+
+
+@command(key, "restore")
+@click.argument("vault_name")
+@click.option("--file", "source", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+async def key_restore(state: State, vault_name: str, source: Path) -> None:
+    """Restore a backed-up key, with its versions, into a vault of its subscription."""
+    async with keyvault_session(state) as kv:
+        _key_out(state, await kv.restore_key(vault_name, source.read_bytes()))
+
+
 @command(key, "purge")
 @click.argument("key_id")
 async def key_purge(state: State, key_id: str) -> None:
@@ -308,6 +344,37 @@ async def key_unwrap(state: State, key_id: str, value: str, algorithm: str) -> N
         reply = await kv.unwrap(key_id, base64.b64decode(value, validate=True), ALGORITHMS[algorithm])
     emit(state.output, {"key_id": reply.key_id, "value": base64.b64encode(reply.plaintext).decode(),
                         "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
+
+
+def _base64(option: str, value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise click.BadParameter("is not base64", param_hint=option) from None
+
+
+@command(key, "sign")
+@click.argument("key_id")
+@click.option("--digest", required=True, help="the digest to sign, base64 (as long as the algorithm's hash)")
+@click.option("--algorithm", type=click.Choice(sorted(SIGNATURES)), required=True)
+async def key_sign(state: State, key_id: str, digest: str, algorithm: str) -> None:
+    """Sign a digest; prints the signature in base64."""
+    async with keyvault_session(state) as kv:
+        reply = await kv.sign(key_id, SIGNATURES[algorithm], _base64("--digest", digest))
+    emit(state.output, {"key_id": reply.key_id, "signature": base64.b64encode(reply.signature).decode()})
+
+
+@command(key, "verify")
+@click.argument("key_id")
+@click.option("--digest", required=True, help="the digest that was signed, base64")
+@click.option("--signature", required=True, help="the signature, base64")
+@click.option("--algorithm", type=click.Choice(sorted(SIGNATURES)), required=True)
+async def key_verify(state: State, key_id: str, digest: str, signature: str, algorithm: str) -> None:
+    """Check a signature with the vault; prints whether it is valid."""
+    async with keyvault_session(state) as kv:
+        reply = await kv.verify(key_id, SIGNATURES[algorithm], _base64("--digest", digest),
+                                _base64("--signature", signature))  # fmt: skip
+    emit(state.output, {"key_id": reply.key_id, "valid": reply.valid})
 
 
 # --- audit -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`cmk serve identity|keyvault|speech`, `cmk up`, `cmk health` and `cmk certs`: starting the
+"""`cmk serve identity|keyvault|speech|proxy|arm`, `cmk up`, `cmk health` and `cmk certs`: starting the
 services and checking on them. The starting itself is cmk_trio.launcher's; what is printed
 (the banners) is the CLI's."""
 
@@ -251,6 +251,130 @@ def serve_speech(state: State, **flags: str | bool | None) -> None:
     _serve("speech", config.log_level, lambda: build_server(config), started, "speech: stopping")
 
 
+@command(serve, "proxy", queryable=False)
+@click.option("--host", envvar="CMK_PROXY_HOST", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", envvar="CMK_PROXY_PORT", type=click.IntRange(0, 65535), default=50056, show_default=True,
+              help="port; 0 picks a free one")  # fmt: skip
+@click.option("--route", "routes", multiple=True, envvar="CMK_PROXY_ROUTES", metavar="NAME=HOST:PORT",
+              help="tunnel CONNECTs to NAME:443 to the door at HOST:PORT (repeatable; NAME a host name or *.suffix;"
+                   " the variable takes them separated by spaces)")  # fmt: skip
+@click.option("--log-level", envvar="CMK_LOG_LEVEL", default="INFO", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR")  # fmt: skip
+def serve_proxy(state: State, host: str, port: int, routes: tuple[str, ...], log_level: str) -> None:
+    """The CONNECT proxy alone: Azure's default names tunnelled to the HTTPS doors.
+
+    As `cmk up` serves it beside the trio, for services that run apart (compose):
+
+    \b
+        cmk serve proxy --route login.microsoftonline.com=identity:50054 --route '*.vault.azure.net=keyvault:50055'
+
+    It tunnels CONNECTs to port 443 of those names only, refuses everything else, and takes the
+    connection limits every listener takes (CMK_MAX_CONNECTIONS, CMK_MAX_CONNECTIONS_PER_PEER,
+    CMK_HEAD_TIMEOUT_SECONDS, CMK_IDLE_TIMEOUT_SECONDS). `GET /health` answers SERVING while every
+    door accepts connections (python -m cmk_trio.rpckit.probe --proxy PORT asks it)."""
+    from cmk_trio.rpckit.config import ConfigError
+    from cmk_trio.rpckit.connect_proxy import RunningProxy, parse_routes
+
+    try:
+        routed = parse_routes(routes)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def start() -> RunningProxy:
+        from cmk_trio.rpckit.connect_proxy import start_proxy
+        from cmk_trio.rpckit.listeners import ConnectionLimits
+
+        limits = ConnectionLimits.from_env(os.environ)  # (after the descriptor limit is raised: its share)
+        try:
+            return await start_proxy(routed, host, port, limits)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: the port is in use, or the address is not this"
+                               f" machine's ({exc.strerror or exc})") from None  # fmt: skip
+
+    def started(proxy: RunningProxy) -> None:
+        if state.output == "json":
+            click.echo(json.dumps({"service": "proxy", "endpoint": f"{host}:{proxy.port}", "proxy": proxy.url,
+                                   "routes": routed}))  # fmt: skip
+        else:
+            click.echo(f"proxy listening on {host}:{proxy.port}")
+            for name, door in routed.items():
+                click.echo(f"  {name}:443 -> {door}")
+            click.echo(f"  export HTTPS_PROXY={proxy.url} NO_PROXY=127.0.0.1,localhost (and the doors' CA)")
+        sys.stdout.flush()
+
+    _serve("proxy", log_level, start, started, "proxy: stopping")
+
+
+@command(serve, "arm", queryable=False)
+@click.option("--host", envvar="CMK_ARM_HOST", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", envvar="CMK_ARM_PORT", type=click.IntRange(0, 65535), default=50057, show_default=True,
+              help="port; 0 picks a free one")  # fmt: skip
+@click.option("--identity-endpoint", envvar="CMK_IDENTITY_ENDPOINT", required=True,
+              help="the identity service's host:port")  # fmt: skip
+@click.option("--keyvault-endpoint", envvar="CMK_KEYVAULT_ENDPOINT", required=True,
+              help="the key vault's host:port")  # fmt: skip
+@click.option("--speech-endpoint", envvar="CMK_SPEECH_ENDPOINT", required=True,
+              help="the speech service's host:port")  # fmt: skip
+@click.option("--login-endpoint", envvar="CMK_ARM_LOGIN_ENDPOINT", required=True,
+              help="identity's HTTPS door as clients reach it (the authority /metadata/endpoints names)")  # fmt: skip
+@click.option("--vault-dns-suffix", envvar="CMK_VAULT_DNS_SUFFIX", default="vault.azure.net", show_default=True,
+              help="the host name suffix of vault URIs")  # fmt: skip
+@click.option("--tls-cert", envvar="CMK_TLS_CERT", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              required=True, help="the door's certificate (PEM), its client one to the services too")  # fmt: skip
+@click.option("--tls-key", envvar="CMK_TLS_KEY", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              required=True, help="its private key (PEM)")  # fmt: skip
+@click.option("--tls-client-ca", envvar="CMK_TLS_CLIENT_CA", default=None,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="the CA of the services' certificates (mutual TLS to them)")  # fmt: skip
+@click.option("--log-level", envvar="CMK_LOG_LEVEL", default="INFO", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR")  # fmt: skip
+def serve_arm(state: State, host: str, port: int, identity_endpoint: str, keyvault_endpoint: str,
+              speech_endpoint: str, login_endpoint: str, vault_dns_suffix: str, tls_cert: Path, tls_key: Path,
+              tls_client_ca: Path | None, log_level: str) -> None:  # fmt: skip
+    """Azure Resource Manager's door alone (HTTPS), calling the three services with each
+    caller's token, as `cmk up` serves it beside the trio:
+
+    \b
+        cmk serve arm --identity-endpoint identity:50051 --keyvault-endpoint keyvault:50052 \\
+          --speech-endpoint speech:50053 --login-endpoint https://localhost:50054 \\
+          --tls-cert arm.crt --tls-key arm.key --tls-client-ca ca.crt
+
+    It holds no data and decides nothing itself: every request is a call of the service that
+    owns the data. Its connections take the limits every listener takes (CMK_MAX_CONNECTIONS, ...)."""
+    from cmk_trio.arm.resources import Cloud
+    from cmk_trio.arm.server import RunningArm, start_arm
+    from cmk_trio.client.channel import ChannelTls
+    from cmk_trio.rpckit.config import TlsConfig
+
+    if not login_endpoint.startswith("https://"):
+        raise click.BadParameter("an https:// URL", param_hint="--login-endpoint")
+
+    async def start() -> RunningArm:
+        from cmk_trio.rpckit.listeners import ConnectionLimits
+
+        channel_tls = ChannelTls(tls_client_ca, tls_cert, tls_key) if tls_client_ca else None
+        endpoints = {"identity": identity_endpoint, "keyvault": keyvault_endpoint, "speech": speech_endpoint}
+        try:
+            return await start_arm(
+                host=host, port=port, tls=TlsConfig(cert_file=tls_cert, key_file=tls_key), endpoints=endpoints,
+                channel_tls=channel_tls, cloud=Cloud("CmkTrio", login_endpoint, vault_dns_suffix),
+                limits=ConnectionLimits.from_env(os.environ),
+            )  # fmt: skip
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: the port is in use, or the address is not this"
+                               f" machine's ({exc.strerror or exc})") from None  # fmt: skip
+
+    def started(arm: RunningArm) -> None:
+        if state.output == "json":
+            click.echo(json.dumps({"service": "arm", "http": arm.url, "endpoints": {
+                "identity": identity_endpoint, "keyvault": keyvault_endpoint, "speech": speech_endpoint}}))  # fmt: skip
+        else:
+            click.echo(f"arm (Azure Resource Manager) listening on {arm.url}")
+        sys.stdout.flush()
+
+    _serve("arm", log_level, start, started, "arm: stopping", serves_https=True)
+
+
 def _listening(name: str, output: str) -> Callable[[Served], None]:
     """The banner of the key vault or speech alone: where it listens."""
 
@@ -331,11 +455,11 @@ async def health(state: State, endpoint: str, service: str) -> None:
 def certs(
     state: State, directory: Path, hosts: tuple[str, ...], ca_key_dir: Path | None, issue_to: tuple[str, ...]
 ) -> None:
-    """Create a development CA and certificates for identity, keyvault, speech and the CLI
-    (existing ones are kept)."""
+    """Create a development CA and certificates for identity, keyvault, speech, Azure Resource
+    Manager's door (arm) and the CLI (existing ones are kept)."""
     from cmk_trio.rpckit.devca import SERVICES, ensure_dev_pki, issue_copy
 
-    names = (*SERVICES, "cli")
+    names = (*SERVICES, "arm", "cli")
     targets: list[tuple[str, Path]] = []
     taken = {directory.resolve(), *([ca_key_dir.resolve()] if ca_key_dir else [])}
     for item in issue_to:

@@ -17,7 +17,7 @@ from cmk_trio.rpckit.channels import ChannelTls
 from cmk_trio.rpckit.channels import open_channel as _open_channel
 
 SAFE_PREFIXES = ("Get", "List", "Check", "Issue")
-SAFE_METHODS = frozenset({"WrapKey", "UnwrapKey", "Encrypt", "Decrypt"})
+SAFE_METHODS = frozenset({"WrapKey", "UnwrapKey", "Encrypt", "Decrypt", "Sign", "Verify", "BackupKey", "BackupSecret"})
 
 
 def is_idempotent(method_name: str) -> bool:

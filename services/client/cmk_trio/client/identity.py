@@ -91,6 +91,7 @@ class IdentityClient:
         self.channel = channel
         self.directory = pb_grpc.IdentityServiceStub(channel)
         self.tokens = pb_grpc.TokenServiceStub(channel)
+        self.groups = pb_grpc.ResourceGroupServiceStub(channel)
         self.timeout = timeout
         """Seconds each call may take (a `deadline` block overrides it)."""
         self._credentials = credentials
@@ -294,12 +295,19 @@ class IdentityClient:
 
     # --- role assignments -------------------------------------------------------------
 
-    async def create_role_assignment(self, principal_id: str, role: int, scope: str) -> res.RoleAssignment:
+    async def create_role_assignment(
+        self, principal_id: str, role: int, scope: str, role_assignment_id: str = ""
+    ) -> res.RoleAssignment:
+        """Grant `role` on `scope`; the assignment gets `role_assignment_id` if one is given
+        (a UUID of the caller's choosing), a new id otherwise."""
         return await self._call(
             self.directory.CreateRoleAssignment,
             pb.CreateRoleAssignmentRequest(
                 role_assignment=res.RoleAssignment(
-                    principal_id=principal_id, role=res.Role.ValueType(role), scope=scope
+                    principal_id=principal_id,
+                    role=res.Role.ValueType(role),
+                    scope=scope,
+                    role_assignment_id=role_assignment_id,
                 )
             ),
         )
@@ -324,6 +332,45 @@ class IdentityClient:
             self.directory.DeleteRoleAssignment,
             pb.DeleteRoleAssignmentRequest(name=f"roleAssignments/{role_assignment_id}"),
         )
+
+    # --- resource groups ---------------------------------------------------------------
+
+    async def create_resource_group(
+        self, subscription_id: str, name: str, location: str, tags: Mapping[str, str] | None = None
+    ) -> res.ResourceGroup:
+        group = res.ResourceGroup(subscription_id=subscription_id, resource_group=name, location=location, tags=tags)
+        return await self._call(self.groups.CreateResourceGroup, pb.CreateResourceGroupRequest(resource_group=group))
+
+    async def get_resource_group(self, subscription_id: str, name: str) -> res.ResourceGroup:
+        return await self._call(
+            self.groups.GetResourceGroup, pb.GetResourceGroupRequest(name=resource_group_id(subscription_id, name))
+        )
+
+    async def list_resource_groups(
+        self, subscription_id: str, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListResourceGroupsResponse:
+        return await self._call(
+            self.groups.ListResourceGroups,
+            pb.ListResourceGroupsRequest(
+                parent=f"/subscriptions/{subscription_id}", page_size=page_size, page_token=page_token
+            ),
+        )
+
+    async def update_resource_group_tags(
+        self, subscription_id: str, name: str, tags: Mapping[str, str]
+    ) -> res.ResourceGroup:
+        """Replace every tag of the group with `tags`."""
+        group = res.ResourceGroup(name=resource_group_id(subscription_id, name), tags=tags)
+        return await self._call(
+            self.groups.UpdateResourceGroup,
+            pb.UpdateResourceGroupRequest(resource_group=group, update_mask=field_mask_pb2.FieldMask(paths=["tags"])),
+        )
+
+    async def delete_resource_group(self, subscription_id: str, name: str) -> None:
+        """Delete the group and every role assignment on it or below (not the resources in it:
+        those are their services' to delete first)."""
+        name = resource_group_id(subscription_id, name)
+        await self._call(self.groups.DeleteResourceGroup, pb.DeleteResourceGroupRequest(name=name))
 
     async def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
         return await self._call(
@@ -353,6 +400,11 @@ class IdentityClient:
             raise error_from_rpc(exc) from exc
         finally:
             stream.cancel()
+
+
+def resource_group_id(subscription_id: str, name: str) -> str:
+    """A resource group's name (and Azure resource id): /subscriptions/{s}/resourceGroups/{rg}."""
+    return f"/subscriptions/{subscription_id}/resourceGroups/{name}"
 
 
 def principal_name(tenant_id: str, object_id: str) -> str:

@@ -4,7 +4,7 @@ key operations with a vault token, audit with a management token."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +29,7 @@ class KeyVaultClient:
         self.channel = channel
         self.vaults = pb_grpc.VaultServiceStub(channel)
         self.keys = pb_grpc.KeyServiceStub(channel)
+        self.secrets = pb_grpc.SecretServiceStub(channel)
         self.audit = pb_grpc.AuditServiceStub(channel)
         self.events = pb_grpc.EventServiceStub(channel)
         self._tokens = tokens
@@ -53,14 +54,26 @@ class KeyVaultClient:
 
     async def create_vault(
         self, name: str, subscription_id: str, resource_group: str, location: str, *,
-        soft_delete: bool = True, retention_days: int = 90, purge_protection: bool = False,
+        soft_delete: bool = True, retention_days: int = 90, purge_protection: bool = False, sku: str = "",
+        tags: Mapping[str, str] | None = None, access_policies: Iterable[res.AccessPolicy] | None = None,
     ) -> res.Vault:  # fmt: skip
+        """A new vault. Its creator gets an entry with every permission, unless
+        `access_policies` is given: then those are its entries, and only those."""
         vault = res.Vault(
             vault_name=name, subscription_id=subscription_id, resource_group=resource_group, location=location,
             soft_delete_enabled=soft_delete, soft_delete_retention_days=retention_days,
-            purge_protection_enabled=purge_protection,
+            purge_protection_enabled=purge_protection, sku=sku, tags=tags,
+            access_policies=list(access_policies or ()),
         )  # fmt: skip
-        return await self._mgmt(self.vaults.CreateVault, pb.CreateVaultRequest(vault=vault))
+        explicit = access_policies is not None
+        return await self._mgmt(
+            self.vaults.CreateVault, pb.CreateVaultRequest(vault=vault, explicit_access_policies=explicit)
+        )
+
+    async def check_vault_name(self, name: str) -> pb.CheckVaultNameAvailabilityResponse:
+        """Whether a vault could be made under `name` now (names are global), and why not."""
+        request = pb.CheckVaultNameAvailabilityRequest(vault_name=name)
+        return await self._mgmt(self.vaults.CheckVaultNameAvailability, request)
 
     async def get_vault(self, name: str) -> res.Vault:
         return await self._mgmt(self.vaults.GetVault, pb.GetVaultRequest(name=f"vaults/{name}"))
@@ -74,10 +87,12 @@ class KeyVaultClient:
         return await self._mgmt(self.vaults.ListDeletedVaults, request)
 
     async def update_vault(
-        self, name: str, *, purge_protection: bool | None = None, soft_delete: bool | None = None
-    ) -> res.Vault:
-        vault = res.Vault(name=f"vaults/{name}")
-        paths = []
+        self, name: str, *, purge_protection: bool | None = None, soft_delete: bool | None = None,
+        sku: str | None = None, tags: Mapping[str, str] | None = None,
+    ) -> res.Vault:  # fmt: skip
+        """Turn purge protection or soft-delete on, set the pricing tier, replace the tags."""
+        vault = res.Vault(name=f"vaults/{name}", sku=sku or "", tags=tags)
+        paths = [path for path, value in (("sku", sku), ("tags", tags)) if value is not None]
         if purge_protection is not None:
             vault.purge_protection_enabled = purge_protection
             paths.append("purge_protection_enabled")
@@ -97,19 +112,35 @@ class KeyVaultClient:
         await self._mgmt(self.vaults.PurgeVault, pb.PurgeVaultRequest(name=f"vaults/{name}"))
 
     async def set_access_policy(
-        self, vault: str, tenant_id: str, object_id: str, permissions: Iterable[str]
+        self, vault: str, tenant_id: str, object_id: str, permissions: Iterable[str], secrets: Iterable[str] = ()
     ) -> res.Vault:
-        policy = res.AccessPolicy(tenant_id=tenant_id, object_id=object_id, key_permissions=list(permissions))
+        """Replace a principal's entry: `permissions` on keys, `secrets` on secrets."""
+        policy = res.AccessPolicy(tenant_id=tenant_id, object_id=object_id, key_permissions=list(permissions),
+                                  secret_permissions=list(secrets))  # fmt: skip
         return await self._mgmt(
             self.vaults.SetAccessPolicy, pb.SetAccessPolicyRequest(name=f"vaults/{vault}", access_policy=policy)
         )
 
+    async def replace_access_policies(self, vault: str, policies: Iterable[res.AccessPolicy]) -> res.Vault:
+        """Make the vault's entries exactly `policies`, all or nothing."""
+        request = pb.ReplaceAccessPoliciesRequest(name=f"vaults/{vault}", access_policies=list(policies))
+        return await self._mgmt(self.vaults.ReplaceAccessPolicies, request)
+
     async def update_access_policy(
-        self, vault: str, tenant_id: str, object_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+        self,
+        vault: str,
+        tenant_id: str,
+        object_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        add_secrets: Iterable[str] = (),
+        remove_secrets: Iterable[str] = (),
     ) -> res.Vault:
         request = pb.UpdateAccessPolicyRequest(
             name=f"vaults/{vault}", tenant_id=tenant_id, object_id=object_id,
             add_permissions=list(add), remove_permissions=list(remove),
+            add_secret_permissions=list(add_secrets), remove_secret_permissions=list(remove_secrets),
         )  # fmt: skip
         return await self._mgmt(self.vaults.UpdateAccessPolicy, request)
 
@@ -121,12 +152,22 @@ class KeyVaultClient:
     # --- keys -------------------------------------------------------------------------
 
     async def create_key(
-        self, vault: str, name: str, *, size: int = 2048, attributes: res.KeyVersion | None = None
+        self,
+        vault: str,
+        name: str,
+        *,
+        size: int = 2048,
+        curve: res.KeyCurve.ValueType | None = None,
+        attributes: res.KeyVersion | None = None,
     ) -> res.KeyVersion:
+        """An RSA key of `size` bits, or with `curve` (res.P_256, P_384, P_521) an EC key."""
         key = res.KeyVersion()
         if attributes is not None:
             key.CopyFrom(attributes)
-        key.key_size = size
+        if curve is not None:
+            key.key_type, key.curve = res.EC, curve
+        else:
+            key.key_size = size
         return await self._data(
             self.keys.CreateKey, pb.CreateKeyRequest(parent=f"vaults/{vault}", key_name=name, key=key)
         )
@@ -166,6 +207,15 @@ class KeyVaultClient:
         )
         return await self._data(self.keys.UnwrapKey, request)
 
+    async def sign(self, key: str, algorithm: res.SignatureAlgorithm.ValueType, digest: bytes) -> pb.SignResponse:
+        return await self._data(self.keys.Sign, pb.SignRequest(name=key, algorithm=algorithm, digest=digest))
+
+    async def verify(
+        self, key: str, algorithm: res.SignatureAlgorithm.ValueType, digest: bytes, signature: bytes
+    ) -> pb.VerifyResponse:
+        request = pb.VerifyRequest(name=key, algorithm=algorithm, digest=digest, signature=signature)
+        return await self._data(self.keys.Verify, request)
+
     async def delete_key(self, key: str) -> res.DeletedKey:
         return await self._data(self.keys.DeleteKey, pb.DeleteKeyRequest(name=key))
 
@@ -178,8 +228,66 @@ class KeyVaultClient:
     async def recover_key(self, key: str) -> res.KeyVersion:
         return await self._data(self.keys.RecoverDeletedKey, pb.RecoverDeletedKeyRequest(name=key))
 
+    async def backup_key(self, key: str) -> bytes:
+        return (await self._data(self.keys.BackupKey, pb.BackupKeyRequest(name=key))).backup
+
+    async def restore_key(self, vault: str, backup: bytes) -> res.KeyVersion:
+        return await self._data(self.keys.RestoreKey, pb.RestoreKeyRequest(parent=f"vaults/{vault}", backup=backup))
+
     async def purge_key(self, key: str) -> None:
         await self._data(self.keys.PurgeDeletedKey, pb.PurgeDeletedKeyRequest(name=key))
+
+    # --- secrets ----------------------------------------------------------------------
+
+    async def set_secret(
+        self, vault: str, name: str, value: str, *, attributes: res.Secret | None = None
+    ) -> res.Secret:
+        secret = res.Secret()
+        if attributes is not None:
+            secret.CopyFrom(attributes)
+        secret.value = value
+        return await self._data(
+            self.secrets.SetSecret, pb.SetSecretRequest(parent=f"vaults/{vault}", secret_name=name, secret=secret)
+        )
+
+    async def get_secret(self, secret: str) -> res.Secret:
+        return await self._data(self.secrets.GetSecret, pb.GetSecretRequest(name=secret))
+
+    async def list_secrets(self, vault: str, *, page_token: str = "") -> pb.ListSecretsResponse:
+        request = pb.ListSecretsRequest(parent=f"vaults/{vault}", page_token=page_token)
+        return await self._data(self.secrets.ListSecrets, request)
+
+    async def list_secret_versions(self, secret: str, *, page_token: str = "") -> pb.ListSecretVersionsResponse:
+        request = pb.ListSecretVersionsRequest(parent=secret, page_token=page_token)
+        return await self._data(self.secrets.ListSecretVersions, request)
+
+    async def update_secret(self, secret: str, attributes: res.Secret, paths: Iterable[str]) -> res.Secret:
+        mask = field_mask_pb2.FieldMask(paths=list(paths))
+        request = pb.UpdateSecretRequest(name=secret, attributes=attributes, update_mask=mask)
+        return await self._data(self.secrets.UpdateSecret, request)
+
+    async def delete_secret(self, secret: str) -> res.DeletedSecret:
+        return await self._data(self.secrets.DeleteSecret, pb.DeleteSecretRequest(name=secret))
+
+    async def get_deleted_secret(self, secret: str) -> res.DeletedSecret:
+        return await self._data(self.secrets.GetDeletedSecret, pb.GetDeletedSecretRequest(name=secret))
+
+    async def list_deleted_secrets(self, vault: str) -> pb.ListDeletedSecretsResponse:
+        request = pb.ListDeletedSecretsRequest(parent=f"vaults/{vault}")
+        return await self._data(self.secrets.ListDeletedSecrets, request)
+
+    async def recover_secret(self, secret: str) -> res.Secret:
+        return await self._data(self.secrets.RecoverDeletedSecret, pb.RecoverDeletedSecretRequest(name=secret))
+
+    async def purge_secret(self, secret: str) -> None:
+        await self._data(self.secrets.PurgeDeletedSecret, pb.PurgeDeletedSecretRequest(name=secret))
+
+    async def backup_secret(self, secret: str) -> bytes:
+        return (await self._data(self.secrets.BackupSecret, pb.BackupSecretRequest(name=secret))).backup
+
+    async def restore_secret(self, vault: str, backup: bytes) -> res.Secret:
+        request = pb.RestoreSecretRequest(parent=f"vaults/{vault}", backup=backup)
+        return await self._data(self.secrets.RestoreSecret, request)
 
     # --- audit and events -------------------------------------------------------------
 

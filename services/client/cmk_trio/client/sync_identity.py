@@ -5,7 +5,7 @@ scripts/gen_sync_clients.py. Do not edit; `python scripts/gen_sync_clients.py` m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from cmk_trio.client.blocking import Blocking
 from cmk_trio.client.identity import ClientCredentials, IdentityClient
@@ -108,8 +108,12 @@ class SyncIdentityClient(Blocking[IdentityClient]):
     def delete_client_secret(self, tenant_id: str, object_id: str, secret_id: str) -> None:
         self._runner.run(self._inner.delete_client_secret(tenant_id, object_id, secret_id))
 
-    def create_role_assignment(self, principal_id: str, role: int, scope: str) -> res.RoleAssignment:
-        return self._runner.run(self._inner.create_role_assignment(principal_id, role, scope))
+    def create_role_assignment(
+        self, principal_id: str, role: int, scope: str, role_assignment_id: str = ""
+    ) -> res.RoleAssignment:
+        """Grant `role` on `scope`; the assignment gets `role_assignment_id` if one is given
+        (a UUID of the caller's choosing), a new id otherwise."""
+        return self._runner.run(self._inner.create_role_assignment(principal_id, role, scope, role_assignment_id))
 
     def get_role_assignment(self, role_assignment_id: str) -> res.RoleAssignment:
         return self._runner.run(self._inner.get_role_assignment(role_assignment_id))
@@ -121,6 +125,28 @@ class SyncIdentityClient(Blocking[IdentityClient]):
 
     def delete_role_assignment(self, role_assignment_id: str) -> None:
         self._runner.run(self._inner.delete_role_assignment(role_assignment_id))
+
+    def create_resource_group(
+        self, subscription_id: str, name: str, location: str, tags: Mapping[str, str] | None = None
+    ) -> res.ResourceGroup:
+        return self._runner.run(self._inner.create_resource_group(subscription_id, name, location, tags))
+
+    def get_resource_group(self, subscription_id: str, name: str) -> res.ResourceGroup:
+        return self._runner.run(self._inner.get_resource_group(subscription_id, name))
+
+    def list_resource_groups(
+        self, subscription_id: str, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListResourceGroupsResponse:
+        return self._runner.run(self._inner.list_resource_groups(subscription_id, page_size, page_token))
+
+    def update_resource_group_tags(self, subscription_id: str, name: str, tags: Mapping[str, str]) -> res.ResourceGroup:
+        """Replace every tag of the group with `tags`."""
+        return self._runner.run(self._inner.update_resource_group_tags(subscription_id, name, tags))
+
+    def delete_resource_group(self, subscription_id: str, name: str) -> None:
+        """Delete the group and every role assignment on it or below (not the resources in it:
+        those are their services' to delete first)."""
+        self._runner.run(self._inner.delete_resource_group(subscription_id, name))
 
     def check_access(self, scope: str, action: int, principal_id: str = "") -> pb.CheckAccessResponse:
         return self._runner.run(self._inner.check_access(scope, action, principal_id))

@@ -37,6 +37,8 @@ class Announcement:
     vault_door: str | None = None
     """The key vault's Azure data plane (https://{vault}.vault.azure.net reaches it through
     cmk_trio.client.azure's transport), when served."""
+    arm: str | None = None
+    """Azure Resource Manager's door (https://management.azure.com's API), when served."""
 
     @classmethod
     def of(
@@ -50,6 +52,7 @@ class Announcement:
         show_secret: bool = True,
         vault_door: str | None = None,
         proxy: str | None = None,
+        arm: str | None = None,
     ) -> Announcement:
         """The announcement of an identity service, and of the key vault and speech when
         they were started beside it."""
@@ -73,7 +76,16 @@ class Announcement:
             if show_secret:
                 created["client_secret"] = identity.new_operator_secret.value
         return cls(
-            identity.endpoint, services, login, created, tls_dir, metrics or {}, identity.http_url, proxy, vault_door
+            identity.endpoint,
+            services,
+            login,
+            created,
+            tls_dir,
+            metrics or {},
+            identity.http_url,
+            proxy,
+            vault_door,
+            arm,
         )
 
     def to_json(self) -> str:
@@ -88,6 +100,7 @@ class Announcement:
                 "metrics": self.metrics,
                 "oidc": self.oidc,
                 "vault_door": self.vault_door,
+                "arm": self.arm,
                 "proxy": self.proxy,
             }
         )
@@ -104,12 +117,15 @@ class Announcement:
             lines.append(
                 f"key vault's Azure data plane at {self.vault_door} (vaults as https://<vault>.vault.azure.net)"
             )
+        if self.arm:
+            lines.append(f"Azure Resource Manager's door at {self.arm} (management clients' base_url)")
         if self.proxy and self.tls_dir:
             ca = self.tls_dir / "ca.crt"
             lines += [
-                "Azure's SDKs under Azure's own names (login.microsoftonline.com, *.vault.azure.net), by the proxy:",
+                "Azure's SDKs under Azure's own names (login.microsoftonline.com, *.vault.azure.net,"
+                " management.azure.com), by the proxy:",
                 f"  export HTTPS_PROXY={self.proxy} NO_PROXY=127.0.0.1,localhost"
-                f" REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}",
+                f" REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca} NODE_EXTRA_CA_CERTS={ca}",
             ]
         if self.created_operator is not None:
             created = self.created_operator

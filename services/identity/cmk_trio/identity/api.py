@@ -14,7 +14,8 @@ from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as res
-from cmk_trio.rpckit.auth import current_caller
+from cmk_trio.rpckit import audiences
+from cmk_trio.rpckit.auth import Audience, current_caller
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.events import tail
 from cmk_trio.rpckit.reasons import Reason
@@ -33,6 +34,18 @@ PUBLIC_METHODS = frozenset(
         "/cmk.identity.v1.TokenService/ListSigningKeys",
     }
 )
+_ARM = frozenset({audiences.DIRECTORY, audiences.MANAGEMENT})
+ARM_METHODS = ("GetSubscription", "ListSubscriptions", "GetTenant", "ListTenants", "GetPrincipal", "CheckAccess",
+               "CreateRoleAssignment", "GetRoleAssignment", "ListRoleAssignments", "DeleteRoleAssignment")  # fmt: skip
+"""The directory's methods that Azure Resource Manager's door calls too."""
+AUDIENCES: dict[str, Audience] = {
+    "": audiences.DIRECTORY,
+    # Azure Resource Manager's calls, which its door makes with the caller's management token.
+    "cmk.identity.v1.ResourceGroupService": _ARM,
+    **{f"/cmk.identity.v1.IdentityService/{method}": _ARM for method in ARM_METHODS},
+}
+"""The audience a token must be for, by method: the directory's, or Azure Resource Manager's
+as well where its door answers with this service's data."""
 SIGN_IN_METHODS = frozenset({"/cmk.identity.v1.TokenService/IssueToken"})
 """The methods where anonymous callers present a secret: counted against the sign-ins' own
 budget of the cap on calls, as identity's HTTPS token endpoint is."""
@@ -143,15 +156,15 @@ def token_pb(t: model.IssuedToken) -> pb.IssueTokenResponse:
 # --- request helpers -----------------------------------------------------------------
 
 
-def _page(kind: str, request_size: int, token: str) -> tuple[str | None, int]:
+def page_of(kind: str, request_size: int, token: str) -> tuple[str | None, int]:
     return decode_page_token(kind, token), page_size_of(request_size)
 
 
-def _next_token(kind: str, items: Sequence[T], limit: int, key: Callable[[T], str]) -> str:
+def next_token(kind: str, items: Sequence[T], limit: int, key: Callable[[T], str]) -> str:
     return encode_page_token(kind, key(items[-1])) if len(items) == limit and items else ""
 
 
-def _mask(mask: field_mask_pb2.FieldMask, allowed: set[str]) -> set[str]:
+def mask_paths(mask: field_mask_pb2.FieldMask, allowed: set[str]) -> set[str]:
     paths = set(mask.paths)
     if not paths:
         raise invalid_field(
@@ -195,16 +208,16 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         return tenant_pb(await self._d.get_tenant(await self._actor(), tenant_id), self._issuer_base)
 
     async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:
-        after, limit = _page("tenants", request.page_size, request.page_token)
+        after, limit = page_of("tenants", request.page_size, request.page_token)
         found = await self._d.list_tenants(await self._actor(), after=after, limit=limit)
         return pb.ListTenantsResponse(
             tenants=[tenant_pb(t, self._issuer_base) for t in found],
-            next_page_token=_next_token("tenants", found, limit, lambda t: t.tenant_id),
+            next_page_token=next_token("tenants", found, limit, lambda t: t.tenant_id),
         )
 
     async def UpdateTenant(self, request: pb.UpdateTenantRequest, context: Context) -> res.Tenant:
         tenant_id = names.tenant_id("tenant.name", request.tenant.name)
-        _mask(request.update_mask, {"display_name"})
+        mask_paths(request.update_mask, {"display_name"})
         tenant = await self._d.rename_tenant(await self._actor(), tenant_id, request.tenant.display_name)
         return tenant_pb(tenant, self._issuer_base)
 
@@ -223,11 +236,11 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         self, request: pb.ListSubscriptionsRequest, context: Context
     ) -> pb.ListSubscriptionsResponse:
         tenant_id = names.tenant_id("parent", request.parent) if request.parent else None
-        after, limit = _page("subscriptions", request.page_size, request.page_token)
+        after, limit = page_of("subscriptions", request.page_size, request.page_token)
         found = await self._d.list_subscriptions(await self._actor(), tenant_id, after=after, limit=limit)
         return pb.ListSubscriptionsResponse(
             subscriptions=[subscription_pb(s) for s in found],
-            next_page_token=_next_token("subscriptions", found, limit, lambda s: s.subscription_id),
+            next_page_token=next_token("subscriptions", found, limit, lambda s: s.subscription_id),
         )
 
     async def TransferSubscription(self, request: pb.TransferSubscriptionRequest, context: Context) -> res.Subscription:
@@ -259,16 +272,16 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         kind = None
         if request.kind:
             kind = model.PrincipalKind(enum_value("kind", request.kind, res.PrincipalKind.values()))
-        after, limit = _page("principals", request.page_size, request.page_token)
+        after, limit = page_of("principals", request.page_size, request.page_token)
         found = await self._d.principals.list_principals(await self._actor(), tenant_id, kind, after=after, limit=limit)
         return pb.ListPrincipalsResponse(
             principals=[principal_pb(p) for p in found],
-            next_page_token=_next_token("principals", found, limit, lambda p: p.object_id),
+            next_page_token=next_token("principals", found, limit, lambda p: p.object_id),
         )
 
     async def UpdatePrincipal(self, request: pb.UpdatePrincipalRequest, context: Context) -> res.Principal:
         tenant_id, object_id = names.principal("principal.name", request.principal.name)
-        paths = _mask(request.update_mask, {"display_name", "enabled"})
+        paths = mask_paths(request.update_mask, {"display_name", "enabled"})
         principal = await self._d.principals.update_principal(
             await self._actor(),
             tenant_id,
@@ -326,13 +339,13 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         self, request: pb.ListClientSecretsRequest, context: Context
     ) -> pb.ListClientSecretsResponse:
         tenant_id, object_id = names.principal("parent", request.parent)
-        after, limit = _page("secrets", request.page_size, request.page_token)
+        after, limit = page_of("secrets", request.page_size, request.page_token)
         found = await self._d.secrets.list_client_secrets(
             await self._actor(), tenant_id, object_id, after=after, limit=limit
         )
         return pb.ListClientSecretsResponse(
             secrets=[secret_pb(tenant_id, s) for s in found],
-            next_page_token=_next_token("secrets", found, limit, lambda s: s.secret_id),
+            next_page_token=next_token("secrets", found, limit, lambda s: s.secret_id),
         )
 
     async def DeleteClientSecret(self, request: pb.DeleteClientSecretRequest, context: Context) -> empty_pb2.Empty:
@@ -348,8 +361,9 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         ra = request.role_assignment
         principal_id = require_uuid("role_assignment.principal_id", ra.principal_id)
         role = model.Role(enum_value("role_assignment.role", ra.role, res.Role.values()))
+        chosen = _optional_uuid("role_assignment.role_assignment_id", ra.role_assignment_id)
         created = await self._d.role_assignments.create_role_assignment(
-            await self._actor(), principal_id, role, ra.scope
+            await self._actor(), principal_id, role, ra.scope, chosen
         )
         return role_assignment_pb(created)
 
@@ -361,13 +375,13 @@ class IdentityApi(pb_grpc.IdentityServiceServicer):
         self, request: pb.ListRoleAssignmentsRequest, context: Context
     ) -> pb.ListRoleAssignmentsResponse:
         principal_id = _optional_uuid("principal_id", request.principal_id)
-        after, limit = _page("roleAssignments", request.page_size, request.page_token)
+        after, limit = page_of("roleAssignments", request.page_size, request.page_token)
         found = await self._d.role_assignments.list_role_assignments(
             await self._actor(), principal_id, request.scope or None, after=after, limit=limit
         )
         return pb.ListRoleAssignmentsResponse(
             role_assignments=[role_assignment_pb(a) for a in found],
-            next_page_token=_next_token("roleAssignments", found, limit, lambda a: a.role_assignment_id),
+            next_page_token=next_token("roleAssignments", found, limit, lambda a: a.role_assignment_id),
         )
 
     async def DeleteRoleAssignment(self, request: pb.DeleteRoleAssignmentRequest, context: Context) -> empty_pb2.Empty:
@@ -425,13 +439,13 @@ class TokenApi(pb_grpc.TokenServiceServicer):
         )  # fmt: skip
 
     async def ListSigningKeys(self, request: pb.ListSigningKeysRequest, context: Context) -> pb.ListSigningKeysResponse:
-        after, limit = _page("signingKeys", request.page_size, request.page_token)
+        after, limit = page_of("signingKeys", request.page_size, request.page_token)
         keys = await self._keys.published()
         start = 0 if after is None else next((i + 1 for i, k in enumerate(keys) if k.kid == after), len(keys))
         page = keys[start : start + limit]
         return pb.ListSigningKeysResponse(
             signing_keys=[signing_key_pb(k) for k in page],
-            next_page_token=_next_token("signingKeys", page, limit, lambda k: k.kid)
+            next_page_token=next_token("signingKeys", page, limit, lambda k: k.kid)
             if start + limit < len(keys)
             else "",
         )

@@ -28,6 +28,7 @@ from cmk_trio.identity.model import (
     Tenant,
 )
 from cmk_trio.identity.principals import Principals
+from cmk_trio.identity.resource_groups import ResourceGroups
 from cmk_trio.identity.role_assignments import RoleAssignments
 from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.identity.storage import IdentityStore
@@ -40,7 +41,8 @@ from cmk_trio.rpckit.validation import display_name
 class Directory:
     """The directory's operations and their authorization rules: tenants, subscriptions,
     the event stream and bootstrap here; principals and managed identities, client secrets,
-    and role assignments in the parts it holds (`principals`, `secrets`, `role_assignments`),
+    role assignments and resource groups in the parts it holds (`principals`, `secrets`,
+    `role_assignments`, `resource_groups`),
     which share its collaborators and its `lookups`."""
 
     def __init__(
@@ -64,6 +66,7 @@ class Directory:
         self.principals = Principals(parts)
         self.secrets = ClientSecrets(store, clock, checks, memo, self.lookups, random=random)
         self.role_assignments = RoleAssignments(parts)
+        self.resource_groups = ResourceGroups(parts, self.role_assignments)
 
     # --- who is acting ----------------------------------------------------------------
 

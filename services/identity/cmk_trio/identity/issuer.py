@@ -29,6 +29,7 @@ from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.model import ClientSecret, EventType, IssuedToken, Principal, PrincipalKind, SigningKey
 from cmk_trio.identity.sign_ins import SecretChecks
 from cmk_trio.identity.storage import IdentityStore
+from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.clock import Clock, to_epoch
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
@@ -217,13 +218,14 @@ class TokenIssuer:
     def _audience(self, audience: str) -> str:
         if not audience:
             raise invalid_field("audience", Reason.FIELD_REQUIRED, "is required")
-        if audience.rstrip("/") not in self._policy.audiences:
+        audience = audiences.canonical(audience)
+        if audience not in self._policy.audiences:
             raise errors.InvalidArgument(
                 Reason.AUDIENCE_UNKNOWN,
                 f"no service accepts tokens for this audience; use one of: {', '.join(sorted(self._policy.audiences))}",
                 metadata={"known_audiences": ",".join(sorted(self._policy.audiences))},
             )
-        return audience.rstrip("/")
+        return audience
 
     async def client_credentials(self, tenant_id: str, client_id: str, secret: str, audience: str) -> IssuedToken:
         """The OAuth 2.0 client-credentials grant for a user or service principal."""

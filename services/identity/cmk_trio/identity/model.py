@@ -68,6 +68,23 @@ class Subscription:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceGroup:
+    """A resource group of a subscription. Its name keeps the case it was made with; names
+    compare case-insensitively. Its tenant is its subscription's."""
+
+    subscription_id: str
+    name: str
+    location: str
+    tags: dict[str, str]
+    create_time: datetime
+    update_time: datetime | None
+
+    @property
+    def resource_id(self) -> str:
+        return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     object_id: str
     tenant_id: str

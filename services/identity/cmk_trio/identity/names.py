@@ -8,13 +8,15 @@ import re
 
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
-from cmk_trio.rpckit.validation import name_parts, subscription_parent
+from cmk_trio.rpckit.validation import name_parts, require_uuid, resource_group_name, subscription_parent
 
 _ID = r"([^/]{1,64})"  # any segment; require_uuid (in name_parts) then says what is wrong with it
 TENANT = re.compile(rf"tenants/{_ID}")
 PRINCIPAL = re.compile(rf"tenants/{_ID}/principals/{_ID}")
 SECRET = re.compile(rf"tenants/{_ID}/principals/{_ID}/secrets/{_ID}")
 ROLE_ASSIGNMENT = re.compile(rf"roleAssignments/{_ID}")
+RESOURCE_GROUP = re.compile(r"/subscriptions/([^/]{1,64})/resourceGroups/([^/]{1,90})", re.IGNORECASE)
+SUBSCRIPTION_ID = re.compile(r"/subscriptions/([^/]{1,64})", re.IGNORECASE)
 SIGNING_KEY = re.compile(r"signingKeys/([A-Za-z0-9_-]{1,128})")
 
 
@@ -44,6 +46,23 @@ def secret(field: str, name: str) -> tuple[str, str, str]:
 def role_assignment_id(field: str, name: str) -> str:
     (found,) = name_parts(field, name, ROLE_ASSIGNMENT, "roleAssignments/{role_assignment_id}")
     return found
+
+
+def resource_group(field: str, name: str) -> tuple[str, str]:
+    """The subscription id and group name of "/subscriptions/{s}/resourceGroups/{rg}" (the
+    id Azure Resource Manager gives a group; "subscriptions" and "resourceGroups" in any case)."""
+    match = RESOURCE_GROUP.fullmatch((name or "").rstrip("/"))
+    if match is None:
+        raise invalid_field(field, Reason.NAME_MALFORMED, "must look like /subscriptions/{id}/resourceGroups/{name}")
+    return require_uuid(field, match.group(1).lower()), resource_group_name(field, match.group(2))
+
+
+def subscription_resource_id(field: str, name: str) -> str:
+    """The subscription id of "/subscriptions/{subscription_id}"."""
+    match = SUBSCRIPTION_ID.fullmatch((name or "").rstrip("/"))
+    if match is None:
+        raise invalid_field(field, Reason.NAME_MALFORMED, "must look like /subscriptions/{subscription_id}")
+    return require_uuid(field, match.group(1).lower())
 
 
 def signing_key(field: str, name: str) -> str:

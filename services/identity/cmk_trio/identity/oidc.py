@@ -293,7 +293,7 @@ class OidcFront:
     def _public_for(self, request: web.Request) -> str:
         """The base URL the answer names: Entra's own host when the client came by that name
         (through the trio's proxy, which tunnels it here), else where clients reach this door."""
-        host = (request.url.host or "").lower()
+        host = _host_of(request)
         return f"https://{host}" if host in AZURE_NAMES["identity"] else self._public_url()
 
     def _said(self, request: web.Request, request_id: str) -> entra.Said:
@@ -349,7 +349,7 @@ class OidcFront:
         if not asked:
             raise _invalid_request(Reason.FIELD_REQUIRED, "authorization_endpoint is required")
         public = self._public_for(request)
-        ours = {h.lower() for h in (urlsplit(public).hostname, request.url.host) if h}
+        ours = {h.lower() for h in (urlsplit(public).hostname, _host_of(request)) if h}
         answer = entra.instance_discovery(asked, ours, public)
         if answer is None:
             raise OAuthError(400, "invalid_instance", Reason.AUTHORITY_UNKNOWN, "Unknown or invalid instance.")
@@ -383,6 +383,15 @@ class OidcFront:
         return _json(body, no_store=True)
 
 
+def _host_of(request: web.Request) -> str:
+    """The host the client named, lower-cased ("" for a Host header yarl cannot read, such as
+    one whose port is beyond 65535)."""
+    try:
+        return (request.url.host or "").lower()
+    except ValueError:
+        return ""
+
+
 async def _read_body(request: web.Request) -> None:
     """Read (and keep) the request's body within BODY_SECONDS, refusing one too large."""
     if not request.can_read_body:
@@ -400,6 +409,10 @@ async def _read_body(request: web.Request) -> None:
     except web.HTTPRequestEntityTooLarge:
         raise OAuthError(
             413, "invalid_request", Reason.REQUEST_TOO_LARGE, f"a token request is at most {MAX_BODY_BYTES} bytes"
+        ) from None
+    except web.RequestPayloadError:  # (a body its Content-Encoding or chunking does not describe)
+        raise OAuthError(
+            400, "invalid_request", Reason.REQUEST_MALFORMED, "the request's body cannot be read as its headers say"
         ) from None
 
 

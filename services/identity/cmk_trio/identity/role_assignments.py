@@ -41,8 +41,11 @@ class RoleAssignments:
             )
 
     async def create_role_assignment(
-        self, actor: Principal, principal_id: str, role: Role, scope: str
+        self, actor: Principal, principal_id: str, role: Role, scope: str, role_assignment_id: str | None = None
     ) -> RoleAssignment:
+        """Grant `role` on `scope`; the assignment's id is `role_assignment_id` when the caller
+        chose one (as Azure Resource Manager's clients do), checked only once the caller may
+        grant there, so that no one learns which ids are taken elsewhere."""
         scope, subscription_id = parse_scope("role_assignment.scope", scope)
         sub = await self._lookups.subscription(subscription_id)
         missing = errors.not_found(Reason.SUBSCRIPTION_NOT_FOUND, "subscription", subscription_id)
@@ -53,8 +56,18 @@ class RoleAssignments:
                 Reason.ROLE_ASSIGNMENT_EXISTS,
                 f"{principal_id} already has the {role.name.title()} role on {scope}",
             )
+        if role_assignment_id is not None and await self._store.get_role_assignment(role_assignment_id) is not None:
+            raise errors.AlreadyExists(
+                Reason.ROLE_ASSIGNMENT_EXISTS, f"a role assignment with the id {role_assignment_id} exists"
+            )
         assignment = RoleAssignment(
-            new_id(self._random), principal.object_id, role, scope, sub.tenant_id, self._clock.now(), actor.object_id
+            role_assignment_id or new_id(self._random),
+            principal.object_id,
+            role,
+            scope,
+            sub.tenant_id,
+            self._clock.now(),
+            actor.object_id,
         )
         async with self._store.unit_of_work() as uow:
             await uow.insert_role_assignment(assignment, subscription_id)
@@ -122,6 +135,14 @@ class RoleAssignments:
                 scope=found.scope,
             )
         await self._notifier.notify()
+
+    async def holds(self, actor: Principal, scope: str, action: Action) -> bool:
+        """Whether `actor` may do `action` on the canonical `scope`: the operator and the
+        administrator of the scope's tenant always, anyone else through a role assignment on
+        it or above."""
+        if actor.operator or actor.tenant_admin:
+            return True
+        return await self._granting(actor, scope, action) is not None
 
     async def _granting(self, principal: Principal, scope: str, action: Action) -> RoleAssignment | None:
         """The strongest assignment of `principal` on `scope` or above that allows `action`."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cmk_trio.identity.api import PUBLIC_METHODS, SIGN_IN_METHODS, IdentityApi, TokenApi
+from cmk_trio.identity.api import AUDIENCES, PUBLIC_METHODS, SIGN_IN_METHODS, IdentityApi, TokenApi
 from cmk_trio.identity.config import IdentityConfig
 from cmk_trio.identity.crypto import (
     CannotDecrypt,
@@ -22,6 +22,7 @@ from cmk_trio.identity.crypto import (
 )
 from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
+from cmk_trio.identity.group_api import ResourceGroupApi
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
 from cmk_trio.identity.oidc import OidcFront, start_http
@@ -31,7 +32,6 @@ from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
 from cmk_trio.proto.common.v1 import dev_service_pb2_grpc as dev_grpc
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as pb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.admission import AdmissionInterceptor, CallLimits
 from cmk_trio.rpckit.auth import AuthInterceptor, current_caller
 from cmk_trio.rpckit.bootstrap import Bootstrap, Process, Served
@@ -137,6 +137,7 @@ async def build_server(
                 IdentityApi(directory, policy, heartbeat=config.event_heartbeat.total_seconds()), server
             )
             pb_grpc.add_TokenServiceServicer_to_server(TokenApi(directory, issuer, keys), server)
+            pb_grpc.add_ResourceGroupServiceServicer_to_server(ResourceGroupApi(directory), server)
             dev_grpc.add_DevServiceServicer_to_server(DevApi(boot.process.shiftable, require_operator), server)
 
         async def require_operator(context: Context) -> None:
@@ -147,7 +148,7 @@ async def build_server(
         limits = limits or CallLimits.from_env(os.environ)
         running = await boot.serve(register, [pb.DESCRIPTOR, dev_pb.DESCRIPTOR], [
             ErrorInterceptor(DOMAIN),
-            AuthInterceptor(validator, audiences.DIRECTORY, PUBLIC_METHODS),
+            AuthInterceptor(validator, AUDIENCES, PUBLIC_METHODS),
             AdmissionInterceptor(limits, SIGN_IN_METHODS),
         ])  # fmt: skip
         http: RunningHttp | None = None

@@ -30,12 +30,13 @@ def vault_not_found(name: str) -> NotFound:
     return NotFound(Reason.VAULT_NOT_FOUND, f"vault {name} does not exist (or is deleted)", metadata={"vault": name})
 
 
-def forbidden_by_policy(object_id: str, permission: str, vault: str) -> PermissionDenied:
+def forbidden_by_policy(object_id: str, permission: str, vault: str, kind: str = "keys") -> PermissionDenied:
+    """`kind`: "keys" or "secrets", the permission's half of the access policy."""
     error = PermissionDenied(
         Reason.FORBIDDEN_BY_POLICY,
-        f"the caller {object_id} does not have keys {permission} permission on key vault {vault}; "
+        f"the caller {object_id} does not have {kind} {permission} permission on key vault {vault}; "
         "an access policy entry granting it is needed",
-        metadata={"object_id": object_id, "permission": permission, "vault": vault},
+        metadata={"object_id": object_id, "permission": permission, "vault": vault, "on": kind},
     )
     with_akv(error, "ForbiddenByPolicy")
     return error
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "ServiceError",
     "Unauthenticated",
     "Unavailable",
     "forbidden_by_policy",

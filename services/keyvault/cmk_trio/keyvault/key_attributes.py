@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from cmk_trio.keyvault.crypto import Padding
+from cmk_trio.keyvault.crypto import Padding, Signature
 from cmk_trio.keyvault.model import KeyOperation, KeyVersion
 from cmk_trio.rpckit.errors import invalid_field
 from cmk_trio.rpckit.reasons import Reason
@@ -33,7 +33,7 @@ class CryptoResult:
 
     version: KeyVersion
     data: bytes
-    algorithm: Padding
+    algorithm: Padding | Signature
 
 
 def key_operations(field: str, names: Iterable[str]) -> tuple[KeyOperation, ...]:

@@ -17,8 +17,9 @@ from cmk_trio.keyvault import errors
 from cmk_trio.keyvault.model import (
     Key,
     KeyOperation,
-    KeyPermission,
     KeyVersion,
+    Permission,
+    SecretPermission,
     Vault,
 )
 from cmk_trio.keyvault.storage import KeyVaultStore
@@ -46,8 +47,9 @@ class KeyChecks:
 
     # --- authorization ----------------------------------------------------------------
 
-    async def authorize(self, caller: VerifiedToken, vault: str, permission: KeyPermission) -> Vault:
-        """The vault, if the caller is of its tenant and an access policy grants `permission`.
+    async def authorize(self, caller: VerifiedToken, vault: str, permission: Permission) -> Vault:
+        """The vault, if the caller is of its tenant and an access policy grants `permission`
+        (on keys, or on secrets).
 
         A soft-deleted vault is refused with VAULT_DELETED (it can be recovered) to a caller
         whom it would otherwise have allowed, and as not found to anyone else, so that only
@@ -66,11 +68,12 @@ class KeyChecks:
             # trusts (as Azure's 401 does) would tell a stranger that it exists, and whose it is.
             raise errors.vault_not_found(vault)
         if not self._grants(found, caller, permission):
-            raise errors.forbidden_by_policy(caller.object_id, permission.value, vault)
+            kind = "secrets" if isinstance(permission, SecretPermission) else "keys"
+            raise errors.forbidden_by_policy(caller.object_id, permission.value, vault, kind)
         return found
 
     @staticmethod
-    def _grants(vault: Vault, caller: VerifiedToken, permission: KeyPermission) -> bool:
+    def _grants(vault: Vault, caller: VerifiedToken, permission: Permission) -> bool:
         policy = vault.policy_of(caller.object_id)
         return (
             policy is not None and policy.tenant_id == caller.tenant_id == vault.tenant_id and policy.grants(permission)

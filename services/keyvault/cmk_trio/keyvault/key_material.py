@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from cmk_trio.keyvault.crypto import RsaKeyMaterial, Sealer, load_private_der
+from cmk_trio.keyvault.crypto import KeyMaterial, Sealer, load_private_der
 from cmk_trio.keyvault.model import KeyVersion
 from cmk_trio.platform import key_names
 
@@ -24,7 +24,7 @@ class KeyMaterials:
     def __init__(self, sealer: Sealer, *, dns_suffix: str) -> None:
         self._sealer = sealer
         self._dns_suffix = dns_suffix
-        self._parsed: OrderedDict[Slot, RsaKeyMaterial] = OrderedDict()
+        self._parsed: OrderedDict[Slot, KeyMaterial] = OrderedDict()
 
     def __len__(self) -> int:
         """How many parsed private keys are held."""
@@ -36,11 +36,11 @@ class KeyMaterials:
         vault, key, version = slot
         return key_names.key_id(vault, key, version, self._dns_suffix)
 
-    def seal(self, vault: str, key: str, version: str, material: RsaKeyMaterial) -> bytes:
+    def seal(self, vault: str, key: str, version: str, material: KeyMaterial) -> bytes:
         """The private key of a new version, sealed for the store."""
         return self._sealer.seal(material.private_der(), self._context((vault, key.lower(), version)))
 
-    async def open(self, version: KeyVersion) -> RsaKeyMaterial:
+    async def open(self, version: KeyVersion) -> KeyMaterial:
         """The parsed private key of a version, opened off the event loop the first time, so
         that a burst of cold keys does not stall the calls of warm ones."""
         slot = (version.vault_name, version.key_name.lower(), version.version)
@@ -52,14 +52,14 @@ class KeyMaterials:
         self._keep(slot, material)
         return material
 
-    def _open(self, sealed: bytes, context: str) -> RsaKeyMaterial:
+    def _open(self, sealed: bytes, context: str) -> KeyMaterial:
         return load_private_der(self._sealer.open(sealed, context), validated=True)
 
-    def keep(self, vault: str, key: str, version: str, material: RsaKeyMaterial) -> None:
+    def keep(self, vault: str, key: str, version: str, material: KeyMaterial) -> None:
         """Hold the parsed key of a version just stored, so its first use need not open it."""
         self._keep((vault, key.lower(), version), material)
 
-    def _keep(self, slot: Slot, material: RsaKeyMaterial) -> None:
+    def _keep(self, slot: Slot, material: KeyMaterial) -> None:
         self._parsed[slot] = material
         while len(self._parsed) > MATERIAL_CACHE:
             self._parsed.popitem(last=False)

@@ -16,12 +16,17 @@ from cmk_trio.keyvault.callers import PURGER, Recorder
 from cmk_trio.keyvault.crypto import (
     BadKeyMaterial,
     CannotDecrypt,
+    Curve,
+    KeyMaterial,
     Padding,
     RandomBytes,
-    RsaKeyMaterial,
     Sealer,
+    Signature,
+    generate_ec,
+    generate_like,
     generate_rsa,
-    import_rsa_jwk,
+    import_jwk,
+    verify_with_public,
 )
 from cmk_trio.keyvault.key_attributes import (
     MAX_PAYLOAD,
@@ -50,6 +55,41 @@ from cmk_trio.rpckit.events import ChangeNotifier
 from cmk_trio.rpckit.json_input import JsonObject
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.tokens import VerifiedToken
+
+EC_KEY_OPERATIONS = (KeyOperation.SIGN, KeyOperation.VERIFY)
+"""What an EC key may do, and what it does when created without key_ops (as Key Vault)."""
+
+
+def _not_for_key(version: KeyVersion, algorithm: str) -> errors.ServiceError:
+    kind = f"{version.curve} EC" if version.curve else f"RSA-{version.key_size}"
+    return errors.with_akv(
+        errors.InvalidArgument(
+            Reason.ALGORITHM_NOT_FOR_KEY,
+            f"key and algorithm are not compatible: {algorithm} is not an algorithm of {kind} keys",
+            metadata={"algorithm": algorithm, "key_type": version.key_type},
+        ),
+        "BadParameter",
+    )
+
+
+def _rsa_only(version: KeyVersion, algorithm: Padding) -> None:
+    if version.key_type != "RSA":
+        raise _not_for_key(version, algorithm.value)
+
+
+def _suits(version: KeyVersion, algorithm: Signature) -> None:
+    fits = algorithm.key_type == version.key_type and (
+        algorithm.curve is None or algorithm.curve.value == version.curve
+    )
+    if not fits:
+        raise _not_for_key(version, algorithm.value)
+
+
+def _digest_of(algorithm: Signature, digest: bytes) -> None:
+    try:
+        algorithm.check_digest(digest)
+    except ValueError as wrong:
+        raise invalid_field("digest", Reason.FIELD_INVALID, str(wrong)) from None
 
 
 class Overtaken(Exception):
@@ -103,14 +143,16 @@ class Keys:
         *,
         size: int,
         attributes: KeyAttributes,
+        curve: Curve | None = None,
         jwk: JsonObject | None = None,
     ) -> KeyVersion:
-        """Create a key, or a new version of an existing one (as the real service does).
-        With `jwk`, import that RSA private key instead of generating one."""
+        """Create a key, or a new version of an existing one (as the real service does): an
+        RSA key of `size` bits, or with `curve` an EC key. With `jwk`, import that private key
+        (RSA or EC) instead of generating one."""
         vault = vault_name("parent", vault)
         name = key_name("key_name", name)
         permission = KeyPermission.IMPORT if jwk is not None else KeyPermission.CREATE
-        if jwk is None and size not in (2048, 3072, 4096):
+        if jwk is None and curve is None and size not in (2048, 3072, 4096):
             raise invalid_field("key.key_size", Reason.KEY_SIZE_INVALID, "RSA keys are 2048, 3072 or 4096 bits")
         self._check_attributes(attributes)
         found = await self.checks.authorize(caller, vault, permission)
@@ -125,15 +167,27 @@ class Keys:
                 ),
                 "ObjectIsDeletedButRecoverable",
             )
+        material: KeyMaterial
         if jwk is not None:
             try:
-                material = import_rsa_jwk(jwk)
+                material = import_jwk(jwk)
             except BadKeyMaterial as exc:
                 raise invalid_field("key_material", Reason.KEY_MATERIAL_INVALID, str(exc)) from None
+        elif curve is not None:
+            material = await asyncio.to_thread(generate_ec, curve)
         else:
             material = await asyncio.to_thread(generate_rsa, size)
+        self._check_operations(material.key_type, attributes)
         version = await self._store_version(found, name, material, attributes, new_key=existing is None)
         return version
+
+    @staticmethod
+    def _check_operations(key_type: str, attributes: KeyAttributes) -> None:
+        """An EC key signs and verifies; it is not asked to encrypt or wrap."""
+        if key_type == "EC" and attributes.key_ops is not None:
+            if any(op not in EC_KEY_OPERATIONS for op in attributes.key_ops):
+                raise invalid_field("key.key_operations", Reason.KEY_OPERATION_NOT_FOR_KEY,
+                                    "an EC key's operations are sign and verify")  # fmt: skip
 
     def _check_attributes(self, attributes: KeyAttributes) -> None:
         if attributes.tags is not None:
@@ -145,7 +199,7 @@ class Keys:
         self,
         vault: Vault,
         name: str,
-        material: RsaKeyMaterial,
+        material: KeyMaterial,
         attributes: KeyAttributes,
         *,
         new_key: bool,
@@ -156,7 +210,10 @@ class Keys:
         now = self.clock.now()
         version_id = uuid.UUID(bytes=self._random(16), version=4).hex
         kid = self.key_id(vault.vault_name, name, version_id)
-        ops = attributes.key_ops if attributes.key_ops is not None else ALL_KEY_OPERATIONS
+        if attributes.key_ops is not None:
+            ops = attributes.key_ops
+        else:
+            ops = EC_KEY_OPERATIONS if material.key_type == "EC" else ALL_KEY_OPERATIONS
         version = KeyVersion(
             vault_name=vault.vault_name,
             key_name=name,
@@ -171,6 +228,7 @@ class Keys:
             update_time=now,
             public_jwk=json.dumps(material.public_jwk(kid, [o.value for o in ops]), sort_keys=True),
             sealed_private_key=self.materials.seal(vault.vault_name, name, version_id, material),
+            curve=material.curve.value if material.curve is not None else "",
         )
         async with self.store.unit_of_work() as uow:
             if replaces is not None and await uow.latest_version_id(vault.vault_name, name) != replaces:
@@ -188,14 +246,14 @@ class Keys:
         """A new version with the newest version's size and key operations."""
         vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.ROTATE)
         latest = await self.checks.version(vault, replace(ref, version=None))
-        material = await asyncio.to_thread(generate_rsa, latest.key_size)
+        material = await asyncio.to_thread(generate_like, latest.key_type, latest.key_size)
         attributes = KeyAttributes(key_ops=latest.key_ops, tags=latest.tags)
         return await self._store_version(vault, latest.key_name, material, attributes, new_key=False)
 
     async def rotate_as_service(self, vault: Vault, latest: KeyVersion, attributes: KeyAttributes) -> KeyVersion | None:
         """A new version made by the service itself (a rotation policy), not by a caller; None
         if `latest` is no longer the newest (a replica that held the lease before rotated)."""
-        material = await asyncio.to_thread(generate_rsa, latest.key_size)
+        material = await asyncio.to_thread(generate_like, latest.key_type, latest.key_size)
         try:
             return await self._store_version(
                 vault, latest.key_name, material, attributes, new_key=False, replaces=latest.version
@@ -236,6 +294,7 @@ class Keys:
         )
         if changed.not_before and changed.expires and changed.expires <= changed.not_before:
             raise invalid_field("key.expires", Reason.FIELD_INVALID, "must be after not_before")
+        self._check_operations(version.key_type, attributes)
         async with self.store.unit_of_work() as uow:
             await uow.update_version(changed)
             await uow.append_event(EventType.KEY_UPDATED, changed.update_time,
@@ -268,6 +327,7 @@ class Keys:
             raise invalid_field("plaintext", Reason.FIELD_REQUIRED, "is required")
         vault = await self.checks.authorize(caller, ref.vault_name, permission)
         version = await self.checks.version(vault, ref)
+        _rsa_only(version, algorithm)
         self.checks.usable(version, operation)
         limit = max_plaintext(version.key_size, algorithm)
         if len(plaintext) > limit:
@@ -286,6 +346,7 @@ class Keys:
             raise invalid_field("ciphertext", Reason.PAYLOAD_TOO_LARGE, f"at most {MAX_PAYLOAD} bytes")
         vault = await self.checks.authorize(caller, ref.vault_name, permission)
         version = await self.checks.version(vault, ref)
+        _rsa_only(version, algorithm)
         self.checks.usable(version, operation)
         material = await self.materials.open(version)
         try:
@@ -297,6 +358,36 @@ class Keys:
                 "cannot decrypt: the value was not produced by this key version with this algorithm, or was altered",
             ) from None
         return CryptoResult(version, plaintext, algorithm)
+
+    async def sign(self, caller: VerifiedToken, ref: KeyRef, algorithm: Signature, digest: bytes) -> CryptoResult:
+        """The signature of a digest the caller computed (RS*, PS* with RSA keys; ES* with the
+        EC curve that goes with each)."""
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.SIGN)
+        version = await self.checks.version(vault, ref)
+        _suits(version, algorithm)
+        self.checks.usable(version, KeyOperation.SIGN)
+        _digest_of(algorithm, digest)
+        material = await self.materials.open(version)
+        # Signing with a private key releases the GIL: off the loop, as unwrap is.
+        signature = await asyncio.to_thread(material.sign, algorithm, digest)
+        return CryptoResult(version, signature, algorithm)
+
+    async def verify(
+        self, caller: VerifiedToken, ref: KeyRef, algorithm: Signature, digest: bytes, signature: bytes
+    ) -> tuple[KeyVersion, bool]:
+        """Whether a signature is the key version's signature of the digest: a verdict, not a
+        refusal, for a signature that does not match. Verifying needs only the public key."""
+        if not signature:
+            raise invalid_field("signature", Reason.FIELD_REQUIRED, "is required")
+        if len(signature) > MAX_PAYLOAD:
+            raise invalid_field("signature", Reason.PAYLOAD_TOO_LARGE, f"at most {MAX_PAYLOAD} bytes")
+        vault = await self.checks.authorize(caller, ref.vault_name, KeyPermission.VERIFY)
+        version = await self.checks.version(vault, ref)
+        _suits(version, algorithm)
+        self.checks.usable(version, KeyOperation.VERIFY)
+        _digest_of(algorithm, digest)
+        valid = await asyncio.to_thread(verify_with_public, version.public_jwk, algorithm, digest, signature)
+        return version, valid
 
     # --- soft-delete ------------------------------------------------------------------
 

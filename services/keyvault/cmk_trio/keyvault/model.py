@@ -35,6 +35,24 @@ class KeyPermission(StrEnum):
     SET_ROTATION_POLICY = "setrotationpolicy"
 
 
+class SecretPermission(StrEnum):
+    """Secret permissions of an access policy, by their real names."""
+
+    ALL = "all"
+    GET = "get"
+    LIST = "list"
+    SET = "set"
+    DELETE = "delete"
+    BACKUP = "backup"
+    RESTORE = "restore"
+    RECOVER = "recover"
+    PURGE = "purge"
+
+
+Permission = KeyPermission | SecretPermission
+"""What a data-plane call needs: a permission on keys, or one on secrets."""
+
+
 class KeyOperation(StrEnum):
     """What a key version may be used for, by the JWK key_ops names."""
 
@@ -80,9 +98,17 @@ class AccessPolicy:
     tenant_id: str
     object_id: str
     permissions: frozenset[KeyPermission]
+    """On keys (the name predates secrets)."""
+    secret_permissions: frozenset[SecretPermission] = frozenset()
 
-    def grants(self, permission: KeyPermission) -> bool:
+    def grants(self, permission: Permission) -> bool:
+        if isinstance(permission, SecretPermission):
+            return SecretPermission.ALL in self.secret_permissions or permission in self.secret_permissions
         return KeyPermission.ALL in self.permissions or permission in self.permissions
+
+    @property
+    def empty(self) -> bool:
+        return not self.permissions and not self.secret_permissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +129,9 @@ class Vault:
     vault_id: str = ""
     """This incarnation of the name: a vault purged and made again under the same name is
     another vault, with records of its own (empty only for an unsaved vault)."""
+    sku: str = "standard"
+    """Azure's pricing tier, "standard" or "premium" (both software keys here)."""
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def deleted(self) -> bool:
@@ -140,6 +169,45 @@ class KeyVersion:
     update_time: datetime
     public_jwk: str
     sealed_private_key: bytes = field(repr=False)
+    curve: str = ""
+    """An EC key's curve ("P-256", "P-384", "P-521"; its key_size is the curve's bits); empty
+    for RSA."""
+
+    @property
+    def key_type(self) -> str:
+        return "EC" if self.curve else "RSA"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret: its name and, when soft-deleted, when it was deleted and will be purged."""
+
+    vault_name: str
+    secret_name: str
+    create_time: datetime
+    delete_time: datetime | None = None
+    purge_time: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.delete_time is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVersion:
+    """One version of a secret; its value sealed under the service's master key."""
+
+    vault_name: str
+    secret_name: str
+    version: str
+    content_type: str
+    enabled: bool
+    not_before: datetime | None
+    expires: datetime | None
+    tags: dict[str, str]
+    create_time: datetime
+    update_time: datetime
+    sealed_value: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

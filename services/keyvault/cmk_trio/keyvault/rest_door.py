@@ -16,25 +16,28 @@ body, `{"error": {"code", "message", "innererror": {"code": <our stable reason>}
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
-from urllib.parse import urlencode
 
 from aiohttp import web
 from google.protobuf.message import Message
 
+from cmk_trio.keyvault import rest_requests as req
 from cmk_trio.keyvault import rest_shapes as shapes
 from cmk_trio.keyvault.api.key_service import KeyApi
+from cmk_trio.keyvault.api.secret_service import SecretApi
 from cmk_trio.keyvault.api.trail import AuditTrail
+from cmk_trio.keyvault.key_backup import MAX_BACKUP_BYTES
+from cmk_trio.keyvault.rest_secrets import SecretRoutes
 from cmk_trio.keyvault.storage import KeyVaultStore
 from cmk_trio.platform.key_names import vault_name
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.rpckit import audiences, errors
 from cmk_trio.rpckit.admission import Caller, CallLimits
 from cmk_trio.rpckit.auth import serving_as
+from cmk_trio.rpckit.http_bodies import read_body
 from cmk_trio.rpckit.json_input import JsonObject
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, Metrics, request_id_from, serving_call
 from cmk_trio.rpckit.reasons import Reason
@@ -45,15 +48,31 @@ from cmk_trio.rpckit.types import Context
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-"""A data-plane request is small: an RSA-4096 private JWK to import is about 4 KiB."""
-BODY_SECONDS = 5
+"""A data-plane request is small: an RSA-4096 private JWK to import is about 4 KiB..."""
+MAX_RESTORE_BYTES = MAX_BACKUP_BYTES * 4 // 3 + 1024
+"""...but a restore's, the backup in base64url, may be as large as a backup."""
+LARGE_BODIES = {"RestoreKey", "RestoreSecret"}
 SERVICE_VERSION = "1.9.2586.1"
 """What x-ms-keyvault-service-version says (a build of the real service's, as clients log it)."""
-CRYPTO_OPERATIONS = {"wrapkey": "WrapKey", "unwrapkey": "UnwrapKey", "encrypt": "Encrypt", "decrypt": "Decrypt"}
-GRPC_SERVICE = "/cmk.keyvault.v1.KeyService/"
-VAULT = web.RequestKey("vault", str)
+CRYPTO_OPERATIONS = {"wrapkey": "WrapKey", "unwrapkey": "UnwrapKey", "encrypt": "Encrypt", "decrypt": "Decrypt",
+                     "sign": "Sign", "verify": "Verify"}  # fmt: skip
+GRPC_SERVICES = ("/cmk.keyvault.v1.KeyService/", "/cmk.keyvault.v1.SecretService/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _operation(request: web.Request) -> str:
+    """The operation a request asks for, by the name of the gRPC method that decides it (what
+    the audit trail, the logs and the metrics call it)."""
+    route = request.match_info.route.name or "unknown"
+    if route == "KeyOperation":
+        return CRYPTO_OPERATIONS.get(request.match_info["operation"].lower(), route)
+    return route.removesuffix("Version") if route in ("GetKeyVersion", "GetSecretVersion") else route
+
+
+def _grpc_method(route: str) -> str:
+    """The gRPC method a route is the door of, as the audit trail names refusals."""
+    return GRPC_SERVICES["Secret" in route] + route
 
 
 def error_response(status: int, code: str, message: str, reason: str) -> web.Response:
@@ -69,15 +88,14 @@ def http_error_of(exc: errors.ServiceError) -> tuple[int, str]:
     if isinstance(exc, errors.PermissionDenied):
         return 403, "Forbidden"
     if isinstance(exc, errors.NotFound):
-        return (
-            404,
-            "KeyNotFound" if "KEY" in reason.value else "VaultNotFound" if "VAULT" in reason.value else "NotFound",
-        )
+        # Key Vault's own code where the engine named it (KeyNotFound, SecretNotFound), else by kind.
+        found = exc.metadata.get("akv_error")
+        return 404, found or ("VaultNotFound" if "VAULT" in reason.value else "NotFound")
     if isinstance(exc, errors.AlreadyExists):
         return 409, "Conflict"
     if isinstance(exc, errors.FailedPrecondition):
         if reason in (Reason.KEY_DISABLED, Reason.KEY_EXPIRED, Reason.KEY_NOT_YET_VALID,
-                      Reason.KEY_OPERATION_NOT_ALLOWED):  # fmt: skip
+                      Reason.KEY_OPERATION_NOT_ALLOWED, Reason.SECRET_DISABLED):  # fmt: skip
             return 403, "Forbidden"
         return 409, "Conflict"
     if isinstance(exc, errors.InvalidArgument):
@@ -96,6 +114,7 @@ class KeyVaultDoor:
         self,
         *,
         api: KeyApi,
+        secrets: SecretApi,
         store: KeyVaultStore,
         validator: TokenValidator,
         trail: AuditTrail,
@@ -105,28 +124,34 @@ class KeyVaultDoor:
         authority: str,
     ) -> None:
         self._api, self._store, self._validator, self._trail = api, store, validator, trail
+        self._secrets = SecretRoutes(secrets)
         self._limits, self._metrics = limits, metrics
         self._suffix = "." + dns_suffix.lower()
         self._authority = authority.rstrip("/")
         self._throttle = Throttle()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._answer])
+        app = web.Application(client_max_size=MAX_RESTORE_BYTES, middlewares=[self._answer])
         add = app.router.add_route
-        add("GET", "/keys", self.list_keys, name="GetKeys")
+        add("GET", "/keys", self.list_keys, name="ListKeys")
+        add("POST", "/keys/restore", self.restore, name="RestoreKey")
         add("POST", "/keys/{name}/create", self.create, name="CreateKey")
+        add("POST", "/keys/{name}/backup", self.backup, name="BackupKey")
         add("POST", "/keys/{name}/rotate", self.rotate, name="RotateKey")
-        add("GET", "/keys/{name}/versions", self.list_versions, name="GetKeyVersions")
+        add("GET", "/keys/{name}/rotationpolicy", self.get_rotation_policy, name="GetKeyRotationPolicy")
+        add("PUT", "/keys/{name}/rotationpolicy", self.set_rotation_policy, name="UpdateKeyRotationPolicy")
+        add("GET", "/keys/{name}/versions", self.list_versions, name="ListKeyVersions")
         add("PUT", "/keys/{name}", self.import_key, name="ImportKey")
         add("DELETE", "/keys/{name}", self.delete, name="DeleteKey")
         add("GET", "/keys/{name}", self.get, name="GetKey")
         add("GET", "/keys/{name}/{version:[^/]*}", self.get, name="GetKeyVersion")
         add("PATCH", "/keys/{name}/{version:[^/]*}", self.update, name="UpdateKey")
         add("POST", "/keys/{name}/{version:[^/]*}/{operation}", self.crypto, name="KeyOperation")
-        add("GET", "/deletedkeys", self.list_deleted, name="GetDeletedKeys")
+        add("GET", "/deletedkeys", self.list_deleted, name="ListDeletedKeys")
         add("GET", "/deletedkeys/{name}", self.get_deleted, name="GetDeletedKey")
         add("DELETE", "/deletedkeys/{name}", self.purge, name="PurgeDeletedKey")
         add("POST", "/deletedkeys/{name}/recover", self.recover, name="RecoverDeletedKey")
+        self._secrets.add_to(app.router)
         return app
 
     # --- what every request goes through ----------------------------------------------
@@ -134,7 +159,7 @@ class KeyVaultDoor:
     @web.middleware
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request_id_from(request.headers.items())
-        route = request.match_info.route.name or "unknown"
+        route = _operation(request)
         with serving_call(request_id):
             try:
                 response = await self._serve(request, handler, route)
@@ -173,7 +198,7 @@ class KeyVaultDoor:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             # The SDKs' first request carries no token: the challenge tells them whom to ask.
-            await self._trail.refused(GRPC_SERVICE + route, errors.Unauthenticated(Reason.TOKEN_MISSING, ""))
+            await self._trail.refused(_grpc_method(route), errors.Unauthenticated(Reason.TOKEN_MISSING, ""))
             return await self._challenge(request, route, vault, Reason.TOKEN_MISSING,
                                          "Request is missing a Bearer or PoP token.")  # fmt: skip
         version = request.query.get("api-version", "")
@@ -186,17 +211,20 @@ class KeyVaultDoor:
         try:
             verified = await self._validator.validate(token.strip(), audience=audiences.VAULT)
         except errors.ServiceError as refused:  # (as the AuthInterceptor records every refusal)
-            await self._trail.refused(GRPC_SERVICE + route, refused)
+            await self._trail.refused(_grpc_method(route), refused)
             if not isinstance(refused, errors.Unauthenticated):
                 raise  # (the directory out of reach: REVOCATIONS_UNKNOWN, 503)
             return await self._challenge(request, route, vault, refused.reason, refused.message)
-        await _read_body(request)
-        request[VAULT] = vault
+        request[req.BODY] = await read_body(request, MAX_RESTORE_BYTES if route in LARGE_BODIES else MAX_BODY_BYTES)
+        request[req.VAULT] = vault
         with serving_as(verified), self._limits.call(Caller.of_token(verified)):
             return await handler(request)
 
     def _vault_of(self, request: web.Request) -> str:
-        host = (request.url.host or "").lower()
+        try:
+            host = (request.url.host or "").lower()
+        except ValueError:  # a Host header yarl cannot read (a port beyond 65535): no vault's
+            host = ""
         if not host.endswith(self._suffix):
             raise errors.InvalidArgument(
                 Reason.VAULT_NAME_INVALID,
@@ -233,16 +261,15 @@ class KeyVaultDoor:
     # --- the operations ---------------------------------------------------------------
 
     def _name(self, request: web.Request, version: str | None = None) -> str:
-        name = f"vaults/{request[VAULT]}/keys/{request.match_info['name']}"
-        return f"{name}/versions/{version}" if version else name
+        return req.named(request, "keys", version)
 
     async def _body(self, request: web.Request) -> JsonObject:
-        return shapes.body_of(await request.read())
+        return req.body(request)
 
     async def create(self, request: web.Request) -> web.Response:
         spec, _ = shapes.key_spec(await self._body(request), creating=True)
         created = await self._api.CreateKey(
-            pb.CreateKeyRequest(parent=f"vaults/{request[VAULT]}", key_name=request.match_info["name"], key=spec),
+            pb.CreateKeyRequest(parent=req.parent(request), key_name=request.match_info["name"], key=spec),
             cast(Context, None),
         )
         return web.json_response(shapes.key_bundle(created))
@@ -254,7 +281,7 @@ class KeyVaultDoor:
             raise errors.invalid_field("key", Reason.KEY_MATERIAL_INVALID, "must be a JWK object")
         spec, _ = shapes.key_spec(body, creating=False)
         imported = await self._api.ImportKey(
-            pb.ImportKeyRequest(parent=f"vaults/{request[VAULT]}", key_name=request.match_info["name"],
+            pb.ImportKeyRequest(parent=req.parent(request), key_name=request.match_info["name"],
                                 key_material=json.dumps(jwk), key=spec),
             cast(Context, None),
         )  # fmt: skip
@@ -276,6 +303,19 @@ class KeyVaultDoor:
         rotated = await self._api.RotateKey(pb.RotateKeyRequest(name=self._name(request)), cast(Context, None))
         return web.json_response(shapes.key_bundle(rotated))
 
+    async def get_rotation_policy(self, request: web.Request) -> web.Response:
+        found = await self._api.GetKeyRotationPolicy(
+            pb.GetKeyRotationPolicyRequest(name=self._name(request)), cast(Context, None)
+        )
+        return web.json_response(shapes.rotation_policy(found, f"https://{request.host}{request.path}"))
+
+    async def set_rotation_policy(self, request: web.Request) -> web.Response:
+        policy = shapes.rotation_policy_spec(await self._body(request))
+        stored = await self._api.UpdateKeyRotationPolicy(
+            pb.UpdateKeyRotationPolicyRequest(name=self._name(request), policy=policy), cast(Context, None)
+        )
+        return web.json_response(shapes.rotation_policy(stored, f"https://{request.host}{request.path}"))
+
     async def delete(self, request: web.Request) -> web.Response:
         deleted = await self._api.DeleteKey(pb.DeleteKeyRequest(name=self._name(request)), cast(Context, None))
         return web.json_response(shapes.deleted_bundle(deleted))
@@ -290,6 +330,17 @@ class KeyVaultDoor:
         )
         return web.json_response(shapes.key_bundle(recovered))
 
+    async def backup(self, request: web.Request) -> web.Response:
+        made = await self._api.BackupKey(pb.BackupKeyRequest(name=self._name(request)), cast(Context, None))
+        return web.json_response({"value": shapes.b64url(made.backup)})
+
+    async def restore(self, request: web.Request) -> web.Response:
+        blob = shapes.from_b64url("value", (await self._body(request)).get("value"))
+        restored = await self._api.RestoreKey(
+            pb.RestoreKeyRequest(parent=req.parent(request), backup=blob), cast(Context, None)
+        )
+        return web.json_response(shapes.key_bundle(restored))
+
     async def purge(self, request: web.Request) -> web.Response:
         await self._api.PurgeDeletedKey(pb.PurgeDeletedKeyRequest(name=self._name(request)), cast(Context, None))
         return web.Response(status=204)
@@ -299,8 +350,21 @@ class KeyVaultDoor:
         if method is None:
             raise web.HTTPNotFound()
         body = await self._body(request)
-        name, alg = self._name(request, request.match_info.get("version") or None), shapes.algorithm(body)
-        value = shapes.from_b64url("value", body.get("value"))
+        name = self._name(request, request.match_info.get("version") or None)
+        if method == "Sign":
+            sign = pb.SignRequest(name=name, algorithm=shapes.signature_algorithm(body),
+                                  digest=shapes.from_b64url("value", body.get("value")))  # fmt: skip
+            signed = await self._api.Sign(sign, cast(Context, None))
+            return web.json_response({"kid": signed.key_id, "value": shapes.b64url(signed.signature)})
+        if method == "Verify":
+            checked = await self._api.Verify(
+                pb.VerifyRequest(name=name, algorithm=shapes.signature_algorithm(body),
+                                 digest=shapes.from_b64url("digest", body.get("digest")),
+                                 signature=shapes.from_b64url("value", body.get("value"))),
+                cast(Context, None),
+            )  # fmt: skip
+            return web.json_response({"value": checked.valid})
+        alg, value = shapes.algorithm(body), shapes.from_b64url("value", body.get("value"))
         if method in ("WrapKey", "Encrypt"):
             request_pb: Message = (pb.WrapKeyRequest if method == "WrapKey" else pb.EncryptRequest)(
                 name=name, algorithm=alg, plaintext=value
@@ -315,55 +379,27 @@ class KeyVaultDoor:
 
     # --- listings ---------------------------------------------------------------------
 
-    def _page(self, request: web.Request) -> tuple[int, str]:
-        raw = request.query.get("maxresults", "25")
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 25:
-            raise errors.invalid_field("maxresults", Reason.FIELD_INVALID, "must be 1 to 25")
-        return int(raw), request.query.get("$skiptoken", "")
-
-    def _next_link(self, request: web.Request, size: int, token: str) -> str | None:
-        if not token:
-            return None
-        query = urlencode({"api-version": request.query["api-version"], "maxresults": size, "$skiptoken": token})
-        return f"https://{request.host}{request.path}?{query}"
-
     async def list_keys(self, request: web.Request) -> web.Response:
-        size, token = self._page(request)
+        size, token = req.page(request)
         found = await self._api.ListKeys(
-            pb.ListKeysRequest(parent=f"vaults/{request[VAULT]}", page_size=size, page_token=token),
-            cast(Context, None),
+            pb.ListKeysRequest(parent=req.parent(request), page_size=size, page_token=token), cast(Context, None)
         )
-        items = [shapes.key_item(k, versioned=False) for k in found.keys]
-        return web.json_response({"value": items, "nextLink": self._next_link(request, size, found.next_page_token)})
+        return req.listing(request, [shapes.key_item(k, versioned=False) for k in found.keys], size,
+                           found.next_page_token)  # fmt: skip
 
     async def list_versions(self, request: web.Request) -> web.Response:
-        size, token = self._page(request)
+        size, token = req.page(request)
         found = await self._api.ListKeyVersions(
             pb.ListKeyVersionsRequest(parent=self._name(request), page_size=size, page_token=token), cast(Context, None)
         )
-        items = [shapes.key_item(k, versioned=True) for k in found.versions]
-        return web.json_response({"value": items, "nextLink": self._next_link(request, size, found.next_page_token)})
+        return req.listing(request, [shapes.key_item(k, versioned=True) for k in found.versions], size,
+                           found.next_page_token)  # fmt: skip
 
     async def list_deleted(self, request: web.Request) -> web.Response:
-        size, token = self._page(request)
+        size, token = req.page(request)
         found = await self._api.ListDeletedKeys(
-            pb.ListDeletedKeysRequest(parent=f"vaults/{request[VAULT]}", page_size=size, page_token=token),
+            pb.ListDeletedKeysRequest(parent=req.parent(request), page_size=size, page_token=token),
             cast(Context, None),
         )
-        items = [shapes.deleted_item(d) for d in found.deleted_keys]
-        return web.json_response({"value": items, "nextLink": self._next_link(request, size, found.next_page_token)})
-
-
-async def _read_body(request: web.Request) -> None:
-    """The body within BODY_SECONDS (a slow one holds no place among the calls meanwhile)."""
-    if not request.can_read_body:
-        return
-    try:
-        async with asyncio.timeout(BODY_SECONDS):
-            await request.read()
-    except TimeoutError:
-        raise errors.InvalidArgument(
-            Reason.REQUEST_TOO_SLOW, f"the request's body did not arrive within {BODY_SECONDS} s"
-        ) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.InvalidArgument(Reason.REQUEST_TOO_LARGE, f"a request is at most {MAX_BODY_BYTES} bytes") from None
+        return req.listing(request, [shapes.deleted_item(d) for d in found.deleted_keys], size,
+                           found.next_page_token)  # fmt: skip

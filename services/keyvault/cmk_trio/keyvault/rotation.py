@@ -106,6 +106,10 @@ class RotationPolicy:
         return self
 
 
+DEFAULT_POLICY = RotationPolicy((LifetimeAction(NOTIFY, "", "P30D"),))
+"""What a key that never had a policy shows, as Key Vault shows it: notify 30 days before expiry."""
+
+
 class Rotation:
     """Reads and writes rotation policies, and applies them when `run_due` is called."""
 
@@ -117,7 +121,7 @@ class Rotation:
     async def get(self, caller: VerifiedToken, ref: KeyRef) -> RotationPolicy:
         vault = await self._keys.checks.authorize(caller, ref.vault_name, KeyPermission.GET_ROTATION_POLICY)
         await self._keys.checks.live_key(vault, ref.key_name)
-        return await self._load(vault.vault_name, ref.key_name) or RotationPolicy()
+        return await self._load(vault.vault_name, ref.key_name) or DEFAULT_POLICY
 
     async def set(self, caller: VerifiedToken, ref: KeyRef, policy: RotationPolicy) -> RotationPolicy:
         policy.validated()

@@ -11,16 +11,18 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, EventApi, KeyApi, VaultApi
+from cmk_trio.keyvault.api import AuditApi, AuditTrail, Converter, EventApi, KeyApi, SecretApi, VaultApi
 from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_operator
 from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.crypto import CannotDecrypt, RandomBytes, Sealer, load_or_create_master_key
 from cmk_trio.keyvault.errors import DOMAIN
+from cmk_trio.keyvault.key_backup import KeyBackups
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.rest_door import KeyVaultDoor
 from cmk_trio.keyvault.rotation import Rotation
 from cmk_trio.keyvault.storage import KeyVaultStore, open_store
+from cmk_trio.keyvault.vault_secrets import Secrets
 from cmk_trio.keyvault.vaults import Vaults
 from cmk_trio.platform.directory_link import DirectoryLink, link_to_directory
 from cmk_trio.proto.common.v1 import dev_service_pb2 as dev_pb
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 AUDIENCES = {
     "cmk.keyvault.v1.VaultService": audiences.MANAGEMENT,
     "cmk.keyvault.v1.KeyService": audiences.VAULT,
+    "cmk.keyvault.v1.SecretService": audiences.VAULT,
     "cmk.keyvault.v1.AuditService": audiences.MANAGEMENT,
     "cmk.keyvault.v1.EventService": audiences.MANAGEMENT,
     "cmk.common.v1.DevService": audiences.MANAGEMENT,
@@ -61,20 +64,24 @@ class KeyVaultServer(Served):
     store: KeyVaultStore
     vaults: Vaults
     keys: Keys
+    secrets: Secrets
     rotation: Rotation
     audit: AuditLog
     trail: AuditTrail
     directory: DirectoryLink
     http: RunningHttp | None = None
     """Azure Key Vault's data plane over HTTPS (rest_door), when served."""
+    limits: CallLimits | None = None
+    """The calls served at once, by whom: one count for both doors."""
 
     @property
     def http_url(self) -> str | None:
         return self.http.base_url if self.http is not None else None
 
     async def purge_due(self) -> None:
-        """One pass of the purger: deleted keys and vaults whose purge date has come."""
+        """One pass of the purger: deleted keys, secrets and vaults whose purge date has come."""
         await self.keys.purge_due(self.trail)
+        await self.secrets.purge_due(self.trail)
         await self.vaults.purge_due(self.trail)
 
     async def housekeeping(self) -> None:
@@ -143,7 +150,10 @@ async def build_server(
         boot.on_stop(trail.flush_refusals)  # (after the listener: the refusals of its last calls too)
         rotation = Rotation(keys, trail)
         convert = Converter(keys)
-        key_api = KeyApi(keys, rotation, convert, trail)  # (both doors' keys)
+        key_api = KeyApi(keys, KeyBackups(keys, sealer), rotation, convert, trail)  # (both doors' keys)
+        secrets = Secrets(store, boot.clock, sealer, keys.checks, notifier, dns_suffix=config.vault_dns_suffix,
+                          random=random)  # fmt: skip
+        secret_api = SecretApi(secrets, convert, trail)
 
         async def operator_only(context: Context) -> None:
             async with trail.call("AdvanceClock") as scope:
@@ -152,6 +162,7 @@ async def build_server(
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_VaultServiceServicer_to_server(VaultApi(vaults, convert, trail), server)
             pb_grpc.add_KeyServiceServicer_to_server(key_api, server)
+            pb_grpc.add_SecretServiceServicer_to_server(secret_api, server)
             pb_grpc.add_AuditServiceServicer_to_server(AuditApi(audit, vaults, trail), server)
             pb_grpc.add_EventServiceServicer_to_server(
                 EventApi(vaults, trail, notifier, heartbeat=config.event_heartbeat.total_seconds()), server
@@ -167,14 +178,16 @@ async def build_server(
         http: RunningHttp | None = None
         if config.http_port is not None:
             door = KeyVaultDoor(
-                api=key_api, store=store, validator=directory.validator, trail=trail,
+                api=key_api, secrets=secret_api, store=store, validator=directory.validator, trail=trail,
                 limits=limits, metrics=boot.metrics, dns_suffix=config.vault_dns_suffix, authority=config.issuer_base,
             )  # fmt: skip
             http = await serve_http(door.app(), config.host, config.http_port, config.tls, listener="keyvault https",
                                     what="Azure Key Vault's data plane")  # fmt: skip
             boot.before_listener_stops(http.stop)
         await directory.serve_when_current(running)
-    server = KeyVaultServer(boot.process, config, store, vaults, keys, rotation, audit, trail, directory, http)
+    server = KeyVaultServer(
+        boot.process, config, store, vaults, keys, secrets, rotation, audit, trail, directory, http, limits
+    )
     boot.process.spawn(_housekeeping(server), "housekeeping")
     log.info("key vault service started", extra={"port": running.port})
     return server

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cmk_trio.arm.resources import Cloud
+from cmk_trio.arm.server import RunningArm, start_arm
+from cmk_trio.client.channel import ChannelTls
 from cmk_trio.client.identity import ClientCredentials
 from cmk_trio.identity.announcement import Announcement
 from cmk_trio.identity.config import IdentityConfig
@@ -20,9 +23,11 @@ from cmk_trio.keyvault.config import KeyVaultConfig
 from cmk_trio.keyvault.server import KeyVaultServer
 from cmk_trio.keyvault.server import build_server as build_keyvault
 from cmk_trio.rpckit.bootstrap import Served
+from cmk_trio.rpckit.config import TlsConfig
 from cmk_trio.rpckit.connect_proxy import RunningProxy, start_proxy
-from cmk_trio.rpckit.devca import AZURE_NAMES, ensure_dev_pki
+from cmk_trio.rpckit.devca import AZURE_NAMES, DevPki, ensure_dev_pki
 from cmk_trio.rpckit.keyfiles import write_private_file
+from cmk_trio.rpckit.listeners import ConnectionLimits
 from cmk_trio.speech.config import SpeechConfig
 from cmk_trio.speech.server import SpeechServer
 from cmk_trio.speech.server import build_server as build_speech
@@ -62,6 +67,8 @@ class RunningTrio:
     """Where the development CA and certificates are, when the services talk mutual TLS."""
     proxy: RunningProxy | None = None
     """The CONNECT proxy that serves Azure's default names (HTTPS_PROXY), when the doors are HTTPS."""
+    arm: RunningArm | None = None
+    """Azure Resource Manager's door, when the doors are HTTPS."""
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -84,6 +91,7 @@ class RunningTrio:
             self.identity, self.keyvault.endpoint, self.speech.endpoint, self.tls_dir, self.metrics,
             show_secret=show_secret, vault_door=self.keyvault.http_url,
             proxy=self.proxy.url if self.proxy is not None else None,
+            arm=self.arm.url if self.arm is not None else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -91,6 +99,8 @@ class RunningTrio:
         vault, and both follow identity's event stream."""
         if self.proxy is not None:
             await self.proxy.stop()
+        if self.arm is not None:
+            await self.arm.stop()
         for server in (self.speech, self.keyvault, self.identity):
             await server.stop()
 
@@ -163,20 +173,36 @@ async def start_trio(
             speech_given["CMK_AUTO_APPROVE_CMK"] = "1"
         speech = await build_speech(SpeechConfig.load(environ, speech_given), tracer_provider=tracer_provider)
         started.append(speech)
-        proxy = None
-        if identity.http_url and keyvault.http_url and identity.http_url.startswith("https://"):
+        proxy = arm = None
+        if identity.http_url and keyvault.http_url and pki is not None:
+            arm = await start_arm(
+                host="127.0.0.1", port=port_base and port_base + 7, tls=_door_tls(pki, "arm"),
+                endpoints={"identity": identity.endpoint, "keyvault": keyvault.endpoint, "speech": speech.endpoint},
+                channel_tls=ChannelTls(pki.ca_file, pki.identity("arm").cert_file, pki.identity("arm").key_file),
+                cloud=Cloud("CmkTrio", identity.http_url, keyvault.config.vault_dns_suffix),
+                limits=ConnectionLimits.from_env(environ),
+            )  # fmt: skip
             proxy = await start_proxy(
-                azure_routes(identity.http_url, keyvault.http_url), port=port_base and port_base + 6
+                azure_routes(identity.http_url, keyvault.http_url, arm.url),
+                port=port_base and port_base + 6,
+                limits=ConnectionLimits.from_env(environ),
             )
     except BaseException:
+        if arm is not None:
+            await arm.stop()
         for server in reversed(started):
             await server.stop()
         raise
-    return RunningTrio(identity, keyvault, speech, tls_dir, proxy)
+    return RunningTrio(identity, keyvault, speech, tls_dir, proxy, arm)
 
 
-def azure_routes(identity_door: str, vault_door: str) -> dict[str, str]:
+def _door_tls(pki: DevPki, name: str) -> TlsConfig:
+    files = pki.identity(name)
+    return TlsConfig(cert_file=files.cert_file, key_file=files.key_file)
+
+
+def azure_routes(identity_door: str, vault_door: str, arm_door: str) -> dict[str, str]:
     """Which door serves each of Azure's default names (the development CA's certificates
     answer to them: rpckit.devca.AZURE_NAMES)."""
-    doors = {"identity": identity_door, "keyvault": vault_door}
+    doors = {"identity": identity_door, "keyvault": vault_door, "arm": arm_door}
     return {name: doors[service].removeprefix("https://") for service, names in AZURE_NAMES.items() for name in names}

@@ -23,6 +23,8 @@ from cmk_trio.rpckit.token_cache import AccessToken, TokenCache
 
 SCENARIOS = ("read", "read-mm", "unwrap", "token", "write", "mixed")
 WRITE_POOL = 64
+IDENTITY_GRANT = ["get", "wrapKey", "unwrapKey"]
+"""What speech grants a resource's managed identity on the vault: what a revocation trial puts back."""
 CONFIG = json.dumps({"commands": [{"name": "TurnOn", "examples": ["turn on the light"] * 8}], "padding": "x" * 700})
 
 
@@ -52,6 +54,13 @@ class Prepared:
     resources: list[str] = field(default_factory=list)
     principals: list[str] = field(default_factory=list)
     """The object ids prepare made, the tenant's admin last."""
+
+    async def unwrapping_identity(self) -> tuple[str, str, str]:
+        """(vault name, tenant id, object id) of the customer-managed resource's managed identity,
+        the principal whose access policy a revocation trial removes."""
+        resource = self.app_cmk.split("/applications/")[0]
+        identity = (await self.speech.get_resource(resource)).identity.principal_id
+        return self.key_id.split("//")[1].split(".")[0], self.app_credentials.tenant_id, identity
 
     async def close(self) -> None:
         for channel in self.channels:

@@ -62,12 +62,38 @@ def key_id(vault: str, key: str, version: str | None, dns_suffix: str) -> str:
     return f"https://{vault}.{dns_suffix}/keys/{key}" + (f"/{version}" if version else "")
 
 
-def split_key_id(value: str, dns_suffix: str) -> tuple[str, str, str | None] | None:
-    """The vault, key and version (None if absent) of a key identifier URI
-    https://{vault}.{suffix}/keys/{name}[/{version}], unchecked; None if it is not one."""
+def split_key_id(value: str, dns_suffix: str, collection: str = "keys") -> tuple[str, str, str | None] | None:
+    """The vault, name and version (None if absent) of a key identifier URI
+    https://{vault}.{suffix}/keys/{name}[/{version}] (or, with `collection` "secrets", of a
+    secret's), unchecked; None if it is not one."""
     suffix = re.escape(dns_suffix.lower())
-    match = re.fullmatch(rf"https://([^./]+)\.{suffix}(?::443)?/keys/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE)
+    match = re.fullmatch(
+        rf"https://([^./]+)\.{suffix}(?::443)?/{collection}/([^/]+)(?:/([^/]*))?/?", value, re.IGNORECASE
+    )
     return (match.group(1), match.group(2), match.group(3) or None) if match else None
+
+
+def _parse_ref(field: str, value: str, dns_suffix: str, collection: str) -> tuple[str, str, str | None]:
+    what = collection[:-1]
+    if not value:
+        raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
+    if len(value) > MAX_KEY_ID:
+        raise invalid_field(field, Reason.FIELD_TOO_LONG, f"is too long for a {what} identifier")
+    parts = split_key_id(value, dns_suffix, collection)
+    if parts is None:
+        named = re.fullmatch(rf"vaults/([^/]+)/{collection}/([^/]+)(?:/versions/([^/]+))?", value)
+        parts = (named.group(1), named.group(2), named.group(3) or None) if named else None
+    if parts is None:
+        raise invalid_field(
+            field,
+            Reason.KEY_URI_MALFORMED if collection == "keys" else Reason.SECRET_URI_MALFORMED,
+            f"must be a {what} identifier https://{{vault}}.{dns_suffix}/{collection}/{{name}}[/{{version}}] "
+            f"or vaults/{{vault}}/{collection}/{{name}}[/versions/{{version}}]",
+        )
+    vault, name, version = parts
+    version = key_version(field, version) if version is not None else None
+    checked = key_name(field, name) if collection == "keys" else secret_name(field, name)
+    return vault_name(field, vault), checked, version
 
 
 @functools.lru_cache(maxsize=4096)
@@ -75,21 +101,33 @@ def parse_key_ref(field: str, value: str, dns_suffix: str) -> KeyRef:
     """A key identifier URI (https://{vault}.{suffix}/keys/{name}[/{version}]) or a resource
     name (vaults/{vault}/keys/{name}[/versions/{version}]). Remembered (a busy client names
     the same few keys on every call); refusals are not, as they raise."""
+    return KeyRef(*_parse_ref(field, value, dns_suffix, "keys"))
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A secret, and optionally one version of it, as a request names it."""
+
+    vault_name: str
+    secret_name: str
+    version: str | None = None
+
+
+def secret_name(field: str, value: str) -> str:
+    """A secret name as given (compared without case), by the rule of key names."""
     if not value:
         raise invalid_field(field, Reason.FIELD_REQUIRED, "is required")
-    if len(value) > MAX_KEY_ID:
-        raise invalid_field(field, Reason.FIELD_TOO_LONG, "is too long for a key identifier")
-    parts = split_key_id(value, dns_suffix)
-    if parts is None:
-        name = re.fullmatch(r"vaults/([^/]+)/keys/([^/]+)(?:/versions/([^/]+))?", value)
-        parts = (name.group(1), name.group(2), name.group(3) or None) if name else None
-    if parts is None:
-        raise invalid_field(
-            field,
-            Reason.KEY_URI_MALFORMED,
-            f"must be a key identifier https://{{vault}}.{dns_suffix}/keys/{{name}}[/{{version}}] "
-            "or vaults/{vault}/keys/{name}[/versions/{version}]",
-        )
-    vault, key, version = parts
-    version = key_version(field, version) if version is not None else None
-    return KeyRef(vault_name(field, vault), key_name(field, key), version)
+    if not KEY_NAME.fullmatch(value):
+        raise invalid_field(field, Reason.SECRET_NAME_INVALID, "must be 1-127 letters, digits and hyphens")
+    return value
+
+
+def secret_id(vault: str, name: str, version: str | None, dns_suffix: str) -> str:
+    """The identifier URI of a secret (versionless when `version` is None)."""
+    return f"https://{vault}.{dns_suffix}/secrets/{name}" + (f"/{version}" if version else "")
+
+
+def parse_secret_ref(field: str, value: str, dns_suffix: str) -> SecretRef:
+    """A secret identifier URI (https://{vault}.{suffix}/secrets/{name}[/{version}]) or a
+    resource name (vaults/{vault}/secrets/{name}[/versions/{version}])."""
+    return SecretRef(*_parse_ref(field, value, dns_suffix, "secrets"))

@@ -55,6 +55,9 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     )
 
 
+Audience = str | frozenset[str]
+"""What a method's tokens must be for: one audience, or any of a set."""
+
 OnRefused = Callable[[str, ServiceError | None], Awaitable[None]]
 """Told of every refused authentication: the full method name and the refusal (None when the
 validation itself failed unexpectedly, which refuses the call as INTERNAL)."""
@@ -71,13 +74,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         validator: TokenValidator,
-        audience: str | Mapping[str, str],
+        audience: str | Mapping[str, Audience],
         public_methods: Collection[str],
         *,
         on_refused: OnRefused | None = None,
     ) -> None:
-        """`audience` is one audience for every method, or a map from service name
-        ("cmk.speech.v1.ApplicationService") to the audience its methods need."""
+        """`audience` is one audience for every method, or a map from a full method name
+        ("/cmk.identity.v1.IdentityService/GetSubscription"), a service name
+        ("cmk.speech.v1.ApplicationService") or "" (every other method) to the audience, or the
+        set of audiences, a token must be for; the most specific key wins."""
         self._validator = validator
         self._audiences = {"": audience} if isinstance(audience, str) else dict(audience)
         self._public = frozenset(public_methods)
@@ -116,14 +121,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return self._wrapped.get(method, handler, lambda: rewrap(handler, unary, stream))
 
-    def _audience_of(self, method: str) -> str:
+    def _audience_of(self, method: str) -> Audience:
         service = method.lstrip("/").split("/", 1)[0]
-        audience = self._audiences.get(service) or self._audiences.get("")
+        audience = self._audiences.get(method) or self._audiences.get(service) or self._audiences.get("")
         if audience is None:  # a service nobody mapped: no token can be right for it
             raise RuntimeError(f"no audience configured for {service}")
         return audience
 
-    async def _authenticate(self, context: Context, method: str, audience: str) -> VerifiedToken:
+    async def _authenticate(self, context: Context, method: str, audience: Audience) -> VerifiedToken:
         try:
             token = bearer_token(context.invocation_metadata())
             verified = await self._validator.validate(token, audience=audience)

@@ -57,9 +57,12 @@ RETRY_POLICY = {
 }
 """gRPC's own retries (each backoff drawn at random below its cap: jitter), for the methods
 a client names idempotent, on UNAVAILABLE only: a service restarting or a dependency away."""
-RETRY_THROTTLING = {"maxTokens": 20, "tokenRatio": 0.1}
+RETRY_THROTTLING = {"maxTokens": 1000, "tokenRatio": 0.1}
 """A peer that keeps failing stops being retried (gRPC's retry throttling) instead of
-receiving four times the load while it is down."""
+receiving four times the load while it is down: after 500 failures more than a tenth of the
+successes, retries stop until it answers again. Not sooner: a replica killed fails every call
+in flight at once (hundreds, under a load generator), and each of those is retried, as one
+failure is (1000 is gRPC's largest)."""
 
 
 def service_config(retry_methods: Iterable[tuple[str, str]] = ()) -> str:

@@ -10,6 +10,13 @@ door that serves it, and refuses everything else (another name or port 403, anot
 to the door, whose certificate (from the development CA) answers to the name, so the
 client's own certificate check is what it always is. A head that does not arrive within the
 head timeout, and connections beyond the caps, are cut off as at the other listeners.
+
+Alone (`cmk serve proxy`, as compose runs it) it answers one more request, `GET /health`: 200
+`SERVING` when every door accepts a connection, else 503 `NOT_SERVING` and which door does
+not (the readiness a container's health check asks; an answer at all is its liveness). A door
+named by a host with several addresses (replicas behind one name) is dialled at one of them
+picked at random, then the others in turn, so tunnels spread over the replicas and pass over
+one that is gone.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import random
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cmk_trio.rpckit.config import ConfigError
 from cmk_trio.rpckit.listeners import ConnectionCount, ConnectionLimits
 from cmk_trio.rpckit.server import dialable
 
@@ -27,7 +37,38 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 8 * 1024
 CHUNK = 64 * 1024
+LINGER_SECONDS = 5.0
+"""How long a tunnel stays open after one side of it has finished."""
 DOOR_CONNECT_SECONDS = 5.0
+HEALTH_PATH = "/health"
+DEFAULT_PORT = 50056
+"""Where `cmk up` (port_base+6) and compose serve it."""
+
+Shuffle = Callable[[list[tuple[str, int]]], None]
+"""How the addresses (host, port) of a door's name are put in the order they are tried, in
+place (random.shuffle; tests pass their own)."""
+
+
+def parse_routes(items: Iterable[str]) -> dict[str, str]:
+    """Routes from `NAME=HOST:PORT` items (`cmk serve proxy --route`): NAME an exact host name
+    or `*.suffix` (one label under the suffix), the door a host and a port. Raises ConfigError
+    naming what is wrong."""
+    routes: dict[str, str] = {}
+    for item in items:
+        name, sep, door = item.partition("=")
+        name = name.strip().lower()
+        host, colon, port = door.strip().rpartition(":")
+        bare = name.removeprefix("*.")
+        if not sep or not bare or "*" in bare or "/" in bare or ":" in bare or bare.startswith(".") or "." not in bare:
+            raise ConfigError(f"a route is NAME=HOST:PORT with NAME a host name or *.suffix, not {item!r}")
+        if not colon or not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"the door of a route is HOST:PORT, not {door!r} (in {item!r})")
+        if name in routes:
+            raise ConfigError(f"two routes for {name}")
+        routes[name] = f"{host}:{int(port)}"
+    if not routes:
+        raise ConfigError("the proxy needs at least one route (--route NAME=HOST:PORT, or CMK_PROXY_ROUTES)")
+    return routes
 
 
 def route_for(routes: Mapping[str, str], authority: str) -> str | None:
@@ -53,6 +94,7 @@ class RunningProxy:
     tunnels: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def stop(self) -> None:
+        """Stop listening and cut every tunnel."""
         self.server.close()
         for task in list(self.tunnels):
             task.cancel()
@@ -61,10 +103,16 @@ class RunningProxy:
 
 
 async def start_proxy(
-    routes: Mapping[str, str], host: str = "127.0.0.1", port: int = 0, limits: ConnectionLimits | None = None
+    routes: Mapping[str, str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: ConnectionLimits | None = None,
+    *,
+    shuffle: Shuffle = random.shuffle,
 ) -> RunningProxy:
     """Listen on host:port (0: a free port) and tunnel CONNECTs to `routes`' doors."""
     count = ConnectionCount("connect proxy", limits or ConnectionLimits())
+    routes = dict(routes)
     tunnels: set[asyncio.Task[None]] = set()
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -76,7 +124,7 @@ async def start_proxy(
         if task is not None:
             tunnels.add(task)
         try:
-            await _serve(reader, writer, routes, count, peer)
+            await _serve(reader, writer, routes, count, peer, shuffle)
         finally:
             count.release(peer)
             if task is not None:
@@ -100,7 +148,7 @@ async def _answer(writer: asyncio.StreamWriter, status: str, why: str) -> None:
 
 async def _serve(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, routes: Mapping[str, str], count: ConnectionCount,
-    peer: str,
+    peer: str, shuffle: Shuffle,
 ) -> None:  # fmt: skip
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), count.limits.head_timeout)
@@ -112,6 +160,9 @@ async def _serve(
         return
     method, _, rest = head.decode("latin-1").partition(" ")
     authority, _, version = rest.partition("\r\n")[0].partition(" ")
+    if method == "GET" and authority == HEALTH_PATH and version.startswith("HTTP/1."):
+        await _health(writer, routes, shuffle)
+        return
     if method != "CONNECT" or not version.startswith("HTTP/1."):
         await _answer(writer, "405 Method Not Allowed", "this proxy only tunnels (CONNECT) to the trio's doors")
         return
@@ -119,11 +170,8 @@ async def _serve(
     if door is None:
         await _answer(writer, "403 Forbidden", f"this proxy tunnels only to {', '.join(sorted(routes))} on port 443")
         return
-    door_host, _, door_port = door.rpartition(":")
     try:
-        upstream_reader, upstream_writer = await asyncio.wait_for(
-            asyncio.open_connection(door_host.strip("[]"), int(door_port)), DOOR_CONNECT_SECONDS
-        )
+        upstream_reader, upstream_writer = await asyncio.wait_for(_dial(door, shuffle), DOOR_CONNECT_SECONDS)
     except (OSError, TimeoutError):
         await _answer(writer, "502 Bad Gateway", f"the door for {authority} does not answer")
         return
@@ -135,6 +183,47 @@ async def _serve(
         upstream_writer.close()
         with contextlib.suppress(Exception):
             await upstream_writer.wait_closed()
+
+
+async def _dial(door: str, shuffle: Shuffle) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to `door` (host:port): to one of its name's addresses, tried in the order
+    `shuffle` puts them; the last failure is raised when none answers."""
+    host, _, port = door.rpartition(":")
+    found = await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in found))
+    shuffle(addresses)
+    failure: OSError = OSError(f"{door}: no address")
+    for address, number in addresses:
+        try:
+            return await asyncio.open_connection(address, number)
+        except OSError as exc:
+            failure = exc
+    raise failure
+
+
+async def doors_answer(routes: Mapping[str, str], shuffle: Shuffle = random.shuffle) -> dict[str, bool]:
+    """Whether each door accepts a connection now (closed at once, before any byte)."""
+
+    async def answers(door: str) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(_dial(door, shuffle), DOOR_CONNECT_SECONDS)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
+
+    doors = sorted(set(routes.values()))
+    return dict(zip(doors, await asyncio.gather(*(answers(door) for door in doors)), strict=True))
+
+
+async def _health(writer: asyncio.StreamWriter, routes: Mapping[str, str], shuffle: Shuffle) -> None:
+    silent = [door for door, answered in (await doors_answer(routes, shuffle)).items() if not answered]
+    if silent:
+        await _answer(writer, "503 Service Unavailable", f"NOT_SERVING: no answer from {', '.join(silent)}")
+    else:
+        await _answer(writer, "200 OK", "SERVING")
 
 
 async def _pipe_both_ways(
@@ -151,7 +240,12 @@ async def _pipe_both_ways(
 
     tasks = [asyncio.create_task(pipe(a_reader, b_writer)), asyncio.create_task(pipe(b_reader, a_writer))]
     try:
-        await asyncio.gather(*tasks)
+        # Once one side is done, the other has LINGER_SECONDS to finish (a TLS session does not
+        # live on half-closed, and a door that never answers the EOF must not hold the tunnel
+        # until its idle timeout).
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending, timeout=LINGER_SECONDS)
     finally:
         for task in tasks:
             task.cancel()

@@ -20,7 +20,11 @@ from cmk_trio.rpckit.datadir import make_private_dir
 from cmk_trio.rpckit.keyfiles import read_private_file, require_private_dir, write_private_file
 
 SERVICES = ("identity", "keyvault", "speech")
-AZURE_NAMES = {"identity": ("login.microsoftonline.com",), "keyvault": ("*.vault.azure.net",)}
+AZURE_NAMES = {
+    "identity": ("login.microsoftonline.com",),
+    "keyvault": ("*.vault.azure.net",),
+    "arm": ("management.azure.com",),
+}
 """The names Microsoft's SDKs dial by default, which each service's HTTPS door answers to
 (through the trio's proxy, or an explicit endpoint that keeps the name)."""
 VALIDITY = timedelta(days=825)
@@ -62,7 +66,7 @@ def ensure_dev_pki(
     directory: Path,
     *,
     hosts: tuple[str, ...] = ("localhost",),
-    names: tuple[str, ...] = (*SERVICES, "cli"),
+    names: tuple[str, ...] = (*SERVICES, "arm", "cli"),
     ca_key_dir: Path | None = None,
 ) -> DevPki:
     """Make the CA and every certificate that is missing; keep those that exist (a second

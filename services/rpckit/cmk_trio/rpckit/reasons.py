@@ -68,10 +68,12 @@ class Reason(StrEnum):
     PRINCIPAL_NOT_FOUND = "PRINCIPAL_NOT_FOUND"
     CLIENT_SECRET_NOT_FOUND = "CLIENT_SECRET_NOT_FOUND"
     ROLE_ASSIGNMENT_NOT_FOUND = "ROLE_ASSIGNMENT_NOT_FOUND"
+    RESOURCE_GROUP_NOT_FOUND = "RESOURCE_GROUP_NOT_FOUND"
     SIGNING_KEY_NOT_FOUND = "SIGNING_KEY_NOT_FOUND"  # no published signing key has that kid
 
     # --- already exists (ALREADY_EXISTS) ---
     ROLE_ASSIGNMENT_EXISTS = "ROLE_ASSIGNMENT_EXISTS"  # same principal, role and scope
+    RESOURCE_GROUP_EXISTS = "RESOURCE_GROUP_EXISTS"  # the subscription has a group of that name
     MANAGED_IDENTITY_EXISTS = "MANAGED_IDENTITY_EXISTS"  # the resource already has one
 
     # --- rule violations (FAILED_PRECONDITION) ---
@@ -87,12 +89,18 @@ class Reason(StrEnum):
     VAULT_NAME_INVALID = "VAULT_NAME_INVALID"  # not 3-24 letters/digits/hyphens, starting with a letter
     KEY_NAME_INVALID = "KEY_NAME_INVALID"  # not 1-127 letters, digits and hyphens
     KEY_URI_MALFORMED = "KEY_URI_MALFORMED"  # not https://{vault}.{suffix}/keys/{name}[/{version}]
+    SECRET_NAME_INVALID = "SECRET_NAME_INVALID"  # not 1-127 letters, digits and hyphens
+    SECRET_URI_MALFORMED = "SECRET_URI_MALFORMED"  # not https://{vault}.{suffix}/secrets/{name}[/{version}]
+    SECRET_TOO_LARGE = "SECRET_TOO_LARGE"  # a value over 25 KiB, as Key Vault's limit
     PERMISSION_UNKNOWN = "PERMISSION_UNKNOWN"  # not one of the real key permission names
     RETENTION_DAYS_INVALID = "RETENTION_DAYS_INVALID"  # soft-delete retention outside 7-90 days
     KEY_SIZE_INVALID = "KEY_SIZE_INVALID"  # RSA size other than 2048, 3072, 4096
+    KEY_CURVE_INVALID = "KEY_CURVE_INVALID"  # EC curve other than P-256, P-384, P-521
     KEY_OPERATION_UNKNOWN = "KEY_OPERATION_UNKNOWN"  # not a JWK key operation name
-    KEY_MATERIAL_INVALID = "KEY_MATERIAL_INVALID"  # an imported JWK that is not a usable RSA private key
-    ALGORITHM_UNKNOWN = "ALGORITHM_UNKNOWN"  # not RSA-OAEP-256, RSA-OAEP or RSA1_5
+    KEY_MATERIAL_INVALID = "KEY_MATERIAL_INVALID"  # an imported JWK that is not a usable RSA or EC private key
+    ALGORITHM_UNKNOWN = "ALGORITHM_UNKNOWN"  # not an encryption or signature algorithm the vault knows
+    ALGORITHM_NOT_FOR_KEY = "ALGORITHM_NOT_FOR_KEY"  # an algorithm of another key type or curve (wrap with EC)
+    KEY_OPERATION_NOT_FOR_KEY = "KEY_OPERATION_NOT_FOR_KEY"  # key_ops an EC key cannot do (encrypt, wrapKey...)
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # more plaintext than the key and padding can take
     CANNOT_DECRYPT = "CANNOT_DECRYPT"  # unwrap/decrypt failed: wrong key, padding or altered blob
     TAGS_INVALID = "TAGS_INVALID"  # more than 15 tags, or a name or value too long
@@ -112,6 +120,18 @@ class Reason(StrEnum):
     DELETED_KEY_NOT_FOUND = "DELETED_KEY_NOT_FOUND"  # recover/purge of a key that is not deleted
     KEY_DELETED = "KEY_DELETED"  # the key is soft-deleted: recover it to use it
     KEY_DELETED_BUT_RECOVERABLE = "KEY_DELETED_BUT_RECOVERABLE"  # ObjectIsDeletedButRecoverable
+    KEY_EXISTS = "KEY_EXISTS"  # ALREADY_EXISTS: a restore names a key the vault holds
+    SECRET_NOT_FOUND = "SECRET_NOT_FOUND"  # SecretNotFound
+    SECRET_VERSION_NOT_FOUND = "SECRET_VERSION_NOT_FOUND"
+    DELETED_SECRET_NOT_FOUND = "DELETED_SECRET_NOT_FOUND"  # recover/purge of a secret that is not deleted
+    SECRET_DELETED = "SECRET_DELETED"  # the secret is soft-deleted: recover it to use it
+    SECRET_DELETED_BUT_RECOVERABLE = "SECRET_DELETED_BUT_RECOVERABLE"  # ObjectIsDeletedButRecoverable
+    SECRET_EXISTS = "SECRET_EXISTS"  # ALREADY_EXISTS: a restore names a secret the vault holds
+
+    # --- key vault: backups (INVALID_ARGUMENT unless said) ---
+    BACKUP_INVALID = "BACKUP_INVALID"  # not a backup this key vault service made, or altered
+    BACKUP_OTHER_SUBSCRIPTION = "BACKUP_OTHER_SUBSCRIPTION"  # restored only into a vault of its subscription
+    BACKUP_TOO_LARGE = "BACKUP_TOO_LARGE"  # FAILED_PRECONDITION: more versions than a backup holds
 
     # --- key vault: rule violations (FAILED_PRECONDITION) ---
     SOFT_DELETE_IRREVERSIBLE = "SOFT_DELETE_IRREVERSIBLE"  # soft-delete cannot be turned off
@@ -125,6 +145,7 @@ class Reason(StrEnum):
     KEY_EXPIRED = "KEY_EXPIRED"  # after exp: wrap, encrypt and sign refused
     KEY_NOT_YET_VALID = "KEY_NOT_YET_VALID"  # before nbf: wrap, encrypt and sign refused
     KEY_OPERATION_NOT_ALLOWED = "KEY_OPERATION_NOT_ALLOWED"  # not in the version's key_ops
+    SECRET_DISABLED = "SECRET_DISABLED"  # SecretDisabled: a disabled version's value is not given
 
     # --- speech ---
     RESOURCE_ID_MALFORMED = "RESOURCE_ID_MALFORMED"  # INVALID_ARGUMENT: not a CognitiveServices account id

@@ -266,8 +266,12 @@ class TokenValidator:
 
     # --- validation -------------------------------------------------------------------
 
-    async def validate(self, token: str, *, audience: str, tenant_id: str | None = None) -> VerifiedToken:
+    async def validate(
+        self, token: str, *, audience: str | frozenset[str], tenant_id: str | None = None
+    ) -> VerifiedToken:
         """The verified token, or `Unauthenticated` with the reason of the first failed check.
+
+        `audience` is the audience the token must be for, or a set of which it must be for one.
 
         `tenant_id`, when given, is the tenant of the thing being touched: a token of any
         other tenant is refused.
@@ -397,12 +401,13 @@ class TokenValidator:
             raise _refuse(Reason.TOKEN_NOT_YET_VALID, "the token is not valid yet")
 
     @staticmethod
-    def _check_audience(verified: VerifiedToken, audience: str) -> None:
-        if verified.audience != audience:
+    def _check_audience(verified: VerifiedToken, audience: str | frozenset[str]) -> None:
+        accepted = (audience,) if isinstance(audience, str) else sorted(audience)
+        if verified.audience not in accepted:
             raise Unauthenticated(
                 Reason.TOKEN_AUDIENCE_INVALID,
-                f"the token is for another audience; this service needs a token for {audience}",
-                metadata={"expected_audience": audience},
+                f"the token is for another audience; this service needs a token for {' or '.join(accepted)}",
+                metadata={"expected_audience": ",".join(accepted)},
             )
 
     def _remember(self, token: str, verified: VerifiedToken) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -89,11 +89,41 @@ def resource_group(field: str, value: str) -> str:
     return value
 
 
+RESOURCE_GROUP_NAME = re.compile(r"[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]")
+
+
+def resource_group_name(field: str, value: str) -> str:
+    """The name of a resource group kept by the directory: 1-90 ASCII letters, digits, and
+    -_.() not ending in a dot (Azure allows other Unicode letters too; role scopes here do not)."""
+    if not value or not RESOURCE_GROUP_NAME.fullmatch(value):
+        raise invalid_field(field, Reason.FIELD_INVALID, "must be 1-90 letters, digits, -_.() not ending in '.'")
+    return value
+
+
 def location(field: str, value: str) -> str:
     """A region name such as westeurope."""
     if not LOCATION.fullmatch(value):
         raise invalid_field(field, Reason.FIELD_INVALID, "must be a region name such as westeurope")
     return value
+
+
+MAX_ARM_TAGS, MAX_ARM_TAG_NAME, MAX_ARM_TAG_VALUE = 50, 512, 256
+_ARM_TAG_NAME_FORBIDDEN = set("<>%&\\?/")
+
+
+def arm_tags(field: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """Azure Resource Manager's tags: at most 50; names 1-512 characters without any of
+    < > % & \\ ? /, values at most 256."""
+    if len(tags) > MAX_ARM_TAGS:
+        raise invalid_field(field, Reason.TAGS_INVALID, f"at most {MAX_ARM_TAGS} tags")
+    for name, value in tags.items():
+        if not 0 < len(name) <= MAX_ARM_TAG_NAME or _ARM_TAG_NAME_FORBIDDEN & set(name):
+            raise invalid_field(
+                field, Reason.TAGS_INVALID, f"tag names are 1-{MAX_ARM_TAG_NAME} characters, none of < > % & \\ ? /"
+            )
+        if len(value) > MAX_ARM_TAG_VALUE:
+            raise invalid_field(field, Reason.TAGS_INVALID, f"tag values are at most {MAX_ARM_TAG_VALUE} characters")
+    return dict(tags)
 
 
 _SUBSCRIPTION = re.compile(r"subscriptions/([^/]{1,64})")

@@ -10,6 +10,15 @@ fixture works with or without pytest-asyncio), and stop when the session ends.
         operator = cmk_trio.operator_credentials  # ClientCredentials of the platform operator
         ...  # use cmk_trio.client against cmk_trio.endpoints["identity"], ["keyvault"], ["speech"]
 
+`cmk_azure` gives a test what Microsoft's SDKs (azure-identity, azure-keyvault-keys,
+azure-keyvault-secrets) need to use the trio as `cmk_tenant`'s administrator, either way of
+naming the hosts (the doors speak HTTPS only: run with --cmk-mtls, or `cmk_mtls = true`):
+
+    def test_with_the_sdk(cmk_tenant, cmk_azure):
+        ...  # a vault made with cmk_tenant.sync_client(), its access policy set
+        keys = KeyClient(cmk_azure.vault_url("my-vault"), cmk_azure.credential(), transport=cmk_azure.transport())
+        # or Azure's defaults untouched, given the environment: os.environ.update(cmk_azure.environment)
+
 `cmk_trio_container` is the same trio in a container of our image, started with
 testcontainers-python (pip install testcontainers) against Docker, or podman's Docker-compatible
 socket (DOCKER_HOST=unix://...; with TESTCONTAINERS_RYUK_DISABLED=true where testcontainers'
@@ -42,6 +51,8 @@ import pytest
 # cmk-trio.
 if TYPE_CHECKING:
     import grpc
+    from azure.core.pipeline.transport import AioHttpTransport, RequestsTransport
+    from azure.identity import ClientSecretCredential
 
     from cmk_trio.client.blocking import LoopThread
     from cmk_trio.client.channel import ChannelTls
@@ -91,6 +102,22 @@ class TrioHandle:
     """The client certificate and CA, when the trio talks mutual TLS (--cmk-mtls)."""
     oidc_url: str | None = None
     """The base URL of identity's OpenID Connect discovery, keys and token endpoint."""
+    vault_door: str | None = None
+    """The key vault's door for Azure's data plane, host:port (over HTTPS with --cmk-mtls)."""
+    proxy_url: str | None = None
+    """The CONNECT proxy for Azure's default names (with --cmk-mtls): what HTTPS_PROXY is set to."""
+
+    def azure(self, credentials: ClientCredentials | None = None) -> AzureSdk:
+        """What Microsoft's SDKs need to reach this trio as `credentials` (default: the
+        operator). The doors speak HTTPS only, so the trio must run with --cmk-mtls."""
+        if self.tls is None or not (self.oidc_url or "").startswith("https://") or not self.vault_door:
+            raise RuntimeError(
+                "Microsoft's SDKs need the trio's doors over HTTPS (their bearer tokens go over TLS only):"
+                " run pytest with --cmk-mtls, or set cmk_mtls = true in the ini file (one process per service:"
+                " --cmk-replicas serves no key vault door)"
+            )
+        return AzureSdk(credentials or self.operator_credentials, str(self.oidc_url), self.vault_door,
+                        self.tls.ca_file, self.proxy_url)  # fmt: skip
 
     def dial(self, service: str) -> grpc.aio.Channel:
         """A channel to `service` ("identity", "keyvault" or "speech"), with TLS if the trio has it."""
@@ -144,6 +171,7 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
                 timeout=180,
             )  # fmt: skip
             oidc_url = several.replicas["identity"][0].announcement.get("oidc")
+            vault_door = proxy_url = None
             running: RunningTrio | RunningReplicas = several
         else:
             from cmk_trio.launcher.trio import start_trio
@@ -154,6 +182,8 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
                 timeout=HANG_GUARD_S,
             )  # fmt: skip
             oidc_url = running.identity.http_url
+            vault_door = (running.keyvault.http_url or "").removeprefix("https://").removeprefix("http://") or None
+            proxy_url = running.proxy.url if running.proxy is not None else None
         try:
             operator = json.loads((data_dir / "operator.json").read_text())
             yield TrioHandle(
@@ -164,6 +194,8 @@ def cmk_trio(pytestconfig: pytest.Config) -> Iterator[TrioHandle]:
                 ),
                 tls=_client_tls(running.tls_dir),
                 oidc_url=oidc_url,
+                vault_door=vault_door,
+                proxy_url=proxy_url,
                 background=background,
             )
         finally:
@@ -180,6 +212,74 @@ def _client_tls(tls_dir: Path | None) -> ChannelTls | None:
     pki = DevPki(tls_dir)
     cli = pki.identity("cli")
     return ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
+
+
+@dataclass(frozen=True)
+class AzureSdk:
+    """What Microsoft's SDKs need to use the trio as one principal, named either way:
+
+    - explicitly: `credential()` signs in at identity's door, and `transport()` (a new one for
+      each client: cmk_trio.client.azure's) sends https://{vault}.vault.azure.net to the key
+      vault's door, with TLS still checked against the vault's name;
+    - Azure's defaults, untouched: `environment` is what `cmk up`'s banner says to export
+      (HTTPS_PROXY, NO_PROXY and the CA for requests, aiohttp and Node) with the principal's
+      AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET; code that names nothing of
+      ours then runs as written for Azure.
+
+    Needs the SDKs installed (pip install 'cmk-trio[azure]' azure-keyvault-keys)."""
+
+    credentials: ClientCredentials
+    authority: str
+    """Identity's door, https://host:port."""
+    vault_door: str
+    """The key vault's door, host:port."""
+    ca_file: Path
+    """The trio's development CA, which the doors' certificates chain to."""
+    proxy_url: str | None = None
+
+    def vault_url(self, vault: str) -> str:
+        """A vault's URL, as in Azure: https://{vault}.vault.azure.net."""
+        return f"https://{vault}.vault.azure.net"
+
+    def credential(self) -> ClientSecretCredential:
+        """azure-identity's ClientSecretCredential, signing in at identity's door."""
+        from azure.identity import ClientSecretCredential
+
+        c = self.credentials
+        return ClientSecretCredential(c.tenant_id, c.client_id, c.client_secret, authority=self.authority,
+                                      disable_instance_discovery=True, connection_verify=str(self.ca_file))  # fmt: skip
+
+    def transport(self) -> RequestsTransport:
+        """A transport for one synchronous client (KeyClient, CryptographyClient, SecretClient)."""
+        from cmk_trio.client.azure import door_transport
+
+        return door_transport(self.vault_door, ca=self.ca_file)
+
+    def aio_transport(self) -> AioHttpTransport:
+        """The same for one asynchronous client (made inside the event loop that uses it)."""
+        from cmk_trio.client.azure import door_aio_transport
+
+        return door_aio_transport(self.vault_door, ca=self.ca_file)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables under which Azure's defaults reach the trio through its proxy. aiohttp
+        reads SSL_CERT_FILE when first imported: give them to a process of its own (or set
+        them before anything imports aiohttp)."""
+        if self.proxy_url is None:
+            raise RuntimeError("this trio serves no CONNECT proxy (its doors are not HTTPS: --cmk-mtls)")
+        ca = str(self.ca_file)
+        c = self.credentials
+        return {"HTTPS_PROXY": self.proxy_url, "NO_PROXY": "127.0.0.1,localhost", "REQUESTS_CA_BUNDLE": ca,
+                "SSL_CERT_FILE": ca, "NODE_EXTRA_CA_CERTS": ca, "AZURE_TENANT_ID": c.tenant_id,
+                "AZURE_CLIENT_ID": c.client_id, "AZURE_CLIENT_SECRET": c.client_secret}  # fmt: skip
+
+
+@pytest.fixture
+def cmk_azure(cmk_tenant: TenantHandle) -> AzureSdk:
+    """What Microsoft's SDKs need to use the trio as `cmk_tenant`'s administrator (see
+    AzureSdk); the trio must run with --cmk-mtls (its doors speak HTTPS only)."""
+    return cmk_tenant.trio.azure(cmk_tenant.credentials)
 
 
 @dataclass(frozen=True)

@@ -704,7 +704,10 @@ class CreateRoleAssignmentRequest(_message.Message):
     ROLE_ASSIGNMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def role_assignment(self) -> _resources_pb2.RoleAssignment:
-        """The assignment; principal_id, role and scope are read."""
+        """The assignment; principal_id, role and scope are read, and role_assignment_id when it is
+        given (a UUID the caller chose, as Azure Resource Manager's clients do; a new one when
+        empty). An id already in use is refused with ROLE_ASSIGNMENT_EXISTS.
+        """
 
     def __init__(
         self,
@@ -1153,3 +1156,159 @@ class RevokeSigningKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeSigningKeyResponse: _TypeAlias = RevokeSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class CreateResourceGroupRequest(_message.Message):
+    """Request of CreateResourceGroup."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_group(self) -> _resources_pb2.ResourceGroup:
+        """The group; subscription_id, resource_group, location and tags are read."""
+
+    def __init__(
+        self,
+        *,
+        resource_group: _resources_pb2.ResourceGroup | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resource_group", b"resource_group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_group", b"resource_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateResourceGroupRequest: _TypeAlias = CreateResourceGroupRequest  # noqa: Y015
+
+@_typing.final
+class GetResourceGroupRequest(_message.Message):
+    """Request of GetResourceGroup."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResourceGroupRequest: _TypeAlias = GetResourceGroupRequest  # noqa: Y015
+
+@_typing.final
+class ListResourceGroupsRequest(_message.Message):
+    """Request of ListResourceGroups."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"/subscriptions/{subscription_id}"."""
+    page_size: _builtins.int
+    """At most this many results; 0 means the default (50); at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResourceGroupsRequest: _TypeAlias = ListResourceGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListResourceGroupsResponse(_message.Message):
+    """Response of ListResourceGroups."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def resource_groups(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ResourceGroup]:
+        """The groups of this page."""
+
+    def __init__(
+        self,
+        *,
+        resource_groups: _abc.Iterable[_resources_pb2.ResourceGroup] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "resource_groups", b"resource_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResourceGroupsResponse: _TypeAlias = ListResourceGroupsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateResourceGroupRequest(_message.Message):
+    """Request of UpdateResourceGroup."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_GROUP_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_group(self) -> _resources_pb2.ResourceGroup:
+        """The group, by name; the fields in update_mask are read."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which fields to change: only "tags" (which replaces every tag)."""
+
+    def __init__(
+        self,
+        *,
+        resource_group: _resources_pb2.ResourceGroup | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resource_group", b"resource_group", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_group", b"resource_group", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateResourceGroupRequest: _TypeAlias = UpdateResourceGroupRequest  # noqa: Y015
+
+@_typing.final
+class DeleteResourceGroupRequest(_message.Message):
+    """Request of DeleteResourceGroup."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResourceGroupRequest: _TypeAlias = DeleteResourceGroupRequest  # noqa: Y015

@@ -1210,6 +1210,270 @@ class IdentityService:
             _registered_method=True)
 
 
+class ResourceGroupServiceStub:
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateResourceGroup = channel.unary_unary(
+                '/cmk.identity.v1.ResourceGroupService/CreateResourceGroup',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.CreateResourceGroupRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+                _registered_method=True)
+        self.GetResourceGroup = channel.unary_unary(
+                '/cmk.identity.v1.ResourceGroupService/GetResourceGroup',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.GetResourceGroupRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+                _registered_method=True)
+        self.ListResourceGroups = channel.unary_unary(
+                '/cmk.identity.v1.ResourceGroupService/ListResourceGroups',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpdateResourceGroup = channel.unary_unary(
+                '/cmk.identity.v1.ResourceGroupService/UpdateResourceGroup',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.UpdateResourceGroupRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+                _registered_method=True)
+        self.DeleteResourceGroup = channel.unary_unary(
+                '/cmk.identity.v1.ResourceGroupService/DeleteResourceGroup',
+                request_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.DeleteResourceGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+
+
+class ResourceGroupServiceServicer:
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    def CreateResourceGroup(self, request, context):
+        """Creates a resource group. Contributor or Owner on its subscription or on the group's own
+        scope, or the operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResourceGroup(self, request, context):
+        """Gets a resource group. Any role on it or above.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResourceGroups(self, request, context):
+        """Lists the groups of a subscription that the caller may read, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateResourceGroup(self, request, context):
+        """Changes a group's tags. Contributor or Owner on it or above.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResourceGroup(self, request, context):
+        """Deletes a resource group and every role assignment on it or below. The resources in it
+        are their own services': Azure Resource Manager's door deletes them first. Contributor
+        or Owner on it or above.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ResourceGroupServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateResourceGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateResourceGroup,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.CreateResourceGroupRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.SerializeToString,
+            ),
+            'GetResourceGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResourceGroup,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.GetResourceGroupRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.SerializeToString,
+            ),
+            'ListResourceGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResourceGroups,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsResponse.SerializeToString,
+            ),
+            'UpdateResourceGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateResourceGroup,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.UpdateResourceGroupRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.SerializeToString,
+            ),
+            'DeleteResourceGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResourceGroup,
+                    request_deserializer=cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.DeleteResourceGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cmk.identity.v1.ResourceGroupService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cmk.identity.v1.ResourceGroupService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ResourceGroupService:
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    @staticmethod
+    def CreateResourceGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.ResourceGroupService/CreateResourceGroup',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.CreateResourceGroupRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResourceGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.ResourceGroupService/GetResourceGroup',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.GetResourceGroupRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResourceGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.ResourceGroupService/ListResourceGroups',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.ListResourceGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateResourceGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.ResourceGroupService/UpdateResourceGroup',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.UpdateResourceGroupRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_resources__pb2.ResourceGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResourceGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.identity.v1.ResourceGroupService/DeleteResourceGroup',
+            cmk__trio_dot_proto_dot_identity_dot_v1_dot_identity__service__pb2.DeleteResourceGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class TokenServiceStub:
     """Tokens and the keys that sign them.
     """

@@ -407,6 +407,112 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class ResourceGroupServiceStub:
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ResourceGroupServiceAsyncStub: ...
+    CreateResourceGroup: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateResourceGroupRequest, _resources_pb2.ResourceGroup]
+    """Creates a resource group. Contributor or Owner on its subscription or on the group's own
+    scope, or the operator.
+    """
+    GetResourceGroup: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.GetResourceGroupRequest, _resources_pb2.ResourceGroup]
+    """Gets a resource group. Any role on it or above."""
+    ListResourceGroups: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListResourceGroupsRequest, _identity_service_pb2.ListResourceGroupsResponse]
+    """Lists the groups of a subscription that the caller may read, by name."""
+    UpdateResourceGroup: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateResourceGroupRequest, _resources_pb2.ResourceGroup]
+    """Changes a group's tags. Contributor or Owner on it or above."""
+    DeleteResourceGroup: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteResourceGroupRequest, _empty_pb2.Empty]
+    """Deletes a resource group and every role assignment on it or below. The resources in it
+    are their own services': Azure Resource Manager's door deletes them first. Contributor
+    or Owner on it or above.
+    """
+
+@_typing.type_check_only
+class ResourceGroupServiceAsyncStub(ResourceGroupServiceStub):
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateResourceGroup: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateResourceGroupRequest, _resources_pb2.ResourceGroup]  # type: ignore[assignment]
+    """Creates a resource group. Contributor or Owner on its subscription or on the group's own
+    scope, or the operator.
+    """
+    GetResourceGroup: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.GetResourceGroupRequest, _resources_pb2.ResourceGroup]  # type: ignore[assignment]
+    """Gets a resource group. Any role on it or above."""
+    ListResourceGroups: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListResourceGroupsRequest, _identity_service_pb2.ListResourceGroupsResponse]  # type: ignore[assignment]
+    """Lists the groups of a subscription that the caller may read, by name."""
+    UpdateResourceGroup: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateResourceGroupRequest, _resources_pb2.ResourceGroup]  # type: ignore[assignment]
+    """Changes a group's tags. Contributor or Owner on it or above."""
+    DeleteResourceGroup: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteResourceGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a resource group and every role assignment on it or below. The resources in it
+    are their own services': Azure Resource Manager's door deletes them first. Contributor
+    or Owner on it or above.
+    """
+
+class ResourceGroupServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Resource groups (Azure Resource Manager's Microsoft.Resources), kept by the directory
+    beside the subscriptions they belong to. Every call takes a token for the management
+    audience (as Azure Resource Manager does) or for the directory. A caller with no role on a
+    group is answered as if it did not exist.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateResourceGroup(
+        self,
+        request: _identity_service_pb2.CreateResourceGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.ResourceGroup, _abc.Awaitable[_resources_pb2.ResourceGroup]]:
+        """Creates a resource group. Contributor or Owner on its subscription or on the group's own
+        scope, or the operator.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResourceGroup(
+        self,
+        request: _identity_service_pb2.GetResourceGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.ResourceGroup, _abc.Awaitable[_resources_pb2.ResourceGroup]]:
+        """Gets a resource group. Any role on it or above."""
+
+    @_abc_1.abstractmethod
+    def ListResourceGroups(
+        self,
+        request: _identity_service_pb2.ListResourceGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ListResourceGroupsResponse, _abc.Awaitable[_identity_service_pb2.ListResourceGroupsResponse]]:
+        """Lists the groups of a subscription that the caller may read, by name."""
+
+    @_abc_1.abstractmethod
+    def UpdateResourceGroup(
+        self,
+        request: _identity_service_pb2.UpdateResourceGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.ResourceGroup, _abc.Awaitable[_resources_pb2.ResourceGroup]]:
+        """Changes a group's tags. Contributor or Owner on it or above."""
+
+    @_abc_1.abstractmethod
+    def DeleteResourceGroup(
+        self,
+        request: _identity_service_pb2.DeleteResourceGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a resource group and every role assignment on it or below. The resources in it
+        are their own services': Azure Resource Manager's door deletes them first. Contributor
+        or Owner on it or above.
+        """
+
+def add_ResourceGroupServiceServicer_to_server(servicer: ResourceGroupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class TokenServiceStub:
     """Tokens and the keys that sign them."""
 

@@ -25,35 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cmk_trio/proto/identity/v1/resources.proto\x12\x0f\x63mk.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x10\n\x08platform\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\x0cSubscription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rtransfer_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x02\n\tPrincipal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.cmk.identity.v1.PrincipalKind\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x17\n\x0fowner_object_id\x18\t \x01(\t\x12\x18\n\x10platform_service\x18\n \x01(\t\x12\x14\n\x0ctenant_admin\x18\x0b \x01(\x08\x12\x10\n\x08operator\x18\x0c \x01(\x08\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x0c\x43lientSecret\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsecret_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdc\x01\n\x0eRoleAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12role_assignment_id\x18\x02 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x03 \x01(\t\x12#\n\x04role\x18\x04 \x01(\x0e\x32\x15.cmk.identity.v1.Role\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"\xe1\x01\n\nSigningKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x12\n\npublic_jwk\x18\x04 \x01(\t\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .cmk.identity.v1.SigningKeyState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe2\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cmk.identity.v1.EventType\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x05 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12\x15\n\rnew_tenant_id\x18\x07 \x01(\t\x12\x0b\n\x03kid\x18\x08 \x01(\t\x12\r\n\x05scope\x18\t \x01(\t*f\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\x15\n\x11SERVICE_PRINCIPAL\x10\x02\x12\x14\n\x10MANAGED_IDENTITY\x10\x03*D\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\n\n\x06READER\x10\x01\x12\x0f\n\x0b\x43ONTRIBUTOR\x10\x02\x12\t\n\x05OWNER\x10\x03*H\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x08\n\x04READ\x10\x01\x12\t\n\x05WRITE\x10\x02\x12\x11\n\rMANAGE_ACCESS\x10\x03*N\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0c\n\x08RETIRING\x10\x02*\x81\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRINCIPAL_DISABLED\x10\x01\x12\x15\n\x11PRINCIPAL_ENABLED\x10\x02\x12\x15\n\x11PRINCIPAL_DELETED\x10\x03\x12\x1c\n\x18SUBSCRIPTION_TRANSFERRED\x10\x04\x12\x17\n\x13SIGNING_KEY_ROTATED\x10\x05\x12\x15\n\x11PRINCIPAL_CREATED\x10\x06\x12\x1c\n\x18ROLE_ASSIGNMENTS_CHANGED\x10\x07\x12\r\n\tHEARTBEAT\x10\x08\x12\x17\n\x13SIGNING_KEY_REVOKED\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cmk_trio/proto/identity/v1/resources.proto\x12\x0f\x63mk.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x10\n\x08platform\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\x0cSubscription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rtransfer_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x02\n\rResourceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x16\n\x0eresource_group\x18\x03 \x01(\t\x12\x10\n\x08location\x18\x04 \x01(\t\x12\x36\n\x04tags\x18\x05 \x03(\x0b\x32(.cmk.identity.v1.ResourceGroup.TagsEntry\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf9\x02\n\tPrincipal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.cmk.identity.v1.PrincipalKind\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x17\n\x0fowner_object_id\x18\t \x01(\t\x12\x18\n\x10platform_service\x18\n \x01(\t\x12\x14\n\x0ctenant_admin\x18\x0b \x01(\x08\x12\x10\n\x08operator\x18\x0c \x01(\x08\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x0c\x43lientSecret\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsecret_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdc\x01\n\x0eRoleAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12role_assignment_id\x18\x02 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x03 \x01(\t\x12#\n\x04role\x18\x04 \x01(\x0e\x32\x15.cmk.identity.v1.Role\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"\xe1\x01\n\nSigningKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x12\n\npublic_jwk\x18\x04 \x01(\t\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .cmk.identity.v1.SigningKeyState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe2\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cmk.identity.v1.EventType\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x05 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12\x15\n\rnew_tenant_id\x18\x07 \x01(\t\x12\x0b\n\x03kid\x18\x08 \x01(\t\x12\r\n\x05scope\x18\t \x01(\t*f\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\x15\n\x11SERVICE_PRINCIPAL\x10\x02\x12\x14\n\x10MANAGED_IDENTITY\x10\x03*D\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\n\n\x06READER\x10\x01\x12\x0f\n\x0b\x43ONTRIBUTOR\x10\x02\x12\t\n\x05OWNER\x10\x03*H\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x08\n\x04READ\x10\x01\x12\t\n\x05WRITE\x10\x02\x12\x11\n\rMANAGE_ACCESS\x10\x03*N\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0c\n\x08RETIRING\x10\x02*\x81\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRINCIPAL_DISABLED\x10\x01\x12\x15\n\x11PRINCIPAL_ENABLED\x10\x02\x12\x15\n\x11PRINCIPAL_DELETED\x10\x03\x12\x1c\n\x18SUBSCRIPTION_TRANSFERRED\x10\x04\x12\x17\n\x13SIGNING_KEY_ROTATED\x10\x05\x12\x15\n\x11PRINCIPAL_CREATED\x10\x06\x12\x1c\n\x18ROLE_ASSIGNMENTS_CHANGED\x10\x07\x12\r\n\tHEARTBEAT\x10\x08\x12\x17\n\x13SIGNING_KEY_REVOKED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cmk_trio.proto.identity.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALKIND']._serialized_start=1672
-  _globals['_PRINCIPALKIND']._serialized_end=1774
-  _globals['_ROLE']._serialized_start=1776
-  _globals['_ROLE']._serialized_end=1844
-  _globals['_ACTION']._serialized_start=1846
-  _globals['_ACTION']._serialized_end=1918
-  _globals['_SIGNINGKEYSTATE']._serialized_start=1920
-  _globals['_SIGNINGKEYSTATE']._serialized_end=1998
-  _globals['_EVENTTYPE']._serialized_start=2001
-  _globals['_EVENTTYPE']._serialized_end=2258
+  _globals['_RESOURCEGROUP_TAGSENTRY']._loaded_options = None
+  _globals['_RESOURCEGROUP_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_PRINCIPALKIND']._serialized_start=1989
+  _globals['_PRINCIPALKIND']._serialized_end=2091
+  _globals['_ROLE']._serialized_start=2093
+  _globals['_ROLE']._serialized_end=2161
+  _globals['_ACTION']._serialized_start=2163
+  _globals['_ACTION']._serialized_end=2235
+  _globals['_SIGNINGKEYSTATE']._serialized_start=2237
+  _globals['_SIGNINGKEYSTATE']._serialized_end=2315
+  _globals['_EVENTTYPE']._serialized_start=2318
+  _globals['_EVENTTYPE']._serialized_end=2575
   _globals['_TENANT']._serialized_start=97
   _globals['_TENANT']._serialized_end=243
   _globals['_SUBSCRIPTION']._serialized_start=246
   _globals['_SUBSCRIPTION']._serialized_end=440
-  _globals['_PRINCIPAL']._serialized_start=443
-  _globals['_PRINCIPAL']._serialized_end=820
-  _globals['_CLIENTSECRET']._serialized_start=823
-  _globals['_CLIENTSECRET']._serialized_end=990
-  _globals['_ROLEASSIGNMENT']._serialized_start=993
-  _globals['_ROLEASSIGNMENT']._serialized_end=1213
-  _globals['_SIGNINGKEY']._serialized_start=1216
-  _globals['_SIGNINGKEY']._serialized_end=1441
-  _globals['_EVENT']._serialized_start=1444
-  _globals['_EVENT']._serialized_end=1670
+  _globals['_RESOURCEGROUP']._serialized_start=443
+  _globals['_RESOURCEGROUP']._serialized_end=757
+  _globals['_RESOURCEGROUP_TAGSENTRY']._serialized_start=714
+  _globals['_RESOURCEGROUP_TAGSENTRY']._serialized_end=757
+  _globals['_PRINCIPAL']._serialized_start=760
+  _globals['_PRINCIPAL']._serialized_end=1137
+  _globals['_CLIENTSECRET']._serialized_start=1140
+  _globals['_CLIENTSECRET']._serialized_end=1307
+  _globals['_ROLEASSIGNMENT']._serialized_start=1310
+  _globals['_ROLEASSIGNMENT']._serialized_end=1530
+  _globals['_SIGNINGKEY']._serialized_start=1533
+  _globals['_SIGNINGKEY']._serialized_end=1758
+  _globals['_EVENT']._serialized_start=1761
+  _globals['_EVENT']._serialized_end=1987
 # @@protoc_insertion_point(module_scope)

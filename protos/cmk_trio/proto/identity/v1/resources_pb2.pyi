@@ -6,9 +6,11 @@ service trust. It plays the part of Entra ID: tenants, subscriptions, principals
 credentials, role assignments, and the keys that sign access tokens.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -282,6 +284,88 @@ class Subscription(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class ResourceGroup(_message.Message):
+    """A resource group: a named container of resources in a subscription, as Azure Resource
+    Manager has it (Microsoft.Resources). The directory keeps them beside their subscriptions.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_GROUP_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: the Azure-style id "/subscriptions/{s}/resourceGroups/{rg}". Output only."""
+    subscription_id: _builtins.str
+    """The subscription it belongs to. Immutable."""
+    resource_group: _builtins.str
+    """The group's name: 1-90 characters, letters, digits, '.', '_', '-', '(' and ')', not
+    ending with '.'. Names compare case-insensitively, as in Azure. Immutable.
+    """
+    location: _builtins.str
+    """The region its metadata lives in, such as "westeurope". Immutable."""
+    tenant_id: _builtins.str
+    """The tenant of its subscription. Output only."""
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """At most 50 tags: names 1-512 characters without '<', '>', '%', '&', '\\\\', '?' or '/';
+        values at most 256 characters.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created. Output only."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its tags last changed; unset if they never did. Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        resource_group: _builtins.str = ...,
+        location: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tenant_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "location", b"location", "name", b"name", "resource_group", b"resource_group", "subscription_id", b"subscription_id", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceGroup: _TypeAlias = ResourceGroup  # noqa: Y015
 
 @_typing.final
 class Principal(_message.Message):

@@ -31,20 +31,28 @@ class CreateVaultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VAULT_FIELD_NUMBER: _builtins.int
+    EXPLICIT_ACCESS_POLICIES_FIELD_NUMBER: _builtins.int
+    explicit_access_policies: _builtins.bool
+    """When set, the vault's access policies are exactly vault.access_policies (Azure Resource
+    Manager's create: the whole list, which may be empty), and the creator has an entry only
+    if it is listed. Unset, the creator gets an entry with every permission, as in the portal.
+    """
     @_builtins.property
     def vault(self) -> _resources_pb2.Vault:
-        """The vault; vault_name, subscription_id, resource_group, location,
-        soft_delete_retention_days and purge_protection_enabled are read.
+        """The vault; vault_name, subscription_id, resource_group, location, soft_delete_enabled,
+        soft_delete_retention_days, purge_protection_enabled, sku and tags are read, and
+        tenant_id when given (it must be the creator's tenant).
         """
 
     def __init__(
         self,
         *,
         vault: _resources_pb2.Vault | None = ...,
+        explicit_access_policies: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["vault", b"vault"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vault", b"vault"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explicit_access_policies", b"explicit_access_policies", "vault", b"vault"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,7 +152,9 @@ class UpdateVaultRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: "purge_protection_enabled", "soft_delete_enabled" (both only to true)."""
+        """Fields to change: "purge_protection_enabled", "soft_delete_enabled" (both only to true),
+        "sku", "tags" (which replaces every tag).
+        """
 
     def __init__(
         self,
@@ -273,6 +283,8 @@ class UpdateAccessPolicyRequest(_message.Message):
     OBJECT_ID_FIELD_NUMBER: _builtins.int
     ADD_PERMISSIONS_FIELD_NUMBER: _builtins.int
     REMOVE_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    ADD_SECRET_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    REMOVE_SECRET_PERMISSIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"vaults/{vault_name}"."""
     tenant_id: _builtins.str
@@ -281,11 +293,19 @@ class UpdateAccessPolicyRequest(_message.Message):
     """The object id whose entry to change."""
     @_builtins.property
     def add_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Permissions to add."""
+        """Key permissions to add."""
 
     @_builtins.property
     def remove_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Permissions to remove (an entry left with none is removed)."""
+
+    @_builtins.property
+    def add_secret_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Secret permissions to add."""
+
+    @_builtins.property
+    def remove_secret_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Secret permissions to remove."""
 
     def __init__(
         self,
@@ -295,10 +315,12 @@ class UpdateAccessPolicyRequest(_message.Message):
         object_id: _builtins.str = ...,
         add_permissions: _abc.Iterable[_builtins.str] | None = ...,
         remove_permissions: _abc.Iterable[_builtins.str] | None = ...,
+        add_secret_permissions: _abc.Iterable[_builtins.str] | None = ...,
+        remove_secret_permissions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_permissions", b"add_permissions", "name", b"name", "object_id", b"object_id", "remove_permissions", b"remove_permissions", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_permissions", b"add_permissions", "add_secret_permissions", b"add_secret_permissions", "name", b"name", "object_id", b"object_id", "remove_permissions", b"remove_permissions", "remove_secret_permissions", b"remove_secret_permissions", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -677,6 +699,192 @@ class UnwrapKeyResponse(_message.Message):
 Global___UnwrapKeyResponse: _TypeAlias = UnwrapKeyResponse  # noqa: Y015
 
 @_typing.final
+class SignRequest(_message.Message):
+    """Request of Sign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A key identifier URI or name; without a version, the newest."""
+    algorithm: _resources_pb2.SignatureAlgorithm.ValueType
+    """The algorithm: RS*/PS* for an RSA key, the ES* of its curve for an EC key."""
+    digest: _builtins.bytes
+    """The digest to sign, as long as the algorithm's hash (32, 48 or 64 bytes)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        algorithm: _resources_pb2.SignatureAlgorithm.ValueType = ...,
+        digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "digest", b"digest", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignRequest: _TypeAlias = SignRequest  # noqa: Y015
+
+@_typing.final
+class SignResponse(_message.Message):
+    """Response of Sign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The exact key version that signed."""
+    signature: _builtins.bytes
+    """The signature (for ES*, R || S as JWS has it)."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignResponse: _TypeAlias = SignResponse  # noqa: Y015
+
+@_typing.final
+class VerifyRequest(_message.Message):
+    """Request of Verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A key identifier URI or name, with the version that signed."""
+    algorithm: _resources_pb2.SignatureAlgorithm.ValueType
+    """The algorithm of the signature."""
+    digest: _builtins.bytes
+    """The digest that was signed."""
+    signature: _builtins.bytes
+    """The signature to check."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        algorithm: _resources_pb2.SignatureAlgorithm.ValueType = ...,
+        digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "digest", b"digest", "name", b"name", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyRequest: _TypeAlias = VerifyRequest  # noqa: Y015
+
+@_typing.final
+class VerifyResponse(_message.Message):
+    """Response of Verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key version that checked it."""
+    valid: _builtins.bool
+    """Whether the signature is that key version's signature of the digest."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        valid: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyResponse: _TypeAlias = VerifyResponse  # noqa: Y015
+
+@_typing.final
+class BackupKeyRequest(_message.Message):
+    """Request of BackupKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The key identifier or name (a version, if given, is ignored: every version is backed up)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupKeyRequest: _TypeAlias = BackupKeyRequest  # noqa: Y015
+
+@_typing.final
+class BackupKeyResponse(_message.Message):
+    """Response of BackupKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_FIELD_NUMBER: _builtins.int
+    backup: _builtins.bytes
+    """The backup: opaque, sealed, at most 500 versions."""
+    def __init__(
+        self,
+        *,
+        backup: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup", b"backup"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupKeyResponse: _TypeAlias = BackupKeyResponse  # noqa: Y015
+
+@_typing.final
+class RestoreKeyRequest(_message.Message):
+    """Request of RestoreKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    BACKUP_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"vaults/{vault_name}": a vault of the subscription the key was backed up from."""
+    backup: _builtins.bytes
+    """A BackupKeyResponse's backup."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        backup: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup", b"backup", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreKeyRequest: _TypeAlias = RestoreKeyRequest  # noqa: Y015
+
+@_typing.final
 class ImportKeyRequest(_message.Message):
     """Request of ImportKey."""
 
@@ -691,7 +899,9 @@ class ImportKeyRequest(_message.Message):
     key_name: _builtins.str
     """The key name."""
     key_material: _builtins.str
-    """The RSA private key as a JWK (kty RSA with n, e, d, p, q, dp, dq, qi), as JSON."""
+    """The private key as a JWK, as JSON: kty RSA with n, e, d, p, q, dp, dq, qi, or kty EC
+    with crv, x, y, d.
+    """
     @_builtins.property
     def key(self) -> _resources_pb2.KeyVersion:
         """Operations, validity and tags of the new version (type and size come from the JWK)."""
@@ -1319,3 +1529,509 @@ class StreamAuditRecordsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamAuditRecordsRequest: _TypeAlias = StreamAuditRecordsRequest  # noqa: Y015
+
+@_typing.final
+class SetSecretRequest(_message.Message):
+    """Request of SetSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    SECRET_NAME_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"vaults/{vault_name}"."""
+    secret_name: _builtins.str
+    """The secret name: 1-127 letters, digits and hyphens."""
+    @_builtins.property
+    def secret(self) -> _resources_pb2.Secret:
+        """The value, content type, validity and tags of the new version."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        secret_name: _builtins.str = ...,
+        secret: _resources_pb2.Secret | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "secret", b"secret", "secret_name", b"secret_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSecretRequest: _TypeAlias = SetSecretRequest  # noqa: Y015
+
+@_typing.final
+class GetSecretRequest(_message.Message):
+    """Request of GetSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A secret identifier URI ("https://{vault}.{suffix}/secrets/{secret}[/{version}]") or a
+    resource name ("vaults/{vault}/secrets/{secret}[/versions/{version}]").
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSecretRequest: _TypeAlias = GetSecretRequest  # noqa: Y015
+
+@_typing.final
+class ListSecretsRequest(_message.Message):
+    """Request of ListSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"vaults/{vault_name}"."""
+    page_size: _builtins.int
+    """At most this many results; 0 means the default (50); at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecretsRequest: _TypeAlias = ListSecretsRequest  # noqa: Y015
+
+@_typing.final
+class ListSecretsResponse(_message.Message):
+    """Response of ListSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Secret]:
+        """The newest version of each secret of this page, without values."""
+
+    def __init__(
+        self,
+        *,
+        secrets: _abc.Iterable[_resources_pb2.Secret] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "secrets", b"secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecretsResponse: _TypeAlias = ListSecretsResponse  # noqa: Y015
+
+@_typing.final
+class ListSecretVersionsRequest(_message.Message):
+    """Request of ListSecretVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The secret: an identifier (without version) or "vaults/{vault}/secrets/{secret}"."""
+    page_size: _builtins.int
+    """At most this many results; 0 means the default (50); at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecretVersionsRequest: _TypeAlias = ListSecretVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSecretVersionsResponse(_message.Message):
+    """Response of ListSecretVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Secret]:
+        """The versions of this page, without values."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[_resources_pb2.Secret] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecretVersionsResponse: _TypeAlias = ListSecretVersionsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSecretRequest(_message.Message):
+    """Request of UpdateSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or name; without a version, the newest."""
+    @_builtins.property
+    def attributes(self) -> _resources_pb2.Secret:
+        """The new values of the fields named in update_mask."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: "content_type", "enabled", "not_before", "expires", "tags"."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attributes: _resources_pb2.Secret | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "name", b"name", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSecretRequest: _TypeAlias = UpdateSecretRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSecretRequest(_message.Message):
+    """Request of DeleteSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or name (a version, if given, is ignored)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecretRequest: _TypeAlias = DeleteSecretRequest  # noqa: Y015
+
+@_typing.final
+class GetDeletedSecretRequest(_message.Message):
+    """Request of GetDeletedSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or "vaults/{vault}/secrets/{secret}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeletedSecretRequest: _TypeAlias = GetDeletedSecretRequest  # noqa: Y015
+
+@_typing.final
+class ListDeletedSecretsRequest(_message.Message):
+    """Request of ListDeletedSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"vaults/{vault_name}"."""
+    page_size: _builtins.int
+    """At most this many results; 0 means the default (50); at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, or empty for the first."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletedSecretsRequest: _TypeAlias = ListDeletedSecretsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeletedSecretsResponse(_message.Message):
+    """Response of ListDeletedSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_SECRETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def deleted_secrets(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.DeletedSecret]:
+        """The deleted secrets of this page."""
+
+    def __init__(
+        self,
+        *,
+        deleted_secrets: _abc.Iterable[_resources_pb2.DeletedSecret] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_secrets", b"deleted_secrets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletedSecretsResponse: _TypeAlias = ListDeletedSecretsResponse  # noqa: Y015
+
+@_typing.final
+class RecoverDeletedSecretRequest(_message.Message):
+    """Request of RecoverDeletedSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or "vaults/{vault}/secrets/{secret}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverDeletedSecretRequest: _TypeAlias = RecoverDeletedSecretRequest  # noqa: Y015
+
+@_typing.final
+class PurgeDeletedSecretRequest(_message.Message):
+    """Request of PurgeDeletedSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or "vaults/{vault}/secrets/{secret}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeletedSecretRequest: _TypeAlias = PurgeDeletedSecretRequest  # noqa: Y015
+
+@_typing.final
+class BackupSecretRequest(_message.Message):
+    """Request of BackupSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The secret identifier or name (every version is backed up)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupSecretRequest: _TypeAlias = BackupSecretRequest  # noqa: Y015
+
+@_typing.final
+class BackupSecretResponse(_message.Message):
+    """Response of BackupSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_FIELD_NUMBER: _builtins.int
+    backup: _builtins.bytes
+    """The backup: opaque, sealed."""
+    def __init__(
+        self,
+        *,
+        backup: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup", b"backup"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupSecretResponse: _TypeAlias = BackupSecretResponse  # noqa: Y015
+
+@_typing.final
+class RestoreSecretRequest(_message.Message):
+    """Request of RestoreSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    BACKUP_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"vaults/{vault_name}": a vault of the subscription the secret was backed up from."""
+    backup: _builtins.bytes
+    """A BackupSecretResponse's backup."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        backup: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup", b"backup", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreSecretRequest: _TypeAlias = RestoreSecretRequest  # noqa: Y015
+
+@_typing.final
+class ReplaceAccessPoliciesRequest(_message.Message):
+    """Request of ReplaceAccessPolicies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACCESS_POLICIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vaults/{vault_name}"."""
+    @_builtins.property
+    def access_policies(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.AccessPolicy]:
+        """The vault's entries from now on, at most 1024, each for a principal of the vault's
+        tenant, one per object id; an empty list leaves the vault with none.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        access_policies: _abc.Iterable[_resources_pb2.AccessPolicy] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_policies", b"access_policies", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceAccessPoliciesRequest: _TypeAlias = ReplaceAccessPoliciesRequest  # noqa: Y015
+
+@_typing.final
+class CheckVaultNameAvailabilityRequest(_message.Message):
+    """Request of CheckVaultNameAvailability."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAULT_NAME_FIELD_NUMBER: _builtins.int
+    vault_name: _builtins.str
+    """The name to check."""
+    def __init__(
+        self,
+        *,
+        vault_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vault_name", b"vault_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckVaultNameAvailabilityRequest: _TypeAlias = CheckVaultNameAvailabilityRequest  # noqa: Y015
+
+@_typing.final
+class CheckVaultNameAvailabilityResponse(_message.Message):
+    """Response of CheckVaultNameAvailability."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_AVAILABLE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    name_available: _builtins.bool
+    """True when a vault of that name could be made now."""
+    reason: _builtins.str
+    """Why not: VAULT_NAME_INVALID (not a vault name) or VAULT_NAME_TAKEN (a vault, possibly
+    soft-deleted, has it). Empty when available.
+    """
+    message: _builtins.str
+    """The same, for people."""
+    def __init__(
+        self,
+        *,
+        name_available: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "name_available", b"name_available", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckVaultNameAvailabilityResponse: _TypeAlias = CheckVaultNameAvailabilityResponse  # noqa: Y015

@@ -94,6 +94,16 @@ class VaultServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RemoveAccessPolicyRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
                 _registered_method=True)
+        self.ReplaceAccessPolicies = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/ReplaceAccessPolicies',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ReplaceAccessPoliciesRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+                _registered_method=True)
+        self.CheckVaultNameAvailability = channel.unary_unary(
+                '/cmk.keyvault.v1.VaultService/CheckVaultNameAvailability',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityResponse.FromString,
+                _registered_method=True)
 
 
 class VaultServiceServicer:
@@ -180,6 +190,22 @@ class VaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceAccessPolicies(self, request, context):
+        """Replaces every access policy entry of a vault with the list given, all or nothing (what
+        Azure Resource Manager's PUT of a vault does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckVaultNameAvailability(self, request, context):
+        """Whether a vault name is free: vault names are global (they are DNS names), so this says
+        so of every tenant's vaults, deleted ones included, as Azure's checkNameAvailability does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +263,16 @@ def add_VaultServiceServicer_to_server(servicer, server):
                     servicer.RemoveAccessPolicy,
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RemoveAccessPolicyRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
+            ),
+            'ReplaceAccessPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceAccessPolicies,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ReplaceAccessPoliciesRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Vault.SerializeToString,
+            ),
+            'CheckVaultNameAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckVaultNameAvailability,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -549,6 +585,60 @@ class VaultService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReplaceAccessPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/ReplaceAccessPolicies',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ReplaceAccessPoliciesRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Vault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckVaultNameAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.VaultService/CheckVaultNameAvailability',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.CheckVaultNameAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class KeyServiceStub:
     """Keys and key operations (the data plane). Needs a vault-audience token of the vault's
@@ -627,6 +717,16 @@ class KeyServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptRequest.SerializeToString,
                 response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptResponse.FromString,
                 _registered_method=True)
+        self.Sign = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/Sign',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignResponse.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/Verify',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyResponse.FromString,
+                _registered_method=True)
         self.DeleteKey = channel.unary_unary(
                 '/cmk.keyvault.v1.KeyService/DeleteKey',
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteKeyRequest.SerializeToString,
@@ -652,6 +752,16 @@ class KeyServiceStub:
                 request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.BackupKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/BackupKey',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyResponse.FromString,
+                _registered_method=True)
+        self.RestoreKey = channel.unary_unary(
+                '/cmk.keyvault.v1.KeyService/RestoreKey',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreKeyRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -661,7 +771,8 @@ class KeyServiceServicer:
     """
 
     def CreateKey(self, request, context):
-        """Creates a key, or a new version of an existing one (as the real service does).
+        """Creates a key (RSA of key_size bits, or EC on a curve), or a new version of an existing one
+        (as the real service does).
         Permission: create.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -669,7 +780,7 @@ class KeyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ImportKey(self, request, context):
-        """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import.
+        """Imports an RSA or EC private key (as a JWK) as a key or a new version. Permission: import.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -754,6 +865,20 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sign(self, request, context):
+        """Signs a digest with a key version's private key. Permission: sign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Says whether a signature is a key version's signature of a digest. Permission: verify.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteKey(self, request, context):
         """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete.
         """
@@ -785,6 +910,22 @@ class KeyServiceServicer:
     def PurgeDeletedKey(self, request, context):
         """Purges a soft-deleted key; refused under purge protection before its scheduled purge
         date. Permission: purge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackupKey(self, request, context):
+        """Backs up every version of a key, private halves included, in a blob only this key vault
+        service can open. Permission: backup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreKey(self, request, context):
+        """Restores a backed-up key, under its name and with its versions, into a vault of the
+        subscription it was backed up from that holds no key of that name. Permission: restore.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -858,6 +999,16 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptRequest.FromString,
                     response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DecryptResponse.SerializeToString,
             ),
+            'Sign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sign,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyResponse.SerializeToString,
+            ),
             'DeleteKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteKey,
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteKeyRequest.FromString,
@@ -882,6 +1033,16 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.PurgeDeletedKey,
                     request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'BackupKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackupKey,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyResponse.SerializeToString,
+            ),
+            'RestoreKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreKey,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreKeyRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1249,6 +1410,60 @@ class KeyService:
             _registered_method=True)
 
     @staticmethod
+    def Sign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/Sign',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/Verify',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteKey(request,
             target,
             options=(),
@@ -1373,6 +1588,631 @@ class KeyService:
             '/cmk.keyvault.v1.KeyService/PurgeDeletedKey',
             cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedKeyRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackupKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/BackupKey',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.KeyService/RestoreKey',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreKeyRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.KeyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SecretServiceStub:
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/SetSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+                _registered_method=True)
+        self.GetSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/GetSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/ListSecrets',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.ListSecretVersions = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/ListSecretVersions',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/UpdateSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/DeleteSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.FromString,
+                _registered_method=True)
+        self.GetDeletedSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/GetDeletedSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.FromString,
+                _registered_method=True)
+        self.ListDeletedSecrets = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/ListDeletedSecrets',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsResponse.FromString,
+                _registered_method=True)
+        self.RecoverDeletedSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/RecoverDeletedSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+                _registered_method=True)
+        self.PurgeDeletedSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/PurgeDeletedSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedSecretRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.BackupSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/BackupSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretResponse.FromString,
+                _registered_method=True)
+        self.RestoreSecret = channel.unary_unary(
+                '/cmk.keyvault.v1.SecretService/RestoreSecret',
+                request_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreSecretRequest.SerializeToString,
+                response_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+                _registered_method=True)
+
+
+class SecretServiceServicer:
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    def SetSecret(self, request, context):
+        """Sets a secret's value: a new version (the secret made if new). Permission: set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecret(self, request, context):
+        """Gets a secret version with its value; without a version, the newest. Refused for a
+        disabled version. Permission: get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Lists a vault's secrets, each with its newest version's attributes (no values).
+        Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecretVersions(self, request, context):
+        """Lists the versions of a secret (no values). Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSecret(self, request, context):
+        """Changes a version's attributes: content type, enabled, nbf, exp, tags. Permission: set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Deletes a secret (soft-deleted when the vault has soft-delete). Permission: delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletedSecret(self, request, context):
+        """Gets a soft-deleted secret. Permission: get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeletedSecrets(self, request, context):
+        """Lists a vault's soft-deleted secrets. Permission: list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverDeletedSecret(self, request, context):
+        """Recovers a soft-deleted secret. Permission: recover.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeletedSecret(self, request, context):
+        """Purges a soft-deleted secret; refused under purge protection before its scheduled purge
+        date. Permission: purge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackupSecret(self, request, context):
+        """Backs up every version of a secret, values included, in a blob only this key vault
+        service can open. Permission: backup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSecret(self, request, context):
+        """Restores a backed-up secret into a vault of its subscription that holds no secret of
+        that name. Permission: restore.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SecretServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.SerializeToString,
+            ),
+            'GetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'ListSecretVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecretVersions,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsResponse.SerializeToString,
+            ),
+            'UpdateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.SerializeToString,
+            ),
+            'GetDeletedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletedSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.SerializeToString,
+            ),
+            'ListDeletedSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletedSecrets,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsResponse.SerializeToString,
+            ),
+            'RecoverDeletedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverDeletedSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.SerializeToString,
+            ),
+            'PurgeDeletedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeletedSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedSecretRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'BackupSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackupSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretResponse.SerializeToString,
+            ),
+            'RestoreSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSecret,
+                    request_deserializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreSecretRequest.FromString,
+                    response_serializer=cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cmk.keyvault.v1.SecretService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cmk.keyvault.v1.SecretService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SecretService:
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    @staticmethod
+    def SetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/SetSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.SetSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/GetSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/ListSecrets',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecretVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/ListSecretVersions',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListSecretVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/UpdateSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.UpdateSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/DeleteSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.DeleteSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/GetDeletedSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.GetDeletedSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.DeletedSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeletedSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/ListDeletedSecrets',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.ListDeletedSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverDeletedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/RecoverDeletedSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RecoverDeletedSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeletedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/PurgeDeletedSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.PurgeDeletedSecretRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackupSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/BackupSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.BackupSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cmk.keyvault.v1.SecretService/RestoreSecret',
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_keyvault__service__pb2.RestoreSecretRequest.SerializeToString,
+            cmk__trio_dot_proto_dot_keyvault_dot_v1_dot_resources__pb2.Secret.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,14 @@ class VaultServiceStub:
     """Adds permissions to, or removes them from, a principal's entry (made if missing)."""
     RemoveAccessPolicy: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RemoveAccessPolicyRequest, _resources_pb2.Vault]
     """Removes the access policy entry of a principal."""
+    ReplaceAccessPolicies: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ReplaceAccessPoliciesRequest, _resources_pb2.Vault]
+    """Replaces every access policy entry of a vault with the list given, all or nothing (what
+    Azure Resource Manager's PUT of a vault does).
+    """
+    CheckVaultNameAvailability: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.CheckVaultNameAvailabilityRequest, _keyvault_service_pb2.CheckVaultNameAvailabilityResponse]
+    """Whether a vault name is free: vault names are global (they are DNS names), so this says
+    so of every tenant's vaults, deleted ones included, as Azure's checkNameAvailability does.
+    """
 
 @_typing.type_check_only
 class VaultServiceAsyncStub(VaultServiceStub):
@@ -98,6 +106,14 @@ class VaultServiceAsyncStub(VaultServiceStub):
     """Adds permissions to, or removes them from, a principal's entry (made if missing)."""
     RemoveAccessPolicy: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RemoveAccessPolicyRequest, _resources_pb2.Vault]  # type: ignore[assignment]
     """Removes the access policy entry of a principal."""
+    ReplaceAccessPolicies: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ReplaceAccessPoliciesRequest, _resources_pb2.Vault]  # type: ignore[assignment]
+    """Replaces every access policy entry of a vault with the list given, all or nothing (what
+    Azure Resource Manager's PUT of a vault does).
+    """
+    CheckVaultNameAvailability: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CheckVaultNameAvailabilityRequest, _keyvault_service_pb2.CheckVaultNameAvailabilityResponse]  # type: ignore[assignment]
+    """Whether a vault name is free: vault names are global (they are DNS names), so this says
+    so of every tenant's vaults, deleted ones included, as Azure's checkNameAvailability does.
+    """
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
     """Vaults and their access policies (the control plane). Needs a management-audience token
@@ -195,6 +211,26 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
         """Removes the access policy entry of a principal."""
 
+    @_abc_1.abstractmethod
+    def ReplaceAccessPolicies(
+        self,
+        request: _keyvault_service_pb2.ReplaceAccessPoliciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Vault, _abc.Awaitable[_resources_pb2.Vault]]:
+        """Replaces every access policy entry of a vault with the list given, all or nothing (what
+        Azure Resource Manager's PUT of a vault does).
+        """
+
+    @_abc_1.abstractmethod
+    def CheckVaultNameAvailability(
+        self,
+        request: _keyvault_service_pb2.CheckVaultNameAvailabilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.CheckVaultNameAvailabilityResponse, _abc.Awaitable[_keyvault_service_pb2.CheckVaultNameAvailabilityResponse]]:
+        """Whether a vault name is free: vault names are global (they are DNS names), so this says
+        so of every tenant's vaults, deleted ones included, as Azure's checkNameAvailability does.
+        """
+
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class KeyServiceStub:
@@ -208,11 +244,12 @@ class KeyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> KeyServiceAsyncStub: ...
     CreateKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateKeyRequest, _resources_pb2.KeyVersion]
-    """Creates a key, or a new version of an existing one (as the real service does).
+    """Creates a key (RSA of key_size bits, or EC on a curve), or a new version of an existing one
+    (as the real service does).
     Permission: create.
     """
     ImportKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ImportKeyRequest, _resources_pb2.KeyVersion]
-    """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
+    """Imports an RSA or EC private key (as a JWK) as a key or a new version. Permission: import."""
     GetKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRequest, _resources_pb2.KeyVersion]
     """Gets a key version (public JWK and attributes); without a version, the newest.
     Permission: get.
@@ -239,6 +276,10 @@ class KeyServiceStub:
     """Encrypts a small value. Permission: encrypt."""
     Decrypt: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.DecryptRequest, _keyvault_service_pb2.DecryptResponse]
     """Decrypts a small value. Permission: decrypt."""
+    Sign: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.SignRequest, _keyvault_service_pb2.SignResponse]
+    """Signs a digest with a key version's private key. Permission: sign."""
+    Verify: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyRequest, _keyvault_service_pb2.VerifyResponse]
+    """Says whether a signature is a key version's signature of a digest. Permission: verify."""
     DeleteKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteKeyRequest, _resources_pb2.DeletedKey]
     """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete."""
     GetDeletedKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedKeyRequest, _resources_pb2.DeletedKey]
@@ -251,6 +292,14 @@ class KeyServiceStub:
     """Purges a soft-deleted key; refused under purge protection before its scheduled purge
     date. Permission: purge.
     """
+    BackupKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.BackupKeyRequest, _keyvault_service_pb2.BackupKeyResponse]
+    """Backs up every version of a key, private halves included, in a blob only this key vault
+    service can open. Permission: backup.
+    """
+    RestoreKey: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RestoreKeyRequest, _resources_pb2.KeyVersion]
+    """Restores a backed-up key, under its name and with its versions, into a vault of the
+    subscription it was backed up from that holds no key of that name. Permission: restore.
+    """
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
@@ -261,11 +310,12 @@ class KeyServiceAsyncStub(KeyServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.CreateKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
-    """Creates a key, or a new version of an existing one (as the real service does).
+    """Creates a key (RSA of key_size bits, or EC on a curve), or a new version of an existing one
+    (as the real service does).
     Permission: create.
     """
     ImportKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ImportKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
-    """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
+    """Imports an RSA or EC private key (as a JWK) as a key or a new version. Permission: import."""
     GetKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
     """Gets a key version (public JWK and attributes); without a version, the newest.
     Permission: get.
@@ -292,6 +342,10 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """Encrypts a small value. Permission: encrypt."""
     Decrypt: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.DecryptRequest, _keyvault_service_pb2.DecryptResponse]  # type: ignore[assignment]
     """Decrypts a small value. Permission: decrypt."""
+    Sign: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.SignRequest, _keyvault_service_pb2.SignResponse]  # type: ignore[assignment]
+    """Signs a digest with a key version's private key. Permission: sign."""
+    Verify: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.VerifyRequest, _keyvault_service_pb2.VerifyResponse]  # type: ignore[assignment]
+    """Says whether a signature is a key version's signature of a digest. Permission: verify."""
     DeleteKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteKeyRequest, _resources_pb2.DeletedKey]  # type: ignore[assignment]
     """Deletes a key (soft-deleted when the vault has soft-delete). Permission: delete."""
     GetDeletedKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedKeyRequest, _resources_pb2.DeletedKey]  # type: ignore[assignment]
@@ -303,6 +357,14 @@ class KeyServiceAsyncStub(KeyServiceStub):
     PurgeDeletedKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeDeletedKeyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Purges a soft-deleted key; refused under purge protection before its scheduled purge
     date. Permission: purge.
+    """
+    BackupKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.BackupKeyRequest, _keyvault_service_pb2.BackupKeyResponse]  # type: ignore[assignment]
+    """Backs up every version of a key, private halves included, in a blob only this key vault
+    service can open. Permission: backup.
+    """
+    RestoreKey: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RestoreKeyRequest, _resources_pb2.KeyVersion]  # type: ignore[assignment]
+    """Restores a backed-up key, under its name and with its versions, into a vault of the
+    subscription it was backed up from that holds no key of that name. Permission: restore.
     """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -317,7 +379,8 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.CreateKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
-        """Creates a key, or a new version of an existing one (as the real service does).
+        """Creates a key (RSA of key_size bits, or EC on a curve), or a new version of an existing one
+        (as the real service does).
         Permission: create.
         """
 
@@ -327,7 +390,7 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keyvault_service_pb2.ImportKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
-        """Imports an RSA private key (as a JWK) as a key or a new version. Permission: import."""
+        """Imports an RSA or EC private key (as a JWK) as a key or a new version. Permission: import."""
 
     @_abc_1.abstractmethod
     def GetKey(
@@ -422,6 +485,22 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Decrypts a small value. Permission: decrypt."""
 
     @_abc_1.abstractmethod
+    def Sign(
+        self,
+        request: _keyvault_service_pb2.SignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.SignResponse, _abc.Awaitable[_keyvault_service_pb2.SignResponse]]:
+        """Signs a digest with a key version's private key. Permission: sign."""
+
+    @_abc_1.abstractmethod
+    def Verify(
+        self,
+        request: _keyvault_service_pb2.VerifyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.VerifyResponse, _abc.Awaitable[_keyvault_service_pb2.VerifyResponse]]:
+        """Says whether a signature is a key version's signature of a digest. Permission: verify."""
+
+    @_abc_1.abstractmethod
     def DeleteKey(
         self,
         request: _keyvault_service_pb2.DeleteKeyRequest,
@@ -463,7 +542,229 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         date. Permission: purge.
         """
 
+    @_abc_1.abstractmethod
+    def BackupKey(
+        self,
+        request: _keyvault_service_pb2.BackupKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.BackupKeyResponse, _abc.Awaitable[_keyvault_service_pb2.BackupKeyResponse]]:
+        """Backs up every version of a key, private halves included, in a blob only this key vault
+        service can open. Permission: backup.
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreKey(
+        self,
+        request: _keyvault_service_pb2.RestoreKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.KeyVersion, _abc.Awaitable[_resources_pb2.KeyVersion]]:
+        """Restores a backed-up key, under its name and with its versions, into a vault of the
+        subscription it was backed up from that holds no key of that name. Permission: restore.
+        """
+
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SecretServiceStub:
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SecretServiceAsyncStub: ...
+    SetSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.SetSecretRequest, _resources_pb2.Secret]
+    """Sets a secret's value: a new version (the secret made if new). Permission: set."""
+    GetSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetSecretRequest, _resources_pb2.Secret]
+    """Gets a secret version with its value; without a version, the newest. Refused for a
+    disabled version. Permission: get.
+    """
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListSecretsRequest, _keyvault_service_pb2.ListSecretsResponse]
+    """Lists a vault's secrets, each with its newest version's attributes (no values).
+    Permission: list.
+    """
+    ListSecretVersions: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListSecretVersionsRequest, _keyvault_service_pb2.ListSecretVersionsResponse]
+    """Lists the versions of a secret (no values). Permission: list."""
+    UpdateSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateSecretRequest, _resources_pb2.Secret]
+    """Changes a version's attributes: content type, enabled, nbf, exp, tags. Permission: set."""
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteSecretRequest, _resources_pb2.DeletedSecret]
+    """Deletes a secret (soft-deleted when the vault has soft-delete). Permission: delete."""
+    GetDeletedSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedSecretRequest, _resources_pb2.DeletedSecret]
+    """Gets a soft-deleted secret. Permission: get."""
+    ListDeletedSecrets: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListDeletedSecretsRequest, _keyvault_service_pb2.ListDeletedSecretsResponse]
+    """Lists a vault's soft-deleted secrets. Permission: list."""
+    RecoverDeletedSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverDeletedSecretRequest, _resources_pb2.Secret]
+    """Recovers a soft-deleted secret. Permission: recover."""
+    PurgeDeletedSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeDeletedSecretRequest, _empty_pb2.Empty]
+    """Purges a soft-deleted secret; refused under purge protection before its scheduled purge
+    date. Permission: purge.
+    """
+    BackupSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.BackupSecretRequest, _keyvault_service_pb2.BackupSecretResponse]
+    """Backs up every version of a secret, values included, in a blob only this key vault
+    service can open. Permission: backup.
+    """
+    RestoreSecret: _grpc.UnaryUnaryMultiCallable[_keyvault_service_pb2.RestoreSecretRequest, _resources_pb2.Secret]
+    """Restores a backed-up secret into a vault of its subscription that holds no secret of
+    that name. Permission: restore.
+    """
+
+@_typing.type_check_only
+class SecretServiceAsyncStub(SecretServiceStub):
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SetSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.SetSecretRequest, _resources_pb2.Secret]  # type: ignore[assignment]
+    """Sets a secret's value: a new version (the secret made if new). Permission: set."""
+    GetSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetSecretRequest, _resources_pb2.Secret]  # type: ignore[assignment]
+    """Gets a secret version with its value; without a version, the newest. Refused for a
+    disabled version. Permission: get.
+    """
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListSecretsRequest, _keyvault_service_pb2.ListSecretsResponse]  # type: ignore[assignment]
+    """Lists a vault's secrets, each with its newest version's attributes (no values).
+    Permission: list.
+    """
+    ListSecretVersions: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListSecretVersionsRequest, _keyvault_service_pb2.ListSecretVersionsResponse]  # type: ignore[assignment]
+    """Lists the versions of a secret (no values). Permission: list."""
+    UpdateSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.UpdateSecretRequest, _resources_pb2.Secret]  # type: ignore[assignment]
+    """Changes a version's attributes: content type, enabled, nbf, exp, tags. Permission: set."""
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.DeleteSecretRequest, _resources_pb2.DeletedSecret]  # type: ignore[assignment]
+    """Deletes a secret (soft-deleted when the vault has soft-delete). Permission: delete."""
+    GetDeletedSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.GetDeletedSecretRequest, _resources_pb2.DeletedSecret]  # type: ignore[assignment]
+    """Gets a soft-deleted secret. Permission: get."""
+    ListDeletedSecrets: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.ListDeletedSecretsRequest, _keyvault_service_pb2.ListDeletedSecretsResponse]  # type: ignore[assignment]
+    """Lists a vault's soft-deleted secrets. Permission: list."""
+    RecoverDeletedSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RecoverDeletedSecretRequest, _resources_pb2.Secret]  # type: ignore[assignment]
+    """Recovers a soft-deleted secret. Permission: recover."""
+    PurgeDeletedSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.PurgeDeletedSecretRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Purges a soft-deleted secret; refused under purge protection before its scheduled purge
+    date. Permission: purge.
+    """
+    BackupSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.BackupSecretRequest, _keyvault_service_pb2.BackupSecretResponse]  # type: ignore[assignment]
+    """Backs up every version of a secret, values included, in a blob only this key vault
+    service can open. Permission: backup.
+    """
+    RestoreSecret: _aio.UnaryUnaryMultiCallable[_keyvault_service_pb2.RestoreSecretRequest, _resources_pb2.Secret]  # type: ignore[assignment]
+    """Restores a backed-up secret into a vault of its subscription that holds no secret of
+    that name. Permission: restore.
+    """
+
+class SecretServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Secrets (the data plane). Needs a vault-audience token of the vault's tenant and an access
+    policy granting the secret permission named on each call. Every call that takes a secret
+    accepts a secret identifier URI or a resource name.
+    """
+
+    @_abc_1.abstractmethod
+    def SetSecret(
+        self,
+        request: _keyvault_service_pb2.SetSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Secret, _abc.Awaitable[_resources_pb2.Secret]]:
+        """Sets a secret's value: a new version (the secret made if new). Permission: set."""
+
+    @_abc_1.abstractmethod
+    def GetSecret(
+        self,
+        request: _keyvault_service_pb2.GetSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Secret, _abc.Awaitable[_resources_pb2.Secret]]:
+        """Gets a secret version with its value; without a version, the newest. Refused for a
+        disabled version. Permission: get.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _keyvault_service_pb2.ListSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListSecretsResponse, _abc.Awaitable[_keyvault_service_pb2.ListSecretsResponse]]:
+        """Lists a vault's secrets, each with its newest version's attributes (no values).
+        Permission: list.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecretVersions(
+        self,
+        request: _keyvault_service_pb2.ListSecretVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListSecretVersionsResponse, _abc.Awaitable[_keyvault_service_pb2.ListSecretVersionsResponse]]:
+        """Lists the versions of a secret (no values). Permission: list."""
+
+    @_abc_1.abstractmethod
+    def UpdateSecret(
+        self,
+        request: _keyvault_service_pb2.UpdateSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Secret, _abc.Awaitable[_resources_pb2.Secret]]:
+        """Changes a version's attributes: content type, enabled, nbf, exp, tags. Permission: set."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _keyvault_service_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.DeletedSecret, _abc.Awaitable[_resources_pb2.DeletedSecret]]:
+        """Deletes a secret (soft-deleted when the vault has soft-delete). Permission: delete."""
+
+    @_abc_1.abstractmethod
+    def GetDeletedSecret(
+        self,
+        request: _keyvault_service_pb2.GetDeletedSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.DeletedSecret, _abc.Awaitable[_resources_pb2.DeletedSecret]]:
+        """Gets a soft-deleted secret. Permission: get."""
+
+    @_abc_1.abstractmethod
+    def ListDeletedSecrets(
+        self,
+        request: _keyvault_service_pb2.ListDeletedSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.ListDeletedSecretsResponse, _abc.Awaitable[_keyvault_service_pb2.ListDeletedSecretsResponse]]:
+        """Lists a vault's soft-deleted secrets. Permission: list."""
+
+    @_abc_1.abstractmethod
+    def RecoverDeletedSecret(
+        self,
+        request: _keyvault_service_pb2.RecoverDeletedSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Secret, _abc.Awaitable[_resources_pb2.Secret]]:
+        """Recovers a soft-deleted secret. Permission: recover."""
+
+    @_abc_1.abstractmethod
+    def PurgeDeletedSecret(
+        self,
+        request: _keyvault_service_pb2.PurgeDeletedSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Purges a soft-deleted secret; refused under purge protection before its scheduled purge
+        date. Permission: purge.
+        """
+
+    @_abc_1.abstractmethod
+    def BackupSecret(
+        self,
+        request: _keyvault_service_pb2.BackupSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyvault_service_pb2.BackupSecretResponse, _abc.Awaitable[_keyvault_service_pb2.BackupSecretResponse]]:
+        """Backs up every version of a secret, values included, in a blob only this key vault
+        service can open. Permission: backup.
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreSecret(
+        self,
+        request: _keyvault_service_pb2.RestoreSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Secret, _abc.Awaitable[_resources_pb2.Secret]]:
+        """Restores a backed-up secret into a vault of its subscription that holds no secret of
+        that name. Permission: restore.
+        """
+
+def add_SecretServiceServicer_to_server(servicer: SecretServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class AuditServiceStub:
     """The audit log. Its calls need a management-audience token and the Reader role on the

@@ -30,6 +30,8 @@ class _KeyTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyType.Value
     """Not set."""
     RSA: _KeyType.ValueType  # 1
     """An RSA key held in software."""
+    EC: _KeyType.ValueType  # 2
+    """An elliptic-curve key held in software: it signs and verifies (ES256, ES384, ES512)."""
 
 class KeyType(_KeyType, metaclass=_KeyTypeEnumTypeWrapper):
     """The type of a key."""
@@ -38,7 +40,37 @@ KEY_TYPE_UNSPECIFIED: KeyType.ValueType  # 0
 """Not set."""
 RSA: KeyType.ValueType  # 1
 """An RSA key held in software."""
+EC: KeyType.ValueType  # 2
+"""An elliptic-curve key held in software: it signs and verifies (ES256, ES384, ES512)."""
 Global___KeyType: _TypeAlias = KeyType  # noqa: Y015
+
+class _KeyCurve:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyCurveEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyCurve.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_CURVE_UNSPECIFIED: _KeyCurve.ValueType  # 0
+    """Not set (an RSA key)."""
+    P_256: _KeyCurve.ValueType  # 1
+    """NIST P-256, for ES256."""
+    P_384: _KeyCurve.ValueType  # 2
+    """NIST P-384, for ES384."""
+    P_521: _KeyCurve.ValueType  # 3
+    """NIST P-521, for ES512."""
+
+class KeyCurve(_KeyCurve, metaclass=_KeyCurveEnumTypeWrapper):
+    """The curve of an EC key (JWK "crv")."""
+
+KEY_CURVE_UNSPECIFIED: KeyCurve.ValueType  # 0
+"""Not set (an RSA key)."""
+P_256: KeyCurve.ValueType  # 1
+"""NIST P-256, for ES256."""
+P_384: KeyCurve.ValueType  # 2
+"""NIST P-384, for ES384."""
+P_521: KeyCurve.ValueType  # 3
+"""NIST P-521, for ES512."""
+Global___KeyCurve: _TypeAlias = KeyCurve  # noqa: Y015
 
 class _KeyOperation:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -135,6 +167,58 @@ RSA_OAEP: EncryptionAlgorithm.ValueType  # 2
 RSA1_5: EncryptionAlgorithm.ValueType  # 3
 """RSA PKCS#1 v1.5 (accepted, reported as not recommended)."""
 Global___EncryptionAlgorithm: _TypeAlias = EncryptionAlgorithm  # noqa: Y015
+
+class _SignatureAlgorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SignatureAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignatureAlgorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGNATURE_ALGORITHM_UNSPECIFIED: _SignatureAlgorithm.ValueType  # 0
+    """Not set."""
+    RS256: _SignatureAlgorithm.ValueType  # 1
+    """RSASSA-PKCS1-v1_5 with SHA-256 (RSA keys)."""
+    RS384: _SignatureAlgorithm.ValueType  # 2
+    """RSASSA-PKCS1-v1_5 with SHA-384 (RSA keys)."""
+    RS512: _SignatureAlgorithm.ValueType  # 3
+    """RSASSA-PKCS1-v1_5 with SHA-512 (RSA keys)."""
+    PS256: _SignatureAlgorithm.ValueType  # 4
+    """RSASSA-PSS with SHA-256, salt as long as the digest (RSA keys)."""
+    PS384: _SignatureAlgorithm.ValueType  # 5
+    """RSASSA-PSS with SHA-384 (RSA keys)."""
+    PS512: _SignatureAlgorithm.ValueType  # 6
+    """RSASSA-PSS with SHA-512 (RSA keys)."""
+    ES256: _SignatureAlgorithm.ValueType  # 7
+    """ECDSA on P-256 with SHA-256; the signature is R || S, 64 bytes."""
+    ES384: _SignatureAlgorithm.ValueType  # 8
+    """ECDSA on P-384 with SHA-384; 96 bytes."""
+    ES512: _SignatureAlgorithm.ValueType  # 9
+    """ECDSA on P-521 with SHA-512; 132 bytes."""
+
+class SignatureAlgorithm(_SignatureAlgorithm, metaclass=_SignatureAlgorithmEnumTypeWrapper):
+    """The algorithm of a signature (JWA names), over a digest the caller computed with its hash."""
+
+SIGNATURE_ALGORITHM_UNSPECIFIED: SignatureAlgorithm.ValueType  # 0
+"""Not set."""
+RS256: SignatureAlgorithm.ValueType  # 1
+"""RSASSA-PKCS1-v1_5 with SHA-256 (RSA keys)."""
+RS384: SignatureAlgorithm.ValueType  # 2
+"""RSASSA-PKCS1-v1_5 with SHA-384 (RSA keys)."""
+RS512: SignatureAlgorithm.ValueType  # 3
+"""RSASSA-PKCS1-v1_5 with SHA-512 (RSA keys)."""
+PS256: SignatureAlgorithm.ValueType  # 4
+"""RSASSA-PSS with SHA-256, salt as long as the digest (RSA keys)."""
+PS384: SignatureAlgorithm.ValueType  # 5
+"""RSASSA-PSS with SHA-384 (RSA keys)."""
+PS512: SignatureAlgorithm.ValueType  # 6
+"""RSASSA-PSS with SHA-512 (RSA keys)."""
+ES256: SignatureAlgorithm.ValueType  # 7
+"""ECDSA on P-256 with SHA-256; the signature is R || S, 64 bytes."""
+ES384: SignatureAlgorithm.ValueType  # 8
+"""ECDSA on P-384 with SHA-384; 96 bytes."""
+ES512: SignatureAlgorithm.ValueType  # 9
+"""ECDSA on P-521 with SHA-512; 132 bytes."""
+Global___SignatureAlgorithm: _TypeAlias = SignatureAlgorithm  # noqa: Y015
 
 class _EventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -236,6 +320,26 @@ class Vault(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     VAULT_NAME_FIELD_NUMBER: _builtins.int
     VAULT_URI_FIELD_NUMBER: _builtins.int
@@ -251,6 +355,8 @@ class Vault(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _builtins.int
     PURGE_TIME_FIELD_NUMBER: _builtins.int
     RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: "vaults/{vault_name}". Output only."""
     vault_name: _builtins.str
@@ -279,9 +385,15 @@ class Vault(_message.Message):
     """The Azure-style resource id: "/subscriptions/{s}/resourceGroups/{rg}/providers/
     Microsoft.KeyVault/vaults/{vault_name}". Output only.
     """
+    sku: _builtins.str
+    """The pricing tier, as Azure names it: "standard" (when not given) or "premium". The keys
+    of both are software-protected here.
+    """
     @_builtins.property
     def access_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessPolicy]:
-        """The access policies, at most 1024. Output only here; changed through the policy methods."""
+        """The access policies, at most 1024. Read by CreateVault only when its request says
+        explicit_access_policies; otherwise changed through the policy methods.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -294,6 +406,12 @@ class Vault(_message.Message):
     @_builtins.property
     def purge_time(self) -> _timestamp_pb2.Timestamp:
         """When a soft-deleted vault will be purged. Output only."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Azure Resource Manager's tags: at most 50; names 1-512 characters without any of
+        < > % & \\ ? /, values at most 256.
+        """
 
     def __init__(
         self,
@@ -313,10 +431,12 @@ class Vault(_message.Message):
         delete_time: _timestamp_pb2.Timestamp | None = ...,
         purge_time: _timestamp_pb2.Timestamp | None = ...,
         resource_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled", "create_time", b"create_time", "delete_time", b"delete_time", "purge_time", b"purge_time", "soft_delete_enabled", b"soft_delete_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled", "access_policies", b"access_policies", "create_time", b"create_time", "delete_time", b"delete_time", "location", b"location", "name", b"name", "purge_protection_enabled", b"purge_protection_enabled", "purge_time", b"purge_time", "resource_group", b"resource_group", "resource_id", b"resource_id", "soft_delete_enabled", b"soft_delete_enabled", "soft_delete_retention_days", b"soft_delete_retention_days", "subscription_id", b"subscription_id", "tenant_id", b"tenant_id", "vault_name", b"vault_name", "vault_uri", b"vault_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled", "access_policies", b"access_policies", "create_time", b"create_time", "delete_time", b"delete_time", "location", b"location", "name", b"name", "purge_protection_enabled", b"purge_protection_enabled", "purge_time", b"purge_time", "resource_group", b"resource_group", "resource_id", b"resource_id", "sku", b"sku", "soft_delete_enabled", b"soft_delete_enabled", "soft_delete_retention_days", b"soft_delete_retention_days", "subscription_id", b"subscription_id", "tags", b"tags", "tenant_id", b"tenant_id", "vault_name", b"vault_name", "vault_uri", b"vault_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__soft_delete_enabled: _TypeAlias = _typing.Literal["soft_delete_enabled"]  # noqa: Y015
     _WhichOneofArgType__soft_delete_enabled: _TypeAlias = _typing.Literal["_soft_delete_enabled", b"_soft_delete_enabled"]  # noqa: Y015
@@ -335,6 +455,7 @@ class AccessPolicy(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     OBJECT_ID_FIELD_NUMBER: _builtins.int
     KEY_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    SECRET_PERMISSIONS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant of the principal; must be the vault's tenant."""
     object_id: _builtins.str
@@ -346,16 +467,23 @@ class AccessPolicy(_message.Message):
         rotate, release, getrotationpolicy, setrotationpolicy. Unknown names are refused.
         """
 
+    @_builtins.property
+    def secret_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Secret permissions by their real names: all, get, list, set, delete, backup, restore,
+        recover, purge. Unknown names are refused.
+        """
+
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         object_id: _builtins.str = ...,
         key_permissions: _abc.Iterable[_builtins.str] | None = ...,
+        secret_permissions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_permissions", b"key_permissions", "object_id", b"object_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_permissions", b"key_permissions", "object_id", b"object_id", "secret_permissions", b"secret_permissions", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,6 +532,7 @@ class KeyVersion(_message.Message):
     RECOVERY_LEVEL_FIELD_NUMBER: _builtins.int
     RECOVERABLE_DAYS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    CURVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: "vaults/{vault}/keys/{key}/versions/{version}". Output only."""
     key_id: _builtins.str
@@ -413,7 +542,9 @@ class KeyVersion(_message.Message):
     key_type: Global___KeyType.ValueType
     """The key type."""
     key_size: _builtins.int
-    """The modulus size in bits: 2048, 3072 or 4096."""
+    """An RSA key's modulus size in bits: 2048, 3072 or 4096. For an EC key, output only:
+    its curve's size (256, 384 or 521).
+    """
     public_jwk: _builtins.str
     """The public key as a JWK (RFC 7517), serialised as JSON. Output only."""
     enabled: _builtins.bool
@@ -422,6 +553,8 @@ class KeyVersion(_message.Message):
     """As the real service reports it. Output only."""
     recoverable_days: _builtins.int
     """Days a deleted key stays recoverable. Output only."""
+    curve: Global___KeyCurve.ValueType
+    """An EC key's curve (with key_type EC); unset for RSA."""
     @_builtins.property
     def key_operations(self) -> _containers.RepeatedScalarFieldContainer[Global___KeyOperation.ValueType]:
         """The operations this version allows."""
@@ -466,10 +599,11 @@ class KeyVersion(_message.Message):
         recovery_level: Global___RecoveryLevel.ValueType = ...,
         recoverable_days: _builtins.int = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        curve: Global___KeyCurve.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expires", b"expires", "not_before", b"not_before", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "enabled", b"enabled", "expires", b"expires", "key_id", b"key_id", "key_operations", b"key_operations", "key_size", b"key_size", "key_type", b"key_type", "name", b"name", "not_before", b"not_before", "public_jwk", b"public_jwk", "recoverable_days", b"recoverable_days", "recovery_level", b"recovery_level", "tags", b"tags", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "curve", b"curve", "enabled", b"enabled", "expires", b"expires", "key_id", b"key_id", "key_operations", b"key_operations", "key_size", b"key_size", "key_type", b"key_type", "name", b"name", "not_before", b"not_before", "public_jwk", b"public_jwk", "recoverable_days", b"recoverable_days", "recovery_level", b"recovery_level", "tags", b"tags", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -514,6 +648,148 @@ class DeletedKey(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletedKey: _TypeAlias = DeletedKey  # noqa: Y015
+
+@_typing.final
+class Secret(_message.Message):
+    """One version of a secret: its value (only where the call reads it) and its attributes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SECRET_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RECOVERY_LEVEL_FIELD_NUMBER: _builtins.int
+    RECOVERABLE_DAYS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: "vaults/{vault}/secrets/{secret}/versions/{version}". Output only."""
+    secret_id: _builtins.str
+    """The secret identifier: "https://{vault}.{suffix}/secrets/{secret}/{version}". Output only."""
+    version: _builtins.str
+    """32 lower-case hexadecimal characters. Output only."""
+    value: _builtins.str
+    """The value, at most 25 KiB of UTF-8: set by SetSecret, returned by SetSecret and GetSecret
+    only (never in listings, updates or deletions).
+    """
+    content_type: _builtins.str
+    """What the value is (a MIME type or any text), at most 255 characters."""
+    enabled: _builtins.bool
+    """A disabled version's value is not returned."""
+    recovery_level: Global___RecoveryLevel.ValueType
+    """As the real service reports it. Output only."""
+    recoverable_days: _builtins.int
+    """Days a deleted secret stays recoverable. Output only."""
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """Not valid before this time (recorded and shown; reads are not refused, as in Key Vault)."""
+
+    @_builtins.property
+    def expires(self) -> _timestamp_pb2.Timestamp:
+        """Not valid after this time (recorded and shown; reads are not refused, as in Key Vault)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the version was set. Output only."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the version last changed. Output only."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Tags, at most 15."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        secret_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        value: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        expires: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        recovery_level: Global___RecoveryLevel.ValueType = ...,
+        recoverable_days: _builtins.int = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expires", b"expires", "not_before", b"not_before", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "enabled", b"enabled", "expires", b"expires", "name", b"name", "not_before", b"not_before", "recoverable_days", b"recoverable_days", "recovery_level", b"recovery_level", "secret_id", b"secret_id", "tags", b"tags", "update_time", b"update_time", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Secret: _TypeAlias = Secret  # noqa: Y015
+
+@_typing.final
+class DeletedSecret(_message.Message):
+    """A soft-deleted secret: recoverable until its purge time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    RECOVERY_ID_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    recovery_id: _builtins.str
+    """The identifier to recover or purge it by: "https://{vault}.{suffix}/deletedsecrets/{secret}"."""
+    @_builtins.property
+    def secret(self) -> Global___Secret:
+        """The newest version of the secret as it was when deleted, without its value."""
+
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When the secret was deleted."""
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """When the service will purge it."""
+
+    def __init__(
+        self,
+        *,
+        secret: Global___Secret | None = ...,
+        recovery_id: _builtins.str = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time", "purge_time", b"purge_time", "secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time", "purge_time", b"purge_time", "recovery_id", b"recovery_id", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletedSecret: _TypeAlias = DeletedSecret  # noqa: Y015
 
 @_typing.final
 class AuditRecord(_message.Message):

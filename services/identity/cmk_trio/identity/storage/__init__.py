@@ -17,6 +17,7 @@ from cmk_trio.identity.model import (
     EventType,
     Principal,
     PrincipalKind,
+    ResourceGroup,
     Role,
     RoleAssignment,
     SignInFailures,
@@ -74,6 +75,16 @@ class IdentityUnitOfWork(Protocol):
     async def insert_role_assignment(self, ra: RoleAssignment, subscription_id: str) -> None: ...
 
     async def delete_role_assignment(self, role_assignment_id: str) -> None: ...
+
+    async def insert_resource_group(self, group: ResourceGroup) -> None: ...
+
+    async def update_resource_group_tags(
+        self, subscription_id: str, name: str, tags: dict[str, str], when: datetime
+    ) -> None: ...
+
+    async def delete_resource_group(self, subscription_id: str, name: str) -> bool:
+        """Remove a group (by its name, in any case); False if there was none."""
+        ...
 
     async def insert_signing_key(self, key: SigningKey) -> None: ...
 
@@ -152,6 +163,18 @@ class IdentityStore(Store, Protocol):
     async def list_role_assignments(
         self, *, tenant_id: str | None, principal_id: str | None, after: str | None, limit: int
     ) -> list[RoleAssignment]: ...
+
+    async def role_assignments_in(self, subscription_id: str) -> list[RoleAssignment]:
+        """Every role assignment on the subscription or below."""
+        ...
+
+    async def get_resource_group(self, subscription_id: str, name: str) -> ResourceGroup | None:
+        """The subscription's group of that name, compared case-insensitively."""
+        ...
+
+    async def list_resource_groups(self, subscription_id: str, *, after: str | None, limit: int) -> list[ResourceGroup]:
+        """The subscription's groups in the order of their lower-cased names, after `after` (one of those)."""
+        ...
 
     async def signing_keys(self, *, now: datetime) -> list[SigningKey]:
         """The active key first, then retiring keys still served at `now`."""

@@ -115,5 +115,22 @@ SCHEMA = Schema(
             "client secrets that name their own id (a sign-in checks one hash); older ones marked unnamed",
             ("ALTER TABLE client_secrets ADD COLUMN named INTEGER NOT NULL DEFAULT 0",),
         ),
+        Change(
+            4,
+            "resource groups (Azure Resource Manager's), beside their subscriptions",
+            (
+                table(
+                    "resource_groups",
+                    "subscription_id TEXT NOT NULL REFERENCES subscriptions(subscription_id)",
+                    "name_key TEXT NOT NULL",
+                    "name TEXT NOT NULL",
+                    "location TEXT NOT NULL",
+                    "tags TEXT NOT NULL",
+                    "create_time TEXT NOT NULL",
+                    "update_time TEXT",
+                    "PRIMARY KEY (subscription_id, name_key)",
+                ),
+            ),
+        ),
     ),
 )

@@ -6,6 +6,7 @@ stream never tells of something that did not happen, nor misses something that d
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from cmk_trio.identity.model import (
@@ -14,6 +15,7 @@ from cmk_trio.identity.model import (
     EventType,
     Principal,
     PrincipalKind,
+    ResourceGroup,
     Role,
     RoleAssignment,
     SignInFailures,
@@ -172,6 +174,27 @@ class SqlIdentityStore(SqlStore["SqlIdentityUnitOfWork"]):
         rows = await self._db.fetch_all(sql + " ORDER BY role_assignment_id LIMIT ?", (*params, limit))
         return [_role_assignment(r) for r in rows]
 
+    async def role_assignments_in(self, subscription_id: str) -> list[RoleAssignment]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM role_assignments WHERE subscription_id = ? ORDER BY role_assignment_id", (subscription_id,)
+        )
+        return [_role_assignment(r) for r in rows]
+
+    # --- resource groups --------------------------------------------------------------
+
+    async def get_resource_group(self, subscription_id: str, name: str) -> ResourceGroup | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM resource_groups WHERE subscription_id = ? AND name_key = ?", (subscription_id, name.lower())
+        )
+        return _resource_group(row) if row else None
+
+    async def list_resource_groups(self, subscription_id: str, *, after: str | None, limit: int) -> list[ResourceGroup]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM resource_groups WHERE subscription_id = ? AND name_key > ? ORDER BY name_key LIMIT ?",
+            (subscription_id, (after or "").lower(), limit),
+        )
+        return [_resource_group(r) for r in rows]
+
     # --- signing keys -----------------------------------------------------------------
 
     async def signing_keys(self, *, now: datetime) -> list[SigningKey]:
@@ -295,6 +318,34 @@ class SqlIdentityUnitOfWork(SqlUnitOfWork):
     async def delete_role_assignment(self, role_assignment_id: str) -> None:
         await self._tx.execute("DELETE FROM role_assignments WHERE role_assignment_id = ?", (role_assignment_id,))
 
+    async def insert_resource_group(self, group: ResourceGroup) -> None:
+        await self._tx.execute(
+            "INSERT INTO resource_groups (subscription_id, name_key, name, location, tags, create_time, update_time)"
+            " VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            (
+                group.subscription_id,
+                group.name.lower(),
+                group.name,
+                group.location,
+                json.dumps(group.tags, sort_keys=True),
+                _t(group.create_time),
+            ),
+        )
+
+    async def update_resource_group_tags(
+        self, subscription_id: str, name: str, tags: dict[str, str], when: datetime
+    ) -> None:
+        await self._tx.execute(
+            "UPDATE resource_groups SET tags = ?, update_time = ? WHERE subscription_id = ? AND name_key = ?",
+            (json.dumps(tags, sort_keys=True), _t(when), subscription_id, name.lower()),
+        )
+
+    async def delete_resource_group(self, subscription_id: str, name: str) -> bool:
+        deleted = await self._tx.execute(
+            "DELETE FROM resource_groups WHERE subscription_id = ? AND name_key = ?", (subscription_id, name.lower())
+        )
+        return deleted > 0
+
     async def insert_signing_key(self, key: SigningKey) -> None:
         await self._tx.execute(
             "INSERT INTO signing_keys (kid, public_jwk, sealed_private_key, active, create_time, retire_time)"
@@ -362,6 +413,17 @@ def _tenant(r: Row) -> Tenant:
 def _subscription(r: Row) -> Subscription:
     return Subscription(
         r["subscription_id"], r["tenant_id"], r["display_name"], _need_dt(r["create_time"]), _dt(r["transfer_time"])
+    )
+
+
+def _resource_group(r: Row) -> ResourceGroup:
+    return ResourceGroup(
+        r["subscription_id"],
+        r["name"],
+        r["location"],
+        json.loads(r["tags"]),
+        _need_dt(r["create_time"]),
+        _dt(r["update_time"]),
     )
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from cmk_trio.keyvault.api.convert import Converter, algorithm_of, attributes_of, rotation_policy_pb
+from cmk_trio.keyvault.api.convert import (
+    Converter,
+    algorithm_of,
+    attributes_of,
+    key_kind_of,
+    rotation_policy_pb,
+    signature_of,
+)
 from cmk_trio.keyvault.api.trail import AuditTrail, CallScope
 from cmk_trio.keyvault.key_attributes import CryptoResult
+from cmk_trio.keyvault.key_backup import KeyBackups
 from cmk_trio.keyvault.keys import Keys
 from cmk_trio.keyvault.model import KeyVersion, Vault
 from cmk_trio.keyvault.rotation import NOTIFY, ROTATE, LifetimeAction, Rotation, RotationPolicy
@@ -25,8 +33,11 @@ from cmk_trio.rpckit.validation import mask_paths
 class KeyApi(pb_grpc.KeyServiceServicer):
     """cmk.keyvault.v1.KeyService."""
 
-    def __init__(self, keys: Keys, rotation: Rotation, convert: Converter, trail: AuditTrail) -> None:
+    def __init__(
+        self, keys: Keys, backups: KeyBackups, rotation: Rotation, convert: Converter, trail: AuditTrail
+    ) -> None:
         self._k = keys
+        self._backups = backups
         self._rotation = rotation
         self._c = convert
         self._trail = trail
@@ -47,8 +58,9 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("CreateKey") as scope:
             vault = scope.vault(request.parent, "parent")
             scope.key_name = request.key_name[:127]
+            size, curve = key_kind_of(request.key)
             created = await self._k.create(
-                scope.authenticated, vault, request.key_name, size=request.key.key_size or 2048,
+                scope.authenticated, vault, request.key_name, size=size, curve=curve,
                 attributes=attributes_of(request.key, None),
             )  # fmt: skip
             return await self._version_pb(scope, created)
@@ -179,6 +191,23 @@ class KeyApi(pb_grpc.KeyServiceServicer):
             kid, recommended = self._crypto_reply(scope, result)
             return pb.DecryptResponse(key_id=kid, plaintext=result.data, algorithm_recommended=recommended)
 
+    async def Sign(self, request: pb.SignRequest, context: Context) -> pb.SignResponse:
+        async with self._trail.call("Sign") as scope:
+            ref = self._ref(scope, request.name)
+            result = await self._k.sign(scope.authenticated, ref, signature_of(request.algorithm), request.digest)
+            kid, _ = self._crypto_reply(scope, result)
+            return pb.SignResponse(key_id=kid, signature=result.data)
+
+    async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
+        async with self._trail.call("Verify") as scope:
+            ref = self._ref(scope, request.name)
+            version, valid = await self._k.verify(
+                scope.authenticated, ref, signature_of(request.algorithm), request.digest, request.signature
+            )
+            scope.key_version = version.version
+            return pb.VerifyResponse(key_id=self._k.key_id(version.vault_name, version.key_name, version.version),
+                                     valid=valid)  # fmt: skip
+
     async def DeleteKey(self, request: pb.DeleteKeyRequest, context: Context) -> res.DeletedKey:
         async with self._trail.call("DeleteKey") as scope:
             ref = self._ref(scope, request.name)
@@ -196,6 +225,18 @@ class KeyApi(pb_grpc.KeyServiceServicer):
         async with self._trail.call("RecoverDeletedKey") as scope:
             ref = self._ref(scope, request.name)
             return await self._version_pb(scope, await self._k.recover(scope.authenticated, ref))
+
+    async def BackupKey(self, request: pb.BackupKeyRequest, context: Context) -> pb.BackupKeyResponse:
+        async with self._trail.call("BackupKey") as scope:
+            ref = self._ref(scope, request.name)
+            return pb.BackupKeyResponse(backup=await self._backups.backup(scope.authenticated, ref))
+
+    async def RestoreKey(self, request: pb.RestoreKeyRequest, context: Context) -> res.KeyVersion:
+        async with self._trail.call("RestoreKey") as scope:
+            vault = scope.vault(request.parent, "parent")
+            restored = await self._backups.restore(scope.authenticated, vault, request.backup)
+            scope.key_name = restored.key_name
+            return await self._version_pb(scope, restored)
 
     async def PurgeDeletedKey(self, request: pb.PurgeDeletedKeyRequest, context: Context) -> empty_pb2.Empty:
         async with self._trail.call("PurgeDeletedKey") as scope:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from cmk_trio.keyvault.api.convert import vault_of
 from cmk_trio.keyvault.audit import AuditLog
-from cmk_trio.keyvault.model import AuditEntry
+from cmk_trio.keyvault.model import AuditEntry, KeyVersion
 from cmk_trio.keyvault.storage import KeyVaultStore, KeyVaultUnitOfWork
 from cmk_trio.platform.key_names import KeyRef
 from cmk_trio.rpckit.auth import current_caller
@@ -37,6 +37,11 @@ REFUSAL_WINDOW = timedelta(minutes=1)
 """How long the refusals of one kind are counted into one record."""
 SYSTEM_CLIENT = "keyvault"
 """The client id of the records of what the service does by itself."""
+
+
+NAMES_TO_BE = frozenset({"CreateVault", "CheckVaultNameAvailability"})
+"""Operations whose vault name is one to be (a refused create's, a name asked about), which
+may be no vault name at all: their records name no vault incarnation."""
 
 
 @dataclass
@@ -129,8 +134,8 @@ class AuditTrail:
 
     async def _vault_id(self, scope: CallScope) -> str:
         """The incarnation of the vault the call named, if one holds the name."""
-        if not scope.vault_name or scope.operation == "CreateVault":
-            return ""  # a refused create names a vault to be, not the one holding the name
+        if not scope.vault_name or scope.operation in NAMES_TO_BE or "\x00" in scope.vault_name:
+            return ""  # a name to be, not the vault holding it (and NUL, which no vault name has)
         found = await self._vault_ids.get(
             ("vault_id", scope.vault_name), lambda: self._store.vault_id(scope.vault_name)
         )
@@ -171,7 +176,8 @@ class AuditTrail:
         if scope is None or scope.written:
             return  # not a call's change (the audit writer itself), or already recorded
         for version in uow.inserted_versions[-1:]:
-            scope.vault_name, scope.key_name, scope.key_version = version.vault_name, version.key_name, version.version
+            name = version.key_name if isinstance(version, KeyVersion) else version.secret_name
+            scope.vault_name, scope.key_name, scope.key_version = version.vault_name, name, version.version
         vault_id = (await uow.vault_id(scope.vault_name) or "") if scope.vault_name else ""
         await self._audit.append_within(uow, [self._entry(scope, "allowed", "", vault_id)])
         scope._pending = True
@@ -192,10 +198,17 @@ class AuditTrail:
             client_id=caller.client_id if caller else (SYSTEM_CLIENT if scope.system else ""),
             resource_id=caller.resource_id if caller else "",
             operation=scope.operation,
-            vault_name=scope.vault_name,
-            key_name=scope.key_name,
-            key_version=scope.key_version,
+            # Names as the request gave them, a refused one too: one with NUL, which PostgreSQL's
+            # text cannot hold, had the record refused by the database and the call with it.
+            vault_name=_storable(scope.vault_name),
+            key_name=_storable(scope.key_name),
+            key_version=_storable(scope.key_version),
             result=result,
             reason=reason,
             vault_id=vault_id,
         )
+
+
+def _storable(text: str) -> str:
+    """`text` with each NUL shown as U+FFFD (what a record keeps of a name a caller sent)."""
+    return text.replace("\x00", "\ufffd")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf import empty_pb2
 
 from cmk_trio.keyvault.api.convert import Converter
 from cmk_trio.keyvault.api.trail import AuditTrail
-from cmk_trio.keyvault.vaults import Vaults
+from cmk_trio.keyvault.vaults import PolicyInput, Vaults
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
@@ -36,6 +38,10 @@ class VaultApi(pb_grpc.VaultServiceServicer):
                 soft_delete=v.soft_delete_enabled if v.HasField("soft_delete_enabled") else None,
                 retention_days=v.soft_delete_retention_days,
                 purge_protection=v.purge_protection_enabled,
+                sku=v.sku,
+                tags=dict(v.tags),
+                tenant_id=v.tenant_id,
+                access_policies=_entries(v.access_policies) if request.explicit_access_policies else None,
             )
             return self._c.vault(created)
 
@@ -72,14 +78,15 @@ class VaultApi(pb_grpc.VaultServiceServicer):
     async def UpdateVault(self, request: pb.UpdateVaultRequest, context: Context) -> res.Vault:
         async with self._trail.call("UpdateVault") as scope:
             name = scope.vault(request.vault.name, "vault.name")
-            paths = mask_paths(request.update_mask, {"purge_protection_enabled", "soft_delete_enabled"})
+            paths = mask_paths(request.update_mask, {"purge_protection_enabled", "soft_delete_enabled", "sku", "tags"})
+            v = request.vault
             updated = await self._v.update(
                 scope.authenticated,
                 name,
-                soft_delete=request.vault.soft_delete_enabled if "soft_delete_enabled" in paths else None,
-                purge_protection=request.vault.purge_protection_enabled
-                if "purge_protection_enabled" in paths
-                else None,
+                soft_delete=v.soft_delete_enabled if "soft_delete_enabled" in paths else None,
+                purge_protection=v.purge_protection_enabled if "purge_protection_enabled" in paths else None,
+                sku=v.sku if "sku" in paths else None,
+                tags=dict(v.tags) if "tags" in paths else None,
             )
             return self._c.vault(updated)
 
@@ -101,8 +108,9 @@ class VaultApi(pb_grpc.VaultServiceServicer):
         async with self._trail.call("SetAccessPolicy") as scope:
             p = request.access_policy
             vault = await self._v.set_policy(
-                scope.authenticated, scope.vault(request.name), p.tenant_id, p.object_id, p.key_permissions
-            )
+                scope.authenticated, scope.vault(request.name), p.tenant_id, p.object_id, p.key_permissions,
+                p.secret_permissions,
+            )  # fmt: skip
             return self._c.vault(vault)
 
     async def UpdateAccessPolicy(self, request: pb.UpdateAccessPolicyRequest, context: Context) -> res.Vault:
@@ -110,6 +118,7 @@ class VaultApi(pb_grpc.VaultServiceServicer):
             vault = await self._v.update_policy(
                 scope.authenticated, scope.vault(request.name), request.tenant_id, request.object_id,
                 request.add_permissions, request.remove_permissions,
+                request.add_secret_permissions, request.remove_secret_permissions,
             )  # fmt: skip
             return self._c.vault(vault)
 
@@ -117,3 +126,24 @@ class VaultApi(pb_grpc.VaultServiceServicer):
         async with self._trail.call("RemoveAccessPolicy") as scope:
             vault = await self._v.remove_policy(scope.authenticated, scope.vault(request.name), request.object_id)
             return self._c.vault(vault)
+
+    async def ReplaceAccessPolicies(self, request: pb.ReplaceAccessPoliciesRequest, context: Context) -> res.Vault:
+        async with self._trail.call("ReplaceAccessPolicies") as scope:
+            vault = await self._v.replace_policies(
+                scope.authenticated, scope.vault(request.name), _entries(request.access_policies)
+            )
+            return self._c.vault(vault)
+
+    async def CheckVaultNameAvailability(
+        self, request: pb.CheckVaultNameAvailabilityRequest, context: Context
+    ) -> pb.CheckVaultNameAvailabilityResponse:
+        async with self._trail.call("CheckVaultNameAvailability") as scope:
+            scope.vault_name = request.vault_name[:64]
+            available, reason, message = await self._v.name_available(request.vault_name)
+            return pb.CheckVaultNameAvailabilityResponse(
+                name_available=available, reason=reason.value if reason else "", message=message
+            )
+
+
+def _entries(policies: Iterable[res.AccessPolicy]) -> list[PolicyInput]:
+    return [(p.tenant_id, p.object_id, p.key_permissions, p.secret_permissions) for p in policies]

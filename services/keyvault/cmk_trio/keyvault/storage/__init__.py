@@ -19,6 +19,8 @@ from cmk_trio.keyvault.model import (
     EventType,
     Key,
     KeyVersion,
+    Secret,
+    SecretVersion,
     StoredRotationPolicy,
     Vault,
 )
@@ -30,9 +32,9 @@ class KeyVaultUnitOfWork(Protocol):
     """The writes of one transaction: all of them commit, or none."""
 
     @property
-    def inserted_versions(self) -> tuple[KeyVersion, ...]:
-        """The key versions this unit of work has inserted so far (what a call's audit
-        record names, though their ids are made inside the change)."""
+    def inserted_versions(self) -> tuple[KeyVersion | SecretVersion, ...]:
+        """The key and secret versions this unit of work has inserted so far (what a call's
+        audit record names, though their ids are made inside the change)."""
         ...
 
     async def insert_vault(self, v: Vault) -> None:
@@ -42,6 +44,14 @@ class KeyVaultUnitOfWork(Protocol):
     async def update_vault_flags(
         self, name: str, *, soft_delete: bool, purge_protection: bool, when: datetime
     ) -> None: ...
+
+    async def update_vault_labels(self, name: str, *, sku: str, tags: dict[str, str], when: datetime) -> None:
+        """Set a vault's pricing tier and tags."""
+        ...
+
+    async def delete_policies(self, vault_name: str) -> None:
+        """Remove every access policy entry of a vault."""
+        ...
 
     async def mark_vault_deleted(self, name: str, deleted: datetime | None, purge: datetime | None) -> None:
         """Soft-delete a vault (or, with None and None, recover it)."""
@@ -75,6 +85,24 @@ class KeyVaultUnitOfWork(Protocol):
 
     async def delete_policy(self, vault_name: str, object_id: str) -> bool:
         """Remove an access policy entry; False if there was none."""
+        ...
+
+    async def insert_secret(self, secret: Secret) -> None: ...
+
+    async def mark_secret_deleted(
+        self, vault_name: str, secret_name: str, deleted: datetime | None, purge: datetime | None
+    ) -> None:
+        """Soft-delete a secret (or, with None and None, recover it)."""
+        ...
+
+    async def delete_secret(self, vault_name: str, secret_name: str) -> None:
+        """Remove a secret and its versions for good."""
+        ...
+
+    async def insert_secret_version(self, v: SecretVersion) -> None: ...
+
+    async def update_secret_version(self, v: SecretVersion) -> None:
+        """Store a version's changeable attributes (content type, enabled, dates, tags)."""
         ...
 
     async def insert_key(self, key: Key) -> None: ...
@@ -165,6 +193,24 @@ class KeyVaultStore(Store, Protocol):
     async def list_versions(
         self, vault_name: str, key_name: str, *, after: str | None, limit: int
     ) -> list[KeyVersion]: ...
+
+    async def get_secret(self, vault_name: str, secret_name: str) -> Secret | None:
+        """A secret by name (names compare without case), live or soft-deleted."""
+        ...
+
+    async def list_secrets(self, vault_name: str, *, deleted: bool, after: str | None, limit: int) -> list[Secret]: ...
+
+    async def secrets_due_for_purge(self, now: datetime) -> list[tuple[str, str]]: ...
+
+    async def get_secret_version(self, vault_name: str, secret_name: str, version: str) -> SecretVersion | None: ...
+
+    async def latest_secret_version(self, vault_name: str, secret_name: str) -> SecretVersion | None:
+        """The version set last (the one a versionless identifier means)."""
+        ...
+
+    async def list_secret_versions(
+        self, vault_name: str, secret_name: str, *, after: str | None, limit: int
+    ) -> list[SecretVersion]: ...
 
     async def events_after(self, sequence: int, limit: int = 500) -> list[Event]:
         """Events with a sequence number above `sequence`, oldest first."""

@@ -152,5 +152,54 @@ SCHEMA = Schema(
             "how many calls an audit record stands for (unauthenticated refusals, in aggregate)",
             (sqlite_only(f"ALTER TABLE audit_log ADD COLUMN {RECORD_COUNT}"),),
         ),
+        Change(
+            4,
+            "EC keys: the curve of a key version (empty for RSA)",
+            ("ALTER TABLE key_versions ADD COLUMN curve TEXT NOT NULL DEFAULT ''",),
+        ),
+        Change(
+            5,
+            "secrets and their versions (values sealed), and secret permissions in access policies",
+            (
+                "ALTER TABLE access_policies ADD COLUMN secret_permissions TEXT NOT NULL DEFAULT ''",
+                table(
+                    "secrets",
+                    "vault_name TEXT NOT NULL REFERENCES vaults(vault_name) ON DELETE CASCADE",
+                    "secret_name TEXT NOT NULL COLLATE {nocase}",
+                    "create_time TEXT NOT NULL",
+                    "delete_time TEXT",
+                    "purge_time TEXT",
+                    "PRIMARY KEY (vault_name, secret_name)",
+                ),
+                table(
+                    "secret_versions",
+                    "vault_name TEXT NOT NULL",
+                    "secret_name TEXT NOT NULL COLLATE {nocase}",
+                    "version TEXT NOT NULL",
+                    "content_type TEXT NOT NULL",
+                    "enabled INTEGER NOT NULL",
+                    "not_before TEXT",
+                    "expires TEXT",
+                    "tags TEXT NOT NULL",
+                    "create_time TEXT NOT NULL",
+                    "update_time TEXT NOT NULL",
+                    "sealed_value {bytes} NOT NULL",
+                    "seq {auto_key}",
+                    "UNIQUE (vault_name, secret_name, version)",
+                    "FOREIGN KEY (vault_name, secret_name) REFERENCES secrets(vault_name, secret_name)"
+                    " ON DELETE CASCADE",
+                ),
+                "CREATE INDEX secret_versions_by_time ON secret_versions(vault_name, secret_name, create_time)",
+            ),
+        ),
+        Change(
+            6,
+            "a vault's pricing tier and tags (Azure Resource Manager's)",
+            (
+                "ALTER TABLE vaults ADD COLUMN sku TEXT NOT NULL DEFAULT 'standard'",
+                # (the statements are formatted, {bytes} and the like: "{{}}" is written "{}")
+                "ALTER TABLE vaults ADD COLUMN tags TEXT NOT NULL DEFAULT '{{}}'",
+            ),
+        ),
     ),
 )

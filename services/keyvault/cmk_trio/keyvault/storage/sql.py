@@ -10,32 +10,20 @@ from datetime import datetime
 
 from cmk_trio.keyvault.model import (
     AccessPolicy,
-    AuditEntry,
     AuditRecord,
     Checkpoint,
     Event,
     EventType,
     Key,
-    KeyOperation,
-    KeyPermission,
     KeyVersion,
+    Secret,
+    SecretVersion,
     StoredRotationPolicy,
     Vault,
 )
+from cmk_trio.keyvault.storage import columns as col
 from cmk_trio.keyvault.storage.schema import SCHEMA
-from cmk_trio.rpckit.storage import AUDIT, Row, SqlStore, SqlUnitOfWork, SqlValue, Transaction, gapless
-
-
-def _t(when: datetime | None) -> str | None:
-    return when.isoformat(timespec="microseconds") if when is not None else None
-
-
-def _dt(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def _need(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+from cmk_trio.rpckit.storage import AUDIT, SqlStore, SqlUnitOfWork, SqlValue, Transaction, gapless
 
 
 class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
@@ -56,7 +44,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
         policies = await self._db.fetch_all(
             "SELECT * FROM access_policies WHERE vault_name = ? ORDER BY object_id", (name,)
         )
-        return _vault(row, tuple(_policy(p) for p in policies))
+        return col.vault(row, tuple(col.policy(p) for p in policies))
 
     async def list_vaults(self, *, subscription_id: str, deleted: bool, after: str | None, limit: int) -> list[Vault]:
         sql = (
@@ -69,7 +57,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
 
     async def vaults_due_for_purge(self, now: datetime) -> list[str]:
         rows = await self._db.fetch_all(
-            "SELECT vault_name FROM vaults WHERE purge_time IS NOT NULL AND purge_time <= ?", (_t(now),)
+            "SELECT vault_name FROM vaults WHERE purge_time IS NOT NULL AND purge_time <= ?", (col.t(now),)
         )
         return [r["vault_name"] for r in rows]
 
@@ -85,7 +73,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
         row = await self._db.fetch_one(
             "SELECT * FROM keys WHERE vault_name = ? AND key_name = ?", (vault_name, key_name)
         )
-        return _key(row) if row else None
+        return col.key(row) if row else None
 
     async def list_keys(self, vault_name: str, *, deleted: bool, after: str | None, limit: int) -> list[Key]:
         sql = (
@@ -93,11 +81,11 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             " AND (delete_time IS NOT NULL) = ? ORDER BY key_name LIMIT ?"
         )
         rows = await self._db.fetch_all(sql, (vault_name, after or "", deleted, limit))
-        return [_key(r) for r in rows]
+        return [col.key(r) for r in rows]
 
     async def keys_due_for_purge(self, now: datetime) -> list[tuple[str, str]]:
         rows = await self._db.fetch_all(
-            "SELECT vault_name, key_name FROM keys WHERE purge_time IS NOT NULL AND purge_time <= ?", (_t(now),)
+            "SELECT vault_name, key_name FROM keys WHERE purge_time IS NOT NULL AND purge_time <= ?", (col.t(now),)
         )
         return [(r["vault_name"], r["key_name"]) for r in rows]
 
@@ -106,7 +94,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             "SELECT * FROM key_versions WHERE vault_name = ? AND key_name = ? AND version = ?",
             (vault_name, key_name, version),
         )
-        return _version(row) if row else None
+        return col.version(row) if row else None
 
     async def latest_version(self, vault_name: str, key_name: str) -> KeyVersion | None:
         row = await self._db.fetch_one(
@@ -114,14 +102,62 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             " ORDER BY create_time DESC, rowid DESC LIMIT 1",
             (vault_name, key_name),
         )
-        return _version(row) if row else None
+        return col.version(row) if row else None
 
     async def list_versions(self, vault_name: str, key_name: str, *, after: str | None, limit: int) -> list[KeyVersion]:
         rows = await self._db.fetch_all(
             "SELECT * FROM key_versions WHERE vault_name = ? AND key_name = ? AND version > ? ORDER BY version LIMIT ?",
             (vault_name, key_name, after or "", limit),
         )
-        return [_version(r) for r in rows]
+        return [col.version(r) for r in rows]
+
+    # --- secrets ----------------------------------------------------------------------
+
+    async def get_secret(self, vault_name: str, secret_name: str) -> Secret | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM secrets WHERE vault_name = ? AND secret_name = ?", (vault_name, secret_name)
+        )
+        return col.secret(row) if row else None
+
+    async def list_secrets(self, vault_name: str, *, deleted: bool, after: str | None, limit: int) -> list[Secret]:
+        sql = (
+            "SELECT * FROM secrets WHERE vault_name = ? AND secret_name > ?"
+            " AND (delete_time IS NOT NULL) = ? ORDER BY secret_name LIMIT ?"
+        )
+        rows = await self._db.fetch_all(sql, (vault_name, after or "", deleted, limit))
+        return [col.secret(r) for r in rows]
+
+    async def secrets_due_for_purge(self, now: datetime) -> list[tuple[str, str]]:
+        rows = await self._db.fetch_all(
+            "SELECT vault_name, secret_name FROM secrets WHERE purge_time IS NOT NULL AND purge_time <= ?",
+            (col.t(now),),
+        )
+        return [(r["vault_name"], r["secret_name"]) for r in rows]
+
+    async def get_secret_version(self, vault_name: str, secret_name: str, version: str) -> SecretVersion | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM secret_versions WHERE vault_name = ? AND secret_name = ? AND version = ?",
+            (vault_name, secret_name, version),
+        )
+        return col.secret_version(row) if row else None
+
+    async def latest_secret_version(self, vault_name: str, secret_name: str) -> SecretVersion | None:
+        row = await self._db.fetch_one(
+            "SELECT * FROM secret_versions WHERE vault_name = ? AND secret_name = ?"
+            " ORDER BY create_time DESC, seq DESC LIMIT 1",
+            (vault_name, secret_name),
+        )
+        return col.secret_version(row) if row else None
+
+    async def list_secret_versions(
+        self, vault_name: str, secret_name: str, *, after: str | None, limit: int
+    ) -> list[SecretVersion]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM secret_versions WHERE vault_name = ? AND secret_name = ? AND version > ?"
+            " ORDER BY version LIMIT ?",
+            (vault_name, secret_name, after or "", limit),
+        )
+        return [col.secret_version(r) for r in rows]
 
     # --- events -----------------------------------------------------------------------
 
@@ -130,7 +166,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             "SELECT * FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)
         )
         events = [
-            Event(r["sequence"], EventType(r["type"]), _need(r["time"]), r["vault_name"], r["key_name"],
+            Event(r["sequence"], EventType(r["type"]), col.need(r["time"]), r["vault_name"], r["key_name"],
                   r["version"], r["object_id"])
             for r in rows
         ]  # fmt: skip
@@ -146,7 +182,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
         row = await self._db.fetch_one(
             "SELECT * FROM rotation_policies WHERE vault_name = ? AND key_name = ?", (vault_name, key_name)
         )
-        return _rotation_policy(row) if row else None
+        return col.rotation_policy(row) if row else None
 
     async def live_rotation_policies(self) -> list[StoredRotationPolicy]:
         """The policies of keys that are neither deleted nor in a deleted vault."""
@@ -155,7 +191,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             " JOIN keys k USING (vault_name, key_name) JOIN vaults v USING (vault_name)"
             " WHERE k.delete_time IS NULL AND v.delete_time IS NULL"
         )
-        return [_rotation_policy(r) for r in rows]
+        return [col.rotation_policy(r) for r in rows]
 
     # --- the audit log ----------------------------------------------------------------
 
@@ -179,7 +215,7 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
             # Its own records, and those written before vaults had ids under its name since
             # it was made (older ones are of an earlier vault of that name).
             sql += " AND (vault_id = ? OR (vault_id = '' AND vault_name = ? AND time >= ?))"
-            params += [vault.vault_id, vault.vault_name, _t(vault.create_time)]
+            params += [vault.vault_id, vault.vault_name, col.t(vault.create_time)]
         for column, value in (
             ("vault_name", vault_name),
             ("key_name", key_name),
@@ -191,12 +227,12 @@ class SqlKeyVaultStore(SqlStore["SqlKeyVaultUnitOfWork"]):
                 params.append(value)
         if since is not None:
             sql += " AND time >= ?"
-            params.append(_t(since))
+            params.append(col.t(since))
         if until is not None:
             sql += " AND time < ?"
-            params.append(_t(until))
+            params.append(col.t(until))
         rows = await self._db.fetch_all(sql + " ORDER BY sequence LIMIT ?", (*params, limit))
-        return [_audit_record(r) for r in rows]
+        return [col.audit_record(r) for r in rows]
 
     async def audit_head(self) -> tuple[int, bytes] | None:
         """The sequence number and MAC of the newest record, or None for an empty log."""
@@ -236,11 +272,11 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
 
     def __init__(self, tx: Transaction) -> None:
         super().__init__(tx)
-        self._inserted: list[KeyVersion] = []
+        self._inserted: list[KeyVersion | SecretVersion] = []
         self._purged: dict[str, str] = {}
 
     @property
-    def inserted_versions(self) -> tuple[KeyVersion, ...]:
+    def inserted_versions(self) -> tuple[KeyVersion | SecretVersion, ...]:
         return tuple(self._inserted)
 
     async def vault_id(self, name: str) -> str | None:
@@ -261,7 +297,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         row = await self._tx.fetch_one(
             "SELECT * FROM access_policies WHERE vault_name = ? AND object_id = ?", (vault_name, object_id)
         )
-        return _policy(row) if row else None
+        return col.policy(row) if row else None
 
     async def count_policies(self, vault_name: str) -> int:
         row = await self._tx.fetch_one("SELECT COUNT(*) FROM access_policies WHERE vault_name = ?", (vault_name,))
@@ -270,11 +306,12 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
     async def insert_vault(self, v: Vault) -> None:
         await self._tx.execute(
             "INSERT INTO vaults (vault_name, tenant_id, subscription_id, resource_group, location, soft_delete,"
-            " retention_days, purge_protection, create_time, update_time, vault_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " retention_days, purge_protection, create_time, update_time, vault_id, sku, tags)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 v.vault_name, v.tenant_id, v.subscription_id, v.resource_group, v.location, int(v.soft_delete),
-                v.retention_days, int(v.purge_protection), _t(v.create_time), _t(v.update_time), v.vault_id,
+                v.retention_days, int(v.purge_protection), col.t(v.create_time), col.t(v.update_time), v.vault_id,
+                v.sku, json.dumps(v.tags, sort_keys=True),
             ),
         )  # fmt: skip
         for policy in v.access_policies:
@@ -283,12 +320,22 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
     async def update_vault_flags(self, name: str, *, soft_delete: bool, purge_protection: bool, when: datetime) -> None:
         await self._tx.execute(
             "UPDATE vaults SET soft_delete = ?, purge_protection = ?, update_time = ? WHERE vault_name = ?",
-            (int(soft_delete), int(purge_protection), _t(when), name),
+            (int(soft_delete), int(purge_protection), col.t(when), name),
         )
+
+    async def update_vault_labels(self, name: str, *, sku: str, tags: dict[str, str], when: datetime) -> None:
+        await self._tx.execute(
+            "UPDATE vaults SET sku = ?, tags = ?, update_time = ? WHERE vault_name = ?",
+            (sku, json.dumps(tags, sort_keys=True), col.t(when), name),
+        )
+
+    async def delete_policies(self, vault_name: str) -> None:
+        await self._tx.execute("DELETE FROM access_policies WHERE vault_name = ?", (vault_name,))
 
     async def mark_vault_deleted(self, name: str, deleted: datetime | None, purge: datetime | None) -> None:
         await self._tx.execute(
-            "UPDATE vaults SET delete_time = ?, purge_time = ? WHERE vault_name = ?", (_t(deleted), _t(purge), name)
+            "UPDATE vaults SET delete_time = ?, purge_time = ? WHERE vault_name = ?",
+            (col.t(deleted), col.t(purge), name),
         )
 
     async def delete_vault(self, name: str) -> None:
@@ -299,11 +346,13 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
 
     async def put_policy(self, vault_name: str, policy: AccessPolicy) -> None:
         await self._tx.execute(
-            "INSERT INTO access_policies (vault_name, object_id, tenant_id, permissions) VALUES (?, ?, ?, ?)"
+            "INSERT INTO access_policies (vault_name, object_id, tenant_id, permissions, secret_permissions)"
+            " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (vault_name, object_id) DO UPDATE SET tenant_id = excluded.tenant_id,"
-            " permissions = excluded.permissions",
-            (vault_name, policy.object_id, policy.tenant_id, ",".join(sorted(policy.permissions))),
-        )
+            " permissions = excluded.permissions, secret_permissions = excluded.secret_permissions",
+            (vault_name, policy.object_id, policy.tenant_id, ",".join(sorted(policy.permissions)),
+             ",".join(sorted(policy.secret_permissions))),
+        )  # fmt: skip
 
     async def delete_policy(self, vault_name: str, object_id: str) -> bool:
         deleted = await self._tx.execute(
@@ -311,10 +360,51 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         )
         return deleted > 0
 
+    async def insert_secret(self, secret: Secret) -> None:
+        await self._tx.execute(
+            "INSERT INTO secrets (vault_name, secret_name, create_time) VALUES (?, ?, ?)",
+            (secret.vault_name, secret.secret_name, col.t(secret.create_time)),
+        )
+
+    async def mark_secret_deleted(
+        self, vault_name: str, secret_name: str, deleted: datetime | None, purge: datetime | None
+    ) -> None:
+        await self._tx.execute(
+            "UPDATE secrets SET delete_time = ?, purge_time = ? WHERE vault_name = ? AND secret_name = ?",
+            (col.t(deleted), col.t(purge), vault_name, secret_name),
+        )
+
+    async def delete_secret(self, vault_name: str, secret_name: str) -> None:
+        await self._tx.execute(
+            "DELETE FROM secrets WHERE vault_name = ? AND secret_name = ?", (vault_name, secret_name)
+        )
+
+    async def insert_secret_version(self, v: SecretVersion) -> None:
+        await self._tx.execute(
+            "INSERT INTO secret_versions (vault_name, secret_name, version, content_type, enabled, not_before,"
+            " expires, tags, create_time, update_time, sealed_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.vault_name, v.secret_name, v.version, v.content_type, int(v.enabled), col.t(v.not_before),
+                col.t(v.expires), json.dumps(v.tags, sort_keys=True), col.t(v.create_time), col.t(v.update_time),
+                v.sealed_value,
+            ),
+        )  # fmt: skip
+        self._inserted.append(v)
+
+    async def update_secret_version(self, v: SecretVersion) -> None:
+        await self._tx.execute(
+            "UPDATE secret_versions SET content_type = ?, enabled = ?, not_before = ?, expires = ?, tags = ?,"
+            " update_time = ? WHERE vault_name = ? AND secret_name = ? AND version = ?",
+            (
+                v.content_type, int(v.enabled), col.t(v.not_before), col.t(v.expires),
+                json.dumps(v.tags, sort_keys=True), col.t(v.update_time), v.vault_name, v.secret_name, v.version,
+            ),
+        )  # fmt: skip
+
     async def insert_key(self, key: Key) -> None:
         await self._tx.execute(
             "INSERT INTO keys (vault_name, key_name, create_time) VALUES (?, ?, ?)",
-            (key.vault_name, key.key_name, _t(key.create_time)),
+            (key.vault_name, key.key_name, col.t(key.create_time)),
         )
 
     async def mark_key_deleted(
@@ -322,7 +412,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
     ) -> None:
         await self._tx.execute(
             "UPDATE keys SET delete_time = ?, purge_time = ? WHERE vault_name = ? AND key_name = ?",
-            (_t(deleted), _t(purge), vault_name, key_name),
+            (col.t(deleted), col.t(purge), vault_name, key_name),
         )
 
     async def delete_key(self, vault_name: str, key_name: str) -> None:
@@ -331,12 +421,12 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
     async def insert_version(self, v: KeyVersion) -> None:
         await self._tx.execute(
             "INSERT INTO key_versions (vault_name, key_name, version, key_size, key_ops, enabled, not_before,"
-            " expires, tags, create_time, update_time, public_jwk, sealed_private_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " expires, tags, create_time, update_time, public_jwk, sealed_private_key, curve)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 v.vault_name, v.key_name, v.version, v.key_size, ",".join(v.key_ops), int(v.enabled),
-                _t(v.not_before), _t(v.expires), json.dumps(v.tags, sort_keys=True), _t(v.create_time),
-                _t(v.update_time), v.public_jwk, v.sealed_private_key,
+                col.t(v.not_before), col.t(v.expires), json.dumps(v.tags, sort_keys=True), col.t(v.create_time),
+                col.t(v.update_time), v.public_jwk, v.sealed_private_key, v.curve,
             ),
         )  # fmt: skip
         self._inserted.append(v)
@@ -346,8 +436,8 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
             "UPDATE key_versions SET key_ops = ?, enabled = ?, not_before = ?, expires = ?, tags = ?, update_time = ?"
             " WHERE vault_name = ? AND key_name = ? AND version = ?",
             (
-                ",".join(v.key_ops), int(v.enabled), _t(v.not_before), _t(v.expires),
-                json.dumps(v.tags, sort_keys=True), _t(v.update_time), v.vault_name, v.key_name, v.version,
+                ",".join(v.key_ops), int(v.enabled), col.t(v.not_before), col.t(v.expires),
+                json.dumps(v.tags, sort_keys=True), col.t(v.update_time), v.vault_name, v.key_name, v.version,
             ),
         )  # fmt: skip
 
@@ -358,7 +448,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         await self._tx.execute(
             f"INSERT INTO events (sequence, {', '.join(columns)})"  # noqa: S608 (column names are ours)
             f" VALUES ((SELECT COALESCE(MAX(sequence), 0) + 1 FROM events), {', '.join('?' * len(columns))})",
-            (int(event_type), _t(when), *fields.values()),
+            (int(event_type), col.t(when), *fields.values()),
         )
 
     async def put_rotation_policy(self, vault_name: str, key_name: str, policy_json: str, when: datetime) -> None:
@@ -366,7 +456,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
             "INSERT INTO rotation_policies (vault_name, key_name, policy, update_time) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (vault_name, key_name) DO UPDATE SET policy = excluded.policy,"
             " update_time = excluded.update_time",
-            (vault_name, key_name, policy_json, _t(when)),
+            (vault_name, key_name, policy_json, col.t(when)),
         )
 
     async def mark_rotation_notified(self, vault_name: str, key_name: str, version: str) -> None:
@@ -382,7 +472,7 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
         return (int(row[0]), bytes(row[1])) if row else None
 
     async def insert_audit_records(self, records: list[AuditRecord]) -> None:
-        rows = [(r.sequence, *_audit_columns(r.entry), r.entry.vault_id, r.entry.count, r.mac) for r in records]
+        rows = [(r.sequence, *col.audit_columns(r.entry), r.entry.vault_id, r.entry.count, r.mac) for r in records]
         await self._tx.execute_many(
             "INSERT INTO audit_log (sequence, time, request_id, caller_object_id, tenant_id, client_id,"
             " resource_id, operation, vault_name, key_name, key_version, result, reason, vault_id, count, mac)"
@@ -405,83 +495,3 @@ class SqlKeyVaultUnitOfWork(SqlUnitOfWork):
             "INSERT INTO service_keys (name, public_key, sealed_private_key) VALUES (?, ?, ?)",
             (name, public_key, sealed_private_key),
         )
-
-
-def _vault(r: Row, policies: tuple[AccessPolicy, ...]) -> Vault:
-    return Vault(
-        vault_name=r["vault_name"],
-        tenant_id=r["tenant_id"],
-        subscription_id=r["subscription_id"],
-        resource_group=r["resource_group"],
-        location=r["location"],
-        soft_delete=bool(r["soft_delete"]),
-        retention_days=r["retention_days"],
-        purge_protection=bool(r["purge_protection"]),
-        create_time=_need(r["create_time"]),
-        update_time=_need(r["update_time"]),
-        delete_time=_dt(r["delete_time"]),
-        purge_time=_dt(r["purge_time"]),
-        access_policies=policies,
-        vault_id=r["vault_id"],
-    )
-
-
-def _policy(r: Row) -> AccessPolicy:
-    names = [n for n in r["permissions"].split(",") if n]
-    return AccessPolicy(r["tenant_id"], r["object_id"], frozenset(KeyPermission(n) for n in names))
-
-
-def _key(r: Row) -> Key:
-    return Key(r["vault_name"], r["key_name"], _need(r["create_time"]), _dt(r["delete_time"]), _dt(r["purge_time"]))
-
-
-def _version(r: Row) -> KeyVersion:
-    return KeyVersion(
-        vault_name=r["vault_name"],
-        key_name=r["key_name"],
-        version=r["version"],
-        key_size=r["key_size"],
-        key_ops=tuple(KeyOperation(o) for o in r["key_ops"].split(",") if o),
-        enabled=bool(r["enabled"]),
-        not_before=_dt(r["not_before"]),
-        expires=_dt(r["expires"]),
-        tags=json.loads(r["tags"]),
-        create_time=_need(r["create_time"]),
-        update_time=_need(r["update_time"]),
-        public_jwk=r["public_jwk"],
-        sealed_private_key=bytes(r["sealed_private_key"]),
-    )
-
-
-def _rotation_policy(r: Row) -> StoredRotationPolicy:
-    return StoredRotationPolicy(
-        r["vault_name"], r["key_name"], r["policy"], _need(r["update_time"]), r["notified_version"]
-    )
-
-
-def _audit_record(r: Row) -> AuditRecord:
-    entry = AuditEntry(
-        time=_need(r["time"]),
-        request_id=r["request_id"],
-        caller_object_id=r["caller_object_id"],
-        tenant_id=r["tenant_id"],
-        client_id=r["client_id"],
-        resource_id=r["resource_id"],
-        operation=r["operation"],
-        vault_name=r["vault_name"],
-        key_name=r["key_name"],
-        key_version=r["key_version"],
-        result=r["result"],
-        reason=r["reason"],
-        vault_id=r["vault_id"],
-        count=int(r["count"]),
-    )
-    return AuditRecord(int(r["sequence"]), entry, bytes(r["mac"]))
-
-
-def _audit_columns(entry: AuditEntry) -> tuple[SqlValue, ...]:
-    """The record's fields from time to reason, in the columns' order (the MAC's form)."""
-    fields = entry.canonical()
-    fields.pop("vault_id", None)
-    fields.pop("count", None)
-    return tuple(fields.values())

@@ -1,0 +1,318 @@
+"""Microsoft.Resources: the subscriptions and tenants a caller can see, resource groups, and
+the cloud's metadata (`/metadata/endpoints`, what `az cloud register` reads), over the
+directory's gRPC API.
+
+Deleting a group deletes what is in it, as ARM does: the front asks the key vault and speech
+for the group's vaults and accounts, deletes each with the caller's token (so a caller who
+may not delete one of them is refused, and the group stays), then the group; the group's role
+assignments go with it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from aiohttp import web
+from google.protobuf import field_mask_pb2
+
+from cmk_trio.arm.envelope import ArmError, listing
+from cmk_trio.arm.front import Services, ask, body_of, require_write
+from cmk_trio.arm.routing import Params, Router
+from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
+from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as igrpc
+from cmk_trio.proto.identity.v1 import resources_pb2 as ires
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as kpb
+from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as kgrpc
+from cmk_trio.proto.keyvault.v1 import resources_pb2 as kres
+from cmk_trio.proto.speech.v1 import resources_pb2 as sres
+from cmk_trio.proto.speech.v1 import speech_service_pb2 as spb
+from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as sgrpc
+from cmk_trio.rpckit import errors
+from cmk_trio.rpckit.devca import AZURE_NAMES
+from cmk_trio.rpckit.reasons import Reason
+
+GROUPS = "/subscriptions/{subscription}/resourcegroups"
+GROUP = GROUPS + "/{group}"
+MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", "https://management.azure.com/")
+"""The audiences a cloud's metadata names for ARM: az asks for tokens for the first."""
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """What the metadata endpoint says about this cloud: where the token authority is (as
+    clients reach it) and the key vault's DNS suffix. Where ARM is, is where the client asked:
+    through the proxy under Azure's own names, else at the door's own address."""
+
+    name: str
+    login_endpoint: str
+    vault_dns_suffix: str
+
+    def metadata(self, host: str) -> dict[str, object]:
+        default = host.lower().removesuffix(":443") in AZURE_NAMES["arm"]
+        arm = f"https://{host}/"
+        login = f"https://{AZURE_NAMES['identity'][0]}/" if default else self.login_endpoint.rstrip("/") + "/"
+        return {
+            "name": self.name,
+            "resourceManager": arm,
+            "portal": arm,
+            "gallery": arm,
+            "authentication": {
+                "loginEndpoint": login,
+                "audiences": list(MANAGEMENT_AUDIENCES),
+                "tenant": "common",
+                "identityProvider": "AAD",
+            },
+            "graphAudience": "https://graph.microsoft.com/",
+            "microsoftGraphResourceId": "https://graph.microsoft.com/",
+            "suffixes": {"keyVaultDns": self.vault_dns_suffix.lstrip("."), "storage": "core.windows.net"},
+        }
+
+
+def resource_group_json(group: ires.ResourceGroup) -> dict[str, object]:
+    return {
+        "id": group.name,
+        "name": group.resource_group,
+        "type": "Microsoft.Resources/resourceGroups",
+        "location": group.location,
+        "tags": dict(group.tags),
+        "properties": {"provisioningState": "Succeeded"},
+    }
+
+
+def subscription_json(sub: ires.Subscription) -> dict[str, object]:
+    return {
+        "id": f"/subscriptions/{sub.subscription_id}",
+        "subscriptionId": sub.subscription_id,
+        "tenantId": sub.tenant_id,
+        "homeTenantId": sub.tenant_id,
+        "displayName": sub.display_name,
+        "state": "Enabled",
+        "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01",
+                                 "spendingLimit": "Off"},
+        "authorizationSource": "RoleBased",
+        "managedByTenants": [],
+        "tags": {},
+    }  # fmt: skip
+
+
+def tags_of(body: dict[str, object]) -> dict[str, str]:
+    tags = body.get("tags", {})
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise ArmError(400, "InvalidRequestContent", "tags must be an object of strings", Reason.TAGS_INVALID,
+                       target="tags")  # fmt: skip
+    return cast(dict[str, str], tags)
+
+
+def group_id(params: Params) -> str:
+    return f"/subscriptions/{params['subscription']}/resourceGroups/{params['group']}"
+
+
+class ResourcesProvider:
+    """Microsoft.Resources over the directory's API (and, to empty a group, the others')."""
+
+    def __init__(self, services: Services, cloud: Cloud) -> None:
+        self._subs = igrpc.IdentityServiceStub(services.identity)
+        self._groups = igrpc.ResourceGroupServiceStub(services.identity)
+        self._identity = services.identity
+        self._vaults = kgrpc.VaultServiceStub(services.keyvault)
+        self._accounts = sgrpc.SpeechResourceServiceStub(services.speech)
+        self._cloud = cloud
+
+    def __call__(self, router: Router) -> None:
+        add: Callable[..., None] = router.add
+        add("GET", "/metadata/endpoints", self.metadata, "GetCloudMetadata", "metadata", public=True)
+        add("GET", "/subscriptions", self.list_subscriptions, "ListSubscriptions", "subscriptions")
+        add("GET", "/subscriptions/{subscription}", self.get_subscription, "GetSubscription", "subscriptions")
+        add("GET", "/tenants", self.list_tenants, "ListTenants", "subscriptions")
+        add("GET", GROUPS, self.list_groups, "ListResourceGroups", "Microsoft.Resources")
+        add("GET", "/subscriptions/{subscription}/resources", self.list_resources, "ListResources", "resources")
+        add("PUT", GROUP, self.put_group, "CreateOrUpdateResourceGroup", "Microsoft.Resources")
+        add("GET", GROUP, self.get_group, "GetResourceGroup", "Microsoft.Resources")
+        add("HEAD", GROUP, self.group_exists, "CheckResourceGroupExistence", "Microsoft.Resources")
+        add("PATCH", GROUP, self.update_group, "UpdateResourceGroup", "Microsoft.Resources")
+        add("DELETE", GROUP, self.delete_group, "DeleteResourceGroup", "Microsoft.Resources")
+
+    async def metadata(self, request: web.Request, params: Params) -> web.Response:
+        found = self._cloud.metadata(request.host)
+        # 2019-05-01 lists every cloud the endpoint knows; later versions answer with the one asked.
+        return web.json_response([found] if request.query["api-version"] == "2019-05-01" else found)
+
+    # --- subscriptions and tenants ----------------------------------------------------
+
+    async def list_subscriptions(self, request: web.Request, params: Params) -> web.Response:
+        asked = ipb.ListSubscriptionsRequest(page_size=1000, page_token=_skip(request))
+        found = await ask(request, self._subs.ListSubscriptions, asked)
+        return listing(request, [subscription_json(s) for s in found.subscriptions], found.next_page_token)
+
+    async def get_subscription(self, request: web.Request, params: Params) -> web.Response:
+        asked = ipb.GetSubscriptionRequest(name=f"subscriptions/{params['subscription'].lower()}")
+        return web.json_response(subscription_json(await ask(request, self._subs.GetSubscription, asked)))
+
+    async def list_tenants(self, request: web.Request, params: Params) -> web.Response:
+        found = await ask(
+            request, self._subs.ListTenants, ipb.ListTenantsRequest(page_size=1000, page_token=_skip(request))
+        )
+        tenants = [{"id": f"/tenants/{t.tenant_id}", "tenantId": t.tenant_id, "tenantCategory": "Home",
+                    "displayName": t.display_name, "defaultDomain": f"{t.tenant_id}.onmicrosoft.com"}
+                   for t in found.tenants]  # fmt: skip
+        return listing(request, tenants, found.next_page_token)
+
+    # --- a subscription's resources --------------------------------------------------
+
+    async def list_resources(self, request: web.Request, params: Params) -> web.Response:
+        """The subscription's vaults and speech accounts the caller may read, as generic
+        resources, of one type and name if `$filter` says so."""
+        wanted, named = _filter(request)
+        sub = params["subscription"].lower()
+        found: list[dict[str, object]] = []
+        if wanted in (None, VAULT_TYPE):
+            for vault in await self._vaults_of(request, sub):
+                found.append({"id": vault.resource_id, "name": vault.vault_name, "type": VAULT_TYPE,
+                              "location": vault.location, "tags": dict(vault.tags)})  # fmt: skip
+        if wanted in (None, ACCOUNT_TYPE):
+            for account in await self._accounts_of(request, sub):
+                found.append({"id": account.name, "name": account.account_name, "type": ACCOUNT_TYPE,
+                              "kind": "SpeechServices", "location": account.location, "tags": {}})  # fmt: skip
+        if named is not None:
+            found = [r for r in found if str(r["name"]).lower() == named.lower()]
+        return listing(request, found)
+
+    # --- resource groups --------------------------------------------------------------
+
+    async def list_groups(self, request: web.Request, params: Params) -> web.Response:
+        asked = ipb.ListResourceGroupsRequest(parent=f"/subscriptions/{params['subscription']}", page_size=1000,
+                                              page_token=_skip(request))  # fmt: skip
+        found = await ask(request, self._groups.ListResourceGroups, asked)
+        return listing(request, [resource_group_json(g) for g in found.resource_groups], found.next_page_token)
+
+    async def get_group(self, request: web.Request, params: Params) -> web.Response:
+        return web.json_response(resource_group_json(await self._group(request, params)))
+
+    async def group_exists(self, request: web.Request, params: Params) -> web.Response:
+        try:
+            await self._group(request, params)
+        except errors.NotFound:
+            return web.Response(status=404)
+        return web.Response(status=204)
+
+    async def _group(self, request: web.Request, params: Params) -> ires.ResourceGroup:
+        return await ask(request, self._groups.GetResourceGroup, ipb.GetResourceGroupRequest(name=group_id(params)))
+
+    async def put_group(self, request: web.Request, params: Params) -> web.Response:
+        """Create, or update the tags of, a group; a group keeps its location (ARM's
+        InvalidResourceGroupLocation otherwise)."""
+        body = body_of(request)
+        location, tags = body.get("location"), tags_of(body)
+        if not isinstance(location, str) or not location:
+            raise ArmError(400, "LocationRequired", "The location property is required for this definition.",
+                           Reason.FIELD_REQUIRED, target="location")  # fmt: skip
+        wanted = ires.ResourceGroup(subscription_id=params["subscription"], resource_group=params["group"],
+                                    location=_region(location), tags=tags)  # fmt: skip
+        try:
+            made = await ask(request, self._groups.CreateResourceGroup,
+                             ipb.CreateResourceGroupRequest(resource_group=wanted))  # fmt: skip
+            return web.json_response(resource_group_json(made), status=201)
+        except errors.AlreadyExists as exc:
+            if exc.reason is not Reason.RESOURCE_GROUP_EXISTS:
+                raise
+        existing = await self._group(request, params)
+        if existing.location != wanted.location:
+            raise ArmError(
+                409, "InvalidResourceGroupLocation",
+                f"Invalid resource group location '{location}'. The Resource group already exists in location"
+                f" '{existing.location}'.", Reason.FIELD_INVALID, target="location",
+            )  # fmt: skip
+        return web.json_response(resource_group_json(await self._set_tags(request, existing.name, tags)))
+
+    async def update_group(self, request: web.Request, params: Params) -> web.Response:
+        body = body_of(request)
+        if "tags" not in body:  # nothing to change: still a write, which needs its role
+            group = await self._group(request, params)
+            await require_write(request, self._identity, group.name)
+            return web.json_response(resource_group_json(group))
+        return web.json_response(resource_group_json(await self._set_tags(request, group_id(params), tags_of(body))))
+
+    async def _set_tags(self, request: web.Request, name: str, tags: dict[str, str]) -> ires.ResourceGroup:
+        update = ipb.UpdateResourceGroupRequest(resource_group=ires.ResourceGroup(name=name, tags=tags),
+                                                update_mask=field_mask_pb2.FieldMask(paths=["tags"]))  # fmt: skip
+        return await ask(request, self._groups.UpdateResourceGroup, update)
+
+    async def delete_group(self, request: web.Request, params: Params) -> web.Response:
+        """Delete the group's speech accounts and vaults, then the group (ARM's order). Done
+        before the answer: each step is one call that ends when it is done."""
+        group = await self._group(request, params)
+        for account in await self._accounts_in(request, group):
+            await ask(request, self._accounts.DeleteSpeechResource, spb.DeleteSpeechResourceRequest(name=account))
+        for vault in await self._vaults_in(request, group):
+            await ask(request, self._vaults.DeleteVault, kpb.DeleteVaultRequest(name=vault))
+        await ask(request, self._groups.DeleteResourceGroup, ipb.DeleteResourceGroupRequest(name=group.name))
+        return web.Response(status=200)
+
+    async def _vaults_in(self, request: web.Request, group: ires.ResourceGroup) -> list[str]:
+        vaults = await self._vaults_of(request, group.subscription_id)
+        return [v.name for v in vaults if v.resource_group.lower() == group.resource_group.lower()]
+
+    async def _accounts_in(self, request: web.Request, group: ires.ResourceGroup) -> list[str]:
+        accounts = await self._accounts_of(request, group.subscription_id)
+        return [r.name for r in accounts if r.resource_group.lower() == group.resource_group.lower()]
+
+    async def _vaults_of(self, request: web.Request, subscription_id: str) -> list[kres.Vault]:
+        found: list[kres.Vault] = []
+        token = ""
+        while True:
+            asked = kpb.ListVaultsRequest(parent=f"subscriptions/{subscription_id}", page_size=1000, page_token=token)
+            page = await ask(request, self._vaults.ListVaults, asked)
+            found += page.vaults
+            token = page.next_page_token
+            if not token:
+                return found
+
+    async def _accounts_of(self, request: web.Request, subscription_id: str) -> list[sres.SpeechResource]:
+        found: list[sres.SpeechResource] = []
+        token = ""
+        while True:
+            asked = spb.ListSpeechResourcesRequest(parent=f"subscriptions/{subscription_id}", page_size=1000,
+                                                   page_token=token)  # fmt: skip
+            page = await ask(request, self._accounts.ListSpeechResources, asked)
+            found += page.resources
+            token = page.next_page_token
+            if not token:
+                return found
+
+
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
+ACCOUNT_TYPE = "Microsoft.CognitiveServices/accounts"
+
+
+_CLAUSE = re.compile(r"(resourceType|name)\s+eq\s+'([^']{1,128})'", re.IGNORECASE)
+
+
+def _filter(request: web.Request) -> tuple[str | None, str | None]:
+    """The resource type (in its canonical case) and name of `$filter=resourceType eq '{type}'`
+    and `name eq '{name}'`, alone or joined by `and` (what the SDKs and the az CLI send); None
+    for what it does not say. Any other filter is refused: the only ones served."""
+    text = request.query.get("$filter", "").strip()
+    found: dict[str, str] = {}
+    for clause in re.split(r"\s+and\s+", text, flags=re.IGNORECASE) if text else []:
+        match = _CLAUSE.fullmatch(clause.strip())
+        if match is None or match.group(1).lower() in found:
+            raise ArmError(400, "InvalidFilterInQueryString", "The filters served here are resourceType eq '{type}'"
+                           " and name eq '{name}', alone or joined by and.", Reason.FIELD_INVALID,
+                           target="$filter")  # fmt: skip
+        found[match.group(1).lower()] = match.group(2)
+    asked = found.get("resourcetype", "").lower()
+    kind = next((t for t in (VAULT_TYPE, ACCOUNT_TYPE) if t.lower() == asked), asked) if asked else None
+    return kind, found.get("name")
+
+
+def _skip(request: web.Request) -> str:
+    return request.query.get("$skiptoken", "")
+
+
+def _region(location: str) -> str:
+    """ARM's spelling of a region: "West Europe" is "westeurope"."""
+    return location.replace(" ", "").lower()
