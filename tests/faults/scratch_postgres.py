@@ -21,6 +21,7 @@ import asyncpg
 from tests.faults.harness import free_port
 
 BIN = Path(os.environ.get("CMK_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
 def available() -> str | None:
@@ -32,6 +33,8 @@ def available() -> str | None:
             pwd.getpwnam("postgres")
         except KeyError:
             return "running as root, and there is no postgres user to run the server as"
+        if not Path(SETPRIV).exists():
+            return "running as root, and there is no setpriv (util-linux) to run the server as postgres"
     return None
 
 
@@ -54,19 +57,30 @@ class ScratchPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        """The command run as the postgres user by setpriv, which execs it in place. Not
+        subprocess's user=: with it Python must fork() instead of vfork(), and a fork() of a
+        process in which gRPC has threads runs gRPC's fork handlers in the child, which can crash
+        it before the exec (CI saw initdb "die" of SIGSEGV so, grpc/grpc#13998)."""
+        if self._user is None:
+            return argv
+        return [SETPRIV, f"--reuid={self._user}", f"--regid={self._user}", "--init-groups", "--", *argv]
+
     def init(self) -> None:
         subprocess.run(
-            [str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--no-instructions"],
-            check=True, capture_output=True, user=self._user, timeout=120,
+            self._as_server_user(
+                [str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                 "--no-instructions"]),
+            check=True, capture_output=True, timeout=120,
         )  # fmt: skip
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=on"],
-                stdout=log, stderr=log, user=self._user, start_new_session=True,
+                self._as_server_user(
+                    [str(BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
+                     "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=on"]),
+                stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
 
     def kill9(self) -> None:

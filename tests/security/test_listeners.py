@@ -279,14 +279,17 @@ def test_a_service_raises_its_soft_descriptor_limit_at_start_and_says_what_it_ha
     if hard == resource.RLIM_INFINITY or hard <= 256:
         pytest.skip("needs a finite hard descriptor limit above 256")
 
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-
+    # The limit is lowered by a small Python that then execs the service, not by preexec_fn: that
+    # would make this gRPC process fork() rather than vfork(), which gRPC does not survive in the child.
+    lower = (
+        "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, int(sys.argv[1])));"
+        " os.execv(sys.executable, [sys.executable, '-m', 'cmk_trio.identity'])"
+    )
     env = {**os.environ, "CMK_DATA_DIR": str(tmp_path / "data"), "CMK_IDENTITY_PORT": "0",
            "CMK_SECRET_HASH_COST": "10", "CMK_DATABASE_URL": ""}  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "cmk_trio.identity"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, preexec_fn=lower,
+        [sys.executable, "-c", lower, str(hard)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
     )  # fmt: skip
     try:
         assert process.stdout is not None and process.stdout.readline()  # (it announced that it serves)
