@@ -15,6 +15,8 @@
     python3 dev.py witness  the witness suite: Microsoft's SDKs, unmodified (Python, and JavaScript
                             run by node: npm installs the packages tests/witness/js pins on first
                             use), against a real trio
+    python3 dev.py az       the az CLI witness: the README's az walk, verbatim, both ways (azure-cli is
+                            installed once into ~/.cache/cmk-trio, or CMK_AZ_CLI_DIR, and reused)
     python3 dev.py security the security suite with the full fuzz (10,000 inputs per service, 3,000 to
                             the key vault's HTTPS door) and 300 calls a phase of the fairness
                             measurement; writes SECURITY.md
@@ -206,6 +208,10 @@ def main(argv: list[str]) -> int:
         # Apart from `test`: it needs node and the npm registry (on the first run), and fails
         # without them rather than skip; the everyday suite needs only Python.
         return run(str(PYTHON), "-m", "pytest", "-m", "witness", "tests/witness", *rest)
+    if command == "az":
+        # Apart from `witness`: azure-cli is heavy (minutes to install, once) and pins its own
+        # azure-* packages, so it has an environment of its own; fails without it, never skips.
+        return run(str(PYTHON), "-m", "pytest", "-m", "azcli", "tests/witness/test_az_cli.py", *rest)
     if command == "security":
         # The whole security suite with the full fuzz; SECURITY.md only from a run that passed.
         scratch = Path(tempfile.mkdtemp(prefix="cmk-security-"))

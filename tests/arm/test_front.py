@@ -122,6 +122,25 @@ async def test_groups_are_listed_in_arm_shape(doors: Doors, session: aiohttp.Cli
     assert first["properties"] == {"provisioningState": "Succeeded"}
 
 
+async def test_a_subscriptions_providers_name_what_is_served(doors: Doors, session: aiohttp.ClientSession) -> None:
+    sub, signed = doors.contoso.subscription_id, await _bearer(doors)
+    async with session.get(f"{doors.arm}/subscriptions/{sub}/providers/microsoft.keyvault?{RG}", headers=signed) as r:
+        assert r.status == 200
+        provider = await r.json()
+    assert (provider["namespace"], provider["registrationState"]) == ("Microsoft.KeyVault", "Registered")
+    vaults = next(t for t in provider["resourceTypes"] if t["resourceType"] == "vaults")
+    assert "2026-02-01" in vaults["apiVersions"]  # (what az resource show takes its api-version from)
+    async with session.get(f"{doors.arm}/subscriptions/{sub}/providers?{RG}", headers=signed) as r:
+        listed = [p["namespace"] for p in (await r.json())["value"]]
+    assert listed == ["Microsoft.KeyVault", "Microsoft.CognitiveServices", "Microsoft.Authorization"]
+    async with session.get(f"{doors.arm}/subscriptions/{sub}/providers/Microsoft.Compute?{RG}", headers=signed) as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "InvalidResourceNamespace"
+    # Another tenant's subscription: the existence rule, before the namespace is looked at.
+    other = f"/subscriptions/{uuid.uuid4()}/providers/Microsoft.Compute?{RG}"
+    async with session.get(f"{doors.arm}{other}", headers=signed) as r:
+        assert r.status in (403, 404) and _reason(await r.json()) != "HTTP_PATH_UNKNOWN"
+
+
 async def test_the_cloud_metadata_needs_no_token(doors: Doors, session: aiohttp.ClientSession) -> None:
     async with session.get(f"{doors.arm}/metadata/endpoints?api-version=2022-09-01") as r:
         assert r.status == 200

@@ -17,7 +17,7 @@ from typing import cast
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 
-from cmk_trio.arm.envelope import ArmError, listing
+from cmk_trio.arm.envelope import API_VERSIONS, ArmError, listing
 from cmk_trio.arm.front import Services, ask, body_of, require_write
 from cmk_trio.arm.routing import Params, Router
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
@@ -35,6 +35,13 @@ from cmk_trio.rpckit.reasons import Reason
 
 GROUPS = "/subscriptions/{subscription}/resourcegroups"
 GROUP = GROUPS + "/{group}"
+PROVIDERS = {
+    "Microsoft.KeyVault": ("vaults", "deletedVaults", "locations/deletedVaults", "checkNameAvailability"),
+    "Microsoft.CognitiveServices": ("accounts", "deletedAccounts", "locations/resourceGroups/deletedAccounts"),
+    "Microsoft.Authorization": ("roleAssignments", "roleDefinitions"),
+}
+"""The resource providers served, each with the resource types it answers for: what a
+subscription's `providers` say (`az resource show` reads the api-versions there)."""
 MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", "https://management.azure.com/")
 """The audiences a cloud's metadata names for ARM: az asks for tokens for the first."""
 
@@ -97,6 +104,17 @@ def subscription_json(sub: ires.Subscription) -> dict[str, object]:
     }  # fmt: skip
 
 
+def _provider_json(subscription: str, namespace: str) -> dict[str, object]:
+    versions = list(API_VERSIONS[namespace])
+    return {
+        "id": f"/subscriptions/{subscription}/providers/{namespace}",
+        "namespace": namespace,
+        "registrationState": "Registered",
+        "registrationPolicy": "RegistrationRequired",
+        "resourceTypes": [{"resourceType": t, "locations": [], "apiVersions": versions} for t in PROVIDERS[namespace]],
+    }
+
+
 def tags_of(body: dict[str, object]) -> dict[str, str]:
     tags = body.get("tags", {})
     if tags is None:
@@ -128,6 +146,10 @@ class ResourcesProvider:
         add("GET", "/subscriptions", self.list_subscriptions, "ListSubscriptions", "subscriptions")
         add("GET", "/subscriptions/{subscription}", self.get_subscription, "GetSubscription", "subscriptions")
         add("GET", "/tenants", self.list_tenants, "ListTenants", "subscriptions")
+        add("GET", "/subscriptions/{subscription}/providers", self.list_providers, "ListProviders",
+            "Microsoft.Resources")  # fmt: skip
+        add("GET", "/subscriptions/{subscription}/providers/{namespace}", self.get_provider, "GetProvider",
+            "Microsoft.Resources")  # fmt: skip
         add("GET", GROUPS, self.list_groups, "ListResourceGroups", "Microsoft.Resources")
         add("GET", "/subscriptions/{subscription}/resources", self.list_resources, "ListResources", "resources")
         add("PUT", GROUP, self.put_group, "CreateOrUpdateResourceGroup", "Microsoft.Resources")
@@ -160,6 +182,24 @@ class ResourcesProvider:
                     "displayName": t.display_name, "defaultDomain": f"{t.tenant_id}.onmicrosoft.com"}
                    for t in found.tenants]  # fmt: skip
         return listing(request, tenants, found.next_page_token)
+
+    # --- resource providers ---------------------------------------------------------
+
+    async def list_providers(self, request: web.Request, params: Params) -> web.Response:
+        sub = await self._subscription(request, params)
+        return listing(request, [_provider_json(sub, namespace) for namespace in PROVIDERS])
+
+    async def get_provider(self, request: web.Request, params: Params) -> web.Response:
+        sub = await self._subscription(request, params)  # (the caller's, first: the existence rule)
+        namespace = next((n for n in PROVIDERS if n.lower() == params["namespace"].lower()), None)
+        if namespace is None:
+            raise ArmError(404, "InvalidResourceNamespace", f"The resource namespace '{params['namespace']}' is"
+                           " invalid.", Reason.HTTP_PATH_UNKNOWN)  # fmt: skip
+        return web.json_response(_provider_json(sub, namespace))
+
+    async def _subscription(self, request: web.Request, params: Params) -> str:
+        asked = ipb.GetSubscriptionRequest(name=f"subscriptions/{params['subscription'].lower()}")
+        return (await ask(request, self._subs.GetSubscription, asked)).subscription_id
 
     # --- a subscription's resources --------------------------------------------------
 
