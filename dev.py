@@ -18,7 +18,7 @@
     python3 dev.py az       the az CLI witness: the README's az walk, verbatim, both ways (azure-cli is
                             installed once into ~/.cache/cmk-trio, or CMK_AZ_CLI_DIR, and reused)
     python3 dev.py security the security suite with the full fuzz (10,000 inputs per service, 3,000 to
-                            the key vault's HTTPS door) and 300 calls a phase of the fairness
+                            the key vault's HTTPS door, 2,000 to ARM's) and 300 calls a phase of the fairness
                             measurement; writes SECURITY.md
     python3 dev.py protos   regenerate the code from protos/ and the README's reference sections
     python3 dev.py lock     make requirements.lock again from pyproject.toml (the exact, hashed versions
@@ -218,18 +218,21 @@ def main(argv: list[str]) -> int:
         fuzz, matrix = scratch / "fuzz.json", scratch / "matrix.md"
         listeners, fairness = scratch / "listeners.json", scratch / "fairness.json"
         doors = {"matrix": scratch / "door-matrix.json", "fuzz": scratch / "door-fuzz.json",
-                 "flood": scratch / "door-flood.json"}  # fmt: skip
+                 "flood": scratch / "door-flood.json", "arm-matrix": scratch / "arm-matrix.json",
+                 "arm-fuzz": scratch / "arm-fuzz.json"}  # fmt: skip
         env = {**os.environ, "CMK_FUZZ_INPUTS": "10000", "CMK_FUZZ_REPORT": str(fuzz),
                "CMK_SECURITY_REPORT": str(matrix), "CMK_LISTENER_REPORT": str(listeners),
                "CMK_FAIRNESS_SAMPLES": "300", "CMK_FAIRNESS_REPORT": str(fairness),
                "CMK_DOOR_MATRIX_REPORT": str(doors["matrix"]), "CMK_DOOR_FUZZ_INPUTS": "3000",
                "CMK_DOOR_FUZZ_REPORT": str(doors["fuzz"]), "CMK_DOOR_FLOOD_CALLS": "200",
-               "CMK_DOOR_FLOOD_REPORT": str(doors["flood"])}  # fmt: skip
+               "CMK_DOOR_FLOOD_REPORT": str(doors["flood"]), "CMK_ARM_MATRIX_REPORT": str(doors["arm-matrix"]),
+               "CMK_ARM_FUZZ_INPUTS": "2000", "CMK_ARM_FUZZ_REPORT": str(doors["arm-fuzz"])}  # fmt: skip
         args = [str(PYTHON), "-m", "pytest", "-m", "security", "tests/security", *rest]
         return subprocess.run(args, cwd=ROOT, env=env).returncode or run(
             str(PYTHON), "-m", "tests.security.report", "--fuzz", str(fuzz), "--matrix", str(matrix),
             "--listeners", str(listeners), "--fairness", str(fairness), "--door-matrix", str(doors["matrix"]),
-            "--door-fuzz", str(doors["fuzz"]), "--door-flood", str(doors["flood"]), "--out", str(ROOT / "SECURITY.md"),
+            "--door-fuzz", str(doors["fuzz"]), "--door-flood", str(doors["flood"]), "--arm-matrix",
+            str(doors["arm-matrix"]), "--arm-fuzz", str(doors["arm-fuzz"]), "--out", str(ROOT / "SECURITY.md"),
         )  # fmt: skip
     if command == "profile":
         return run(str(PYTHON), "bench/profile.py", *rest)

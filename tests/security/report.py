@@ -283,6 +283,47 @@ def door_fuzz_section(found: dict[str, Any]) -> list[str]:
     return lines
 
 
+def arm_section(matrix: dict[str, Any] | None, fuzz: dict[str, Any] | None) -> list[str]:
+    """Azure Resource Manager's door: its authorisation matrix (tests/security/test_arm_matrix.py)
+    and its fuzz (tests/security/test_arm_fuzz.py)."""
+    lines = ["## Azure Resource Manager's door", ""]
+    if matrix is not None:
+        c = matrix["counts"]
+        lines += [
+            f"Every ARM operation the door serves, by every kind of caller of the gRPC matrix, each with a token for "
+            f"the management audience: {len(matrix['rows'])} operations, {c['cells']:,} cells, {c['allow']:,} allowed, "
+            f"{c['deny']:,} denied, {c['5xx']} answers of 5xx, {len(matrix['wrong'])} differing from the rules. An "
+            "operation's expectation is not written again: it is allowed exactly when every call it makes of the "
+            "services is allowed to that caller by the gRPC matrix below (the door decides nothing itself). A denial "
+            "is a 401, a 403, or the 404 of an object that exists (the existence rule: a caller without a role is told "
+            "alike of what exists and what does not); a refused delete is checked to have left its target in place.",
+            "",
+            "| operation | " + " | ".join(matrix["callers"]) + " |",
+            "| --- |" + " --- |" * len(matrix["callers"]),
+            *[
+                f"| {op} | " + " | ".join(row[who] for who in matrix["callers"]) + " |"
+                for op, row in matrix["rows"].items()
+            ],
+            "",
+        ]
+    if fuzz is not None:
+        t = fuzz["arm_door"]
+        lines += [
+            f"Fuzzed with raw requests (seed {fuzz['seed']}) as the subscription's Owner, on a trio started as "
+            "`cmk up` starts it: every field of every body with a value of each JSON type, then hostile fields at "
+            "every depth, bodies, api-versions, paths, methods, headers and framing. "
+            f"{t['inputs']:,} inputs, {t['server_errors']} answers of 5xx, {t['unanswered']} unanswered, "
+            f"{t['store_checks']:,} refusals each checked to have changed no table of any service, "
+            f"{t['failure_count']} failures.",
+            "",
+            "| ARM door: status and reason | count |",
+            "| --- | --- |",
+            *[f"| {status} | {count:,} |" for status, count in t["statuses"].items()],
+            "",
+        ]
+    return lines
+
+
 def _slow_answer(slow: dict[str, Any]) -> str:
     return "cut off, nothing said" if slow["status"] is None else f"{slow['status']} {slow['reason']}"
 
@@ -306,7 +347,8 @@ def door_flood_section(found: dict[str, Any]) -> list[str]:
 def render(
     fuzz: dict[str, Any], matrix: str, listeners: dict[str, Any] | None = None, fairness: dict[str, Any] | None = None,
     door_matrix: dict[str, Any] | None = None, door_fuzz: dict[str, Any] | None = None,
-    door_flood: dict[str, Any] | None = None,
+    door_flood: dict[str, Any] | None = None, arm_matrix: dict[str, Any] | None = None,
+    arm_fuzz: dict[str, Any] | None = None,
 ) -> str:  # fmt: skip
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     inputs = fuzz["inputs"]
@@ -361,6 +403,8 @@ def render(
         lines += door_fuzz_section(door_fuzz)
     if door_flood is not None:
         lines += door_flood_section(door_flood)
+    if arm_matrix is not None or arm_fuzz is not None:
+        lines += arm_section(arm_matrix, arm_fuzz)
     lines += existence_section()
     if door_matrix is not None:
         from tests.security.door_matrix import render_markdown as render_door_matrix
@@ -411,6 +455,8 @@ def main() -> None:
     parser.add_argument("--door-matrix", type=Path, help="tests/security/test_door_matrix.py's figures (JSON)")
     parser.add_argument("--door-fuzz", type=Path, help="tests/security/test_door_fuzz.py's figures (JSON)")
     parser.add_argument("--door-flood", type=Path, help="tests/security/test_door_limits.py's figures (JSON)")
+    parser.add_argument("--arm-matrix", type=Path, help="tests/security/test_arm_matrix.py's cells (JSON)")
+    parser.add_argument("--arm-fuzz", type=Path, help="tests/security/test_arm_fuzz.py's figures (JSON)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -424,6 +470,8 @@ def main() -> None:
         "door_matrix": read(args.door_matrix),
         "door_fuzz": read(args.door_fuzz),
         "door_flood": read(args.door_flood),
+        "arm_matrix": read(args.arm_matrix),
+        "arm_fuzz": read(args.arm_fuzz),
     }
     args.out.write_text(render(fuzz, args.matrix.read_text(), listeners, fairness, **doors))
 

@@ -17,7 +17,10 @@ the door's TLS is tested in tests/arm and the witnesses)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import pathlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +46,9 @@ RGV, SUBV, KVV, CSV, AUV = (f"api-version={v}" for v in ("2025-04-01", "2022-12-
                                                             "2022-04-01"))  # fmt: skip
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 READER_ID = f"/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+
+REPORT = os.environ.get("CMK_ARM_MATRIX_REPORT")
+"""Write each cell's verdict as JSON to this path (SECURITY.md is rendered from it)."""
 
 Path = Callable[["World", str], Awaitable[str]]
 Body = Callable[["World", str], Any]
@@ -307,6 +313,7 @@ async def test_every_route_is_a_row():
 
 async def test_arm_authorizes_every_caller_as_grpc_does(world: World):
     wrong, counts = [], {"cells": 0, "allow": 0, "deny": 0, "5xx": 0}
+    rows: dict[str, dict[str, str]] = {}
     for operation in OPERATIONS:
         for caller in CALLERS:
             status, body, path = await world.call(operation, caller)
@@ -314,6 +321,7 @@ async def test_arm_authorizes_every_caller_as_grpc_does(world: World):
             counts["5xx"] += status >= 500
             got, want = verdict(operation, status), expected(operation, caller)
             counts[got] += 1
+            rows.setdefault(f"{operation.method} {operation.route}", {})[caller] = f"{got} {status}"
             if operation.method == "DELETE" and got == "deny":  # nothing was deleted
                 there, _ = await world.request("GET", path, "tenant-admin")
                 if there != 200:
@@ -322,5 +330,8 @@ async def test_arm_authorizes_every_caller_as_grpc_does(world: World):
                 code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
                 wrong.append(f"  {operation.route} / {caller}: expected {want}, got {status} {code}")
     print(counts)
+    if REPORT:
+        cells = {"counts": counts, "callers": list(CALLERS), "rows": rows, "wrong": wrong}
+        await asyncio.to_thread(pathlib.Path(REPORT).write_text, json.dumps(cells, indent=1) + "\n")
     assert counts["5xx"] == 0 and not wrong, "ARM's door differs from the rules:\n" + "\n".join(wrong)
     assert counts["cells"] == len(OPERATIONS) * len(CALLERS)

@@ -114,7 +114,8 @@ class ArmFront:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._answer)
+        # Every path, a newline in one too ("." would stop at it, leaving aiohttp's bare 404).
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._answer)
         return app
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:

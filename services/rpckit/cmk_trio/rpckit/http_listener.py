@@ -57,13 +57,17 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             exc_info = sys.exc_info()[1]
         exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
         listener, peer = self.extra["listener"], self.extra["peer"]  # type: ignore[index]
-        if isinstance(exc, HttpProcessingError):
+        # A request aiohttp cannot parse, or whose body is not what its headers say (a "gzip" body
+        # that is not: read_body has answered it, and aiohttp meets it again as it drains the body).
+        # Nothing here may raise: aiohttp closes the connection only after this returns.
+        if isinstance(exc, HttpProcessingError | web.RequestPayloadError):
             held = self._throttle.allow((str(listener), type(exc).__name__))
             if held is not None:
                 log.info(
                     "malformed HTTP request refused",
                     extra={"listener": listener, "peer": peer, "reason": "REQUEST_MALFORMED",
-                           "fault": type(exc).__name__, "code": exc.code, "suppressed_before": held},
+                           "fault": type(exc).__name__, "code": getattr(exc, "code", 400),
+                           "suppressed_before": held},
                 )  # fmt: skip
             return
         if level < logging.WARNING:  # aiohttp's debug notes ("client disconnected"), without details
