@@ -114,7 +114,8 @@ class ArmInputs:
         for method, path, body in self.operations():
             if body is None:
                 continue
-            inner = body.get("properties") if isinstance(body.get("properties"), dict) else {}
+            found = body.get("properties")
+            inner: dict[str, Any] = found if isinstance(found, dict) else {}
             for name in sorted({*body, "properties", "tags", "location"}):
                 for value in JSON_TYPES:
                     sent = json.dumps(body | {name: value}).encode()
