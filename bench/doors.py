@@ -25,9 +25,8 @@ from typing import Any
 
 import aiohttp
 
-from bench import proc, replicas, scale
+from bench import arm, proc, replicas, scale
 from cmk_trio.cli.common import State, read_operator_file
-from cmk_trio.loadgen.runner import run_closed
 from cmk_trio.loadgen.scenarios import IDENTITY_GRANT, Prepared, prepare, scenario
 from cmk_trio.rpckit import audiences
 from cmk_trio.rpckit.devca import DevPki
@@ -77,17 +76,6 @@ def start_tls_trio(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any
     return process, json.loads(process.stdout.readline())  # type: ignore[union-attr]
 
 
-async def _path(request: Any, name: str, pid: int, seconds: float, concurrency: int) -> dict[str, Any]:
-    watch, started = proc.CpuWatch(pid), time.perf_counter()
-    watch.start()
-    run = await run_closed(request, scenario=name, concurrency=concurrency, duration=seconds, requests=None, warmup=1)
-    cpu = watch.stop(time.perf_counter() - started)
-    summary = run.summary()
-    calls = summary["throughput_per_s"] * seconds
-    trio_cores = cpu["server_loop_cores"] + cpu["server_other_threads_cores"]
-    return summary | {"cpu": cpu, "trio_cpu_ms_per_call": round(trio_cores * seconds * 1000 / calls, 3) if calls else 0}
-
-
 async def _revocation(prepared: Prepared, door: Door, trials: int) -> dict[str, float]:
     vault, tenant, identity = await prepared.unwrapping_identity()
     samples = []
@@ -113,18 +101,25 @@ async def measure(seconds: float, concurrency: int, trials: int) -> dict[str, An
                                      read_operator_file(data / "speech-credentials.json"))  # fmt: skip
             door = Door(prepared, banner["vault_door"], DevPki(Path(tls_dir)).ca_file)
             try:
-                grpc_unwrap = await _path(scenario("unwrap", prepared), "unwrap over gRPC (mutual TLS)", process.pid,
-                                          seconds, concurrency)  # fmt: skip
-                door_unwrap = await _path(door.unwrap, "unwrap through the door (HTTPS)", process.pid, seconds,
-                                          concurrency)  # fmt: skip
+                grpc_unwrap = await proc.measured_path(scenario("unwrap", prepared), "unwrap over gRPC (mutual TLS)",
+                                                       process.pid, seconds, concurrency)  # fmt: skip
+                door_unwrap = await proc.measured_path(door.unwrap, "unwrap through the door (HTTPS)", process.pid,
+                                                       seconds, concurrency)  # fmt: skip
                 revocation = await _revocation(prepared, door, trials)
+                management = await arm.measure(prepared, banner["arm"], DevPki(Path(tls_dir)).ca_file, process.pid,
+                                               seconds, concurrency)  # fmt: skip
             finally:
                 await door.session.close()
                 await prepared.close()
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)
-    return {"grpc_unwrap": grpc_unwrap, "door_unwrap": door_unwrap, "revocation_at_the_door": revocation}
+    return {
+        "grpc_unwrap": grpc_unwrap,
+        "door_unwrap": door_unwrap,
+        "revocation_at_the_door": revocation,
+        "arm": management,
+    }
 
 
 def targets(doors: dict[str, Any]) -> list[dict[str, Any]]:
@@ -156,4 +151,6 @@ def render(doors: dict[str, Any], concurrency: int, seconds: float) -> str:
     lines += ["", f"Revocation seen at the door (the access policy removed through gRPC, the door's next "
                   f"unwrap asked until it is 403), {rev['trials']} trials: p50 {rev['p50_ms']:.1f} ms, "
                   f"p99 {rev['p99_ms']:.1f} ms."]  # fmt: skip
+    if "arm" in doors:
+        lines += arm.render(doors["arm"])
     return "\n".join(lines)

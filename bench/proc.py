@@ -5,8 +5,13 @@ runs) and its other threads (crypto off the loop, SQLite, gRPC's C core)."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from cmk_trio.loadgen.runner import run_closed
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -74,3 +79,18 @@ class CpuWatch:
             "load_generator_cores": cores(load1 - load0),
             "machine_idle_pct": round((idle1 - idle0) / total * 100, 1) if total else 0.0,
         }
+
+
+async def measured_path(
+    request: Callable[[], Awaitable[object]], name: str, pid: int, seconds: float, concurrency: int, warmup: float = 1
+) -> dict[str, Any]:
+    """A closed-loop run of `request` with the CPU the process `pid` spent on it, per call."""
+    watch, started = CpuWatch(pid), time.perf_counter()
+    watch.start()
+    run = await run_closed(request, scenario=name, concurrency=concurrency, duration=seconds, requests=None,
+                           warmup=warmup)  # fmt: skip
+    cpu = watch.stop(time.perf_counter() - started)
+    summary = run.summary()
+    calls = summary["throughput_per_s"] * seconds
+    trio_cores = cpu["server_loop_cores"] + cpu["server_other_threads_cores"]
+    return summary | {"cpu": cpu, "trio_cpu_ms_per_call": round(trio_cores * seconds * 1000 / calls, 3) if calls else 0}
