@@ -18,6 +18,7 @@ the door's TLS is tested in tests/arm and the witnesses)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import pathlib
@@ -125,6 +126,13 @@ async def new_assignment(w: World, caller: str) -> str:
     return f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}?{AUV}"
 
 
+async def stale_operation(w: World, caller: str) -> str:
+    """A group deletion's operation result, for rg1 as it was before it was made again (so the
+    poll reads the group and says done, deleting nothing)."""
+    named = json.dumps({"group": f"/subscriptions/{w.sub}/resourceGroups/rg1", "created": 0}).encode()
+    return f"/subscriptions/{w.sub}/operationresults/{base64.urlsafe_b64encode(named).decode()}?{RGV}"
+
+
 async def new_group(w: World, caller: str) -> str:
     return f"/subscriptions/{w.sub}/resourcegroups/{w.fresh('new', caller)}?{RGV}"
 
@@ -195,6 +203,7 @@ OPERATIONS = (
     Operation("DeleteResourceGroup", "DELETE", throwaway_group,
               (RG + "GetResourceGroup", SPEECH + "ListSpeechResources", VAULT + "ListVaults",
                RG + "DeleteResourceGroup")),
+    Operation("GetOperationResult", "GET", stale_operation, (ID + "GetSubscription", RG + "GetResourceGroup")),
     Operation("ListProviders", "GET", fixed(f"/subscriptions/{{sub}}/providers?{RGV}"), (ID + "GetSubscription",)),
     Operation("GetProvider", "GET", fixed(f"/subscriptions/{{sub}}/providers/Microsoft.KeyVault?{RGV}"),
               (ID + "GetSubscription",)),

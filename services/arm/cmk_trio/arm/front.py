@@ -108,12 +108,21 @@ class ArmFront:
         self._router = Router()
         for provider in providers:
             provider(self._router)
+        self._closers: list[Callable[[], Awaitable[None]]] = [
+            close for close in (getattr(p, "aclose", None) for p in providers) if close is not None
+        ]
         self._authority = authority.rstrip("/")
         self._metrics = metrics
         self._throttle = Throttle()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
+        for close in self._closers:  # (what a provider still runs)
+
+            async def cleanup(_app: web.Application, close: Callable[[], Awaitable[None]] = close) -> None:
+                await close()
+
+            app.on_cleanup.append(cleanup)
         # Every path, a newline in one too ("." would stop at it, leaving aiohttp's bare 404).
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._answer)
         return app

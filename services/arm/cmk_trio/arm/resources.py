@@ -5,7 +5,7 @@ directory's gRPC API.
 Deleting a group deletes what is in it, as ARM does: the front asks the key vault and speech
 for the group's vaults and accounts, deletes each with the caller's token (so a caller who
 may not delete one of them is refused, and the group stays), then the group; the group's role
-assignments go with it."""
+assignments go with it. It is ARM's long-running operation here (group_deletion.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from google.protobuf import field_mask_pb2
 
 from cmk_trio.arm.envelope import API_VERSIONS, ArmError, listing
 from cmk_trio.arm.front import Services, ask, body_of, require_write
+from cmk_trio.arm.group_deletion import SYNC_SECONDS, GroupDeletions
 from cmk_trio.arm.routing import Params, Router
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as igrpc
@@ -132,13 +133,14 @@ def group_id(params: Params) -> str:
 class ResourcesProvider:
     """Microsoft.Resources over the directory's API (and, to empty a group, the others')."""
 
-    def __init__(self, services: Services, cloud: Cloud) -> None:
+    def __init__(self, services: Services, cloud: Cloud, *, sync_seconds: float = SYNC_SECONDS) -> None:
         self._subs = igrpc.IdentityServiceStub(services.identity)
         self._groups = igrpc.ResourceGroupServiceStub(services.identity)
         self._identity = services.identity
         self._vaults = kgrpc.VaultServiceStub(services.keyvault)
         self._accounts = sgrpc.SpeechResourceServiceStub(services.speech)
         self._cloud = cloud
+        self.deletions = GroupDeletions(self._empty_and_delete, self._group_of_operation, sync_seconds=sync_seconds)
 
     def __call__(self, router: Router) -> None:
         add: Callable[..., None] = router.add
@@ -157,6 +159,8 @@ class ResourcesProvider:
         add("HEAD", GROUP, self.group_exists, "CheckResourceGroupExistence", "Microsoft.Resources")
         add("PATCH", GROUP, self.update_group, "UpdateResourceGroup", "Microsoft.Resources")
         add("DELETE", GROUP, self.delete_group, "DeleteResourceGroup", "Microsoft.Resources")
+        add("GET", "/subscriptions/{subscription}/operationresults/{operation}", self.deletions.poll,
+            "GetOperationResult", "Microsoft.Resources")  # fmt: skip
 
     async def metadata(self, request: web.Request, params: Params) -> web.Response:
         found = self._cloud.metadata(request.host)
@@ -282,15 +286,34 @@ class ResourcesProvider:
         return await ask(request, self._groups.UpdateResourceGroup, update)
 
     async def delete_group(self, request: web.Request, params: Params) -> web.Response:
-        """Delete the group's speech accounts and vaults, then the group (ARM's order). Done
-        before the answer: each step is one call that ends when it is done."""
-        group = await self._group(request, params)
+        return await self.deletions.delete(request, await self._group(request, params))
+
+    async def aclose(self) -> None:
+        await self.deletions.aclose()
+
+    async def _group_of_operation(self, request: web.Request, name: str) -> ires.ResourceGroup | None:
+        """The group an operation polled is about (None: gone), for a caller who sees its
+        subscription (the existence rule: another tenant's caller is told of neither)."""
+        subscription = name.split("/")[2]
+        await ask(request, self._subs.GetSubscription, ipb.GetSubscriptionRequest(name=f"subscriptions/{subscription}"))
+        try:
+            return await ask(request, self._groups.GetResourceGroup, ipb.GetResourceGroupRequest(name=name))
+        except errors.NotFound:
+            # Gone, for a caller who may read it; anyone else was told what a missing group's
+            # caller is told, and is told it again (never "done").
+            asked = ipb.CheckAccessRequest(scope=name, action=ires.READ)
+            if not (await ask(request, self._subs.CheckAccess, asked)).allowed:
+                raise
+            return None
+
+    async def _empty_and_delete(self, request: web.Request, group: ires.ResourceGroup) -> None:
+        """The group's speech accounts and vaults, then the group (ARM's order), each one call
+        that ends when it is done."""
         for account in await self._accounts_in(request, group):
             await ask(request, self._accounts.DeleteSpeechResource, spb.DeleteSpeechResourceRequest(name=account))
         for vault in await self._vaults_in(request, group):
             await ask(request, self._vaults.DeleteVault, kpb.DeleteVaultRequest(name=vault))
         await ask(request, self._groups.DeleteResourceGroup, ipb.DeleteResourceGroupRequest(name=group.name))
-        return web.Response(status=200)
 
     async def _vaults_in(self, request: web.Request, group: ires.ResourceGroup) -> list[str]:
         vaults = await self._vaults_of(request, group.subscription_id)
