@@ -463,3 +463,18 @@ async def test_a_name_with_nul_is_refused_and_audited_on_either_engine(customer,
         ("CreateKey", shown, "denied"),
         ("SetSecret", shown, "denied"),
     ]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [("caller_object_id", "\x00", Reason.UUID_MALFORMED),
+                                                      ("caller_object_id", "not-an-id", Reason.UUID_MALFORMED),
+                                                      ("key_name", "a\x00b", Reason.KEY_NAME_INVALID)])  # fmt: skip
+async def test_the_audit_filters_are_checked_before_the_database_sees_them(customer, field, value, reason):
+    """A NUL in ListAuditRecords' caller filter reached PostgreSQL, which refused the statement:
+    UNAVAILABLE, and an error logged (the PostgreSQL fuzz found it). The filters are now an
+    object id and a key name, as the records hold them, refused otherwise on either engine."""
+    await customer.vaults.create_vault("kv1", customer.subscription_id, "rg1", "westeurope")
+    with pytest.raises(InvalidArgument) as refused:
+        await customer.vaults.list_audit("kv1", **{field: value})
+    assert refused.value.reason is reason
+    mine = await customer.vaults.list_audit("kv1", caller_object_id=customer.tenant.admin.object_id, key_name="none")
+    assert list(mine.records) == []

@@ -292,11 +292,13 @@ class KeyVaultClient:
     # --- audit and events -------------------------------------------------------------
 
     async def list_audit(
-        self, vault: str = "", *, result: str = "", page_token: str = "", page_size: int = 0
-    ) -> pb.ListAuditRecordsResponse:
+        self, vault: str = "", *, result: str = "", page_token: str = "", page_size: int = 0, key_name: str = "",
+        caller_object_id: str = "",
+    ) -> pb.ListAuditRecordsResponse:  # fmt: skip
         request = pb.ListAuditRecordsRequest(
-            parent=f"vaults/{vault}" if vault else "", result=result, page_token=page_token, page_size=page_size
-        )
+            parent=f"vaults/{vault}" if vault else "", result=result, page_token=page_token, page_size=page_size,
+            key_name=key_name, caller_object_id=caller_object_id,
+        )  # fmt: skip
         return await self._mgmt(self.audit.ListAuditRecords, request)
 
     async def checkpoint(self) -> res.AuditCheckpoint:

@@ -232,10 +232,24 @@ class SyncKeyVaultClient(Blocking[KeyVaultClient]):
         return self._runner.run(self._inner.restore_secret(vault, backup))
 
     def list_audit(
-        self, vault: str = "", *, result: str = "", page_token: str = "", page_size: int = 0
+        self,
+        vault: str = "",
+        *,
+        result: str = "",
+        page_token: str = "",
+        page_size: int = 0,
+        key_name: str = "",
+        caller_object_id: str = "",
     ) -> pb.ListAuditRecordsResponse:
         return self._runner.run(
-            self._inner.list_audit(vault, result=result, page_token=page_token, page_size=page_size)
+            self._inner.list_audit(
+                vault,
+                result=result,
+                page_token=page_token,
+                page_size=page_size,
+                key_name=key_name,
+                caller_object_id=caller_object_id,
+            )
         )
 
     def checkpoint(self) -> res.AuditCheckpoint:

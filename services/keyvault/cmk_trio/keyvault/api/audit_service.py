@@ -11,7 +11,7 @@ from cmk_trio.keyvault.audit import AuditLog
 from cmk_trio.keyvault.callers import require_event_reader, require_operator
 from cmk_trio.keyvault.model import AuditRecord, Checkpoint, Event, EventType
 from cmk_trio.keyvault.vaults import Vaults
-from cmk_trio.platform.key_names import vault_name
+from cmk_trio.platform.key_names import key_name, vault_name
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as pb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as pb_grpc
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
@@ -21,6 +21,7 @@ from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.storage import decode_sequence_token, encode_page_token, page_size_of
 from cmk_trio.rpckit.timestamps import from_timestamp
 from cmk_trio.rpckit.types import Context
+from cmk_trio.rpckit.validation import require_uuid
 
 
 class AuditApi(pb_grpc.AuditServiceServicer):
@@ -40,6 +41,12 @@ class AuditApi(pb_grpc.AuditServiceServicer):
             incarnation = await self._vaults.require_audit_reader(scope.authenticated, vault)
             if request.result and request.result not in ("allowed", "denied", "error"):
                 raise invalid_field("result", Reason.FIELD_INVALID, "must be allowed, denied or error")
+            # The filters are names and ids as the records hold them, checked before any reaches
+            # the database (PostgreSQL refuses a NUL in text: the fuzz found it).
+            if request.caller_object_id:
+                require_uuid("caller_object_id", request.caller_object_id)
+            if request.key_name:
+                key_name("key_name", request.key_name)
             after = decode_sequence_token("audit", request.page_token)
             limit = page_size_of(request.page_size)
             found = await self._audit.query(
