@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from cmk_trio.identity import entra
+from cmk_trio.identity.graph import GraphFront
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.storage import IdentityStore
 from cmk_trio.rpckit import errors
@@ -200,7 +201,9 @@ class OidcFront:
         metrics: Metrics | None,
         public_url: Callable[[], str],
         clock: Clock,
+        graph: GraphFront | None = None,
     ) -> None:
+        self._graph = graph
         self._store = store
         self._issuer = issuer
         self._keys = keys
@@ -223,6 +226,8 @@ class OidcFront:
         app.router.add_post(route(TOKEN_PATH), self.token, name="token")
         app.router.add_get(INSTANCE_DISCOVERY_PATH, self.instance_discovery, name="instance_discovery")
         app.router.add_route("*", route(AUTHORIZE_PATH), self.authorize, name="authorize")
+        if self._graph is not None:
+            self._graph.add_routes(app)
         return app
 
     @web.middleware

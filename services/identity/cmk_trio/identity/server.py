@@ -22,6 +22,7 @@ from cmk_trio.identity.crypto import (
 )
 from cmk_trio.identity.directory import Directory
 from cmk_trio.identity.errors import DOMAIN
+from cmk_trio.identity.graph import GraphFront
 from cmk_trio.identity.group_api import ResourceGroupApi
 from cmk_trio.identity.issuer import SigningKeyRing, TokenIssuer, TokenPolicy
 from cmk_trio.identity.model import NewSecret, Principal
@@ -156,7 +157,7 @@ async def build_server(
             front = OidcFront(
                 store=store, issuer=issuer, keys=keys, policy=policy, limits=limits, metrics=metrics,
                 public_url=lambda: config.http_public_url or (http.base_url if http else ""),
-                clock=clock,
+                clock=clock, graph=GraphFront(directory, validator),
             )  # fmt: skip
             http = await start_http(front, config.host, config.http_port, config.tls)
             boot.before_listener_stops(http.stop)

@@ -21,7 +21,7 @@ from cmk_trio.rpckit.keyfiles import read_private_file, require_private_dir, wri
 
 SERVICES = ("identity", "keyvault", "speech")
 AZURE_NAMES = {
-    "identity": ("login.microsoftonline.com",),
+    "identity": ("login.microsoftonline.com", "graph.microsoft.com"),
     "keyvault": ("*.vault.azure.net",),
     "arm": ("management.azure.com",),
 }

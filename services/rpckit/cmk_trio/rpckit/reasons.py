@@ -31,6 +31,8 @@ class Reason(StrEnum):
     HTTP_PATH_UNKNOWN = "HTTP_PATH_UNKNOWN"  # identity's HTTP endpoints: no such path (404)
     HTTP_METHOD_NOT_ALLOWED = "HTTP_METHOD_NOT_ALLOWED"  # identity's HTTP endpoints: wrong method (405)
     AUTHORITY_UNKNOWN = "AUTHORITY_UNKNOWN"  # instance discovery: the authority named is not this identity service
+    GRAPH_QUERY_UNSUPPORTED = "GRAPH_QUERY_UNSUPPORTED"  # Microsoft Graph at identity's door: a $filter not served
+    DELEGATED_TOKEN_REQUIRED = "DELEGATED_TOKEN_REQUIRED"  # Microsoft Graph's /me: the token is an application's
 
     # --- authentication (UNAUTHENTICATED) ---
     TOKEN_MISSING = "TOKEN_MISSING"  # no "authorization: Bearer" metadata
