@@ -16,35 +16,20 @@
 //   NODE_EXTRA_CA_CERTS, HTTPS_PROXY, NO_PROXY   as for any Azure code
 //
 // Output: as witness.mjs ({"step", "result"}, {"step", "error"}, {"await"}, {"done"}).
-import https from "node:https";
 import { randomUUID } from "node:crypto";
-import { createInterface } from "node:readline";
 import { AuthorizationManagementClient } from "@azure/arm-authorization";
 import { CognitiveServicesManagementClient } from "@azure/arm-cognitiveservices";
 import { KeyVaultManagementClient } from "@azure/arm-keyvault";
 import { ResourceManagementClient } from "@azure/arm-resources";
 import { ClientSecretCredential } from "@azure/identity";
 import { KeyClient } from "@azure/keyvault-keys";
+import { DoorAgent, awaitTest, emit, stepper } from "./steps.mjs";
 
 const env = process.env;
 const sub = env.AZURE_SUBSCRIPTION_ID;
 const tenantId = env.AZURE_TENANT_ID;
 const vault = env.VAULT_NAME;
 const group = "speech-rg";
-
-class DoorAgent extends https.Agent {
-  // Every connection goes to the key vault's door; TLS still sends and checks the vault's name.
-  constructor(door) {
-    super({ keepAlive: true });
-    const at = new URL(`https://${door}`);
-    this.doorHost = at.hostname;
-    this.doorPort = Number(at.port || 443);
-  }
-
-  createConnection(options, callback) {
-    return super.createConnection({ ...options, host: this.doorHost, port: this.doorPort }, callback);
-  }
-}
 
 const credential = env.CMK_AUTHORITY
   ? new ClientSecretCredential(tenantId, env.AZURE_CLIENT_ID, env.AZURE_CLIENT_SECRET, {
@@ -67,7 +52,6 @@ const keys = new KeyClient(
   env.CMK_KEYVAULT_DOOR ? { agent: new DoorAgent(env.CMK_KEYVAULT_DOOR) } : {},
 );
 
-const emit = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const errorOf = (e) => ({
   name: e?.name,
   statusCode: e?.statusCode,
@@ -76,23 +60,7 @@ const errorOf = (e) => ({
   message: String(e?.message ?? e),
 });
 
-async function step(name, action, show = (value) => value) {
-  try {
-    const result = await action();
-    emit({ step: name, result: result === undefined ? null : show(result) });
-    return result;
-  } catch (e) {
-    emit({ step: name, error: errorOf(e) });
-    return undefined;
-  }
-}
-
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function awaitTest(name) {
-  emit({ await: name });
-  const { done } = await lines.next();
-  if (done) throw new Error(`stdin closed while awaiting ${name}`);
-}
+const step = stepper(errorOf);
 
 const policy = (objectId, keyPermissions) => ({
   properties: { accessPolicies: [{ tenantId, objectId, permissions: { keys: keyPermissions } }] },

@@ -28,33 +28,14 @@
 //   {"step": NAME, "error": {name, statusCode, code, innerCode, message}}
 //   {"await": NAME}                 the script waits for one line on stdin before going on,
 //                                   while the test changes something through the gRPC API
-import https from "node:https";
-import { createInterface } from "node:readline";
 import { constants, createHash, generateKeyPairSync, publicEncrypt, randomBytes } from "node:crypto";
 import { ClientSecretCredential } from "@azure/identity";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
 import { SecretClient } from "@azure/keyvault-secrets";
+import { DoorAgent, awaitTest, emit, stepper } from "./steps.mjs";
 
 const env = process.env;
 const VAULT_URL = env.VAULT_URL;
-
-/** An https.Agent that dials `door` (host:port) whatever the request's host, while TLS still
- * sends and checks the vault's own name (Node's agent sets `servername` from the request's
- * host before createConnection, and tls.connect checks the certificate against it). The
- * smallest client-side setting that sends https://{vault}.vault.azure.net to the door: the
- * SDKs' documented `agent` option (PipelineOptions.agent). */
-class DoorAgent extends https.Agent {
-  constructor(door) {
-    super({ keepAlive: true });
-    const at = new URL(`https://${door}`);
-    this.doorHost = at.hostname.replace(/^\[|\]$/g, "");
-    this.doorPort = Number(at.port || 443);
-  }
-
-  createConnection(options, callback) {
-    return super.createConnection({ ...options, host: this.doorHost, port: this.doorPort }, callback);
-  }
-}
 
 const credentialOf = (clientId, secret) =>
   env.CMK_AUTHORITY
@@ -75,7 +56,6 @@ const cryptoAsSigner = (keyId) => new CryptographyClient(keyId, signer, clientOp
 
 const b64url = (bytes) => Buffer.from(bytes).toString("base64url");
 const fromB64url = (text) => new Uint8Array(Buffer.from(text, "base64url"));
-const emit = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
 function errorOf(e) {
   return {
@@ -87,26 +67,7 @@ function errorOf(e) {
   };
 }
 
-/** Runs one step and prints what came of it (through `show`); a step that threw returns
- * undefined, and the steps after it that need its value throw in turn (each printed), so the
- * first error printed is the cause. */
-async function step(name, action, show = (value) => value) {
-  try {
-    const result = await action();
-    emit({ step: name, result: result === undefined ? null : show(result) });
-    return result;
-  } catch (e) {
-    emit({ step: name, error: errorOf(e) });
-    return undefined;
-  }
-}
-
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function awaitTest(name) {
-  emit({ await: name });
-  const { done } = await lines.next();
-  if (done) throw new Error(`stdin closed while awaiting ${name}`);
-}
+const step = stepper(errorOf);
 
 function keyOf(k) {
   return {

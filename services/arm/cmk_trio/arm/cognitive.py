@@ -32,8 +32,8 @@ from aiohttp import web
 
 from cmk_trio.arm.envelope import ArmError, iso_time, json_object, listing
 from cmk_trio.arm.front import Services, ask, body_of, require_write
+from cmk_trio.arm.lookups import all_accounts, group_exists, required_location
 from cmk_trio.arm.routing import Params, Router
-from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as igrpc
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as kpb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as kgrpc
@@ -169,10 +169,7 @@ class CognitiveServicesProvider:
         if not isinstance(kind, str) or kind.lower() != KIND.lower():
             raise ArmError(400, "InvalidKind", f"kind must be {KIND}: speech accounts are the only kind served.",
                            Reason.FIELD_INVALID, target="kind")  # fmt: skip
-        location = body.get("location")
-        if not isinstance(location, str) or not location:
-            raise ArmError(400, "LocationRequired", "The location property is required for this definition.",
-                           Reason.FIELD_REQUIRED, target="location")  # fmt: skip
+        location = required_location(body)
         tier, identity = _tier(body), _identity_type(body)
         properties = json_object(body.get("properties", {}), "properties")
         encryption = _encryption(properties)
@@ -187,7 +184,7 @@ class CognitiveServicesProvider:
             return web.json_response(account_json(await self._change(request, existing, identity, encryption)))
         if tier is None:
             raise ArmError(400, "BadRequest", "sku.name is required.", Reason.FIELD_REQUIRED, target="sku.name")
-        await self._group_exists(request, params)
+        await group_exists(request, self._groups, params)
         wanted = sres.SpeechResource(subscription_id=params["subscription"].lower(), resource_group=params["group"],
                                      account_name=params["account"], location=location.replace(" ", "").lower(),
                                      pricing_tier=sres.PricingTier.ValueType(tier))  # fmt: skip
@@ -263,40 +260,30 @@ class CognitiveServicesProvider:
         await ask(request, self._speech.DeleteSpeechResource, spb.DeleteSpeechResourceRequest(name=found.name))
         return web.Response(status=200)
 
-    async def _group_exists(self, request: web.Request, params: Params) -> None:
-        name = f"/subscriptions/{params['subscription']}/resourceGroups/{params['group']}"
-        await ask(request, self._groups.GetResourceGroup, ipb.GetResourceGroupRequest(name=name))
-
     # --- lists ------------------------------------------------------------------------
 
-    async def _all(self, request: web.Request, subscription: str) -> list[sres.SpeechResource]:
-        found: list[sres.SpeechResource] = []
-        token = ""
-        while True:
-            asked = spb.ListSpeechResourcesRequest(parent=f"subscriptions/{subscription.lower()}", page_size=1000,
-                                                   page_token=token)  # fmt: skip
-            page = await ask(request, self._speech.ListSpeechResources, asked)
-            found += page.resources
-            token = page.next_page_token
-            if not token:
-                return found
-
     async def list_in_group(self, request: web.Request, params: Params) -> web.Response:
-        await self._group_exists(request, params)
+        await group_exists(request, self._groups, params)
         group = params["group"].lower()
-        accounts = [a for a in await self._all(request, params["subscription"]) if a.resource_group.lower() == group]
+        accounts = [
+            a
+            for a in await all_accounts(request, self._speech, params["subscription"])
+            if a.resource_group.lower() == group
+        ]
         return listing(request, [account_json(a) for a in accounts])
 
     async def list_in_subscription(self, request: web.Request, params: Params) -> web.Response:
-        return listing(request, [account_json(a) for a in await self._all(request, params["subscription"])])
+        return listing(
+            request, [account_json(a) for a in await all_accounts(request, self._speech, params["subscription"])]
+        )
 
     async def list_deleted(self, request: web.Request, params: Params) -> web.Response:
         """None: a deleted account is gone at once. (The caller's token and sight of the
         subscription are checked as for any listing.)"""
-        await self._all(request, params["subscription"])
+        await all_accounts(request, self._speech, params["subscription"])
         return listing(request, [])
 
     async def get_deleted(self, request: web.Request, params: Params) -> web.Response:
-        await self._all(request, params["subscription"])
+        await all_accounts(request, self._speech, params["subscription"])
         raise ArmError(404, "ResourceNotFound", f"The deleted account '{params['account'][:64]}' was not found: a"
                        " deleted speech account is gone at once.", Reason.SPEECH_RESOURCE_NOT_FOUND)  # fmt: skip

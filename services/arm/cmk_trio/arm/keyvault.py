@@ -27,8 +27,8 @@ from google.protobuf import field_mask_pb2
 
 from cmk_trio.arm.envelope import ArmError, iso_time, json_object, listing
 from cmk_trio.arm.front import Services, ask, body_of, require_write
+from cmk_trio.arm.lookups import all_vaults, group_exists, required_location
 from cmk_trio.arm.routing import Params, Router
-from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as igrpc
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as kpb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as kgrpc
@@ -217,10 +217,7 @@ class KeyVaultProvider:
             recovered = await ask(request, self._vaults.RecoverVault,
                                   kpb.RecoverVaultRequest(name=f"vaults/{params['vault']}"))  # fmt: skip
             return web.json_response(vault_json(recovered), status=200)
-        location = body.get("location")
-        if not isinstance(location, str) or not location:
-            raise ArmError(400, "LocationRequired", "The location property is required for this definition.",
-                           Reason.FIELD_REQUIRED, target="location")  # fmt: skip
+        location = required_location(body)
         tenant = properties.get("tenantId")
         if not isinstance(tenant, str) or not tenant:
             raise ArmError(400, "BadRequest", "properties.tenantId is required.", Reason.FIELD_REQUIRED,
@@ -234,7 +231,7 @@ class KeyVaultProvider:
         except errors.NotFound:
             existing = None
         if existing is None:
-            await self._group_exists(request, params)
+            await group_exists(request, self._groups, params)
             wanted = kres.Vault(
                 vault_name=params["vault"], subscription_id=params["subscription"].lower(),
                 resource_group=params["group"], location=location.replace(" ", "").lower(), tenant_id=tenant.lower(),
@@ -303,10 +300,6 @@ class KeyVaultProvider:
         await ask(request, self._vaults.DeleteVault, kpb.DeleteVaultRequest(name=found.name))
         return web.Response(status=200)
 
-    async def _group_exists(self, request: web.Request, params: Params) -> None:
-        name = f"/subscriptions/{params['subscription']}/resourceGroups/{params['group']}"
-        await ask(request, self._groups.GetResourceGroup, ipb.GetResourceGroupRequest(name=name))
-
     # --- access policies --------------------------------------------------------------
 
     async def update_policies(self, request: web.Request, params: Params) -> web.Response:
@@ -343,44 +336,22 @@ class KeyVaultProvider:
 
     # --- lists ------------------------------------------------------------------------
 
-    async def _all(self, request: web.Request, subscription: str, *, deleted: bool) -> list[kres.Vault]:
-        found: list[kres.Vault] = []
-        token = ""
-        while True:
-            parent = f"subscriptions/{subscription.lower()}"
-            if deleted:
-                page: kpb.ListVaultsResponse | kpb.ListDeletedVaultsResponse = await ask(
-                    request,
-                    self._vaults.ListDeletedVaults,
-                    kpb.ListDeletedVaultsRequest(parent=parent, page_size=1000, page_token=token),
-                )
-            else:
-                page = await ask(
-                    request,
-                    self._vaults.ListVaults,
-                    kpb.ListVaultsRequest(parent=parent, page_size=1000, page_token=token),
-                )
-            found += page.vaults
-            token = page.next_page_token
-            if not token:
-                return found
-
     async def list_in_group(self, request: web.Request, params: Params) -> web.Response:
-        await self._group_exists(request, params)
-        vaults = await self._all(request, params["subscription"], deleted=False)
+        await group_exists(request, self._groups, params)
+        vaults = await all_vaults(request, self._vaults, params["subscription"])
         group = params["group"].lower()
         return listing(request, [vault_json(v) for v in vaults if v.resource_group.lower() == group])
 
     async def list_in_subscription(self, request: web.Request, params: Params) -> web.Response:
-        vaults = await self._all(request, params["subscription"], deleted=False)
+        vaults = await all_vaults(request, self._vaults, params["subscription"])
         return listing(request, [vault_json(v) for v in vaults])
 
     async def list_deleted(self, request: web.Request, params: Params) -> web.Response:
-        vaults = await self._all(request, params["subscription"], deleted=True)
+        vaults = await all_vaults(request, self._vaults, params["subscription"], deleted=True)
         return listing(request, [deleted_json(v) for v in vaults])
 
     async def _deleted(self, request: web.Request, params: Params) -> kres.Vault:
-        for vault in await self._all(request, params["subscription"], deleted=True):
+        for vault in await all_vaults(request, self._vaults, params["subscription"], deleted=True):
             if vault.vault_name.lower() == params["vault"].lower() and vault.location == params["location"].lower():
                 return vault
         raise ArmError(404, "DeletedVaultNotFound", f"The deleted vault '{params['vault'][:64]}' was not found in"

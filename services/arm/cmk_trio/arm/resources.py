@@ -20,14 +20,13 @@ from google.protobuf import field_mask_pb2
 from cmk_trio.arm.envelope import API_VERSIONS, ArmError, listing
 from cmk_trio.arm.front import Services, ask, body_of, require_write
 from cmk_trio.arm.group_deletion import SYNC_SECONDS, GroupDeletions
+from cmk_trio.arm.lookups import all_accounts, all_vaults, required_location
 from cmk_trio.arm.routing import Params, Router
 from cmk_trio.proto.identity.v1 import identity_service_pb2 as ipb
 from cmk_trio.proto.identity.v1 import identity_service_pb2_grpc as igrpc
 from cmk_trio.proto.identity.v1 import resources_pb2 as ires
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2 as kpb
 from cmk_trio.proto.keyvault.v1 import keyvault_service_pb2_grpc as kgrpc
-from cmk_trio.proto.keyvault.v1 import resources_pb2 as kres
-from cmk_trio.proto.speech.v1 import resources_pb2 as sres
 from cmk_trio.proto.speech.v1 import speech_service_pb2 as spb
 from cmk_trio.proto.speech.v1 import speech_service_pb2_grpc as sgrpc
 from cmk_trio.rpckit import errors
@@ -214,11 +213,11 @@ class ResourcesProvider:
         sub = params["subscription"].lower()
         found: list[dict[str, object]] = []
         if wanted in (None, VAULT_TYPE):
-            for vault in await self._vaults_of(request, sub):
+            for vault in await all_vaults(request, self._vaults, sub):
                 found.append({"id": vault.resource_id, "name": vault.vault_name, "type": VAULT_TYPE,
                               "location": vault.location, "tags": dict(vault.tags)})  # fmt: skip
         if wanted in (None, ACCOUNT_TYPE):
-            for account in await self._accounts_of(request, sub):
+            for account in await all_accounts(request, self._accounts, sub):
                 found.append({"id": account.name, "name": account.account_name, "type": ACCOUNT_TYPE,
                               "kind": "SpeechServices", "location": account.location, "tags": {}})  # fmt: skip
         if named is not None:
@@ -250,10 +249,7 @@ class ResourcesProvider:
         """Create, or update the tags of, a group; a group keeps its location (ARM's
         InvalidResourceGroupLocation otherwise)."""
         body = body_of(request)
-        location, tags = body.get("location"), tags_of(body)
-        if not isinstance(location, str) or not location:
-            raise ArmError(400, "LocationRequired", "The location property is required for this definition.",
-                           Reason.FIELD_REQUIRED, target="location")  # fmt: skip
+        location, tags = required_location(body), tags_of(body)
         wanted = ires.ResourceGroup(subscription_id=params["subscription"], resource_group=params["group"],
                                     location=_region(location), tags=tags)  # fmt: skip
         try:
@@ -316,35 +312,12 @@ class ResourcesProvider:
         await ask(request, self._groups.DeleteResourceGroup, ipb.DeleteResourceGroupRequest(name=group.name))
 
     async def _vaults_in(self, request: web.Request, group: ires.ResourceGroup) -> list[str]:
-        vaults = await self._vaults_of(request, group.subscription_id)
+        vaults = await all_vaults(request, self._vaults, group.subscription_id)
         return [v.name for v in vaults if v.resource_group.lower() == group.resource_group.lower()]
 
     async def _accounts_in(self, request: web.Request, group: ires.ResourceGroup) -> list[str]:
-        accounts = await self._accounts_of(request, group.subscription_id)
+        accounts = await all_accounts(request, self._accounts, group.subscription_id)
         return [r.name for r in accounts if r.resource_group.lower() == group.resource_group.lower()]
-
-    async def _vaults_of(self, request: web.Request, subscription_id: str) -> list[kres.Vault]:
-        found: list[kres.Vault] = []
-        token = ""
-        while True:
-            asked = kpb.ListVaultsRequest(parent=f"subscriptions/{subscription_id}", page_size=1000, page_token=token)
-            page = await ask(request, self._vaults.ListVaults, asked)
-            found += page.vaults
-            token = page.next_page_token
-            if not token:
-                return found
-
-    async def _accounts_of(self, request: web.Request, subscription_id: str) -> list[sres.SpeechResource]:
-        found: list[sres.SpeechResource] = []
-        token = ""
-        while True:
-            asked = spb.ListSpeechResourcesRequest(parent=f"subscriptions/{subscription_id}", page_size=1000,
-                                                   page_token=token)  # fmt: skip
-            page = await ask(request, self._accounts.ListSpeechResources, asked)
-            found += page.resources
-            token = page.next_page_token
-            if not token:
-                return found
 
 
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
