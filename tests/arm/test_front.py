@@ -283,3 +283,13 @@ async def test_a_body_that_is_not_what_its_headers_say_is_refused_and_the_connec
     assert not reply.timed_out and reply.status == 400
     assert _reason(reply.json()) == "REQUEST_MALFORMED"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_method_aiohttp_routes_itself_is_refused_in_arms_body(doors: Doors) -> None:
+    """A CONNECT, whose target aiohttp reads as no path: its router's bare 404 before (the ARM
+    fuzz found it), now ARM's body with our reason."""
+    assert doors.arm is not None
+    host, _, port = doors.arm.removeprefix("https://").rpartition(":")
+    sent = request("CONNECT", f"/subscriptions/{doors.contoso.subscription_id}?{SUBS}", [("Host", f"{host}:{port}")])
+    reply = await exchange(host, int(port), sent, client_tls(), guard=8.0)
+    assert reply.status == 404 and _reason(reply.json()) == "HTTP_PATH_UNKNOWN"

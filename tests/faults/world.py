@@ -36,6 +36,8 @@ class World:
     tenant_id: str
     subscription_id: str
     channels: list[Any] = field(default_factory=list)
+    admin: IdentityClient | None = None
+    """The tenant's administrator, Owner of the subscription (for callers of the HTTPS doors)."""
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -78,7 +80,7 @@ async def prepare_world(
     identities = {r: (await speech.get_resource(r)).identity.principal_id for r in resources}
     return World(
         speech, vaults, KeyVaultClient(kv_channel, operator.token_for), operator, resources, versionless, identities,
-        tenant.tenant_id, tenant.subscription_id, [id_channel, kv_channel, sp_channel],
+        tenant.tenant_id, tenant.subscription_id, [id_channel, kv_channel, sp_channel], tenant.admin_client,
     )  # fmt: skip
 
 

@@ -116,7 +116,7 @@ class ArmFront:
         self._throttle = Throttle()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_unrouted])
         for close in self._closers:  # (what a provider still runs)
 
             async def cleanup(_app: web.Application, close: Callable[[], Awaitable[None]] = close) -> None:
@@ -190,6 +190,20 @@ class ArmFront:
     def _count(self, route: str, status: int, reason: str = "") -> None:
         if self._metrics is not None:
             self._metrics.http_requests.labels(self._metrics.service, route, str(status), reason).inc()
+
+
+@web.middleware
+async def _unrouted(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """What aiohttp's router answers itself (a CONNECT, whose target is no path): in ARM's body
+    too, with our reason (the fuzz found a bare 404)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 500 or exc.status < 400:
+            raise
+        return _no_route(request, ["GET"] if exc.status == 405 else []).response()
 
 
 def _no_route(request: web.Request, allowed: list[str]) -> ArmError:

@@ -38,7 +38,7 @@ RETRY_AFTER_SECONDS = 1
 """What a 202 tells the poller to wait (the SDKs wait their own 30 s without it)."""
 
 Step = Callable[[web.Request, ires.ResourceGroup], Coroutine[Any, Any, None]]  # (Any: a coroutine's send and yield)
-Lookup = Callable[[web.Request, str], Coroutine[Any, Any, ires.ResourceGroup | None]]
+Lookup = Callable[[web.Request, str], Coroutine[Any, Any, ires.ResourceGroup | None]]  # (Any: as above)
 """The group of an operation (None: there is none now), or the caller's refusal."""
 
 
