@@ -79,7 +79,25 @@ class ResourceExhausted(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """A dependency is down; the call may be retried."""
+    """A dependency is down; the call may be retried.
+
+    `retry_now=False` when answering took the whole time a dependency was given and it said
+    nothing (a paused container, a network that drops packets): a client's automatic retry
+    would come with what is left of the same deadline, wait as long, and end in
+    DEADLINE_EXCEEDED, which hides the cause. The status then carries gRPC's server pushback
+    "do not retry" (gRFC A6), which gRPC's own retries obey; the caller may still retry."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Iterable[FieldViolation] = (),
+        retry_now: bool = True,
+    ) -> None:
+        super().__init__(reason, message, metadata=metadata, field_violations=field_violations)
+        self.retry_now = retry_now
 
 
 def invalid_field(field: str, reason: Reason, description: str) -> InvalidArgument:

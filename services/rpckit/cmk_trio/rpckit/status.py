@@ -139,14 +139,18 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError) -> errors.ServiceError:
     return cls(reason, message, metadata=metadata)
 
 
-def _with_request_id(status: grpc.Status) -> grpc.Status:
-    """The status with the call's request id beside its details in the trailing metadata
-    (which the status replaces as a whole)."""
+RETRY_PUSHBACK_HEADER = "grpc-retry-pushback-ms"
+"""gRPC's server pushback (gRFC A6): a negative value tells the client's retries to stop."""
+
+
+def _with_request_id(status: grpc.Status, *extra: tuple[str, str]) -> grpc.Status:
+    """The status with the call's request id (and `extra` pairs) beside its details in the
+    trailing metadata (which the status replaces as a whole)."""
     request_id = current_request_id()
-    if request_id is None:
+    pairs = (*extra, (REQUEST_ID_HEADER, request_id)) if request_id is not None else extra
+    if not pairs:
         return status
-    trailing = (*tuple(status.trailing_metadata or ()), (REQUEST_ID_HEADER, request_id))
-    return _Status(status.code, status.details, trailing)
+    return _Status(status.code, status.details, (*tuple(status.trailing_metadata or ()), *pairs))
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             if held is not None:
                 extra = {"method": method, "reason": exc.reason.value, "code": status_code_of(exc).name}
                 log.info("call refused", extra={**extra, "suppressed_before": held} if held else extra)
-            await context.abort_with_status(_with_request_id(to_status(exc, self._domain)))
+            no_retry = isinstance(exc, errors.Unavailable) and not exc.retry_now
+            pushback = ((RETRY_PUSHBACK_HEADER, "-1"),) if no_retry else ()
+            await context.abort_with_status(_with_request_id(to_status(exc, self._domain), *pushback))
         if facts is not None:
             facts.refusal_reason = Reason.INTERNAL.value
         held = self._throttle.allow((method, "INTERNAL"))

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.datadir import StartupError
-from cmk_trio.rpckit.observe import Metrics
+from cmk_trio.rpckit.observe import Metrics, time_left
 from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
 from cmk_trio.speech.errors import (
@@ -27,6 +27,11 @@ from cmk_trio.speech.errors import (
 from cmk_trio.speech.model import KeySource, SpeechResource
 
 KEY_PERMISSIONS = ("get", "wrapKey", "unwrapKey")
+ANSWER_RESERVE_S = 0.5
+"""What a call keeps of its caller's deadline to carry its answer back: speech waits for an
+unwrap at most the caller's time left less this, so that a vault that says nothing is
+reported as CUSTOMER_KEY_VAULT_UNREACHABLE, not as the caller's DEADLINE_EXCEEDED. That
+matters most for a client's retry, which comes with only what its first attempt left."""
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +188,21 @@ class DataKeys:
             self._in_flight[flight] = task
             task.add_done_callback(lambda done: self._landed(flight, done, now))
         # Shielded: a caller that gives up does not cancel the unwrap the others wait for.
-        return await asyncio.shield(task)
+        left = time_left()
+        if left is None or left <= ANSWER_RESERVE_S:
+            return await asyncio.shield(task)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), left - ANSWER_RESERVE_S)
+        except TimeoutError:
+            if task.done():  # (it ended in the same instant: its own answer, whatever it is)
+                return task.result()
+            raise Unavailable(
+                Reason.CUSTOMER_KEY_VAULT_UNREACHABLE,
+                "the key vault holding the customer-managed key did not answer within the call's deadline; "
+                "retry shortly",
+                metadata={"key_id": resource.wrapping_key},
+                retry_now=False,
+            ) from None
 
     def _landed(
         self, flight: tuple[str, tuple[bytes, int], int, bool], task: asyncio.Task[DataKey], started: datetime
@@ -223,11 +242,12 @@ class DataKeys:
         try:
             token = await self._identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
             plain = await self._vault.unwrap(token, resource.wrapping_key, resource.wrapped_data_key)
-        except Unavailable:
+        except Unavailable as away:
             raise Unavailable(
                 Reason.CUSTOMER_KEY_VAULT_UNREACHABLE,
                 "the key vault holding the customer-managed key cannot be reached; retry shortly",
                 metadata={"key_id": resource.wrapping_key},
+                retry_now=away.reason is not Reason.DEADLINE_EXCEEDED,  # (silent: the wait is spent)
             ) from None
         except (FailedPrecondition, NotFound, PermissionDenied, Unauthenticated) as exc:
             cause = CAUSES.get(exc.reason)
