@@ -80,9 +80,13 @@ def invoke(env: dict[str, str], *args: str) -> Result:
 
 def cmk_json(env: dict[str, str], *args: str, ok: bool = True) -> Any:
     """`cmk --output json ARGS`, parsed. With ok, it must exit 0; without, it must exit 1 as a
-    refusal does (the reason is in the JSON it printed, for the caller to check)."""
+    refusal does, with nothing on standard output and the error's JSON on standard error (the
+    reason is in it, for the caller to check)."""
     result = invoke(env, "--output", "json", *args)
     assert result.exit_code == (0 if ok else 1), result.stderr + result.stdout
+    if not ok:
+        assert result.stdout == "", result.stdout
+        return json.loads(result.stderr)
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
@@ -99,3 +103,38 @@ def login_operator(trio: Trio) -> None:
     if "speech" in services:
         args += ["--speech-endpoint", services["speech"]]
     cmk(trio, *args)
+
+
+@dataclass
+class Served:
+    """`cmk serve identity` in a process of its own, and the environment of a CLI that calls it."""
+
+    process: subprocess.Popen[str]
+    endpoint: str
+    data_dir: Path
+    banner: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    env = service_env(tmp_path)
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [*CMK, "serve", "identity", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("identity listening on "), first + process.stderr.read()  # type: ignore[union-attr]
+        banner = first
+        for _ in range(6):
+            banner += process.stdout.readline()  # type: ignore[union-attr]
+        yield Served(process, first.split()[-1], data_dir, banner, env)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)

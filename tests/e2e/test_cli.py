@@ -9,8 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +16,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.e2e.conftest import CMK, cmk_json, invoke, service_env
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[str]
-    endpoint: str
-    data_dir: Path
-    banner: str
-    env: dict[str, str]
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    env = service_env(tmp_path)
-    data_dir = tmp_path / "data"
-    process = subprocess.Popen(
-        [*CMK, "serve", "identity", "--data-dir", str(data_dir), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        first = process.stdout.readline()  # type: ignore[union-attr]
-        assert first.startswith("identity listening on "), first + process.stderr.read()  # type: ignore[union-attr]
-        banner = first
-        for _ in range(6):
-            banner += process.stdout.readline()  # type: ignore[union-attr]
-        yield Served(process, first.split()[-1], data_dir, banner, env)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
+from tests.e2e.conftest import CMK, Served, cmk_json, invoke, service_env
 
 
 def cmk(served: Served, *args: str, ok: bool = True) -> Any:

@@ -29,6 +29,9 @@ def run(env: dict[str, str], *args: str, ok: bool = True) -> Any:
     result = subprocess.run([*CMK, "--output", "json", *args], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == (0 if ok else 1), result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    if not ok:  # errors on standard error, whatever the output format
+        assert result.stdout == "", result.stdout
+        return json.loads(result.stderr)
     return json.loads(result.stdout)
 
 
@@ -92,11 +95,12 @@ def test_one_verb_for_reading(trio: Trio, tmp_path: Path) -> None:
         assert "  show " in listed and "  get " not in listed, group
 
 
-def test_usage_errors_are_json_under_output_json(tmp_path: Path) -> None:
+def test_usage_errors_are_json_on_standard_error_under_output_json(tmp_path: Path) -> None:
     for args in (["tenant", "show"], ["nosuch"], ["--profile", "not a name", "whoami"]):
         done = subprocess.run([*CMK, "--output", "json", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stdout + done.stderr
-        error = json.loads(done.stdout)["error"]
+        assert done.stdout == "", args
+        error = json.loads(done.stderr)["error"]
         assert error["code"] == "USAGE" and error["reason"] == "CLI_USAGE" and error["message"], args
         plain = subprocess.run([*CMK, *args], capture_output=True, text=True, timeout=60)
         assert plain.returncode == 2 and plain.stdout == "" and "Error:" in plain.stderr, args
@@ -153,8 +157,8 @@ def test_demo_walks_the_trio_of_the_signed_in_profile(trio: Trio, tmp_path: Path
         "--output", "json", options=("--port-base", str(idle - 1))
     )  # not signed in, nothing there: it says so
     assert nothing.returncode == 1, nothing.stdout + nothing.stderr
-    assert f"no trio answers at 127.0.0.1:{idle}" in json.loads(nothing.stdout)["error"]["message"]
-    assert "cmk demo --private" in json.loads(nothing.stdout)["error"]["message"]
+    assert f"no trio answers at 127.0.0.1:{idle}" in json.loads(nothing.stderr)["error"]["message"]
+    assert "cmk demo --private" in json.loads(nothing.stderr)["error"]["message"]
     run(env, "--tls-dir", trio.banner["tls_dir"], "login", "--endpoint", services["identity"], "--operator-file",
         str(trio.data_dir / "operator.json"), "--keyvault-endpoint", services["keyvault"],
         "--speech-endpoint", services["speech"])  # fmt: skip
@@ -177,7 +181,7 @@ def test_demo_walks_the_trio_of_the_signed_in_profile(trio: Trio, tmp_path: Path
             (work / ".cmk" / "operator.json").write_bytes((trio.data_dir / "operator.json").read_bytes())
         as_bob = demo("--output", "json", "--profile", "bob")
         assert as_bob.returncode == 1, as_bob.stdout
-        assert "acts as the platform operator" in json.loads(as_bob.stdout)["error"]["message"]
+        assert "acts as the platform operator" in json.loads(as_bob.stderr)["error"]["message"]
 
 
 def test_a_connection_closed_after_the_endpoint_answered_is_no_tls_mismatch():

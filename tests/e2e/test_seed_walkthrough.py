@@ -9,7 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tests.e2e.conftest import Trio, cmk, login_operator
+from tests.e2e.conftest import Trio, cmk, invoke, login_operator
 
 CONFIG = {"commands": [{"name": "TurnOnTheLight", "phrases": ["turn on the light"]}], "secret": "seed-config-secret"}
 
@@ -142,22 +142,30 @@ def test_cmk_demo_passes_against_a_running_trio(trio):
     assert "byte-for-byte the same" in next(st["detail"] for st in demo["steps"] if "ciphertext" in st["step"])
 
 
-def test_cmk_up_serves_metrics_for_each_service(trio):
+def test_cmk_up_serves_metrics_for_each_service_and_the_process_once(trio):
     import urllib.request
 
     metrics = trio.banner["metrics"]
     assert set(metrics) == {"identity", "keyvault", "speech"}
     login_operator(trio)  # makes calls on identity
-    with urllib.request.urlopen(metrics["identity"], timeout=5) as reply:  # noqa: S310 (loopback)
-        text = reply.read().decode()
+    texts = {}
+    for service, url in metrics.items():
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 (loopback)
+            texts[service] = reply.read().decode()
+    text = texts["identity"]
     assert 'grpc_method="IssueToken",grpc_service="cmk.identity.v1.TokenService"' in text
+    assert 'grpc_server_msg_received_total{grpc_method="IssueToken"' in text
     assert "cmk_event_lag_seconds" in text
+    # One process, one set of its own series: a sum across the three targets is the truth.
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+        assert sum(f"\n{family}" in t for t in texts.values()) == 1, family
 
 
 def test_the_seed_flows_hold_after_the_three_clocks_move_91_days(trio, tmp_path):
     """`cmk clock advance` moves all three services by default, so tokens and dates agree:
     after 91 days (past a 90-day purge protection) the customer-managed data is still read
-    through a fresh managed-identity token, and the deleted key can finally be purged."""
+    through a fresh managed-identity token, and the deleted key can finally be purged. A
+    profile's token, expired by the move, is renewed or the command to renew it named."""
     login_operator(trio)
     tenant = cmk(trio, "tenant", "create", "Fabrikam")["tenant_id"]
     sub = cmk(trio, "subscription", "create", "--tenant", tenant, "Production")["subscription_id"]
@@ -183,11 +191,24 @@ def test_the_seed_flows_hold_after_the_three_clocks_move_91_days(trio, tmp_path)
     cmk(trio, "key", "delete", doomed["key_id"])
     assert cmk(trio, "key", "purge", doomed["key_id"], ok=False)["error"]["reason"] == "PURGE_PROTECTED"
 
+    services = trio.banner["services"]
+    cmk(trio, "--profile", "bo", "login", "--endpoint", services["identity"], "--tenant", tenant, "--client-id",
+        admin["client_id"], "--client-secret", admin["client_secret"],
+        "--keyvault-endpoint", services["keyvault"])  # fmt: skip
     login_operator(trio)
     moved = cmk(trio, "clock", "advance", "--days", "91")["services"]
     assert {m["service"]: m["offset_seconds"] for m in moved} == dict.fromkeys(
         ("identity", "keyvault", "speech"), 91 * 86400
     )
+    # The profiles' tokens are now expired on the services' clocks: the operator's renews from
+    # its operator file; Bo's, signed in with a secret it does not keep, names the command.
+    assert cmk(trio, "tenant", "show", tenant)["tenant_id"] == tenant
+    tls = ["--tls-dir", trio.banner["tls_dir"]] if trio.banner.get("tls_dir") else []
+    done = invoke(trio.env, *tls, "--profile", "bo", "vault", "show", "fabrikam-cmk")
+    refused = done.stderr
+    assert done.exit_code == 1 and done.stdout == "", done.stdout
+    assert "the token of profile bo has expired; sign in again: cmk --profile bo" in refused
+    assert f"login --endpoint {services['identity']} --tenant {tenant} --client-id {admin['client_id']}" in refused
 
     login_admin(trio, tenant, admin)
     assert json.loads(cmk(trio, "speech", "app", "show", app["name"])["configuration_json"]) == CONFIG

@@ -250,7 +250,9 @@ def test_the_cli_names_the_file_and_the_fix(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as exited:
         cmk_main(["--profile", str(path), "--output", "json", *command])
     assert exited.value.code == 1
-    error = json.loads(capsys.readouterr().out)["error"]
+    printed = capsys.readouterr()
+    assert printed.out == ""  # (errors on standard error)
+    error = json.loads(printed.err)["error"]
     assert (error["code"], error["reason"], error["metadata"]) == (
         "FAILED_PRECONDITION", "FILE_NOT_PRIVATE", {"path": str(path)},
     )  # fmt: skip

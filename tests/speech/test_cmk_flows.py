@@ -129,6 +129,16 @@ async def test_malformed_key_uris_are_refused(world, uri):
     assert caught.value.reason is Reason.KEY_URI_MALFORMED
 
 
+async def test_a_key_uri_needs_its_vaults_subscription_even_when_it_is_the_resources(world):
+    """The seed's "key URI and subscription", as the client's docstring says (it once said
+    the subscription was needed only for another one); nothing changes."""
+    before = await world.speech.get_resource(world.resource.name)
+    with pytest.raises(InvalidArgument) as caught:
+        await world.set_encryption(key_uri=world.key.key_id)
+    assert caught.value.reason is Reason.FIELD_REQUIRED and "key_subscription_id" in caught.value.message
+    assert await world.speech.get_resource(world.resource.name) == before
+
+
 async def test_eligibility_is_checked_before_anything_changes(world, clock):
     f0 = await world.speech.create_resource(world.subscription_id, "rg1", "free", "westeurope", tier=res.F0)
     old = await world.operator_speech.create_resource(

@@ -4,6 +4,8 @@ the state, async bodies and error printing), and sessions signed in from the pro
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import inspect
 import json
@@ -34,6 +36,22 @@ if TYPE_CHECKING:
 
 
 C = TypeVar("C")
+OUTPUTS = ["table", "json", "tsv"]
+"""The formats of --output, az's names: a table for people, JSON for scripts, values for shells."""
+
+
+class Base64(click.ParamType[bytes, str]):
+    """An option's value in base64: bad input is a one-line usage error naming the option."""
+
+    name = "base64"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except (ValueError, binascii.Error):
+            self.fail("is not base64 (A-Z, a-z, 0-9, + and /, padded with =)", param, ctx)
 
 
 class State:
@@ -50,7 +68,7 @@ class State:
     ) -> None:
         self.output = output
         self.query: str | None = None
-        """--query FIELD[,FIELD...]: print only those fields' values (see output.emit)."""
+        """--query EXPRESSION: JMESPath (or plain field names) over the result (see output.emit)."""
         try:
             self.profile_path = profile_path(profile)
         except ValueError as exc:
@@ -86,24 +104,27 @@ def _output_option() -> click.Option:
 
     return click.Option(
         ["--output", "-o"],
-        type=click.Choice(["table", "json"]),
+        type=click.Choice(OUTPUTS),
         default=None,
         expose_value=False,
         callback=remember,
-        help="table for people, json for scripts",
+        help="table for people, json for scripts, tsv for shell variables",
     )
 
 
 def _query_option() -> click.Option:
-    """`--query FIELD[,FIELD...]` on every command: only those fields' values, tab-separated."""
+    """`--query EXPRESSION` on every command: a JMESPath expression over the result, as az's."""
 
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
-            ctx.ensure_object(State).query = value
+            from cmk_trio.cli.output import check_query
+
+            ctx.ensure_object(State).query = check_query(value)
 
     return click.Option(
-        ["--query", "-q"], default=None, expose_value=False, callback=remember, metavar="FIELD[,FIELD...]",
-        help="print only these fields' values (tab-separated), e.g. TENANT=$(cmk tenant create X -q tenant_id)",
+        ["--query", "-q"], default=None, expose_value=False, callback=remember, metavar="JMESPATH",
+        help="print only what this JMESPath expression selects (plain field names: a.b,c), as values unless"
+             " -o json, e.g. TENANT=$(cmk tenant create X -q tenant_id)",
     )  # fmt: skip
 
 
@@ -152,7 +173,7 @@ def report_error(exc: ServiceError | StartupError, *, json_output: bool) -> NoRe
     code = status_code_of(exc).name
     if json_output:
         error = {"code": code, "reason": exc.reason.value, "message": exc.message, "metadata": exc.metadata}
-        click.echo(json.dumps({"error": error}, indent=2))
+        click.echo(json.dumps({"error": error}, indent=2), err=True)
     else:
         click.echo(f"error: {code} {exc.reason.value}: {exc.message}", err=True)
     sys.exit(1)
@@ -220,24 +241,40 @@ def load_profile(state: State) -> Profile:
     return profile
 
 
-def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) -> Callable[[str], Awaitable[str]]:
-    """Tokens from the profile, renewed from its operator file when they run out."""
+class ProfileTokens:
+    """Tokens from the profile (a TokenSource): renewed from its operator file when they run
+    out, or when a service refuses one as expired on its own clock (a development clock moved
+    forward); a profile signed in with a client secret, which it does not keep, names the
+    command that signs it in again."""
 
-    async def token_for(audience: str) -> str:
+    def __init__(self, state: State, profile: Profile, channel: grpc.aio.Channel) -> None:
+        self._state, self._profile, self._channel = state, profile, channel
+
+    async def __call__(self, audience: str) -> str:
+        profile = self._profile
         token = profile.token(audience)
         if token is not None:
             return token
         if not profile.operator_file:
-            raise click.ClickException("the signed-in token has expired; run: cmk login")
+            name = profile_name(self._state.profile_path)
+            raise click.ClickException(
+                f"the token of profile {name} has expired; sign in again: {profile.login_command(name)}"
+            )
         from cmk_trio.client.identity import IdentityClient
 
         creds = read_operator_file(Path(profile.operator_file))
-        issued = await IdentityClient(channel).issue_token(creds, audience)
-        profile.keep(audience, issued.access_token, issued.expire_time.seconds)
-        profile.save(state.profile_path)
+        issued = await IdentityClient(self._channel).issue_token(creds, audience)
+        profile.keep(audience, issued.access_token, issued.expires_in)
+        profile.save(self._state.profile_path)
         return issued.access_token
 
-    return token_for
+    def invalidate(self, audience: str) -> None:
+        self._profile.forget(audience)
+
+
+def profile_tokens(state: State, profile: Profile, channel: grpc.aio.Channel) -> ProfileTokens:
+    """Tokens from the profile (see ProfileTokens)."""
+    return ProfileTokens(state, profile, channel)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import click
 from google.protobuf import timestamp_pb2
 
 from cmk_trio.cli import secret_commands
-from cmk_trio.cli.common import State, command, keyvault_session, write_new_file
+from cmk_trio.cli.common import Base64, State, command, keyvault_session, write_new_file
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 
@@ -324,56 +324,51 @@ async def key_purge(state: State, key_id: str) -> None:
 
 @command(key, "wrap")
 @click.argument("key_id")
-@click.option("--value", required=True, help="the key to wrap, base64")
+@click.option("--value", required=True, type=Base64(), help="the key to wrap, base64")
 @click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
-async def key_wrap(state: State, key_id: str, value: str, algorithm: str) -> None:
+async def key_wrap(state: State, key_id: str, value: bytes, algorithm: str) -> None:
     """Wrap a key; prints the wrapped value in base64."""
     async with keyvault_session(state) as kv:
-        reply = await kv.wrap(key_id, base64.b64decode(value, validate=True), ALGORITHMS[algorithm])
+        reply = await kv.wrap(key_id, value, ALGORITHMS[algorithm])
     emit(state.output, {"key_id": reply.key_id, "value": base64.b64encode(reply.ciphertext).decode(),
                         "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
 
 
 @command(key, "unwrap")
 @click.argument("key_id")
-@click.option("--value", required=True, help="the wrapped key, base64")
+@click.option("--value", required=True, type=Base64(), help="the wrapped key, base64")
 @click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default="RSA-OAEP-256", show_default=True)
-async def key_unwrap(state: State, key_id: str, value: str, algorithm: str) -> None:
+async def key_unwrap(state: State, key_id: str, value: bytes, algorithm: str) -> None:
     """Unwrap a key; prints it in base64."""
     async with keyvault_session(state) as kv:
-        reply = await kv.unwrap(key_id, base64.b64decode(value, validate=True), ALGORITHMS[algorithm])
+        reply = await kv.unwrap(key_id, value, ALGORITHMS[algorithm])
     emit(state.output, {"key_id": reply.key_id, "value": base64.b64encode(reply.plaintext).decode(),
                         "algorithm_recommended": reply.algorithm_recommended})  # fmt: skip
 
 
-def _base64(option: str, value: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise click.BadParameter("is not base64", param_hint=option) from None
-
-
 @command(key, "sign")
 @click.argument("key_id")
-@click.option("--digest", required=True, help="the digest to sign, base64 (as long as the algorithm's hash)")
+@click.option(
+    "--digest", required=True, type=Base64(), help="the digest to sign, base64 (as long as the algorithm's hash)"
+)
 @click.option("--algorithm", type=click.Choice(sorted(SIGNATURES)), required=True)
-async def key_sign(state: State, key_id: str, digest: str, algorithm: str) -> None:
+async def key_sign(state: State, key_id: str, digest: bytes, algorithm: str) -> None:
     """Sign a digest; prints the signature in base64."""
     async with keyvault_session(state) as kv:
-        reply = await kv.sign(key_id, SIGNATURES[algorithm], _base64("--digest", digest))
+        reply = await kv.sign(key_id, SIGNATURES[algorithm], digest)
     emit(state.output, {"key_id": reply.key_id, "signature": base64.b64encode(reply.signature).decode()})
 
 
 @command(key, "verify")
 @click.argument("key_id")
-@click.option("--digest", required=True, help="the digest that was signed, base64")
-@click.option("--signature", required=True, help="the signature, base64")
+@click.option("--digest", required=True, type=Base64(), help="the digest that was signed, base64")
+@click.option("--signature", required=True, type=Base64(), help="the signature, base64")
 @click.option("--algorithm", type=click.Choice(sorted(SIGNATURES)), required=True)
-async def key_verify(state: State, key_id: str, digest: str, signature: str, algorithm: str) -> None:
+async def key_verify(state: State, key_id: str, digest: bytes, signature: bytes, algorithm: str) -> None:
     """Check a signature with the vault; prints whether it is valid."""
     async with keyvault_session(state) as kv:
-        reply = await kv.verify(key_id, SIGNATURES[algorithm], _base64("--digest", digest),
-                                _base64("--signature", signature))  # fmt: skip
+        reply = await kv.verify(key_id, SIGNATURES[algorithm], digest,
+                                signature)  # fmt: skip
     emit(state.output, {"key_id": reply.key_id, "valid": reply.valid})
 
 

@@ -93,7 +93,7 @@ async def login(
         # One token per audience, as a CLI keeps them: the secret itself is not kept.
         for audience in sorted(audiences.ALL):
             issued = await client.issue_token(creds, audience)
-            profile.keep(audience, issued.access_token, issued.expire_time.seconds)
+            profile.keep(audience, issued.access_token, issued.expires_in)
     profile.save(state.profile_path)
     emit(
         state.output,

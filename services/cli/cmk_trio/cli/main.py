@@ -7,7 +7,7 @@
     cmk tenant|subscription|principal|secret|role|token|signing-key|events ...
     cmk health --endpoint H:P                      the standard gRPC health check
 
-Every command takes `--output json`.
+Every command takes `--output json|tsv|table` and `--query JMESPATH`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cmk_trio.cli import (
     serve_commands,
     speech_commands,
 )
-from cmk_trio.cli.common import State, report_error
+from cmk_trio.cli.common import OUTPUTS, State, report_error
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.errors import ServiceError
 
@@ -41,7 +41,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 @click.group(help=__doc__)
 @click.version_option(package_name="cmk-trio", prog_name="cmk", message="%(prog)s %(version)s")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Choice(OUTPUTS), default="table", show_default=True)
 @click.option("--profile", envvar="CMK_PROFILE",
               help="the named profile to use (each signs in on its own; in $XDG_CONFIG_HOME/cmk), or a profile file"
                    " [default]")  # fmt: skip
@@ -74,8 +74,9 @@ demo_commands.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `cmk` console script. A usage error (or another refusal of the
-    command line) is JSON on standard output under `--output json`, as a service's error is."""
+    """Entry point of the `cmk` console script. Errors go to standard error whatever the
+    output: a usage error (or another refusal of the command line) is JSON there under
+    `--output json`, as a service's error is; standard output holds only results."""
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         try:
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     "message": exc.format_message()}  # fmt: skip
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             error["usage"] = exc.ctx.get_usage()
-        click.echo(json.dumps({"error": error}, indent=2))
+        click.echo(json.dumps({"error": error}, indent=2), err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted!", err=True)

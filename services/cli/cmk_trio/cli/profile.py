@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,8 +45,33 @@ class Profile:
             return None
         return str(entry["token"])
 
-    def keep(self, audience: str, token: str, expires_at: float) -> None:
-        self.tokens[audience] = {"token": token, "expires_at": expires_at}
+    def keep(self, audience: str, token: str, expires_in: int) -> None:
+        """Keep a token the issuer says lasts `expires_in` seconds, until then on this
+        machine's clock (the issuer's may be a development clock moved forward)."""
+        self.tokens[audience] = {"token": token, "expires_at": time.time() + expires_in}
+
+    def forget(self, audience: str) -> None:
+        self.tokens.pop(audience, None)
+
+    def login_command(self, name: str) -> str:
+        """The command that signs this profile in again, as it was (the secret prompted for)."""
+        words = ["cmk"]
+        if name != DEFAULT_NAME:
+            words += ["--profile", name]
+        if self.tls_dir:
+            words += ["--tls-dir", self.tls_dir]
+        words += ["login", "--endpoint", self.identity_endpoint]
+        if self.operator_file:
+            words += ["--operator-file", self.operator_file]
+        else:
+            words += ["--tenant", self.tenant_id, "--client-id", self.client_id]
+        for option, value in (
+            ("--keyvault-endpoint", self.keyvault_endpoint),
+            ("--speech-endpoint", self.speech_endpoint),
+        ):
+            if value:
+                words += [option, value]
+        return shlex.join(words)
 
     def save(self, path: Path) -> None:
         """Write the profile to `path` (mode 0600), replacing it whole; refused (with

@@ -20,6 +20,9 @@ R = TypeVar("R")
 DEFAULT_TIMEOUT = 10.0
 """Seconds a call may take unless its client or the block it is made in says otherwise."""
 
+RENEWABLE = frozenset({Reason.TOKEN_KEY_UNKNOWN, Reason.TOKEN_EXPIRED})
+"""Refusals of a token that a new token from the same credentials cures."""
+
 Tokens = Callable[[str], Awaitable[str]]
 """What a client takes for its tokens: a bearer token for an audience. An IdentityClient's
 `token_for` is one, and a `TokenSource` besides."""
@@ -95,15 +98,16 @@ async def call_as(
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (the call's gRPC deadline, which the server sees too)
 ) -> R:
     """One call with a token for `audience` from `tokens`. If the service refuses the token
-    because the directory withdrew the key that signed it (TOKEN_KEY_UNKNOWN: the operator
-    revoked it) and `tokens` can be told so (a TokenSource), that token is dropped and the
-    call made once more with a new one: it was refused at authentication, so it changed
-    nothing, and without this a client would be refused until its token expired."""
+    for a cause a new token cures and `tokens` can be told so (a TokenSource), that token is
+    dropped and the call made once more with a new one: it was refused at authentication, so
+    it changed nothing. The causes: the directory withdrew the key that signed it
+    (TOKEN_KEY_UNKNOWN: the operator revoked it), and the token expired on the service's
+    clock though not on ours (TOKEN_EXPIRED: a development clock moved forward)."""
     token = await tokens(audience)
     try:
         return await call(method, request, token=token, timeout=timeout)
     except Unauthenticated as refused:
-        if refused.reason is not Reason.TOKEN_KEY_UNKNOWN or not isinstance(tokens, TokenSource):
+        if refused.reason not in RENEWABLE or not isinstance(tokens, TokenSource):
             raise
         tokens.invalidate(audience)
         fresh = await tokens(audience)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,6 +67,8 @@ class _Tokens:
 
     def invalidate(self, audience: str) -> None:
         self._client.token_cache.invalidate(audience)
+        if isinstance(self._client._token_source, TokenSource):
+            self._client._token_source.invalidate(audience)
 
 
 class IdentityClient:
@@ -105,7 +106,7 @@ class IdentityClient:
         if self._credentials is None:
             raise RuntimeError("this client has no credentials to obtain tokens with")
         issued = await self.issue_token(self._credentials, audience)
-        return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
+        return AccessToken.received(issued.access_token, issued.expires_in, self._clock.now())
 
     async def _token(self, audience: str) -> str:
         if self._fixed_token is not None:

@@ -95,9 +95,10 @@ class SpeechClient:
         key_version: str = "",
         skip_grant: bool = False,
     ) -> res.SpeechResource:
-        """Customer-managed keys, named by `key_uri` (+ `key_subscription_id`, the vault's
-        subscription when it is not the resource's), or by `vault_name` + `key_name` [+
-        `key_version`]. `skip_grant`: the identity's access policy is already in place."""
+        """Customer-managed keys, named by `key_uri` + `key_subscription_id` (the vault's
+        subscription, always required with a key URI, even when it is the resource's: the
+        seed's "key URI and subscription"), or by `vault_name` + `key_name` [+ `key_version`].
+        `skip_grant`: the identity's access policy is already in place."""
         request = pb.SetEncryptionRequest(
             name=resource_id, key_uri=key_uri, key_subscription_id=key_subscription_id, vault_name=vault_name,
             key_name=key_name, key_version=key_version,

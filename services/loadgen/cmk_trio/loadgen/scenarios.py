@@ -131,7 +131,7 @@ async def prepare(
             issued = await speech_platform.issue_managed_identity_token(
                 principal_name(tenant.tenant_id, identity), audience
             )
-            return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), datetime.now(UTC))
+            return AccessToken.received(issued.access_token, issued.expires_in, datetime.now(UTC))
 
         unwrap_token = TokenCache(fetch, SystemClock()).get
     return Prepared(

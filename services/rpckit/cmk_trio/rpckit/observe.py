@@ -108,6 +108,7 @@ class Metrics:
     handled: Counter
     handling: Histogram
     sent: Counter
+    received: Counter
     refusals: Counter
     cache: Counter
     event_lag: Gauge
@@ -117,10 +118,10 @@ class Metrics:
 
     @classmethod
     def create(cls, service: str) -> Metrics:
+        """The service's metrics. The process's own series (process_*, python_*) are added
+        when its endpoint is served, by the first service of the process to serve one (see
+        `serve`)."""
         registry = CollectorRegistry()
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
         grpc_labels = ["grpc_service", "grpc_method", "grpc_type"]
         return cls(
             service=service,
@@ -139,6 +140,11 @@ class Metrics:
             ),
             sent=Counter(
                 "grpc_server_msg_sent", "messages sent by the server: a unary call's answer, each of a stream's",
+                grpc_labels,
+                registry=registry,
+            ),
+            received=Counter(
+                "grpc_server_msg_received", "messages received by the server: each call's request",
                 grpc_labels,
                 registry=registry,
             ),
@@ -207,6 +213,7 @@ class Metrics:
             await runner.cleanup()
             raise
         self._http = runner
+        _process_series.adopt(self.registry)
         return site.port
 
     async def close(self) -> None:
@@ -214,7 +221,36 @@ class Metrics:
         http = getattr(self, "_http", None)
         if http is not None:
             del self._http
+            _process_series.release(self.registry)
             await http.cleanup()
+
+
+class ProcessSeries:
+    """The process's own series (process_* from /proc, python_info, python_gc_*), in the
+    registry of one metrics endpoint of the process: under `cmk up` the three services share
+    a process, and each endpoint exporting them made every sum across targets three times the
+    truth. The first endpoint served takes them; once it stops, the next to start serving does."""
+
+    def __init__(self) -> None:
+        self._owner: CollectorRegistry | None = None
+        self._collectors: list[ProcessCollector | PlatformCollector | GCCollector] = []
+
+    def adopt(self, registry: CollectorRegistry) -> None:
+        if self._owner is not None:
+            return
+        self._owner = registry
+        self._collectors = [ProcessCollector(registry=registry), PlatformCollector(registry=registry),
+                            GCCollector(registry=registry)]  # fmt: skip
+
+    def release(self, registry: CollectorRegistry) -> None:
+        if self._owner is not registry:
+            return
+        for collector in self._collectors:
+            registry.unregister(collector)
+        self._owner, self._collectors = None, []
+
+
+_process_series = ProcessSeries()
 
 
 class ObserveInterceptor(grpc.aio.ServerInterceptor):
@@ -283,6 +319,7 @@ class ObserveInterceptor(grpc.aio.ServerInterceptor):
     def _begin_count(self, labels: tuple[str, str, str]) -> float:
         if self._metrics is not None:
             self._metrics.started.labels(*labels).inc()
+            self._metrics.received.labels(*labels).inc()  # (no method of ours streams its requests)
         return time.perf_counter()
 
     def _end(

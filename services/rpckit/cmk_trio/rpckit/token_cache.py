@@ -18,6 +18,13 @@ class AccessToken:
     expires_at: datetime
     obtained_at: datetime
 
+    @classmethod
+    def received(cls, token: str, expires_in: int, now: datetime) -> AccessToken:
+        """A token received `now` (the holder's clock) that the issuer says lasts `expires_in`
+        seconds: its expiry on the holder's clock, whatever the issuer's clock says (a
+        development clock moved forward, a skew), as OAuth 2.0 clients read expires_in."""
+        return cls(token, now + timedelta(seconds=max(expires_in, 0)), now)
+
 
 class TokenCache:
     """Caches tokens per audience, obtained through `fetch(audience)`.

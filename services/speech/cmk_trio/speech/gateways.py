@@ -3,8 +3,6 @@ given bearer token) and identity (as the platform that owns the managed identiti
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
 
 from cmk_trio.client.calls import DEFAULT_TIMEOUT, deadline, fixed_token
@@ -102,7 +100,7 @@ class GrpcIdentityGateway:
 
             async def fetch(audience: str) -> AccessToken:
                 issued = await self._client.issue_managed_identity_token(principal_name(tenant_id, object_id), audience)
-                return AccessToken(issued.access_token, issued.expire_time.ToDatetime(tzinfo=UTC), self._clock.now())
+                return AccessToken.received(issued.access_token, issued.expires_in, self._clock.now())
 
             cache = self._tokens[object_id] = TokenCache(fetch, self._clock)
         return await cache.get(audiences.VAULT)

@@ -626,7 +626,9 @@ class SetEncryptionRequest(_message.Message):
     to it; without, it uses the newest version and follows later rotations by itself.
     """
     key_subscription_id: _builtins.str
-    """The subscription of the vault (may differ from the resource's)."""
+    """The subscription of the vault, required with key_uri (the seed's "key URI and
+    subscription"; it may differ from the resource's, within the same tenant).
+    """
     vault_name: _builtins.str
     """Or: the vault's name."""
     key_name: _builtins.str
