@@ -26,12 +26,15 @@ PROTOS = ROOT / "protos"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 NAMESPACE = "cmk_trio"
 MARK = '"""Generated from the .proto files beside it by scripts/gen_protos.py. Do not edit."""\n'
+THIRD_PARTY = PROTOS / NAMESPACE / "proto" / "third_party"
+"""Others' protos shipped beside ours for other languages (google/rpc: what our errors carry);
+Python has them from googleapis-common-protos, so no code is generated for them here."""
 
 
 def generate(out: Path) -> None:
     import grpc_tools  # the proto include path that ships with grpcio-tools
 
-    protos = sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto"))
+    protos = sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto") if THIRD_PARTY not in p.parents)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this Python
     cmd = [

@@ -84,11 +84,24 @@ def test_errors_go_to_standard_error_whatever_the_output(served, directory, outp
         (["key", "verify", "https://v.vault.azure.net/keys/k", "--algorithm", "RS256", "--digest", "AA==",
           "--signature", "A"], "--signature"),
         (["tenant", "list", "--query", "[?"], "--query"),
+        (["key", "create", "v", "k", "--expires", "next tuesday"], "--expires"),
+        (["key", "update", "https://v.vault.azure.net/keys/k", "--not-before", "2027-13-01"], "--not-before"),
+        (["speech", "create", "s", "--subscription", "x", "--resource-group", "rg", "--location", "westeurope",
+          "--created", "yesterday"], "--created"),
+        (["speech", "app", "create", "r", "--name", "n", "--config-file", "{tmp}/missing.json"], "--config-file"),
+        (["speech", "app", "create", "r", "--name", "n", "--config-file", "{tmp}/binary"], "--config-file"),
+        (["key", "import", "v", "k", "--jwk-file", "{tmp}"], "--jwk-file"),
+        (["secret", "set", "v", "s", "--file", "{tmp}/binary"], "--file"),
+        (["audit", "verify", "--checkpoint", "{tmp}/binary"], "--checkpoint"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("output", ["table", "json"])
 def test_a_value_that_cannot_be_read_is_one_line_naming_its_option(tmp_path, args, option, output):
     """Refused by the command line itself, before anything is dialled (no service runs here)."""
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00 not text")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "secret":
+        args = ["vault", *args]
     done = subprocess.run([*CMK, "-o", output, *args], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": str(tmp_path)})  # fmt: skip
     assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
@@ -97,4 +110,4 @@ def test_a_value_that_cannot_be_read_is_one_line_naming_its_option(tmp_path, arg
         assert json.loads(done.stderr)["error"]["reason"] == "CLI_USAGE" and option in done.stderr
     else:
         (error,) = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-        assert error.startswith(f"Error: Invalid value for '{option}'"), done.stderr
+        assert error.startswith("Error: Invalid value for ") and option in error.split(":")[1], done.stderr

@@ -95,6 +95,10 @@ def test_a_consumer_with_its_own_services_and_cmk_packages_uses_the_installed_wh
     tops = {n.split("/", 1)[0] for n in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"cmk_trio"}, tops
     assert "cmk_trio/client/py.typed" in names and "cmk_trio/proto/keyvault/v1/keyvault_service.proto" in names
+    # Google's protos of the rich error model, for other languages to read a refusal's reason.
+    shipped = {"cmk_trio/proto/third_party/google/rpc/status.proto",
+               "cmk_trio/proto/third_party/google/rpc/error_details.proto"}  # fmt: skip
+    assert shipped <= set(names), sorted(n for n in names if n.endswith(".proto"))
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

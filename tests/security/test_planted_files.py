@@ -216,6 +216,19 @@ def test_a_private_profile_loads_in_a_sticky_directory_and_in_a_private_one(tmp_
 # --- the CLI: a planted profile is not followed, and the refusal is one line with its reason --
 
 
+def refused_before_reaching(listener: socket.socket, argv: list[str]) -> int:
+    """`cmk ARGV`'s exit code, checking that no connection came to the attacker's `listener`
+    (closed after)."""
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cmk_main(argv)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # no connection came
+    finally:
+        listener.close()
+    return int(exited.value.code or 0)
+
+
 def test_the_cli_does_not_follow_a_planted_profile_to_its_listener(tmp_path, capsys):
     """The whole attack: a profile planted to point at the attacker's listener, remembering
     the operator's credential file. The CLI refuses it; nothing reaches the listener."""
@@ -228,14 +241,7 @@ def test_the_cli_does_not_follow_a_planted_profile_to_its_listener(tmp_path, cap
                    operator_file=str(operator_file))  # fmt: skip
     (shared / "profile.json").write_text(json.dumps(profile))
     (shared / "profile.json").chmod(0o600)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            cmk_main(["--profile", str(shared / "profile.json"), "tenant", "list"])
-        with pytest.raises(BlockingIOError):
-            listener.accept()  # no connection came
-    finally:
-        listener.close()
-    assert exited.value.code == 1
+    assert refused_before_reaching(listener, ["--profile", str(shared / "profile.json"), "tenant", "list"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: FAILED_PRECONDITION FILE_NOT_PRIVATE: others can write")
     assert str(shared) in err and "s" * 32 not in err
@@ -257,6 +263,40 @@ def test_the_cli_names_the_file_and_the_fix(tmp_path, capsys, command):
         "FAILED_PRECONDITION", "FILE_NOT_PRIVATE", {"path": str(path)},
     )  # fmt: skip
     assert error["message"] == f"{path} is open to group or others (mode 0644); run: chmod 600 {path}"
+
+
+def test_cmk_login_does_not_follow_a_planted_endpoints_file(tmp_path, capsys, monkeypatch):
+    """`cmk login` without endpoints reads where `cmk up` listens from ./.cmk/endpoints.json:
+    one another user could write would send the operator's secret to their listener."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    operator_file = tmp_path / "operator.json"
+    write_private_file(operator_file, json.dumps({"tenant_id": "t", "client_id": "c", "client_secret": "s" * 32}))
+    shared = directory(tmp_path / "shared", 0o777)
+    attacker = f"127.0.0.1:{listener.getsockname()[1]}"
+    (shared / "endpoints.json").write_text(json.dumps({"services": dict.fromkeys(("identity", "keyvault", "speech"),
+                                                                                  attacker)}))  # fmt: skip
+    (shared / "endpoints.json").chmod(0o600)
+    monkeypatch.setenv("CMK_DATA_DIR", str(shared))
+    for name in ("CMK_IDENTITY_ENDPOINT", "CMK_KEYVAULT_ENDPOINT", "CMK_SPEECH_ENDPOINT", "CMK_TLS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    login = ["--profile", str(tmp_path / "mine.json"), "login", "--operator-file", str(operator_file)]
+    assert refused_before_reaching(listener, login) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: FAILED_PRECONDITION FILE_NOT_PRIVATE: others can write") and str(shared) in err
+
+
+def test_an_endpoints_file_that_is_not_cmk_ups_is_one_line(tmp_path, capsys, monkeypatch):
+    data_dir = directory(tmp_path / "data", 0o700)
+    write_private_file(data_dir / "endpoints.json", '{"services": {"identity": 7}}')
+    monkeypatch.setenv("CMK_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("CMK_IDENTITY_ENDPOINT", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cmk_main(["--profile", str(tmp_path / "mine.json"), "login", "--tenant", "t", "--client-id", "c",
+                  "--client-secret", "x"])  # fmt: skip
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not the endpoints file `cmk up` writes" in err and "Traceback" not in err
 
 
 # --- the services' files of secrets ----------------------------------------------------------

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from cmk_trio.rpckit.tracing import REQUEST_ID_ATTRIBUTE, Tracing
 from tests.speech.cmk_world import World
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -76,6 +77,28 @@ async def test_a_cmk_read_that_misses_the_data_key_cache_is_one_trace(
     assert {s.attributes[REQUEST_ID_ATTRIBUTE] for s in in_trace if s.attributes} == {request_id}
     # Health checks are not traced.
     assert not [s for s in spans if "grpc.health" in s.name]
+
+
+async def test_no_span_has_a_parent_that_is_never_exported(world: World, span_exporter: InMemorySpanExporter) -> None:
+    """What speech does on an event (here: following a key's rotation, a wrap at the vault)
+    is a trace of its own, not a child of the event stream's span, which would be exported
+    only when the stream ends, hours later (if ever)."""
+    versionless = world.key.key_id.rsplit("/", 1)[0]
+    await world.set_encryption(key_uri=versionless, key_subscription_id=world.subscription_id)
+    newer = await world.vaults.rotate_key(versionless)
+
+    async def followed() -> bool | None:
+        resource = await world.speech.get_resource(world.resource.name)
+        return True if resource.encryption.key_version == newer.version else None
+
+    await eventually(followed, "the resource following the rotation")
+    spans = span_exporter.get_finished_spans()
+    assert [s for s in spans if s.kind is SpanKind.CLIENT and s.name.endswith("/WrapKey")], "the follow was traced"
+    exported = {s.context.span_id for s in spans}
+    orphans = [s.name for s in spans if s.parent is not None and not s.parent.is_remote
+               and s.parent.span_id not in exported]  # fmt: skip
+    assert orphans == []
+    assert not [s for s in spans if s.name.endswith(("/WatchEvents", "/StreamAuditRecords"))]
 
 
 def test_nothing_is_traced_unless_configured() -> None:

@@ -10,8 +10,9 @@ import functools
 import inspect
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -38,6 +39,38 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 OUTPUTS = ["table", "json", "tsv"]
 """The formats of --output, az's names: a table for people, JSON for scripts, values for shells."""
+
+
+class IsoTime(click.ParamType[datetime, str]):
+    """An option's time in ISO 8601 (2027-01-31T00:00:00Z; without a zone, UTC): anything else
+    is a one-line usage error naming the option."""
+
+    name = "time"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2027-01-31T00:00:00Z", param, ctx)
+
+
+class TextFile(click.ParamType[str, str]):
+    """An option naming a file of UTF-8 text: its text. A file that cannot be read, or that
+    is not text, is a one-line usage error naming the option (never a traceback)."""
+
+    name = "file"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        path = Path(str(value))
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            self.fail(f"{path} is not UTF-8 text", param, ctx)
+        except OSError as exc:
+            self.fail(f"cannot read {path}: {exc.strerror or exc}", param, ctx)
 
 
 class Base64(click.ParamType[bytes, str]):
@@ -77,6 +110,8 @@ class State:
         self.keyvault_endpoint = keyvault_endpoint
         self.speech_endpoint = speech_endpoint
         self.tls_dir = tls_dir
+        self.traced: Sequence[grpc.aio.ClientInterceptor] = ()
+        """The interceptors that carry the command's span on its calls, when tracing is on (cli.traced)."""
 
     def dial(self, endpoint: str, profile: Profile | None = None, *, peer: str | None = None) -> grpc.aio.Channel:
         """A channel to a service: mutual TLS with the CLI's certificate when a PKI directory
@@ -88,11 +123,11 @@ class State:
 
         directory = self.tls_dir or (profile.tls_dir if profile else "")
         if not directory:
-            return open_channel(endpoint, interceptors=[EndpointDiagnosis(endpoint, tls=False)])
+            return open_channel(endpoint, interceptors=[EndpointDiagnosis(endpoint, tls=False), *self.traced])
         pki = DevPki(Path(directory))
         cli = pki.identity("cli")
         tls = ChannelTls(pki.ca_file, cli.cert_file, cli.key_file)
-        return open_channel(endpoint, tls, [EndpointDiagnosis(endpoint, tls=True)], peer=peer)
+        return open_channel(endpoint, tls, [EndpointDiagnosis(endpoint, tls=True), *self.traced], peer=peer)
 
 
 def _output_option() -> click.Option:
@@ -150,11 +185,17 @@ def run_async(f: Callable[..., Coroutine[object, object, object]]) -> Callable[.
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> object:  # (click's options, as above)
-        state = click.get_current_context().find_object(State)
-        try:
-            return asyncio.run(f(*args, **kwargs))
-        except (ServiceError, StartupError) as exc:
-            report_error(exc, json_output=state is not None and state.output == "json")
+        from cmk_trio.cli.traced import command_span
+
+        context = click.get_current_context()
+        state = context.find_object(State)
+        with command_span(context.command_path) as traced:
+            if state is not None:
+                state.traced = traced
+            try:
+                return asyncio.run(f(*args, **kwargs))
+            except (ServiceError, StartupError) as exc:
+                report_error(exc, json_output=state is not None and state.output == "json")
 
     return wrapper
 

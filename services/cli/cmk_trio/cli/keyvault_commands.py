@@ -11,7 +11,7 @@ import click
 from google.protobuf import timestamp_pb2
 
 from cmk_trio.cli import secret_commands
-from cmk_trio.cli.common import Base64, State, command, keyvault_session, write_new_file
+from cmk_trio.cli.common import Base64, IsoTime, State, TextFile, command, keyvault_session, write_new_file
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 
@@ -25,12 +25,9 @@ SIGNATURES = {name: res.SignatureAlgorithm.Value(name) for name in res.Signature
 CURVES = {"P-256": res.P_256, "P-384": res.P_384, "P-521": res.P_521}
 
 
-def _stamp(text: str) -> timestamp_pb2.Timestamp:
+def _stamp(when: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    try:
-        stamp.FromDatetime(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2027-01-31T00:00:00Z") from None
+    stamp.FromDatetime(when)
     return stamp
 
 
@@ -182,10 +179,10 @@ def _key_out(state: State, version: res.KeyVersion) -> None:
 @click.option("--size", type=int, default=2048, show_default=True, help="an RSA key's size in bits")
 @click.option("--curve", type=click.Choice(sorted(CURVES)), default=None, help="make an EC key on this curve")
 @click.option("--ops", default="", help="comma-separated key operations (default: all of RSA's; sign,verify for EC)")
-@click.option("--expires", default=None, help="ISO 8601 time")
-@click.option("--not-before", default=None, help="ISO 8601 time")
+@click.option("--expires", type=IsoTime(), default=None, help="ISO 8601 time")
+@click.option("--not-before", type=IsoTime(), default=None, help="ISO 8601 time")
 async def key_create(state: State, vault_name: str, name: str, size: int, curve: str | None, ops: str,
-                     expires: str | None, not_before: str | None) -> None:  # fmt: skip
+                     expires: datetime | None, not_before: datetime | None) -> None:  # fmt: skip
     """Create an RSA key, or with --curve an EC key (or a new version of one)."""
     attributes = res.KeyVersion()
     for op in (o.strip() for o in ops.split(",") if o.strip()):
@@ -205,11 +202,11 @@ async def key_create(state: State, vault_name: str, name: str, size: int, curve:
 @command(key, "import")
 @click.argument("vault_name")
 @click.argument("name")
-@click.option("--jwk-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-async def key_import(state: State, vault_name: str, name: str, jwk_file: Path) -> None:
+@click.option("--jwk-file", "jwk", type=TextFile(), required=True)
+async def key_import(state: State, vault_name: str, name: str, jwk: str) -> None:
     """Import an RSA or EC private key given as a JWK file."""
     async with keyvault_session(state) as kv:
-        _key_out(state, await kv.import_key(vault_name, name, jwk_file.read_text()))
+        _key_out(state, await kv.import_key(vault_name, name, jwk))
 
 
 @command(key, "show")
@@ -246,10 +243,10 @@ async def key_versions(state: State, key_id: str) -> None:
 @command(key, "update")
 @click.argument("key_id")
 @click.option("--enabled/--disabled", default=None)
-@click.option("--expires", default=None, help="ISO 8601 time")
-@click.option("--not-before", default=None, help="ISO 8601 time")
+@click.option("--expires", type=IsoTime(), default=None, help="ISO 8601 time")
+@click.option("--not-before", type=IsoTime(), default=None, help="ISO 8601 time")
 async def key_update(
-    state: State, key_id: str, enabled: bool | None, expires: str | None, not_before: str | None
+    state: State, key_id: str, enabled: bool | None, expires: datetime | None, not_before: datetime | None
 ) -> None:
     """Change a key version's attributes."""
     attributes, paths = res.KeyVersion(), []
@@ -411,9 +408,14 @@ async def audit_verify(state: State, checkpoint_file: Path | None) -> None:
     """Check the whole chain (operator only); exit 1 and name the first broken record if not intact."""
     checkpoint = None
     if checkpoint_file is not None:
-        data = json.loads(checkpoint_file.read_text())
-        checkpoint = res.AuditCheckpoint(count=int(data["count"]), head=data["head"], time=data["time"],
-                                         signature=data["signature"])  # fmt: skip
+        try:
+            data = json.loads(checkpoint_file.read_text())
+            checkpoint = res.AuditCheckpoint(count=int(data["count"]), head=data["head"], time=data["time"],
+                                             signature=data["signature"])  # fmt: skip
+        except (ValueError, KeyError, TypeError, OSError):
+            raise click.BadParameter(
+                f"{checkpoint_file} is not a checkpoint that `cmk audit checkpoint` wrote", param_hint="--checkpoint"
+            ) from None
     async with keyvault_session(state) as kv:
         verdict = await kv.verify_audit(checkpoint)
     emit(state.output, to_dict(verdict))

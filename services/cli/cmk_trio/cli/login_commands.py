@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cmk_trio.cli.common import State, anonymous, command, load_profile, read_operator_file, session
+from cmk_trio.cli.endpoints_file import TrioEndpoints
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.cli.profile import Profile, profile_name
 from cmk_trio.rpckit import audiences
@@ -62,13 +63,18 @@ async def login(
     keyvault_endpoint: str | None,
     speech_endpoint: str | None,
 ) -> None:
-    """Sign in and keep the tokens in the profile (mode 0600). Without endpoints, the ones
-    `cmk up` serves on: identity 127.0.0.1:50051, key vault :50052, speech :50053."""
+    """Sign in and keep the tokens in the profile (mode 0600). Without endpoints, the ones of
+    the `cmk up` of this directory (./.cmk/endpoints.json, whatever its --port-base), else
+    cmk up's defaults: identity 127.0.0.1:50051, key vault :50052, speech :50053."""
     endpoint = endpoint or state.endpoint
     if endpoint is None:  # nothing given anywhere: the trio of `cmk up`, all three
-        endpoint = DEFAULT_ENDPOINTS["identity"]
-        keyvault_endpoint = keyvault_endpoint or state.keyvault_endpoint or DEFAULT_ENDPOINTS["keyvault"]
-        speech_endpoint = speech_endpoint or state.speech_endpoint or DEFAULT_ENDPOINTS["speech"]
+        beside = TrioEndpoints.beside()
+        found = beside.services if beside is not None else DEFAULT_ENDPOINTS
+        if beside is not None and beside.tls_dir and not state.tls_dir:
+            state.tls_dir = beside.tls_dir
+        endpoint = found["identity"]
+        keyvault_endpoint = keyvault_endpoint or state.keyvault_endpoint or found["keyvault"]
+        speech_endpoint = speech_endpoint or state.speech_endpoint or found["speech"]
     keyvault_endpoint = keyvault_endpoint or state.keyvault_endpoint
     speech_endpoint = speech_endpoint or state.speech_endpoint
     if operator_file is not None:

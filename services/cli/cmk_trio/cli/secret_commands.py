@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cmk_trio.cli.common import State, command, keyvault_session, write_new_file
+from cmk_trio.cli.common import State, TextFile, command, keyvault_session, write_new_file
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.keyvault.v1 import resources_pb2 as res
 
@@ -29,15 +29,14 @@ def _secret_out(state: State, found: res.Secret) -> None:
 @click.argument("vault_name")
 @click.argument("name")
 @click.option("--value", default=None, help="the value (it stays in the shell's history: prefer --file)")
-@click.option("--file", "source", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="read the value from this file (UTF-8)")  # fmt: skip
+@click.option("--file", "source", type=TextFile(), default=None, help="read the value from this file (UTF-8)")
 @click.option("--content-type", default="", help="what the value is, as a MIME type or any text")
-async def secret_set(state: State, vault_name: str, name: str, value: str | None, source: Path | None,
+async def secret_set(state: State, vault_name: str, name: str, value: str | None, source: str | None,
                      content_type: str) -> None:  # fmt: skip
     """Set a secret's value: a new version (the secret made if new)."""
     if (value is None) == (source is None):
         raise click.UsageError("give the value with exactly one of --value and --file")
-    text = value if value is not None else source.read_text() if source is not None else ""
+    text = value if value is not None else source or ""
     async with keyvault_session(state) as kv:
         made = await kv.set_secret(vault_name, name, text, attributes=res.Secret(content_type=content_type))
     made.value = ""  # (what was set is not printed back)

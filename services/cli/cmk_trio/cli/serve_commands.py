@@ -203,7 +203,9 @@ def up(
                                   mutual_tls=not insecure)  # fmt: skip
 
         def started_many(running: RunningReplicas) -> None:
-            announce(running.announcement(show_secret=not hide_operator_secret), state.output)
+            announcement = running.announcement(show_secret=not hide_operator_secret)
+            _write_endpoints(data_dir, announcement)
+            announce(announcement, state.output)
 
         _serve("replicas", os.environ.get("CMK_LOG_LEVEL", "INFO"), start_many, started_many, "stopping")
         return
@@ -217,9 +219,19 @@ def up(
                           mutual_tls=not insecure, metrics=True, env=environ)  # fmt: skip
 
     def started(trio: RunningTrio) -> None:
-        announce(trio.announcement(show_secret=not hide_operator_secret), state.output)
+        announcement = trio.announcement(show_secret=not hide_operator_secret)
+        _write_endpoints(data_dir, announcement)
+        announce(announcement, state.output)
 
     _serve("trio", os.environ.get("CMK_LOG_LEVEL", "INFO"), start, started, "stopping", serves_https=not insecure)
+
+
+def _write_endpoints(data_dir: Path, announcement: Announcement) -> None:
+    """Where the trio listens, for `cmk login` typed beside it (cli.endpoints_file)."""
+    from cmk_trio.cli.endpoints_file import TrioEndpoints
+
+    tls_dir = str(announcement.tls_dir.absolute()) if announcement.tls_dir is not None else ""
+    TrioEndpoints(dict(announcement.services), tls_dir).write(data_dir)
 
 
 @command(serve, "keyvault", queryable=False, cls=SettingsCommand, settings=lambda: _config("keyvault"))

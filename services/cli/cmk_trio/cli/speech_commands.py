@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cmk_trio.cli.common import State, command, speech_session
+from cmk_trio.cli.common import IsoTime, State, TextFile, command, speech_session
 from cmk_trio.cli.output import emit, emit_messages, to_dict
 from cmk_trio.proto.speech.v1 import resources_pb2 as res
 
@@ -37,14 +37,13 @@ def speech() -> None:
 @click.option("--resource-group", required=True)
 @click.option("--location", required=True)
 @click.option("--tier", type=click.Choice(sorted(TIERS)), default="S0", show_default=True)
-@click.option("--created", default=None, help="operator only: a backdated creation time (ISO 8601)")
+@click.option("--created", type=IsoTime(), default=None, help="operator only: a backdated creation time (ISO 8601)")
 async def speech_create(state: State, name: str, subscription_id: str, resource_group: str, location: str,
-                        tier: str, created: str | None) -> None:  # fmt: skip
+                        tier: str, created: datetime | None) -> None:  # fmt: skip
     """Create a speech resource (always with Microsoft-managed keys)."""
-    backdate = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
     async with speech_session(state) as s:
         made = await s.create_resource(
-            subscription_id, resource_group, name, location, tier=TIERS[tier], backdate=backdate
+            subscription_id, resource_group, name, location, tier=TIERS[tier], backdate=created
         )
     emit(state.output, to_dict(made))
 
@@ -203,11 +202,11 @@ def app() -> None:
 @command(app, "create")
 @click.argument("resource_id")
 @click.option("--name", "display_name", required=True)
-@click.option("--config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-async def app_create(state: State, resource_id: str, display_name: str, config_file: Path) -> None:
+@click.option("--config-file", "config", type=TextFile(), required=True)
+async def app_create(state: State, resource_id: str, display_name: str, config: str) -> None:
     """Create an application from a configuration JSON file."""
     async with speech_session(state) as s:
-        emit(state.output, to_dict(await s.create_application(resource_id, display_name, config_file.read_text())))
+        emit(state.output, to_dict(await s.create_application(resource_id, display_name, config)))
 
 
 @command(app, "show", aliases=("get",))
@@ -222,11 +221,11 @@ async def app_get(state: State, name: str) -> None:
 @click.argument("name")
 @click.option("--etag", required=True)
 @click.option("--name", "display_name", required=True)
-@click.option("--config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
-async def app_update(state: State, name: str, etag: str, display_name: str, config_file: Path) -> None:
+@click.option("--config-file", "config", type=TextFile(), required=True)
+async def app_update(state: State, name: str, etag: str, display_name: str, config: str) -> None:
     """Replace an application (the etag must be current)."""
     async with speech_session(state) as s:
-        emit(state.output, to_dict(await s.update_application(name, etag, display_name, config_file.read_text())))
+        emit(state.output, to_dict(await s.update_application(name, etag, display_name, config)))
 
 
 @command(app, "delete")

@@ -31,6 +31,11 @@ REQUEST_ID_ATTRIBUTE = "cmk.request_id"
 UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                      "grpc.reflection.v1.ServerReflection")  # fmt: skip
 """Probes every few seconds and tooling: not traced."""
+UNTRACED_METHODS = ("WatchEvents", "StreamAuditRecords")
+"""Streams open for hours (the event streams replicas and services follow, an audit tail):
+their span would be exported only when the stream ends, so every span made under it (a
+follower's calls on an event) had a parent no backend ever saw. Not traced: what a follower
+does on an event is a trace of its own."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,9 @@ class Tracing:
 def _traced() -> Any:  # opentelemetry's filter, whose type its package does not export
     from opentelemetry.instrumentation.grpc import filters
 
-    return filters.negate(filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+    untraced = [filters.service_name(name) for name in UNTRACED_SERVICES]
+    untraced += [filters.method_name(name) for name in UNTRACED_METHODS]
+    return filters.negate(filters.any_of(*untraced))
 
 
 def note_request_id(request_id: str) -> None:

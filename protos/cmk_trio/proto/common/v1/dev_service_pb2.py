@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cmk_trio/proto/common/v1/dev_service.proto\x12\rcmk.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x13\x41\x64vanceClockRequest\x12\x0f\n\x07seconds\x18\x01 \x01(\x03\"W\n\x14\x41\x64vanceClockResponse\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoffset_seconds\x18\x02 \x01(\x03\x32\x65\n\nDevService\x12W\n\x0c\x41\x64vanceClock\x12\".cmk.common.v1.AdvanceClockRequest\x1a#.cmk.common.v1.AdvanceClockResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cmk_trio/proto/common/v1/dev_service.proto\x12\rcmk.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x13\x41\x64vanceClockRequest\x12\x0f\n\x07seconds\x18\x01 \x01(\x03\"W\n\x14\x41\x64vanceClockResponse\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoffset_seconds\x18\x02 \x01(\x03\x32\x65\n\nDevService\x12W\n\x0c\x41\x64vanceClock\x12\".cmk.common.v1.AdvanceClockRequest\x1a#.cmk.common.v1.AdvanceClockResponseBb\n\x15\x63om.cmktrio.common.v1B\x0f\x44\x65vServiceProtoP\x01Z&cmk-trio/gen/go/cmk/common/v1;commonv1\xaa\x02\rCmk.Common.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cmk_trio.proto.common.v1.dev_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\025com.cmktrio.common.v1B\017DevServiceProtoP\001Z&cmk-trio/gen/go/cmk/common/v1;commonv1\252\002\rCmk.Common.V1'
   _globals['_ADVANCECLOCKREQUEST']._serialized_start=94
   _globals['_ADVANCECLOCKREQUEST']._serialized_end=132
   _globals['_ADVANCECLOCKRESPONSE']._serialized_start=134
