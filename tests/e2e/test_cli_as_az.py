@@ -46,7 +46,12 @@ def test_tsv_prints_values_for_shell_variables(served, directory):
     assert sorted(line.split("\t")[0] for line in listed.splitlines()) == ["Contoso", "Fabrikam"]
     assert f"Contoso\t{tenant}" in listed.splitlines()
     whole = out(served, "-o", "tsv", "tenant", "show", tenant)
-    assert len(whole.splitlines()) == 1 and tenant in whole.split("\t") and "Contoso" in whole.split("\t")
+    assert len(whole.splitlines()) == 1 and tenant in whole.strip().split("\t") and "Contoso" in whole.split("\t")
+    # Every line of a listing has the same columns, a platform tenant's as a customer's (their
+    # fields come set in different orders, and false ones last).
+    rows = [line.split("\t") for line in out(served, "tenant", "list", "-o", "tsv").splitlines()]
+    assert len(rows) == 3 and len({len(r) for r in rows}) == 1
+    assert len({r.index("true" if "true" in r else "false") for r in rows}) == 1, rows
     # A JSON null prints nothing, as az's tsv does.
     assert out(served, "tenant", "show", tenant, "--query", "not_null(no_such_field)", "-o", "tsv") == ""
 

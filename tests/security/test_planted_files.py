@@ -286,9 +286,17 @@ def test_cmk_login_does_not_follow_a_planted_endpoints_file(tmp_path, capsys, mo
     assert err.startswith("error: FAILED_PRECONDITION FILE_NOT_PRIVATE: others can write") and str(shared) in err
 
 
-def test_an_endpoints_file_that_is_not_cmk_ups_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "written",
+    [{"services": {"identity": 7}},
+     {"services": dict.fromkeys(("identity", "keyvault", "speech"), "203.0.113.7:50051")},
+     {"services": dict.fromkeys(("identity", "keyvault", "speech"), "127.0.0.1:50051"), "tls_dir": "/etc"}],
+)  # fmt: skip
+def test_an_endpoints_file_that_is_not_cmk_ups_is_one_line(tmp_path, capsys, monkeypatch, written):
+    """Malformed, or of the user's own but naming another machine or another PKI directory
+    (`cmk up` writes only loopback and its own): refused before anything is dialled."""
     data_dir = directory(tmp_path / "data", 0o700)
-    write_private_file(data_dir / "endpoints.json", '{"services": {"identity": 7}}')
+    write_private_file(data_dir / "endpoints.json", json.dumps(written))
     monkeypatch.setenv("CMK_DATA_DIR", str(data_dir))
     monkeypatch.delenv("CMK_IDENTITY_ENDPOINT", raising=False)
     with pytest.raises(SystemExit) as exited:
@@ -296,7 +304,8 @@ def test_an_endpoints_file_that_is_not_cmk_ups_is_one_line(tmp_path, capsys, mon
                   "--client-secret", "x"])  # fmt: skip
     assert exited.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is not the endpoints file `cmk up` writes" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "is not the endpoints file `cmk up` writes" in err or "which `cmk up` never does" in err
 
 
 # --- the services' files of secrets ----------------------------------------------------------

@@ -299,7 +299,8 @@ class ProfileTokens:
         if not profile.operator_file:
             name = profile_name(self._state.profile_path)
             raise click.ClickException(
-                f"the token of profile {name} has expired; sign in again: {profile.login_command(name)}"
+                f"the token of profile {name} has expired (or its signing key was withdrawn); sign in again: "
+                f"{profile.login_command(name)}"
             )
         from cmk_trio.client.identity import IdentityClient
 

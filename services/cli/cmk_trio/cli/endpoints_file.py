@@ -54,6 +54,18 @@ class TrioEndpoints:
             raise click.ClickException(
                 f"{path} is not the endpoints file `cmk up` writes; remove it, or give cmk login --endpoint"
             ) from None
+        from cmk_trio.rpckit.server import is_loopback  # (it imports gRPC, which `cmk --help` does without)
+
+        # What `cmk up` writes names this machine's loopback and its own PKI directory, and
+        # nothing else: a file of the user's own that says otherwise (unpacked from an archive,
+        # say) would send the sign-in's secret elsewhere and trust another CA.
+        far = [e for e in services.values() for part in e.split(",") if not is_loopback(part.rpartition(":")[0])]
+        inside = not tls_dir or Path(tls_dir).resolve().is_relative_to(data_dir.resolve())
+        if far or not inside:
+            raise click.ClickException(
+                f"{path} names {', '.join(far) or tls_dir}, which `cmk up` never does (it listens on loopback, its "
+                "PKI in its data directory); remove the file, or give cmk login --endpoint"
+            )
         return cls(services, tls_dir)
 
     @classmethod

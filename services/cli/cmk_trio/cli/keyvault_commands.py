@@ -168,7 +168,7 @@ def key() -> None:
 
 def _key_out(state: State, version: res.KeyVersion) -> None:
     data = to_dict(version)
-    if state.output != "json" and not state.query:
+    if state.output == "table" and not state.query:
         click.echo(f"Key Identifier: {version.key_id}")
     emit(state.output, data)
 

@@ -42,7 +42,8 @@ def register(cli: click.Group) -> None:
 
 @command(None, "login")
 @click.option("--endpoint", default=None,
-              help="identity endpoint host:port [CMK_IDENTITY_ENDPOINT, else cmk up's 127.0.0.1:50051]")  # fmt: skip
+              help="identity endpoint host:port [CMK_IDENTITY_ENDPOINT, else the cmk up of ./.cmk (its"
+                   " endpoints.json), else 127.0.0.1:50051]")  # fmt: skip
 @click.option(
     "--operator-file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False, resolve_path=True),

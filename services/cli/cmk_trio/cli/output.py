@@ -47,6 +47,11 @@ def emit(output: str, data: Any, columns: Sequence[str] | None = None) -> None: 
         _emit_table(data, columns)
 
 
+class Selection(dict[str, Any]):  # a result's fields, whatever their JSON
+    """The fields plain names picked (`--query a,b`), in the order they were named: tsv keeps
+    it (`read A B < <(cmk ... --query a,b)`), where a whole object's fields are sorted."""
+
+
 def check_query(expression: str) -> str:
     """The --query expression, refused as the command line is when it is not JMESPath (before
     anything is dialled)."""
@@ -90,18 +95,28 @@ def _fields(row: Any, paths: list[str]) -> Any:  # (a result's item)
                 raise click.ClickException(f"--query: no field {path!r} in the result; it has {known}")
             value = value[part]
         values.append(value)
-    return values[0] if len(values) == 1 else dict(zip(paths, values, strict=True))
+    return values[0] if len(values) == 1 else Selection(zip(paths, values, strict=True))
 
 
 def _emit_tsv(data: Any) -> None:  # (as emit's)
     """az's tsv: nothing for null, a value alone on its line, a list a line per item, an
-    object's (or a list's) values on one line separated by tabs, nested ones as JSON."""
+    object's (or a list's) values on one line separated by tabs, nested ones as JSON. An
+    object's values go in the order of its field names, sorted, as az's tsv sorts them; the
+    objects of a list share one set of columns (a field one of them lacks is an empty one), so
+    a column means the same field on every line. A selection (`--query "[a, b]"`) keeps its
+    own order, as do plain field names (`--query a,b`)."""
     if data is None:
         return
-    for item in data if isinstance(data, list) else [data]:
+    rows = data if isinstance(data, list) else [data]
+    picked = next((row for row in rows if isinstance(row, Selection)), None)
+    columns = list(picked) if picked is not None else sorted({k for row in rows if isinstance(row, dict) for k in row})
+    for item in rows:
         if item is None:
             continue
-        values = item.values() if isinstance(item, dict) else item if isinstance(item, list) else [item]
+        if isinstance(item, dict):
+            values = [item.get(c) for c in columns]
+        else:
+            values = item if isinstance(item, list) else [item]
         click.echo("\t".join(_word(v) for v in values))
 
 

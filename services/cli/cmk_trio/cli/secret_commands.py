@@ -20,7 +20,7 @@ def secret() -> None:
 
 
 def _secret_out(state: State, found: res.Secret) -> None:
-    if state.output != "json" and not state.query:
+    if state.output == "table" and not state.query:
         click.echo(f"Secret Identifier: {found.secret_id}")
     emit(state.output, to_dict(found))
 

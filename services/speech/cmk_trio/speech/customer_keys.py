@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cmk_trio.client.calls import RENEWABLE
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import Metrics, time_left
@@ -27,6 +28,13 @@ from cmk_trio.speech.errors import (
 from cmk_trio.speech.model import KeySource, SpeechResource
 
 KEY_PERMISSIONS = ("get", "wrapKey", "unwrapKey")
+
+
+class ClocksDisagree(Unavailable):
+    """The vault refuses even a new token of the managed identity (expired on its clock):
+    the services' clocks or signing keys disagree."""
+
+
 ANSWER_RESERVE_S = 0.5
 """What a call keeps of its caller's deadline to carry its answer back: speech waits for an
 unwrap at most the caller's time left less this, so that a vault that says nothing is
@@ -125,6 +133,31 @@ def inaccessible(cause: Reason, resource: SpeechResource, detail: str = "") -> F
     )
 
 
+async def unwrap_as_identity(resource: SpeechResource, vault: VaultGateway, identity: IdentityGateway) -> bytes:
+    """The vault's unwrap with a token of the resource's managed identity. A token the
+    vault refuses for a cause a new token cures (expired on the vault's clock though not
+    on ours, or signed by a key the directory withdrew) is dropped and the unwrap asked
+    once more with a new one; if the vault refuses that too, the services' clocks or keys
+    disagree: speech's dependency failing (ClocksDisagree), not the caller's credentials."""
+    principal = resource.identity_principal_id
+    for last in (False, True):
+        token = await identity.identity_token(resource.identity_tenant_id, principal)
+        try:
+            return await vault.unwrap(token, resource.wrapping_key, resource.wrapped_data_key)
+        except Unauthenticated as refused:
+            if refused.reason not in RENEWABLE:
+                raise
+            identity.forget_token(principal)
+            if last:
+                raise ClocksDisagree(
+                    Reason.DEPENDENCY_UNAVAILABLE,
+                    f"the key vault refuses the managed identity's new token too ({refused.reason.value}): "
+                    "the services' clocks or signing keys disagree",
+                    metadata={"key_id": resource.wrapping_key},
+                ) from None
+    raise AssertionError("the loop returns or raises")
+
+
 class DataKeys:
     """A resource's data key, unwrapped by the master key ring (Microsoft-managed) or by the
     customer's key through the vault (customer-managed), and kept in memory.
@@ -198,8 +231,8 @@ class DataKeys:
                 return task.result()
             raise Unavailable(
                 Reason.CUSTOMER_KEY_VAULT_UNREACHABLE,
-                "the key vault holding the customer-managed key did not answer within the call's deadline; "
-                "retry shortly",
+                "the key vault holding the customer-managed key (or the directory, for its managed identity's "
+                "token) did not answer within the call's deadline; retry shortly",
                 metadata={"key_id": resource.wrapping_key},
                 retry_now=False,
             ) from None
@@ -240,8 +273,9 @@ class DataKeys:
             raise inaccessible(Reason.CUSTOMER_KEY_TENANT_MISMATCH, resource)
         self.unwraps += 1
         try:
-            token = await self._identity.identity_token(resource.identity_tenant_id, resource.identity_principal_id)
-            plain = await self._vault.unwrap(token, resource.wrapping_key, resource.wrapped_data_key)
+            plain = await unwrap_as_identity(resource, self._vault, self._identity)
+        except ClocksDisagree:
+            raise
         except Unavailable as away:
             raise Unavailable(
                 Reason.CUSTOMER_KEY_VAULT_UNREACHABLE,
