@@ -13,15 +13,12 @@ import grpc
 
 from cmk_trio.rpckit.errors import Unauthenticated
 from cmk_trio.rpckit.observe import REQUEST_ID_HEADER, current_request_id
-from cmk_trio.rpckit.reasons import Reason
 from cmk_trio.rpckit.status import error_from_rpc
+from cmk_trio.rpckit.token_cache import RENEWABLE
 
 R = TypeVar("R")
 DEFAULT_TIMEOUT = 10.0
 """Seconds a call may take unless its client or the block it is made in says otherwise."""
-
-RENEWABLE = frozenset({Reason.TOKEN_KEY_UNKNOWN, Reason.TOKEN_EXPIRED})
-"""Refusals of a token that a new token from the same credentials cures."""
 
 Tokens = Callable[[str], Awaitable[str]]
 """What a client takes for its tokens: a bearer token for an audience. An IdentityClient's

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cmk_trio.rpckit.clock import Clock
+from cmk_trio.rpckit.reasons import Reason
+
+RENEWABLE = frozenset({Reason.TOKEN_KEY_UNKNOWN, Reason.TOKEN_EXPIRED})
+"""Refusals of a token that a new token from the same credentials cures: signed by a key the
+directory withdrew, or expired on the service's clock though not on the holder's."""
 
 
 @dataclass(frozen=True, slots=True)

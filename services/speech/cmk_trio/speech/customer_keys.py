@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cmk_trio.client.calls import RENEWABLE
 from cmk_trio.rpckit.clock import Clock
 from cmk_trio.rpckit.datadir import StartupError
 from cmk_trio.rpckit.observe import Metrics, time_left
 from cmk_trio.rpckit.reasons import Reason
+from cmk_trio.rpckit.token_cache import RENEWABLE
 from cmk_trio.speech.envelope import CannotDecrypt, DataKey, MasterKeyRing
 from cmk_trio.speech.errors import (
     FailedPrecondition,
